@@ -1,0 +1,74 @@
+//! The `warden` command-line tool.
+//!
+//! Exit codes: 0 success, 1 a test or verification failed, 2 bad input (invalid policy,
+//! invalid request, unreadable file, bad usage).
+
+#![forbid(unsafe_code)]
+
+mod check;
+mod eval;
+mod test;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Policy decisions for AI agents and LLM traffic.
+#[derive(Parser)]
+#[command(name = "warden", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Validate policy files: exit 0 when all are valid, else print `file:line:col: message` and exit 2.
+    Check {
+        /// Policy files (YAML or JSON).
+        #[arg(required = true)]
+        policies: Vec<PathBuf>,
+    },
+    /// Decide requests: one JSON request, or JSON Lines (sessions kept across lines); prints one
+    /// decision JSON per request.
+    Eval {
+        /// The policy file.
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// The request file, or `-` (the default) for standard input.
+        #[arg(default_value = "-")]
+        requests: PathBuf,
+    },
+    /// Run conformance scenarios (every `*.yaml` under the paths).
+    Test {
+        /// Scenario files or directories.
+        #[arg(required = true)]
+        paths: Vec<PathBuf>,
+        /// Also print one line per passing file.
+        #[arg(long, short)]
+        verbose: bool,
+    },
+}
+
+/// Exit code for bad input.
+pub(crate) const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(EXIT_BAD_INPUT)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Check { policies } => check::run(&policies),
+        Command::Eval { policy, requests } => eval::run(&policy, &requests),
+        Command::Test { paths, verbose } => test::run(&paths, verbose),
+    }
+}

@@ -1,0 +1,84 @@
+//! The decision: the output of one evaluation (spec section 7).
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+/// Allow or deny.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Verdict {
+    /// The call may go through.
+    Allow,
+    /// The call must not go through.
+    Deny,
+}
+
+impl Verdict {
+    /// `allow` or `deny`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Verdict::Allow => "allow",
+            Verdict::Deny => "deny",
+        }
+    }
+}
+
+/// Content found in the request: where, never what (the matched text is never carried).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Finding {
+    /// Detector id (`email`, `credit_card`, `injection`, a custom id, ...).
+    pub detector: String,
+    /// JSON Pointer into the request (`/args/to`, `/text`).
+    pub path: String,
+    /// Start offset in chars (Unicode scalar values).
+    pub start: usize,
+    /// End offset in chars, exclusive.
+    pub end: usize,
+    /// For injection findings: the heuristic family that fired.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+/// Which policy made a decision.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyInfo {
+    /// The policy's `name`.
+    pub name: Arc<str>,
+    /// The policy's `version`, null when omitted.
+    pub version: Option<Arc<str>>,
+    /// `sha256:` + hex SHA-256 of the policy's RFC 8785 canonical JSON form.
+    pub digest: Arc<str>,
+}
+
+/// The outcome of one request.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Decision {
+    /// The enforced decision (always `allow` in `dry_run`).
+    #[serde(rename = "decision")]
+    pub verdict: Verdict,
+    /// The first matching deny rule (or `content:<id>`) when the computed decision is deny.
+    pub rule: Option<Arc<str>>,
+    /// Reasons of all matching deny rules that have one, in document order.
+    pub reasons: Vec<Arc<str>>,
+    /// Ids of matching warn rules (and `content:<id>` for warn-action findings); empty on deny.
+    pub warnings: Vec<Arc<str>>,
+    /// The session's sorted taint set after the decision.
+    pub taints: Vec<Arc<str>>,
+    /// Content findings, in request order.
+    pub findings: Vec<Finding>,
+    /// The rewritten `args` / `result` / `text` when something was redacted.
+    pub redacted: Option<Value>,
+    /// In `dry_run`: the decision that would have been enforced.
+    pub dry_run_decision: Option<Verdict>,
+    /// The policy that decided.
+    pub policy: PolicyInfo,
+}
+
+impl Decision {
+    /// The computed decision: `dry_run_decision` when set, else the enforced one.
+    pub fn computed(&self) -> Verdict {
+        self.dry_run_decision.unwrap_or(self.verdict)
+    }
+}

@@ -1,0 +1,190 @@
+//! Evaluation: one request against one compiled policy and one session state (spec section 6).
+//! Pure: the caller supplies the state and applies the returned change.
+
+use std::sync::Arc;
+
+use crate::decision::{Decision, Verdict};
+use crate::expr::ExprContext;
+use crate::policy::{After, Classes, CompiledPolicy, Effect, Mode, Rule};
+use crate::request::{Kind, Request};
+use crate::session::{HistoryEntry, SessionState, StateChange};
+
+/// A decision and the state change it implies (None: the session must not change).
+#[derive(Debug, Clone)]
+pub struct Evaluation {
+    /// The decision to return.
+    pub decision: Decision,
+    /// What to apply to the session when there is one.
+    pub change: Option<StateChange>,
+}
+
+struct Cx<'a> {
+    request: &'a Request,
+    classes: &'a Classes,
+    state: &'a SessionState,
+}
+
+impl ExprContext for Cx<'_> {
+    fn has_taint(&self, name: &str) -> bool {
+        self.state.taints.contains(name)
+    }
+    fn has_class(&self, name: &str) -> bool {
+        self.classes.iter().any(|c| &**c == name)
+    }
+    fn tool(&self) -> Option<&str> {
+        self.request.tool.as_deref()
+    }
+    fn principal(&self) -> Option<&str> {
+        self.request.principal.as_deref()
+    }
+}
+
+/// Evaluates `request` under `policy` with the session's current `state` (empty when the
+/// request has no session).
+pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState) -> Evaluation {
+    let tool = request.tool.as_deref();
+    let classes = policy.registry.classes_of(tool);
+    let cx = Cx {
+        request,
+        classes: &classes,
+        state,
+    };
+
+    let mut first_deny: Option<&Rule> = None;
+    let mut reasons = Vec::new();
+    let mut passing: smallvec::SmallVec<[&Rule; 8]> = smallvec::SmallVec::new();
+    for n in policy.index.candidates(tool, &classes) {
+        let Some(rule) = policy.rules.get(n as usize) else {
+            continue;
+        };
+        if !rule_matches(rule, &cx) {
+            continue;
+        }
+        match rule.effect {
+            Effect::Deny => {
+                first_deny.get_or_insert(rule);
+                if let Some(reason) = &rule.reason {
+                    reasons.push(reason.clone());
+                }
+            }
+            Effect::Allow | Effect::Warn => passing.push(rule),
+        }
+    }
+
+    let (computed, rule_id, warnings) = if let Some(rule) = first_deny {
+        (Verdict::Deny, Some(rule.id.clone()), Vec::new())
+    } else if !passing.is_empty() {
+        let warnings = passing
+            .iter()
+            .filter(|r| r.effect == Effect::Warn)
+            .map(|r| r.id.clone())
+            .collect();
+        (Verdict::Allow, None, warnings)
+    } else {
+        (policy.default, None, Vec::new())
+    };
+
+    let (verdict, dry_run_decision) = match policy.mode {
+        Mode::Enforce => (computed, None),
+        Mode::DryRun => (Verdict::Allow, Some(computed)),
+    };
+
+    // State changes only when the enforced decision is allow (in dry run: always, as if allowed).
+    let change = (verdict == Verdict::Allow)
+        .then(|| state_change(policy, request, &passing, classes.clone()));
+    let taints = match &change {
+        Some(change) if request.session.is_some() => state.taints_after(change),
+        _ if request.session.is_some() => state.taints.clone(),
+        _ => Default::default(),
+    };
+
+    Evaluation {
+        decision: Decision {
+            verdict,
+            rule: rule_id,
+            reasons,
+            warnings,
+            taints: taints.into_iter().collect(),
+            findings: Vec::new(),
+            redacted: None,
+            dry_run_decision,
+            policy: policy.info.clone(),
+        },
+        change: if request.session.is_some() {
+            change
+        } else {
+            None
+        },
+    }
+}
+
+fn state_change(
+    policy: &CompiledPolicy,
+    request: &Request,
+    passing: &[&Rule],
+    classes: Classes,
+) -> StateChange {
+    let mut change = StateChange {
+        history_limit: policy.history_limit,
+        ..StateChange::default()
+    };
+    for rule in passing {
+        change.remove.extend(rule.remove_taints.iter().cloned());
+        change.add.extend(rule.add_taints.iter().cloned());
+    }
+    if request.kind == Kind::ToolCall
+        && policy.history_limit > 0
+        && let Some(tool) = &request.tool
+    {
+        change.push = Some(HistoryEntry {
+            tool: Arc::from(tool.as_str()),
+            classes: classes.into_iter().collect(),
+        });
+    }
+    change
+}
+
+fn rule_matches(rule: &Rule, cx: &Cx<'_>) -> bool {
+    let request = cx.request;
+    if !rule.applies_to(request.kind) {
+        return false;
+    }
+    if let Some(tools) = &rule.tools {
+        let Some(tool) = request.tool.as_deref() else {
+            return false;
+        };
+        if !tools.iter().any(|g| g.matches(tool)) {
+            return false;
+        }
+    }
+    if let Some(classes) = &rule.classes
+        && !classes.iter().any(|c| cx.classes.contains(c))
+    {
+        return false;
+    }
+    if let Some(principals) = &rule.principals {
+        let Some(principal) = request.principal.as_deref() else {
+            return false;
+        };
+        if !principals.iter().any(|g| g.matches(principal)) {
+            return false;
+        }
+    }
+    if !rule.args.iter().all(|c| c.holds(request.args.as_ref())) {
+        return false;
+    }
+    if let Some(after) = &rule.after
+        && !after_holds(after, cx.state)
+    {
+        return false;
+    }
+    rule.condition.as_ref().is_none_or(|c| c.eval(cx))
+}
+
+fn after_holds(after: &After, state: &SessionState) -> bool {
+    let take = after.within.unwrap_or(usize::MAX);
+    state.history.iter().rev().take(take).any(|entry| {
+        after.tools.iter().any(|g| g.matches(&entry.tool))
+            || after.classes.iter().any(|c| entry.classes.contains(c))
+    })
+}

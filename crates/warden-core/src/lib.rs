@@ -1,0 +1,23 @@
+//! Warden's pure core: the request and decision model, policy compilation into an indexed
+//! snapshot, evaluation, and session state. No I/O: callers hand bytes in.
+//!
+//! Most users import the `warden` facade crate instead, which re-exports what they need.
+
+#![forbid(unsafe_code)]
+
+pub mod args;
+pub mod decision;
+pub mod engine;
+pub mod eval;
+pub mod expr;
+pub mod glob;
+pub mod index;
+pub mod policy;
+pub mod request;
+pub mod session;
+
+pub use decision::{Decision, Finding, PolicyInfo, Verdict};
+pub use engine::{DecideError, Engine};
+pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
+pub use request::{HttpRequest, Kind, Request, RequestError};
+pub use session::{MemorySessionStore, SessionState, SessionStore, StateChange, StoreError};

@@ -1,0 +1,287 @@
+//! The policy document as written (spec section 2), with a source location on every node that
+//! validation may need to point at. Deserialised by `serde-saphyr`, which reads YAML and JSON
+//! (JSON is YAML's flow style) and reports line and column for every syntax and type error.
+
+use std::fmt;
+use std::marker::PhantomData;
+
+use serde::Deserialize;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::Value;
+use serde_saphyr::Spanned;
+
+use crate::request::Kind;
+
+/// A mapping kept in document order, with the location of every key.
+#[derive(Debug, Clone)]
+pub struct SpannedMap<V>(pub Vec<(Spanned<String>, V)>);
+
+impl<'de, V: Deserialize<'de>> Deserialize<'de> for SpannedMap<V> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct MapVisitor<V>(PhantomData<V>);
+        impl<'de, V: Deserialize<'de>> Visitor<'de> for MapVisitor<V> {
+            type Value = SpannedMap<V>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(SpannedMap(entries))
+            }
+        }
+        deserializer.deserialize_map(MapVisitor(PhantomData))
+    }
+}
+
+/// `allow` or `deny`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DefaultDoc {
+    /// Allow when no rule matches.
+    Allow,
+    /// Deny when no rule matches.
+    Deny,
+}
+
+/// `enforce` or `dry_run`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModeDoc {
+    /// Decisions are enforced.
+    #[default]
+    Enforce,
+    /// Decisions are computed and reported, and every request is allowed.
+    DryRun,
+}
+
+/// A rule's effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum EffectDoc {
+    /// Allows the request.
+    Allow,
+    /// Denies the request.
+    Deny,
+    /// Allows the request with a warning.
+    Warn,
+}
+
+/// The whole document.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyDoc {
+    /// Format version; must be 1.
+    pub warden: Spanned<i64>,
+    /// Policy name.
+    pub name: Spanned<String>,
+    /// Optional version string.
+    #[serde(default)]
+    pub version: Option<String>,
+    /// Decision when no rule matches.
+    #[serde(default)]
+    pub default: Option<DefaultDoc>,
+    /// Enforce or dry run.
+    #[serde(default)]
+    pub mode: Option<ModeDoc>,
+    /// Tool registry: glob -> classes.
+    #[serde(default)]
+    pub tools: Option<SpannedMap<Vec<Spanned<String>>>>,
+    /// The rules, in document order.
+    #[serde(default)]
+    pub rules: Vec<RuleDoc>,
+    /// Content inspection settings.
+    #[serde(default)]
+    pub content: Option<Spanned<ContentDoc>>,
+    /// Rego modules and data.
+    #[serde(default)]
+    pub rego: Option<Spanned<RegoDoc>>,
+}
+
+/// One rule as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleDoc {
+    /// Unique id.
+    pub id: Spanned<String>,
+    /// allow | deny | warn.
+    pub effect: EffectDoc,
+    /// Reason reported when the rule denies.
+    #[serde(default)]
+    pub reason: Option<String>,
+    /// Request kinds the rule applies to.
+    #[serde(default)]
+    pub kinds: Option<Vec<Kind>>,
+    /// Tool globs.
+    #[serde(default)]
+    pub tools: Option<Vec<Spanned<String>>>,
+    /// Tool classes.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// Principal globs.
+    #[serde(default)]
+    pub principals: Option<Vec<Spanned<String>>>,
+    /// Logic expression.
+    #[serde(default, rename = "if")]
+    pub condition: Option<Spanned<String>>,
+    /// Sequence condition.
+    #[serde(default)]
+    pub after: Option<Spanned<AfterDoc>>,
+    /// Argument conditions by JSON Pointer.
+    #[serde(default)]
+    pub args: Option<SpannedMap<Spanned<ArgConditionDoc>>>,
+    /// Rego rule path.
+    #[serde(default)]
+    pub rego: Option<Spanned<String>>,
+    /// Taints added when the call goes through.
+    #[serde(default)]
+    pub add_taints: Option<Spanned<Vec<String>>>,
+    /// Taints removed when the call goes through.
+    #[serde(default)]
+    pub remove_taints: Option<Spanned<Vec<String>>>,
+}
+
+/// `after: {tools, classes, within}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AfterDoc {
+    /// Tool globs to look for in history.
+    #[serde(default)]
+    pub tools: Option<Vec<Spanned<String>>>,
+    /// Classes to look for in history.
+    #[serde(default)]
+    pub classes: Option<Vec<String>>,
+    /// How many of the latest history entries to look at.
+    #[serde(default)]
+    pub within: Option<Spanned<i64>>,
+}
+
+/// One argument condition as written. `equals: null` is a condition (on null), so value-carrying
+/// fields record presence rather than deserialising `null` as absent.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArgConditionDoc {
+    /// Strict equality.
+    #[serde(default, deserialize_with = "present")]
+    pub equals: Option<Value>,
+    /// Equal to one of.
+    #[serde(default)]
+    pub one_of: Option<Vec<Value>>,
+    /// Regex search.
+    #[serde(default)]
+    pub matches: Option<Spanned<String>>,
+    /// Substring or array element.
+    #[serde(default, deserialize_with = "present")]
+    pub contains: Option<Value>,
+    /// Presence.
+    #[serde(default)]
+    pub exists: Option<bool>,
+    /// Maximum length.
+    #[serde(default)]
+    pub max_len: Option<u64>,
+}
+
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {
+    Value::deserialize(d).map(Some)
+}
+
+/// Content inspection settings as written (compiled by `warden-content`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ContentDoc {
+    /// Built-in detector ids.
+    #[serde(default)]
+    pub detectors: Vec<Spanned<String>>,
+    /// Custom regex detectors.
+    #[serde(default)]
+    pub custom: Vec<Spanned<CustomDetectorDoc>>,
+    /// Action on input findings.
+    #[serde(default)]
+    pub input: Option<String>,
+    /// Action on output findings.
+    #[serde(default)]
+    pub output: Option<String>,
+    /// Action on injection findings.
+    #[serde(default)]
+    pub injection: Option<String>,
+}
+
+/// `{id, pattern}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomDetectorDoc {
+    /// Detector id.
+    pub id: String,
+    /// Regex.
+    pub pattern: String,
+}
+
+/// The `rego:` section.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegoDoc {
+    /// Inline modules (name -> source) or file paths relative to the policy file.
+    pub modules: Spanned<RegoModulesDoc>,
+    /// Base document.
+    #[serde(default)]
+    pub data: Option<Value>,
+}
+
+/// Modules inline or as paths.
+#[derive(Debug)]
+pub enum RegoModulesDoc {
+    /// name -> source.
+    Inline(Vec<(String, String)>),
+    /// Paths relative to the policy file.
+    Files(Vec<String>),
+}
+
+impl<'de> Deserialize<'de> for RegoModulesDoc {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct ModulesVisitor;
+        impl<'de> Visitor<'de> for ModulesVisitor {
+            type Value = RegoModulesDoc;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a mapping of module name to Rego source, or a list of file paths")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(entry) = map.next_entry()? {
+                    out.push(entry);
+                }
+                Ok(RegoModulesDoc::Inline(out))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<Self::Value, A::Error> {
+                let mut out = Vec::new();
+                while let Some(path) = seq.next_element()? {
+                    out.push(path);
+                }
+                Ok(RegoModulesDoc::Files(out))
+            }
+        }
+        deserializer.deserialize_any(ModulesVisitor)
+    }
+}
+
+/// Parses a document; the error carries the location serde-saphyr found.
+pub fn parse(text: &str) -> Result<PolicyDoc, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, options())
+}
+
+/// The same document as plain JSON, for the digest.
+pub fn parse_value(text: &str) -> Result<Value, serde_saphyr::Error> {
+    serde_saphyr::from_str_with_options(text, options())
+}
+
+fn options() -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
+    options.strict_booleans = true;
+    options.with_snippet = false;
+    options
+}

@@ -1,0 +1,460 @@
+//! Policies: the document (`doc`), its validation and compilation into an immutable, indexed
+//! snapshot (`CompiledPolicy`), and the load errors.
+
+pub mod doc;
+mod error;
+mod registry;
+
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+use sha2::{Digest, Sha256};
+
+pub use error::{Diagnostic, PolicyError};
+pub use registry::{Classes, ToolRegistry};
+
+use crate::args::{self, ArgCheck, ArgCondition};
+use crate::decision::{PolicyInfo, Verdict};
+use crate::expr::{self, Expr};
+use crate::glob::Glob;
+use crate::index::RuleIndex;
+use crate::request::Kind;
+use crate::session::DEFAULT_HISTORY_CAP;
+use doc::{EffectDoc, ModeDoc, PolicyDoc, RuleDoc};
+
+/// The format version this build reads.
+pub const FORMAT_VERSION: i64 = 1;
+/// Largest policy source accepted, in bytes.
+pub const MAX_POLICY_BYTES: usize = 16 * 1024 * 1024;
+
+/// A rule's effect.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Effect {
+    /// Allows.
+    Allow,
+    /// Denies.
+    Deny,
+    /// Allows, with a warning.
+    Warn,
+}
+
+/// Whether decisions are enforced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Enforce.
+    Enforce,
+    /// Report only: every request is allowed, the computed decision is in `dry_run_decision`.
+    DryRun,
+}
+
+/// `after`: a sequence condition over the session's history.
+#[derive(Debug, Clone)]
+pub struct After {
+    /// Tool globs to look for.
+    pub tools: Vec<Glob>,
+    /// Classes to look for.
+    pub classes: Vec<Arc<str>>,
+    /// How many of the latest entries to look at; None: all history.
+    pub within: Option<usize>,
+}
+
+/// A compiled rule.
+#[derive(Debug, Clone)]
+pub struct Rule {
+    /// Unique id.
+    pub id: Arc<str>,
+    /// What a match does.
+    pub effect: Effect,
+    /// Reported when the rule denies.
+    pub reason: Option<Arc<str>>,
+    /// Bit set of request kinds (bit = `Kind as u8`); None: any.
+    pub kinds: Option<u8>,
+    /// Tool globs; None: any tool (or none).
+    pub tools: Option<Vec<Glob>>,
+    /// Classes; None: any.
+    pub classes: Option<Vec<Arc<str>>>,
+    /// Principal globs; None: any.
+    pub principals: Option<Vec<Glob>>,
+    /// The `if` expression.
+    pub condition: Option<Expr>,
+    /// The sequence condition.
+    pub after: Option<After>,
+    /// Argument conditions; all must hold.
+    pub args: Vec<ArgCondition>,
+    /// Taints removed when the call goes through.
+    pub remove_taints: Vec<Arc<str>>,
+    /// Taints added when the call goes through.
+    pub add_taints: Vec<Arc<str>>,
+}
+
+/// A policy compiled once at load into an immutable snapshot, shared by every thread.
+#[derive(Debug, Clone)]
+pub struct CompiledPolicy {
+    /// Name, version and digest.
+    pub info: PolicyInfo,
+    /// Decision when no rule matches.
+    pub default: Verdict,
+    /// Enforce or dry run.
+    pub mode: Mode,
+    /// Tool classes.
+    pub registry: ToolRegistry,
+    /// Rules in document order.
+    pub rules: Vec<Rule>,
+    /// Candidate indexes.
+    pub index: RuleIndex,
+    /// History entries a session must keep for this policy's `after` rules.
+    pub history_limit: usize,
+}
+
+/// Options for compiling a policy.
+#[derive(Debug, Clone, Copy)]
+pub struct CompileOptions {
+    /// Most history entries kept per session (`after` without `within` looks at this many).
+    pub history_cap: usize,
+}
+
+impl Default for CompileOptions {
+    fn default() -> Self {
+        Self {
+            history_cap: DEFAULT_HISTORY_CAP,
+        }
+    }
+}
+
+fn kind_bit(kind: Kind) -> u8 {
+    1 << (kind as u8)
+}
+
+impl Rule {
+    /// Whether the rule applies to requests of `kind`.
+    pub fn applies_to(&self, kind: Kind) -> bool {
+        self.kinds.is_none_or(|bits| bits & kind_bit(kind) != 0)
+    }
+}
+
+/// Collects diagnostics while compiling.
+struct Diagnostics(Vec<Diagnostic>);
+
+impl Diagnostics {
+    fn at<T>(&mut self, node: &Spanned<T>, message: impl Into<String>) {
+        self.0.push(Diagnostic {
+            line: node.referenced.line(),
+            column: node.referenced.column(),
+            message: message.into(),
+        });
+    }
+}
+
+impl CompiledPolicy {
+    /// Parses, validates and compiles a policy written in YAML or JSON. `origin` names the
+    /// source in errors (usually the file path).
+    pub fn compile(origin: &str, text: &str, options: CompileOptions) -> Result<Self, PolicyError> {
+        let fail = |line, column, message: String| PolicyError {
+            origin: origin.to_owned(),
+            diagnostics: vec![Diagnostic {
+                line,
+                column,
+                message,
+            }],
+        };
+        if text.len() > MAX_POLICY_BYTES {
+            return Err(fail(
+                0,
+                0,
+                format!("policy larger than {MAX_POLICY_BYTES} bytes"),
+            ));
+        }
+        let document = doc::parse(text).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            fail(line, column, syntax_message(&e))
+        })?;
+        let value = doc::parse_value(text).map_err(|e| fail(0, 0, syntax_message(&e)))?;
+        let canonical = serde_json_canonicalizer::to_vec(&value)
+            .map_err(|e| fail(0, 0, format!("cannot canonicalise policy: {e}")))?;
+        let digest = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
+        compile_document(document, digest, options).map_err(|diagnostics| PolicyError {
+            origin: origin.to_owned(),
+            diagnostics,
+        })
+    }
+}
+
+fn syntax_message(e: &serde_saphyr::Error) -> String {
+    // serde-saphyr appends " at line L column C"; the location is reported separately.
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    match first.rfind(" at line ") {
+        Some(cut) => first.get(..cut).unwrap_or(first).to_owned(),
+        None => first.to_owned(),
+    }
+}
+
+fn compile_document(
+    document: PolicyDoc,
+    digest: String,
+    options: CompileOptions,
+) -> Result<CompiledPolicy, Vec<Diagnostic>> {
+    let mut diags = Diagnostics(Vec::new());
+    if document.warden.value != FORMAT_VERSION {
+        diags.at(
+            &document.warden,
+            format!(
+                "`warden`: unsupported format version {} (this build reads version {FORMAT_VERSION})",
+                document.warden.value
+            ),
+        );
+    }
+    if document.name.value.trim().is_empty() {
+        diags.at(&document.name, "`name` must not be empty");
+    }
+
+    let mut registry = ToolRegistry::default();
+    if let Some(tools) = &document.tools {
+        for (pattern, classes) in &tools.0 {
+            match Glob::new(&pattern.value) {
+                Ok(glob) => registry.insert(
+                    glob,
+                    classes
+                        .iter()
+                        .map(|c| Arc::from(c.value.as_str()))
+                        .collect(),
+                ),
+                Err(e) => diags.at(pattern, format!("`tools`: {e}")),
+            }
+        }
+    }
+
+    let mut rules = Vec::with_capacity(document.rules.len());
+    let mut seen_ids: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for rule in &document.rules {
+        if let Some(first_line) = seen_ids.get(&rule.id.value) {
+            diags.at(
+                &rule.id,
+                format!(
+                    "`id`: duplicate rule id `{}` (first defined on line {first_line})",
+                    rule.id.value
+                ),
+            );
+        } else {
+            seen_ids.insert(rule.id.value.clone(), rule.id.referenced.line());
+        }
+        if let Some(rule) = compile_rule(rule, &mut diags) {
+            rules.push(rule);
+        }
+    }
+    if let Some(content) = &document.content {
+        diags.at(
+            content,
+            "`content`: content inspection is not supported by this build yet",
+        );
+    }
+    if let Some(rego) = &document.rego {
+        diags.at(rego, "`rego`: Rego is not supported by this build yet");
+    }
+    if !diags.0.is_empty() {
+        diags.0.sort_by_key(|d| (d.line, d.column));
+        return Err(diags.0);
+    }
+
+    let mut index = RuleIndex::default();
+    let mut history_limit = 0usize;
+    for (n, rule) in rules.iter().enumerate() {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match (&rule.tools, &rule.classes) {
+            (Some(tools), _) => index.add_tools(n, tools),
+            (None, Some(classes)) => index.add_classes(n, classes),
+            (None, None) => index.add_catch_all(n),
+        }
+        if let Some(after) = &rule.after {
+            let needed = after.within.unwrap_or(options.history_cap);
+            history_limit = history_limit.max(needed.min(options.history_cap));
+        }
+    }
+
+    Ok(CompiledPolicy {
+        info: PolicyInfo {
+            name: document.name.value.as_str().into(),
+            version: document.version.as_deref().map(Arc::from),
+            digest: digest.into(),
+        },
+        default: match document.default {
+            Some(doc::DefaultDoc::Allow) => Verdict::Allow,
+            Some(doc::DefaultDoc::Deny) | None => Verdict::Deny,
+        },
+        mode: match document.mode.unwrap_or_default() {
+            ModeDoc::Enforce => Mode::Enforce,
+            ModeDoc::DryRun => Mode::DryRun,
+        },
+        registry,
+        rules,
+        index,
+        history_limit,
+    })
+}
+
+fn globs(list: &[Spanned<String>], field: &str, diags: &mut Diagnostics) -> Vec<Glob> {
+    list.iter()
+        .filter_map(|p| {
+            Glob::new(&p.value)
+                .map_err(|e| diags.at(p, format!("`{field}`: {e}")))
+                .ok()
+        })
+        .collect()
+}
+
+fn names(list: &[String]) -> Vec<Arc<str>> {
+    list.iter().map(|s| Arc::from(s.as_str())).collect()
+}
+
+fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
+    let before = diags.0.len();
+    let id = rule.id.value.as_str();
+    if id.is_empty() {
+        diags.at(&rule.id, "`id` must not be empty");
+    }
+    let effect = match rule.effect {
+        EffectDoc::Allow => Effect::Allow,
+        EffectDoc::Deny => Effect::Deny,
+        EffectDoc::Warn => Effect::Warn,
+    };
+    if effect == Effect::Deny {
+        for (field, node) in [
+            ("add_taints", &rule.add_taints),
+            ("remove_taints", &rule.remove_taints),
+        ] {
+            if let Some(node) = node {
+                diags.at(
+                    node,
+                    format!("rule `{id}`: `{field}` is not allowed on a deny rule (a denied call changes no state)"),
+                );
+            }
+        }
+    }
+    let condition = rule.condition.as_ref().and_then(|src| {
+        expr::parse(&src.value)
+            .map_err(|e| diags.at(src, format!("rule `{id}`: `if`: {e}")))
+            .ok()
+    });
+    let after = rule.after.as_ref().and_then(|node| {
+        let a = &node.value;
+        if a.tools.is_none() && a.classes.is_none() {
+            diags.at(
+                node,
+                format!("rule `{id}`: `after` needs `tools` or `classes`"),
+            );
+            return None;
+        }
+        let within = match &a.within {
+            None => None,
+            Some(w) if w.value >= 1 => Some(usize::try_from(w.value).unwrap_or(usize::MAX)),
+            Some(w) => {
+                diags.at(
+                    w,
+                    format!(
+                        "rule `{id}`: `after.within` must be at least 1, got {}",
+                        w.value
+                    ),
+                );
+                None
+            }
+        };
+        Some(After {
+            tools: a
+                .tools
+                .as_deref()
+                .map(|t| globs(t, "after.tools", diags))
+                .unwrap_or_default(),
+            classes: a.classes.as_deref().map(names).unwrap_or_default(),
+            within,
+        })
+    });
+    let mut args_conditions = Vec::new();
+    if let Some(map) = &rule.args {
+        for (pointer, cond) in &map.0 {
+            if let Err(message) = args::validate_pointer(&pointer.value) {
+                diags.at(pointer, format!("rule `{id}`: `args`: {message}"));
+                continue;
+            }
+            let c = &cond.value;
+            let mut checks = Vec::new();
+            if let Some(v) = &c.equals {
+                checks.push(ArgCheck::Equals(v.clone()));
+            }
+            if let Some(v) = &c.one_of {
+                checks.push(ArgCheck::OneOf(v.clone()));
+            }
+            if let Some(re) = &c.matches {
+                match args::compile_regex(&re.value) {
+                    Ok(re) => checks.push(ArgCheck::Matches(re)),
+                    Err(e) => diags.at(
+                        re,
+                        format!(
+                            "rule `{id}`: `args.{}.matches`: invalid regex: {}",
+                            pointer.value,
+                            first_line(&e.to_string())
+                        ),
+                    ),
+                }
+            }
+            if let Some(v) = &c.contains {
+                checks.push(ArgCheck::Contains(v.clone()));
+            }
+            if let Some(v) = c.exists {
+                checks.push(ArgCheck::Exists(v));
+            }
+            if let Some(v) = c.max_len {
+                checks.push(ArgCheck::MaxLen(usize::try_from(v).unwrap_or(usize::MAX)));
+            }
+            if checks.is_empty() && c.matches.is_none() {
+                diags.at(cond, format!("rule `{id}`: `args.{}` has no condition (equals, one_of, matches, contains, exists, max_len)", pointer.value));
+            }
+            args_conditions.push(ArgCondition {
+                pointer: pointer.value.clone(),
+                checks,
+            });
+        }
+    }
+    if let Some(rego) = &rule.rego {
+        diags.at(
+            rego,
+            format!("rule `{id}`: `rego`: Rego is not supported by this build yet"),
+        );
+    }
+    let compiled = Rule {
+        id: id.into(),
+        effect,
+        reason: rule.reason.as_deref().map(Arc::from),
+        kinds: rule
+            .kinds
+            .as_ref()
+            .map(|kinds| kinds.iter().fold(0u8, |bits, k| bits | kind_bit(*k))),
+        tools: rule.tools.as_deref().map(|t| globs(t, "tools", diags)),
+        classes: rule.classes.as_deref().map(names),
+        principals: rule
+            .principals
+            .as_deref()
+            .map(|p| globs(p, "principals", diags)),
+        condition,
+        after,
+        args: args_conditions,
+        remove_taints: rule
+            .remove_taints
+            .as_ref()
+            .map(|t| names(&t.value))
+            .unwrap_or_default(),
+        add_taints: rule
+            .add_taints
+            .as_ref()
+            .map(|t| names(&t.value))
+            .unwrap_or_default(),
+    };
+    (diags.0.len() == before).then_some(compiled)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim()
+        .to_owned()
+}

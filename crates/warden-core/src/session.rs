@@ -1,0 +1,173 @@
+//! Per-session state and the stores that keep it.
+//!
+//! A decision reads a session's taints and history, decides, and writes the change back. The
+//! [`SessionStore::transact`] contract makes that read-decide-update atomic per session, so two
+//! concurrent calls cannot both pass a taint check that either would flip.
+
+use std::collections::{BTreeSet, VecDeque};
+use std::sync::Arc;
+
+use dashmap::DashMap;
+
+/// Most history entries kept per session unless configured otherwise.
+pub const DEFAULT_HISTORY_CAP: usize = 1000;
+
+/// One tool call that went through, with the tool's classes at that time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HistoryEntry {
+    /// Tool name.
+    pub tool: Arc<str>,
+    /// The tool's classes when it was called, sorted.
+    pub classes: Arc<[Arc<str>]>,
+}
+
+/// A session's taints and call history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SessionState {
+    /// Current taints.
+    pub taints: BTreeSet<Arc<str>>,
+    /// Calls that went through, oldest first.
+    pub history: VecDeque<HistoryEntry>,
+}
+
+/// The update a decision makes to its session.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct StateChange {
+    /// Taints removed (applied before `add`).
+    pub remove: Vec<Arc<str>>,
+    /// Taints added.
+    pub add: Vec<Arc<str>>,
+    /// The call to append to history, if it is a tool call.
+    pub push: Option<HistoryEntry>,
+    /// How many history entries to keep at most after the push.
+    pub history_limit: usize,
+}
+
+impl StateChange {
+    /// True when applying the change would leave any state as it is.
+    pub fn is_noop(&self) -> bool {
+        self.remove.is_empty() && self.add.is_empty() && self.push.is_none()
+    }
+}
+
+impl SessionState {
+    /// The taint set after `change`, without applying it.
+    pub fn taints_after(&self, change: &StateChange) -> BTreeSet<Arc<str>> {
+        let mut taints = self.taints.clone();
+        for t in &change.remove {
+            taints.remove(t);
+        }
+        taints.extend(change.add.iter().cloned());
+        taints
+    }
+
+    /// Applies `change`: removes before adds, then the history push, then the history bound.
+    pub fn apply(&mut self, change: &StateChange) {
+        for t in &change.remove {
+            self.taints.remove(t);
+        }
+        self.taints.extend(change.add.iter().cloned());
+        if let Some(entry) = &change.push {
+            self.history.push_back(entry.clone());
+        }
+        while self.history.len() > change.history_limit {
+            self.history.pop_front();
+        }
+    }
+}
+
+/// A failure of a session store (a shared store may be unreachable; the in-memory one never fails).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session store: {message}")]
+pub struct StoreError {
+    /// What went wrong, without any session content.
+    pub message: String,
+}
+
+/// Where session state lives.
+pub trait SessionStore: Send + Sync {
+    /// Calls `decide` with the session's current state (empty when unknown) and applies the
+    /// change it returns, atomically with respect to every other `transact` on the same session.
+    /// `decide` may be called more than once by stores that retry on conflict, so it must not
+    /// have side effects other than its return value and the last value it stores in captures.
+    fn transact(
+        &self,
+        session: &str,
+        decide: &mut dyn FnMut(&SessionState) -> Option<StateChange>,
+    ) -> Result<(), StoreError>;
+
+    /// A copy of the session's state, `None` when the session is unknown.
+    fn get(&self, session: &str) -> Result<Option<SessionState>, StoreError>;
+
+    /// Forgets a session.
+    fn remove(&self, session: &str) -> Result<(), StoreError>;
+
+    /// Number of sessions held.
+    fn len(&self) -> usize;
+
+    /// True when no session is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// In-memory sessions in a sharded concurrent map: a session's transaction holds only its
+/// shard's lock, so different sessions proceed in parallel.
+#[derive(Debug, Default)]
+pub struct MemorySessionStore {
+    sessions: DashMap<Box<str>, SessionState>,
+}
+
+impl MemorySessionStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl SessionStore for MemorySessionStore {
+    fn transact(
+        &self,
+        session: &str,
+        decide: &mut dyn FnMut(&SessionState) -> Option<StateChange>,
+    ) -> Result<(), StoreError> {
+        // Fast path without allocating the key: the session exists.
+        if let Some(mut state) = self.sessions.get_mut(session) {
+            if let Some(change) = decide(&state) {
+                state.apply(&change);
+            }
+            return Ok(());
+        }
+        // `entry` re-checks under the shard lock, so a session created meanwhile is seen.
+        match self.sessions.entry(session.into()) {
+            dashmap::Entry::Occupied(mut occupied) => {
+                if let Some(change) = decide(occupied.get()) {
+                    occupied.get_mut().apply(&change);
+                }
+            }
+            dashmap::Entry::Vacant(vacant) => {
+                let mut state = SessionState::default();
+                if let Some(change) = decide(&state)
+                    && !change.is_noop()
+                {
+                    state.apply(&change);
+                    vacant.insert(state);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn get(&self, session: &str) -> Result<Option<SessionState>, StoreError> {
+        Ok(self.sessions.get(session).map(|s| s.clone()))
+    }
+
+    fn remove(&self, session: &str) -> Result<(), StoreError> {
+        self.sessions.remove(session);
+        Ok(())
+    }
+
+    fn len(&self) -> usize {
+        self.sessions.len()
+    }
+}

@@ -1,0 +1,37 @@
+//! Warden: policy decisions for AI agents and LLM traffic.
+//!
+//! Load a policy, build an [`Engine`], and ask it about each request:
+//!
+//! ```
+//! use warden::{Engine, Request, Verdict};
+//!
+//! let policy = warden::load_policy_str("inline", r#"
+//! warden: 1
+//! name: demo
+//! tools: { send_email: [external_write], "crm.read_*": [sensitive_read] }
+//! rules:
+//!   - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+//!   - { id: writes, effect: allow, classes: [external_write] }
+//!   - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii" }
+//! "#)?;
+//! let engine = Engine::new(policy);
+//! let read = Request::from_json(br#"{"session":"s1","tool":"crm.read_customer"}"#)?;
+//! assert_eq!(engine.decide(&read)?.verdict, Verdict::Allow);
+//! let send = Request::from_json(br#"{"session":"s1","tool":"send_email"}"#)?;
+//! let decision = engine.decide(&send)?;
+//! assert_eq!(decision.verdict, Verdict::Deny);
+//! assert_eq!(decision.rule.as_deref(), Some("no-exfil"));
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![forbid(unsafe_code)]
+
+mod load;
+pub mod scenario;
+
+pub use load::{LoadError, load_policy_file, load_policy_str};
+pub use warden_core::{
+    CompileOptions, CompiledPolicy, DecideError, Decision, Diagnostic, Engine, Finding,
+    HttpRequest, Kind, MemorySessionStore, PolicyError, PolicyInfo, Request, RequestError,
+    SessionState, SessionStore, StateChange, StoreError, Verdict,
+};

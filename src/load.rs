@@ -1,0 +1,45 @@
+//! Loading policies from files and strings.
+
+use std::path::Path;
+
+use warden_core::{CompileOptions, CompiledPolicy, PolicyError};
+
+/// Why a policy could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file could not be read.
+    #[error("{path}: cannot read: {message}")]
+    Io {
+        /// The path as given.
+        path: String,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The document is invalid; one diagnostic per problem.
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+}
+
+/// Loads and compiles a policy file (YAML or JSON).
+pub fn load_policy_file(path: impl AsRef<Path>) -> Result<CompiledPolicy, LoadError> {
+    let path = path.as_ref();
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+        path: origin.clone(),
+        message: e.to_string(),
+    })?;
+    Ok(CompiledPolicy::compile(
+        &origin,
+        &text,
+        CompileOptions::default(),
+    )?)
+}
+
+/// Compiles a policy from text (YAML or JSON); `origin` names it in errors.
+pub fn load_policy_str(origin: &str, text: &str) -> Result<CompiledPolicy, LoadError> {
+    Ok(CompiledPolicy::compile(
+        origin,
+        text,
+        CompileOptions::default(),
+    )?)
+}
