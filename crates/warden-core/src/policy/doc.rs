@@ -268,9 +268,26 @@ impl<'de> Deserialize<'de> for RegoModulesDoc {
     }
 }
 
-/// Parses a document; the error carries the location serde-saphyr found.
-pub fn parse(text: &str) -> Result<PolicyDoc, serde_saphyr::Error> {
-    serde_saphyr::from_str_with_options(text, options())
+/// A document that did not deserialise: the parser's error (with its location) and the dotted
+/// path of the field at fault (`rules[0].effect`), when inside one.
+pub struct ParseError {
+    /// The parser's error.
+    pub error: serde_saphyr::Error,
+    /// Path of the offending field.
+    pub field: Option<String>,
+}
+
+/// Parses a document, tracking the path of the field being read so errors can name it.
+pub fn parse(text: &str) -> Result<PolicyDoc, ParseError> {
+    let mut field = None;
+    serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            field = (path != ".").then_some(path);
+            e.into_inner()
+        })
+    })
+    .map_err(|error| ParseError { error, field })
 }
 
 /// The same document as plain JSON, for the digest.

@@ -165,8 +165,19 @@ impl CompiledPolicy {
             ));
         }
         let document = doc::parse(text).map_err(|e| {
-            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-            fail(line, column, syntax_message(&e))
+            let (line, column) = e
+                .error
+                .location()
+                .map_or((0, 0), |l| (l.line(), l.column()));
+            let message = syntax_message(&e.error);
+            fail(
+                line,
+                column,
+                match e.field {
+                    Some(field) if field != "?" => format!("`{field}`: {message}"),
+                    _ => message,
+                },
+            )
         })?;
         let value = doc::parse_value(text).map_err(|e| fail(0, 0, syntax_message(&e)))?;
         let canonical = serde_json_canonicalizer::to_vec(&value)
@@ -180,13 +191,18 @@ impl CompiledPolicy {
 }
 
 fn syntax_message(e: &serde_saphyr::Error) -> String {
-    // serde-saphyr appends " at line L column C"; the location is reported separately.
+    // serde-saphyr may append " at line L column C" and tuning hints meant for the programmer;
+    // the location is reported separately and the hints are not the user's business.
     let text = e.to_string();
     let first = text.lines().next().unwrap_or_default();
-    match first.rfind(" at line ") {
-        Some(cut) => first.get(..cut).unwrap_or(first).to_owned(),
-        None => first.to_owned(),
+    let first = first
+        .rfind(" at line ")
+        .map_or(first, |cut| first.get(..cut).unwrap_or(first));
+    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(',').next().unwrap_or(key).trim();
+        return format!("duplicate key `{key}`");
     }
+    first.to_owned()
 }
 
 fn compile_document(
@@ -296,7 +312,7 @@ fn globs(list: &[Spanned<String>], field: &str, diags: &mut Diagnostics) -> Vec<
     list.iter()
         .filter_map(|p| {
             Glob::new(&p.value)
-                .map_err(|e| diags.at(p, format!("`{field}`: {e}")))
+                .map_err(|e| diags.at(p, format!("{field}: {e}")))
                 .ok()
         })
         .collect()
@@ -362,7 +378,7 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
             tools: a
                 .tools
                 .as_deref()
-                .map(|t| globs(t, "after.tools", diags))
+                .map(|t| globs(t, &format!("rule `{id}`: `after.tools`"), diags))
                 .unwrap_or_default(),
             classes: a.classes.as_deref().map(names).unwrap_or_default(),
             within,
@@ -428,12 +444,15 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
             .kinds
             .as_ref()
             .map(|kinds| kinds.iter().fold(0u8, |bits, k| bits | kind_bit(*k))),
-        tools: rule.tools.as_deref().map(|t| globs(t, "tools", diags)),
+        tools: rule
+            .tools
+            .as_deref()
+            .map(|t| globs(t, &format!("rule `{id}`: `tools`"), diags)),
         classes: rule.classes.as_deref().map(names),
         principals: rule
             .principals
             .as_deref()
-            .map(|p| globs(p, "principals", diags)),
+            .map(|p| globs(p, &format!("rule `{id}`: `principals`"), diags)),
         condition,
         after,
         args: args_conditions,
@@ -451,10 +470,12 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
     (diags.0.len() == before).then_some(compiled)
 }
 
+/// The regex crate's multi-line message reduced to its last line (`unclosed group`).
 fn first_line(s: &str) -> String {
-    s.lines()
+    let last = s
+        .lines()
         .rfind(|l| !l.trim().is_empty())
         .unwrap_or(s)
-        .trim()
-        .to_owned()
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
 }
