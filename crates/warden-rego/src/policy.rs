@@ -420,15 +420,32 @@ fn module_error(text: &str, fallback_module: &str) -> RegoError {
 }
 
 /// Keeps the message of a regorus diagnostic, dropping the source excerpt around it.
+///
+/// regorus formats `\n--> file:line:col\n  |\n3 | source\n  |   ^\nerror: message`, possibly
+/// followed by more lines; the excerpt ends with the caret line.
 fn strip_excerpt(text: &str) -> String {
-    if !text.contains("\n--> ") && !text.starts_with("--> ") {
-        return text.trim().to_string();
+    let mut out: Vec<&str> = Vec::new();
+    let mut in_excerpt = false;
+    for line in text.lines() {
+        let t = line.trim();
+        if t.starts_with("--> ") {
+            in_excerpt = true;
+            continue;
+        }
+        if in_excerpt {
+            // The excerpt lines all contain the `|` gutter; the caret line closes it.
+            if t.contains('|') {
+                continue;
+            }
+            in_excerpt = false;
+        }
+        if !t.is_empty() {
+            out.push(t.strip_prefix("error: ").unwrap_or(t));
+        }
     }
-    let last = text
-        .lines()
-        .rev()
-        .find(|l| !l.trim().is_empty())
-        .unwrap_or(text);
-    let last = last.trim();
-    last.strip_prefix("error: ").unwrap_or(last).to_string()
+    if out.is_empty() {
+        text.trim().to_string()
+    } else {
+        out.join(" ")
+    }
 }
