@@ -1,0 +1,115 @@
+//! `email` (anchored on `@`) and `ipv6` (anchored on `:`).
+
+use std::net::Ipv6Addr;
+
+use crate::builtin::{Builtin, Sink};
+use crate::bytes::{alnum, at, before, digit, word};
+
+fn local_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'_' | b'%' | b'+' | b'-')
+}
+
+fn domain_char(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || matches!(c, b'.' | b'-')
+}
+
+/// File extensions that look like top-level domains in `name@2x.png`-style strings.
+const NOT_TLDS: &[&str] = &[
+    "png", "jpg", "jpeg", "gif", "svg", "webp", "bmp", "ico", "css", "js", "json", "yaml", "yml",
+    "txt", "html", "htm", "tsx", "jsx", "lock", "toml", "csv", "log",
+];
+
+/// Email at the `@` at byte `a`; returns the byte where scanning may resume.
+pub(crate) fn email(b: &[u8], a: usize, sink: &mut Sink<'_>) -> usize {
+    // Local part: up to 64 allowed chars before '@', no leading/trailing/double dot.
+    let mut ls = a;
+    while ls > 0 && a - ls < 64 && local_char(before(b, ls)) {
+        ls -= 1;
+    }
+    while at(b, ls) == b'.' && ls < a {
+        ls += 1;
+    }
+    if ls == a || local_char(before(b, ls)) || before(b, ls) == b'@' || before(b, a) == b'.' {
+        return a + 1;
+    }
+    if b.get(ls..a)
+        .is_none_or(|l| l.windows(2).any(|w| w == b".."))
+    {
+        return a + 1;
+    }
+    // Domain: labels of [A-Za-z0-9-], dot separated, alphabetic TLD of 2+ chars.
+    let ds = a + 1;
+    let mut de = ds;
+    while domain_char(at(b, de)) && de - ds < 255 {
+        de += 1;
+    }
+    let resume = de;
+    while de > ds && matches!(at(b, de - 1), b'.' | b'-') {
+        de -= 1;
+    }
+    if at(b, de) == b'@' || de == ds {
+        return resume.max(a + 1);
+    }
+    let Some(domain) = b.get(ds..de) else {
+        return resume.max(a + 1);
+    };
+    let mut labels = 0usize;
+    let mut last: &[u8] = &[];
+    for label in domain.split(|&c| c == b'.') {
+        if label.is_empty()
+            || label.len() > 63
+            || label.first() == Some(&b'-')
+            || label.last() == Some(&b'-')
+        {
+            return resume.max(a + 1);
+        }
+        labels += 1;
+        last = label;
+    }
+    let tld_ok = last.len() >= 2
+        && last.iter().all(u8::is_ascii_alphabetic)
+        && !NOT_TLDS
+            .iter()
+            .any(|t| t.as_bytes().eq_ignore_ascii_case(last));
+    if labels >= 2 && tld_ok {
+        sink.push(Builtin::Email, ls, de);
+    }
+    resume.max(a + 1)
+}
+
+fn hexish(c: u8) -> bool {
+    c.is_ascii_hexdigit() || c == b':'
+}
+
+/// IPv6 address around the `:` at byte `c`; returns the byte where scanning may resume.
+pub(crate) fn ipv6(s: &str, c: usize, sink: &mut Sink<'_>) -> usize {
+    let b = s.as_bytes();
+    if !hexish(before(b, c)) || !hexish(at(b, c + 1)) {
+        return c + 1;
+    }
+    let mut st = c;
+    while hexish(before(b, st)) {
+        st -= 1;
+    }
+    let mut en = c + 1;
+    while hexish(at(b, en)) || (at(b, en) == b'.' && digit(at(b, en + 1))) {
+        en += 1;
+    }
+    let resume = en;
+    let p = before(b, st);
+    if word(p) || p == b'.' || alnum(at(b, en)) || at(b, en) == b'_' {
+        return resume;
+    }
+    // A trailing single ':' is punctuation ("address fe80::1: down").
+    if at(b, en.wrapping_sub(1)) == b':' && before(b, en.wrapping_sub(1)) != b':' {
+        en -= 1;
+    }
+    let Some(text) = s.get(st..en) else {
+        return resume;
+    };
+    let colons = text.bytes().filter(|&x| x == b':').count();
+    if colons >= 2 && text.bytes().any(digit) && text.parse::<Ipv6Addr>().is_ok() {
+        sink.push(Builtin::Ipv6, st, en);
+    }
+    resume
+}

@@ -1,0 +1,578 @@
+//! The compiled policy, the per-request scan, overlap resolution and redaction.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::LazyLock;
+
+use regex::{Regex, RegexBuilder};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::builtin::{self, Builtin, COUNT, Cand, Sink};
+use crate::bytes::CharCounter;
+use crate::digits::{self, PhoneRegexes};
+use crate::injection::{FAMILIES, Injection, Normalized};
+use crate::net;
+use crate::spec::{Action, CUSTOM_PATTERN_SIZE_LIMIT, ContentError, ContentSpec, InjectionAction};
+use crate::tokens::{Anchors, TokenRegexes};
+
+/// Patterns shared by every policy: compiled once per process.
+struct Shared {
+    tokens: TokenRegexes,
+    phone: PhoneRegexes,
+    injection: Injection,
+}
+
+static SHARED: LazyLock<Result<Shared, String>> = LazyLock::new(|| {
+    Ok(Shared {
+        tokens: TokenRegexes::new().map_err(|e| e.to_string())?,
+        phone: PhoneRegexes::new().map_err(|e| e.to_string())?,
+        injection: Injection::new().map_err(|e| e.to_string())?,
+    })
+});
+
+const CLASS_DIGIT: u8 = 1;
+const CLASS_AT: u8 = 2;
+const CLASS_COLON: u8 = 3;
+
+/// A compiled `content:` section: immutable, `Send + Sync`, built once per policy load.
+pub struct ContentPolicy {
+    shared: &'static Shared,
+    /// Rank (policy order) of each enabled built-in.
+    ranks: [Option<u16>; COUNT],
+    /// Detector ids by rank.
+    names: Vec<String>,
+    custom: Vec<(u16, Regex)>,
+    anchors: Option<Anchors>,
+    /// Byte classes that start the hand-written scanners (digits, `@`, `:`).
+    table: [u8; 256],
+    scan_bytes: bool,
+    input: Action,
+    output: Action,
+    injection: Option<InjectionAction>,
+}
+
+impl fmt::Debug for ContentPolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContentPolicy")
+            .field("detectors", &self.names)
+            .field("input", &self.input)
+            .field("output", &self.output)
+            .field("injection", &self.injection)
+            .finish_non_exhaustive()
+    }
+}
+
+fn valid_custom_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.'))
+}
+
+impl ContentPolicy {
+    /// Validate and compile a `content:` section.
+    ///
+    /// # Errors
+    /// A [`ContentError`] naming the first offending item (by its index in the spec's lists).
+    pub fn compile(spec: &ContentSpec) -> Result<Self, ContentError> {
+        let shared = SHARED.as_ref().map_err(|message| ContentError::Internal {
+            message: message.clone(),
+        })?;
+        let mut ranks = [None; COUNT];
+        let mut names = Vec::new();
+        for (index, id) in spec.detectors.iter().enumerate() {
+            let b = Builtin::from_id(id).ok_or_else(|| ContentError::UnknownDetector {
+                index,
+                id: id.clone(),
+            })?;
+            let slot = ranks
+                .get_mut(b.index())
+                .ok_or_else(|| ContentError::UnknownDetector {
+                    index,
+                    id: id.clone(),
+                })?;
+            if slot.is_some() {
+                return Err(ContentError::RepeatedDetector {
+                    index,
+                    id: id.clone(),
+                });
+            }
+            *slot = Some(rank_of(names.len()));
+            names.push(id.clone());
+        }
+        let mut custom = Vec::new();
+        for (index, c) in spec.custom.iter().enumerate() {
+            if !valid_custom_id(&c.id) {
+                return Err(ContentError::InvalidId {
+                    index,
+                    id: c.id.clone(),
+                });
+            }
+            if Builtin::from_id(&c.id).is_some()
+                || c.id == crate::INJECTION_DETECTOR
+                || spec.custom.iter().take(index).any(|o| o.id == c.id)
+            {
+                return Err(ContentError::DuplicateDetector {
+                    index,
+                    id: c.id.clone(),
+                });
+            }
+            let re = RegexBuilder::new(&c.pattern)
+                .size_limit(CUSTOM_PATTERN_SIZE_LIMIT)
+                .dfa_size_limit(2 * CUSTOM_PATTERN_SIZE_LIMIT)
+                .build()
+                .map_err(|e| ContentError::InvalidPattern {
+                    index,
+                    message: e.to_string(),
+                })?;
+            custom.push((rank_of(names.len()), re));
+            names.push(c.id.clone());
+        }
+        let on = |b: Builtin| ranks.get(b.index()).copied().flatten().is_some();
+        let anchors = Anchors::new(on).map_err(|e| ContentError::Internal {
+            message: e.to_string(),
+        })?;
+        let mut table = [0u8; 256];
+        let digit_on = [
+            Builtin::CreditCard,
+            Builtin::UsSsn,
+            Builtin::Phone,
+            Builtin::Ipv4,
+            Builtin::Iban,
+        ]
+        .into_iter()
+        .any(on);
+        if digit_on {
+            for d in b'0'..=b'9' {
+                if let Some(t) = table.get_mut(usize::from(d)) {
+                    *t = CLASS_DIGIT;
+                }
+            }
+        }
+        if on(Builtin::Email)
+            && let Some(t) = table.get_mut(usize::from(b'@'))
+        {
+            *t = CLASS_AT;
+        }
+        if on(Builtin::Ipv6)
+            && let Some(t) = table.get_mut(usize::from(b':'))
+        {
+            *t = CLASS_COLON;
+        }
+        let scan_bytes = table.iter().any(|&c| c != 0);
+        Ok(ContentPolicy {
+            shared,
+            ranks,
+            names,
+            custom,
+            anchors,
+            table,
+            scan_bytes,
+            input: spec.input.unwrap_or(Action::Allow),
+            output: spec.output.unwrap_or(Action::Allow),
+            injection: spec.injection,
+        })
+    }
+
+    /// Detector ids in priority order (built-ins as listed, then custom detectors).
+    pub fn detector_ids(&self) -> &[String] {
+        &self.names
+    }
+
+    /// Candidates of every enabled detector in `s` (byte spans, unresolved). `key` is the object
+    /// key holding `s`, if any (context for `aws_secret_key`).
+    fn candidates(&self, s: &str, key: Option<&str>, out: &mut Vec<Cand>) {
+        out.clear();
+        let sh = self.shared;
+        let mut sink = Sink {
+            ranks: &self.ranks,
+            out,
+        };
+        if let Some(a) = &self.anchors {
+            a.scan(s, &sh.tokens, &mut sink);
+        }
+        if self.scan_bytes {
+            let b = s.as_bytes();
+            let mut i = 0usize;
+            while let Some(off) = b.get(i..).and_then(|r| {
+                r.iter()
+                    .position(|&c| self.table.get(usize::from(c)).is_some_and(|&k| k != 0))
+            }) {
+                let j = i + off;
+                let class = b
+                    .get(j)
+                    .and_then(|&c| self.table.get(usize::from(c)))
+                    .copied()
+                    .unwrap_or(0);
+                i = match class {
+                    CLASS_DIGIT => {
+                        let e = digits::cluster_end(b, j);
+                        digits::cluster(s, j, e, &sh.phone, &mut sink);
+                        e.max(j + 1)
+                    }
+                    CLASS_AT => net::email(b, j, &mut sink),
+                    CLASS_COLON => net::ipv6(s, j, &mut sink),
+                    _ => j + 1,
+                };
+            }
+        }
+        if let Some(k) = key
+            && sink.on(Builtin::AwsSecretKey)
+            && sh.tokens.aws_secret_pair(k, s)
+        {
+            sink.push(Builtin::AwsSecretKey, 0, s.len());
+        }
+        for (rank, re) in &self.custom {
+            for m in re.find_iter(s) {
+                if m.end() > m.start() {
+                    out_push(&mut sink, *rank, m.start(), m.end());
+                }
+            }
+        }
+    }
+
+    /// Resolved detector findings in `s`: `(rank, char start, char end, byte start, byte end)`,
+    /// sorted by start.
+    fn detect(&self, s: &str, key: Option<&str>, cands: &mut Vec<Cand>) -> Vec<Hit> {
+        self.candidates(s, key, cands);
+        if cands.is_empty() {
+            return Vec::new();
+        }
+        resolve(s, cands)
+    }
+
+    /// Scan one request.
+    pub fn scan(&self, req: &ScanRequest<'_>) -> ScanOutcome {
+        let mut out = ScanOutcome::default();
+        let mut cands = Vec::new();
+        for (parts, action) in [(&req.input, self.input), (&req.output, self.output)] {
+            for (ptr, part) in parts {
+                let redact_here = action == Action::Redact && req.redact_target == Some(*ptr);
+                let mut edits: Vec<(String, String)> = Vec::new();
+                walk(part, |segs, key, s| {
+                    let hits = self.detect(s, key, &mut cands);
+                    if hits.is_empty() {
+                        return;
+                    }
+                    for h in &hits {
+                        let id = self.name(h.rank);
+                        out.findings.push(Finding {
+                            detector: id.to_owned(),
+                            path: pointer(ptr, segs),
+                            start: h.cstart,
+                            end: h.cend,
+                            family: None,
+                        });
+                        match action {
+                            Action::Deny if out.deny.is_none() => {
+                                out.deny = Some(format!("content:{id}"))
+                            }
+                            Action::Warn => add_warning(&mut out.warnings, id),
+                            _ => {}
+                        }
+                    }
+                    if redact_here {
+                        edits.push((pointer("", segs), self.redact_str(s, &hits)));
+                    }
+                });
+                if !edits.is_empty() {
+                    out.redacted = Some(apply_edits(part, edits));
+                }
+            }
+        }
+        if let Some(action) = self.injection {
+            let mut norm = Normalized::default();
+            for (ptr, part) in &req.injection {
+                walk(part, |segs, _key, s| {
+                    for (fam, a, z) in self.shared.injection.scan(s, &mut norm) {
+                        out.findings.push(Finding {
+                            detector: crate::INJECTION_DETECTOR.to_owned(),
+                            path: pointer(ptr, segs),
+                            start: a,
+                            end: z,
+                            family: FAMILIES.get(fam).map(|f| (*f).to_owned()),
+                        });
+                        match action {
+                            InjectionAction::Deny if out.deny.is_none() => {
+                                out.deny = Some(format!("content:{}", crate::INJECTION_DETECTOR));
+                            }
+                            InjectionAction::Warn => {
+                                add_warning(&mut out.warnings, crate::INJECTION_DETECTOR)
+                            }
+                            _ => {}
+                        }
+                    }
+                });
+            }
+        }
+        out
+    }
+
+    fn name(&self, rank: u16) -> &str {
+        self.names.get(usize::from(rank)).map_or("", String::as_str)
+    }
+
+    fn redact_str(&self, s: &str, hits: &[Hit]) -> String {
+        let mut r = String::with_capacity(s.len());
+        let mut last = 0usize;
+        for h in hits {
+            r.push_str(s.get(last..h.bstart).unwrap_or(""));
+            r.push_str("[REDACTED:");
+            r.push_str(self.name(h.rank));
+            r.push(']');
+            last = h.bend;
+        }
+        r.push_str(s.get(last..).unwrap_or(""));
+        r
+    }
+}
+
+fn rank_of(n: usize) -> u16 {
+    u16::try_from(n).unwrap_or(u16::MAX)
+}
+
+fn out_push(sink: &mut Sink<'_>, rank: u16, start: usize, end: usize) {
+    sink.out.push(Cand { rank, start, end });
+}
+
+fn add_warning(w: &mut Vec<String>, id: &str) {
+    let tag = format!("content:{id}");
+    if !w.contains(&tag) {
+        w.push(tag);
+    }
+}
+
+/// A resolved finding inside one string.
+#[derive(Clone, Copy, Debug)]
+struct Hit {
+    rank: u16,
+    cstart: usize,
+    cend: usize,
+    bstart: usize,
+    bend: usize,
+}
+
+/// Overlap resolution (spec section 9): the longest candidate (in chars), then the earliest start,
+/// then the detector listed first; candidates overlapping an accepted one are dropped.
+fn resolve(s: &str, cands: &[Cand]) -> Vec<Hit> {
+    let mut hits: Vec<Hit> = if s.is_ascii() {
+        cands
+            .iter()
+            .map(|c| Hit {
+                rank: c.rank,
+                cstart: c.start,
+                cend: c.end,
+                bstart: c.start,
+                bend: c.end,
+            })
+            .collect()
+    } else {
+        let mut offs: Vec<usize> = cands.iter().flat_map(|c| [c.start, c.end]).collect();
+        offs.sort_unstable();
+        offs.dedup();
+        let mut cc = CharCounter::new(s);
+        let chars: Vec<usize> = offs.iter().map(|&o| cc.chars_at(o)).collect();
+        let to_char = |o: usize| {
+            offs.binary_search(&o)
+                .ok()
+                .and_then(|i| chars.get(i).copied())
+                .unwrap_or(0)
+        };
+        cands
+            .iter()
+            .map(|c| Hit {
+                rank: c.rank,
+                cstart: to_char(c.start),
+                cend: to_char(c.end),
+                bstart: c.start,
+                bend: c.end,
+            })
+            .collect()
+    };
+    if hits.len() == 1 {
+        return hits;
+    }
+    hits.sort_by_key(|h| (std::cmp::Reverse(h.cend - h.cstart), h.cstart, h.rank));
+    // Accepted spans keyed by start; they never overlap each other.
+    let mut taken: BTreeMap<usize, Hit> = BTreeMap::new();
+    for h in hits {
+        let clash = taken
+            .range(..h.bend)
+            .next_back()
+            .is_some_and(|(_, o)| o.bend > h.bstart);
+        if !clash {
+            taken.insert(h.bstart, h);
+        }
+    }
+    taken.into_values().collect()
+}
+
+/// One scanned part of the request.
+#[derive(Clone, Copy, Debug)]
+pub enum Part<'a> {
+    /// A JSON value: every string inside it is scanned (object keys are not).
+    Value(&'a Value),
+    /// A plain text.
+    Text(&'a str),
+}
+
+/// What to scan in one request, built by the core from the request kind (spec section 9): each
+/// part with its JSON Pointer in the request.
+#[derive(Clone, Debug, Default)]
+pub struct ScanRequest<'a> {
+    /// Input parts: tool_call `args`, prompt `text`, http body and header values.
+    pub input: Vec<(&'a str, Part<'a>)>,
+    /// Output parts: tool_result `result`, completion `text`.
+    pub output: Vec<(&'a str, Part<'a>)>,
+    /// Where injection heuristics run: prompt text, tool_result strings, http body.
+    pub injection: Vec<(&'a str, Part<'a>)>,
+    /// Pointer of the part whose rewritten form goes to `redacted` (`/args`, `/result`, `/text`);
+    /// `None`: nothing is redacted.
+    pub redact_target: Option<&'a str>,
+}
+
+/// One finding: positions only, never the matched text.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Finding {
+    /// Detector id (`email`, a custom id, or `injection`).
+    pub detector: String,
+    /// JSON Pointer of the string in the request.
+    pub path: String,
+    /// Start offset in chars (Unicode scalar values) of the original string.
+    pub start: usize,
+    /// End offset (exclusive) in chars.
+    pub end: usize,
+    /// Injection family for `injection` findings.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub family: Option<String>,
+}
+
+/// The result of [`ContentPolicy::scan`].
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ScanOutcome {
+    /// In request order: input parts, then output parts (part order, document order inside a
+    /// part, then start offset); injection findings come after detector findings.
+    pub findings: Vec<Finding>,
+    /// `content:<detector id>` of the first deny-action detector finding, else `content:injection`
+    /// when injection's action is deny and it found something.
+    pub deny: Option<String>,
+    /// `content:<id>` for findings whose action is warn, once per id, in first-occurrence order.
+    pub warnings: Vec<String>,
+    /// The rewritten redact target (a `Value::String` for a text part) iff at least one finding
+    /// in it was redacted. The core drops it when the decision is deny.
+    pub redacted: Option<Value>,
+}
+
+/// One step of a JSON path inside a part.
+#[derive(Clone, Copy, Debug)]
+enum Seg<'a> {
+    Key(&'a str),
+    Index(usize),
+}
+
+/// Visit every string in `part` in document order with its path and the object key holding it.
+/// Iterative, so arbitrarily deep values cannot overflow the stack.
+fn walk<'v>(part: &Part<'v>, mut f: impl FnMut(&[Seg<'v>], Option<&'v str>, &'v str)) {
+    let root = match part {
+        Part::Text(t) => {
+            f(&[], None, t);
+            return;
+        }
+        Part::Value(v) => *v,
+    };
+    // (value, depth of its segment, its segment)
+    let mut stack: Vec<(&'v Value, usize, Option<Seg<'v>>)> = vec![(root, 0, None)];
+    let mut path: Vec<Seg<'v>> = Vec::new();
+    while let Some((v, depth, seg)) = stack.pop() {
+        path.truncate(depth);
+        if let Some(sg) = seg {
+            path.push(sg);
+        }
+        let d = path.len();
+        match v {
+            Value::String(s) => {
+                let key = match seg {
+                    Some(Seg::Key(k)) => Some(k),
+                    _ => None,
+                };
+                f(&path, key, s);
+            }
+            Value::Array(a) => {
+                for (i, x) in a.iter().enumerate().rev() {
+                    if needs_visit(x) {
+                        stack.push((x, d, Some(Seg::Index(i))));
+                    }
+                }
+            }
+            Value::Object(m) => {
+                for (k, x) in m.iter().rev() {
+                    if needs_visit(x) {
+                        stack.push((x, d, Some(Seg::Key(k.as_str()))));
+                    }
+                }
+            }
+            Value::Null | Value::Bool(_) | Value::Number(_) => {}
+        }
+    }
+}
+
+fn needs_visit(v: &Value) -> bool {
+    matches!(v, Value::String(_) | Value::Array(_) | Value::Object(_))
+}
+
+/// `base` + the escaped segments as a JSON Pointer.
+fn pointer(base: &str, segs: &[Seg<'_>]) -> String {
+    let mut p = String::from(base);
+    for s in segs {
+        p.push('/');
+        match s {
+            Seg::Key(k) => {
+                for c in k.chars() {
+                    match c {
+                        '~' => p.push_str("~0"),
+                        '/' => p.push_str("~1"),
+                        _ => p.push(c),
+                    }
+                }
+            }
+            Seg::Index(i) => p.push_str(&i.to_string()),
+        }
+    }
+    p
+}
+
+/// The part with each `(relative pointer, new string)` edit applied; nothing else changes.
+fn apply_edits(part: &Part<'_>, edits: Vec<(String, String)>) -> Value {
+    match part {
+        Part::Text(t) => Value::String(
+            edits
+                .into_iter()
+                .next_back()
+                .map_or_else(|| (*t).to_owned(), |(_, s)| s),
+        ),
+        Part::Value(v) => {
+            let mut out = (*v).clone();
+            for (ptr, s) in edits {
+                if ptr.is_empty() {
+                    out = Value::String(s);
+                } else if let Some(slot) = out.pointer_mut(&ptr) {
+                    *slot = Value::String(s);
+                }
+            }
+            out
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "scan_tests.rs"]
+mod tests;
+
+#[allow(dead_code)]
+fn _assert_send_sync() {
+    fn is<T: Send + Sync>() {}
+    is::<ContentPolicy>();
+    let _ = builtin::ALL;
+}
