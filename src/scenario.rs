@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 use warden_core::args::json_eq;
+use warden_core::policy::doc::yaml_options;
 use warden_core::{CompileOptions, CompiledPolicy, Decision, Engine, Request, Verdict};
 
 use crate::load::{LoadError, load_policy_file};
@@ -191,15 +192,16 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
         column,
         message,
     };
-    let doc: ScenarioDoc = serde_saphyr::from_str(&text).map_err(|e| {
-        let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
-        let message = e.to_string();
-        invalid(
-            line,
-            column,
-            message.lines().next().unwrap_or_default().to_owned(),
-        )
-    })?;
+    let doc: ScenarioDoc =
+        serde_saphyr::from_str_with_options(&text, yaml_options()).map_err(|e| {
+            let (line, column) = e.location().map_or((0, 0), |l| (l.line(), l.column()));
+            let message = e.to_string();
+            invalid(
+                line,
+                column,
+                message.lines().next().unwrap_or_default().to_owned(),
+            )
+        })?;
     let policy = match (&doc.policy, &doc.policy_file) {
         (Some(policy), None) => {
             let source = inline_source(&text, policy);

@@ -171,3 +171,86 @@ impl SessionStore for MemorySessionStore {
         self.sessions.len()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+    use std::sync::mpsc;
+    use std::time::Duration;
+
+    fn taint(name: &str) -> StateChange {
+        StateChange {
+            add: vec![name.into()],
+            history_limit: 10,
+            ..StateChange::default()
+        }
+    }
+
+    /// While one session's transaction is in progress, another session (in another shard)
+    /// completes its own: there is no global lock.
+    #[test]
+    fn different_sessions_do_not_serialise() {
+        let store = Arc::new(MemorySessionStore::new());
+        let a = "session-a".to_owned();
+        let b = (0..1000)
+            .map(|i| format!("session-b{i}"))
+            .find(|b| {
+                store.sessions.determine_map(b.as_str()) != store.sessions.determine_map(a.as_str())
+            })
+            .expect("some id lands in another shard");
+        let (started_tx, started_rx) = mpsc::channel();
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        let holder = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store
+                    .transact(&a, &mut |_| {
+                        started_tx.send(()).unwrap();
+                        // Hold session A's lock until B is done (or give up, failing below).
+                        let _ = release_rx.recv_timeout(Duration::from_secs(10));
+                        Some(taint("a"))
+                    })
+                    .unwrap();
+            })
+        };
+        started_rx.recv().unwrap();
+        let (done_tx, done_rx) = mpsc::channel();
+        let other = {
+            let store = Arc::clone(&store);
+            std::thread::spawn(move || {
+                store.transact(&b, &mut |_| Some(taint("b"))).unwrap();
+                done_tx.send(()).unwrap();
+            })
+        };
+        let finished = done_rx.recv_timeout(Duration::from_secs(5)).is_ok();
+        release_tx.send(()).unwrap();
+        holder.join().unwrap();
+        other.join().unwrap();
+        assert!(finished, "session B waited for session A's transaction");
+    }
+
+    #[test]
+    fn removes_apply_before_adds_and_history_is_trimmed() {
+        let mut state = SessionState::default();
+        state.taints.insert("x".into());
+        let entry = HistoryEntry {
+            tool: "t".into(),
+            classes: Arc::from(Vec::new()),
+        };
+        let change = StateChange {
+            remove: vec!["x".into()],
+            add: vec!["x".into(), "y".into()],
+            push: Some(entry.clone()),
+            history_limit: 2,
+        };
+        for _ in 0..5 {
+            state.apply(&change);
+        }
+        assert_eq!(
+            state.taints.iter().map(|t| &**t).collect::<Vec<_>>(),
+            ["x", "y"]
+        );
+        assert_eq!(state.history.len(), 2);
+    }
+}

@@ -272,7 +272,7 @@ impl<'de> Deserialize<'de> for RegoModulesDoc {
 /// path of the field at fault (`rules[0].effect`), when inside one.
 pub struct ParseError {
     /// The parser's error.
-    pub error: serde_saphyr::Error,
+    pub error: Box<serde_saphyr::Error>,
     /// Path of the offending field.
     pub field: Option<String>,
 }
@@ -280,22 +280,27 @@ pub struct ParseError {
 /// Parses a document, tracking the path of the field being read so errors can name it.
 pub fn parse(text: &str) -> Result<PolicyDoc, ParseError> {
     let mut field = None;
-    serde_saphyr::with_deserializer_from_str_with_options(text, options(), |de| {
+    serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
             field = (path != ".").then_some(path);
             e.into_inner()
         })
     })
-    .map_err(|error| ParseError { error, field })
+    .map_err(|error| ParseError {
+        error: Box::new(error),
+        field,
+    })
 }
 
 /// The same document as plain JSON, for the digest.
 pub fn parse_value(text: &str) -> Result<Value, serde_saphyr::Error> {
-    serde_saphyr::from_str_with_options(text, options())
+    serde_saphyr::from_str_with_options(text, yaml_options())
 }
 
-fn options() -> serde_saphyr::Options {
+/// The YAML options every Warden document is read with: duplicate keys are errors and only
+/// YAML 1.2 booleans are booleans (`y`, `no`, `on` stay strings: a taint named `y` is a taint).
+pub fn yaml_options() -> serde_saphyr::Options {
     let mut options = serde_saphyr::Options::default();
     options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::Error;
     options.strict_booleans = true;

@@ -1,0 +1,153 @@
+//! The engine through the library API: atomic sessions, bounded history, hot swap.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::sync::{Arc, Barrier};
+use std::thread;
+
+use proptest::prelude::*;
+use warden::{CompileOptions, CompiledPolicy, Engine, Request, Verdict, load_policy_str};
+
+fn request(json: &str) -> Request {
+    Request::from_json(json.as_bytes()).expect("valid request")
+}
+
+#[test]
+fn engine_is_send_sync_and_cheap_to_share() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Engine>();
+    assert_send_sync::<CompiledPolicy>();
+}
+
+/// Many threads send the same session a tool that is allowed only while a taint is absent and
+/// that adds the taint: exactly one call may be allowed.
+#[test]
+fn read_decide_update_is_atomic_per_session() {
+    let policy = load_policy_str(
+        "once.yaml",
+        "warden: 1\nname: once\nrules:\n  - { id: first, effect: allow, tools: [claim], add_taints: [claimed] }\n  - { id: again, effect: deny, tools: [claim], if: \"taint:claimed\" }\n",
+    )
+    .expect("policy loads");
+    for round in 0..20 {
+        let engine = Arc::new(Engine::new(policy.clone()));
+        let threads = 16;
+        let barrier = Arc::new(Barrier::new(threads));
+        let handles: Vec<_> = (0..threads)
+            .map(|_| {
+                let engine = Arc::clone(&engine);
+                let barrier = Arc::clone(&barrier);
+                thread::spawn(move || {
+                    let req = request(r#"{"session":"shared","tool":"claim"}"#);
+                    barrier.wait();
+                    engine.decide(&req).expect("decides").verdict
+                })
+            })
+            .collect();
+        let allowed = handles
+            .into_iter()
+            .map(|h| h.join().expect("thread"))
+            .filter(|v| *v == Verdict::Allow)
+            .count();
+        assert_eq!(allowed, 1, "round {round}: {allowed} calls were allowed");
+    }
+}
+
+#[test]
+fn history_is_bounded_by_the_longest_within_and_the_cap() {
+    let text = "warden: 1\nname: h\ndefault: allow\nrules:\n  - { id: seq, effect: deny, tools: [x], after: { tools: [y], within: 3 } }\n";
+    let engine = Engine::new(load_policy_str("h.yaml", text).expect("loads"));
+    for _ in 0..50 {
+        engine
+            .decide(&request(r#"{"session":"s","tool":"t"}"#))
+            .expect("decides");
+    }
+    let state = engine.sessions().get("s").expect("store").expect("session");
+    assert_eq!(state.history.len(), 3);
+
+    // `after` without `within` keeps up to the configured cap.
+    let text = "warden: 1\nname: h\ndefault: allow\nrules:\n  - { id: seq, effect: deny, tools: [x], after: { tools: [y] } }\n";
+    let policy =
+        CompiledPolicy::compile("h.yaml", text, CompileOptions { history_cap: 7 }).expect("loads");
+    let engine = Engine::new(policy);
+    for i in 0..20 {
+        let tool = if i == 0 { "y" } else { "t" };
+        engine
+            .decide(&request(&format!(r#"{{"session":"s","tool":"{tool}"}}"#)))
+            .expect("decides");
+    }
+    let state = engine.sessions().get("s").expect("store").expect("session");
+    assert_eq!(state.history.len(), 7);
+    // The `y` call fell out of the bounded history, so `x` is allowed again.
+    let d = engine
+        .decide(&request(r#"{"session":"s","tool":"x"}"#))
+        .expect("decides");
+    assert_eq!(d.verdict, Verdict::Allow);
+
+    // A policy without sequence rules keeps no history at all.
+    let engine = Engine::new(
+        load_policy_str("n.yaml", "warden: 1\nname: n\ndefault: allow\n").expect("loads"),
+    );
+    engine
+        .decide(&request(r#"{"session":"s","tool":"t"}"#))
+        .expect("decides");
+    assert!(engine.sessions().get("s").expect("store").is_none());
+}
+
+#[test]
+fn denied_requests_and_sessionless_requests_create_no_session() {
+    let engine = Engine::new(
+        load_policy_str("d.yaml", "warden: 1\nname: d\nrules:\n  - { id: t, effect: allow, tools: [ok], add_taints: [x] }\n").expect("loads"),
+    );
+    engine
+        .decide(&request(r#"{"session":"a","tool":"nope"}"#))
+        .expect("decides");
+    engine
+        .decide(&request(r#"{"tool":"ok"}"#))
+        .expect("decides");
+    assert_eq!(engine.sessions().len(), 0);
+    engine
+        .decide(&request(r#"{"session":"a","tool":"ok"}"#))
+        .expect("decides");
+    assert_eq!(engine.sessions().len(), 1);
+}
+
+#[test]
+fn swapping_the_policy_applies_to_the_next_decision() {
+    let allow = load_policy_str("a.yaml", "warden: 1\nname: a\ndefault: allow\n").expect("loads");
+    let deny = load_policy_str("d.yaml", "warden: 1\nname: d\n").expect("loads");
+    let engine = Engine::new(allow);
+    let req = request(r#"{"tool":"t"}"#);
+    assert_eq!(
+        engine.decide(&req).expect("decides").verdict,
+        Verdict::Allow
+    );
+    engine.swap_policy(deny);
+    let d = engine.decide(&req).expect("decides");
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(&*d.policy.name, "d");
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn policy_loader_never_panics_on_arbitrary_text(text in "\\PC{0,300}") {
+        let _ = load_policy_str("p.yaml", &text);
+    }
+
+    #[test]
+    fn policy_loader_never_panics_on_policy_shaped_text(
+        parts in prop::collection::vec(prop::sample::select(vec![
+            "warden: 1\n", "name: x\n", "rules:\n", "  - { id: a, effect: allow }\n",
+            "  - id: b\n", "    effect: deny\n", "    if: \"taint:x and (\"\n", "    args: { /a: { matches: \"[\" } }\n",
+            "    after: { within: -1 }\n", "tools: { \"*\": [c] }\n", "{", "}", "[", "]", ":", "- ", "&a ", "*a ", "!!str ",
+            "default: allow\n", "mode: dry_run\n", "    kinds: [prompt]\n", "\t", "\"", "'",
+        ]), 0..20)
+    ) {
+        let _ = load_policy_str("p.yaml", &parts.concat());
+    }
+}
