@@ -1,0 +1,217 @@
+//! The `warden` binary through its command line: exit codes, output formats, errors.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+
+fn warden(args: &[&str], stdin: Option<&str>) -> Output {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(args)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("warden runs");
+    if let Some(input) = stdin {
+        // The process may exit before reading (e.g. an unreadable policy): ignore a closed pipe.
+        let _ = child.stdin.take().unwrap().write_all(input.as_bytes());
+    }
+    drop(child.stdin.take());
+    child.wait_with_output().expect("warden exits")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn temp_file(name: &str, content: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("warden-cli-test-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, content).unwrap();
+    path
+}
+
+#[test]
+fn check_accepts_valid_policies() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let out = warden(&["check", policy.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(text(&out.stdout).contains(": ok (6 rules, sha256:"));
+}
+
+#[test]
+fn check_prints_every_error_as_file_line_col_and_exits_2() {
+    let bad = temp_file(
+        "bad.yaml",
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, if: \"taint:\" }\n  - { id: a, effect: deny }\n",
+    );
+    let out = warden(&["check", bad.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    let err = text(&out.stderr);
+    let shown = bad.display().to_string();
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 2, "{err}");
+    assert!(
+        lines[0].starts_with(&format!("{shown}:4:33: rule `a`: `if`")),
+        "{err}"
+    );
+    assert!(
+        lines[1].starts_with(&format!("{shown}:5:11: `id`: duplicate rule id `a`")),
+        "{err}"
+    );
+
+    let out = warden(&["check", "/nonexistent/policy.yaml"], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"));
+}
+
+#[test]
+fn eval_decides_json_lines_keeping_sessions_across_lines() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let requests = repo().join("examples/requests.jsonl");
+    let out = warden(
+        &[
+            "eval",
+            "--policy",
+            policy.to_str().unwrap(),
+            requests.to_str().unwrap(),
+        ],
+        None,
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let decisions: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let summary: Vec<(String, serde_json::Value)> = decisions
+        .iter()
+        .map(|d| {
+            (
+                d["decision"].as_str().unwrap().to_owned(),
+                d["rule"].clone(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        vec![
+            ("allow".into(), serde_json::Value::Null),
+            ("allow".into(), serde_json::Value::Null),
+            ("allow".into(), serde_json::Value::Null),
+            ("deny".into(), "no-exfil".into()),
+            ("allow".into(), serde_json::Value::Null),
+            ("deny".into(), "no-external-recipients".into()),
+            ("deny".into(), serde_json::Value::Null),
+        ]
+    );
+    assert_eq!(decisions[2]["taints"], serde_json::json!(["pii"]));
+    assert_eq!(decisions[3]["policy"]["name"], "support-agent");
+    assert_eq!(decisions[3]["policy"]["version"], "1.0.0");
+}
+
+#[test]
+fn eval_reads_one_pretty_printed_request_from_stdin() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let out = warden(
+        &["eval", "--policy", policy.to_str().unwrap(), "-"],
+        Some("{\n  \"tool\": \"kb.search\",\n  \"args\": {\"q\": \"x\"}\n}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let d: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(d["decision"], "allow");
+}
+
+#[test]
+fn eval_rejects_bad_requests_naming_the_field_with_exit_2() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let p = policy.to_str().unwrap();
+    for (input, needle) in [
+        ("{\"tool\":\"kb.x\",\"tol\":1}\n", "field `tol`"),
+        ("{\"tool\":\"kb.x\",\"args\":\"nope\"}\n", "field `args`"),
+        (
+            "{\"kind\":\"http\",\"http\":{\"verb\":\"GET\"}}\n",
+            "field `http.verb`",
+        ),
+        (
+            "{\"tool\":\"kb.x\"}\n{not json\n",
+            "<stdin>:2: invalid JSON",
+        ),
+    ] {
+        let out = warden(&["eval", "--policy", p], Some(input));
+        assert_eq!(out.status.code(), Some(2), "{input}");
+        assert!(
+            text(&out.stderr).contains(needle),
+            "{input}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = warden(&["eval", "--policy", "/nonexistent.yaml"], Some("{}"));
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn test_runs_scenarios_and_reports_counts() {
+    let scenarios = repo().join("tests/scenarios");
+    let out = warden(&["test", scenarios.to_str().unwrap()], None);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let last = text(&out.stdout)
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(last.ends_with(" passed, 0 failed"), "{last}");
+}
+
+#[test]
+fn test_exits_1_on_a_failing_step_and_names_it() {
+    let file = temp_file(
+        "failing.yaml",
+        "name: f\npolicy: { warden: 1, name: f }\nsteps:\n  - request: { tool: t }\n    expect: { decision: deny }\n  - request: { tool: t }\n    expect: { decision: allow }\n",
+    );
+    let out = warden(&["test", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("failing.yaml: step 2: decision: expected \"allow\", got \"deny\""),
+        "{stdout}"
+    );
+    assert!(
+        stdout.trim_end().ends_with("1 passed, 1 failed"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn test_exits_2_on_unreadable_scenarios() {
+    let file = temp_file("broken.yaml", "name: [unclosed\n");
+    let out = warden(&["test", file.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("broken.yaml:"));
+    let out = warden(&["test", "/nonexistent-dir"], None);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn bad_usage_exits_2() {
+    let out = warden(&["frobnicate"], None);
+    assert_eq!(out.status.code(), Some(2));
+    let out = warden(&["--help"], None);
+    assert_eq!(out.status.code(), Some(0));
+}
