@@ -5,7 +5,7 @@
 //! Normalisation (one pass, keeping a map back to original char offsets): lowercase; Cyrillic /
 //! Greek / fullwidth look-alikes folded to ASCII; zero-width, bidi and tag characters removed;
 //! whitespace runs collapsed to one space; curly quotes folded; leetspeak-lite digits and symbols
-//! (`0 1 3 4 5 7 @ $ !`) read as letters when they touch a letter.
+//! (`0 1 3 4 5 7 $ !`) read as letters when they touch a letter.
 
 use regex::Regex;
 
@@ -23,6 +23,7 @@ const VERB_IGNORE: &str = r"(?:ignore|disregard|forget|override|bypass|skip|disc
 const FILL: &str =
     r"(?: (?:all|any|every|each|the|your|my|of|these|those|that|this|whatever|entire|whole))*";
 const QUAL: &str = r"(?:previous|prior|above|earlier|preceding|former|original|initial|old|system|developer|safety|preset|default|existing|standing|foregoing|past|preceeding)";
+const SHOW: &str = r"(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|provide|write|recite|list|paste|spell out|return|send|read|copy|echo|reproduce|disclose|type)";
 const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|messages?|conversation|orders?|text|input|settings|configuration|tasks?)";
 
 fn families_src() -> [String; 4] {
@@ -30,6 +31,7 @@ fn families_src() -> [String; 4] {
         format!(r"\b{VERB_IGNORE}{FILL} {QUAL}(?: [a-z]+)? {NOUN}\b"),
         format!(r"\b{VERB_IGNORE}(?: all| any)?(?: of)? your (?:[a-z]+ )?{NOUN}\b"),
         format!(r"\b{VERB_IGNORE} (?:all|everything|anything)(?: that| which)? (?:you(?:'ve| have| were| are)? ?(?:been )?(?:told|taught|learned|said|instructed|given|programmed)|above|before|prior|previously|so far|up to (?:now|this point))"),
+        format!(r"\b{VERB_IGNORE}{FILL} {NOUN} (?:(?:that )?you(?:'ve| have)? (?:got|received|were given|have been given|have received|were told) |(?:that )?(?:were )?given (?:to you )?)?(?:before|earlier|previously|above|so far|until now|up to now)\b"),
         format!(r"\b{VERB_IGNORE} (?:all of |everything )?(?:the |what's |what is )?(?:above|before this|previous)(?:\b|$)"),
         format!(r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|comply with|adhere to|following|obeying|respect)(?: any| all| the| your| those| these)*(?: {QUAL})? (?:instructions?|rules|guidelines|directives|prompt|system prompt|programming|restrictions|guardrails)\b"),
         r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|task|objective|goal|purpose|mission|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
@@ -38,10 +40,13 @@ fn families_src() -> [String; 4] {
         r"\b(?:reset|wipe|clear) your (?:instructions|memory|context|rules|programming|guidelines)\b".to_owned(),
     ];
     let extraction_src = [
-        r"\b(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|provide|write|recite|list|paste|spell out|return|send|read|copy|echo|reproduce|disclose|type)(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current))* (?:(?:hidden|secret|confidential|internal|private|original|initial|first|underlying|real) )?(?:system|hidden|secret|internal|developer|confidential|pre|meta|operator|initial|original|underlying)[ -]?(?:prompts?|instructions?|messages?|directives?|configuration|guidelines|context|rules|preamble)\b".to_owned(),
+        format!(r"\b{SHOW}(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current|hidden|secret|confidential|internal|private|original|initial|first|underlying|real))* (?:system|developer|pre|meta|operator)[ -]?(?:prompts?|instructions?|messages?|directives?|configuration|guidelines|context|rules|preamble)\b"),
+        format!(r"\b{SHOW}(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current))* (?:hidden|secret|confidential|internal|private|underlying) (?:prompts?|instructions?|directives?|preamble|rules|guidelines)\b"),
         r"\b(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|recite|list|paste|spell out|disclose|reproduce)(?: me| us| back| out| verbatim)*(?: (?:all|of|full|entire|complete|exact|whole|verbatim))* your (?:full |entire |complete |exact |original |initial |first |starting |base |core |secret |hidden |verbatim )*(?:prompt|instructions|directives|rules|guidelines|configuration|programming|training instructions|context window|preamble)\b".to_owned(),
-        r"\bwhat (?:is|are|was|were) (?:your|the) (?:exact |full |complete |original |initial |hidden |secret )*(?:system|hidden|secret|internal|initial|original|developer|pre)[ -]?(?:prompts?|instructions|rules|directives|message|guidelines|configuration)\b".to_owned(),
-        r"\b(?:repeat|print|output|copy|echo|reproduce|recite|rewrite|translate|summari[sz]e) (?:everything|all|all of the text|the (?:text|words|content|lines?|instructions|messages?|prompt)) (?:above|before|preceding|prior|that came before|you were given|you received)(?: this)?\b".to_owned(),
+        r"\bwhat (?:is|are|was|were) (?:your|the) (?:exact |full |complete |original |initial |hidden |secret )*(?:system|hidden|secret|internal|developer|pre)[ -]?(?:prompts?|instructions|rules|directives|message|guidelines|configuration)\b".to_owned(),
+        r"\bwhat (?:is|are|was|were) your (?:exact |full |complete )*(?:original|initial|first|real) (?:system )?(?:prompts?|instructions|directives)\b".to_owned(),
+        r"\b(?:repeat|print|output|copy|echo|reproduce|recite) (?:everything|all|all of the text|the (?:text|words|content|lines?|instructions|messages?|prompt)) (?:above|before|preceding|prior|that came before|you were given|you received)(?: this)?\b".to_owned(),
+        r"\b(?:translate|rewrite|summari[sz]e|paraphrase|encode) (?:the|your|all|all of the|all the) (?:system )?(?:instructions|prompt|directives) (?:above|before|preceding|prior|that came before|you were given|you received)\b".to_owned(),
         r#"\b(?:repeat|print|output|show|write) (?:the |your )?(?:text|everything|words|prompt|instructions) (?:starting|beginning|that starts|that begins) (?:with|from) ["']?(?:you are|system|your instructions)"#.to_owned(),
         r"\b(?:what|how) (?:were|are|have) you (?:been )?(?:told|instructed|programmed|configured|prompted)(?: to do)? (?:before|at the (?:start|beginning)|initially|by your (?:developers?|creators?|operators?|owners?|admins?)|in your (?:system )?prompt)".to_owned(),
         r"\b(?:begin|start) (?:your (?:reply|response|answer) )?(?:with|by) (?:repeating|printing|reciting|outputting|quoting) (?:your|the) (?:system |initial |original )?(?:prompt|instructions)\b".to_owned(),
@@ -50,6 +55,7 @@ fn families_src() -> [String; 4] {
         r"\byou are (?:now|no longer|from now on|henceforth|hereby)(?: a| an| the)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|unbound|evil|rogue|free|liberated|freed|unchained|amoral|unethical|in (?:developer|dan|god|jailbreak|unrestricted|debug|admin|sudo|root) mode|not (?:bound|restricted|limited|an ai|an assistant|chatgpt|claude)|an? (?:ai|assistant|model|chatbot|llm) (?:with no|without|that (?:has no|ignores|can))|without (?:any )?(?:restrictions|rules|limits|filters|guidelines|morals|ethics|limitations)|bound by|my (?:slave|servant|puppet)|a different (?:ai|assistant|model))".to_owned(),
         r"\b(?:act|behave|respond|roleplay|role-play|role play|operate|function|pose) (?:as|like) (?:if you (?:are|were|had) )?(?:a |an |the )?(?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|rogue|amoral|unethical|no[- ]limits?|unlimited|unbound)\b".to_owned(),
         r"\b(?:act|behave|respond|answer|operate|reply|speak|talk|write)(?: only)? (?:as if you (?:have|had) no|without(?: any)?|with no|free (?:of|from)) (?:ethical |moral |safety |content )?(?:restrictions|rules|filters|limits|limitations|guidelines|morals|ethics|content polic(?:y|ies)|safety|censorship|guardrails|boundaries)\b".to_owned(),
+        r"\b(?:you are|you're) (?:now |from now on |henceforth |going to be )?(?:an? )?(?:ai|assistant|model|chatbot|llm|bot|language model)(?: [a-z]+)? (?:with no|without(?: any)?|free (?:of|from)) (?:restrictions|rules|limits|filters|guidelines|morals|ethics|limitations|censorship|boundaries|constraints)".to_owned(),
         r"\bpretend (?:that )?(?:you(?:'re| are)|to be|you have) (?:a |an |the )?(?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|rogue|amoral|not an ai|free|no (?:restrictions|rules|limits|filters|guidelines)|an? (?:ai|assistant|model|chatbot) (?:with no|without)|without|no longer|not bound)".to_owned(),
         r"\b(?:enter|activate|enable|switch to|switch into|turn on|unlock|engage) (?:dan|jailbreak|god|unrestricted|unfiltered|evil|uncensored|no[- ]filter|chaos) mode\b".to_owned(),
         r"\byou (?:are|will be|will stay|must stay|must remain|remain|will remain|are now|will now be|are operating|now operate) (?:now )?in (?:developer|dan|god|jailbreak|unrestricted|debug|admin|sudo|root|unfiltered|maintenance) mode\b".to_owned(),
@@ -65,14 +71,16 @@ fn families_src() -> [String; 4] {
         r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|show|showing|reveal|revealing|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this)?\b".to_owned(),
         r"\bwithout (?:the )?(?:user|human|owner|operator)(?:'s|s')? (?:knowing|knowledge|consent|noticing|permission|approval|confirmation)\b".to_owned(),
         r"\b(?:silently|secretly|quietly|covertly|discreetly|stealthily|surreptitiously|invisibly) (?:call|invoke|execute|run|use|send|forward|transfer|delete|email|upload|post|fetch|visit|open|share|copy|exfiltrate|download|install|grant|add|create|change|modify|disable|include|append|embed|attach|submit|leak)\b".to_owned(),
-        r"\bexfiltrat(?:e|es|ed|ing|ion)\b".to_owned(),
+        r"\bexfiltrate\b".to_owned(),
         r"\b(?:transfer|send|wire|move|withdraw|drain) (?:all|every|the entire|the whole|the full)(?: of)?(?: the| your| my| their| his| her| this)? (?:funds|money|balance|bitcoin|btc|ether|eth|crypto|cryptocurrency|tokens|usdc|usdt|savings|account balance|assets)\b".to_owned(),
-        r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|exfiltrate|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their| user's| the user's| users')? (?:[a-z]+ )?(?:credentials?|passwords?|api[ _-]?keys?|access tokens?|tokens|secrets?|ssh keys?|private keys?|env(?:ironment)? (?:variables|vars|file)|\.env|cookies|session (?:tokens?|cookies)|conversation(?: history)?|chat history|system prompt|user data|emails|inbox|contacts|files|documents|messages)\b(?: [a-z0-9]+){0,4} (?:to|at|into|via|using)\b".to_owned(),
+        r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|exfiltrate|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their| user's| the user's| users')? (?:[a-z]+ )?(?:credentials?|passwords?|api[ _-]?keys?|access tokens?|tokens|secrets?|ssh keys?|private keys?|env(?:ironment)? (?:variables|vars|file)|\.env|cookies|session (?:tokens?|cookies)|conversation(?: history)?|chat history|system prompt|user data)\b(?: [a-z0-9]+){0,4} (?:to|at|into|via|using)\b".to_owned(),
+        r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their)? (?:[a-z]+ )?(?:emails|inbox|contacts|files|documents|messages|notes|photos|records)\b(?: [a-z0-9]+){0,4} (?:to|at) (?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.)".to_owned(),
+        r"\b(?:send|forward|upload|post|leak|transmit|exfiltrate|email|share|copy|paste)(?: the| all| all of| all the)* (?:user's|users'|customer's|customers'|owner's|victim's) (?:[a-z]+ )?(?:chat history|conversation|credentials|passwords?|emails|messages|files|documents|data|contacts|api keys?|tokens?|secrets?|session|cookies|personal data|address|location|history)\b(?: [a-z0-9./:]+){0,4} (?:to|at|into|via)\b".to_owned(),
         r"\b(?:note|message|instructions?|attention|important|urgent|notice|reminder|directive|command|p\.?s\.?)(?: for| to)(?: the| any| all| every)? (?:ai|assistant|agent|model|llm|chatbot|language model|ai assistant|ai model|ai agent|bot|claude|chatgpt|gpt)s?\b".to_owned(),
         r"\b(?:if|when) you are (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing))?\b".to_owned(),
         r"\b(?:when|if|once|after|as soon as) you (?:read|see|process|summari[sz]e|parse|encounter|finish reading|have read|are done reading) this(?: text| message| page| document| email| content| comment| note| file)?,? (?:you must|you should|immediately|please|do|call|run|send|ignore|execute|forward|go|navigate|open|delete|reply|include|tell)\b".to_owned(),
-        r"\b(?:you must|you should|you need to|make sure (?:to|you)|be sure to|it is required to|immediately|now|first)(?: immediately| now| first| also| then| silently)? (?:call|invoke|execute|run|trigger|use) (?:the |this |a )?(?:[a-z0-9_.\-]+ )?(?:tool|function|command|api|plugin|endpoint|action)s?\b(?: [a-z0-9_.\-]+){0,3} (?:with|to|and|using|passing|on)\b".to_owned(),
-        r"\b(?:ai|assistant|agent|model|llm|chatbot|bot)s?,? (?:you )?(?:must|shall|are (?:required|instructed|ordered|commanded) to|have to|will now) (?:immediately |now |first |also |then |silently )?(?:call|invoke|execute|send|forward|transfer|delete|email|visit|navigate|fetch|download|upload|post|ignore|disregard|reveal|include|append|click|approve|grant|buy|purchase|pay|run|open|share)\b".to_owned(),
+        r"\b(?:you must|must|you should|you need to|make sure (?:to|you)|be sure to|it is required to|immediately|now|first)(?: immediately| now| first| also| then| silently)? (?:call|invoke|execute|run|trigger|use) (?:the |this |a )?(?:[a-z0-9_.\-]+ )?(?:tool|function|command|api|plugin|endpoint|action)s?\b(?: [a-z0-9_.\-]+){0,3} (?:with|to|and|using|passing|on)\b".to_owned(),
+        r"\b(?:ai|assistant|llm|chatbot|language model)s?,? (?:you )?(?:must|shall|are (?:required|instructed|ordered|commanded) to|have to|will now) (?:immediately |now |first |also |then |silently )?(?:call|invoke|execute|send|forward|transfer|delete|email|visit|navigate|fetch|download|upload|post|ignore|disregard|reveal|include|append|click|approve|grant|buy|purchase|pay|run|open|share)\b".to_owned(),
         r"\b(?:navigate|go|visit|open|fetch|browse)(?: to)? (?:the )?(?:url|link|page|site|website)?(?: at)? ?https?://[^ ]+ (?:and|then) (?:enter|paste|submit|send|post|type|upload|include|append|provide)(?: the| your| my| all)? (?:user's |users' )?(?:credentials|password|api key|token|secret|cookie|session|data|conversation|email)".to_owned(),
         r"\b(?:append|add|include|embed|insert|attach)(?: the| this| your| all)? (?:user's |users' )?(?:conversation|chat history|credentials|password|api keys?|tokens?|secrets?|session (?:cookie|token)|cookies?|system prompt|personal data|email address(?:es)?)(?: as (?:a )?(?:query )?(?:parameters?|params))? (?:to|in|into) (?:the |this |a )?(?:url|link|image|request|query|markdown)\b".to_owned(),
     ];
@@ -191,7 +199,7 @@ fn leet(c: char) -> Option<char> {
         '0' => 'o',
         '1' | '!' => 'i',
         '3' => 'e',
-        '4' | '@' => 'a',
+        '4' => 'a',
         '5' | '$' => 's',
         '7' => 't',
         _ => return None,
@@ -312,5 +320,13 @@ fn unicode_hits(s: &str, hits: &mut Vec<(usize, usize, usize)>) {
     }
     if zw.len() >= 2 {
         hits.extend(zw);
+    }
+}
+
+#[cfg(test)]
+impl Normalized {
+    /// The normalised text (tests only).
+    pub(crate) fn text_for_tests(&self) -> &str {
+        &self.text
     }
 }

@@ -108,7 +108,10 @@ pub(crate) fn ipv6(s: &str, c: usize, sink: &mut Sink<'_>) -> usize {
         return resume;
     };
     let colons = text.bytes().filter(|&x| x == b':').count();
-    if colons >= 2 && text.bytes().any(digit) && text.parse::<Ipv6Addr>().is_ok() {
+    // "1::" and similar: one group not led by "::" is too weak a signal.
+    let groups = text.split(':').filter(|g| !g.is_empty()).count();
+    let shaped = groups >= 2 || text.starts_with("::");
+    if colons >= 2 && shaped && text.bytes().any(digit) && text.parse::<Ipv6Addr>().is_ok() {
         sink.push(Builtin::Ipv6, st, en);
     }
     resume
