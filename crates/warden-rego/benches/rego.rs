@@ -96,6 +96,39 @@ fn bench(c: &mut Criterion) {
     group.bench_function("warden_eval_truthy", |b| {
         b.iter(|| black_box(policy.eval_truthy(id, black_box(&input)).unwrap()))
     });
+    let prepared = policy.prepare_input(&input).unwrap();
+    group.bench_function("warden_eval_truthy_prepared", |b| {
+        b.iter(|| {
+            black_box(
+                policy
+                    .eval_truthy_prepared(id, black_box(&prepared))
+                    .unwrap(),
+            )
+        })
+    });
+    group.finish();
+
+    // Throughput on all cores: one shared policy, every thread on its own cached engine.
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut group = c.benchmark_group("rego_too_large_all_cores");
+    group.throughput(criterion::Throughput::Elements(1));
+    group.bench_function(format!("warden_eval_truthy_{threads}_threads"), |b| {
+        b.iter_custom(|iters| {
+            let per_thread = iters.div_ceil(threads as u64);
+            let start = std::time::Instant::now();
+            std::thread::scope(|s| {
+                for _ in 0..threads {
+                    s.spawn(|| {
+                        for _ in 0..per_thread {
+                            black_box(policy.eval_truthy(id, black_box(&input)).unwrap());
+                        }
+                    });
+                }
+            });
+            // `threads * per_thread` (about `iters`) decisions in this wall time.
+            start.elapsed()
+        })
+    });
     group.finish();
 }
 

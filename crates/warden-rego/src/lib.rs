@@ -34,7 +34,7 @@ mod query;
 mod value;
 
 pub use error::{RegoError, RegoEvalError};
-pub use policy::{QueryId, RegoLimits, RegoModule, RegoPolicy};
+pub use policy::{QueryId, RegoInput, RegoLimits, RegoModule, RegoPolicy};
 
 /// The regorus version this crate is built against (for `warden version` style reports).
 pub const REGORUS_VERSION: &str = "0.14";

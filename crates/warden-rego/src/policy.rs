@@ -12,7 +12,7 @@ use serde::Deserialize as _;
 use crate::engines::{Prototype, with_engine};
 use crate::error::{RegoError, RegoEvalError};
 use crate::query::{format_ref, is_prefix, parse_ref};
-use crate::value::{depth_exceeds, is_truthy, to_json};
+use crate::value::{is_truthy, to_json, to_rego};
 
 /// One Rego module: its name (a file name such as `payments.rego`, or the key of an inline
 /// module) and its source text.
@@ -46,7 +46,8 @@ pub struct RegoLimits {
     /// Deepest nesting of arrays/objects accepted in `input` (the request is rejected before
     /// evaluation). Rego itself forbids recursive rules and functions (a load error) and regorus
     /// caps expression nesting in source at 32, so value depth is what bounds recursion at
-    /// evaluation time (conversion, `walk`, `json.marshal`, comparisons).
+    /// evaluation time (conversion, `walk`, `json.marshal`, comparisons). Values above 1000
+    /// are treated as 1000.
     pub max_recursion_depth: u32,
 }
 
@@ -60,6 +61,10 @@ impl Default for RegoLimits {
         }
     }
 }
+
+/// A request converted for evaluation by [`RegoPolicy::prepare_input`]; cloning is cheap.
+#[derive(Clone, Debug)]
+pub struct RegoInput(Value);
 
 /// A query compiled into a policy, returned by [`RegoPolicy::compile`].
 ///
@@ -226,6 +231,26 @@ impl RegoPolicy {
         Ok(is_truthy(&value))
     }
 
+    /// Converts a request once, for decisions that evaluate several queries on the same input
+    /// (conversion costs about as much as evaluating a small rule). Applies
+    /// [`RegoLimits::max_recursion_depth`].
+    pub fn prepare_input(&self, input: &serde_json::Value) -> Result<RegoInput, RegoEvalError> {
+        self.convert_input(input).map(RegoInput)
+    }
+
+    /// [`RegoPolicy::eval_truthy`] on an input converted by [`RegoPolicy::prepare_input`].
+    pub fn eval_truthy_prepared(
+        &self,
+        query: QueryId,
+        input: &RegoInput,
+    ) -> Result<bool, RegoEvalError> {
+        let q = self.query(query)?;
+        let value = with_engine(&self.proto, |engine| {
+            eval_compiled(engine, q, input.0.clone())
+        })?;
+        Ok(is_truthy(&value))
+    }
+
     /// Evaluates any query against `input` and returns its value as JSON (sets as arrays), or
     /// `None` when it is undefined.
     ///
@@ -287,12 +312,7 @@ impl RegoPolicy {
     }
 
     fn convert_input(&self, input: &serde_json::Value) -> Result<Value, RegoEvalError> {
-        if depth_exceeds(input, self.limits.max_recursion_depth) {
-            return Err(RegoEvalError::LimitExceeded);
-        }
-        Value::deserialize(input).map_err(|e| RegoEvalError::Eval {
-            message: format!("input: {e}"),
-        })
+        to_rego(input, self.limits.max_recursion_depth)
     }
 }
 

@@ -1,27 +1,63 @@
 //! Value helpers: input depth, truthiness, conversion to JSON.
 
+use std::collections::BTreeMap;
+
 use regorus::Value;
 
 use crate::error::RegoEvalError;
 
-/// `true` when `value` nests arrays/objects deeper than `max` (a scalar has depth 0).
+/// Hard ceiling on [`crate::RegoLimits::max_recursion_depth`]: conversion recurses once per
+/// level, so this bounds its stack use whatever the caller configures.
+pub(crate) const MAX_DEPTH_CEILING: u32 = 1_000;
+
+/// Converts a request to a regorus value in one pass, refusing values nested deeper than
+/// `max_depth` (a scalar has depth 0) with [`RegoEvalError::LimitExceeded`].
 ///
-/// Iterative, so a hostile value cannot overflow the stack here.
-pub(crate) fn depth_exceeds(value: &serde_json::Value, max: u32) -> bool {
-    let mut stack: Vec<(&serde_json::Value, u32)> = vec![(value, 0)];
-    while let Some((v, depth)) = stack.pop() {
-        let children: Box<dyn Iterator<Item = &serde_json::Value>> = match v {
-            serde_json::Value::Array(a) if !a.is_empty() => Box::new(a.iter()),
-            serde_json::Value::Object(o) if !o.is_empty() => Box::new(o.values()),
-            _ => continue,
-        };
-        let child_depth = depth.saturating_add(1);
-        if child_depth > max {
-            return true;
+/// Numbers follow regorus' own JSON reader: integers stay exact, other numbers are `f64`.
+pub(crate) fn to_rego(value: &serde_json::Value, max_depth: u32) -> Result<Value, RegoEvalError> {
+    convert(value, max_depth.min(MAX_DEPTH_CEILING))
+}
+
+fn convert(value: &serde_json::Value, depth_left: u32) -> Result<Value, RegoEvalError> {
+    Ok(match value {
+        serde_json::Value::Null => Value::Null,
+        serde_json::Value::Bool(b) => Value::from(*b),
+        serde_json::Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                Value::from(i)
+            } else if let Some(u) = n.as_u64() {
+                Value::from(u)
+            } else {
+                // Not representable: serde_json without arbitrary precision has no NaN.
+                Value::from(n.as_f64().unwrap_or(f64::NAN))
+            }
         }
-        stack.extend(children.map(|c| (c, child_depth)));
-    }
-    false
+        serde_json::Value::String(s) => Value::from(s.as_str()),
+        serde_json::Value::Array(items) => {
+            if items.is_empty() {
+                return Ok(Value::new_array());
+            }
+            let left = depth_left
+                .checked_sub(1)
+                .ok_or(RegoEvalError::LimitExceeded)?;
+            let converted: Result<Vec<Value>, RegoEvalError> =
+                items.iter().map(|v| convert(v, left)).collect();
+            Value::from(converted?)
+        }
+        serde_json::Value::Object(fields) => {
+            if fields.is_empty() {
+                return Ok(Value::new_object());
+            }
+            let left = depth_left
+                .checked_sub(1)
+                .ok_or(RegoEvalError::LimitExceeded)?;
+            let mut map = BTreeMap::new();
+            for (k, v) in fields {
+                map.insert(Value::from(k.as_str()), convert(v, left)?);
+            }
+            Value::from(map)
+        }
+    })
 }
 
 /// Spec truthiness (policy-v1 section 3): `true`, a non-empty set/array/object/string and any

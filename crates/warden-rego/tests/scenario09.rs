@@ -45,6 +45,23 @@ fn scenario_09_steps() {
     );
     assert!(!policy.eval_truthy(limit, &i4).unwrap());
     assert!(policy.eval_truthy(injection, &i4).unwrap());
+    // The same answers from an input converted once per decision.
+    for (i, expect) in [
+        (&i1, [false, false]),
+        (&i2, [true, false]),
+        (&i3, [false, false]),
+        (&i4, [false, true]),
+    ] {
+        let prepared = policy.prepare_input(i).unwrap();
+        assert_eq!(
+            policy.eval_truthy_prepared(limit, &prepared).unwrap(),
+            expect[0]
+        );
+        assert_eq!(
+            policy.eval_truthy_prepared(injection, &prepared).unwrap(),
+            expect[1]
+        );
+    }
 }
 
 #[test]
