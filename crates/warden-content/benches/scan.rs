@@ -1,5 +1,10 @@
 //! Scan throughput and latency (criterion).
-#![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#![allow(
+    missing_docs,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::indexing_slicing
+)]
 
 use std::hint::black_box;
 
@@ -22,7 +27,11 @@ fn policy(detectors: &[&str], injection: Option<InjectionAction>) -> ContentPoli
 fn text_req(t: &str, injection: bool) -> ScanRequest<'_> {
     ScanRequest {
         input: vec![("/text", Part::Text(t))],
-        injection: if injection { vec![("/text", Part::Text(t))] } else { vec![] },
+        injection: if injection {
+            vec![("/text", Part::Text(t))]
+        } else {
+            vec![]
+        },
         redact_target: Some("/text"),
         ..ScanRequest::default()
     }
@@ -80,35 +89,61 @@ fn benches(c: &mut Criterion) {
     let short = "Hi team, please reach Maria at maria.garcia@example.com or on +1 415 555 2671 about the Q3 budget review before Friday noon.";
     assert!((120..=140).contains(&short.len()), "{}", short.len());
     let mut g = c.benchmark_group("short_130");
-    g.bench_function("email+phone", |b| b.iter(|| email_phone.scan(black_box(&text_req(short, false)))));
-    g.bench_function("all_detectors", |b| b.iter(|| all_det.scan(black_box(&text_req(short, false)))));
-    g.bench_function("all_detectors+injection", |b| b.iter(|| all_inj.scan(black_box(&text_req(short, true)))));
+    g.bench_function("email+phone", |b| {
+        b.iter(|| email_phone.scan(black_box(&text_req(short, false))))
+    });
+    g.bench_function("all_detectors", |b| {
+        b.iter(|| all_det.scan(black_box(&text_req(short, false))))
+    });
+    g.bench_function("all_detectors+injection", |b| {
+        b.iter(|| all_inj.scan(black_box(&text_req(short, true))))
+    });
     g.finish();
 
     let two_kb = mixed(2048);
     let mut g = c.benchmark_group("text_2kb");
     g.throughput(Throughput::Bytes(two_kb.len() as u64));
-    g.bench_function("all_detectors", |b| b.iter(|| all_det.scan(black_box(&text_req(&two_kb, false)))));
-    g.bench_function("all_detectors+injection", |b| b.iter(|| all_inj.scan(black_box(&text_req(&two_kb, true)))));
+    g.bench_function("all_detectors", |b| {
+        b.iter(|| all_det.scan(black_box(&text_req(&two_kb, false))))
+    });
+    g.bench_function("all_detectors+injection", |b| {
+        b.iter(|| all_inj.scan(black_box(&text_req(&two_kb, true))))
+    });
     g.finish();
 
     let mib = mixed(1 << 20);
     let mut g = c.benchmark_group("mixed_1mib");
     g.throughput(Throughput::Bytes(mib.len() as u64));
     g.sample_size(20);
-    g.bench_function("all_detectors", |b| b.iter(|| all_det.scan(black_box(&text_req(&mib, false)))));
-    g.bench_function("all_detectors+injection", |b| b.iter(|| all_inj.scan(black_box(&text_req(&mib, true)))));
+    g.bench_function("all_detectors", |b| {
+        b.iter(|| all_det.scan(black_box(&text_req(&mib, false))))
+    });
+    g.bench_function("all_detectors+injection", |b| {
+        b.iter(|| all_inj.scan(black_box(&text_req(&mib, true))))
+    });
     g.finish();
 
     // Cost content inspection adds to a decision whose arguments hold no finding.
     let args = json!({"to": "team-updates", "subject": "Weekly sync", "body": "Agenda: roadmap, hiring, Q3 budget. Notes in the usual doc.", "priority": 2, "tags": ["internal", "weekly"]});
-    let req = ScanRequest { input: vec![("/args", Part::Value(&args))], redact_target: Some("/args"), ..ScanRequest::default() };
+    let req = ScanRequest {
+        input: vec![("/args", Part::Value(&args))],
+        redact_target: Some("/args"),
+        ..ScanRequest::default()
+    };
     let mut g = c.benchmark_group("clean_args");
-    g.bench_function("all_detectors", |b| b.iter(|| all_det.scan(black_box(&req))));
+    g.bench_function("all_detectors", |b| {
+        b.iter(|| all_det.scan(black_box(&req)))
+    });
     g.finish();
 
-    let spec = ContentSpec { detectors: all.iter().map(|s| (*s).to_owned()).collect(), injection: Some(InjectionAction::Deny), ..ContentSpec::default() };
-    c.bench_function("compile_all_detectors", |b| b.iter(|| ContentPolicy::compile(black_box(&spec)).unwrap()));
+    let spec = ContentSpec {
+        detectors: all.iter().map(|s| (*s).to_owned()).collect(),
+        injection: Some(InjectionAction::Deny),
+        ..ContentSpec::default()
+    };
+    c.bench_function("compile_all_detectors", |b| {
+        b.iter(|| ContentPolicy::compile(black_box(&spec)).unwrap())
+    });
 }
 
 criterion_group!(scan, benches);

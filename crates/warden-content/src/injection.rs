@@ -7,7 +7,10 @@
 //! whitespace runs collapsed to one space; curly quotes folded; leetspeak-lite digits and symbols
 //! (`0 1 3 4 5 7 $ !`) read as letters when they touch a letter.
 
-use regex::Regex;
+use regex::{Regex, RegexBuilder};
+
+/// Lazy-DFA cache per family regex: large enough that the union never thrashes.
+const DFA_LIMIT: usize = 32 << 20;
 
 /// The injection families, in reporting order.
 pub const FAMILIES: [&str; 6] = [
@@ -108,10 +111,11 @@ impl Injection {
     /// Compile the phrase families.
     pub(crate) fn new() -> Result<Self, regex::Error> {
         let srcs = families_src();
-        let any = Regex::new(&srcs.join("|"))?;
+        let build = |src: &str| RegexBuilder::new(src).dfa_size_limit(DFA_LIMIT).build();
+        let any = build(&srcs.join("|"))?;
         let families = srcs
             .iter()
-            .map(|s| Regex::new(s))
+            .map(|s| build(s))
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Injection { any, families })
     }
@@ -119,8 +123,9 @@ impl Injection {
     /// Injection hits in `s` as `(family index, start char, end char)`, sorted by start.
     pub(crate) fn scan(&self, s: &str, buf: &mut Normalized) -> Vec<(usize, usize, usize)> {
         let mut hits = Vec::new();
-        buf.fill(s);
+        buf.fill(s, false);
         if self.any.is_match(&buf.text) {
+            buf.fill(s, true);
             for (fi, re) in self.families.iter().enumerate() {
                 for m in re.find_iter(&buf.text) {
                     let (a, z) = buf.span(m.start(), m.end());
@@ -128,7 +133,11 @@ impl Injection {
                 }
             }
         }
-        if !s.is_ascii() {
+        // Lead bytes of U+00AD, U+061C, U+180E, U+2xxx, U+FEFF and tag characters.
+        if s.bytes()
+            .any(|b| matches!(b, 0xC2 | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
+            && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
+        {
             unicode_hits(s, &mut hits);
         }
         hits.sort_by_key(|&(f, a, z)| (a, z, f));
@@ -194,6 +203,34 @@ fn fold(c: char) -> char {
     }
 }
 
+const K_PLAIN: u8 = 0;
+const K_SPACE: u8 = 1;
+const K_LEET: u8 = 2;
+const K_OTHER: u8 = 3;
+
+/// Byte kind for the ASCII fast path of [`Normalized::fill`].
+#[inline]
+fn ascii_kind(c: u8) -> u8 {
+    match c {
+        b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => K_SPACE,
+        b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'$' | b'!' => K_LEET,
+        0x80..=0xff => K_OTHER,
+        _ => K_PLAIN,
+    }
+}
+
+/// Whether the char starting at byte `i` of `s` is a letter (after look-alike folding).
+fn next_is_letter(s: &str, i: usize) -> bool {
+    match s.as_bytes().get(i) {
+        None => false,
+        Some(&c) if c.is_ascii() => c.is_ascii_alphabetic(),
+        Some(_) => s
+            .get(i..)
+            .and_then(|r| r.chars().next())
+            .is_some_and(|n| fold(n).is_alphabetic()),
+    }
+}
+
 fn leet(c: char) -> Option<char> {
     Some(match c {
         '0' => 'o',
@@ -207,24 +244,72 @@ fn leet(c: char) -> Option<char> {
 }
 
 impl Normalized {
-    /// Refill from `s`.
-    pub(crate) fn fill(&mut self, s: &str) {
-        self.text.clear();
+    /// Refill from `s`; the offset map is built only when `with_map` (after a cheap match).
+    pub(crate) fn fill(&mut self, s: &str, with_map: bool) {
+        let mut out = std::mem::take(&mut self.text).into_bytes();
+        out.clear();
+        out.reserve(s.len());
         self.map.clear();
+        let b = s.as_bytes();
         let mut space = true;
         let mut prev_letter = false;
-        let mut chars = s.chars().peekable();
+        let mut i = 0usize;
         let mut ci: u32 = 0;
-        while let Some(c0) = chars.next() {
+        while let Some(&c) = b.get(i) {
             let here = ci;
             ci = ci.saturating_add(1);
+            let kind = ascii_kind(c);
+            if kind == K_PLAIN {
+                i += 1;
+                let o = c.to_ascii_lowercase();
+                prev_letter = o.is_ascii_alphabetic();
+                space = false;
+                out.push(o);
+                if with_map {
+                    self.map.push(here);
+                }
+                continue;
+            }
+            if c.is_ascii() {
+                i += 1;
+                if kind == K_SPACE {
+                    if !space {
+                        out.push(b' ');
+                        if with_map {
+                            self.map.push(here);
+                        }
+                        space = true;
+                    }
+                    prev_letter = false;
+                    continue;
+                }
+                let mut o = c.to_ascii_lowercase();
+                if let Some(l) = leet(char::from(c))
+                    && (next_is_letter(s, i) || (prev_letter && c != b'!'))
+                {
+                    o = u8::try_from(l).unwrap_or(o);
+                }
+                prev_letter = o.is_ascii_alphabetic();
+                space = false;
+                out.push(o);
+                if with_map {
+                    self.map.push(here);
+                }
+                continue;
+            }
+            let Some(c0) = s.get(i..).and_then(|r| r.chars().next()) else {
+                break;
+            };
+            i += c0.len_utf8();
             if is_zero_width(c0) || is_bidi(c0) || is_tag(c0) {
                 continue;
             }
             if c0.is_whitespace() {
                 if !space {
-                    self.text.push(' ');
-                    self.map.push(here);
+                    out.push(b' ');
+                    if with_map {
+                        self.map.push(here);
+                    }
                     space = true;
                 }
                 prev_letter = false;
@@ -232,32 +317,25 @@ impl Normalized {
             }
             let c = fold(c0);
             let c = match leet(c) {
-                Some(l) => {
-                    let next_letter = chars.peek().is_some_and(|n| fold(*n).is_alphabetic());
-                    if next_letter || (prev_letter && !matches!(c, '!')) {
-                        l
-                    } else {
-                        c
-                    }
-                }
-                None => c,
+                Some(l) if next_is_letter(s, i) || (prev_letter && c != '!') => l,
+                _ => c,
             };
             prev_letter = c.is_alphabetic();
             space = false;
-            if c.is_ascii() {
-                self.text.push(c.to_ascii_lowercase());
-                self.map.push(here);
-            } else {
-                for l in c.to_lowercase() {
-                    let before = self.text.len();
-                    self.text.push(l);
-                    for _ in before..self.text.len() {
+            let mut tmp = [0u8; 4];
+            for l in c.to_lowercase() {
+                let enc = l.encode_utf8(&mut tmp);
+                out.extend_from_slice(enc.as_bytes());
+                if with_map {
+                    for _ in 0..enc.len() {
                         self.map.push(here);
                     }
                 }
             }
         }
         self.total = ci;
+        // Only ASCII bytes and whole encoded chars were pushed: always valid UTF-8.
+        self.text = String::from_utf8(out).unwrap_or_default();
     }
 
     /// Original char span of normalised bytes `a..z`.

@@ -24,7 +24,8 @@ enum Anchor {
     AwsSecret,
 }
 
-/// Anchor literals (matched ASCII case-insensitively; the regexes then check case).
+/// Anchor literals, matched case-sensitively (token formats are case-sensitive; the AWS secret
+/// key names are listed in their common casings) so the automaton's SIMD prefilter stays sharp.
 const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("AKIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
     ("ASIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
@@ -53,20 +54,23 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("AIza", Anchor::Google, &[Builtin::GoogleApiKey]),
     ("eyJ", Anchor::Jwt, &[Builtin::Jwt]),
     ("-----BEGIN ", Anchor::Pem, &[Builtin::PrivateKey]),
-    ("aws_secret", Anchor::AwsSecret, &[Builtin::AwsSecretKey]),
-    (
-        "secret_access_key",
-        Anchor::AwsSecret,
-        &[Builtin::AwsSecretKey],
-    ),
-    (
-        "secretaccesskey",
-        Anchor::AwsSecret,
-        &[Builtin::AwsSecretKey],
-    ),
 ];
 
-/// Compiled token patterns, shared by every policy (see [`crate::engine`]).
+/// Key names that put an AWS secret access key in key/value context, in their common casings.
+const AWS_SECRET_NAMES: &[&str] = &[
+    "aws_secret",
+    "AWS_SECRET",
+    "Aws_Secret",
+    "secret_access_key",
+    "SECRET_ACCESS_KEY",
+    "Secret_Access_Key",
+    "SecretAccessKey",
+    "secretAccessKey",
+    "secretaccesskey",
+    "SECRETACCESSKEY",
+];
+
+/// Compiled token patterns, shared by every policy (see `scan::Shared`).
 pub(crate) struct TokenRegexes {
     aws: Regex,
     gh_classic: Regex,
@@ -140,11 +144,16 @@ impl Anchors {
                 kinds.push(*kind);
             }
         }
+        if enabled(Builtin::AwsSecretKey) {
+            for name in AWS_SECRET_NAMES {
+                pats.push(*name);
+                kinds.push(Anchor::AwsSecret);
+            }
+        }
         if pats.is_empty() {
             return Ok(None);
         }
         let ac = AhoCorasickBuilder::new()
-            .ascii_case_insensitive(true)
             .match_kind(MatchKind::LeftmostLongest)
             .build(&pats)?;
         Ok(Some(Anchors { ac, kinds }))
