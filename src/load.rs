@@ -20,7 +20,8 @@ pub enum LoadError {
     Policy(#[from] PolicyError),
 }
 
-/// Loads and compiles a policy file (YAML or JSON).
+/// Loads and compiles a policy file (YAML or JSON). Rego module files it names are read
+/// relative to the policy file.
 pub fn load_policy_file(path: impl AsRef<Path>) -> Result<CompiledPolicy, LoadError> {
     let path = path.as_ref();
     let origin = path.display().to_string();
@@ -28,18 +29,29 @@ pub fn load_policy_file(path: impl AsRef<Path>) -> Result<CompiledPolicy, LoadEr
         path: origin.clone(),
         message: e.to_string(),
     })?;
-    Ok(CompiledPolicy::compile(
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    Ok(CompiledPolicy::compile_with(
         &origin,
         &text,
         CompileOptions::default(),
+        &module_reader(base),
     )?)
 }
 
-/// Compiles a policy from text (YAML or JSON); `origin` names it in errors.
+/// Compiles a policy from text (YAML or JSON); `origin` names it in errors. Rego modules must be
+/// inline.
 pub fn load_policy_str(origin: &str, text: &str) -> Result<CompiledPolicy, LoadError> {
     Ok(CompiledPolicy::compile(
         origin,
         text,
         CompileOptions::default(),
     )?)
+}
+
+/// Reads Rego module files relative to `base` (the directory of the file holding the policy).
+pub(crate) fn module_reader(base: &Path) -> impl Fn(&str) -> Result<String, String> + '_ {
+    move |name: &str| {
+        let path = base.join(name);
+        std::fs::read_to_string(&path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))
+    }
 }

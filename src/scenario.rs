@@ -11,7 +11,7 @@ use warden_core::args::json_eq;
 use warden_core::policy::doc::yaml_options;
 use warden_core::{CompileOptions, CompiledPolicy, Decision, Engine, Request, Verdict};
 
-use crate::load::{LoadError, load_policy_file};
+use crate::load::{LoadError, load_policy_file, module_reader};
 
 /// The `expect` keys a step may use.
 pub const EXPECT_KEYS: &[&str] = &[
@@ -205,8 +205,14 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
     let policy = match (&doc.policy, &doc.policy_file) {
         (Some(policy), None) => {
             let source = inline_source(&text, policy);
-            CompiledPolicy::compile(&shown, &source, CompileOptions::default())
-                .map_err(LoadError::from)?
+            let base = path.parent().unwrap_or_else(|| Path::new("."));
+            CompiledPolicy::compile_with(
+                &shown,
+                &source,
+                CompileOptions::default(),
+                &module_reader(base),
+            )
+            .map_err(LoadError::from)?
         }
         (None, Some(file)) => {
             let base = path.parent().unwrap_or_else(|| Path::new("."));

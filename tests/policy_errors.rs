@@ -111,6 +111,26 @@ const CASES: &[(&str, &str, &str)] = &[
         "1:36",
         "`mode`: unknown variant `dry`",
     ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, rego: data.p.q }\n",
+        "4:34",
+        "rule names `data.p.q` but the policy has no `rego` modules",
+    ),
+    (
+        "warden: 1\nname: x\nrego:\n  modules: { a.rego: \"package p\\nq if {\" }\nrules: []\n",
+        "4:12",
+        "`rego.modules`: a.rego:",
+    ),
+    (
+        "warden: 1\nname: x\nrego:\n  modules: { a.rego: \"package p\\nimport rego.v1\\nq if true\\n\" }\nrules:\n  - { id: a, effect: deny, rego: data.p.nope }\n",
+        "6:34",
+        "`data.p.nope` names nothing defined",
+    ),
+    (
+        "warden: 1\nname: x\nrego:\n  modules: [missing.rego]\n",
+        "4:12",
+        "module files need a policy loaded from a file",
+    ),
 ];
 
 #[test]

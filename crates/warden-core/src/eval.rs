@@ -1,7 +1,11 @@
 //! Evaluation: one request against one compiled policy and one session state (spec section 6).
 //! Pure: the caller supplies the state and applies the returned change.
 
+use std::cell::OnceCell;
 use std::sync::Arc;
+
+use serde_json::{Value, json};
+use warden_rego::{RegoEvalError, RegoInput, RegoPolicy};
 
 use crate::decision::{Decision, Verdict};
 use crate::expr::ExprContext;
@@ -22,6 +26,36 @@ struct Cx<'a> {
     request: &'a Request,
     classes: &'a Classes,
     state: &'a SessionState,
+    /// The Rego input, built on first use and shared by every Rego rule of the request.
+    rego_input: OnceCell<Result<RegoInput, RegoEvalError>>,
+}
+
+/// The rule named `rego:error` in a decision that failed closed on a Rego evaluation error.
+pub const REGO_ERROR_RULE: &str = "rego:error";
+
+impl Cx<'_> {
+    /// Spec section 3: the request with `kind` filled in, plus `classes` (sorted) and `state`.
+    fn rego_input(&self, rego: &RegoPolicy) -> Result<&RegoInput, RegoEvalError> {
+        self.rego_input
+            .get_or_init(|| {
+                let mut input = serde_json::to_value(self.request).map_err(|e| RegoEvalError::Eval {
+                    message: format!("cannot build input: {e}"),
+                })?;
+                if let Value::Object(map) = &mut input {
+                    map.insert("classes".to_owned(), json!(self.classes.iter().map(|c| &**c).collect::<Vec<_>>()));
+                    map.insert(
+                        "state".to_owned(),
+                        json!({
+                            "taints": self.state.taints.iter().map(|t| &**t).collect::<Vec<_>>(),
+                            "history": self.state.history.iter().map(|h| &*h.tool).collect::<Vec<_>>(),
+                        }),
+                    );
+                }
+                rego.prepare_input(&input)
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
 }
 
 impl ExprContext for Cx<'_> {
@@ -48,6 +82,7 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
         request,
         classes: &classes,
         state,
+        rego_input: OnceCell::new(),
     };
 
     let mut first_deny: Option<&Rule> = None;
@@ -57,8 +92,10 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
         let Some(rule) = policy.rules.get(n as usize) else {
             continue;
         };
-        if !rule_matches(rule, &cx) {
-            continue;
+        match rule_matches(policy, rule, &cx) {
+            Ok(true) => {}
+            Ok(false) => continue,
+            Err(error) => return rego_failure(policy, request, state, rule, &error),
         }
         match rule.effect {
             Effect::Deny => {
@@ -144,7 +181,58 @@ fn state_change(
     change
 }
 
-fn rule_matches(rule: &Rule, cx: &Cx<'_>) -> bool {
+/// Fail closed: a Rego evaluation error denies the request and changes no state.
+fn rego_failure(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &SessionState,
+    rule: &Rule,
+    error: &RegoEvalError,
+) -> Evaluation {
+    let reason: Arc<str> = match error {
+        RegoEvalError::LimitExceeded => "rego: limit exceeded".into(),
+        // The engine's message may quote input values: it stays out of the decision.
+        _ => format!("rego: evaluation error in rule `{}`", rule.id).into(),
+    };
+    let (verdict, dry_run_decision) = match policy.mode {
+        Mode::Enforce => (Verdict::Deny, None),
+        Mode::DryRun => (Verdict::Allow, Some(Verdict::Deny)),
+    };
+    Evaluation {
+        decision: Decision {
+            verdict,
+            rule: Some(REGO_ERROR_RULE.into()),
+            reasons: vec![reason],
+            warnings: Vec::new(),
+            taints: if request.session.is_some() {
+                state.taints.iter().cloned().collect()
+            } else {
+                Vec::new()
+            },
+            findings: Vec::new(),
+            redacted: None,
+            dry_run_decision,
+            policy: policy.info.clone(),
+        },
+        change: None,
+    }
+}
+
+fn rule_matches(policy: &CompiledPolicy, rule: &Rule, cx: &Cx<'_>) -> Result<bool, RegoEvalError> {
+    if !static_conditions_hold(rule, cx) {
+        return Ok(false);
+    }
+    // Rego runs last: it is the most expensive condition.
+    match (rule.rego, &policy.rego) {
+        (None, _) => Ok(true),
+        (Some(query), Some(rego)) => rego.eval_truthy_prepared(query, cx.rego_input(rego)?),
+        (Some(_), None) => Err(RegoEvalError::Eval {
+            message: "rule names a Rego query but the policy has no Rego".to_owned(),
+        }),
+    }
+}
+
+fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
     let request = cx.request;
     if !rule.applies_to(request.kind) {
         return false;

@@ -21,6 +21,7 @@ use crate::index::RuleIndex;
 use crate::request::Kind;
 use crate::session::DEFAULT_HISTORY_CAP;
 use doc::{EffectDoc, ModeDoc, PolicyDoc, RuleDoc};
+use warden_rego::{QueryId, RegoError, RegoLimits, RegoModule, RegoPolicy};
 
 /// The format version this build reads.
 pub const FORMAT_VERSION: i64 = 1;
@@ -81,6 +82,8 @@ pub struct Rule {
     pub after: Option<After>,
     /// Argument conditions; all must hold.
     pub args: Vec<ArgCondition>,
+    /// The Rego query that must be truthy.
+    pub rego: Option<QueryId>,
     /// Taints removed when the call goes through.
     pub remove_taints: Vec<Arc<str>>,
     /// Taints added when the call goes through.
@@ -102,8 +105,11 @@ pub struct CompiledPolicy {
     pub rules: Vec<Rule>,
     /// Candidate indexes.
     pub index: RuleIndex,
-    /// History entries a session must keep for this policy's `after` rules.
+    /// History entries a session must keep for this policy's `after` rules (and Rego's
+    /// `input.state.history`).
     pub history_limit: usize,
+    /// Compiled Rego modules, when the policy has any.
+    pub rego: Option<RegoPolicy>,
 }
 
 /// Options for compiling a policy.
@@ -111,14 +117,27 @@ pub struct CompiledPolicy {
 pub struct CompileOptions {
     /// Most history entries kept per session (`after` without `within` looks at this many).
     pub history_cap: usize,
+    /// Time and depth limits for each Rego evaluation.
+    pub rego_limits: RegoLimits,
 }
 
 impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             history_cap: DEFAULT_HISTORY_CAP,
+            rego_limits: RegoLimits::default(),
         }
     }
+}
+
+/// Reads a Rego module file named in a policy (`rego.modules: [paths]`), relative to the policy.
+/// The core does no I/O itself; the facade passes a resolver that reads files.
+pub type ModuleResolver<'a> = &'a dyn Fn(&str) -> Result<String, String>;
+
+fn no_files(path: &str) -> Result<String, String> {
+    Err(format!(
+        "cannot read `{path}`: module files need a policy loaded from a file"
+    ))
 }
 
 fn kind_bit(kind: Kind) -> u8 {
@@ -149,6 +168,16 @@ impl CompiledPolicy {
     /// Parses, validates and compiles a policy written in YAML or JSON. `origin` names the
     /// source in errors (usually the file path).
     pub fn compile(origin: &str, text: &str, options: CompileOptions) -> Result<Self, PolicyError> {
+        Self::compile_with(origin, text, options, &no_files)
+    }
+
+    /// Like [`CompiledPolicy::compile`], reading Rego module files through `modules`.
+    pub fn compile_with(
+        origin: &str,
+        text: &str,
+        options: CompileOptions,
+        modules: ModuleResolver<'_>,
+    ) -> Result<Self, PolicyError> {
         let fail = |line, column, message: String| PolicyError {
             origin: origin.to_owned(),
             diagnostics: vec![Diagnostic {
@@ -183,7 +212,7 @@ impl CompiledPolicy {
         let canonical = serde_json_canonicalizer::to_vec(&value)
             .map_err(|e| fail(0, 0, format!("cannot canonicalise policy: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
-        compile_document(document, digest, options).map_err(|diagnostics| PolicyError {
+        compile_document(document, digest, options, modules).map_err(|diagnostics| PolicyError {
             origin: origin.to_owned(),
             diagnostics,
         })
@@ -209,6 +238,7 @@ fn compile_document(
     document: PolicyDoc,
     digest: String,
     options: CompileOptions,
+    resolve: ModuleResolver<'_>,
 ) -> Result<CompiledPolicy, Vec<Diagnostic>> {
     let mut diags = Diagnostics(Vec::new());
     if document.warden.value != FORMAT_VERSION {
@@ -264,9 +294,7 @@ fn compile_document(
             "`content`: content inspection is not supported by this build yet",
         );
     }
-    if let Some(rego) = &document.rego {
-        diags.at(rego, "`rego`: Rego is not supported by this build yet");
-    }
+    let rego = compile_rego(&document, &mut rules, options, resolve, &mut diags);
     if !diags.0.is_empty() {
         diags.0.sort_by_key(|d| (d.line, d.column));
         return Err(diags.0);
@@ -285,6 +313,10 @@ fn compile_document(
             let needed = after.within.unwrap_or(options.history_cap);
             history_limit = history_limit.max(needed.min(options.history_cap));
         }
+    }
+    if rego.is_some() {
+        // Rego sees `input.state.history`: keep up to the cap.
+        history_limit = options.history_cap;
     }
 
     Ok(CompiledPolicy {
@@ -305,7 +337,104 @@ fn compile_document(
         rules,
         index,
         history_limit,
+        rego,
     })
+}
+
+/// Compiles the `rego:` section and resolves every rule's `rego:` query, filling in `Rule::rego`.
+fn compile_rego(
+    document: &PolicyDoc,
+    rules: &mut [Rule],
+    options: CompileOptions,
+    resolve: ModuleResolver<'_>,
+    diags: &mut Diagnostics,
+) -> Option<RegoPolicy> {
+    // (rule position among compiled rules, query text, its node) for every rule with `rego:`.
+    let queries: Vec<(usize, &Spanned<String>)> = document
+        .rules
+        .iter()
+        .filter_map(|r| r.rego.as_ref())
+        .enumerate()
+        .collect();
+    let Some(section) = &document.rego else {
+        for (_, query) in &queries {
+            diags.at(
+                *query,
+                format!(
+                    "`rego`: rule names `{}` but the policy has no `rego` modules",
+                    query.value
+                ),
+            );
+        }
+        return None;
+    };
+    let mut modules = Vec::new();
+    match &section.value.modules.value {
+        doc::RegoModulesDoc::Inline(items) => {
+            for (name, source) in items {
+                modules.push(RegoModule::new(name.clone(), source.clone()));
+            }
+        }
+        doc::RegoModulesDoc::Files(paths) => {
+            for path in paths {
+                match resolve(path) {
+                    Ok(source) => modules.push(RegoModule::new(path.clone(), source)),
+                    Err(message) => {
+                        diags.at(&section.value.modules, format!("`rego.modules`: {message}"))
+                    }
+                }
+            }
+        }
+    }
+    if !diags.0.is_empty() {
+        return None;
+    }
+    let texts: Vec<&str> = queries.iter().map(|(_, q)| q.value.as_str()).collect();
+    match RegoPolicy::compile(
+        modules,
+        section.value.data.clone(),
+        &texts,
+        options.rego_limits,
+    ) {
+        Ok((policy, ids)) => {
+            // Rules with `rego:` in document order get the ids in the same order. Rules failed
+            // earlier are absent from `rules`, but then compilation already failed.
+            let mut ids = ids.into_iter();
+            for (rule_doc, rule) in document.rules.iter().zip(rules.iter_mut()) {
+                if rule_doc.rego.is_some() {
+                    rule.rego = ids.next();
+                }
+            }
+            Some(policy)
+        }
+        Err(RegoError::Module {
+            module,
+            line,
+            column,
+            message,
+        }) => {
+            diags.at(
+                &section.value.modules,
+                format!("`rego.modules`: {module}:{line}:{column}: {message}"),
+            );
+            None
+        }
+        Err(RegoError::UndefinedQuery { query }) | Err(RegoError::InvalidQuery { query, .. })
+            if queries.iter().any(|(_, q)| q.value == query) =>
+        {
+            for (_, node) in queries.iter().filter(|(_, q)| q.value == query) {
+                diags.at(
+                    *node,
+                    format!("`rego`: `{query}` names nothing defined by the policy's Rego modules"),
+                );
+            }
+            None
+        }
+        Err(other) => {
+            diags.at(section, format!("`rego`: {other}"));
+            None
+        }
+    }
 }
 
 fn globs(list: &[Spanned<String>], field: &str, diags: &mut Diagnostics) -> Vec<Glob> {
@@ -430,12 +559,6 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
             });
         }
     }
-    if let Some(rego) = &rule.rego {
-        diags.at(
-            rego,
-            format!("rule `{id}`: `rego`: Rego is not supported by this build yet"),
-        );
-    }
     let compiled = Rule {
         id: id.into(),
         effect,
@@ -456,6 +579,7 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
         condition,
         after,
         args: args_conditions,
+        rego: None,
         remove_taints: rule
             .remove_taints
             .as_ref()

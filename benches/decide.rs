@@ -1,0 +1,183 @@
+//! Decision benchmarks (issue 2): latency for scenario 02's policy, the same logic in Rego on raw
+//! regorus in the same run, scaling with rules about other tools, and all-core throughput.
+//!
+//! `cargo bench --bench decide`
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+
+use std::hint::black_box;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use warden::{Engine, Request, Verdict, load_policy_str};
+
+/// Scenario 02's policy (taint check + class lookup).
+const EXFIL: &str = r#"
+warden: 1
+name: exfil
+tools:
+  "crm.read_*": [sensitive_read]
+  send_email: [external_write]
+  http_post: [external_write]
+  human_approve: [review]
+rules:
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+  - { id: writes, effect: allow, classes: [external_write] }
+  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii", reason: "external write after PII access" }
+  - { id: review, effect: allow, tools: [human_approve], remove_taints: [pii] }
+"#;
+
+/// The same decision logic in Rego, as an OPA user would write it (session taints in the input).
+const EXFIL_REGO: &str = r#"
+package exfil
+import rego.v1
+
+registry := {
+  "crm.read_*": ["sensitive_read"],
+  "send_email": ["external_write"],
+  "http_post": ["external_write"],
+  "human_approve": ["review"],
+}
+
+classes contains c if {
+  some pattern, cs in registry
+  glob.match(pattern, [], input.tool)
+  some c in cs
+}
+
+deny contains "no-exfil" if {
+  "external_write" in classes
+  "pii" in input.taints
+}
+
+allow contains "reads" if "sensitive_read" in classes
+allow contains "writes" if "external_write" in classes
+allow contains "review" if input.tool == "human_approve"
+
+decision := "deny" if count(deny) > 0
+decision := "allow" if {
+  count(deny) == 0
+  count(allow) > 0
+}
+"#;
+
+fn request(json: &str) -> Request {
+    Request::from_json(json.as_bytes()).unwrap()
+}
+
+/// An engine whose session `s1` already holds the `pii` taint.
+fn tainted_engine(text: &str) -> Engine {
+    let engine = Engine::new(load_policy_str("bench.yaml", text).unwrap());
+    let read = request(r#"{"session":"s1","tool":"crm.read_customer","args":{"id":7}}"#);
+    assert_eq!(engine.decide(&read).unwrap().verdict, Verdict::Allow);
+    engine
+}
+
+fn latency(c: &mut Criterion) {
+    let engine = tainted_engine(EXFIL);
+    let deny = request(r#"{"session":"s1","tool":"http_post","args":{"url":"https://x.test"}}"#);
+    let allow = request(r#"{"session":"s2","tool":"send_email","args":{"to":"a@b.test"}}"#);
+    assert_eq!(engine.decide(&deny).unwrap().verdict, Verdict::Deny);
+    assert_eq!(engine.decide(&allow).unwrap().verdict, Verdict::Allow);
+
+    let mut group = c.benchmark_group("scenario02");
+    group.bench_function("warden/deny_after_taint", |b| {
+        b.iter(|| engine.decide(black_box(&deny)).unwrap())
+    });
+    group.bench_function("warden/allow_clean_session", |b| {
+        b.iter(|| engine.decide(black_box(&allow)).unwrap())
+    });
+
+    // Raw regorus, prepared once; per decision: set the input and evaluate the rule.
+    let mut rego = regorus::Engine::new();
+    rego.add_policy("exfil.rego".into(), EXFIL_REGO.into())
+        .unwrap();
+    let input = regorus::Value::from_json_str(
+        r#"{"tool":"http_post","args":{"url":"https://x.test"},"taints":["pii"]}"#,
+    )
+    .unwrap();
+    rego.set_input(input.clone());
+    let answer = rego.eval_rule("data.exfil.decision".into()).unwrap();
+    assert_eq!(answer, regorus::Value::from("deny"));
+    group.bench_function("regorus/deny_after_taint", |b| {
+        b.iter(|| {
+            rego.set_input(black_box(input.clone()));
+            rego.eval_rule("data.exfil.decision".into()).unwrap()
+        })
+    });
+    group.finish();
+}
+
+/// A policy with `n` extra rules about other tools (half exact names, half prefix globs).
+fn policy_with_rules(n: usize) -> String {
+    let mut text = EXFIL.to_owned();
+    for i in 0..n {
+        if i % 2 == 0 {
+            text.push_str(&format!(
+                "  - {{ id: other-{i}, effect: deny, tools: [other_tool_{i}] }}\n"
+            ));
+        } else {
+            text.push_str(&format!(
+                "  - {{ id: other-{i}, effect: allow, tools: [\"svc{i}.*\"], add_taints: [t{i}] }}\n"
+            ));
+        }
+    }
+    text
+}
+
+fn scaling(c: &mut Criterion) {
+    let deny = request(r#"{"session":"s1","tool":"http_post","args":{"url":"https://x.test"}}"#);
+    let mut group = c.benchmark_group("scaling");
+    for n in [10usize, 1_000, 10_000] {
+        let engine = tainted_engine(&policy_with_rules(n));
+        assert_eq!(engine.policy().rules.len(), n + 4);
+        assert_eq!(engine.decide(&deny).unwrap().verdict, Verdict::Deny);
+        group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
+            b.iter(|| engine.decide(black_box(&deny)).unwrap())
+        });
+    }
+    group.finish();
+}
+
+fn throughput(c: &mut Criterion) {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let engine = Arc::new(tainted_engine(EXFIL));
+    // Each thread decides on its own sessions (64 per thread, round robin).
+    let per_thread: Vec<Vec<Request>> = (0..threads)
+        .map(|t| {
+            (0..64)
+                .map(|s| request(&format!(r#"{{"session":"t{t}-s{s}","tool":"send_email","args":{{"to":"a@b.test"}}}}"#)))
+                .collect()
+        })
+        .collect();
+    let per_thread = Arc::new(per_thread);
+    let mut group = c.benchmark_group("throughput");
+    let batch = 10_000u64;
+    group.throughput(Throughput::Elements(batch * threads as u64));
+    group.bench_function(format!("all_cores_{threads}_threads"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for t in 0..threads {
+                        let engine = Arc::clone(&engine);
+                        let requests = Arc::clone(&per_thread);
+                        scope.spawn(move || {
+                            let mine = &requests[t];
+                            for i in 0..batch as usize {
+                                black_box(engine.decide(&mine[i % mine.len()]).unwrap());
+                            }
+                        });
+                    }
+                });
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, latency, scaling, throughput);
+criterion_main!(benches);
