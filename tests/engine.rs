@@ -70,8 +70,15 @@ fn history_is_bounded_by_the_longest_within_and_the_cap() {
 
     // `after` without `within` keeps up to the configured cap.
     let text = "warden: 1\nname: h\ndefault: allow\nrules:\n  - { id: seq, effect: deny, tools: [x], after: { tools: [y] } }\n";
-    let policy =
-        CompiledPolicy::compile("h.yaml", text, CompileOptions { history_cap: 7 }).expect("loads");
+    let policy = CompiledPolicy::compile(
+        "h.yaml",
+        text,
+        CompileOptions {
+            history_cap: 7,
+            ..CompileOptions::default()
+        },
+    )
+    .expect("loads");
     let engine = Engine::new(policy);
     for i in 0..20 {
         let tool = if i == 0 { "y" } else { "t" };
