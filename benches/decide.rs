@@ -2,7 +2,13 @@
 //! regorus in the same run, scaling with rules about other tools, and all-core throughput.
 //!
 //! `cargo bench --bench decide`
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic, missing_docs)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing,
+    missing_docs
+)]
 
 use std::hint::black_box;
 use std::sync::Arc;
