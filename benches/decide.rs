@@ -111,6 +111,26 @@ fn latency(c: &mut Criterion) {
             rego.eval_rule("data.exfil.decision".into()).unwrap()
         })
     });
+
+    // The same decision with content inspection enabled (every built-in detector, injection on)
+    // and arguments that hold no finding: the cost content inspection adds.
+    let with_content = format!(
+        "{EXFIL}content:\n  detectors: [email, phone, credit_card, us_ssn, iban, ipv4, aws_access_key, github_token, jwt, private_key, openai_key]\n  input: redact\n  output: redact\n  injection: deny\n"
+    );
+    let content_engine = tainted_engine(&with_content);
+    let clean = request(
+        r#"{"session":"s2","tool":"send_email","args":{"to":"support team","subject":"Weekly report","body":"The weekly report is attached; numbers look fine."}}"#,
+    );
+    let plain_engine = tainted_engine(EXFIL);
+    let d = content_engine.decide(&clean).unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert!(d.findings.is_empty());
+    group.bench_function("warden/allow_no_content", |b| {
+        b.iter(|| plain_engine.decide(black_box(&clean)).unwrap())
+    });
+    group.bench_function("warden/allow_content_enabled_no_finding", |b| {
+        b.iter(|| content_engine.decide(black_box(&clean)).unwrap())
+    });
     group.finish();
 }
 

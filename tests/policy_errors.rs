@@ -131,6 +131,21 @@ const CASES: &[(&str, &str, &str)] = &[
         "4:12",
         "module files need a policy loaded from a file",
     ),
+    (
+        "warden: 1\nname: x\ncontent:\n  detectors: [email, passport]\n",
+        "4:22",
+        "`content.detectors[1]`: unknown detector `passport`",
+    ),
+    (
+        "warden: 1\nname: x\ncontent:\n  custom: [ { id: emp, pattern: \"(\" } ]\n",
+        "4:13",
+        "`content.custom[0]`: custom detector pattern does not compile",
+    ),
+    (
+        "warden: 1\nname: x\ncontent:\n  input: block\n",
+        "4:10",
+        "`content.input`: unknown variant `block`",
+    ),
 ];
 
 #[test]

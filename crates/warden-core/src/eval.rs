@@ -121,6 +121,25 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
         (policy.default, None, Vec::new())
     };
 
+    let (mut computed, mut rule_id, mut warnings) = (computed, rule_id, warnings);
+    let mut findings = Vec::new();
+    let mut redacted = None;
+    if let Some(content) = &policy.content {
+        let mut outcome = crate::content::scan(content, request);
+        findings = crate::content::findings(&mut outcome);
+        if computed == Verdict::Allow {
+            if let Some(deny) = outcome.deny {
+                // Content turns an allow into deny; a rule's deny stands as it is.
+                computed = Verdict::Deny;
+                rule_id = Some(Arc::from(deny));
+                warnings.clear();
+            } else {
+                warnings.extend(outcome.warnings.into_iter().map(Arc::from));
+                redacted = outcome.redacted;
+            }
+        }
+    }
+
     let (verdict, dry_run_decision) = match policy.mode {
         Mode::Enforce => (computed, None),
         Mode::DryRun => (Verdict::Allow, Some(computed)),
@@ -142,8 +161,8 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
             reasons,
             warnings,
             taints: taints.into_iter().collect(),
-            findings: Vec::new(),
-            redacted: None,
+            findings,
+            redacted,
             dry_run_decision,
             policy: policy.info.clone(),
         },

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 pub mod args;
+pub mod content;
 pub mod decision;
 pub mod engine;
 pub mod eval;

@@ -199,13 +199,13 @@ pub struct ContentDoc {
     pub custom: Vec<Spanned<CustomDetectorDoc>>,
     /// Action on input findings.
     #[serde(default)]
-    pub input: Option<String>,
+    pub input: Option<warden_content::Action>,
     /// Action on output findings.
     #[serde(default)]
-    pub output: Option<String>,
+    pub output: Option<warden_content::Action>,
     /// Action on injection findings.
     #[serde(default)]
-    pub injection: Option<String>,
+    pub injection: Option<warden_content::InjectionAction>,
 }
 
 /// `{id, pattern}`.
@@ -282,8 +282,9 @@ pub fn parse(text: &str) -> Result<PolicyDoc, ParseError> {
     let mut field = None;
     serde_saphyr::with_deserializer_from_str_with_options(text, yaml_options(), |de| {
         serde_path_to_error::deserialize(de).map_err(|e| {
-            let path = e.path().to_string();
-            field = (path != ".").then_some(path);
+            // `Spanned` wrappers show up as a `value` segment; no schema field is called that.
+            let path = e.path().to_string().replace(".value", "");
+            field = (path != "." && !path.is_empty()).then_some(path);
             e.into_inner()
         })
     })

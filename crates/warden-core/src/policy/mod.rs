@@ -21,6 +21,7 @@ use crate::index::RuleIndex;
 use crate::request::Kind;
 use crate::session::DEFAULT_HISTORY_CAP;
 use doc::{EffectDoc, ModeDoc, PolicyDoc, RuleDoc};
+use warden_content::{ContentError, ContentPolicy, ContentSpec, CustomDetectorSpec};
 use warden_rego::{QueryId, RegoError, RegoLimits, RegoModule, RegoPolicy};
 
 /// The format version this build reads.
@@ -110,6 +111,8 @@ pub struct CompiledPolicy {
     pub history_limit: usize,
     /// Compiled Rego modules, when the policy has any.
     pub rego: Option<RegoPolicy>,
+    /// Compiled content inspection, when the policy enables it.
+    pub content: Option<Arc<ContentPolicy>>,
 }
 
 /// Options for compiling a policy.
@@ -288,12 +291,11 @@ fn compile_document(
             rules.push(rule);
         }
     }
-    if let Some(content) = &document.content {
-        diags.at(
-            content,
-            "`content`: content inspection is not supported by this build yet",
-        );
-    }
+    let content = document
+        .content
+        .as_ref()
+        .and_then(|section| compile_content(section, &mut diags))
+        .map(Arc::new);
     let rego = compile_rego(&document, &mut rules, options, resolve, &mut diags);
     if !diags.0.is_empty() {
         diags.0.sort_by_key(|d| (d.line, d.column));
@@ -338,7 +340,46 @@ fn compile_document(
         index,
         history_limit,
         rego,
+        content,
     })
+}
+
+/// Compiles the `content:` section, pointing errors at the offending list item.
+fn compile_content(
+    section: &Spanned<doc::ContentDoc>,
+    diags: &mut Diagnostics,
+) -> Option<ContentPolicy> {
+    let c = &section.value;
+    let spec = ContentSpec {
+        detectors: c.detectors.iter().map(|d| d.value.clone()).collect(),
+        custom: c
+            .custom
+            .iter()
+            .map(|d| CustomDetectorSpec {
+                id: d.value.id.clone(),
+                pattern: d.value.pattern.clone(),
+            })
+            .collect(),
+        input: c.input,
+        output: c.output,
+        injection: c.injection,
+    };
+    ContentPolicy::compile(&spec)
+        .map_err(|e| match &e {
+            ContentError::UnknownDetector { index, .. }
+            | ContentError::RepeatedDetector { index, .. } => match c.detectors.get(*index) {
+                Some(node) => diags.at(node, format!("`content.detectors[{index}]`: {e}")),
+                None => diags.at(section, format!("`content`: {e}")),
+            },
+            ContentError::InvalidPattern { index, .. }
+            | ContentError::DuplicateDetector { index, .. }
+            | ContentError::InvalidId { index, .. } => match c.custom.get(*index) {
+                Some(node) => diags.at(node, format!("`content.custom[{index}]`: {e}")),
+                None => diags.at(section, format!("`content`: {e}")),
+            },
+            _ => diags.at(section, format!("`content`: {e}")),
+        })
+        .ok()
 }
 
 /// Compiles the `rego:` section and resolves every rule's `rego:` query, filling in `Rule::rego`.
