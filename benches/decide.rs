@@ -67,6 +67,25 @@ decision := "allow" if {
 }
 "#;
 
+/// A hand-optimised Rego variant: exact names by object lookup, the one glob as `startswith`.
+/// Gives raw regorus its best case, so the ratio is not flattered by `glob.match`.
+const EXFIL_REGO_FAST: &str = r#"
+package exfil
+import rego.v1
+
+exact := {"send_email": "external_write", "http_post": "external_write", "human_approve": "review"}
+
+classes contains exact[input.tool]
+classes contains "sensitive_read" if startswith(input.tool, "crm.read_")
+
+decision := "deny" if {
+  "external_write" in classes
+  "pii" in input.taints
+} else := "allow" if {
+  count(classes) > 0
+} else := "deny"
+"#;
+
 fn request(json: &str) -> Request {
     Request::from_json(json.as_bytes()).unwrap()
 }
@@ -109,6 +128,16 @@ fn latency(c: &mut Criterion) {
         b.iter(|| {
             rego.set_input(black_box(input.clone()));
             rego.eval_rule("data.exfil.decision".into()).unwrap()
+        })
+    });
+    let mut fast = regorus::Engine::new();
+    fast.add_policy("exfil.rego".into(), EXFIL_REGO_FAST.into()).unwrap();
+    fast.set_input(input.clone());
+    assert_eq!(fast.eval_rule("data.exfil.decision".into()).unwrap(), regorus::Value::from("deny"));
+    group.bench_function("regorus_hand_optimised/deny_after_taint", |b| {
+        b.iter(|| {
+            fast.set_input(black_box(input.clone()));
+            fast.eval_rule("data.exfil.decision".into()).unwrap()
         })
     });
 
@@ -205,5 +234,81 @@ fn throughput(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, latency, scaling, throughput);
+/// Scenario 09's payment rule, as a Warden policy whose only rule is Rego.
+const REGO_ONLY: &str = r#"
+warden: 1
+name: rego-only
+default: allow
+tools: { transfer_funds: [payment] }
+rego:
+  modules:
+    payments.rego: |
+      package payments
+      import rego.v1
+      too_large if {
+        "payment" in input.classes
+        input.args.amount > input.context.limit
+      }
+rules:
+  - { id: limit, effect: deny, rego: data.payments.too_large }
+"#;
+
+const PAYMENTS_REGO: &str = "package payments\nimport rego.v1\ntoo_large if {\n  \"payment\" in input.classes\n  input.args.amount > input.context.limit\n}\n";
+
+fn rego_decisions(c: &mut Criterion) {
+    let engine = Arc::new(Engine::new(load_policy_str("rego.yaml", REGO_ONLY).unwrap()));
+    let deny = request(
+        r#"{"session":"s","tool":"transfer_funds","args":{"amount":500},"context":{"limit":100}}"#,
+    );
+    assert_eq!(engine.decide(&deny).unwrap().verdict, Verdict::Deny);
+
+    let mut group = c.benchmark_group("rego_only");
+    group.bench_function("warden/decide", |b| {
+        b.iter(|| engine.decide(black_box(&deny)).unwrap())
+    });
+    // Raw regorus doing the same work from the same JSON request: build the input (request +
+    // classes + state, as Warden does), set it, evaluate the rule.
+    let mut rego = regorus::Engine::new();
+    rego.add_policy("payments.rego".into(), PAYMENTS_REGO.into()).unwrap();
+    let request_json = r#"{"session":"s","kind":"tool_call","tool":"transfer_funds","args":{"amount":500},"context":{"limit":100}}"#;
+    group.bench_function("regorus/from_json", |b| {
+        b.iter(|| {
+            let mut input: serde_json::Value = serde_json::from_str(black_box(request_json)).unwrap();
+            input["classes"] = serde_json::json!(["payment"]);
+            input["state"] = serde_json::json!({"taints": [], "history": []});
+            rego.set_input(regorus::Value::from(input));
+            rego.eval_rule("data.payments.too_large".into()).unwrap()
+        })
+    });
+    group.finish();
+
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let mut group = c.benchmark_group("rego_throughput");
+    let batch = 2_000u64;
+    group.throughput(Throughput::Elements(batch * threads as u64));
+    group.bench_function(format!("all_cores_{threads}_threads"), |b| {
+        b.iter_custom(|iters| {
+            let mut total = Duration::ZERO;
+            for _ in 0..iters {
+                let start = Instant::now();
+                std::thread::scope(|scope| {
+                    for _ in 0..threads {
+                        let engine = Arc::clone(&engine);
+                        let deny = deny.clone();
+                        scope.spawn(move || {
+                            for _ in 0..batch {
+                                black_box(engine.decide(&deny).unwrap());
+                            }
+                        });
+                    }
+                });
+                total += start.elapsed();
+            }
+            total
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(benches, latency, scaling, throughput, rego_decisions);
 criterion_main!(benches);

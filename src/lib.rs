@@ -29,6 +29,16 @@
 mod load;
 pub mod scenario;
 
+/// Rego through regorus, for policies written in Rego alone (OPA users' `*.rego` files).
+pub mod rego {
+    pub use warden_rego::*;
+}
+
+/// The content scanners (PII, secrets, prompt injection), usable on their own.
+pub mod content {
+    pub use warden_content::*;
+}
+
 pub use load::{LoadError, load_policy_file, load_policy_str};
 pub use warden_core::{
     CompileOptions, CompiledPolicy, DecideError, Decision, Diagnostic, Engine, Finding,

@@ -31,11 +31,18 @@ enum Command {
         policies: Vec<PathBuf>,
     },
     /// Decide requests: one JSON request, or JSON Lines (sessions kept across lines); prints one
-    /// decision JSON per request.
+    /// decision JSON per request. With a `.rego` policy and `--query`, evaluates the query for each
+    /// input document and prints `{"result": VALUE}` (`{}` when undefined), as OPA's Data API does.
     Eval {
-        /// The policy file.
+        /// The policy file (Warden YAML/JSON, or a Rego module with `--query`).
         #[arg(long, short)]
         policy: PathBuf,
+        /// For a Rego policy: the query to evaluate, e.g. `data.authz.allow`.
+        #[arg(long, short)]
+        query: Option<String>,
+        /// For a Rego policy: a JSON file holding the base `data` document.
+        #[arg(long)]
+        data: Option<PathBuf>,
         /// The request file, or `-` (the default) for standard input.
         #[arg(default_value = "-")]
         requests: PathBuf,
@@ -68,7 +75,12 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { policies } => check::run(&policies),
-        Command::Eval { policy, requests } => eval::run(&policy, &requests),
+        Command::Eval {
+            policy,
+            query,
+            data,
+            requests,
+        } => eval::run(&policy, query.as_deref(), data.as_deref(), &requests),
         Command::Test { paths, verbose } => test::run(&paths, verbose),
     }
 }
