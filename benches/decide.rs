@@ -131,9 +131,13 @@ fn latency(c: &mut Criterion) {
         })
     });
     let mut fast = regorus::Engine::new();
-    fast.add_policy("exfil.rego".into(), EXFIL_REGO_FAST.into()).unwrap();
+    fast.add_policy("exfil.rego".into(), EXFIL_REGO_FAST.into())
+        .unwrap();
     fast.set_input(input.clone());
-    assert_eq!(fast.eval_rule("data.exfil.decision".into()).unwrap(), regorus::Value::from("deny"));
+    assert_eq!(
+        fast.eval_rule("data.exfil.decision".into()).unwrap(),
+        regorus::Value::from("deny")
+    );
     group.bench_function("regorus_hand_optimised/deny_after_taint", |b| {
         b.iter(|| {
             fast.set_input(black_box(input.clone()));
@@ -256,24 +260,37 @@ rules:
 const PAYMENTS_REGO: &str = "package payments\nimport rego.v1\ntoo_large if {\n  \"payment\" in input.classes\n  input.args.amount > input.context.limit\n}\n";
 
 fn rego_decisions(c: &mut Criterion) {
-    let engine = Arc::new(Engine::new(load_policy_str("rego.yaml", REGO_ONLY).unwrap()));
+    let engine = Arc::new(Engine::new(
+        load_policy_str("rego.yaml", REGO_ONLY).unwrap(),
+    ));
     let deny = request(
         r#"{"session":"s","tool":"transfer_funds","args":{"amount":500},"context":{"limit":100}}"#,
     );
     assert_eq!(engine.decide(&deny).unwrap().verdict, Verdict::Deny);
 
     let mut group = c.benchmark_group("rego_only");
-    group.bench_function("warden/decide", |b| {
+    let deny_json =
+        r#"{"session":"s","tool":"transfer_funds","args":{"amount":500},"context":{"limit":100}}"#;
+    group.bench_function("warden/decide_prepared_request", |b| {
         b.iter(|| engine.decide(black_box(&deny)).unwrap())
+    });
+    // From the same JSON text as the raw regorus bench below: parse the request, then decide.
+    group.bench_function("warden/decide_from_json", |b| {
+        b.iter(|| {
+            let request = Request::from_json(black_box(deny_json.as_bytes())).unwrap();
+            engine.decide(&request).unwrap()
+        })
     });
     // Raw regorus doing the same work from the same JSON request: build the input (request +
     // classes + state, as Warden does), set it, evaluate the rule.
     let mut rego = regorus::Engine::new();
-    rego.add_policy("payments.rego".into(), PAYMENTS_REGO.into()).unwrap();
+    rego.add_policy("payments.rego".into(), PAYMENTS_REGO.into())
+        .unwrap();
     let request_json = r#"{"session":"s","kind":"tool_call","tool":"transfer_funds","args":{"amount":500},"context":{"limit":100}}"#;
     group.bench_function("regorus/from_json", |b| {
         b.iter(|| {
-            let mut input: serde_json::Value = serde_json::from_str(black_box(request_json)).unwrap();
+            let mut input: serde_json::Value =
+                serde_json::from_str(black_box(request_json)).unwrap();
             input["classes"] = serde_json::json!(["payment"]);
             input["state"] = serde_json::json!({"taints": [], "history": []});
             rego.set_input(regorus::Value::from(input));
@@ -310,5 +327,18 @@ fn rego_decisions(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, latency, scaling, throughput, rego_decisions);
+fn parse(c: &mut Criterion) {
+    let json =
+        br#"{"session":"s","tool":"transfer_funds","args":{"amount":500},"context":{"limit":100}}"#;
+    let mut group = c.benchmark_group("parse");
+    group.bench_function("request_from_json", |b| {
+        b.iter(|| Request::from_json(black_box(json)).unwrap())
+    });
+    group.bench_function("serde_json_value_baseline", |b| {
+        b.iter(|| serde_json::from_slice::<serde_json::Value>(black_box(json)).unwrap())
+    });
+    group.finish();
+}
+
+criterion_group!(benches, latency, scaling, throughput, rego_decisions, parse);
 criterion_main!(benches);

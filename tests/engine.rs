@@ -158,3 +158,76 @@ proptest! {
         let _ = load_policy_str("p.yaml", &parts.concat());
     }
 }
+
+/// Two Rego policies that answer differently; `name` tells which snapshot decided.
+fn rego_policy(name: &str, limit: u32) -> CompiledPolicy {
+    let text = format!(
+        "warden: 1\nname: {name}\ndefault: allow\nrego:\n  modules:\n    p.rego: |\n      package p\n      import rego.v1\n      too_large if input.args.amount > {limit}\nrules:\n  - {{ id: limit-{name}, effect: deny, rego: data.p.too_large }}\n"
+    );
+    load_policy_str("rego.yaml", &text).expect("policy loads")
+}
+
+/// 8 threads decide while the policy is swapped 100 times: every decision is wholly the old or
+/// the new snapshot's (name, verdict and rule agree), none fails, and after the last swap every
+/// thread's next decision uses the final snapshot.
+#[test]
+fn rego_decisions_during_100_reloads_come_from_one_whole_snapshot() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let engine = Arc::new(Engine::new(rego_policy("a", 10)));
+    let stop = Arc::new(AtomicBool::new(false));
+    let req = request(r#"{"tool":"pay","args":{"amount":50}}"#);
+    let workers: Vec<_> = (0..8)
+        .map(|_| {
+            let engine = Arc::clone(&engine);
+            let stop = Arc::clone(&stop);
+            let req = req.clone();
+            thread::spawn(move || {
+                let mut seen = [0usize; 2];
+                while !stop.load(Ordering::Acquire) {
+                    let d = engine.decide(&req).expect("never an error");
+                    match &*d.policy.name {
+                        // a: limit 10, so 50 is denied by a's own rule.
+                        "a" => {
+                            assert_eq!(d.verdict, Verdict::Deny);
+                            assert_eq!(d.rule.as_deref(), Some("limit-a"));
+                            seen[0] += 1;
+                        }
+                        // b: limit 100, so 50 is allowed.
+                        "b" => {
+                            assert_eq!(d.verdict, Verdict::Allow);
+                            assert_eq!(d.rule, None);
+                            seen[1] += 1;
+                        }
+                        other => panic!("unknown snapshot {other}"),
+                    }
+                }
+                // The swap loop has finished: the next decision uses the final snapshot (b).
+                let d = engine.decide(&req).expect("decides");
+                assert_eq!(&*d.policy.name, "b");
+                assert_eq!(d.verdict, Verdict::Allow);
+                seen
+            })
+        })
+        .collect();
+    for i in 0..100 {
+        let next = if i % 2 == 0 {
+            rego_policy("b", 100)
+        } else {
+            rego_policy("a", 10)
+        };
+        engine.swap_policy(next);
+        thread::yield_now();
+    }
+    engine.swap_policy(rego_policy("b", 100));
+    stop.store(true, Ordering::Release);
+    let mut totals = [0usize; 2];
+    for w in workers {
+        let seen = w.join().expect("worker");
+        totals[0] += seen[0];
+        totals[1] += seen[1];
+    }
+    assert!(
+        totals[0] > 0 && totals[1] > 0,
+        "both snapshots decided: {totals:?}"
+    );
+}

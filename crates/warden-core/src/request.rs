@@ -110,11 +110,25 @@ pub struct RequestError {
 impl Request {
     /// Parses a request from JSON bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, RequestError> {
-        let value: Value = serde_json::from_slice(bytes).map_err(|e| RequestError {
-            field: None,
-            message: format!("invalid JSON: {e}"),
+        // One pass straight into the typed request (no intermediate `Value` tree); the depth
+        // limit and the object check are done on the bytes first.
+        let first = bytes.iter().find(|b| !b.is_ascii_whitespace());
+        if first.is_some_and(|b| *b != b'{') {
+            return Err(RequestError {
+                field: None,
+                message: "a request must be a JSON object".to_owned(),
+            });
+        }
+        if nesting_exceeds(bytes, MAX_REQUEST_DEPTH) {
+            return Err(too_deep());
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let request: Request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+            let path = e.path().to_string();
+            json_error(e.into_inner(), Some(path))
         })?;
-        Self::from_value(value)
+        de.end().map_err(|e| json_error(e, None))?;
+        Ok(request)
     }
 
     /// Builds a request from an already parsed JSON value (e.g. one step of a YAML scenario).
@@ -126,10 +140,7 @@ impl Request {
             });
         }
         if depth(&value) > MAX_REQUEST_DEPTH {
-            return Err(RequestError {
-                field: None,
-                message: format!("nesting deeper than {MAX_REQUEST_DEPTH} levels"),
-            });
+            return Err(too_deep());
         }
         serde_path_to_error::deserialize(value).map_err(|e| {
             let path = e.path().to_string();
@@ -150,15 +161,71 @@ fn object<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Er
     Ok(Option::<Map<String, Value>>::deserialize(d)?.map(Value::Object))
 }
 
-/// Nesting depth of a JSON value, iteratively (no recursion on hostile input).
+/// Syntax errors are "invalid JSON"; data errors name the field at `path`.
+fn json_error(e: serde_json::Error, path: Option<String>) -> RequestError {
+    if e.is_syntax() || e.is_eof() {
+        return RequestError {
+            field: None,
+            message: format!("invalid JSON: {e}"),
+        };
+    }
+    RequestError {
+        field: path.filter(|p| p != "." && p != "?"),
+        message: e.to_string(),
+    }
+}
+
+fn too_deep() -> RequestError {
+    RequestError {
+        field: None,
+        message: format!("nesting deeper than {MAX_REQUEST_DEPTH} levels"),
+    }
+}
+
+/// Whether JSON text nests arrays/objects deeper than `max`, from the bytes alone (brackets
+/// inside strings do not count). Malformed text is left to the parser to report.
+fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            match (escaped, b) {
+                (true, _) => escaped = false,
+                (false, b'\\') => escaped = true,
+                (false, b'"') => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+/// Container nesting depth of a JSON value (`{}` is 1, a scalar 0), iteratively (no recursion on
+/// hostile input).
 pub fn depth(value: &Value) -> usize {
     let mut max = 0;
     let mut stack = vec![(value, 1usize)];
     while let Some((v, d)) = stack.pop() {
-        max = max.max(d);
         match v {
-            Value::Array(items) => stack.extend(items.iter().map(|i| (i, d + 1))),
-            Value::Object(map) => stack.extend(map.values().map(|i| (i, d + 1))),
+            Value::Array(items) => {
+                max = max.max(d);
+                stack.extend(items.iter().map(|i| (i, d + 1)));
+            }
+            Value::Object(map) => {
+                max = max.max(d);
+                stack.extend(map.values().map(|i| (i, d + 1)));
+            }
             _ => {}
         }
     }
@@ -215,6 +282,31 @@ mod tests {
         );
         let e = Request::from_json(deep.as_bytes()).unwrap_err();
         assert!(e.message.contains("nesting"), "{e}");
+    }
+
+    #[test]
+    fn byte_depth_agrees_with_value_depth() {
+        for text in [
+            r#"{"a":[1,{"b":"[[[{{"}]}"#,
+            r#"{"s":"\\\"[","t":[[[]]]}"#,
+            "{}",
+            r#"{"a":{"b":{"c":{}}}}"#,
+        ] {
+            let value: Value = serde_json::from_str(text).unwrap();
+            for max in 0..6 {
+                assert_eq!(
+                    nesting_exceeds(text.as_bytes(), max),
+                    depth(&value) > max,
+                    "{text} {max}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn trailing_content_is_rejected() {
+        let e = Request::from_json(br#"{"tool":"t"} {"tool":"u"}"#).unwrap_err();
+        assert!(e.message.contains("invalid JSON"), "{e}");
     }
 
     proptest! {
