@@ -1,0 +1,239 @@
+//! API keys: only their SHA-256 hashes are stored, each with its tenant and policy.
+//!
+//! A key reads `wdn_` + 64 hex digits (256 random bits). Its id is the first 12 hex digits of
+//! its hash: verification looks the id up, then compares the whole hash in constant time
+//! ([`subtle`]), so neither a lookup nor a comparison reveals how much of a guess was right.
+//!
+//! The key file is JSON (`{"keys": [{"id", "tenant", "policy", "sha256", "created"}]}`), written
+//! atomically (temporary file + rename) with mode 0600.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+/// Prefix of every key.
+pub const KEY_PREFIX: &str = "wdn_";
+
+/// One stored key: never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KeyRecord {
+    /// Public id (first 12 hex digits of the hash); used to revoke.
+    pub id: String,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// The policy the tenant's requests are decided by; the tenant's name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// Seconds since the Unix epoch when the key was created.
+    #[serde(default)]
+    pub created: u64,
+}
+
+impl KeyRecord {
+    /// The policy this key's requests use.
+    pub fn policy_name(&self) -> &str {
+        self.policy.as_deref().unwrap_or(&self.tenant)
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct KeyFile {
+    keys: Vec<KeyRecord>,
+}
+
+/// A key file could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    /// Reading or writing the file failed.
+    #[error("{path}: {message}")]
+    Io {
+        /// The key file.
+        path: String,
+        /// The operating system's reason.
+        message: String,
+    },
+    /// The file is not a valid key file.
+    #[error("{path}: invalid key file: {message}")]
+    Invalid {
+        /// The key file.
+        path: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// The random source failed.
+    #[error("cannot generate a key: {0}")]
+    Random(String),
+}
+
+fn io_error(path: &Path, e: impl std::fmt::Display) -> KeyError {
+    KeyError::Io {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    }
+}
+
+fn read_file(path: &Path) -> Result<KeyFile, KeyError> {
+    match std::fs::read(path) {
+        Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| KeyError::Invalid {
+            path: path.display().to_string(),
+            message: e.to_string(),
+        }),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(KeyFile::default()),
+        Err(e) => Err(io_error(path, e)),
+    }
+}
+
+fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
+    use std::io::Write as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    if let Some(parent) = path.parent()
+        && !parent.as_os_str().is_empty()
+    {
+        std::fs::create_dir_all(parent).map_err(|e| io_error(path, e))?;
+    }
+    let tmp = path.with_extension("json.tmp");
+    let mut bytes = serde_json::to_vec_pretty(file).map_err(|e| io_error(path, e))?;
+    bytes.push(b'\n');
+    let mut out = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| io_error(&tmp, e))?;
+    out.write_all(&bytes).map_err(|e| io_error(&tmp, e))?;
+    out.sync_all().map_err(|e| io_error(&tmp, e))?;
+    std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
+}
+
+fn hash(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Creates a key for `tenant` (decided by `policy`, or the policy named like the tenant), stores
+/// its hash in the key file at `path` and returns the key (shown once) and its record.
+pub fn create_key(
+    path: &Path,
+    tenant: &str,
+    policy: Option<&str>,
+) -> Result<(String, KeyRecord), KeyError> {
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
+    let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
+    let digest = hex::encode(hash(&key));
+    let record = KeyRecord {
+        id: digest.get(..12).unwrap_or_default().to_owned(),
+        tenant: tenant.to_owned(),
+        policy: policy.map(str::to_owned),
+        sha256: digest,
+        created: now_secs(),
+    };
+    let mut file = read_file(path)?;
+    file.keys.push(record.clone());
+    write_file(path, &file)?;
+    Ok((key, record))
+}
+
+/// Removes the key with `id` from the key file; returns whether it was there.
+pub fn revoke_key(path: &Path, id: &str) -> Result<bool, KeyError> {
+    let mut file = read_file(path)?;
+    let before = file.keys.len();
+    file.keys.retain(|k| k.id != id);
+    let removed = file.keys.len() != before;
+    if removed {
+        write_file(path, &file)?;
+    }
+    Ok(removed)
+}
+
+/// The records in a key file (none when it does not exist).
+pub fn list_keys(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
+    Ok(read_file(path)?.keys)
+}
+
+/// Keys indexed for verification.
+#[derive(Debug, Default, Clone)]
+pub struct KeyIndex {
+    by_id: HashMap<String, ([u8; 32], KeyRecord)>,
+}
+
+impl KeyIndex {
+    /// Loads the key file at `path` (an empty index when it does not exist).
+    pub fn load(path: &Path) -> Result<Self, KeyError> {
+        Self::from_records(read_file(path)?.keys).map_err(|message| KeyError::Invalid {
+            path: path.display().to_string(),
+            message,
+        })
+    }
+
+    /// Indexes records; an error names a record whose hash is not 64 hex digits.
+    pub fn from_records(records: Vec<KeyRecord>) -> Result<Self, String> {
+        let mut by_id = HashMap::new();
+        for record in records {
+            let mut digest = [0u8; 32];
+            hex::decode_to_slice(&record.sha256, &mut digest)
+                .map_err(|_| format!("key `{}`: `sha256` is not 64 hex digits", record.id))?;
+            let id = hex::encode(digest).get(..12).unwrap_or_default().to_owned();
+            by_id.insert(id, (digest, record));
+        }
+        Ok(Self { by_id })
+    }
+
+    /// Number of keys.
+    pub fn len(&self) -> usize {
+        self.by_id.len()
+    }
+
+    /// True when there are no keys.
+    pub fn is_empty(&self) -> bool {
+        self.by_id.is_empty()
+    }
+
+    /// The record of a presented key, when it is valid.
+    pub fn verify(&self, presented: &str) -> Option<&KeyRecord> {
+        let digest = hash(presented);
+        let id = hex::encode(digest.get(..6).unwrap_or_default());
+        let (stored, record) = self.by_id.get(&id)?;
+        bool::from(stored.ct_eq(&digest)).then_some(record)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::*;
+
+    #[test]
+    fn create_verify_revoke() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let (key, record) = create_key(&path, "acme", Some("support-agent")).unwrap();
+        assert!(key.starts_with(KEY_PREFIX));
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert!(!text.contains(&key), "the key itself is never stored");
+        assert!(text.contains(&record.sha256));
+        let index = KeyIndex::load(&path).unwrap();
+        assert_eq!(index.verify(&key).map(|r| r.tenant.as_str()), Some("acme"));
+        assert_eq!(
+            index.verify(&key).map(KeyRecord::policy_name),
+            Some("support-agent")
+        );
+        assert!(index.verify("wdn_0000").is_none());
+        assert!(index.verify(&key[..key.len() - 1]).is_none());
+        assert!(revoke_key(&path, &record.id).unwrap());
+        assert!(!revoke_key(&path, &record.id).unwrap());
+        assert!(KeyIndex::load(&path).unwrap().verify(&key).is_none());
+    }
+}

@@ -1,0 +1,14 @@
+//! Warden's embedded stores, for `warden serve` on one machine with no other server:
+//!
+//! - [`EmbeddedSessionStore`]: sessions in memory (a sharded map, the hot path) with write-behind
+//!   persistence to a [`redb`] file and an idle-session TTL.
+//! - [`keys`]: API keys stored only as SHA-256 hashes, each mapped to a tenant and its policy,
+//!   verified in constant time.
+
+#![forbid(unsafe_code)]
+
+pub mod keys;
+mod sessions;
+
+pub use keys::{KeyError, KeyIndex, KeyRecord};
+pub use sessions::{EmbeddedSessionStore, Flusher, SessionDbError};

@@ -1,0 +1,90 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The embedded session store: atomic updates, persistence across reopen, idle TTL.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use warden_core::session::HistoryEntry;
+use warden_core::{SessionStore, StateChange};
+use warden_store::EmbeddedSessionStore;
+
+fn taint(name: &str) -> StateChange {
+    StateChange {
+        add: vec![name.into()],
+        push: Some(HistoryEntry {
+            tool: "crm.read".into(),
+            classes: Arc::from(vec![Arc::<str>::from("sensitive_read")]),
+        }),
+        history_limit: 10,
+        ..StateChange::default()
+    }
+}
+
+#[test]
+fn sessions_survive_reopen_after_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    {
+        let store = EmbeddedSessionStore::open(&path, None).unwrap();
+        store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+        store.transact("s2", &mut |_| Some(taint("x"))).unwrap();
+        store.remove("s2").unwrap();
+        assert_eq!(store.flush().unwrap(), 2);
+    }
+    let store = EmbeddedSessionStore::open(&path, None).unwrap();
+    let state = store.get("s1").unwrap().unwrap();
+    assert_eq!(
+        state.taints.iter().map(|t| &**t).collect::<Vec<_>>(),
+        ["pii"]
+    );
+    assert_eq!(state.history.len(), 1);
+    assert_eq!(&*state.history[0].classes[0], "sensitive_read");
+    assert!(store.get("s2").unwrap().is_none());
+    assert_eq!(store.len(), 1);
+}
+
+#[test]
+fn flusher_writes_on_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    {
+        let store = Arc::new(EmbeddedSessionStore::open(&path, None).unwrap());
+        let mut flusher = store.spawn_flusher(Duration::from_secs(3600));
+        store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+        flusher.stop();
+        assert_eq!(store.pending(), 0);
+    }
+    let store = EmbeddedSessionStore::open(&path, None).unwrap();
+    assert!(store.get("s1").unwrap().is_some());
+}
+
+#[test]
+fn idle_sessions_expire() {
+    let store = EmbeddedSessionStore::memory(Some(Duration::ZERO));
+    store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+    assert_eq!(store.len(), 1);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(store.get("s1").unwrap().is_none());
+    let mut seen = None;
+    store
+        .transact("s1", &mut |s| {
+            seen = Some(s.taints.len());
+            None
+        })
+        .unwrap();
+    assert_eq!(seen, Some(0), "an expired session starts empty");
+    store.sweep();
+    assert_eq!(store.len(), 0);
+}
+
+#[test]
+fn noop_decisions_create_no_session() {
+    let store = EmbeddedSessionStore::memory(None);
+    store.transact("s1", &mut |_| None).unwrap();
+    assert_eq!(store.len(), 0);
+}
