@@ -215,3 +215,74 @@ fn bad_usage_exits_2() {
     let out = warden(&["--help"], None);
     assert_eq!(out.status.code(), Some(0));
 }
+
+#[test]
+fn eval_runs_rego_only_policies_like_opa() {
+    let module = temp_file(
+        "authz.rego",
+        "package authz\nimport rego.v1\n\nallow if input.user in data.admins\nroles contains r if some r in input.roles\n",
+    );
+    let data = temp_file("data.json", r#"{"admins": ["alice"]}"#);
+    let (m, d) = (module.to_str().unwrap(), data.to_str().unwrap());
+    let out = warden(
+        &[
+            "eval",
+            "--policy",
+            m,
+            "--data",
+            d,
+            "--query",
+            "data.authz.allow",
+        ],
+        Some("{\"user\":\"alice\"}\n{\"user\":\"bob\"}\n"),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert_eq!(text(&out.stdout), "{\"result\":true}\n{}\n");
+
+    let out = warden(
+        &["eval", "--policy", m, "--query", "data.authz.roles"],
+        Some(r#"{"roles":["b","a","b"]}"#),
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let v: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    assert_eq!(v, serde_json::json!({"result": ["a", "b"]}));
+
+    // A Rego policy needs a query; a query needs a Rego policy; errors carry file:line:col.
+    let out = warden(&["eval", "--policy", m], Some("{}"));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("needs `--query`"));
+    let yaml = repo().join("examples/support-agent.yaml");
+    let out = warden(
+        &[
+            "eval",
+            "--policy",
+            yaml.to_str().unwrap(),
+            "--query",
+            "data.x",
+        ],
+        Some("{}"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    let broken = temp_file("broken.rego", "package b\nimport rego.v1\nallow if {\n");
+    let out = warden(
+        &[
+            "eval",
+            "--policy",
+            broken.to_str().unwrap(),
+            "--query",
+            "data.b.allow",
+        ],
+        Some("{}"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("broken.rego:"),
+        "{}",
+        text(&out.stderr)
+    );
+    let out = warden(
+        &["eval", "--policy", m, "--query", "data.authz.nothing"],
+        Some("{}"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+}
