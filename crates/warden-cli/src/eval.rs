@@ -25,7 +25,9 @@ fn load(policy: &Path, query: Option<&str>, data: Option<&Path>) -> Result<Decid
     match (is_rego, query) {
         (false, None) => {
             if data.is_some() {
-                return Err("`--data` is only for a Rego policy (`--policy FILE.rego --query ...`)".into());
+                return Err(
+                    "`--data` is only for a Rego policy (`--policy FILE.rego --query ...`)".into(),
+                );
             }
             warden::load_policy_file(policy)
                 .map(|p| Decider::Warden(Engine::new(p)))
@@ -61,7 +63,12 @@ fn load(policy: &Path, query: Option<&str>, data: Option<&Path>) -> Result<Decid
                 RegoLimits::default(),
             )
             .map_err(|e| match e {
-                warden::rego::RegoError::Module { line, column, message, .. } => {
+                warden::rego::RegoError::Module {
+                    line,
+                    column,
+                    message,
+                    ..
+                } => {
                     format!("{name}:{line}:{column}: {message}")
                 }
                 other => format!("{name}: {other}"),
@@ -74,7 +81,12 @@ fn load(policy: &Path, query: Option<&str>, data: Option<&Path>) -> Result<Decid
     }
 }
 
-pub(crate) fn run(policy: &Path, query: Option<&str>, data: Option<&Path>, requests: &Path) -> ExitCode {
+pub(crate) fn run(
+    policy: &Path,
+    query: Option<&str>,
+    data: Option<&Path>,
+    requests: &Path,
+) -> ExitCode {
     let decider = match load(policy, query, data) {
         Ok(d) => d,
         Err(message) => return bad(message),
