@@ -231,3 +231,29 @@ fn rego_decisions_during_100_reloads_come_from_one_whole_snapshot() {
         "both snapshots decided: {totals:?}"
     );
 }
+
+/// A Rego rule that runs past its time limit denies (fail closed) with `rego: limit exceeded`
+/// and changes no session state, even though other matching rules would allow and taint.
+#[test]
+fn rego_limit_exceeded_denies_and_changes_nothing() {
+    let text = "warden: 1\nname: slow\ndefault: allow\nrego:\n  modules:\n    slow.rego: |\n      package slow\n      import rego.v1\n      spin if {\n        some a in numbers.range(1, 5000)\n        some b in numbers.range(1, 5000)\n        a * b == -1\n      }\nrules:\n  - { id: taint, effect: allow, tools: [t], add_taints: [touched] }\n  - { id: slow, effect: allow, tools: [t], rego: data.slow.spin }\n";
+    let options = CompileOptions {
+        rego_limits: warden::rego::RegoLimits {
+            max_eval_time: std::time::Duration::from_millis(20),
+            ..warden::rego::RegoLimits::default()
+        },
+        ..CompileOptions::default()
+    };
+    let engine = Engine::new(CompiledPolicy::compile("slow.yaml", text, options).expect("loads"));
+    let d = engine
+        .decide(&request(r#"{"session":"s","tool":"t"}"#))
+        .expect("decides");
+    assert_eq!(d.verdict, Verdict::Deny);
+    assert_eq!(d.rule.as_deref(), Some("rego:error"));
+    assert_eq!(
+        d.reasons.iter().map(|r| &**r).collect::<Vec<_>>(),
+        ["rego: limit exceeded"]
+    );
+    assert!(d.taints.is_empty());
+    assert!(engine.sessions().get("s").expect("store").is_none());
+}
