@@ -256,4 +256,6 @@ fn rego_limit_exceeded_denies_and_changes_nothing() {
     );
     assert!(d.taints.is_empty());
     assert!(engine.sessions().get("s").expect("store").is_none());
+    assert_eq!(engine.stats().rego_limit_exceeded, 1);
+    assert_eq!(engine.stats().rego_errors, 0);
 }

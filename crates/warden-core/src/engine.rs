@@ -1,11 +1,12 @@
 //! The engine: the current policy snapshot plus session state, shared by every thread.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use arc_swap::ArcSwap;
 
 use crate::decision::Decision;
-use crate::eval::evaluate;
+use crate::eval::{Evaluation, Failure, evaluate};
 use crate::policy::CompiledPolicy;
 use crate::request::Request;
 use crate::session::{MemorySessionStore, SessionState, SessionStore, StoreError};
@@ -23,6 +24,17 @@ pub enum DecideError {
 pub struct Engine {
     policy: ArcSwap<CompiledPolicy>,
     sessions: Arc<dyn SessionStore>,
+    rego_limit_exceeded: AtomicU64,
+    rego_errors: AtomicU64,
+}
+
+/// Counts of decisions that failed closed, for metrics.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct EngineStats {
+    /// Decisions denied because a Rego query exceeded its limits.
+    pub rego_limit_exceeded: u64,
+    /// Decisions denied because a Rego query failed to evaluate.
+    pub rego_errors: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -45,7 +57,35 @@ impl Engine {
         Self {
             policy: ArcSwap::from_pointee(policy),
             sessions,
+            rego_limit_exceeded: AtomicU64::new(0),
+            rego_errors: AtomicU64::new(0),
         }
+    }
+
+    /// Counts of decisions that failed closed since the engine was built.
+    pub fn stats(&self) -> EngineStats {
+        EngineStats {
+            rego_limit_exceeded: self.rego_limit_exceeded.load(Ordering::Relaxed),
+            rego_errors: self.rego_errors.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Counts and logs a failed-closed decision (the rule and policy, never request content).
+    fn record(&self, evaluation: &Evaluation) {
+        let Some(failure) = evaluation.failure else {
+            return;
+        };
+        let counter = match failure {
+            Failure::RegoLimitExceeded => &self.rego_limit_exceeded,
+            Failure::RegoError => &self.rego_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(
+            failure = ?failure,
+            policy = %evaluation.decision.policy.digest,
+            reason = evaluation.decision.reasons.first().map(|r| &**r).unwrap_or_default(),
+            "decision failed closed"
+        );
     }
 
     /// The current policy snapshot.
@@ -69,15 +109,21 @@ impl Engine {
     pub fn decide(&self, request: &Request) -> Result<Decision, DecideError> {
         let policy = self.policy.load();
         let Some(session) = request.session.as_deref() else {
-            return Ok(evaluate(&policy, request, &SessionState::default()).decision);
+            let evaluation = evaluate(&policy, request, &SessionState::default());
+            self.record(&evaluation);
+            return Ok(evaluation.decision);
         };
-        let mut decision = None;
+        let mut outcome = None;
         self.sessions.transact(session, &mut |state| {
-            let evaluation = evaluate(&policy, request, state);
-            decision = Some(evaluation.decision);
-            evaluation.change
+            let mut evaluation = evaluate(&policy, request, state);
+            let change = evaluation.change.take();
+            outcome = Some(evaluation);
+            change
         })?;
-        decision.ok_or_else(|| {
+        if let Some(evaluation) = &outcome {
+            self.record(evaluation);
+        }
+        outcome.map(|e| e.decision).ok_or_else(|| {
             DecideError::Store(StoreError {
                 message: "the store did not run the decision".to_owned(),
             })

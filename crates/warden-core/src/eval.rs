@@ -20,6 +20,17 @@ pub struct Evaluation {
     pub decision: Decision,
     /// What to apply to the session when there is one.
     pub change: Option<StateChange>,
+    /// Set when the decision failed closed.
+    pub failure: Option<Failure>,
+}
+
+/// Why a decision failed closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// A Rego query ran past its time or depth limit.
+    RegoLimitExceeded,
+    /// A Rego query failed to evaluate.
+    RegoError,
 }
 
 struct Cx<'a> {
@@ -171,6 +182,7 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
         } else {
             None
         },
+        failure: None,
     }
 }
 
@@ -234,6 +246,10 @@ fn rego_failure(
             policy: policy.info.clone(),
         },
         change: None,
+        failure: Some(match error {
+            RegoEvalError::LimitExceeded => Failure::RegoLimitExceeded,
+            _ => Failure::RegoError,
+        }),
     }
 }
 
@@ -295,3 +311,7 @@ fn after_holds(after: &After, state: &SessionState) -> bool {
             || after.classes.iter().any(|c| entry.classes.contains(c))
     })
 }
+
+#[cfg(test)]
+#[path = "eval_tests.rs"]
+mod tests;

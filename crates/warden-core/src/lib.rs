@@ -18,7 +18,7 @@ pub mod request;
 pub mod session;
 
 pub use decision::{Decision, Finding, PolicyInfo, Verdict};
-pub use engine::{DecideError, Engine};
+pub use engine::{DecideError, Engine, EngineStats};
 pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
 pub use request::{HttpRequest, Kind, Request, RequestError};
 pub use session::{MemorySessionStore, SessionState, SessionStore, StateChange, StoreError};
