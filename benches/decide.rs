@@ -198,20 +198,17 @@ fn scaling(c: &mut Criterion) {
     group.finish();
 }
 
-fn throughput(c: &mut Criterion) {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let engine = Arc::new(tainted_engine(EXFIL));
-    // Each thread decides on its own sessions (64 per thread, round robin).
-    let per_thread: Vec<Vec<Request>> = (0..threads)
-        .map(|t| {
-            (0..64)
-                .map(|s| request(&format!(r#"{{"session":"t{t}-s{s}","tool":"send_email","args":{{"to":"a@b.test"}}}}"#)))
-                .collect()
-        })
-        .collect();
-    let per_thread = Arc::new(per_thread);
-    let mut group = c.benchmark_group("throughput");
-    let batch = 10_000u64;
+/// Measures `batch` decisions on each of all cores' threads, thread `t` deciding
+/// `requests[t][i % len]`; criterion reports decisions per second.
+fn bench_all_cores(
+    c: &mut Criterion,
+    group: &str,
+    engine: &Arc<Engine>,
+    requests: &[Vec<Request>],
+    batch: u64,
+) {
+    let threads = requests.len();
+    let mut group = c.benchmark_group(group);
     group.throughput(Throughput::Elements(batch * threads as u64));
     group.bench_function(format!("all_cores_{threads}_threads"), |b| {
         b.iter_custom(|iters| {
@@ -219,11 +216,9 @@ fn throughput(c: &mut Criterion) {
             for _ in 0..iters {
                 let start = Instant::now();
                 std::thread::scope(|scope| {
-                    for t in 0..threads {
-                        let engine = Arc::clone(&engine);
-                        let requests = Arc::clone(&per_thread);
+                    for mine in requests {
+                        let engine = Arc::clone(engine);
                         scope.spawn(move || {
-                            let mine = &requests[t];
                             for i in 0..batch as usize {
                                 black_box(engine.decide(&mine[i % mine.len()]).unwrap());
                             }
@@ -236,6 +231,20 @@ fn throughput(c: &mut Criterion) {
         })
     });
     group.finish();
+}
+
+fn throughput(c: &mut Criterion) {
+    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let engine = Arc::new(tainted_engine(EXFIL));
+    // Each thread decides on its own sessions (64 per thread, round robin).
+    let per_thread: Vec<Vec<Request>> = (0..threads)
+        .map(|t| {
+            (0..64)
+                .map(|s| request(&format!(r#"{{"session":"t{t}-s{s}","tool":"send_email","args":{{"to":"a@b.test"}}}}"#)))
+                .collect()
+        })
+        .collect();
+    bench_all_cores(c, "throughput", &engine, &per_thread, 10_000);
 }
 
 /// Scenario 09's payment rule, as a Warden policy whose only rule is Rego.
@@ -300,31 +309,8 @@ fn rego_decisions(c: &mut Criterion) {
     group.finish();
 
     let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let mut group = c.benchmark_group("rego_throughput");
-    let batch = 2_000u64;
-    group.throughput(Throughput::Elements(batch * threads as u64));
-    group.bench_function(format!("all_cores_{threads}_threads"), |b| {
-        b.iter_custom(|iters| {
-            let mut total = Duration::ZERO;
-            for _ in 0..iters {
-                let start = Instant::now();
-                std::thread::scope(|scope| {
-                    for _ in 0..threads {
-                        let engine = Arc::clone(&engine);
-                        let deny = deny.clone();
-                        scope.spawn(move || {
-                            for _ in 0..batch {
-                                black_box(engine.decide(&deny).unwrap());
-                            }
-                        });
-                    }
-                });
-                total += start.elapsed();
-            }
-            total
-        })
-    });
-    group.finish();
+    let per_thread = vec![vec![deny]; threads];
+    bench_all_cores(c, "rego_throughput", &engine, &per_thread, 2_000);
 }
 
 fn parse(c: &mut Criterion) {
