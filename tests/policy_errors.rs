@@ -43,13 +43,23 @@ const CASES: &[(&str, &str, &str)] = &[
     ),
     (
         "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, if: \"taint:x and\" }\n",
-        "4:33",
+        "4:45",
         "rule `a`: `if`: expected an atom",
     ),
     (
         "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, if: \"pii\" }\n",
-        "4:33",
+        "4:34",
         "`pii` is not an atom",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - id: a\n    effect: allow\n    if: taint:x or (class:y\n",
+        "6:28",
+        "rule `a`: `if`: unclosed `(`",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, if: \"taint:\\u0078 and\" }\n",
+        "4:33",
+        "rule `a`: `if`: expected an atom",
     ),
     (
         "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, after: { within: 3 } }\n",

@@ -69,7 +69,7 @@ fn inline_policy_errors_point_into_the_scenario_file() {
     let err = load_scenario(&file)
         .expect_err("invalid policy")
         .to_string();
-    assert!(err.contains("bad.yaml:6:35: rule `a`: `if`"), "{err}");
+    assert!(err.contains("bad.yaml:6:36: rule `a`: `if`"), "{err}");
 }
 
 #[test]

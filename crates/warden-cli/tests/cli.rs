@@ -63,7 +63,7 @@ fn check_prints_every_error_as_file_line_col_and_exits_2() {
     let lines: Vec<&str> = err.lines().collect();
     assert_eq!(lines.len(), 2, "{err}");
     assert!(
-        lines[0].starts_with(&format!("{shown}:4:33: rule `a`: `if`")),
+        lines[0].starts_with(&format!("{shown}:4:34: rule `a`: `if`")),
         "{err}"
     );
     assert!(

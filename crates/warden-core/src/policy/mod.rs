@@ -155,13 +155,42 @@ impl Rule {
 }
 
 /// Collects diagnostics while compiling.
-struct Diagnostics(Vec<Diagnostic>);
+struct Diagnostics<'s> {
+    found: Vec<Diagnostic>,
+    /// The policy source, to point inside string scalars.
+    source: &'s str,
+}
 
-impl Diagnostics {
+impl Diagnostics<'_> {
     fn at<T>(&mut self, node: &Spanned<T>, message: impl Into<String>) {
-        self.0.push(Diagnostic {
+        self.found.push(Diagnostic {
             line: node.referenced.line(),
             column: node.referenced.column(),
+            message: message.into(),
+        });
+    }
+
+    /// Like [`Diagnostics::at`], pointing `offset` bytes into a string scalar's value when the
+    /// scalar is written on one line without escapes (so source and value coincide); otherwise
+    /// at the scalar itself.
+    fn inside(&mut self, node: &Spanned<String>, offset: usize, message: impl Into<String>) {
+        let value = &node.value;
+        let start = node
+            .referenced
+            .span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok());
+        let shift = start.and_then(|start| {
+            let quoted = matches!(self.source.as_bytes().get(start), Some(b'"' | b'\''));
+            let begin = start + usize::from(quoted);
+            let written = self.source.get(begin..begin + value.len())?;
+            let prefix = value.get(..offset)?;
+            (written == value && !value.contains('\n'))
+                .then(|| u64::from(quoted) + prefix.chars().count() as u64)
+        });
+        self.found.push(Diagnostic {
+            line: node.referenced.line(),
+            column: node.referenced.column() + shift.unwrap_or(0),
             message: message.into(),
         });
     }
@@ -215,9 +244,11 @@ impl CompiledPolicy {
         let canonical = serde_json_canonicalizer::to_vec(&value)
             .map_err(|e| fail(0, 0, format!("cannot canonicalise policy: {e}")))?;
         let digest = format!("sha256:{}", hex::encode(Sha256::digest(&canonical)));
-        compile_document(document, digest, options, modules).map_err(|diagnostics| PolicyError {
-            origin: origin.to_owned(),
-            diagnostics,
+        compile_document(text, document, digest, options, modules).map_err(|diagnostics| {
+            PolicyError {
+                origin: origin.to_owned(),
+                diagnostics,
+            }
         })
     }
 }
@@ -238,12 +269,16 @@ fn syntax_message(e: &serde_saphyr::Error) -> String {
 }
 
 fn compile_document(
+    text: &str,
     document: PolicyDoc,
     digest: String,
     options: CompileOptions,
     resolve: ModuleResolver<'_>,
 ) -> Result<CompiledPolicy, Vec<Diagnostic>> {
-    let mut diags = Diagnostics(Vec::new());
+    let mut diags = Diagnostics {
+        found: Vec::new(),
+        source: text,
+    };
     if document.warden.value != FORMAT_VERSION {
         diags.at(
             &document.warden,
@@ -297,9 +332,9 @@ fn compile_document(
         .and_then(|section| compile_content(section, &mut diags))
         .map(Arc::new);
     let rego = compile_rego(&document, &mut rules, options, resolve, &mut diags);
-    if !diags.0.is_empty() {
-        diags.0.sort_by_key(|d| (d.line, d.column));
-        return Err(diags.0);
+    if !diags.found.is_empty() {
+        diags.found.sort_by_key(|d| (d.line, d.column));
+        return Err(diags.found);
     }
 
     let mut index = RuleIndex::default();
@@ -427,7 +462,7 @@ fn compile_rego(
             }
         }
     }
-    if !diags.0.is_empty() {
+    if !diags.found.is_empty() {
         return None;
     }
     let texts: Vec<&str> = queries.iter().map(|(_, q)| q.value.as_str()).collect();
@@ -493,7 +528,7 @@ fn names(list: &[String]) -> Vec<Arc<str>> {
 }
 
 fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
-    let before = diags.0.len();
+    let before = diags.found.len();
     let id = rule.id.value.as_str();
     if id.is_empty() {
         diags.at(&rule.id, "`id` must not be empty");
@@ -518,7 +553,7 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
     }
     let condition = rule.condition.as_ref().and_then(|src| {
         expr::parse(&src.value)
-            .map_err(|e| diags.at(src, format!("rule `{id}`: `if`: {e}")))
+            .map_err(|e| diags.inside(src, e.offset, format!("rule `{id}`: `if`: {}", e.message)))
             .ok()
     });
     let after = rule.after.as_ref().and_then(|node| {
@@ -632,7 +667,7 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
             .map(|t| names(&t.value))
             .unwrap_or_default(),
     };
-    (diags.0.len() == before).then_some(compiled)
+    (diags.found.len() == before).then_some(compiled)
 }
 
 /// The regex crate's multi-line message reduced to its last line (`unclosed group`).
