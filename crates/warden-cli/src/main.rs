@@ -7,6 +7,8 @@
 
 mod check;
 mod eval;
+mod keys;
+mod serve;
 mod test;
 
 use std::path::PathBuf;
@@ -56,6 +58,11 @@ enum Command {
         #[arg(long, short)]
         verbose: bool,
     },
+    /// Run the HTTP decision daemon (see docs/serve.md).
+    Serve(serve::ServeArgs),
+    /// Manage API keys (stored as SHA-256 hashes only).
+    #[command(subcommand)]
+    Keys(keys::KeysCommand),
 }
 
 /// Exit code for bad input.
@@ -82,5 +89,7 @@ fn main() -> ExitCode {
             requests,
         } => eval::run(&policy, query.as_deref(), data.as_deref(), &requests),
         Command::Test { paths, verbose } => test::run(&paths, verbose),
+        Command::Serve(args) => serve::run(&args),
+        Command::Keys(command) => keys::run(&command),
     }
 }

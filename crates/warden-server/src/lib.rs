@@ -1,1 +1,189 @@
-//! stub
+//! Warden's HTTP decision daemon: the axum API (`/v1/decide`, `/v1/decide/batch`, the OPA Data
+//! API, `/v1/policies`, health and metrics), API-key auth, rate and concurrency limits, body and
+//! time limits, panic isolation, JSON logs, Prometheus metrics, hot reload and graceful shutdown.
+//!
+//! [`run`] is the composition root; [`router`] builds the [`axum::Router`] alone so tests can
+//! drive it with `tower::ServiceExt::oneshot`. `docs/serve.md` documents the behaviour.
+
+#![forbid(unsafe_code)]
+
+pub mod config;
+pub mod error;
+mod handlers;
+pub mod metrics;
+mod middleware;
+mod run;
+pub mod snapshot;
+
+use std::num::NonZeroU32;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use arc_swap::ArcSwap;
+use axum::Router;
+use axum::routing::{get, post};
+use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
+use tokio::sync::Semaphore;
+use warden_store::EmbeddedSessionStore;
+
+pub use config::{ConfigError, RateLimit, ServeConfig, StateMode};
+pub use error::ApiError;
+pub use metrics::Metrics;
+pub use run::{ServeError, ServeOptions, init_logging, run};
+pub use snapshot::{LoadedPolicy, PolicyKind, Snapshot, SnapshotError};
+
+/// Shared state of the daemon; cheap to clone.
+#[derive(Clone, Debug)]
+pub struct AppState(Arc<Inner>);
+
+struct Inner {
+    snapshot: ArcSwap<Snapshot>,
+    store: Arc<EmbeddedSessionStore>,
+    metrics: Metrics,
+    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    concurrency: Arc<Semaphore>,
+    config: ServeConfig,
+    config_path: Option<PathBuf>,
+    ready: AtomicBool,
+    reload_lock: tokio::sync::Mutex<()>,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("policies", &self.snapshot.load().policies.len())
+            .field("store", &self.store)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// Opens the session store and loads the policy set. `config_path` is re-read on reload.
+    pub fn new(config: ServeConfig, config_path: Option<PathBuf>) -> Result<Self, ServeError> {
+        let ttl = (config.session_ttl_secs > 0)
+            .then(|| std::time::Duration::from_secs(config.session_ttl_secs));
+        let store = match config.state {
+            StateMode::Memory => EmbeddedSessionStore::memory(ttl),
+            StateMode::File => EmbeddedSessionStore::open(&config.state_file, ttl)
+                .map_err(|e| ServeError::Store(e.to_string()))?,
+        };
+        let snapshot = Snapshot::load(&config, None).map_err(|e| ServeError::Load(e.0))?;
+        let limiter = NonZeroU32::new(config.rate_limit.per_second).map(|rate| {
+            let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rate);
+            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
+        });
+        Ok(Self(Arc::new(Inner {
+            snapshot: ArcSwap::from_pointee(snapshot),
+            store: Arc::new(store),
+            metrics: Metrics::new(),
+            limiter,
+            concurrency: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            config,
+            config_path,
+            ready: AtomicBool::new(true),
+            reload_lock: tokio::sync::Mutex::new(()),
+        })))
+    }
+
+    /// The current policy set.
+    pub fn snapshot(&self) -> Arc<Snapshot> {
+        self.0.snapshot.load_full()
+    }
+
+    /// The session store.
+    pub fn store(&self) -> &Arc<EmbeddedSessionStore> {
+        &self.0.store
+    }
+
+    /// The metrics.
+    pub fn metrics(&self) -> &Metrics {
+        &self.0.metrics
+    }
+
+    /// The configuration the daemon started with.
+    pub fn config(&self) -> &ServeConfig {
+        &self.0.config
+    }
+
+    /// True while serving: started, not shutting down, and at least one policy loaded.
+    pub fn is_ready(&self) -> bool {
+        self.0.ready.load(Ordering::Acquire) && !self.0.snapshot.load().policies.is_empty()
+    }
+
+    /// Marks the daemon as (not) ready; shutdown clears it first.
+    pub fn set_ready(&self, ready: bool) {
+        self.0.ready.store(ready, Ordering::Release);
+    }
+
+    /// Re-reads the configuration file (when there is one), the policies and the keys,
+    /// validates the whole set and swaps it in; on error the old set stays. Counted in
+    /// `warden_reload_total{result}` and logged.
+    pub async fn reload(&self) -> Result<(), String> {
+        let _guard = self.0.reload_lock.lock().await;
+        let state = self.clone();
+        let result = tokio::task::spawn_blocking(move || state.load_next())
+            .await
+            .map_err(|e| format!("reload task failed: {e}"))
+            .and_then(|r| r);
+        match result {
+            Ok(next) => {
+                let policies = next.policies.len();
+                self.0.snapshot.store(Arc::new(next));
+                self.0.metrics.reload(true);
+                tracing::info!(policies, "reloaded");
+                Ok(())
+            }
+            Err(message) => {
+                self.0.metrics.reload(false);
+                tracing::error!(error = %message, "reload failed; keeping the previous policy set");
+                Err(message)
+            }
+        }
+    }
+
+    fn load_next(&self) -> Result<Snapshot, String> {
+        let mut config = match &self.0.config_path {
+            Some(path) => ServeConfig::load(path).map_err(|e| e.to_string())?,
+            None => self.0.config.clone(),
+        };
+        if self.0.config_path.is_some() {
+            // Only policies, keys and the anonymous policy reload; the rest needs a restart.
+            let started = &self.0.config;
+            config.policies.clone_from(&started.policies);
+            config.keys_file.clone_from(&started.keys_file);
+        }
+        let previous = self.0.snapshot.load_full();
+        Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)
+    }
+}
+
+/// The API routes with every layer.
+pub fn router(state: AppState) -> Router {
+    router_with(state, Router::new())
+}
+
+/// [`router`] plus `extra` routes under the same layers (for tests of the layers themselves).
+pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
+    use axum::middleware::from_fn_with_state;
+    let api = Router::new()
+        .route("/v1/decide", post(handlers::decide))
+        .route("/v1/decide/batch", post(handlers::decide_batch))
+        .route("/v1/data/{*path}", post(handlers::data))
+        .route("/v1/policies", get(handlers::policies))
+        .merge(extra)
+        .route_layer(from_fn_with_state(state.clone(), middleware::auth))
+        .route_layer(from_fn_with_state(state.clone(), middleware::protect));
+    Router::new()
+        .merge(api)
+        .route("/health/live", get(handlers::live))
+        .route("/health/ready", get(handlers::ready))
+        .route("/metrics", get(handlers::metrics))
+        .fallback(handlers::not_found)
+        .method_not_allowed_fallback(handlers::method_not_allowed)
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            middleware::panic_response,
+        ))
+        .layer(from_fn_with_state(state.clone(), middleware::observe))
+        .with_state(state)
+}

@@ -1,0 +1,110 @@
+//! `warden keys`: create, revoke and list API keys. Only SHA-256 hashes are stored.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use warden_server::ServeConfig;
+use warden_store::keys;
+
+use crate::EXIT_BAD_INPUT;
+
+/// `warden keys` subcommands.
+#[derive(clap::Subcommand, Debug)]
+pub enum KeysCommand {
+    /// Create a key for a tenant; prints the key once (only its hash is stored).
+    Create {
+        /// The tenant.
+        #[arg(long)]
+        tenant: String,
+        /// The policy deciding the tenant's requests (default: the policy named like the tenant).
+        #[arg(long)]
+        policy: Option<String>,
+        #[command(flatten)]
+        file: KeyFileArgs,
+    },
+    /// Revoke a key by id (the running daemon picks the change up).
+    Revoke {
+        /// The key id shown by `create` and `list`.
+        id: String,
+        #[command(flatten)]
+        file: KeyFileArgs,
+    },
+    /// List key ids, tenants and policies (never keys).
+    List {
+        #[command(flatten)]
+        file: KeyFileArgs,
+    },
+}
+
+/// Which key file: `--keys`, else the `--config` file's `keys_file`, else the default.
+#[derive(clap::Args, Debug)]
+pub struct KeyFileArgs {
+    /// The key file.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// A `warden serve` configuration file naming the key file.
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+impl KeyFileArgs {
+    fn path(&self) -> Result<PathBuf, String> {
+        if let Some(p) = &self.keys {
+            return Ok(p.clone());
+        }
+        match &self.config {
+            Some(c) => Ok(ServeConfig::load(c).map_err(|e| e.to_string())?.keys_file),
+            None => Ok(ServeConfig::default().keys_file),
+        }
+    }
+}
+
+/// Runs a `warden keys` subcommand.
+pub fn run(command: &KeysCommand) -> ExitCode {
+    match run_inner(command) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("warden keys: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
+        }
+    }
+}
+
+fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
+    match command {
+        KeysCommand::Create {
+            tenant,
+            policy,
+            file,
+        } => {
+            let path = file.path()?;
+            let (key, record) =
+                keys::create_key(&path, tenant, policy.as_deref()).map_err(|e| e.to_string())?;
+            println!("{key}");
+            eprintln!(
+                "created key `{}` for tenant `{}` (policy `{}`) in {}; it is shown only once",
+                record.id,
+                record.tenant,
+                record.policy_name(),
+                path.display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        KeysCommand::Revoke { id, file } => {
+            let path = file.path()?;
+            if keys::revoke_key(&path, id).map_err(|e| e.to_string())? {
+                eprintln!("revoked key `{id}`");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                eprintln!("warden keys: no key `{id}` in {}", path.display());
+                Ok(ExitCode::from(EXIT_BAD_INPUT))
+            }
+        }
+        KeysCommand::List { file } => {
+            for record in keys::list_keys(&file.path()?).map_err(|e| e.to_string())? {
+                println!("{}\t{}\t{}", record.id, record.tenant, record.policy_name());
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

@@ -1,0 +1,130 @@
+//! `warden serve`: the HTTP decision daemon (see `docs/serve.md`).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use warden_server::{ServeConfig, ServeOptions, StateMode};
+
+use crate::EXIT_BAD_INPUT;
+
+/// `warden serve` flags; each overrides the configuration file's field of the same meaning.
+#[derive(clap::Args, Debug)]
+pub struct ServeArgs {
+    /// YAML configuration file (every field optional; see docs/serve.md).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+    /// Address to listen on, e.g. `127.0.0.1:8181` (port 0: any free port).
+    #[arg(long)]
+    listen: Option<SocketAddr>,
+    /// Directory of policies, one per file.
+    #[arg(long)]
+    policies: Option<PathBuf>,
+    /// Where sessions live: `file` (persisted, the default) or `memory`.
+    #[arg(long, value_parser = ["file", "memory"])]
+    state: Option<String>,
+    /// The session database file (with `--state file`).
+    #[arg(long)]
+    state_file: Option<PathBuf>,
+    /// The API key file.
+    #[arg(long)]
+    keys: Option<PathBuf>,
+    /// Policy for requests without a key (`*`: the only policy loaded).
+    #[arg(long)]
+    anonymous_policy: Option<String>,
+    /// Idle seconds after which a session is forgotten (0: never).
+    #[arg(long)]
+    session_ttl: Option<u64>,
+    /// Write the bound address (`host:port`) to this file once listening.
+    #[arg(long)]
+    port_file: Option<PathBuf>,
+    /// Do not log one line per decision.
+    #[arg(long)]
+    no_decision_log: bool,
+}
+
+/// Builds the configuration: defaults, then the file, then the flags. Without a file and on a
+/// loopback address, requests without a key are decided by `support-agent` (the default
+/// `examples/` directory) or by the only policy in `--policies`.
+fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
+    let mut config = match &args.config {
+        Some(path) => ServeConfig::load(path).map_err(|e| e.to_string())?,
+        None => ServeConfig::default(),
+    };
+    if let Some(listen) = args.listen {
+        config.listen = listen;
+    }
+    if let Some(p) = &args.policies {
+        config.policies.clone_from(p);
+    }
+    if let Some(state) = &args.state {
+        config.state = if state == "memory" {
+            StateMode::Memory
+        } else {
+            StateMode::File
+        };
+    }
+    if let Some(p) = &args.state_file {
+        config.state_file.clone_from(p);
+    }
+    if let Some(p) = &args.keys {
+        config.keys_file.clone_from(p);
+    }
+    if let Some(ttl) = args.session_ttl {
+        config.session_ttl_secs = ttl;
+    }
+    if args.no_decision_log {
+        config.decision_log = false;
+    }
+    if let Some(p) = &args.anonymous_policy {
+        config.anonymous_policy = Some(p.clone());
+    } else if args.config.is_none() && config.listen.ip().is_loopback() {
+        // No configuration, loopback only: the examples' support-agent policy (or, with
+        // `--policies`, the only policy in that directory) answers requests without a key.
+        config.anonymous_policy = Some(if args.policies.is_none() {
+            "support-agent".to_owned()
+        } else {
+            "*".to_owned()
+        });
+    }
+    Ok(config)
+}
+
+/// Runs the daemon until SIGTERM/SIGINT.
+pub fn run(args: &ServeArgs) -> ExitCode {
+    let config = match config(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("warden serve: {e}");
+            return ExitCode::from(EXIT_BAD_INPUT);
+        }
+    };
+    warden_server::init_logging(&config.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("warden-serve")
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("warden serve: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let options = ServeOptions {
+        config,
+        config_path: args.config.clone(),
+        port_file: args.port_file.clone(),
+    };
+    match runtime.block_on(warden_server::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "warden serve failed");
+            eprintln!("warden serve: {e}");
+            match e {
+                warden_server::ServeError::Load(_) => ExitCode::from(EXIT_BAD_INPUT),
+                _ => ExitCode::FAILURE,
+            }
+        }
+    }
+}

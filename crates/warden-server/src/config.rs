@@ -1,0 +1,138 @@
+//! The `warden serve` configuration file (YAML). Every field is optional; `docs/serve.md`
+//! documents each one with its default.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// Where sessions live.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateMode {
+    /// In memory, persisted to a redb file by write-behind (the default).
+    File,
+    /// In memory only: lost on restart.
+    Memory,
+}
+
+/// Per-key token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RateLimit {
+    /// Sustained requests per second per key (0 disables rate limiting).
+    pub per_second: u32,
+    /// Requests a key may send at once above the sustained rate.
+    pub burst: u32,
+}
+
+impl Default for RateLimit {
+    fn default() -> Self {
+        Self {
+            per_second: 1000,
+            burst: 2000,
+        }
+    }
+}
+
+/// The daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServeConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Directory of policies, one per file.
+    pub policies: PathBuf,
+    /// The API key file (hashes only).
+    pub keys_file: PathBuf,
+    /// Policy for requests without a key; none: such requests get 401. `"*"`: the only policy
+    /// loaded, when exactly one is.
+    pub anonymous_policy: Option<String>,
+    /// `file` or `memory`.
+    pub state: StateMode,
+    /// The session database file (with `state: file`).
+    pub state_file: PathBuf,
+    /// Idle seconds after which a session is forgotten (0: never).
+    pub session_ttl_secs: u64,
+    /// Milliseconds between two write-behind flushes of changed sessions.
+    pub flush_interval_ms: u64,
+    /// Largest request body in bytes.
+    pub body_limit_bytes: usize,
+    /// Requests taking longer get 503 `timeout`.
+    pub request_timeout_ms: u64,
+    /// Requests under way at once on `/v1/*`; more get 503 `overloaded`.
+    pub max_concurrency: usize,
+    /// Per-key rate limit.
+    pub rate_limit: RateLimit,
+    /// After SIGTERM/SIGINT, how long in-flight requests may take before the process exits.
+    pub shutdown_grace_ms: u64,
+    /// Reload on file changes (SIGHUP always reloads).
+    pub watch: bool,
+    /// Quiet period before a file change is acted on.
+    pub reload_debounce_ms: u64,
+    /// Log one line per decision.
+    pub decision_log: bool,
+    /// Log filter (`RUST_LOG` syntax); `RUST_LOG` wins when set.
+    pub log_level: String,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        Self {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8181)),
+            policies: PathBuf::from("examples"),
+            keys_file: PathBuf::from(".warden/keys.json"),
+            anonymous_policy: None,
+            state: StateMode::File,
+            state_file: PathBuf::from(".warden/sessions.redb"),
+            session_ttl_secs: 86_400,
+            flush_interval_ms: 100,
+            body_limit_bytes: 2 * 1024 * 1024,
+            request_timeout_ms: 5_000,
+            max_concurrency: 1024,
+            rate_limit: RateLimit::default(),
+            shutdown_grace_ms: 10_000,
+            watch: true,
+            reload_debounce_ms: 250,
+            decision_log: true,
+            log_level: "info".to_owned(),
+        }
+    }
+}
+
+/// The configuration file could not be read or is invalid.
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {message}")]
+pub struct ConfigError {
+    /// The file.
+    pub path: String,
+    /// What is wrong (with line and column when the YAML is invalid).
+    pub message: String,
+}
+
+impl ServeConfig {
+    /// Reads a YAML configuration file. Relative paths in it are relative to its directory.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let mut config: ServeConfig = if text.trim().is_empty() {
+            ServeConfig::default()
+        } else {
+            serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?
+        };
+        let base = path.parent().unwrap_or_else(|| Path::new("."));
+        for p in [
+            &mut config.policies,
+            &mut config.keys_file,
+            &mut config.state_file,
+        ] {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+        Ok(config)
+    }
+}

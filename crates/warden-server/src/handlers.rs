@@ -1,0 +1,358 @@
+//! Thin handlers: extract, decide, answer. Every failure is an [`ApiError`].
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, Request, State};
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde_json::{Value, json};
+use warden::{CompiledPolicy, Decision, Request as DecisionRequest, SessionState, SessionStore};
+use warden_core::eval::evaluate;
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::metrics::DecisionLabels;
+use crate::middleware::{Caller, RequestId};
+use crate::snapshot::{LoadedPolicy, PolicyKind};
+
+/// Reads the body: `application/json` (415 otherwise, unless `lenient`: OPA accepts any
+/// content type on its Data API, so that route does too), at most the configured limit (413).
+async fn json_body(state: &AppState, req: Request, lenient: bool) -> Result<Bytes, ApiError> {
+    let content_type = req
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| {
+            v.split(';')
+                .next()
+                .unwrap_or("")
+                .trim()
+                .to_ascii_lowercase()
+        });
+    let is_json = content_type
+        .as_deref()
+        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+    let accepted = is_json || lenient;
+    if !accepted {
+        return Err(ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            "the body must be `application/json`",
+        ));
+    }
+    let limit = state.config().body_limit_bytes;
+    let too_large = || {
+        ApiError::new(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+            format!("the body is larger than {limit} bytes"),
+        )
+    };
+    let declared = req
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    axum::body::to_bytes(req.into_body(), limit)
+        .await
+        .map_err(|e| {
+            let mut source: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+            while let Some(err) = source {
+                if err.is::<http_body_util::LengthLimitError>() {
+                    return too_large();
+                }
+                source = err.source();
+            }
+            ApiError::bad_request("cannot read the body")
+        })
+}
+
+fn policy_of(caller: &Caller) -> Result<&Arc<LoadedPolicy>, ApiError> {
+    caller.snapshot.policies.get(&caller.policy).ok_or_else(|| {
+        tracing::error!(tenant = %caller.tenant, policy = %caller.policy, "the tenant's policy is not loaded");
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "policy_unavailable",
+            "the policy for this key is not loaded",
+        )
+    })
+}
+
+fn warden_policy(loaded: &LoadedPolicy) -> Result<&Arc<CompiledPolicy>, ApiError> {
+    match &loaded.kind {
+        PolicyKind::Warden(p) => Ok(p),
+        PolicyKind::Rego(_) => Err(ApiError::bad_request(
+            "this key's policy is a Rego policy: use `POST /v1/data/{path}`",
+        )),
+    }
+}
+
+/// Decides one request against `policy`, with the session namespaced by tenant. A store
+/// failure is an error (the caller answers 500: never an allow).
+fn decide_one(
+    state: &AppState,
+    caller: &Caller,
+    policy: &CompiledPolicy,
+    request: &DecisionRequest,
+) -> Result<Decision, ApiError> {
+    let Some(session) = request.session.as_deref() else {
+        return Ok(evaluate(policy, request, &SessionState::default()).decision);
+    };
+    let key = format!("{}\u{1f}{session}", caller.tenant);
+    let mut decision = None;
+    state
+        .store()
+        .transact(&key, &mut |s| {
+            let evaluation = evaluate(policy, request, s);
+            decision = Some(evaluation.decision);
+            evaluation.change
+        })
+        .map_err(|e| {
+            tracing::error!(error = %e, "session store failed; answering 500");
+            ApiError::internal()
+        })?;
+    decision.ok_or_else(ApiError::internal)
+}
+
+fn record(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    decision: &Decision,
+    started: Instant,
+) {
+    let elapsed = started.elapsed();
+    let verdict = match decision.verdict {
+        warden::Verdict::Allow => "allow",
+        warden::Verdict::Deny => "deny",
+    };
+    let metrics = state.metrics();
+    metrics.decision_duration.observe(elapsed.as_secs_f64());
+    metrics
+        .decisions
+        .get_or_create(&DecisionLabels {
+            policy: decision.policy.name.to_string(),
+            decision: verdict.to_owned(),
+        })
+        .inc();
+    if state.config().decision_log {
+        tracing::info!(
+            target: "warden::decision",
+            request_id = %request_id,
+            tenant = %caller.tenant,
+            policy = %decision.policy.name,
+            digest = %decision.policy.digest,
+            decision = verdict,
+            rule = decision.rule.as_deref(),
+            latency_us = elapsed.as_micros() as u64,
+            "decision"
+        );
+    }
+}
+
+/// `POST /v1/decide`.
+pub async fn decide(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = json_body(&state, req, false).await?;
+    let loaded = policy_of(&caller)?;
+    let policy = warden_policy(loaded)?;
+    let request = DecisionRequest::from_json(&body)?;
+    let started = Instant::now();
+    let decision = decide_one(&state, &caller, policy, &request)?;
+    record(&state, &caller, &request_id.0, &decision, started);
+    Ok(Json(decision).into_response())
+}
+
+/// `POST /v1/decide/batch`: a JSON array of requests, all validated before any is decided,
+/// decided in order against one policy snapshot.
+pub async fn decide_batch(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = json_body(&state, req, false).await?;
+    let loaded = policy_of(&caller)?;
+    let policy = warden_policy(loaded)?;
+    let items: Vec<Value> = match serde_json::from_slice(&body) {
+        Ok(Value::Array(items)) => items,
+        Ok(_) => {
+            return Err(ApiError::bad_request(
+                "a batch must be a JSON array of requests",
+            ));
+        }
+        Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    };
+    let mut requests = Vec::with_capacity(items.len());
+    for (i, item) in items.into_iter().enumerate() {
+        let request = DecisionRequest::from_value(item).map_err(|e| {
+            let field = match e.field {
+                Some(f) => format!("[{i}].{f}"),
+                None => format!("[{i}]"),
+            };
+            ApiError::bad_request(format!("field `{field}`: {}", e.message))
+        })?;
+        requests.push(request);
+    }
+    let mut decisions = Vec::with_capacity(requests.len());
+    for request in &requests {
+        let started = Instant::now();
+        let decision = decide_one(&state, &caller, policy, request)?;
+        record(&state, &caller, &request_id.0, &decision, started);
+        decisions.push(decision);
+    }
+    Ok(Json(decisions).into_response())
+}
+
+/// `POST /v1/data/{path}`: OPA's Data API. `{"input": ...}` in, `{"result": ...}` out, no
+/// `result` when undefined. A Rego policy evaluates `data.<path>`; a Warden policy decides
+/// `input` as a request and answers the decision, or `decision == "allow"` when the path's
+/// last segment is `allow`.
+pub async fn data(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    Path(path): Path<String>,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = json_body(&state, req, true).await?;
+    let input = if body.iter().all(u8::is_ascii_whitespace) {
+        None
+    } else {
+        match serde_json::from_slice::<Value>(&body) {
+            Ok(Value::Object(mut doc)) => doc.remove("input"),
+            Ok(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
+            Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+        }
+    };
+    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let loaded = policy_of(&caller)?;
+    match &loaded.kind {
+        PolicyKind::Rego(rego) => {
+            if segments
+                .iter()
+                .any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
+            {
+                return Err(ApiError::bad_request(
+                    "field `path`: segments must be Rego identifiers",
+                ));
+            }
+            let query = if segments.is_empty() {
+                "data".to_owned()
+            } else {
+                format!("data.{}", segments.join("."))
+            };
+            let input = input.unwrap_or(Value::Null);
+            match rego.eval_value(&query, &input) {
+                Ok(Some(value)) => Ok(Json(json!({ "result": value })).into_response()),
+                Ok(None) => Ok(Json(json!({})).into_response()),
+                Err(e) => {
+                    tracing::warn!(request_id = %request_id.0, error = %e, "rego evaluation failed");
+                    Err(ApiError::new(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        "evaluation_error",
+                        "the policy could not be evaluated",
+                    ))
+                }
+            }
+        }
+        PolicyKind::Warden(policy) => {
+            let Some(input) = input else {
+                return Err(ApiError::bad_request(
+                    "field `input`: a request is required",
+                ));
+            };
+            let request = DecisionRequest::from_value(input).map_err(|e| {
+                let field = match e.field {
+                    Some(f) => format!("input.{f}"),
+                    None => "input".to_owned(),
+                };
+                ApiError::bad_request(format!("field `{field}`: {}", e.message))
+            })?;
+            let started = Instant::now();
+            let decision = decide_one(&state, &caller, policy, &request)?;
+            record(&state, &caller, &request_id.0, &decision, started);
+            let result = if segments.last() == Some(&"allow") {
+                json!(decision.verdict == warden::Verdict::Allow)
+            } else {
+                serde_json::to_value(&decision).map_err(|_| ApiError::internal())?
+            };
+            Ok(Json(json!({ "result": result })).into_response())
+        }
+    }
+}
+
+/// `GET /v1/policies`: the caller's policy (tenants do not see each other's).
+pub async fn policies(Extension(caller): Extension<Caller>) -> Response {
+    let list: Vec<Value> = caller
+        .snapshot
+        .policies
+        .get(&caller.policy)
+        .map(|p| {
+            json!({
+                "name": p.name,
+                "version": p.version,
+                "digest": p.digest,
+                "loaded_at": p.loaded_at,
+                "kind": match p.kind { PolicyKind::Warden(_) => "warden", PolicyKind::Rego(_) => "rego" },
+            })
+        })
+        .into_iter()
+        .collect();
+    Json(json!({ "policies": list })).into_response()
+}
+
+/// `GET /health/live`: the process answers.
+pub async fn live() -> Response {
+    Json(json!({"status": "ok"})).into_response()
+}
+
+/// `GET /health/ready`: policies loaded, the store reachable, not shutting down.
+pub async fn ready(State(state): State<AppState>) -> Response {
+    let store_ok = state.store().get("\u{1f}ready-probe").is_ok();
+    if state.is_ready() && store_ok {
+        Json(json!({
+            "status": "ready",
+            "policies": state.snapshot().policies.len(),
+        }))
+        .into_response()
+    } else {
+        ApiError::not_ready().into_response()
+    }
+}
+
+/// `GET /metrics`: Prometheus text format.
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    state
+        .metrics()
+        .sessions
+        .set(i64::try_from(state.store().len()).unwrap_or(i64::MAX));
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        state.metrics().encode(),
+    )
+        .into_response()
+}
+
+/// Unknown route.
+pub async fn not_found() -> ApiError {
+    ApiError::not_found()
+}
+
+/// Known route, wrong method.
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::method_not_allowed()
+}

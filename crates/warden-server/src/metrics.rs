@@ -1,0 +1,126 @@
+//! One Prometheus registry with typed label sets.
+
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+
+/// Labels of `warden_decisions_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    /// Policy name.
+    pub policy: String,
+    /// `allow` or `deny`.
+    pub decision: String,
+}
+
+/// Labels of `warden_http_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HttpLabels {
+    /// The matched route template (`unmatched` for 404s), never the raw path.
+    pub route: String,
+    /// Response status code.
+    pub status: u16,
+}
+
+/// Labels of `warden_reload_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ReloadLabels {
+    /// `ok` or `error`.
+    pub result: String,
+}
+
+/// The daemon's metrics.
+#[derive(Debug)]
+pub struct Metrics {
+    registry: Registry,
+    /// Decisions by policy and outcome.
+    pub decisions: Family<DecisionLabels, Counter>,
+    /// Time to decide one request (policy evaluation and session update).
+    pub decision_duration: Histogram,
+    /// HTTP responses by route and status.
+    pub http_requests: Family<HttpLabels, Counter>,
+    /// Requests rejected for a missing, unknown or revoked key.
+    pub auth_failures: Counter,
+    /// Reloads by result.
+    pub reloads: Family<ReloadLabels, Counter>,
+    /// Live sessions.
+    pub sessions: Gauge,
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Registers every metric.
+    pub fn new() -> Self {
+        let mut registry = Registry::default();
+        let decisions = Family::<DecisionLabels, Counter>::default();
+        let decision_duration = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
+        let http_requests = Family::<HttpLabels, Counter>::default();
+        let auth_failures = Counter::default();
+        let reloads = Family::<ReloadLabels, Counter>::default();
+        let sessions = Gauge::default();
+        registry.register(
+            "warden_decisions",
+            "Decisions by policy and outcome",
+            decisions.clone(),
+        );
+        registry.register(
+            "warden_decision_duration_seconds",
+            "Time to decide one request",
+            decision_duration.clone(),
+        );
+        registry.register(
+            "warden_http_requests",
+            "HTTP responses by route and status",
+            http_requests.clone(),
+        );
+        registry.register(
+            "warden_auth_failures",
+            "Requests rejected by authentication",
+            auth_failures.clone(),
+        );
+        registry.register(
+            "warden_reload",
+            "Policy set reloads by result",
+            reloads.clone(),
+        );
+        registry.register("warden_sessions", "Live sessions", sessions.clone());
+        for result in ["ok", "error"] {
+            let _ = reloads.get_or_create(&ReloadLabels {
+                result: result.to_owned(),
+            });
+        }
+        Self {
+            registry,
+            decisions,
+            decision_duration,
+            http_requests,
+            auth_failures,
+            reloads,
+            sessions,
+        }
+    }
+
+    /// Counts a reload.
+    pub fn reload(&self, ok: bool) {
+        self.reloads
+            .get_or_create(&ReloadLabels {
+                result: if ok { "ok" } else { "error" }.to_owned(),
+            })
+            .inc();
+    }
+
+    /// The registry in the text exposition format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}

@@ -1,0 +1,228 @@
+//! The composition root: logging, listener, reload triggers, graceful shutdown.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use notify::{RecursiveMode, Watcher};
+use tokio::sync::mpsc;
+use warden::SessionStore as _;
+
+use crate::{AppState, ServeConfig, StateMode, router};
+
+/// How to run the daemon.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// The configuration.
+    pub config: ServeConfig,
+    /// The configuration file, re-read on reload.
+    pub config_path: Option<PathBuf>,
+    /// Where to write the bound address (`host:port`) once listening.
+    pub port_file: Option<PathBuf>,
+}
+
+/// Why the daemon could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// The policies or keys could not be loaded.
+    #[error("cannot load the policy set: {0}")]
+    Load(String),
+    /// The session store could not be opened.
+    #[error("cannot open the session store: {0}")]
+    Store(String),
+    /// Binding or serving failed.
+    #[error("{0}")]
+    Io(String),
+}
+
+/// Installs the JSON log subscriber (stderr); `RUST_LOG` overrides `default_filter`.
+pub fn init_logging(default_filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+/// Runs the daemon until SIGTERM or SIGINT, then drains in-flight requests (up to the grace
+/// period) and flushes the sessions.
+pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
+    let config = options.config.clone();
+    let state = {
+        let (config, path) = (config.clone(), options.config_path.clone());
+        tokio::task::spawn_blocking(move || AppState::new(config, path))
+            .await
+            .map_err(|e| ServeError::Io(e.to_string()))??
+    };
+    let mut flusher = state
+        .store()
+        .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)));
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| ServeError::Io(e.to_string()))?;
+    let snapshot = state.snapshot();
+    tracing::info!(
+        addr = %addr,
+        policies = snapshot.policies.len(),
+        keys = snapshot.keys.len(),
+        anonymous = snapshot.anonymous.as_deref(),
+        state = match config.state { StateMode::File => "file", StateMode::Memory => "memory" },
+        sessions = state.store().len(),
+        "listening"
+    );
+    if let Some(path) = &options.port_file {
+        std::fs::write(path, addr.to_string())
+            .map_err(|e| ServeError::Io(format!("{}: {e}", path.display())))?;
+    }
+
+    let (reload_tx, reload_rx) = mpsc::channel::<()>(16);
+    let _watcher = if config.watch {
+        watch_files(&config, options.config_path.as_deref(), reload_tx.clone())
+    } else {
+        None
+    };
+    tokio::spawn(reload_loop(
+        state.clone(),
+        reload_rx,
+        Duration::from_millis(config.reload_debounce_ms),
+    ));
+    tokio::spawn(sighup(reload_tx));
+
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let shutdown_state = state.clone();
+    let app = router(state.clone());
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        terminate().await;
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown_state.set_ready(false);
+        let _ = stop_tx.send(true);
+    });
+    let grace = Duration::from_millis(config.shutdown_grace_ms);
+    let deadline = async move {
+        let _ = stop_rx.wait_for(|stopped| *stopped).await;
+        tokio::time::sleep(grace).await;
+    };
+    let result = tokio::select! {
+        r = server => r.map_err(|e| ServeError::Io(e.to_string())),
+        () = deadline => {
+            tracing::warn!("shutdown deadline reached; abandoning in-flight requests");
+            Ok(())
+        }
+    };
+    flusher.stop();
+    tracing::info!(sessions = state.store().len(), "stopped");
+    result
+}
+
+async fn terminate() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}
+
+async fn sighup(tx: mpsc::Sender<()>) {
+    #[cfg(unix)]
+    {
+        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+        else {
+            return;
+        };
+        while hup.recv().await.is_some() {
+            tracing::info!("SIGHUP: reloading");
+            // A SIGHUP bypasses the debounce: reload now.
+            if tx.send(()).await.is_err() {
+                break;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    drop(tx);
+}
+
+async fn reload_loop(state: AppState, mut rx: mpsc::Receiver<()>, debounce: Duration) {
+    while rx.recv().await.is_some() {
+        // Debounce: wait until no trigger arrived for `debounce`.
+        loop {
+            match tokio::time::timeout(debounce, rx.recv()).await {
+                Ok(Some(())) => continue,
+                Ok(None) => return,
+                Err(_) => break,
+            }
+        }
+        let _ = state.reload().await;
+    }
+}
+
+/// Watches the policy directory, the key file and the config file; events on other files
+/// (the session database next to the key file) are ignored.
+fn watch_files(
+    config: &ServeConfig,
+    config_path: Option<&Path>,
+    tx: mpsc::Sender<()>,
+) -> Option<notify::RecommendedWatcher> {
+    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_owned());
+    let policies = canon(&config.policies);
+    let mut files: Vec<PathBuf> = Vec::new();
+    let mut dirs: Vec<PathBuf> = vec![policies.clone()];
+    for file in std::iter::once(config.keys_file.as_path()).chain(config_path) {
+        let parent = file
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or_else(|| Path::new("."));
+        let _ = std::fs::create_dir_all(parent);
+        let parent = canon(parent);
+        if let Some(name) = file.file_name() {
+            files.push(parent.join(name));
+        }
+        dirs.push(parent);
+    }
+    let files = Arc::new(files);
+    let watched_policies = policies.clone();
+    let mut watcher = notify::recommended_watcher(move |event: notify::Result<notify::Event>| {
+        let Ok(event) = event else { return };
+        if matches!(event.kind, notify::EventKind::Access(_)) {
+            return;
+        }
+        let relevant = event
+            .paths
+            .iter()
+            .any(|p| p.starts_with(&watched_policies) || files.iter().any(|f| f == p));
+        if relevant {
+            let _ = tx.try_send(());
+        }
+    })
+    .map_err(|e| tracing::warn!(error = %e, "file watcher unavailable; SIGHUP still reloads"))
+    .ok()?;
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        if let Err(e) = watcher.watch(dir, RecursiveMode::NonRecursive) {
+            tracing::warn!(error = %e, dir = %dir.display(), "cannot watch");
+        }
+    }
+    Some(watcher)
+}

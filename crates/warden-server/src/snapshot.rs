@@ -1,0 +1,225 @@
+//! The served set: every policy, the API keys and the anonymous policy, loaded and validated
+//! whole, then swapped in atomically.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use sha2::{Digest, Sha256};
+use warden::CompiledPolicy;
+use warden::rego::{RegoLimits, RegoModule, RegoPolicy};
+use warden_store::KeyIndex;
+
+use crate::config::ServeConfig;
+
+/// What decides a tenant's requests.
+#[derive(Debug)]
+pub enum PolicyKind {
+    /// A Warden policy (YAML/JSON).
+    Warden(Arc<CompiledPolicy>),
+    /// A Rego-only policy (a `.rego` file), served through the OPA Data API.
+    Rego(RegoPolicy),
+}
+
+/// One loaded policy.
+#[derive(Debug)]
+pub struct LoadedPolicy {
+    /// Its name (Warden: the `name` field; Rego: the file stem).
+    pub name: Arc<str>,
+    /// Its version, when it has one.
+    pub version: Option<Arc<str>>,
+    /// `sha256:` + hex digest (Warden: of the canonical JSON; Rego: of the source).
+    pub digest: Arc<str>,
+    /// When this content was first loaded (RFC 3339, UTC).
+    pub loaded_at: Arc<str>,
+    /// The file it came from.
+    pub file: PathBuf,
+    /// The compiled policy.
+    pub kind: PolicyKind,
+}
+
+/// An immutable set of policies and keys; requests hold one for their whole life.
+#[derive(Debug, Default)]
+pub struct Snapshot {
+    /// Policies by name.
+    pub policies: HashMap<Arc<str>, Arc<LoadedPolicy>>,
+    /// API keys.
+    pub keys: KeyIndex,
+    /// The policy for requests without a key.
+    pub anonymous: Option<Arc<str>>,
+}
+
+/// Why a new set was rejected (the old one stays).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct SnapshotError(pub String);
+
+fn is_policy_file(path: &Path) -> bool {
+    matches!(
+        path.extension().and_then(|e| e.to_str()),
+        Some("yaml" | "yml" | "json" | "rego")
+    )
+}
+
+impl Snapshot {
+    /// Loads every policy file in `config.policies` (not recursing) and the key file. Any
+    /// invalid file, or two policies with one name, fails the whole load. `previous` keeps
+    /// `loaded_at` for unchanged policies.
+    pub fn load(config: &ServeConfig, previous: Option<&Snapshot>) -> Result<Self, SnapshotError> {
+        let dir = &config.policies;
+        let entries = std::fs::read_dir(dir)
+            .map_err(|e| SnapshotError(format!("{}: cannot read: {e}", dir.display())))?;
+        let mut files: Vec<PathBuf> = entries
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.is_file() && is_policy_file(p))
+            .collect();
+        files.sort();
+        let now = rfc3339_now();
+        let mut policies: HashMap<Arc<str>, Arc<LoadedPolicy>> = HashMap::new();
+        for file in files {
+            if !is_policy_document(&file) {
+                tracing::debug!(file = %file.display(), "not a policy (no top-level `warden` key); skipped");
+                continue;
+            }
+            let mut loaded = load_one(&file)?;
+            if let Some(old) = previous.and_then(|p| p.policies.get(&loaded.name))
+                && old.digest == loaded.digest
+            {
+                loaded.loaded_at = Arc::clone(&old.loaded_at);
+            } else {
+                loaded.loaded_at = Arc::clone(&now);
+            }
+            if let Some(other) = policies.get(&loaded.name) {
+                return Err(SnapshotError(format!(
+                    "{}: policy name `{}` is also used by {}",
+                    file.display(),
+                    loaded.name,
+                    other.file.display()
+                )));
+            }
+            policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
+        }
+        let keys = KeyIndex::load(&config.keys_file).map_err(|e| SnapshotError(e.to_string()))?;
+        let anonymous = match config.anonymous_policy.as_deref() {
+            None => None,
+            Some("*") => (policies.len() == 1)
+                .then(|| policies.keys().next().cloned())
+                .flatten(),
+            Some(name) => Some(Arc::from(name)),
+        };
+        Ok(Self {
+            policies,
+            keys,
+            anonymous,
+        })
+    }
+}
+
+/// `.rego` files are policies; a YAML/JSON file is one when it has a top-level `warden` key
+/// (or does not parse, so that the load reports why). Others, such as a Rego policy's data
+/// document (`NAME-data.json`), are skipped.
+fn is_policy_document(file: &Path) -> bool {
+    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
+    if ext == "rego" {
+        return true;
+    }
+    let Ok(text) = std::fs::read_to_string(file) else {
+        return true;
+    };
+    let parsed: Option<serde_json::Value> = if ext == "json" {
+        serde_json::from_str(&text).ok()
+    } else {
+        serde_saphyr::from_str(&text).ok()
+    };
+    match parsed {
+        Some(serde_json::Value::Object(map)) => map.contains_key("warden"),
+        Some(_) => false,
+        None => true,
+    }
+}
+
+/// A Rego policy's base data: `NAME-data.json` or `NAME.data.json` next to `NAME.rego`.
+fn rego_data(file: &Path, stem: &str) -> Result<Option<serde_json::Value>, SnapshotError> {
+    for candidate in [format!("{stem}-data.json"), format!("{stem}.data.json")] {
+        let path = file.with_file_name(candidate);
+        if path.is_file() {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| SnapshotError(format!("{}: cannot read: {e}", path.display())))?;
+            let value = serde_json::from_str(&text)
+                .map_err(|e| SnapshotError(format!("{}: invalid JSON: {e}", path.display())))?;
+            return Ok(Some(value));
+        }
+    }
+    Ok(None)
+}
+
+fn load_one(file: &Path) -> Result<LoadedPolicy, SnapshotError> {
+    let is_rego = file.extension().is_some_and(|e| e == "rego");
+    if !is_rego {
+        let policy = warden::load_policy_file(file).map_err(|e| SnapshotError(e.to_string()))?;
+        let info = policy.info.clone();
+        return Ok(LoadedPolicy {
+            name: info.name,
+            version: info.version,
+            digest: info.digest,
+            loaded_at: Arc::from(""),
+            file: file.to_owned(),
+            kind: PolicyKind::Warden(Arc::new(policy)),
+        });
+    }
+    let source = std::fs::read_to_string(file)
+        .map_err(|e| SnapshotError(format!("{}: cannot read: {e}", file.display())))?;
+    let name = file
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("rego")
+        .to_owned();
+    let data = rego_data(file, &name)?;
+    let mut hasher = Sha256::new();
+    hasher.update(source.as_bytes());
+    if let Some(data) = &data {
+        hasher.update(data.to_string().as_bytes());
+    }
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let (policy, _) = RegoPolicy::compile(
+        vec![RegoModule::new(file.display().to_string(), source)],
+        data,
+        &[],
+        RegoLimits::default(),
+    )
+    .map_err(|e| SnapshotError(format!("{}: {e}", file.display())))?;
+    Ok(LoadedPolicy {
+        name: Arc::from(name),
+        version: None,
+        digest: Arc::from(digest),
+        loaded_at: Arc::from(""),
+        file: file.to_owned(),
+        kind: PolicyKind::Rego(policy),
+    })
+}
+
+/// The current time as RFC 3339 (UTC, seconds).
+pub fn rfc3339_now() -> Arc<str> {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    let days = secs / 86_400;
+    let rem = secs % 86_400;
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    Arc::from(format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    ))
+}
