@@ -107,15 +107,10 @@ pub(crate) fn run(
     } else {
         requests.display().to_string()
     };
-    let mut reader = BufReader::new(input);
-    let mut text = String::new();
-    if let Err(e) = reader.read_to_string(&mut text) {
-        eprintln!("{name}: cannot read: {e}");
-        return ExitCode::from(EXIT_BAD_INPUT);
-    }
+    let reader = BufReader::new(input);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match decide_all(&decider, &name, &text, &mut out) {
+    match decide_stream(&decider, &name, reader, &mut out) {
         Ok(()) => ExitCode::SUCCESS,
         Err(message) => {
             let _ = out.flush();
@@ -125,57 +120,121 @@ pub(crate) fn run(
     }
 }
 
-/// Decides each request in `text`: one JSON value (possibly pretty-printed over many lines), or
-/// JSON Lines. Stops at the first bad request with an error naming its line and field.
-fn decide_all(
+/// Largest single request accepted by `eval`, in bytes (a pretty-printed request may span lines).
+const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
+
+/// Decides each JSON value read from `reader` as it arrives: JSON Lines, or a value
+/// pretty-printed over several lines. Stops at the first bad request with an error naming the
+/// line it starts on and the field.
+fn decide_stream(
     decider: &Decider,
     name: &str,
-    text: &str,
+    reader: impl BufRead,
     out: &mut impl Write,
 ) -> Result<(), String> {
-    let trimmed = text.trim();
-    let single = serde_json::from_str::<serde_json::Value>(trimmed).ok();
-    let items: Vec<(usize, Result<serde_json::Value, String>)> = match single {
-        Some(value) if !trimmed.is_empty() => vec![(1, Ok(value))],
-        _ => text
-            .as_bytes()
-            .lines()
-            .enumerate()
-            .filter_map(|(i, line)| {
-                let line = line.ok()?;
-                (!line.trim().is_empty()).then(|| {
-                    (
-                        i + 1,
-                        serde_json::from_str(&line).map_err(|e| format!("invalid JSON: {e}")),
-                    )
-                })
-            })
-            .collect(),
-    };
-    for (line, item) in items {
-        let value = item.map_err(|e| format!("{name}:{line}: {e}"))?;
-        let json = match decider {
-            Decider::Warden(engine) => {
-                let request =
-                    Request::from_value(value).map_err(|e| format!("{name}:{line}: {e}"))?;
-                let decision = engine
-                    .decide(&request)
-                    .map_err(|e| format!("{name}:{line}: {e}"))?;
-                serde_json::to_string(&decision)
+    let mut pending = String::new();
+    let mut start_line = 0;
+    let mut nesting = Nesting::default();
+    for (i, line) in reader.lines().enumerate() {
+        let line = line.map_err(|e| format!("{name}: cannot read: {e}"))?;
+        if pending.is_empty() {
+            if line.trim().is_empty() {
+                continue;
             }
-            Decider::Rego { policy, query } => {
-                // OPA Data API shape: `result` is absent when the query is undefined.
-                let result = policy
-                    .eval_value(query, &value)
-                    .map_err(|e| format!("{name}:{line}: {e}"))?;
-                serde_json::to_string(&match result {
-                    Some(v) => serde_json::json!({ "result": v }),
-                    None => serde_json::json!({}),
-                })
+            start_line = i + 1;
+        }
+        pending.push_str(&line);
+        pending.push('\n');
+        nesting.feed(line.as_bytes());
+        if nesting.depth > 0 {
+            // Inside an object or array that continues on the next line: parse once it closes.
+            if pending.len() > MAX_REQUEST_BYTES {
+                return Err(format!(
+                    "{name}:{start_line}: request larger than {MAX_REQUEST_BYTES} bytes"
+                ));
+            }
+            continue;
+        }
+        if pending.len() > MAX_REQUEST_BYTES {
+            return Err(format!(
+                "{name}:{start_line}: request larger than {MAX_REQUEST_BYTES} bytes"
+            ));
+        }
+        match serde_json::from_str::<serde_json::Value>(&pending) {
+            Ok(value) => {
+                decide_one(decider, value, out).map_err(|e| format!("{name}:{start_line}: {e}"))?;
+                out.flush().map_err(|e| e.to_string())?;
+                pending.clear();
+                nesting = Nesting::default();
+            }
+            // The value continues on the next line.
+            Err(e) if e.is_eof() => {}
+            Err(e) => return Err(format!("{name}:{start_line}: invalid JSON: {e}")),
+        }
+    }
+    if pending.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "{name}:{start_line}: invalid JSON: unexpected end of input"
+        ))
+    }
+}
+
+/// Bracket depth of JSON text fed line by line (brackets inside strings do not count), so a
+/// multi-line value is parsed once, when it closes, not after every line.
+#[derive(Default)]
+struct Nesting {
+    depth: usize,
+    in_string: bool,
+    escaped: bool,
+}
+
+impl Nesting {
+    fn feed(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            if self.in_string {
+                match (self.escaped, b) {
+                    (true, _) => self.escaped = false,
+                    (false, b'\\') => self.escaped = true,
+                    (false, b'"') => self.in_string = false,
+                    _ => {}
+                }
+            } else {
+                match b {
+                    b'"' => self.in_string = true,
+                    b'[' | b'{' => self.depth += 1,
+                    b']' | b'}' => self.depth = self.depth.saturating_sub(1),
+                    _ => {}
+                }
             }
         }
-        .map_err(|e| e.to_string())?;
-        writeln!(out, "{json}").map_err(|e| e.to_string())?;
     }
+}
+
+fn decide_one(
+    decider: &Decider,
+    value: serde_json::Value,
+    out: &mut impl Write,
+) -> Result<(), String> {
+    let json = match decider {
+        Decider::Warden(engine) => {
+            let request = Request::from_value(value).map_err(|e| e.to_string())?;
+            let decision = engine.decide(&request).map_err(|e| e.to_string())?;
+            serde_json::to_string(&decision)
+        }
+        Decider::Rego { policy, query } => {
+            // OPA Data API shape: `result` is absent when the query is undefined.
+            let result = policy
+                .eval_value(query, &value)
+                .map_err(|e| e.to_string())?;
+            serde_json::to_string(&match result {
+                Some(v) => serde_json::json!({ "result": v }),
+                None => serde_json::json!({}),
+            })
+        }
+    }
+    .map_err(|e| e.to_string())?;
+    writeln!(out, "{json}").map_err(|e| e.to_string())?;
     Ok(())
 }

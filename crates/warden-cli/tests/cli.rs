@@ -286,3 +286,29 @@ fn eval_runs_rego_only_policies_like_opa() {
     );
     assert_eq!(out.status.code(), Some(2));
 }
+
+#[test]
+fn eval_mixes_json_lines_and_pretty_printed_requests() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let input = "{\"session\":\"s\",\"tool\":\"crm.read_x\"}\n\n{\n  \"session\": \"s\",\n  \"tool\": \"send_email\",\n  \"args\": {\"to\": \"} { [\"}\n}\n{\"session\":\"s\",\"tool\":\"kb.search\"}\n";
+    let out = warden(&["eval", "--policy", policy.to_str().unwrap()], Some(input));
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let decisions: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(decisions.len(), 3);
+    assert_eq!(decisions[1]["rule"], "no-exfil");
+    assert_eq!(decisions[2]["decision"], "allow");
+    // An unterminated request is reported at the line it starts on.
+    let out = warden(
+        &["eval", "--policy", policy.to_str().unwrap()],
+        Some("{\"tool\":\"kb.a\"}\n{\"tool\":\n"),
+    );
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("<stdin>:2: invalid JSON"),
+        "{}",
+        text(&out.stderr)
+    );
+}
