@@ -1,0 +1,2 @@
+//! Audit benchmarks (placeholder).
+fn main() {}

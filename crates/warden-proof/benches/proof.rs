@@ -1,0 +1,2 @@
+//! Proof benchmarks (placeholder).
+fn main() {}
