@@ -1,0 +1,488 @@
+//! Validation and compilation of a parsed document into a [`CompiledPolicy`]: every problem is
+//! collected with its location, and only a document without problems compiles.
+
+use std::sync::Arc;
+
+use serde_saphyr::Spanned;
+
+use super::doc::{self, EffectDoc, ModeDoc, PolicyDoc, RuleDoc};
+use super::{
+    After, CompileOptions, CompiledPolicy, Diagnostic, Effect, FORMAT_VERSION, Mode,
+    ModuleResolver, Rule, ToolRegistry, kind_bit,
+};
+use crate::args::{self, ArgCheck, ArgCondition};
+use crate::decision::{PolicyInfo, Verdict};
+use crate::expr;
+use crate::glob::Glob;
+use crate::index::RuleIndex;
+use warden_content::{ContentError, ContentPolicy, ContentSpec, CustomDetectorSpec};
+use warden_rego::{RegoError, RegoModule, RegoPolicy};
+
+/// Collects diagnostics while compiling.
+struct Diagnostics<'s> {
+    found: Vec<Diagnostic>,
+    /// The policy source, to point inside string scalars.
+    source: &'s str,
+}
+
+impl Diagnostics<'_> {
+    fn at<T>(&mut self, node: &Spanned<T>, message: impl Into<String>) {
+        self.found.push(Diagnostic {
+            line: node.referenced.line(),
+            column: node.referenced.column(),
+            message: message.into(),
+        });
+    }
+
+    /// Like [`Diagnostics::at`], pointing `offset` bytes into a string scalar's value when the
+    /// scalar is written on one line without escapes (so source and value coincide); otherwise
+    /// at the scalar itself.
+    fn inside(&mut self, node: &Spanned<String>, offset: usize, message: impl Into<String>) {
+        let value = &node.value;
+        let start = node
+            .referenced
+            .span()
+            .byte_offset()
+            .and_then(|o| usize::try_from(o).ok());
+        let shift = start.and_then(|start| {
+            let quoted = matches!(self.source.as_bytes().get(start), Some(b'"' | b'\''));
+            let begin = start + usize::from(quoted);
+            let written = self.source.get(begin..begin + value.len())?;
+            let prefix = value.get(..offset)?;
+            (written == value && !value.contains('\n'))
+                .then(|| u64::from(quoted) + prefix.chars().count() as u64)
+        });
+        self.found.push(Diagnostic {
+            line: node.referenced.line(),
+            column: node.referenced.column() + shift.unwrap_or(0),
+            message: message.into(),
+        });
+    }
+}
+
+pub(super) fn syntax_message(e: &serde_saphyr::Error) -> String {
+    // serde-saphyr may append " at line L column C" and tuning hints meant for the programmer;
+    // the location is reported separately and the hints are not the user's business.
+    let text = e.to_string();
+    let first = text.lines().next().unwrap_or_default();
+    let first = first
+        .rfind(" at line ")
+        .map_or(first, |cut| first.get(..cut).unwrap_or(first));
+    if let Some(key) = first.strip_prefix("duplicate mapping key: ") {
+        let key = key.split(',').next().unwrap_or(key).trim();
+        return format!("duplicate key `{key}`");
+    }
+    first.to_owned()
+}
+
+pub(super) fn compile_document(
+    text: &str,
+    document: PolicyDoc,
+    digest: String,
+    options: CompileOptions,
+    resolve: ModuleResolver<'_>,
+) -> Result<CompiledPolicy, Vec<Diagnostic>> {
+    let mut diags = Diagnostics {
+        found: Vec::new(),
+        source: text,
+    };
+    if document.warden.value != FORMAT_VERSION {
+        diags.at(
+            &document.warden,
+            format!(
+                "`warden`: unsupported format version {} (this build reads version {FORMAT_VERSION})",
+                document.warden.value
+            ),
+        );
+    }
+    if document.name.value.trim().is_empty() {
+        diags.at(&document.name, "`name` must not be empty");
+    }
+
+    let mut registry = ToolRegistry::default();
+    if let Some(tools) = &document.tools {
+        for (pattern, classes) in &tools.0 {
+            match Glob::new(&pattern.value) {
+                Ok(glob) => registry.insert(
+                    glob,
+                    classes
+                        .iter()
+                        .map(|c| Arc::from(c.value.as_str()))
+                        .collect(),
+                ),
+                Err(e) => diags.at(pattern, format!("`tools`: {e}")),
+            }
+        }
+    }
+
+    let mut rules = Vec::with_capacity(document.rules.len());
+    let mut seen_ids: std::collections::HashMap<String, u64> = std::collections::HashMap::new();
+    for rule in &document.rules {
+        if let Some(first_line) = seen_ids.get(&rule.id.value) {
+            diags.at(
+                &rule.id,
+                format!(
+                    "`id`: duplicate rule id `{}` (first defined on line {first_line})",
+                    rule.id.value
+                ),
+            );
+        } else {
+            seen_ids.insert(rule.id.value.clone(), rule.id.referenced.line());
+        }
+        if let Some(rule) = compile_rule(rule, &mut diags) {
+            rules.push(rule);
+        }
+    }
+    let content = document
+        .content
+        .as_ref()
+        .and_then(|section| compile_content(section, &mut diags))
+        .map(Arc::new);
+    let rego = compile_rego(&document, &mut rules, options, resolve, &mut diags);
+    if !diags.found.is_empty() {
+        diags.found.sort_by_key(|d| (d.line, d.column));
+        return Err(diags.found);
+    }
+
+    let mut index = RuleIndex::default();
+    let mut history_limit = 0usize;
+    for (n, rule) in rules.iter().enumerate() {
+        let n = u32::try_from(n).unwrap_or(u32::MAX);
+        match (&rule.tools, &rule.classes) {
+            (Some(tools), _) => index.add_tools(n, tools),
+            (None, Some(classes)) => index.add_classes(n, classes),
+            (None, None) => index.add_catch_all(n),
+        }
+        if let Some(after) = &rule.after {
+            let needed = after.within.unwrap_or(options.history_cap);
+            history_limit = history_limit.max(needed.min(options.history_cap));
+        }
+    }
+    if rego.is_some() {
+        // Rego sees `input.state.history`: keep up to the cap.
+        history_limit = options.history_cap;
+    }
+
+    Ok(CompiledPolicy {
+        info: PolicyInfo {
+            name: document.name.value.as_str().into(),
+            version: document.version.as_deref().map(Arc::from),
+            digest: digest.into(),
+        },
+        default: match document.default {
+            Some(doc::DefaultDoc::Allow) => Verdict::Allow,
+            Some(doc::DefaultDoc::Deny) | None => Verdict::Deny,
+        },
+        mode: match document.mode.unwrap_or_default() {
+            ModeDoc::Enforce => Mode::Enforce,
+            ModeDoc::DryRun => Mode::DryRun,
+        },
+        registry,
+        rules,
+        index,
+        history_limit,
+        rego,
+        content,
+    })
+}
+
+/// Compiles the `content:` section, pointing errors at the offending list item.
+fn compile_content(
+    section: &Spanned<doc::ContentDoc>,
+    diags: &mut Diagnostics,
+) -> Option<ContentPolicy> {
+    let c = &section.value;
+    let spec = ContentSpec {
+        detectors: c.detectors.iter().map(|d| d.value.clone()).collect(),
+        custom: c
+            .custom
+            .iter()
+            .map(|d| CustomDetectorSpec {
+                id: d.value.id.clone(),
+                pattern: d.value.pattern.clone(),
+            })
+            .collect(),
+        input: c.input,
+        output: c.output,
+        injection: c.injection,
+    };
+    ContentPolicy::compile(&spec)
+        .map_err(|e| match &e {
+            ContentError::UnknownDetector { index, .. }
+            | ContentError::RepeatedDetector { index, .. } => match c.detectors.get(*index) {
+                Some(node) => diags.at(node, format!("`content.detectors[{index}]`: {e}")),
+                None => diags.at(section, format!("`content`: {e}")),
+            },
+            ContentError::InvalidPattern { index, .. }
+            | ContentError::DuplicateDetector { index, .. }
+            | ContentError::InvalidId { index, .. } => match c.custom.get(*index) {
+                Some(node) => diags.at(node, format!("`content.custom[{index}]`: {e}")),
+                None => diags.at(section, format!("`content`: {e}")),
+            },
+            _ => diags.at(section, format!("`content`: {e}")),
+        })
+        .ok()
+}
+
+/// Compiles the `rego:` section and resolves every rule's `rego:` query, filling in `Rule::rego`.
+fn compile_rego(
+    document: &PolicyDoc,
+    rules: &mut [Rule],
+    options: CompileOptions,
+    resolve: ModuleResolver<'_>,
+    diags: &mut Diagnostics,
+) -> Option<RegoPolicy> {
+    // (rule position among compiled rules, query text, its node) for every rule with `rego:`.
+    let queries: Vec<(usize, &Spanned<String>)> = document
+        .rules
+        .iter()
+        .filter_map(|r| r.rego.as_ref())
+        .enumerate()
+        .collect();
+    let Some(section) = &document.rego else {
+        for (_, query) in &queries {
+            diags.at(
+                *query,
+                format!(
+                    "`rego`: rule names `{}` but the policy has no `rego` modules",
+                    query.value
+                ),
+            );
+        }
+        return None;
+    };
+    let mut modules = Vec::new();
+    match &section.value.modules.value {
+        doc::RegoModulesDoc::Inline(items) => {
+            for (name, source) in items {
+                modules.push(RegoModule::new(name.clone(), source.clone()));
+            }
+        }
+        doc::RegoModulesDoc::Files(paths) => {
+            for path in paths {
+                match resolve(path) {
+                    Ok(source) => modules.push(RegoModule::new(path.clone(), source)),
+                    Err(message) => {
+                        diags.at(&section.value.modules, format!("`rego.modules`: {message}"))
+                    }
+                }
+            }
+        }
+    }
+    if !diags.found.is_empty() {
+        return None;
+    }
+    let texts: Vec<&str> = queries.iter().map(|(_, q)| q.value.as_str()).collect();
+    match RegoPolicy::compile(
+        modules,
+        section.value.data.clone(),
+        &texts,
+        options.rego_limits,
+    ) {
+        Ok((policy, ids)) => {
+            // Rules with `rego:` in document order get the ids in the same order. Rules failed
+            // earlier are absent from `rules`, but then compilation already failed.
+            let mut ids = ids.into_iter();
+            for (rule_doc, rule) in document.rules.iter().zip(rules.iter_mut()) {
+                if rule_doc.rego.is_some() {
+                    rule.rego = ids.next();
+                }
+            }
+            Some(policy)
+        }
+        Err(RegoError::Module {
+            module,
+            line,
+            column,
+            message,
+        }) => {
+            diags.at(
+                &section.value.modules,
+                format!("`rego.modules`: {module}:{line}:{column}: {message}"),
+            );
+            None
+        }
+        Err(RegoError::UndefinedQuery { query }) | Err(RegoError::InvalidQuery { query, .. })
+            if queries.iter().any(|(_, q)| q.value == query) =>
+        {
+            for (_, node) in queries.iter().filter(|(_, q)| q.value == query) {
+                diags.at(
+                    *node,
+                    format!("`rego`: `{query}` names nothing defined by the policy's Rego modules"),
+                );
+            }
+            None
+        }
+        Err(other) => {
+            diags.at(section, format!("`rego`: {other}"));
+            None
+        }
+    }
+}
+
+fn globs(list: &[Spanned<String>], field: &str, diags: &mut Diagnostics) -> Vec<Glob> {
+    list.iter()
+        .filter_map(|p| {
+            Glob::new(&p.value)
+                .map_err(|e| diags.at(p, format!("{field}: {e}")))
+                .ok()
+        })
+        .collect()
+}
+
+fn names(list: &[String]) -> Vec<Arc<str>> {
+    list.iter().map(|s| Arc::from(s.as_str())).collect()
+}
+
+fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
+    let before = diags.found.len();
+    let id = rule.id.value.as_str();
+    if id.is_empty() {
+        diags.at(&rule.id, "`id` must not be empty");
+    }
+    let effect = match rule.effect {
+        EffectDoc::Allow => Effect::Allow,
+        EffectDoc::Deny => Effect::Deny,
+        EffectDoc::Warn => Effect::Warn,
+    };
+    if effect == Effect::Deny {
+        for (field, node) in [
+            ("add_taints", &rule.add_taints),
+            ("remove_taints", &rule.remove_taints),
+        ] {
+            if let Some(node) = node {
+                diags.at(
+                    node,
+                    format!("rule `{id}`: `{field}` is not allowed on a deny rule (a denied call changes no state)"),
+                );
+            }
+        }
+    }
+    let condition = rule.condition.as_ref().and_then(|src| {
+        expr::parse(&src.value)
+            .map_err(|e| diags.inside(src, e.offset, format!("rule `{id}`: `if`: {}", e.message)))
+            .ok()
+    });
+    let after = rule.after.as_ref().and_then(|node| {
+        let a = &node.value;
+        if a.tools.is_none() && a.classes.is_none() {
+            diags.at(
+                node,
+                format!("rule `{id}`: `after` needs `tools` or `classes`"),
+            );
+            return None;
+        }
+        let within = match &a.within {
+            None => None,
+            Some(w) if w.value >= 1 => Some(usize::try_from(w.value).unwrap_or(usize::MAX)),
+            Some(w) => {
+                diags.at(
+                    w,
+                    format!(
+                        "rule `{id}`: `after.within` must be at least 1, got {}",
+                        w.value
+                    ),
+                );
+                None
+            }
+        };
+        Some(After {
+            tools: a
+                .tools
+                .as_deref()
+                .map(|t| globs(t, &format!("rule `{id}`: `after.tools`"), diags))
+                .unwrap_or_default(),
+            classes: a.classes.as_deref().map(names).unwrap_or_default(),
+            within,
+        })
+    });
+    let mut args_conditions = Vec::new();
+    if let Some(map) = &rule.args {
+        for (pointer, cond) in &map.0 {
+            if let Err(message) = args::validate_pointer(&pointer.value) {
+                diags.at(pointer, format!("rule `{id}`: `args`: {message}"));
+                continue;
+            }
+            let c = &cond.value;
+            let mut checks = Vec::new();
+            if let Some(v) = &c.equals {
+                checks.push(ArgCheck::Equals(v.clone()));
+            }
+            if let Some(v) = &c.one_of {
+                checks.push(ArgCheck::OneOf(v.clone()));
+            }
+            if let Some(re) = &c.matches {
+                match args::compile_regex(&re.value) {
+                    Ok(re) => checks.push(ArgCheck::Matches(re)),
+                    Err(e) => diags.at(
+                        re,
+                        format!(
+                            "rule `{id}`: `args.{}.matches`: invalid regex: {}",
+                            pointer.value,
+                            first_line(&e.to_string())
+                        ),
+                    ),
+                }
+            }
+            if let Some(v) = &c.contains {
+                checks.push(ArgCheck::Contains(v.clone()));
+            }
+            if let Some(v) = c.exists {
+                checks.push(ArgCheck::Exists(v));
+            }
+            if let Some(v) = c.max_len {
+                checks.push(ArgCheck::MaxLen(usize::try_from(v).unwrap_or(usize::MAX)));
+            }
+            if checks.is_empty() && c.matches.is_none() {
+                diags.at(cond, format!("rule `{id}`: `args.{}` has no condition (equals, one_of, matches, contains, exists, max_len)", pointer.value));
+            }
+            args_conditions.push(ArgCondition {
+                pointer: pointer.value.clone(),
+                checks,
+            });
+        }
+    }
+    let compiled = Rule {
+        id: id.into(),
+        effect,
+        reason: rule.reason.as_deref().map(Arc::from),
+        kinds: rule
+            .kinds
+            .as_ref()
+            .map(|kinds| kinds.iter().fold(0u8, |bits, k| bits | kind_bit(*k))),
+        tools: rule
+            .tools
+            .as_deref()
+            .map(|t| globs(t, &format!("rule `{id}`: `tools`"), diags)),
+        classes: rule.classes.as_deref().map(names),
+        principals: rule
+            .principals
+            .as_deref()
+            .map(|p| globs(p, &format!("rule `{id}`: `principals`"), diags)),
+        condition,
+        after,
+        args: args_conditions,
+        rego: None,
+        remove_taints: rule
+            .remove_taints
+            .as_ref()
+            .map(|t| names(&t.value))
+            .unwrap_or_default(),
+        add_taints: rule
+            .add_taints
+            .as_ref()
+            .map(|t| names(&t.value))
+            .unwrap_or_default(),
+    };
+    (diags.found.len() == before).then_some(compiled)
+}
+
+/// The regex crate's multi-line message reduced to its last line (`unclosed group`).
+fn first_line(s: &str) -> String {
+    let last = s
+        .lines()
+        .rfind(|l| !l.trim().is_empty())
+        .unwrap_or(s)
+        .trim();
+    last.strip_prefix("error: ").unwrap_or(last).to_owned()
+}
