@@ -95,7 +95,8 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         reload_rx,
         Duration::from_millis(config.reload_debounce_ms),
     ));
-    tokio::spawn(sighup(reload_tx));
+    tokio::spawn(sighup(state.clone()));
+    drop(reload_tx);
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
@@ -144,7 +145,8 @@ async fn terminate() {
     }
 }
 
-async fn sighup(tx: mpsc::Sender<()>) {
+/// SIGHUP reloads at once (no debounce): one signal, one reload.
+async fn sighup(state: AppState) {
     #[cfg(unix)]
     {
         let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
@@ -153,14 +155,11 @@ async fn sighup(tx: mpsc::Sender<()>) {
         };
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
-            // A SIGHUP bypasses the debounce: reload now.
-            if tx.send(()).await.is_err() {
-                break;
-            }
+            let _ = state.reload().await;
         }
     }
     #[cfg(not(unix))]
-    drop(tx);
+    drop(state);
 }
 
 async fn reload_loop(state: AppState, mut rx: mpsc::Receiver<()>, debounce: Duration) {

@@ -1,0 +1,194 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! Router-level tests through `tower::ServiceExt::oneshot`: no socket, every layer.
+
+use std::path::Path;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use axum::routing::post;
+use http_body_util::BodyExt as _;
+use serde_json::Value;
+use tower::ServiceExt as _;
+use warden_server::{AppState, RateLimit, ServeConfig, StateMode, router, router_with};
+
+const POLICY: &str = r#"
+warden: 1
+name: support-agent
+version: "1.0.0"
+tools: { "crm.read_*": [sensitive_read], send_email: [external_write] }
+rules:
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+  - { id: writes, effect: allow, classes: [external_write] }
+  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii" }
+"#;
+
+fn config(dir: &Path) -> ServeConfig {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("support-agent.yaml"), POLICY).unwrap();
+    ServeConfig {
+        policies,
+        keys_file: dir.join("keys.json"),
+        anonymous_policy: Some("support-agent".into()),
+        state: StateMode::Memory,
+        decision_log: false,
+        ..ServeConfig::default()
+    }
+}
+
+async fn call(app: &Router, method: &str, uri: &str, body: Option<&str>) -> (StatusCode, Value) {
+    let mut builder = Request::builder().method(method).uri(uri);
+    if body.is_some() {
+        builder = builder.header("content-type", "application/json");
+    }
+    let request = builder
+        .body(body.map_or_else(Body::empty, |b| Body::from(b.to_owned())))
+        .unwrap();
+    let response = app.clone().oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    (status, value)
+}
+
+#[tokio::test]
+async fn decides_and_keeps_session_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(AppState::new(config(dir.path()), None).unwrap());
+    let (status, d) = call(
+        &app,
+        "POST",
+        "/v1/decide",
+        Some(r#"{"session":"s","tool":"crm.read_x"}"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(d["decision"], "allow");
+    assert_eq!(d["taints"][0], "pii");
+    let (_, d) = call(
+        &app,
+        "POST",
+        "/v1/decide",
+        Some(r#"{"session":"s","tool":"send_email"}"#),
+    )
+    .await;
+    assert_eq!(d["decision"], "deny");
+    assert_eq!(d["rule"], "no-exfil");
+}
+
+#[tokio::test]
+async fn errors_are_json_with_codes() {
+    let dir = tempfile::tempdir().unwrap();
+    let app = router(AppState::new(config(dir.path()), None).unwrap());
+    let (status, e) = call(&app, "GET", "/nowhere", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(e["error"]["code"], "not_found");
+    let (status, e) = call(&app, "GET", "/v1/decide", None).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(e["error"]["code"], "method_not_allowed");
+    let (status, e) = call(&app, "POST", "/v1/decide", Some(r#"{"tool": 5}"#)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(e["error"]["message"].as_str().unwrap().contains("`tool`"));
+    let (status, e) = call(
+        &app,
+        "POST",
+        "/v1/decide/batch",
+        Some(r#"[{"tool":"a"},{"tool":"b","oops":1}]"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        e["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`[1].oops`"),
+        "{e}"
+    );
+    // Nesting beyond the core's depth limit is a 400, not a crash.
+    let deep = format!(
+        r#"{{"args":{{"a":{}1{}}}}}"#,
+        "[".repeat(100),
+        "]".repeat(100)
+    );
+    let (status, _) = call(&app, "POST", "/v1/decide", Some(&deep)).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+}
+
+#[tokio::test]
+async fn a_panicking_handler_is_a_500_and_the_router_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::new(config(dir.path()), None).unwrap();
+    let extra = Router::new().route(
+        "/v1/boom",
+        post(|| async {
+            if true {
+                panic!("boom");
+            }
+            ""
+        }),
+    );
+    let app = router_with(state, extra);
+    let (status, e) = call(&app, "POST", "/v1/boom", Some("{}")).await;
+    assert_eq!(status, StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(e["error"]["code"], "internal");
+    assert!(!e.to_string().contains("boom"), "no panic detail leaks");
+    let (status, _) = call(&app, "POST", "/v1/decide", Some(r#"{"tool":"x"}"#)).await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn slow_requests_time_out_and_excess_concurrency_is_shed() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = ServeConfig {
+        request_timeout_ms: 50,
+        max_concurrency: 1,
+        rate_limit: RateLimit {
+            per_second: 0,
+            burst: 0,
+        },
+        ..config(dir.path())
+    };
+    let state = AppState::new(config, None).unwrap();
+    let extra = Router::new().route(
+        "/v1/slow",
+        post(|| async {
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            "late"
+        }),
+    );
+    let app = router_with(state, extra);
+    let slow = {
+        let app = app.clone();
+        tokio::spawn(async move { call(&app, "POST", "/v1/slow", Some("{}")).await })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (status, e) = call(&app, "POST", "/v1/decide", Some(r#"{"tool":"x"}"#)).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e["error"]["code"], "overloaded");
+    let (status, e) = slow.await.unwrap();
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e["error"]["code"], "timeout");
+}
+
+#[tokio::test]
+async fn without_policies_the_server_is_not_ready() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path());
+    std::fs::remove_file(config.policies.join("support-agent.yaml")).unwrap();
+    config.anonymous_policy = None;
+    let app = router(AppState::new(config, None).unwrap());
+    let (status, _) = call(&app, "GET", "/health/live", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let (status, e) = call(&app, "GET", "/health/ready", None).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(e["error"]["code"], "not_ready");
+    let (status, _) = call(&app, "POST", "/v1/decide", Some("{}")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+}
