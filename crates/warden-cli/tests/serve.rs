@@ -1,0 +1,864 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! End-to-end tests of `warden serve`: the real binary on an ephemeral port, over HTTP.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+const SUPPORT_AGENT: &str = r#"
+warden: 1
+name: support-agent
+version: "1.0.0"
+tools: { "crm.read_*": [sensitive_read], send_email: [external_write], human_approve: [review] }
+rules:
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+  - { id: writes, effect: allow, classes: [external_write] }
+  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii", reason: "external write after PII access" }
+  - { id: review, effect: allow, tools: [human_approve], remove_taints: [pii] }
+"#;
+
+const AUTHZ_REGO: &str = r#"package authz
+
+import rego.v1
+
+default allow := false
+
+allow if input.user in data.admins
+"#;
+
+/// A running `warden serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    agent: ureq::Agent,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into()
+}
+
+/// A directory with a policy folder, a key file and a config file.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(config: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        std::fs::write(policies.join("authz.rego"), AUTHZ_REGO).unwrap();
+        std::fs::write(policies.join("authz-data.json"), r#"{"admins": ["alice"]}"#).unwrap();
+        let base = "policies: policies\nkeys_file: keys.json\nstate_file: state/sessions.redb\n";
+        std::fs::write(dir.path().join("warden.yaml"), format!("{base}{config}")).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> String {
+        self.path("warden.yaml").display().to_string()
+    }
+
+    /// `warden keys create`; returns the key and its id.
+    fn create_key(&self, tenant: &str, policy: &str) -> (String, String) {
+        let out = Command::new(WARDEN)
+            .args(["keys", "create", "--tenant", tenant, "--policy", policy])
+            .args(["--config", &self.config()])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let id = stderr.split('`').nth(1).unwrap().to_owned();
+        (key, id)
+    }
+
+    fn start(&self, extra: &[&str]) -> Server {
+        let port_file = self.path("port");
+        let _ = std::fs::remove_file(&port_file);
+        let log = self.path(&format!("log-{}.txt", now_nanos()));
+        let child = Command::new(WARDEN)
+            .args([
+                "serve",
+                "--config",
+                &self.config(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--port-file")
+            .arg(&port_file)
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Ok(addr) = std::fs::read_to_string(&port_file)
+                && !addr.is_empty()
+            {
+                break addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            addr,
+            log,
+            agent: agent(),
+        }
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+struct Reply {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Value,
+    text: String,
+}
+
+impl Reply {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+    fn code(&self) -> &str {
+        self.body["error"]["code"].as_str().unwrap_or("")
+    }
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn request(
+        &self,
+        method: &str,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: Option<&[u8]>,
+    ) -> Reply {
+        let uri = self.url(path);
+        let mut response = match body {
+            Some(body) => {
+                let mut req = match method {
+                    "PUT" => self.agent.put(&uri),
+                    _ => self.agent.post(&uri),
+                };
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.send(body).unwrap()
+            }
+            None => {
+                let mut req = self.agent.get(&uri);
+                for (k, v) in headers {
+                    req = req.header(*k, *v);
+                }
+                req.call().unwrap()
+            }
+        };
+        let status = response.status().as_u16();
+        let headers = response
+            .headers()
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
+            .collect();
+        let text = response
+            .body_mut()
+            .with_config()
+            .limit(64 << 20)
+            .read_to_string()
+            .unwrap_or_default();
+        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
+        Reply {
+            status,
+            headers,
+            body,
+            text,
+        }
+    }
+
+    fn post_json(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
+        let body = body.to_string();
+        let mut headers = vec![("content-type", "application/json")];
+        if let Some(key) = key {
+            headers.push(("x-api-key", key));
+        }
+        self.request("POST", path, &headers, Some(body.as_bytes()))
+    }
+
+    fn get(&self, path: &str) -> Reply {
+        self.request("GET", path, &[], None)
+    }
+
+    fn metric(&self, line_prefix: &str) -> f64 {
+        let metrics = self.get("/metrics").text;
+        metrics
+            .lines()
+            .find(|l| l.starts_with(line_prefix))
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0.0)
+    }
+
+    fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    fn stop(mut self) -> String {
+        self.signal("TERM");
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Waits until `cond` holds (reloads are asynchronous).
+    fn wait_for(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while !cond(self) {
+            assert!(Instant::now() < deadline, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// One raw HTTP/1.1 exchange; write errors are ignored (the server may answer before reading
+/// the whole body and close).
+fn raw(addr: &str, head: &str, body: &[u8]) -> String {
+    use std::io::{Read as _, Write as _};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let _ = stream.write_all(head.as_bytes());
+    let _ = stream.write_all(body);
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = stream.read(&mut buf) {
+        if n == 0 {
+            break;
+        }
+        out.extend_from_slice(&buf[..n]);
+        if out.windows(4).any(|w| w == b"\r\n\r\n") && out.ends_with(b"}}") {
+            break;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+const NO_LIMIT: &str = "rate_limit: { per_second: 0 }\n";
+
+#[test]
+fn decide_auth_and_errors() {
+    let site = Site::new(NO_LIMIT);
+    let (key, key_id) = site.create_key("acme", "support-agent");
+    let (other_key, _) = site.create_key("globex", "support-agent");
+    assert!(
+        !std::fs::read_to_string(site.path("keys.json"))
+            .unwrap()
+            .contains(&key)
+    );
+    let server = site.start(&[]);
+
+    // Decide: taint, then the exfiltration is refused; the key works as a Bearer token too.
+    let read = server.post_json(
+        "/v1/decide",
+        Some(&key),
+        &json!({"session": "s1", "tool": "crm.read_customer", "args": {"id": "secret-arg-7"}}),
+    );
+    assert_eq!(read.status, 200, "{}", read.text);
+    assert_eq!(read.body["decision"], "allow");
+    assert_eq!(read.body["taints"], json!(["pii"]));
+    assert_eq!(read.body["policy"]["name"], "support-agent");
+    assert!(read.header("x-request-id").is_some());
+    let send = server.request(
+        "POST",
+        "/v1/decide",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", &format!("Bearer {key}")),
+        ],
+        Some(br#"{"session":"s1","tool":"send_email"}"#),
+    );
+    assert_eq!(send.status, 200);
+    assert_eq!(send.body["decision"], "deny");
+    assert_eq!(send.body["rule"], "no-exfil");
+    // Sessions are per tenant: globex's `s1` is clean.
+    let other = server.post_json(
+        "/v1/decide",
+        Some(&other_key),
+        &json!({"session": "s1", "tool": "send_email"}),
+    );
+    assert_eq!(other.body["decision"], "allow");
+
+    // Batch: in order, one snapshot, state carried between items.
+    let batch = server.post_json(
+        "/v1/decide/batch",
+        Some(&key),
+        &json!([
+            {"session": "b", "tool": "crm.read_customer"},
+            {"session": "b", "tool": "send_email"},
+            {"session": "b", "tool": "human_approve"},
+            {"session": "b", "tool": "send_email"}
+        ]),
+    );
+    assert_eq!(batch.status, 200, "{}", batch.text);
+    let verdicts: Vec<&str> = batch
+        .body
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|d| d["decision"].as_str().unwrap())
+        .collect();
+    assert_eq!(verdicts, ["allow", "deny", "allow", "allow"]);
+    let bad_batch = server.post_json(
+        "/v1/decide/batch",
+        Some(&key),
+        &json!([{"tool": "x"}, {"tool": 3}]),
+    );
+    assert_eq!(bad_batch.status, 400);
+    assert!(
+        bad_batch.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`[1].tool`")
+    );
+
+    // 401: one message for every failure.
+    let none = server.post_json("/v1/decide", None, &json!({"tool": "x"}));
+    let wrong = server.post_json("/v1/decide", Some("wdn_0123"), &json!({"tool": "x"}));
+    let bearer_wrong = server.request(
+        "POST",
+        "/v1/decide",
+        &[
+            ("content-type", "application/json"),
+            ("authorization", "Bearer nope"),
+        ],
+        Some(b"{}"),
+    );
+    for r in [&none, &wrong, &bearer_wrong] {
+        assert_eq!(r.status, 401);
+        assert_eq!(r.body, none.body);
+    }
+    assert_eq!(none.code(), "unauthorized");
+    assert_eq!(server.metric("warden_auth_failures_total"), 3.0);
+
+    // 400 naming the field; 415; 413; 404; 405.
+    let bad = server.post_json("/v1/decide", Some(&key), &json!({"tool": "x", "bogus": 1}));
+    assert_eq!(bad.status, 400);
+    assert_eq!(bad.code(), "invalid_request");
+    assert!(
+        bad.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`bogus`")
+    );
+    let bad = server.post_json("/v1/decide", Some(&key), &json!({"http": {"verb": "GET"}}));
+    assert!(
+        bad.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`http.verb`")
+    );
+    let not_json = server.request(
+        "POST",
+        "/v1/decide",
+        &[("content-type", "application/json"), ("x-api-key", &key)],
+        Some(b"{nope"),
+    );
+    assert_eq!(not_json.status, 400);
+    let text = server.request(
+        "POST",
+        "/v1/decide",
+        &[("content-type", "text/plain"), ("x-api-key", &key)],
+        Some(b"{}"),
+    );
+    assert_eq!(text.status, 415);
+    assert_eq!(text.code(), "unsupported_media_type");
+    // 413, declared up front or found while streaming a chunked body.
+    let head = format!(
+        "POST /v1/decide HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\nx-api-key: {key}\r\n"
+    );
+    let declared = raw(
+        &server.addr,
+        &format!("{head}content-length: {}\r\n\r\n", 3 << 20),
+        b"",
+    );
+    assert!(declared.starts_with("HTTP/1.1 413"), "{declared}");
+    assert!(declared.contains("payload_too_large"));
+    let mut chunked = Vec::new();
+    for _ in 0..48 {
+        chunked.extend_from_slice(format!("{:x}\r\n", 1 << 16).as_bytes());
+        chunked.extend(std::iter::repeat_n(b' ', 1 << 16));
+        chunked.extend_from_slice(b"\r\n");
+    }
+    chunked.extend_from_slice(b"0\r\n\r\n");
+    let streamed = raw(
+        &server.addr,
+        &format!("{head}transfer-encoding: chunked\r\n\r\n"),
+        &chunked,
+    );
+    assert!(streamed.starts_with("HTTP/1.1 413"), "{streamed}");
+    let missing = server.get("/v2/nothing");
+    assert_eq!(missing.status, 404);
+    assert_eq!(missing.code(), "not_found");
+    let wrong_method = server.get("/v1/decide");
+    assert_eq!(wrong_method.status, 405);
+    assert_eq!(wrong_method.code(), "method_not_allowed");
+
+    // Policies, health.
+    let policies = server.request("GET", "/v1/policies", &[("x-api-key", &key)], None);
+    assert_eq!(policies.status, 200);
+    let p = &policies.body["policies"][0];
+    assert_eq!(p["name"], "support-agent");
+    assert_eq!(p["version"], "1.0.0");
+    assert!(p["digest"].as_str().unwrap().starts_with("sha256:"));
+    assert!(p["loaded_at"].as_str().unwrap().ends_with('Z'));
+    assert_eq!(server.get("/health/live").status, 200);
+    let ready = server.get("/health/ready");
+    assert_eq!(ready.status, 200);
+    assert_eq!(ready.body["status"], "ready");
+
+    // Metrics.
+    let metrics = server.get("/metrics");
+    assert_eq!(metrics.status, 200);
+    for needle in [
+        r#"warden_decisions_total{policy="support-agent",decision="allow"}"#,
+        r#"warden_decisions_total{policy="support-agent",decision="deny"}"#,
+        "warden_decision_duration_seconds_bucket{le=",
+        "warden_decision_duration_seconds_count",
+        r#"warden_http_requests_total{route="/v1/decide",status="200"}"#,
+        r#"warden_http_requests_total{route="/v1/decide",status="401"}"#,
+        r#"warden_http_requests_total{route="unmatched",status="404"}"#,
+        "warden_auth_failures_total 3",
+        r#"warden_reload_total{result="error"} 0"#,
+        "warden_sessions 2", // acme:s1 and acme:b hold taints; globex:s1 holds nothing
+    ] {
+        assert!(
+            metrics.text.contains(needle),
+            "missing {needle} in\n{}",
+            metrics.text
+        );
+    }
+    assert!(!metrics.text.contains(&key));
+
+    // Revoking the key locks it out once the daemon reloads.
+    let out = Command::new(WARDEN)
+        .args(["keys", "revoke", &key_id, "--config", &site.config()])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    server.signal("HUP");
+    server.wait_for("the revoked key to be refused", |s| {
+        s.post_json("/v1/decide", Some(&key), &json!({"tool": "x"}))
+            .status
+            == 401
+    });
+
+    // One JSON line per decision, without args, text or keys.
+    let log = server.stop();
+    let decisions: Vec<Value> = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|l| l["target"] == "warden::decision")
+        .collect();
+    assert!(decisions.len() >= 8, "{log}");
+    let first = &decisions[0];
+    for field in [
+        "request_id",
+        "tenant",
+        "policy",
+        "digest",
+        "decision",
+        "latency_us",
+    ] {
+        assert!(!first[field].is_null(), "{field} missing in {first}");
+    }
+    assert_eq!(first["tenant"], "acme");
+    assert!(decisions.iter().any(|d| d["rule"] == "no-exfil"));
+    assert!(!log.contains(&key), "a key was logged");
+    assert!(!log.contains("secret-arg-7"), "arguments were logged");
+    assert!(log.contains("authentication failed"));
+}
+
+#[test]
+fn opa_data_api() {
+    let site = Site::new(NO_LIMIT);
+    let (rego_key, _) = site.create_key("opa-user", "authz");
+    let (warden_key, _) = site.create_key("acme", "support-agent");
+    let server = site.start(&["--state", "memory"]);
+
+    let allow = server.post_json(
+        "/v1/data/authz/allow",
+        Some(&rego_key),
+        &json!({"input": {"user": "alice"}}),
+    );
+    assert_eq!(allow.status, 200, "{}", allow.text);
+    assert_eq!(allow.body, json!({"result": true}));
+    let deny = server.post_json(
+        "/v1/data/authz/allow",
+        Some(&rego_key),
+        &json!({"input": {"user": "bob"}}),
+    );
+    assert_eq!(deny.body, json!({"result": false}));
+    let undefined = server.post_json(
+        "/v1/data/authz/nothing_here",
+        Some(&rego_key),
+        &json!({"input": {}}),
+    );
+    assert_eq!(undefined.status, 200);
+    assert_eq!(undefined.body, json!({}), "undefined: no `result`");
+    let package = server.post_json(
+        "/v1/data/authz",
+        Some(&rego_key),
+        &json!({"input": {"user": "alice"}}),
+    );
+    assert_eq!(package.body["result"]["allow"], true);
+    // OPA clients often send no content type, or curl's form default.
+    let bare = server.request(
+        "POST",
+        "/v1/data/authz/allow",
+        &[
+            ("x-api-key", &rego_key),
+            ("content-type", "application/x-www-form-urlencoded"),
+        ],
+        Some(br#"{"input":{"user":"alice"}}"#),
+    );
+    assert_eq!(bare.body, json!({"result": true}));
+    let no_input = server.request(
+        "POST",
+        "/v1/data/authz/allow",
+        &[("x-api-key", &rego_key)],
+        Some(b""),
+    );
+    assert_eq!(no_input.body, json!({"result": false}));
+    // A Rego tenant cannot use /v1/decide.
+    let decide = server.post_json("/v1/decide", Some(&rego_key), &json!({"tool": "x"}));
+    assert_eq!(decide.status, 400);
+
+    // A Warden policy through the Data API: `.../allow` is a boolean, other paths the decision.
+    let read = server.post_json(
+        "/v1/data/warden/allow",
+        Some(&warden_key),
+        &json!({"input": {"session": "d", "tool": "crm.read_customer"}}),
+    );
+    assert_eq!(read.body, json!({"result": true}));
+    let send = server.post_json(
+        "/v1/data/warden/decision",
+        Some(&warden_key),
+        &json!({"input": {"session": "d", "tool": "send_email"}}),
+    );
+    assert_eq!(send.body["result"]["decision"], "deny");
+    assert_eq!(send.body["result"]["rule"], "no-exfil");
+    let missing = server.post_json("/v1/data/warden/allow", Some(&warden_key), &json!({}));
+    assert_eq!(missing.status, 400);
+    assert!(
+        missing.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`input`")
+    );
+    let bad = server.post_json(
+        "/v1/data/warden/allow",
+        Some(&warden_key),
+        &json!({"input": {"tool": 1}}),
+    );
+    assert!(
+        bad.body["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`input.tool`")
+    );
+    let unauthenticated = server.post_json("/v1/data/authz/allow", None, &json!({"input": {}}));
+    assert_eq!(unauthenticated.status, 401);
+}
+
+#[test]
+fn per_key_rate_limit_answers_429_with_retry_after() {
+    let site = Site::new("rate_limit: { per_second: 1, burst: 2 }\n");
+    let (key, _) = site.create_key("acme", "support-agent");
+    let (other, _) = site.create_key("globex", "support-agent");
+    let server = site.start(&["--state", "memory"]);
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            server
+                .post_json("/v1/decide", Some(&key), &json!({"tool": "x"}))
+                .status
+        })
+        .collect();
+    assert_eq!(&statuses[..2], [200, 200]);
+    let limited = server.post_json("/v1/decide", Some(&key), &json!({"tool": "x"}));
+    assert_eq!(limited.status, 429);
+    assert_eq!(limited.code(), "rate_limited");
+    let retry: u64 = limited.header("retry-after").unwrap().parse().unwrap();
+    assert!(retry >= 1);
+    // Another key has its own bucket.
+    assert_eq!(
+        server
+            .post_json("/v1/decide", Some(&other), &json!({"tool": "x"}))
+            .status,
+        200
+    );
+}
+
+#[test]
+fn anonymous_access_needs_an_anonymous_policy() {
+    let site = Site::new(NO_LIMIT);
+    let server = site.start(&["--state", "memory"]);
+    assert_eq!(
+        server
+            .post_json("/v1/decide", None, &json!({"tool": "x"}))
+            .status,
+        401
+    );
+    drop(server);
+    let server = site.start(&["--state", "memory", "--anonymous-policy", "support-agent"]);
+    let d = server.post_json("/v1/decide", None, &json!({"tool": "crm.read_x"}));
+    assert_eq!(d.status, 200);
+    assert_eq!(d.body["decision"], "allow");
+}
+
+#[test]
+fn not_ready_without_policies() {
+    let site = Site::new(NO_LIMIT);
+    for f in ["support-agent.yaml", "authz.rego", "authz-data.json"] {
+        std::fs::remove_file(site.path("policies").join(f)).unwrap();
+    }
+    let server = site.start(&["--state", "memory", "--anonymous-policy", "support-agent"]);
+    assert_eq!(server.get("/health/live").status, 200);
+    let ready = server.get("/health/ready");
+    assert_eq!(ready.status, 503);
+    assert_eq!(ready.code(), "not_ready");
+    let decide = server.post_json("/v1/decide", None, &json!({"tool": "x"}));
+    assert_eq!(decide.status, 503);
+    assert!(decide.header("retry-after").is_some());
+    // A policy appearing in the watched directory makes it ready.
+    std::fs::write(
+        site.path("policies").join("support-agent.yaml"),
+        SUPPORT_AGENT,
+    )
+    .unwrap();
+    server.wait_for("readiness after the watcher's reload", |s| {
+        s.get("/health/ready").status == 200
+    });
+}
+
+#[test]
+fn sessions_persist_across_restarts_and_memory_state_does_not() {
+    let site = Site::new(NO_LIMIT);
+    let (key, _) = site.create_key("acme", "support-agent");
+    let server = site.start(&[]);
+    let read = server.post_json(
+        "/v1/decide",
+        Some(&key),
+        &json!({"session": "p", "tool": "crm.read_customer"}),
+    );
+    assert_eq!(read.body["taints"], json!(["pii"]));
+    let log = server.stop();
+    assert!(log.contains("\"stopped\""), "{log}");
+
+    let server = site.start(&[]);
+    assert_eq!(server.metric("warden_sessions"), 1.0);
+    let send = server.post_json(
+        "/v1/decide",
+        Some(&key),
+        &json!({"session": "p", "tool": "send_email"}),
+    );
+    assert_eq!(send.body["decision"], "deny", "{}", send.text);
+    assert_eq!(send.body["rule"], "no-exfil");
+    assert_eq!(send.body["taints"], json!(["pii"]));
+    server.stop();
+
+    // `--state memory`: nothing survives.
+    let server = site.start(&["--state", "memory"]);
+    server.post_json(
+        "/v1/decide",
+        Some(&key),
+        &json!({"session": "m", "tool": "crm.read_customer"}),
+    );
+    server.stop();
+    let server = site.start(&["--state", "memory"]);
+    let send = server.post_json(
+        "/v1/decide",
+        Some(&key),
+        &json!({"session": "m", "tool": "send_email"}),
+    );
+    assert_eq!(send.body["decision"], "allow");
+}
+
+#[test]
+fn invalid_reload_keeps_the_old_set() {
+    let site = Site::new(NO_LIMIT);
+    let (key, _) = site.create_key("acme", "support-agent");
+    let server = site.start(&["--state", "memory"]);
+    let before = server.post_json("/v1/decide", Some(&key), &json!({"tool": "send_email"}));
+    let digest = before.body["policy"]["digest"].clone();
+    std::fs::write(
+        site.path("policies").join("support-agent.yaml"),
+        SUPPORT_AGENT.replace("effect: deny", "effect: maybe"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.wait_for("a failed reload", |s| {
+        s.metric(r#"warden_reload_total{result="error"}"#) >= 1.0
+    });
+    let after = server.post_json("/v1/decide", Some(&key), &json!({"tool": "send_email"}));
+    assert_eq!(after.status, 200);
+    assert_eq!(after.body["policy"]["digest"], digest);
+    assert!(server.log_text().contains("reload failed"));
+    // A valid change is picked up by the watcher.
+    std::fs::write(
+        site.path("policies").join("support-agent.yaml"),
+        SUPPORT_AGENT.replace("1.0.0", "1.0.1"),
+    )
+    .unwrap();
+    server.wait_for("the new version", |s| {
+        s.post_json("/v1/decide", Some(&key), &json!({"tool": "x"}))
+            .body["policy"]["version"]
+            == "1.0.1"
+    });
+}
+
+fn versioned(version: u32) -> String {
+    format!(
+        "warden: 1\nname: flip\nversion: \"{version}\"\ndefault: allow\nrules:\n  - {{ id: rule-v{version}, effect: deny, tools: [t] }}\n"
+    )
+}
+
+/// 100 reloads while four clients decide: no request fails and every decision is from one
+/// whole snapshot (its version and its rule agree).
+#[test]
+fn hundred_reloads_under_concurrent_load() {
+    let site = Site::new("rate_limit: { per_second: 0 }\nwatch: false\nanonymous_policy: flip\n");
+    let policies = site.path("policies");
+    for f in ["support-agent.yaml", "authz.rego", "authz-data.json"] {
+        std::fs::remove_file(policies.join(f)).unwrap();
+    }
+    std::fs::write(policies.join("flip.yaml"), versioned(0)).unwrap();
+    let server = Arc::new(site.start(&["--state", "memory", "--no-decision-log"]));
+    let stop = Arc::new(AtomicBool::new(false));
+    let ok = Arc::new(AtomicUsize::new(0));
+    let clients: Vec<_> = (0..4)
+        .map(|_| {
+            let (server, stop, ok) = (Arc::clone(&server), Arc::clone(&stop), Arc::clone(&ok));
+            std::thread::spawn(move || {
+                let mut failures = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let r = server.post_json("/v1/decide", None, &json!({"tool": "t"}));
+                    let version = r.body["policy"]["version"]
+                        .as_str()
+                        .unwrap_or("?")
+                        .to_owned();
+                    let rule = r.body["rule"].as_str().unwrap_or("?").to_owned();
+                    if r.status != 200 || rule != format!("rule-v{version}") {
+                        failures.push(format!("{} {}", r.status, r.text));
+                    } else {
+                        ok.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                failures
+            })
+        })
+        .collect();
+    for i in 1..=100u32 {
+        std::fs::write(policies.join("flip.yaml"), versioned(i)).unwrap();
+        server.signal("HUP");
+        server.wait_for("the reload", |s| {
+            s.metric(r#"warden_reload_total{result="ok"}"#) >= f64::from(i)
+        });
+    }
+    stop.store(true, Ordering::Relaxed);
+    let failures: Vec<String> = clients
+        .into_iter()
+        .flat_map(|c| c.join().unwrap())
+        .collect();
+    assert!(
+        failures.is_empty(),
+        "{} failed: {:?}",
+        failures.len(),
+        &failures[..failures.len().min(5)]
+    );
+    assert!(ok.load(Ordering::Relaxed) > 100);
+    let last = server.post_json("/v1/decide", None, &json!({"tool": "t"}));
+    assert_eq!(last.body["rule"], "rule-v100");
+    assert_eq!(server.metric(r#"warden_reload_total{result="error"}"#), 0.0);
+}
+
+#[test]
+fn graceful_shutdown_finishes_and_flushes() {
+    let site = Site::new(NO_LIMIT);
+    let server = site.start(&["--anonymous-policy", "support-agent"]);
+    let d = server.post_json(
+        "/v1/decide",
+        None,
+        &json!({"session": "g", "tool": "crm.read_x"}),
+    );
+    assert_eq!(d.status, 200);
+    let log = server.stop();
+    assert!(log.contains("shutting down"), "{log}");
+    assert!(Path::new(&site.path("state/sessions.redb")).exists());
+}
