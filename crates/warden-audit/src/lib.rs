@@ -1,1 +1,46 @@
-//! Audit log (in progress).
+//! Warden's tamper-evident audit log: one canonical JSON line per decision, hash-chained
+//! (`prev` / `hash`), optionally MACed, rotated by size, written by one thread behind a bounded
+//! queue with an explicit full-queue policy and `fsync: always | batch | never`.
+//!
+//! See `README.md` for the entry format, the durability contract and the recovery procedure.
+
+#![forbid(unsafe_code)]
+
+mod entry;
+mod verify;
+mod writer;
+
+pub use entry::{AuditRecord, GENESIS_HASH};
+pub use verify::{
+    Anchor, ReadError, Report, expand_paths, recover_truncated_tail, verify, verify_from,
+};
+pub use writer::{AckFn, AuditConfig, AuditLog, FsyncPolicy, FullPolicy};
+
+/// An audit operation failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AuditError {
+    /// The queue is full and the policy is `deny`.
+    #[error("audit queue is full")]
+    QueueFull,
+    /// The log has been closed.
+    #[error("audit log is closed")]
+    Closed,
+    /// File I/O failed.
+    #[error("audit i/o: {0}")]
+    Io(String),
+    /// The writer stopped after an error; later appends fail with it.
+    #[error("audit writer failed: {0}")]
+    Writer(String),
+    /// An entry could not be encoded.
+    #[error("audit entry encoding: {0}")]
+    Encode(String),
+    /// The MAC key failed.
+    #[error("audit key: {0}")]
+    Key(String),
+}
+
+impl AuditError {
+    pub(crate) fn io(e: std::io::Error) -> Self {
+        AuditError::Io(e.to_string())
+    }
+}

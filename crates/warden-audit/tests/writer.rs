@@ -1,0 +1,279 @@
+//! The writer: fsync modes, acknowledgements, full-queue policies, reopening, crash recovery.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use warden_audit::*;
+use warden_core::{Decision, Request};
+use warden_proof::{KeyProvider, MacKey, SoftwareKeyProvider};
+
+fn record(i: u64) -> AuditRecord {
+    AuditRecord {
+        time_ms: 1_795_501_752_000 + i,
+        kind: "tool_call".into(),
+        tool: Some("kb.search".into()),
+        decision: "allow".into(),
+        policy: "sha256:feed".into(),
+        ..AuditRecord::default()
+    }
+}
+
+fn intact(dir: &std::path::Path, n: u64) {
+    let r = verify(&[dir.to_path_buf()], None).unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    assert_eq!(r.entries, n);
+}
+
+#[test]
+fn every_fsync_mode_writes_a_verifiable_log_and_acks_in_order() {
+    for mode in [FsyncPolicy::Always, FsyncPolicy::Batch, FsyncPolicy::Never] {
+        let d = tempfile::tempdir().unwrap();
+        let mut cfg = AuditConfig::new(d.path());
+        cfg.fsync = mode;
+        let log = AuditLog::open(cfg, None).unwrap();
+        for i in 1..=20 {
+            assert_eq!(log.append_wait(record(i)).unwrap(), i, "{mode:?}");
+        }
+        log.close().unwrap();
+        intact(d.path(), 20);
+    }
+}
+
+#[test]
+fn batch_acks_arrive_within_the_window() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(d.path());
+    cfg.batch_window = Duration::from_millis(20);
+    cfg.batch_max_entries = 1_000_000;
+    let log = AuditLog::open(cfg, None).unwrap();
+    let (tx, rx) = mpsc::channel();
+    let t0 = Instant::now();
+    log.append_then(
+        record(1),
+        Box::new(move |r| {
+            tx.send(r).unwrap();
+        }),
+    )
+    .unwrap();
+    assert_eq!(rx.recv_timeout(Duration::from_secs(5)).unwrap(), Ok(1));
+    // Bounded: the window, plus scheduling slack on a busy machine.
+    assert!(t0.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn reopening_continues_the_chain() {
+    let d = tempfile::tempdir().unwrap();
+    let key: Arc<dyn KeyProvider> = Arc::new(SoftwareKeyProvider::mac_only(
+        MacKey::from_bytes(vec![3; 32]).unwrap(),
+    ));
+    for round in 0..3u64 {
+        let mut cfg = AuditConfig::new(d.path());
+        cfg.max_file_bytes = 2048;
+        let log = AuditLog::open(cfg, Some(key.clone())).unwrap();
+        assert_eq!(log.head().seq, round * 10);
+        for i in 1..=10 {
+            log.append(record(round * 10 + i)).unwrap();
+        }
+        log.close().unwrap();
+    }
+    let r = verify(&[d.path().to_path_buf()], Some(key.as_ref())).unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    assert_eq!(r.entries, 30);
+}
+
+#[test]
+fn reopening_after_a_torn_write_trims_it_and_continues() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    for i in 1..=5 {
+        log.append(record(i)).unwrap();
+    }
+    log.close().unwrap();
+    let f = d.path().join("audit-000001.jsonl");
+    let mut file = std::fs::OpenOptions::new().append(true).open(&f).unwrap();
+    file.write_all(br#"{"args_hash":null,"decis"#).unwrap();
+    drop(file);
+    assert_eq!(
+        verify(&[d.path().to_path_buf()], None)
+            .unwrap()
+            .first_broken_seq,
+        Some(6)
+    );
+    let log = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    assert_eq!(log.append_wait(record(6)).unwrap(), 6);
+    log.close().unwrap();
+    intact(d.path(), 6);
+}
+
+/// An ack callback that blocks stalls the writer thread, so the queue fills deterministically.
+fn stalled_log(full: FullPolicy) -> (tempfile::TempDir, AuditLog, mpsc::Sender<()>) {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(d.path());
+    cfg.queue_capacity = 1;
+    cfg.full = full;
+    cfg.fsync = FsyncPolicy::Never;
+    let log = AuditLog::open(cfg, None).unwrap();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let (entered_tx, entered_rx) = mpsc::channel::<()>();
+    log.append_then(
+        record(1),
+        Box::new(move |_| {
+            entered_tx.send(()).unwrap();
+            release_rx.recv().unwrap();
+        }),
+    )
+    .unwrap();
+    entered_rx.recv().unwrap(); // the writer is now stuck in the callback
+    log.append(record(2)).unwrap(); // fills the one-slot queue
+    (d, log, release_tx)
+}
+
+#[test]
+fn full_queue_with_deny_refuses_at_once() {
+    let (d, log, release) = stalled_log(FullPolicy::Deny);
+    assert_eq!(log.append(record(3)), Err(AuditError::QueueFull));
+    release.send(()).unwrap();
+    log.close().unwrap();
+    intact(d.path(), 2); // nothing was dropped silently: the refused entry was reported
+}
+
+#[test]
+fn full_queue_with_block_waits_for_room() {
+    let (d, log, release) = stalled_log(FullPolicy::Block);
+    let log = Arc::new(log);
+    let l2 = log.clone();
+    let (done_tx, done_rx) = mpsc::channel();
+    let t = std::thread::spawn(move || {
+        l2.append(record(3)).unwrap();
+        done_tx.send(()).unwrap();
+    });
+    assert!(
+        done_rx.recv_timeout(Duration::from_millis(200)).is_err(),
+        "append should block while the queue is full"
+    );
+    release.send(()).unwrap();
+    done_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    t.join().unwrap();
+    Arc::try_unwrap(log).unwrap().close().unwrap();
+    intact(d.path(), 3);
+}
+
+#[test]
+fn records_from_decisions_carry_hashes_never_arguments() {
+    let req = Request::from_json(
+        br#"{"kind":"tool_call","tool":"send_email","principal":"p","session":"s","args":{"to":"alice@corp.test","body":"secret-words"}}"#,
+    )
+    .unwrap();
+    let decision: Decision = serde_json::from_value(json!({
+        "decision": "allow", "rule": null, "reasons": [], "warnings": [], "taints": [],
+        "findings": [{"detector": "email", "path": "/args/to", "start": 0, "end": 16}],
+        "redacted": null, "dry_run_decision": null,
+        "policy": {"name": "t", "version": null, "digest": "sha256:abc"}
+    }))
+    .unwrap();
+    let rec = AuditRecord::from_decision(Some("acme"), &req, &decision, 1, 9);
+    assert_eq!(
+        rec.args_hash.as_deref(),
+        Some(
+            warden_proof::args_hash(req.args.as_ref().unwrap())
+                .unwrap()
+                .as_str()
+        )
+    );
+    assert_eq!(rec.findings, ["email"]);
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    log.append_wait(rec).unwrap();
+    log.close().unwrap();
+    let text = std::fs::read_to_string(d.path().join("audit-000001.jsonl")).unwrap();
+    assert!(
+        !text.contains("alice") && !text.contains("secret-words"),
+        "{text}"
+    );
+    assert!(text.contains(r#""tenant":"acme""#) && text.contains(r#""tool":"send_email""#));
+}
+
+/// Child side of the crash test: appends under `always` and prints each acknowledged sequence
+/// number, until killed.
+#[test]
+#[ignore = "run by sigkill_loses_no_acknowledged_entry as a child process"]
+fn crash_child() {
+    let dir = std::env::var("WARDEN_AUDIT_CRASH_DIR").unwrap();
+    let mut cfg = AuditConfig::new(dir);
+    cfg.fsync = FsyncPolicy::Always;
+    cfg.max_file_bytes = 16 * 1024;
+    let log = Arc::new(AuditLog::open(cfg, None).unwrap());
+    let out = Arc::new(std::sync::Mutex::new(std::io::stdout()));
+    let mut threads = Vec::new();
+    for _ in 0..4 {
+        let (log, out) = (log.clone(), out.clone());
+        threads.push(std::thread::spawn(move || {
+            for i in 0.. {
+                let seq = log.append_wait(record(i)).unwrap();
+                let mut o = out.lock().unwrap();
+                writeln!(o, "ACK {seq}").unwrap();
+                o.flush().unwrap();
+            }
+        }));
+    }
+    for t in threads {
+        t.join().unwrap();
+    }
+}
+
+#[test]
+fn sigkill_loses_no_acknowledged_entry() {
+    let d = tempfile::tempdir().unwrap();
+    let mut child = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "crash_child",
+            "--ignored",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env("WARDEN_AUDIT_CRASH_DIR", d.path())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let mut acked = Vec::new();
+    for line in BufReader::new(stdout).lines() {
+        let line = line.unwrap();
+        if let Some(seq) = line.strip_prefix("ACK ") {
+            acked.push(seq.parse::<u64>().unwrap());
+            if acked.len() >= 300 {
+                break;
+            }
+        }
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let max_acked = *acked.iter().max().unwrap();
+    // Recovery: trim a torn last line, then the chain must verify and hold every ack.
+    let mut files: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    recover_truncated_tail(files.last().unwrap()).unwrap();
+    let r = verify(&[d.path().to_path_buf()], None).unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    assert!(
+        r.head.seq >= max_acked,
+        "acknowledged up to {max_acked} but the log ends at {}",
+        r.head.seq
+    );
+    assert!(files.len() > 1, "expected rotation during the run");
+}
