@@ -34,6 +34,31 @@ pub enum KeysCommand {
         #[command(flatten)]
         file: KeyFileArgs,
     },
+    /// Generate an Ed25519 signing key for decision tokens (PKCS#8 PEM, mode 0600); prints its
+    /// key id.
+    GenSigning {
+        /// The key file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Generate an audit MAC key (32 random bytes as hex, mode 0600).
+    GenAudit {
+        /// The key file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
+    /// Print the JWKS (public keys) of PKCS#8 PEM signing keys, current key first.
+    Jwks {
+        /// Signing key files.
+        #[arg(required = true)]
+        signing_keys: Vec<PathBuf>,
+    },
 }
 
 /// Which key file: `--keys`, else the `--config` file's `keys_file`, else the default.
@@ -100,6 +125,9 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
                 Ok(ExitCode::from(EXIT_BAD_INPUT))
             }
         }
+        KeysCommand::GenSigning { out, force } => crate::token::gen_signing(out, *force),
+        KeysCommand::GenAudit { out, force } => crate::token::gen_audit(out, *force),
+        KeysCommand::Jwks { signing_keys } => crate::token::print_jwks(signing_keys),
         KeysCommand::List { file } => {
             for record in keys::list_keys(&file.path()?).map_err(|e| e.to_string())? {
                 println!("{}\t{}\t{}", record.id, record.tenant, record.policy_name());

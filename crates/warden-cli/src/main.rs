@@ -5,11 +5,13 @@
 
 #![forbid(unsafe_code)]
 
+mod audit;
 mod check;
 mod eval;
 mod keys;
 mod serve;
 mod test;
+mod token;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,6 +65,12 @@ enum Command {
     /// Manage API keys (stored as SHA-256 hashes only).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
+    /// Verify the tamper-evident audit log.
+    #[command(subcommand)]
+    Audit(audit::AuditCommand),
+    /// Verify signed decision tokens.
+    #[command(subcommand)]
+    Token(token::TokenCommand),
 }
 
 /// Exit code for bad input.
@@ -91,5 +99,7 @@ fn main() -> ExitCode {
         Command::Test { paths, verbose } => test::run(&paths, verbose),
         Command::Serve(args) => serve::run(&args),
         Command::Keys(command) => keys::run(&command),
+        Command::Audit(command) => audit::run(&command),
+        Command::Token(command) => token::run(&command),
     }
 }
