@@ -1,0 +1,23 @@
+//! Warden's MCP proxy: enforces a policy on the Model Context Protocol traffic between an agent
+//! (the MCP client) and MCP servers. See `README.md` in this crate for the protocol decisions.
+//!
+//! The enforcement core ([`Enforcer`]) is transport-independent and does no I/O of its own:
+//! transports hand it each message's bytes and act on the [`Outcome`]. The `stdio` and `http`
+//! features add the two transports.
+
+#![forbid(unsafe_code)]
+
+pub mod enforce;
+pub mod message;
+pub mod pins;
+pub mod reach;
+pub mod sse;
+
+#[cfg(feature = "http")]
+pub mod http;
+#[cfg(feature = "stdio")]
+pub mod stdio;
+
+pub use enforce::{Caller, Counters, Enforcer, Exchange, Outcome, routing_header_mismatch};
+pub use pins::{FilePinStore, MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};
+pub use reach::never_callable;
