@@ -9,6 +9,7 @@ mod audit;
 mod check;
 mod eval;
 mod keys;
+mod mcp;
 mod serve;
 mod test;
 mod token;
@@ -71,6 +72,9 @@ enum Command {
     /// Verify signed decision tokens.
     #[command(subcommand)]
     Token(token::TokenCommand),
+    /// MCP proxy: enforce the policy on an MCP server's tool calls (stdio or Streamable HTTP).
+    #[command(subcommand)]
+    Mcp(mcp::McpCommand),
 }
 
 /// Exit code for bad input.
@@ -101,5 +105,6 @@ fn main() -> ExitCode {
         Command::Keys(command) => keys::run(&command),
         Command::Audit(command) => audit::run(&command),
         Command::Token(command) => token::run(&command),
+        Command::Mcp(command) => mcp::run(command),
     }
 }

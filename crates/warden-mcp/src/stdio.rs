@@ -1,1 +1,130 @@
-//! stdio transport.
+//! The stdio transport: Warden spawns the MCP server and sits between the client's
+//! newline-delimited JSON-RPC (Warden's stdin/stdout) and the child's stdin/stdout.
+
+use std::process::{ExitStatus, Stdio};
+use std::sync::Arc;
+
+use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use tokio::process::Command;
+use tokio::sync::mpsc;
+
+use crate::enforce::{Caller, Enforcer, Exchange, Outcome};
+
+/// Most bytes in one message line; a longer line ends the session (fail closed).
+pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
+
+/// Reads one line (with its `\n`) into `line`; Ok(false) at end of stream.
+async fn read_line<R: AsyncBufReadExt + Unpin>(
+    reader: &mut R,
+    line: &mut Vec<u8>,
+) -> std::io::Result<bool> {
+    line.clear();
+    let n = reader.read_until(b'\n', line).await?;
+    if line.len() > MAX_LINE_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "message line too long",
+        ));
+    }
+    Ok(n > 0)
+}
+
+fn with_newline(mut bytes: Vec<u8>) -> Vec<u8> {
+    bytes.push(b'\n');
+    bytes
+}
+
+/// Runs `command` as the MCP server, relaying between `client_in`/`client_out` and the child
+/// with `enforcer` deciding each message, until the child exits. The session ends when the
+/// client closes its input (the child's stdin is closed) or the child exits.
+pub async fn wrap<R, W>(
+    enforcer: Arc<Enforcer>,
+    caller: Caller,
+    mut command: Command,
+    client_in: R,
+    mut client_out: W,
+) -> std::io::Result<ExitStatus>
+where
+    R: AsyncRead + Unpin + Send + 'static,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
+    command
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .kill_on_drop(true);
+    let mut child = command.spawn()?;
+    let missing = || std::io::Error::other("the child's stdio was not piped");
+    let mut child_in = child.stdin.take().ok_or_else(missing)?;
+    let child_out = child.stdout.take().ok_or_else(missing)?;
+    let exchange = Arc::new(Exchange::new());
+    let caller = Arc::new(caller);
+
+    // One writer owns the client's output: replies from Warden and messages from the server.
+    let (to_client, mut outbox) = mpsc::channel::<Vec<u8>>(256);
+    let writer = tokio::spawn(async move {
+        while let Some(bytes) = outbox.recv().await {
+            client_out.write_all(&bytes).await?;
+            client_out.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+
+    // Server -> client.
+    let from_server = {
+        let (enforcer, exchange, caller, to_client) = (
+            enforcer.clone(),
+            exchange.clone(),
+            caller.clone(),
+            to_client.clone(),
+        );
+        tokio::spawn(async move {
+            let mut reader = BufReader::new(child_out);
+            let mut line = Vec::new();
+            while read_line(&mut reader, &mut line).await? {
+                let bytes = match enforcer.server_message(&caller, &exchange, &line) {
+                    Outcome::Forward => std::mem::take(&mut line),
+                    Outcome::Rewrite(bytes) => with_newline(bytes),
+                    Outcome::Reply(_) | Outcome::Drop => continue,
+                };
+                if to_client.send(bytes).await.is_err() {
+                    break;
+                }
+            }
+            Ok::<_, std::io::Error>(())
+        })
+    };
+
+    // Client -> server.
+    let from_client = tokio::spawn(async move {
+        let mut reader = BufReader::new(client_in);
+        let mut line = Vec::new();
+        while read_line(&mut reader, &mut line).await? {
+            match enforcer.client_message(&caller, &exchange, &line) {
+                Outcome::Forward => child_in.write_all(&line).await?,
+                Outcome::Rewrite(bytes) => child_in.write_all(&with_newline(bytes)).await?,
+                Outcome::Reply(bytes) => {
+                    if to_client.send(with_newline(bytes)).await.is_err() {
+                        break;
+                    }
+                    continue;
+                }
+                Outcome::Drop => continue,
+            }
+            child_in.flush().await?;
+        }
+        // Closing the child's stdin tells it the session is over.
+        drop(child_in);
+        Ok::<_, std::io::Error>(())
+    });
+
+    let status = child.wait().await?;
+    from_client.abort();
+    if let Ok(Err(e)) = from_server.await {
+        tracing::warn!(error = %e, "reading the server's output failed");
+    }
+    if let Ok(Err(e)) = writer.await {
+        tracing::debug!(error = %e, "writing to the client failed");
+    }
+    Ok(status)
+}
