@@ -229,6 +229,54 @@ fn proxy(
     session: Option<String>,
     port_file: Option<&Path>,
 ) -> ExitCode {
-    let _ = (common, upstream, listen, name, session, port_file);
-    bad("the HTTP proxy is not built yet")
+    let uri: warden_mcp::http::Uri = match upstream.parse() {
+        Ok(uri) => uri,
+        Err(e) => return bad(format!("`--upstream {upstream}`: {e}")),
+    };
+    if uri.scheme_str() != Some("http") {
+        return bad(format!(
+            "`--upstream {upstream}`: only http:// upstreams are supported"
+        ));
+    }
+    let name = name.unwrap_or_else(|| {
+        uri.authority()
+            .map_or_else(|| upstream.to_owned(), ToString::to_string)
+    });
+    let enforcer = match enforcer(common, &name) {
+        Ok(e) => e,
+        Err(e) => return bad(e),
+    };
+    let identity = warden_mcp::http::Identity {
+        principal: common.principal.clone(),
+        session,
+    };
+    let state = warden_mcp::http::ProxyState::new(
+        enforcer,
+        warden_mcp::http::ProxyConfig::new(uri, identity),
+    );
+    let runtime = match runtime() {
+        Ok(r) => r,
+        Err(e) => return bad(e),
+    };
+    let served = runtime.block_on(async move {
+        let listener = tokio::net::TcpListener::bind(listen)
+            .await
+            .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+        let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        if let Some(path) = port_file {
+            std::fs::write(path, bound.to_string())
+                .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
+        }
+        tracing::info!(listen = %bound, upstream = %upstream, "MCP proxy listening");
+        eprintln!("warden mcp proxy: http://{bound}/mcp -> {upstream}");
+        warden_mcp::http::serve(listener, state, async {
+            let _ = tokio::signal::ctrl_c().await;
+        })
+        .await
+        .map_err(|e| e.to_string())
+    });
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => bad(e),
+    }
 }
