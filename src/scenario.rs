@@ -70,6 +70,15 @@ struct StepDoc {
     expect: Spanned<Map<String, Value>>,
 }
 
+/// Where a scenario's policy is written.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// Inline: the policy's own text (at its original lines, the rest of the file blanked).
+    Inline(String),
+    /// `policy_file`: the resolved path.
+    File(PathBuf),
+}
+
 /// A loaded scenario: its policy compiled, its steps parsed.
 #[derive(Debug)]
 pub struct Scenario {
@@ -79,6 +88,8 @@ pub struct Scenario {
     pub name: String,
     /// The compiled policy.
     pub policy: CompiledPolicy,
+    /// The policy as written, so other front doors (CLI, HTTP) can load the same policy.
+    pub source: PolicySource,
     /// The steps in order.
     pub steps: Vec<Step>,
 }
@@ -202,21 +213,23 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
                 message.lines().next().unwrap_or_default().to_owned(),
             )
         })?;
-    let policy = match (&doc.policy, &doc.policy_file) {
+    let (policy, source) = match (&doc.policy, &doc.policy_file) {
         (Some(policy), None) => {
             let source = inline_source(&text, policy);
             let base = path.parent().unwrap_or_else(|| Path::new("."));
-            CompiledPolicy::compile_with(
+            let compiled = CompiledPolicy::compile_with(
                 &shown,
                 &source,
                 CompileOptions::default(),
                 &module_reader(base),
             )
-            .map_err(LoadError::from)?
+            .map_err(LoadError::from)?;
+            (compiled, PolicySource::Inline(source))
         }
         (None, Some(file)) => {
             let base = path.parent().unwrap_or_else(|| Path::new("."));
-            load_policy_file(base.join(file))?
+            let file = base.join(file);
+            (load_policy_file(&file)?, PolicySource::File(file))
         }
         _ => {
             return Err(invalid(
@@ -256,6 +269,7 @@ pub fn load_scenario(path: &Path) -> Result<Scenario, ScenarioError> {
         path: path.to_owned(),
         name: doc.name,
         policy,
+        source,
         steps,
     })
 }
