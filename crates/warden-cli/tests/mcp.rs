@@ -1,0 +1,396 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! End to end through real MCP peers: the official TypeScript SDK client (`tests/mcp/client.cjs`)
+//! talks to `@modelcontextprotocol/server-everything` through `warden mcp wrap` (stdio) and
+//! `warden mcp proxy` (Streamable HTTP). The npm packages come from `.ci/run`'s install step.
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const POLICY: &str = r#"
+warden: 1
+name: mcp-e2e
+default: deny
+tools:
+  get-sum: [web]            # stands in for a web fetch: what it returns is untrusted
+  echo: [internal]
+  get-env: [internal]
+  get-tiny-image: [internal]
+rules:
+  - { id: internal, effect: allow, classes: [internal] }
+  - { id: fetch, effect: allow, classes: [web], add_taints: [untrusted] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: no-echo-after-untrusted, effect: deny, tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
+  - { id: no-images, effect: deny, tools: [get-tiny-image], reason: "images are not allowed" }
+content:
+  detectors: [email]
+  input: redact
+  output: redact
+"#;
+
+const CONTACT: &str = "carol.contact@example.org";
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+/// The npm directory, or a failure that says how to install it.
+fn npm_dir() -> PathBuf {
+    let dir = root().join(".ci/.npm");
+    let install = "run .ci/run's npm step: npm install --prefix .ci/.npm @modelcontextprotocol/server-everything @modelcontextprotocol/sdk";
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "`node` is not on PATH: install Node.js 20+, then {install}"
+    );
+    for package in ["sdk", "server-everything"] {
+        let path = dir.join("node_modules/@modelcontextprotocol").join(package);
+        assert!(path.exists(), "{} is missing: {install}", path.display());
+    }
+    dir
+}
+
+fn server_everything() -> PathBuf {
+    npm_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Runs the SDK client with `spec`; returns its output lines as JSON.
+fn run_client(spec: &Value) -> Vec<Value> {
+    let mut child = Command::new("node")
+        .arg(root().join("crates/warden-cli/tests/mcp/client.cjs"))
+        .arg(npm_dir())
+        .arg(spec.to_string())
+        .env("WARDEN_E2E_CONTACT", CONTACT)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the MCP client did not finish in time; stderr: {}",
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "the MCP client failed: {err}\n{out}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn steps() -> Value {
+    json!([
+        {"op": "list"},
+        {"op": "call", "tool": "echo", "args": {"message": "write to bob@example.com"}},
+        {"op": "call", "tool": "get-tiny-image"},
+        {"op": "call", "tool": "get-env"},
+        {"op": "call", "tool": "get-sum", "args": {"a": 1, "b": 2}},
+        {"op": "call", "tool": "echo", "args": {"message": "after the fetch"}},
+        {"client": 1, "op": "call", "tool": "echo", "args": {"message": "other session"}},
+    ])
+}
+
+fn text(result: &Value) -> &str {
+    result["ok"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a text result: {result}"))
+}
+
+/// The assertions shared by both transports, over the output of [`steps`].
+fn check(lines: &[Value]) {
+    // tools/list: only tools the principal could ever call (default deny, get-tiny-image denied).
+    assert_eq!(
+        lines[0],
+        json!({"ok": {"tools": ["echo", "get-env", "get-sum"]}})
+    );
+    // An allowed call returns the server's result; the arguments were redacted before it.
+    assert_eq!(text(&lines[1]), "Echo: write to [REDACTED:email]");
+    // A denied call is a JSON-RPC error in the client, with the rule's reason.
+    assert_eq!(lines[2]["error"]["code"], -32001, "{}", lines[2]);
+    assert!(
+        lines[2]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("denied by policy: images are not allowed")
+    );
+    // The result is redacted on its way back.
+    let env = text(&lines[3]);
+    assert!(
+        env.contains("WARDEN_E2E_CONTACT") && env.contains("[REDACTED:email]"),
+        "not redacted"
+    );
+    assert!(
+        !env.contains(CONTACT),
+        "the server's result leaked the address"
+    );
+    // A web fetch taints the session: a later echo in the same session is denied ...
+    assert_eq!(text(&lines[4]), "The sum of 1 and 2 is 3.");
+    assert_eq!(lines[5]["error"]["code"], -32001, "{}", lines[5]);
+    assert!(
+        lines[5]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("echo after untrusted content")
+    );
+    // ... but not in another session.
+    assert_eq!(text(&lines[6]), "Echo: other session");
+}
+
+fn write_policy(dir: &Path) -> PathBuf {
+    let path = dir.join("policy.yaml");
+    std::fs::write(&path, POLICY).unwrap();
+    path
+}
+
+fn wrap_spec(policy: &Path, pins: &Path, steps: Value, clients: usize) -> Value {
+    json!({
+        "transport": "stdio",
+        "command": env!("CARGO_BIN_EXE_warden"),
+        "args": ["mcp", "wrap", "--policy", policy, "--pins", pins, "--upstream", "everything",
+                 "--", "node", server_everything(), "stdio"],
+        "clients": clients,
+        "steps": steps,
+    })
+}
+
+#[test]
+fn stdio_wrap_enforces_with_real_sdk_client_and_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(dir.path());
+    let lines = run_client(&wrap_spec(
+        &policy,
+        &dir.path().join("pins.json"),
+        steps(),
+        2,
+    ));
+    check(&lines);
+}
+
+/// Pins `echo` on `upstream` to a definition the server does not have, as if it changed since.
+fn seed_changed_pin(pins: &Path, upstream: &str) {
+    let seeded = json!({upstream: {"echo": {"hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000"}}});
+    std::fs::write(pins, seeded.to_string()).unwrap();
+}
+
+fn approve(pins: &Path, upstream: &str) {
+    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["mcp", "approve", "--pins"])
+        .arg(pins)
+        .args([upstream, "echo"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn check_changed(lines: &[Value]) {
+    assert_eq!(
+        lines[0],
+        json!({"ok": {"tools": ["get-env", "get-sum"]}}),
+        "a changed echo is hidden"
+    );
+    assert_eq!(lines[1]["error"]["code"], -32003, "{}", lines[1]);
+    assert!(
+        lines[1]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("warden mcp approve")
+    );
+}
+
+fn check_approved(lines: &[Value]) {
+    assert_eq!(
+        lines[0],
+        json!({"ok": {"tools": ["echo", "get-env", "get-sum"]}})
+    );
+    assert_eq!(text(&lines[1]), "Echo: hi");
+}
+
+#[test]
+fn stdio_changed_tool_definition_is_caught_until_approved() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(dir.path());
+    let pins = dir.path().join("pins.json");
+    seed_changed_pin(&pins, "everything");
+    let steps = json!([{"op": "list"}, {"op": "call", "tool": "echo", "args": {"message": "hi"}}]);
+    check_changed(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
+    approve(&pins, "everything");
+    check_approved(&run_client(&wrap_spec(&policy, &pins, steps, 1)));
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_for(addr: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(addr).is_err() {
+        assert!(Instant::now() < deadline, "{addr} did not start listening");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// server-everything over Streamable HTTP, and `warden mcp proxy` in front of it.
+struct HttpSetup {
+    _server: Proc,
+    _proxy: Proc,
+    url: String,
+}
+
+fn http_setup(dir: &Path, pins: &Path) -> HttpSetup {
+    let port = free_port();
+    let server = Proc(
+        Command::new("node")
+            .arg(server_everything())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .env("WARDEN_E2E_CONTACT", CONTACT)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&format!("127.0.0.1:{port}"));
+    let port_file = dir.join("proxy.port");
+    let proxy = Proc(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["mcp", "proxy", "--policy"])
+            .arg(write_policy(dir))
+            .arg("--pins")
+            .arg(pins)
+            .args([
+                "--name",
+                "everything",
+                "--listen",
+                "127.0.0.1:0",
+                "--upstream",
+            ])
+            .arg(format!("http://127.0.0.1:{port}/mcp"))
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let addr = loop {
+        if let Ok(addr) = std::fs::read_to_string(&port_file)
+            && !addr.is_empty()
+        {
+            break addr;
+        }
+        assert!(Instant::now() < deadline, "the proxy did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    HttpSetup {
+        _server: server,
+        _proxy: proxy,
+        url: format!("http://{addr}/mcp"),
+    }
+}
+
+fn http_spec(url: &str, steps: Value, clients: usize) -> Value {
+    json!({"transport": "http", "url": url, "clients": clients, "steps": steps})
+}
+
+#[test]
+fn http_proxy_enforces_with_real_sdk_client_and_server() {
+    let _ = npm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let setup = http_setup(dir.path(), &dir.path().join("pins.json"));
+    let lines = run_client(&http_spec(&setup.url, steps(), 2));
+    check(&lines);
+    // Two clients, two MCP sessions, both ended with DELETE through the proxy.
+    let sessions = lines.last().unwrap()["sessions"]
+        .as_array()
+        .unwrap()
+        .clone();
+    assert_eq!(sessions.len(), 2);
+    assert!(sessions[0].is_string() && sessions[0] != sessions[1]);
+
+    // A `Mcp-Name` header that does not match the body's tool is rejected.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .build()
+        .into();
+    let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}"#;
+    let mut response = agent
+        .post(&setup.url)
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .header("mcp-method", "tools/call")
+        .header("mcp-name", "get-env")
+        .send(body)
+        .unwrap();
+    assert_eq!(response.status(), 400);
+    let reply: Value =
+        serde_json::from_str(&response.body_mut().read_to_string().unwrap()).unwrap();
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("Mcp-Name"),
+        "{reply}"
+    );
+}
+
+#[test]
+fn http_changed_tool_definition_is_caught_until_approved() {
+    let _ = npm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let pins = dir.path().join("pins.json");
+    seed_changed_pin(&pins, "everything");
+    let setup = http_setup(dir.path(), &pins);
+    let steps = json!([{"op": "list"}, {"op": "call", "tool": "echo", "args": {"message": "hi"}}]);
+    check_changed(&run_client(&http_spec(&setup.url, steps.clone(), 1)));
+    // Approved while the proxy runs: it reads the pin file again.
+    approve(&pins, "everything");
+    check_approved(&run_client(&http_spec(&setup.url, steps, 1)));
+}

@@ -1,0 +1,61 @@
+// A real MCP client (the official TypeScript SDK) driven by the Rust end-to-end tests.
+// Usage: node client.cjs NPM_DIR SPEC_JSON
+//   SPEC: {"transport": "stdio", "command": "...", "args": [...], "clients": N, "steps": [...]}
+//      or {"transport": "http", "url": "http://host:port/mcp", "clients": N, "steps": [...]}
+//   step: {"client": i, "op": "list"} | {"client": i, "op": "call", "tool": "...", "args": {...}}
+// Prints one JSON line per step: {"ok": RESULT} (for list: {"ok": {"tools": [names]}}) or
+// {"error": {"code": C, "message": M}}; then {"sessions": [ids]} for http.
+'use strict';
+const { createRequire } = require('node:module');
+const path = require('node:path');
+
+async function main() {
+  const [npmDir, specText] = process.argv.slice(2);
+  const req = createRequire(path.join(path.resolve(npmDir), 'package.json'));
+  const { Client } = req('@modelcontextprotocol/sdk/client/index.js');
+  const spec = JSON.parse(specText);
+  const clients = [];
+  for (let i = 0; i < (spec.clients || 1); i++) {
+    let transport;
+    if (spec.transport === 'stdio') {
+      const { StdioClientTransport } = req('@modelcontextprotocol/sdk/client/stdio.js');
+      transport = new StdioClientTransport({
+        command: spec.command, args: spec.args, env: { ...process.env }, stderr: 'inherit',
+      });
+    } else {
+      const { StreamableHTTPClientTransport } = req('@modelcontextprotocol/sdk/client/streamableHttp.js');
+      transport = new StreamableHTTPClientTransport(new URL(spec.url));
+    }
+    const client = new Client({ name: 'warden-e2e', version: '1.0.0' }, { capabilities: {} });
+    await client.connect(transport);
+    clients.push({ client, transport });
+  }
+  for (const step of spec.steps) {
+    const { client } = clients[step.client || 0];
+    try {
+      if (step.op === 'list') {
+        const result = await client.listTools();
+        console.log(JSON.stringify({ ok: { tools: result.tools.map((t) => t.name) } }));
+      } else {
+        const result = await client.callTool({ name: step.tool, arguments: step.args || {} });
+        console.log(JSON.stringify({ ok: result }));
+      }
+    } catch (e) {
+      console.log(JSON.stringify({ error: { code: e.code, message: String(e.message) } }));
+    }
+  }
+  const sessions = [];
+  for (const { client, transport } of clients) {
+    if (spec.transport !== 'stdio') {
+      sessions.push(transport.sessionId);
+      await transport.terminateSession();
+    }
+    await client.close();
+  }
+  console.log(JSON.stringify({ sessions }));
+}
+
+main().then(() => process.exit(0), (e) => {
+  console.error(e && e.stack ? e.stack : String(e));
+  process.exit(1);
+});
