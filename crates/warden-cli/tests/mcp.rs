@@ -25,6 +25,7 @@ tools:
   echo: [internal]
   get-env: [internal]
   get-tiny-image: [internal]
+  trigger-long-running-operation: [internal]
 rules:
   - { id: internal, effect: allow, classes: [internal] }
   - { id: fetch, effect: allow, classes: [web], add_taints: [untrusted] }
@@ -126,6 +127,7 @@ fn steps() -> Value {
         {"op": "call", "tool": "get-sum", "args": {"a": 1, "b": 2}},
         {"op": "call", "tool": "echo", "args": {"message": "after the fetch"}},
         {"client": 1, "op": "call", "tool": "echo", "args": {"message": "other session"}},
+        {"client": 1, "op": "call", "tool": "trigger-long-running-operation", "args": {"duration": 2, "steps": 4}, "progress": true},
     ])
 }
 
@@ -140,7 +142,7 @@ fn check(lines: &[Value]) {
     // tools/list: only tools the principal could ever call (default deny, get-tiny-image denied).
     assert_eq!(
         lines[0],
-        json!({"ok": {"tools": ["echo", "get-env", "get-sum"]}})
+        json!({"ok": {"tools": ["echo", "get-env", "get-sum", "trigger-long-running-operation"]}})
     );
     // An allowed call returns the server's result; the arguments were redacted before it.
     assert_eq!(text(&lines[1]), "Echo: write to [REDACTED:email]");
@@ -173,6 +175,20 @@ fn check(lines: &[Value]) {
     );
     // ... but not in another session.
     assert_eq!(text(&lines[6]), "Echo: other session");
+    // Progress notifications are forwarded as they arrive, not held until the result.
+    assert!(text(&lines[7]).starts_with("Long running operation completed"));
+    let first = lines[7]["progress_ms"][0].as_u64().unwrap();
+    let done = lines[7]["done_ms"].as_u64().unwrap();
+    assert_eq!(
+        lines[7]["progress_ms"].as_array().unwrap().len(),
+        4,
+        "{}",
+        lines[7]
+    );
+    assert!(
+        first + 1000 < done,
+        "first progress at {first} ms, result at {done} ms: buffered"
+    );
 }
 
 fn write_policy(dir: &Path) -> PathBuf {
@@ -228,7 +244,7 @@ fn approve(pins: &Path, upstream: &str) {
 fn check_changed(lines: &[Value]) {
     assert_eq!(
         lines[0],
-        json!({"ok": {"tools": ["get-env", "get-sum"]}}),
+        json!({"ok": {"tools": ["get-env", "get-sum", "trigger-long-running-operation"]}}),
         "a changed echo is hidden"
     );
     assert_eq!(lines[1]["error"]["code"], -32003, "{}", lines[1]);
@@ -243,7 +259,7 @@ fn check_changed(lines: &[Value]) {
 fn check_approved(lines: &[Value]) {
     assert_eq!(
         lines[0],
-        json!({"ok": {"tools": ["echo", "get-env", "get-sum"]}})
+        json!({"ok": {"tools": ["echo", "get-env", "get-sum", "trigger-long-running-operation"]}})
     );
     assert_eq!(text(&lines[1]), "Echo: hi");
 }

@@ -3,6 +3,8 @@
 //   SPEC: {"transport": "stdio", "command": "...", "args": [...], "clients": N, "steps": [...]}
 //      or {"transport": "http", "url": "http://host:port/mcp", "clients": N, "steps": [...]}
 //   step: {"client": i, "op": "list"} | {"client": i, "op": "call", "tool": "...", "args": {...}}
+//         (with "progress": true, the line also has "progress_ms" and "done_ms": when each progress
+//         notification and the result arrived, in ms after the call)
 // Prints one JSON line per step: {"ok": RESULT} (for list: {"ok": {"tools": [names]}}) or
 // {"error": {"code": C, "message": M}}; then {"sessions": [ids]} for http.
 'use strict';
@@ -37,8 +39,13 @@ async function main() {
         const result = await client.listTools();
         console.log(JSON.stringify({ ok: { tools: result.tools.map((t) => t.name) } }));
       } else {
-        const result = await client.callTool({ name: step.tool, arguments: step.args || {} });
-        console.log(JSON.stringify({ ok: result }));
+        const start = Date.now();
+        const progress = [];
+        const options = step.progress ? { onprogress: () => progress.push(Date.now() - start) } : undefined;
+        const result = await client.callTool({ name: step.tool, arguments: step.args || {} }, undefined, options);
+        const line = { ok: result };
+        if (step.progress) Object.assign(line, { progress_ms: progress, done_ms: Date.now() - start });
+        console.log(JSON.stringify(line));
       }
     } catch (e) {
       console.log(JSON.stringify({ error: { code: e.code, message: String(e.message) } }));
