@@ -4,8 +4,10 @@ use std::fs::{File, OpenOptions};
 use std::io::{BufRead, BufReader, Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
+use std::borrow::Cow;
+
 use serde_json::Value;
-use warden_proof::{KeyProvider, canonicalize, sha256_prefixed};
+use warden_proof::{KeyProvider, sha256_prefixed};
 
 use crate::GENESIS_HASH;
 
@@ -138,7 +140,62 @@ pub fn verify_from(
     Ok(report)
 }
 
-/// Checks one line against the previous entry; on success advances `head`.
+/// An entry as written: every field typed, nothing else allowed (so no nested objects and no
+/// duplicate keys can hide a second `hash` or `mac` member).
+#[derive(serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+#[expect(dead_code, reason = "fields are parsed to enforce the entry schema")]
+struct Line<'a> {
+    seq: u64,
+    #[serde(borrow)]
+    prev: Cow<'a, str>,
+    #[serde(borrow)]
+    hash: Cow<'a, str>,
+    #[serde(default, borrow)]
+    mac: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    time: Cow<'a, str>,
+    #[serde(borrow)]
+    tenant: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    principal: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    session: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    kind: Cow<'a, str>,
+    #[serde(borrow)]
+    tool: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    args_hash: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    decision: Cow<'a, str>,
+    #[serde(borrow)]
+    rule: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    findings: Vec<Cow<'a, str>>,
+    #[serde(borrow)]
+    policy: Cow<'a, str>,
+    latency_us: u64,
+}
+
+/// Removes the member `,"name":"value"` from a canonical line. In JSON text the two bytes `,"`
+/// cannot occur inside a string (an unescaped quote ends it), and the schema allows no nested
+/// objects, so the first match is the top-level member.
+fn without_member(line: &[u8], name: &str, value: &str) -> Option<Vec<u8>> {
+    let member = format!(",\"{name}\":\"{value}\"");
+    let m = member.as_bytes();
+    let pos = line.windows(m.len()).position(|w| w == m)?;
+    let mut out = Vec::with_capacity(line.len() - m.len());
+    out.extend_from_slice(line.get(..pos)?);
+    out.extend_from_slice(line.get(pos + m.len()..)?);
+    Some(out)
+}
+
+/// Checks one line against the previous entry; returns its sequence number and hash.
+///
+/// The hash is checked over the line's own bytes with the `hash` member removed, which for a
+/// line the writer produced is exactly the RFC 8785 form of the entry without `hash`; any other
+/// byte sequence (altered, re-spaced, re-escaped) fails, so no re-canonicalisation is needed.
 fn check_line(
     raw: &[u8],
     head: &Anchor,
@@ -147,57 +204,34 @@ fn check_line(
     let Some(body) = raw.strip_suffix(b"\n") else {
         return Err("truncated line (no final newline)".into());
     };
-    let value: Value =
-        serde_json::from_slice(body).map_err(|_| "line is not valid JSON".to_owned())?;
-    // The line must be exactly its own canonical form: any other byte sequence was altered.
-    let canonical = canonicalize(&value).map_err(|e| e.to_string())?;
-    if canonical != body {
-        return Err("line is not in canonical form".into());
-    }
-    let Value::Object(mut m) = value else {
-        return Err("line is not a JSON object".into());
-    };
-    let hash = take_str(&mut m, "hash")?;
-    let seq = m
-        .get("seq")
-        .and_then(Value::as_u64)
-        .ok_or("missing `seq`")?;
-    let prev = m
-        .get("prev")
-        .and_then(Value::as_str)
-        .ok_or("missing `prev`")?;
+    let line: Line<'_> =
+        serde_json::from_slice(body).map_err(|e| format!("not a valid audit entry: {e}"))?;
     let want_seq = head.seq + 1;
-    if seq != want_seq {
-        return Err(format!("sequence {seq} where {want_seq} was expected"));
+    if line.seq != want_seq {
+        return Err(format!(
+            "sequence {} where {want_seq} was expected",
+            line.seq
+        ));
     }
-    if prev != head.hash {
+    if line.prev != head.hash {
         return Err("`prev` does not match the previous entry's hash".into());
     }
     // The hash covers everything but `hash` (the MAC included).
-    let hashed = canonicalize(&Value::Object(m.clone())).map_err(|e| e.to_string())?;
-    if sha256_prefixed(&hashed) != hash {
+    let hashed =
+        without_member(body, "hash", &line.hash).ok_or("`hash` member is not in canonical form")?;
+    if sha256_prefixed(&hashed) != line.hash {
         return Err("`hash` does not match the entry".into());
     }
     if let Some(key) = key {
-        let mac = match m.remove("mac") {
-            Some(Value::String(s)) => s,
-            Some(_) => return Err("`mac` is not a string".into()),
-            None => return Err("missing `mac`".into()),
-        };
-        let body = canonicalize(&Value::Object(m)).map_err(|e| e.to_string())?;
+        let mac = line.mac.as_deref().ok_or("missing `mac`")?;
+        let body =
+            without_member(&hashed, "mac", mac).ok_or("`mac` member is not in canonical form")?;
         let tag = hex::decode(mac).map_err(|_| "`mac` is not hex".to_owned())?;
         if !key.verify_mac(&body, &tag).map_err(|e| e.to_string())? {
             return Err("`mac` does not verify".into());
         }
     }
-    Ok((seq, hash))
-}
-
-fn take_str(m: &mut serde_json::Map<String, Value>, k: &str) -> Result<String, String> {
-    match m.remove(k) {
-        Some(Value::String(s)) => Ok(s),
-        _ => Err(format!("missing `{k}`")),
-    }
+    Ok((line.seq, line.hash.into_owned()))
 }
 
 /// Reads the last complete entry of `path` (its sequence number and hash), if any.

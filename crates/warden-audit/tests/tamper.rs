@@ -389,3 +389,27 @@ fn unreadable_input_is_an_error_not_a_break() {
     let d = tempfile::tempdir().unwrap();
     assert!(verify(&[d.path().join("nope.jsonl")], None).is_err());
 }
+
+#[test]
+fn semantically_equal_rewrites_and_extra_members_are_detected() {
+    let d = tempfile::tempdir().unwrap();
+    let files = make_log(d.path());
+    let original = lines(&files[0]);
+    let seq = seq_of(&original[1]);
+    let rewrites = [
+        original[1].replace(r#""tool":"send_email""#, r#""tool":"send\u005femail""#),
+        original[1].replace(r#""kind":"tool_call""#, r#""kind": "tool_call""#),
+        original[1].replace(r#""latency_us":7"#, r#""latency_us":7.0"#),
+        original[1].replacen('{', r#"{"args":{"to":"x"},"#, 1),
+        original[1].replacen('{', r#"{"seq":1,"#, 1),
+        original[1].replace(r#""findings":[]"#, r#""findings":[{"hash":"x"}]"#),
+    ];
+    for rewritten in rewrites {
+        assert_ne!(rewritten, original[1]);
+        let mut l = original.clone();
+        l[1] = rewritten.clone();
+        write_lines(&files[0], &l);
+        let r = check(d.path(), None);
+        assert_eq!(r.first_broken_seq, Some(seq), "{rewritten}: {r:?}");
+    }
+}
