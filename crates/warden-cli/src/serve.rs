@@ -99,7 +99,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    warden_server::init_logging(&config.log_level);
+    let _log = warden_server::init_logging_buffered(&config.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("warden-serve")

@@ -10,6 +10,7 @@
 pub mod config;
 pub mod error;
 mod handlers;
+mod logbuf;
 pub mod metrics;
 mod middleware;
 mod run;
@@ -29,8 +30,9 @@ use warden_store::EmbeddedSessionStore;
 
 pub use config::{ConfigError, RateLimit, ServeConfig, StateMode};
 pub use error::ApiError;
+pub use logbuf::LogGuard;
 pub use metrics::Metrics;
-pub use run::{ServeError, ServeOptions, init_logging, run};
+pub use run::{ServeError, ServeOptions, init_logging, init_logging_buffered, run};
 pub use snapshot::{LoadedPolicy, PolicyKind, Snapshot, SnapshotError};
 
 /// Shared state of the daemon; cheap to clone.

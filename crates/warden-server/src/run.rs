@@ -8,6 +8,7 @@ use notify::{RecursiveMode, Watcher};
 use tokio::sync::mpsc;
 use warden::SessionStore as _;
 
+use crate::logbuf::LogGuard;
 use crate::{AppState, ServeConfig, StateMode, router};
 
 /// How to run the daemon.
@@ -48,6 +49,25 @@ pub fn init_logging(default_filter: &str) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
+}
+
+/// Like [`init_logging`], but lines are buffered and written to stderr by a background thread
+/// every 20 ms (see `logbuf`), so a request never waits for a `write` system call. Hold the
+/// guard until exit: dropping it writes out what is pending.
+pub fn init_logging_buffered(default_filter: &str) -> LogGuard {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(default_filter))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let (writer, guard) = crate::logbuf::batch_writer();
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .flatten_event(true)
+        .with_current_span(false)
+        .with_span_list(false)
+        .with_env_filter(filter)
+        .with_writer(writer)
+        .try_init();
+    guard
 }
 
 /// Runs the daemon until SIGTERM or SIGINT, then drains in-flight requests (up to the grace

@@ -1,0 +1,114 @@
+//! A log writer for the hot path: a request appends its formatted line to a shared buffer under
+//! a short lock; a background thread writes the buffer to stderr every 20 ms. No system call and
+//! no thread wake-up per line (one `write` and one wake-up per line made the daemon about 40%
+//! slower at 20k decisions/s). Lines are never dropped: past 4 MiB pending, the logging thread
+//! writes the buffer out itself.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use parking_lot::Mutex;
+use tracing_subscriber::fmt::MakeWriter;
+
+const FLUSH_EVERY: Duration = Duration::from_millis(20);
+const MAX_PENDING: usize = 4 << 20;
+
+#[derive(Clone, Default)]
+struct Shared {
+    buf: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Shared {
+    fn drain_to_stderr(&self) {
+        let pending = std::mem::take(&mut *self.buf.lock());
+        if !pending.is_empty() {
+            let mut err = std::io::stderr().lock();
+            let _ = err.write_all(&pending);
+            let _ = err.flush();
+        }
+    }
+}
+
+/// The `MakeWriter` handed to tracing-subscriber.
+#[derive(Clone)]
+pub(crate) struct BatchWriter(Shared);
+
+/// One line's writer.
+pub(crate) struct LineWriter<'a>(&'a Shared);
+
+impl Write for LineWriter<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        let overflow = {
+            let mut buf = self.0.buf.lock();
+            buf.extend_from_slice(bytes);
+            buf.len() > MAX_PENDING
+        };
+        if overflow {
+            self.0.drain_to_stderr();
+        }
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'a> MakeWriter<'a> for BatchWriter {
+    type Writer = LineWriter<'a>;
+
+    fn make_writer(&'a self) -> Self::Writer {
+        LineWriter(&self.0)
+    }
+}
+
+/// Keeps the log flusher alive; dropping it writes out what is pending.
+pub struct LogGuard {
+    shared: Shared,
+    stop: Option<mpsc::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for LogGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogGuard")
+    }
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
+        self.shared.drain_to_stderr();
+    }
+}
+
+/// A writer and the guard of its flusher thread.
+pub(crate) fn batch_writer() -> (BatchWriter, LogGuard) {
+    let shared = Shared::default();
+    let (stop, stopped) = mpsc::channel::<()>();
+    let flusher = shared.clone();
+    let thread = std::thread::Builder::new()
+        .name("warden-log".into())
+        .spawn(move || {
+            while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
+                flusher.drain_to_stderr();
+            }
+        })
+        .ok();
+    (
+        BatchWriter(shared.clone()),
+        LogGuard {
+            shared,
+            stop: Some(stop),
+            thread,
+        },
+    )
+}
