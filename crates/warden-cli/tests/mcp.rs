@@ -6,7 +6,9 @@
 )]
 //! End to end through real MCP peers: the official TypeScript SDK client (`tests/mcp/client.cjs`)
 //! talks to `@modelcontextprotocol/server-everything` through `warden mcp wrap` (stdio) and
-//! `warden mcp proxy` (Streamable HTTP). The npm packages come from `.ci/run`'s install step.
+//! `warden mcp proxy` (Streamable HTTP); for the stateless 2026-07-28 revision, the v2 SDK client
+//! talks to a v2 SDK server (`tests/mcp/server-v2.cjs`). The npm packages come from `.ci/run`'s
+//! install step.
 
 use std::io::Read;
 use std::net::TcpStream;
@@ -47,13 +49,13 @@ fn root() -> PathBuf {
 /// The npm directory, or a failure that says how to install it.
 fn npm_dir() -> PathBuf {
     let dir = root().join(".ci/.npm");
-    let install = "run .ci/run's npm step: npm install --prefix .ci/.npm @modelcontextprotocol/server-everything @modelcontextprotocol/sdk";
+    let install = "run .ci/run's npm step: npm install --prefix .ci/.npm @modelcontextprotocol/server-everything @modelcontextprotocol/sdk @modelcontextprotocol/server @modelcontextprotocol/client";
     let node = Command::new("node").arg("--version").output();
     assert!(
         node.is_ok_and(|o| o.status.success()),
         "`node` is not on PATH: install Node.js 20+, then {install}"
     );
-    for package in ["sdk", "server-everything"] {
+    for package in ["sdk", "server-everything", "server", "client"] {
         let path = dir.join("node_modules/@modelcontextprotocol").join(package);
         assert!(path.exists(), "{} is missing: {install}", path.display());
     }
@@ -299,25 +301,19 @@ struct HttpSetup {
     url: String,
 }
 
-fn http_setup(dir: &Path, pins: &Path) -> HttpSetup {
-    let port = free_port();
-    let server = Proc(
-        Command::new("node")
-            .arg(server_everything())
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .env("WARDEN_E2E_CONTACT", CONTACT)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&format!("127.0.0.1:{port}"));
-    let port_file = dir.join("proxy.port");
+/// `warden mcp proxy` in front of `upstream`, with extra flags.
+fn start_proxy(
+    dir: &Path,
+    policy: &Path,
+    pins: &Path,
+    upstream: &str,
+    extra: &[&str],
+) -> (Proc, String) {
+    let port_file = dir.join(format!("proxy-{}.port", free_port()));
     let proxy = Proc(
         Command::new(env!("CARGO_BIN_EXE_warden"))
             .args(["mcp", "proxy", "--policy"])
-            .arg(write_policy(dir))
+            .arg(policy)
             .arg("--pins")
             .arg(pins)
             .args([
@@ -326,8 +322,9 @@ fn http_setup(dir: &Path, pins: &Path) -> HttpSetup {
                 "--listen",
                 "127.0.0.1:0",
                 "--upstream",
+                upstream,
             ])
-            .arg(format!("http://127.0.0.1:{port}/mcp"))
+            .args(extra)
             .arg("--port-file")
             .arg(&port_file)
             .stdout(Stdio::null())
@@ -344,10 +341,29 @@ fn http_setup(dir: &Path, pins: &Path) -> HttpSetup {
         assert!(Instant::now() < deadline, "the proxy did not start");
         std::thread::sleep(Duration::from_millis(20));
     };
+    (proxy, format!("http://{addr}/mcp"))
+}
+
+fn http_setup(dir: &Path, pins: &Path) -> HttpSetup {
+    let port = free_port();
+    let server = Proc(
+        Command::new("node")
+            .arg(server_everything())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .env("WARDEN_E2E_CONTACT", CONTACT)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&format!("127.0.0.1:{port}"));
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (proxy, url) = start_proxy(dir, &write_policy(dir), pins, &upstream, &[]);
     HttpSetup {
         _server: server,
         _proxy: proxy,
-        url: format!("http://{addr}/mcp"),
+        url,
     }
 }
 
@@ -409,4 +425,103 @@ fn http_changed_tool_definition_is_caught_until_approved() {
     // Approved while the proxy runs: it reads the pin file again.
     approve(&pins, "everything");
     check_approved(&run_client(&http_spec(&setup.url, steps, 1)));
+}
+
+const POLICY_V2: &str = r#"
+warden: 1
+name: mcp-e2e-2026
+default: deny
+tools: { echo: [internal], fetch: [web] }
+rules:
+  - { id: internal, effect: allow, classes: [internal] }
+  - { id: web, effect: allow, classes: [web], add_taints: [untrusted] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: no-echo-after-untrusted, effect: deny, tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
+content: { detectors: [email], input: redact, output: redact }
+"#;
+
+/// Protocol 2026-07-28: stateless requests (no initialize, no `Mcp-Session-Id`), `server/discover`,
+/// per-request `_meta` and the `Mcp-Method` / `Mcp-Name` headers, through the proxy with the v2
+/// SDK at both ends. With no MCP session, a configured client identity is the Warden session.
+#[test]
+fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
+    let npm = npm_dir();
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let server = Proc(
+        Command::new("node")
+            .arg(root().join("crates/warden-cli/tests/mcp/server-v2.cjs"))
+            .arg(&npm)
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&format!("127.0.0.1:{port}"));
+    let policy = dir.path().join("policy-v2.yaml");
+    std::fs::write(&policy, POLICY_V2).unwrap();
+    let pins = dir.path().join("pins.json");
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_with_identity, url) = start_proxy(
+        dir.path(),
+        &policy,
+        &pins,
+        &upstream,
+        &["--session", "agent-1"],
+    );
+    let steps = json!([
+        {"op": "list"},
+        {"op": "call", "tool": "echo", "args": {"message": "write to bob@example.com"}},
+        {"op": "call", "tool": "secret"},
+        {"op": "call", "tool": "fetch", "args": {"url": "https://example.test"}},
+        {"op": "call", "tool": "echo", "args": {"message": "after the fetch"}},
+        {"client": 1, "op": "call", "tool": "echo", "args": {"message": "another connection, same identity"}},
+    ]);
+    let lines = run_client(
+        &json!({"transport": "http", "protocol": "2026-07-28", "url": url, "clients": 2, "steps": steps}),
+    );
+    assert_eq!(
+        lines[0],
+        json!({"ok": {"tools": ["echo", "fetch"]}}),
+        "secret is never callable"
+    );
+    assert_eq!(text(&lines[1]), "Echo: write to [REDACTED:email]");
+    assert_eq!(lines[2]["error"]["code"], -32001, "{}", lines[2]);
+    assert_eq!(
+        text(&lines[3]),
+        "page https://example.test: contact [REDACTED:email]"
+    );
+    assert!(
+        lines[4]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("echo after untrusted content"),
+        "{}",
+        lines[4]
+    );
+    assert!(
+        lines[5]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("echo after untrusted content"),
+        "{}",
+        lines[5]
+    );
+    assert_eq!(
+        lines[6],
+        json!({"era": "modern", "version": "2026-07-28"}),
+        "negotiated through server/discover"
+    );
+
+    // Without a configured identity, stateless requests carry no session: no taint is kept.
+    let (_without, url) = start_proxy(dir.path(), &policy, &pins, &upstream, &[]);
+    let steps = json!([
+        {"op": "call", "tool": "fetch", "args": {"url": "https://example.test"}},
+        {"op": "call", "tool": "echo", "args": {"message": "after the fetch"}},
+    ]);
+    let lines = run_client(
+        &json!({"transport": "http", "protocol": "2026-07-28", "url": url, "clients": 1, "steps": steps}),
+    );
+    assert_eq!(text(&lines[1]), "Echo: after the fetch");
+    drop(server);
 }

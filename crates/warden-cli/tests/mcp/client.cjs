@@ -2,6 +2,7 @@
 // Usage: node client.cjs NPM_DIR SPEC_JSON
 //   SPEC: {"transport": "stdio", "command": "...", "args": [...], "clients": N, "steps": [...]}
 //      or {"transport": "http", "url": "http://host:port/mcp", "clients": N, "steps": [...]}
+//      ("protocol": "2026-07-28" with http: the v2 SDK client, stateless)
 //   step: {"client": i, "op": "list"} | {"client": i, "op": "call", "tool": "...", "args": {...}}
 //         (with "progress": true, the line also has "progress_ms" and "done_ms": when each progress
 //         notification and the result arrived, in ms after the call)
@@ -28,7 +29,16 @@ async function main() {
       const { StreamableHTTPClientTransport } = req('@modelcontextprotocol/sdk/client/streamableHttp.js');
       transport = new StreamableHTTPClientTransport(new URL(spec.url));
     }
-    const client = new Client({ name: 'warden-e2e', version: '1.0.0' }, { capabilities: {} });
+    let client;
+    if (spec.protocol === '2026-07-28') {
+      // The v2 SDK (`@modelcontextprotocol/client`): probes with `server/discover`, then sends
+      // per-request `_meta` and the `Mcp-Method` / `Mcp-Name` headers, with no session.
+      const v2 = req('@modelcontextprotocol/client');
+      transport = new v2.StreamableHTTPClientTransport(new URL(spec.url));
+      client = new v2.Client({ name: 'warden-e2e', version: '1.0.0' }, { versionNegotiation: { mode: 'auto' } });
+    } else {
+      client = new Client({ name: 'warden-e2e', version: '1.0.0' }, { capabilities: {} });
+    }
     await client.connect(transport);
     clients.push({ client, transport });
   }
@@ -51,9 +61,13 @@ async function main() {
       console.log(JSON.stringify({ error: { code: e.code, message: String(e.message) } }));
     }
   }
+  if (spec.protocol === '2026-07-28') {
+    const { client } = clients[0];
+    console.log(JSON.stringify({ era: client.getProtocolEra(), version: client.getNegotiatedProtocolVersion() }));
+  }
   const sessions = [];
   for (const { client, transport } of clients) {
-    if (spec.transport !== 'stdio') {
+    if (spec.transport !== 'stdio' && spec.protocol !== '2026-07-28') {
       sessions.push(transport.sessionId);
       await transport.terminateSession();
     }
