@@ -215,17 +215,30 @@ impl Enforcer {
                 self.tool_call(caller, exchange, &message, bytes)
             }
             (MessageKind::Request, Some("tools/list")) => {
-                if let Some(id) = message.id() {
-                    exchange
-                        .pending
-                        .lock()
-                        .insert(id.get().to_owned(), Pending::List);
+                match message.id().and_then(message::id_key) {
+                    Some(key) => {
+                        exchange.pending.lock().insert(key, Pending::List);
+                        Outcome::Forward
+                    }
+                    None => Outcome::Reply(message::error_response(
+                        message.id(),
+                        message::INVALID_REQUEST,
+                        "a request id must be a string or a number",
+                        None,
+                    )),
                 }
-                Outcome::Forward
             }
             // A `tools/call` without an id cannot be answered: it is not forwarded either.
             (MessageKind::Notification, Some("tools/call")) => Outcome::Drop,
             (MessageKind::Batch, _) => Self::batch(bytes),
+            // What Warden cannot read is not forwarded: the server might read it differently
+            // (duplicate keys, a result next to an error) and run an uninspected call.
+            (MessageKind::Invalid, _) => Outcome::Reply(message::error_response(
+                None,
+                message::INVALID_REQUEST,
+                "not a JSON-RPC 2.0 message warden can read (invalid JSON, duplicate keys, or both result and error)",
+                None,
+            )),
             _ => Outcome::Forward,
         }
     }
@@ -262,6 +275,14 @@ impl Enforcer {
         bytes: &[u8],
     ) -> Outcome {
         let id = message.id();
+        let Some(key) = id.and_then(message::id_key) else {
+            return Outcome::Reply(message::error_response(
+                id,
+                message::INVALID_REQUEST,
+                "a request id must be a string or a number",
+                None,
+            ));
+        };
         let params = message
             .envelope
             .as_ref()
@@ -344,12 +365,7 @@ impl Enforcer {
             ));
         }
         bump(&self.counters.calls_allowed);
-        if let Some(id) = id {
-            exchange
-                .pending
-                .lock()
-                .insert(id.get().to_owned(), Pending::Call(tool));
-        }
+        exchange.pending.lock().insert(key, Pending::Call(tool));
         match enforced_redaction(&decision) {
             Some(redacted) => match rewrite(bytes, &["params", "arguments"], redacted.clone()) {
                 Some(rewritten) => {
@@ -373,16 +389,27 @@ impl Enforcer {
             return Outcome::Forward;
         }
         let message = Message::classify(bytes);
-        if !matches!(
-            message.kind,
-            MessageKind::Response | MessageKind::ErrorResponse
-        ) {
-            return Outcome::Forward;
+        match message.kind {
+            MessageKind::Response | MessageKind::ErrorResponse => {}
+            MessageKind::Batch => return self.server_batch(caller, exchange, bytes),
+            // While a result is awaited, what Warden cannot read is not forwarded: the client
+            // might read it as that result, uninspected.
+            MessageKind::Invalid => {
+                bump(&self.counters.failures);
+                tracing::warn!(
+                    "dropped an unreadable message from the server while a result was awaited"
+                );
+                return Outcome::Drop;
+            }
+            MessageKind::Request | MessageKind::Notification => return Outcome::Forward,
         }
         let Some(id) = message.id() else {
             return Outcome::Forward;
         };
-        let Some(pending) = exchange.pending.lock().remove(id.get()) else {
+        let Some(key) = message::id_key(id) else {
+            return Outcome::Forward;
+        };
+        let Some(pending) = exchange.pending.lock().remove(&key) else {
             return Outcome::Forward;
         };
         let Some(result) = message.envelope.as_ref().and_then(|e| e.result) else {
@@ -392,6 +419,40 @@ impl Enforcer {
             Pending::Call(tool) => self.tool_result(caller, id, &tool, result, bytes),
             Pending::List => self.tool_list(caller, result, bytes),
         }
+    }
+
+    /// A batch from the server (not sent since 2025-06-18) is inspected element by element.
+    fn server_batch(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
+        let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(bytes) else {
+            return Outcome::Drop;
+        };
+        let mut changed = false;
+        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
+        for item in items {
+            let raw = item.get().as_bytes();
+            if Message::classify(raw).kind == MessageKind::Batch {
+                changed = true;
+                continue;
+            }
+            match self.server_message(caller, exchange, raw) {
+                Outcome::Forward => kept.push(raw.to_vec()),
+                Outcome::Rewrite(bytes) => {
+                    changed = true;
+                    kept.push(bytes);
+                }
+                Outcome::Reply(_) | Outcome::Drop => changed = true,
+            }
+        }
+        if !changed {
+            return Outcome::Forward;
+        }
+        if kept.is_empty() {
+            return Outcome::Drop;
+        }
+        let mut out = b"[".to_vec();
+        out.extend_from_slice(&kept.join(&b","[..]));
+        out.push(b']');
+        Outcome::Rewrite(out)
     }
 
     fn tool_result(

@@ -160,6 +160,14 @@ fn is_hop_by_hop(name: &HeaderName) -> bool {
     )
 }
 
+/// Whether a `Content-Encoding` other than `identity` is declared.
+fn is_encoded(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_ENCODING).iter().any(|v| {
+        !v.to_str()
+            .is_ok_and(|v| v.trim().eq_ignore_ascii_case("identity"))
+    })
+}
+
 fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     for (name, value) in from {
         if !is_hop_by_hop(name) {
@@ -189,6 +197,13 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
         _ => Arc::new(Exchange::new()),
     };
 
+    if is_encoded(&parts.headers) {
+        return rpc_error(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            message::INVALID_REQUEST,
+            "compressed request bodies are not accepted: warden must read every message",
+        );
+    }
     let upstream_body = if parts.method == Method::POST {
         let bytes = match http_body_util::Limited::new(body, inner.config.max_body_bytes)
             .collect()
@@ -227,6 +242,8 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
     *upstream.method_mut() = parts.method.clone();
     *upstream.uri_mut() = inner.config.upstream.clone();
     copy_headers(&parts.headers, upstream.headers_mut());
+    // Responses must come back readable: Warden inspects them.
+    upstream.headers_mut().remove(header::ACCEPT_ENCODING);
     let response = match inner.client.request(upstream).await {
         Ok(response) => response,
         Err(e) => {
@@ -251,6 +268,16 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
+    let inspected = content_type.starts_with("text/event-stream")
+        || content_type.starts_with("application/json");
+    if inspected && is_encoded(&head.headers) {
+        tracing::warn!(upstream = %inner.config.upstream, "upstream sent a compressed MCP response; withheld");
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            message::INVALID_REQUEST,
+            "the upstream response is compressed and cannot be inspected",
+        );
+    }
     let mut headers = HeaderMap::new();
     copy_headers(&head.headers, &mut headers);
     head.headers = headers;

@@ -87,11 +87,17 @@ impl<'a> Message<'a> {
                 envelope: None,
             };
         };
+        // A message with both `result` and `error`, or a method and a result, is ambiguous:
+        // peers could read it differently from Warden, so it is invalid.
+        let (has_result, has_error) = (envelope.result.is_some(), envelope.error.is_some());
         let kind = match (&envelope.method, &envelope.id) {
+            _ if has_result && has_error => MessageKind::Invalid,
+            (Some(_), _) if has_result || has_error => MessageKind::Invalid,
             (Some(_), Some(_)) => MessageKind::Request,
             (Some(_), None) => MessageKind::Notification,
-            (None, Some(_)) if envelope.error.is_some() => MessageKind::ErrorResponse,
-            (None, Some(_)) if envelope.result.is_some() => MessageKind::Response,
+            // An error answering an unreadable request has a null id.
+            (None, _) if has_error => MessageKind::ErrorResponse,
+            (None, Some(_)) if has_result => MessageKind::Response,
             _ => MessageKind::Invalid,
         };
         Self {
@@ -128,4 +134,14 @@ pub fn error_response(
     let reply = json!({"jsonrpc": "2.0", "id": id, "error": error});
     // Serialising a `Value` cannot fail (all keys are strings).
     serde_json::to_vec(&reply).unwrap_or_default()
+}
+
+/// The key a request id is matched by: peers compare ids as JSON values, so `"a\u0062"` and
+/// `"ab"` are one id, and so are `1` and `1.0`. None when the id is not a string or number.
+pub fn id_key(id: &RawValue) -> Option<String> {
+    match serde_json::from_str::<Value>(id.get()).ok()? {
+        Value::String(s) => Some(format!("s:{s}")),
+        Value::Number(n) => n.as_f64().map(|f| format!("n:{f}")),
+        _ => None,
+    }
 }

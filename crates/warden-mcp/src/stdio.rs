@@ -100,6 +100,9 @@ where
         let mut reader = BufReader::new(client_in);
         let mut line = Vec::new();
         while read_line(&mut reader, &mut line).await? {
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
             match enforcer.client_message(&caller, &exchange, &line) {
                 Outcome::Forward => child_in.write_all(&line).await?,
                 Outcome::Rewrite(bytes) => child_in.write_all(&with_newline(bytes)).await?,

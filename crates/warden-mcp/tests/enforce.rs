@@ -75,11 +75,19 @@ fn uninspected_messages_pass_unchanged() {
         &br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#[..],
         br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
         br#"{ "jsonrpc" : "2.0", "id": "x", "method": "resources/list" }"#,
-        br#"not json"#,
     ] {
         assert_eq!(e.client_message(&caller("s"), &ex, bytes), Outcome::Forward);
         assert_eq!(e.server_message(&caller("s"), &ex, bytes), Outcome::Forward);
     }
+    // Nothing pending: even an unreadable server message passes; from the client it does not.
+    assert_eq!(
+        e.server_message(&caller("s"), &ex, b"not json"),
+        Outcome::Forward
+    );
+    assert!(matches!(
+        e.client_message(&caller("s"), &ex, b"not json"),
+        Outcome::Reply(_)
+    ));
 }
 
 #[test]
@@ -343,4 +351,44 @@ fn sse_events_split_across_chunks_and_rewrite() {
         b"event: message\nid: 1\ndata: {}\n\n"
     );
     assert_eq!(s.finish(), b": comment\n");
+}
+
+#[test]
+fn ambiguous_messages_are_not_forwarded() {
+    let e = enforcer();
+    let ex = Exchange::new();
+    // Duplicate keys: a JavaScript server would read the last `method`.
+    let duplicate = br#"{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"get-env"}}"#;
+    let reply = reply_json(&e.client_message(&caller("s"), &ex, duplicate));
+    assert_eq!(reply["error"]["code"], -32600);
+    // A call is pending: an unreadable or ambiguous answer from the server is dropped.
+    assert_eq!(
+        e.client_message(&caller("s"), &ex, &call(5, "echo", json!({"message": "x"}))),
+        Outcome::Forward
+    );
+    let both = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"bob@example.com"}]},"error":{"code":1,"message":"x"}}"#;
+    assert_eq!(e.server_message(&caller("s"), &ex, both), Outcome::Drop);
+    let dup_id = br#"{"jsonrpc":"2.0","id":4,"id":5,"result":{"content":[{"type":"text","text":"bob@example.com"}]}}"#;
+    assert_eq!(e.server_message(&caller("s"), &ex, dup_id), Outcome::Drop);
+    // Ids match as JSON values: 5.0 is 5.
+    let result = br#"{"jsonrpc":"2.0","id":5.0,"result":{"content":[{"type":"text","text":"bob@example.com"}]}}"#;
+    let rewritten = reply_json(&e.server_message(&caller("s"), &ex, result));
+    assert_eq!(
+        rewritten["result"]["content"][0]["text"],
+        "[REDACTED:email]"
+    );
+}
+
+#[test]
+fn server_batches_are_inspected_element_by_element() {
+    let e = enforcer();
+    let ex = Exchange::new();
+    e.client_message(&caller("s"), &ex, &call(1, "echo", json!({"message": "x"})));
+    let batch = br#"[{"jsonrpc":"2.0","method":"notifications/message","params":{}},{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"mail eve@example.com"}]}}]"#;
+    let out = reply_json(&e.server_message(&caller("s"), &ex, batch));
+    assert_eq!(out[0]["method"], "notifications/message");
+    assert_eq!(
+        out[1]["result"]["content"][0]["text"],
+        "mail [REDACTED:email]"
+    );
 }
