@@ -53,6 +53,9 @@ pub struct ProxyConfig {
     pub max_body_bytes: usize,
     /// Who is calling.
     pub identify: Identify,
+    /// Request headers not forwarded upstream (e.g. the daemon's own `authorization` or API key
+    /// header, which authenticates the client to Warden, not to the server).
+    pub strip_headers: Vec<HeaderName>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -60,6 +63,7 @@ impl std::fmt::Debug for ProxyConfig {
         f.debug_struct("ProxyConfig")
             .field("upstream", &self.upstream)
             .field("max_body_bytes", &self.max_body_bytes)
+            .field("strip_headers", &self.strip_headers)
             .finish_non_exhaustive()
     }
 }
@@ -71,6 +75,7 @@ impl ProxyConfig {
             upstream,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             identify: Arc::new(move |_| identity.clone()),
+            strip_headers: Vec::new(),
         }
     }
 }
@@ -244,6 +249,9 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
     copy_headers(&parts.headers, upstream.headers_mut());
     // Responses must come back readable: Warden inspects them.
     upstream.headers_mut().remove(header::ACCEPT_ENCODING);
+    for name in &inner.config.strip_headers {
+        upstream.headers_mut().remove(name);
+    }
     let response = match inner.client.request(upstream).await {
         Ok(response) => response,
         Err(e) => {
