@@ -1,9 +1,8 @@
 //! One audit entry: what a decision leaves behind, hashed and chained.
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 use warden_core::{Decision, Request};
-use warden_proof::{KeyProvider, args_hash, canonicalize, sha256_prefixed};
+use warden_proof::{KeyProvider, args_hash, canonicalize_serialize, sha256_prefixed};
 
 use crate::AuditError;
 
@@ -72,6 +71,48 @@ impl AuditRecord {
     }
 }
 
+/// Largest integer RFC 8785 writes exactly (2^53); above it a number is a double.
+const MAX_EXACT_INT: u64 = 1 << 53;
+
+/// The entry as written. Fields are declared in RFC 8785 order (UTF-16 code-unit order of the
+/// ASCII keys), so `serde_json` writes the canonical form directly: it escapes strings exactly as
+/// RFC 8785 does (`\"`, `\\`, `\b \t \n \f \r`, other controls as lowercase `\u00xx`, nothing
+/// else) and writes integers up to 2^53 as RFC 8785 does. Larger integers take the general
+/// canonicaliser. `tests/props.rs` checks every line against `canonicalize`.
+#[derive(Serialize)]
+struct Sealed<'a> {
+    args_hash: Option<&'a str>,
+    decision: &'a str,
+    findings: &'a [String],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    hash: Option<&'a str>,
+    kind: &'a str,
+    latency_us: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mac: Option<&'a str>,
+    policy: &'a str,
+    prev: &'a str,
+    principal: Option<&'a str>,
+    rule: Option<&'a str>,
+    seq: u64,
+    session: Option<&'a str>,
+    tenant: Option<&'a str>,
+    time: &'a str,
+    tool: Option<&'a str>,
+}
+
+impl Sealed<'_> {
+    fn canonical(&self) -> Result<Vec<u8>, AuditError> {
+        if self.seq <= MAX_EXACT_INT && self.latency_us <= MAX_EXACT_INT {
+            let mut out = Vec::with_capacity(640);
+            serde_json::to_writer(&mut out, self).map_err(|e| AuditError::Encode(e.to_string()))?;
+            Ok(out)
+        } else {
+            canonicalize_serialize(self).map_err(|e| AuditError::Encode(e.to_string()))
+        }
+    }
+}
+
 /// Builds the JSON line for `record` as entry `seq` after `prev`; returns the line (with a final
 /// newline) and the entry's hash.
 pub(crate) fn seal(
@@ -80,51 +121,43 @@ pub(crate) fn seal(
     prev: &str,
     mac: Option<&dyn KeyProvider>,
 ) -> Result<(Vec<u8>, String), AuditError> {
-    let mut m = Map::new();
-    m.insert("seq".into(), Value::from(seq));
-    m.insert("time".into(), Value::from(rfc3339_ms(record.time_ms)));
-    m.insert("tenant".into(), opt(&record.tenant));
-    m.insert("principal".into(), opt(&record.principal));
-    m.insert("session".into(), opt(&record.session));
-    m.insert("kind".into(), Value::from(record.kind.as_str()));
-    m.insert("tool".into(), opt(&record.tool));
-    m.insert("args_hash".into(), opt(&record.args_hash));
-    m.insert("decision".into(), Value::from(record.decision.as_str()));
-    m.insert("rule".into(), opt(&record.rule));
-    m.insert(
-        "findings".into(),
-        Value::Array(
-            record
-                .findings
-                .iter()
-                .map(|f| Value::from(f.as_str()))
-                .collect(),
-        ),
-    );
-    m.insert("policy".into(), Value::from(record.policy.as_str()));
-    m.insert("latency_us".into(), Value::from(record.latency_us));
-    m.insert("prev".into(), Value::from(prev));
+    let time = rfc3339_ms(record.time_ms);
+    let mut entry = Sealed {
+        args_hash: record.args_hash.as_deref(),
+        decision: &record.decision,
+        findings: &record.findings,
+        hash: None,
+        kind: &record.kind,
+        // Clamped so it stays an exact integer in RFC 8785 (2^53 µs is 285 years).
+        latency_us: record.latency_us.min(MAX_EXACT_INT),
+        mac: None,
+        policy: &record.policy,
+        prev,
+        principal: record.principal.as_deref(),
+        rule: record.rule.as_deref(),
+        seq,
+        session: record.session.as_deref(),
+        tenant: record.tenant.as_deref(),
+        time: &time,
+        tool: record.tool.as_deref(),
+    };
     // The MAC covers the entry without `mac` and `hash`; the hash covers the entry with its MAC
     // (everything but `hash`), so even a MAC altered without the key breaks the chain.
-    if let Some(k) = mac {
-        let body = canonicalize(&Value::Object(m.clone()))
-            .map_err(|e| AuditError::Encode(e.to_string()))?;
-        let tag = k.mac(&body).map_err(|e| AuditError::Key(e.to_string()))?;
-        m.insert("mac".into(), Value::from(hex::encode(tag)));
-    }
-    let mut value = Value::Object(m);
-    let hashed = canonicalize(&value).map_err(|e| AuditError::Encode(e.to_string()))?;
-    let hash = sha256_prefixed(&hashed);
-    if let Value::Object(m) = &mut value {
-        m.insert("hash".into(), Value::from(hash.as_str()));
-    }
-    let mut line = canonicalize(&value).map_err(|e| AuditError::Encode(e.to_string()))?;
+    let tag = match mac {
+        Some(k) => {
+            let body = entry.canonical()?;
+            Some(hex::encode(
+                k.mac(&body).map_err(|e| AuditError::Key(e.to_string()))?,
+            ))
+        }
+        None => None,
+    };
+    entry.mac = tag.as_deref();
+    let hash = sha256_prefixed(&entry.canonical()?);
+    entry.hash = Some(&hash);
+    let mut line = entry.canonical()?;
     line.push(b'\n');
     Ok((line, hash))
-}
-
-fn opt(v: &Option<String>) -> Value {
-    v.as_deref().map_or(Value::Null, Value::from)
 }
 
 /// `2026-11-24T06:29:12.123Z` from unix milliseconds (proleptic Gregorian, UTC).

@@ -277,3 +277,16 @@ fn sigkill_loses_no_acknowledged_entry() {
     );
     assert!(files.len() > 1, "expected rotation during the run");
 }
+
+#[test]
+fn huge_latency_is_clamped_and_still_verifies() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    let mut r = record(1);
+    r.latency_us = u64::MAX;
+    log.append_wait(r).unwrap();
+    log.close().unwrap();
+    intact(d.path(), 1);
+    let text = std::fs::read_to_string(d.path().join("audit-000001.jsonl")).unwrap();
+    assert!(text.contains(r#""latency_us":9007199254740992"#), "{text}");
+}
