@@ -526,7 +526,11 @@ fn decide_auth_and_errors() {
         .filter_map(|l| serde_json::from_str::<Value>(l).ok())
         .filter(|l| l["target"] == "warden::decision")
         .collect();
-    assert!(decisions.len() >= 8, "{log}");
+    assert!(
+        decisions.len() >= 7,
+        "{} decision lines in\n{log}",
+        decisions.len()
+    );
     let first = &decisions[0];
     for field in [
         "request_id",
@@ -769,7 +773,9 @@ fn invalid_reload_keeps_the_old_set() {
     let after = server.post_json("/v1/decide", Some(&key), &json!({"tool": "send_email"}));
     assert_eq!(after.status, 200);
     assert_eq!(after.body["policy"]["digest"], digest);
-    assert!(server.log_text().contains("reload failed"));
+    server.wait_for("the failure in the log", |s| {
+        s.log_text().contains("reload failed")
+    });
     // A valid change is picked up by the watcher.
     std::fs::write(
         site.path("policies").join("support-agent.yaml"),

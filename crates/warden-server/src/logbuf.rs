@@ -90,9 +90,26 @@ impl Drop for LogGuard {
     }
 }
 
+/// The buffer of the installed batch writer, for lines written without tracing.
+static SINK: std::sync::OnceLock<Shared> = std::sync::OnceLock::new();
+
+/// Appends one JSON line built by `line` to the batch writer's buffer; false when no batch
+/// writer is installed (the caller logs through tracing instead).
+pub(crate) fn write_json_line(line: &impl serde::Serialize) -> bool {
+    let Some(sink) = SINK.get() else {
+        return false;
+    };
+    let mut bytes = Vec::with_capacity(384);
+    if serde_json::to_writer(&mut bytes, line).is_err() {
+        return false;
+    }
+    bytes.push(b'\n');
+    LineWriter(sink).write(&bytes).is_ok()
+}
+
 /// A writer and the guard of its flusher thread.
 pub(crate) fn batch_writer() -> (BatchWriter, LogGuard) {
-    let shared = Shared::default();
+    let shared = SINK.get_or_init(Shared::default).clone();
     let (stop, stopped) = mpsc::channel::<()>();
     let flusher = shared.clone();
     let thread = std::thread::Builder::new()

@@ -200,10 +200,21 @@ fn load_one(file: &Path) -> Result<LoadedPolicy, SnapshotError> {
 
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn rfc3339_now() -> Arc<str> {
-    let secs = std::time::SystemTime::now()
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0);
+        .unwrap_or_default();
+    Arc::from(rfc3339(now.as_secs(), None))
+}
+
+/// The current time as RFC 3339 (UTC, microseconds), as tracing's JSON logs write it.
+pub fn rfc3339_micros_now() -> String {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    rfc3339(now.as_secs(), Some(now.subsec_micros()))
+}
+
+fn rfc3339(secs: u64, micros: Option<u32>) -> String {
     let days = secs / 86_400;
     let rem = secs % 86_400;
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
@@ -216,10 +227,24 @@ pub fn rfc3339_now() -> Arc<str> {
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
     let year = yoe + era * 400 + i64::from(month <= 2);
-    Arc::from(format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+    let fraction = micros.map(|m| format!(".{m:06}")).unwrap_or_default();
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
         rem / 3600,
         rem % 3600 / 60,
         rem % 60
-    ))
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn rfc3339_dates() {
+        assert_eq!(super::rfc3339(0, None), "1970-01-01T00:00:00Z");
+        assert_eq!(super::rfc3339(951_782_400, None), "2000-02-29T00:00:00Z");
+        assert_eq!(
+            super::rfc3339(1_795_000_000, Some(42)),
+            "2026-11-19T07:06:40.000042Z"
+        );
+    }
 }

@@ -1,0 +1,62 @@
+#!/usr/bin/env bash
+# Load benchmark of `warden serve` on loopback (figures in BENCHMARKS.md, "serve" section).
+# Needs `oha` (cargo install oha) and python3. Never run from tests.
+#   crates/warden-server/bench/load.sh [DURATION_SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/../../.."
+DUR=${1:-10}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$PWD/target}
+cargo build --release -q -p warden-cli
+cargo build --release -q -p warden-server --example noop
+W=$CARGO_TARGET_DIR/release/warden
+NOOP=$CARGO_TARGET_DIR/release/examples/noop
+DIR=$(mktemp -d)
+mkdir -p "$DIR/policies" "$DIR/logs"
+cp examples/support-agent.yaml "$DIR/policies/"          # scenario 02's policy
+cat > "$DIR/warden.yaml" <<YAML
+listen: 127.0.0.1:18181
+policies: policies
+rate_limit: { per_second: 100000000, burst: 100000000 }
+YAML
+KEY=$("$W" keys create --tenant acme --policy support-agent --config "$DIR/warden.yaml" 2>/dev/null)
+"$W" serve --config "$DIR/warden.yaml" 2> "$DIR/logs/serve.log" & WPID=$!
+"$NOOP" 127.0.0.1:18282 & NPID=$!
+trap 'kill $WPID $NPID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+sleep 1
+rss() { awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$1/status; }
+echo "idle RSS: warden $(rss $WPID)"
+
+BODY='{"session":"bench-1","tool":"crm.read_customer","args":{"id":7}}'
+run() { # label url [extra oha args]
+  local label=$1 url=$2; shift 2
+  oha -z ${DUR}s -c 64 --no-tui --output-format json -m POST -T application/json \
+    -H "x-api-key: $KEY" -d "$BODY" "$@" "$url" > "$DIR/oha.json"
+  python3 - "$label" "$DIR/oha.json" <<'PY'
+import json, sys
+d = json.load(open(sys.argv[2])); s = d["summary"]; p = d["latencyPercentiles"]
+codes = d.get("statusCodeDistribution", {})
+print(f"{sys.argv[1]:<28} {s['requestsPerSec']:>9.0f} req/s  p50 {p['p50']*1e3:.3f} ms  "
+      f"p99 {p['p99']*1e3:.3f} ms  p99.9 {p['p99.9']*1e3:.3f} ms  status {codes}")
+PY
+}
+for round in 1 2 3; do
+  run "no-op axum (round $round)" http://127.0.0.1:18282/v1/decide
+  run "warden (round $round)" http://127.0.0.1:18181/v1/decide
+  python3 -c "import json;print(int(json.load(open('$DIR/oha.json'))['summary']['requestsPerSec']))" >> "$DIR/rps"
+done
+MAX=$(sort -n "$DIR/rps" | tail -1)   # warden's best round
+HALF=$((MAX / 2))
+run "warden at $HALF req/s" http://127.0.0.1:18181/v1/decide -q $HALF --latency-correction
+
+python3 - "$KEY" <<'PY'
+import json, sys, urllib.request
+key = sys.argv[1]
+for b in range(100):
+    batch = [{"session": f"load-{b}-{i}", "tool": "crm.read_customer", "args": {"id": i}} for i in range(1000)]
+    req = urllib.request.Request("http://127.0.0.1:18181/v1/decide/batch", json.dumps(batch).encode(),
+                                 {"content-type": "application/json", "x-api-key": key})
+    urllib.request.urlopen(req).read()
+PY
+sleep 1
+echo "sessions: $(curl -s http://127.0.0.1:18181/metrics | grep '^warden_sessions ')"
+echo "RSS with 100k sessions: warden $(rss $WPID)"
