@@ -49,6 +49,9 @@ fn agent() -> ureq::Agent {
     ureq::Agent::config_builder()
         .http_status_as_error(false)
         .timeout_global(Some(Duration::from_secs(10)))
+        // A fresh connection per request: the server may close a connection whose request
+        // body it did not read (401, 413), and a pooled POST is not retried.
+        .max_idle_connections(0)
         .build()
         .into()
 }
