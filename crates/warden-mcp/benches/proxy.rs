@@ -9,7 +9,11 @@
 //! latency (p50, p99) of sequential calls and throughput of concurrent ones, against the real
 //! `@modelcontextprotocol/server-everything` over Streamable HTTP (installed by `.ci/run`).
 //!
-//! `cargo bench -p warden-mcp --features http --bench proxy [-- ROUNDS CALLS SECONDS CONCURRENCY]`
+//! With `stub` as the first argument, the upstream is instead a minimal in-process Rust responder
+//! (one SSE event per call, like server-everything's framing) so the proxy hop's own cost is not
+//! hidden under the Node server's ~1.8 ms.
+//!
+//! `cargo bench -p warden-mcp --features http --bench proxy [-- [stub] ROUNDS CALLS SECONDS CONCURRENCY]`
 
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -155,7 +159,29 @@ async fn throughput(
     done.load(Ordering::Relaxed) as f64 / start.elapsed().as_secs_f64()
 }
 
+/// The stub upstream: answers `initialize` with a session id and every request with one SSE event.
+async fn stub(request: axum::http::Request<Body>) -> axum::http::Response<Body> {
+    let body = request.into_body().collect().await.unwrap().to_bytes();
+    let message: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let Some(id) = message.get("id") else {
+        return axum::http::Response::builder()
+            .status(202)
+            .body(Body::empty())
+            .unwrap();
+    };
+    let text = message["params"]["arguments"]["message"]
+        .as_str()
+        .unwrap_or("");
+    let reply = serde_json::json!({"result": {"content": [{"type": "text", "text": format!("Echo: {text}")}]}, "jsonrpc": "2.0", "id": id});
+    axum::http::Response::builder()
+        .header("content-type", "text/event-stream")
+        .header("mcp-session-id", "stub-session")
+        .body(Body::from(format!("event: message\ndata: {reply}\n\n")))
+        .unwrap()
+}
+
 fn main() {
+    let use_stub = std::env::args().nth(1).as_deref() == Some("stub");
     let args: Vec<f64> = std::env::args()
         .skip(1)
         .filter_map(|a| a.parse().ok())
@@ -178,20 +204,31 @@ fn main() {
         .local_addr()
         .unwrap()
         .port();
-    let mut node = Command::new("node")
-        .arg(&server)
-        .arg("streamableHttp")
-        .env("PORT", port.to_string())
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut node = (!use_stub).then(|| {
+        Command::new("node")
+            .arg(&server)
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    });
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .unwrap();
     runtime.block_on(async {
+        if use_stub {
+            use axum::serve::ListenerExt;
+            let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+                .await
+                .unwrap()
+                .tap_io(|tcp| tcp.set_nodelay(true).unwrap());
+            let app = axum::Router::new().route("/mcp", axum::routing::post(stub));
+            tokio::spawn(async move { axum::serve(listener, app).await });
+        }
         let deadline = Instant::now() + Duration::from_secs(30);
         while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
             assert!(Instant::now() < deadline, "server-everything did not start");
@@ -236,6 +273,8 @@ fn main() {
         let (d50, d99) = (percentile(&lat_direct, 0.5), percentile(&lat_direct, 0.99));
         let (p50, p99) = (percentile(&lat_proxy, 0.5), percentile(&lat_proxy, 0.99));
         let (td, tp) = (mean(&tp_direct), mean(&tp_proxy));
+        let upstream = if use_stub { "in-process Rust stub" } else { "server-everything (Node)" };
+        println!("upstream: {upstream}");
         println!("tools/call echo, {rounds} rounds x {calls} sequential calls; throughput {concurrency} sessions x {seconds} s per round");
         println!("direct : p50 {:>8.1} us  p99 {:>8.1} us  throughput {td:>8.0} calls/s", d50.as_secs_f64() * 1e6, d99.as_secs_f64() * 1e6);
         println!("warden : p50 {:>8.1} us  p99 {:>8.1} us  throughput {tp:>8.0} calls/s", p50.as_secs_f64() * 1e6, p99.as_secs_f64() * 1e6);
@@ -248,6 +287,8 @@ fn main() {
         let c = enforcer.counters();
         println!("enforcer: {} calls allowed, {} denied", c.calls_allowed.load(Ordering::Relaxed), c.calls_denied.load(Ordering::Relaxed));
     });
-    let _ = node.kill();
-    let _ = node.wait();
+    if let Some(node) = &mut node {
+        let _ = node.kill();
+        let _ = node.wait();
+    }
 }
