@@ -85,6 +85,8 @@ enum Msg {
 struct Shared {
     head: Anchor,
     failed: Option<String>,
+    /// Entries queued and not yet written.
+    queued: u64,
 }
 
 /// A running audit log. Cloning the handle is not supported; share it in an `Arc`.
@@ -165,6 +167,7 @@ impl AuditLog {
         let shared = Arc::new(Mutex::new(Shared {
             head: head.clone(),
             failed: None,
+            queued: 0,
         }));
         let (tx, rx) = mpsc::sync_channel(config.queue_capacity.max(1));
         let full = config.full;
@@ -233,6 +236,20 @@ impl AuditLog {
         self.shared.lock().head.clone()
     }
 
+    /// Entries queued and not yet written (for a queue-depth gauge).
+    pub fn queued(&self) -> u64 {
+        self.shared.lock().queued
+    }
+
+    /// The error that stopped the writer, if any (every later append fails with it).
+    pub fn failure(&self) -> Option<AuditError> {
+        self.shared
+            .lock()
+            .failed
+            .as_ref()
+            .map(|e| AuditError::Writer(e.clone()))
+    }
+
     /// Flushes, syncs and stops the writer.
     pub fn close(mut self) -> Result<(), AuditError> {
         self.shutdown()
@@ -255,13 +272,23 @@ impl AuditLog {
             return Err(AuditError::Writer(e.clone()));
         }
         let tx = self.tx.as_ref().ok_or(AuditError::Closed)?;
-        match self.full {
+        let is_append = matches!(msg, Msg::Append(..));
+        // Counted before sending so the writer's decrement can never come first.
+        if is_append {
+            self.shared.lock().queued += 1;
+        }
+        let sent = match self.full {
             FullPolicy::Block => tx.send(msg).map_err(|_| AuditError::Closed),
             FullPolicy::Deny => tx.try_send(msg).map_err(|e| match e {
                 TrySendError::Full(_) => AuditError::QueueFull,
                 TrySendError::Disconnected(_) => AuditError::Closed,
             }),
+        };
+        if sent.is_err() && is_append {
+            let mut sh = self.shared.lock();
+            sh.queued = sh.queued.saturating_sub(1);
         }
+        sent
     }
 }
 
@@ -320,6 +347,10 @@ impl Writer {
                 while let Some(m) = next.take() {
                     match m {
                         Msg::Append(rec, ack) => {
+                            {
+                                let mut sh = self.shared.lock();
+                                sh.queued = sh.queued.saturating_sub(1);
+                            }
                             if let Err(e) = self.write_one(&rec, &mut buf) {
                                 self.fail(&e, ack);
                             } else {

@@ -135,6 +135,8 @@ fn stalled_log(full: FullPolicy) -> (tempfile::TempDir, AuditLog, mpsc::Sender<(
     .unwrap();
     entered_rx.recv().unwrap(); // the writer is now stuck in the callback
     log.append(record(2)).unwrap(); // fills the one-slot queue
+    assert_eq!(log.queued(), 1);
+    assert!(log.failure().is_none());
     (d, log, release_tx)
 }
 
