@@ -525,3 +525,27 @@ fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
     assert_eq!(text(&lines[1]), "Echo: after the fetch");
     drop(server);
 }
+
+/// `warden mcp wrap` exits with the server's code, and kills a server that ignores the end of
+/// its input once the grace period is over.
+#[test]
+fn stdio_wrap_exit_code_and_grace() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(dir.path());
+    let wrap = |script: &str| {
+        let start = Instant::now();
+        let status = Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["mcp", "wrap", "--memory-pins", "--policy"])
+            .arg(&policy)
+            .args(["--", "sh", "-c", script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        (status.code(), start.elapsed())
+    };
+    assert_eq!(wrap("exit 3").0, Some(3));
+    let (code, took) = wrap("trap '' TERM; sleep 60");
+    assert_eq!(code, Some(1), "killed by a signal");
+    assert!(took < Duration::from_secs(30), "took {took:?}");
+}

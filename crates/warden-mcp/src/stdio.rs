@@ -10,6 +10,12 @@ use tokio::sync::mpsc;
 
 use crate::enforce::{Caller, Enforcer, Exchange, Outcome};
 
+/// How long the child may take to exit after the client closed its input.
+pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How long the server's last output may take to reach the client after the server exited.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(2);
+
 /// Most bytes in one message line; a longer line ends the session (fail closed).
 pub const MAX_LINE_BYTES: usize = 64 * 1024 * 1024;
 
@@ -121,12 +127,30 @@ where
         Ok::<_, std::io::Error>(())
     });
 
-    let status = child.wait().await?;
+    // The child exits by itself, or is killed once the client has closed its input and the
+    // child has not exited within the grace period (as the MCP stdio transport describes).
+    let mut from_client = from_client;
+    let status = tokio::select! {
+        status = child.wait() => status?,
+        () = async {
+            let _ = (&mut from_client).await;
+            tokio::time::sleep(EXIT_GRACE).await;
+        } => {
+            tracing::warn!("the MCP server did not exit after its input closed; killing it");
+            child.start_kill()?;
+            child.wait().await?
+        }
+    };
     from_client.abort();
-    if let Ok(Err(e)) = from_server.await {
-        tracing::warn!(error = %e, "reading the server's output failed");
+    // Drain what the server wrote before it exited; a grandchild that still holds its stdout
+    // open does not keep the session alive.
+    let mut from_server = from_server;
+    match tokio::time::timeout(DRAIN, &mut from_server).await {
+        Ok(Ok(Err(e))) => tracing::warn!(error = %e, "reading the server's output failed"),
+        Ok(_) => {}
+        Err(_) => from_server.abort(),
     }
-    if let Ok(Err(e)) = writer.await {
+    if let Ok(Ok(Err(e))) = tokio::time::timeout(DRAIN, writer).await {
         tracing::debug!(error = %e, "writing to the client failed");
     }
     Ok(status)
