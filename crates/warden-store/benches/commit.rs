@@ -53,8 +53,16 @@ fn main() {
         start.elapsed().as_secs_f64() * 1e3
     );
     for (label, durability, n) in [
-        ("redb commit per update, Durability::Immediate", Durability::Immediate, 300),
-        ("redb commit per update, Durability::None", Durability::None, 20_000),
+        (
+            "redb commit per update, Durability::Immediate",
+            Durability::Immediate,
+            300,
+        ),
+        (
+            "redb commit per update, Durability::None",
+            Durability::None,
+            20_000,
+        ),
     ] {
         let db = Database::create(dir.path().join(format!("{n}.redb"))).unwrap();
         let value = vec![b'x'; 200];
@@ -63,7 +71,8 @@ fn main() {
             tx.set_durability(durability).unwrap();
             {
                 let mut t = tx.open_table(T).unwrap();
-                t.insert(format!("s{}", i % 10_000).as_str(), value.as_slice()).unwrap();
+                t.insert(format!("s{}", i % 10_000).as_str(), value.as_slice())
+                    .unwrap();
             }
             tx.commit().unwrap();
         });
