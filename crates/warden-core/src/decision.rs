@@ -74,6 +74,10 @@ pub struct Decision {
     pub dry_run_decision: Option<Verdict>,
     /// The policy that decided.
     pub policy: PolicyInfo,
+    /// A signed token (EdDSA JWT bound to the tool and the hash of its arguments) for allowed
+    /// tool calls, when the front door has a signing key. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub token: Option<String>,
 }
 
 impl Decision {

@@ -176,6 +176,7 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
             redacted,
             dry_run_decision,
             policy: policy.info.clone(),
+            token: None,
         },
         change: if request.session.is_some() {
             change
@@ -244,6 +245,7 @@ fn rego_failure(
             redacted: None,
             dry_run_decision,
             policy: policy.info.clone(),
+            token: None,
         },
         change: None,
         failure: Some(match error {
