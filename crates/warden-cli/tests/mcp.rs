@@ -32,7 +32,7 @@ rules:
   - { id: internal, effect: allow, classes: [internal] }
   - { id: fetch, effect: allow, classes: [web], add_taints: [untrusted] }
   - { id: results, effect: allow, kinds: [tool_result] }
-  - { id: no-echo-after-untrusted, effect: deny, tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
+  - { id: no-echo-after-untrusted, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
   - { id: no-images, effect: deny, tools: [get-tiny-image], reason: "images are not allowed" }
 content:
   detectors: [email]
@@ -436,7 +436,7 @@ rules:
   - { id: internal, effect: allow, classes: [internal] }
   - { id: web, effect: allow, classes: [web], add_taints: [untrusted] }
   - { id: results, effect: allow, kinds: [tool_result] }
-  - { id: no-echo-after-untrusted, effect: deny, tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
+  - { id: no-echo-after-untrusted, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
 content: { detectors: [email], input: redact, output: redact }
 "#;
 
