@@ -307,6 +307,17 @@ impl Enforcer {
             Some(args @ Value::Object(_)) => Some(args),
             Some(_) => return invalid("tools/call `arguments` must be an object"),
         };
+        // A task-augmented call (2025-11-25 `params.task`) delivers its result later through
+        // `tasks/result`, outside this exchange: refused rather than let through uninspected.
+        if params.get("task").is_some_and(|t| !t.is_null()) {
+            bump(&self.counters.calls_denied);
+            return Outcome::Reply(message::error_response(
+                id,
+                message::DENIED,
+                "task-augmented tool calls are not supported through warden; call the tool without `task`",
+                None,
+            ));
+        }
         match self.pins.is_held(&self.upstream, &tool) {
             Ok(false) => {}
             Ok(true) => {

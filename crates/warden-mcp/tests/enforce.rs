@@ -392,3 +392,18 @@ fn server_batches_are_inspected_element_by_element() {
         "mail [REDACTED:email]"
     );
 }
+
+#[test]
+fn task_augmented_calls_are_refused() {
+    let e = enforcer();
+    let ex = Exchange::new();
+    let task = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"task":{"ttl":60000}}}"#;
+    let reply = reply_json(&e.client_message(&caller("s"), &ex, task));
+    assert_eq!(reply["error"]["code"], -32001);
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("task-augmented")
+    );
+}
