@@ -2,6 +2,7 @@
 //! each mapped to forward unchanged / forward rewritten / answer directly.
 
 use std::collections::HashMap;
+use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -103,6 +104,15 @@ impl std::fmt::Debug for Enforcer {
             .field("upstream", &self.upstream)
             .finish_non_exhaustive()
     }
+}
+
+fn duplicate_id(id: Option<&RawValue>) -> Vec<u8> {
+    message::error_response(
+        id,
+        message::INVALID_REQUEST,
+        "this request id is still awaiting its response; use a new id",
+        None,
+    )
 }
 
 /// The human-readable reason of a deny decision.
@@ -210,16 +220,28 @@ impl Enforcer {
     /// Handles one message from the client on its way to the server.
     pub fn client_message(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
         let message = Message::classify(bytes);
+        // An id still awaiting its answer cannot be reused: the other request's answer could
+        // be taken for the tool result, and the real result would pass uninspected.
+        if message.kind == MessageKind::Request
+            && exchange.in_flight() > 0
+            && let Some(key) = message.id().and_then(message::id_key)
+            && exchange.pending.lock().contains_key(&key)
+        {
+            return Outcome::Reply(duplicate_id(message.id()));
+        }
         match (message.kind, message.method()) {
             (MessageKind::Request, Some("tools/call")) => {
                 self.tool_call(caller, exchange, &message, bytes)
             }
             (MessageKind::Request, Some("tools/list")) => {
                 match message.id().and_then(message::id_key) {
-                    Some(key) => {
-                        exchange.pending.lock().insert(key, Pending::List);
-                        Outcome::Forward
-                    }
+                    Some(key) => match exchange.pending.lock().entry(key) {
+                        Entry::Occupied(_) => Outcome::Reply(duplicate_id(message.id())),
+                        Entry::Vacant(slot) => {
+                            slot.insert(Pending::List);
+                            Outcome::Forward
+                        }
+                    },
                     None => Outcome::Reply(message::error_response(
                         message.id(),
                         message::INVALID_REQUEST,
@@ -376,7 +398,11 @@ impl Enforcer {
             ));
         }
         bump(&self.counters.calls_allowed);
-        exchange.pending.lock().insert(key, Pending::Call(tool));
+        if let Entry::Vacant(slot) = exchange.pending.lock().entry(key) {
+            slot.insert(Pending::Call(tool));
+        } else {
+            return Outcome::Reply(duplicate_id(id));
+        }
         match enforced_redaction(&decision) {
             Some(redacted) => match rewrite(bytes, &["params", "arguments"], redacted.clone()) {
                 Some(rewritten) => {

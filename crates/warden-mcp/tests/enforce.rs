@@ -407,3 +407,29 @@ fn task_augmented_calls_are_refused() {
             .contains("task-augmented")
     );
 }
+
+#[test]
+fn an_id_in_flight_cannot_be_reused() {
+    let e = enforcer();
+    let ex = Exchange::new();
+    assert_eq!(
+        e.client_message(&caller("s"), &ex, &call(1, "echo", json!({"message": "x"}))),
+        Outcome::Forward
+    );
+    // A ping with the same id could take the tool result's place.
+    let ping = br#"{"jsonrpc":"2.0","id":1.0,"method":"ping"}"#;
+    let reply = reply_json(&e.client_message(&caller("s"), &ex, ping));
+    assert_eq!(reply["error"]["code"], -32600);
+    let result = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"bob@example.com"}]}}"#;
+    let out = reply_json(&e.server_message(&caller("s"), &ex, result));
+    assert_eq!(out["result"]["content"][0]["text"], "[REDACTED:email]");
+    // Answered: the id is free again.
+    assert_eq!(
+        e.client_message(
+            &caller("s"),
+            &ex,
+            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+        ),
+        Outcome::Forward
+    );
+}
