@@ -4,7 +4,6 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-#![cfg(feature = "http")]
 //! HTTP transport edge cases against an in-process upstream that records what reached it
 //! (the end-to-end tests with real MCP peers are in `crates/warden-cli/tests/mcp.rs`).
 
