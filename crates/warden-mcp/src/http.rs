@@ -40,6 +40,22 @@ pub struct Identity {
     pub session: Option<String>,
 }
 
+/// One HTTP upstream as a daemon configuration lists it: clients reach it at `/mcp/{name}`,
+/// Warden forwards to `url` and decides with the policy named `policy`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamConfig {
+    /// The upstream's name: its route and the key its tool pins are kept under.
+    pub name: String,
+    /// The upstream MCP endpoint (`http://host:port/mcp`).
+    pub url: String,
+    /// The name of the policy (in the daemon's policy set) that decides its calls.
+    pub policy: String,
+    /// A client identity used as the Warden session instead of `Mcp-Session-Id`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session: Option<String>,
+}
+
 /// Derives the caller's identity from the request headers (authentication is the embedding
 /// application's: the standalone proxy uses a fixed identity).
 pub type Identify = Arc<dyn Fn(&HeaderMap) -> Identity + Send + Sync>;

@@ -227,3 +227,16 @@ async fn mismatching_routing_headers_are_rejected() {
     assert_eq!(body["error"]["code"], json!(-32600));
     assert!(seen.lock().is_empty());
 }
+
+#[test]
+fn upstream_config_reads_and_rejects_unknown_fields() {
+    let config: warden_mcp::http::UpstreamConfig =
+        serde_json::from_value(json!({"name": "everything", "url": "http://127.0.0.1:3001/mcp", "policy": "support-agent"})).unwrap();
+    assert_eq!(config.name, "everything");
+    assert!(
+        serde_json::from_value::<warden_mcp::http::UpstreamConfig>(
+            json!({"name": "x", "url": "u", "policy": "p", "tls": true})
+        )
+        .is_err()
+    );
+}
