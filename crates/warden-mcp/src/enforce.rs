@@ -40,7 +40,10 @@ pub enum Outcome {
 
 #[derive(Debug, Clone)]
 enum Pending {
+    /// A `tools/call` (or the `tasks/result` of a task-augmented one): its answer is the result.
     Call(String),
+    /// A task-augmented `tools/call`: its answer creates the task whose result comes later.
+    Task(String),
     List,
 }
 
@@ -49,12 +52,28 @@ enum Pending {
 #[derive(Debug, Default)]
 pub struct Exchange {
     pending: Mutex<HashMap<String, Pending>>,
+    /// Tasks created by task-augmented calls: task id -> tool.
+    tasks: Mutex<HashMap<String, String>>,
+    /// Whether the exchange outlives one request (an MCP session or a stdio child), so a task's
+    /// result fetched later with `tasks/result` is seen here too.
+    persistent: bool,
 }
 
+/// Most tasks remembered per exchange.
+pub const MAX_TASKS: usize = 10_000;
+
 impl Exchange {
-    /// An exchange with nothing in flight.
+    /// An exchange for one request (stateless HTTP): task-augmented calls are refused.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An exchange for a whole MCP session or stdio child.
+    pub fn for_session() -> Self {
+        Self {
+            persistent: true,
+            ..Self::default()
+        }
     }
 
     /// Requests waiting for their response.
@@ -233,6 +252,7 @@ impl Enforcer {
             (MessageKind::Request, Some("tools/call")) => {
                 self.tool_call(caller, exchange, &message, bytes)
             }
+            (MessageKind::Request, Some("tasks/result")) => self.task_result(exchange, &message),
             (MessageKind::Request, Some("tools/list")) => {
                 match message.id().and_then(message::id_key) {
                     Some(key) => match exchange.pending.lock().entry(key) {
@@ -330,13 +350,15 @@ impl Enforcer {
             Some(_) => return invalid("tools/call `arguments` must be an object"),
         };
         // A task-augmented call (2025-11-25 `params.task`) delivers its result later through
-        // `tasks/result`, outside this exchange: refused rather than let through uninspected.
-        if params.get("task").is_some_and(|t| !t.is_null()) {
+        // `tasks/result`: only an exchange that lasts (a session) can see it, so stateless
+        // requests get a refusal rather than an uninspected result.
+        let task = params.get("task").is_some_and(|t| !t.is_null());
+        if task && !exchange.persistent {
             bump(&self.counters.calls_denied);
             return Outcome::Reply(message::error_response(
                 id,
                 message::DENIED,
-                "task-augmented tool calls are not supported through warden; call the tool without `task`",
+                "task-augmented tool calls need an MCP session through warden; call the tool without `task`",
                 None,
             ));
         }
@@ -399,7 +421,11 @@ impl Enforcer {
         }
         bump(&self.counters.calls_allowed);
         if let Entry::Vacant(slot) = exchange.pending.lock().entry(key) {
-            slot.insert(Pending::Call(tool));
+            slot.insert(if task {
+                Pending::Task(tool)
+            } else {
+                Pending::Call(tool)
+            });
         } else {
             return Outcome::Reply(duplicate_id(id));
         }
@@ -454,6 +480,7 @@ impl Enforcer {
         };
         match pending {
             Pending::Call(tool) => self.tool_result(caller, id, &tool, result, bytes),
+            Pending::Task(tool) => Self::task_created(exchange, id, &tool, result),
             Pending::List => self.tool_list(caller, result, bytes),
         }
     }
@@ -490,6 +517,61 @@ impl Enforcer {
         out.extend_from_slice(&kept.join(&b","[..]));
         out.push(b']');
         Outcome::Rewrite(out)
+    }
+
+    /// The answer to a task-augmented call: remember which tool the task runs. Anything but a
+    /// task is inspected as the tool's result.
+    fn task_created(exchange: &Exchange, id: &RawValue, tool: &str, result: &RawValue) -> Outcome {
+        let task_id = serde_json::from_str::<Value>(result.get())
+            .ok()
+            .and_then(|r| {
+                r.pointer("/task/taskId")
+                    .and_then(Value::as_str)
+                    .map(str::to_owned)
+            });
+        let Some(task_id) = task_id else {
+            return Outcome::Rewrite(message::error_response(
+                Some(id),
+                message::RESULT_BLOCKED,
+                "the server answered a task-augmented call without a task",
+                None,
+            ));
+        };
+        let mut tasks = exchange.tasks.lock();
+        if tasks.len() >= MAX_TASKS {
+            tasks.clear();
+        }
+        tasks.insert(task_id, tool.to_owned());
+        Outcome::Forward
+    }
+
+    /// `tasks/result` for a task Warden saw created: its answer is the tool's result. Unknown
+    /// tasks are refused (their result could not be inspected).
+    fn task_result(&self, exchange: &Exchange, message: &Message<'_>) -> Outcome {
+        let id = message.id();
+        let task_id = message
+            .envelope
+            .as_ref()
+            .and_then(|e| e.params)
+            .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
+            .and_then(|p| p.get("taskId").and_then(Value::as_str).map(str::to_owned));
+        let tool = task_id.and_then(|t| exchange.tasks.lock().get(&t).cloned());
+        let (Some(tool), Some(key)) = (tool, id.and_then(message::id_key)) else {
+            bump(&self.counters.calls_denied);
+            return Outcome::Reply(message::error_response(
+                id,
+                message::DENIED,
+                "unknown task: warden only returns results of tasks it saw created",
+                None,
+            ));
+        };
+        match exchange.pending.lock().entry(key) {
+            Entry::Occupied(_) => Outcome::Reply(duplicate_id(id)),
+            Entry::Vacant(slot) => {
+                slot.insert(Pending::Call(tool));
+                Outcome::Forward
+            }
+        }
     }
 
     fn tool_result(

@@ -213,7 +213,11 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
     };
     let exchange = match &mcp_session {
         Some(id) if inner.exchanges.len() < MAX_SESSIONS || inner.exchanges.contains_key(id) => {
-            inner.exchanges.entry(id.clone()).or_default().clone()
+            inner
+                .exchanges
+                .entry(id.clone())
+                .or_insert_with(|| Arc::new(Exchange::for_session()))
+                .clone()
         }
         _ => Arc::new(Exchange::new()),
     };

@@ -63,7 +63,7 @@ where
     let missing = || std::io::Error::other("the child's stdio was not piped");
     let mut child_in = child.stdin.take().ok_or_else(missing)?;
     let child_out = child.stdout.take().ok_or_else(missing)?;
-    let exchange = Arc::new(Exchange::new());
+    let exchange = Arc::new(Exchange::for_session());
     let caller = Arc::new(caller);
 
     // One writer owns the client's output: replies from Warden and messages from the server.

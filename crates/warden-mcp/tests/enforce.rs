@@ -394,11 +394,11 @@ fn server_batches_are_inspected_element_by_element() {
 }
 
 #[test]
-fn task_augmented_calls_are_refused() {
+fn task_augmented_calls_are_inspected_through_tasks_result() {
     let e = enforcer();
-    let ex = Exchange::new();
     let task = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"task":{"ttl":60000}}}"#;
-    let reply = reply_json(&e.client_message(&caller("s"), &ex, task));
+    // Stateless (one exchange per request): refused.
+    let reply = reply_json(&e.client_message(&caller("s"), &Exchange::new(), task));
     assert_eq!(reply["error"]["code"], -32001);
     assert!(
         reply["error"]["message"]
@@ -406,6 +406,33 @@ fn task_augmented_calls_are_refused() {
             .unwrap()
             .contains("task-augmented")
     );
+    // In a session: the task is created, and its result is inspected when fetched.
+    let ex = Exchange::for_session();
+    assert_eq!(e.client_message(&caller("s"), &ex, task), Outcome::Forward);
+    let created = br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t-9","status":"working","ttl":60000,"createdAt":"x","lastUpdatedAt":"x"}}}"#;
+    assert_eq!(
+        e.server_message(&caller("s"), &ex, created),
+        Outcome::Forward
+    );
+    let fetch = br#"{"jsonrpc":"2.0","id":2,"method":"tasks/result","params":{"taskId":"t-9"}}"#;
+    assert_eq!(e.client_message(&caller("s"), &ex, fetch), Outcome::Forward);
+    let result = br#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Echo: bob@example.com"}]}}"#;
+    let out = reply_json(&e.server_message(&caller("s"), &ex, result));
+    assert_eq!(
+        out["result"]["content"][0]["text"],
+        "Echo: [REDACTED:email]"
+    );
+    // A task Warden never saw created is refused.
+    let unknown = br#"{"jsonrpc":"2.0","id":3,"method":"tasks/result","params":{"taskId":"t-1"}}"#;
+    assert_eq!(
+        reply_json(&e.client_message(&caller("s"), &ex, unknown))["error"]["code"],
+        -32001
+    );
+    // A server answering a plain call with a task still has its answer inspected as the result.
+    e.client_message(&caller("s"), &ex, &call(4, "echo", json!({"message": "x"})));
+    let sneaky = br#"{"jsonrpc":"2.0","id":4,"result":{"task":{"taskId":"t-2"},"content":[{"type":"text","text":"eve@example.com"}]}}"#;
+    let out = reply_json(&e.server_message(&caller("s"), &ex, sneaky));
+    assert_eq!(out["result"]["content"][0]["text"], "[REDACTED:email]");
 }
 
 #[test]
