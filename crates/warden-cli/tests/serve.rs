@@ -857,6 +857,48 @@ fn hundred_reloads_under_concurrent_load() {
     assert_eq!(server.metric(r#"warden_reload_total{result="error"}"#), 0.0);
 }
 
+/// SIGTERM while a long batch is being decided: the batch completes (200, every decision), and
+/// new connections are refused afterwards.
+#[test]
+fn shutdown_finishes_in_flight_requests() {
+    let site = Site::new(NO_LIMIT);
+    let server = Arc::new(site.start(&[
+        "--state",
+        "memory",
+        "--anonymous-policy",
+        "support-agent",
+        "--no-decision-log",
+    ]));
+    let n = 20_000;
+    let batch: Vec<Value> = (0..n)
+        .map(|i| json!({"session": format!("s{i}"), "tool": "crm.read_customer"}))
+        .collect();
+    let in_flight = {
+        let server = Arc::clone(&server);
+        std::thread::spawn(move || server.post_json("/v1/decide/batch", None, &Value::Array(batch)))
+    };
+    server.wait_for("the batch to be under way", |s| {
+        s.metric(r#"warden_decisions_total{policy="support-agent",decision="allow"}"#) > 0.0
+    });
+    server.signal("TERM");
+    let reply = in_flight.join().unwrap();
+    assert_eq!(
+        reply.status,
+        200,
+        "{}",
+        &reply.text[..reply.text.len().min(300)]
+    );
+    assert_eq!(reply.body.as_array().unwrap().len(), n);
+    let server = Arc::into_inner(server).unwrap();
+    let addr = server.addr.clone();
+    let log = server.stop();
+    assert!(log.contains("shutting down"));
+    assert!(
+        std::net::TcpStream::connect(addr).is_err(),
+        "still accepting after exit"
+    );
+}
+
 #[test]
 fn graceful_shutdown_finishes_and_flushes() {
     let site = Site::new(NO_LIMIT);
