@@ -206,7 +206,17 @@ pub async fn decide(
     let started = Instant::now();
     let decision = decide_one(&state, &caller, policy, &request)?;
     record(&state, &caller, &request_id.0, &decision, started);
-    Ok(Json(decision).into_response())
+    Ok(json_response(&decision))
+}
+
+/// A JSON response serialized into a buffer sized for a typical decision (axum's `Json` starts
+/// at 128 bytes and grows).
+fn json_response(value: &impl serde::Serialize) -> Response {
+    let mut body = Vec::with_capacity(512);
+    match serde_json::to_writer(&mut body, value) {
+        Ok(()) => ([(header::CONTENT_TYPE, "application/json")], body).into_response(),
+        Err(_) => ApiError::internal().into_response(),
+    }
 }
 
 /// `POST /v1/decide/batch`: a JSON array of requests, all validated before any is decided,

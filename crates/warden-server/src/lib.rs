@@ -44,7 +44,7 @@ struct Inner {
     store: Arc<EmbeddedSessionStore>,
     metrics: Metrics,
     limiter: Option<DefaultKeyedRateLimiter<u64>>,
-    concurrency: Arc<Semaphore>,
+    concurrency: Semaphore,
     config: ServeConfig,
     config_path: Option<PathBuf>,
     ready: AtomicBool,
@@ -80,7 +80,7 @@ impl AppState {
             store: Arc::new(store),
             metrics: Metrics::new(),
             limiter,
-            concurrency: Arc::new(Semaphore::new(config.max_concurrency.max(1))),
+            concurrency: Semaphore::new(config.max_concurrency.max(1)),
             config,
             config_path,
             ready: AtomicBool::new(true),
@@ -174,8 +174,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/v1/data/{*path}", post(handlers::data))
         .route("/v1/policies", get(handlers::policies))
         .merge(extra)
-        .route_layer(from_fn_with_state(state.clone(), middleware::auth))
-        .route_layer(from_fn_with_state(state.clone(), middleware::protect));
+        .route_layer(from_fn_with_state(state.clone(), middleware::api));
     Router::new()
         .merge(api)
         .route("/health/live", get(handlers::live))
