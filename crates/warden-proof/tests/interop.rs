@@ -1,5 +1,5 @@
 //! Interoperability: Warden's tokens verified by independent JOSE libraries, PyJWT (PyPI) and
-//! `jose` (npm). `.ci/run` installs them (into `.ci/.pydeps` and `.ci/.npm`); a missing library
+//! `jose` (npm). `scripts/test` installs them (into `.ci/.pydeps` and `.ci/.npm`); a missing library
 //! fails the test with the command that installs it.
 #![allow(
     clippy::unwrap_used,
@@ -33,7 +33,7 @@ fn now() -> u64 {
         .as_secs()
 }
 
-/// `PYTHONPATH` as `.ci/run` exports it, else the workspace's `.ci/.pydeps` when present.
+/// `PYTHONPATH` as `scripts/test` exports it, else the workspace's `.ci/.pydeps` when present.
 fn pythonpath() -> String {
     let mut parts: Vec<String> = std::env::var("PYTHONPATH")
         .ok()
@@ -100,7 +100,7 @@ impl Case {
         assert_ne!(
             code, 3,
             "PyJWT/cryptography not installed: run `python3 -m pip install --target .ci/.pydeps \
-             pyjwt cryptography` (as .ci/run does) or set PYTHONPATH: {text}"
+             pyjwt cryptography` (as scripts/test does) or set PYTHONPATH: {text}"
         );
         (code, text)
     }
@@ -120,7 +120,7 @@ impl Case {
         let code = out.status.code().unwrap();
         assert_ne!(
             code, 3,
-            "npm `jose` not installed: run `npm install --prefix .ci/.npm jose` (as .ci/run \
+            "npm `jose` not installed: run `npm install --prefix .ci/.npm jose` (as scripts/test \
              does) or set NODE_PATH: {text}"
         );
         (code, text)
