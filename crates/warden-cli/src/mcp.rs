@@ -203,17 +203,28 @@ fn wrap(
     };
     let mut child = tokio::process::Command::new(program);
     child.args(args);
-    let status = runtime.block_on(warden_mcp::stdio::wrap(
-        enforcer,
-        caller,
-        child,
-        tokio::io::stdin(),
-        tokio::io::stdout(),
-    ));
+    // SIGTERM / SIGINT (an MCP client closing the transport sends SIGTERM): dropping the relay
+    // kills the server process, so it is never left behind.
+    let status = runtime.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let relay = warden_mcp::stdio::wrap(
+            enforcer,
+            caller,
+            child,
+            tokio::io::stdin(),
+            tokio::io::stdout(),
+        );
+        tokio::select! {
+            status = relay => status.map(Some),
+            _ = term.recv() => Ok(None),
+            _ = tokio::signal::ctrl_c() => Ok(None),
+        }
+    });
     // Do not wait for a blocked stdin read: the session is over.
     runtime.shutdown_background();
     match status {
-        Ok(status) => match status.code() {
+        Ok(None) => ExitCode::from(143),
+        Ok(Some(status)) => match status.code() {
             Some(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
             None => ExitCode::from(1),
         },

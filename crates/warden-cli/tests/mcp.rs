@@ -546,3 +546,110 @@ fn stdio_wrap_exit_code_and_grace() {
     assert_eq!(code, Some(1), "killed by a signal");
     assert!(took < Duration::from_secs(30), "took {took:?}");
 }
+
+const POLICY_TASKS: &str = r#"
+warden: 1
+name: mcp-e2e-tasks
+default: allow
+rules:
+  - { id: withhold, effect: deny, kinds: [tool_result], tools: [simulate-research-query], if: "taint:secret", reason: "research reports are withheld" }
+  - { id: mark, effect: allow, tools: [echo], add_taints: [secret] }
+"#;
+
+fn check_tasks(lines: &[Value]) {
+    // The task's result, fetched with tasks/result, is the tool's result and is inspected: it
+    // goes through before the session is tainted and is withheld after.
+    let report = text(&lines[1]);
+    assert!(report.starts_with("# Research Report: owls"), "{report}");
+    assert_eq!(lines[1]["stream"][0], "taskCreated", "{}", lines[1]);
+    assert_eq!(text(&lines[2]), "Echo: x");
+    assert_eq!(lines[3]["error"]["code"], -32002, "{}", lines[3]);
+    assert!(
+        lines[3]["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("research reports are withheld")
+    );
+    assert_eq!(lines[3]["stream"][0], "taskCreated", "{}", lines[3]);
+}
+
+/// Task-augmented calls (2025-11-25) with server-everything's task tool, over both transports.
+#[test]
+fn task_augmented_calls_are_inspected_over_both_transports() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("tasks.yaml");
+    std::fs::write(&policy, POLICY_TASKS).unwrap();
+    let pins = dir.path().join("pins.json");
+    let steps = json!([
+        {"op": "list"},
+        {"op": "task", "tool": "simulate-research-query", "args": {"topic": "owls"}},
+        {"op": "call", "tool": "echo", "args": {"message": "x"}},
+        {"op": "task", "tool": "simulate-research-query", "args": {"topic": "owls"}},
+    ]);
+    check_tasks(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
+
+    let port = free_port();
+    let _server = Proc(
+        Command::new("node")
+            .arg(server_everything())
+            .arg("streamableHttp")
+            .env("PORT", port.to_string())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    wait_for(&format!("127.0.0.1:{port}"));
+    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_proxy, url) = start_proxy(dir.path(), &policy, &pins, &upstream, &[]);
+    check_tasks(&run_client(&http_spec(&url, steps, 1)));
+}
+
+/// SIGTERM to `warden mcp wrap` (what an MCP client sends when it closes) kills the server too.
+#[test]
+fn stdio_wrap_sigterm_kills_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = write_policy(dir.path());
+    let pid_file = dir.path().join("server.pid");
+    let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
+    let mut wrap = Proc(
+        Command::new(env!("CARGO_BIN_EXE_warden"))
+            .args(["mcp", "wrap", "--memory-pins", "--policy"])
+            .arg(&policy)
+            .args(["--", "sh", "-c", &script])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let server = loop {
+        if let Ok(pid) = std::fs::read_to_string(&pid_file)
+            && !pid.trim().is_empty()
+        {
+            break pid.trim().to_owned();
+        }
+        assert!(Instant::now() < deadline, "the server did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let alive = |pid: &str| {
+        Command::new("kill")
+            .args(["-0", pid])
+            .stderr(Stdio::null())
+            .status()
+            .unwrap()
+            .success()
+    };
+    assert!(alive(&server));
+    let status = Command::new("kill")
+        .args(["-TERM", &wrap.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert_eq!(wrap.0.wait().unwrap().code(), Some(143));
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&server) {
+        assert!(Instant::now() < deadline, "the server outlived warden");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

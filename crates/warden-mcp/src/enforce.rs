@@ -448,7 +448,8 @@ impl Enforcer {
 
     /// Handles one message from the server on its way to the client. Never answers the server.
     pub fn server_message(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
-        if exchange.in_flight() == 0 {
+        // Nothing to read (an SSE priming event has empty data): nothing to inspect.
+        if exchange.in_flight() == 0 || bytes.iter().all(u8::is_ascii_whitespace) {
             return Outcome::Forward;
         }
         let message = Message::classify(bytes);

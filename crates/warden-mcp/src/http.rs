@@ -327,8 +327,15 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             }
         };
         match inner.enforcer.server_message(&caller, &exchange, &bytes) {
+            Outcome::Forward => Body::from(bytes),
             Outcome::Rewrite(rewritten) => Body::from(rewritten),
-            _ => Body::from(bytes),
+            Outcome::Reply(_) | Outcome::Drop => {
+                return rpc_error(
+                    StatusCode::BAD_GATEWAY,
+                    message::INVALID_REQUEST,
+                    "the upstream response could not be read as JSON-RPC",
+                );
+            }
         }
     } else {
         Body::new(body)
@@ -392,18 +399,24 @@ where
             }
             let mut out = Vec::new();
             for event in events {
-                let rewritten = event_data(&event).and_then(|data| {
-                    match s
-                        .state
-                        .inner
-                        .enforcer
-                        .server_message(&s.caller, &s.exchange, &data)
-                    {
-                        Outcome::Rewrite(bytes) => Some(replace_data(&event, &bytes)),
-                        _ => None,
+                let outcome = match event_data(&event) {
+                    Some(data) => {
+                        s.state
+                            .inner
+                            .enforcer
+                            .server_message(&s.caller, &s.exchange, &data)
                     }
-                });
-                out.extend_from_slice(rewritten.as_deref().unwrap_or(&event));
+                    None => Outcome::Forward,
+                };
+                match outcome {
+                    Outcome::Forward => out.extend_from_slice(&event),
+                    Outcome::Rewrite(bytes) => out.extend_from_slice(&replace_data(&event, &bytes)),
+                    // Never forwarded: an unreadable message while a result is awaited.
+                    Outcome::Reply(_) | Outcome::Drop => {}
+                }
+            }
+            if out.is_empty() {
+                continue;
             }
             return Some((Ok(Bytes::from(out)), Some(s)));
         }

@@ -240,3 +240,21 @@ fn upstream_config_reads_and_rejects_unknown_fields() {
         .is_err()
     );
 }
+
+#[tokio::test]
+async fn unreadable_sse_events_are_not_forwarded_while_a_result_is_awaited() {
+    let reply = "id: 1\ndata: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"id\":3,\"result\":{}}\n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[]}}\n\n";
+    let (url, _) = upstream(reply, "text/event-stream", &[]).await;
+    let app = proxy(&url, &[]);
+    let response = app
+        .clone()
+        .oneshot(post().body(Body::from(CALL_ECHO)).unwrap())
+        .await
+        .unwrap();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    assert_eq!(
+        std::str::from_utf8(&bytes).unwrap(),
+        "id: 1\ndata: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[]}}\n\n",
+        "the priming event passes, the ambiguous one is dropped"
+    );
+}

@@ -3,7 +3,7 @@
 //   SPEC: {"transport": "stdio", "command": "...", "args": [...], "clients": N, "steps": [...]}
 //      or {"transport": "http", "url": "http://host:port/mcp", "clients": N, "steps": [...]}
 //      ("protocol": "2026-07-28" with http: the v2 SDK client, stateless)
-//   step: {"client": i, "op": "list"} | {"client": i, "op": "call", "tool": "...", "args": {...}}
+//   step: {"client": i, "op": "list"} | {"client": i, "op": "call" | "task", "tool": "...", "args": {...}}
 //         (with "progress": true, the line also has "progress_ms" and "done_ms": when each progress
 //         notification and the result arrived, in ms after the call)
 // Prints one JSON line per step: {"ok": RESULT} (for list: {"ok": {"tools": [names]}}) or
@@ -45,7 +45,17 @@ async function main() {
   for (const step of spec.steps) {
     const { client } = clients[step.client || 0];
     try {
-      if (step.op === 'list') {
+      if (step.op === 'task') {
+        // A task-augmented call (2025-11-25): tools/call with `task`, then tasks/get and tasks/result.
+        const types = [];
+        let line = null;
+        for await (const message of client.experimental.tasks.callToolStream({ name: step.tool, arguments: step.args || {} })) {
+          types.push(message.type);
+          if (message.type === 'result') line = { ok: message.result };
+          if (message.type === 'error') line = { error: { code: message.error.code, message: String(message.error.message) } };
+        }
+        console.log(JSON.stringify({ ...(line || { error: { message: 'no result' } }), stream: types }));
+      } else if (step.op === 'list') {
         const result = await client.listTools();
         console.log(JSON.stringify({ ok: { tools: result.tools.map((t) => t.name) } }));
       } else {
