@@ -259,3 +259,57 @@ fn rego_limit_exceeded_denies_and_changes_nothing() {
     assert_eq!(engine.stats().rego_limit_exceeded, 1);
     assert_eq!(engine.stats().rego_errors, 0);
 }
+
+/// Rego's `input` is the request (with the default `kind` filled in) plus `classes` and `state`.
+#[test]
+fn rego_input_carries_every_request_field_classes_and_state() {
+    let text = r#"warden: 1
+name: shape
+default: allow
+tools: { "db.*": [data, read] }
+rego:
+  modules:
+    shape.rego: |
+      package shape
+      import rego.v1
+      http_ok if {
+        input.kind == "http"
+        input.http.method == "POST"
+        input.http.headers["x-a"] == "1"
+        input.principal == "user:p"
+        input.session == "s"
+        input.context.tenant.id == 7
+        input.classes == []
+        input.state == {"taints": [], "history": []}
+      }
+      call_ok if {
+        input.kind == "tool_call"
+        input.tool == "db.read"
+        input.args.q[1].deep == true
+        input.classes == ["data", "read"]
+        input.state.taints == ["t"]
+        input.state.history == ["mark"]
+        not input.text
+      }
+rules:
+  - { id: mark, effect: allow, tools: [mark], add_taints: [t] }
+  - { id: http, effect: deny, rego: data.shape.http_ok }
+  - { id: call, effect: deny, rego: data.shape.call_ok }
+"#;
+    let engine = Engine::new(load_policy_str("shape.yaml", text).expect("loads"));
+    let d = engine
+        .decide(&request(
+            r#"{"session":"s","principal":"user:p","kind":"http","http":{"method":"POST","headers":{"x-a":"1"}},"context":{"tenant":{"id":7}}}"#,
+        ))
+        .expect("decides");
+    assert_eq!(d.rule.as_deref(), Some("http"));
+    engine
+        .decide(&request(r#"{"session":"s2","tool":"mark"}"#))
+        .expect("decides");
+    let d = engine
+        .decide(&request(
+            r#"{"session":"s2","tool":"db.read","args":{"q":[0,{"deep":true}]}}"#,
+        ))
+        .expect("decides");
+    assert_eq!(d.rule.as_deref(), Some("call"));
+}

@@ -4,8 +4,8 @@
 use std::cell::OnceCell;
 use std::sync::Arc;
 
-use serde_json::{Value, json};
-use warden_rego::{RegoEvalError, RegoInput, RegoPolicy};
+use smallvec::SmallVec;
+use warden_rego::{InputField, RegoEvalError, RegoInput, RegoPolicy};
 
 use crate::decision::{Decision, Verdict};
 use crate::expr::ExprContext;
@@ -45,24 +45,55 @@ struct Cx<'a> {
 pub const REGO_ERROR_RULE: &str = "rego:error";
 
 impl Cx<'_> {
-    /// Spec section 3: the request with `kind` filled in, plus `classes` (sorted) and `state`.
+    /// Spec section 3: the request with `kind` filled in, plus `classes` (sorted) and `state`,
+    /// converted straight from the parsed request (no intermediate JSON document).
     fn rego_input(&self, rego: &RegoPolicy) -> Result<&RegoInput, RegoEvalError> {
         self.rego_input
             .get_or_init(|| {
-                let mut input = serde_json::to_value(self.request).map_err(|e| RegoEvalError::Eval {
-                    message: format!("cannot build input: {e}"),
-                })?;
-                if let Value::Object(map) = &mut input {
-                    map.insert("classes".to_owned(), json!(self.classes.iter().map(|c| &**c).collect::<Vec<_>>()));
-                    map.insert(
-                        "state".to_owned(),
-                        json!({
-                            "taints": self.state.taints.iter().map(|t| &**t).collect::<Vec<_>>(),
-                            "history": self.state.history.iter().map(|h| &*h.tool).collect::<Vec<_>>(),
-                        }),
-                    );
+                let r = self.request;
+                let classes: SmallVec<[&str; 8]> = self.classes.iter().map(|c| &**c).collect();
+                let taints: Vec<&str> = self.state.taints.iter().map(|t| &**t).collect();
+                let history: Vec<&str> = self.state.history.iter().map(|h| &*h.tool).collect();
+                let state = [
+                    ("taints", InputField::Strs(&taints)),
+                    ("history", InputField::Strs(&history)),
+                ];
+                let http = match &r.http {
+                    Some(http) => {
+                        Some(serde_json::to_value(http).map_err(|e| RegoEvalError::Eval {
+                            message: format!("cannot build input: {e}"),
+                        })?)
+                    }
+                    None => None,
+                };
+                let mut fields: SmallVec<[(&str, InputField<'_>); 12]> = SmallVec::new();
+                fields.push(("kind", InputField::Str(r.kind.as_str())));
+                fields.push(("classes", InputField::Strs(&classes)));
+                fields.push(("state", InputField::Object(&state)));
+                let optional = [
+                    ("session", r.session.as_deref()),
+                    ("principal", r.principal.as_deref()),
+                    ("tool", r.tool.as_deref()),
+                    ("text", r.text.as_deref()),
+                ];
+                for (key, value) in optional {
+                    if let Some(value) = value {
+                        fields.push((key, InputField::Str(value)));
+                    }
                 }
-                rego.prepare_input(&input)
+                if let Some(args) = &r.args {
+                    fields.push(("args", InputField::Json(args)));
+                }
+                if let Some(result) = &r.result {
+                    fields.push(("result", InputField::Json(result)));
+                }
+                if let Some(http) = &http {
+                    fields.push(("http", InputField::Json(http)));
+                }
+                if let Some(context) = &r.context {
+                    fields.push(("context", InputField::Map(context)));
+                }
+                rego.prepare_fields(&fields)
             })
             .as_ref()
             .map_err(Clone::clone)

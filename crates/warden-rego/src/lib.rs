@@ -35,6 +35,7 @@ mod value;
 
 pub use error::{RegoError, RegoEvalError};
 pub use policy::{QueryId, RegoInput, RegoLimits, RegoModule, RegoPolicy};
+pub use value::InputField;
 
 /// The regorus version this crate is built against (for `warden version` style reports).
 pub const REGORUS_VERSION: &str = "0.14";

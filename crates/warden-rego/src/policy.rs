@@ -12,7 +12,7 @@ use serde::Deserialize as _;
 use crate::engines::{Prototype, with_engine};
 use crate::error::{RegoError, RegoEvalError};
 use crate::query::{format_ref, is_prefix, parse_ref};
-use crate::value::{is_truthy, to_json, to_rego};
+use crate::value::{InputField, fields_to_rego, is_truthy, to_json, to_rego};
 
 /// One Rego module: its name (a file name such as `payments.rego`, or the key of an inline
 /// module) and its source text.
@@ -236,6 +236,16 @@ impl RegoPolicy {
     /// [`RegoLimits::max_recursion_depth`].
     pub fn prepare_input(&self, input: &serde_json::Value) -> Result<RegoInput, RegoEvalError> {
         self.convert_input(input).map(RegoInput)
+    }
+
+    /// Like [`RegoPolicy::prepare_input`] for an input object assembled from parts, without
+    /// building an intermediate JSON document first (the decision path's request, classes and
+    /// state). Applies [`RegoLimits::max_recursion_depth`].
+    pub fn prepare_fields(
+        &self,
+        fields: &[(&str, InputField<'_>)],
+    ) -> Result<RegoInput, RegoEvalError> {
+        fields_to_rego(fields, self.limits.max_recursion_depth).map(RegoInput)
     }
 
     /// [`RegoPolicy::eval_truthy`] on an input converted by [`RegoPolicy::prepare_input`].

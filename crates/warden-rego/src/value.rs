@@ -60,6 +60,59 @@ fn convert(value: &serde_json::Value, depth_left: u32) -> Result<Value, RegoEval
     })
 }
 
+/// One field of an input object assembled from parts (see [`crate::RegoPolicy::prepare_fields`]).
+#[derive(Clone, Copy, Debug)]
+pub enum InputField<'a> {
+    /// A JSON value, converted with the depth limit.
+    Json(&'a serde_json::Value),
+    /// A JSON object given as its map, converted with the depth limit.
+    Map(&'a serde_json::Map<String, serde_json::Value>),
+    /// A string.
+    Str(&'a str),
+    /// An array of strings.
+    Strs(&'a [&'a str]),
+    /// A nested object.
+    Object(&'a [(&'a str, InputField<'a>)]),
+}
+
+/// Converts an object given as fields, each at depth 1 below the object.
+pub(crate) fn fields_to_rego(
+    fields: &[(&str, InputField<'_>)],
+    max_depth: u32,
+) -> Result<Value, RegoEvalError> {
+    object_from_fields(fields, max_depth.min(MAX_DEPTH_CEILING))
+}
+
+fn object_from_fields(
+    fields: &[(&str, InputField<'_>)],
+    depth_left: u32,
+) -> Result<Value, RegoEvalError> {
+    let left = depth_left
+        .checked_sub(1)
+        .ok_or(RegoEvalError::LimitExceeded)?;
+    let mut map = BTreeMap::new();
+    for (key, field) in fields {
+        let value = match field {
+            InputField::Json(v) => convert(v, left)?,
+            InputField::Map(m) => {
+                let inner = left.checked_sub(1).ok_or(RegoEvalError::LimitExceeded)?;
+                let mut out = BTreeMap::new();
+                for (k, v) in m.iter() {
+                    out.insert(Value::from(k.as_str()), convert(v, inner)?);
+                }
+                Value::from(out)
+            }
+            InputField::Str(s) => Value::from(*s),
+            InputField::Strs(items) => {
+                Value::from(items.iter().map(|s| Value::from(*s)).collect::<Vec<_>>())
+            }
+            InputField::Object(inner) => object_from_fields(inner, left)?,
+        };
+        map.insert(Value::from(*key), value);
+    }
+    Ok(Value::from(map))
+}
+
 /// Spec truthiness (policy-v1 section 3): `true`, a non-empty set/array/object/string and any
 /// number are truthy; undefined, `false`, `null` and empty values are not.
 pub(crate) fn is_truthy(value: &Value) -> bool {
