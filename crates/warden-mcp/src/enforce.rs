@@ -286,22 +286,24 @@ impl Enforcer {
     }
 
     /// JSON-RPC batches were removed from MCP in 2025-06-18. A batch that holds an inspected
-    /// method is refused rather than inspected element by element; others pass through.
+    /// method, or anything Warden cannot read, is refused rather than inspected element by
+    /// element; others pass through.
     fn batch(bytes: &[u8]) -> Outcome {
-        let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(bytes) else {
-            return Outcome::Forward;
-        };
-        let inspected = items.iter().any(|item| {
-            matches!(
-                Message::classify(item.get().as_bytes()).method(),
-                Some("tools/call" | "tools/list")
-            )
+        let inspected = serde_json::from_slice::<Vec<&RawValue>>(bytes).map_or(true, |items| {
+            items.iter().any(|item| {
+                let element = Message::classify(item.get().as_bytes());
+                matches!(element.kind, MessageKind::Invalid | MessageKind::Batch)
+                    || matches!(
+                        element.method(),
+                        Some("tools/call" | "tools/list" | "tasks/result")
+                    )
+            })
         });
         if inspected {
             Outcome::Reply(message::error_response(
                 None,
                 message::INVALID_REQUEST,
-                "batches holding tools/call or tools/list are not supported through warden",
+                "batches holding tools/call, tools/list, tasks/result or unreadable messages are not supported through warden",
                 None,
             ))
         } else {

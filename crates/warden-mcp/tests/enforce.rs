@@ -324,6 +324,16 @@ fn invalid_calls_and_batches_are_answered_not_forwarded() {
         e.client_message(&caller("s"), &ex, batch),
         Outcome::Reply(_)
     ));
+    let hidden = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/list","method":"tools/call","params":{"name":"get-env"}}]"#;
+    assert!(matches!(
+        e.client_message(&caller("s"), &ex, hidden),
+        Outcome::Reply(_)
+    ));
+    let harmless = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
+    assert_eq!(
+        e.client_message(&caller("s"), &ex, harmless),
+        Outcome::Forward
+    );
     let notification = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get-env"}}"#;
     assert_eq!(
         e.client_message(&caller("s"), &ex, notification),
