@@ -74,6 +74,8 @@ pub struct ServeConfig {
     pub decision_log: bool,
     /// Log filter (`RUST_LOG` syntax); `RUST_LOG` wins when set.
     pub log_level: String,
+    /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
+    pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
 }
 
 impl Default for ServeConfig {
@@ -96,6 +98,7 @@ impl Default for ServeConfig {
             reload_debounce_ms: 250,
             decision_log: true,
             log_level: "info".to_owned(),
+            mcp_upstreams: Vec::new(),
         }
     }
 }

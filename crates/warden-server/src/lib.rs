@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 mod handlers;
 mod logbuf;
+pub mod mcp;
 pub mod metrics;
 mod middleware;
 mod run;
@@ -174,6 +175,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/v1/data/{*path}", post(handlers::data))
         .route("/v1/policies", get(handlers::policies))
         .merge(extra)
+        .merge(mcp::routes(&state))
         .route_layer(from_fn_with_state(state.clone(), middleware::api));
     Router::new()
         .merge(api)

@@ -80,6 +80,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
             .await
             .map_err(|e| ServeError::Io(e.to_string()))??
     };
+    crate::mcp::check(&state).map_err(ServeError::Load)?;
     let mut flusher = state
         .store()
         .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)));
@@ -89,6 +90,10 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;
+    // Small SSE writes (MCP) would otherwise meet delayed ACKs: about 40 ms per response.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let snapshot = state.snapshot();
     tracing::info!(
         addr = %addr,

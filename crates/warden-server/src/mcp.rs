@@ -1,0 +1,252 @@
+//! The MCP Streamable HTTP proxy mounted in the daemon: one route `/mcp/{name}` per configured
+//! upstream (`mcp_upstreams` in the configuration), behind the same authentication, rate and
+//! concurrency layers as `/v1/*`.
+//!
+//! Each upstream gets one [`Enforcer`] over an [`Engine`] that shares the daemon's session store,
+//! so MCP sessions are namespaced by tenant exactly as `/v1/decide` sessions are
+//! (`tenant U+001F session`). The daemon's snapshots hold compiled policies, not engines, so the
+//! engine is built over the upstream's policy from the snapshot at start, and on reload the
+//! engine's policy is swapped (`Engine::swap_policy`) the first time a request sees a snapshot
+//! with a different digest for that policy. Sessions and tool pins are untouched by a reload.
+//!
+//! The principal is the authenticated API key's tenant (none for anonymous callers); Warden's
+//! own credentials (`Authorization`, `X-Api-Key`) are removed before forwarding.
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{Extension, State};
+use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use axum::http::{Request, Response, StatusCode};
+use axum::routing::any;
+use parking_lot::Mutex;
+use warden::CompiledPolicy;
+use warden_core::{Engine, SessionStore};
+use warden_mcp::http::{Identity, ProxyConfig, ProxyState, Uri};
+use warden_mcp::{Enforcer, FilePinStore, MemoryPinStore, PinStore};
+
+pub use warden_mcp::http::UpstreamConfig;
+
+use crate::middleware::Caller;
+use crate::snapshot::{PolicyKind, Snapshot};
+use crate::{AppState, StateMode};
+
+/// Set by the daemon after authentication (any value sent by the client is replaced) and
+/// removed before forwarding: the authenticated tenant.
+const TENANT_HEADER: &str = "x-warden-internal-tenant";
+/// The tenant of requests without a key (as the auth layer names it).
+const ANONYMOUS: &str = "anonymous";
+/// The pin file's name, next to `state_file` (with `state: file`).
+pub const PINS_FILE: &str = "mcp-pins.json";
+
+/// One mounted upstream.
+struct Upstream {
+    config: UpstreamConfig,
+    proxy: ProxyState,
+    engine: Arc<Engine>,
+    /// The compiled policy the engine currently holds (its pointer in the current snapshot).
+    current: Mutex<Arc<CompiledPolicy>>,
+}
+
+fn valid_name(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+fn warden_policy(snapshot: &Snapshot, name: &str) -> Result<Arc<CompiledPolicy>, String> {
+    match snapshot.policies.get(name).map(|p| &p.kind) {
+        Some(PolicyKind::Warden(policy)) => Ok(Arc::clone(policy)),
+        Some(PolicyKind::Rego(_)) => Err(format!(
+            "policy `{name}` is a Rego policy; MCP upstreams need a Warden policy"
+        )),
+        None => Err(format!("policy `{name}` is not loaded")),
+    }
+}
+
+fn pin_store(state: &AppState) -> Result<Arc<dyn PinStore>, String> {
+    let config = state.config();
+    match config.state {
+        StateMode::Memory => Ok(Arc::new(MemoryPinStore::new())),
+        StateMode::File => {
+            let path = config
+                .state_file
+                .parent()
+                .unwrap_or_else(|| std::path::Path::new("."))
+                .join(PINS_FILE);
+            FilePinStore::open(&path)
+                .map(|s| Arc::new(s) as Arc<dyn PinStore>)
+                .map_err(|e| format!("{}: {e}", path.display()))
+        }
+    }
+}
+
+fn identify(session: Option<String>) -> warden_mcp::http::Identify {
+    Arc::new(move |headers: &HeaderMap| {
+        let tenant = headers
+            .get(TENANT_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or(ANONYMOUS);
+        let mcp_session = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
+        Identity {
+            principal: (tenant != ANONYMOUS).then(|| tenant.to_owned()),
+            session: session
+                .as_deref()
+                .or(mcp_session)
+                .map(|s| format!("{tenant}\u{1f}{s}")),
+        }
+    })
+}
+
+fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
+    let upstreams = &state.config().mcp_upstreams;
+    if upstreams.is_empty() {
+        return Ok(Vec::new());
+    }
+    let snapshot = state.snapshot();
+    let pins = pin_store(state)?;
+    let store: Arc<dyn SessionStore> = state.store().clone();
+    let mut built: Vec<Arc<Upstream>> = Vec::new();
+    for config in upstreams {
+        let name = &config.name;
+        if !valid_name(name) {
+            return Err(format!(
+                "mcp_upstreams: invalid name `{name}` (letters, digits, `-`, `_`, `.`)"
+            ));
+        }
+        if built.iter().any(|u| &u.config.name == name) {
+            return Err(format!("mcp_upstreams: the name `{name}` is used twice"));
+        }
+        let uri: Uri = config
+            .url
+            .parse()
+            .map_err(|e| format!("mcp_upstreams `{name}`: invalid url: {e}"))?;
+        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+            return Err(format!(
+                "mcp_upstreams `{name}`: the url must be http://host:port/path"
+            ));
+        }
+        let policy = warden_policy(&snapshot, &config.policy)
+            .map_err(|e| format!("mcp_upstreams `{name}`: {e}"))?;
+        let engine = Arc::new(Engine::with_store((*policy).clone(), Arc::clone(&store)));
+        let enforcer = Arc::new(Enforcer::new(
+            Arc::clone(&engine),
+            Arc::clone(&pins),
+            name.clone(),
+        ));
+        let mut proxy = ProxyConfig::new(uri, Identity::default());
+        proxy.identify = identify(config.session.clone());
+        proxy.strip_headers = vec![
+            header::AUTHORIZATION,
+            HeaderName::from_static("x-api-key"),
+            HeaderName::from_static(TENANT_HEADER),
+        ];
+        built.push(Arc::new(Upstream {
+            config: config.clone(),
+            proxy: ProxyState::new(enforcer, proxy),
+            engine,
+            current: Mutex::new(policy),
+        }));
+    }
+    Ok(built)
+}
+
+/// Checks the `mcp_upstreams` configuration against the loaded policies (names, URLs,
+/// policies that exist and are Warden policies, the pin file): the daemon refuses to start
+/// otherwise.
+pub fn check(state: &AppState) -> Result<(), String> {
+    build(state).map(|_| ())
+}
+
+/// The `/mcp/{name}` routes of every configured upstream (none when the configuration is
+/// invalid: [`check`] reports why at start).
+pub(crate) fn routes(state: &AppState) -> Router<AppState> {
+    let upstreams = build(state).unwrap_or_else(|e| {
+        tracing::error!(error = %e, "MCP upstreams not mounted");
+        Vec::new()
+    });
+    let mut router = Router::new();
+    for upstream in upstreams {
+        tracing::info!(
+            name = %upstream.config.name,
+            url = %upstream.config.url,
+            policy = %upstream.config.policy,
+            "MCP upstream mounted"
+        );
+        let path = format!("/mcp/{}", upstream.config.name);
+        router = router.route(
+            &path,
+            any(
+                move |Extension(caller): Extension<Caller>, request: Request<Body>| {
+                    let upstream = Arc::clone(&upstream);
+                    async move { upstream.handle(caller, request).await }
+                },
+            ),
+        );
+    }
+    router
+}
+
+fn unavailable(message: &str) -> Response<Body> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0",
+        "id": null,
+        "error": {"code": -32004, "message": message},
+    });
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    response
+}
+
+impl Upstream {
+    /// Brings the engine's policy up to date with `snapshot` (after a reload).
+    fn sync(&self, snapshot: &Snapshot) -> Result<(), String> {
+        let policy = warden_policy(snapshot, &self.config.policy)?;
+        let mut current = self.current.lock();
+        if Arc::ptr_eq(&current, &policy) {
+            return Ok(());
+        }
+        if current.info.digest != policy.info.digest {
+            self.engine.swap_policy((*policy).clone());
+            tracing::info!(
+                name = %self.config.name,
+                policy = %self.config.policy,
+                digest = %policy.info.digest,
+                "MCP upstream policy reloaded"
+            );
+        }
+        *current = policy;
+        Ok(())
+    }
+
+    async fn handle(&self, caller: Caller, mut request: Request<Body>) -> Response<Body> {
+        if let Err(e) = self.sync(&caller.snapshot) {
+            tracing::error!(name = %self.config.name, error = %e, "MCP upstream has no policy; refusing");
+            return unavailable("the policy for this MCP upstream is not loaded");
+        }
+        let headers = request.headers_mut();
+        headers.remove(TENANT_HEADER);
+        if let Ok(tenant) = HeaderValue::from_str(&caller.tenant) {
+            headers.insert(TENANT_HEADER, tenant);
+        }
+        warden_mcp::http::handle(State(self.proxy.clone()), request).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn names() {
+        assert!(super::valid_name("everything"));
+        assert!(super::valid_name("a.b-c_1"));
+        assert!(!super::valid_name(""));
+        assert!(!super::valid_name("a/b"));
+        assert!(!super::valid_name("{x}"));
+    }
+}
