@@ -27,7 +27,8 @@ async function main() {
       });
     } else {
       const { StreamableHTTPClientTransport } = req('@modelcontextprotocol/sdk/client/streamableHttp.js');
-      transport = new StreamableHTTPClientTransport(new URL(spec.url));
+      // `spec.headers`: extra request headers (e.g. the daemon's API key).
+      transport = new StreamableHTTPClientTransport(new URL(spec.url), { requestInit: { headers: spec.headers || {} } });
     }
     let client;
     if (spec.protocol === '2026-07-28') {

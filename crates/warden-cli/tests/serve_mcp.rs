@@ -1,0 +1,390 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The MCP proxy mounted in the daemon: the real `warden serve` binary with an `mcp_upstreams`
+//! entry naming `@modelcontextprotocol/server-everything` (Streamable HTTP, ephemeral port),
+//! driven by the official TypeScript SDK client (`tests/mcp/client.cjs`) through
+//! `http://addr/mcp/everything` with an API key. The npm packages come from `.ci/run`'s install
+//! step (see `tests/mcp.rs`).
+
+use std::io::Read;
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+const CONTACT: &str = "carol.contact@example.org";
+
+const POLICY: &str = r#"
+warden: 1
+name: mcp-serve
+default: deny
+tools:
+  get-sum: [web]            # stands in for a web fetch: what it returns is untrusted
+  echo: [internal]
+  get-env: [internal]
+  get-tiny-image: [internal]
+rules:
+  - { id: internal, effect: allow, classes: [internal] }
+  - { id: fetch, effect: allow, classes: [web], add_taints: [untrusted] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: no-echo-after-untrusted, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:untrusted", reason: "echo after untrusted content" }
+  - { id: no-images, effect: deny, tools: [get-tiny-image], reason: "images are not allowed" }
+  - { id: globex-no-env, effect: deny, tools: [get-env], principals: [globex], reason: "not for globex" }
+content:
+  detectors: [email]
+  input: redact
+  output: redact
+"#;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn npm_dir() -> PathBuf {
+    let dir = root().join(".ci/.npm");
+    let install = "run .ci/run's npm step: npm install --prefix .ci/.npm @modelcontextprotocol/server-everything @modelcontextprotocol/sdk";
+    let node = Command::new("node").arg("--version").output();
+    assert!(
+        node.is_ok_and(|o| o.status.success()),
+        "`node` is not on PATH: install Node.js 20+, then {install}"
+    );
+    for package in ["sdk", "server-everything"] {
+        let path = dir.join("node_modules/@modelcontextprotocol").join(package);
+        assert!(path.exists(), "{} is missing: {install}", path.display());
+    }
+    dir
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !cond() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(30));
+    }
+}
+
+/// Runs the SDK client with `spec`; returns its output lines as JSON.
+fn run_client(spec: &Value) -> Vec<Value> {
+    let mut child = Command::new("node")
+        .arg(root().join("crates/warden-cli/tests/mcp/client.cjs"))
+        .arg(npm_dir())
+        .arg(spec.to_string())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut stderr = child.stderr.take().unwrap();
+    let out = std::thread::spawn(move || {
+        let mut s = String::new();
+        stdout.read_to_string(&mut s).unwrap();
+        s
+    });
+    let err = std::thread::spawn(move || {
+        let mut s = String::new();
+        stderr.read_to_string(&mut s).unwrap();
+        s
+    });
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!(
+                "the MCP client did not finish in time: {}",
+                err.join().unwrap()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let (out, err) = (out.join().unwrap(), err.join().unwrap());
+    assert!(status.success(), "the MCP client failed: {err}\n{out}");
+    out.lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+fn text(result: &Value) -> &str {
+    result["ok"]["content"][0]["text"]
+        .as_str()
+        .unwrap_or_else(|| panic!("not a text result: {result}"))
+}
+
+fn denied(line: &Value, reason: &str) {
+    assert_eq!(line["error"]["code"], -32001, "{line}");
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(message.contains(reason), "{message}");
+}
+
+/// server-everything, and `warden serve` with it as the upstream `everything`.
+struct Setup {
+    dir: tempfile::TempDir,
+    _upstream: Proc,
+    serve: Proc,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Setup {
+    fn start() -> Self {
+        let npm = npm_dir();
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let upstream = Proc(
+            Command::new("node")
+                .arg(npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
+                .arg("streamableHttp")
+                .env("PORT", port.to_string())
+                .env("WARDEN_E2E_CONTACT", CONTACT)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        wait_until("server-everything", || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/mcp-serve.yaml"), POLICY).unwrap();
+        let config = format!(
+            "policies: policies\nkeys_file: keys.json\nstate_file: state/sessions.redb\n\
+             watch: false\nmcp_upstreams:\n  - name: everything\n    \
+             url: http://127.0.0.1:{port}/mcp\n    policy: mcp-serve\n"
+        );
+        std::fs::write(dir.path().join("warden.yaml"), config).unwrap();
+        let port_file = dir.path().join("port");
+        let log = dir.path().join("serve.log");
+        let serve = Proc(
+            Command::new(WARDEN)
+                .args(["serve", "--config"])
+                .arg(dir.path().join("warden.yaml"))
+                .args(["--listen", "127.0.0.1:0", "--port-file"])
+                .arg(&port_file)
+                .stdout(Stdio::null())
+                .stderr(std::fs::File::create(&log).unwrap())
+                .spawn()
+                .unwrap(),
+        );
+        let mut addr = String::new();
+        wait_until("warden serve", || {
+            addr = std::fs::read_to_string(&port_file).unwrap_or_default();
+            !addr.is_empty()
+        });
+        Self {
+            dir,
+            _upstream: upstream,
+            serve,
+            addr,
+            log,
+        }
+    }
+
+    /// `warden keys create`; returns the key.
+    fn key(&self, tenant: &str) -> String {
+        let out = Command::new(WARDEN)
+            .args([
+                "keys",
+                "create",
+                "--tenant",
+                tenant,
+                "--policy",
+                "mcp-serve",
+            ])
+            .arg("--config")
+            .arg(self.dir.path().join("warden.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    fn url(&self) -> String {
+        format!("http://{}/mcp/everything", self.addr)
+    }
+
+    fn spec(&self, key: &str, steps: Value, clients: usize) -> Value {
+        json!({
+            "transport": "http",
+            "url": self.url(),
+            "headers": {"x-api-key": key},
+            "clients": clients,
+            "steps": steps,
+        })
+    }
+
+    fn metrics(&self) -> String {
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        agent
+            .get(format!("http://{}/metrics", self.addr))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_to_string()
+            .unwrap()
+    }
+}
+
+#[test]
+fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
+    let setup = Setup::start();
+    let acme = setup.key("acme");
+    let globex = setup.key("globex");
+    // Keys are loaded at start and on reload.
+    let status = Command::new("kill")
+        .args(["-HUP", &setup.serve.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the reload", || {
+        setup
+            .metrics()
+            .contains("warden_reload_total{result=\"ok\"} 1")
+    });
+
+    let lines = run_client(&setup.spec(
+        &acme,
+        json!([
+            {"op": "list"},
+            {"op": "call", "tool": "echo", "args": {"message": "write to bob@example.com"}},
+            {"op": "call", "tool": "get-tiny-image"},
+            {"op": "call", "tool": "get-env"},
+            {"op": "call", "tool": "get-sum", "args": {"a": 1, "b": 2}},
+            {"op": "call", "tool": "echo", "args": {"message": "after the fetch"}},
+            {"client": 1, "op": "call", "tool": "echo", "args": {"message": "other session"}},
+        ]),
+        2,
+    ));
+    // tools/list: only what this principal could ever call.
+    assert_eq!(
+        lines[0],
+        json!({"ok": {"tools": ["echo", "get-env", "get-sum"]}})
+    );
+    // Allowed: the server's result (arguments redacted on the way).
+    assert_eq!(text(&lines[1]), "Echo: write to [REDACTED:email]");
+    // Denied: a JSON-RPC error in the client with the rule's reason.
+    denied(&lines[2], "denied by policy: images are not allowed");
+    // The result is redacted on its way back.
+    let env = text(&lines[3]);
+    assert!(env.contains("[REDACTED:email]") && !env.contains(CONTACT));
+    // A taint in one MCP session blocks a later call there, not in another session.
+    assert_eq!(text(&lines[4]), "The sum of 1 and 2 is 3.");
+    denied(&lines[5], "echo after untrusted content");
+    assert_eq!(text(&lines[6]), "Echo: other session");
+    let sessions = lines.last().unwrap()["sessions"].as_array().unwrap();
+    assert_eq!(sessions.len(), 2);
+
+    // The principal is the key's tenant.
+    let lines = run_client(&setup.spec(
+        &globex,
+        json!([
+            {"op": "list"},
+            {"op": "call", "tool": "get-env"},
+        ]),
+        1,
+    ));
+    assert_eq!(lines[0], json!({"ok": {"tools": ["echo", "get-sum"]}}));
+    denied(&lines[1], "not for globex");
+
+    // Without a key (and no anonymous policy): 401, nothing forwarded.
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .build()
+        .into();
+    let response = agent
+        .post(setup.url())
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream")
+        .send(r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#)
+        .unwrap();
+    assert_eq!(response.status(), 401);
+
+    // Hot reload: a policy change applies to the MCP upstream without a restart.
+    std::fs::write(
+        setup.dir.path().join("policies/mcp-serve.yaml"),
+        POLICY.replace(
+            "  - { id: internal,",
+            "  - { id: no-echo, effect: deny, tools: [echo], reason: \"echo switched off\" }\n  - { id: internal,",
+        ),
+    )
+    .unwrap();
+    let status = Command::new("kill")
+        .args(["-HUP", &setup.serve.0.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    wait_until("the second reload", || {
+        setup
+            .metrics()
+            .contains("warden_reload_total{result=\"ok\"} 2")
+    });
+    let lines = run_client(&setup.spec(
+        &acme,
+        json!([
+            {"op": "list"},
+            {"op": "call", "tool": "echo", "args": {"message": "hi"}},
+        ]),
+        1,
+    ));
+    assert_eq!(lines[0], json!({"ok": {"tools": ["get-env", "get-sum"]}}));
+    denied(&lines[1], "echo switched off");
+
+    let log = std::fs::read_to_string(&setup.log).unwrap();
+    assert!(log.contains("MCP upstream mounted"), "{log}");
+}
+
+#[test]
+fn serve_refuses_an_upstream_whose_policy_is_not_loaded() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/mcp-serve.yaml"), POLICY).unwrap();
+    std::fs::write(
+        dir.path().join("warden.yaml"),
+        "policies: policies\nkeys_file: keys.json\nstate: memory\nmcp_upstreams:\n  \
+         - { name: everything, url: \"http://127.0.0.1:9/mcp\", policy: nope }\n",
+    )
+    .unwrap();
+    let out = Command::new(WARDEN)
+        .args(["serve", "--config"])
+        .arg(dir.path().join("warden.yaml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("policy `nope` is not loaded"), "{stderr}");
+}
