@@ -363,6 +363,22 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
     assert_eq!(lines[0], json!({"ok": {"tools": ["get-env", "get-sum"]}}));
     denied(&lines[1], "echo switched off");
 
+    // The enforcer's counters are exported on /metrics.
+    let metrics = setup.metrics();
+    let count = |event: &str| -> u64 {
+        let prefix =
+            format!("warden_mcp_events_total{{upstream=\"everything\",event=\"{event}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(count("call_denied"), 4, "{metrics}");
+    assert_eq!(count("call_allowed"), 4, "{metrics}");
+    assert!(count("tool_hidden") >= 3, "{metrics}");
+
     let log = std::fs::read_to_string(&setup.log).unwrap();
     assert!(log.contains("MCP upstream mounted"), "{log}");
 }

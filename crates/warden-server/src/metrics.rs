@@ -48,6 +48,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Live sessions.
     pub sessions: Gauge,
+    /// The MCP proxy's counters (`warden_mcp_events_total`).
+    pub mcp: std::sync::Arc<crate::mcp::McpMetrics>,
 }
 
 impl Default for Metrics {
@@ -92,6 +94,8 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register("warden_sessions", "Live sessions", sessions.clone());
+        let mcp = std::sync::Arc::new(crate::mcp::McpMetrics::default());
+        registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         for result in ["ok", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels {
                 result: result.to_owned(),
@@ -105,6 +109,7 @@ impl Metrics {
             auth_failures,
             reloads,
             sessions,
+            mcp,
         }
     }
 
