@@ -1,0 +1,173 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The MCP proxy mounted in the daemon's router, against an in-process upstream that records
+//! what reached it: Warden's credentials are not forwarded, the principal is the key's tenant
+//! (a client cannot claim one with the internal header), other headers pass.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{HeaderMap, Request, StatusCode};
+use axum::routing::post;
+use http_body_util::BodyExt as _;
+use parking_lot::Mutex;
+use serde_json::Value;
+use tower::ServiceExt as _;
+use warden_server::mcp::UpstreamConfig;
+use warden_server::{AppState, ServeConfig, StateMode, router};
+
+const POLICY: &str = r#"
+warden: 1
+name: mcp
+tools: { echo: [internal] }
+rules:
+  - { id: internal, effect: allow, classes: [internal] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: no-mallory, effect: deny, tools: [echo], principals: [mallory], reason: "not for mallory" }
+"#;
+
+const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
+
+type Seen = Arc<Mutex<Vec<HeaderMap>>>;
+
+async fn upstream() -> (String, Seen) {
+    let seen: Seen = Arc::default();
+    let recorder = Arc::clone(&seen);
+    let app = Router::new().route(
+        "/mcp",
+        post(move |headers: HeaderMap| {
+            let recorder = Arc::clone(&recorder);
+            async move {
+                recorder.lock().push(headers);
+                (
+                    [("content-type", "application/json")],
+                    r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"Echo: hi"}]}}"#,
+                )
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/mcp"), seen)
+}
+
+fn config(dir: &Path, url: &str) -> ServeConfig {
+    let policies = dir.join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("mcp.yaml"), POLICY).unwrap();
+    ServeConfig {
+        policies,
+        keys_file: dir.join("keys.json"),
+        state: StateMode::Memory,
+        decision_log: false,
+        mcp_upstreams: vec![UpstreamConfig {
+            name: "up".into(),
+            url: url.into(),
+            policy: "mcp".into(),
+            session: None,
+        }],
+        ..ServeConfig::default()
+    }
+}
+
+async fn call(app: &Router, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    let mut builder = Request::builder()
+        .method("POST")
+        .uri("/mcp/up")
+        .header("content-type", "application/json")
+        .header("accept", "application/json, text/event-stream");
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = app
+        .clone()
+        .oneshot(builder.body(Body::from(CALL)).unwrap())
+        .await
+        .unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn credentials_are_stripped_and_the_principal_is_the_tenant() {
+    let (url, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = config(dir.path(), &url);
+    let (acme, _) = warden_store::keys::create_key(&config.keys_file, "acme", Some("mcp")).unwrap();
+    let (mallory, _) =
+        warden_store::keys::create_key(&config.keys_file, "mallory", Some("mcp")).unwrap();
+    warden_server::mcp::check(&AppState::new(config.clone(), None).unwrap()).unwrap();
+    let app = router(AppState::new(config, None).unwrap());
+
+    // No key, no anonymous policy: 401, nothing forwarded.
+    let (status, _) = call(&app, &[]).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert!(seen.lock().is_empty());
+
+    // A client claiming to be mallory through the internal header is still acme.
+    let bearer = format!("Bearer {acme}");
+    let (status, reply) = call(
+        &app,
+        &[
+            ("authorization", &bearer),
+            ("x-warden-internal-tenant", "mallory"),
+            ("x-custom", "kept"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["result"]["content"][0]["text"], "Echo: hi", "{reply}");
+    {
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 1);
+        let headers = &seen[0];
+        assert!(headers.get("authorization").is_none());
+        assert!(headers.get("x-api-key").is_none());
+        assert!(headers.get("x-warden-internal-tenant").is_none());
+        assert_eq!(headers.get("x-custom").unwrap(), "kept");
+    }
+
+    // mallory's own key: denied by the principal rule, on HTTP 200, never forwarded.
+    let (status, reply) = call(&app, &[("x-api-key", &mallory)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["error"]["code"], -32001, "{reply}");
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("not for mallory")
+    );
+    assert_eq!(seen.lock().len(), 1);
+}
+
+#[test]
+fn invalid_upstreams_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, url, policy, expected) in [
+        (
+            "up",
+            "http://127.0.0.1:9/mcp",
+            "nope",
+            "policy `nope` is not loaded",
+        ),
+        ("a/b", "http://127.0.0.1:9/mcp", "mcp", "invalid name"),
+        ("up", "https://example.org/mcp", "mcp", "must be http://"),
+    ] {
+        let mut config = config(dir.path(), url);
+        config.mcp_upstreams[0].name = name.into();
+        config.mcp_upstreams[0].policy = policy.into();
+        let error = warden_server::mcp::check(&AppState::new(config, None).unwrap()).unwrap_err();
+        assert!(error.contains(expected), "{error}");
+    }
+}
