@@ -122,7 +122,9 @@ pub fn run(args: &ServeArgs) -> ExitCode {
             tracing::error!(error = %e, "warden serve failed");
             eprintln!("warden serve: {e}");
             match e {
-                warden_server::ServeError::Load(_) => ExitCode::from(EXIT_BAD_INPUT),
+                warden_server::ServeError::Load(_) | warden_server::ServeError::Keys(_) => {
+                    ExitCode::from(EXIT_BAD_INPUT)
+                }
                 _ => ExitCode::FAILURE,
             }
         }

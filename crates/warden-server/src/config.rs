@@ -74,6 +74,12 @@ pub struct ServeConfig {
     pub decision_log: bool,
     /// Log filter (`RUST_LOG` syntax); `RUST_LOG` wins when set.
     pub log_level: String,
+    /// Ed25519 signing key (PKCS#8 PEM) for decision tokens; none: no tokens.
+    pub signing_key: Option<PathBuf>,
+    /// Decision token lifetime in seconds.
+    pub token_ttl: u64,
+    /// The audit log; none: no audit log.
+    pub audit: Option<crate::proof::AuditSettings>,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
 }
@@ -98,6 +104,9 @@ impl Default for ServeConfig {
             reload_debounce_ms: 250,
             decision_log: true,
             log_level: "info".to_owned(),
+            signing_key: None,
+            token_ttl: warden_proof::DEFAULT_TTL_SECS,
+            audit: None,
             mcp_upstreams: Vec::new(),
         }
     }
@@ -135,6 +144,14 @@ impl ServeConfig {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
+        }
+        if let Some(p) = &mut config.signing_key
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+        if let Some(audit) = &mut config.audit {
+            audit.rebase(base);
         }
         Ok(config)
     }

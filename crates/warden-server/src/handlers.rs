@@ -204,8 +204,11 @@ pub async fn decide(
     let policy = warden_policy(loaded)?;
     let request = DecisionRequest::from_json(&body)?;
     let started = Instant::now();
-    let decision = decide_one(&state, &caller, policy, &request)?;
+    let mut decision = decide_one(&state, &caller, policy, &request)?;
+    crate::proof::mint(&state, &request, &mut decision)?;
     record(&state, &caller, &request_id.0, &decision, started);
+    let ack = crate::proof::audit(&state, &caller, &request, &decision, started)?;
+    crate::proof::audit_wait(vec![ack]).await?;
     Ok(json_response(&decision))
 }
 
@@ -251,12 +254,18 @@ pub async fn decide_batch(
         requests.push(request);
     }
     let mut decisions = Vec::with_capacity(requests.len());
+    let mut acks = Vec::with_capacity(requests.len());
     for request in &requests {
         let started = Instant::now();
-        let decision = decide_one(&state, &caller, policy, request)?;
+        let mut decision = decide_one(&state, &caller, policy, request)?;
+        crate::proof::mint(&state, request, &mut decision)?;
         record(&state, &caller, &request_id.0, &decision, started);
+        acks.push(crate::proof::audit(
+            &state, &caller, request, &decision, started,
+        )?);
         decisions.push(decision);
     }
+    crate::proof::audit_wait(acks).await?;
     Ok(Json(decisions).into_response())
 }
 
@@ -328,6 +337,8 @@ pub async fn data(
             let started = Instant::now();
             let decision = decide_one(&state, &caller, policy, &request)?;
             record(&state, &caller, &request_id.0, &decision, started);
+            let ack = crate::proof::audit(&state, &caller, &request, &decision, started)?;
+            crate::proof::audit_wait(vec![ack]).await?;
             let result = if segments.last() == Some(&"allow") {
                 json!(decision.verdict == warden::Verdict::Allow)
             } else {

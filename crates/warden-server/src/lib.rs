@@ -14,6 +14,7 @@ mod logbuf;
 pub mod mcp;
 pub mod metrics;
 mod middleware;
+pub mod proof;
 mod run;
 pub mod snapshot;
 
@@ -50,6 +51,8 @@ struct Inner {
     config_path: Option<PathBuf>,
     ready: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
+    signing: Option<proof::Signing>,
+    audit: Option<proof::Audit>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -72,6 +75,18 @@ impl AppState {
                 .map_err(|e| ServeError::Store(e.to_string()))?,
         };
         let snapshot = Snapshot::load(&config, None).map_err(|e| ServeError::Load(e.0))?;
+        let signing = config
+            .signing_key
+            .as_deref()
+            .map(|path| proof::load_signing(path, config.token_ttl))
+            .transpose()
+            .map_err(ServeError::Keys)?;
+        let audit = config
+            .audit
+            .as_ref()
+            .map(proof::open_audit)
+            .transpose()
+            .map_err(ServeError::Keys)?;
         let limiter = NonZeroU32::new(config.rate_limit.per_second).map(|rate| {
             let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
@@ -86,7 +101,17 @@ impl AppState {
             config_path,
             ready: AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
+            signing,
+            audit,
         })))
+    }
+
+    /// Writes and syncs the audit entries queued so far (at shutdown); no-op without an audit
+    /// log.
+    pub fn flush_audit(&self) {
+        if let Some(audit) = &self.0.audit {
+            audit.flush();
+        }
     }
 
     /// The current policy set.
@@ -174,6 +199,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/v1/decide/batch", post(handlers::decide_batch))
         .route("/v1/data/{*path}", post(handlers::data))
         .route("/v1/policies", get(handlers::policies))
+        .route("/v1/tokens/verify", post(proof::verify))
         .merge(extra)
         .merge(mcp::routes(&state))
         .route_layer(from_fn_with_state(state.clone(), middleware::api));
@@ -182,6 +208,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
+        .route("/.well-known/jwks.json", get(proof::jwks))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(

@@ -31,6 +31,9 @@ pub enum ServeError {
     /// The session store could not be opened.
     #[error("cannot open the session store: {0}")]
     Store(String),
+    /// The signing key, the audit key or the audit directory could not be loaded.
+    #[error("{0}")]
+    Keys(String),
     /// Binding or serving failed.
     #[error("{0}")]
     Io(String),
@@ -145,6 +148,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         }
     };
     flusher.stop();
+    state.flush_audit();
     tracing::info!(sessions = state.store().len(), "stopped");
     result
 }

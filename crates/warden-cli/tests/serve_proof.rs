@@ -1,0 +1,618 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! End-to-end tests of proof in `warden serve` (issue 6): decision tokens, the JWKS endpoint,
+//! `/v1/tokens/verify` with replay protection, and the audit log (including SIGKILL under
+//! `fsync: always`). The real binary on an ephemeral port, over HTTP.
+
+use std::collections::HashSet;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+const SUPPORT_AGENT: &str = r#"
+warden: 1
+name: support-agent
+version: "1.0.0"
+tools: { "crm.read_*": [sensitive_read], send_email: [external_write], human_approve: [review] }
+rules:
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+  - { id: writes, effect: allow, classes: [external_write] }
+  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii", reason: "external write after PII access" }
+  - { id: review, effect: allow, tools: [human_approve], remove_taints: [pii] }
+"#;
+
+/// A running `warden serve`, killed on drop.
+struct Server {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+    agent: ureq::Agent,
+}
+
+fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .max_idle_connections(0)
+        .build()
+        .into()
+}
+
+/// A directory with a policy folder and a config file (anonymous access to `support-agent`,
+/// sessions in memory, no rate limit) plus `extra` configuration.
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        let base = "policies: policies\nkeys_file: keys.json\nstate: memory\n\
+                    anonymous_policy: support-agent\nrate_limit: { per_second: 0 }\nwatch: false\n";
+        std::fs::write(dir.path().join("warden.yaml"), format!("{base}{extra}")).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> String {
+        self.path("warden.yaml").display().to_string()
+    }
+
+    fn start(&self) -> Server {
+        let port_file = self.path("port");
+        let _ = std::fs::remove_file(&port_file);
+        let log = self.path("serve.log");
+        let child = Command::new(WARDEN)
+            .args([
+                "serve",
+                "--config",
+                &self.config(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .arg("--port-file")
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let addr = loop {
+            if let Ok(addr) = std::fs::read_to_string(&port_file)
+                && !addr.is_empty()
+            {
+                break addr;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "server did not start: {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        Server {
+            child,
+            addr,
+            log,
+            agent: agent(),
+        }
+    }
+}
+
+fn warden(args: &[&str]) -> Output {
+    Command::new(WARDEN).args(args).output().unwrap()
+}
+
+fn stdout(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+impl Server {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body.to_string().as_bytes())
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut response = self.agent.get(&self.url(path)).call().unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    }
+
+    fn decide(&self, body: &Value) -> Value {
+        let (status, decision) = self.post("/v1/decide", body);
+        assert_eq!(status, 200, "{decision}");
+        decision
+    }
+
+    fn verify(&self, token: &str, tool: &str, args: Option<&Value>, consume: bool) -> Value {
+        let mut body = json!({"token": token, "tool": tool, "consume": consume});
+        if let Some(args) = args {
+            body["args"] = args.clone();
+        }
+        let (status, reply) = self.post("/v1/tokens/verify", &body);
+        assert_eq!(status, 200, "{reply}");
+        reply
+    }
+
+    /// SIGTERM, then waits for a clean exit; returns the log.
+    fn stop(mut self) -> String {
+        let status = Command::new("kill")
+            .arg("-TERM")
+            .arg(self.child.id().to_string())
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit status {status}");
+                break;
+            }
+            assert!(Instant::now() < deadline, "server did not stop");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn gen_signing(site: &Site) -> String {
+    let out = warden(&[
+        "keys",
+        "gen-signing",
+        "--out",
+        &site.path("signing.pem").display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout(&out).trim().to_owned()
+}
+
+fn gen_audit(site: &Site) {
+    let out = warden(&[
+        "keys",
+        "gen-audit",
+        "--out",
+        &site.path("audit.key").display().to_string(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn read_call(tool: &str, args: &Value, session: &str) -> Value {
+    json!({"kind": "tool_call", "tool": tool, "args": args, "session": session, "principal": "alice"})
+}
+
+/// Replaces one character in the middle of the token's signature part.
+fn tamper_signature(token: &str) -> String {
+    let dot = token.rfind('.').unwrap();
+    let mut bytes = token.as_bytes().to_vec();
+    let i = dot + 10;
+    bytes[i] = if bytes[i] == b'A' { b'B' } else { b'A' };
+    String::from_utf8(bytes).unwrap()
+}
+
+#[test]
+fn tokens_verify_over_http_and_with_the_cli_and_are_single_use() {
+    let site = Site::new("signing_key: signing.pem\n");
+    let kid = gen_signing(&site);
+    let server = site.start();
+
+    // JWKS: the configured key, cacheable for a few seconds at most.
+    let (status, jwks_text) = server.get("/.well-known/jwks.json");
+    assert_eq!(status, 200, "{jwks_text}");
+    let jwks: Value = serde_json::from_str(&jwks_text).unwrap();
+    assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
+    assert_eq!(jwks["keys"][0]["kty"], "OKP");
+    assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
+    assert!(jwks["keys"][0].get("d").is_none(), "private part published");
+    std::fs::write(site.path("jwks.json"), &jwks_text).unwrap();
+
+    // An allowed tool call carries a token; its claims bind tool, args, principal, session.
+    let args = json!({"id": 7, "fields": ["name", "email"]});
+    let decision = server.decide(&read_call("crm.read_contact", &args, "s1"));
+    assert_eq!(decision["decision"], "allow");
+    let token = decision["token"]
+        .as_str()
+        .expect("token on an allowed tool call")
+        .to_owned();
+    let valid = server.verify(&token, "crm.read_contact", Some(&args), false);
+    assert_eq!(valid["valid"], true, "{valid}");
+    assert_eq!(valid["claims"]["sub"], "alice");
+    assert_eq!(valid["claims"]["sid"], "s1");
+    assert_eq!(valid["claims"]["iss"], "warden");
+    assert_eq!(valid["claims"]["tool"], "crm.read_contact");
+    assert_eq!(valid["claims"]["policy"], decision["policy"]["digest"]);
+
+    // Denied decisions and other kinds carry none.
+    let denied = server.decide(&read_call(
+        "send_email",
+        &json!({"to": "x@example.com"}),
+        "s1",
+    ));
+    assert_eq!(denied["decision"], "deny");
+    assert!(denied.get("token").is_none(), "{denied}");
+    let prompt = server.decide(&json!({"kind": "prompt", "text": "hello"}));
+    assert!(prompt.get("token").is_none(), "{prompt}");
+
+    // The CLI verifies with the daemon's JWKS.
+    std::fs::write(site.path("args.json"), args.to_string()).unwrap();
+    std::fs::write(
+        site.path("other.json"),
+        json!({"id": 8, "fields": ["name", "email"]}).to_string(),
+    )
+    .unwrap();
+    let jwks_file = site.path("jwks.json").display().to_string();
+    let cli = |args_file: &str, extra: &[&str]| {
+        let mut a = vec!["token", "verify", "--jwks", &jwks_file, "--args", args_file];
+        a.extend_from_slice(extra);
+        a.push(&token);
+        warden(&a)
+    };
+    let args_file = site.path("args.json").display().to_string();
+    let other_file = site.path("other.json").display().to_string();
+    let out = cli(
+        &args_file,
+        &["--tool", "crm.read_contact", "--issuer", "warden"],
+    );
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(stdout(&out).starts_with("valid"), "{}", stdout(&out));
+    let out = cli(&other_file, &["--tool", "crm.read_contact"]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stdout(&out).contains("arguments do not match"),
+        "{}",
+        stdout(&out)
+    );
+    let far = (std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 3600)
+        .to_string();
+    let out = cli(&args_file, &["--now", &far]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(stdout(&out).contains("expired"), "{}", stdout(&out));
+
+    // Rejections over HTTP: 200 with valid false, a stable code and a reason.
+    let reject = |reply: Value, code: &str| {
+        assert_eq!(reply["valid"], false, "{reply}");
+        assert_eq!(reply["code"], code, "{reply}");
+        assert!(!reply["reason"].as_str().unwrap().is_empty());
+    };
+    reject(
+        server.verify(
+            &token,
+            "crm.read_contact",
+            Some(&json!({"id": 8, "fields": ["name", "email"]})),
+            false,
+        ),
+        "args_mismatch",
+    );
+    reject(
+        server.verify(&token, "crm.read_invoice", Some(&args), false),
+        "tool_mismatch",
+    );
+    reject(
+        server.verify(
+            &tamper_signature(&token),
+            "crm.read_contact",
+            Some(&args),
+            false,
+        ),
+        "bad_signature",
+    );
+    reject(
+        server.verify("not.a.token", "crm.read_contact", Some(&args), false),
+        "malformed",
+    );
+    // Key order and spacing do not matter (RFC 8785), the values do.
+    let reordered = json!({"fields": ["name", "email"], "id": 7});
+    assert_eq!(
+        server.verify(&token, "crm.read_contact", Some(&reordered), false)["valid"],
+        true
+    );
+
+    // consume: the first use passes, the second is a replay.
+    assert_eq!(
+        server.verify(&token, "crm.read_contact", Some(&args), true)["valid"],
+        true
+    );
+    reject(
+        server.verify(&token, "crm.read_contact", Some(&args), true),
+        "replayed",
+    );
+
+    // Missing args are hashed as {}.
+    let bare = server.decide(&json!({"kind": "tool_call", "tool": "crm.read_all"}));
+    let bare_token = bare["token"].as_str().unwrap();
+    assert_eq!(
+        server.verify(bare_token, "crm.read_all", None, false)["valid"],
+        true
+    );
+    assert_eq!(
+        server.verify(bare_token, "crm.read_all", Some(&json!({})), false)["valid"],
+        true
+    );
+
+    // Batches: each allowed tool call gets its own token.
+    let (status, batch) = server.post(
+        "/v1/decide/batch",
+        &json!([
+            read_call("crm.read_a", &json!({"n": 1}), "b1"),
+            read_call("crm.read_b", &json!({"n": 2}), "b2")
+        ]),
+    );
+    assert_eq!(status, 200, "{batch}");
+    let t1 = batch[0]["token"].as_str().unwrap();
+    let t2 = batch[1]["token"].as_str().unwrap();
+    assert_ne!(t1, t2);
+    assert_eq!(
+        server.verify(t1, "crm.read_a", Some(&json!({"n": 1})), true)["valid"],
+        true
+    );
+    assert_eq!(
+        server.verify(t2, "crm.read_b", Some(&json!({"n": 2})), true)["valid"],
+        true
+    );
+
+    // A malformed verify body is a 400.
+    let (status, reply) = server.post("/v1/tokens/verify", &json!({"token": 1}));
+    assert_eq!(status, 400, "{reply}");
+
+    // The key never reaches the log.
+    let pem = std::fs::read_to_string(site.path("signing.pem")).unwrap();
+    let secret_line = pem.lines().nth(1).unwrap();
+    let log = server.stop();
+    assert!(log.contains(&kid), "the kid is logged at start: {log}");
+    assert!(!log.contains(secret_line) && !log.contains("PRIVATE KEY"));
+}
+
+#[test]
+fn expired_tokens_are_rejected_over_http() {
+    let site = Site::new("signing_key: signing.pem\ntoken_ttl: 1\n");
+    gen_signing(&site);
+    let server = site.start();
+    let args = json!({"id": 1});
+    let decision = server.decide(&read_call("crm.read_contact", &args, "e1"));
+    let token = decision["token"].as_str().unwrap();
+    // ttl 1 s plus the verifier's 5 s leeway.
+    std::thread::sleep(Duration::from_millis(6_500));
+    let reply = server.verify(token, "crm.read_contact", Some(&args), true);
+    assert_eq!(reply["valid"], false, "{reply}");
+    assert_eq!(reply["code"], "expired", "{reply}");
+}
+
+#[test]
+fn bad_signing_key_is_fatal_and_not_echoed() {
+    let site = Site::new("signing_key: signing.pem\n");
+    std::fs::write(
+        site.path("signing.pem"),
+        "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let out = warden(&[
+        "serve",
+        "--config",
+        &site.config(),
+        "--listen",
+        "127.0.0.1:0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("signing_key"), "{stderr}");
+    assert!(!stderr.contains("c2VjcmV0LXNlY3JldA"), "{stderr}");
+}
+
+fn audit_lines(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[test]
+fn audit_log_records_every_decision_and_verifies() {
+    let site = Site::new("audit: { dir: audit, key_file: audit.key, max_file_bytes: 2000 }\n");
+    gen_audit(&site);
+    let server = site.start();
+    // Signing is off: no tokens, no JWKS.
+    let (status, _) = server.get("/.well-known/jwks.json");
+    assert_eq!(status, 404);
+    let secret = "do-not-log-me@example.com";
+    let mut decisions = 0;
+    for i in 0..5 {
+        let d = server.decide(&read_call(
+            "crm.read_contact",
+            &json!({"email": secret, "i": i}),
+            "a1",
+        ));
+        assert!(d.get("token").is_none());
+        decisions += 1;
+    }
+    let d = server.decide(&read_call("send_email", &json!({"to": secret}), "a1"));
+    assert_eq!(d["decision"], "deny");
+    decisions += 1;
+    let (status, _) = server.post(
+        "/v1/decide/batch",
+        &json!([
+            read_call("crm.read_a", &json!({}), "a2"),
+            read_call("send_email", &json!({}), "a2")
+        ]),
+    );
+    assert_eq!(status, 200);
+    decisions += 2;
+    let (status, _) = server.post(
+        "/v1/data/warden/allow",
+        &json!({"input": read_call("crm.read_b", &json!({}), "a3")}),
+    );
+    assert_eq!(status, 200);
+    decisions += 1;
+    server.stop();
+
+    let dir = site.path("audit");
+    let lines = audit_lines(&dir);
+    assert_eq!(lines.len(), decisions);
+    assert!(
+        std::fs::read_dir(&dir).unwrap().count() > 1,
+        "max_file_bytes rotates"
+    );
+    let denied = lines.iter().find(|l| l["decision"] == "deny").unwrap();
+    assert_eq!(denied["rule"], "no-exfil");
+    assert_eq!(denied["tenant"], "anonymous");
+    assert!(
+        lines
+            .iter()
+            .all(|l| l["mac"].is_string() && l["args_hash"].is_string())
+    );
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains(secret), "arguments in the audit log");
+    }
+
+    let key = site.path("audit.key").display().to_string();
+    let dir_s = dir.display().to_string();
+    let out = warden(&["audit", "verify", "--key", &key, &dir_s]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("verified {decisions} entries")),
+        "{}",
+        stdout(&out)
+    );
+
+    // A restart continues the chain.
+    let server = site.start();
+    server.decide(&read_call("crm.read_c", &json!({}), "a4"));
+    server.stop();
+    let out = warden(&["audit", "verify", "--key", &key, &dir_s]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("verified {} entries", decisions + 1)),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn sigkill_under_fsync_always_loses_no_answered_decision() {
+    let site = Site::new("audit: { dir: audit, fsync: always }\n");
+    let server = site.start();
+    let answered = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(AtomicBool::new(false));
+    let addr = server.addr.clone();
+    let threads: Vec<_> = (0..4)
+        .map(|t| {
+            let (answered, stop, addr) = (answered.clone(), stop.clone(), addr.clone());
+            std::thread::spawn(move || {
+                let agent = agent();
+                let mut i = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    let principal = format!("p-{t}-{i}");
+                    i += 1;
+                    let body = json!({"kind": "tool_call", "tool": "crm.read_x", "principal": principal, "args": {"i": i}});
+                    let Ok(mut response) = agent
+                        .post(&format!("http://{addr}/v1/decide"))
+                        .header("content-type", "application/json")
+                        .send(body.to_string().as_bytes())
+                    else {
+                        break; // the daemon is gone
+                    };
+                    let Ok(text) = response.body_mut().read_to_string() else { break };
+                    if response.status().as_u16() == 200
+                        && serde_json::from_str::<Value>(&text).is_ok_and(|d| d["decision"] == "allow")
+                    {
+                        answered.lock().unwrap().push(principal);
+                    }
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(1500));
+    let mut server = server;
+    server.child.kill().unwrap(); // SIGKILL
+    server.child.wait().unwrap();
+    stop.store(true, Ordering::Relaxed);
+    for t in threads {
+        t.join().unwrap();
+    }
+    let answered = answered.lock().unwrap().clone();
+    assert!(answered.len() > 20, "too little load: {}", answered.len());
+
+    let dir = site.path("audit");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.sort();
+    let newest = files.last().unwrap().display().to_string();
+    let out = warden(&["audit", "recover", &newest]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let out = warden(&["audit", "verify", &dir.display().to_string()]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    let logged: HashSet<String> = audit_lines(&dir)
+        .iter()
+        .filter_map(|l| l["principal"].as_str().map(str::to_owned))
+        .collect();
+    let missing: Vec<&String> = answered.iter().filter(|p| !logged.contains(*p)).collect();
+    assert!(
+        missing.is_empty(),
+        "{} answered decisions not in the log: {missing:?}",
+        missing.len()
+    );
+    drop(server);
+}

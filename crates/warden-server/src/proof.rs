@@ -1,0 +1,386 @@
+//! Proof in the daemon (issue 6): decision tokens signed with the configured Ed25519 key, the
+//! JWKS that verifies them, `POST /v1/tokens/verify` with a replay guard, and one hash-chained
+//! audit entry per decision (`docs/serve.md`, "Proof").
+//!
+//! Both are off unless configured: no `signing_key`, no tokens (and `/.well-known/jwks.json`
+//! and `/v1/tokens/verify` answer 404 `signing_disabled`); no `audit`, no audit log. Key
+//! material is read once at startup and never logged: only the signing key's `kid` (public).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use warden::{Decision, Request as DecisionRequest, Verdict};
+use warden_audit::{AuditConfig, AuditError, AuditLog, AuditRecord, FsyncPolicy, FullPolicy};
+use warden_proof::{
+    Ed25519Key, Grant, KeyProvider, MacKey, MemoryReplayGuard, SecretString, SoftwareKeyProvider,
+    TokenIssuer, TokenVerifier, VerifyError,
+};
+
+use crate::AppState;
+use crate::error::ApiError;
+use crate::middleware::Caller;
+
+/// The issuer (`iss`) of the daemon's tokens.
+pub const TOKEN_ISSUER: &str = "warden";
+
+/// `fsync` setting of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    /// Each written group is synced before any decision in it is answered.
+    Always,
+    /// Synced at most `batch_window_ms` after a write; answers wait for that sync.
+    Batch,
+    /// Never synced by Warden; answered once queued.
+    Never,
+}
+
+/// What a decision does when the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFull {
+    /// Wait for room.
+    Block,
+    /// Answer 503 `audit_unavailable` (no decision).
+    Deny,
+}
+
+/// The `audit` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Directory of `audit-NNNNNN.jsonl` files.
+    pub dir: PathBuf,
+    /// `always`, `batch` or `never`.
+    pub fsync: AuditFsync,
+    /// With `batch`: longest wait for a sync, in milliseconds.
+    pub batch_window_ms: u64,
+    /// Rotate a file when it would grow beyond this many bytes.
+    pub max_file_bytes: u64,
+    /// Entries queued for the writer at most.
+    pub queue: usize,
+    /// `block` or `deny` when the queue is full.
+    pub on_full: AuditOnFull,
+    /// HMAC key file (hex, `warden keys gen-audit`); none: entries carry no `mac`.
+    pub key_file: Option<PathBuf>,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".warden/audit"),
+            fsync: AuditFsync::Batch,
+            batch_window_ms: 10,
+            max_file_bytes: 64 * 1024 * 1024,
+            queue: 65_536,
+            on_full: AuditOnFull::Deny,
+            key_file: None,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// Makes the relative paths relative to `base` (the configuration file's directory).
+    pub(crate) fn rebase(&mut self, base: &Path) {
+        for p in std::iter::once(&mut self.dir).chain(self.key_file.as_mut()) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
+    }
+}
+
+/// Token minting and verification state.
+pub(crate) struct Signing {
+    issuer: TokenIssuer,
+    provider: Arc<dyn KeyProvider>,
+    replay: MemoryReplayGuard,
+}
+
+/// The running audit log and how decisions wait for it.
+pub(crate) struct Audit {
+    log: AuditLog,
+    fsync: AuditFsync,
+    on_full: AuditOnFull,
+}
+
+/// Reads the signing key (PKCS#8 PEM). Errors name the file, never its content.
+pub(crate) fn load_signing(path: &Path, ttl_secs: u64) -> Result<Signing, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("signing_key `{}`: {e}", path.display()))?;
+    let key = Ed25519Key::from_pkcs8_pem(&SecretString::from(text))
+        .map_err(|e| format!("signing_key `{}`: {e}", path.display()))?;
+    let kid = key.kid().to_owned();
+    let provider: Arc<dyn KeyProvider> = Arc::new(SoftwareKeyProvider::new(key));
+    let issuer = TokenIssuer::new(Arc::clone(&provider), TOKEN_ISSUER).with_ttl_secs(ttl_secs);
+    tracing::info!(kid = %kid, ttl_secs, "decision tokens enabled");
+    Ok(Signing {
+        issuer,
+        provider,
+        replay: MemoryReplayGuard::default(),
+    })
+}
+
+/// Opens the audit log (continuing an existing one). Errors never include key material.
+pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
+    let mac: Option<Arc<dyn KeyProvider>> = match &settings.key_file {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .map_err(|e| format!("audit.key_file `{}`: {e}", path.display()))?;
+            let key = MacKey::from_hex(&SecretString::from(text))
+                .map_err(|e| format!("audit.key_file `{}`: {e}", path.display()))?;
+            Some(Arc::new(SoftwareKeyProvider::mac_only(key)))
+        }
+        None => None,
+    };
+    let mut config = AuditConfig::new(&settings.dir);
+    config.fsync = match settings.fsync {
+        AuditFsync::Always => FsyncPolicy::Always,
+        AuditFsync::Batch => FsyncPolicy::Batch,
+        AuditFsync::Never => FsyncPolicy::Never,
+    };
+    config.batch_window = std::time::Duration::from_millis(settings.batch_window_ms.max(1));
+    config.max_file_bytes = settings.max_file_bytes.max(1);
+    config.queue_capacity = settings.queue.max(1);
+    config.full = match settings.on_full {
+        AuditOnFull::Block => FullPolicy::Block,
+        AuditOnFull::Deny => FullPolicy::Deny,
+    };
+    let macs = mac.is_some();
+    let log = AuditLog::open(config, mac)
+        .map_err(|e| format!("audit.dir `{}`: {e}", settings.dir.display()))?;
+    let head = log.head();
+    tracing::info!(
+        dir = %settings.dir.display(),
+        fsync = ?settings.fsync,
+        mac = macs,
+        seq = head.seq,
+        "audit log open"
+    );
+    Ok(Audit {
+        log,
+        fsync: settings.fsync,
+        on_full: settings.on_full,
+    })
+}
+
+impl Audit {
+    /// Writes and syncs everything queued (at shutdown).
+    pub(crate) fn flush(&self) {
+        match self.log.flush() {
+            Ok(head) => tracing::info!(seq = head.seq, hash = %head.hash, "audit log flushed"),
+            Err(e) => tracing::error!(error = %e, "audit log flush failed"),
+        }
+    }
+}
+
+pub(crate) fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+fn unix_now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// Adds a token to an allowed `tool_call` decision when signing is on. Minting failures are a
+/// 500 (an allow without its token would be refused by the tool side anyway).
+pub(crate) fn mint(
+    state: &AppState,
+    request: &DecisionRequest,
+    decision: &mut Decision,
+) -> Result<(), ApiError> {
+    let Some(signing) = &state.0.signing else {
+        return Ok(());
+    };
+    let Some(tool) = request.tool.as_deref() else {
+        return Ok(());
+    };
+    if request.kind != warden::Kind::ToolCall || decision.verdict != Verdict::Allow {
+        return Ok(());
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    let grant = Grant {
+        principal: request.principal.as_deref(),
+        session: request.session.as_deref(),
+        tool,
+        args: request.args.as_ref().unwrap_or(&empty),
+        policy_digest: &decision.policy.digest,
+    };
+    let token = signing.issuer.mint(&grant, unix_now()).map_err(|e| {
+        tracing::error!(error = %e, "cannot mint a decision token; answering 500");
+        ApiError::internal()
+    })?;
+    decision.token = Some(token);
+    Ok(())
+}
+
+/// A pending audit acknowledgement: resolves once the entry is durable per `fsync`.
+pub(crate) type AuditAck = Option<tokio::sync::oneshot::Receiver<Result<u64, AuditError>>>;
+
+/// Queues the audit entry of one decision. Under `fsync: always` and `batch` the caller must
+/// await the returned acknowledgement ([`audit_wait`]) before answering.
+pub(crate) fn audit(
+    state: &AppState,
+    caller: &Caller,
+    request: &DecisionRequest,
+    decision: &Decision,
+    started: Instant,
+) -> Result<AuditAck, ApiError> {
+    let Some(audit) = &state.0.audit else {
+        return Ok(None);
+    };
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let record = AuditRecord::from_decision(
+        Some(&caller.tenant),
+        request,
+        decision,
+        unix_now_ms(),
+        latency_us,
+    );
+    let send = |record: AuditRecord| -> Result<AuditAck, AuditError> {
+        if audit.fsync == AuditFsync::Never {
+            audit.log.append(record)?;
+            return Ok(None);
+        }
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        audit.log.append_then(
+            record,
+            Box::new(move |r| {
+                let _ = tx.send(r);
+            }),
+        )?;
+        Ok(Some(rx))
+    };
+    let blocking = audit.on_full == AuditOnFull::Block
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let result = if blocking {
+        // A full queue blocks this worker thread, not the runtime's others.
+        tokio::task::block_in_place(|| send(record))
+    } else {
+        send(record)
+    };
+    result.map_err(audit_error)
+}
+
+/// Waits for the acknowledgements of [`audit`].
+pub(crate) async fn audit_wait(acks: Vec<AuditAck>) -> Result<(), ApiError> {
+    for ack in acks.into_iter().flatten() {
+        match ack.await {
+            Ok(Ok(_seq)) => {}
+            Ok(Err(e)) => return Err(audit_error(e)),
+            Err(_) => return Err(audit_error(AuditError::Closed)),
+        }
+    }
+    Ok(())
+}
+
+fn audit_error(e: AuditError) -> ApiError {
+    match e {
+        AuditError::QueueFull => {
+            tracing::warn!("audit queue full; answering 503");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "audit_unavailable",
+                "the audit log cannot take the decision now",
+            )
+            .retry_after(1)
+        }
+        other => {
+            tracing::error!(error = %other, "audit log failed; answering 500");
+            ApiError::internal()
+        }
+    }
+}
+
+fn signing_disabled() -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "signing_disabled",
+        "decision tokens are not enabled (no signing_key configured)",
+    )
+}
+
+/// `GET /.well-known/jwks.json`: the public keys verifying the daemon's tokens.
+pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
+    let Some(signing) = &state.0.signing else {
+        return signing_disabled().into_response();
+    };
+    (
+        [(header::CACHE_CONTROL, "public, max-age=5")],
+        Json(signing.provider.jwks(unix_now())),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct VerifyBody {
+    token: String,
+    tool: String,
+    #[serde(default)]
+    args: Option<Value>,
+    #[serde(default)]
+    consume: bool,
+}
+
+/// Stable code of a rejection.
+fn reason_code(e: &VerifyError) -> &'static str {
+    match e {
+        VerifyError::Malformed(_) | VerifyError::UnsupportedHeader(_) => "malformed",
+        VerifyError::UnknownKey(_) => "unknown_key",
+        VerifyError::BadSignature => "bad_signature",
+        VerifyError::Expired { .. } => "expired",
+        VerifyError::NotYetValid { .. } => "not_yet_valid",
+        VerifyError::Issuer(_) => "issuer",
+        VerifyError::Tool { .. } => "tool_mismatch",
+        VerifyError::Args => "args_mismatch",
+        VerifyError::Replayed => "replayed",
+        VerifyError::ReplayGuard(_) => "replay_guard",
+    }
+}
+
+/// `POST /v1/tokens/verify` `{"token", "tool", "args", "consume"}`: 200 with
+/// `{"valid": true, "claims": {...}}` or `{"valid": false, "code", "reason"}`; 400 when the body
+/// is not such an object.
+pub(crate) async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
+    let Some(signing) = &state.0.signing else {
+        return signing_disabled().into_response();
+    };
+    let body: VerifyBody = match serde_json::from_slice(&body) {
+        Ok(b) => b,
+        Err(e) => {
+            return ApiError::bad_request(format!(
+                "expected {{\"token\", \"tool\", \"args\", \"consume\"}}: {e}"
+            ))
+            .into_response();
+        }
+    };
+    let now = unix_now();
+    let verifier = TokenVerifier::new(signing.provider.jwks(now)).with_issuer(TOKEN_ISSUER);
+    let args = body
+        .args
+        .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
+    let result = if body.consume {
+        verifier.verify_and_consume(&body.token, &body.tool, &args, now, &signing.replay)
+    } else {
+        verifier.verify(&body.token, &body.tool, &args, now)
+    };
+    match result {
+        Ok(claims) => Json(json!({"valid": true, "claims": claims})).into_response(),
+        Err(e) => Json(json!({"valid": false, "code": reason_code(&e), "reason": e.to_string()}))
+            .into_response(),
+    }
+}
