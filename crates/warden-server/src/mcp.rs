@@ -47,6 +47,7 @@ pub const PINS_FILE: &str = "mcp-pins.json";
 /// One mounted upstream.
 struct Upstream {
     config: UpstreamConfig,
+    state: AppState,
     proxy: ProxyState,
     engine: Arc<Engine>,
     /// The compiled policy the engine currently holds (its pointer in the current snapshot).
@@ -149,6 +150,7 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
         ];
         built.push(Arc::new(Upstream {
             config: config.clone(),
+            state: state.clone(),
             proxy: ProxyState::new(enforcer, proxy),
             engine,
             current: Mutex::new(policy),
@@ -215,10 +217,12 @@ fn unavailable(message: &str) -> Response<Body> {
 }
 
 impl Upstream {
-    /// Brings the engine's policy up to date with `snapshot` (after a reload).
-    fn sync(&self, snapshot: &Snapshot) -> Result<(), String> {
-        let policy = warden_policy(snapshot, &self.config.policy)?;
+    /// Brings the engine's policy up to date with the daemon's current snapshot (after a
+    /// reload). The snapshot is read under the lock, so successive holders see ever newer
+    /// snapshots and a request that started before a reload cannot swap the old policy back.
+    fn sync(&self) -> Result<(), String> {
         let mut current = self.current.lock();
+        let policy = warden_policy(&self.state.snapshot(), &self.config.policy)?;
         if Arc::ptr_eq(&current, &policy) {
             return Ok(());
         }
@@ -236,7 +240,7 @@ impl Upstream {
     }
 
     async fn handle(&self, caller: Caller, mut request: Request<Body>) -> Response<Body> {
-        if let Err(e) = self.sync(&caller.snapshot) {
+        if let Err(e) = self.sync() {
             tracing::error!(name = %self.config.name, error = %e, "MCP upstream has no policy; refusing");
             return unavailable("the policy for this MCP upstream is not loaded");
         }
