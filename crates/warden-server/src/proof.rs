@@ -160,7 +160,11 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
     let head = log.head();
     tracing::info!(
         dir = %settings.dir.display(),
-        fsync = ?settings.fsync,
+        fsync = match settings.fsync {
+            AuditFsync::Always => "always",
+            AuditFsync::Batch => "batch",
+            AuditFsync::Never => "never",
+        },
         mac = macs,
         seq = head.seq,
         "audit log open"
