@@ -388,3 +388,70 @@ pub(crate) async fn verify(State(state): State<AppState>, body: Bytes) -> Respon
             .into_response(),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+mod tests {
+    use super::*;
+    use crate::ServeConfig;
+
+    #[test]
+    fn proof_is_off_by_default_and_audit_fields_default() {
+        let config = ServeConfig::default();
+        assert!(config.signing_key.is_none());
+        assert!(config.audit.is_none());
+        assert_eq!(config.token_ttl, 30);
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("warden.yaml");
+        std::fs::write(
+            &path,
+            "signing_key: keys/signing.pem\ntoken_ttl: 5\naudit: { dir: audit, fsync: always }\n",
+        )
+        .unwrap();
+        let config = ServeConfig::load(&path).unwrap();
+        assert_eq!(
+            config.signing_key.as_deref(),
+            Some(dir.path().join("keys/signing.pem").as_path())
+        );
+        assert_eq!(config.token_ttl, 5);
+        let audit = config.audit.unwrap();
+        assert_eq!(audit.dir, dir.path().join("audit"));
+        assert_eq!(audit.fsync, AuditFsync::Always);
+        assert_eq!(audit.on_full, AuditOnFull::Deny);
+        assert_eq!(audit.batch_window_ms, 10);
+        assert_eq!(audit.queue, 65_536);
+        assert!(audit.key_file.is_none());
+
+        std::fs::write(&path, "audit: { fsync: sometimes }\n").unwrap();
+        assert!(ServeConfig::load(&path).is_err());
+        std::fs::write(&path, "audit: { dirr: x }\n").unwrap();
+        assert!(ServeConfig::load(&path).is_err());
+    }
+
+    #[test]
+    fn key_errors_name_the_file_not_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = dir.path().join("bad.pem");
+        std::fs::write(
+            &pem,
+            "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
+        )
+        .unwrap();
+        let Err(e) = load_signing(&pem, 30) else {
+            panic!("a bad key loads")
+        };
+        assert!(e.contains("bad.pem") && !e.contains("c2VjcmV0"), "{e}");
+        let key_file = dir.path().join("audit.key");
+        std::fs::write(&key_file, "abcd-secret-abcd").unwrap();
+        let settings = AuditSettings {
+            dir: dir.path().join("audit"),
+            key_file: Some(key_file),
+            ..AuditSettings::default()
+        };
+        let Err(e) = open_audit(&settings) else {
+            panic!("a bad audit key loads")
+        };
+        assert!(e.contains("audit.key") && !e.contains("secret"), "{e}");
+    }
+}
