@@ -503,6 +503,16 @@ fn audit_log_records_every_decision_and_verifies() {
     );
     assert_eq!(status, 200);
     decisions += 1;
+    // Every answered decision was written (batch waits for the sync): the head is exported.
+    let (_, metrics) = server.get("/metrics");
+    let seq = metrics
+        .lines()
+        .find(|l| l.starts_with("warden_audit_seq "))
+        .and_then(|l| l.rsplit(' ').next())
+        .unwrap_or_default()
+        .to_owned();
+    assert_eq!(seq, decisions.to_string(), "{metrics}");
+    assert_eq!(server.get("/health/ready").0, 200);
     server.stop();
 
     let dir = site.path("audit");

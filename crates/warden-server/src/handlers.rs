@@ -377,7 +377,8 @@ pub async fn live() -> Response {
 /// `GET /health/ready`: policies loaded, the store reachable, not shutting down.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let store_ok = state.store().get("\u{1f}ready-probe").is_ok();
-    if state.is_ready() && store_ok {
+    let audit_ok = state.0.audit.as_ref().is_none_or(|a| !a.status().2);
+    if state.is_ready() && store_ok && audit_ok {
         Json(json!({
             "status": "ready",
             "policies": state.snapshot().policies.len(),
@@ -394,6 +395,16 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .metrics()
         .sessions
         .set(i64::try_from(state.store().len()).unwrap_or(i64::MAX));
+    if let Some(audit) = &state.0.audit {
+        let (queued, seq, _) = audit.status();
+        let metrics = state.metrics();
+        metrics
+            .audit_queue
+            .set(i64::try_from(queued).unwrap_or(i64::MAX));
+        metrics
+            .audit_seq
+            .set(i64::try_from(seq).unwrap_or(i64::MAX));
+    }
     (
         [(
             header::CONTENT_TYPE,

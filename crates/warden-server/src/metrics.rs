@@ -48,6 +48,10 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Live sessions.
     pub sessions: Gauge,
+    /// Audit entries queued for the writer (0 without an audit log).
+    pub audit_queue: Gauge,
+    /// Sequence number of the last audit entry written (0 without an audit log).
+    pub audit_seq: Gauge,
     /// The MCP proxy's counters (`warden_mcp_events_total`).
     pub mcp: std::sync::Arc<crate::mcp::McpMetrics>,
 }
@@ -68,6 +72,18 @@ impl Metrics {
         let auth_failures = Counter::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let sessions = Gauge::default();
+        let audit_queue = Gauge::default();
+        let audit_seq = Gauge::default();
+        registry.register(
+            "warden_audit_queue",
+            "Audit entries waiting for the writer",
+            audit_queue.clone(),
+        );
+        registry.register(
+            "warden_audit_seq",
+            "Sequence number of the last audit entry written",
+            audit_seq.clone(),
+        );
         registry.register(
             "warden_decisions",
             "Decisions by policy and outcome",
@@ -109,6 +125,8 @@ impl Metrics {
             auth_failures,
             reloads,
             sessions,
+            audit_queue,
+            audit_seq,
             mcp,
         }
     }

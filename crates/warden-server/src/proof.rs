@@ -177,6 +177,15 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
 }
 
 impl Audit {
+    /// Queued entries, the last written sequence number, and whether the writer failed.
+    pub(crate) fn status(&self) -> (u64, u64, bool) {
+        (
+            self.log.queued(),
+            self.log.head().seq,
+            self.log.failure().is_some(),
+        )
+    }
+
     /// Writes and syncs everything queued (at shutdown).
     pub(crate) fn flush(&self) {
         match self.log.flush() {
