@@ -439,6 +439,17 @@ mod tests {
     }
 
     #[test]
+    fn full_queue_is_503_and_writer_failure_500() {
+        let full = audit_error(AuditError::QueueFull);
+        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.code, "audit_unavailable");
+        assert_eq!(full.retry_after, Some(1));
+        let failed = audit_error(AuditError::Writer("disk full".into()));
+        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert!(!failed.message.contains("disk"));
+    }
+
+    #[test]
     fn key_errors_name_the_file_not_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let pem = dir.path().join("bad.pem");
