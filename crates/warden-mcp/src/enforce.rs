@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::collections::hash_map::Entry;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::value::RawValue;
@@ -109,12 +110,20 @@ fn bump(counter: &AtomicU64) {
     counter.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Sees every decision the enforcer makes (`tool_call` and `tool_result`), with the time the
+/// decision took, before its outcome is acted on: an audit log, for one. An `Err` (its text is
+/// logged, never sent) fails closed: the call is answered with a JSON-RPC error and not
+/// forwarded, the result is withheld.
+pub type DecisionObserver =
+    Arc<dyn Fn(&Request, &Decision, Duration) -> Result<(), String> + Send + Sync>;
+
 /// Enforces a policy on the MCP traffic of one upstream server.
 pub struct Enforcer {
     engine: Arc<Engine>,
     pins: Arc<dyn PinStore>,
     upstream: String,
     counters: Counters,
+    observer: Option<DecisionObserver>,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -213,7 +222,33 @@ impl Enforcer {
             pins,
             upstream: upstream.into(),
             counters: Counters::default(),
+            observer: None,
         }
+    }
+
+    /// Calls `observer` with every decision (see [`DecisionObserver`]); none by default.
+    #[must_use]
+    pub fn with_observer(mut self, observer: DecisionObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    /// Decides `request` and hands the decision to the observer. Either failing is an `Err`
+    /// (already logged and counted): the caller fails closed.
+    fn decide(&self, request: &Request) -> Result<Decision, ()> {
+        let started = Instant::now();
+        let tool = request.tool.as_deref().unwrap_or_default();
+        let decision = self.engine.decide(request).map_err(|e| {
+            bump(&self.counters.failures);
+            tracing::error!(error = %e, tool = %tool, "decision failed; failing closed");
+        })?;
+        if let Some(observer) = &self.observer {
+            observer(request, &decision, started.elapsed()).map_err(|e| {
+                bump(&self.counters.failures);
+                tracing::error!(error = %e, tool = %tool, "decision observer failed; failing closed");
+            })?;
+        }
+        Ok(decision)
     }
 
     /// The upstream's name.
@@ -398,11 +433,9 @@ impl Enforcer {
             args,
             ..Request::default()
         };
-        let decision = match self.engine.decide(&request) {
+        let decision = match self.decide(&request) {
             Ok(decision) => decision,
-            Err(e) => {
-                bump(&self.counters.failures);
-                tracing::error!(error = %e, tool = %tool, "decision failed; call denied");
+            Err(()) => {
                 return Outcome::Reply(message::error_response(
                     id,
                     message::DECISION_FAILED,
@@ -603,11 +636,9 @@ impl Enforcer {
             result: Some(result),
             ..Request::default()
         };
-        let decision = match self.engine.decide(&request) {
+        let decision = match self.decide(&request) {
             Ok(decision) => decision,
-            Err(e) => {
-                bump(&self.counters.failures);
-                tracing::error!(error = %e, tool = %tool, "decision failed; result blocked");
+            Err(()) => {
                 return blocked(
                     message::DECISION_FAILED,
                     "policy decision failed; the tool result was withheld",

@@ -18,6 +18,8 @@ pub mod http;
 #[cfg(feature = "stdio")]
 pub mod stdio;
 
-pub use enforce::{Caller, Counters, Enforcer, Exchange, Outcome, routing_header_mismatch};
+pub use enforce::{
+    Caller, Counters, DecisionObserver, Enforcer, Exchange, Outcome, routing_header_mismatch,
+};
 pub use pins::{FilePinStore, MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};
 pub use reach::never_callable;

@@ -470,3 +470,58 @@ fn an_id_in_flight_cannot_be_reused() {
         Outcome::Forward
     );
 }
+
+#[test]
+fn the_observer_sees_every_decision_and_fails_closed() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let seen: Arc<parking_lot::Mutex<Vec<(String, String)>>> = Arc::default();
+    let fail = Arc::new(AtomicBool::new(false));
+    let (log, failing) = (Arc::clone(&seen), Arc::clone(&fail));
+    let e = enforcer().with_observer(Arc::new(move |request, decision, _latency| {
+        if failing.load(Ordering::Relaxed) {
+            return Err("audit log full".to_owned());
+        }
+        log.lock().push((
+            request.kind.as_str().to_owned(),
+            decision.verdict.as_str().to_owned(),
+        ));
+        Ok(())
+    }));
+    let ex = Exchange::new();
+    let c = caller("s");
+    assert_eq!(
+        e.client_message(&c, &ex, &call(1, "echo", json!({"m": "hi"}))),
+        Outcome::Forward
+    );
+    let result = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    assert_eq!(e.server_message(&c, &ex, result), Outcome::Forward);
+    let out = e.client_message(&c, &ex, &call(2, "get-env", json!({})));
+    assert_eq!(reply_json(&out)["error"]["code"], -32001);
+    assert_eq!(
+        *seen.lock(),
+        [
+            ("tool_call".to_owned(), "allow".to_owned()),
+            ("tool_result".to_owned(), "allow".to_owned()),
+            ("tool_call".to_owned(), "deny".to_owned()),
+        ]
+    );
+
+    // The observer failing: the allowed call is answered, not forwarded; a result is withheld.
+    fail.store(true, Ordering::Relaxed);
+    let out = e.client_message(&c, &ex, &call(3, "echo", json!({"m": "hi"})));
+    assert!(matches!(out, Outcome::Reply(_)), "{out:?}");
+    let reply = reply_json(&out);
+    assert_eq!(reply["id"], 3);
+    assert_eq!(reply["error"]["code"], -32004, "{reply}");
+    fail.store(false, Ordering::Relaxed);
+    assert_eq!(
+        e.client_message(&c, &ex, &call(4, "echo", json!({"m": "hi"}))),
+        Outcome::Forward
+    );
+    fail.store(true, Ordering::Relaxed);
+    let result = br#"{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+    let out = e.server_message(&c, &ex, result);
+    assert!(matches!(out, Outcome::Rewrite(_)), "{out:?}");
+    assert_eq!(reply_json(&out)["error"]["code"], -32004);
+    assert_eq!(e.counters().failures.load(Ordering::Relaxed), 2);
+}

@@ -11,6 +11,10 @@
 //!
 //! The principal is the authenticated API key's tenant (none for anonymous callers); Warden's
 //! own credentials (`Authorization`, `X-Api-Key`) are removed before forwarding.
+//!
+//! With an audit log configured, every `tool_call` and `tool_result` decision is appended to it
+//! through the enforcer's decision observer before the message goes on; an append that fails (or
+//! a full queue with `on_full: deny`) fails closed.
 
 use std::sync::Arc;
 
@@ -28,7 +32,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use warden::CompiledPolicy;
 use warden_core::{Engine, SessionStore};
 use warden_mcp::http::{Identity, ProxyConfig, ProxyState, Uri};
-use warden_mcp::{Enforcer, FilePinStore, MemoryPinStore, PinStore};
+use warden_mcp::{DecisionObserver, Enforcer, FilePinStore, MemoryPinStore, PinStore};
 
 pub use warden_mcp::http::UpstreamConfig;
 
@@ -105,6 +109,22 @@ fn identify(session: Option<String>) -> warden_mcp::http::Identify {
     })
 }
 
+/// Appends every decision of the proxy to the daemon's audit log (when one is configured), as
+/// `/v1/decide` does: the tenant is the caller's (`anonymous` without a key), the session is
+/// the client's own (without the tenant prefix the engine's store uses), the latency is the
+/// decision's. A full queue or a failed append fails closed: the enforcer answers the call with
+/// a JSON-RPC error and withholds a result.
+fn auditor(state: &AppState) -> DecisionObserver {
+    let state = state.clone();
+    Arc::new(
+        move |request: &warden_core::Request, decision: &warden_core::Decision, latency| {
+            let tenant = request.principal.as_deref().unwrap_or(ANONYMOUS);
+            crate::proof::audit_blocking(&state, tenant, request, decision, latency)
+                .map_err(|e| format!("audit log: {e}"))
+        },
+    )
+}
+
 fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
     let upstreams = &state.config().mcp_upstreams;
     if upstreams.is_empty() {
@@ -136,11 +156,10 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
         let policy = warden_policy(&snapshot, &config.policy)
             .map_err(|e| format!("mcp_upstreams `{name}`: {e}"))?;
         let engine = Arc::new(Engine::with_store((*policy).clone(), Arc::clone(&store)));
-        let enforcer = Arc::new(Enforcer::new(
-            Arc::clone(&engine),
-            Arc::clone(&pins),
-            name.clone(),
-        ));
+        let enforcer = Arc::new(
+            Enforcer::new(Arc::clone(&engine), Arc::clone(&pins), name.clone())
+                .with_observer(auditor(state)),
+        );
         let mut proxy = ProxyConfig::new(uri, Identity::default());
         proxy.identify = identify(config.session.clone());
         proxy.strip_headers = vec![

@@ -171,3 +171,73 @@ fn invalid_upstreams_are_refused() {
         assert!(error.contains(expected), "{error}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mcp_decisions_are_audited() {
+    let (url, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let audit_dir = dir.path().join("audit");
+    let mut config = config(dir.path(), &url);
+    config.audit = Some(warden_server::proof::AuditSettings {
+        dir: audit_dir.clone(),
+        fsync: warden_server::proof::AuditFsync::Always,
+        ..Default::default()
+    });
+    let (acme, _) = warden_store::keys::create_key(&config.keys_file, "acme", Some("mcp")).unwrap();
+    let (mallory, _) =
+        warden_store::keys::create_key(&config.keys_file, "mallory", Some("mcp")).unwrap();
+    let app = router(AppState::new(config, None).unwrap());
+
+    let bearer = format!("Bearer {acme}");
+    let (status, reply) = call(
+        &app,
+        &[("authorization", &bearer), ("mcp-session-id", "s1")],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["result"]["content"][0]["text"], "Echo: hi", "{reply}");
+    let (status, reply) = call(&app, &[("x-api-key", &mallory)]).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(reply["error"]["code"], -32001, "{reply}");
+    assert_eq!(seen.lock().len(), 1);
+
+    // Each answer waited for its entries (`fsync: always`): they are on disk now.
+    let mut entries: Vec<Value> = Vec::new();
+    for file in warden_audit::expand_paths(std::slice::from_ref(&audit_dir)).unwrap() {
+        let text = std::fs::read_to_string(file).unwrap();
+        entries.extend(
+            text.lines()
+                .map(|l| serde_json::from_str::<Value>(l).unwrap()),
+        );
+    }
+    let summary: Vec<(&str, &str, &str)> = entries
+        .iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap(),
+                e["decision"].as_str().unwrap(),
+                e["tenant"].as_str().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            ("tool_call", "allow", "acme"),
+            ("tool_result", "allow", "acme"),
+            ("tool_call", "deny", "mallory"),
+        ],
+        "{entries:?}"
+    );
+    assert_eq!(entries[0]["tool"], "echo");
+    assert_eq!(entries[0]["principal"], "acme");
+    assert_eq!(
+        entries[0]["session"], "s1",
+        "the client's session, not the store key"
+    );
+    assert_eq!(entries[2]["rule"], "no-mallory");
+
+    let report = warden_audit::verify(&[audit_dir], None).unwrap();
+    assert_eq!(report.entries, 3);
+    assert_eq!(report.first_broken_seq, None, "{:?}", report.reason);
+}
