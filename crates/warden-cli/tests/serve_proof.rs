@@ -626,3 +626,139 @@ fn sigkill_under_fsync_always_loses_no_answered_decision() {
     );
     drop(server);
 }
+
+/// The `kid` in a token's header (base64url, no padding).
+fn header_kid(token: &str) -> String {
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+    let header = token.split('.').next().unwrap();
+    let (mut bits, mut acc, mut out) = (0u32, 0u32, Vec::new());
+    for c in header.bytes() {
+        let v = ALPHABET.iter().position(|&a| a == c).unwrap();
+        acc = (acc << 6) | u32::try_from(v).unwrap();
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push(u8::try_from((acc >> bits) & 0xff).unwrap());
+        }
+    }
+    let header: Value = serde_json::from_slice(&out).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+fn jwks_kids(server: &Server) -> Vec<String> {
+    let (status, text) = server.get("/.well-known/jwks.json");
+    assert_eq!(status, 200, "{text}");
+    let jwks: Value = serde_json::from_str(&text).unwrap();
+    let mut kids: Vec<String> = jwks["keys"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k["kid"].as_str().unwrap().to_owned())
+        .collect();
+    kids.sort();
+    kids
+}
+
+fn sighup(server: &Server) {
+    let status = Command::new("kill")
+        .arg("-HUP")
+        .arg(server.child.id().to_string())
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+fn metric(server: &Server, name: &str) -> f64 {
+    let (_, text) = server.get("/metrics");
+    text.lines()
+        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+        .unwrap_or(0.0)
+}
+
+#[test]
+fn signing_key_rotates_on_sighup_and_the_old_key_stays_published_until_its_tokens_expire() {
+    let site = Site::new("signing_key: signing.pem\ntoken_ttl: 2\n");
+    let kid_a = gen_signing(&site);
+    let server = site.start();
+    let args = json!({"id": 3});
+    let tool = "crm.read_contact";
+    let old = server.decide(&read_call(tool, &args, "r1"))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(header_kid(&old), kid_a);
+
+    // Replace the key file with key B and reload.
+    let out = warden(&[
+        "keys",
+        "gen-signing",
+        "--out",
+        &site.path("signing.pem").display().to_string(),
+        "--force",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let kid_b = stdout(&out).trim().to_owned();
+    assert_ne!(kid_a, kid_b);
+    sighup(&server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let new = loop {
+        let token = server.decide(&read_call(tool, &args, "r1"))["token"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        if header_kid(&token) != kid_a {
+            break token;
+        }
+        assert!(Instant::now() < deadline, "no rotation after SIGHUP");
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(header_kid(&new), kid_b);
+
+    // Both keys are published; tokens of either verify.
+    let mut both = vec![kid_a.clone(), kid_b.clone()];
+    both.sort();
+    assert_eq!(jwks_kids(&server), both);
+    let reply = server.verify(&old, tool, Some(&args), false);
+    assert_eq!(reply["valid"], true, "{reply}");
+    let reply = server.verify(&new, tool, Some(&args), false);
+    assert_eq!(reply["valid"], true, "{reply}");
+
+    // An invalid key file keeps key B and counts as a reload error, without echoing the key.
+    let errors = metric(&server, r#"warden_reload_total{result="error"}"#);
+    std::fs::write(
+        site.path("signing.pem"),
+        "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5LXNlY3JldA==\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    sighup(&server);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while metric(&server, r#"warden_reload_total{result="error"}"#) <= errors {
+        assert!(Instant::now() < deadline, "no reload error counted");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let token = server.decide(&read_call(tool, &args, "r1"))["token"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(header_kid(&token), kid_b);
+
+    // Once the old key's last token has expired (ttl + leeway), only key B is published.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while jwks_kids(&server) != [kid_b.clone()] {
+        assert!(Instant::now() < deadline, "old key still published");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let reply = server.verify(&old, tool, Some(&args), false);
+    assert_eq!(reply["valid"], false, "{reply}");
+
+    let log = server.stop();
+    assert!(
+        log.contains("signing key rotated") && log.contains(&kid_b),
+        "{log}"
+    );
+    assert!(!log.contains("bm90LWEta2V5LXNlY3JldA") && !log.contains("PRIVATE KEY"));
+}

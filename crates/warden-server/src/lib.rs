@@ -144,9 +144,11 @@ impl AppState {
         self.0.ready.store(ready, Ordering::Release);
     }
 
-    /// Re-reads the configuration file (when there is one), the policies and the keys,
-    /// validates the whole set and swaps it in; on error the old set stays. Counted in
-    /// `warden_reload_total{result}` and logged.
+    /// Re-reads the configuration file (when there is one), the policies, the keys and the
+    /// signing key file, validates the whole set and swaps it in; on error the old set (and
+    /// the old signing key) stays. A signing key with a new `kid` rotates: new tokens are signed
+    /// with it and the old public key stays published until its last token has expired.
+    /// Counted in `warden_reload_total{result}` and logged (never with key material).
     pub async fn reload(&self) -> Result<(), String> {
         let _guard = self.0.reload_lock.lock().await;
         let state = self.clone();
@@ -155,22 +157,28 @@ impl AppState {
             .map_err(|e| format!("reload task failed: {e}"))
             .and_then(|r| r);
         match result {
-            Ok(next) => {
+            Ok((next, key)) => {
                 let policies = next.policies.len();
                 self.0.snapshot.store(Arc::new(next));
+                if let (Some(signing), Some(key)) = (&self.0.signing, key) {
+                    signing.rotate_to(key, proof::unix_now());
+                }
                 self.0.metrics.reload(true);
                 tracing::info!(policies, "reloaded");
                 Ok(())
             }
             Err(message) => {
                 self.0.metrics.reload(false);
-                tracing::error!(error = %message, "reload failed; keeping the previous policy set");
+                tracing::error!(
+                    error = %message,
+                    "reload failed; keeping the previous policy set and signing key"
+                );
                 Err(message)
             }
         }
     }
 
-    fn load_next(&self) -> Result<Snapshot, String> {
+    fn load_next(&self) -> Result<(Snapshot, Option<warden_proof::Ed25519Key>), String> {
         let mut config = match &self.0.config_path {
             Some(path) => ServeConfig::load(path).map_err(|e| e.to_string())?,
             None => self.0.config.clone(),
@@ -182,7 +190,15 @@ impl AppState {
             config.keys_file.clone_from(&started.keys_file);
         }
         let previous = self.0.snapshot.load_full();
-        Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)
+        let snapshot = Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)?;
+        // The file named at start is re-read; changing `signing_key` itself needs a restart.
+        let key = self
+            .0
+            .signing
+            .as_ref()
+            .map(proof::Signing::read_key)
+            .transpose()?;
+        Ok((snapshot, key))
     }
 }
 

@@ -3,8 +3,10 @@
 //! audit entry per decision (`docs/serve.md`, "Proof").
 //!
 //! Both are off unless configured: no `signing_key`, no tokens (and `/.well-known/jwks.json`
-//! and `/v1/tokens/verify` answer 404 `signing_disabled`); no `audit`, no audit log. Key
-//! material is read once at startup and never logged: only the signing key's `kid` (public).
+//! and `/v1/tokens/verify` answer 404 `signing_disabled`); no `audit`, no audit log. The signing
+//! key file is read at startup and again on every reload: a new key rotates (the old public key
+//! stays in the JWKS until its last token has expired). Key material is never logged: only the
+//! signing key's `kid` (public).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -101,8 +103,9 @@ impl AuditSettings {
 /// Token minting and verification state.
 pub(crate) struct Signing {
     issuer: TokenIssuer,
-    provider: Arc<dyn KeyProvider>,
+    provider: Arc<SoftwareKeyProvider>,
     replay: MemoryReplayGuard,
+    path: PathBuf,
 }
 
 /// The running audit log and how decisions wait for it.
@@ -112,21 +115,56 @@ pub(crate) struct Audit {
     on_full: AuditOnFull,
 }
 
-/// Reads the signing key (PKCS#8 PEM). Errors name the file, never its content.
-pub(crate) fn load_signing(path: &Path, ttl_secs: u64) -> Result<Signing, String> {
+/// Reads one signing key file (PKCS#8 PEM). Errors name the file, never its content.
+fn read_signing_key(path: &Path) -> Result<Ed25519Key, String> {
     let text = std::fs::read_to_string(path)
         .map_err(|e| format!("signing_key `{}`: {e}", path.display()))?;
-    let key = Ed25519Key::from_pkcs8_pem(&SecretString::from(text))
-        .map_err(|e| format!("signing_key `{}`: {e}", path.display()))?;
+    Ed25519Key::from_pkcs8_pem(&SecretString::from(text))
+        .map_err(|e| format!("signing_key `{}`: {e}", path.display()))
+}
+
+/// Reads the signing key (PKCS#8 PEM). Errors name the file, never its content.
+pub(crate) fn load_signing(path: &Path, ttl_secs: u64) -> Result<Signing, String> {
+    let key = read_signing_key(path)?;
     let kid = key.kid().to_owned();
-    let provider: Arc<dyn KeyProvider> = Arc::new(SoftwareKeyProvider::new(key));
-    let issuer = TokenIssuer::new(Arc::clone(&provider), TOKEN_ISSUER).with_ttl_secs(ttl_secs);
+    let provider = Arc::new(SoftwareKeyProvider::new(key));
+    let dyn_provider: Arc<dyn KeyProvider> = Arc::clone(&provider) as Arc<dyn KeyProvider>;
+    let issuer = TokenIssuer::new(dyn_provider, TOKEN_ISSUER).with_ttl_secs(ttl_secs);
     tracing::info!(kid = %kid, ttl_secs, "decision tokens enabled");
     Ok(Signing {
         issuer,
         provider,
         replay: MemoryReplayGuard::default(),
+        path: path.to_owned(),
     })
+}
+
+impl Signing {
+    /// Re-reads the signing key file (on reload). Errors name the file, never its content.
+    pub(crate) fn read_key(&self) -> Result<Ed25519Key, String> {
+        read_signing_key(&self.path)
+    }
+
+    /// Makes `key` the signing key when its `kid` differs from the current one; the old public
+    /// key stays in the JWKS (and keeps verifying) until `now + ttl + leeway`. Also forgets
+    /// retired keys whose window has ended.
+    pub(crate) fn rotate_to(&self, key: Ed25519Key, now: u64) {
+        self.provider.prune(now);
+        let old = self.provider.signing_kid().ok();
+        if old.as_deref() == Some(key.kid()) {
+            return;
+        }
+        let kid = key.kid().to_owned();
+        self.issuer.rotate(&self.provider, key, now);
+        tracing::info!(
+            kid = %kid,
+            old_kid = old.as_deref().unwrap_or(""),
+            old_published_until = now
+                .saturating_add(self.issuer.ttl_secs())
+                .saturating_add(warden_proof::DEFAULT_LEEWAY_SECS),
+            "signing key rotated"
+        );
+    }
 }
 
 /// Opens the audit log (continuing an existing one). Errors never include key material.

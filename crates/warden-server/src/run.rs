@@ -205,8 +205,8 @@ async fn reload_loop(state: AppState, mut rx: mpsc::Receiver<()>, debounce: Dura
     }
 }
 
-/// Watches the policy directory, the key file and the config file; events on other files
-/// (the session database next to the key file) are ignored.
+/// Watches the policy directory, the key file, the signing key file and the config file;
+/// events on other files (the session database next to the key file) are ignored.
 fn watch_files(
     config: &ServeConfig,
     config_path: Option<&Path>,
@@ -216,7 +216,10 @@ fn watch_files(
     let policies = canon(&config.policies);
     let mut files: Vec<PathBuf> = Vec::new();
     let mut dirs: Vec<PathBuf> = vec![policies.clone()];
-    for file in std::iter::once(config.keys_file.as_path()).chain(config_path) {
+    for file in std::iter::once(config.keys_file.as_path())
+        .chain(config.signing_key.as_deref())
+        .chain(config_path)
+    {
         let parent = file
             .parent()
             .filter(|p| !p.as_os_str().is_empty())
