@@ -357,9 +357,18 @@ impl SoftwareKeyProvider {
     /// signed, i.e. `now + token ttl + leeway` ([`crate::TokenIssuer::rotate`] does this).
     pub fn rotate(&self, new: Ed25519Key, published_until: u64) {
         let mut keys = self.keys.write();
+        // A key that becomes current again is no longer "retired": drop its old entry so the
+        // JWKS never lists one kid twice.
+        let new_kid = new.kid().to_owned();
+        keys.retired.retain(|r| r.jwk.kid != new_kid);
         if let Some(old) = keys.current.replace(new) {
+            if old.kid() == new_kid {
+                return;
+            }
             let jwk = old.public_jwk();
             let key = old.signing.verifying_key();
+            // Rotating away from a key twice keeps only its latest window.
+            keys.retired.retain(|r| r.jwk.kid != jwk.kid);
             keys.retired.push(Retired {
                 jwk,
                 key,

@@ -378,6 +378,44 @@ fn rotation_keeps_old_key_until_its_last_token_expired() {
 }
 
 #[test]
+fn rotating_back_to_a_published_key_lists_each_kid_once() {
+    let a = Ed25519Key::generate().unwrap();
+    let a_pem = a.to_pkcs8_pem().unwrap();
+    let a_kid = a.kid().to_owned();
+    let provider = Arc::new(SoftwareKeyProvider::new(a));
+    let issuer = TokenIssuer::new(provider.clone(), "warden-test");
+    let b = Ed25519Key::generate().unwrap();
+    let b_kid = b.kid().to_owned();
+    issuer.rotate(&provider, b, NOW);
+    // Back to A while A is still published as retired, then to B again.
+    issuer.rotate(
+        &provider,
+        Ed25519Key::from_pkcs8_pem(&a_pem).unwrap(),
+        NOW + 1,
+    );
+    let kids = |at: u64| -> Vec<String> {
+        provider
+            .jwks(at)
+            .keys
+            .iter()
+            .map(|k| k.kid.clone())
+            .collect()
+    };
+    assert_eq!(kids(NOW + 1), [a_kid.clone(), b_kid.clone()]);
+    // Rotating to the key that is already current changes nothing.
+    issuer.rotate(
+        &provider,
+        Ed25519Key::from_pkcs8_pem(&a_pem).unwrap(),
+        NOW + 2,
+    );
+    assert_eq!(kids(NOW + 2), [a_kid.clone(), b_kid.clone()]);
+    // B's window counts from the latest rotation away from it.
+    let b_until = NOW + 1 + DEFAULT_TTL_SECS + DEFAULT_LEEWAY_SECS;
+    assert_eq!(kids(b_until - 1).len(), 2);
+    assert_eq!(kids(b_until), [a_kid]);
+}
+
+#[test]
 fn pkcs8_pem_round_trip_and_bad_pem() {
     let key = Ed25519Key::generate().unwrap();
     let pem = key.to_pkcs8_pem().unwrap();
