@@ -152,7 +152,20 @@ impl PinStore for MemoryPinStore {
 #[derive(Debug)]
 pub struct FilePinStore {
     path: PathBuf,
-    cache: Mutex<(Option<SystemTime>, Pins)>,
+    cache: Mutex<(Option<FileVersion>, Pins)>,
+}
+
+/// What identifies one written version of the pin file. The modification time alone is not
+/// enough: two writes within one filesystem timestamp tick (milliseconds on ext4) share it, so
+/// the file's inode (each write is a rename of a new file), length and change time count too.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileVersion {
+    modified: Option<SystemTime>,
+    len: u64,
+    #[cfg(unix)]
+    inode: u64,
+    #[cfg(unix)]
+    changed_ns: i64,
 }
 
 impl FilePinStore {
@@ -172,10 +185,21 @@ impl FilePinStore {
         }
     }
 
-    fn modified(&self) -> Option<SystemTime> {
-        std::fs::metadata(&self.path)
-            .and_then(|m| m.modified())
-            .ok()
+    fn modified(&self) -> Option<FileVersion> {
+        let meta = std::fs::metadata(&self.path).ok()?;
+        #[cfg(unix)]
+        use std::os::unix::fs::MetadataExt;
+        Some(FileVersion {
+            modified: meta.modified().ok(),
+            len: meta.len(),
+            #[cfg(unix)]
+            inode: meta.ino(),
+            #[cfg(unix)]
+            changed_ns: meta
+                .ctime()
+                .saturating_mul(1_000_000_000)
+                .saturating_add(meta.ctime_nsec()),
+        })
     }
 
     /// Runs `f` over fresh pins; writes the file when `f` says it changed something.
