@@ -11,12 +11,15 @@
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
 use warden::scenario::{PolicySource, Scenario, collect_files, compare, load_scenario};
 use warden::{Decision, Engine};
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+mod common;
+
+use std::ffi::OsStr;
+
+use common::WARDEN;
 
 /// A way into Warden: decides a scenario's requests in order, from fresh sessions.
 trait FrontDoor {
@@ -95,49 +98,22 @@ impl FrontDoor for Http {
     fn decide_all(&self, scenario: &Scenario, dir: &Path) -> Vec<Decision> {
         let policy = policy_file(scenario, dir);
         let policies = policy.parent().unwrap();
-        let port_file = dir.join("port");
-        let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let _daemon = Daemon(
-            Command::new(WARDEN)
-                .current_dir(dir)
-                .args([
-                    "serve",
-                    "--listen",
-                    "127.0.0.1:0",
-                    "--state",
-                    "memory",
-                    "--no-decision-log",
-                ])
-                .arg("--policies")
-                .arg(policies)
-                .arg("--anonymous-policy")
-                .arg(&*scenario.policy.info.name)
-                .arg("--port-file")
-                .arg(&port_file)
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap(),
-        );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&port_file)
-                && !addr.is_empty()
-            {
-                break addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not start: {}",
-                std::fs::read_to_string(dir.join("serve.log")).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
+        let name = OsStr::new(&*scenario.policy.info.name);
+        let args: Vec<&OsStr> = [
+            OsStr::new("--listen"),
+            OsStr::new("127.0.0.1:0"),
+            OsStr::new("--state"),
+            OsStr::new("memory"),
+            OsStr::new("--no-decision-log"),
+            OsStr::new("--policies"),
+            policies.as_os_str(),
+            OsStr::new("--anonymous-policy"),
+            name,
+        ]
+        .to_vec();
+        let (child, addr) = common::spawn_serve(&args, &dir.join("port"), &dir.join("serve.log"));
+        let _daemon = Daemon(child);
+        let agent = common::agent();
         requests(scenario)
             .iter()
             .map(|r| {

@@ -7,14 +7,18 @@
 //! End-to-end tests of `warden serve`: the real binary on an ephemeral port, over HTTP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+mod common;
+
+use std::ffi::OsStr;
+
+use common::WARDEN;
 
 const SUPPORT_AGENT: &str = r#"
 warden: 1
@@ -43,17 +47,6 @@ struct Server {
     addr: String,
     log: PathBuf,
     agent: ureq::Agent,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        // A fresh connection per request: the server may close a connection whose request
-        // body it did not read (401, 413), and a pooled POST is not retried.
-        .max_idle_connections(0)
-        .build()
-        .into()
 }
 
 /// A directory with a policy folder, a key file and a config file.
@@ -101,43 +94,17 @@ impl Site {
     }
 
     fn start(&self, extra: &[&str]) -> Server {
-        let port_file = self.path("port");
-        let _ = std::fs::remove_file(&port_file);
         let log = self.path(&format!("log-{}.txt", now_nanos()));
-        let child = Command::new(WARDEN)
-            .args([
-                "serve",
-                "--config",
-                &self.config(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--port-file")
-            .arg(&port_file)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&port_file)
-                && !addr.is_empty()
-            {
-                break addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let config = self.config();
+        let base = ["--config", config.as_str(), "--listen", "127.0.0.1:0"];
+        let mut args: Vec<&OsStr> = base.iter().map(OsStr::new).collect();
+        args.extend(extra.iter().map(OsStr::new));
+        let (child, addr) = common::spawn_serve(&args, &self.path("port"), &log);
         Server {
             child,
             addr,
             log,
-            agent: agent(),
+            agent: common::agent(),
         }
     }
 }

@@ -10,14 +10,18 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+mod common;
+
+use std::ffi::OsStr;
+
+use common::WARDEN;
 
 const SUPPORT_AGENT: &str = r#"
 warden: 1
@@ -37,15 +41,6 @@ struct Server {
     addr: String,
     log: PathBuf,
     agent: ureq::Agent,
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .max_idle_connections(0)
-        .build()
-        .into()
 }
 
 /// A directory with a policy folder and a config file (anonymous access to `support-agent`,
@@ -75,42 +70,16 @@ impl Site {
     }
 
     fn start(&self) -> Server {
-        let port_file = self.path("port");
-        let _ = std::fs::remove_file(&port_file);
         let log = self.path("serve.log");
-        let child = Command::new(WARDEN)
-            .args([
-                "serve",
-                "--config",
-                &self.config(),
-                "--listen",
-                "127.0.0.1:0",
-            ])
-            .arg("--port-file")
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&log).unwrap())
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        let addr = loop {
-            if let Ok(addr) = std::fs::read_to_string(&port_file)
-                && !addr.is_empty()
-            {
-                break addr;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not start: {}",
-                std::fs::read_to_string(&log).unwrap_or_default()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        };
+        let config = self.config();
+        let base = ["--config", config.as_str(), "--listen", "127.0.0.1:0"];
+        let args: Vec<&OsStr> = base.iter().map(OsStr::new).collect();
+        let (child, addr) = common::spawn_serve(&args, &self.path("port"), &log);
         Server {
             child,
             addr,
             log,
-            agent: agent(),
+            agent: common::agent(),
         }
     }
 }
@@ -569,7 +538,7 @@ fn sigkill_under_fsync_always_loses_no_answered_decision() {
         .map(|t| {
             let (answered, stop, addr) = (answered.clone(), stop.clone(), addr.clone());
             std::thread::spawn(move || {
-                let agent = agent();
+                let agent = common::agent();
                 let mut i = 0u64;
                 while !stop.load(Ordering::Relaxed) {
                     let principal = format!("p-{t}-{i}");

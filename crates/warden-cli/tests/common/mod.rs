@@ -1,0 +1,57 @@
+//! Test harness shared by the tests that run the real `warden serve` binary.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The `warden` binary under test.
+pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
+
+/// An HTTP client that hands every status to the test and opens a fresh connection per
+/// request: the server may close a connection whose request body it did not read (401, 413),
+/// and a pooled POST is not retried.
+pub fn agent() -> ureq::Agent {
+    ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(Duration::from_secs(10)))
+        .max_idle_connections(0)
+        .build()
+        .into()
+}
+
+/// Spawns `warden serve ARGS --port-file PORT_FILE` with stderr in `log` and waits until it
+/// has written its bound address; returns the child and `host:port`.
+#[expect(
+    clippy::zombie_processes,
+    reason = "the child is returned to the caller, whose handle kills and waits for it on drop"
+)]
+pub fn spawn_serve(args: &[&std::ffi::OsStr], port_file: &Path, log: &Path) -> (Child, String) {
+    let _ = std::fs::remove_file(port_file);
+    let mut child = Command::new(WARDEN)
+        .arg("serve")
+        .args(args)
+        .arg("--port-file")
+        .arg(port_file)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(log).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(addr) = std::fs::read_to_string(port_file)
+            && !addr.is_empty()
+        {
+            return (child, addr.trim().to_owned());
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "server did not start: {}",
+                std::fs::read_to_string(log).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
