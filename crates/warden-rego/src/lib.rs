@@ -2,8 +2,9 @@
 //!
 //! A [`RegoPolicy`] is compiled once per policy snapshot from [`RegoModule`]s, an optional base
 //! `data` document and the queries the policy's rules name (`data.pkg.rule`). Load errors
-//! ([`RegoError`]) carry the module, line and column; a query that names nothing is a load
-//! error, not a silent `false`.
+//! ([`RegoError`]) carry the module, line and column; a query that names nothing, a call to an
+//! undefined function and recursion between rules are load errors, not a silent `false` or a
+//! failure at decision time.
 //!
 //! Evaluation takes no lock: regorus evaluates through `&mut Engine`, so every thread keeps
 //! its own engine cloned from the policy's prepared prototype, keyed by the policy's unique id
@@ -27,6 +28,7 @@
 //! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
+mod check;
 mod engines;
 mod error;
 mod policy;

@@ -9,6 +9,7 @@ use regorus::utils::limits::ExecutionTimerConfig;
 use regorus::{Engine, Value};
 use serde::Deserialize as _;
 
+use crate::check::check_modules;
 use crate::engines::{Prototype, with_engine};
 use crate::error::{RegoError, RegoEvalError};
 use crate::query::{format_ref, is_prefix, parse_ref};
@@ -44,10 +45,10 @@ pub struct RegoLimits {
     /// precise and slower; a single long-running built-in is not interrupted.
     pub time_check_interval: NonZeroU32,
     /// Deepest nesting of arrays/objects accepted in `input` (the request is rejected before
-    /// evaluation). Rego itself forbids recursive rules and functions (a load error) and regorus
-    /// caps expression nesting in source at 32, so value depth is what bounds recursion at
-    /// evaluation time (conversion, `walk`, `json.marshal`, comparisons). Values above 1000
-    /// are treated as 1000.
+    /// evaluation). Recursive rules and functions are load errors (checked by this crate, as
+    /// regorus only notices them when evaluating) and regorus caps expression nesting in source
+    /// at 32, so value depth is what bounds recursion at evaluation time (conversion, `walk`,
+    /// `json.marshal`, comparisons). Values above 1000 are treated as 1000.
     pub max_recursion_depth: u32,
 }
 
@@ -125,7 +126,8 @@ impl RegoPolicy {
     /// (`data.pkg.rule`; packages and base-data paths are accepted too).
     ///
     /// Returns one [`QueryId`] per query, in order. Errors: a module that does not parse or
-    /// compile ([`RegoError::Module`], with the module name, line and column), `data` that is
+    /// compile, calls a function that is not defined or takes part in recursion between rules
+    /// ([`RegoError::Module`], with the module name, line and column), `data` that is
     /// not an object ([`RegoError::Data`]), a query that is not a reference
     /// ([`RegoError::InvalidQuery`]) or names nothing defined ([`RegoError::UndefinedQuery`]).
     pub fn compile(
@@ -172,6 +174,9 @@ impl RegoPolicy {
                 return Err(module_error(&text, &names.join(", ")));
             }
         }
+        // regorus resolves function names and detects recursion only when evaluating; check
+        // both now so that such a policy is refused at load instead of denying at run time.
+        check_modules(engine.get_modules())?;
 
         let policy_id = NEXT_POLICY_ID.fetch_add(1, Ordering::Relaxed);
         let packages: Vec<Vec<String>> = engine

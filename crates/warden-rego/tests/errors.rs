@@ -65,23 +65,249 @@ fn compile_errors_are_load_errors() {
     );
 }
 
+/// The load error of `sources`, as (module, line, column, message).
+fn load_error(sources: &[(&str, &str)]) -> (String, u32, u32, String) {
+    match load(sources, &[]) {
+        Err(RegoError::Module {
+            module,
+            line,
+            column,
+            message,
+        }) => (module, line, column, message),
+        other => panic!("expected a module error, got {other:?}"),
+    }
+}
+
+const LIB: &str = "package lib\nimport rego.v1\nf(x) := x + 1\n";
+
 #[test]
-fn undefined_function_and_recursion_are_evaluation_errors() {
-    // Known gap: regorus resolves function names when a call is reached, so this loads.
-    let undefined_fn = "package p\nimport rego.v1\nallow if nope(input.x)\n";
-    let (policy, ids) = compile(&[("p.rego", undefined_fn)], &["data.p.allow"]);
-    let err = policy.eval_truthy(ids[0], &json!({"x": 1})).unwrap_err();
-    assert!(
-        matches!(err, RegoEvalError::Eval { ref message } if message.contains("nope")),
-        "{err:?}"
+fn undefined_function_is_a_load_error() {
+    let cases: &[(&str, &str, u32, u32, &str)] = &[
+        // In a rule body.
+        ("allow if nope(input.x)\n", "p.rego", 3, 10, "nope"),
+        // In a function body.
+        (
+            "f(x) := y if {\n  y := nope(x)\n}\n",
+            "p.rego",
+            4,
+            8,
+            "nope",
+        ),
+        // In a comprehension.
+        (
+            "xs := [y | some x in input.xs; y := nope(x)]\n",
+            "p.rego",
+            3,
+            37,
+            "nope",
+        ),
+        // Qualified with the package, or another package that defines other functions.
+        (
+            "allow if data.p.nope(input.x)\n",
+            "p.rego",
+            3,
+            10,
+            "data.p.nope",
+        ),
+        (
+            "allow if data.lib.nope(input.x)\n",
+            "p.rego",
+            3,
+            10,
+            "data.lib.nope",
+        ),
+        // Through an import alias.
+        (
+            "import data.lib\nallow if lib.nope(1)\n",
+            "p.rego",
+            4,
+            10,
+            "lib.nope",
+        ),
+        // A namespace that is not a built-in one, a negation, an `else` body, `every`.
+        (
+            "allow if strings.nope(input.s)\n",
+            "p.rego",
+            3,
+            10,
+            "strings.nope",
+        ),
+        ("deny if not nope(input.x)\n", "p.rego", 3, 13, "nope"),
+        (
+            "v := 1 if input.a\nelse := 2 if nope(input.b)\n",
+            "p.rego",
+            4,
+            14,
+            "nope",
+        ),
+        (
+            "ok if every x in input.xs { nope(x) }\n",
+            "p.rego",
+            3,
+            29,
+            "nope",
+        ),
+    ];
+    for (body, module, line, column, name) in cases {
+        let src = format!("package p\nimport rego.v1\n{body}");
+        let (m, l, c, message) = load_error(&[("lib.rego", LIB), ("p.rego", &src)]);
+        assert_eq!(
+            (m.as_str(), l, c, message.as_str()),
+            (
+                *module,
+                *line,
+                *column,
+                &*format!("call to undefined function {name}")
+            ),
+            "{body}"
+        );
+    }
+    let err = load(
+        &[(
+            "p.rego",
+            "package p\nimport rego.v1\nallow if nope(input.x)\n",
+        )],
+        &[],
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rego module `p.rego` line 3 column 10: call to undefined function nope"
     );
-    // Same for recursion between rules: detected when evaluated.
-    let recursive = "package r\nimport rego.v1\na if b\nb if a\n";
-    let (policy, ids) = compile(&[("r.rego", recursive)], &["data.r.a"]);
-    let err = policy.eval_truthy(ids[0], &json!({})).unwrap_err();
-    assert!(
-        matches!(err, RegoEvalError::Eval { ref message } if message.contains("recursion")),
-        "{err:?}"
+}
+
+#[test]
+fn recursion_is_a_load_error() {
+    // Self-recursive rule.
+    let src = "package r\nimport rego.v1\na if {\n  input.x\n  a\n}\n";
+    assert_eq!(
+        load_error(&[("r.rego", src)]),
+        (
+            "r.rego".to_string(),
+            5,
+            3,
+            "recursion: rule data.r.a refers to itself".to_string()
+        )
+    );
+    // Mutual recursion in one module.
+    let src = "package r\nimport rego.v1\na if b\nb if a\n";
+    let err = load(&[("r.rego", src)], &["data.r.a"]).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "rego module `r.rego` line 3 column 6: recursion between rules data.r.a and data.r.b"
+    );
+    // Across two modules, through an import and an absolute reference.
+    let m1 = "package m1\nimport rego.v1\nimport data.m2\nallow if m2.ok\n";
+    let m2 = "package m2\nimport rego.v1\nok if data.m1.allow\n";
+    assert_eq!(
+        load_error(&[("m1.rego", m1), ("m2.rego", m2)]),
+        (
+            "m1.rego".to_string(),
+            4,
+            10,
+            "recursion between rules data.m1.allow and data.m2.ok".to_string()
+        )
+    );
+    // A longer cycle, through a function and a comprehension.
+    let src = "package c\nimport rego.v1\nx if f(1)\nf(n) := y if { y := [1 | z] }\nz if x\n";
+    let (module, line, _, message) = load_error(&[("c.rego", src)]);
+    assert_eq!((module.as_str(), line), ("c.rego", 3));
+    assert_eq!(
+        message,
+        "recursion between rules data.c.x, data.c.f and data.c.z"
+    );
+    // Recursive functions, even bounded ones (regorus would overflow its stack on the first).
+    for src in [
+        "package f\nimport rego.v1\nf(x) := y if { y := f(x) }\n",
+        "package f\nimport rego.v1\nf(0) := 1\nf(x) := y if { x > 0; y := f(x - 1) }\n",
+    ] {
+        let (_, _, _, message) = load_error(&[("f.rego", src)]);
+        assert_eq!(
+            message, "recursion: rule data.f.f refers to itself",
+            "{src}"
+        );
+    }
+    // Reading a document that contains the rule itself (regorus silently gives undefined).
+    for read in ["count(data.r)", "data.r[input.k]", "count(data)"] {
+        let src = format!("package r\nimport rego.v1\ny := 2\nx := {read}\n");
+        let (_, line, column, message) = load_error(&[("r.rego", &src)]);
+        assert_eq!(
+            (line, column),
+            (4, 6 + u32::from(read.starts_with("count")) * 6)
+        );
+        assert!(message.contains("data.r.x"), "{read}: {message}");
+    }
+}
+
+#[test]
+fn valid_functions_and_references_still_load() {
+    let lib = r#"package lib
+import rego.v1
+f(x) := x + 1
+# Several definitions and else.
+size(x) := "small" if x < 10
+size(x) := "large" if x >= 10
+grade(x) := "a" if x > 90
+else := "b" if x > 80
+else := "c"
+default g(_) := 0
+g(x) := 1 if x == "one"
+consts := {"limit": 10}
+"#;
+    let main = r#"package main
+import rego.v1
+import data.lib
+import data.lib as l
+checks := [
+  startswith(input.s, "ab"),
+  regex.match(`^a.*`, input.s),
+  count(input.xs) == 3,
+  object.get(input, "s", "") == "abc",
+  json.marshal({"a": 1}) == "{\"a\":1}",
+  time.now_ns() > 0,
+  is_number(to_number("1")),
+  data.lib.f(1) == 2,
+  lib.f(2) == 3,
+  l.f(3) == 4,
+  lib.size(3) == "small",
+  lib.grade(85) == "b",
+  lib.g("one") == 1,
+  lib.g("two") == 0,
+  helper(2) == 4,
+  data.main.helper(3) == 6,
+  lib.consts.limit == 10,
+  data.lib.consts["limit"] == 10,
+]
+helper(x) := x * 2
+all_ok if every c in checks { c }
+# A local variable may reuse a rule's name without being a reference to it.
+uses_local if {
+  all_ok := 1
+  all_ok == 1
+}
+chain if all_ok
+deeper if chain
+set contains x if some x in input.xs
+counted := count(set)
+nested := {k: v | some k, v in {"a": [y | some y in set]}}
+mocked if not all_ok with input.s as "abz"
+printed if print("x")
+"#;
+    let queries = [
+        "data.main.all_ok",
+        "data.main.deeper",
+        "data.main.uses_local",
+        "data.main.counted",
+        "data.main.mocked",
+    ];
+    let (policy, ids) = compile(&[("lib.rego", lib), ("main.rego", main)], &queries);
+    let i = json!({"s": "abc", "xs": [1, 2, 3]});
+    for (q, id) in queries.iter().zip(&ids) {
+        assert!(policy.eval_truthy(*id, &i).unwrap(), "{q}");
+    }
+    assert_eq!(
+        policy.eval_value("data.main.checks", &i).unwrap(),
+        Some(serde_json::Value::Array(vec![json!(true); 18]))
     );
 }
 
