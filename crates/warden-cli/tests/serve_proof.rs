@@ -35,6 +35,25 @@ rules:
   - { id: review, effect: allow, tools: [human_approve], remove_taints: [pii] }
 "#;
 
+/// A Rego-only policy queried through the Data API: a boolean (`allow`), a rule that is
+/// undefined unless the user is root (`root`), an object (`profile`, which echoes the input),
+/// and a complete rule whose two definitions conflict when both `a` and `b` are set (`pick`).
+const AUTHZ_REGO: &str = r#"package authz
+
+import rego.v1
+
+default allow := false
+
+allow if input.user == "alice"
+
+root if input.user == "root"
+
+profile := {"user": input.user, "token": input.api_token, "level": 3}
+
+pick := "a" if input.a
+pick := "b" if input.b
+"#;
+
 /// A running `warden serve`, killed on drop.
 struct Server {
     child: Child,
@@ -59,6 +78,17 @@ impl Site {
                     anonymous_policy: support-agent\nrate_limit: { per_second: 0 }\nwatch: false\n";
         std::fs::write(dir.path().join("warden.yaml"), format!("{base}{extra}")).unwrap();
         Self { dir }
+    }
+
+    /// Like [`Site::new`], but anonymous requests use the Rego-only policy `authz`
+    /// ([`AUTHZ_REGO`]).
+    fn rego(extra: &str) -> Self {
+        let site = Self::new("");
+        std::fs::write(site.path("policies").join("authz.rego"), AUTHZ_REGO).unwrap();
+        let base = "policies: policies\nkeys_file: keys.json\nstate: memory\n\
+                    anonymous_policy: authz\nrate_limit: { per_second: 0 }\nwatch: false\n";
+        std::fs::write(site.path("warden.yaml"), format!("{base}{extra}")).unwrap();
+        site
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -103,6 +133,19 @@ impl Server {
             .post(&self.url(path))
             .header("content-type", "application/json")
             .send(body.to_string().as_bytes())
+            .unwrap();
+        let status = response.status().as_u16();
+        let text = response.body_mut().read_to_string().unwrap_or_default();
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// POSTs `body` as is (to send JSON the way a client wrote it: key order, spacing).
+    fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
+        let mut response = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .send(body.as_bytes())
             .unwrap();
         let status = response.status().as_u16();
         let text = response.body_mut().read_to_string().unwrap_or_default();
@@ -730,4 +773,161 @@ fn signing_key_rotates_on_sighup_and_the_old_key_stays_published_until_its_token
         "{log}"
     );
     assert!(!log.contains("bm90LWEta2V5LXNlY3JldA") && !log.contains("PRIVATE KEY"));
+}
+
+/// A marker that must never reach the audit log (it is only ever part of a query's `input`).
+const INPUT_SECRET: &str = "sk-live-NEVER-AUDIT-4f1c9e";
+
+/// `sha256:` + hex SHA-256 of `canonical`, a hand-written RFC 8785 text (independent of the
+/// daemon's canonicaliser).
+fn hash_of(canonical: &str) -> String {
+    warden_proof::sha256_prefixed(canonical.as_bytes())
+}
+
+fn assert_no_secret(dir: &Path) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        assert!(!text.contains(INPUT_SECRET), "query input in the audit log");
+        assert!(!text.contains("alice"), "query input in the audit log");
+    }
+}
+
+#[test]
+fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
+    let site = Site::rego("audit: { dir: audit, fsync: always, key_file: audit.key }\n");
+    gen_audit(&site);
+    let server = site.start();
+    let dir = site.path("audit");
+    let (_, policies) = server.get("/v1/policies");
+    let policies: Value = serde_json::from_str(&policies).unwrap();
+    assert_eq!(policies["policies"][0]["kind"], "rego", "{policies}");
+    let digest = policies["policies"][0]["digest"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    // The client's own key order and spacing: the hash is of the RFC 8785 form.
+    let alice = format!(r#"{{ "input": {{ "user": "alice", "api_token": "{INPUT_SECRET}" }} }}"#);
+    let alice_hash = hash_of(&format!(
+        r#"{{"api_token":"{INPUT_SECRET}","user":"alice"}}"#
+    ));
+    let bob = format!(r#"{{"input":{{"api_token":"{INPUT_SECRET}","user":"bob"}}}}"#);
+    let bob_hash = hash_of(&format!(r#"{{"api_token":"{INPUT_SECRET}","user":"bob"}}"#));
+    let both = format!(r#"{{"input":{{"b":true,"a":true,"api_token":"{INPUT_SECRET}"}}}}"#);
+    let both_hash = hash_of(&format!(
+        r#"{{"a":true,"api_token":"{INPUT_SECRET}","b":true}}"#
+    ));
+    // Deeper than the Rego input limit (100): refused before evaluation, as a limit.
+    let deep_input = format!("{}1{}", "[".repeat(110), "]".repeat(110));
+    let deep = format!(r#"{{"input":{deep_input}}}"#);
+    let deep_hash = hash_of(&deep_input);
+    let profile = json!({"user": "alice", "token": INPUT_SECRET, "level": 3});
+
+    // (path under /v1/data, body, answer (null: 500 `evaluation_error`), decision, args_hash)
+    let none = json!(null);
+    let cases: Vec<(&str, &str, Value, &str, Option<&str>)> = vec![
+        (
+            "authz/allow",
+            &alice,
+            json!({"result": true}),
+            "allow",
+            Some(&alice_hash),
+        ),
+        (
+            "authz/allow",
+            &bob,
+            json!({"result": false}),
+            "deny",
+            Some(&bob_hash),
+        ),
+        ("authz/root", &alice, json!({}), "deny", Some(&alice_hash)),
+        (
+            "authz/nothing_here",
+            &bob,
+            json!({}),
+            "deny",
+            Some(&bob_hash),
+        ),
+        (
+            "authz/profile",
+            &alice,
+            json!({"result": profile}),
+            "value",
+            Some(&alice_hash),
+        ),
+        ("authz/allow", "", json!({"result": false}), "deny", None),
+        ("authz/pick", &both, none.clone(), "error", Some(&both_hash)),
+        ("authz/allow", &deep, none, "error", Some(&deep_hash)),
+    ];
+    for (i, (path, body, answer, _, _)) in cases.iter().enumerate() {
+        let (status, got) = server.post_raw(&format!("/v1/data/{path}"), body);
+        if answer.is_null() {
+            assert_eq!(status, 500, "{path}: {got}");
+            assert_eq!(got["error"]["code"], "evaluation_error", "{got}");
+        } else {
+            assert_eq!((status, &got), (200, answer), "{path}");
+        }
+        // `fsync: always`: answered only once the entry is written (and synced).
+        assert_eq!(
+            audit_lines(&dir).len(),
+            i + 1,
+            "{path}: answered before audited"
+        );
+    }
+    // A path that is not a Rego reference is a bad request: nothing evaluated, nothing audited.
+    let (status, _) = server.post_raw("/v1/data/authz/no-such", &alice);
+    assert_eq!(status, 400);
+    server.stop();
+
+    let lines = audit_lines(&dir);
+    assert_eq!(lines.len(), cases.len());
+    for (line, (path, _, _, decision, hash)) in lines.iter().zip(&cases) {
+        let rule = format!("data.{}", path.replace('/', "."));
+        assert_eq!(line["kind"], "data_query", "{line}");
+        assert_eq!(line["rule"], rule.as_str(), "{line}");
+        assert_eq!(line["decision"], *decision, "{path}: {line}");
+        assert_eq!(line["args_hash"], json!(hash), "{path}: {line}");
+        assert_eq!(line["tool"], Value::Null, "{line}");
+        assert_eq!(line["principal"], Value::Null, "{line}");
+        assert_eq!(line["session"], Value::Null, "{line}");
+        assert_eq!(line["tenant"], "anonymous", "{line}");
+        assert_eq!(line["policy"], digest.as_str(), "{line}");
+        assert_eq!(line["findings"], json!([]), "{line}");
+        assert!(
+            line["mac"].is_string() && line["latency_us"].is_u64(),
+            "{line}"
+        );
+    }
+    assert_no_secret(&dir);
+
+    let key = site.path("audit.key").display().to_string();
+    let dir_s = dir.display().to_string();
+    let out = warden(&["audit", "verify", "--key", &key, &dir_s]);
+    assert!(out.status.success(), "{}", stdout(&out));
+    assert!(
+        stdout(&out).contains(&format!("verified {} entries", cases.len())),
+        "{}",
+        stdout(&out)
+    );
+}
+
+#[test]
+fn rego_data_api_fails_closed_when_the_audit_log_fails() {
+    // One entry per file: every append after the first creates a file, which fails once the
+    // directory is gone, and stops the writer.
+    let site = Site::rego("audit: { dir: audit, fsync: always, max_file_bytes: 1 }\n");
+    let server = site.start();
+    let alice = format!(r#"{{"input":{{"user":"alice","api_token":"{INPUT_SECRET}"}}}}"#);
+    let (status, reply) = server.post_raw("/v1/data/authz/allow", &alice);
+    assert_eq!((status, &reply), (200, &json!({"result": true})));
+    assert_eq!(audit_lines(&site.path("audit")).len(), 1);
+
+    std::fs::remove_dir_all(site.path("audit")).unwrap();
+    for _ in 0..2 {
+        let (status, reply) = server.post_raw("/v1/data/authz/allow", &alice);
+        assert_eq!(status, 500, "an unaudited query was answered: {reply}");
+        assert!(reply.get("result").is_none(), "{reply}");
+        assert_eq!(reply["error"]["code"], "internal", "{reply}");
+    }
+    assert_eq!(server.get("/health/ready").0, 503);
 }

@@ -272,7 +272,7 @@ pub async fn decide_batch(
 /// `POST /v1/data/{path}`: OPA's Data API. `{"input": ...}` in, `{"result": ...}` out, no
 /// `result` when undefined. A Rego policy evaluates `data.<path>`; a Warden policy decides
 /// `input` as a request and answers the decision, or `decision == "allow"` when the path's
-/// last segment is `allow`.
+/// last segment is `allow`. Either way the evaluation is audited before the answer.
 pub async fn data(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -307,8 +307,21 @@ pub async fn data(
             } else {
                 format!("data.{}", segments.join("."))
             };
-            let input = input.unwrap_or(Value::Null);
-            match rego.eval_value(&query, &input) {
+            let started = Instant::now();
+            let result = rego.eval_value(&query, input.as_ref().unwrap_or(&Value::Null));
+            // Audited like every decision, errors and limits included, and answered only once
+            // the entry is durable per `fsync` (a failed append fails closed).
+            let ack = crate::proof::audit_data_query(
+                &state,
+                &caller,
+                &loaded.digest,
+                &query,
+                input.as_ref(),
+                crate::proof::data_query_outcome(&result),
+                started,
+            )?;
+            crate::proof::audit_wait(vec![ack]).await?;
+            match result {
                 Ok(Some(value)) => Ok(Json(json!({ "result": value })).into_response()),
                 Ok(None) => Ok(Json(json!({})).into_response()),
                 Err(e) => {

@@ -300,6 +300,60 @@ pub(crate) fn audit(
         unix_now_ms(),
         latency_us,
     );
+    queue(audit, record)
+}
+
+/// `kind` of the audit entry of a Data API query against a Rego policy.
+pub(crate) const DATA_QUERY_KIND: &str = "data_query";
+
+/// The `decision` an audit entry records for a Rego Data API query: `allow` for `true`, `deny`
+/// for `false` or undefined, `value` for any other result, `error` when the evaluation failed or
+/// ran over a limit (answered 500 `evaluation_error`). The result itself is never recorded.
+pub(crate) fn data_query_outcome<E>(result: &Result<Option<Value>, E>) -> &'static str {
+    match result {
+        Ok(Some(Value::Bool(true))) => "allow",
+        Ok(Some(Value::Bool(false)) | None) => "deny",
+        Ok(Some(_)) => "value",
+        Err(_) => "error",
+    }
+}
+
+/// Queues the audit entry of one Data API query against a Rego policy (`POST /v1/data/{path}`):
+/// kind `data_query`, no tool, `args_hash` of `input` (null without one; the input itself is
+/// never recorded), `rule` the query (`data.authz.allow`), `decision` per
+/// [`data_query_outcome`], `policy` the Rego policy's digest. Awaited like [`audit`].
+pub(crate) fn audit_data_query(
+    state: &AppState,
+    caller: &Caller,
+    policy_digest: &str,
+    query: &str,
+    input: Option<&Value>,
+    outcome: &str,
+    started: Instant,
+) -> Result<AuditAck, ApiError> {
+    let Some(audit) = &state.0.audit else {
+        return Ok(None);
+    };
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let record = AuditRecord {
+        time_ms: unix_now_ms(),
+        tenant: Some(caller.tenant.to_string()),
+        principal: None,
+        session: None,
+        kind: DATA_QUERY_KIND.to_owned(),
+        tool: None,
+        args_hash: input.and_then(|i| warden_proof::args_hash(i).ok()),
+        decision: outcome.to_owned(),
+        rule: Some(query.to_owned()),
+        findings: Vec::new(),
+        policy: policy_digest.to_owned(),
+        latency_us,
+    };
+    queue(audit, record)
+}
+
+/// Appends `record`; under `fsync: always` and `batch` returns the acknowledgement to await.
+fn queue(audit: &Audit, record: AuditRecord) -> Result<AuditAck, ApiError> {
     let send = |record: AuditRecord| -> Result<AuditAck, AuditError> {
         if audit.fsync == AuditFsync::Never {
             audit.log.append(record)?;
@@ -546,6 +600,24 @@ mod tests {
         let failed = audit_error(AuditError::Writer("disk full".into()));
         assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!failed.message.contains("disk"));
+    }
+
+    #[test]
+    fn data_query_outcomes_classify_without_the_value() {
+        let ok = |v: Option<Value>| data_query_outcome::<()>(&Ok(v));
+        assert_eq!(ok(Some(json!(true))), "allow");
+        assert_eq!(ok(Some(json!(false))), "deny");
+        assert_eq!(ok(None), "deny");
+        for v in [
+            json!({"a": 1}),
+            json!([true]),
+            json!("true"),
+            json!(1),
+            Value::Null,
+        ] {
+            assert_eq!(ok(Some(v)), "value");
+        }
+        assert_eq!(data_query_outcome::<()>(&Err(())), "error");
     }
 
     #[test]
