@@ -4,7 +4,8 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use warden_mcp::{Caller, Enforcer, FilePinStore, MemoryPinStore, PinStore};
+use warden_mcp::{Caller, Enforcer, MemoryPinStore, PinStore};
+use warden_store::RedbPinStore;
 
 use crate::EXIT_BAD_INPUT;
 
@@ -48,8 +49,9 @@ pub enum McpCommand {
     },
     /// Approve the changed definition of TOOL on UPSTREAM: it becomes the pin.
     Approve {
-        /// The pin file.
-        #[arg(long, default_value = "warden-pins.json")]
+        /// The pin database (a redb file; `warden serve` keeps its own as `mcp-pins.redb` next
+        /// to `state_file`). Works while the proxy holding it runs.
+        #[arg(long, default_value = PINS_DEFAULT)]
         pins: PathBuf,
         /// The upstream's name.
         upstream: String,
@@ -58,8 +60,9 @@ pub enum McpCommand {
     },
     /// Print the pins as JSON.
     Pins {
-        /// The pin file.
-        #[arg(long, default_value = "warden-pins.json")]
+        /// The pin database (a redb file; `warden serve` keeps its own as `mcp-pins.redb` next
+        /// to `state_file`). Works while the proxy holding it runs.
+        #[arg(long, default_value = PINS_DEFAULT)]
         pins: PathBuf,
     },
 }
@@ -73,8 +76,10 @@ pub struct Common {
     /// The principal the calls are decided for, e.g. `agent:support-bot`.
     #[arg(long)]
     principal: Option<String>,
-    /// The pin file, shared with `warden mcp approve`.
-    #[arg(long, default_value = "warden-pins.json")]
+    /// The pin database (a redb file), shared with `warden mcp approve`. A path ending in
+    /// `.json` (the JSON pin file of earlier versions) means the `.redb` file beside it, into
+    /// which the JSON file is imported once.
+    #[arg(long, default_value = PINS_DEFAULT)]
     pins: PathBuf,
     /// Keep pins in memory only (every run pins afresh).
     #[arg(long)]
@@ -86,13 +91,27 @@ fn bad(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
+/// The default pin database, in the working directory.
+const PINS_DEFAULT: &str = "warden-pins.redb";
+
+/// Opens the pin database named by `--pins`, importing the JSON pin file of earlier versions
+/// once: `X.json` (given as `--pins X.json`, or beside `--pins X.redb`) into `X.redb`.
+fn open_pins(pins: &Path) -> Result<RedbPinStore, String> {
+    let (database, json) = if pins.extension().is_some_and(|e| e == "json") {
+        (pins.with_extension("redb"), pins.to_owned())
+    } else {
+        (pins.to_owned(), pins.with_extension("json"))
+    };
+    let store = RedbPinStore::open(&database).map_err(|e| e.to_string())?;
+    store.import_json(&json).map_err(|e| e.to_string())?;
+    Ok(store)
+}
+
 fn pin_store(common: &Common) -> Result<Arc<dyn PinStore>, String> {
     if common.memory_pins {
         return Ok(Arc::new(MemoryPinStore::new()));
     }
-    Ok(Arc::new(
-        FilePinStore::open(&common.pins).map_err(|e| e.to_string())?,
-    ))
+    Ok(Arc::new(open_pins(&common.pins)?))
 }
 
 fn enforcer(common: &Common, upstream: &str) -> Result<Arc<Enforcer>, String> {
@@ -149,7 +168,9 @@ pub fn run(command: McpCommand) -> ExitCode {
             pins,
             upstream,
             tool,
-        } => match FilePinStore::open(&pins).and_then(|s| s.approve(&upstream, &tool)) {
+        } => match open_pins(&pins)
+            .and_then(|s| s.approve(&upstream, &tool).map_err(|e| e.to_string()))
+        {
             Ok(true) => {
                 eprintln!("approved the new definition of `{tool}` on `{upstream}`");
                 ExitCode::SUCCESS
@@ -162,16 +183,18 @@ pub fn run(command: McpCommand) -> ExitCode {
             }
             Err(e) => bad(e),
         },
-        McpCommand::Pins { pins } => match FilePinStore::open(&pins).and_then(|s| s.list()) {
-            Ok(list) => {
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&list).unwrap_or_default()
-                );
-                ExitCode::SUCCESS
+        McpCommand::Pins { pins } => {
+            match open_pins(&pins).and_then(|s| s.list().map_err(|e| e.to_string())) {
+                Ok(list) => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&list).unwrap_or_default()
+                    );
+                    ExitCode::SUCCESS
+                }
+                Err(e) => bad(e),
             }
-            Err(e) => bad(e),
-        },
+        }
     }
 }
 

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use warden_mcp::PinStore;
 
 const POLICY: &str = r#"
 warden: 1
@@ -213,17 +214,29 @@ fn stdio_wrap_enforces_with_real_sdk_client_and_server() {
     let policy = write_policy(dir.path());
     let lines = run_client(&wrap_spec(
         &policy,
-        &dir.path().join("pins.json"),
+        &dir.path().join("pins.redb"),
         steps(),
         2,
     ));
     check(&lines);
 }
 
-/// Pins `echo` on `upstream` to a definition the server does not have, as if it changed since.
+const OTHER_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Pins `echo` on `upstream` to a definition the server does not have, as if it changed since
+/// (in the pin database, as another process would).
 fn seed_changed_pin(pins: &Path, upstream: &str) {
-    let seeded = json!({upstream: {"echo": {"hash": "sha256:0000000000000000000000000000000000000000000000000000000000000000"}}});
-    std::fs::write(pins, seeded.to_string()).unwrap();
+    let store = warden_store::RedbPinStore::open(pins).unwrap();
+    assert_eq!(
+        store.observe(upstream, "echo", OTHER_HASH).unwrap(),
+        warden_mcp::PinStatus::New
+    );
+}
+
+/// The same, in the JSON pin file of earlier versions beside `pins` (imported once).
+fn seed_changed_legacy_pin(pins: &Path, upstream: &str) {
+    let seeded = json!({upstream: {"echo": {"hash": OTHER_HASH}}});
+    std::fs::write(pins.with_extension("json"), seeded.to_string()).unwrap();
 }
 
 fn approve(pins: &Path, upstream: &str) {
@@ -267,11 +280,15 @@ fn check_approved(lines: &[Value]) {
 fn stdio_changed_tool_definition_is_caught_until_approved() {
     let dir = tempfile::tempdir().unwrap();
     let policy = write_policy(dir.path());
-    let pins = dir.path().join("pins.json");
-    seed_changed_pin(&pins, "everything");
+    let pins = dir.path().join("pins.redb");
+    // Seeded through the JSON pin file of earlier versions: imported into the database.
+    seed_changed_legacy_pin(&pins, "everything");
     let steps = json!([{"op": "list"}, {"op": "call", "tool": "echo", "args": {"message": "hi"}}]);
     check_changed(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
+    // Still held in the next run (the pin persisted; the JSON file is not imported again).
+    check_changed(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
     approve(&pins, "everything");
+    check_approved(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
     check_approved(&run_client(&wrap_spec(&policy, &pins, steps, 1)));
 }
 
@@ -372,7 +389,7 @@ fn http_spec(url: &str, steps: Value, clients: usize) -> Value {
 fn http_proxy_enforces_with_real_sdk_client_and_server() {
     let _ = npm_dir();
     let dir = tempfile::tempdir().unwrap();
-    let setup = http_setup(dir.path(), &dir.path().join("pins.json"));
+    let setup = http_setup(dir.path(), &dir.path().join("pins.redb"));
     let lines = run_client(&http_spec(&setup.url, steps(), 2));
     check(&lines);
     // Two clients, two MCP sessions, both ended with DELETE through the proxy.
@@ -414,14 +431,22 @@ fn http_proxy_enforces_with_real_sdk_client_and_server() {
 fn http_changed_tool_definition_is_caught_until_approved() {
     let _ = npm_dir();
     let dir = tempfile::tempdir().unwrap();
-    let pins = dir.path().join("pins.json");
+    let pins = dir.path().join("pins.redb");
     seed_changed_pin(&pins, "everything");
     let setup = http_setup(dir.path(), &pins);
     let steps = json!([{"op": "list"}, {"op": "call", "tool": "echo", "args": {"message": "hi"}}]);
     check_changed(&run_client(&http_spec(&setup.url, steps.clone(), 1)));
-    // Approved while the proxy runs: it reads the pin file again.
+    // Approved while the proxy runs, which holds the pin database open: it sees the approval.
     approve(&pins, "everything");
     check_approved(&run_client(&http_spec(&setup.url, steps, 1)));
+    // Nothing pending any more: approving again says so (exit 1).
+    let again = Command::new(env!("CARGO_BIN_EXE_warden"))
+        .args(["mcp", "approve", "--pins"])
+        .arg(&pins)
+        .args(["everything", "echo"])
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(1));
 }
 
 const POLICY_V2: &str = r#"
@@ -457,7 +482,7 @@ fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
     wait_for(&format!("127.0.0.1:{port}"));
     let policy = dir.path().join("policy-v2.yaml");
     std::fs::write(&policy, POLICY_V2).unwrap();
-    let pins = dir.path().join("pins.json");
+    let pins = dir.path().join("pins.redb");
     let upstream = format!("http://127.0.0.1:{port}/mcp");
     let (_with_identity, url) = start_proxy(
         dir.path(),
@@ -579,7 +604,7 @@ fn task_augmented_calls_are_inspected_over_both_transports() {
     let dir = tempfile::tempdir().unwrap();
     let policy = dir.path().join("tasks.yaml");
     std::fs::write(&policy, POLICY_TASKS).unwrap();
-    let pins = dir.path().join("pins.json");
+    let pins = dir.path().join("pins.redb");
     let steps = json!([
         {"op": "list"},
         {"op": "task", "tool": "simulate-research-query", "args": {"topic": "owls"}},

@@ -17,6 +17,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
+use warden_mcp::PinStore;
 
 const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 const CONTACT: &str = "carol.contact@example.org";
@@ -152,8 +153,60 @@ struct Setup {
     log: PathBuf,
 }
 
+/// `warden serve --config DIR/warden.yaml`, logging to `log`; returns it with its address.
+fn spawn_serve(dir: &Path, log: &Path) -> (Proc, String) {
+    let port_file = dir.join("port");
+    let _ = std::fs::remove_file(&port_file);
+    let serve = Proc(
+        Command::new(WARDEN)
+            .args(["serve", "--config"])
+            .arg(dir.join("warden.yaml"))
+            .args(["--listen", "127.0.0.1:0", "--port-file"])
+            .arg(&port_file)
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    let mut addr = String::new();
+    wait_until("warden serve", || {
+        addr = std::fs::read_to_string(&port_file).unwrap_or_default();
+        !addr.is_empty()
+    });
+    (serve, addr)
+}
+
+/// `warden keys create` against the configuration in `dir`; returns the key.
+fn create_key(dir: &Path, tenant: &str) -> String {
+    let out = Command::new(WARDEN)
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            tenant,
+            "--policy",
+            "mcp-serve",
+        ])
+        .arg("--config")
+        .arg(dir.join("warden.yaml"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
 impl Setup {
     fn start() -> Self {
+        Self::start_with(|_| {})
+    }
+
+    /// Starts the upstream, writes the configuration, runs `prepare` with the directory, then
+    /// starts the daemon.
+    fn start_with(prepare: impl FnOnce(&Path)) -> Self {
         let npm = npm_dir();
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
@@ -179,24 +232,9 @@ impl Setup {
              url: http://127.0.0.1:{port}/mcp\n    policy: mcp-serve\n"
         );
         std::fs::write(dir.path().join("warden.yaml"), config).unwrap();
-        let port_file = dir.path().join("port");
+        prepare(dir.path());
         let log = dir.path().join("serve.log");
-        let serve = Proc(
-            Command::new(WARDEN)
-                .args(["serve", "--config"])
-                .arg(dir.path().join("warden.yaml"))
-                .args(["--listen", "127.0.0.1:0", "--port-file"])
-                .arg(&port_file)
-                .stdout(Stdio::null())
-                .stderr(std::fs::File::create(&log).unwrap())
-                .spawn()
-                .unwrap(),
-        );
-        let mut addr = String::new();
-        wait_until("warden serve", || {
-            addr = std::fs::read_to_string(&port_file).unwrap_or_default();
-            !addr.is_empty()
-        });
+        let (serve, addr) = spawn_serve(dir.path(), &log);
         Self {
             dir,
             _upstream: upstream,
@@ -206,27 +244,18 @@ impl Setup {
         }
     }
 
+    /// Stops the daemon (SIGKILL: nothing is flushed on the way out) and starts it again.
+    fn restart(&mut self) {
+        let _ = self.serve.0.kill();
+        let _ = self.serve.0.wait();
+        let (serve, addr) = spawn_serve(self.dir.path(), &self.log);
+        self.serve = serve;
+        self.addr = addr;
+    }
+
     /// `warden keys create`; returns the key.
     fn key(&self, tenant: &str) -> String {
-        let out = Command::new(WARDEN)
-            .args([
-                "keys",
-                "create",
-                "--tenant",
-                tenant,
-                "--policy",
-                "mcp-serve",
-            ])
-            .arg("--config")
-            .arg(self.dir.path().join("warden.yaml"))
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        create_key(self.dir.path(), tenant)
     }
 
     fn url(&self) -> String {
@@ -403,4 +432,83 @@ fn serve_refuses_an_upstream_whose_policy_is_not_loaded() {
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("policy `nope` is not loaded"), "{stderr}");
+}
+
+const OTHER_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
+
+fn held(line: &Value) {
+    assert_eq!(line["error"]["code"], -32003, "{line}");
+    let message = line["error"]["message"].as_str().unwrap();
+    assert!(
+        message.contains("warden mcp approve everything"),
+        "{message}"
+    );
+}
+
+/// Tool pins live in the daemon's pin database (`mcp-pins.redb` next to `state_file`):
+/// `warden mcp approve` works on it while the daemon runs, and after a restart a changed
+/// definition is still held and an approved one stays approved.
+#[test]
+fn serve_tool_pins_are_approved_while_running_and_kept_across_restarts() {
+    let mut key = String::new();
+    let mut setup = Setup::start_with(|dir| {
+        // Pinned earlier to definitions the server no longer has.
+        let store = warden_store::RedbPinStore::open(dir.join("state/mcp-pins.redb")).unwrap();
+        for tool in ["echo", "get-env"] {
+            store.observe("everything", tool, OTHER_HASH).unwrap();
+        }
+        key = create_key(dir, "acme");
+    });
+    let pins = setup.dir.path().join("state/mcp-pins.redb");
+    let steps = json!([
+        {"op": "list"},
+        {"op": "call", "tool": "echo", "args": {"message": "hi"}},
+        {"op": "call", "tool": "get-env"},
+    ]);
+    let lines = run_client(&setup.spec(&key, steps.clone(), 1));
+    assert_eq!(lines[0], json!({"ok": {"tools": ["get-sum"]}}));
+    held(&lines[1]);
+    held(&lines[2]);
+
+    // Approved while the daemon runs (and holds the pin database open).
+    let out = Command::new(WARDEN)
+        .args(["mcp", "approve", "--pins"])
+        .arg(&pins)
+        .args(["everything", "echo"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let after_approval = |setup: &Setup| {
+        let lines = run_client(&setup.spec(&key, steps.clone(), 1));
+        assert_eq!(lines[0], json!({"ok": {"tools": ["echo", "get-sum"]}}));
+        assert_eq!(text(&lines[1]), "Echo: hi");
+        held(&lines[2]);
+    };
+    after_approval(&setup);
+
+    setup.restart();
+    after_approval(&setup);
+    let out = Command::new(WARDEN)
+        .args(["mcp", "pins", "--pins"])
+        .arg(&pins)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let everything = &listed["everything"];
+    assert!(everything["echo"]["pending"].is_null(), "{listed}");
+    assert_ne!(everything["echo"]["hash"], OTHER_HASH, "{listed}");
+    assert_eq!(everything["get-env"]["hash"], OTHER_HASH, "{listed}");
+    assert!(everything["get-env"]["pending"].is_string(), "{listed}");
+    // The restarted daemon counted the call it held back.
+    let metrics = setup.metrics();
+    assert!(
+        metrics
+            .contains("warden_mcp_events_total{upstream=\"everything\",event=\"call_held\"} 1\n"),
+        "{metrics}"
+    );
 }

@@ -21,5 +21,5 @@ pub mod stdio;
 pub use enforce::{
     Caller, Counters, DecisionObserver, Enforcer, Exchange, Outcome, routing_header_mismatch,
 };
-pub use pins::{FilePinStore, MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};
+pub use pins::{MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};
 pub use reach::never_callable;

@@ -2,15 +2,13 @@
 //! pinned per upstream; a later, different definition is held back until a human approves it.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::SystemTime;
 
 use parking_lot::Mutex;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// A pin store failed (I/O or a corrupt file). Callers fail closed.
+/// A pin store failed (I/O, a corrupt file, a lock held too long). Callers fail closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pin store: {message}")]
 pub struct PinError {
@@ -43,7 +41,10 @@ pub enum PinStatus {
     },
 }
 
-/// Pins, per upstream and tool. Implementations must make `observe` atomic per tool.
+/// Pins, per upstream and tool. Implementations must make `observe` and `approve` atomic per
+/// tool, across every process sharing the store (apply [`Pin::observe`] and [`Pin::approved`]
+/// inside one transaction). `MemoryPinStore` is the one in this crate; the persistent one,
+/// shared by the proxy and `warden mcp approve`, is `warden_store::RedbPinStore`.
 pub trait PinStore: Send + Sync {
     /// Compares `hash` with the pin of `tool` on `upstream`, pinning it when new and
     /// recording it as pending when it differs.
@@ -71,45 +72,70 @@ pub fn definition_hash(tool: &Value) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
 }
 
-fn observe_in(pins: &mut Pins, upstream: &str, tool: &str, hash: &str) -> (PinStatus, bool) {
-    let tools = pins.entry(upstream.to_owned()).or_default();
-    match tools.get_mut(tool) {
-        None => {
-            tools.insert(
-                tool.to_owned(),
-                Pin {
-                    hash: hash.to_owned(),
-                    pending: None,
-                },
-            );
-            (PinStatus::New, true)
-        }
-        Some(pin) if pin.hash == hash => {
-            // The definition went back to the approved one: nothing is pending any more.
-            let changed = pin.pending.take().is_some();
-            (PinStatus::Same, changed)
-        }
-        Some(pin) => {
-            let first = pin.pending.as_deref() != Some(hash);
-            pin.pending = Some(hash.to_owned());
-            (PinStatus::Changed { first }, first)
+impl Pin {
+    /// A pin of `hash`, nothing pending.
+    pub fn new(hash: impl Into<String>) -> Self {
+        Self {
+            hash: hash.into(),
+            pending: None,
         }
     }
+
+    /// Compares `hash` with `current` (the tool's pin, `None` when it has none): what it found,
+    /// and the pin to store when that changed. The one transition every store applies (inside
+    /// whatever makes it atomic per tool).
+    pub fn observe(current: Option<&Pin>, hash: &str) -> (PinStatus, Option<Pin>) {
+        match current {
+            None => (PinStatus::New, Some(Pin::new(hash))),
+            // The definition went back to the approved one: nothing is pending any more.
+            Some(pin) if pin.hash == hash => (
+                PinStatus::Same,
+                pin.pending.is_some().then(|| Pin::new(hash)),
+            ),
+            Some(pin) => {
+                let first = pin.pending.as_deref() != Some(hash);
+                let next = first.then(|| Pin {
+                    hash: pin.hash.clone(),
+                    pending: Some(hash.to_owned()),
+                });
+                (PinStatus::Changed { first }, next)
+            }
+        }
+    }
+
+    /// Whether calls are held back: a changed definition is pending approval.
+    pub fn is_held(&self) -> bool {
+        self.pending.is_some()
+    }
+
+    /// The pin once its pending definition is approved (`None`: nothing is pending).
+    pub fn approved(&self) -> Option<Pin> {
+        self.pending.as_ref().map(|hash| Pin::new(hash.clone()))
+    }
+}
+
+fn observe_in(pins: &mut Pins, upstream: &str, tool: &str, hash: &str) -> PinStatus {
+    let tools = pins.entry(upstream.to_owned()).or_default();
+    let (status, next) = Pin::observe(tools.get(tool), hash);
+    if let Some(next) = next {
+        tools.insert(tool.to_owned(), next);
+    }
+    status
 }
 
 fn held_in(pins: &Pins, upstream: &str, tool: &str) -> bool {
     pins.get(upstream)
         .and_then(|tools| tools.get(tool))
-        .is_some_and(|pin| pin.pending.is_some())
+        .is_some_and(Pin::is_held)
 }
 
 fn approve_in(pins: &mut Pins, upstream: &str, tool: &str) -> bool {
     let Some(pin) = pins.get_mut(upstream).and_then(|tools| tools.get_mut(tool)) else {
         return false;
     };
-    match pin.pending.take() {
-        Some(hash) => {
-            pin.hash = hash;
+    match pin.approved() {
+        Some(next) => {
+            *pin = next;
             true
         }
         None => false,
@@ -131,7 +157,7 @@ impl MemoryPinStore {
 
 impl PinStore for MemoryPinStore {
     fn observe(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError> {
-        Ok(observe_in(&mut self.pins.lock(), upstream, tool, hash).0)
+        Ok(observe_in(&mut self.pins.lock(), upstream, tool, hash))
     }
 
     fn is_held(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
@@ -147,104 +173,53 @@ impl PinStore for MemoryPinStore {
     }
 }
 
-/// Pins in a JSON file shared between the proxy and `warden mcp approve`: the file is re-read
-/// when its modification time changes and written atomically (temporary file + rename).
-#[derive(Debug)]
-pub struct FilePinStore {
-    path: PathBuf,
-    cache: Mutex<(Option<FileVersion>, Pins)>,
-}
+#[cfg(test)]
+mod tests {
+    use super::*;
 
-/// What identifies one written version of the pin file. The modification time alone is not
-/// enough: two writes within one filesystem timestamp tick (milliseconds on ext4) share it, so
-/// the file's inode (each write is a rename of a new file), length and change time count too.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct FileVersion {
-    modified: Option<SystemTime>,
-    len: u64,
-    #[cfg(unix)]
-    inode: u64,
-    #[cfg(unix)]
-    changed_ns: i64,
-}
+    #[test]
+    fn memory_store_new_same_changed_approve() {
+        let store = MemoryPinStore::new();
+        assert_eq!(store.observe("up", "echo", "a").unwrap(), PinStatus::New);
+        assert_eq!(store.observe("up", "echo", "a").unwrap(), PinStatus::Same);
+        assert!(!store.is_held("up", "echo").unwrap());
+        assert_eq!(
+            store.observe("up", "echo", "b").unwrap(),
+            PinStatus::Changed { first: true }
+        );
+        assert_eq!(
+            store.observe("up", "echo", "b").unwrap(),
+            PinStatus::Changed { first: false }
+        );
+        assert!(store.is_held("up", "echo").unwrap());
+        // Another upstream's tool of the same name is pinned apart.
+        assert_eq!(store.observe("other", "echo", "b").unwrap(), PinStatus::New);
+        assert!(store.approve("up", "echo").unwrap());
+        assert!(!store.approve("up", "echo").unwrap());
+        assert!(!store.approve("up", "missing").unwrap());
+        assert_eq!(store.observe("up", "echo", "b").unwrap(), PinStatus::Same);
+        assert_eq!(store.list().unwrap()["up"]["echo"], Pin::new("b"));
+    }
 
-impl FilePinStore {
-    /// Opens (or, on first write, creates) the pin file at `path`.
-    pub fn open(path: impl AsRef<Path>) -> Result<Self, PinError> {
-        let store = Self {
-            path: path.as_ref().to_owned(),
-            cache: Mutex::new((None, Pins::new())),
+    #[test]
+    fn going_back_to_the_pinned_definition_clears_the_pending_one() {
+        let pin = Pin {
+            hash: "a".into(),
+            pending: Some("b".into()),
         };
-        store.with(|_| ((), false))?;
-        Ok(store)
-    }
-
-    fn fail(&self, what: &str, e: impl std::fmt::Display) -> PinError {
-        PinError {
-            message: format!("cannot {what} `{}`: {e}", self.path.display()),
-        }
-    }
-
-    fn modified(&self) -> Option<FileVersion> {
-        let meta = std::fs::metadata(&self.path).ok()?;
-        #[cfg(unix)]
-        use std::os::unix::fs::MetadataExt;
-        Some(FileVersion {
-            modified: meta.modified().ok(),
-            len: meta.len(),
-            #[cfg(unix)]
-            inode: meta.ino(),
-            #[cfg(unix)]
-            changed_ns: meta
-                .ctime()
-                .saturating_mul(1_000_000_000)
-                .saturating_add(meta.ctime_nsec()),
-        })
-    }
-
-    /// Runs `f` over fresh pins; writes the file when `f` says it changed something.
-    fn with<T>(&self, f: impl FnOnce(&mut Pins) -> (T, bool)) -> Result<T, PinError> {
-        let mut cache = self.cache.lock();
-        let modified = self.modified();
-        if modified != cache.0 || modified.is_none() {
-            let pins = match std::fs::read(&self.path) {
-                Ok(bytes) if bytes.iter().all(u8::is_ascii_whitespace) => Pins::new(),
-                Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| self.fail("parse", e))?,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => Pins::new(),
-                Err(e) => return Err(self.fail("read", e)),
-            };
-            *cache = (modified, pins);
-        }
-        let (out, changed) = f(&mut cache.1);
-        if changed {
-            let bytes = serde_json::to_vec_pretty(&cache.1).map_err(|e| self.fail("encode", e))?;
-            let mut tmp = self.path.clone().into_os_string();
-            tmp.push(format!(".tmp{}", std::process::id()));
-            std::fs::write(&tmp, bytes).map_err(|e| self.fail("write", e))?;
-            std::fs::rename(&tmp, &self.path).map_err(|e| self.fail("replace", e))?;
-            cache.0 = self.modified();
-        }
-        Ok(out)
-    }
-}
-
-impl PinStore for FilePinStore {
-    fn observe(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError> {
-        self.with(|pins| observe_in(pins, upstream, tool, hash))
-    }
-
-    fn is_held(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
-        self.with(|pins| (held_in(pins, upstream, tool), false))
-    }
-
-    fn approve(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
-        self.with(|pins| {
-            let approved = approve_in(pins, upstream, tool);
-            (approved, approved)
-        })
-    }
-
-    fn list(&self) -> Result<Pins, PinError> {
-        self.with(|pins| (pins.clone(), false))
+        assert_eq!(
+            Pin::observe(Some(&pin), "a"),
+            (PinStatus::Same, Some(Pin::new("a")))
+        );
+        assert_eq!(
+            Pin::observe(Some(&Pin::new("a")), "a"),
+            (PinStatus::Same, None)
+        );
+        assert_eq!(
+            Pin::observe(Some(&pin), "b"),
+            (PinStatus::Changed { first: false }, None)
+        );
+        assert_eq!(pin.approved(), Some(Pin::new("b")));
+        assert_eq!(Pin::new("a").approved(), None);
     }
 }

@@ -12,8 +12,7 @@ use serde_json::{Value, json};
 use warden_core::{CompileOptions, CompiledPolicy, Engine};
 use warden_mcp::sse::{SseSplitter, event_data, replace_data};
 use warden_mcp::{
-    Caller, Enforcer, Exchange, FilePinStore, MemoryPinStore, Outcome, PinStore,
-    routing_header_mismatch,
+    Caller, Enforcer, Exchange, MemoryPinStore, Outcome, PinStore, routing_header_mismatch,
 };
 
 const POLICY: &str = r#"
@@ -224,12 +223,13 @@ fn tool_list_drops_tools_the_principal_can_never_call() {
 
 #[test]
 fn changed_definition_is_hidden_and_denied_until_approved() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("pins.json");
+    // The persistent store shared between processes (redb) is tested with the enforcer in
+    // warden-store; here the store is shared in memory.
+    let pins = Arc::new(MemoryPinStore::new());
     let policy = CompiledPolicy::compile("test", POLICY, CompileOptions::default()).unwrap();
     let e = Enforcer::new(
         Arc::new(Engine::new(policy)),
-        Arc::new(FilePinStore::open(&path).unwrap()),
+        Arc::clone(&pins) as Arc<dyn PinStore>,
         "everything",
     );
     let ex = Exchange::new();
@@ -278,8 +278,8 @@ fn changed_definition_is_hidden_and_denied_until_approved() {
             .load(std::sync::atomic::Ordering::Relaxed),
         1
     );
-    // Another process approves through the same file.
-    let other = FilePinStore::open(&path).unwrap();
+    // Approved through the store (as `warden mcp approve` does).
+    let other = &pins;
     assert!(other.approve("everything", "echo").unwrap());
     assert!(!other.approve("everything", "echo").unwrap());
     assert_eq!(

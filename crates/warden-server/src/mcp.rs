@@ -32,7 +32,8 @@ use prometheus_client::metrics::counter::ConstCounter;
 use warden::CompiledPolicy;
 use warden_core::{Engine, SessionStore};
 use warden_mcp::http::{Identity, ProxyConfig, ProxyState, Uri};
-use warden_mcp::{DecisionObserver, Enforcer, FilePinStore, MemoryPinStore, PinStore};
+use warden_mcp::{DecisionObserver, Enforcer, MemoryPinStore, PinStore};
+use warden_store::RedbPinStore;
 
 pub use warden_mcp::http::UpstreamConfig;
 
@@ -45,8 +46,12 @@ use crate::{AppState, StateMode};
 const TENANT_HEADER: &str = "x-warden-internal-tenant";
 /// The tenant of requests without a key (as the auth layer names it).
 const ANONYMOUS: &str = "anonymous";
-/// The pin file's name, next to `state_file` (with `state: file`).
-pub const PINS_FILE: &str = "mcp-pins.json";
+/// The pin database's name, next to `state_file` (with `state: file`): a redb file of its own,
+/// which `warden mcp approve` opens while the daemon runs (the session database is the
+/// daemon's alone).
+pub const PINS_FILE: &str = "mcp-pins.redb";
+/// The JSON pin file of earlier versions, next to `state_file`: imported once.
+pub const LEGACY_PINS_FILE: &str = "mcp-pins.json";
 
 /// One mounted upstream.
 struct Upstream {
@@ -80,14 +85,15 @@ fn pin_store(state: &AppState) -> Result<Arc<dyn PinStore>, String> {
     match config.state {
         StateMode::Memory => Ok(Arc::new(MemoryPinStore::new())),
         StateMode::File => {
-            let path = config
+            let dir = config
                 .state_file
                 .parent()
-                .unwrap_or_else(|| std::path::Path::new("."))
-                .join(PINS_FILE);
-            FilePinStore::open(&path)
-                .map(|s| Arc::new(s) as Arc<dyn PinStore>)
-                .map_err(|e| format!("{}: {e}", path.display()))
+                .unwrap_or_else(|| std::path::Path::new("."));
+            let store = RedbPinStore::open(dir.join(PINS_FILE)).map_err(|e| e.to_string())?;
+            store
+                .import_json(dir.join(LEGACY_PINS_FILE))
+                .map_err(|e| e.to_string())?;
+            Ok(Arc::new(store))
         }
     }
 }

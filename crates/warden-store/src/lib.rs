@@ -2,13 +2,17 @@
 //!
 //! - [`EmbeddedSessionStore`]: sessions in memory (a sharded map, the hot path) with write-behind
 //!   persistence to a [`redb`] file and an idle-session TTL.
+//! - [`RedbPinStore`]: MCP tool pins in a redb file of their own, shared by the proxy and
+//!   `warden mcp approve` across processes (see [`pins`]).
 //! - [`keys`]: API keys stored only as SHA-256 hashes, each mapped to a tenant and its policy,
 //!   verified in constant time.
 
 #![forbid(unsafe_code)]
 
 pub mod keys;
+pub mod pins;
 mod sessions;
 
 pub use keys::{KeyError, KeyIndex, KeyRecord};
+pub use pins::RedbPinStore;
 pub use sessions::{EmbeddedSessionStore, Flusher, SessionDbError};
