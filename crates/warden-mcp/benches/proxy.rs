@@ -27,8 +27,8 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 use warden_core::{CompileOptions, CompiledPolicy, Engine};
+use warden_mcp::Enforcer;
 use warden_mcp::http::{Identity, ProxyConfig, ProxyState, Uri};
-use warden_mcp::{Enforcer, MemoryPinStore};
 
 const POLICY: &str = r#"
 warden: 1
@@ -236,7 +236,10 @@ fn main() {
         }
         let direct_url: Uri = format!("http://127.0.0.1:{port}/mcp").parse().unwrap();
         let policy = CompiledPolicy::compile("bench", POLICY, CompileOptions::default()).unwrap();
-        let enforcer = Arc::new(Enforcer::new(Arc::new(Engine::new(policy)), Arc::new(MemoryPinStore::new()), "everything"));
+        // The daemon's pin store (redb file, multi-writer), as `warden serve` uses it.
+        let pin_dir = tempfile::tempdir().unwrap();
+        let pins = warden_store::RedbPinStore::open(pin_dir.path().join("mcp-pins.redb")).unwrap();
+        let enforcer = Arc::new(Enforcer::new(Arc::new(Engine::new(policy)), Arc::new(pins), "everything"));
         let identity = Identity { principal: Some("agent:bench".to_owned()), session: None };
         let state = ProxyState::new(enforcer.clone(), ProxyConfig::new(direct_url.clone(), identity));
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
