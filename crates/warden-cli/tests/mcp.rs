@@ -10,14 +10,19 @@
 //! talks to a v2 SDK server (`tests/mcp/server-v2.cjs`). The npm packages come from `.ci/run`'s
 //! install step.
 
-use std::io::Read;
-use std::net::TcpStream;
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::WARDEN;
+use common::mcp::{
+    CONTACT, DENIED, HELD, OTHER_HASH, Proc, WITHHELD, approve, assert_success, denied, free_port,
+    root, rpc_error, seed_changed_pins, server_everything, start_everything_http,
+    start_http_server, text, wait_until,
+};
 use serde_json::{Value, json};
-use warden_mcp::PinStore;
 
 const POLICY: &str = r#"
 warden: 1
@@ -41,84 +46,18 @@ content:
   output: redact
 "#;
 
-const CONTACT: &str = "carol.contact@example.org";
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+/// The npm packages these tests drive: server-everything and the v1 SDK (`client.cjs`), and the v2
+/// SDK's server and client for the 2026-07-28 revision.
+const PACKAGES: [&str; 4] = ["server-everything", "sdk", "server", "client"];
 
 /// The npm directory, or a failure that says how to install it.
 fn npm_dir() -> PathBuf {
-    let dir = root().join(".ci/.npm");
-    let install = "run .ci/run's npm step: npm install --prefix .ci/.npm @modelcontextprotocol/server-everything @modelcontextprotocol/sdk @modelcontextprotocol/server @modelcontextprotocol/client";
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "`node` is not on PATH: install Node.js 20+, then {install}"
-    );
-    for package in ["sdk", "server-everything", "server", "client"] {
-        let path = dir.join("node_modules/@modelcontextprotocol").join(package);
-        assert!(path.exists(), "{} is missing: {install}", path.display());
-    }
-    dir
-}
-
-fn server_everything() -> PathBuf {
-    npm_dir().join("node_modules/@modelcontextprotocol/server-everything/dist/index.js")
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
+    common::mcp::npm_dir(&PACKAGES)
 }
 
 /// Runs the SDK client with `spec`; returns its output lines as JSON.
 fn run_client(spec: &Value) -> Vec<Value> {
-    let mut child = Command::new("node")
-        .arg(root().join("crates/warden-cli/tests/mcp/client.cjs"))
-        .arg(npm_dir())
-        .arg(spec.to_string())
-        .env("WARDEN_E2E_CONTACT", CONTACT)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).unwrap();
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the MCP client did not finish in time; stderr: {}",
-                err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "the MCP client failed: {err}\n{out}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
+    common::mcp::run_client(&npm_dir(), spec)
 }
 
 fn steps() -> Value {
@@ -134,12 +73,6 @@ fn steps() -> Value {
     ])
 }
 
-fn text(result: &Value) -> &str {
-    result["ok"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a text result: {result}"))
-}
-
 /// The assertions shared by both transports, over the output of [`steps`].
 fn check(lines: &[Value]) {
     // tools/list: only tools the principal could ever call (default deny, get-tiny-image denied).
@@ -150,13 +83,7 @@ fn check(lines: &[Value]) {
     // An allowed call returns the server's result; the arguments were redacted before it.
     assert_eq!(text(&lines[1]), "Echo: write to [REDACTED:email]");
     // A denied call is a JSON-RPC error in the client, with the rule's reason.
-    assert_eq!(lines[2]["error"]["code"], -32001, "{}", lines[2]);
-    assert!(
-        lines[2]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("denied by policy: images are not allowed")
-    );
+    denied(&lines[2], "denied by policy: images are not allowed");
     // The result is redacted on its way back.
     let env = text(&lines[3]);
     assert!(
@@ -169,13 +96,7 @@ fn check(lines: &[Value]) {
     );
     // A web fetch taints the session: a later echo in the same session is denied ...
     assert_eq!(text(&lines[4]), "The sum of 1 and 2 is 3.");
-    assert_eq!(lines[5]["error"]["code"], -32001, "{}", lines[5]);
-    assert!(
-        lines[5]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("echo after untrusted content")
-    );
+    denied(&lines[5], "echo after untrusted content");
     // ... but not in another session.
     assert_eq!(text(&lines[6]), "Echo: other session");
     // Progress notifications are forwarded as they arrive, not held until the result.
@@ -200,9 +121,9 @@ fn write_policy(dir: &Path) -> PathBuf {
 fn wrap_spec(policy: &Path, pins: &Path, steps: Value, clients: usize) -> Value {
     json!({
         "transport": "stdio",
-        "command": env!("CARGO_BIN_EXE_warden"),
+        "command": WARDEN,
         "args": ["mcp", "wrap", "--policy", policy, "--pins", pins, "--upstream", "everything",
-                 "--", "node", server_everything(), "stdio"],
+                 "--", "node", server_everything(&npm_dir()), "stdio"],
         "clients": clients,
         "steps": steps,
     })
@@ -221,36 +142,11 @@ fn stdio_wrap_enforces_with_real_sdk_client_and_server() {
     check(&lines);
 }
 
-const OTHER_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-
-/// Pins `echo` on `upstream` to a definition the server does not have, as if it changed since
-/// (in the pin database, as another process would).
-fn seed_changed_pin(pins: &Path, upstream: &str) {
-    let store = warden_store::RedbPinStore::open(pins).unwrap();
-    assert_eq!(
-        store.observe(upstream, "echo", OTHER_HASH).unwrap(),
-        warden_mcp::PinStatus::New
-    );
-}
-
-/// The same, in the JSON pin file of earlier versions beside `pins` (imported once).
+/// Pins `echo` on `upstream` to a definition the server does not have, as if it changed since,
+/// in the JSON pin file of earlier versions beside `pins` (imported once).
 fn seed_changed_legacy_pin(pins: &Path, upstream: &str) {
     let seeded = json!({upstream: {"echo": {"hash": OTHER_HASH}}});
     std::fs::write(pins.with_extension("json"), seeded.to_string()).unwrap();
-}
-
-fn approve(pins: &Path, upstream: &str) {
-    let out = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["mcp", "approve", "--pins"])
-        .arg(pins)
-        .args([upstream, "echo"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
 }
 
 fn check_changed(lines: &[Value]) {
@@ -259,13 +155,7 @@ fn check_changed(lines: &[Value]) {
         json!({"ok": {"tools": ["get-env", "get-sum", "trigger-long-running-operation"]}}),
         "a changed echo is hidden"
     );
-    assert_eq!(lines[1]["error"]["code"], -32003, "{}", lines[1]);
-    assert!(
-        lines[1]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("warden mcp approve")
-    );
+    rpc_error(&lines[1], HELD, "warden mcp approve");
 }
 
 fn check_approved(lines: &[Value]) {
@@ -287,25 +177,9 @@ fn stdio_changed_tool_definition_is_caught_until_approved() {
     check_changed(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
     // Still held in the next run (the pin persisted; the JSON file is not imported again).
     check_changed(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
-    approve(&pins, "everything");
+    assert_success(&approve(&pins, "everything", "echo"));
     check_approved(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
     check_approved(&run_client(&wrap_spec(&policy, &pins, steps, 1)));
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_for(addr: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(addr).is_err() {
-        assert!(Instant::now() < deadline, "{addr} did not start listening");
-        std::thread::sleep(Duration::from_millis(50));
-    }
 }
 
 /// server-everything over Streamable HTTP, and `warden mcp proxy` in front of it.
@@ -325,7 +199,7 @@ fn start_proxy(
 ) -> (Proc, String) {
     let port_file = dir.join(format!("proxy-{}.port", free_port()));
     let proxy = Proc(
-        Command::new(env!("CARGO_BIN_EXE_warden"))
+        Command::new(WARDEN)
             .args(["mcp", "proxy", "--policy"])
             .arg(policy)
             .arg("--pins")
@@ -345,34 +219,16 @@ fn start_proxy(
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let addr = loop {
-        if let Ok(addr) = std::fs::read_to_string(&port_file)
-            && !addr.is_empty()
-        {
-            break addr;
-        }
-        assert!(Instant::now() < deadline, "the proxy did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut addr = String::new();
+    wait_until("the proxy to start", || {
+        addr = std::fs::read_to_string(&port_file).unwrap_or_default();
+        !addr.is_empty()
+    });
     (proxy, format!("http://{addr}/mcp"))
 }
 
 fn http_setup(dir: &Path, pins: &Path) -> HttpSetup {
-    let port = free_port();
-    let server = Proc(
-        Command::new("node")
-            .arg(server_everything())
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .env("WARDEN_E2E_CONTACT", CONTACT)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&format!("127.0.0.1:{port}"));
-    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (server, upstream) = start_everything_http(&npm_dir());
     let (proxy, url) = start_proxy(dir, &write_policy(dir), pins, &upstream, &[]);
     HttpSetup {
         _server: server,
@@ -401,11 +257,7 @@ fn http_proxy_enforces_with_real_sdk_client_and_server() {
     assert!(sessions[0].is_string() && sessions[0] != sessions[1]);
 
     // A `Mcp-Name` header that does not match the body's tool is rejected.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .timeout_global(Some(Duration::from_secs(10)))
-        .build()
-        .into();
+    let agent = common::agent();
     let body = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}"#;
     let mut response = agent
         .post(&setup.url)
@@ -432,20 +284,15 @@ fn http_changed_tool_definition_is_caught_until_approved() {
     let _ = npm_dir();
     let dir = tempfile::tempdir().unwrap();
     let pins = dir.path().join("pins.redb");
-    seed_changed_pin(&pins, "everything");
+    seed_changed_pins(&pins, "everything", &["echo"]);
     let setup = http_setup(dir.path(), &pins);
     let steps = json!([{"op": "list"}, {"op": "call", "tool": "echo", "args": {"message": "hi"}}]);
     check_changed(&run_client(&http_spec(&setup.url, steps.clone(), 1)));
     // Approved while the proxy runs, which holds the pin database open: it sees the approval.
-    approve(&pins, "everything");
+    assert_success(&approve(&pins, "everything", "echo"));
     check_approved(&run_client(&http_spec(&setup.url, steps, 1)));
     // Nothing pending any more: approving again says so (exit 1).
-    let again = Command::new(env!("CARGO_BIN_EXE_warden"))
-        .args(["mcp", "approve", "--pins"])
-        .arg(&pins)
-        .args(["everything", "echo"])
-        .output()
-        .unwrap();
+    let again = approve(&pins, "everything", "echo");
     assert_eq!(again.status.code(), Some(1));
 }
 
@@ -469,21 +316,13 @@ content: { detectors: [email], input: redact, output: redact }
 fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
     let npm = npm_dir();
     let dir = tempfile::tempdir().unwrap();
-    let port = free_port();
-    let server = Proc(
-        Command::new("node")
-            .arg(root().join("crates/warden-cli/tests/mcp/server-v2.cjs"))
-            .arg(&npm)
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&format!("127.0.0.1:{port}"));
+    let mut node = Command::new("node");
+    node.arg(root().join("crates/warden-cli/tests/mcp/server-v2.cjs"))
+        .arg(&npm);
+    let (server, upstream) = start_http_server(node);
     let policy = dir.path().join("policy-v2.yaml");
     std::fs::write(&policy, POLICY_V2).unwrap();
     let pins = dir.path().join("pins.redb");
-    let upstream = format!("http://127.0.0.1:{port}/mcp");
     let (_with_identity, url) = start_proxy(
         dir.path(),
         &policy,
@@ -508,27 +347,13 @@ fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
         "secret is never callable"
     );
     assert_eq!(text(&lines[1]), "Echo: write to [REDACTED:email]");
-    assert_eq!(lines[2]["error"]["code"], -32001, "{}", lines[2]);
+    assert_eq!(lines[2]["error"]["code"], DENIED, "{}", lines[2]);
     assert_eq!(
         text(&lines[3]),
         "page https://example.test: contact [REDACTED:email]"
     );
-    assert!(
-        lines[4]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("echo after untrusted content"),
-        "{}",
-        lines[4]
-    );
-    assert!(
-        lines[5]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("echo after untrusted content"),
-        "{}",
-        lines[5]
-    );
+    denied(&lines[4], "echo after untrusted content");
+    denied(&lines[5], "echo after untrusted content");
     assert_eq!(
         lines[6],
         json!({"era": "modern", "version": "2026-07-28"}),
@@ -588,13 +413,7 @@ fn check_tasks(lines: &[Value]) {
     assert!(report.starts_with("# Research Report: owls"), "{report}");
     assert_eq!(lines[1]["stream"][0], "taskCreated", "{}", lines[1]);
     assert_eq!(text(&lines[2]), "Echo: x");
-    assert_eq!(lines[3]["error"]["code"], -32002, "{}", lines[3]);
-    assert!(
-        lines[3]["error"]["message"]
-            .as_str()
-            .unwrap()
-            .contains("research reports are withheld")
-    );
+    rpc_error(&lines[3], WITHHELD, "research reports are withheld");
     assert_eq!(lines[3]["stream"][0], "taskCreated", "{}", lines[3]);
 }
 
@@ -613,19 +432,7 @@ fn task_augmented_calls_are_inspected_over_both_transports() {
     ]);
     check_tasks(&run_client(&wrap_spec(&policy, &pins, steps.clone(), 1)));
 
-    let port = free_port();
-    let _server = Proc(
-        Command::new("node")
-            .arg(server_everything())
-            .arg("streamableHttp")
-            .env("PORT", port.to_string())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    wait_for(&format!("127.0.0.1:{port}"));
-    let upstream = format!("http://127.0.0.1:{port}/mcp");
+    let (_server, upstream) = start_everything_http(&npm_dir());
     let (_proxy, url) = start_proxy(dir.path(), &policy, &pins, &upstream, &[]);
     check_tasks(&run_client(&http_spec(&url, steps, 1)));
 }
@@ -638,7 +445,7 @@ fn stdio_wrap_sigterm_kills_the_server() {
     let pid_file = dir.path().join("server.pid");
     let script = format!("echo $$ > {}; exec sleep 60", pid_file.display());
     let mut wrap = Proc(
-        Command::new(env!("CARGO_BIN_EXE_warden"))
+        Command::new(WARDEN)
             .args(["mcp", "wrap", "--memory-pins", "--policy"])
             .arg(&policy)
             .args(["--", "sh", "-c", &script])
@@ -647,16 +454,14 @@ fn stdio_wrap_sigterm_kills_the_server() {
             .spawn()
             .unwrap(),
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let server = loop {
-        if let Ok(pid) = std::fs::read_to_string(&pid_file)
-            && !pid.trim().is_empty()
-        {
-            break pid.trim().to_owned();
-        }
-        assert!(Instant::now() < deadline, "the server did not start");
-        std::thread::sleep(Duration::from_millis(20));
-    };
+    let mut server = String::new();
+    wait_until("the server to start", || {
+        server = std::fs::read_to_string(&pid_file)
+            .unwrap_or_default()
+            .trim()
+            .to_owned();
+        !server.is_empty()
+    });
     let alive = |pid: &str| {
         Command::new("kill")
             .args(["-0", pid])
@@ -672,9 +477,5 @@ fn stdio_wrap_sigterm_kills_the_server() {
         .unwrap();
     assert!(status.success());
     assert_eq!(wrap.0.wait().unwrap().code(), Some(143));
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while alive(&server) {
-        assert!(Instant::now() < deadline, "the server outlived warden");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until("the server to die with warden", || !alive(&server));
 }

@@ -10,17 +10,18 @@
 //! `http://addr/mcp/everything` with an API key. The npm packages come from `.ci/run`'s install
 //! step (see `tests/mcp.rs`).
 
-use std::io::Read;
-use std::net::TcpStream;
+mod common;
+
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
+use common::WARDEN;
+use common::mcp::{
+    CONTACT, HELD, OTHER_HASH, Proc, approve, assert_success, denied, rpc_error, seed_changed_pins,
+    start_everything_http, text, wait_until,
+};
 use serde_json::{Value, json};
-use warden_mcp::PinStore;
-
-const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
-const CONTACT: &str = "carol.contact@example.org";
 
 const POLICY: &str = r#"
 warden: 1
@@ -44,104 +45,17 @@ content:
   output: redact
 "#;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
+/// The npm packages these tests drive: server-everything and the v1 SDK (`client.cjs`).
+const PACKAGES: [&str; 2] = ["server-everything", "sdk"];
 
+/// The npm directory, or a failure that says how to install it.
 fn npm_dir() -> PathBuf {
-    let dir = root().join(".ci/.npm");
-    let install = "run .ci/run's npm step: npm install --prefix .ci/.npm @modelcontextprotocol/server-everything @modelcontextprotocol/sdk";
-    let node = Command::new("node").arg("--version").output();
-    assert!(
-        node.is_ok_and(|o| o.status.success()),
-        "`node` is not on PATH: install Node.js 20+, then {install}"
-    );
-    for package in ["sdk", "server-everything"] {
-        let path = dir.join("node_modules/@modelcontextprotocol").join(package);
-        assert!(path.exists(), "{} is missing: {install}", path.display());
-    }
-    dir
-}
-
-/// A child process killed on drop.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(30));
-    }
+    common::mcp::npm_dir(&PACKAGES)
 }
 
 /// Runs the SDK client with `spec`; returns its output lines as JSON.
 fn run_client(spec: &Value) -> Vec<Value> {
-    let mut child = Command::new("node")
-        .arg(root().join("crates/warden-cli/tests/mcp/client.cjs"))
-        .arg(npm_dir())
-        .arg(spec.to_string())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut stdout = child.stdout.take().unwrap();
-    let mut stderr = child.stderr.take().unwrap();
-    let out = std::thread::spawn(move || {
-        let mut s = String::new();
-        stdout.read_to_string(&mut s).unwrap();
-        s
-    });
-    let err = std::thread::spawn(move || {
-        let mut s = String::new();
-        stderr.read_to_string(&mut s).unwrap();
-        s
-    });
-    let deadline = Instant::now() + Duration::from_secs(90);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!(
-                "the MCP client did not finish in time: {}",
-                err.join().unwrap()
-            );
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let (out, err) = (out.join().unwrap(), err.join().unwrap());
-    assert!(status.success(), "the MCP client failed: {err}\n{out}");
-    out.lines()
-        .map(|l| serde_json::from_str(l).unwrap())
-        .collect()
-}
-
-fn text(result: &Value) -> &str {
-    result["ok"]["content"][0]["text"]
-        .as_str()
-        .unwrap_or_else(|| panic!("not a text result: {result}"))
-}
-
-fn denied(line: &Value, reason: &str) {
-    assert_eq!(line["error"]["code"], -32001, "{line}");
-    let message = line["error"]["message"].as_str().unwrap();
-    assert!(message.contains(reason), "{message}");
+    common::mcp::run_client(&npm_dir(), spec)
 }
 
 /// server-everything, and `warden serve` with it as the upstream `everything`.
@@ -155,25 +69,15 @@ struct Setup {
 
 /// `warden serve --config DIR/warden.yaml`, logging to `log`; returns it with its address.
 fn spawn_serve(dir: &Path, log: &Path) -> (Proc, String) {
-    let port_file = dir.join("port");
-    let _ = std::fs::remove_file(&port_file);
-    let serve = Proc(
-        Command::new(WARDEN)
-            .args(["serve", "--config"])
-            .arg(dir.join("warden.yaml"))
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(log).unwrap())
-            .spawn()
-            .unwrap(),
-    );
-    let mut addr = String::new();
-    wait_until("warden serve", || {
-        addr = std::fs::read_to_string(&port_file).unwrap_or_default();
-        !addr.is_empty()
-    });
-    (serve, addr)
+    let config = dir.join("warden.yaml");
+    let args: [&OsStr; 4] = [
+        "--config".as_ref(),
+        config.as_ref(),
+        "--listen".as_ref(),
+        "127.0.0.1:0".as_ref(),
+    ];
+    let (serve, addr) = common::spawn_serve(&args, &dir.join("port"), log);
+    (Proc(serve), addr)
 }
 
 /// `warden keys create` against the configuration in `dir`; returns the key.
@@ -191,11 +95,7 @@ fn create_key(dir: &Path, tenant: &str) -> String {
         .arg(dir.join("warden.yaml"))
         .output()
         .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&out);
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
@@ -207,29 +107,14 @@ impl Setup {
     /// Starts the upstream, writes the configuration, runs `prepare` with the directory, then
     /// starts the daemon.
     fn start_with(prepare: impl FnOnce(&Path)) -> Self {
-        let npm = npm_dir();
+        let (upstream, url) = start_everything_http(&npm_dir());
         let dir = tempfile::tempdir().unwrap();
-        let port = free_port();
-        let upstream = Proc(
-            Command::new("node")
-                .arg(npm.join("node_modules/@modelcontextprotocol/server-everything/dist/index.js"))
-                .arg("streamableHttp")
-                .env("PORT", port.to_string())
-                .env("WARDEN_E2E_CONTACT", CONTACT)
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .spawn()
-                .unwrap(),
-        );
-        wait_until("server-everything", || {
-            TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
         std::fs::create_dir_all(dir.path().join("policies")).unwrap();
         std::fs::write(dir.path().join("policies/mcp-serve.yaml"), POLICY).unwrap();
         let config = format!(
             "policies: policies\nkeys_file: keys.json\nstate_file: state/sessions.redb\n\
              watch: false\nmcp_upstreams:\n  - name: everything\n    \
-             url: http://127.0.0.1:{port}/mcp\n    policy: mcp-serve\n"
+             url: {url}\n    policy: mcp-serve\n"
         );
         std::fs::write(dir.path().join("warden.yaml"), config).unwrap();
         prepare(dir.path());
@@ -273,18 +158,26 @@ impl Setup {
     }
 
     fn metrics(&self) -> String {
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        agent
+        common::agent()
             .get(format!("http://{}/metrics", self.addr))
             .call()
             .unwrap()
             .body_mut()
             .read_to_string()
             .unwrap()
+    }
+
+    /// Reloads the daemon (SIGHUP) and waits until `/metrics` counts `count` successful reloads.
+    fn reload(&self, count: u32) {
+        let status = Command::new("kill")
+            .args(["-HUP", &self.serve.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        wait_until(&format!("reload {count}"), || {
+            self.metrics()
+                .contains(&format!("warden_reload_total{{result=\"ok\"}} {count}"))
+        });
     }
 }
 
@@ -294,16 +187,7 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
     let acme = setup.key("acme");
     let globex = setup.key("globex");
     // Keys are loaded at start and on reload.
-    let status = Command::new("kill")
-        .args(["-HUP", &setup.serve.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_until("the reload", || {
-        setup
-            .metrics()
-            .contains("warden_reload_total{result=\"ok\"} 1")
-    });
+    setup.reload(1);
 
     let lines = run_client(&setup.spec(
         &acme,
@@ -350,11 +234,7 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
     denied(&lines[1], "not for globex");
 
     // Without a key (and no anonymous policy): 401, nothing forwarded.
-    let agent: ureq::Agent = ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into();
-    let response = agent
+    let response = common::agent()
         .post(setup.url())
         .header("content-type", "application/json")
         .header("accept", "application/json, text/event-stream")
@@ -371,16 +251,7 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
         ),
     )
     .unwrap();
-    let status = Command::new("kill")
-        .args(["-HUP", &setup.serve.0.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    wait_until("the second reload", || {
-        setup
-            .metrics()
-            .contains("warden_reload_total{result=\"ok\"} 2")
-    });
+    setup.reload(2);
     let lines = run_client(&setup.spec(
         &acme,
         json!([
@@ -434,15 +305,9 @@ fn serve_refuses_an_upstream_whose_policy_is_not_loaded() {
     assert!(stderr.contains("policy `nope` is not loaded"), "{stderr}");
 }
 
-const OTHER_HASH: &str = "sha256:0000000000000000000000000000000000000000000000000000000000000000";
-
+/// Asserts that `line` is a call held back until its changed tool is approved.
 fn held(line: &Value) {
-    assert_eq!(line["error"]["code"], -32003, "{line}");
-    let message = line["error"]["message"].as_str().unwrap();
-    assert!(
-        message.contains("warden mcp approve everything"),
-        "{message}"
-    );
+    rpc_error(line, HELD, "warden mcp approve everything");
 }
 
 /// Tool pins live in the daemon's pin database (`mcp-pins.redb` next to `state_file`):
@@ -453,10 +318,11 @@ fn serve_tool_pins_are_approved_while_running_and_kept_across_restarts() {
     let mut key = String::new();
     let mut setup = Setup::start_with(|dir| {
         // Pinned earlier to definitions the server no longer has.
-        let store = warden_store::RedbPinStore::open(dir.join("state/mcp-pins.redb")).unwrap();
-        for tool in ["echo", "get-env"] {
-            store.observe("everything", tool, OTHER_HASH).unwrap();
-        }
+        seed_changed_pins(
+            &dir.join("state/mcp-pins.redb"),
+            "everything",
+            &["echo", "get-env"],
+        );
         key = create_key(dir, "acme");
     });
     let pins = setup.dir.path().join("state/mcp-pins.redb");
@@ -471,17 +337,7 @@ fn serve_tool_pins_are_approved_while_running_and_kept_across_restarts() {
     held(&lines[2]);
 
     // Approved while the daemon runs (and holds the pin database open).
-    let out = Command::new(WARDEN)
-        .args(["mcp", "approve", "--pins"])
-        .arg(&pins)
-        .args(["everything", "echo"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_success(&approve(&pins, "everything", "echo"));
     let after_approval = |setup: &Setup| {
         let lines = run_client(&setup.spec(&key, steps.clone(), 1));
         assert_eq!(lines[0], json!({"ok": {"tools": ["echo", "get-sum"]}}));
