@@ -312,3 +312,52 @@ fn eval_mixes_json_lines_and_pretty_printed_requests() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn check_and_eval_reject_undefined_rego_functions_and_recursion_with_exit_2() {
+    // A Warden policy whose Rego module calls a function nobody defined: a load error naming
+    // the module, line and column, not a deny discovered at the first request.
+    let module = temp_file(
+        "undefined_fn.rego",
+        "package guard\nimport rego.v1\n\nblocked if lookup(input.args.to)\n",
+    );
+    let policy = temp_file(
+        "undefined_fn.yaml",
+        &format!(
+            "warden: 1\nname: guard\nrego:\n  modules: [{}]\nrules:\n  - {{ id: guard, effect: deny, rego: data.guard.blocked }}\n",
+            module.display()
+        ),
+    );
+    let out = warden(&["check", policy.to_str().unwrap()], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("undefined_fn.rego:4:12: call to undefined function lookup"),
+        "{err}"
+    );
+
+    // A Rego-only policy with two rules that depend on each other.
+    let recursive = temp_file(
+        "recursive.rego",
+        "package loop\nimport rego.v1\n\na if b\nb if a\n",
+    );
+    let out = warden(
+        &[
+            "eval",
+            "--policy",
+            recursive.to_str().unwrap(),
+            "--query",
+            "data.loop.a",
+        ],
+        Some("{}"),
+    );
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stdout));
+    let err = text(&out.stderr);
+    assert!(err.contains("recursive.rego"), "{err}");
+    assert!(err.contains("recursion"), "{err}");
+    assert!(
+        out.stdout.is_empty(),
+        "no partial output: {}",
+        text(&out.stdout)
+    );
+}
