@@ -199,15 +199,26 @@ pub async fn decide(
     Extension(request_id): Extension<RequestId>,
     req: Request,
 ) -> Result<Response, ApiError> {
-    let body = json_body(&state, req, false).await?;
-    let loaded = policy_of(&caller)?;
+    decide_request(&state, &caller, &request_id.0, req).await
+}
+
+/// The work of `POST /v1/decide` once the caller is known; also called by the fast path
+/// ([`crate::fast`]).
+pub(crate) async fn decide_request(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let body = json_body(state, req, false).await?;
+    let loaded = policy_of(caller)?;
     let policy = warden_policy(loaded)?;
     let request = DecisionRequest::from_json(&body)?;
     let started = Instant::now();
-    let mut decision = decide_one(&state, &caller, policy, &request)?;
-    crate::proof::mint(&state, &request, &mut decision)?;
-    record(&state, &caller, &request_id.0, &decision, started);
-    let ack = crate::proof::audit(&state, &caller, &request, &decision, started)?;
+    let mut decision = decide_one(state, caller, policy, &request)?;
+    crate::proof::mint(state, &request, &mut decision)?;
+    record(state, caller, request_id, &decision, started);
+    let ack = crate::proof::audit(state, caller, &request, &decision, started)?;
     crate::proof::audit_wait(vec![ack]).await?;
     Ok(json_response(&decision))
 }

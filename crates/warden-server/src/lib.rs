@@ -9,6 +9,7 @@
 
 pub mod config;
 pub mod error;
+mod fast;
 mod handlers;
 mod logbuf;
 pub mod mcp;
@@ -32,6 +33,7 @@ use warden_store::EmbeddedSessionStore;
 
 pub use config::{ConfigError, RateLimit, ServeConfig, StateMode};
 pub use error::ApiError;
+pub use fast::App;
 pub use logbuf::LogGuard;
 pub use metrics::Metrics;
 pub use run::{ServeError, ServeOptions, init_logging, init_logging_buffered, run};

@@ -2,6 +2,7 @@
 //! time limits, panic isolation.
 
 use std::any::Any;
+use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -62,10 +63,26 @@ pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next
         .get::<MatchedPath>()
         .map_or("unmatched", |m| m.as_str())
         .to_owned();
+    let id = tag(&mut req);
+    let response = next.run(req).await;
+    answered(&state, route, &id, response)
+}
+
+/// Gives the request its id (a [`RequestId`] extension) and returns it.
+pub(crate) fn tag(req: &mut Request) -> Arc<str> {
     let id = request_id(req.headers());
     req.extensions_mut().insert(RequestId(Arc::clone(&id)));
-    let mut response = next.run(req).await;
-    if let Ok(value) = HeaderValue::from_str(&id) {
+    id
+}
+
+/// Echoes the request id and counts the response in `warden_http_requests_total`.
+pub(crate) fn answered(
+    state: &AppState,
+    route: String,
+    id: &str,
+    mut response: Response,
+) -> Response {
+    if let Ok(value) = HeaderValue::from_str(id) {
         response.headers_mut().insert("x-request-id", value);
     }
     state
@@ -99,11 +116,42 @@ fn limiter_key(id: &str) -> u64 {
 /// concurrency limit and the request timeout. One layer rather than two: each `from_fn` layer
 /// costs a boxed future and a service clone per request.
 pub async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    let req = match authenticate(&state, req) {
+    guarded(&state, req, |req| next.run(req)).await
+}
+
+/// What every `/v1/*` request goes through before its handler, shared by the router's layer
+/// ([`api`]) and the `/v1/decide` fast path ([`crate::fast`]): readiness, API key (or anonymous
+/// policy), per-key rate limit, then the global concurrency limit and the request timeout
+/// around `handler`.
+pub(crate) async fn guarded<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
+where
+    F: FnOnce(Request) -> Fut,
+    Fut: Future<Output = Response>,
+{
+    let req = match authenticate(state, req) {
         Ok(req) => req,
         Err(error) => return error.into_response(),
     };
-    protect(&state, req, next).await
+    let Ok(_permit) = state.0.concurrency.try_acquire() else {
+        return ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "overloaded",
+            "too many requests in progress",
+        )
+        .retry_after(1)
+        .into_response();
+    };
+    let limit = Duration::from_millis(state.config().request_timeout_ms);
+    match tokio::time::timeout(limit, handler(req)).await {
+        Ok(response) => response,
+        Err(_) => ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "timeout",
+            "the request took too long",
+        )
+        .retry_after(1)
+        .into_response(),
+    }
 }
 
 fn authenticate(state: &AppState, mut req: Request) -> Result<Request, ApiError> {
@@ -160,30 +208,6 @@ fn auth_failure(state: &AppState, request_id: &str, reason: &'static str) -> Api
     state.metrics().auth_failures.inc();
     tracing::warn!(request_id = %request_id, reason, "authentication failed");
     ApiError::unauthorized()
-}
-
-/// Global concurrency limit (503 `overloaded` beyond it) and request timeout.
-async fn protect(state: &AppState, req: Request, next: Next) -> Response {
-    let Ok(_permit) = state.0.concurrency.try_acquire() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in progress",
-        )
-        .retry_after(1)
-        .into_response();
-    };
-    let limit = Duration::from_millis(state.config().request_timeout_ms);
-    match tokio::time::timeout(limit, next.run(req)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long",
-        )
-        .retry_after(1)
-        .into_response(),
-    }
 }
 
 /// A panicking handler becomes a generic 500; the server keeps serving.

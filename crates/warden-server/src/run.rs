@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use warden::SessionStore as _;
 
 use crate::logbuf::LogGuard;
-use crate::{AppState, ServeConfig, StateMode, router};
+use crate::{AppState, ServeConfig, StateMode};
 
 /// How to run the daemon.
 #[derive(Debug, Clone)]
@@ -128,13 +128,14 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
-    let app = router(state.clone());
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
-        terminate().await;
-        tracing::info!("shutting down: draining in-flight requests");
-        shutdown_state.set_ready(false);
-        let _ = stop_tx.send(true);
-    });
+    let app = crate::App::new(state.clone());
+    let server =
+        axum::serve(listener, tower::make::Shared::new(app)).with_graceful_shutdown(async move {
+            terminate().await;
+            tracing::info!("shutting down: draining in-flight requests");
+            shutdown_state.set_ready(false);
+            let _ = stop_tx.send(true);
+        });
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let deadline = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;

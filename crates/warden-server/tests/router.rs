@@ -192,3 +192,144 @@ async fn without_policies_the_server_is_not_ready() {
     let (status, _) = call(&app, "POST", "/v1/decide", Some("{}")).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
+
+/// One exchange, with the parts a client sees: status, request id, content type and JSON body.
+async fn exchange<S>(
+    service: S,
+    method: &str,
+    uri: &str,
+    headers: &[(&str, &str)],
+    body: &str,
+) -> (StatusCode, Option<String>, Option<String>, Value)
+where
+    S: tower::Service<
+            Request<Body>,
+            Response = axum::response::Response,
+            Error = std::convert::Infallible,
+        >,
+{
+    let mut builder = Request::builder().method(method).uri(uri);
+    for (name, value) in headers {
+        builder = builder.header(*name, *value);
+    }
+    let response = service
+        .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
+        .await
+        .unwrap();
+    let header = |name: &str| {
+        response
+            .headers()
+            .get(name)
+            .map(|v| v.to_str().unwrap().to_owned())
+    };
+    let (id, content_type) = (header("x-request-id"), header("content-type"));
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    (
+        status,
+        id,
+        content_type,
+        serde_json::from_slice(&bytes).unwrap_or(Value::Null),
+    )
+}
+
+#[tokio::test]
+async fn the_decide_fast_path_answers_exactly_like_the_router() {
+    // Two daemons with the same configuration (sessions are per daemon): one served by the
+    // router alone, one by `App`, which serves `POST /v1/decide` before the router.
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.anonymous_policy = None;
+    cfg.body_limit_bytes = 256;
+    let key = warden_store::keys::create_key(&cfg.keys_file, "acme", Some("support-agent"))
+        .unwrap()
+        .0;
+    let via_router = router(AppState::new(cfg.clone(), None).unwrap());
+    let state = AppState::new(cfg, None).unwrap();
+    let fast = warden_server::App::new(state.clone());
+
+    let json = ("content-type", "application/json");
+    let bearer = format!("Bearer {key}");
+    let api_key = ("x-api-key", key.as_str());
+    let big = format!(
+        r#"{{"tool":"kb.search","args":{{"q":"{}"}}}}"#,
+        "x".repeat(300)
+    );
+    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+        (
+            "POST",
+            "/v1/decide",
+            vec![json, api_key],
+            r#"{"session":"s","tool":"crm.read_x"}"#,
+        ),
+        (
+            "POST",
+            "/v1/decide",
+            vec![json, api_key],
+            r#"{"session":"s","tool":"send_email"}"#,
+        ),
+        ("POST", "/v1/decide", vec![json, api_key], r#"{"tool": 5}"#),
+        ("POST", "/v1/decide", vec![json, api_key], "not json"),
+        ("POST", "/v1/decide", vec![json, api_key], &big),
+        (
+            "POST",
+            "/v1/decide",
+            vec![("content-type", "text/plain"), api_key],
+            "{}",
+        ),
+        ("POST", "/v1/decide", vec![json], r#"{"tool":"kb.search"}"#),
+        (
+            "POST",
+            "/v1/decide",
+            vec![json, ("x-api-key", "wdn_wrong")],
+            r#"{"tool":"kb.search"}"#,
+        ),
+        (
+            "POST",
+            "/v1/decide",
+            vec![
+                json,
+                ("authorization", bearer.as_str()),
+                ("x-request-id", "client-id-1"),
+            ],
+            r#"{"tool":"kb.search"}"#,
+        ),
+        ("GET", "/v1/decide", vec![api_key], ""),
+        (
+            "POST",
+            "/v1/decide/",
+            vec![json, api_key],
+            r#"{"tool":"kb.search"}"#,
+        ),
+        (
+            "POST",
+            "/v1/decide/batch",
+            vec![json, api_key],
+            r#"[{"tool":"kb.search"}]"#,
+        ),
+    ];
+    for (method, uri, headers, body) in &cases {
+        let expected = exchange(via_router.clone(), method, uri, headers, body).await;
+        let got = exchange(fast.clone(), method, uri, headers, body).await;
+        let what = format!("{method} {uri} {headers:?} {body}");
+        assert_eq!(got.0, expected.0, "status of {what}");
+        assert_eq!(got.2, expected.2, "content type of {what}");
+        assert_eq!(got.3, expected.3, "body of {what}");
+        assert!(got.1.is_some(), "request id of {what}");
+        if headers.iter().any(|(name, _)| *name == "x-request-id") {
+            assert_eq!(got.1.as_deref(), Some("client-id-1"), "{what}");
+        }
+    }
+
+    // Counted under the same route label as the router's.
+    let metrics = exchange(fast, "GET", "/metrics", &[], "").await;
+    assert_eq!(metrics.0, StatusCode::OK);
+    let text = state.metrics().encode();
+    for line in [
+        r#"warden_http_requests_total{route="/v1/decide",status="200"} 3"#,
+        r#"warden_http_requests_total{route="/v1/decide",status="401"} 2"#,
+        r#"warden_http_requests_total{route="/v1/decide",status="413"} 1"#,
+    ] {
+        assert!(text.contains(line), "{line} in\n{text}");
+    }
+}

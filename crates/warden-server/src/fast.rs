@@ -1,0 +1,91 @@
+//! `POST /v1/decide` dispatched before axum's router.
+//!
+//! The decision route is most of the daemon's traffic, and axum's per-request routing and
+//! `from_fn` middleware (a boxed future and a cloned boxed service per layer, the matched path
+//! stored as an extension) cost more than the decision itself: serving this one route directly
+//! took the daemon from about 55% to about 65% of the no-op server's throughput
+//! (BENCHMARKS.md, "serve"). The fast path does exactly the router's work for this route, with
+//! the same functions: request id and `warden_http_requests_total`
+//! ([`middleware::tag`]/[`middleware::answered`]), readiness, API key, rate limit, concurrency
+//! limit and timeout ([`middleware::guarded`]), the handler ([`handlers::decide_request`]) and
+//! panic isolation. Every other request, including other methods on `/v1/decide`, goes to the
+//! router unchanged.
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::Router;
+use axum::extract::Request;
+use axum::http::Method;
+use axum::response::{IntoResponse, Response};
+use futures_util::FutureExt as _;
+
+use crate::error::ApiError;
+use crate::middleware::{self, Caller};
+use crate::{AppState, handlers};
+
+/// The route served by the fast path, as the router names it in metrics.
+const DECIDE: &str = "/v1/decide";
+
+/// The daemon's HTTP service: [`crate::router`] with `POST /v1/decide` served directly.
+#[derive(Clone, Debug)]
+pub struct App {
+    state: AppState,
+    router: Router,
+}
+
+impl App {
+    /// The service for `state`.
+    pub fn new(state: AppState) -> Self {
+        Self {
+            router: crate::router(state.clone()),
+            state,
+        }
+    }
+}
+
+impl tower::Service<Request> for App {
+    type Response = Response;
+    type Error = Infallible;
+    type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        // The router is always ready, and so is the fast path.
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: Request) -> Self::Future {
+        if req.method() == Method::POST && req.uri().path() == DECIDE {
+            let state = self.state.clone();
+            Box::pin(async move {
+                Ok(AssertUnwindSafe(decide(state, req))
+                    .catch_unwind()
+                    .await
+                    .unwrap_or_else(middleware::panic_response))
+            })
+        } else {
+            Box::pin(tower::Service::call(&mut self.router, req))
+        }
+    }
+}
+
+async fn decide(state: AppState, mut req: Request) -> Response {
+    let id = middleware::tag(&mut req);
+    let response = middleware::guarded(&state, req, |mut req| {
+        let (state, id) = (&state, &id);
+        async move {
+            // `guarded` stored the caller it authenticated.
+            let Some(caller) = req.extensions_mut().remove::<Caller>() else {
+                return ApiError::internal().into_response();
+            };
+            handlers::decide_request(state, &caller, id, req)
+                .await
+                .unwrap_or_else(IntoResponse::into_response)
+        }
+    })
+    .await;
+    middleware::answered(&state, DECIDE.to_owned(), &id, response)
+}
