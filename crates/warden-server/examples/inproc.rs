@@ -1,5 +1,5 @@
-//! In-process cost of a request through every layer of the router, without a socket: builds the
-//! router on a one-thread runtime and sends requests with `tower::ServiceExt::oneshot`.
+//! In-process cost of a request through the daemon's service ([`App`]: the `/v1/decide` fast path
+//! in front of the router, every layer), without a socket: builds it on a one-thread runtime and sends requests with `tower::ServiceExt::oneshot`.
 //! Figures are in BENCHMARKS.md ("serve" section). Run from the repository root:
 //! `cargo run --release -p warden-server --example inproc [REQUESTS]`
 
@@ -11,7 +11,7 @@ use axum::body::Body;
 use axum::http::Request;
 use http_body_util::BodyExt as _;
 use tower::ServiceExt as _;
-use warden_server::{AppState, RateLimit, ServeConfig, StateMode, router};
+use warden_server::{App, AppState, RateLimit, ServeConfig, StateMode};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() {
@@ -39,7 +39,7 @@ async fn main() {
         },
         ..ServeConfig::default()
     };
-    let app = router(AppState::new(config, None).unwrap());
+    let app = App::new(AppState::new(config, None).unwrap());
     let body = r#"{"session":"bench-1","tool":"crm.read_customer","args":{"id":7}}"#;
     let routes = [
         ("GET /health/live", "GET", "/health/live"),
