@@ -193,6 +193,9 @@ async fn without_policies_the_server_is_not_ready() {
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
 }
 
+/// A request: method, path, headers, body.
+type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+
 /// One exchange, with the parts a client sees: status, request id, content type and JSON body.
 async fn exchange<S>(
     service: S,
@@ -255,7 +258,7 @@ async fn the_decide_fast_path_answers_exactly_like_the_router() {
         r#"{{"tool":"kb.search","args":{{"q":"{}"}}}}"#,
         "x".repeat(300)
     );
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+    let cases: Vec<Case> = vec![
         (
             "POST",
             "/v1/decide",
