@@ -496,20 +496,7 @@ impl<'a> RuleWalk<'a> {
     /// A reference chain, walked iteratively (chains can be long); variable indexes inside it
     /// are expressions of their own.
     fn reference(&mut self, expr: &'a Expr) {
-        let mut node = expr;
-        loop {
-            match node {
-                Expr::RefDot { refr, .. } => node = refr,
-                Expr::RefBrack { refr, index, .. } => {
-                    if constant_key(index).is_none() {
-                        self.expr(index);
-                    }
-                    node = refr;
-                }
-                _ => break,
-            }
-        }
-        match node {
+        match self.ref_indexes(expr) {
             Expr::Var { .. } => {
                 let (root, path) = ref_path(expr);
                 if let Some(root) = root {
@@ -527,7 +514,13 @@ impl<'a> RuleWalk<'a> {
 
     /// A rule head's reference names the rule itself; only its variable keys are read.
     fn head_ref(&mut self, refr: &'a Expr) {
-        let mut node = refr;
+        self.ref_indexes(refr);
+    }
+
+    /// Visits the variable indexes of a reference chain (`a[x].b[y]`: `x` and `y`) and returns
+    /// the chain's root (`a`).
+    fn ref_indexes(&mut self, expr: &'a Expr) -> &'a Expr {
+        let mut node = expr;
         loop {
             match node {
                 Expr::RefDot { refr, .. } => node = refr,
@@ -537,7 +530,7 @@ impl<'a> RuleWalk<'a> {
                     }
                     node = refr;
                 }
-                _ => break,
+                _ => return node,
             }
         }
     }
