@@ -18,19 +18,7 @@ mod common;
 
 use std::ffi::OsStr;
 
-use common::WARDEN;
-
-const SUPPORT_AGENT: &str = r#"
-warden: 1
-name: support-agent
-version: "1.0.0"
-tools: { "crm.read_*": [sensitive_read], send_email: [external_write], human_approve: [review] }
-rules:
-  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
-  - { id: writes, effect: allow, classes: [external_write] }
-  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii", reason: "external write after PII access" }
-  - { id: review, effect: allow, tools: [human_approve], remove_taints: [pii] }
-"#;
+use common::{SUPPORT_AGENT, WARDEN};
 
 const AUTHZ_REGO: &str = r#"package authz
 

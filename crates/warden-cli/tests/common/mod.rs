@@ -12,6 +12,20 @@ use std::time::{Duration, Instant};
 /// The `warden` binary under test.
 pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
+/// Scenario 02's policy (a support agent that may not email out after reading the CRM until a
+/// human review), the daemon tests' default policy.
+pub const SUPPORT_AGENT: &str = r#"
+warden: 1
+name: support-agent
+version: "1.0.0"
+tools: { "crm.read_*": [sensitive_read], send_email: [external_write], human_approve: [review] }
+rules:
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+  - { id: writes, effect: allow, classes: [external_write] }
+  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii", reason: "external write after PII access" }
+  - { id: review, effect: allow, tools: [human_approve], remove_taints: [pii] }
+"#;
+
 /// An HTTP client that hands every status to the test and opens a fresh connection per
 /// request: the server may close a connection whose request body it did not read (401, 413),
 /// and a pooled POST is not retried.
