@@ -123,10 +123,22 @@ impl Request {
             return Err(too_deep());
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
-        let request: Request = serde_path_to_error::deserialize(&mut de).map_err(|e| {
-            let path = e.path().to_string();
-            json_error(e.into_inner(), Some(path))
-        })?;
+        // Tracking the path costs more than the parse itself, so it is done only to explain a
+        // failure: the second pass fails the same way and names the field.
+        let Ok(request) = Request::deserialize(&mut de) else {
+            let mut de = serde_json::Deserializer::from_slice(bytes);
+            let error = match serde_path_to_error::deserialize::<_, Request>(&mut de) {
+                Err(e) => {
+                    let path = e.path().to_string();
+                    json_error(e.into_inner(), Some(path))
+                }
+                Ok(_) => RequestError {
+                    field: None,
+                    message: "invalid request".to_owned(),
+                },
+            };
+            return Err(error);
+        };
         de.end().map_err(|e| json_error(e, None))?;
         Ok(request)
     }

@@ -11,6 +11,7 @@
 //! panic isolation. Every other request, including other methods on `/v1/decide`, goes to the
 //! router unchanged.
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::future::Future;
 use std::panic::AssertUnwindSafe;
@@ -23,8 +24,7 @@ use axum::http::Method;
 use axum::response::{IntoResponse, Response};
 use futures_util::FutureExt as _;
 
-use crate::error::ApiError;
-use crate::middleware::{self, Caller};
+use crate::middleware;
 use crate::{AppState, handlers};
 
 /// The route served by the fast path, as the router names it in metrics.
@@ -72,20 +72,17 @@ impl tower::Service<Request> for App {
     }
 }
 
-async fn decide(state: AppState, mut req: Request) -> Response {
-    let id = middleware::tag(&mut req);
-    let response = middleware::guarded(&state, req, |mut req| {
+async fn decide(state: AppState, req: Request) -> Response {
+    // No request extensions here: the id and the caller are passed along, not stored.
+    let id = middleware::request_id(req.headers());
+    let response = middleware::guarded(&state, req, &id, |req, caller| {
         let (state, id) = (&state, &id);
         async move {
-            // `guarded` stored the caller it authenticated.
-            let Some(caller) = req.extensions_mut().remove::<Caller>() else {
-                return ApiError::internal().into_response();
-            };
             handlers::decide_request(state, &caller, id, req)
                 .await
                 .unwrap_or_else(IntoResponse::into_response)
         }
     })
     .await;
-    middleware::answered(&state, DECIDE.to_owned(), &id, response)
+    middleware::answered(&state, Cow::Borrowed(DECIDE), &id, response)
 }

@@ -137,8 +137,8 @@ fn record(
     metrics
         .decisions
         .get_or_create(&DecisionLabels {
-            policy: decision.policy.name.to_string(),
-            decision: verdict.to_owned(),
+            policy: Arc::clone(&decision.policy.name),
+            decision: verdict,
         })
         .inc();
     if state.config().decision_log

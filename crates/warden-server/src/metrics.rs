@@ -1,5 +1,8 @@
 //! One Prometheus registry with typed label sets.
 
+use std::borrow::Cow;
+use std::sync::Arc;
+
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
@@ -7,20 +10,22 @@ use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-/// Labels of `warden_decisions_total`.
+/// Labels of `warden_decisions_total`. Shared and static strings: building the label set on
+/// every decision allocates nothing.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct DecisionLabels {
     /// Policy name.
-    pub policy: String,
+    pub policy: Arc<str>,
     /// `allow` or `deny`.
-    pub decision: String,
+    pub decision: &'static str,
 }
 
 /// Labels of `warden_http_requests_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HttpLabels {
-    /// The matched route template (`unmatched` for 404s), never the raw path.
-    pub route: String,
+    /// The matched route template (`unmatched` for 404s), never the raw path; borrowed for the
+    /// fixed routes so that counting a response allocates nothing.
+    pub route: Cow<'static, str>,
     /// Response status code.
     pub status: u16,
 }

@@ -2,6 +2,7 @@
 //! time limits, panic isolation.
 
 use std::any::Any;
+use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,7 +36,9 @@ pub struct Caller {
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
 
-fn request_id(headers: &HeaderMap) -> Arc<str> {
+/// The request's id: the client's `X-Request-Id` when it is short and plain, else
+/// `PPPPPPPP-N`: 8 hex digits fixed for the process, then a hex counter.
+pub(crate) fn request_id(headers: &HeaderMap) -> Arc<str> {
     if let Some(v) = headers.get("x-request-id").and_then(|v| v.to_str().ok())
         && !v.is_empty()
         && v.len() <= 64
@@ -53,16 +56,45 @@ fn request_id(headers: &HeaderMap) -> Arc<str> {
             ^ u64::from(std::process::id())
     });
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    Arc::from(format!("{:08x}-{n:x}", prefix & 0xffff_ffff))
+    // Written into a stack buffer: `format!` and then `Arc::from` would allocate twice on every
+    // request.
+    let mut buf = [0u8; 25];
+    let len = hex_id(&mut buf, prefix & 0xffff_ffff, n);
+    Arc::from(
+        buf.get(..len)
+            .and_then(|b| std::str::from_utf8(b).ok())
+            .unwrap_or("0"),
+    )
+}
+
+/// Writes `{prefix:08x}-{n:x}` into `buf` and returns its length.
+fn hex_id(buf: &mut [u8; 25], prefix: u64, n: u64) -> usize {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let digit = |v: u64, shift: u32| {
+        HEX.get(((v >> shift) & 0xf) as usize)
+            .copied()
+            .unwrap_or(b'0')
+    };
+    let counter_digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    let prefix_digits = (0..8).rev().map(|i| digit(prefix, i * 4));
+    let counter = (0..counter_digits).rev().map(|i| digit(n, i * 4));
+    let mut len = 0;
+    let bytes = prefix_digits.chain(std::iter::once(b'-')).chain(counter);
+    for (slot, byte) in buf.iter_mut().zip(bytes) {
+        *slot = byte;
+        len += 1;
+    }
+    len
 }
 
 /// Outermost layer: request id (echoed as `X-Request-Id`) and `warden_http_requests_total`.
 pub async fn observe(State(state): State<AppState>, mut req: Request, next: Next) -> Response {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unmatched", |m| m.as_str())
-        .to_owned();
+    let route = Cow::Owned(
+        req.extensions()
+            .get::<MatchedPath>()
+            .map_or("unmatched", |m| m.as_str())
+            .to_owned(),
+    );
     let id = tag(&mut req);
     let response = next.run(req).await;
     answered(&state, route, &id, response)
@@ -78,7 +110,7 @@ pub(crate) fn tag(req: &mut Request) -> Arc<str> {
 /// Echoes the request id and counts the response in `warden_http_requests_total`.
 pub(crate) fn answered(
     state: &AppState,
-    route: String,
+    route: Cow<'static, str>,
     id: &str,
     mut response: Response,
 ) -> Response {
@@ -114,22 +146,37 @@ fn limiter_key(id: &str) -> u64 {
 
 /// API routes: readiness, API key (or anonymous policy), per-key rate limit; then the global
 /// concurrency limit and the request timeout. One layer rather than two: each `from_fn` layer
-/// costs a boxed future and a service clone per request.
+/// costs a boxed future and a service clone per request. The handler finds the [`Caller`] as
+/// an extension.
 pub async fn api(State(state): State<AppState>, req: Request, next: Next) -> Response {
-    guarded(&state, req, |req| next.run(req)).await
+    let request_id = req
+        .extensions()
+        .get::<RequestId>()
+        .map(|r| Arc::clone(&r.0))
+        .unwrap_or_else(|| Arc::from(""));
+    guarded(&state, req, &request_id, |mut req, caller| {
+        req.extensions_mut().insert(caller);
+        next.run(req)
+    })
+    .await
 }
 
 /// What every `/v1/*` request goes through before its handler, shared by the router's layer
 /// ([`api`]) and the `/v1/decide` fast path ([`crate::fast`]): readiness, API key (or anonymous
 /// policy), per-key rate limit, then the global concurrency limit and the request timeout
-/// around `handler`.
-pub(crate) async fn guarded<F, Fut>(state: &AppState, req: Request, handler: F) -> Response
+/// around `handler`, which is given the authenticated [`Caller`].
+pub(crate) async fn guarded<F, Fut>(
+    state: &AppState,
+    req: Request,
+    request_id: &str,
+    handler: F,
+) -> Response
 where
-    F: FnOnce(Request) -> Fut,
+    F: FnOnce(Request, Caller) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let req = match authenticate(state, req) {
-        Ok(req) => req,
+    let caller = match authenticate(state, req.headers(), request_id) {
+        Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
     let Ok(_permit) = state.0.concurrency.try_acquire() else {
@@ -142,7 +189,7 @@ where
         .into_response();
     };
     let limit = Duration::from_millis(state.config().request_timeout_ms);
-    match tokio::time::timeout(limit, handler(req)).await {
+    match tokio::time::timeout(limit, handler(req, caller)).await {
         Ok(response) => response,
         Err(_) => ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -154,27 +201,28 @@ where
     }
 }
 
-fn authenticate(state: &AppState, mut req: Request) -> Result<Request, ApiError> {
+/// Resolves who is calling: readiness, then the API key (or the anonymous policy), then the
+/// key's rate limit.
+fn authenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+) -> Result<Caller, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::not_ready());
     }
     let snapshot = state.snapshot();
-    let request_id = req
-        .extensions()
-        .get::<RequestId>()
-        .map(|r| Arc::clone(&r.0))
-        .unwrap_or_else(|| Arc::from(""));
-    let (caller, limit_key) = match presented_key(req.headers()) {
+    let (caller, limit_key) = match presented_key(headers) {
         Some(key) => match snapshot.keys.verify(key) {
-            Some(record) => (
+            Some(key) => (
                 Caller {
-                    tenant: Arc::from(record.tenant.as_str()),
-                    policy: Arc::from(record.policy_name()),
+                    tenant: Arc::clone(&key.tenant),
+                    policy: Arc::clone(&key.policy),
                     snapshot: Arc::clone(&snapshot),
                 },
-                limiter_key(&record.id),
+                limiter_key(&key.record.id),
             ),
-            None => return Err(auth_failure(state, &request_id, "unknown or revoked key")),
+            None => return Err(auth_failure(state, request_id, "unknown or revoked key")),
         },
         None => match &snapshot.anonymous {
             Some(policy) => (
@@ -185,7 +233,7 @@ fn authenticate(state: &AppState, mut req: Request) -> Result<Request, ApiError>
                 },
                 u64::MAX,
             ),
-            None => return Err(auth_failure(state, &request_id, "no key")),
+            None => return Err(auth_failure(state, request_id, "no key")),
         },
     };
     if let Some(limiter) = &state.0.limiter
@@ -200,8 +248,7 @@ fn authenticate(state: &AppState, mut req: Request) -> Result<Request, ApiError>
         )
         .retry_after(wait.as_secs_f64().ceil() as u64));
     }
-    req.extensions_mut().insert(caller);
-    Ok(req)
+    Ok(caller)
 }
 
 fn auth_failure(state: &AppState, request_id: &str, reason: &'static str) -> ApiError {
@@ -219,4 +266,38 @@ pub fn panic_response(panic: Box<dyn Any + Send + 'static>) -> Response {
         .unwrap_or_default();
     tracing::error!(panic = %detail, "handler panicked");
     ApiError::internal().into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::indexing_slicing)]
+    use super::*;
+
+    #[test]
+    fn generated_ids_read_like_the_format_they_replace() {
+        for prefix in [0, 1, 0xabc, 0xffff_ffff, 0x0123_4567] {
+            for n in [0, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
+                let mut buf = [0u8; 25];
+                let len = hex_id(&mut buf, prefix, n);
+                assert_eq!(
+                    std::str::from_utf8(&buf[..len]).unwrap(),
+                    format!("{prefix:08x}-{n:x}")
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn a_plain_client_id_is_kept_and_anything_else_replaced() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-request-id", HeaderValue::from_static("abc-123_x.y"));
+        assert_eq!(&*request_id(&headers), "abc-123_x.y");
+        headers.insert("x-request-id", HeaderValue::from_static("has space"));
+        let generated = request_id(&headers);
+        let (prefix, counter) = generated.split_once('-').unwrap();
+        assert_eq!(prefix.len(), 8);
+        assert!(u64::from_str_radix(prefix, 16).is_ok());
+        assert!(u64::from_str_radix(counter, 16).is_ok());
+        assert_ne!(request_id(&headers), generated, "every generated id is new");
+    }
 }

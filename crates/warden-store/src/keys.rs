@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
@@ -111,6 +112,12 @@ fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))
 }
 
+/// The index key of a hash: its first 6 bytes (the record's 12-hex-digit `id`).
+fn id_of(digest: &[u8; 32]) -> [u8; 6] {
+    let [a, b, c, d, e, f, ..] = *digest;
+    [a, b, c, d, e, f]
+}
+
 fn hash(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -163,10 +170,23 @@ pub fn list_keys(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
     Ok(read_file(path)?.keys)
 }
 
-/// Keys indexed for verification.
+/// Keys indexed for verification, by the first 6 bytes of their hash (the id).
 #[derive(Debug, Default, Clone)]
 pub struct KeyIndex {
-    by_id: HashMap<String, ([u8; 32], KeyRecord)>,
+    by_id: HashMap<[u8; 6], VerifiedKey>,
+}
+
+/// A stored key as verification returns it: the record, and its tenant and policy names as
+/// shared strings, built once at load so that a request keeping them allocates nothing.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    /// The stored record.
+    pub record: KeyRecord,
+    /// `record.tenant`.
+    pub tenant: Arc<str>,
+    /// `record.policy_name()`.
+    pub policy: Arc<str>,
+    digest: [u8; 32],
 }
 
 impl KeyIndex {
@@ -185,8 +205,13 @@ impl KeyIndex {
             let mut digest = [0u8; 32];
             hex::decode_to_slice(&record.sha256, &mut digest)
                 .map_err(|_| format!("key `{}`: `sha256` is not 64 hex digits", record.id))?;
-            let id = hex::encode(digest).get(..12).unwrap_or_default().to_owned();
-            by_id.insert(id, (digest, record));
+            let key = VerifiedKey {
+                tenant: Arc::from(record.tenant.as_str()),
+                policy: Arc::from(record.policy_name()),
+                record,
+                digest,
+            };
+            by_id.insert(id_of(&digest), key);
         }
         Ok(Self { by_id })
     }
@@ -201,12 +226,11 @@ impl KeyIndex {
         self.by_id.is_empty()
     }
 
-    /// The record of a presented key, when it is valid.
-    pub fn verify(&self, presented: &str) -> Option<&KeyRecord> {
+    /// The stored key matching a presented key, when it is valid.
+    pub fn verify(&self, presented: &str) -> Option<&VerifiedKey> {
         let digest = hash(presented);
-        let id = hex::encode(digest.get(..6).unwrap_or_default());
-        let (stored, record) = self.by_id.get(&id)?;
-        bool::from(stored.ct_eq(&digest)).then_some(record)
+        let key = self.by_id.get(&id_of(&digest))?;
+        bool::from(key.digest.ct_eq(&digest)).then_some(key)
     }
 }
 
@@ -225,9 +249,12 @@ mod tests {
         assert!(!text.contains(&key), "the key itself is never stored");
         assert!(text.contains(&record.sha256));
         let index = KeyIndex::load(&path).unwrap();
-        assert_eq!(index.verify(&key).map(|r| r.tenant.as_str()), Some("acme"));
         assert_eq!(
-            index.verify(&key).map(KeyRecord::policy_name),
+            index.verify(&key).map(|k| k.record.tenant.as_str()),
+            Some("acme")
+        );
+        assert_eq!(
+            index.verify(&key).map(|k| k.record.policy_name()),
             Some("support-agent")
         );
         assert!(index.verify("wdn_0000").is_none());
