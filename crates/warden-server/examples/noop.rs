@@ -1,4 +1,4 @@
-//! The benchmark baseline: an axum server with the same runtime as `warden serve` that answers
+//! The benchmark baseline: an axum server with the same runtime and socket options as `warden serve` that answers
 //! `POST /v1/decide` with a fixed decision after reading the body, doing no auth, no parsing and no
 //! decision. `cargo run --release -p warden-server --example noop -- 127.0.0.1:8282`
 
@@ -21,5 +21,9 @@ async fn main() -> std::io::Result<()> {
         post(|_body: Bytes| async { ([(header::CONTENT_TYPE, "application/json")], BODY) }),
     );
     let listener = tokio::net::TcpListener::bind(addr).await?;
+    // The same socket option as `warden serve`.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     axum::serve(listener, app).await
 }

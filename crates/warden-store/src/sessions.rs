@@ -347,7 +347,11 @@ impl SessionStore for EmbeddedSessionStore {
             }
         }
         if changed && self.db.is_some() {
-            self.dirty.lock().insert(session.into());
+            // A busy session is usually marked already: no key copy then.
+            let mut dirty = self.dirty.lock();
+            if !dirty.contains(session) {
+                dirty.insert(session.into());
+            }
         }
         Ok(())
     }
