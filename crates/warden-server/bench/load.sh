@@ -39,11 +39,22 @@ print(f"{sys.argv[1]:<28} {s['requestsPerSec']:>9.0f} req/s  p50 {p['p50']*1e3:.
       f"p99 {p['p99']*1e3:.3f} ms  p99.9 {p['p99.9']*1e3:.3f} ms  status {codes}")
 PY
 }
+rps() { python3 -c "import json;print(int(json.load(open('$DIR/oha.json'))['summary']['requestsPerSec']))"; }
 for round in 1 2 3; do
   run "no-op axum (round $round)" http://127.0.0.1:18282/v1/decide
+  rps >> "$DIR/noop-rps"
   run "warden (round $round)" http://127.0.0.1:18181/v1/decide
-  python3 -c "import json;print(int(json.load(open('$DIR/oha.json'))['summary']['requestsPerSec']))" >> "$DIR/rps"
+  rps >> "$DIR/rps"
 done
+# Each warden round against the no-op round just before it, then the median and the ratio of
+# the totals (the machine is noisy: one round proves little).
+python3 - "$DIR/noop-rps" "$DIR/rps" <<'PY'
+import statistics, sys
+noop = [int(x) for x in open(sys.argv[1])]; warden = [int(x) for x in open(sys.argv[2])]
+ratios = [w / n for w, n in zip(warden, noop)]
+print("warden / no-op per round: " + ", ".join(f"{r:.1%}" for r in ratios)
+      + f"; median {statistics.median(ratios):.1%}; totals {sum(warden) / sum(noop):.1%}")
+PY
 MAX=$(sort -n "$DIR/rps" | tail -1)   # warden's best round
 HALF=$((MAX / 2))
 run "warden at $HALF req/s" http://127.0.0.1:18181/v1/decide -q $HALF --latency-correction
