@@ -7,17 +7,16 @@
 //! End-to-end tests of `warden serve`: the real binary on an ephemeral port, over HTTP.
 
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command};
+use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{Value, json};
 
 mod common;
 
-use std::ffi::OsStr;
-
+use common::serve::Server;
 use common::{SUPPORT_AGENT, WARDEN};
 
 const AUTHZ_REGO: &str = r#"package authz
@@ -28,14 +27,6 @@ default allow := false
 
 allow if input.user in data.admins
 "#;
-
-/// A running `warden serve`, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    agent: ureq::Agent,
-}
 
 /// A directory with a policy folder, a key file and a config file.
 struct Site {
@@ -85,15 +76,8 @@ impl Site {
         let log = self.path(&format!("log-{}.txt", now_nanos()));
         let config = self.config();
         let base = ["--config", config.as_str(), "--listen", "127.0.0.1:0"];
-        let mut args: Vec<&OsStr> = base.iter().map(OsStr::new).collect();
-        args.extend(extra.iter().map(OsStr::new));
-        let (child, addr) = common::spawn_serve(&args, &self.path("port"), &log);
-        Server {
-            child,
-            addr,
-            log,
-            agent: common::agent(),
-        }
+        let args: Vec<&str> = base.iter().chain(extra).copied().collect();
+        Server::spawn(&args, &self.path("port"), &log)
     }
 }
 
@@ -102,146 +86,6 @@ fn now_nanos() -> u128 {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos()
-}
-
-struct Reply {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: Value,
-    text: String,
-}
-
-impl Reply {
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-    fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
-    }
-}
-
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
-
-    fn request(
-        &self,
-        method: &str,
-        path: &str,
-        headers: &[(&str, &str)],
-        body: Option<&[u8]>,
-    ) -> Reply {
-        let uri = self.url(path);
-        let mut response = match body {
-            Some(body) => {
-                let mut req = match method {
-                    "PUT" => self.agent.put(&uri),
-                    _ => self.agent.post(&uri),
-                };
-                for (k, v) in headers {
-                    req = req.header(*k, *v);
-                }
-                req.send(body).unwrap()
-            }
-            None => {
-                let mut req = self.agent.get(&uri);
-                for (k, v) in headers {
-                    req = req.header(*k, *v);
-                }
-                req.call().unwrap()
-            }
-        };
-        let status = response.status().as_u16();
-        let headers = response
-            .headers()
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_str().unwrap_or("").to_owned()))
-            .collect();
-        let text = response
-            .body_mut()
-            .with_config()
-            .limit(64 << 20)
-            .read_to_string()
-            .unwrap_or_default();
-        let body = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Reply {
-            status,
-            headers,
-            body,
-            text,
-        }
-    }
-
-    fn post_json(&self, path: &str, key: Option<&str>, body: &Value) -> Reply {
-        let body = body.to_string();
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(key) = key {
-            headers.push(("x-api-key", key));
-        }
-        self.request("POST", path, &headers, Some(body.as_bytes()))
-    }
-
-    fn get(&self, path: &str) -> Reply {
-        self.request("GET", path, &[], None)
-    }
-
-    fn metric(&self, line_prefix: &str) -> f64 {
-        let metrics = self.get("/metrics").text;
-        metrics
-            .lines()
-            .find(|l| l.starts_with(line_prefix))
-            .and_then(|l| l.rsplit(' ').next())
-            .and_then(|v| v.parse().ok())
-            .unwrap_or(0.0)
-    }
-
-    fn signal(&self, signal: &str) {
-        let status = Command::new("kill")
-            .arg(format!("-{signal}"))
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-    }
-
-    /// SIGTERM, then waits for a clean exit.
-    fn stop(mut self) -> String {
-        self.signal("TERM");
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    fn log_text(&self) -> String {
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-
-    /// Waits until `cond` holds (reloads are asynchronous).
-    fn wait_for(&self, what: &str, mut cond: impl FnMut(&Self) -> bool) {
-        let deadline = Instant::now() + Duration::from_secs(15);
-        while !cond(self) {
-            assert!(Instant::now() < deadline, "timed out waiting for {what}");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
 }
 
 /// One raw HTTP/1.1 exchange; write errors are ignored (the server may answer before reading

@@ -10,7 +10,7 @@
 
 use std::collections::HashSet;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Output};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -19,8 +19,7 @@ use serde_json::{Value, json};
 
 mod common;
 
-use std::ffi::OsStr;
-
+use common::serve::Server;
 use common::{SUPPORT_AGENT, WARDEN};
 
 /// A Rego-only policy queried through the Data API: a boolean (`allow`), a rule that is
@@ -41,14 +40,6 @@ profile := {"user": input.user, "token": input.api_token, "level": 3}
 pick := "a" if input.a
 pick := "b" if input.b
 "#;
-
-/// A running `warden serve`, killed on drop.
-struct Server {
-    child: Child,
-    addr: String,
-    log: PathBuf,
-    agent: ureq::Agent,
-}
 
 /// A directory with a policy folder and a config file (anonymous access to `support-agent`,
 /// sessions in memory, no rate limit) plus `extra` configuration.
@@ -91,14 +82,7 @@ impl Site {
         let log = self.path("serve.log");
         let config = self.config();
         let base = ["--config", config.as_str(), "--listen", "127.0.0.1:0"];
-        let args: Vec<&OsStr> = base.iter().map(OsStr::new).collect();
-        let (child, addr) = common::spawn_serve(&args, &self.path("port"), &log);
-        Server {
-            child,
-            addr,
-            log,
-            agent: common::agent(),
-        }
+        Server::spawn(&base, &self.path("port"), &log)
     }
 }
 
@@ -110,49 +94,19 @@ fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-impl Server {
-    fn url(&self, path: &str) -> String {
-        format!("http://{}{path}", self.addr)
-    }
+/// The proof endpoints of a [`Server`], each asserting a 200.
+trait ProofCalls {
+    /// `POST /v1/decide`; returns the decision.
+    fn decide(&self, body: &Value) -> Value;
+    /// `POST /v1/tokens/verify`; returns the verdict.
+    fn verify(&self, token: &str, tool: &str, args: Option<&Value>, consume: bool) -> Value;
+}
 
-    fn post(&self, path: &str, body: &Value) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .post(&self.url(path))
-            .header("content-type", "application/json")
-            .send(body.to_string().as_bytes())
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    /// POSTs `body` as is (to send JSON the way a client wrote it: key order, spacing).
-    fn post_raw(&self, path: &str, body: &str) -> (u16, Value) {
-        let mut response = self
-            .agent
-            .post(&self.url(path))
-            .header("content-type", "application/json")
-            .send(body.as_bytes())
-            .unwrap();
-        let status = response.status().as_u16();
-        let text = response.body_mut().read_to_string().unwrap_or_default();
-        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-    }
-
-    fn get(&self, path: &str) -> (u16, String) {
-        let mut response = self.agent.get(&self.url(path)).call().unwrap();
-        let status = response.status().as_u16();
-        (
-            status,
-            response.body_mut().read_to_string().unwrap_or_default(),
-        )
-    }
-
+impl ProofCalls for Server {
     fn decide(&self, body: &Value) -> Value {
-        let (status, decision) = self.post("/v1/decide", body);
-        assert_eq!(status, 200, "{decision}");
-        decision
+        let reply = self.post_json("/v1/decide", None, body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
     }
 
     fn verify(&self, token: &str, tool: &str, args: Option<&Value>, consume: bool) -> Value {
@@ -160,36 +114,9 @@ impl Server {
         if let Some(args) = args {
             body["args"] = args.clone();
         }
-        let (status, reply) = self.post("/v1/tokens/verify", &body);
-        assert_eq!(status, 200, "{reply}");
-        reply
-    }
-
-    /// SIGTERM, then waits for a clean exit; returns the log.
-    fn stop(mut self) -> String {
-        let status = Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string())
-            .status()
-            .unwrap();
-        assert!(status.success());
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "exit status {status}");
-                break;
-            }
-            assert!(Instant::now() < deadline, "server did not stop");
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        std::fs::read_to_string(&self.log).unwrap_or_default()
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let reply = self.post_json("/v1/tokens/verify", None, &body);
+        assert_eq!(reply.status, 200, "{}", reply.body);
+        reply.body
     }
 }
 
@@ -242,14 +169,14 @@ fn tokens_verify_over_http_and_with_the_cli_and_are_single_use() {
     let server = site.start();
 
     // JWKS: the configured key, cacheable for a few seconds at most.
-    let (status, jwks_text) = server.get("/.well-known/jwks.json");
-    assert_eq!(status, 200, "{jwks_text}");
-    let jwks: Value = serde_json::from_str(&jwks_text).unwrap();
+    let reply = server.get("/.well-known/jwks.json");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let jwks: Value = serde_json::from_str(&reply.text).unwrap();
     assert_eq!(jwks["keys"][0]["kid"], kid.as_str());
     assert_eq!(jwks["keys"][0]["kty"], "OKP");
     assert_eq!(jwks["keys"][0]["crv"], "Ed25519");
     assert!(jwks["keys"][0].get("d").is_none(), "private part published");
-    std::fs::write(site.path("jwks.json"), &jwks_text).unwrap();
+    std::fs::write(site.path("jwks.json"), &reply.text).unwrap();
 
     // An allowed tool call carries a token; its claims bind tool, args, principal, session.
     let args = json!({"id": 7, "fields": ["name", "email"]});
@@ -379,14 +306,16 @@ fn tokens_verify_over_http_and_with_the_cli_and_are_single_use() {
     );
 
     // Batches: each allowed tool call gets its own token.
-    let (status, batch) = server.post(
+    let reply = server.post_json(
         "/v1/decide/batch",
+        None,
         &json!([
             read_call("crm.read_a", &json!({"n": 1}), "b1"),
             read_call("crm.read_b", &json!({"n": 2}), "b2")
         ]),
     );
-    assert_eq!(status, 200, "{batch}");
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let batch = &reply.body;
     let t1 = batch[0]["token"].as_str().unwrap();
     let t2 = batch[1]["token"].as_str().unwrap();
     assert_ne!(t1, t2);
@@ -400,8 +329,8 @@ fn tokens_verify_over_http_and_with_the_cli_and_are_single_use() {
     );
 
     // A malformed verify body is a 400.
-    let (status, reply) = server.post("/v1/tokens/verify", &json!({"token": 1}));
-    assert_eq!(status, 400, "{reply}");
+    let reply = server.post_json("/v1/tokens/verify", None, &json!({"token": 1}));
+    assert_eq!(reply.status, 400, "{}", reply.body);
 
     // The key never reaches the log.
     let pem = std::fs::read_to_string(site.path("signing.pem")).unwrap();
@@ -472,8 +401,7 @@ fn audit_log_records_every_decision_and_verifies() {
     gen_audit(&site);
     let server = site.start();
     // Signing is off: no tokens, no JWKS.
-    let (status, _) = server.get("/.well-known/jwks.json");
-    assert_eq!(status, 404);
+    assert_eq!(server.get("/.well-known/jwks.json").status, 404);
     let secret = "do-not-log-me@example.com";
     let mut decisions = 0;
     for i in 0..5 {
@@ -488,23 +416,25 @@ fn audit_log_records_every_decision_and_verifies() {
     let d = server.decide(&read_call("send_email", &json!({"to": secret}), "a1"));
     assert_eq!(d["decision"], "deny");
     decisions += 1;
-    let (status, _) = server.post(
+    let batch = server.post_json(
         "/v1/decide/batch",
+        None,
         &json!([
             read_call("crm.read_a", &json!({}), "a2"),
             read_call("send_email", &json!({}), "a2")
         ]),
     );
-    assert_eq!(status, 200);
+    assert_eq!(batch.status, 200);
     decisions += 2;
-    let (status, _) = server.post(
+    let query = server.post_json(
         "/v1/data/warden/allow",
+        None,
         &json!({"input": read_call("crm.read_b", &json!({}), "a3")}),
     );
-    assert_eq!(status, 200);
+    assert_eq!(query.status, 200);
     decisions += 1;
     // Every answered decision was written (batch waits for the sync): the head is exported.
-    let (_, metrics) = server.get("/metrics");
+    let metrics = server.get("/metrics").text;
     let seq = metrics
         .lines()
         .find(|l| l.starts_with("warden_audit_seq "))
@@ -512,7 +442,7 @@ fn audit_log_records_every_decision_and_verifies() {
         .unwrap_or_default()
         .to_owned();
     assert_eq!(seq, decisions.to_string(), "{metrics}");
-    assert_eq!(server.get("/health/ready").0, 200);
+    assert_eq!(server.get("/health/ready").status, 200);
     server.stop();
 
     let dir = site.path("audit");
@@ -646,9 +576,9 @@ fn header_kid(token: &str) -> String {
 }
 
 fn jwks_kids(server: &Server) -> Vec<String> {
-    let (status, text) = server.get("/.well-known/jwks.json");
-    assert_eq!(status, 200, "{text}");
-    let jwks: Value = serde_json::from_str(&text).unwrap();
+    let reply = server.get("/.well-known/jwks.json");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    let jwks: Value = serde_json::from_str(&reply.text).unwrap();
     let mut kids: Vec<String> = jwks["keys"]
         .as_array()
         .unwrap()
@@ -657,22 +587,6 @@ fn jwks_kids(server: &Server) -> Vec<String> {
         .collect();
     kids.sort();
     kids
-}
-
-fn sighup(server: &Server) {
-    let status = Command::new("kill")
-        .arg("-HUP")
-        .arg(server.child.id().to_string())
-        .status()
-        .unwrap();
-    assert!(status.success());
-}
-
-fn metric(server: &Server, name: &str) -> f64 {
-    let (_, text) = server.get("/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
-        .unwrap_or(0.0)
 }
 
 #[test]
@@ -703,7 +617,7 @@ fn signing_key_rotates_on_sighup_and_the_old_key_stays_published_until_its_token
     );
     let kid_b = stdout(&out).trim().to_owned();
     assert_ne!(kid_a, kid_b);
-    sighup(&server);
+    server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
     let new = loop {
         let token = server.decide(&read_call(tool, &args, "r1"))["token"]
@@ -728,15 +642,15 @@ fn signing_key_rotates_on_sighup_and_the_old_key_stays_published_until_its_token
     assert_eq!(reply["valid"], true, "{reply}");
 
     // An invalid key file keeps key B and counts as a reload error, without echoing the key.
-    let errors = metric(&server, r#"warden_reload_total{result="error"}"#);
+    let errors = server.metric(r#"warden_reload_total{result="error"}"#);
     std::fs::write(
         site.path("signing.pem"),
         "-----BEGIN PRIVATE KEY-----\nbm90LWEta2V5LXNlY3JldA==\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
-    sighup(&server);
+    server.signal("HUP");
     let deadline = Instant::now() + Duration::from_secs(30);
-    while metric(&server, r#"warden_reload_total{result="error"}"#) <= errors {
+    while server.metric(r#"warden_reload_total{result="error"}"#) <= errors {
         assert!(Instant::now() < deadline, "no reload error counted");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -786,8 +700,7 @@ fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
     gen_audit(&site);
     let server = site.start();
     let dir = site.path("audit");
-    let (_, policies) = server.get("/v1/policies");
-    let policies: Value = serde_json::from_str(&policies).unwrap();
+    let policies: Value = serde_json::from_str(&server.get("/v1/policies").text).unwrap();
     assert_eq!(policies["policies"][0]["kind"], "rego", "{policies}");
     let digest = policies["policies"][0]["digest"]
         .as_str()
@@ -848,12 +761,13 @@ fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
         ("authz/allow", &deep, none, "error", Some(&deep_hash)),
     ];
     for (i, (path, body, answer, _, _)) in cases.iter().enumerate() {
-        let (status, got) = server.post_raw(&format!("/v1/data/{path}"), body);
+        let reply = server.post_raw(&format!("/v1/data/{path}"), body);
+        let got = &reply.body;
         if answer.is_null() {
-            assert_eq!(status, 500, "{path}: {got}");
+            assert_eq!(reply.status, 500, "{path}: {got}");
             assert_eq!(got["error"]["code"], "evaluation_error", "{got}");
         } else {
-            assert_eq!((status, &got), (200, answer), "{path}");
+            assert_eq!((reply.status, got), (200, answer), "{path}");
         }
         // `fsync: always`: answered only once the entry is written (and synced).
         assert_eq!(
@@ -863,8 +777,10 @@ fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
         );
     }
     // A path that is not a Rego reference is a bad request: nothing evaluated, nothing audited.
-    let (status, _) = server.post_raw("/v1/data/authz/no-such", &alice);
-    assert_eq!(status, 400);
+    assert_eq!(
+        server.post_raw("/v1/data/authz/no-such", &alice).status,
+        400
+    );
     server.stop();
 
     let lines = audit_lines(&dir);
@@ -906,16 +822,17 @@ fn rego_data_api_fails_closed_when_the_audit_log_fails() {
     let site = Site::rego("audit: { dir: audit, fsync: always, max_file_bytes: 1 }\n");
     let server = site.start();
     let alice = format!(r#"{{"input":{{"user":"alice","api_token":"{INPUT_SECRET}"}}}}"#);
-    let (status, reply) = server.post_raw("/v1/data/authz/allow", &alice);
-    assert_eq!((status, &reply), (200, &json!({"result": true})));
+    let reply = server.post_raw("/v1/data/authz/allow", &alice);
+    assert_eq!((reply.status, &reply.body), (200, &json!({"result": true})));
     assert_eq!(audit_lines(&site.path("audit")).len(), 1);
 
     std::fs::remove_dir_all(site.path("audit")).unwrap();
     for _ in 0..2 {
-        let (status, reply) = server.post_raw("/v1/data/authz/allow", &alice);
-        assert_eq!(status, 500, "an unaudited query was answered: {reply}");
-        assert!(reply.get("result").is_none(), "{reply}");
-        assert_eq!(reply["error"]["code"], "internal", "{reply}");
+        let reply = server.post_raw("/v1/data/authz/allow", &alice);
+        let body = &reply.body;
+        assert_eq!(reply.status, 500, "an unaudited query was answered: {body}");
+        assert!(body.get("result").is_none(), "{body}");
+        assert_eq!(body["error"]["code"], "internal", "{body}");
     }
-    assert_eq!(server.get("/health/ready").0, 503);
+    assert_eq!(server.get("/health/ready").status, 503);
 }

@@ -1,9 +1,11 @@
-//! Test harness shared by the tests that run the real `warden` binary: `warden serve` here, the
-//! MCP peers in [`mcp`]. Every test binary includes all of it and uses a part, hence
-//! `dead_code` (the allow covers the submodules too).
+//! Test harness shared by the tests that run the real `warden` binary: starting `warden serve`
+//! here, the running daemon and its HTTP client in [`serve`], the MCP peers in [`mcp`]. Every
+//! test binary includes all of it and uses a part, hence `dead_code` (the allow covers the
+//! submodules too).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 pub mod mcp;
+pub mod serve;
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
