@@ -200,51 +200,39 @@ fn load_one(file: &Path) -> Result<LoadedPolicy, SnapshotError> {
 
 /// The current time as RFC 3339 (UTC, seconds).
 pub fn rfc3339_now() -> Arc<str> {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    Arc::from(rfc3339(now.as_secs(), None))
+    Arc::from(chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
 /// The current time as RFC 3339 (UTC, microseconds), as tracing's JSON logs write it.
 pub fn rfc3339_micros_now() -> String {
-    let now = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or_default();
-    rfc3339(now.as_secs(), Some(now.subsec_micros()))
-}
-
-fn rfc3339(secs: u64, micros: Option<u32>) -> String {
-    let days = secs / 86_400;
-    let rem = secs % 86_400;
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days as i64 + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    let fraction = micros.map(|m| format!(".{m:06}")).unwrap_or_default();
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}{fraction}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    /// `shape` with `9` for any digit.
+    fn has_shape(text: &str, shape: &str) -> bool {
+        text.len() == shape.len()
+            && text.bytes().zip(shape.bytes()).all(|(t, s)| {
+                if s == b'9' {
+                    t.is_ascii_digit()
+                } else {
+                    t == s
+                }
+            })
+    }
+
     #[test]
-    fn rfc3339_dates() {
-        assert_eq!(super::rfc3339(0, None), "1970-01-01T00:00:00Z");
-        assert_eq!(super::rfc3339(951_782_400, None), "2000-02-29T00:00:00Z");
-        assert_eq!(
-            super::rfc3339(1_795_000_000, Some(42)),
-            "2026-11-18T11:06:40.000042Z"
+    fn timestamps_are_utc_rfc3339() {
+        let seconds = super::rfc3339_now();
+        assert!(has_shape(&seconds, "9999-99-99T99:99:99Z"), "{seconds}");
+        let micros = super::rfc3339_micros_now();
+        assert!(
+            has_shape(&micros, "9999-99-99T99:99:99.999999Z"),
+            "{micros}"
         );
+        assert!(micros.get(..19).unwrap() >= seconds.get(..19).unwrap());
     }
 }
