@@ -1,7 +1,7 @@
 //! In-process cost of a request through the daemon's service ([`App`]: the `/v1/decide` fast path
 //! in front of the router, every layer), without a socket: builds it on a one-thread runtime and sends requests with `tower::ServiceExt::oneshot`.
 //! Figures are in BENCHMARKS.md ("serve" section). Run from the repository root:
-//! `cargo run --release -p warden-server --example inproc [REQUESTS]`
+//! `cargo run --release -p warden-server --example inproc [REQUESTS [ROUTE]]` (ROUTE: e.g. `decide`)
 
 #![allow(missing_docs, clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
@@ -18,6 +18,8 @@ async fn main() {
     let n: u32 = std::env::args()
         .nth(1)
         .map_or(200_000, |a| a.parse().expect("REQUESTS must be a number"));
+    // An optional second argument keeps the routes whose label contains it (`decide`).
+    let only = std::env::args().nth(2);
     let dir = tempfile::tempdir().unwrap();
     let policies = dir.path().join("policies");
     std::fs::create_dir_all(&policies).unwrap();
@@ -48,6 +50,9 @@ async fn main() {
     ];
     for round in 1..=2 {
         for (label, method, uri) in routes {
+            if only.as_deref().is_some_and(|only| !label.contains(only)) {
+                continue;
+            }
             let started = Instant::now();
             for _ in 0..n {
                 let builder = Request::builder()

@@ -25,16 +25,14 @@ async fn json_body(state: &AppState, req: Request, lenient: bool) -> Result<Byte
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .map(|v| {
-            v.split(';')
-                .next()
-                .unwrap_or("")
-                .trim()
-                .to_ascii_lowercase()
-        });
-    let is_json = content_type
-        .as_deref()
-        .is_some_and(|t| t == "application/json" || t.ends_with("+json"));
+        .map(|v| v.split(';').next().unwrap_or("").trim());
+    let is_json = content_type.is_some_and(|t| {
+        t.eq_ignore_ascii_case("application/json")
+            || t.len()
+                .checked_sub(5)
+                .and_then(|start| t.get(start..))
+                .is_some_and(|suffix| suffix.eq_ignore_ascii_case("+json"))
+    });
     let accepted = is_json || lenient;
     if !accepted {
         return Err(ApiError::new(
@@ -104,7 +102,11 @@ fn decide_one(
     let Some(session) = request.session.as_deref() else {
         return Ok(evaluate(policy, request, &SessionState::default()).decision);
     };
-    let key = format!("{}\u{1f}{session}", caller.tenant);
+    // `tenant` U+001F `session` (tenants cannot collide), built without the formatting machinery.
+    let mut key = String::with_capacity(caller.tenant.len() + 1 + session.len());
+    key.push_str(&caller.tenant);
+    key.push('\u{1f}');
+    key.push_str(session);
     let mut decision = None;
     state
         .store()

@@ -336,3 +336,42 @@ async fn the_decide_fast_path_answers_exactly_like_the_router() {
         assert!(text.contains(line), "{line} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn json_content_types_are_matched_without_case_and_with_suffixes() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = AppState::new(config(dir.path()), None).unwrap();
+    let app = warden_server::App::new(state.clone());
+    let via_router = router(state);
+    let body = r#"{"tool":"kb.search"}"#;
+    for (content_type, expected) in [
+        ("application/json", StatusCode::OK),
+        ("Application/JSON; charset=utf-8", StatusCode::OK),
+        ("  application/json  ;charset=utf-8", StatusCode::OK),
+        ("application/vnd.warden+json", StatusCode::OK),
+        ("application/VND.WARDEN+JSON", StatusCode::OK),
+        ("+json", StatusCode::OK),
+        ("json", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("text/plain", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("application/jsonx", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+        ("application/json-patch", StatusCode::UNSUPPORTED_MEDIA_TYPE),
+    ] {
+        let headers = [("content-type", content_type)];
+        for (via, status) in [
+            (
+                "App",
+                exchange(app.clone(), "POST", "/v1/decide", &headers, body)
+                    .await
+                    .0,
+            ),
+            (
+                "router",
+                exchange(via_router.clone(), "POST", "/v1/decide", &headers, body)
+                    .await
+                    .0,
+            ),
+        ] {
+            assert_eq!(status, expected, "{content_type:?} through {via}");
+        }
+    }
+}
