@@ -22,12 +22,20 @@ struct Shared {
 }
 
 impl Shared {
-    fn drain_to_stderr(&self) {
-        let pending = std::mem::take(&mut *self.buf.lock());
-        if !pending.is_empty() {
+    /// Writes out what is pending, swapping `spare` (emptied, its capacity kept) in as the new
+    /// buffer: the flusher's two buffers take turns, so requests append into memory that is
+    /// already allocated and mapped instead of regrowing a fresh buffer every 20 ms.
+    fn drain_to_stderr(&self, spare: &mut Vec<u8>) {
+        spare.clear();
+        std::mem::swap(&mut *self.buf.lock(), spare);
+        if !spare.is_empty() {
             let mut err = std::io::stderr().lock();
-            let _ = err.write_all(&pending);
+            let _ = err.write_all(spare);
             let _ = err.flush();
+        }
+        if spare.capacity() > MAX_PENDING {
+            // A burst past the overflow point: do not keep its memory.
+            *spare = Vec::new();
         }
     }
 }
@@ -47,7 +55,7 @@ impl Write for LineWriter<'_> {
             buf.len() > MAX_PENDING
         };
         if overflow {
-            self.0.drain_to_stderr();
+            self.0.drain_to_stderr(&mut Vec::new());
         }
         Ok(bytes.len())
     }
@@ -86,7 +94,7 @@ impl Drop for LogGuard {
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
-        self.shared.drain_to_stderr();
+        self.shared.drain_to_stderr(&mut Vec::new());
     }
 }
 
@@ -99,12 +107,22 @@ pub(crate) fn write_json_line(line: &impl serde::Serialize) -> bool {
     let Some(sink) = SINK.get() else {
         return false;
     };
-    let mut bytes = Vec::with_capacity(384);
-    if serde_json::to_writer(&mut bytes, line).is_err() {
-        return false;
+    // Serialized straight into the shared buffer (no line buffer to allocate and copy); a
+    // failure leaves the buffer as it was.
+    let overflow = {
+        let mut buf = sink.buf.lock();
+        let start = buf.len();
+        if serde_json::to_writer(&mut *buf, line).is_err() {
+            buf.truncate(start);
+            return false;
+        }
+        buf.push(b'\n');
+        buf.len() > MAX_PENDING
+    };
+    if overflow {
+        sink.drain_to_stderr(&mut Vec::new());
     }
-    bytes.push(b'\n');
-    LineWriter(sink).write(&bytes).is_ok()
+    true
 }
 
 /// A writer and the guard of its flusher thread.
@@ -115,8 +133,9 @@ pub(crate) fn batch_writer() -> (BatchWriter, LogGuard) {
     let thread = std::thread::Builder::new()
         .name("warden-log".into())
         .spawn(move || {
+            let mut spare = Vec::new();
             while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(FLUSH_EVERY) {
-                flusher.drain_to_stderr();
+                flusher.drain_to_stderr(&mut spare);
             }
         })
         .ok();
