@@ -41,6 +41,9 @@ pub struct ServeArgs {
     /// Do not log one line per decision.
     #[arg(long)]
     no_decision_log: bool,
+    /// Threads serving requests (0: one per CPU core).
+    #[arg(long)]
+    workers: Option<usize>,
 }
 
 /// Builds the configuration: defaults, then the file, then the flags. Without a file and on a
@@ -76,6 +79,16 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
     if args.no_decision_log {
         config.decision_log = false;
     }
+    if let Some(workers) = args.workers {
+        config.workers = workers;
+    }
+    if config.workers > warden_server::MAX_WORKERS {
+        return Err(format!(
+            "`workers` must be at most {}, not {}",
+            warden_server::MAX_WORKERS,
+            config.workers
+        ));
+    }
     if let Some(p) = &args.anonymous_policy {
         config.anonymous_policy = Some(p.clone());
     } else if args.config.is_none() && config.listen.ip().is_loopback() {
@@ -100,11 +113,12 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         }
     };
     let _log = warden_server::init_logging_buffered(&config.log_level);
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_name("warden-serve")
-        .build()
-    {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    builder.enable_all().thread_name("warden-serve");
+    if config.workers > 0 {
+        builder.worker_threads(config.workers);
+    }
+    let runtime = match builder.build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("warden serve: cannot start the runtime: {e}");

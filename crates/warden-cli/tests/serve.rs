@@ -514,6 +514,52 @@ fn not_ready_without_policies() {
 }
 
 #[test]
+fn worker_threads_come_from_the_flag_or_the_config_and_are_bounded() {
+    // The flag.
+    let site = Site::new(NO_LIMIT);
+    let key = site.create_key("acme", "support-agent").0;
+    let server = site.start(&["--state", "memory", "--workers", "3"]);
+    assert_eq!(server.metric("warden_runtime_workers "), 3.0);
+    let decide = server.post_json("/v1/decide", Some(&key), &json!({"tool": "crm.read_x"}));
+    assert_eq!(decide.status, 200, "{}", decide.text);
+    drop(server);
+    // The configuration file, and 0 (the default): one per CPU core.
+    let site = Site::new(&format!("{NO_LIMIT}workers: 1\n"));
+    let server = site.start(&["--state", "memory"]);
+    assert_eq!(server.metric("warden_runtime_workers "), 1.0);
+    drop(server);
+    let server = Site::new(NO_LIMIT).start(&["--state", "memory", "--workers", "0"]);
+    let cores = std::thread::available_parallelism().unwrap().get() as f64;
+    let expected = std::env::var("TOKIO_WORKER_THREADS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(cores);
+    assert_eq!(server.metric("warden_runtime_workers "), expected);
+    drop(server);
+    // Too many: exit 2 naming the field, before listening.
+    let site = Site::new(NO_LIMIT);
+    let out = Command::new(WARDEN)
+        .args([
+            "serve",
+            "--config",
+            &site.config(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--workers", "5000", "--port-file"])
+        .arg(site.path("port"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`workers` must be at most 1024"),
+        "{stderr}"
+    );
+    assert!(!site.path("port").exists(), "nothing listened");
+}
+
+#[test]
 fn sessions_persist_across_restarts_and_memory_state_does_not() {
     let site = Site::new(NO_LIMIT);
     let (key, _) = site.create_key("acme", "support-agent");

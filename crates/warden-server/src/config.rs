@@ -82,7 +82,13 @@ pub struct ServeConfig {
     pub audit: Option<crate::proof::AuditSettings>,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
+    /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
+    /// or `TOKIO_WORKER_THREADS` when set. Read at start only.
+    pub workers: usize,
 }
+
+/// The most worker threads `workers` may ask for.
+pub const MAX_WORKERS: usize = 1024;
 
 impl Default for ServeConfig {
     fn default() -> Self {
@@ -108,6 +114,7 @@ impl Default for ServeConfig {
             token_ttl: warden_proof::DEFAULT_TTL_SECS,
             audit: None,
             mcp_upstreams: Vec::new(),
+            workers: 0,
         }
     }
 }

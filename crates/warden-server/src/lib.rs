@@ -31,7 +31,7 @@ use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
 use warden_store::EmbeddedSessionStore;
 
-pub use config::{ConfigError, RateLimit, ServeConfig, StateMode};
+pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateMode};
 pub use error::ApiError;
 pub use fast::App;
 pub use logbuf::LogGuard;

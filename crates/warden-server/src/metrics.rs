@@ -53,6 +53,8 @@ pub struct Metrics {
     pub reloads: Family<ReloadLabels, Counter>,
     /// Live sessions.
     pub sessions: Gauge,
+    /// Tokio worker threads serving requests.
+    pub workers: Gauge,
     /// Audit entries queued for the writer (0 without an audit log).
     pub audit_queue: Gauge,
     /// Sequence number of the last audit entry written (0 without an audit log).
@@ -77,6 +79,7 @@ impl Metrics {
         let auth_failures = Counter::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let sessions = Gauge::default();
+        let workers = Gauge::default();
         let audit_queue = Gauge::default();
         let audit_seq = Gauge::default();
         registry.register(
@@ -115,6 +118,11 @@ impl Metrics {
             reloads.clone(),
         );
         registry.register("warden_sessions", "Live sessions", sessions.clone());
+        registry.register(
+            "warden_runtime_workers",
+            "Worker threads serving requests",
+            workers.clone(),
+        );
         let mcp = std::sync::Arc::new(crate::mcp::McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         for result in ["ok", "error"] {
@@ -130,6 +138,7 @@ impl Metrics {
             auth_failures,
             reloads,
             sessions,
+            workers,
             audit_queue,
             audit_seq,
             mcp,

@@ -97,9 +97,15 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    let workers = tokio::runtime::Handle::current().metrics().num_workers();
+    state
+        .metrics()
+        .workers
+        .set(i64::try_from(workers).unwrap_or(i64::MAX));
     let snapshot = state.snapshot();
     tracing::info!(
         addr = %addr,
+        workers,
         policies = snapshot.policies.len(),
         keys = snapshot.keys.len(),
         anonymous = snapshot.anonymous.as_deref(),
