@@ -1,7 +1,7 @@
 //! `warden eval`: decide a request or a JSON Lines stream of requests.
 
 use std::io::{BufRead, BufReader, Read, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use warden::rego::{RegoLimits, RegoModule, RegoPolicy};
@@ -9,8 +9,22 @@ use warden::{Engine, Request};
 
 use crate::EXIT_BAD_INPUT;
 
+/// The policy flags of `eval` and `bench`.
+#[derive(clap::Args, Debug)]
+pub(crate) struct PolicyArgs {
+    /// The policy file (Warden YAML/JSON, or a Rego module with `--query`).
+    #[arg(long, short)]
+    pub policy: PathBuf,
+    /// For a Rego policy: the query to evaluate, e.g. `data.authz.allow`.
+    #[arg(long, short)]
+    pub query: Option<String>,
+    /// For a Rego policy: a JSON file holding the base `data` document.
+    #[arg(long)]
+    pub data: Option<PathBuf>,
+}
+
 /// What decides each input: a Warden policy, or a Rego module and one query.
-enum Decider {
+pub(crate) enum Decider {
     Warden(Engine),
     Rego { policy: RegoPolicy, query: String },
 }
@@ -20,7 +34,14 @@ fn bad(message: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(EXIT_BAD_INPUT)
 }
 
-fn load(policy: &Path, query: Option<&str>, data: Option<&Path>) -> Result<Decider, String> {
+/// Loads the policy `warden eval` and `warden bench` decide with; the error is the message to
+/// print (with file, line and column when the policy is invalid).
+pub(crate) fn load(args: &PolicyArgs) -> Result<Decider, String> {
+    let (policy, query, data) = (
+        args.policy.as_path(),
+        args.query.as_deref(),
+        args.data.as_deref(),
+    );
     let is_rego = policy.extension().is_some_and(|e| e == "rego");
     match (is_rego, query) {
         (false, None) => {
@@ -81,31 +102,14 @@ fn load(policy: &Path, query: Option<&str>, data: Option<&Path>) -> Result<Decid
     }
 }
 
-pub(crate) fn run(
-    policy: &Path,
-    query: Option<&str>,
-    data: Option<&Path>,
-    requests: &Path,
-) -> ExitCode {
-    let decider = match load(policy, query, data) {
+pub(crate) fn run(policy: &PolicyArgs, requests: &Path) -> ExitCode {
+    let decider = match load(policy) {
         Ok(d) => d,
         Err(message) => return bad(message),
     };
-    let input: Box<dyn Read> = if requests == Path::new("-") {
-        Box::new(std::io::stdin().lock())
-    } else {
-        match std::fs::File::open(requests) {
-            Ok(f) => Box::new(f),
-            Err(e) => {
-                eprintln!("{}: cannot read: {e}", requests.display());
-                return ExitCode::from(EXIT_BAD_INPUT);
-            }
-        }
-    };
-    let name = if requests == Path::new("-") {
-        "<stdin>".to_owned()
-    } else {
-        requests.display().to_string()
+    let (input, name) = match open_requests(requests) {
+        Ok(opened) => opened,
+        Err(message) => return bad(message),
     };
     let reader = BufReader::new(input);
     let stdout = std::io::stdout();
@@ -120,17 +124,40 @@ pub(crate) fn run(
     }
 }
 
+/// The request file, or standard input for `-`, with the name errors use.
+pub(crate) fn open_requests(requests: &Path) -> Result<(Box<dyn Read>, String), String> {
+    if requests == Path::new("-") {
+        return Ok((Box::new(std::io::stdin().lock()), "<stdin>".to_owned()));
+    }
+    let file = std::fs::File::open(requests)
+        .map_err(|e| format!("{}: cannot read: {e}", requests.display()))?;
+    Ok((Box::new(file), requests.display().to_string()))
+}
+
 /// Largest single request accepted by `eval`, in bytes (a pretty-printed request may span lines).
 const MAX_REQUEST_BYTES: usize = 2 * 1024 * 1024;
 
-/// Decides each JSON value read from `reader` as it arrives: JSON Lines, or a value
-/// pretty-printed over several lines. Stops at the first bad request with an error naming the
-/// line it starts on and the field.
+/// Decides each JSON value read from `reader` as it arrives. Stops at the first bad request
+/// with an error naming the line it starts on and the field.
 fn decide_stream(
     decider: &Decider,
     name: &str,
     reader: impl BufRead,
     out: &mut impl Write,
+) -> Result<(), String> {
+    for_each_value(name, reader, |value, line| {
+        decide_one(decider, value, out).map_err(|e| format!("{name}:{line}: {e}"))?;
+        out.flush().map_err(|e| e.to_string())
+    })
+}
+
+/// Reads JSON values from `reader` as they arrive, JSON Lines or values pretty-printed over
+/// several lines, and hands each to `each` with the line it starts on; stops at the first
+/// error (invalid JSON is named by file and line).
+pub(crate) fn for_each_value(
+    name: &str,
+    reader: impl BufRead,
+    mut each: impl FnMut(serde_json::Value, usize) -> Result<(), String>,
 ) -> Result<(), String> {
     let mut pending = String::new();
     let mut start_line = 0;
@@ -162,8 +189,7 @@ fn decide_stream(
         }
         match serde_json::from_str::<serde_json::Value>(&pending) {
             Ok(value) => {
-                decide_one(decider, value, out).map_err(|e| format!("{name}:{start_line}: {e}"))?;
-                out.flush().map_err(|e| e.to_string())?;
+                each(value, start_line)?;
                 pending.clear();
                 nesting = Nesting::default();
             }

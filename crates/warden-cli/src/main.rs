@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod audit;
+mod bench;
 mod check;
 mod eval;
 mod keys;
@@ -39,15 +40,27 @@ enum Command {
     /// decision JSON per request. With a `.rego` policy and `--query`, evaluates the query for each
     /// input document and prints `{"result": VALUE}` (`{}` when undefined), as OPA's Data API does.
     Eval {
-        /// The policy file (Warden YAML/JSON, or a Rego module with `--query`).
-        #[arg(long, short)]
-        policy: PathBuf,
-        /// For a Rego policy: the query to evaluate, e.g. `data.authz.allow`.
-        #[arg(long, short)]
-        query: Option<String>,
-        /// For a Rego policy: a JSON file holding the base `data` document.
+        #[command(flatten)]
+        policy: eval::PolicyArgs,
+        /// The request file, or `-` (the default) for standard input.
+        #[arg(default_value = "-")]
+        requests: PathBuf,
+    },
+    /// Measure how fast a policy decides requests on this machine: the requests (JSON Lines or
+    /// JSON, as for `eval`) are parsed once, then decided in turn, over and over, for `--seconds`;
+    /// prints decisions per second, the time per decision and the outcomes.
+    Bench {
+        #[command(flatten)]
+        policy: eval::PolicyArgs,
+        /// How long to decide, in seconds (at most 3600).
+        #[arg(long, default_value_t = 3.0)]
+        seconds: f64,
+        /// Threads deciding at once (1 to 256); they share the sessions.
+        #[arg(long, default_value_t = 1)]
+        threads: usize,
+        /// Print one JSON object instead of text.
         #[arg(long)]
-        data: Option<PathBuf>,
+        json: bool,
         /// The request file, or `-` (the default) for standard input.
         #[arg(default_value = "-")]
         requests: PathBuf,
@@ -94,12 +107,20 @@ fn main() -> ExitCode {
     };
     match cli.command {
         Command::Check { policies } => check::run(&policies),
-        Command::Eval {
+        Command::Eval { policy, requests } => eval::run(&policy, &requests),
+        Command::Bench {
             policy,
-            query,
-            data,
+            seconds,
+            threads,
+            json,
             requests,
-        } => eval::run(&policy, query.as_deref(), data.as_deref(), &requests),
+        } => bench::run(&bench::BenchArgs {
+            policy: &policy,
+            requests: &requests,
+            seconds,
+            threads,
+            json,
+        }),
         Command::Test { paths, verbose } => test::run(&paths, verbose),
         Command::Serve(args) => serve::run(&args),
         Command::Keys(command) => keys::run(&command),

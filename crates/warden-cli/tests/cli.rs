@@ -361,3 +361,146 @@ fn check_and_eval_reject_undefined_rego_functions_and_recursion_with_exit_2() {
         text(&out.stdout)
     );
 }
+
+/// `warden bench --json` on `args` (policy flags and request file), parsed.
+fn bench_json(args: &[&str], stdin: Option<&str>) -> serde_json::Value {
+    let mut all = vec!["bench", "--json"];
+    all.extend_from_slice(args);
+    let out = warden(&all, stdin);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn bench_decides_the_requests_over_and_over_and_counts_the_outcomes() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let policy = policy.to_str().unwrap();
+    // Read (allow, taints the session), email (deny: tainted), approve (allow, clears it): each
+    // pass of one thread denies exactly one request in three.
+    let requests = concat!(
+        r#"{"session":"s1","tool":"crm.read_customer","args":{"id":7}}"#,
+        "\n",
+        r#"{"session":"s1","tool":"send_email","args":{"to":"x@example.com"}}"#,
+        "\n",
+        r#"{"session":"s1","tool":"human_approve"}"#,
+        "\n",
+    );
+    let report = bench_json(&["--policy", policy, "--seconds", "0.2"], Some(requests));
+    let decisions = report["decisions"].as_u64().unwrap();
+    let (allow, deny) = (
+        report["allow"].as_u64().unwrap(),
+        report["deny"].as_u64().unwrap(),
+    );
+    assert!(decisions >= 256, "{report}");
+    assert_eq!(report["requests"], 3);
+    assert_eq!(report["errors"], 0);
+    assert_eq!(allow + deny, decisions);
+    // Timing is checked every 256 decisions, so a run ends mid-pass: at most one request off.
+    assert!(
+        deny * 3 <= decisions && decisions - deny * 3 <= 2,
+        "{report}"
+    );
+    assert!(report["per_second"].as_f64().unwrap() > 0.0);
+    assert!(report["ns_per_decision"].as_f64().unwrap() > 0.0);
+
+    // Several threads share the sessions; every decision is still counted once.
+    let report = bench_json(
+        &["--policy", policy, "--seconds", "0.2", "--threads", "3"],
+        Some(requests),
+    );
+    assert_eq!(report["threads"], 3);
+    assert_eq!(
+        report["allow"].as_u64().unwrap() + report["deny"].as_u64().unwrap(),
+        report["decisions"].as_u64().unwrap()
+    );
+
+    // Text output names the figures.
+    let out = warden(
+        &["bench", "--policy", policy, "--seconds", "0.1"],
+        Some(requests),
+    );
+    assert!(out.status.success());
+    let stdout = text(&out.stdout);
+    assert!(stdout.contains("3 request(s), 1 thread(s)"), "{stdout}");
+    assert!(
+        stdout.contains("per second") && stdout.contains("ns each"),
+        "{stdout}"
+    );
+}
+
+#[test]
+fn bench_runs_rego_queries_and_counts_defined_results() {
+    let rego = temp_file(
+        "bench.rego",
+        "package b\n\nimport rego.v1\n\nallow if input.user == \"alice\"\n",
+    );
+    let rego = rego.to_str().unwrap();
+    let inputs = "{\"user\":\"alice\"}\n{\"user\":\"bob\"}\n";
+    let report = bench_json(
+        &[
+            "--policy",
+            rego,
+            "--query",
+            "data.b.allow",
+            "--seconds",
+            "0.2",
+        ],
+        Some(inputs),
+    );
+    let decisions = report["decisions"].as_u64().unwrap();
+    let defined = report["defined"].as_u64().unwrap();
+    assert!(decisions >= 256, "{report}");
+    assert_eq!(defined + report["undefined"].as_u64().unwrap(), decisions);
+    // Alice's input is defined, Bob's is not: one in two, up to the pass the run ended in.
+    assert!(
+        defined * 2 >= decisions && defined * 2 - decisions <= 1,
+        "{report}"
+    );
+}
+
+#[test]
+fn bench_rejects_bad_input_with_exit_2_before_timing() {
+    let policy = repo().join("examples/support-agent.yaml");
+    let policy = policy.to_str().unwrap();
+    let one = r#"{"tool":"kb.search"}"#;
+    for (args, stdin, expected) in [
+        (
+            vec!["--seconds", "0"],
+            one,
+            "`--seconds` must be more than 0",
+        ),
+        (vec!["--seconds", "4000"], one, "at most 3600"),
+        (
+            vec!["--threads", "0"],
+            one,
+            "`--threads` must be from 1 to 256",
+        ),
+        (vec![], "", "<stdin>: no requests"),
+        (
+            vec![],
+            "{\"tool\":\"a\"}\n{\"tool\": 5}\n",
+            "<stdin>:2: field `tool`",
+        ),
+        (vec![], "{\"tool\":\n", "<stdin>:1: invalid JSON"),
+    ] {
+        let mut all = vec!["bench", "--policy", policy];
+        all.extend(args.iter().copied());
+        let out = warden(&all, Some(stdin));
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        let stderr = text(&out.stderr);
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing measured");
+    }
+    // An invalid policy is named with its line and column.
+    let broken = temp_file(
+        "broken-bench.yaml",
+        "warden: 1\nname: x\nrules: [{ id: r, effect: maybe }]\n",
+    );
+    let out = warden(&["bench", "--policy", broken.to_str().unwrap()], Some(one));
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("broken-bench.yaml:3:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
