@@ -22,6 +22,20 @@ struct Shared {
 }
 
 impl Shared {
+    /// Appends under the lock with `fill` (false: it appended nothing), then writes the buffer
+    /// out from this thread if it has grown past [`MAX_PENDING`]: lines are never dropped.
+    fn append(&self, fill: impl FnOnce(&mut Vec<u8>) -> bool) -> bool {
+        let (appended, overflow) = {
+            let mut buf = self.buf.lock();
+            let appended = fill(&mut buf);
+            (appended, buf.len() > MAX_PENDING)
+        };
+        if overflow {
+            self.drain_to_stderr(&mut Vec::new());
+        }
+        appended
+    }
+
     /// Writes out what is pending, swapping `spare` (emptied, its capacity kept) in as the new
     /// buffer: the flusher's two buffers take turns, so requests append into memory that is
     /// already allocated and mapped instead of regrowing a fresh buffer every 20 ms.
@@ -49,14 +63,10 @@ pub(crate) struct LineWriter<'a>(&'a Shared);
 
 impl Write for LineWriter<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
-        let overflow = {
-            let mut buf = self.0.buf.lock();
+        self.0.append(|buf| {
             buf.extend_from_slice(bytes);
-            buf.len() > MAX_PENDING
-        };
-        if overflow {
-            self.0.drain_to_stderr(&mut Vec::new());
-        }
+            true
+        });
         Ok(bytes.len())
     }
 
@@ -109,20 +119,15 @@ pub(crate) fn write_json_line(line: &impl serde::Serialize) -> bool {
     };
     // Serialized straight into the shared buffer (no line buffer to allocate and copy); a
     // failure leaves the buffer as it was.
-    let overflow = {
-        let mut buf = sink.buf.lock();
+    sink.append(|buf| {
         let start = buf.len();
         if serde_json::to_writer(&mut *buf, line).is_err() {
             buf.truncate(start);
             return false;
         }
         buf.push(b'\n');
-        buf.len() > MAX_PENDING
-    };
-    if overflow {
-        sink.drain_to_stderr(&mut Vec::new());
-    }
-    true
+        true
+    })
 }
 
 /// A writer and the guard of its flusher thread.

@@ -56,35 +56,22 @@ pub(crate) fn request_id(headers: &HeaderMap) -> Arc<str> {
             ^ u64::from(std::process::id())
     });
     let n = NEXT_ID.fetch_add(1, Ordering::Relaxed);
-    // Written into a stack buffer: `format!` and then `Arc::from` would allocate twice on every
-    // request.
-    let mut buf = [0u8; 25];
-    let len = hex_id(&mut buf, prefix & 0xffff_ffff, n);
+    format_id(prefix & 0xffff_ffff, n)
+}
+
+/// `{prefix:08x}-{n:x}`, formatted into a stack buffer: `format!` and then `Arc::from` would
+/// allocate twice on every request.
+fn format_id(prefix: u64, n: u64) -> Arc<str> {
+    use std::io::Write as _;
+    let mut buf = [0u8; 25]; // 8 + 1 + 16 hex digits at most
+    let mut out = std::io::Cursor::new(&mut buf[..]);
+    let _ = write!(out, "{prefix:08x}-{n:x}");
+    let len = usize::try_from(out.position()).unwrap_or(0);
     Arc::from(
         buf.get(..len)
             .and_then(|b| std::str::from_utf8(b).ok())
             .unwrap_or("0"),
     )
-}
-
-/// Writes `{prefix:08x}-{n:x}` into `buf` and returns its length.
-fn hex_id(buf: &mut [u8; 25], prefix: u64, n: u64) -> usize {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let digit = |v: u64, shift: u32| {
-        HEX.get(((v >> shift) & 0xf) as usize)
-            .copied()
-            .unwrap_or(b'0')
-    };
-    let counter_digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
-    let prefix_digits = (0..8).rev().map(|i| digit(prefix, i * 4));
-    let counter = (0..counter_digits).rev().map(|i| digit(n, i * 4));
-    let mut len = 0;
-    let bytes = prefix_digits.chain(std::iter::once(b'-')).chain(counter);
-    for (slot, byte) in buf.iter_mut().zip(bytes) {
-        *slot = byte;
-        len += 1;
-    }
-    len
 }
 
 /// Outermost layer: request id (echoed as `X-Request-Id`) and `warden_http_requests_total`.
@@ -277,12 +264,7 @@ mod tests {
     fn generated_ids_read_like_the_format_they_replace() {
         for prefix in [0, 1, 0xabc, 0xffff_ffff, 0x0123_4567] {
             for n in [0, 1, 9, 10, 15, 16, 255, 256, 0xdead_beef, u64::MAX] {
-                let mut buf = [0u8; 25];
-                let len = hex_id(&mut buf, prefix, n);
-                assert_eq!(
-                    std::str::from_utf8(&buf[..len]).unwrap(),
-                    format!("{prefix:08x}-{n:x}")
-                );
+                assert_eq!(&*format_id(prefix, n), format!("{prefix:08x}-{n:x}"));
             }
         }
     }
