@@ -297,14 +297,19 @@ fn proxy(
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
         let bound = listener.local_addr().map_err(|e| e.to_string())?;
+        // Registered before the port file says the proxy is up, so that a SIGINT sent as soon
+        // as it appears stops it cleanly instead of killing it.
+        let mut interrupt =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+                .map_err(|e| format!("cannot handle SIGINT: {e}"))?;
         if let Some(path) = port_file {
             std::fs::write(path, bound.to_string())
                 .map_err(|e| format!("cannot write `{}`: {e}", path.display()))?;
         }
         tracing::info!(listen = %bound, upstream = %upstream, "MCP proxy listening");
         eprintln!("warden mcp proxy: http://{bound}/mcp -> {upstream}");
-        warden_mcp::http::serve(listener, state, async {
-            let _ = tokio::signal::ctrl_c().await;
+        warden_mcp::http::serve(listener, state, async move {
+            interrupt.recv().await;
         })
         .await
         .map_err(|e| e.to_string())

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{Value, json};
 
@@ -557,6 +557,60 @@ fn worker_threads_come_from_the_flag_or_the_config_and_are_bounded() {
         "{stderr}"
     );
     assert!(!site.path("port").exists(), "nothing listened");
+}
+
+#[test]
+fn signals_sent_as_soon_as_the_port_file_appears_are_handled() {
+    // The port file is the "up" signal for scripts: SIGHUP or SIGTERM right after it must reload
+    // or stop gracefully, never meet the default action (which kills the process). The harness
+    // polls every 20 ms; this watches the file without sleeping to signal at once.
+    let site = Site::new(NO_LIMIT);
+    let port = site.path("port");
+    for round in 0..20 {
+        let _ = std::fs::remove_file(&port);
+        let mut child = Command::new(WARDEN)
+            .args([
+                "serve",
+                "--config",
+                &site.config(),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .args(["--state", "memory", "--port-file"])
+            .arg(&port)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !std::fs::metadata(&port).is_ok_and(|m| m.len() > 0) {
+            assert!(Instant::now() < deadline, "server did not start");
+            std::thread::yield_now();
+        }
+        let pid = child.id().to_string();
+        let signal = if round % 2 == 0 { "-HUP" } else { "-TERM" };
+        assert!(
+            Command::new("kill")
+                .args([signal, &pid])
+                .status()
+                .unwrap()
+                .success()
+        );
+        if signal == "-HUP" {
+            assert!(
+                Command::new("kill")
+                    .args(["-TERM", &pid])
+                    .status()
+                    .unwrap()
+                    .success()
+            );
+        }
+        let status = child.wait().unwrap();
+        assert!(
+            status.success(),
+            "round {round} ({signal}): exit status {status}"
+        );
+    }
 }
 
 #[test]

@@ -97,6 +97,10 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
         let _ = tcp.set_nodelay(true);
     });
+    // Registered before the log line and the port file say the daemon is up: a signal sent as soon as it
+    // appears is handled (graceful stop, reload), not the default action that kills the process
+    // without flushing sessions.
+    let signals = Signals::register();
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     state
         .metrics()
@@ -129,7 +133,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         reload_rx,
         Duration::from_millis(config.reload_debounce_ms),
     ));
-    tokio::spawn(sighup(state.clone()));
+    tokio::spawn(sighup(state.clone(), signals.hup));
     drop(reload_tx);
 
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
@@ -137,7 +141,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let app = crate::App::new(state.clone());
     let server =
         axum::serve(listener, tower::make::Shared::new(app)).with_graceful_shutdown(async move {
-            terminate().await;
+            terminate(signals.term, signals.int).await;
             tracing::info!("shutting down: draining in-flight requests");
             shutdown_state.set_ready(false);
             let _ = stop_tx.send(true);
@@ -160,42 +164,82 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     result
 }
 
-async fn terminate() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// The signals the daemon handles, each registered once at start.
+struct Signals {
+    /// SIGTERM: graceful stop.
+    term: Option<Signal>,
+    /// SIGINT: graceful stop.
+    int: Option<Signal>,
+    /// SIGHUP: reload.
+    hup: Option<Signal>,
+}
+
+#[cfg(unix)]
+type Signal = tokio::signal::unix::Signal;
+#[cfg(not(unix))]
+type Signal = std::convert::Infallible;
+
+impl Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    fn register() -> Self {
+        use tokio::signal::unix::{SignalKind, signal};
+        let register = |kind: SignalKind, name: &str| {
+            signal(kind)
+                .inspect_err(|e| tracing::warn!(error = %e, "cannot handle {name}"))
+                .ok()
+        };
+        Self {
+            term: register(SignalKind::terminate(), "SIGTERM"),
+            int: register(SignalKind::interrupt(), "SIGINT"),
+            hup: register(SignalKind::hangup(), "SIGHUP"),
         }
-    };
+    }
+
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    fn register() -> Self {
+        Self {
+            term: None,
+            int: None,
+            hup: None,
+        }
+    }
+}
+
+/// Waits for SIGTERM or SIGINT (Ctrl-C where there are no Unix signals).
+async fn terminate(term: Option<Signal>, int: Option<Signal>) {
+    #[cfg(unix)]
+    {
+        let wait = |signal: Option<Signal>| async move {
+            match signal {
+                Some(mut signal) => {
+                    signal.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            () = wait(term) => {},
+            () = wait(int) => {},
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (term, int);
+        let _ = tokio::signal::ctrl_c().await;
     }
 }
 
 /// SIGHUP reloads at once (no debounce): one signal, one reload.
-async fn sighup(state: AppState) {
+async fn sighup(state: AppState, hup: Option<Signal>) {
     #[cfg(unix)]
-    {
-        let Ok(mut hup) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
-        else {
-            return;
-        };
+    if let Some(mut hup) = hup {
         while hup.recv().await.is_some() {
             tracing::info!("SIGHUP: reloading");
             let _ = state.reload().await;
         }
     }
     #[cfg(not(unix))]
-    drop(state);
+    drop((state, hup));
 }
 
 async fn reload_loop(state: AppState, mut rx: mpsc::Receiver<()>, debounce: Duration) {
