@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use warden_mcp::{Caller, Enforcer, MemoryPinStore, PinStore};
-use warden_store::RedbPinStore;
+use warden_store::{EmbeddedSessionStore, RedbPinStore};
 
 use crate::EXIT_BAD_INPUT;
 
@@ -20,7 +20,8 @@ pub enum McpCommand {
         /// Name the upstream's tool pins are kept under (default: the command's file name).
         #[arg(long)]
         upstream: Option<String>,
-        /// The Warden session (default: one new session for the wrapped process's lifetime).
+        /// The Warden session whose taints and history apply, kept across restarts in
+        /// `--sessions` (default: one new session for the wrapped process's lifetime, in memory).
         #[arg(long)]
         session: Option<String>,
         /// The server command and its arguments.
@@ -40,7 +41,9 @@ pub enum McpCommand {
         /// Name the upstream's tool pins are kept under (default: the upstream's host:port).
         #[arg(long)]
         name: Option<String>,
-        /// A client identity used as the Warden session instead of `Mcp-Session-Id`.
+        /// The Warden session whose taints and history apply to every client of this proxy,
+        /// kept across restarts in `--sessions` (default: `mcp-proxy:NAME`). The client's
+        /// `Mcp-Session-Id` is never used: a client picks it, and a new one would clear taints.
         #[arg(long)]
         session: Option<String>,
         /// Write the bound address (`host:port`) to this file once listening.
@@ -84,6 +87,13 @@ pub struct Common {
     /// Keep pins in memory only (every run pins afresh).
     #[arg(long)]
     memory_pins: bool,
+    /// The directory holding named sessions' state (one redb file per session, 0600), so that
+    /// taints survive a restart.
+    #[arg(long, default_value = SESSIONS_DEFAULT)]
+    sessions: PathBuf,
+    /// Keep session state in memory only (a restart clears taints).
+    #[arg(long)]
+    memory_sessions: bool,
 }
 
 fn bad(message: impl std::fmt::Display) -> ExitCode {
@@ -93,6 +103,72 @@ fn bad(message: impl std::fmt::Display) -> ExitCode {
 
 /// The default pin database, in the working directory.
 const PINS_DEFAULT: &str = "warden-pins.redb";
+/// The default directory of session state files, in the working directory.
+const SESSIONS_DEFAULT: &str = "warden-sessions";
+/// How often changed session state is written to its file.
+const SESSION_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The state of one named session, kept in its own redb file under `--sessions` (one file per
+/// session, so wrapped servers with different sessions run side by side; the same session in
+/// two processes at once is refused, since neither would see the other's taints).
+fn session_store(common: &Common, session: &str) -> Result<Arc<EmbeddedSessionStore>, String> {
+    use sha2::Digest;
+    let digest = hex::encode(sha2::Sha256::digest(session.as_bytes()));
+    let name = format!("{}.redb", digest.get(..32).unwrap_or(&digest));
+    std::fs::create_dir_all(&common.sessions)
+        .map_err(|e| format!("cannot create `{}`: {e}", common.sessions.display()))?;
+    let path = common.sessions.join(name);
+    // Created owner-only before redb opens it: session state holds what the agent touched.
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| format!("cannot create `{}`: {e}", path.display()))?;
+    }
+    EmbeddedSessionStore::open(&path, None)
+        .map(Arc::new)
+        .map_err(|e| {
+            format!(
+                "cannot open the state of session `{session}` (`{}`): {e}; is another warden process using this session?",
+                path.display()
+            )
+        })
+}
+
+/// Writes changed session state every [`SESSION_FLUSH`] until dropped; failures are logged.
+fn spawn_session_flush(store: &Arc<EmbeddedSessionStore>) -> tokio::task::JoinHandle<()> {
+    let store = Arc::clone(store);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(SESSION_FLUSH);
+        loop {
+            tick.tick().await;
+            let flushed = tokio::task::block_in_place(|| store.flush());
+            if let Err(e) = flushed {
+                tracing::error!(error = %e, "cannot write session state; retrying");
+            }
+        }
+    })
+}
+
+/// Writes the session state a last time; false (after saying why) when it could not be.
+fn final_flush(store: Option<&Arc<EmbeddedSessionStore>>) -> bool {
+    let Some(store) = store else {
+        return true;
+    };
+    match store.flush() {
+        Ok(_) => true,
+        Err(e) => {
+            eprintln!(
+                "warden mcp: cannot write session state ({} sessions not saved): {e}",
+                store.pending()
+            );
+            false
+        }
+    }
+}
 
 /// Opens the pin database named by `--pins`, importing the JSON pin file of earlier versions
 /// once: `X.json` (given as `--pins X.json`, or beside `--pins X.redb`) into `X.redb`.
@@ -114,9 +190,16 @@ fn pin_store(common: &Common) -> Result<Arc<dyn PinStore>, String> {
     Ok(Arc::new(open_pins(&common.pins)?))
 }
 
-fn enforcer(common: &Common, upstream: &str) -> Result<Arc<Enforcer>, String> {
+fn enforcer(
+    common: &Common,
+    upstream: &str,
+    sessions: Option<&Arc<EmbeddedSessionStore>>,
+) -> Result<Arc<Enforcer>, String> {
     let policy = warden::load_policy_file(&common.policy).map_err(|e| e.to_string())?;
-    let engine = Arc::new(warden::Engine::new(policy));
+    let engine = Arc::new(match sessions {
+        Some(store) => warden::Engine::with_store(policy, Arc::clone(store) as _),
+        None => warden::Engine::new(policy),
+    });
     Ok(Arc::new(Enforcer::new(
         engine,
         pin_store(common)?,
@@ -212,7 +295,14 @@ fn wrap(
             .file_name()
             .map_or_else(|| program.clone(), |n| n.to_string_lossy().into_owned())
     });
-    let enforcer = match enforcer(common, &upstream) {
+    let store = match &session {
+        Some(session) if !common.memory_sessions => match session_store(common, session) {
+            Ok(store) => Some(store),
+            Err(e) => return bad(e),
+        },
+        _ => None,
+    };
+    let enforcer = match enforcer(common, &upstream, store.as_ref()) {
         Ok(e) => e,
         Err(e) => return bad(e),
     };
@@ -229,6 +319,7 @@ fn wrap(
     // SIGTERM / SIGINT (an MCP client closing the transport sends SIGTERM): dropping the relay
     // kills the server process, so it is never left behind.
     let status = runtime.block_on(async {
+        let _flush = store.as_ref().map(spawn_session_flush).map(AbortOnDrop);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let relay = warden_mcp::stdio::wrap(
             enforcer,
@@ -245,6 +336,9 @@ fn wrap(
     });
     // Do not wait for a blocked stdin read: the session is over.
     runtime.shutdown_background();
+    if !final_flush(store.as_ref()) {
+        return ExitCode::from(1);
+    }
     match status {
         Ok(None) => ExitCode::from(143),
         Ok(Some(status)) => match status.code() {
@@ -276,13 +370,22 @@ fn proxy(
         uri.authority()
             .map_or_else(|| upstream.to_owned(), ToString::to_string)
     });
-    let enforcer = match enforcer(common, &name) {
+    let session = session.unwrap_or_else(|| format!("mcp-proxy:{name}"));
+    let store = if common.memory_sessions {
+        None
+    } else {
+        match session_store(common, &session) {
+            Ok(store) => Some(store),
+            Err(e) => return bad(e),
+        }
+    };
+    let enforcer = match enforcer(common, &name, store.as_ref()) {
         Ok(e) => e,
         Err(e) => return bad(e),
     };
     let identity = warden_mcp::http::Identity {
         principal: common.principal.clone(),
-        session,
+        session: Some(session),
     };
     let state = warden_mcp::http::ProxyState::new(
         enforcer,
@@ -292,7 +395,12 @@ fn proxy(
         Ok(r) => r,
         Err(e) => return bad(e),
     };
+    let flush_store = store.clone();
     let served = runtime.block_on(async move {
+        let _flush = flush_store
+            .as_ref()
+            .map(spawn_session_flush)
+            .map(AbortOnDrop);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -314,8 +422,21 @@ fn proxy(
         .await
         .map_err(|e| e.to_string())
     });
+    drop(runtime);
+    if !final_flush(store.as_ref()) {
+        return ExitCode::from(1);
+    }
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => bad(e),
+    }
+}
+
+/// Aborts a background task when dropped.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
     }
 }

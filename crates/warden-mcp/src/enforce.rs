@@ -1,25 +1,31 @@
 //! The enforcement core shared by every transport: client messages in, server messages back,
-//! each mapped to forward unchanged / forward rewritten / answer directly.
+//! each mapped to forward (the bytes Warden writes from what it read and decided) / answer
+//! the sender / drop.
+//!
+//! The principle: the server receives exactly what Warden decided on, and the client receives
+//! only what Warden inspected. Every message is read strictly ([`Message::parse`]) and written
+//! again; every answer is matched to a request Warden saw, by canonical id, and an answer that
+//! matches none is dropped.
 
-use std::collections::HashMap;
 use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
-use serde_json::value::RawValue;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 use warden_core::{Decision, Engine, Kind, Request, Verdict};
 
-use crate::message::{self, Message, MessageKind};
+use crate::message::{self, Id, Message, MessageKind, Refusal, check_members};
 use crate::pins::{PinStatus, PinStore, definition_hash};
 use crate::reach::never_callable;
 
 /// Who is calling: the Warden session and principal of the messages of one MCP session.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Caller {
-    /// The Warden session: the MCP session id, or a configured client identity.
+    /// The Warden session (whose taints and history apply): a configured identity or the
+    /// authenticated key's, never one the client picks.
     pub session: Option<String>,
     /// The principal: the authenticated key or token subject, or a configured one.
     pub principal: Option<String>,
@@ -28,40 +34,82 @@ pub struct Caller {
 /// What to do with one message.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
-    /// Forward the original bytes unchanged.
-    Forward,
-    /// Forward these bytes instead (arguments or result redacted, tool list filtered, or a
-    /// tool result replaced by an error).
-    Rewrite(Vec<u8>),
+    /// Send these bytes on to the other side: the message as Warden read it (and, where the
+    /// policy says so, redacted, filtered or replaced by an error), written again.
+    Forward(Vec<u8>),
     /// Do not forward; answer the sender with these bytes (a JSON-RPC error response).
     Reply(Vec<u8>),
-    /// Do not forward and do not answer (a `tools/call` notification, which has no id).
+    /// Do not forward and do not answer.
     Drop,
 }
 
-#[derive(Debug, Clone)]
+/// What a client request in flight is, for inspecting its answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
 enum Pending {
     /// A `tools/call` (or the `tasks/result` of a task-augmented one): its answer is the result.
     Call(String),
     /// A task-augmented `tools/call`: its answer creates the task whose result comes later.
     Task(String),
+    /// A `tools/list`: its answer is filtered.
     List,
+    /// Any other request: its answer is forwarded (written again).
+    Other,
 }
 
-/// Requests in flight on one MCP session (or one HTTP request when stateless): which response
-/// ids are tool results and tool lists. Responses to other ids pass through.
+/// Server requests whose content is decided: the server asks the client's model
+/// (`sampling/createMessage`) or user (`elicitation/create`), and the answer goes back to it.
+const DECIDED_SERVER_REQUESTS: [&str; 2] = ["sampling/createMessage", "elicitation/create"];
+
+/// Most client requests in flight per exchange; beyond it requests are refused.
+pub const MAX_IN_FLIGHT: usize = 4096;
+/// Most answered requests remembered per exchange, so that an answer the server sends again
+/// (a resumed stream replays events) is inspected again instead of passing as unknown.
+pub const MAX_ANSWERED: usize = 1024;
+/// Most server requests awaiting the client's answer per exchange.
+pub const MAX_SERVER_REQUESTS: usize = 1024;
+/// Most tasks remembered per exchange.
+pub const MAX_TASKS: usize = 10_000;
+
+#[derive(Debug, Default)]
+struct Tracked {
+    /// Client requests awaiting the server's answer.
+    pending: HashMap<Id, Pending>,
+    /// Client requests answered recently (oldest first in `answered_order`).
+    answered: HashMap<Id, Pending>,
+    answered_order: VecDeque<Id>,
+    /// Server requests awaiting the client's answer: id -> method.
+    server_pending: HashMap<Id, String>,
+    /// Tasks created by task-augmented calls: task id -> tool.
+    tasks: HashMap<String, String>,
+}
+
+impl Tracked {
+    fn answer(&mut self, id: &Id) -> Option<Pending> {
+        if let Some(pending) = self.pending.remove(id) {
+            if self.answered_order.len() >= MAX_ANSWERED
+                && let Some(oldest) = self.answered_order.pop_front()
+            {
+                self.answered.remove(&oldest);
+            }
+            if self.answered.insert(id.clone(), pending.clone()).is_none() {
+                self.answered_order.push_back(id.clone());
+            }
+            return Some(pending);
+        }
+        // Sent again (a replayed event): inspected as the first time.
+        self.answered.get(id).cloned()
+    }
+}
+
+/// The requests in flight on one MCP session (a stdio child, an `Mcp-Session-Id`, or one HTTP
+/// request when stateless), both ways, and the tasks created on it.
 #[derive(Debug, Default)]
 pub struct Exchange {
-    pending: Mutex<HashMap<String, Pending>>,
-    /// Tasks created by task-augmented calls: task id -> tool.
-    tasks: Mutex<HashMap<String, String>>,
+    tracked: Mutex<Tracked>,
     /// Whether the exchange outlives one request (an MCP session or a stdio child), so a task's
     /// result fetched later with `tasks/result` is seen here too.
     persistent: bool,
 }
-
-/// Most tasks remembered per exchange.
-pub const MAX_TASKS: usize = 10_000;
 
 impl Exchange {
     /// An exchange for one request (stateless HTTP): task-augmented calls are refused.
@@ -77,9 +125,9 @@ impl Exchange {
         }
     }
 
-    /// Requests waiting for their response.
+    /// Client requests waiting for their response.
     pub fn in_flight(&self) -> usize {
-        self.pending.lock().len()
+        self.tracked.lock().pending.len()
     }
 }
 
@@ -88,13 +136,13 @@ impl Exchange {
 pub struct Counters {
     /// `tools/call` requests forwarded.
     pub calls_allowed: AtomicU64,
-    /// `tools/call` requests denied by policy.
+    /// `tools/call` requests (and client answers to decided server requests) denied by policy.
     pub calls_denied: AtomicU64,
     /// `tools/call` requests denied because the tool's definition changed.
     pub calls_held: AtomicU64,
     /// Tool calls whose arguments were redacted.
     pub args_redacted: AtomicU64,
-    /// Tool results blocked by policy.
+    /// Tool results (and decided server requests) blocked by policy.
     pub results_blocked: AtomicU64,
     /// Tool results redacted.
     pub results_redacted: AtomicU64,
@@ -104,6 +152,10 @@ pub struct Counters {
     pub pin_changes: AtomicU64,
     /// Decisions or pin look-ups that failed (failed closed).
     pub failures: AtomicU64,
+    /// Messages refused as unreadable or ambiguous (see [`Refusal`]).
+    pub refused: AtomicU64,
+    /// Answers dropped because they match no request in flight.
+    pub unmatched: AtomicU64,
 }
 
 fn bump(counter: &AtomicU64) {
@@ -134,13 +186,13 @@ impl std::fmt::Debug for Enforcer {
     }
 }
 
-fn duplicate_id(id: Option<&RawValue>) -> Vec<u8> {
-    message::error_response(
-        id,
+fn duplicate_id(id: &Id) -> Outcome {
+    Outcome::Reply(message::error_response(
+        Some(id),
         message::INVALID_REQUEST,
         "this request id is still awaiting its response; use a new id",
         None,
-    )
+    ))
 }
 
 /// The human-readable reason of a deny decision.
@@ -167,29 +219,28 @@ fn enforced_redaction(decision: &Decision) -> Option<&Value> {
     decision.redacted.as_ref()
 }
 
-/// Replaces `path` (a chain of object keys) inside the message with `value`.
-fn rewrite(bytes: &[u8], path: &[&str], value: Value) -> Option<Vec<u8>> {
-    let mut message: Value = serde_json::from_slice(bytes).ok()?;
-    let (last, parents) = path.split_last()?;
-    let mut cursor = &mut message;
-    for key in parents {
-        cursor = cursor.get_mut(*key)?;
+/// The `params` members of the methods Warden reads: a key that folds to one of them without
+/// being it would be that member to a case-insensitive server.
+fn params_members(method: &str) -> &'static [&'static str] {
+    match method {
+        "tools/call" => &["name", "arguments", "task", "_meta", "requestState"],
+        "tasks/result" => &["taskId", "_meta"],
+        "tools/list" => &["cursor", "_meta"],
+        "notifications/cancelled" => &["requestId", "reason", "_meta"],
+        _ => &["_meta"],
     }
-    cursor.as_object_mut()?.insert((*last).to_owned(), value);
-    serde_json::to_vec(&message).ok()
 }
 
 /// Checks the 2026-07-28 routing headers against the body: `Mcp-Method` must equal the
 /// method, and on `tools/call` `Mcp-Name` must equal the tool name. Returns the mismatch.
 pub fn routing_header_mismatch(
-    bytes: &[u8],
+    message: &Message,
     method_header: Option<&str>,
     name_header: Option<&str>,
 ) -> Option<String> {
     if method_header.is_none() && name_header.is_none() {
         return None;
     }
-    let message = Message::classify(bytes);
     let method = message.method();
     if let Some(header) = method_header
         && method != Some(header)
@@ -200,12 +251,10 @@ pub fn routing_header_mismatch(
     }
     if let (Some(header), Some("tools/call")) = (name_header, method) {
         let name = message
-            .envelope
-            .as_ref()
-            .and_then(|e| e.params)
-            .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-            .and_then(|p| p.get("name").and_then(Value::as_str).map(str::to_owned));
-        if name.as_deref() != Some(header) {
+            .params_object()
+            .and_then(|p| p.get("name"))
+            .and_then(Value::as_str);
+        if name != Some(header) {
             return Some(format!(
                 "the `Mcp-Name` header `{header}` does not match the body's tool name"
             ));
@@ -271,120 +320,151 @@ impl Enforcer {
         &self.counters
     }
 
-    /// Handles one message from the client on its way to the server.
+    /// Handles one message (an HTTP body) from the client on its way to the server.
     pub fn client_message(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
-        let message = Message::classify(bytes);
-        // An id still awaiting its answer cannot be reused: the other request's answer could
-        // be taken for the tool result, and the real result would pass uninspected.
-        if message.kind == MessageKind::Request
-            && exchange.in_flight() > 0
-            && let Some(key) = message.id().and_then(message::id_key)
-            && exchange.pending.lock().contains_key(&key)
+        self.client(caller, exchange, Message::parse(bytes))
+    }
+
+    /// Handles one message from the server on its way to the client. [`Outcome::Reply`]
+    /// answers the server.
+    pub fn server_message(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
+        self.server(caller, exchange, Message::parse(bytes))
+    }
+
+    /// Handles one client message, read by the transport (`Message::parse` for an HTTP body,
+    /// `Message::parse_line` for a stdio line).
+    pub fn client(
+        &self,
+        caller: &Caller,
+        exchange: &Exchange,
+        parsed: Result<Message, Refusal>,
+    ) -> Outcome {
+        let mut message = match parsed {
+            Ok(message) => message,
+            Err(refusal) => {
+                // What Warden cannot read is not forwarded: the server might read it differently
+                // and run a call Warden never saw.
+                bump(&self.counters.refused);
+                tracing::warn!(reason = %refusal, "refused a client message");
+                return Outcome::Reply(message::refusal_response(&refusal));
+            }
+        };
+        if let (Some(method), Some(params)) = (message.method(), message.params_object())
+            && let Err(refusal) = check_members(params, params_members(method))
         {
-            return Outcome::Reply(duplicate_id(message.id()));
+            bump(&self.counters.refused);
+            tracing::warn!(reason = %refusal, "refused a client message");
+            return Outcome::Reply(message::error_response(
+                message.id.as_ref(),
+                refusal.code(),
+                &format!("refused by warden: {refusal}"),
+                None,
+            ));
         }
-        match (message.kind, message.method()) {
-            (MessageKind::Request, Some("tools/call")) => {
-                self.tool_call(caller, exchange, &message, bytes)
-            }
-            (MessageKind::Request, Some("tasks/result")) => self.task_result(exchange, &message),
-            (MessageKind::Request, Some("tools/list")) => {
-                match message.id().and_then(message::id_key) {
-                    Some(key) => match exchange.pending.lock().entry(key) {
-                        Entry::Occupied(_) => Outcome::Reply(duplicate_id(message.id())),
-                        Entry::Vacant(slot) => {
-                            slot.insert(Pending::List);
-                            Outcome::Forward
+        match message.kind {
+            MessageKind::Request => self.client_request(caller, exchange, &mut message),
+            MessageKind::Notification => {
+                match message.method() {
+                    // A `tools/call` without an id cannot be answered: not forwarded either.
+                    Some("tools/call") => return Outcome::Drop,
+                    // The server may never answer a cancelled request: stop waiting for it (an
+                    // answer that still comes is dropped as unmatched).
+                    Some("notifications/cancelled") => {
+                        let cancelled = message
+                            .params_object()
+                            .and_then(|p| p.get("requestId"))
+                            .and_then(Id::from_value);
+                        if let Some(id) = cancelled {
+                            exchange.tracked.lock().pending.remove(&id);
                         }
-                    },
-                    None => Outcome::Reply(message::error_response(
-                        message.id(),
-                        message::INVALID_REQUEST,
-                        "a request id must be a string or a number",
-                        None,
-                    )),
+                    }
+                    _ => {}
                 }
+                Outcome::Forward(message.to_bytes())
             }
-            // A `tools/call` without an id cannot be answered: it is not forwarded either.
-            (MessageKind::Notification, Some("tools/call")) => Outcome::Drop,
-            (MessageKind::Batch, _) => Self::batch(bytes),
-            // What Warden cannot read is not forwarded: the server might read it differently
-            // (duplicate keys, a result next to an error) and run an uninspected call.
-            (MessageKind::Invalid, _) => Outcome::Reply(message::error_response(
-                None,
-                message::INVALID_REQUEST,
-                "not a JSON-RPC 2.0 message warden can read (invalid JSON, duplicate keys, or both result and error)",
-                None,
-            )),
-            _ => Outcome::Forward,
+            MessageKind::Response | MessageKind::ErrorResponse => {
+                self.client_answer(caller, exchange, message)
+            }
         }
     }
 
-    /// JSON-RPC batches were removed from MCP in 2025-06-18. A batch that holds an inspected
-    /// method, or anything Warden cannot read, is refused rather than inspected element by
-    /// element; others pass through.
-    fn batch(bytes: &[u8]) -> Outcome {
-        let inspected = serde_json::from_slice::<Vec<&RawValue>>(bytes).map_or(true, |items| {
-            items.iter().any(|item| {
-                let element = Message::classify(item.get().as_bytes());
-                matches!(element.kind, MessageKind::Invalid | MessageKind::Batch)
-                    || matches!(
-                        element.method(),
-                        Some("tools/call" | "tools/list" | "tasks/result")
-                    )
-            })
-        });
-        if inspected {
-            Outcome::Reply(message::error_response(
-                None,
-                message::INVALID_REQUEST,
-                "batches holding tools/call, tools/list, tasks/result or unreadable messages are not supported through warden",
-                None,
-            ))
-        } else {
-            Outcome::Forward
+    fn client_request(
+        &self,
+        caller: &Caller,
+        exchange: &Exchange,
+        message: &mut Message,
+    ) -> Outcome {
+        let Some(id) = message.id.clone() else {
+            return Outcome::Drop;
+        };
+        {
+            let tracked = exchange.tracked.lock();
+            // An id still awaiting its answer cannot be reused: the other request's answer
+            // could be taken for the tool result, and the real result pass uninspected.
+            if tracked.pending.contains_key(&id) {
+                return duplicate_id(&id);
+            }
+            if tracked.pending.len() >= MAX_IN_FLIGHT {
+                return Outcome::Reply(message::error_response(
+                    Some(&id),
+                    message::INVALID_REQUEST,
+                    &format!("more than {MAX_IN_FLIGHT} requests in flight"),
+                    None,
+                ));
+            }
         }
+        let pending = match message.method() {
+            Some("tools/call") => match self.tool_call(caller, exchange, &id, message) {
+                Ok(pending) => pending,
+                Err(outcome) => return outcome,
+            },
+            Some("tasks/result") => match self.task_result(exchange, &id, message) {
+                Ok(pending) => pending,
+                Err(outcome) => return outcome,
+            },
+            Some("tools/list") => Pending::List,
+            _ => Pending::Other,
+        };
+        let mut tracked = exchange.tracked.lock();
+        match tracked.pending.entry(id.clone()) {
+            Entry::Occupied(_) => return duplicate_id(&id),
+            Entry::Vacant(slot) => {
+                slot.insert(pending);
+            }
+        }
+        // A new request under an id answered before: its answer is this request's.
+        tracked.answered.remove(&id);
+        Outcome::Forward(message.to_bytes())
     }
 
+    /// Decides a `tools/call`: Ok with what its answer is (the message's arguments redacted
+    /// where the policy says so), or the outcome refusing it.
     fn tool_call(
         &self,
         caller: &Caller,
         exchange: &Exchange,
-        message: &Message<'_>,
-        bytes: &[u8],
-    ) -> Outcome {
-        let id = message.id();
-        let Some(key) = id.and_then(message::id_key) else {
-            return Outcome::Reply(message::error_response(
-                id,
-                message::INVALID_REQUEST,
-                "a request id must be a string or a number",
-                None,
-            ));
-        };
-        let params = message
-            .envelope
-            .as_ref()
-            .and_then(|e| e.params)
-            .and_then(|p| serde_json::from_str::<Map<String, Value>>(p.get()).ok());
+        id: &Id,
+        message: &mut Message,
+    ) -> Result<Pending, Outcome> {
         let invalid = |what: &str| {
             Outcome::Reply(message::error_response(
-                id,
+                Some(id),
                 message::INVALID_PARAMS,
                 what,
                 None,
             ))
         };
-        let Some(mut params) = params else {
-            return invalid("tools/call needs params with a tool `name`");
+        let Some(params) = message.params.as_mut().and_then(Value::as_object_mut) else {
+            return Err(invalid("tools/call needs params with a tool `name`"));
         };
-        let Some(Value::String(tool)) = params.remove("name") else {
-            return invalid("tools/call needs a string tool `name`");
+        let Some(Value::String(tool)) = params.get("name") else {
+            return Err(invalid("tools/call needs a string tool `name`"));
         };
-        let args = match params.remove("arguments") {
+        let tool = tool.clone();
+        let args = match params.get("arguments") {
             None | Some(Value::Null) => None,
-            Some(args @ Value::Object(_)) => Some(args),
-            Some(_) => return invalid("tools/call `arguments` must be an object"),
+            Some(args @ Value::Object(_)) => Some(args.clone()),
+            Some(_) => return Err(invalid("tools/call `arguments` must be an object")),
         };
         // A task-augmented call (2025-11-25 `params.task`) delivers its result later through
         // `tasks/result`: only an exchange that lasts (a session) can see it, so stateless
@@ -392,12 +472,12 @@ impl Enforcer {
         let task = params.get("task").is_some_and(|t| !t.is_null());
         if task && !exchange.persistent {
             bump(&self.counters.calls_denied);
-            return Outcome::Reply(message::error_response(
-                id,
+            return Err(Outcome::Reply(message::error_response(
+                Some(id),
                 message::DENIED,
                 "task-augmented tool calls need an MCP session through warden; call the tool without `task`",
                 None,
-            ));
+            )));
         }
         match self.pins.is_held(&self.upstream, &tool) {
             Ok(false) => {}
@@ -407,22 +487,17 @@ impl Enforcer {
                     "tool `{tool}` changed since it was pinned; approve it with `warden mcp approve {} {tool}`",
                     self.upstream
                 );
-                return Outcome::Reply(message::error_response(
-                    id,
+                return Err(Outcome::Reply(message::error_response(
+                    Some(id),
                     message::TOOL_CHANGED,
                     &text,
                     None,
-                ));
+                )));
             }
             Err(e) => {
                 bump(&self.counters.failures);
                 tracing::error!(error = %e, "pin look-up failed; call denied");
-                return Outcome::Reply(message::error_response(
-                    id,
-                    message::DECISION_FAILED,
-                    "policy decision failed; the call was not forwarded",
-                    None,
-                ));
+                return Err(self.decision_failed(id));
             }
         }
         let request = Request {
@@ -433,218 +508,272 @@ impl Enforcer {
             args,
             ..Request::default()
         };
-        let decision = match self.decide(&request) {
-            Ok(decision) => decision,
-            Err(()) => {
-                return Outcome::Reply(message::error_response(
-                    id,
-                    message::DECISION_FAILED,
-                    "policy decision failed; the call was not forwarded",
-                    None,
-                ));
-            }
+        let Ok(decision) = self.decide(&request) else {
+            return Err(self.decision_failed(id));
         };
         if decision.verdict == Verdict::Deny {
             bump(&self.counters.calls_denied);
             tracing::info!(tool = %tool, rule = ?decision.rule, "tool call denied");
-            return Outcome::Reply(message::error_response(
-                id,
+            return Err(Outcome::Reply(message::error_response(
+                Some(id),
                 message::DENIED,
                 &deny_message(&decision),
                 Some(deny_data(&decision)),
-            ));
+            )));
         }
         bump(&self.counters.calls_allowed);
-        if let Entry::Vacant(slot) = exchange.pending.lock().entry(key) {
-            slot.insert(if task {
-                Pending::Task(tool)
-            } else {
-                Pending::Call(tool)
-            });
-        } else {
-            return Outcome::Reply(duplicate_id(id));
+        if let Some(redacted) = enforced_redaction(&decision) {
+            bump(&self.counters.args_redacted);
+            params.insert("arguments".to_owned(), redacted.clone());
         }
-        match enforced_redaction(&decision) {
-            Some(redacted) => match rewrite(bytes, &["params", "arguments"], redacted.clone()) {
-                Some(rewritten) => {
-                    bump(&self.counters.args_redacted);
-                    Outcome::Rewrite(rewritten)
-                }
-                None => Outcome::Reply(message::error_response(
-                    id,
-                    message::DECISION_FAILED,
-                    "cannot rewrite the redacted arguments; the call was not forwarded",
+        Ok(if task {
+            Pending::Task(tool)
+        } else {
+            Pending::Call(tool)
+        })
+    }
+
+    fn decision_failed(&self, id: &Id) -> Outcome {
+        Outcome::Reply(message::error_response(
+            Some(id),
+            message::DECISION_FAILED,
+            "policy decision failed; the call was not forwarded",
+            None,
+        ))
+    }
+
+    /// `tasks/result` for a task Warden saw created: its answer is the tool's result. Unknown
+    /// tasks are refused (their result could not be inspected).
+    fn task_result(
+        &self,
+        exchange: &Exchange,
+        id: &Id,
+        message: &Message,
+    ) -> Result<Pending, Outcome> {
+        let task_id = message
+            .params_object()
+            .and_then(|p| p.get("taskId"))
+            .and_then(Value::as_str);
+        let tool = task_id.and_then(|t| exchange.tracked.lock().tasks.get(t).cloned());
+        match tool {
+            Some(tool) => Ok(Pending::Call(tool)),
+            None => {
+                bump(&self.counters.calls_denied);
+                Err(Outcome::Reply(message::error_response(
+                    Some(id),
+                    message::DENIED,
+                    "unknown task: warden only returns results of tasks it saw created",
                     None,
-                )),
-            },
-            None => Outcome::Forward,
+                )))
+            }
         }
     }
 
-    /// Handles one message from the server on its way to the client. Never answers the server.
-    pub fn server_message(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
-        // Nothing to read (an SSE priming event has empty data): nothing to inspect.
-        if exchange.in_flight() == 0 || bytes.iter().all(u8::is_ascii_whitespace) {
-            return Outcome::Forward;
+    /// The client's answer to a server request. An answer to a request Warden did not see is
+    /// dropped; the answers to `sampling/createMessage` and `elicitation/create` (what the
+    /// client's model or user gives the server) are decided as a `tool_call` of a tool named
+    /// after the method, with the answer's `result` as its arguments.
+    fn client_answer(&self, caller: &Caller, exchange: &Exchange, mut message: Message) -> Outcome {
+        let method = message
+            .id
+            .as_ref()
+            .and_then(|id| exchange.tracked.lock().server_pending.remove(id));
+        let (Some(method), Some(id)) = (method, message.id.clone()) else {
+            bump(&self.counters.unmatched);
+            tracing::warn!("dropped a client answer that matches no server request");
+            return Outcome::Drop;
+        };
+        if message.kind == MessageKind::ErrorResponse
+            || !DECIDED_SERVER_REQUESTS.contains(&method.as_str())
+        {
+            return Outcome::Forward(message.to_bytes());
         }
-        let message = Message::classify(bytes);
-        match message.kind {
-            MessageKind::Response | MessageKind::ErrorResponse => {}
-            MessageKind::Batch => return self.server_batch(caller, exchange, bytes),
-            // While a result is awaited, what Warden cannot read is not forwarded: the client
-            // might read it as that result, uninspected.
-            MessageKind::Invalid => {
-                bump(&self.counters.failures);
-                tracing::warn!(
-                    "dropped an unreadable message from the server while a result was awaited"
-                );
+        let request = Request {
+            session: caller.session.clone(),
+            principal: caller.principal.clone(),
+            kind: Kind::ToolCall,
+            tool: Some(method.clone()),
+            args: message.result.clone(),
+            ..Request::default()
+        };
+        // The server waits for an answer: a refusal is sent to it as an error.
+        let refuse = |code, text: &str, data| {
+            Outcome::Forward(message::error_response(Some(&id), code, text, data))
+        };
+        let Ok(decision) = self.decide(&request) else {
+            return refuse(
+                message::DECISION_FAILED,
+                "policy decision failed; the answer was withheld",
+                None,
+            );
+        };
+        if decision.verdict == Verdict::Deny {
+            bump(&self.counters.calls_denied);
+            tracing::info!(method = %method, rule = ?decision.rule, "client answer denied");
+            return refuse(
+                message::DENIED,
+                &deny_message(&decision),
+                Some(deny_data(&decision)),
+            );
+        }
+        if let Some(redacted) = enforced_redaction(&decision) {
+            bump(&self.counters.args_redacted);
+            message.result = Some(redacted.clone());
+        }
+        Outcome::Forward(message.to_bytes())
+    }
+
+    /// Handles one server message, read by the transport.
+    pub fn server(
+        &self,
+        caller: &Caller,
+        exchange: &Exchange,
+        parsed: Result<Message, Refusal>,
+    ) -> Outcome {
+        let mut message = match parsed {
+            Ok(message) => message,
+            Err(refusal) => {
+                // The client might read it as a result (or a request) Warden never inspected.
+                bump(&self.counters.refused);
+                tracing::warn!(reason = %refusal, "dropped an unreadable message from the server");
                 return Outcome::Drop;
             }
-            MessageKind::Request | MessageKind::Notification => return Outcome::Forward,
-        }
-        let Some(id) = message.id() else {
-            return Outcome::Forward;
         };
-        let Some(key) = message::id_key(id) else {
-            return Outcome::Forward;
-        };
-        let Some(pending) = exchange.pending.lock().remove(&key) else {
-            return Outcome::Forward;
-        };
-        let Some(result) = message.envelope.as_ref().and_then(|e| e.result) else {
-            return Outcome::Forward;
-        };
-        match pending {
-            Pending::Call(tool) => self.tool_result(caller, id, &tool, result, bytes),
-            Pending::Task(tool) => Self::task_created(exchange, id, &tool, result),
-            Pending::List => self.tool_list(caller, result, bytes),
+        match message.kind {
+            MessageKind::Request => self.server_request(caller, exchange, message),
+            MessageKind::Notification => {
+                if message.method() == Some("notifications/cancelled")
+                    && let Some(id) = message
+                        .params_object()
+                        .and_then(|p| p.get("requestId"))
+                        .and_then(Id::from_value)
+                {
+                    exchange.tracked.lock().server_pending.remove(&id);
+                }
+                Outcome::Forward(message.to_bytes())
+            }
+            MessageKind::Response | MessageKind::ErrorResponse => {
+                let Some(id) = message.id.clone() else {
+                    // An error answering an unreadable request carries no result.
+                    return Outcome::Forward(message.to_bytes());
+                };
+                let Some(pending) = exchange.tracked.lock().answer(&id) else {
+                    bump(&self.counters.unmatched);
+                    tracing::warn!("dropped a server answer that matches no request in flight");
+                    return Outcome::Drop;
+                };
+                if message.kind == MessageKind::ErrorResponse {
+                    return Outcome::Forward(message.to_bytes());
+                }
+                match pending {
+                    Pending::Call(tool) => self.tool_result(caller, &id, &tool, message),
+                    Pending::Task(tool) => Self::task_created(exchange, &id, &tool, &message),
+                    Pending::List => self.tool_list(caller, &mut message),
+                    Pending::Other => Outcome::Forward(message.to_bytes()),
+                }
+            }
         }
     }
 
-    /// A batch from the server (not sent since 2025-06-18) is inspected element by element.
-    fn server_batch(&self, caller: &Caller, exchange: &Exchange, bytes: &[u8]) -> Outcome {
-        let Ok(items) = serde_json::from_slice::<Vec<&RawValue>>(bytes) else {
+    /// A request from the server to the client. `sampling/createMessage` and
+    /// `elicitation/create` carry content from the server to the client's model or user: they
+    /// are decided as a `tool_result` of a tool named after the method, with the params as the
+    /// result (deny answers the server with an error, redact rewrites the params).
+    fn server_request(
+        &self,
+        caller: &Caller,
+        exchange: &Exchange,
+        mut message: Message,
+    ) -> Outcome {
+        let (Some(id), Some(method)) = (message.id.clone(), message.method.clone()) else {
             return Outcome::Drop;
         };
-        let mut changed = false;
-        let mut kept: Vec<Vec<u8>> = Vec::with_capacity(items.len());
-        for item in items {
-            let raw = item.get().as_bytes();
-            if Message::classify(raw).kind == MessageKind::Batch {
-                changed = true;
-                continue;
+        if exchange.tracked.lock().server_pending.len() >= MAX_SERVER_REQUESTS {
+            return Outcome::Reply(message::error_response(
+                Some(&id),
+                message::INVALID_REQUEST,
+                &format!("more than {MAX_SERVER_REQUESTS} server requests in flight"),
+                None,
+            ));
+        }
+        if DECIDED_SERVER_REQUESTS.contains(&method.as_str()) {
+            let request = Request {
+                session: caller.session.clone(),
+                principal: caller.principal.clone(),
+                kind: Kind::ToolResult,
+                tool: Some(method.clone()),
+                result: message.params.clone(),
+                ..Request::default()
+            };
+            let Ok(decision) = self.decide(&request) else {
+                return Outcome::Reply(message::error_response(
+                    Some(&id),
+                    message::DECISION_FAILED,
+                    "policy decision failed; the request was not forwarded",
+                    None,
+                ));
+            };
+            if decision.verdict == Verdict::Deny {
+                bump(&self.counters.results_blocked);
+                tracing::info!(method = %method, rule = ?decision.rule, "server request blocked");
+                return Outcome::Reply(message::error_response(
+                    Some(&id),
+                    message::RESULT_BLOCKED,
+                    &deny_message(&decision),
+                    Some(deny_data(&decision)),
+                ));
             }
-            match self.server_message(caller, exchange, raw) {
-                Outcome::Forward => kept.push(raw.to_vec()),
-                Outcome::Rewrite(bytes) => {
-                    changed = true;
-                    kept.push(bytes);
-                }
-                Outcome::Reply(_) | Outcome::Drop => changed = true,
+            if let Some(redacted) = enforced_redaction(&decision) {
+                bump(&self.counters.results_redacted);
+                message.params = Some(redacted.clone());
             }
         }
-        if !changed {
-            return Outcome::Forward;
-        }
-        if kept.is_empty() {
-            return Outcome::Drop;
-        }
-        let mut out = b"[".to_vec();
-        out.extend_from_slice(&kept.join(&b","[..]));
-        out.push(b']');
-        Outcome::Rewrite(out)
+        exchange.tracked.lock().server_pending.insert(id, method);
+        Outcome::Forward(message.to_bytes())
     }
 
     /// The answer to a task-augmented call: remember which tool the task runs. Anything but a
-    /// task is inspected as the tool's result.
-    fn task_created(exchange: &Exchange, id: &RawValue, tool: &str, result: &RawValue) -> Outcome {
-        let task_id = serde_json::from_str::<Value>(result.get())
-            .ok()
-            .and_then(|r| {
-                r.pointer("/task/taskId")
-                    .and_then(Value::as_str)
-                    .map(str::to_owned)
-            });
+    /// task is withheld.
+    fn task_created(exchange: &Exchange, id: &Id, tool: &str, message: &Message) -> Outcome {
+        let task_id = message
+            .result
+            .as_ref()
+            .and_then(|r| r.pointer("/task/taskId"))
+            .and_then(Value::as_str);
         let Some(task_id) = task_id else {
-            return Outcome::Rewrite(message::error_response(
+            return Outcome::Forward(message::error_response(
                 Some(id),
                 message::RESULT_BLOCKED,
                 "the server answered a task-augmented call without a task",
                 None,
             ));
         };
-        let mut tasks = exchange.tasks.lock();
-        if tasks.len() >= MAX_TASKS {
-            tasks.clear();
+        let mut tracked = exchange.tracked.lock();
+        if tracked.tasks.len() >= MAX_TASKS {
+            tracked.tasks.clear();
         }
-        tasks.insert(task_id, tool.to_owned());
-        Outcome::Forward
+        tracked.tasks.insert(task_id.to_owned(), tool.to_owned());
+        Outcome::Forward(message.to_bytes())
     }
 
-    /// `tasks/result` for a task Warden saw created: its answer is the tool's result. Unknown
-    /// tasks are refused (their result could not be inspected).
-    fn task_result(&self, exchange: &Exchange, message: &Message<'_>) -> Outcome {
-        let id = message.id();
-        let task_id = message
-            .envelope
-            .as_ref()
-            .and_then(|e| e.params)
-            .and_then(|p| serde_json::from_str::<Value>(p.get()).ok())
-            .and_then(|p| p.get("taskId").and_then(Value::as_str).map(str::to_owned));
-        let tool = task_id.and_then(|t| exchange.tasks.lock().get(&t).cloned());
-        let (Some(tool), Some(key)) = (tool, id.and_then(message::id_key)) else {
-            bump(&self.counters.calls_denied);
-            return Outcome::Reply(message::error_response(
-                id,
-                message::DENIED,
-                "unknown task: warden only returns results of tasks it saw created",
-                None,
-            ));
-        };
-        match exchange.pending.lock().entry(key) {
-            Entry::Occupied(_) => Outcome::Reply(duplicate_id(id)),
-            Entry::Vacant(slot) => {
-                slot.insert(Pending::Call(tool));
-                Outcome::Forward
-            }
-        }
-    }
-
-    fn tool_result(
-        &self,
-        caller: &Caller,
-        id: &RawValue,
-        tool: &str,
-        result: &RawValue,
-        bytes: &[u8],
-    ) -> Outcome {
+    fn tool_result(&self, caller: &Caller, id: &Id, tool: &str, mut message: Message) -> Outcome {
         let blocked = |code, text: &str, data| {
-            Outcome::Rewrite(message::error_response(Some(id), code, text, data))
-        };
-        let Ok(result) = serde_json::from_str::<Value>(result.get()) else {
-            return blocked(
-                message::RESULT_BLOCKED,
-                "the tool result is not valid JSON",
-                None,
-            );
+            Outcome::Forward(message::error_response(Some(id), code, text, data))
         };
         let request = Request {
             session: caller.session.clone(),
             principal: caller.principal.clone(),
             kind: Kind::ToolResult,
             tool: Some(tool.to_owned()),
-            result: Some(result),
+            result: message.result.clone(),
             ..Request::default()
         };
-        let decision = match self.decide(&request) {
-            Ok(decision) => decision,
-            Err(()) => {
-                return blocked(
-                    message::DECISION_FAILED,
-                    "policy decision failed; the tool result was withheld",
-                    None,
-                );
-            }
+        let Ok(decision) = self.decide(&request) else {
+            return blocked(
+                message::DECISION_FAILED,
+                "policy decision failed; the tool result was withheld",
+                None,
+            );
         };
         if decision.verdict == Verdict::Deny {
             bump(&self.counters.results_blocked);
@@ -652,28 +781,21 @@ impl Enforcer {
             let text = format!("tool result blocked: {}", deny_message(&decision));
             return blocked(message::RESULT_BLOCKED, &text, Some(deny_data(&decision)));
         }
-        match enforced_redaction(&decision) {
-            Some(redacted) => match rewrite(bytes, &["result"], redacted.clone()) {
-                Some(rewritten) => {
-                    bump(&self.counters.results_redacted);
-                    Outcome::Rewrite(rewritten)
-                }
-                None => blocked(
-                    message::RESULT_BLOCKED,
-                    "cannot rewrite the redacted result",
-                    None,
-                ),
-            },
-            None => Outcome::Forward,
+        if let Some(redacted) = enforced_redaction(&decision) {
+            bump(&self.counters.results_redacted);
+            message.result = Some(redacted.clone());
         }
+        Outcome::Forward(message.to_bytes())
     }
 
-    fn tool_list(&self, caller: &Caller, result: &RawValue, bytes: &[u8]) -> Outcome {
-        let Ok(mut result) = serde_json::from_str::<Map<String, Value>>(result.get()) else {
-            return Outcome::Forward;
-        };
-        let Some(Value::Array(tools)) = result.get_mut("tools") else {
-            return Outcome::Forward;
+    fn tool_list(&self, caller: &Caller, message: &mut Message) -> Outcome {
+        let Some(Value::Array(tools)) = message
+            .result
+            .as_mut()
+            .and_then(Value::as_object_mut)
+            .and_then(|result| result.get_mut("tools"))
+        else {
+            return Outcome::Forward(message.to_bytes());
         };
         let policy = self.engine.policy();
         let before = tools.len();
@@ -699,15 +821,9 @@ impl Enforcer {
             !never_callable(&policy, name, caller.principal.as_deref())
         });
         let hidden = before - tools.len();
-        if hidden == 0 {
-            return Outcome::Forward;
-        }
         self.counters
             .tools_hidden
             .fetch_add(hidden as u64, Ordering::Relaxed);
-        match rewrite(bytes, &["result"], Value::Object(result)) {
-            Some(rewritten) => Outcome::Rewrite(rewritten),
-            None => Outcome::Forward,
-        }
+        Outcome::Forward(message.to_bytes())
     }
 }

@@ -1,8 +1,9 @@
 //! The Streamable HTTP transport: a reverse proxy in front of one upstream MCP endpoint.
 //!
 //! POST bodies are read whole (bounded) and decided; `application/json` responses are read whole
-//! (one message) and `text/event-stream` responses are forwarded event by event as they arrive.
-//! GET (the server's stream) and DELETE (end of session) are forwarded. Mount [`router`] (or
+//! (one message) and `text/event-stream` responses are forwarded event by event as they arrive,
+//! each written again by Warden from what it read. GET (the server's stream) and DELETE (end of
+//! session) are forwarded without a body; other methods are refused (405). Mount [`router`] (or
 //! [`handle`] on a route of your own) in any axum application.
 
 use std::sync::Arc;
@@ -21,8 +22,8 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
 
 use crate::enforce::{Caller, Enforcer, Exchange, Outcome, routing_header_mismatch};
-use crate::message;
-use crate::sse::{SseSplitter, event_data, replace_data};
+use crate::message::{self, Message};
+use crate::sse::{Event, SseSplitter};
 
 /// Largest POST body or JSON response accepted, in bytes (default).
 pub const DEFAULT_MAX_BODY_BYTES: usize = 8 * 1024 * 1024;
@@ -36,7 +37,10 @@ const SESSION_HEADER: &str = "mcp-session-id";
 pub struct Identity {
     /// The principal (an API key's or a token's subject).
     pub principal: Option<String>,
-    /// A client identity to use as the Warden session instead of `Mcp-Session-Id`.
+    /// The Warden session whose taints and history apply to the calls: an identity the
+    /// embedding application trusts (the key's, a configured one), never the client's
+    /// `Mcp-Session-Id` (a client picks that one, and a new one clears its taints). None: no
+    /// session state is read or written.
     pub session: Option<String>,
 }
 
@@ -51,7 +55,7 @@ pub struct UpstreamConfig {
     pub url: String,
     /// The name of the policy (in the daemon's policy set) that decides its calls.
     pub policy: String,
-    /// A client identity used as the Warden session instead of `Mcp-Session-Id`.
+    /// The Warden session of this upstream's calls (default: the caller's key identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
 }
@@ -197,25 +201,66 @@ fn copy_headers(from: &HeaderMap, to: &mut HeaderMap) {
     }
 }
 
+/// The `charset` parameter of a media type, lower-cased, when there is one.
+fn charset(content_type: &str) -> Option<String> {
+    content_type.split(';').skip(1).find_map(|param| {
+        let (name, value) = param.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim().trim_matches('"').to_ascii_lowercase())
+    })
+}
+
+/// Whether a `Content-Type` declares a charset other than UTF-8 (a peer would decode the body
+/// differently from Warden: UTF-7 hides a second `method` from a UTF-8 reader).
+fn foreign_charset(headers: &HeaderMap) -> bool {
+    headers.get_all(header::CONTENT_TYPE).iter().any(|v| {
+        v.to_str().map_or(true, |v| {
+            charset(v).is_some_and(|c| c != "utf-8" && c != "utf8")
+        })
+    })
+}
+
 /// Proxies one request. Denied calls are answered with a JSON-RPC error on HTTP 200.
 pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> Response<Body> {
     let inner = &state.inner;
     let (parts, body) = request.into_parts();
+    // Streamable HTTP uses POST, GET and DELETE only: a body sent any other way would reach the
+    // server uninspected.
+    if !matches!(parts.method, Method::POST | Method::GET | Method::DELETE) {
+        let mut response = rpc_error(
+            StatusCode::METHOD_NOT_ALLOWED,
+            message::INVALID_REQUEST,
+            "MCP over HTTP uses POST, GET and DELETE only",
+        );
+        response
+            .headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
+        return response;
+    }
     let identity = (inner.config.identify)(&parts.headers);
     let mcp_session = parts
         .headers
         .get(SESSION_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    // Requests are matched to answers per MCP session and principal: another principal naming
+    // the same `Mcp-Session-Id` gets an exchange of its own.
+    let exchange_key = mcp_session.as_ref().map(|id| {
+        format!(
+            "{}\u{1f}{id}",
+            identity.principal.as_deref().unwrap_or_default()
+        )
+    });
     let caller = Caller {
-        session: identity.session.or_else(|| mcp_session.clone()),
+        session: identity.session,
         principal: identity.principal,
     };
-    let exchange = match &mcp_session {
-        Some(id) if inner.exchanges.len() < MAX_SESSIONS || inner.exchanges.contains_key(id) => {
+    let exchange = match &exchange_key {
+        Some(key) if inner.exchanges.len() < MAX_SESSIONS || inner.exchanges.contains_key(key) => {
             inner
                 .exchanges
-                .entry(id.clone())
+                .entry(key.clone())
                 .or_insert_with(|| Arc::new(Exchange::for_session()))
                 .clone()
         }
@@ -230,6 +275,13 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
         );
     }
     let upstream_body = if parts.method == Method::POST {
+        if foreign_charset(&parts.headers) {
+            return rpc_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                message::INVALID_REQUEST,
+                "the request body must be UTF-8 JSON (a `charset` other than utf-8 is refused)",
+            );
+        }
         let bytes = match http_body_util::Limited::new(body, inner.config.max_body_bytes)
             .collect()
             .await
@@ -243,15 +295,17 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
                 );
             }
         };
-        let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
-        if let Some(mismatch) =
-            routing_header_mismatch(&bytes, header("mcp-method"), header("mcp-name"))
-        {
-            return rpc_error(StatusCode::BAD_REQUEST, message::INVALID_REQUEST, &mismatch);
+        let parsed = Message::parse(&bytes);
+        if let Ok(message) = &parsed {
+            let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
+            if let Some(mismatch) =
+                routing_header_mismatch(message, header("mcp-method"), header("mcp-name"))
+            {
+                return rpc_error(StatusCode::BAD_REQUEST, message::INVALID_REQUEST, &mismatch);
+            }
         }
-        match inner.enforcer.client_message(&caller, &exchange, &bytes) {
-            Outcome::Forward => Body::from(bytes),
-            Outcome::Rewrite(rewritten) => Body::from(rewritten),
+        match inner.enforcer.client(&caller, &exchange, parsed) {
+            Outcome::Forward(bytes) => Body::from(bytes),
             Outcome::Reply(reply) => return json_response(StatusCode::OK, reply),
             Outcome::Drop => {
                 let mut response = Response::new(Body::empty());
@@ -260,7 +314,9 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             }
         }
     } else {
-        body
+        // GET and DELETE carry no message: whatever body came is not forwarded.
+        drop(body);
+        Body::empty()
     };
 
     let mut upstream = Request::new(upstream_body);
@@ -272,6 +328,14 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
     for name in &inner.config.strip_headers {
         upstream.headers_mut().remove(name);
     }
+    if parts.method == Method::POST {
+        // The body is the JSON Warden wrote: say so, whatever the client declared.
+        upstream.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+    }
+    let forwarded_headers = upstream.headers().clone();
     let response = match inner.client.request(upstream).await {
         Ok(response) => response,
         Err(e) => {
@@ -283,10 +347,10 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             );
         }
     };
-    if let Some(id) = &mcp_session
+    if let Some(key) = &exchange_key
         && (parts.method == Method::DELETE || response.status() == StatusCode::NOT_FOUND)
     {
-        inner.exchanges.remove(id);
+        inner.exchanges.remove(key);
     }
 
     let (mut head, body) = response.into_parts();
@@ -296,23 +360,27 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
         .and_then(|v| v.to_str().ok())
         .unwrap_or_default()
         .to_ascii_lowercase();
-    let inspected = content_type.starts_with("text/event-stream")
-        || content_type.starts_with("application/json");
-    if inspected && is_encoded(&head.headers) {
-        tracing::warn!(upstream = %inner.config.upstream, "upstream sent a compressed MCP response; withheld");
+    let is_sse = content_type.starts_with("text/event-stream");
+    let is_json = content_type.starts_with("application/json");
+    if (is_sse || is_json) && (is_encoded(&head.headers) || foreign_charset(&head.headers)) {
+        tracing::warn!(upstream = %inner.config.upstream, "upstream sent a compressed or non-UTF-8 MCP response; withheld");
         return rpc_error(
             StatusCode::BAD_GATEWAY,
             message::INVALID_REQUEST,
-            "the upstream response is compressed and cannot be inspected",
+            "the upstream response is compressed or not UTF-8 and cannot be inspected",
         );
     }
     let mut headers = HeaderMap::new();
     copy_headers(&head.headers, &mut headers);
     head.headers = headers;
 
-    let body = if content_type.starts_with("text/event-stream") {
-        Body::from_stream(sse_stream(state.clone(), caller, exchange, body))
-    } else if content_type.starts_with("application/json") {
+    let body = if is_sse {
+        let answers = ServerAnswers {
+            state: state.clone(),
+            headers: forwarded_headers,
+        };
+        Body::from_stream(sse_stream(answers, caller, exchange, body))
+    } else if is_json {
         let bytes = match http_body_util::Limited::new(body, inner.config.max_body_bytes)
             .collect()
             .await
@@ -327,33 +395,73 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             }
         };
         match inner.enforcer.server_message(&caller, &exchange, &bytes) {
-            Outcome::Forward => Body::from(bytes),
-            Outcome::Rewrite(rewritten) => Body::from(rewritten),
+            Outcome::Forward(bytes) => Body::from(bytes),
             Outcome::Reply(_) | Outcome::Drop => {
                 return rpc_error(
                     StatusCode::BAD_GATEWAY,
                     message::INVALID_REQUEST,
-                    "the upstream response could not be read as JSON-RPC",
+                    "the upstream response is not an answer warden can inspect",
                 );
             }
         }
+    } else if head.status.is_success()
+        && parts.method == Method::POST
+        && head.status != StatusCode::ACCEPTED
+    {
+        // A success answer to a message that is neither JSON nor an event stream could be read
+        // as a result by the client: withheld.
+        tracing::warn!(upstream = %inner.config.upstream, content_type = %content_type, "upstream answered a POST with a body warden cannot inspect; withheld");
+        return rpc_error(
+            StatusCode::BAD_GATEWAY,
+            message::INVALID_REQUEST,
+            "the upstream answered with a body warden cannot inspect",
+        );
     } else {
         Body::new(body)
     };
     Response::from_parts(head, body)
 }
 
-struct SseState<B> {
+/// Sends Warden's answers to the server's requests (a refused `sampling/createMessage`, say)
+/// back to the server, as a client POST on the same session.
+#[derive(Clone)]
+struct ServerAnswers {
     state: ProxyState,
+    headers: HeaderMap,
+}
+
+impl ServerAnswers {
+    fn send(&self, bytes: Vec<u8>) {
+        let inner = Arc::clone(&self.state.inner);
+        let mut request = Request::new(Body::from(bytes));
+        *request.method_mut() = Method::POST;
+        *request.uri_mut() = inner.config.upstream.clone();
+        *request.headers_mut() = self.headers.clone();
+        tokio::spawn(async move {
+            match inner.client.request(request).await {
+                Ok(response) if response.status().is_success() => {}
+                Ok(response) => {
+                    tracing::warn!(status = %response.status(), "the server refused warden's answer to its request")
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot send warden's answer to the server's request")
+                }
+            }
+        });
+    }
+}
+
+struct SseState<B> {
+    answers: ServerAnswers,
     caller: Caller,
     exchange: Arc<Exchange>,
     body: B,
     splitter: SseSplitter,
 }
 
-/// The upstream's event stream, each event inspected as it completes.
+/// The upstream's event stream, each event inspected as it completes and written again.
 fn sse_stream<B>(
-    state: ProxyState,
+    answers: ServerAnswers,
     caller: Caller,
     exchange: Arc<Exchange>,
     body: B,
@@ -364,7 +472,7 @@ where
     B::Error: std::fmt::Display,
 {
     let start = Some(SseState {
-        state,
+        answers,
         caller,
         exchange,
         body,
@@ -394,25 +502,29 @@ where
                 Ok(events) => events,
                 Err(e) => return Some((Err(std::io::Error::other(e)), None)),
             };
-            if events.is_empty() {
-                continue;
-            }
             let mut out = Vec::new();
-            for event in events {
-                let outcome = match event_data(&event) {
-                    Some(data) => {
-                        s.state
-                            .inner
-                            .enforcer
-                            .server_message(&s.caller, &s.exchange, &data)
+            for raw in events {
+                let event = match Event::parse(&raw) {
+                    Ok(event) => event,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "dropped an unreadable event from the server");
+                        continue;
                     }
-                    None => Outcome::Forward,
                 };
-                match outcome {
-                    Outcome::Forward => out.extend_from_slice(&event),
-                    Outcome::Rewrite(bytes) => out.extend_from_slice(&replace_data(&event, &bytes)),
-                    // Never forwarded: an unreadable message while a result is awaited.
-                    Outcome::Reply(_) | Outcome::Drop => {}
+                let content = event
+                    .data
+                    .as_deref()
+                    .filter(|d| !d.iter().all(u8::is_ascii_whitespace));
+                let Some(content) = content else {
+                    // A priming event (an id to resume from, no message).
+                    out.extend_from_slice(&event.write(None));
+                    continue;
+                };
+                let enforcer = &s.answers.state.inner.enforcer;
+                match enforcer.server_message(&s.caller, &s.exchange, content) {
+                    Outcome::Forward(bytes) => out.extend_from_slice(&event.write(Some(&bytes))),
+                    Outcome::Reply(bytes) => s.answers.send(bytes),
+                    Outcome::Drop => {}
                 }
             }
             if out.is_empty() {

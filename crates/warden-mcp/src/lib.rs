@@ -21,5 +21,6 @@ pub mod stdio;
 pub use enforce::{
     Caller, Counters, DecisionObserver, Enforcer, Exchange, Outcome, routing_header_mismatch,
 };
+pub use message::{Id, Message, MessageKind, Refusal};
 pub use pins::{MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};
 pub use reach::never_callable;

@@ -1,8 +1,11 @@
 //! Server-sent events, incrementally: split a byte stream into events as they complete, read an
-//! event's `data`, and rewrite it. Events that are not rewritten are forwarded byte for byte.
+//! event's fields, and write an event again from the fields read ([`Event::write`]): Warden
+//! forwards only events it wrote itself.
 //!
-//! Lines end with `\n` or `\r\n` (a lone `\r` line ending, allowed by the SSE grammar but not
-//! produced by MCP servers, is not recognised: such a stream is forwarded as one event at its end).
+//! Lines end with `\n` or `\r\n`. A lone `\r` (a line ending to SSE clients, allowed by the
+//! grammar but not produced by MCP servers) makes the event unreadable: it is dropped, so no
+//! client can see a field Warden did not. A byte-order mark at the start of the stream is
+//! removed, as SSE clients do.
 
 /// Most bytes buffered for one incomplete event before the stream is cut (fail closed).
 pub const MAX_EVENT_BYTES: usize = 16 * 1024 * 1024;
@@ -13,7 +16,11 @@ pub struct SseSplitter {
     buf: Vec<u8>,
     line_start: usize,
     scanned: usize,
+    /// Whether the start of the stream has been checked for a byte-order mark.
+    started: bool,
 }
+
+const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 /// An event larger than [`MAX_EVENT_BYTES`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -29,6 +36,15 @@ impl SseSplitter {
     /// Adds a chunk; returns every event it completes, each with its terminating blank line.
     pub fn push(&mut self, chunk: &[u8]) -> Result<Vec<Vec<u8>>, EventTooLarge> {
         self.buf.extend_from_slice(chunk);
+        if !self.started {
+            if self.buf.len() < BOM.len() && BOM.starts_with(&self.buf) {
+                return Ok(Vec::new());
+            }
+            self.started = true;
+            if self.buf.starts_with(BOM) {
+                self.buf.drain(..BOM.len());
+            }
+        }
         let mut events = Vec::new();
         let mut i = self.scanned;
         while let Some(offset) = self
@@ -90,32 +106,92 @@ pub fn event_data(event: &[u8]) -> Option<Vec<u8>> {
     data
 }
 
-/// The event with its data replaced by `data` (one line: JSON without raw newlines), other
-/// fields (`id`, `event`, `retry`, comments) kept in order.
-pub fn replace_data(event: &[u8], data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(event.len() + data.len());
-    let mut written = false;
-    for line in lines(event) {
-        if line.is_empty() {
-            continue;
-        }
-        if line == b"data" || line.starts_with(b"data:") {
-            if !written {
-                out.extend_from_slice(b"data: ");
-                out.extend_from_slice(data);
-                out.push(b'\n');
-                written = true;
+/// One event's fields, as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Event {
+    /// The `event` field (the event type).
+    pub event: Option<String>,
+    /// The `id` field (the id a client resumes from with `Last-Event-ID`).
+    pub id: Option<String>,
+    /// The `retry` field, when it is a number.
+    pub retry: Option<u64>,
+    /// The `data` fields joined by `\n`.
+    pub data: Option<Vec<u8>>,
+}
+
+/// Why an event cannot be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BadEvent {
+    /// A carriage return not followed by a line feed: a line break to SSE clients.
+    #[error("a lone carriage return in a server-sent event")]
+    LoneCarriageReturn,
+    /// A field that is not UTF-8.
+    #[error("a server-sent event field that is not UTF-8")]
+    NotUtf8,
+}
+
+fn field_text(value: &[u8]) -> Result<String, BadEvent> {
+    std::str::from_utf8(value)
+        .map(str::to_owned)
+        .map_err(|_| BadEvent::NotUtf8)
+}
+
+impl Event {
+    /// Reads one event (as [`SseSplitter::push`] returns it). Comments and unknown fields are
+    /// left out; `id`s holding NUL are ignored, as the SSE grammar says.
+    pub fn parse(raw: &[u8]) -> Result<Event, BadEvent> {
+        let mut event = Event {
+            data: event_data(raw),
+            ..Event::default()
+        };
+        for line in lines(raw) {
+            if line.contains(&b'\r') {
+                return Err(BadEvent::LoneCarriageReturn);
             }
-            continue;
+            let (name, value) = match line.iter().position(|b| *b == b':') {
+                Some(at) => {
+                    let (name, value) = line.split_at(at);
+                    let value = value.get(1..).unwrap_or_default();
+                    (name, value.strip_prefix(b" ").unwrap_or(value))
+                }
+                None => (line, &[][..]),
+            };
+            match name {
+                b"event" => event.event = Some(field_text(value)?),
+                b"id" if !value.contains(&0) => event.id = Some(field_text(value)?),
+                b"retry" => {
+                    event.retry = std::str::from_utf8(value).ok().and_then(|v| v.parse().ok());
+                }
+                _ => {}
+            }
         }
-        out.extend_from_slice(line);
-        out.push(b'\n');
+        Ok(event)
     }
-    if !written {
-        out.extend_from_slice(b"data: ");
-        out.extend_from_slice(data);
+
+    /// The event written again, with `data` (one line: JSON Warden wrote, holding no raw line
+    /// break) in place of the data read; `None` writes the data read (only ever empty or
+    /// whitespace: an event with content is always given the bytes to write).
+    pub fn write(&self, data: Option<&[u8]>) -> Vec<u8> {
+        let mut out = Vec::new();
+        if let Some(event) = &self.event {
+            out.extend_from_slice(b"event: ");
+            out.extend_from_slice(event.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(id) = &self.id {
+            out.extend_from_slice(b"id: ");
+            out.extend_from_slice(id.as_bytes());
+            out.push(b'\n');
+        }
+        if let Some(retry) = self.retry {
+            out.extend_from_slice(format!("retry: {retry}\n").as_bytes());
+        }
+        if let Some(data) = data.or(self.data.as_deref().map(|_| &b""[..])) {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(data);
+            out.push(b'\n');
+        }
         out.push(b'\n');
+        out
     }
-    out.push(b'\n');
-    out
 }

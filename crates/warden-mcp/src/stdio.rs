@@ -9,6 +9,7 @@ use tokio::process::Command;
 use tokio::sync::mpsc;
 
 use crate::enforce::{Caller, Enforcer, Exchange, Outcome};
+use crate::message::Message;
 
 /// How long the child may take to exit after the client closed its input.
 pub const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(5);
@@ -76,25 +77,46 @@ where
         Ok::<_, std::io::Error>(())
     });
 
+    // One writer owns the child's input: the client's messages and Warden's answers to the
+    // server's requests. `None` closes it (the client closed its input: the session is over).
+    let (to_server, mut inbox) = mpsc::channel::<Option<Vec<u8>>>(256);
+    let server_writer = tokio::spawn(async move {
+        while let Some(Some(bytes)) = inbox.recv().await {
+            child_in.write_all(&bytes).await?;
+            child_in.flush().await?;
+        }
+        Ok::<_, std::io::Error>(())
+    });
+
     // Server -> client.
     let from_server = {
-        let (enforcer, exchange, caller, to_client) = (
+        let (enforcer, exchange, caller, to_client, to_server) = (
             enforcer.clone(),
             exchange.clone(),
             caller.clone(),
             to_client.clone(),
+            to_server.clone(),
         );
         tokio::spawn(async move {
             let mut reader = BufReader::new(child_out);
             let mut line = Vec::new();
             while read_line(&mut reader, &mut line).await? {
-                let bytes = match enforcer.server_message(&caller, &exchange, &line) {
-                    Outcome::Forward => std::mem::take(&mut line),
-                    Outcome::Rewrite(bytes) => with_newline(bytes),
-                    Outcome::Reply(_) | Outcome::Drop => continue,
-                };
-                if to_client.send(bytes).await.is_err() {
-                    break;
+                if line.iter().all(u8::is_ascii_whitespace) {
+                    continue;
+                }
+                match enforcer.server(&caller, &exchange, Message::parse_line(&line)) {
+                    Outcome::Forward(bytes) => {
+                        if to_client.send(with_newline(bytes)).await.is_err() {
+                            break;
+                        }
+                    }
+                    Outcome::Reply(bytes) => {
+                        // The child's input may be closed already: nothing waits for it then.
+                        if to_server.send(Some(with_newline(bytes))).await.is_err() {
+                            tracing::debug!("the server's input is closed; answer dropped");
+                        }
+                    }
+                    Outcome::Drop => {}
                 }
             }
             Ok::<_, std::io::Error>(())
@@ -109,21 +131,24 @@ where
             if line.iter().all(u8::is_ascii_whitespace) {
                 continue;
             }
-            match enforcer.client_message(&caller, &exchange, &line) {
-                Outcome::Forward => child_in.write_all(&line).await?,
-                Outcome::Rewrite(bytes) => child_in.write_all(&with_newline(bytes)).await?,
+            match enforcer.client(&caller, &exchange, Message::parse_line(&line)) {
+                Outcome::Forward(bytes) => {
+                    if to_server.send(Some(with_newline(bytes))).await.is_err() {
+                        break;
+                    }
+                }
                 Outcome::Reply(bytes) => {
                     if to_client.send(with_newline(bytes)).await.is_err() {
                         break;
                     }
-                    continue;
                 }
-                Outcome::Drop => continue,
+                Outcome::Drop => {}
             }
-            child_in.flush().await?;
         }
         // Closing the child's stdin tells it the session is over.
-        drop(child_in);
+        if to_server.send(None).await.is_err() {
+            tracing::debug!("the server's input was already closed");
+        }
         Ok::<_, std::io::Error>(())
     });
 
@@ -150,6 +175,7 @@ where
         Ok(_) => {}
         Err(_) => from_server.abort(),
     }
+    server_writer.abort();
     if let Ok(Ok(Err(e))) = tokio::time::timeout(DRAIN, writer).await {
         tracing::debug!(error = %e, "writing to the client failed");
     }

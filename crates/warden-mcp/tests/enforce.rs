@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use serde_json::{Value, json};
 use warden_core::{CompileOptions, CompiledPolicy, Engine};
-use warden_mcp::sse::{SseSplitter, event_data, replace_data};
+use warden_mcp::sse::{Event, SseSplitter, event_data};
 use warden_mcp::{
     Caller, Enforcer, Exchange, MemoryPinStore, Outcome, PinStore, routing_header_mismatch,
 };
@@ -61,32 +61,55 @@ fn call(id: u64, tool: &str, args: Value) -> Vec<u8> {
 
 fn reply_json(outcome: &Outcome) -> Value {
     match outcome {
-        Outcome::Reply(bytes) | Outcome::Rewrite(bytes) => serde_json::from_slice(bytes).unwrap(),
-        other => panic!("expected a reply or rewrite, got {other:?}"),
+        Outcome::Reply(bytes) | Outcome::Forward(bytes) => serde_json::from_slice(bytes).unwrap(),
+        other => panic!("expected a reply or a forward, got {other:?}"),
     }
 }
 
-#[test]
-fn uninspected_messages_pass_unchanged() {
-    let e = enforcer();
-    let ex = Exchange::new();
-    for bytes in [
-        &br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#[..],
-        br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
-        br#"{ "jsonrpc" : "2.0", "id": "x", "method": "resources/list" }"#,
-    ] {
-        assert_eq!(e.client_message(&caller("s"), &ex, bytes), Outcome::Forward);
-        assert_eq!(e.server_message(&caller("s"), &ex, bytes), Outcome::Forward);
+/// The forwarded message; panics on anything else.
+fn forwarded(outcome: &Outcome) -> Value {
+    match outcome {
+        Outcome::Forward(bytes) => serde_json::from_slice(bytes).unwrap(),
+        other => panic!("expected a forward, got {other:?}"),
     }
-    // Nothing pending: even an unreadable server message passes; from the client it does not.
+}
+
+fn is_forward(outcome: &Outcome) -> bool {
+    matches!(outcome, Outcome::Forward(_))
+}
+
+#[test]
+fn uninspected_messages_are_forwarded_as_read() {
+    let e = enforcer();
+    let ex = Exchange::for_session();
+    let init = br#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-11-25"}}"#;
     assert_eq!(
-        e.server_message(&caller("s"), &ex, b"not json"),
-        Outcome::Forward
+        forwarded(&e.client_message(&caller("s"), &ex, init)),
+        serde_json::from_slice::<Value>(init).unwrap()
     );
+    let note = br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    assert_eq!(
+        forwarded(&e.client_message(&caller("s"), &ex, note))["method"],
+        "notifications/initialized"
+    );
+    // Whitespace and unknown envelope members are not forwarded: the server gets Warden's copy.
+    let spaced = br#"{ "jsonrpc" : "2.0", "id": "x", "method": "resources/list", "extra": 1 }"#;
+    let Outcome::Forward(bytes) = e.client_message(&caller("s"), &ex, spaced) else {
+        panic!()
+    };
+    assert_eq!(
+        bytes,
+        br#"{"jsonrpc":"2.0","id":"x","method":"resources/list"}"#
+    );
+    // Unreadable messages are refused from the client and dropped from the server.
     assert!(matches!(
         e.client_message(&caller("s"), &ex, b"not json"),
         Outcome::Reply(_)
     ));
+    assert_eq!(
+        e.server_message(&caller("s"), &ex, b"not json"),
+        Outcome::Drop
+    );
 }
 
 #[test]
@@ -97,7 +120,7 @@ fn denied_call_gets_a_json_rpc_error_with_the_reason() {
     let reply = reply_json(&out);
     assert!(matches!(out, Outcome::Reply(_)));
     assert_eq!(reply["id"], 7);
-    assert_eq!(reply["error"]["code"], -32001);
+    assert_eq!(reply["error"]["code"], -32060);
     assert_eq!(
         reply["error"]["message"],
         "denied by policy: agents may not read the environment"
@@ -115,22 +138,16 @@ fn denied_call_gets_a_json_rpc_error_with_the_reason() {
 fn taint_from_one_call_blocks_a_later_call_in_the_same_session_only() {
     let e = enforcer();
     let ex = Exchange::new();
-    assert_eq!(
-        e.client_message(
-            &caller("a"),
-            &ex,
-            &call(1, "echo", json!({"message": "hi"}))
-        ),
-        Outcome::Forward
-    );
-    assert_eq!(
-        e.client_message(
-            &caller("a"),
-            &ex,
-            &call(2, "fetch", json!({"url": "http://x"}))
-        ),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &caller("a"),
+        &ex,
+        &call(1, "echo", json!({"message": "hi"}))
+    )));
+    assert!(is_forward(&e.client_message(
+        &caller("a"),
+        &ex,
+        &call(2, "fetch", json!({"url": "http://x"}))
+    )));
     let reply = reply_json(&e.client_message(
         &caller("a"),
         &ex,
@@ -140,14 +157,11 @@ fn taint_from_one_call_blocks_a_later_call_in_the_same_session_only() {
         reply["error"]["message"],
         "denied by policy: echo after untrusted content"
     );
-    assert_eq!(
-        e.client_message(
-            &caller("b"),
-            &ex,
-            &call(4, "echo", json!({"message": "hi"}))
-        ),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &caller("b"),
+        &ex,
+        &call(4, "echo", json!({"message": "hi"}))
+    )));
 }
 
 #[test]
@@ -160,7 +174,7 @@ fn arguments_and_results_are_redacted() {
         &call(1, "echo", json!({"message": "mail bob@example.com"})),
     );
     let rewritten = reply_json(&out);
-    assert!(matches!(out, Outcome::Rewrite(_)));
+    assert!(matches!(out, Outcome::Forward(_)));
     assert_eq!(
         rewritten["params"]["arguments"]["message"],
         "mail [REDACTED:email]"
@@ -173,16 +187,14 @@ fn arguments_and_results_are_redacted() {
         rewritten["result"]["content"][0]["text"],
         "to [REDACTED:email]"
     );
-    // The id is no longer pending: a second response with it passes unchanged.
-    assert_eq!(
-        e.server_message(&caller("s"), &ex, result),
-        Outcome::Forward
-    );
+    // Sent again (a resumed stream replays it): inspected again, never passed in clear.
+    let again = forwarded(&e.server_message(&caller("s"), &ex, result));
+    assert_eq!(again["result"]["content"][0]["text"], "to [REDACTED:email]");
     assert_eq!(
         e.counters()
             .results_redacted
             .load(std::sync::atomic::Ordering::Relaxed),
-        1
+        2
     );
 }
 
@@ -191,7 +203,7 @@ fn tool_list_drops_tools_the_principal_can_never_call() {
     let e = enforcer();
     let ex = Exchange::new();
     let list = br#"{"jsonrpc":"2.0","id":"l1","method":"tools/list"}"#;
-    assert_eq!(e.client_message(&caller("s"), &ex, list), Outcome::Forward);
+    assert!(is_forward(&e.client_message(&caller("s"), &ex, list)));
     let tools = json!({"jsonrpc":"2.0","id":"l1","result":{"tools":[
         {"name":"echo","description":"Echo","inputSchema":{"type":"object"}},
         {"name":"get-env","description":"Env","inputSchema":{"type":"object"}},
@@ -238,13 +250,7 @@ fn changed_definition_is_hidden_and_denied_until_approved() {
             {"name":"echo","description":desc,"inputSchema":{"type":"object"}}]}}))
         .unwrap()
     };
-    let names = |out: &Outcome| match out {
-        Outcome::Forward => 1,
-        other => reply_json(other)["result"]["tools"]
-            .as_array()
-            .unwrap()
-            .len(),
-    };
+    let names = |out: &Outcome| forwarded(out)["result"]["tools"].as_array().unwrap().len();
     e.client_message(
         &caller("s"),
         &ex,
@@ -265,7 +271,7 @@ fn changed_definition_is_hidden_and_denied_until_approved() {
     );
     let reply =
         reply_json(&e.client_message(&caller("s"), &ex, &call(1, "echo", json!({"message": "x"}))));
-    assert_eq!(reply["error"]["code"], -32003);
+    assert_eq!(reply["error"]["code"], -32062);
     assert!(
         reply["error"]["message"]
             .as_str()
@@ -282,10 +288,11 @@ fn changed_definition_is_hidden_and_denied_until_approved() {
     let other = &pins;
     assert!(other.approve("everything", "echo").unwrap());
     assert!(!other.approve("everything", "echo").unwrap());
-    assert_eq!(
-        e.client_message(&caller("s"), &ex, &call(2, "echo", json!({"message": "x"}))),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &caller("s"),
+        &ex,
+        &call(2, "echo", json!({"message": "x"}))
+    )));
     e.client_message(
         &caller("s"),
         &ex,
@@ -299,7 +306,7 @@ fn changed_definition_is_hidden_and_denied_until_approved() {
 
 #[test]
 fn routing_headers_must_match_the_body() {
-    let body = call(1, "echo", json!({}));
+    let body = warden_mcp::Message::parse(&call(1, "echo", json!({}))).unwrap();
     assert_eq!(routing_header_mismatch(&body, None, None), None);
     assert_eq!(
         routing_header_mismatch(&body, Some("tools/call"), Some("echo")),
@@ -329,11 +336,12 @@ fn invalid_calls_and_batches_are_answered_not_forwarded() {
         e.client_message(&caller("s"), &ex, hidden),
         Outcome::Reply(_)
     ));
+    // Batches were removed from MCP: refused whatever they hold.
     let harmless = br#"[{"jsonrpc":"2.0","id":1,"method":"ping"},{"jsonrpc":"2.0","method":"notifications/initialized"}]"#;
-    assert_eq!(
+    assert!(matches!(
         e.client_message(&caller("s"), &ex, harmless),
-        Outcome::Forward
-    );
+        Outcome::Reply(_)
+    ));
     let notification = br#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"get-env"}}"#;
     assert_eq!(
         e.client_message(&caller("s"), &ex, notification),
@@ -342,25 +350,31 @@ fn invalid_calls_and_batches_are_answered_not_forwarded() {
 }
 
 #[test]
-fn sse_events_split_across_chunks_and_rewrite() {
+fn sse_events_split_across_chunks_and_are_written_again() {
     let mut s = SseSplitter::new();
+    assert!(s.push(b"\xEF\xBB").unwrap().is_empty());
     assert!(
-        s.push(b"event: message\r\nid: 1\r\ndata: {\"a\"")
+        s.push(b"\xBFevent: message\r\nid: 1\r\ndata: {\"a\"")
             .unwrap()
             .is_empty()
     );
     let events = s.push(b":1}\r\n\r\ndata: x\n\n: comment\n").unwrap();
     assert_eq!(events.len(), 2);
+    // The stream's byte-order mark is removed, as SSE clients do.
     assert_eq!(
         events[0],
         b"event: message\r\nid: 1\r\ndata: {\"a\":1}\r\n\r\n"
     );
     assert_eq!(event_data(&events[0]).unwrap(), b"{\"a\":1}");
+    let event = Event::parse(&events[0]).unwrap();
+    assert_eq!(event.id.as_deref(), Some("1"));
     assert_eq!(
-        replace_data(&events[0], b"{}"),
+        event.write(Some(b"{}")),
         b"event: message\nid: 1\ndata: {}\n\n"
     );
     assert_eq!(s.finish(), b": comment\n");
+    // A lone CR is a line break to clients: the event is unreadable.
+    assert!(Event::parse(b"id: 1\rdata: {}\n\n").is_err());
 }
 
 #[test]
@@ -372,10 +386,11 @@ fn ambiguous_messages_are_not_forwarded() {
     let reply = reply_json(&e.client_message(&caller("s"), &ex, duplicate));
     assert_eq!(reply["error"]["code"], -32600);
     // A call is pending: an unreadable or ambiguous answer from the server is dropped.
-    assert_eq!(
-        e.client_message(&caller("s"), &ex, &call(5, "echo", json!({"message": "x"}))),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &caller("s"),
+        &ex,
+        &call(5, "echo", json!({"message": "x"}))
+    )));
     let both = br#"{"jsonrpc":"2.0","id":5,"result":{"content":[{"type":"text","text":"bob@example.com"}]},"error":{"code":1,"message":"x"}}"#;
     assert_eq!(e.server_message(&caller("s"), &ex, both), Outcome::Drop);
     let dup_id = br#"{"jsonrpc":"2.0","id":4,"id":5,"result":{"content":[{"type":"text","text":"bob@example.com"}]}}"#;
@@ -390,17 +405,12 @@ fn ambiguous_messages_are_not_forwarded() {
 }
 
 #[test]
-fn server_batches_are_inspected_element_by_element() {
+fn server_batches_are_dropped() {
     let e = enforcer();
     let ex = Exchange::new();
     e.client_message(&caller("s"), &ex, &call(1, "echo", json!({"message": "x"})));
     let batch = br#"[{"jsonrpc":"2.0","method":"notifications/message","params":{}},{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"mail eve@example.com"}]}}]"#;
-    let out = reply_json(&e.server_message(&caller("s"), &ex, batch));
-    assert_eq!(out[0]["method"], "notifications/message");
-    assert_eq!(
-        out[1]["result"]["content"][0]["text"],
-        "mail [REDACTED:email]"
-    );
+    assert_eq!(e.server_message(&caller("s"), &ex, batch), Outcome::Drop);
 }
 
 #[test]
@@ -409,7 +419,7 @@ fn task_augmented_calls_are_inspected_through_tasks_result() {
     let task = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"},"task":{"ttl":60000}}}"#;
     // Stateless (one exchange per request): refused.
     let reply = reply_json(&e.client_message(&caller("s"), &Exchange::new(), task));
-    assert_eq!(reply["error"]["code"], -32001);
+    assert_eq!(reply["error"]["code"], -32060);
     assert!(
         reply["error"]["message"]
             .as_str()
@@ -418,14 +428,11 @@ fn task_augmented_calls_are_inspected_through_tasks_result() {
     );
     // In a session: the task is created, and its result is inspected when fetched.
     let ex = Exchange::for_session();
-    assert_eq!(e.client_message(&caller("s"), &ex, task), Outcome::Forward);
+    assert!(is_forward(&e.client_message(&caller("s"), &ex, task)));
     let created = br#"{"jsonrpc":"2.0","id":1,"result":{"task":{"taskId":"t-9","status":"working","ttl":60000,"createdAt":"x","lastUpdatedAt":"x"}}}"#;
-    assert_eq!(
-        e.server_message(&caller("s"), &ex, created),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.server_message(&caller("s"), &ex, created)));
     let fetch = br#"{"jsonrpc":"2.0","id":2,"method":"tasks/result","params":{"taskId":"t-9"}}"#;
-    assert_eq!(e.client_message(&caller("s"), &ex, fetch), Outcome::Forward);
+    assert!(is_forward(&e.client_message(&caller("s"), &ex, fetch)));
     let result = br#"{"jsonrpc":"2.0","id":2,"result":{"content":[{"type":"text","text":"Echo: bob@example.com"}]}}"#;
     let out = reply_json(&e.server_message(&caller("s"), &ex, result));
     assert_eq!(
@@ -436,7 +443,7 @@ fn task_augmented_calls_are_inspected_through_tasks_result() {
     let unknown = br#"{"jsonrpc":"2.0","id":3,"method":"tasks/result","params":{"taskId":"t-1"}}"#;
     assert_eq!(
         reply_json(&e.client_message(&caller("s"), &ex, unknown))["error"]["code"],
-        -32001
+        -32060
     );
     // A server answering a plain call with a task still has its answer inspected as the result.
     e.client_message(&caller("s"), &ex, &call(4, "echo", json!({"message": "x"})));
@@ -449,10 +456,11 @@ fn task_augmented_calls_are_inspected_through_tasks_result() {
 fn an_id_in_flight_cannot_be_reused() {
     let e = enforcer();
     let ex = Exchange::new();
-    assert_eq!(
-        e.client_message(&caller("s"), &ex, &call(1, "echo", json!({"message": "x"}))),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &caller("s"),
+        &ex,
+        &call(1, "echo", json!({"message": "x"}))
+    )));
     // A ping with the same id could take the tool result's place.
     let ping = br#"{"jsonrpc":"2.0","id":1.0,"method":"ping"}"#;
     let reply = reply_json(&e.client_message(&caller("s"), &ex, ping));
@@ -461,14 +469,11 @@ fn an_id_in_flight_cannot_be_reused() {
     let out = reply_json(&e.server_message(&caller("s"), &ex, result));
     assert_eq!(out["result"]["content"][0]["text"], "[REDACTED:email]");
     // Answered: the id is free again.
-    assert_eq!(
-        e.client_message(
-            &caller("s"),
-            &ex,
-            br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
-        ),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &caller("s"),
+        &ex,
+        br#"{"jsonrpc":"2.0","id":1,"method":"ping"}"#
+    )));
 }
 
 #[test]
@@ -489,14 +494,15 @@ fn the_observer_sees_every_decision_and_fails_closed() {
     }));
     let ex = Exchange::new();
     let c = caller("s");
-    assert_eq!(
-        e.client_message(&c, &ex, &call(1, "echo", json!({"m": "hi"}))),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &c,
+        &ex,
+        &call(1, "echo", json!({"m": "hi"}))
+    )));
     let result = br#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
-    assert_eq!(e.server_message(&c, &ex, result), Outcome::Forward);
+    assert!(is_forward(&e.server_message(&c, &ex, result)));
     let out = e.client_message(&c, &ex, &call(2, "get-env", json!({})));
-    assert_eq!(reply_json(&out)["error"]["code"], -32001);
+    assert_eq!(reply_json(&out)["error"]["code"], -32060);
     assert_eq!(
         *seen.lock(),
         [
@@ -512,16 +518,215 @@ fn the_observer_sees_every_decision_and_fails_closed() {
     assert!(matches!(out, Outcome::Reply(_)), "{out:?}");
     let reply = reply_json(&out);
     assert_eq!(reply["id"], 3);
-    assert_eq!(reply["error"]["code"], -32004, "{reply}");
+    assert_eq!(reply["error"]["code"], -32063, "{reply}");
     fail.store(false, Ordering::Relaxed);
-    assert_eq!(
-        e.client_message(&c, &ex, &call(4, "echo", json!({"m": "hi"}))),
-        Outcome::Forward
-    );
+    assert!(is_forward(&e.client_message(
+        &c,
+        &ex,
+        &call(4, "echo", json!({"m": "hi"}))
+    )));
     fail.store(true, Ordering::Relaxed);
     let result = br#"{"jsonrpc":"2.0","id":4,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
     let out = e.server_message(&c, &ex, result);
-    assert!(matches!(out, Outcome::Rewrite(_)), "{out:?}");
-    assert_eq!(reply_json(&out)["error"]["code"], -32004);
+    assert!(matches!(out, Outcome::Forward(_)), "{out:?}");
+    assert_eq!(reply_json(&out)["error"]["code"], -32063);
     assert_eq!(e.counters().failures.load(Ordering::Relaxed), 2);
+}
+
+const MAIL_RESULT: &str = r#"{"content":[{"type":"text","text":"bob@example.com"}]}"#;
+
+fn answer(id: &str) -> Vec<u8> {
+    format!(r#"{{"jsonrpc":"2.0","id":{id},"result":{MAIL_RESULT}}}"#).into_bytes()
+}
+
+#[test]
+fn ids_are_canonical_and_answers_to_nothing_are_dropped() {
+    let e = enforcer();
+    let ex = Exchange::for_session();
+    let c = caller("s");
+    // -0 is 0: the server's answer with id 0 is the call's result, inspected.
+    let minus_zero = br#"{"jsonrpc":"2.0","id":-0,"method":"tools/call","params":{"name":"echo","arguments":{"message":"x"}}}"#;
+    let sent = forwarded(&e.client_message(&c, &ex, minus_zero));
+    assert_eq!(sent["id"], 0);
+    let out = forwarded(&e.server_message(&c, &ex, &answer("0")));
+    assert_eq!(out["result"]["content"][0]["text"], "[REDACTED:email]");
+    assert_eq!(ex.in_flight(), 0);
+    // A string id never matches a number: "7" answering 7 is dropped.
+    assert!(is_forward(&e.client_message(
+        &c,
+        &ex,
+        &call(7, "echo", json!({"message": "x"}))
+    )));
+    assert_eq!(e.server_message(&c, &ex, &answer(r#""7""#)), Outcome::Drop);
+    // An answer to an id never sent is dropped, whatever is pending.
+    assert_eq!(e.server_message(&c, &ex, &answer("99")), Outcome::Drop);
+    assert_eq!(
+        e.counters()
+            .unmatched
+            .load(std::sync::atomic::Ordering::Relaxed),
+        2
+    );
+    // Fractional ids are refused.
+    let fractional = br#"{"jsonrpc":"2.0","id":1.5,"method":"ping"}"#;
+    assert!(matches!(
+        e.client_message(&c, &ex, fractional),
+        Outcome::Reply(_)
+    ));
+}
+
+#[test]
+fn every_request_id_is_tracked_whatever_the_method() {
+    let e = enforcer();
+    let ex = Exchange::for_session();
+    let c = caller("s");
+    // A ping, then a tools/call reusing its id: refused, so the ping's answer cannot stand in
+    // for the tool result.
+    let ping = br#"{"jsonrpc":"2.0","id":5,"method":"ping"}"#;
+    assert!(is_forward(&e.client_message(&c, &ex, ping)));
+    let reply = reply_json(&e.client_message(&c, &ex, &call(5, "echo", json!({"message": "x"}))));
+    assert_eq!(reply["error"]["code"], -32600);
+    let unknown = br#"{"jsonrpc":"2.0","id":6,"method":"vendor/whatever"}"#;
+    assert!(is_forward(&e.client_message(&c, &ex, unknown)));
+    let reply = reply_json(&e.client_message(&c, &ex, &call(6, "echo", json!({"message": "x"}))));
+    assert_eq!(reply["error"]["code"], -32600);
+}
+
+#[test]
+fn keys_two_parsers_could_read_differently_are_refused() {
+    let e = enforcer();
+    let ex = Exchange::for_session();
+    let c = caller("s");
+    for (bytes, what) in [
+        (&br#"{"jsonrpc":"2.0","id":1,"method":"ping","Method":"tools/call","params":{"name":"get-env"}}"#[..], "case"),
+        (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","Name":"get-env"}}"#, "case"),
+        (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{},"Arguments":{"message":"bob@example.com"}}}"#, "case"),
+        (r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","argumentſ":{"message":"bob@example.com"}}}"#.as_bytes(), "fold"),
+        ("{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"tools/call\",\"params\":{\"name\":\"echo\",\"\u{212a}ey\":1}}".as_bytes(), "fold"),
+        (br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"NAME":"get-env"}}"#, "case"),
+        (b"\xEF\xBB\xBF{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}", "bom"),
+    ] {
+        let out = e.client_message(&c, &ex, bytes);
+        let reply = reply_json(&out);
+        assert!(matches!(out, Outcome::Reply(_)), "{what}: {reply}");
+        assert!(
+            reply["error"]["message"].as_str().unwrap().starts_with("refused by warden"),
+            "{what}: {reply}"
+        );
+    }
+    assert_eq!(ex.in_flight(), 0);
+}
+
+#[test]
+fn a_raw_carriage_return_in_a_stdio_line_is_refused() {
+    let line = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"\r,\"params\":{}}\n";
+    assert_eq!(
+        warden_mcp::Message::parse_line(line),
+        Err(warden_mcp::Refusal::CarriageReturn)
+    );
+    // A CRLF line ending is fine.
+    assert!(
+        warden_mcp::Message::parse_line(b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\"}\r\n")
+            .is_ok()
+    );
+}
+
+#[test]
+fn forwarded_json_holds_no_line_break_of_any_kind() {
+    let e = enforcer();
+    let ex = Exchange::for_session();
+    let text = "a\u{2028}b\u{2029}c\u{85}d\re";
+    let bytes =
+        serde_json::to_vec(&json!({"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":text}}))
+            .unwrap();
+    let Outcome::Forward(out) = e.client_message(&caller("s"), &ex, &bytes) else {
+        panic!()
+    };
+    let out = String::from_utf8(out).unwrap();
+    assert!(
+        !out.contains(['\u{2028}', '\u{2029}', '\u{85}', '\r', '\n']),
+        "{out}"
+    );
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["params"]["x"],
+        text
+    );
+}
+
+const ELICIT_POLICY: &str = r#"
+warden: 1
+name: mcp-elicit
+default: allow
+rules:
+  - id: no-ssn
+    effect: deny
+    kinds: [tool_call]
+    tools: ["elicitation/create"]
+    args: { "/content/ssn": { matches: ".+" } }
+    reason: "no social security numbers"
+content:
+  detectors: [email]
+  input: redact
+  output: redact
+"#;
+
+#[test]
+fn elicitation_answers_and_sampling_requests_are_decided() {
+    let policy = CompiledPolicy::compile("test", ELICIT_POLICY, CompileOptions::default()).unwrap();
+    let e = Enforcer::new(
+        Arc::new(Engine::new(policy)),
+        Arc::new(MemoryPinStore::new()),
+        "everything",
+    );
+    let ex = Exchange::for_session();
+    let c = caller("s");
+    // The server asks the user; the answer typed holds an e-mail address: redacted.
+    let ask = br#"{"jsonrpc":"2.0","id":"e1","method":"elicitation/create","params":{"message":"Who?","requestedSchema":{"type":"object"}}}"#;
+    assert!(is_forward(&e.server_message(&c, &ex, ask)));
+    let typed = br#"{"jsonrpc":"2.0","id":"e1","result":{"action":"accept","content":{"email":"bob@example.com"}}}"#;
+    let out = forwarded(&e.client_message(&c, &ex, typed));
+    assert_eq!(out["result"]["content"]["email"], "[REDACTED:email]");
+    // Denied: the server gets an error instead of the answer.
+    assert!(is_forward(
+        &e.server_message(
+            &c,
+            &ex,
+            &ask.to_vec()
+                .iter()
+                .map(|b| if *b == b'1' { b'2' } else { *b })
+                .collect::<Vec<u8>>()
+        )
+    ));
+    let ssn = br#"{"jsonrpc":"2.0","id":"e2","result":{"action":"accept","content":{"ssn":"078-05-1120"}}}"#;
+    let out = forwarded(&e.client_message(&c, &ex, ssn));
+    assert_eq!(out["error"]["code"], -32060, "{out}");
+    assert_eq!(out["id"], "e2");
+    // An answer to a request the server never made is dropped.
+    let stray = br#"{"jsonrpc":"2.0","id":"e9","result":{"action":"accept","content":{}}}"#;
+    assert_eq!(e.client_message(&c, &ex, stray), Outcome::Drop);
+    // A sampling request carrying an e-mail address to the client's model: redacted.
+    let sample = br#"{"jsonrpc":"2.0","id":3,"method":"sampling/createMessage","params":{"messages":[{"role":"user","content":{"type":"text","text":"mail carol@example.org"}}],"maxTokens":10}}"#;
+    let out = forwarded(&e.server_message(&c, &ex, sample));
+    assert_eq!(
+        out["params"]["messages"][0]["content"]["text"],
+        "mail [REDACTED:email]"
+    );
+}
+
+#[test]
+fn cancelled_requests_stop_being_awaited() {
+    let e = enforcer();
+    let ex = Exchange::for_session();
+    let c = caller("s");
+    assert!(is_forward(&e.client_message(
+        &c,
+        &ex,
+        &call(1, "echo", json!({"message": "x"}))
+    )));
+    assert_eq!(ex.in_flight(), 1);
+    let cancel =
+        br#"{"jsonrpc":"2.0","method":"notifications/cancelled","params":{"requestId":1}}"#;
+    assert!(is_forward(&e.client_message(&c, &ex, cancel)));
+    assert_eq!(ex.in_flight(), 0);
+    // The late answer matches nothing: dropped.
+    assert_eq!(e.server_message(&c, &ex, &answer("1")), Outcome::Drop);
 }

@@ -44,6 +44,10 @@ use crate::{AppState, StateMode};
 /// Set by the daemon after authentication (any value sent by the client is replaced) and
 /// removed before forwarding: the authenticated tenant.
 const TENANT_HEADER: &str = "x-warden-internal-tenant";
+/// The Warden session of an upstream without a configured `session`: one per tenant (the key's
+/// identity), shared by every MCP session and upstream of that tenant, so a taint follows the
+/// agent from one upstream to another.
+const DEFAULT_SESSION: &str = "mcp";
 /// The tenant of requests without a key (as the auth layer names it).
 const ANONYMOUS: &str = "anonymous";
 /// The pin database's name, next to `state_file` (with `state: file`): a redb file of its own,
@@ -104,13 +108,14 @@ fn identify(session: Option<String>) -> warden_mcp::http::Identify {
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ANONYMOUS);
-        let mcp_session = headers.get("mcp-session-id").and_then(|v| v.to_str().ok());
+        // The key's identity (or the configured session), never the client's
+        // `Mcp-Session-Id`: a client picks that one, and a new one would clear its taints.
         Identity {
             principal: (tenant != ANONYMOUS).then(|| tenant.to_owned()),
-            session: session
-                .as_deref()
-                .or(mcp_session)
-                .map(|s| format!("{tenant}\u{1f}{s}")),
+            session: Some(format!(
+                "{tenant}\u{1f}{}",
+                session.as_deref().unwrap_or(DEFAULT_SESSION)
+            )),
         }
     })
 }
@@ -230,7 +235,7 @@ fn unavailable(message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
         "id": null,
-        "error": {"code": -32004, "message": message},
+        "error": {"code": warden_mcp::message::DECISION_FAILED, "message": message},
     });
     let mut response = Response::new(Body::from(body.to_string()));
     *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
@@ -323,6 +328,8 @@ impl Collector for McpMetrics {
                 ("tool_hidden", &c.tools_hidden),
                 ("pin_change", &c.pin_changes),
                 ("failure", &c.failures),
+                ("message_refused", &c.refused),
+                ("answer_unmatched", &c.unmatched),
             ] {
                 let labels = EventLabels {
                     upstream: name.clone(),

@@ -141,7 +141,7 @@ async fn credentials_are_stripped_and_the_principal_is_the_tenant() {
     // mallory's own key: denied by the principal rule, on HTTP 200, never forwarded.
     let (status, reply) = call(&app, &[("x-api-key", &mallory)]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(reply["error"]["code"], -32001, "{reply}");
+    assert_eq!(reply["error"]["code"], -32060, "{reply}");
     assert!(
         reply["error"]["message"]
             .as_str()
@@ -198,7 +198,7 @@ async fn mcp_decisions_are_audited() {
     assert_eq!(reply["result"]["content"][0]["text"], "Echo: hi", "{reply}");
     let (status, reply) = call(&app, &[("x-api-key", &mallory)]).await;
     assert_eq!(status, StatusCode::OK);
-    assert_eq!(reply["error"]["code"], -32001, "{reply}");
+    assert_eq!(reply["error"]["code"], -32060, "{reply}");
     assert_eq!(seen.lock().len(), 1);
 
     // Each answer waited for its entries (`fsync: always`): they are on disk now.

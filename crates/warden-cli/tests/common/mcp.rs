@@ -21,11 +21,11 @@ pub const OTHER_HASH: &str =
     "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
 /// JSON-RPC error code of a call the policy denies.
-pub const DENIED: i64 = -32001;
+pub const DENIED: i64 = -32060;
 /// JSON-RPC error code of a result the policy withholds.
-pub const WITHHELD: i64 = -32002;
+pub const WITHHELD: i64 = -32061;
 /// JSON-RPC error code of a call held back until its changed tool definition is approved.
-pub const HELD: i64 = -32003;
+pub const HELD: i64 = -32062;
 
 /// The workspace root, where `.ci/.npm` lives.
 pub fn root() -> PathBuf {
