@@ -73,8 +73,10 @@ fn steps() -> Value {
     ])
 }
 
-/// The assertions shared by both transports, over the output of [`steps`].
-fn check(lines: &[Value]) {
+/// The assertions shared by both transports, over the output of [`steps`]. `one_identity`: both
+/// clients are one Warden session (the HTTP proxy's identity), so the taint follows the second
+/// client too; otherwise (one `warden mcp wrap` per client) it does not.
+fn check(lines: &[Value], one_identity: bool) {
     // tools/list: only tools the principal could ever call (default deny, get-tiny-image denied).
     assert_eq!(
         lines[0],
@@ -97,8 +99,13 @@ fn check(lines: &[Value]) {
     // A web fetch taints the session: a later echo in the same session is denied ...
     assert_eq!(text(&lines[4]), "The sum of 1 and 2 is 3.");
     denied(&lines[5], "echo after untrusted content");
-    // ... but not in another session.
-    assert_eq!(text(&lines[6]), "Echo: other session");
+    // ... and in another MCP session of the same identity (a new `Mcp-Session-Id` does not
+    // clear taints), but not in another Warden session.
+    if one_identity {
+        denied(&lines[6], "echo after untrusted content");
+    } else {
+        assert_eq!(text(&lines[6]), "Echo: other session");
+    }
     // Progress notifications are forwarded as they arrive, not held until the result.
     assert!(text(&lines[7]).starts_with("Long running operation completed"));
     let first = lines[7]["progress_ms"][0].as_u64().unwrap();
@@ -139,7 +146,7 @@ fn stdio_wrap_enforces_with_real_sdk_client_and_server() {
         steps(),
         2,
     ));
-    check(&lines);
+    check(&lines, false);
 }
 
 /// Pins `echo` on `upstream` to a definition the server does not have, as if it changed since,
@@ -204,6 +211,8 @@ fn start_proxy(
             .arg(policy)
             .arg("--pins")
             .arg(pins)
+            .arg("--sessions")
+            .arg(dir.join("sessions"))
             .args([
                 "--name",
                 "everything",
@@ -247,7 +256,7 @@ fn http_proxy_enforces_with_real_sdk_client_and_server() {
     let dir = tempfile::tempdir().unwrap();
     let setup = http_setup(dir.path(), &dir.path().join("pins.redb"));
     let lines = run_client(&http_spec(&setup.url, steps(), 2));
-    check(&lines);
+    check(&lines, true);
     // Two clients, two MCP sessions, both ended with DELETE through the proxy.
     let sessions = lines.last().unwrap()["sessions"]
         .as_array()
@@ -360,7 +369,8 @@ fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
         "negotiated through server/discover"
     );
 
-    // Without a configured identity, stateless requests carry no session: no taint is kept.
+    // Without a configured identity, the proxy's own (`mcp-proxy:NAME`) holds the taints:
+    // stateless requests cannot shed them.
     let (_without, url) = start_proxy(dir.path(), &policy, &pins, &upstream, &[]);
     let steps = json!([
         {"op": "call", "tool": "fetch", "args": {"url": "https://example.test"}},
@@ -369,7 +379,7 @@ fn http_proxy_stateless_2026_07_28_with_sdk_v2() {
     let lines = run_client(
         &json!({"transport": "http", "protocol": "2026-07-28", "url": url, "clients": 1, "steps": steps}),
     );
-    assert_eq!(text(&lines[1]), "Echo: after the fetch");
+    denied(&lines[1], "echo after untrusted content");
     drop(server);
 }
 

@@ -214,10 +214,11 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
     // The result is redacted on its way back.
     let env = text(&lines[3]);
     assert!(env.contains("[REDACTED:email]") && !env.contains(CONTACT));
-    // A taint in one MCP session blocks a later call there, not in another session.
+    // A taint follows the key's identity: it blocks a later call in the same MCP session and in
+    // another one (a new `Mcp-Session-Id` does not clear it) ...
     assert_eq!(text(&lines[4]), "The sum of 1 and 2 is 3.");
     denied(&lines[5], "echo after untrusted content");
-    assert_eq!(text(&lines[6]), "Echo: other session");
+    denied(&lines[6], "echo after untrusted content");
     let sessions = lines.last().unwrap()["sessions"].as_array().unwrap();
     assert_eq!(sessions.len(), 2);
 
@@ -227,11 +228,14 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
         json!([
             {"op": "list"},
             {"op": "call", "tool": "get-env"},
+            {"op": "call", "tool": "echo", "args": {"message": "other key"}},
         ]),
         1,
     ));
     assert_eq!(lines[0], json!({"ok": {"tools": ["echo", "get-sum"]}}));
     denied(&lines[1], "not for globex");
+    // ... and not another key's.
+    assert_eq!(text(&lines[2]), "Echo: other key");
 
     // Without a key (and no anonymous policy): 401, nothing forwarded.
     let response = common::agent()
@@ -275,7 +279,7 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
             .parse()
             .unwrap()
     };
-    assert_eq!(count("call_denied"), 4, "{metrics}");
+    assert_eq!(count("call_denied"), 5, "{metrics}");
     assert_eq!(count("call_allowed"), 4, "{metrics}");
     assert!(count("tool_hidden") >= 3, "{metrics}");
 

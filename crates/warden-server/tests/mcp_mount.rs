@@ -232,8 +232,8 @@ async fn mcp_decisions_are_audited() {
     assert_eq!(entries[0]["tool"], "echo");
     assert_eq!(entries[0]["principal"], "acme");
     assert_eq!(
-        entries[0]["session"], "s1",
-        "the client's session, not the store key"
+        entries[0]["session"], "mcp",
+        "the key's own MCP session (never the client's Mcp-Session-Id), without the store's tenant prefix"
     );
     assert_eq!(entries[2]["rule"], "no-mallory");
 
