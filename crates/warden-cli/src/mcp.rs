@@ -105,8 +105,6 @@ fn bad(message: impl std::fmt::Display) -> ExitCode {
 const PINS_DEFAULT: &str = "warden-pins.redb";
 /// The default directory of session state files, in the working directory.
 const SESSIONS_DEFAULT: &str = "warden-sessions";
-/// How often changed session state is written to its file.
-const SESSION_FLUSH: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// The state of one named session, kept in its own redb file under `--sessions` (one file per
 /// session, so wrapped servers with different sessions run side by side; the same session in
@@ -138,18 +136,19 @@ fn session_store(common: &Common, session: &str) -> Result<Arc<EmbeddedSessionSt
         })
 }
 
-/// Writes changed session state every [`SESSION_FLUSH`] until dropped; failures are logged.
-fn spawn_session_flush(store: &Arc<EmbeddedSessionStore>) -> tokio::task::JoinHandle<()> {
+/// Writes a decision's session changes to the file before its message goes on (write-through:
+/// a decision is low-rate here, and a taint acted on must survive a crash or a kill). A write
+/// that fails fails the decision closed: the call is refused, the result withheld.
+fn write_through(store: &Arc<EmbeddedSessionStore>) -> warden_mcp::DecisionObserver {
     let store = Arc::clone(store);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SESSION_FLUSH);
-        loop {
-            tick.tick().await;
-            let flushed = tokio::task::block_in_place(|| store.flush());
-            if let Err(e) = flushed {
-                tracing::error!(error = %e, "cannot write session state; retrying");
-            }
+    Arc::new(move |_request, _decision, _latency| {
+        if store.pending() == 0 {
+            return Ok(());
         }
+        store
+            .flush()
+            .map(|_| ())
+            .map_err(|e| format!("cannot write session state: {e}"))
     })
 }
 
@@ -200,11 +199,11 @@ fn enforcer(
         Some(store) => warden::Engine::with_store(policy, Arc::clone(store) as _),
         None => warden::Engine::new(policy),
     });
-    Ok(Arc::new(Enforcer::new(
-        engine,
-        pin_store(common)?,
-        upstream,
-    )))
+    let enforcer = Enforcer::new(engine, pin_store(common)?, upstream);
+    Ok(Arc::new(match sessions {
+        Some(store) => enforcer.with_observer(write_through(store)),
+        None => enforcer,
+    }))
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -319,7 +318,6 @@ fn wrap(
     // SIGTERM / SIGINT (an MCP client closing the transport sends SIGTERM): dropping the relay
     // kills the server process, so it is never left behind.
     let status = runtime.block_on(async {
-        let _flush = store.as_ref().map(spawn_session_flush).map(AbortOnDrop);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
         let relay = warden_mcp::stdio::wrap(
             enforcer,
@@ -395,12 +393,7 @@ fn proxy(
         Ok(r) => r,
         Err(e) => return bad(e),
     };
-    let flush_store = store.clone();
     let served = runtime.block_on(async move {
-        let _flush = flush_store
-            .as_ref()
-            .map(spawn_session_flush)
-            .map(AbortOnDrop);
         let listener = tokio::net::TcpListener::bind(listen)
             .await
             .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
@@ -429,14 +422,5 @@ fn proxy(
     match served {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => bad(e),
-    }
-}
-
-/// Aborts a background task when dropped.
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
     }
 }
