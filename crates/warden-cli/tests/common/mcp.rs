@@ -42,7 +42,7 @@ pub fn npm_dir(packages: &[&str]) -> PathBuf {
         .map(|p| format!("@modelcontextprotocol/{p}"))
         .collect();
     let install = format!(
-        "run .ci/run's npm step: npm install --prefix .ci/.npm {}",
+        "run scripts/test (it installs tests/peers into .ci/.npm with npm ci); needed: {}",
         names.join(" ")
     );
     let node = Command::new("node").arg("--version").output();
