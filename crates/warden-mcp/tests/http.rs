@@ -132,7 +132,7 @@ async fn allowed_call_is_forwarded_with_headers_but_without_warden_credentials_o
     assert_eq!(
         line,
         &format!("POST {CALL_ECHO}"),
-        "forwarded byte for byte"
+        "forwarded as Warden writes it (CALL_ECHO is in that form already)"
     );
     let has = |name: &str| headers.iter().any(|(k, _)| k == name);
     assert!(has("mcp-protocol-version") && has("mcp-session-id"));
@@ -256,5 +256,24 @@ async fn unreadable_sse_events_are_not_forwarded_while_a_result_is_awaited() {
         std::str::from_utf8(&bytes).unwrap(),
         "id: 1\ndata: \n\nevent: message\ndata: {\"jsonrpc\":\"2.0\",\"id\":2,\"result\":{\"content\":[]}}\n\n",
         "the priming event passes, the ambiguous one is dropped"
+    );
+}
+
+#[tokio::test]
+async fn the_upstream_receives_the_message_warden_wrote_not_the_bytes_sent() {
+    let reply = r#"{"jsonrpc":"2.0","id":2,"result":{"content":[]}}"#;
+    let (url, seen) = upstream(reply, "application/json", &[]).await;
+    let app = proxy(&url, &[]);
+    let sent = "{ \"jsonrpc\": \"2.0\",\r\n \"id\": 2, \"method\": \"tools/call\", \"extra\": {\"method\": \"x\"}, \"params\": {\"name\": \"echo\", \"arguments\": {\"message\": \"a\\u2028b\"}} }";
+    let request = post()
+        .header("content-type", "application/json; charset=utf-8")
+        .body(Body::from(sent))
+        .unwrap();
+    let (status, _) = send(&app, request).await;
+    assert_eq!(status, StatusCode::OK);
+    let seen = seen.lock();
+    assert_eq!(
+        seen[0].0,
+        r#"POST {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"a\u2028b"}}}"#
     );
 }
