@@ -85,6 +85,15 @@ pub struct ServeConfig {
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
     /// or `TOKIO_WORKER_THREADS` when set. Read at start only.
     pub workers: usize,
+    /// Longest identifier (`session`, `principal`, `tool`, `kind`-independent names such as
+    /// HTTP header and query names) in bytes, on every decision route; longer is a 400 naming
+    /// the field.
+    pub max_identifier_bytes: usize,
+    /// Most sessions kept (per daemon, all tenants); a new session beyond it evicts the
+    /// sessions idle the longest first, counted in `warden_sessions_evicted_total`.
+    pub max_sessions: usize,
+    /// Most requests in one `POST /v1/decide/batch`; more is a 400.
+    pub max_batch_items: usize,
 }
 
 /// The most worker threads `workers` may ask for.
@@ -115,6 +124,9 @@ impl Default for ServeConfig {
             audit: None,
             mcp_upstreams: Vec::new(),
             workers: 0,
+            max_identifier_bytes: 256,
+            max_sessions: 1_000_000,
+            max_batch_items: 1_000,
         }
     }
 }

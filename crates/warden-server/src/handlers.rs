@@ -20,7 +20,11 @@ use crate::snapshot::{LoadedPolicy, PolicyKind};
 
 /// Reads the body: `application/json` (415 otherwise, unless `lenient`: OPA accepts any
 /// content type on its Data API, so that route does too), at most the configured limit (413).
-async fn json_body(state: &AppState, req: Request, lenient: bool) -> Result<Bytes, ApiError> {
+pub(crate) async fn json_body(
+    state: &AppState,
+    req: Request,
+    lenient: bool,
+) -> Result<Bytes, ApiError> {
     let content_type = req
         .headers()
         .get(header::CONTENT_TYPE)
@@ -315,6 +319,18 @@ pub async fn data(
                     "field `path`: segments must be Rego identifiers",
                 ));
             }
+            // Refused before evaluation with the limit named: the engine would only report
+            // "limit exceeded", indistinguishable from the time budget.
+            let max_depth =
+                usize::try_from(rego.limits().max_recursion_depth).unwrap_or(usize::MAX);
+            if input
+                .as_ref()
+                .is_some_and(|i| warden_core::request::depth(i) > max_depth)
+            {
+                return Err(ApiError::bad_request(format!(
+                    "field `input`: nesting deeper than {max_depth} levels"
+                )));
+            }
             let query = if segments.is_empty() {
                 "data".to_owned()
             } else {
@@ -400,9 +416,10 @@ pub async fn live() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// `GET /health/ready`: policies loaded, the store reachable, not shutting down.
+/// `GET /health/ready`: policies loaded, the store reachable and its last flush written, not
+/// shutting down.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store_ok = state.store().get("\u{1f}ready-probe").is_ok();
+    let store_ok = state.store().get("\u{1f}ready-probe").is_ok() && !state.store().flush_failing();
     let audit_ok = state.0.audit.as_ref().is_none_or(|a| !a.status().2);
     if state.is_ready() && store_ok && audit_ok {
         Json(json!({

@@ -75,7 +75,11 @@ impl AppState {
             StateMode::Memory => EmbeddedSessionStore::memory(ttl),
             StateMode::File => EmbeddedSessionStore::open(&config.state_file, ttl)
                 .map_err(|e| ServeError::Store(e.to_string()))?,
-        };
+        }
+        .with_max_sessions(config.max_sessions);
+        let store = Arc::new(store);
+        let mut metrics = Metrics::new();
+        metrics.register_store(Arc::clone(&store));
         let snapshot = Snapshot::load(&config, None).map_err(|e| ServeError::Load(e.0))?;
         let signing = config
             .signing_key
@@ -95,8 +99,8 @@ impl AppState {
         });
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
-            store: Arc::new(store),
-            metrics: Metrics::new(),
+            store,
+            metrics,
             limiter,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
             config,

@@ -154,10 +154,68 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds the session store's counters, read at each scrape:
+    /// `warden_session_flush_failures_total`, `warden_session_flush_failing` (1 while the last
+    /// flush failed), `warden_sessions_unflushed` and `warden_sessions_evicted_total`.
+    pub fn register_store(&mut self, store: Arc<warden_store::EmbeddedSessionStore>) {
+        self.registry
+            .register_collector(Box::new(StoreMetrics(store)));
+    }
+
     /// The registry in the text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The session store's own counters, encoded at scrape time.
+#[derive(Debug)]
+struct StoreMetrics(Arc<warden_store::EmbeddedSessionStore>);
+
+impl prometheus_client::collector::Collector for StoreMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let store = &self.0;
+        let counters = [
+            (
+                "warden_session_flush_failures",
+                "Session store flushes that failed (their sessions are retried)",
+                store.flush_failures(),
+            ),
+            (
+                "warden_sessions_evicted",
+                "Sessions evicted to stay within max_sessions (idle the longest first)",
+                store.evicted(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let gauges = [
+            (
+                "warden_session_flush_failing",
+                "1 while the last session store flush failed",
+                i64::from(store.flush_failing()),
+            ),
+            (
+                "warden_sessions_unflushed",
+                "Sessions changed and not yet written to the session database",
+                i64::try_from(store.pending()).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -521,9 +520,14 @@ fn reason_code(e: &VerifyError) -> &'static str {
 /// `POST /v1/tokens/verify` `{"token", "tool", "args", "consume"}`: 200 with
 /// `{"valid": true, "claims": {...}}` or `{"valid": false, "code", "reason"}`; 400 when the body
 /// is not such an object.
-pub(crate) async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
+pub(crate) async fn verify(State(state): State<AppState>, req: Request) -> Response {
     let Some(signing) = &state.0.signing else {
         return signing_disabled().into_response();
+    };
+    // Any content type, as before; the body limit and its 413 are the JSON ones of every route.
+    let body = match crate::handlers::json_body(&state, req, true).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
     };
     let body: VerifyBody = match serde_json::from_slice(&body) {
         Ok(b) => b,

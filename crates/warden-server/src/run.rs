@@ -37,6 +37,9 @@ pub enum ServeError {
     /// Binding or serving failed.
     #[error("{0}")]
     Io(String),
+    /// Stopped with changed sessions that the session database could not take.
+    #[error("{0}")]
+    SessionsNotPersisted(String),
 }
 
 /// Installs the JSON log subscriber (stderr); `RUST_LOG` overrides `default_filter`.
@@ -101,6 +104,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     // appears is handled (graceful stop, reload), not the default action that kills the process
     // without flushing sessions.
     let signals = Signals::register();
+    let _file_size = file_size_signal();
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     state
         .metrics()
@@ -160,8 +164,26 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     };
     flusher.stop();
     state.flush_audit();
+    let unsaved = unsaved_sessions(&state);
     tracing::info!(sessions = state.store().len(), "stopped");
-    result
+    result.and(unsaved)
+}
+
+/// After the final flush: an error naming how many changed sessions could not be written (the
+/// process then exits non-zero), logged.
+fn unsaved_sessions(state: &AppState) -> Result<(), ServeError> {
+    let store = state.store();
+    if !store.flush_failing() {
+        return Ok(());
+    }
+    let pending = store.pending();
+    tracing::error!(
+        sessions_not_persisted = pending,
+        "stopping with sessions not persisted: the session database could not be written"
+    );
+    Err(ServeError::SessionsNotPersisted(format!(
+        "{pending} changed sessions could not be written to the session database"
+    )))
 }
 
 /// The signals the daemon handles, each registered once at start.
@@ -203,6 +225,28 @@ impl Signals {
             hup: None,
         }
     }
+}
+
+/// Handles SIGXFSZ, so that a write beyond the file size limit (`ulimit -f`) is a write error
+/// the daemon reports and retries (session flush, audit log) rather than the signal's default
+/// action, which kills the process with every unflushed session.
+fn file_size_signal() -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        /// SIGXFSZ on Linux and the BSDs (macOS included).
+        const SIGXFSZ: i32 = 25;
+        let mut xfsz = signal(SignalKind::from_raw(SIGXFSZ))
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGXFSZ"))
+            .ok()?;
+        Some(tokio::spawn(async move {
+            while xfsz.recv().await.is_some() {
+                tracing::warn!("a write went beyond the file size limit (SIGXFSZ)");
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C where there are no Unix signals).

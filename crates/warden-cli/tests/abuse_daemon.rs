@@ -1,0 +1,439 @@
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+//! The abuse suite, daemon and operator side (issue 22): each test drives the real `warden`
+//! binary the way the attacker or the unlucky operator did, and fails without its fix.
+
+use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+use std::path::PathBuf;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+mod common;
+
+use common::serve::Server;
+use common::{SUPPORT_AGENT, WARDEN};
+
+const AUTHZ_REGO: &str = r#"package authz
+
+import rego.v1
+
+default allow := false
+
+allow if input.user in data.admins
+"#;
+
+/// A directory with a policy folder and a config file (`extra` appended to it).
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    fn new(extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        std::fs::write(policies.join("authz.rego"), AUTHZ_REGO).unwrap();
+        std::fs::write(policies.join("authz-data.json"), r#"{"admins": ["alice"]}"#).unwrap();
+        let base = "policies: policies\nkeys_file: keys.json\nstate_file: state/sessions.redb\n\
+                    rate_limit: { per_second: 0 }\nwatch: false\ndecision_log: false\n\
+                    anonymous_policy: support-agent\n";
+        std::fs::write(dir.path().join("warden.yaml"), format!("{base}{extra}")).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> String {
+        self.path("warden.yaml").display().to_string()
+    }
+
+    fn args<'a>(&'a self, config: &'a str, extra: &[&'a str]) -> Vec<&'a str> {
+        let base = ["--config", config, "--listen", "127.0.0.1:0"];
+        base.iter().chain(extra).copied().collect()
+    }
+
+    /// Starts the daemon (`support-agent` answers requests without a key).
+    fn start(&self, extra: &[&str]) -> Server {
+        let log = self.path(&format!("log-{}.txt", now_nanos()));
+        let config = self.config();
+        let args = self.args(&config, extra);
+        Server::spawn(&args, &self.path("port"), &log)
+    }
+
+    /// Runs `warden serve` expecting it to exit before listening.
+    fn fail_to_start(&self, extra: &[&str]) -> Output {
+        let config = self.config();
+        let args = self.args(&config, extra);
+        let mut child = Command::new(WARDEN)
+            .arg("serve")
+            .args(&args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while child.try_wait().unwrap().is_none() {
+            if Instant::now() > deadline {
+                child.kill().unwrap();
+                panic!("warden serve {args:?} kept running");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        child.wait_with_output().unwrap()
+    }
+}
+
+fn now_nanos() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// Sets the daemon's file size limit (`prlimit`): `soft` bytes, the hard limit left unlimited
+/// so that the test can lift it again.
+fn file_size_limit(server: &Server, soft: &str) {
+    let status = Command::new("prlimit")
+        .arg(format!("--pid={}", server.child.id()))
+        .arg(format!("--fsize={soft}:unlimited"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+/// A batch of `n` requests reading the CRM (which taints the session with `pii`), one per
+/// session `{prefix}{i}` padded to 200 bytes.
+fn tainting_batch(prefix: &str, n: usize) -> Value {
+    (0..n)
+        .map(|i| json!({"session": session_id(prefix, i), "tool": "crm.read_contact"}))
+        .collect()
+}
+
+fn session_id(prefix: &str, i: usize) -> String {
+    format!("{prefix}{i:05}-{}", "x".repeat(190))
+}
+
+/// Waits for the daemon to exit after a signal; returns its status.
+fn wait_exit(server: &mut Server) -> std::process::ExitStatus {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = server.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(Instant::now() < deadline, "the daemon did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// Item 1: a session flush that fails (here: the state file would grow beyond the process's
+/// file size limit) is logged and counted, makes `/health/ready` 503 and is retried until it
+/// succeeds; a shutdown that cannot persist every session says how many and exits non-zero.
+/// Nothing written before is lost.
+#[test]
+fn session_flush_failures_are_reported_retried_and_fail_the_shutdown() {
+    let site = Site::new("flush_interval_ms: 20\n");
+    let mut server = site.start(&[]);
+    let state = site.path("state/sessions.redb");
+    let early = server.post_json(
+        "/v1/decide",
+        None,
+        &json!({"session": "early", "tool": "crm.read_contact"}),
+    );
+    assert_eq!(early.status, 200, "{}", early.text);
+    server.wait_for("the first flush", |s| {
+        s.metric("warden_sessions_unflushed ") == 0.0
+    });
+
+    // The database may not grow any more.
+    let size = std::fs::metadata(&state).unwrap().len().to_string();
+    file_size_limit(&server, &size);
+    for b in 0..4 {
+        let r = server.post_json(
+            "/v1/decide/batch",
+            None,
+            &tainting_batch(&format!("a{b}-"), 1000),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    server.wait_for("a counted flush failure", |s| {
+        s.metric("warden_session_flush_failures_total ") >= 1.0
+    });
+    let ready = server.get("/health/ready");
+    assert_eq!(ready.status, 503, "{}", ready.text);
+    assert_eq!(ready.code(), "not_ready");
+    assert_eq!(server.metric("warden_session_flush_failing "), 1.0);
+    assert!(server.metric("warden_sessions_unflushed ") > 0.0);
+    let log = server.log_text();
+    assert!(log.contains("session flush failed; will retry"), "{log}");
+    assert!(log.contains("File too large"), "{log}");
+    assert_eq!(
+        server.get("/health/live").status,
+        200,
+        "the daemon lives on"
+    );
+
+    // The cause goes away: a retry writes everything and the daemon is ready again.
+    file_size_limit(&server, "unlimited");
+    server.wait_for("readiness after a successful retry", |s| {
+        s.get("/health/ready").status == 200
+    });
+    assert_eq!(server.metric("warden_session_flush_failing "), 0.0);
+    assert_eq!(server.metric("warden_sessions_unflushed "), 0.0);
+
+    // It comes back and lasts until shutdown: the exit says what was not persisted.
+    let size = std::fs::metadata(&state).unwrap().len().to_string();
+    file_size_limit(&server, &size);
+    for b in 0..2 {
+        let r = server.post_json(
+            "/v1/decide/batch",
+            None,
+            &tainting_batch(&format!("b{b}-"), 1000),
+        );
+        assert_eq!(r.status, 200, "{}", r.text);
+    }
+    server.wait_for("the second failure", |s| {
+        s.metric("warden_session_flush_failing ") == 1.0
+    });
+    server.signal("TERM");
+    let status = wait_exit(&mut server);
+    assert!(
+        !status.success(),
+        "exit {status} with sessions not persisted"
+    );
+    let log = server.log_text();
+    assert!(
+        log.contains("stopping with sessions not persisted"),
+        "{log}"
+    );
+    let line = log
+        .lines()
+        .find(|l| l.contains("stopping with sessions not persisted"))
+        .unwrap();
+    let line: Value = serde_json::from_str(line).unwrap();
+    assert!(
+        line["sessions_not_persisted"].as_u64().unwrap() > 0,
+        "{line}"
+    );
+    drop(server);
+
+    // What was written before the failures is still there: those sessions still refuse
+    // the external write that PII forbids.
+    let server = site.start(&[]);
+    for session in ["early".to_owned(), session_id("a3-", 999)] {
+        let d = server.post_json(
+            "/v1/decide",
+            None,
+            &json!({"session": session, "tool": "send_email"}),
+        );
+        assert_eq!(d.body["decision"], "deny", "{}", d.text);
+        assert_eq!(d.body["rule"], "no-exfil");
+    }
+}
+
+/// Item 7: a file in the policy directory that does not load (empty, `Warden:` instead of
+/// `warden:`) is a reload error that keeps the old set, not a skipped file; an
+/// `--anonymous-policy` naming no loaded policy is a startup error (exit 2) and a reload
+/// error.
+#[test]
+fn a_policy_file_that_does_not_load_fails_the_reload_and_a_missing_anonymous_policy_the_start() {
+    let site = Site::new("");
+    let server = site.start(&["--state", "memory"]);
+    let decide = |server: &Server| {
+        server
+            .post_json("/v1/decide", None, &json!({"tool": "crm.read_x"}))
+            .status
+    };
+    assert_eq!(decide(&server), 200);
+    let bad = site.path("policies/other.yaml");
+    let errors = |s: &Server| s.metric("warden_reload_total{result=\"error\"}");
+    for (n, text) in [
+        "",
+        "Warden: 1\nname: other\nrules: []\n",
+        "# only a comment\n",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        std::fs::write(&bad, text).unwrap();
+        server.signal("HUP");
+        server.wait_for("the reload error", |s| errors(s) == (n + 1) as f64);
+        assert_eq!(decide(&server), 200, "the old set stays");
+    }
+    assert_eq!(server.metric("warden_reload_total{result=\"ok\"}"), 0.0);
+    let log = server.log_text();
+    assert!(log.contains("other.yaml"), "{log}");
+    // The data document of a Rego policy is not a policy, and loads.
+    std::fs::remove_file(&bad).unwrap();
+    server.signal("HUP");
+    server.wait_for("a good reload", |s| {
+        s.metric("warden_reload_total{result=\"ok\"}") == 1.0
+    });
+    // A reload that drops the anonymous policy fails too.
+    std::fs::rename(
+        site.path("policies/support-agent.yaml"),
+        site.path("support-agent.yaml.off"),
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.wait_for("the reload error", |s| errors(s) == 4.0);
+    assert_eq!(decide(&server), 200);
+    assert!(
+        server
+            .log_text()
+            .contains("anonymous_policy `support-agent` is not a loaded policy")
+    );
+    drop(server);
+
+    let out = site.fail_to_start(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("`support-agent`"), "{stderr}");
+    std::fs::rename(
+        site.path("support-agent.yaml.off"),
+        site.path("policies/support-agent.yaml"),
+    )
+    .unwrap();
+    let out = site.fail_to_start(&["--anonymous-policy", "suport-agent"]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`suport-agent` is not a loaded policy"),
+        "{stderr}"
+    );
+    std::fs::write(site.path("policies/empty.json"), "").unwrap();
+    let out = site.fail_to_start(&[]);
+    assert_eq!(out.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("empty.json"), "{stderr}");
+}
+
+/// Item 8 (daemon): 413 on `/v1/tokens/verify` is the JSON error; Rego Data API input nested
+/// past the evaluation depth limit is a 400 naming the limit (was 500); the session database
+/// is created 0600.
+#[test]
+fn token_verify_413_is_json_deep_rego_input_is_400_and_the_state_file_is_private() {
+    let site = Site::new("signing_key: signing.pem\nbody_limit_bytes: 4096\n");
+    let out = Command::new(WARDEN)
+        .args(["keys", "gen-signing", "--out"])
+        .arg(site.path("signing.pem"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (key, _) = create_key(&site, "acme", "authz");
+    let server = site.start(&[]);
+
+    let big = json!({"token": "x".repeat(8000), "tool": "t"});
+    let r = server.post_json("/v1/tokens/verify", None, &big);
+    assert_eq!(r.status, 413, "{}", r.text);
+    assert_eq!(r.code(), "payload_too_large", "{}", r.text);
+    assert!(
+        r.header("content-type")
+            .unwrap()
+            .contains("application/json")
+    );
+
+    let nested = |depth: usize| {
+        let mut input = json!("alice");
+        for _ in 0..depth {
+            input = json!([input]);
+        }
+        json!({"input": {"user": input}})
+    };
+    for depth in [50, 98] {
+        let r = server.post_json("/v1/data/authz/allow", Some(&key), &nested(depth));
+        assert_eq!(r.status, 200, "depth {depth}: {}", r.text);
+    }
+    for depth in [100, 110, 120] {
+        let r = server.post_json("/v1/data/authz/allow", Some(&key), &nested(depth));
+        assert_eq!(r.status, 400, "depth {depth}: {}", r.text);
+        assert_eq!(r.code(), "invalid_request");
+        assert!(
+            r.body["error"]["message"].as_str().unwrap().contains("100"),
+            "{}",
+            r.text
+        );
+    }
+
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(site.path("state/sessions.redb"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "mode {mode:o}");
+    }
+}
+
+/// `warden keys create`; returns the key and its id.
+fn create_key(site: &Site, tenant: &str, policy: &str) -> (String, String) {
+    let out = Command::new(WARDEN)
+        .args(["keys", "create", "--tenant", tenant, "--policy", policy])
+        .args(["--config", &site.config()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let id = stderr.split('`').nth(1).unwrap().to_owned();
+    (key, id)
+}
+
+/// Item 11: `warden eval ... | head` ends quietly with exit 0 when the reader goes away.
+#[test]
+fn eval_into_a_closed_pipe_exits_quietly() {
+    let site = Site::new("");
+    let policy = site.path("policies/support-agent.yaml");
+    let mut child = Command::new(WARDEN)
+        .args(["eval", "--policy"])
+        .arg(&policy)
+        .arg("-")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    // Far more output than a pipe holds, so the reader's going away is met mid-stream.
+    let writer = std::thread::spawn(move || {
+        for i in 0..50_000 {
+            let line = format!("{{\"session\": \"s{i}\", \"tool\": \"crm.read_contact\"}}\n");
+            if stdin.write_all(line.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut first = String::new();
+    stdout.read_line(&mut first).unwrap();
+    assert!(first.contains("\"allow\""), "{first}");
+    drop(stdout);
+    let mut stderr = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut stderr)
+        .unwrap();
+    let status = child.wait().unwrap();
+    writer.join().unwrap();
+    assert!(status.success(), "exit {status}: {stderr}");
+    assert_eq!(stderr, "", "nothing on stderr");
+}
