@@ -85,9 +85,9 @@ pub struct ServeConfig {
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
     /// or `TOKIO_WORKER_THREADS` when set. Read at start only.
     pub workers: usize,
-    /// Longest identifier (`session`, `principal`, `tool`, `kind`-independent names such as
-    /// HTTP header and query names) in bytes, on every decision route; longer is a 400 naming
-    /// the field.
+    /// Longest identifier in bytes (`session`, `principal`, `tool`, `http.method`, header,
+    /// query parameter and `context` attribute names), on every decision route; longer is a
+    /// 400 naming the field.
     pub max_identifier_bytes: usize,
     /// Most sessions kept (per daemon, all tenants); a new session beyond it evicts the
     /// sessions idle the longest first, counted in `warden_sessions_evicted_total`.
