@@ -219,6 +219,9 @@ fn for_each_value_with<E: From<String>>(
         }
         match serde_json::from_str::<serde_json::Value>(&pending) {
             Ok(value) => {
+                // The daemon refuses a request with a repeated key; so does every front door.
+                warden::reject_duplicate_keys(pending.as_bytes())
+                    .map_err(|e| format!("{name}:{start_line}: {e}"))?;
                 each(value, start_line)?;
                 pending.clear();
                 nesting = Nesting::default();

@@ -665,3 +665,81 @@ fn a_refused_batch_changes_nothing_and_rate_limits_count_decisions() {
         "a refused batch changed a session"
     );
 }
+
+/// Item 9 (last point): a request with a repeated key is refused the same way on every front
+/// door, at any depth: `/v1/decide`, `/v1/decide/batch`, the Data API (Warden and Rego
+/// policies) answer 400 naming the key, and `warden eval` exits 2 naming it (it used to decide
+/// the last value).
+#[test]
+fn duplicate_keys_are_refused_on_every_front_door() {
+    let site = Site::new("");
+    let (key, _) = create_key(&site, "acme", "authz");
+    let server = site.start(&["--state", "memory"]);
+    let top = r#"{"session": "d", "tool": "crm.read_x", "tool": "send_email"}"#;
+    let nested = r#"{"tool": "send_email", "args": {"to": "a@corp.test", "to": "b@evil.test"}}"#;
+    for (path, body, field) in [
+        ("/v1/decide", top.to_owned(), "tool"),
+        ("/v1/decide", nested.to_owned(), "args.to"),
+        (
+            "/v1/decide/batch",
+            format!("[{{\"tool\": \"t\"}}, {top}]"),
+            "[1].tool",
+        ),
+        ("/v1/decide/batch", format!("[{nested}]"), "[0].args.to"),
+        (
+            "/v1/data/support/decision",
+            format!("{{\"input\": {top}}}"),
+            "input.tool",
+        ),
+        (
+            "/v1/data/support/allow",
+            format!("{{\"input\": {nested}}}"),
+            "input.args.to",
+        ),
+    ] {
+        let r = server.post_raw(path, &body);
+        assert_eq!(r.status, 400, "{path} {body}: {}", r.text);
+        assert!(
+            error_message(&r).contains(&format!("field `{field}`: duplicate key")),
+            "{path} {body}: {}",
+            r.text
+        );
+    }
+    let rego = server.request(
+        "POST",
+        "/v1/data/authz/allow",
+        &[("content-type", "application/json"), ("x-api-key", &key)],
+        Some(br#"{"input": {"user": "bob", "user": "alice"}}"#),
+    );
+    assert_eq!(rego.status, 400, "{}", rego.text);
+    assert!(
+        error_message(&rego).contains("`input.user`"),
+        "{}",
+        rego.text
+    );
+    assert_eq!(send_email(&server, "d"), "allow", "nothing was decided");
+
+    let policy = site.path("policies/support-agent.yaml");
+    for (input, field) in [(top, "tool"), (nested, "args.to")] {
+        let mut child = Command::new(WARDEN)
+            .args(["eval", "--policy"])
+            .arg(&policy)
+            .arg("-")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{input}").unwrap();
+        drop(stdin);
+        let out = child.wait_with_output().unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(out.stdout.is_empty(), "nothing decided");
+        assert!(
+            stderr.contains(&format!("<stdin>:1: field `{field}`: duplicate key")),
+            "{stderr}"
+        );
+    }
+}

@@ -311,6 +311,7 @@ pub async fn decide_batch(
     let body = json_body(&state, req, false).await?;
     let loaded = policy_of(&caller)?;
     let policy = warden_policy(loaded)?;
+    warden_core::unique_keys::reject_duplicate_keys(&body)?;
     let items: Vec<Value> = match serde_json::from_slice(&body) {
         Ok(Value::Array(items)) => items,
         Ok(_) => {
@@ -379,6 +380,7 @@ pub async fn data(
     let input = if body.iter().all(u8::is_ascii_whitespace) {
         None
     } else {
+        warden_core::unique_keys::reject_duplicate_keys(&body)?;
         match serde_json::from_slice::<Value>(&body) {
             Ok(Value::Object(mut doc)) => doc.remove("input"),
             Ok(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
