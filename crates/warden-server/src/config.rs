@@ -94,6 +94,15 @@ pub struct ServeConfig {
     pub max_sessions: usize,
     /// Most requests in one `POST /v1/decide/batch`; more is a 400.
     pub max_batch_items: usize,
+    /// Open client connections at most; one beyond is closed at once (keep it below
+    /// `ulimit -n`).
+    pub max_connections: usize,
+    /// A connection must deliver a whole request head within this many milliseconds of opening
+    /// or of the first byte of a later request.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection waiting for its next request is closed after this many
+    /// milliseconds.
+    pub idle_timeout_ms: u64,
 }
 
 /// The most worker threads `workers` may ask for.
@@ -127,6 +136,9 @@ impl Default for ServeConfig {
             max_identifier_bytes: 256,
             max_sessions: 1_000_000,
             max_batch_items: 1_000,
+            max_connections: 1_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }

@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 mod fast;
 mod handlers;
+mod listen;
 mod logbuf;
 pub mod mcp;
 pub mod metrics;

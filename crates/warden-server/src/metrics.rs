@@ -30,6 +30,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of `warden_connection_timeouts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `header_read` or `idle`.
+    pub kind: &'static str,
+}
+
 /// Labels of `warden_reload_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -61,6 +68,12 @@ pub struct Metrics {
     pub audit_seq: Gauge,
     /// The MCP proxy's counters (`warden_mcp_events_total`).
     pub mcp: std::sync::Arc<crate::mcp::McpMetrics>,
+    /// Open client connections.
+    pub connections: Gauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_rejected: Counter,
+    /// Connections closed for waiting too long for a request, by kind.
+    pub connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +136,27 @@ impl Metrics {
             "Worker threads serving requests",
             workers.clone(),
         );
+        let connections = Gauge::default();
+        let connections_rejected = Counter::default();
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "warden_connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        registry.register(
+            "warden_connections_rejected",
+            "Connections closed at once because max_connections were open",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "warden_connection_timeouts",
+            "Connections closed for waiting too long for a request (header_read, idle)",
+            connection_timeouts.clone(),
+        );
+        for kind in ["header_read", "idle"] {
+            let _ = connection_timeouts.get_or_create(&TimeoutLabels { kind });
+        }
         let mcp = std::sync::Arc::new(crate::mcp::McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         for result in ["ok", "error"] {
@@ -142,6 +176,9 @@ impl Metrics {
             audit_queue,
             audit_seq,
             mcp,
+            connections,
+            connections_rejected,
+            connection_timeouts,
         }
     }
 

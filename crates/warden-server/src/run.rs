@@ -96,10 +96,6 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;
-    // Small SSE writes (MCP) would otherwise meet delayed ACKs: about 40 ms per response.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // Registered before the log line and the port file say the daemon is up: a signal sent as soon as it
     // appears is handled (graceful stop, reload), not the default action that kills the process
     // without flushing sessions.
@@ -143,20 +139,24 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
     let app = crate::App::new(state.clone());
-    let server =
-        axum::serve(listener, tower::make::Shared::new(app)).with_graceful_shutdown(async move {
-            terminate(signals.term, signals.int).await;
-            tracing::info!("shutting down: draining in-flight requests");
-            shutdown_state.set_ready(false);
-            let _ = stop_tx.send(true);
-        });
+    let limits = crate::listen::ConnLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms.max(1)),
+    };
+    let server = crate::listen::serve(listener, app, limits, state.clone(), async move {
+        terminate(signals.term, signals.int).await;
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown_state.set_ready(false);
+        let _ = stop_tx.send(true);
+    });
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let deadline = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
-        r = server => r.map_err(|e| ServeError::Io(e.to_string())),
+        () = server => Ok(()),
         () = deadline => {
             tracing::warn!("shutdown deadline reached; abandoning in-flight requests");
             Ok(())
