@@ -833,4 +833,24 @@ fn slow_idle_and_excess_connections_are_closed_and_counted() {
     server.wait_for("the cap logged", |s| {
         s.log_text().contains("connection limit reached")
     });
+    drop(server);
+
+    // A limit of 0 is a mistake said before listening.
+    for limit in [
+        "max_connections",
+        "header_read_timeout_ms",
+        "idle_timeout_ms",
+        "max_batch_items",
+        "max_sessions",
+        "max_identifier_bytes",
+    ] {
+        let site = Site::new(&format!("{limit}: 0\n"));
+        let out = site.fail_to_start(&[]);
+        assert_eq!(out.status.code(), Some(2), "{limit}");
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("`{limit}` must be at least 1")),
+            "{stderr}"
+        );
+    }
 }

@@ -523,8 +523,13 @@ impl SessionStore for EmbeddedSessionStore {
             }
         } else {
             if self.max_sessions != usize::MAX && self.sessions.len() >= self.max_sessions {
-                // Before taking the entry: evicting locks the map's shards one by one.
-                self.evict(self.sessions.len() + 1 - self.max_sessions);
+                // At the bound, room is made only for a request that creates a session (one
+                // that changes nothing must not evict anyone); `decide` may run twice (the
+                // trait allows it). Before taking the entry: evicting locks the map's shards.
+                let creates = decide(&SessionState::default()).is_some_and(|c| !c.is_noop());
+                if creates {
+                    self.evict(self.sessions.len() + 1 - self.max_sessions);
+                }
             }
             match self.sessions.entry(session.into()) {
                 dashmap::Entry::Occupied(mut occupied) => {
@@ -581,5 +586,59 @@ impl SessionStore for EmbeddedSessionStore {
 
     fn len(&self) -> usize {
         self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    fn taint() -> StateChange {
+        StateChange {
+            add: vec!["pii".into()],
+            ..StateChange::default()
+        }
+    }
+
+    #[test]
+    fn the_sessions_seen_longest_ago_are_evicted_first_and_counted() {
+        let store = EmbeddedSessionStore::memory(None).with_max_sessions(3);
+        for (i, session) in ["a", "b", "c"].into_iter().enumerate() {
+            store.transact(session, &mut |_| Some(taint())).unwrap();
+            // Seen at distinct times without sleeping: `last_seen` is in seconds.
+            store.sessions.get_mut(session).unwrap().last_seen = 100 + i as u64;
+        }
+        store.sessions.get_mut("a").unwrap().last_seen = 200;
+        store.transact("d", &mut |_| Some(taint())).unwrap();
+        assert_eq!(store.len(), 3);
+        assert_eq!(store.evicted(), 1);
+        assert!(store.get("b").unwrap().is_none(), "b was idle the longest");
+        for kept in ["a", "c", "d"] {
+            assert!(store.get(kept).unwrap().is_some(), "{kept}");
+        }
+        // A request that changes nothing creates no session and evicts nothing more.
+        store.transact("e", &mut |_| None).unwrap();
+        assert_eq!((store.len(), store.evicted()), (3, 1));
+    }
+
+    #[test]
+    fn sessions_loaded_beyond_the_bound_are_evicted_at_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("s.redb");
+        {
+            let store = EmbeddedSessionStore::open(&path, None).unwrap();
+            for s in ["a", "b", "c", "d"] {
+                store.transact(s, &mut |_| Some(taint())).unwrap();
+            }
+            store.flush().unwrap();
+        }
+        let store = EmbeddedSessionStore::open(&path, None)
+            .unwrap()
+            .with_max_sessions(2);
+        assert_eq!(store.len(), 2);
+        assert_eq!(store.evicted(), 2);
+        assert!(!store.flush_failing());
+        assert_eq!(store.flush().unwrap(), 2, "the evicted rows are deleted");
     }
 }
