@@ -143,6 +143,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         config,
         config_path: args.config.clone(),
         port_file: args.port_file.clone(),
+        anonymous_policy_override: args.anonymous_policy.clone(),
     };
     match runtime.block_on(warden_server::run(options)) {
         Ok(()) => ExitCode::SUCCESS,

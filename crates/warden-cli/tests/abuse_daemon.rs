@@ -324,6 +324,27 @@ fn a_policy_file_that_does_not_load_fails_the_reload_and_a_missing_anonymous_pol
     assert_eq!(out.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("empty.json"), "{stderr}");
+    std::fs::remove_file(site.path("policies/empty.json")).unwrap();
+
+    // An anonymous policy given on the command line outlives reloads of a configuration file
+    // that names none (a reload used to drop it: every anonymous request then got 401).
+    let config = std::fs::read_to_string(site.path("warden.yaml")).unwrap();
+    std::fs::write(
+        site.path("warden.yaml"),
+        config.replace("anonymous_policy: support-agent\n", ""),
+    )
+    .unwrap();
+    let server = site.start(&["--state", "memory", "--anonymous-policy", "support-agent"]);
+    assert_eq!(decide(&server), 200);
+    server.signal("HUP");
+    server.wait_for("the reload", |s| {
+        s.metric("warden_reload_total{result=\"ok\"}") == 1.0
+    });
+    assert_eq!(
+        decide(&server),
+        200,
+        "the reload dropped the anonymous policy"
+    );
 }
 
 /// Item 8 (daemon): 413 on `/v1/tokens/verify` is the JSON error; Rego Data API input nested

@@ -56,6 +56,8 @@ struct Inner {
     reload_lock: tokio::sync::Mutex<()>,
     signing: Option<proof::Signing>,
     audit: Option<proof::Audit>,
+    /// `anonymous_policy` from the command line, kept over the file's at reload.
+    anonymous_override: parking_lot::RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -110,7 +112,16 @@ impl AppState {
             reload_lock: tokio::sync::Mutex::new(()),
             signing,
             audit,
+            anonymous_override: parking_lot::RwLock::new(None),
         })))
+    }
+
+    /// Keeps `anonymous_policy` (given on the command line) over the configuration file's at
+    /// every reload; `None`: the file's value applies.
+    #[must_use]
+    pub fn with_anonymous_override(self, anonymous_policy: Option<String>) -> Self {
+        *self.0.anonymous_override.write() = anonymous_policy;
+        self
     }
 
     /// Writes and syncs the audit entries queued so far (at shutdown); no-op without an audit
@@ -195,6 +206,9 @@ impl AppState {
             let started = &self.0.config;
             config.policies.clone_from(&started.policies);
             config.keys_file.clone_from(&started.keys_file);
+            if let Some(anonymous) = self.0.anonymous_override.read().as_ref() {
+                config.anonymous_policy = Some(anonymous.clone());
+            }
         }
         let previous = self.0.snapshot.load_full();
         let snapshot = Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)?;

@@ -20,6 +20,10 @@ pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
     /// Where to write the bound address (`host:port`) once listening.
     pub port_file: Option<PathBuf>,
+    /// An `anonymous_policy` given on the command line: it wins over the configuration file's
+    /// at start and at every reload (a reload must not drop the anonymous policy the daemon
+    /// was started with).
+    pub anonymous_policy_override: Option<String>,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -82,9 +86,12 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let config = options.config.clone();
     let state = {
         let (config, path) = (config.clone(), options.config_path.clone());
-        tokio::task::spawn_blocking(move || AppState::new(config, path))
-            .await
-            .map_err(|e| ServeError::Io(e.to_string()))??
+        let anonymous = options.anonymous_policy_override.clone();
+        tokio::task::spawn_blocking(move || {
+            AppState::new(config, path).map(|state| state.with_anonymous_override(anonymous))
+        })
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))??
     };
     crate::mcp::check(&state).map_err(ServeError::Load)?;
     let mut flusher = state
