@@ -96,7 +96,8 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     crate::mcp::check(&state).map_err(ServeError::Load)?;
     let mut flusher = state
         .store()
-        .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)));
+        .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)))
+        .map_err(|e| ServeError::Store(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", config.listen)))?;

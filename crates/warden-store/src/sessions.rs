@@ -427,7 +427,10 @@ impl EmbeddedSessionStore {
     /// Starts a thread that sweeps and flushes every `interval` until the returned handle is
     /// stopped (which flushes a last time, retrying a failure). A failed flush is logged and
     /// counted by [`Self::flush`] and retried at the next interval.
-    pub fn spawn_flusher(self: &Arc<Self>, interval: Duration) -> Flusher {
+    ///
+    /// # Errors
+    /// The thread could not be started (then nothing would ever be written).
+    pub fn spawn_flusher(self: &Arc<Self>, interval: Duration) -> Result<Flusher, SessionDbError> {
         let (stop, stopped) = mpsc::channel::<()>();
         let store = Arc::clone(self);
         let thread = std::thread::Builder::new()
@@ -463,11 +466,11 @@ impl EmbeddedSessionStore {
                     }
                 }
             })
-            .ok();
-        Flusher {
+            .map_err(|e| db_error(format!("cannot start the flush thread: {e}")))?;
+        Ok(Flusher {
             stop: Some(stop),
-            thread,
-        }
+            thread: Some(thread),
+        })
     }
 }
 
