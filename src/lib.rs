@@ -40,6 +40,7 @@ pub mod content {
 }
 
 pub use load::{LoadError, load_policy_file, load_policy_str};
+pub use warden_core::unique_keys::reject_duplicate_keys;
 pub use warden_core::{
     CompileOptions, CompiledPolicy, DecideError, Decision, Diagnostic, Engine, EngineStats,
     Finding, HttpRequest, Kind, MemorySessionStore, PolicyError, PolicyInfo, Request, RequestError,

@@ -114,13 +114,36 @@ pub(crate) fn run(policy: &PolicyArgs, requests: &Path) -> ExitCode {
     let reader = BufReader::new(input);
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match decide_stream(&decider, &name, reader, &mut out) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(message) => {
-            let _ = out.flush();
-            eprintln!("{message}");
-            ExitCode::from(EXIT_BAD_INPUT)
+    let result = decide_stream(&decider, &name, reader, &mut out);
+    // The decisions before a bad request are still printed before the error.
+    let flushed = out.flush();
+    match (result, flushed) {
+        // A reader that stops early (`warden eval ... | head`) is a normal end for a Unix tool.
+        (Err(StreamError::Output(e)), _) | (Ok(()), Err(e))
+            if e.kind() == std::io::ErrorKind::BrokenPipe =>
+        {
+            ExitCode::SUCCESS
         }
+        (Ok(()), Ok(())) => ExitCode::SUCCESS,
+        (Ok(()), Err(e)) | (Err(StreamError::Output(e)), _) => {
+            eprintln!("cannot write the decisions: {e}");
+            ExitCode::FAILURE
+        }
+        (Err(StreamError::Input(message)), _) => bad(message),
+    }
+}
+
+/// Why `eval` stopped before the end of its input.
+pub(crate) enum StreamError {
+    /// A bad request or policy evaluation error: the message to print (exit 2).
+    Input(String),
+    /// Standard output could not be written (a closed pipe is a normal end).
+    Output(std::io::Error),
+}
+
+impl From<String> for StreamError {
+    fn from(message: String) -> Self {
+        Self::Input(message)
     }
 }
 
@@ -144,10 +167,12 @@ fn decide_stream(
     name: &str,
     reader: impl BufRead,
     out: &mut impl Write,
-) -> Result<(), String> {
-    for_each_value(name, reader, |value, line| {
-        decide_one(decider, value, out).map_err(|e| format!("{name}:{line}: {e}"))?;
-        out.flush().map_err(|e| e.to_string())
+) -> Result<(), StreamError> {
+    for_each_value_with(name, reader, |value, line| {
+        let json = decide_one(decider, value).map_err(|e| format!("{name}:{line}: {e}"))?;
+        writeln!(out, "{json}")
+            .and_then(|()| out.flush())
+            .map_err(StreamError::Output)
     })
 }
 
@@ -157,8 +182,17 @@ fn decide_stream(
 pub(crate) fn for_each_value(
     name: &str,
     reader: impl BufRead,
-    mut each: impl FnMut(serde_json::Value, usize) -> Result<(), String>,
+    each: impl FnMut(serde_json::Value, usize) -> Result<(), String>,
 ) -> Result<(), String> {
+    for_each_value_with(name, reader, each)
+}
+
+/// [`for_each_value`] with the caller's error type (its own errors come as messages).
+fn for_each_value_with<E: From<String>>(
+    name: &str,
+    reader: impl BufRead,
+    mut each: impl FnMut(serde_json::Value, usize) -> Result<(), E>,
+) -> Result<(), E> {
     let mut pending = String::new();
     let mut start_line = 0;
     let mut nesting = Nesting::default();
@@ -176,35 +210,36 @@ pub(crate) fn for_each_value(
         if nesting.depth > 0 {
             // Inside an object or array that continues on the next line: parse once it closes.
             if pending.len() > MAX_REQUEST_BYTES {
-                return Err(format!(
-                    "{name}:{start_line}: request larger than {MAX_REQUEST_BYTES} bytes"
-                ));
+                return Err(too_large(name, start_line));
             }
             continue;
         }
         if pending.len() > MAX_REQUEST_BYTES {
-            return Err(format!(
-                "{name}:{start_line}: request larger than {MAX_REQUEST_BYTES} bytes"
-            ));
+            return Err(too_large(name, start_line));
         }
         match serde_json::from_str::<serde_json::Value>(&pending) {
             Ok(value) => {
+                // The daemon refuses a request with a repeated key; so does every front door.
+                warden::reject_duplicate_keys(pending.as_bytes())
+                    .map_err(|e| format!("{name}:{start_line}: {e}"))?;
                 each(value, start_line)?;
                 pending.clear();
                 nesting = Nesting::default();
             }
             // The value continues on the next line.
             Err(e) if e.is_eof() => {}
-            Err(e) => return Err(format!("{name}:{start_line}: invalid JSON: {e}")),
+            Err(e) => return Err(format!("{name}:{start_line}: invalid JSON: {e}").into()),
         }
     }
     if pending.is_empty() {
         Ok(())
     } else {
-        Err(format!(
-            "{name}:{start_line}: invalid JSON: unexpected end of input"
-        ))
+        Err(format!("{name}:{start_line}: invalid JSON: unexpected end of input").into())
     }
+}
+
+fn too_large<E: From<String>>(name: &str, line: usize) -> E {
+    format!("{name}:{line}: request larger than {MAX_REQUEST_BYTES} bytes").into()
 }
 
 /// Bracket depth of JSON text fed line by line (brackets inside strings do not count), so a
@@ -238,12 +273,9 @@ impl Nesting {
     }
 }
 
-fn decide_one(
-    decider: &Decider,
-    value: serde_json::Value,
-    out: &mut impl Write,
-) -> Result<(), String> {
-    let json = match decider {
+/// The decision (or Rego result) of one input, as one line of JSON.
+fn decide_one(decider: &Decider, value: serde_json::Value) -> Result<String, String> {
+    match decider {
         Decider::Warden(engine) => {
             let request = Request::from_value(value).map_err(|e| e.to_string())?;
             let decision = engine.decide(&request).map_err(|e| e.to_string())?;
@@ -260,7 +292,5 @@ fn decide_one(
             })
         }
     }
-    .map_err(|e| e.to_string())?;
-    writeln!(out, "{json}").map_err(|e| e.to_string())?;
-    Ok(())
+    .map_err(|e| e.to_string())
 }

@@ -1,7 +1,8 @@
 //! The `warden` command-line tool.
 //!
-//! Exit codes: 0 success, 1 a test or verification failed, 2 bad input (invalid policy,
-//! invalid request, unreadable file, bad usage).
+//! Exit codes: 0 success (also when a reader closes the output early, as `head` does), 1 a
+//! test or verification failed or the output could not be written, 2 bad input (invalid
+//! policy, invalid request, unreadable file, bad usage).
 
 #![forbid(unsafe_code)]
 

@@ -82,6 +82,20 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
     if let Some(workers) = args.workers {
         config.workers = workers;
     }
+    // A limit of 0 would refuse everything (or, for a timeout, cut every connection at once):
+    // a configuration mistake, said before listening.
+    for (name, value) in [
+        ("max_identifier_bytes", config.max_identifier_bytes as u64),
+        ("max_sessions", config.max_sessions as u64),
+        ("max_batch_items", config.max_batch_items as u64),
+        ("max_connections", config.max_connections as u64),
+        ("header_read_timeout_ms", config.header_read_timeout_ms),
+        ("idle_timeout_ms", config.idle_timeout_ms),
+    ] {
+        if value == 0 {
+            return Err(format!("`{name}` must be at least 1"));
+        }
+    }
     if config.workers > warden_server::MAX_WORKERS {
         return Err(format!(
             "`workers` must be at most {}, not {}",
@@ -129,6 +143,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
         config,
         config_path: args.config.clone(),
         port_file: args.port_file.clone(),
+        anonymous_policy_override: args.anonymous_policy.clone(),
     };
     match runtime.block_on(warden_server::run(options)) {
         Ok(()) => ExitCode::SUCCESS,

@@ -760,7 +760,8 @@ fn hundred_reloads_under_concurrent_load() {
 /// new connections are refused afterwards.
 #[test]
 fn shutdown_finishes_in_flight_requests() {
-    let site = Site::new(NO_LIMIT);
+    // A batch long enough to be under way when the signal comes.
+    let site = Site::new("rate_limit: { per_second: 0 }\nmax_batch_items: 20000\n");
     let server = Arc::new(site.start(&[
         "--state",
         "memory",

@@ -16,6 +16,7 @@ pub mod index;
 pub mod policy;
 pub mod request;
 pub mod session;
+pub mod unique_keys;
 
 pub use decision::{Decision, Finding, PolicyInfo, Verdict};
 pub use engine::{DecideError, Engine, EngineStats};

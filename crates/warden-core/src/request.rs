@@ -122,6 +122,7 @@ impl Request {
         if nesting_exceeds(bytes, MAX_REQUEST_DEPTH) {
             return Err(too_deep());
         }
+        crate::unique_keys::reject_duplicate_keys(bytes)?;
         let mut de = serde_json::Deserializer::from_slice(bytes);
         // Tracking the path costs more than the parse itself, so it is done only to explain a
         // failure: the second pass fails the same way and names the field.

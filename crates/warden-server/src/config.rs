@@ -85,6 +85,24 @@ pub struct ServeConfig {
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
     /// or `TOKIO_WORKER_THREADS` when set. Read at start only.
     pub workers: usize,
+    /// Longest identifier in bytes (`session`, `principal`, `tool`, `http.method`, header,
+    /// query parameter and `context` attribute names), on every decision route; longer is a
+    /// 400 naming the field.
+    pub max_identifier_bytes: usize,
+    /// Most sessions kept (per daemon, all tenants); a new session beyond it evicts the
+    /// sessions idle the longest first, counted in `warden_sessions_evicted_total`.
+    pub max_sessions: usize,
+    /// Most requests in one `POST /v1/decide/batch`; more is a 400.
+    pub max_batch_items: usize,
+    /// Open client connections at most; one beyond is closed at once (keep it below
+    /// `ulimit -n`).
+    pub max_connections: usize,
+    /// A connection must deliver a whole request head within this many milliseconds of opening
+    /// or of the first byte of a later request.
+    pub header_read_timeout_ms: u64,
+    /// A keep-alive connection waiting for its next request is closed after this many
+    /// milliseconds.
+    pub idle_timeout_ms: u64,
 }
 
 /// The most worker threads `workers` may ask for.
@@ -115,6 +133,12 @@ impl Default for ServeConfig {
             audit: None,
             mcp_upstreams: Vec::new(),
             workers: 0,
+            max_identifier_bytes: 256,
+            max_sessions: 1_000_000,
+            max_batch_items: 1_000,
+            max_connections: 1_000,
+            header_read_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
         }
     }
 }

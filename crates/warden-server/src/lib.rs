@@ -11,6 +11,7 @@ pub mod config;
 pub mod error;
 mod fast;
 mod handlers;
+mod listen;
 mod logbuf;
 pub mod mcp;
 pub mod metrics;
@@ -55,6 +56,8 @@ struct Inner {
     reload_lock: tokio::sync::Mutex<()>,
     signing: Option<proof::Signing>,
     audit: Option<proof::Audit>,
+    /// `anonymous_policy` from the command line, kept over the file's at reload.
+    anonymous_override: parking_lot::RwLock<Option<String>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -75,7 +78,11 @@ impl AppState {
             StateMode::Memory => EmbeddedSessionStore::memory(ttl),
             StateMode::File => EmbeddedSessionStore::open(&config.state_file, ttl)
                 .map_err(|e| ServeError::Store(e.to_string()))?,
-        };
+        }
+        .with_max_sessions(config.max_sessions);
+        let store = Arc::new(store);
+        let mut metrics = Metrics::new();
+        metrics.register_store(Arc::clone(&store));
         let snapshot = Snapshot::load(&config, None).map_err(|e| ServeError::Load(e.0))?;
         let signing = config
             .signing_key
@@ -95,8 +102,8 @@ impl AppState {
         });
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
-            store: Arc::new(store),
-            metrics: Metrics::new(),
+            store,
+            metrics,
             limiter,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
             config,
@@ -105,7 +112,16 @@ impl AppState {
             reload_lock: tokio::sync::Mutex::new(()),
             signing,
             audit,
+            anonymous_override: parking_lot::RwLock::new(None),
         })))
+    }
+
+    /// Keeps `anonymous_policy` (given on the command line) over the configuration file's at
+    /// every reload; `None`: the file's value applies.
+    #[must_use]
+    pub fn with_anonymous_override(self, anonymous_policy: Option<String>) -> Self {
+        *self.0.anonymous_override.write() = anonymous_policy;
+        self
     }
 
     /// Writes and syncs the audit entries queued so far (at shutdown); no-op without an audit
@@ -190,6 +206,9 @@ impl AppState {
             let started = &self.0.config;
             config.policies.clone_from(&started.policies);
             config.keys_file.clone_from(&started.keys_file);
+            if let Some(anonymous) = self.0.anonymous_override.read().as_ref() {
+                config.anonymous_policy = Some(anonymous.clone());
+            }
         }
         let previous = self.0.snapshot.load_full();
         let snapshot = Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)?;

@@ -30,6 +30,13 @@ pub struct HttpLabels {
     pub status: u16,
 }
 
+/// Labels of `warden_connection_timeouts_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct TimeoutLabels {
+    /// `header_read` or `idle`.
+    pub kind: &'static str,
+}
+
 /// Labels of `warden_reload_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -61,6 +68,12 @@ pub struct Metrics {
     pub audit_seq: Gauge,
     /// The MCP proxy's counters (`warden_mcp_events_total`).
     pub mcp: std::sync::Arc<crate::mcp::McpMetrics>,
+    /// Open client connections.
+    pub connections: Gauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub connections_rejected: Counter,
+    /// Connections closed for waiting too long for a request, by kind.
+    pub connection_timeouts: Family<TimeoutLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -123,6 +136,27 @@ impl Metrics {
             "Worker threads serving requests",
             workers.clone(),
         );
+        let connections = Gauge::default();
+        let connections_rejected = Counter::default();
+        let connection_timeouts = Family::<TimeoutLabels, Counter>::default();
+        registry.register(
+            "warden_connections",
+            "Open client connections",
+            connections.clone(),
+        );
+        registry.register(
+            "warden_connections_rejected",
+            "Connections closed at once because max_connections were open",
+            connections_rejected.clone(),
+        );
+        registry.register(
+            "warden_connection_timeouts",
+            "Connections closed for waiting too long for a request (header_read, idle)",
+            connection_timeouts.clone(),
+        );
+        for kind in ["header_read", "idle"] {
+            let _ = connection_timeouts.get_or_create(&TimeoutLabels { kind });
+        }
         let mcp = std::sync::Arc::new(crate::mcp::McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         for result in ["ok", "error"] {
@@ -142,6 +176,9 @@ impl Metrics {
             audit_queue,
             audit_seq,
             mcp,
+            connections,
+            connections_rejected,
+            connection_timeouts,
         }
     }
 
@@ -154,10 +191,68 @@ impl Metrics {
             .inc();
     }
 
+    /// Adds the session store's counters, read at each scrape:
+    /// `warden_session_flush_failures_total`, `warden_session_flush_failing` (1 while the last
+    /// flush failed), `warden_sessions_unflushed` and `warden_sessions_evicted_total`.
+    pub fn register_store(&mut self, store: Arc<warden_store::EmbeddedSessionStore>) {
+        self.registry
+            .register_collector(Box::new(StoreMetrics(store)));
+    }
+
     /// The registry in the text exposition format.
     pub fn encode(&self) -> String {
         let mut out = String::new();
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
         out
+    }
+}
+
+/// The session store's own counters, encoded at scrape time.
+#[derive(Debug)]
+struct StoreMetrics(Arc<warden_store::EmbeddedSessionStore>);
+
+impl prometheus_client::collector::Collector for StoreMetrics {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> Result<(), std::fmt::Error> {
+        use prometheus_client::encoding::EncodeMetric as _;
+        use prometheus_client::metrics::MetricType;
+        use prometheus_client::metrics::counter::ConstCounter;
+        use prometheus_client::metrics::gauge::ConstGauge;
+        let store = &self.0;
+        let counters = [
+            (
+                "warden_session_flush_failures",
+                "Session store flushes that failed (their sessions are retried)",
+                store.flush_failures(),
+            ),
+            (
+                "warden_sessions_evicted",
+                "Sessions evicted to stay within max_sessions (idle the longest first)",
+                store.evicted(),
+            ),
+        ];
+        for (name, help, value) in counters {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Counter)?;
+            ConstCounter::new(value).encode(metric)?;
+        }
+        let gauges = [
+            (
+                "warden_session_flush_failing",
+                "1 while the last session store flush failed",
+                i64::from(store.flush_failing()),
+            ),
+            (
+                "warden_sessions_unflushed",
+                "Sessions changed and not yet written to the session database",
+                i64::try_from(store.pending()).unwrap_or(i64::MAX),
+            ),
+        ];
+        for (name, help, value) in gauges {
+            let metric = encoder.encode_descriptor(name, help, None, MetricType::Gauge)?;
+            ConstGauge::new(value).encode(metric)?;
+        }
+        Ok(())
     }
 }

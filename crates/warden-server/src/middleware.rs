@@ -32,6 +32,8 @@ pub struct Caller {
     pub policy: Arc<str>,
     /// The policy set in force when the request arrived.
     pub snapshot: Arc<Snapshot>,
+    /// The caller's rate limit bucket (a batch takes one token per decision).
+    pub(crate) rate_key: u64,
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(0);
@@ -206,6 +208,7 @@ fn authenticate(
                     tenant: Arc::clone(&key.tenant),
                     policy: Arc::clone(&key.policy),
                     snapshot: Arc::clone(&snapshot),
+                    rate_key: limiter_key(&key.record.id),
                 },
                 limiter_key(&key.record.id),
             ),
@@ -217,6 +220,7 @@ fn authenticate(
                     tenant: Arc::from("anonymous"),
                     policy: Arc::clone(policy),
                     snapshot: Arc::clone(&snapshot),
+                    rate_key: u64::MAX,
                 },
                 u64::MAX,
             ),
@@ -236,6 +240,60 @@ fn authenticate(
         .retry_after(wait.as_secs_f64().ceil() as u64));
     }
     Ok(caller)
+}
+
+/// Takes `decisions` more tokens from the caller's bucket (the request itself took one): rate
+/// limits count decisions, so a batch of N costs N. More than the bucket holds, or not enough
+/// tokens now, is a 429 and nothing is decided.
+pub(crate) fn charge_decisions(
+    state: &AppState,
+    caller: &Caller,
+    decisions: usize,
+) -> Result<(), ApiError> {
+    let Some(limiter) = &state.0.limiter else {
+        return Ok(());
+    };
+    let Some(n) = u32::try_from(decisions)
+        .ok()
+        .and_then(std::num::NonZeroU32::new)
+    else {
+        return if decisions == 0 {
+            Ok(())
+        } else {
+            Err(too_many_for_bucket(state, decisions))
+        };
+    };
+    match limiter.check_key_n(&caller.rate_key, n) {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(not_until)) => {
+            let wait = not_until.wait_time_from(DefaultClock::default().now());
+            tracing::warn!(tenant = %caller.tenant, decisions, "rate limited");
+            Err(ApiError::new(
+                StatusCode::TOO_MANY_REQUESTS,
+                "rate_limited",
+                "too many decisions for this key",
+            )
+            .retry_after(wait.as_secs_f64().ceil() as u64))
+        }
+        Err(_) => Err(too_many_for_bucket(state, decisions)),
+    }
+}
+
+fn too_many_for_bucket(state: &AppState, decisions: usize) -> ApiError {
+    let limit = state.config().rate_limit;
+    let burst = if limit.burst == 0 {
+        limit.per_second
+    } else {
+        limit.burst
+    };
+    ApiError::new(
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        format!(
+            "a batch of {} decisions is more than this key's rate limit allows at once ({burst})",
+            decisions.saturating_add(1)
+        ),
+    )
 }
 
 fn auth_failure(state: &AppState, request_id: &str, reason: &'static str) -> ApiError {

@@ -13,8 +13,7 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
-use axum::body::Bytes;
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -113,6 +112,56 @@ pub(crate) struct Audit {
     log: AuditLog,
     fsync: AuditFsync,
     on_full: AuditOnFull,
+    /// The writer's queue capacity (`queue`).
+    capacity: u64,
+    /// Queue room promised to batches and not yet used ([`Reservation`]). With `on_full:
+    /// deny`, every append is admitted under this lock, so that a batch which reserved room
+    /// for all its entries cannot meet a full queue half way.
+    reserved: parking_lot::Mutex<u64>,
+}
+
+/// Audit queue room reserved for a batch's entries ([`reserve`]); what is not used is given
+/// back on drop.
+pub(crate) struct Reservation<'a> {
+    audit: Option<&'a Audit>,
+    left: u64,
+}
+
+impl Drop for Reservation<'_> {
+    fn drop(&mut self) {
+        if let Some(audit) = self.audit {
+            let mut reserved = audit.reserved.lock();
+            *reserved = reserved.saturating_sub(self.left);
+        }
+    }
+}
+
+/// Reserves room in the audit queue for `entries` entries, before a batch decides anything:
+/// with `on_full: deny`, a batch the queue cannot take whole is refused (503
+/// `audit_unavailable`) with no decision made. No audit log, or `on_full: block`: nothing to
+/// reserve (appends wait for room).
+pub(crate) fn reserve(state: &AppState, entries: usize) -> Result<Reservation<'_>, ApiError> {
+    let none = Reservation {
+        audit: None,
+        left: 0,
+    };
+    let Some(audit) = &state.0.audit else {
+        return Ok(none);
+    };
+    if audit.on_full == AuditOnFull::Block {
+        return Ok(none);
+    }
+    let entries = u64::try_from(entries).unwrap_or(u64::MAX);
+    let mut reserved = audit.reserved.lock();
+    let used = audit.log.queued().saturating_add(*reserved);
+    if used.saturating_add(entries) > audit.capacity {
+        return Err(audit_error(AuditError::QueueFull));
+    }
+    *reserved += entries;
+    Ok(Reservation {
+        audit: Some(audit),
+        left: entries,
+    })
 }
 
 /// Reads one signing key file (PKCS#8 PEM). Errors name the file, never its content.
@@ -188,6 +237,7 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
     config.batch_window = std::time::Duration::from_millis(settings.batch_window_ms.max(1));
     config.max_file_bytes = settings.max_file_bytes.max(1);
     config.queue_capacity = settings.queue.max(1);
+    let config_capacity = config.queue_capacity;
     config.full = match settings.on_full {
         AuditOnFull::Block => FullPolicy::Block,
         AuditOnFull::Deny => FullPolicy::Deny,
@@ -211,10 +261,22 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
         log,
         fsync: settings.fsync,
         on_full: settings.on_full,
+        capacity: u64::try_from(config_capacity).unwrap_or(u64::MAX),
+        reserved: parking_lot::Mutex::new(0),
     })
 }
 
 impl Audit {
+    /// Runs `send` (one append) if the queue has room that no batch has reserved; else
+    /// `QueueFull`. Only for `on_full: deny`.
+    fn admit<T>(&self, send: impl FnOnce() -> Result<T, AuditError>) -> Result<T, AuditError> {
+        let reserved = self.reserved.lock();
+        if *reserved > 0 && self.log.queued().saturating_add(*reserved) >= self.capacity {
+            return Err(AuditError::QueueFull);
+        }
+        send()
+    }
+
     /// Queued entries, the last written sequence number, and whether the writer failed.
     pub(crate) fn status(&self) -> (u64, u64, bool) {
         (
@@ -300,7 +362,30 @@ pub(crate) fn audit(
         unix_now_ms(),
         latency_us,
     );
-    queue(audit, record)
+    queue(audit, record, None)
+}
+
+/// [`audit`] into room reserved by [`reserve`] (a batch's entries).
+pub(crate) fn audit_reserved(
+    state: &AppState,
+    reservation: &mut Reservation<'_>,
+    caller: &Caller,
+    request: &DecisionRequest,
+    decision: &Decision,
+    started: Instant,
+) -> Result<AuditAck, ApiError> {
+    let Some(audit) = &state.0.audit else {
+        return Ok(None);
+    };
+    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let record = AuditRecord::from_decision(
+        Some(&caller.tenant),
+        request,
+        decision,
+        unix_now_ms(),
+        latency_us,
+    );
+    queue(audit, record, Some(reservation))
 }
 
 /// `kind` of the audit entry of a Data API query against a Rego policy.
@@ -349,11 +434,17 @@ pub(crate) fn audit_data_query(
         policy: policy_digest.to_owned(),
         latency_us,
     };
-    queue(audit, record)
+    queue(audit, record, None)
 }
 
 /// Appends `record`; under `fsync: always` and `batch` returns the acknowledgement to await.
-fn queue(audit: &Audit, record: AuditRecord) -> Result<AuditAck, ApiError> {
+/// With `on_full: deny`, an append outside a reservation is admitted only into room no batch
+/// has reserved.
+fn queue(
+    audit: &Audit,
+    record: AuditRecord,
+    reservation: Option<&mut Reservation<'_>>,
+) -> Result<AuditAck, ApiError> {
     let send = |record: AuditRecord| -> Result<AuditAck, AuditError> {
         if audit.fsync == AuditFsync::Never {
             audit.log.append(record)?;
@@ -374,6 +465,17 @@ fn queue(audit: &Audit, record: AuditRecord) -> Result<AuditAck, ApiError> {
     let result = if blocking {
         // A full queue blocks this worker thread, not the runtime's others.
         tokio::task::block_in_place(|| send(record))
+    } else if audit.on_full == AuditOnFull::Deny {
+        match reservation {
+            Some(reservation) if reservation.left > 0 => {
+                let sent = send(record);
+                let mut reserved = audit.reserved.lock();
+                *reserved = reserved.saturating_sub(1);
+                reservation.left -= 1;
+                sent
+            }
+            _ => audit.admit(|| send(record)),
+        }
     } else {
         send(record)
     };
@@ -407,16 +509,29 @@ pub(crate) fn audit_blocking(
         record.session = Some(session.to_owned());
     }
     let send = || -> Result<(), AuditError> {
+        // Admitted like every append (room reserved by batches is kept for them).
+        let append = |record| {
+            if audit.on_full == AuditOnFull::Deny {
+                audit.admit(|| audit.log.append(record))
+            } else {
+                audit.log.append(record)
+            }
+        };
         if audit.fsync == AuditFsync::Never {
-            return audit.log.append(record);
+            return append(record);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        audit.log.append_then(
-            record,
-            Box::new(move |r| {
+        let append_then = |record| {
+            let ack: warden_audit::AckFn = Box::new(move |r| {
                 let _ = tx.send(r);
-            }),
-        )?;
+            });
+            if audit.on_full == AuditOnFull::Deny {
+                audit.admit(|| audit.log.append_then(record, ack))
+            } else {
+                audit.log.append_then(record, ack)
+            }
+        };
+        append_then(record)?;
         // The writer is its own thread: waiting here cannot hold it up.
         match rx.recv() {
             Ok(result) => result.map(|_seq| ()),
@@ -521,9 +636,14 @@ fn reason_code(e: &VerifyError) -> &'static str {
 /// `POST /v1/tokens/verify` `{"token", "tool", "args", "consume"}`: 200 with
 /// `{"valid": true, "claims": {...}}` or `{"valid": false, "code", "reason"}`; 400 when the body
 /// is not such an object.
-pub(crate) async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
+pub(crate) async fn verify(State(state): State<AppState>, req: Request) -> Response {
     let Some(signing) = &state.0.signing else {
         return signing_disabled().into_response();
+    };
+    // Any content type, as before; the body limit and its 413 are the JSON ones of every route.
+    let body = match crate::handlers::json_body(&state, req, true).await {
+        Ok(body) => body,
+        Err(e) => return e.into_response(),
     };
     let body: VerifyBody = match serde_json::from_slice(&body) {
         Ok(b) => b,

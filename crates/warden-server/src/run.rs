@@ -20,6 +20,10 @@ pub struct ServeOptions {
     pub config_path: Option<PathBuf>,
     /// Where to write the bound address (`host:port`) once listening.
     pub port_file: Option<PathBuf>,
+    /// An `anonymous_policy` given on the command line: it wins over the configuration file's
+    /// at start and at every reload (a reload must not drop the anonymous policy the daemon
+    /// was started with).
+    pub anonymous_policy_override: Option<String>,
 }
 
 /// Why the daemon could not start or stopped with an error.
@@ -37,6 +41,9 @@ pub enum ServeError {
     /// Binding or serving failed.
     #[error("{0}")]
     Io(String),
+    /// Stopped with changed sessions that the session database could not take.
+    #[error("{0}")]
+    SessionsNotPersisted(String),
 }
 
 /// Installs the JSON log subscriber (stderr); `RUST_LOG` overrides `default_filter`.
@@ -79,28 +86,29 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let config = options.config.clone();
     let state = {
         let (config, path) = (config.clone(), options.config_path.clone());
-        tokio::task::spawn_blocking(move || AppState::new(config, path))
-            .await
-            .map_err(|e| ServeError::Io(e.to_string()))??
+        let anonymous = options.anonymous_policy_override.clone();
+        tokio::task::spawn_blocking(move || {
+            AppState::new(config, path).map(|state| state.with_anonymous_override(anonymous))
+        })
+        .await
+        .map_err(|e| ServeError::Io(e.to_string()))??
     };
     crate::mcp::check(&state).map_err(ServeError::Load)?;
     let mut flusher = state
         .store()
-        .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)));
+        .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)))
+        .map_err(|e| ServeError::Store(e.to_string()))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
     let addr = listener
         .local_addr()
         .map_err(|e| ServeError::Io(e.to_string()))?;
-    // Small SSE writes (MCP) would otherwise meet delayed ACKs: about 40 ms per response.
-    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
-        let _ = tcp.set_nodelay(true);
-    });
     // Registered before the log line and the port file say the daemon is up: a signal sent as soon as it
     // appears is handled (graceful stop, reload), not the default action that kills the process
     // without flushing sessions.
     let signals = Signals::register();
+    let _file_size = file_size_signal();
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     state
         .metrics()
@@ -139,20 +147,24 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
     let app = crate::App::new(state.clone());
-    let server =
-        axum::serve(listener, tower::make::Shared::new(app)).with_graceful_shutdown(async move {
-            terminate(signals.term, signals.int).await;
-            tracing::info!("shutting down: draining in-flight requests");
-            shutdown_state.set_ready(false);
-            let _ = stop_tx.send(true);
-        });
+    let limits = crate::listen::ConnLimits {
+        max_connections: config.max_connections,
+        header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(1)),
+        idle_timeout: Duration::from_millis(config.idle_timeout_ms.max(1)),
+    };
+    let server = crate::listen::serve(listener, app, limits, state.clone(), async move {
+        terminate(signals.term, signals.int).await;
+        tracing::info!("shutting down: draining in-flight requests");
+        shutdown_state.set_ready(false);
+        let _ = stop_tx.send(true);
+    });
     let grace = Duration::from_millis(config.shutdown_grace_ms);
     let deadline = async move {
         let _ = stop_rx.wait_for(|stopped| *stopped).await;
         tokio::time::sleep(grace).await;
     };
     let result = tokio::select! {
-        r = server => r.map_err(|e| ServeError::Io(e.to_string())),
+        () = server => Ok(()),
         () = deadline => {
             tracing::warn!("shutdown deadline reached; abandoning in-flight requests");
             Ok(())
@@ -160,8 +172,26 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     };
     flusher.stop();
     state.flush_audit();
+    let unsaved = unsaved_sessions(&state);
     tracing::info!(sessions = state.store().len(), "stopped");
-    result
+    result.and(unsaved)
+}
+
+/// After the final flush: an error naming how many changed sessions could not be written (the
+/// process then exits non-zero), logged.
+fn unsaved_sessions(state: &AppState) -> Result<(), ServeError> {
+    let store = state.store();
+    if !store.flush_failing() {
+        return Ok(());
+    }
+    let pending = store.pending();
+    tracing::error!(
+        sessions_not_persisted = pending,
+        "stopping with sessions not persisted: the session database could not be written"
+    );
+    Err(ServeError::SessionsNotPersisted(format!(
+        "{pending} changed sessions could not be written to the session database"
+    )))
 }
 
 /// The signals the daemon handles, each registered once at start.
@@ -203,6 +233,28 @@ impl Signals {
             hup: None,
         }
     }
+}
+
+/// Handles SIGXFSZ, so that a write beyond the file size limit (`ulimit -f`) is a write error
+/// the daemon reports and retries (session flush, audit log) rather than the signal's default
+/// action, which kills the process with every unflushed session.
+fn file_size_signal() -> Option<tokio::task::JoinHandle<()>> {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        /// SIGXFSZ on Linux and the BSDs (macOS included).
+        const SIGXFSZ: i32 = 25;
+        let mut xfsz = signal(SignalKind::from_raw(SIGXFSZ))
+            .inspect_err(|e| tracing::warn!(error = %e, "cannot handle SIGXFSZ"))
+            .ok()?;
+        Some(tokio::spawn(async move {
+            while xfsz.recv().await.is_some() {
+                tracing::warn!("a write went beyond the file size limit (SIGXFSZ)");
+            }
+        }))
+    }
+    #[cfg(not(unix))]
+    None
 }
 
 /// Waits for SIGTERM or SIGINT (Ctrl-C where there are no Unix signals).

@@ -63,7 +63,9 @@ fn is_policy_file(path: &Path) -> bool {
 
 impl Snapshot {
     /// Loads every policy file in `config.policies` (not recursing) and the key file. Any
-    /// invalid file, or two policies with one name, fails the whole load. `previous` keeps
+    /// file that does not load as a policy (other than a Rego policy's data document), two
+    /// policies with one name, or an `anonymous_policy` naming none of the loaded policies
+    /// fails the whole load. `previous` keeps
     /// `loaded_at` for unchanged policies.
     pub fn load(config: &ServeConfig, previous: Option<&Snapshot>) -> Result<Self, SnapshotError> {
         let dir = &config.policies;
@@ -77,8 +79,7 @@ impl Snapshot {
         let now = rfc3339_now();
         let mut policies: HashMap<Arc<str>, Arc<LoadedPolicy>> = HashMap::new();
         for file in files {
-            if !is_policy_document(&file) {
-                tracing::debug!(file = %file.display(), "not a policy (no top-level `warden` key); skipped");
+            if is_rego_data(&file) {
                 continue;
             }
             let mut loaded = load_one(&file)?;
@@ -105,7 +106,18 @@ impl Snapshot {
             Some("*") => (policies.len() == 1)
                 .then(|| policies.keys().next().cloned())
                 .flatten(),
-            Some(name) => Some(Arc::from(name)),
+            Some(name) => match policies.get_key_value(name) {
+                Some((name, _)) => Some(Arc::clone(name)),
+                // No policy at all: not ready (503), nothing is decided; the name is checked
+                // once policies appear.
+                None if policies.is_empty() => Some(Arc::from(name)),
+                None => {
+                    return Err(SnapshotError(format!(
+                        "anonymous_policy `{name}` is not a loaded policy (loaded: {})",
+                        loaded_names(&policies)
+                    )));
+                }
+            },
         };
         Ok(Self {
             policies,
@@ -115,26 +127,29 @@ impl Snapshot {
     }
 }
 
-/// `.rego` files are policies; a YAML/JSON file is one when it has a top-level `warden` key
-/// (or does not parse, so that the load reports why). Others, such as a Rego policy's data
-/// document (`NAME-data.json`), are skipped.
-fn is_policy_document(file: &Path) -> bool {
-    let ext = file.extension().and_then(|e| e.to_str()).unwrap_or("");
-    if ext == "rego" {
-        return true;
-    }
-    let Ok(text) = std::fs::read_to_string(file) else {
-        return true;
+/// Whether `file` is a Rego policy's data document: `NAME-data.json` or `NAME.data.json` next to
+/// `NAME.rego`. Every other policy-like file must load as a policy: one that does not (empty, a
+/// misspelt `warden` key) fails the load rather than being skipped, since skipping it would
+/// silently drop a policy a tenant may be using.
+fn is_rego_data(file: &Path) -> bool {
+    let Some(name) = file.file_name().and_then(|n| n.to_str()) else {
+        return false;
     };
-    let parsed: Option<serde_json::Value> = if ext == "json" {
-        serde_json::from_str(&text).ok()
+    ["-data.json", ".data.json"].iter().any(|suffix| {
+        name.strip_suffix(suffix).is_some_and(|stem| {
+            !stem.is_empty() && file.with_file_name(format!("{stem}.rego")).is_file()
+        })
+    })
+}
+
+/// The loaded policy names, sorted, for error messages.
+fn loaded_names(policies: &HashMap<Arc<str>, Arc<LoadedPolicy>>) -> String {
+    let mut names: Vec<&str> = policies.keys().map(|n| &**n).collect();
+    names.sort_unstable();
+    if names.is_empty() {
+        "none".to_owned()
     } else {
-        serde_saphyr::from_str(&text).ok()
-    };
-    match parsed {
-        Some(serde_json::Value::Object(map)) => map.contains_key("warden"),
-        Some(_) => false,
-        None => true,
+        names.join(", ")
     }
 }
 

@@ -54,7 +54,7 @@ fn flusher_writes_on_stop() {
     let path = dir.path().join("sessions.redb");
     {
         let store = Arc::new(EmbeddedSessionStore::open(&path, None).unwrap());
-        let mut flusher = store.spawn_flusher(Duration::from_secs(3600));
+        let mut flusher = store.spawn_flusher(Duration::from_secs(3600)).unwrap();
         store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
         flusher.stop();
         assert_eq!(store.pending(), 0);
