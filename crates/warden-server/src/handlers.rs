@@ -431,6 +431,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .audit_seq
             .set(i64::try_from(seq).unwrap_or(i64::MAX));
     }
+    crate::proof::audit_metrics(&state);
     (
         [(
             header::CONTENT_TYPE,

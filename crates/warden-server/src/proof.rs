@@ -73,6 +73,9 @@ pub struct AuditSettings {
     pub on_full: AuditOnFull,
     /// HMAC key file (hex, `warden keys gen-audit`); none: entries carry no `mac`.
     pub key_file: Option<PathBuf>,
+    /// Milliseconds between two checkpoints (written when the log grew); 0: only at shutdown
+    /// and on `GET /v1/audit/checkpoint`.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for AuditSettings {
@@ -85,6 +88,7 @@ impl Default for AuditSettings {
             queue: 65_536,
             on_full: AuditOnFull::Deny,
             key_file: None,
+            checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -115,10 +119,37 @@ pub(crate) struct Audit {
     on_full: AuditOnFull,
 }
 
+/// Reads a secret key file, refusing one that the group or others may read: such a key may
+/// already have been copied, and loading it anyway would hide that. `what` names the setting.
+fn read_secret_file(what: &str, path: &Path) -> Result<String, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("{what} `{}`: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file
+            .metadata()
+            .map_err(|e| format!("{what} `{}`: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{what} `{}` is readable or writable by group or others (mode {:o}); \
+                 refusing to use it: `chmod 600` it (and consider the key exposed)",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut text)
+        .map_err(|e| format!("{what} `{}`: {e}", path.display()))?;
+    Ok(text)
+}
+
 /// Reads one signing key file (PKCS#8 PEM). Errors name the file, never its content.
 fn read_signing_key(path: &Path) -> Result<Ed25519Key, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("signing_key `{}`: {e}", path.display()))?;
+    let text = read_secret_file("signing_key", path)?;
     Ed25519Key::from_pkcs8_pem(&SecretString::from(text))
         .map_err(|e| format!("signing_key `{}`: {e}", path.display()))
 }
@@ -167,12 +198,17 @@ impl Signing {
     }
 }
 
-/// Opens the audit log (continuing an existing one). Errors never include key material.
-pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
+/// Opens the audit log (continuing an existing one): takes the directory's lock, recovers a torn
+/// tail (logged), and refuses a log shorter than its checkpoint. Checkpoints are MACed with the
+/// audit key and signed with the token signing key when `signing` is configured. Errors never
+/// include key material.
+pub(crate) fn open_audit(
+    settings: &AuditSettings,
+    signing: Option<&Signing>,
+) -> Result<Audit, String> {
     let mac: Option<Arc<dyn KeyProvider>> = match &settings.key_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("audit.key_file `{}`: {e}", path.display()))?;
+            let text = read_secret_file("audit.key_file", path)?;
             let key = MacKey::from_hex(&SecretString::from(text))
                 .map_err(|e| format!("audit.key_file `{}`: {e}", path.display()))?;
             Some(Arc::new(SoftwareKeyProvider::mac_only(key)))
@@ -192,9 +228,31 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
         AuditOnFull::Block => FullPolicy::Block,
         AuditOnFull::Deny => FullPolicy::Deny,
     };
+    config.checkpoint_interval = (settings.checkpoint_interval_ms > 0)
+        .then(|| std::time::Duration::from_millis(settings.checkpoint_interval_ms));
+    config.checkpoint_signer = signing.map(|s| Arc::clone(&s.provider) as Arc<dyn KeyProvider>);
     let macs = mac.is_some();
     let log = AuditLog::open(config, mac)
         .map_err(|e| format!("audit.dir `{}`: {e}", settings.dir.display()))?;
+    if let Some((file, r)) = log.recovered() {
+        if r.newline_added {
+            tracing::warn!(
+                file = %file.display(),
+                offset = r.offset,
+                "audit tail recovery: the last entry lacked its final newline; added it \
+                 (no entry removed)"
+            );
+        } else {
+            tracing::warn!(
+                file = %file.display(),
+                offset = r.offset,
+                removed_bytes = r.removed_bytes,
+                removed_sha256 = r.removed_sha256.as_deref().unwrap_or(""),
+                "audit tail recovery: removed a partial last line (a write torn by a crash; \
+                 never acknowledged)"
+            );
+        }
+    }
     let head = log.head();
     tracing::info!(
         dir = %settings.dir.display(),
@@ -205,6 +263,8 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
         },
         mac = macs,
         seq = head.seq,
+        hash = %head.hash,
+        checkpoint_seq = log.last_checkpoint().map(|c| c.seq),
         "audit log open"
     );
     Ok(Audit {
@@ -224,12 +284,24 @@ impl Audit {
         )
     }
 
-    /// Writes and syncs everything queued (at shutdown).
-    pub(crate) fn flush(&self) {
-        match self.log.flush() {
-            Ok(head) => tracing::info!(seq = head.seq, hash = %head.hash, "audit log flushed"),
-            Err(e) => tracing::error!(error = %e, "audit log flush failed"),
+    /// Writes and syncs everything queued and writes a checkpoint of the head (at shutdown);
+    /// returns the head, or `None` when that failed (logged).
+    pub(crate) fn flush(&self) -> Option<warden_audit::Anchor> {
+        match self.log.checkpoint() {
+            Ok(cp) => {
+                tracing::info!(seq = cp.seq, hash = %cp.head, "audit log flushed and checkpointed");
+                Some(cp.anchor())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit log flush or checkpoint failed");
+                None
+            }
         }
+    }
+
+    /// The head (last entry written) and the last checkpoint, for `/metrics`.
+    pub(crate) fn heads(&self) -> (warden_audit::Anchor, Option<warden_audit::Checkpoint>) {
+        (self.log.head(), self.log.last_checkpoint())
     }
 }
 
@@ -471,6 +543,46 @@ fn audit_error(e: AuditError) -> ApiError {
     }
 }
 
+/// Sets the audit head and checkpoint metrics (`warden_audit_head{hash}` and
+/// `warden_audit_checkpoint{hash}`, each valued with the sequence number).
+pub(crate) fn audit_metrics(state: &AppState) {
+    let Some(audit) = &state.0.audit else {
+        return;
+    };
+    let (head, checkpoint) = audit.heads();
+    let metrics = state.metrics();
+    metrics.set_audit_head(&head.hash, head.seq);
+    if let Some(cp) = checkpoint {
+        metrics.set_audit_checkpoint(&cp.head, cp.seq);
+    }
+}
+
+/// `GET /v1/audit/checkpoint`: syncs the log, writes a checkpoint when it grew since the last
+/// one, and answers the latest checkpoint (`{v, seq, head, time, mac?, kid?, sig?}`), for
+/// `warden audit verify --checkpoint URL` or an external copy. 404 `audit_disabled` without an
+/// audit log.
+pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
+    let Some(audit) = &state.0.audit else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "audit_disabled",
+            "there is no audit log (no `audit` configured)",
+        )
+        .into_response();
+    };
+    let result = if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        tokio::task::block_in_place(|| audit.log.checkpoint())
+    } else {
+        audit.log.checkpoint()
+    };
+    match result {
+        Ok(cp) => Json(cp).into_response(),
+        Err(e) => audit_error(e).into_response(),
+    }
+}
+
 fn signing_disabled() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -640,7 +752,7 @@ mod tests {
             key_file: Some(key_file),
             ..AuditSettings::default()
         };
-        let Err(e) = open_audit(&settings) else {
+        let Err(e) = open_audit(&settings, None) else {
             panic!("a bad audit key loads")
         };
         assert!(e.contains("audit.key") && !e.contains("secret"), "{e}");

@@ -159,8 +159,13 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         }
     };
     flusher.stop();
-    state.flush_audit();
-    tracing::info!(sessions = state.store().len(), "stopped");
+    let audit_head = state.flush_audit();
+    tracing::info!(
+        sessions = state.store().len(),
+        audit_seq = audit_head.as_ref().map(|h| h.seq),
+        audit_hash = audit_head.as_ref().map(|h| h.hash.as_str()),
+        "stopped"
+    );
     result
 }
 
