@@ -267,6 +267,7 @@ fn sigkill_loses_no_acknowledged_entry() {
     let mut files: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     files.sort();
     recover_truncated_tail(files.last().unwrap()).unwrap();

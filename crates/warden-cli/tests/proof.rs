@@ -243,6 +243,7 @@ fn audit_verify_and_recover() {
     let mut files: Vec<_> = std::fs::read_dir(&log_dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     files.sort();
     assert!(files.len() >= 3);

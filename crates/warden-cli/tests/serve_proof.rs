@@ -537,6 +537,7 @@ fn sigkill_under_fsync_always_loses_no_answered_decision() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     files.sort();
     let newest = files.last().unwrap().display().to_string();

@@ -216,9 +216,10 @@ pub(crate) async fn decide_request(
     let loaded = policy_of(caller)?;
     let policy = warden_policy(loaded)?;
     let request = DecisionRequest::from_json(&body)?;
+    crate::proof::check_mintable(state, caller, &request)?;
     let started = Instant::now();
     let mut decision = decide_one(state, caller, policy, &request)?;
-    crate::proof::mint(state, &request, &mut decision)?;
+    crate::proof::mint(state, caller, &request, &mut decision)?;
     record(state, caller, request_id, &decision, started);
     let ack = crate::proof::audit(state, caller, &request, &decision, started)?;
     crate::proof::audit_wait(vec![ack]).await?;
@@ -264,6 +265,10 @@ pub async fn decide_batch(
             };
             ApiError::bad_request(format!("field `{field}`: {}", e.message))
         })?;
+        crate::proof::check_mintable(&state, &caller, &request).map_err(|mut e| {
+            e.message = format!("[{i}]: {}", e.message);
+            e
+        })?;
         requests.push(request);
     }
     let mut decisions = Vec::with_capacity(requests.len());
@@ -271,7 +276,7 @@ pub async fn decide_batch(
     for request in &requests {
         let started = Instant::now();
         let mut decision = decide_one(&state, &caller, policy, request)?;
-        crate::proof::mint(&state, request, &mut decision)?;
+        crate::proof::mint(&state, &caller, request, &mut decision)?;
         record(&state, &caller, &request_id.0, &decision, started);
         acks.push(crate::proof::audit(
             &state, &caller, request, &decision, started,

@@ -23,7 +23,7 @@ use warden::{Decision, Request as DecisionRequest, Verdict};
 use warden_audit::{AuditConfig, AuditError, AuditLog, AuditRecord, FsyncPolicy, FullPolicy};
 use warden_proof::{
     Ed25519Key, Grant, KeyProvider, MacKey, MemoryReplayGuard, SecretString, SoftwareKeyProvider,
-    TokenIssuer, TokenVerifier, VerifyError,
+    TokenIssuer, TokenVerifier, VerifyError, audience,
 };
 
 use crate::AppState;
@@ -317,10 +317,59 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Adds a token to an allowed `tool_call` decision when signing is on. Minting failures are a
-/// 500 (an allow without its token would be refused by the tool side anyway).
+/// Refuses, before anything is decided (so no session changes), a tool call that could not get
+/// a decision token when signing is on: arguments holding a number beyond +/-(2^53 - 1) (a hash
+/// cannot bind it exactly), or identifiers so long that the token would exceed
+/// [`warden_proof::MAX_TOKEN_LEN`]. A 400 naming the problem.
+pub(crate) fn check_mintable(
+    state: &AppState,
+    caller: &Caller,
+    request: &DecisionRequest,
+) -> Result<(), ApiError> {
+    let Some(signing) = &state.0.signing else {
+        return Ok(());
+    };
+    let Some(tool) = request.tool.as_deref() else {
+        return Ok(());
+    };
+    if request.kind != warden::Kind::ToolCall {
+        return Ok(());
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    // The longest digest a policy has (`sha256:` + 64 hex digits).
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let grant = Grant {
+        principal: request.principal.as_deref(),
+        session: request.session.as_deref(),
+        tool,
+        args: request.args.as_ref().unwrap_or(&empty),
+        policy_digest: &digest,
+    };
+    let aud = audience(&caller.tenant, &caller.policy);
+    match signing
+        .issuer
+        .check_mintable(&grant, Some(&aud), unix_now())
+    {
+        Ok(()) => Ok(()),
+        Err(e @ warden_proof::MintError::UnsafeNumber(_)) => {
+            Err(ApiError::bad_request(format!("field `args`: {e}")))
+        }
+        Err(e @ warden_proof::MintError::TooLong { .. }) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint a decision token; answering 500");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+/// Adds a token to an allowed `tool_call` decision when signing is on, bound to the caller's
+/// tenant and policy (`aud`). Requests are checked first with [`check_mintable`]; a failure here
+/// is a 500 (an allow without its token would be refused by the tool side anyway).
 pub(crate) fn mint(
     state: &AppState,
+    caller: &Caller,
     request: &DecisionRequest,
     decision: &mut Decision,
 ) -> Result<(), ApiError> {
@@ -341,10 +390,14 @@ pub(crate) fn mint(
         args: request.args.as_ref().unwrap_or(&empty),
         policy_digest: &decision.policy.digest,
     };
-    let token = signing.issuer.mint(&grant, unix_now()).map_err(|e| {
-        tracing::error!(error = %e, "cannot mint a decision token; answering 500");
-        ApiError::internal()
-    })?;
+    let aud = audience(&caller.tenant, &caller.policy);
+    let token = signing
+        .issuer
+        .mint_for(&grant, Some(&aud), unix_now())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mint a decision token; answering 500");
+            ApiError::internal()
+        })?;
     decision.token = Some(token);
     Ok(())
 }
@@ -614,6 +667,23 @@ struct VerifyBody {
     consume: bool,
 }
 
+/// The replay guard as one tenant sees it: token ids are recorded under the tenant, so one
+/// tenant's consumption never touches another's.
+struct TenantReplay<'a> {
+    tenant: &'a str,
+    guard: &'a MemoryReplayGuard,
+}
+
+impl warden_proof::ReplayGuard for TenantReplay<'_> {
+    fn consume(&self, jti: &str, exp: u64, now: u64) -> Result<(), warden_proof::ReplayError> {
+        let mut key = String::with_capacity(self.tenant.len() + 1 + jti.len());
+        key.push_str(self.tenant);
+        key.push('\u{1f}');
+        key.push_str(jti);
+        self.guard.consume(&key, exp, now)
+    }
+}
+
 /// Stable code of a rejection.
 fn reason_code(e: &VerifyError) -> &'static str {
     match e {
@@ -625,6 +695,8 @@ fn reason_code(e: &VerifyError) -> &'static str {
         VerifyError::Issuer(_) => "issuer",
         VerifyError::Tool { .. } => "tool_mismatch",
         VerifyError::Args => "args_mismatch",
+        VerifyError::UnsafeNumber(_) => "unsafe_number",
+        VerifyError::Audience { .. } => "audience",
         VerifyError::Replayed => "replayed",
         VerifyError::ReplayGuard(_) => "replay_guard",
     }
@@ -632,8 +704,13 @@ fn reason_code(e: &VerifyError) -> &'static str {
 
 /// `POST /v1/tokens/verify` `{"token", "tool", "args", "consume"}`: 200 with
 /// `{"valid": true, "claims": {...}}` or `{"valid": false, "code", "reason"}`; 400 when the body
-/// is not such an object.
-pub(crate) async fn verify(State(state): State<AppState>, body: Bytes) -> Response {
+/// is not such an object. A token is valid only for the tenant and policy it was minted for
+/// (`aud`), and each tenant's consumed tokens are its own.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    body: Bytes,
+) -> Response {
     let Some(signing) = &state.0.signing else {
         return signing_disabled().into_response();
     };
@@ -647,12 +724,18 @@ pub(crate) async fn verify(State(state): State<AppState>, body: Bytes) -> Respon
         }
     };
     let now = unix_now();
-    let verifier = TokenVerifier::new(signing.provider.jwks(now)).with_issuer(TOKEN_ISSUER);
+    let verifier = TokenVerifier::new(signing.provider.jwks(now))
+        .with_issuer(TOKEN_ISSUER)
+        .with_audience(audience(&caller.tenant, &caller.policy));
     let args = body
         .args
         .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
     let result = if body.consume {
-        verifier.verify_and_consume(&body.token, &body.tool, &args, now, &signing.replay)
+        let guard = TenantReplay {
+            tenant: &caller.tenant,
+            guard: &signing.replay,
+        };
+        verifier.verify_and_consume(&body.token, &body.tool, &args, now, &guard)
     } else {
         verifier.verify(&body.token, &body.tool, &args, now)
     };
