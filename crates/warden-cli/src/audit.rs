@@ -21,9 +21,9 @@ pub enum AuditCommand {
         /// The audit MAC key file (hex), to check every entry's `mac` (and the checkpoint's).
         #[arg(long)]
         key: Option<PathBuf>,
-        /// A checkpoint the log must reach: a file (the audit directory's `checkpoint.json`, or a
-        /// copy kept elsewhere) or an `http://` URL (`GET /v1/audit/checkpoint` of the daemon;
-        /// `WARDEN_API_KEY` is sent as `x-api-key` when set).
+        /// A checkpoint the log must reach: a file (a copy kept elsewhere) or an `http://` URL
+        /// (`GET /v1/audit/checkpoint` of the daemon; `WARDEN_API_KEY` is sent as `x-api-key`
+        /// when set). Default: the `checkpoint.json` of the last directory given, if it has one.
         #[arg(long, value_name = "FILE|URL")]
         checkpoint: Option<String>,
         /// A JWKS (the daemon's `/.well-known/jwks.json`) to check the checkpoint's signature.
@@ -174,7 +174,18 @@ fn run_verify(args: &VerifyArgs<'_>) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
-    let checkpoint = match args.checkpoint.map(read_checkpoint).transpose() {
+    // Without --checkpoint, the directory's own checkpoint: deleting the newest entries or files
+    // shows even when nobody kept a copy (unless the checkpoint was deleted too).
+    let local = args
+        .paths
+        .iter()
+        .rev()
+        .find(|p| p.is_dir())
+        .map(|d| d.join(warden_audit::CHECKPOINT_FILE))
+        .filter(|p| p.is_file())
+        .map(|p| p.display().to_string());
+    let source = args.checkpoint.map(str::to_owned).or(local);
+    let checkpoint = match source.as_deref().map(read_checkpoint).transpose() {
         Ok(c) => c,
         Err(e) => {
             eprintln!("warden audit verify: {e}");
@@ -198,7 +209,8 @@ fn run_verify(args: &VerifyArgs<'_>) -> ExitCode {
             authenticated.push("signature");
         }
         println!(
-            "checkpoint: sequence {}, hash {}, time {} ({})",
+            "checkpoint {}: sequence {}, hash {}, time {} ({})",
+            source.as_deref().unwrap_or(""),
             cp.seq,
             cp.head,
             cp.time,

@@ -295,14 +295,15 @@ fn item5_checkpoints_expose_and_refuse_a_truncated_log() {
         "{stopped}"
     );
 
-    // An attacker deletes the newest two entries. The chain alone still looks intact...
+    // An attacker deletes the newest two entries: the directory's own checkpoint reveals it,
     let cp = s(&site.path("cp.json"));
     let out = warden(&["audit", "verify", "--key", &key, "--checkpoint", &cp, &dir]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     cut_lines(&newest(&site.path("audit")), 2);
     let out = warden(&["audit", "verify", "--key", &key, &dir]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    // ...but not against a checkpoint kept elsewhere,
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("truncated"), "{}", text(&out));
+    // and so does a checkpoint kept elsewhere (which survives the local one being deleted),
     let out = warden(&["audit", "verify", "--key", &key, "--checkpoint", &cp, &dir]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("truncated"), "{}", text(&out));
