@@ -17,7 +17,7 @@ pub use verify::{
     Anchor, ReadError, Recovery, Report, expand_paths, recover_truncated_tail, verify,
     verify_checkpoint, verify_from,
 };
-pub use writer::{AckFn, AuditConfig, AuditLog, FsyncPolicy, FullPolicy, LOCK_FILE};
+pub use writer::{AckFn, AuditConfig, AuditLog, FsyncPolicy, FullPolicy, LOCK_FILE, recover_tail};
 
 /// An audit operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

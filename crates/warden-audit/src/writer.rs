@@ -385,6 +385,18 @@ fn lock_dir(dir: &Path) -> Result<File, AuditError> {
     }
 }
 
+/// [`recover_truncated_tail`] on `file` while holding its directory's lock, so that a running
+/// writer's line in progress is never taken for a torn one: fails with [`AuditError::Locked`]
+/// while a writer has the log open (it recovers the tail itself when it starts).
+pub fn recover_tail(file: &Path) -> Result<Recovery, AuditError> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let _lock = lock_dir(dir)?;
+    recover_truncated_tail(file).map_err(|e| AuditError::Io(format!("`{}`: {e}", file.display())))
+}
+
 /// Opens a log file for appending, creating it readable and writable by the owner only.
 fn open_append(path: &Path) -> Result<File, AuditError> {
     let mut opts = OpenOptions::new();

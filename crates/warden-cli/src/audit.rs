@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 
-use warden_audit::{Anchor, Checkpoint, recover_truncated_tail, verify_checkpoint};
+use warden_audit::{Anchor, Checkpoint, recover_tail, verify_checkpoint};
 use warden_proof::{Jwks, KeyProvider, MacKey, SecretString, SoftwareKeyProvider};
 
 use crate::EXIT_BAD_INPUT;
@@ -37,8 +37,9 @@ pub enum AuditCommand {
         #[arg(required = true)]
         paths: Vec<PathBuf>,
     },
-    /// Trim an incomplete last line (a write torn by a crash) from an audit file; complete lines
-    /// are never touched. Run it on the newest file before `verify` after a crash.
+    /// Trim an incomplete last line (a write torn by a crash) from an audit file, or complete a
+    /// last entry that lacks only its newline; complete lines are never removed. Run it on the
+    /// newest file before `verify` after a crash; refused while a daemon has the log open.
     Recover {
         /// The newest audit file.
         path: PathBuf,
@@ -61,7 +62,7 @@ pub fn run(command: &AuditCommand) -> ExitCode {
             allow_empty: *allow_empty,
             paths,
         }),
-        AuditCommand::Recover { path } => match recover_truncated_tail(path) {
+        AuditCommand::Recover { path } => match recover_tail(path) {
             Ok(r) if r.newline_added => {
                 println!(
                     "{}: the last entry lacked its final newline; added it (nothing removed)",
@@ -84,10 +85,7 @@ pub fn run(command: &AuditCommand) -> ExitCode {
                 ExitCode::SUCCESS
             }
             Err(e) => {
-                eprintln!(
-                    "warden audit recover: cannot read `{}`: {e}",
-                    path.display()
-                );
+                eprintln!("warden audit recover: {e}");
                 ExitCode::from(EXIT_BAD_INPUT)
             }
         },

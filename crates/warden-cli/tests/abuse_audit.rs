@@ -184,12 +184,24 @@ fn item4_a_second_writer_on_one_audit_directory_refuses_to_start() {
         "the refusal must name the directory: {log}"
     );
 
+    // Nor may `warden audit recover` cut the running writer's newest file.
+    let newest_file = s(&newest(&site.path("audit")));
+    let out = warden(&["audit", "recover", &newest_file]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("in use by another writer"),
+        "{}",
+        text(&out)
+    );
+
     // The first writer is undisturbed, and once it has stopped the directory is free.
     decide(&first, &call("crm.read_b", &json!({"n": 2}), "s1"));
     first.stop();
     let again = site.start();
     decide(&again, &call("crm.read_c", &json!({"n": 3}), "s1"));
     again.stop();
+    let out = warden(&["audit", "recover", &newest_file]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = warden(&["audit", "verify", &dir]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("verified 3 entries"), "{}", text(&out));
