@@ -363,6 +363,15 @@ fn bad_signing_key_is_fatal_and_not_echoed() {
         "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
+    // Private, so that it is refused for its content (a readable key file is refused anyway).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            site.path("signing.pem"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
     let out = warden(&[
         "serve",
         "--config",

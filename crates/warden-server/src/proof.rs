@@ -824,12 +824,19 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
         )
         .unwrap();
+        // Private, so that they are refused for their content, not their mode.
+        let private = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        private(&pem);
         let Err(e) = load_signing(&pem, 30) else {
             panic!("a bad key loads")
         };
         assert!(e.contains("bad.pem") && !e.contains("c2VjcmV0"), "{e}");
         let key_file = dir.path().join("audit.key");
         std::fs::write(&key_file, "abcd-secret-abcd").unwrap();
+        private(&key_file);
         let settings = AuditSettings {
             dir: dir.path().join("audit"),
             key_file: Some(key_file),
