@@ -27,6 +27,7 @@ pub struct AuditRecord {
     /// The tool, for tool calls and results.
     pub tool: Option<String>,
     /// `sha256:` + hex SHA-256 of the RFC 8785 form of `args`, when the request had arguments.
+    /// A log with an audit key writes it keyed ([`keyed_args_hash`]).
     pub args_hash: Option<String>,
     /// `allow` or `deny` (the enforced decision).
     pub decision: String,
@@ -80,29 +81,29 @@ const MAX_EXACT_INT: u64 = 1 << 53;
 /// else) and writes integers up to 2^53 as RFC 8785 does. Larger integers take the general
 /// canonicaliser. `tests/props.rs` checks every line against `canonicalize`.
 #[derive(Serialize)]
-struct Sealed<'a> {
-    args_hash: Option<&'a str>,
-    decision: &'a str,
-    findings: &'a [String],
+pub(crate) struct Sealed<'a, F: Serialize + ?Sized> {
+    pub(crate) args_hash: Option<&'a str>,
+    pub(crate) decision: &'a str,
+    pub(crate) findings: &'a F,
     #[serde(skip_serializing_if = "Option::is_none")]
-    hash: Option<&'a str>,
-    kind: &'a str,
-    latency_us: u64,
+    pub(crate) hash: Option<&'a str>,
+    pub(crate) kind: &'a str,
+    pub(crate) latency_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    mac: Option<&'a str>,
-    policy: &'a str,
-    prev: &'a str,
-    principal: Option<&'a str>,
-    rule: Option<&'a str>,
-    seq: u64,
-    session: Option<&'a str>,
-    tenant: Option<&'a str>,
-    time: &'a str,
-    tool: Option<&'a str>,
+    pub(crate) mac: Option<&'a str>,
+    pub(crate) policy: &'a str,
+    pub(crate) prev: &'a str,
+    pub(crate) principal: Option<&'a str>,
+    pub(crate) rule: Option<&'a str>,
+    pub(crate) seq: u64,
+    pub(crate) session: Option<&'a str>,
+    pub(crate) tenant: Option<&'a str>,
+    pub(crate) time: &'a str,
+    pub(crate) tool: Option<&'a str>,
 }
 
-impl Sealed<'_> {
-    fn canonical(&self) -> Result<Vec<u8>, AuditError> {
+impl<F: Serialize + ?Sized> Sealed<'_, F> {
+    pub(crate) fn canonical(&self) -> Result<Vec<u8>, AuditError> {
         if self.seq <= MAX_EXACT_INT && self.latency_us <= MAX_EXACT_INT {
             let mut out = Vec::with_capacity(640);
             serde_json::to_writer(&mut out, self).map_err(|e| AuditError::Encode(e.to_string()))?;
@@ -122,8 +123,14 @@ pub(crate) fn seal(
     mac: Option<&dyn KeyProvider>,
 ) -> Result<(Vec<u8>, String), AuditError> {
     let time = rfc3339_ms(record.time_ms);
+    // With a key, the argument hash is keyed: a plain hash of low-entropy arguments (a PIN) is
+    // reversed by trying every value.
+    let keyed = match (record.args_hash.as_deref(), mac) {
+        (Some(plain), Some(k)) => Some(keyed_args_hash(k, plain)?),
+        _ => None,
+    };
     let mut entry = Sealed {
-        args_hash: record.args_hash.as_deref(),
+        args_hash: keyed.as_deref().or(record.args_hash.as_deref()),
         decision: &record.decision,
         findings: &record.findings,
         hash: None,
@@ -158,6 +165,25 @@ pub(crate) fn seal(
     let mut line = entry.canonical()?;
     line.push(b'\n');
     Ok((line, hash))
+}
+
+/// Prefix of the `args_hash` of an entry written with an audit key.
+pub const KEYED_ARGS_HASH_PREFIX: &str = "hmac-sha256:";
+
+/// Prefix of the bytes a keyed argument hash covers, so that it cannot be taken for an entry's
+/// or a checkpoint's MAC.
+const ARGS_HASH_CONTEXT: &[u8] = b"warden audit args_hash v1\n";
+
+/// The `args_hash` an entry records when the log has an audit key: `hmac-sha256:` + lowercase
+/// hex HMAC-SHA256, with the audit key, of a context string followed by the plain argument hash
+/// (`sha256:` + hex, as a decision token's `args_hash` claim carries it). Whoever holds the key
+/// can link a token to its entry (`keyed_args_hash(key, claims.args_hash) == entry.args_hash`);
+/// nobody else can test guesses of the arguments against the log.
+pub fn keyed_args_hash(key: &dyn KeyProvider, plain: &str) -> Result<String, AuditError> {
+    let mut msg = ARGS_HASH_CONTEXT.to_vec();
+    msg.extend_from_slice(plain.as_bytes());
+    let tag = key.mac(&msg).map_err(|e| AuditError::Key(e.to_string()))?;
+    Ok(format!("{KEYED_ARGS_HASH_PREFIX}{}", hex::encode(tag)))
 }
 
 /// `2026-11-24T06:29:12.123Z` from unix milliseconds (UTC). Outside chrono's range (beyond the

@@ -6,15 +6,18 @@
 
 #![forbid(unsafe_code)]
 
+mod checkpoint;
 mod entry;
 mod verify;
 mod writer;
 
-pub use entry::{AuditRecord, GENESIS_HASH};
+pub use checkpoint::{CHECKPOINT_FILE, Checkpoint};
+pub use entry::{AuditRecord, GENESIS_HASH, KEYED_ARGS_HASH_PREFIX, keyed_args_hash};
 pub use verify::{
-    Anchor, ReadError, Report, expand_paths, recover_truncated_tail, verify, verify_from,
+    Anchor, ReadError, Recovery, Report, expand_paths, recover_truncated_tail, verify,
+    verify_checkpoint, verify_from,
 };
-pub use writer::{AckFn, AuditConfig, AuditLog, FsyncPolicy, FullPolicy};
+pub use writer::{AckFn, AuditConfig, AuditLog, FsyncPolicy, FullPolicy, LOCK_FILE, recover_tail};
 
 /// An audit operation failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -34,6 +37,22 @@ pub enum AuditError {
     /// An entry could not be encoded.
     #[error("audit entry encoding: {0}")]
     Encode(String),
+    /// Another writer holds the directory's lock file ([`LOCK_FILE`]).
+    #[error(
+        "audit directory `{0}` is in use by another writer (its lock file `{LOCK_FILE}` is held); \
+         two writers on one log would break its chain"
+    )]
+    Locked(String),
+    /// The checkpoint file cannot be read or does not verify.
+    #[error("audit checkpoint: {0}")]
+    Checkpoint(String),
+    /// The log does not hold the entry its checkpoint records (entries were removed or
+    /// rewritten); the writer refuses to continue it.
+    #[error(
+        "audit log is shorter than its checkpoint: {0}; restore the removed files, or move \
+         `{CHECKPOINT_FILE}` away to start a new chain knowingly"
+    )]
+    Truncated(String),
     /// The MAC key failed.
     #[error("audit key: {0}")]
     Key(String),

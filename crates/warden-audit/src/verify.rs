@@ -95,6 +95,59 @@ pub fn verify_from(
     key: Option<&dyn KeyProvider>,
     anchor: Anchor,
 ) -> Result<Report, ReadError> {
+    verify_checkpoint(paths, key, anchor, None)
+}
+
+/// [`verify_from`], and with `checkpoint` (an entry known to have been in the log: a
+/// [`crate::Checkpoint`]'s anchor) the log must hold that entry with that hash: a log that ends
+/// before it was truncated, one with another hash there was rewritten. Both are breaks.
+pub fn verify_checkpoint(
+    paths: &[PathBuf],
+    key: Option<&dyn KeyProvider>,
+    anchor: Anchor,
+    checkpoint: Option<&Anchor>,
+) -> Result<Report, ReadError> {
+    let mut report = verify_chain(paths, key, anchor, checkpoint)?;
+    if let Some(cp) = checkpoint
+        && report.is_intact()
+        && report.head.seq < cp.seq
+    {
+        report.first_broken_seq = Some(report.head.seq + 1);
+        report.reason = Some(format!(
+            "truncated: the log ends at sequence {} but the checkpoint records sequence {} \
+             (hash {}); entries {}..={} were removed",
+            report.head.seq,
+            cp.seq,
+            cp.hash,
+            report.head.seq + 1,
+            cp.seq
+        ));
+    }
+    Ok(report)
+}
+
+fn verify_chain(
+    paths: &[PathBuf],
+    key: Option<&dyn KeyProvider>,
+    anchor: Anchor,
+    checkpoint: Option<&Anchor>,
+) -> Result<Report, ReadError> {
+    if let Some(cp) = checkpoint
+        && cp.seq == anchor.seq
+        && cp.hash != anchor.hash
+    {
+        return Ok(Report {
+            entries: 0,
+            first_broken_seq: Some(anchor.seq),
+            reason: Some(format!(
+                "entry {} has hash {} but the checkpoint records {}",
+                anchor.seq, anchor.hash, cp.hash
+            )),
+            files: 0,
+            head: anchor,
+            macs_checked: key.is_some(),
+        });
+    }
     let files = expand_paths(paths)?;
     let mut report = Report {
         entries: 0,
@@ -126,6 +179,19 @@ pub fn verify_from(
             lineno += 1;
             match check_line(&line, &report.head, key) {
                 Ok((seq, hash)) => {
+                    if let Some(cp) = checkpoint
+                        && cp.seq == seq
+                        && cp.hash != hash
+                    {
+                        report.first_broken_seq = Some(seq);
+                        report.reason = Some(format!(
+                            "{}:{lineno}: entry {seq} has hash {hash} but the checkpoint \
+                             records {}: the log was rewritten",
+                            path.display(),
+                            cp.hash
+                        ));
+                        return Ok(report);
+                    }
                     report.head = Anchor { seq, hash };
                     report.entries += 1;
                 }
@@ -144,7 +210,6 @@ pub fn verify_from(
 /// duplicate keys can hide a second `hash` or `mac` member).
 #[derive(serde::Deserialize)]
 #[serde(deny_unknown_fields)]
-#[expect(dead_code, reason = "fields are parsed to enforce the entry schema")]
 struct Line<'a> {
     seq: u64,
     #[serde(borrow)]
@@ -206,6 +271,7 @@ fn check_line(
     };
     let line: Line<'_> =
         serde_json::from_slice(body).map_err(|e| format!("not a valid audit entry: {e}"))?;
+    check_canonical(&line, body)?;
     let want_seq = head.seq + 1;
     if line.seq != want_seq {
         return Err(format!(
@@ -234,6 +300,90 @@ fn check_line(
     Ok((line.seq, line.hash.into_owned()))
 }
 
+/// Accepts only the one byte sequence the writer produces for `line`: members in RFC 8785
+/// order (a moved `hash` or `mac` member fails), RFC 8785 string and number spelling, and
+/// `hash`, `prev` and `mac` in lowercase hex (an upper-case MAC would otherwise decode to the
+/// same tag and verify).
+fn check_canonical(line: &Line<'_>, body: &[u8]) -> Result<(), String> {
+    if !crate::checkpoint::is_hash(&line.hash) {
+        return Err("`hash` is not `sha256:` and 64 lowercase hex digits".into());
+    }
+    if !crate::checkpoint::is_hash(&line.prev) {
+        return Err("`prev` is not `sha256:` and 64 lowercase hex digits".into());
+    }
+    if line
+        .mac
+        .as_deref()
+        .is_some_and(|m| !crate::checkpoint::is_lower_hex(m, 64))
+    {
+        return Err("`mac` is not 64 lowercase hex digits".into());
+    }
+    let sealed = crate::entry::Sealed {
+        args_hash: line.args_hash.as_deref(),
+        decision: &line.decision,
+        findings: &line.findings,
+        hash: Some(&line.hash),
+        kind: &line.kind,
+        latency_us: line.latency_us,
+        mac: line.mac.as_deref(),
+        policy: &line.policy,
+        prev: &line.prev,
+        principal: line.principal.as_deref(),
+        rule: line.rule.as_deref(),
+        seq: line.seq,
+        session: line.session.as_deref(),
+        tenant: line.tenant.as_deref(),
+        time: &line.time,
+        tool: line.tool.as_deref(),
+    };
+    let canonical = sealed.canonical().map_err(|e| e.to_string())?;
+    if canonical != body {
+        return Err(
+            "not in canonical form (member order or spelling differs from the RFC 8785 \
+                    form the writer produces)"
+                .into(),
+        );
+    }
+    Ok(())
+}
+
+/// Where in the log (`files`, in chain order) the entry `seq` is, and its hash; `None` when no
+/// file holds it. Reads the first line of files from the newest back, then scans the one file
+/// that can hold it.
+pub(crate) fn find_entry(files: &[PathBuf], seq: u64) -> std::io::Result<Option<String>> {
+    for path in files.iter().rev() {
+        let mut reader = BufReader::new(File::open(path)?);
+        let mut first = Vec::new();
+        if reader.read_until(b'\n', &mut first)? == 0 {
+            continue;
+        }
+        let Some(first_seq) = entry_seq_hash(&first).map(|(s, _)| s) else {
+            continue;
+        };
+        if first_seq > seq {
+            continue;
+        }
+        let mut line = first;
+        loop {
+            if let Some((s, h)) = entry_seq_hash(&line)
+                && s == seq
+            {
+                return Ok(Some(h));
+            }
+            line.clear();
+            if reader.read_until(b'\n', &mut line)? == 0 {
+                return Ok(None);
+            }
+        }
+    }
+    Ok(None)
+}
+
+fn entry_seq_hash(line: &[u8]) -> Option<(u64, String)> {
+    let v: Value = serde_json::from_slice(line.strip_suffix(b"\n").unwrap_or(line)).ok()?;
+    Some((v.get("seq")?.as_u64()?, v.get("hash")?.as_str()?.to_owned()))
+}
+
 /// Reads the last complete entry of `path` (its sequence number and hash), if any.
 pub(crate) fn last_entry(path: &Path) -> std::io::Result<Option<Anchor>> {
     let mut text = String::new();
@@ -257,18 +407,42 @@ pub(crate) fn last_entry(path: &Path) -> std::io::Result<Option<Anchor>> {
     }
 }
 
-/// Recovery for a crash mid-write: if `path` ends in an incomplete line (no final newline),
-/// truncates the file to the end of its last complete line and returns the bytes removed.
+/// What [`recover_truncated_tail`] did to a file.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Recovery {
+    /// Bytes removed from the end (a partial line); 0 when none.
+    pub removed_bytes: u64,
+    /// Where the removed bytes started (the new length of the file).
+    pub offset: u64,
+    /// `sha256:` hex of the removed bytes (to match them with a copy; never the bytes
+    /// themselves, which may hold identifiers).
+    pub removed_sha256: Option<String>,
+    /// A complete entry that lacked only its final newline got one.
+    pub newline_added: bool,
+}
+
+impl Recovery {
+    /// True when the file was changed.
+    pub fn changed(&self) -> bool {
+        self.removed_bytes > 0 || self.newline_added
+    }
+}
+
+/// Recovery for a crash mid-write: when `path` does not end in a newline, either completes or
+/// cuts its last line, and says which.
 ///
-/// Only a line without its newline is removed: the writer acknowledges an entry (under
-/// `fsync: always`) only after the whole line, newline included, is on disk, so a partial line
-/// was never acknowledged. Complete lines are never touched; a damaged complete line is for
-/// `verify` to report.
-pub fn recover_truncated_tail(path: &Path) -> std::io::Result<u64> {
+/// - The last line is a complete audit entry (it parses as one) that lacks only its newline:
+///   the newline is added. A complete entry is never dropped, whatever became of its newline.
+/// - Otherwise the partial line is cut, back to the end of the last complete line. The writer
+///   acknowledges an entry (under `fsync: always`) only after the whole line, newline included,
+///   is on disk, so a partial line was never acknowledged.
+///
+/// Complete lines are never touched; a damaged complete line is for `verify` to report.
+pub fn recover_truncated_tail(path: &Path) -> std::io::Result<Recovery> {
     let mut file = OpenOptions::new().read(true).write(true).open(path)?;
     let len = file.metadata()?.len();
     if len == 0 {
-        return Ok(0);
+        return Ok(Recovery::default());
     }
     // Scan back from the end for the last newline, in blocks.
     let mut end = len;
@@ -289,9 +463,27 @@ pub fn recover_truncated_tail(path: &Path) -> std::io::Result<u64> {
         end = start;
     }
     if keep == len {
-        return Ok(0);
+        return Ok(Recovery::default());
+    }
+    let mut tail = Vec::new();
+    file.seek(SeekFrom::Start(keep))?;
+    file.read_to_end(&mut tail)?;
+    if serde_json::from_slice::<Line<'_>>(&tail).is_ok() {
+        file.seek(SeekFrom::End(0))?;
+        std::io::Write::write_all(&mut file, b"\n")?;
+        file.sync_all()?;
+        return Ok(Recovery {
+            newline_added: true,
+            offset: len,
+            ..Recovery::default()
+        });
     }
     file.set_len(keep)?;
     file.sync_all()?;
-    Ok(len - keep)
+    Ok(Recovery {
+        removed_bytes: len - keep,
+        offset: keep,
+        removed_sha256: Some(sha256_prefixed(&tail)),
+        newline_added: false,
+    })
 }

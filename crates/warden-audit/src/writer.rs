@@ -11,9 +11,10 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use warden_proof::KeyProvider;
 
-use crate::AuditError;
+use crate::checkpoint::Checkpoint;
 use crate::entry::{AuditRecord, seal};
-use crate::verify::{Anchor, last_entry, recover_truncated_tail};
+use crate::verify::{Anchor, Recovery, find_entry, last_entry, recover_truncated_tail};
+use crate::{AuditError, GENESIS_HASH};
 
 /// When the writer calls `fsync`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -56,11 +57,16 @@ pub struct AuditConfig {
     pub queue_capacity: usize,
     /// What to do when the queue is full.
     pub full: FullPolicy,
+    /// How often the writer writes a checkpoint ([`crate::CHECKPOINT_FILE`]) when the log has
+    /// grown since the last one; `None`: only on request and at close.
+    pub checkpoint_interval: Option<Duration>,
+    /// Signs checkpoints (Ed25519, the decision token key) in addition to the MAC.
+    pub checkpoint_signer: Option<Arc<dyn KeyProvider>>,
 }
 
 impl AuditConfig {
     /// Defaults: 64 MiB files, `batch` with a 10 ms window / 1024 entries, a 65,536-entry queue
-    /// that blocks when full.
+    /// that blocks when full, a checkpoint every 60 s (when the log grew), not signed.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
         Self {
             dir: dir.into(),
@@ -70,6 +76,8 @@ impl AuditConfig {
             batch_max_entries: 1024,
             queue_capacity: 65_536,
             full: FullPolicy::Block,
+            checkpoint_interval: Some(Duration::from_secs(60)),
+            checkpoint_signer: None,
         }
     }
 }
@@ -80,14 +88,21 @@ pub type AckFn = Box<dyn FnOnce(Result<u64, AuditError>) + Send>;
 enum Msg {
     Append(Box<AuditRecord>, Option<AckFn>),
     Flush(SyncSender<Result<Anchor, AuditError>>),
+    Checkpoint(SyncSender<Result<Checkpoint, AuditError>>),
 }
 
 struct Shared {
     head: Anchor,
+    /// The last checkpoint written (or found valid at open).
+    checkpoint: Option<Checkpoint>,
     failed: Option<String>,
     /// Entries queued and not yet written.
     queued: u64,
 }
+
+/// The lock file in an audit directory: held (an exclusive OS file lock, `flock(2)` on Unix)
+/// by the one writer of the log for as long as its [`AuditLog`] lives.
+pub const LOCK_FILE: &str = "audit.lock";
 
 /// A running audit log. Cloning the handle is not supported; share it in an `Arc`.
 pub struct AuditLog {
@@ -95,6 +110,11 @@ pub struct AuditLog {
     full: FullPolicy,
     shared: Arc<Mutex<Shared>>,
     thread: Option<JoinHandle<()>>,
+    /// What the tail recovery at open did to the newest file, when it changed it.
+    recovered: Option<(PathBuf, Recovery)>,
+    /// Holds the directory's exclusive lock; released when the log is dropped (after the writer
+    /// thread has stopped) or the process exits.
+    _lock: File,
 }
 
 impl std::fmt::Debug for AuditLog {
@@ -137,12 +157,19 @@ impl AuditLog {
         config: AuditConfig,
         mac: Option<Arc<dyn KeyProvider>>,
     ) -> Result<Self, AuditError> {
-        fs::create_dir_all(&config.dir).map_err(AuditError::io)?;
+        create_private_dir(&config.dir)?;
+        // Before anything is read or written: a second writer would interleave sequence numbers
+        // and break the chain.
+        let lock = lock_dir(&config.dir)?;
         let mut files = log_files(&config.dir).map_err(AuditError::io)?;
         files.sort();
+        let mut recovered = None;
         let (index, head) = match files.last() {
             Some(last) => {
-                recover_truncated_tail(last).map_err(AuditError::io)?;
+                let recovery = recover_truncated_tail(last).map_err(AuditError::io)?;
+                if recovery.changed() {
+                    recovered = Some((last.clone(), recovery));
+                }
                 let index = file_index(last).unwrap_or(1);
                 // An empty last file continues from the one before it.
                 let mut head = None;
@@ -161,11 +188,16 @@ impl AuditLog {
             key.mac(b"probe")
                 .map_err(|e| AuditError::Key(e.to_string()))?;
         }
+        let checkpoint = Checkpoint::read(&config.dir).map_err(AuditError::Checkpoint)?;
+        if let Some(cp) = &checkpoint {
+            check_checkpoint(cp, &files, &head, mac.as_deref())?;
+        }
         let path = config.dir.join(file_name(index));
         let file = open_append(&path)?;
         let size = file.metadata().map_err(AuditError::io)?.len();
         let shared = Arc::new(Mutex::new(Shared {
             head: head.clone(),
+            checkpoint,
             failed: None,
             queued: 0,
         }));
@@ -181,7 +213,9 @@ impl AuditLog {
             shared: shared.clone(),
             pending_acks: Vec::new(),
             dirty_since: None,
+            next_checkpoint: None,
         };
+        writer.schedule_checkpoint();
         let thread = std::thread::Builder::new()
             .name("warden-audit".into())
             .spawn(move || writer.run(&rx))
@@ -191,6 +225,8 @@ impl AuditLog {
             full,
             shared,
             thread: Some(thread),
+            recovered,
+            _lock: lock,
         })
     }
 
@@ -229,6 +265,27 @@ impl AuditLog {
             .send(Msg::Flush(tx))
             .map_err(|_| AuditError::Closed)?;
         rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// Syncs what is written and writes a checkpoint of the head when the log grew since the
+    /// last one; returns the latest checkpoint. Blocks until the writer has done it.
+    pub fn checkpoint(&self) -> Result<Checkpoint, AuditError> {
+        let (tx, rx) = mpsc::sync_channel(1);
+        let sender = self.tx.as_ref().ok_or(AuditError::Closed)?;
+        sender
+            .send(Msg::Checkpoint(tx))
+            .map_err(|_| AuditError::Closed)?;
+        rx.recv().map_err(|_| AuditError::Closed)?
+    }
+
+    /// The last checkpoint written (or the valid one found at open), without waiting.
+    pub fn last_checkpoint(&self) -> Option<Checkpoint> {
+        self.shared.lock().checkpoint.clone()
+    }
+
+    /// What the tail recovery at open did (the file and the change), when it changed anything.
+    pub fn recovered(&self) -> Option<&(PathBuf, Recovery)> {
+        self.recovered.as_ref()
     }
 
     /// The last entry written (sequence number and hash).
@@ -298,12 +355,55 @@ impl Drop for AuditLog {
     }
 }
 
+/// Creates `dir` (and its parents) readable by the owner only when it does not exist.
+fn create_private_dir(dir: &Path) -> Result<(), AuditError> {
+    let mut builder = fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    std::os::unix::fs::DirBuilderExt::mode(&mut builder, 0o700);
+    builder.create(dir).map_err(AuditError::io)
+}
+
+/// Takes the exclusive lock of an audit directory, or fails with [`AuditError::Locked`] when
+/// another writer (in this or another process) holds it. std's `File::try_lock` is `flock(2)`
+/// on Unix and `LockFileEx` on Windows: released by the OS when the holder exits, even on
+/// SIGKILL, so a crash never leaves a stale lock.
+fn lock_dir(dir: &Path) -> Result<File, AuditError> {
+    let path = dir.join(LOCK_FILE);
+    let mut opts = OpenOptions::new();
+    opts.read(true).write(true).create(true).truncate(false);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let file = opts.open(&path).map_err(AuditError::io)?;
+    match file.try_lock() {
+        Ok(()) => Ok(file),
+        Err(fs::TryLockError::WouldBlock) => Err(AuditError::Locked(dir.display().to_string())),
+        Err(fs::TryLockError::Error(e)) => Err(AuditError::Io(format!(
+            "cannot lock `{}`: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// [`recover_truncated_tail`] on `file` while holding its directory's lock, so that a running
+/// writer's line in progress is never taken for a torn one: fails with [`AuditError::Locked`]
+/// while a writer has the log open (it recovers the tail itself when it starts).
+pub fn recover_tail(file: &Path) -> Result<Recovery, AuditError> {
+    let dir = match file.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let _lock = lock_dir(dir)?;
+    recover_truncated_tail(file).map_err(|e| AuditError::Io(format!("`{}`: {e}", file.display())))
+}
+
+/// Opens a log file for appending, creating it readable and writable by the owner only.
 fn open_append(path: &Path) -> Result<File, AuditError> {
-    OpenOptions::new()
-        .create(true)
-        .append(true)
-        .open(path)
-        .map_err(AuditError::io)
+    let mut opts = OpenOptions::new();
+    opts.create(true).append(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    opts.open(path).map_err(AuditError::io)
 }
 
 struct Writer {
@@ -317,16 +417,74 @@ struct Writer {
     /// Written but not yet synced (batch mode): acknowledgements waiting for the fsync.
     pending_acks: Vec<(u64, Option<AckFn>)>,
     dirty_since: Option<Instant>,
+    /// When the next scheduled checkpoint is due.
+    next_checkpoint: Option<Instant>,
+}
+
+/// Refuses to continue a log that does not hold the entry its checkpoint records: entries (or
+/// files, or the whole log) were removed after the checkpoint, or rewritten. With a key the
+/// checkpoint's MAC must verify first, so a forged checkpoint cannot vouch for a cut log.
+fn check_checkpoint(
+    cp: &Checkpoint,
+    files: &[PathBuf],
+    head: &Anchor,
+    mac: Option<&dyn KeyProvider>,
+) -> Result<(), AuditError> {
+    if let Some(key) = mac {
+        cp.verify_mac(key).map_err(AuditError::Checkpoint)?;
+    }
+    let found = if cp.seq == head.seq {
+        Some(head.hash.clone())
+    } else if cp.seq == 0 {
+        Some(GENESIS_HASH.to_owned())
+    } else if cp.seq < head.seq {
+        find_entry(files, cp.seq).map_err(AuditError::io)?
+    } else {
+        return Err(AuditError::Truncated(format!(
+            "the log ends at sequence {} but its checkpoint records sequence {} (hash {}): \
+             entries {}..={} were removed",
+            head.seq,
+            cp.seq,
+            cp.head,
+            head.seq + 1,
+            cp.seq
+        )));
+    };
+    match found {
+        Some(hash) if hash == cp.head => Ok(()),
+        Some(hash) => Err(AuditError::Truncated(format!(
+            "entry {} has hash {hash} but the checkpoint records {}: the log was rewritten",
+            cp.seq, cp.head
+        ))),
+        None => Err(AuditError::Truncated(format!(
+            "entry {} recorded by the checkpoint is not in the log",
+            cp.seq
+        ))),
+    }
+}
+
+fn unix_now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 impl Writer {
     fn run(&mut self, rx: &Receiver<Msg>) {
         let mut buf = Vec::with_capacity(64 * 1024);
         loop {
-            // Wait for work; in batch mode with unsynced entries, no longer than the window.
-            let first = match self.dirty_since {
+            // Wait for work; in batch mode with unsynced entries, no longer than the window; no
+            // longer than the next scheduled checkpoint.
+            let deadline = [
+                self.dirty_since.map(|t| t + self.config.batch_window),
+                self.next_checkpoint,
+            ]
+            .into_iter()
+            .flatten()
+            .min();
+            let first = match deadline {
                 Some(t) => {
-                    let left = self.config.batch_window.saturating_sub(t.elapsed());
+                    let left = t.saturating_duration_since(Instant::now());
                     match rx.recv_timeout(left) {
                         Ok(m) => Some(m),
                         Err(RecvTimeoutError::Timeout) => None,
@@ -339,6 +497,7 @@ impl Writer {
                 },
             };
             let mut flushes = Vec::new();
+            let mut checkpoints = Vec::new();
             let mut acks = Vec::new();
             if let Some(m) = first {
                 // Group commit: take what is already queued, up to a bound.
@@ -358,6 +517,7 @@ impl Writer {
                             }
                         }
                         Msg::Flush(tx) => flushes.push(tx),
+                        Msg::Checkpoint(tx) => checkpoints.push(tx),
                     }
                     taken += 1;
                     if taken < 4096 {
@@ -370,18 +530,81 @@ impl Writer {
                     self.fail(&e, ack);
                 }
             }
-            self.after_write(acks, !flushes.is_empty());
+            self.after_write(acks, !flushes.is_empty() || !checkpoints.is_empty());
             for tx in flushes {
                 let r = match &self.shared.lock().failed {
                     Some(e) => Err(AuditError::Writer(e.clone())),
                     None => Ok(self.head.clone()),
                 };
+                // The caller may have given up waiting; nothing to write either way.
                 let _ = tx.send(r);
             }
+            let due = self.next_checkpoint.is_some_and(|t| Instant::now() >= t);
+            if !checkpoints.is_empty() || due {
+                let r = self.checkpoint();
+                for tx in checkpoints {
+                    let _ = tx.send(r.clone());
+                }
+                if due {
+                    self.schedule_checkpoint();
+                }
+            }
         }
-        // Shutting down: write and sync everything.
-        let _ = self.write_buf(&mut buf);
+        // Shutting down: write and sync everything, then record where the log ends.
+        if let Err(e) = self.write_buf(&mut buf) {
+            self.fail(&e, None);
+        }
         self.after_write(Vec::new(), true);
+        if let Err(e) = self.checkpoint() {
+            self.fail(&e, None);
+        }
+    }
+
+    fn schedule_checkpoint(&mut self) {
+        self.next_checkpoint = self
+            .config
+            .checkpoint_interval
+            .map(|d| Instant::now() + d.max(Duration::from_millis(1)));
+    }
+
+    /// Writes a checkpoint of the head when it moved since the last one; returns the latest.
+    /// Only synced entries are checkpointed (under `fsync: never` the file is synced here), so
+    /// a crash cannot leave a checkpoint ahead of the log. A failure stops the writer like any
+    /// other write error: the log can no longer vouch for its tail.
+    fn checkpoint(&mut self) -> Result<Checkpoint, AuditError> {
+        if let Some(e) = &self.shared.lock().failed {
+            return Err(AuditError::Writer(e.clone()));
+        }
+        let last = self.shared.lock().checkpoint.clone();
+        if let Some(cp) = last
+            && cp.seq == self.head.seq
+            && cp.head == self.head.hash
+        {
+            return Ok(cp);
+        }
+        let written = self
+            .file
+            .sync_data()
+            .map_err(AuditError::io)
+            .and_then(|()| {
+                Checkpoint::new(
+                    &self.head,
+                    unix_now_ms(),
+                    self.mac.as_deref(),
+                    self.config.checkpoint_signer.as_deref(),
+                )
+            })
+            .and_then(|cp| cp.write(&self.config.dir).map(|()| cp));
+        match written {
+            Ok(cp) => {
+                self.shared.lock().checkpoint = Some(cp.clone());
+                Ok(cp)
+            }
+            Err(e) => {
+                self.fail(&e, None);
+                Err(e)
+            }
+        }
     }
 
     /// Seals `rec` into `buf`, rotating first when the line would overflow the current file.
@@ -419,10 +642,10 @@ impl Writer {
     }
 
     fn rotate(&mut self) -> Result<(), AuditError> {
-        // The finished file is synced whatever the policy, so rotation never leaves a gap.
-        if self.config.fsync != FsyncPolicy::Never {
-            self.file.sync_data().map_err(AuditError::io)?;
-        }
+        // The finished file is synced whatever the policy (even `never`: a checkpoint syncs only
+        // the current file, and must never run ahead of the disk), so rotation never leaves a
+        // gap. Once per file, so cheap.
+        self.file.sync_data().map_err(AuditError::io)?;
         self.index += 1;
         self.file = open_append(&self.config.dir.join(file_name(self.index)))?;
         self.size = 0;

@@ -267,6 +267,7 @@ fn sigkill_loses_no_acknowledged_entry() {
     let mut files: Vec<_> = std::fs::read_dir(d.path())
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     files.sort();
     recover_truncated_tail(files.last().unwrap()).unwrap();
@@ -291,4 +292,116 @@ fn huge_latency_is_clamped_and_still_verifies() {
     intact(d.path(), 1);
     let text = std::fs::read_to_string(d.path().join("audit-000001.jsonl")).unwrap();
     assert!(text.contains(r#""latency_us":9007199254740992"#), "{text}");
+}
+
+fn mac_provider() -> Arc<dyn KeyProvider> {
+    Arc::new(SoftwareKeyProvider::mac_only(MacKey::generate().unwrap()))
+}
+
+#[test]
+fn one_writer_per_directory() {
+    let d = tempfile::tempdir().unwrap();
+    let first = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    let Err(e) = AuditLog::open(AuditConfig::new(d.path()), None) else {
+        panic!("a second writer opened the log")
+    };
+    assert!(matches!(e, AuditError::Locked(_)), "{e}");
+    assert!(
+        e.to_string().contains(&d.path().display().to_string()),
+        "{e}"
+    );
+    first.close().unwrap();
+    // Released with the first writer.
+    AuditLog::open(AuditConfig::new(d.path()), None)
+        .unwrap()
+        .close()
+        .unwrap();
+}
+
+#[test]
+fn checkpoints_are_written_at_close_and_refuse_a_shortened_log() {
+    let d = tempfile::tempdir().unwrap();
+    let key = mac_provider();
+    let log = AuditLog::open(AuditConfig::new(d.path()), Some(key.clone())).unwrap();
+    for i in 0..5 {
+        log.append_wait(record(i)).unwrap();
+    }
+    let cp = log.checkpoint().unwrap();
+    assert_eq!(cp.seq, 5);
+    assert_eq!(cp.anchor(), log.head());
+    cp.verify_mac(key.as_ref()).unwrap();
+    log.append_wait(record(5)).unwrap();
+    log.close().unwrap();
+    // Written at close: the head of the closed log.
+    let at_close = Checkpoint::read(d.path()).unwrap().unwrap();
+    assert_eq!(at_close.seq, 6);
+    // A checkpoint edited by hand does not verify.
+    let mut forged = at_close.clone();
+    forged.seq = 5;
+    assert!(forged.verify_mac(key.as_ref()).is_err());
+
+    // Cut the last entry: the writer refuses to continue, the verifier reports the cut.
+    let file = d.path().join("audit-000001.jsonl");
+    let text = std::fs::read_to_string(&file).unwrap();
+    let keep: Vec<&str> = text.lines().take(5).collect();
+    std::fs::write(&file, format!("{}\n", keep.join("\n"))).unwrap();
+    let Err(e) = AuditLog::open(AuditConfig::new(d.path()), Some(key.clone())) else {
+        panic!("a shortened log was continued")
+    };
+    assert!(matches!(e, AuditError::Truncated(_)), "{e}");
+    let r = verify_checkpoint(
+        &[d.path().to_path_buf()],
+        Some(key.as_ref()),
+        Anchor::default(),
+        Some(&at_close.anchor()),
+    )
+    .unwrap();
+    assert_eq!(r.first_broken_seq, Some(6), "{r:?}");
+    // The same log against the older checkpoint is fine.
+    let r = verify_checkpoint(
+        &[d.path().to_path_buf()],
+        Some(key.as_ref()),
+        Anchor::default(),
+        Some(&cp.anchor()),
+    )
+    .unwrap();
+    assert!(r.is_intact(), "{r:?}");
+}
+
+#[test]
+fn recovery_completes_an_entry_missing_its_newline() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    for i in 0..3 {
+        log.append_wait(record(i)).unwrap();
+    }
+    log.close().unwrap();
+    let file = d.path().join("audit-000001.jsonl");
+    let bytes = std::fs::read(&file).unwrap();
+    std::fs::write(&file, &bytes[..bytes.len() - 1]).unwrap();
+    let log = AuditLog::open(AuditConfig::new(d.path()), None).unwrap();
+    let (path, r) = log.recovered().unwrap().clone();
+    assert_eq!(path, file);
+    assert!(r.newline_added && r.removed_bytes == 0, "{r:?}");
+    assert_eq!(log.head().seq, 3);
+    log.append_wait(record(3)).unwrap();
+    log.close().unwrap();
+    intact(d.path(), 4);
+}
+
+#[cfg(unix)]
+#[test]
+fn files_are_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path().join("audit");
+    let log = AuditLog::open(AuditConfig::new(&dir), None).unwrap();
+    log.append_wait(record(0)).unwrap();
+    log.close().unwrap();
+    let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let p = e.unwrap().path();
+        assert_eq!(mode(&p), 0o600, "{}", p.display());
+    }
 }

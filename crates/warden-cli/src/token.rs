@@ -28,6 +28,10 @@ pub enum TokenCommand {
         /// Require this issuer.
         #[arg(long)]
         issuer: Option<String>,
+        /// Require this audience (`aud`): `TENANT/POLICY` for the daemon's tokens, with `%` and
+        /// `/` in either written `%25` and `%2F`.
+        #[arg(long)]
+        audience: Option<String>,
         /// Verify as of this unix time (default: now).
         #[arg(long, hide = true)]
         now: Option<u64>,
@@ -43,6 +47,7 @@ pub fn run(command: &TokenCommand) -> ExitCode {
         args,
         tool,
         issuer,
+        audience,
         now,
         token,
     } = command;
@@ -66,6 +71,9 @@ pub fn run(command: &TokenCommand) -> ExitCode {
     let mut verifier = TokenVerifier::new(jwks);
     if let Some(iss) = issuer {
         verifier = verifier.with_issuer(iss.clone());
+    }
+    if let Some(aud) = audience {
+        verifier = verifier.with_audience(aud.clone());
     }
     let token = token.trim();
     let tool = match tool {
@@ -130,30 +138,61 @@ pub fn gen_audit(out: &Path, force: bool) -> Result<ExitCode, String> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Writes a key file readable by its owner only; refuses to overwrite unless `force`.
+/// Writes a key file readable by its owner only (mode 0600, whatever the mode of a file it
+/// replaces); refuses to overwrite unless `force`. The key goes into a new file created 0600 next
+/// to `path`, which is then renamed over it: an existing file's open or mode is never reused,
+/// and a failure leaves the old key whole.
 fn write_secret(path: &Path, bytes: &[u8], force: bool) -> Result<(), String> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true);
-    if force {
-        opts.create(true).truncate(true);
-    } else {
-        opts.create_new(true);
+    if !force && std::fs::symlink_metadata(path).is_ok() {
+        return Err(format!(
+            "`{}` exists (use --force to replace it)",
+            path.display()
+        ));
     }
+    let name = path
+        .file_name()
+        .ok_or_else(|| format!("`{}` is not a file name", path.display()))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(".tmp");
+    let tmp = path.with_file_name(tmp_name);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
     #[cfg(unix)]
     {
         use std::os::unix::fs::OpenOptionsExt;
         opts.mode(0o600);
     }
-    let mut f = opts.open(path).map_err(|e| {
+    let write = |mut f: std::fs::File| -> std::io::Result<()> {
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        if force {
+            std::fs::rename(&tmp, path)
+        } else {
+            // Without --force a file that appeared meanwhile is not replaced.
+            std::fs::hard_link(&tmp, path).and_then(|()| std::fs::remove_file(&tmp))
+        }
+    };
+    let f = opts
+        .open(&tmp)
+        .map_err(|e| format!("cannot write `{}`: {e}", tmp.display()))?;
+    write(f).map_err(|e| {
+        // The temporary file holds the key: do not leave it behind.
+        if let Err(rm) = std::fs::remove_file(&tmp)
+            && rm.kind() != std::io::ErrorKind::NotFound
+        {
+            return format!(
+                "cannot write `{}`: {e}; and cannot remove `{}`: {rm}",
+                path.display(),
+                tmp.display()
+            );
+        }
         if e.kind() == std::io::ErrorKind::AlreadyExists {
             format!("`{}` exists (use --force to replace it)", path.display())
         } else {
             format!("cannot write `{}`: {e}", path.display())
         }
-    })?;
-    f.write_all(bytes)
-        .and_then(|()| f.sync_all())
-        .map_err(|e| format!("cannot write `{}`: {e}", path.display()))
+    })
 }
 
 /// `warden keys jwks KEY...`: the public JWKS of signing keys.

@@ -363,6 +363,15 @@ fn bad_signing_key_is_fatal_and_not_echoed() {
         "-----BEGIN PRIVATE KEY-----\nc2VjcmV0LXNlY3JldA==\n-----END PRIVATE KEY-----\n",
     )
     .unwrap();
+    // Private, so that it is refused for its content (a readable key file is refused anyway).
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(
+            site.path("signing.pem"),
+            std::fs::Permissions::from_mode(0o600),
+        )
+        .unwrap();
+    }
     let out = warden(&[
         "serve",
         "--config",
@@ -537,6 +546,7 @@ fn sigkill_under_fsync_always_loses_no_answered_decision() {
     let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap()
         .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
         .collect();
     files.sort();
     let newest = files.last().unwrap().display().to_string();
@@ -785,12 +795,20 @@ fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
 
     let lines = audit_lines(&dir);
     assert_eq!(lines.len(), cases.len());
+    let mac = warden_proof::SoftwareKeyProvider::mac_only(
+        warden_proof::MacKey::from_hex(&warden_proof::SecretString::from(
+            std::fs::read_to_string(site.path("audit.key")).unwrap(),
+        ))
+        .unwrap(),
+    );
     for (line, (path, _, _, decision, hash)) in lines.iter().zip(&cases) {
         let rule = format!("data.{}", path.replace('/', "."));
         assert_eq!(line["kind"], "data_query", "{line}");
         assert_eq!(line["rule"], rule.as_str(), "{line}");
         assert_eq!(line["decision"], *decision, "{path}: {line}");
-        assert_eq!(line["args_hash"], json!(hash), "{path}: {line}");
+        // With an audit key the log holds the keyed form of the plain hash.
+        let keyed = hash.map(|h| warden_audit::keyed_args_hash(&mac, h).unwrap());
+        assert_eq!(line["args_hash"], json!(keyed), "{path}: {line}");
         assert_eq!(line["tool"], Value::Null, "{line}");
         assert_eq!(line["principal"], Value::Null, "{line}");
         assert_eq!(line["session"], Value::Null, "{line}");

@@ -13,7 +13,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::jcs::{CanonicalError, args_hash};
+use crate::jcs::{CanonicalError, UnsafeNumber, args_hash, check_exact_numbers};
 use crate::keys::{Ed25519Key, Jwks, KeyError, KeyProvider, SoftwareKeyProvider};
 use crate::replay::{ReplayError, ReplayGuard};
 
@@ -21,14 +21,22 @@ use crate::replay::{ReplayError, ReplayGuard};
 pub const DEFAULT_TTL_SECS: u64 = 30;
 /// Default clock-skew allowance in seconds when verifying `exp` and `iat`.
 pub const DEFAULT_LEEWAY_SECS: u64 = 5;
-/// Longest token accepted by the verifier, in bytes.
-pub const MAX_TOKEN_LEN: usize = 8 * 1024;
+/// Longest token, in bytes: the verifier rejects longer ones and the issuer refuses to mint them
+/// ([`MintError::TooLong`]), so every token Warden mints, Warden verifies.
+pub const MAX_TOKEN_LEN: usize = 16 * 1024;
+
+/// Length of a `jti`: 16 random bytes in base64url.
+const JTI_LEN: usize = 22;
 
 /// The claims of a decision token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Claims {
     /// Issuer (the Warden deployment).
     pub iss: String,
+    /// Audience: the tenant and policy the token was minted for ([`audience`]); the daemon's
+    /// verifier accepts a token only for the same tenant and policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub aud: Option<String>,
     /// The principal the decision was made for.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub sub: Option<String>,
@@ -64,12 +72,33 @@ pub struct Grant<'a> {
     pub policy_digest: &'a str,
 }
 
+/// The audience (`aud`) of a token minted for `tenant` deciding by `policy`:
+/// `tenant/policy`, each part with `%` and `/` percent-encoded so that no two pairs share one.
+pub fn audience(tenant: &str, policy: &str) -> String {
+    let enc = |s: &str| s.replace('%', "%25").replace('/', "%2F");
+    format!("{}/{}", enc(tenant), enc(policy))
+}
+
 /// Minting failed.
 #[derive(Debug, thiserror::Error)]
 pub enum MintError {
     /// The arguments cannot be canonicalised.
     #[error(transparent)]
     Canonical(#[from] CanonicalError),
+    /// The arguments hold a number a hash cannot bind exactly.
+    #[error(transparent)]
+    UnsafeNumber(#[from] UnsafeNumber),
+    /// The token would be longer than [`MAX_TOKEN_LEN`] (long identifiers), so no verifier
+    /// would accept it.
+    #[error(
+        "the decision token would be {len} bytes, over the {max}-byte limit tokens are verified with (shorten the session, principal or tool)"
+    )]
+    TooLong {
+        /// The token's length.
+        len: usize,
+        /// [`MAX_TOKEN_LEN`].
+        max: usize,
+    },
     /// The key provider failed.
     #[error(transparent)]
     Key(#[from] KeyError),
@@ -123,6 +152,17 @@ pub enum VerifyError {
     /// The arguments differ from the ones the token was minted for.
     #[error("arguments do not match the token's args_hash")]
     Args,
+    /// The arguments hold a number a hash cannot bind exactly, so no token covers them.
+    #[error(transparent)]
+    UnsafeNumber(#[from] UnsafeNumber),
+    /// The token was minted for another tenant or policy (or for none).
+    #[error("token is for audience `{token}`, not `{expected}`")]
+    Audience {
+        /// The token's `aud` (empty when it has none).
+        token: String,
+        /// The audience the verifier requires.
+        expected: String,
+    },
     /// The token was already consumed.
     #[error("token already used (replay)")]
     Replayed,
@@ -184,11 +224,71 @@ impl TokenIssuer {
         &self.provider
     }
 
-    /// Mints a token for `grant` at `now` (unix seconds).
+    /// Mints a token for `grant` at `now` (unix seconds), without an audience.
     pub fn mint(&self, grant: &Grant<'_>, now: u64) -> Result<String, MintError> {
+        self.mint_for(grant, None, now)
+    }
+
+    /// Mints a token for `grant` bound to `audience` ([`audience`]: the tenant and policy) at
+    /// `now`. Refuses arguments holding numbers beyond +/-(2^53 - 1) and tokens longer than
+    /// [`MAX_TOKEN_LEN`].
+    pub fn mint_for(
+        &self,
+        grant: &Grant<'_>,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<String, MintError> {
         let jti = URL_SAFE_NO_PAD.encode(crate::keys::random_bytes::<16>()?);
-        let claims = Claims {
+        let claims = self.claims(grant, audience, now, jti)?;
+        let token = self.mint_claims(&claims)?;
+        if token.len() > MAX_TOKEN_LEN {
+            return Err(MintError::TooLong {
+                len: token.len(),
+                max: MAX_TOKEN_LEN,
+            });
+        }
+        Ok(token)
+    }
+
+    /// Checks, without signing, that [`TokenIssuer::mint_for`] would mint a token for `grant`:
+    /// numbers within range, length within [`MAX_TOKEN_LEN`]. For a caller that must refuse a
+    /// request before acting on it.
+    pub fn check_mintable(
+        &self,
+        grant: &Grant<'_>,
+        audience: Option<&str>,
+        now: u64,
+    ) -> Result<(), MintError> {
+        let claims = self.claims(grant, audience, now, "A".repeat(JTI_LEN))?;
+        let payload = serde_json::to_vec(&claims).map_err(|_| MintError::Serialize)?;
+        let header = serde_json::to_vec(&Header {
+            alg: "EdDSA".into(),
+            typ: Some("JWT".into()),
+            kid: self.provider.signing_kid()?,
+        })
+        .map_err(|_| MintError::Serialize)?;
+        let b64 = |n: usize| (4 * n).div_ceil(3);
+        let len = b64(header.len()) + 1 + b64(payload.len()) + 1 + b64(crate::SIGNATURE_LEN);
+        if len > MAX_TOKEN_LEN {
+            return Err(MintError::TooLong {
+                len,
+                max: MAX_TOKEN_LEN,
+            });
+        }
+        Ok(())
+    }
+
+    fn claims(
+        &self,
+        grant: &Grant<'_>,
+        audience: Option<&str>,
+        now: u64,
+        jti: String,
+    ) -> Result<Claims, MintError> {
+        check_exact_numbers(grant.args)?;
+        Ok(Claims {
             iss: self.issuer.clone(),
+            aud: audience.map(str::to_owned),
             sub: grant.principal.map(str::to_owned),
             sid: grant.session.map(str::to_owned),
             tool: grant.tool.to_owned(),
@@ -197,8 +297,7 @@ impl TokenIssuer {
             iat: now,
             exp: now.saturating_add(self.ttl_secs),
             jti,
-        };
-        self.mint_claims(&claims)
+        })
     }
 
     /// Signs arbitrary claims (for tests and tools; [`TokenIssuer::mint`] is the normal path).
@@ -252,6 +351,7 @@ fn sign_compact(provider: &dyn KeyProvider, payload: &[u8]) -> Result<String, Mi
 pub struct TokenVerifier {
     jwks: Jwks,
     issuer: Option<String>,
+    audience: Option<String>,
     leeway_secs: u64,
 }
 
@@ -261,6 +361,7 @@ impl TokenVerifier {
         Self {
             jwks,
             issuer: None,
+            audience: None,
             leeway_secs: DEFAULT_LEEWAY_SECS,
         }
     }
@@ -269,6 +370,13 @@ impl TokenVerifier {
     #[must_use]
     pub fn with_issuer(mut self, issuer: impl Into<String>) -> Self {
         self.issuer = Some(issuer.into());
+        self
+    }
+
+    /// Requires `aud` to equal `audience` (a token without one fails).
+    #[must_use]
+    pub fn with_audience(mut self, audience: impl Into<String>) -> Self {
+        self.audience = Some(audience.into());
         self
     }
 
@@ -293,6 +401,14 @@ impl TokenVerifier {
         {
             return Err(VerifyError::Issuer(claims.iss));
         }
+        if let Some(aud) = &self.audience
+            && claims.aud.as_ref() != Some(aud)
+        {
+            return Err(VerifyError::Audience {
+                token: claims.aud.unwrap_or_default(),
+                expected: aud.clone(),
+            });
+        }
         if now >= claims.exp.saturating_add(self.leeway_secs) {
             return Err(VerifyError::Expired {
                 exp: claims.exp,
@@ -311,6 +427,9 @@ impl TokenVerifier {
                 called: tool.to_owned(),
             });
         }
+        // Numbers a hash cannot bind exactly are refused, never compared: another number
+        // could share the hash.
+        check_exact_numbers(args)?;
         let hash = args_hash(args).map_err(|_| VerifyError::Args)?;
         // Not secret, so a plain comparison is fine.
         if hash != claims.args_hash {

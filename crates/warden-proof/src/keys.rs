@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use ed25519_dalek::pkcs8::spki::der::pem::LineEnding;
-use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey};
+use ed25519_dalek::pkcs8::{DecodePrivateKey, EncodePrivateKey, KeypairBytes};
 use ed25519_dalek::{Signature, Signer, SigningKey, VerifyingKey};
 use hmac::{Hmac, KeyInit, Mac};
 use parking_lot::RwLock;
@@ -80,17 +80,25 @@ impl Ed25519Key {
         Ok(Self::from_signing(SigningKey::from_bytes(&seed)))
     }
 
-    /// Parses a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) Ed25519 key.
+    /// Parses a PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`) Ed25519 key, v1 (RFC 5208, the
+    /// private key alone, as OpenSSL writes it) or v2 (RFC 5958, with the public key, which must
+    /// match).
     pub fn from_pkcs8_pem(pem: &SecretString) -> Result<Self, KeyError> {
         let signing = SigningKey::from_pkcs8_pem(pem.expose_secret().trim())
             .map_err(|_| KeyError::InvalidSigningKey)?;
         Ok(Self::from_signing(signing))
     }
 
-    /// The key as PKCS#8 PEM (LF line endings).
+    /// The key as PKCS#8 v1 PEM (RFC 5208: the private key alone; LF line endings), the form
+    /// OpenSSL 3 and Python `cryptography` read (neither reads v2, which `ed25519-dalek` would
+    /// write with the public key included).
     pub fn to_pkcs8_pem(&self) -> Result<SecretString, KeyError> {
-        let pem = self
-            .signing
+        // `KeypairBytes` zeroizes its secret on drop.
+        let pair = KeypairBytes {
+            secret_key: self.signing.to_bytes(),
+            public_key: None,
+        };
+        let pem = pair
             .to_pkcs8_pem(LineEnding::LF)
             .map_err(|_| KeyError::Encode)?;
         Ok(SecretString::from(pem.as_str()))

@@ -12,10 +12,13 @@ mod jwt;
 mod keys;
 mod replay;
 
-pub use jcs::{CanonicalError, args_hash, canonicalize, canonicalize_serialize, sha256_prefixed};
+pub use jcs::{
+    CanonicalError, MAX_SAFE_INTEGER, UnsafeNumber, args_hash, canonicalize,
+    canonicalize_serialize, check_exact_numbers, sha256_prefixed,
+};
 pub use jwt::{
     Claims, DEFAULT_LEEWAY_SECS, DEFAULT_TTL_SECS, Grant, MAX_TOKEN_LEN, MintError, TokenIssuer,
-    TokenVerifier, VerifyError, verify,
+    TokenVerifier, VerifyError, audience, verify,
 };
 pub use keys::{
     Ed25519Key, Jwk, Jwks, KeyError, KeyProvider, KeySignature, MIN_MAC_KEY_LEN, MacKey,

@@ -62,6 +62,7 @@ fn node_path() -> String {
 
 struct Case {
     dir: tempfile::TempDir,
+    audience: Option<String>,
 }
 
 impl Case {
@@ -70,18 +71,29 @@ impl Case {
         std::fs::write(dir.path().join("jwks.json"), jwks.to_string()).unwrap();
         std::fs::write(dir.path().join("token"), token).unwrap();
         std::fs::write(dir.path().join("args.json"), args.to_string()).unwrap();
-        Self { dir }
+        Self {
+            dir,
+            audience: None,
+        }
+    }
+
+    /// Both verifiers require this audience.
+    fn with_audience(mut self, audience: &str) -> Self {
+        self.audience = Some(audience.to_owned());
+        self
     }
 
     fn args(&self, tool: &str, at: u64) -> Vec<String> {
         let p = |n: &str| self.dir.path().join(n).to_string_lossy().into_owned();
-        vec![
+        let mut args = vec![
             p("jwks.json"),
             p("token"),
             p("args.json"),
             tool.into(),
             at.to_string(),
-        ]
+        ];
+        args.extend(self.audience.clone());
+        args
     }
 
     fn pyjwt(&self, tool: &str, at: u64) -> (i32, String) {
@@ -214,4 +226,31 @@ fn independent_libraries_follow_rotation() {
     assert_eq!(jwks["keys"].as_array().unwrap().len(), 2);
     Case::new(&jwks, &old_token, &args()).expect("send_email", t, true);
     Case::new(&jwks, &new_token, &args()).expect("send_email", t, true);
+}
+
+#[test]
+fn independent_libraries_check_the_audience() {
+    let (provider, issuer) = setup();
+    let t = now();
+    let aud = warden_proof::audience("acme", "support-agent");
+    let token = issuer
+        .mint_for(
+            &Grant {
+                principal: Some("agent-7"),
+                session: Some("s-1"),
+                tool: "send_email",
+                args: &args(),
+                policy_digest: "sha256:abcd",
+            },
+            Some(&aud),
+            t,
+        )
+        .unwrap();
+    let jwks = serde_json::to_value(provider.jwks(t)).unwrap();
+    Case::new(&jwks, &token, &args())
+        .with_audience(&aud)
+        .expect("send_email", t, true);
+    Case::new(&jwks, &token, &args())
+        .with_audience("globex/support-agent")
+        .expect("send_email", t, false);
 }

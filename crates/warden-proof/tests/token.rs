@@ -499,3 +499,150 @@ fn mac_key_rules() {
     let (signing_only, _) = setup();
     assert_eq!(signing_only.mac(b"x").unwrap_err(), KeyError::NoMacKey);
 }
+
+#[test]
+fn numbers_beyond_2_pow_53_are_refused_at_mint_and_verify() {
+    let (provider, issuer) = setup();
+    let grant = |args: &'static str| -> Value { serde_json::from_str(args).unwrap() };
+    for bad in [
+        r#"{"a": 9007199254740992}"#,
+        r#"{"a": -9007199254740992}"#,
+        r#"{"a": [1, {"b/c": 18446744073709551615}]}"#,
+        r#"{"a": 1e300}"#,
+    ] {
+        let args = grant(bad);
+        let err = issuer
+            .mint(
+                &Grant {
+                    principal: None,
+                    session: None,
+                    tool: "t",
+                    args: &args,
+                    policy_digest: "sha256:00",
+                },
+                NOW,
+            )
+            .unwrap_err();
+        assert!(matches!(err, MintError::UnsafeNumber(_)), "{bad}: {err}");
+        assert!(err.to_string().contains("2^53"), "{err}");
+    }
+    let e =
+        check_exact_numbers(&grant(r#"{"a": [1, {"b/c": 18446744073709551615}]}"#)).unwrap_err();
+    assert_eq!(e.path, "/a/1/b~1c");
+    // The bound itself is fine; a token over it does not verify for the next integer.
+    let safe = grant(r#"{"a": 9007199254740991, "b": -9007199254740991, "c": 2.5}"#);
+    let token = mint(&issuer, &safe, NOW);
+    let verifier = TokenVerifier::new(provider.jwks(NOW));
+    verifier.verify(&token, "send_email", &safe, NOW).unwrap();
+    let next = grant(r#"{"a": 9007199254740992, "b": -9007199254740991, "c": 2.5}"#);
+    assert!(matches!(
+        verifier.verify(&token, "send_email", &next, NOW),
+        Err(VerifyError::UnsafeNumber(_))
+    ));
+}
+
+#[test]
+fn audience_binds_tenant_and_policy() {
+    let (provider, issuer) = setup();
+    assert_eq!(audience("acme", "support"), "acme/support");
+    assert_ne!(audience("a/b", "c"), audience("a", "b/c"));
+    assert_ne!(audience("a%2Fb", "c"), audience("a/b", "c"));
+    let args = args();
+    let grant = Grant {
+        principal: None,
+        session: None,
+        tool: "send_email",
+        args: &args,
+        policy_digest: "sha256:00",
+    };
+    let aud = audience("acme", "support");
+    let token = issuer.mint_for(&grant, Some(&aud), NOW).unwrap();
+    let verifier = TokenVerifier::new(provider.jwks(NOW));
+    let claims = verifier
+        .clone()
+        .with_audience(aud.clone())
+        .verify(&token, "send_email", &args, NOW)
+        .unwrap();
+    assert_eq!(claims.aud.as_deref(), Some(aud.as_str()));
+    let other = verifier
+        .clone()
+        .with_audience(audience("globex", "support"))
+        .verify(&token, "send_email", &args, NOW);
+    assert!(
+        matches!(other, Err(VerifyError::Audience { .. })),
+        "{other:?}"
+    );
+    // A token without an audience fails a verifier that requires one.
+    let bare = mint(&issuer, &args, NOW);
+    assert!(matches!(
+        verifier
+            .with_audience(aud)
+            .verify(&bare, "send_email", &args, NOW),
+        Err(VerifyError::Audience { .. })
+    ));
+}
+
+#[test]
+fn mint_and_verify_limits_agree() {
+    let (provider, issuer) = setup();
+    let args = args();
+    let verifier = TokenVerifier::new(provider.jwks(NOW));
+    for len in [100, 6_000, 11_000, 12_000, 20_000] {
+        let session = "s".repeat(len);
+        let grant = Grant {
+            principal: Some("p"),
+            session: Some(&session),
+            tool: "send_email",
+            args: &args,
+            policy_digest: "sha256:00",
+        };
+        let checked = issuer.check_mintable(&grant, Some("a/b"), NOW);
+        match issuer.mint_for(&grant, Some("a/b"), NOW) {
+            Ok(token) => {
+                assert!(checked.is_ok(), "{len}");
+                assert!(token.len() <= MAX_TOKEN_LEN);
+                verifier.verify(&token, "send_email", &args, NOW).unwrap();
+            }
+            Err(MintError::TooLong { len: l, max }) => {
+                assert_eq!(max, MAX_TOKEN_LEN);
+                assert!(l > max);
+                // The check without signing computes the same length.
+                assert!(
+                    matches!(checked, Err(MintError::TooLong { len: c, .. }) if c == l),
+                    "{len}: {checked:?}"
+                );
+            }
+            Err(e) => panic!("{len}: {e}"),
+        }
+    }
+}
+
+#[test]
+fn signing_keys_are_written_as_pkcs8_v1_and_v2_reads() {
+    let key = Ed25519Key::generate().unwrap();
+    let pem = key.to_pkcs8_pem().unwrap();
+    let body: String = pem
+        .expose_secret()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    // v1: SEQUENCE { INTEGER 0, AlgorithmIdentifier, OCTET STRING }: 48 bytes, version 0.
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(body)
+        .unwrap();
+    assert_eq!(der.len(), 48);
+    assert_eq!(&der[2..5], &[2, 1, 0], "version must be v1 (0)");
+    let back = Ed25519Key::from_pkcs8_pem(&pem).unwrap();
+    assert_eq!(back.kid(), key.kid());
+    // v2 (RFC 5958, public key included) as earlier versions wrote it.
+    let v2 = SecretString::from(
+        "-----BEGIN PRIVATE KEY-----\n\
+         MFECAQEwBQYDK2VwBCIEIIbPuVfbY1N993VdjtFErTKyXUam8pVtKxIOSguBSlRT\n\
+         gSEA0aPBpPNCBAM+KR9YBG3/EzK29QTjUSXtLrJj/O+JCCc=\n\
+         -----END PRIVATE KEY-----\n",
+    );
+    assert_eq!(
+        Ed25519Key::from_pkcs8_pem(&v2).unwrap().kid(),
+        "NWostNOhitq7yBx2KfQNexdCxoGuZs0epKsl1-5oCuo"
+    );
+}

@@ -274,9 +274,10 @@ pub(crate) async fn decide_request(
     let policy = warden_policy(loaded)?;
     let request = DecisionRequest::from_json(&body)?;
     check_identifiers(state, &request, "")?;
+    crate::proof::check_mintable(state, caller, &request)?;
     let started = Instant::now();
     let mut decision = decide_one(state, caller, policy, &request)?;
-    crate::proof::mint(state, &request, &mut decision)?;
+    crate::proof::mint(state, caller, &request, &mut decision)?;
     record(state, caller, request_id, &decision, started);
     let ack = crate::proof::audit(state, caller, &request, &decision, started)?;
     crate::proof::audit_wait(vec![ack]).await?;
@@ -338,6 +339,10 @@ pub async fn decide_batch(
             ApiError::bad_request(format!("field `{field}`: {}", e.message))
         })?;
         check_identifiers(&state, &request, &format!("[{i}]."))?;
+        crate::proof::check_mintable(&state, &caller, &request).map_err(|mut e| {
+            e.message = format!("[{i}]: {}", e.message);
+            e
+        })?;
         requests.push(request);
     }
     // The request took one token on its way in; the other decisions take theirs now.
@@ -348,7 +353,7 @@ pub async fn decide_batch(
     for request in &requests {
         let started = Instant::now();
         let mut decision = decide_one(&state, &caller, policy, request)?;
-        crate::proof::mint(&state, request, &mut decision)?;
+        crate::proof::mint(&state, &caller, request, &mut decision)?;
         record(&state, &caller, &request_id.0, &decision, started);
         acks.push(crate::proof::audit_reserved(
             &state,
@@ -529,6 +534,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .audit_seq
             .set(i64::try_from(seq).unwrap_or(i64::MAX));
     }
+    crate::proof::audit_metrics(&state);
     (
         [(
             header::CONTENT_TYPE,

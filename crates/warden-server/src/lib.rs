@@ -93,7 +93,7 @@ impl AppState {
         let audit = config
             .audit
             .as_ref()
-            .map(proof::open_audit)
+            .map(|a| proof::open_audit(a, signing.as_ref()))
             .transpose()
             .map_err(ServeError::Keys)?;
         let limiter = NonZeroU32::new(config.rate_limit.per_second).map(|rate| {
@@ -124,12 +124,10 @@ impl AppState {
         self
     }
 
-    /// Writes and syncs the audit entries queued so far (at shutdown); no-op without an audit
-    /// log.
-    pub fn flush_audit(&self) {
-        if let Some(audit) = &self.0.audit {
-            audit.flush();
-        }
+    /// Writes and syncs the audit entries queued so far and checkpoints the head (at shutdown);
+    /// returns the head, `None` without an audit log or when that failed (logged).
+    pub fn flush_audit(&self) -> Option<warden_audit::Anchor> {
+        self.0.audit.as_ref().and_then(proof::Audit::flush)
     }
 
     /// The current policy set.
@@ -237,6 +235,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/v1/data/{*path}", post(handlers::data))
         .route("/v1/policies", get(handlers::policies))
         .route("/v1/tokens/verify", post(proof::verify))
+        .route("/v1/audit/checkpoint", get(proof::checkpoint))
         .merge(extra)
         .merge(mcp::routes(&state))
         .route_layer(from_fn_with_state(state.clone(), middleware::api));

@@ -37,6 +37,13 @@ pub struct TimeoutLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `warden_audit_head` and `warden_audit_checkpoint`: the entry's hash.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct HashLabels {
+    /// `sha256:` + hex.
+    pub hash: String,
+}
+
 /// Labels of `warden_reload_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ReloadLabels {
@@ -66,6 +73,11 @@ pub struct Metrics {
     pub audit_queue: Gauge,
     /// Sequence number of the last audit entry written (0 without an audit log).
     pub audit_seq: Gauge,
+    /// The audit log's last entry: one series labelled with its hash, valued with its sequence
+    /// number.
+    pub audit_head: Family<HashLabels, Gauge>,
+    /// The audit log's last checkpoint, likewise.
+    pub audit_checkpoint: Family<HashLabels, Gauge>,
     /// The MCP proxy's counters (`warden_mcp_events_total`).
     pub mcp: std::sync::Arc<crate::mcp::McpMetrics>,
     /// Open client connections.
@@ -157,6 +169,18 @@ impl Metrics {
         for kind in ["header_read", "idle"] {
             let _ = connection_timeouts.get_or_create(&TimeoutLabels { kind });
         }
+        let audit_head = Family::<HashLabels, Gauge>::default();
+        let audit_checkpoint = Family::<HashLabels, Gauge>::default();
+        registry.register(
+            "warden_audit_head",
+            "The last audit entry: its hash as a label, its sequence number as the value",
+            audit_head.clone(),
+        );
+        registry.register(
+            "warden_audit_checkpoint",
+            "The last audit checkpoint: the head hash it records as a label, its sequence number as the value",
+            audit_checkpoint.clone(),
+        );
         let mcp = std::sync::Arc::new(crate::mcp::McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         for result in ["ok", "error"] {
@@ -175,11 +199,23 @@ impl Metrics {
             workers,
             audit_queue,
             audit_seq,
+            audit_head,
+            audit_checkpoint,
             mcp,
             connections,
             connections_rejected,
             connection_timeouts,
         }
+    }
+
+    /// Sets `warden_audit_head` to one series: `hash`, valued `seq`.
+    pub fn set_audit_head(&self, hash: &str, seq: u64) {
+        set_hash_gauge(&self.audit_head, hash, seq);
+    }
+
+    /// Sets `warden_audit_checkpoint` to one series: `hash`, valued `seq`.
+    pub fn set_audit_checkpoint(&self, hash: &str, seq: u64) {
+        set_hash_gauge(&self.audit_checkpoint, hash, seq);
     }
 
     /// Counts a reload.
@@ -255,4 +291,17 @@ impl prometheus_client::collector::Collector for StoreMetrics {
         }
         Ok(())
     }
+}
+
+/// Replaces the one series of a hash-labelled gauge (a scrape never sees two heads).
+fn set_hash_gauge(family: &Family<HashLabels, Gauge>, hash: &str, seq: u64) {
+    let labels = HashLabels {
+        hash: hash.to_owned(),
+    };
+    if family.get(&labels).is_none() {
+        family.clear();
+    }
+    family
+        .get_or_create(&labels)
+        .set(i64::try_from(seq).unwrap_or(i64::MAX));
 }

@@ -22,7 +22,7 @@ use warden::{Decision, Request as DecisionRequest, Verdict};
 use warden_audit::{AuditConfig, AuditError, AuditLog, AuditRecord, FsyncPolicy, FullPolicy};
 use warden_proof::{
     Ed25519Key, Grant, KeyProvider, MacKey, MemoryReplayGuard, SecretString, SoftwareKeyProvider,
-    TokenIssuer, TokenVerifier, VerifyError,
+    TokenIssuer, TokenVerifier, VerifyError, audience,
 };
 
 use crate::AppState;
@@ -72,6 +72,9 @@ pub struct AuditSettings {
     pub on_full: AuditOnFull,
     /// HMAC key file (hex, `warden keys gen-audit`); none: entries carry no `mac`.
     pub key_file: Option<PathBuf>,
+    /// Milliseconds between two checkpoints (written when the log grew); 0: only at shutdown
+    /// and on `GET /v1/audit/checkpoint`.
+    pub checkpoint_interval_ms: u64,
 }
 
 impl Default for AuditSettings {
@@ -84,6 +87,7 @@ impl Default for AuditSettings {
             queue: 65_536,
             on_full: AuditOnFull::Deny,
             key_file: None,
+            checkpoint_interval_ms: 60_000,
         }
     }
 }
@@ -164,10 +168,37 @@ pub(crate) fn reserve(state: &AppState, entries: usize) -> Result<Reservation<'_
     })
 }
 
+/// Reads a secret key file, refusing one that the group or others may read: such a key may
+/// already have been copied, and loading it anyway would hide that. `what` names the setting.
+fn read_secret_file(what: &str, path: &Path) -> Result<String, String> {
+    let file =
+        std::fs::File::open(path).map_err(|e| format!("{what} `{}`: {e}", path.display()))?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = file
+            .metadata()
+            .map_err(|e| format!("{what} `{}`: {e}", path.display()))?
+            .permissions()
+            .mode();
+        if mode & 0o077 != 0 {
+            return Err(format!(
+                "{what} `{}` is readable or writable by group or others (mode {:o}); \
+                 refusing to use it: `chmod 600` it (and consider the key exposed)",
+                path.display(),
+                mode & 0o777
+            ));
+        }
+    }
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut &file, &mut text)
+        .map_err(|e| format!("{what} `{}`: {e}", path.display()))?;
+    Ok(text)
+}
+
 /// Reads one signing key file (PKCS#8 PEM). Errors name the file, never its content.
 fn read_signing_key(path: &Path) -> Result<Ed25519Key, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("signing_key `{}`: {e}", path.display()))?;
+    let text = read_secret_file("signing_key", path)?;
     Ed25519Key::from_pkcs8_pem(&SecretString::from(text))
         .map_err(|e| format!("signing_key `{}`: {e}", path.display()))
 }
@@ -216,12 +247,17 @@ impl Signing {
     }
 }
 
-/// Opens the audit log (continuing an existing one). Errors never include key material.
-pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
+/// Opens the audit log (continuing an existing one): takes the directory's lock, recovers a torn
+/// tail (logged), and refuses a log shorter than its checkpoint. Checkpoints are MACed with the
+/// audit key and signed with the token signing key when `signing` is configured. Errors never
+/// include key material.
+pub(crate) fn open_audit(
+    settings: &AuditSettings,
+    signing: Option<&Signing>,
+) -> Result<Audit, String> {
     let mac: Option<Arc<dyn KeyProvider>> = match &settings.key_file {
         Some(path) => {
-            let text = std::fs::read_to_string(path)
-                .map_err(|e| format!("audit.key_file `{}`: {e}", path.display()))?;
+            let text = read_secret_file("audit.key_file", path)?;
             let key = MacKey::from_hex(&SecretString::from(text))
                 .map_err(|e| format!("audit.key_file `{}`: {e}", path.display()))?;
             Some(Arc::new(SoftwareKeyProvider::mac_only(key)))
@@ -242,9 +278,31 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
         AuditOnFull::Block => FullPolicy::Block,
         AuditOnFull::Deny => FullPolicy::Deny,
     };
+    config.checkpoint_interval = (settings.checkpoint_interval_ms > 0)
+        .then(|| std::time::Duration::from_millis(settings.checkpoint_interval_ms));
+    config.checkpoint_signer = signing.map(|s| Arc::clone(&s.provider) as Arc<dyn KeyProvider>);
     let macs = mac.is_some();
     let log = AuditLog::open(config, mac)
         .map_err(|e| format!("audit.dir `{}`: {e}", settings.dir.display()))?;
+    if let Some((file, r)) = log.recovered() {
+        if r.newline_added {
+            tracing::warn!(
+                file = %file.display(),
+                offset = r.offset,
+                "audit tail recovery: the last entry lacked its final newline; added it \
+                 (no entry removed)"
+            );
+        } else {
+            tracing::warn!(
+                file = %file.display(),
+                offset = r.offset,
+                removed_bytes = r.removed_bytes,
+                removed_sha256 = r.removed_sha256.as_deref().unwrap_or(""),
+                "audit tail recovery: removed a partial last line (a write torn by a crash; \
+                 never acknowledged)"
+            );
+        }
+    }
     let head = log.head();
     tracing::info!(
         dir = %settings.dir.display(),
@@ -255,6 +313,8 @@ pub(crate) fn open_audit(settings: &AuditSettings) -> Result<Audit, String> {
         },
         mac = macs,
         seq = head.seq,
+        hash = %head.hash,
+        checkpoint_seq = log.last_checkpoint().map(|c| c.seq),
         "audit log open"
     );
     Ok(Audit {
@@ -286,12 +346,24 @@ impl Audit {
         )
     }
 
-    /// Writes and syncs everything queued (at shutdown).
-    pub(crate) fn flush(&self) {
-        match self.log.flush() {
-            Ok(head) => tracing::info!(seq = head.seq, hash = %head.hash, "audit log flushed"),
-            Err(e) => tracing::error!(error = %e, "audit log flush failed"),
+    /// Writes and syncs everything queued and writes a checkpoint of the head (at shutdown);
+    /// returns the head, or `None` when that failed (logged).
+    pub(crate) fn flush(&self) -> Option<warden_audit::Anchor> {
+        match self.log.checkpoint() {
+            Ok(cp) => {
+                tracing::info!(seq = cp.seq, hash = %cp.head, "audit log flushed and checkpointed");
+                Some(cp.anchor())
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "audit log flush or checkpoint failed");
+                None
+            }
         }
+    }
+
+    /// The head (last entry written) and the last checkpoint, for `/metrics`.
+    pub(crate) fn heads(&self) -> (warden_audit::Anchor, Option<warden_audit::Checkpoint>) {
+        (self.log.head(), self.log.last_checkpoint())
     }
 }
 
@@ -307,10 +379,59 @@ fn unix_now_ms() -> u64 {
         .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
-/// Adds a token to an allowed `tool_call` decision when signing is on. Minting failures are a
-/// 500 (an allow without its token would be refused by the tool side anyway).
+/// Refuses, before anything is decided (so no session changes), a tool call that could not get
+/// a decision token when signing is on: arguments holding a number beyond +/-(2^53 - 1) (a hash
+/// cannot bind it exactly), or identifiers so long that the token would exceed
+/// [`warden_proof::MAX_TOKEN_LEN`]. A 400 naming the problem.
+pub(crate) fn check_mintable(
+    state: &AppState,
+    caller: &Caller,
+    request: &DecisionRequest,
+) -> Result<(), ApiError> {
+    let Some(signing) = &state.0.signing else {
+        return Ok(());
+    };
+    let Some(tool) = request.tool.as_deref() else {
+        return Ok(());
+    };
+    if request.kind != warden::Kind::ToolCall {
+        return Ok(());
+    }
+    let empty = Value::Object(serde_json::Map::new());
+    // The longest digest a policy has (`sha256:` + 64 hex digits).
+    let digest = format!("sha256:{}", "0".repeat(64));
+    let grant = Grant {
+        principal: request.principal.as_deref(),
+        session: request.session.as_deref(),
+        tool,
+        args: request.args.as_ref().unwrap_or(&empty),
+        policy_digest: &digest,
+    };
+    let aud = audience(&caller.tenant, &caller.policy);
+    match signing
+        .issuer
+        .check_mintable(&grant, Some(&aud), unix_now())
+    {
+        Ok(()) => Ok(()),
+        Err(e @ warden_proof::MintError::UnsafeNumber(_)) => {
+            Err(ApiError::bad_request(format!("field `args`: {e}")))
+        }
+        Err(e @ warden_proof::MintError::TooLong { .. }) => {
+            Err(ApiError::bad_request(e.to_string()))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "cannot mint a decision token; answering 500");
+            Err(ApiError::internal())
+        }
+    }
+}
+
+/// Adds a token to an allowed `tool_call` decision when signing is on, bound to the caller's
+/// tenant and policy (`aud`). Requests are checked first with [`check_mintable`]; a failure here
+/// is a 500 (an allow without its token would be refused by the tool side anyway).
 pub(crate) fn mint(
     state: &AppState,
+    caller: &Caller,
     request: &DecisionRequest,
     decision: &mut Decision,
 ) -> Result<(), ApiError> {
@@ -331,10 +452,14 @@ pub(crate) fn mint(
         args: request.args.as_ref().unwrap_or(&empty),
         policy_digest: &decision.policy.digest,
     };
-    let token = signing.issuer.mint(&grant, unix_now()).map_err(|e| {
-        tracing::error!(error = %e, "cannot mint a decision token; answering 500");
-        ApiError::internal()
-    })?;
+    let aud = audience(&caller.tenant, &caller.policy);
+    let token = signing
+        .issuer
+        .mint_for(&grant, Some(&aud), unix_now())
+        .map_err(|e| {
+            tracing::error!(error = %e, "cannot mint a decision token; answering 500");
+            ApiError::internal()
+        })?;
     decision.token = Some(token);
     Ok(())
 }
@@ -586,6 +711,46 @@ fn audit_error(e: AuditError) -> ApiError {
     }
 }
 
+/// Sets the audit head and checkpoint metrics (`warden_audit_head{hash}` and
+/// `warden_audit_checkpoint{hash}`, each valued with the sequence number).
+pub(crate) fn audit_metrics(state: &AppState) {
+    let Some(audit) = &state.0.audit else {
+        return;
+    };
+    let (head, checkpoint) = audit.heads();
+    let metrics = state.metrics();
+    metrics.set_audit_head(&head.hash, head.seq);
+    if let Some(cp) = checkpoint {
+        metrics.set_audit_checkpoint(&cp.head, cp.seq);
+    }
+}
+
+/// `GET /v1/audit/checkpoint`: syncs the log, writes a checkpoint when it grew since the last
+/// one, and answers the latest checkpoint (`{v, seq, head, time, mac?, kid?, sig?}`), for
+/// `warden audit verify --checkpoint URL` or an external copy. 404 `audit_disabled` without an
+/// audit log.
+pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
+    let Some(audit) = &state.0.audit else {
+        return ApiError::new(
+            StatusCode::NOT_FOUND,
+            "audit_disabled",
+            "there is no audit log (no `audit` configured)",
+        )
+        .into_response();
+    };
+    let result = if tokio::runtime::Handle::try_current()
+        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
+    {
+        tokio::task::block_in_place(|| audit.log.checkpoint())
+    } else {
+        audit.log.checkpoint()
+    };
+    match result {
+        Ok(cp) => Json(cp).into_response(),
+        Err(e) => audit_error(e).into_response(),
+    }
+}
+
 fn signing_disabled() -> ApiError {
     ApiError::new(
         StatusCode::NOT_FOUND,
@@ -617,6 +782,23 @@ struct VerifyBody {
     consume: bool,
 }
 
+/// The replay guard as one tenant sees it: token ids are recorded under the tenant, so one
+/// tenant's consumption never touches another's.
+struct TenantReplay<'a> {
+    tenant: &'a str,
+    guard: &'a MemoryReplayGuard,
+}
+
+impl warden_proof::ReplayGuard for TenantReplay<'_> {
+    fn consume(&self, jti: &str, exp: u64, now: u64) -> Result<(), warden_proof::ReplayError> {
+        let mut key = String::with_capacity(self.tenant.len() + 1 + jti.len());
+        key.push_str(self.tenant);
+        key.push('\u{1f}');
+        key.push_str(jti);
+        self.guard.consume(&key, exp, now)
+    }
+}
+
 /// Stable code of a rejection.
 fn reason_code(e: &VerifyError) -> &'static str {
     match e {
@@ -628,6 +810,8 @@ fn reason_code(e: &VerifyError) -> &'static str {
         VerifyError::Issuer(_) => "issuer",
         VerifyError::Tool { .. } => "tool_mismatch",
         VerifyError::Args => "args_mismatch",
+        VerifyError::UnsafeNumber(_) => "unsafe_number",
+        VerifyError::Audience { .. } => "audience",
         VerifyError::Replayed => "replayed",
         VerifyError::ReplayGuard(_) => "replay_guard",
     }
@@ -635,8 +819,13 @@ fn reason_code(e: &VerifyError) -> &'static str {
 
 /// `POST /v1/tokens/verify` `{"token", "tool", "args", "consume"}`: 200 with
 /// `{"valid": true, "claims": {...}}` or `{"valid": false, "code", "reason"}`; 400 when the body
-/// is not such an object.
-pub(crate) async fn verify(State(state): State<AppState>, req: Request) -> Response {
+/// is not such an object. A token is valid only for the tenant and policy it was minted for
+/// (`aud`), and each tenant's consumed tokens are its own.
+pub(crate) async fn verify(
+    State(state): State<AppState>,
+    axum::Extension(caller): axum::Extension<Caller>,
+    req: Request,
+) -> Response {
     let Some(signing) = &state.0.signing else {
         return signing_disabled().into_response();
     };
@@ -655,12 +844,18 @@ pub(crate) async fn verify(State(state): State<AppState>, req: Request) -> Respo
         }
     };
     let now = unix_now();
-    let verifier = TokenVerifier::new(signing.provider.jwks(now)).with_issuer(TOKEN_ISSUER);
+    let verifier = TokenVerifier::new(signing.provider.jwks(now))
+        .with_issuer(TOKEN_ISSUER)
+        .with_audience(audience(&caller.tenant, &caller.policy));
     let args = body
         .args
         .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
     let result = if body.consume {
-        verifier.verify_and_consume(&body.token, &body.tool, &args, now, &signing.replay)
+        let guard = TenantReplay {
+            tenant: &caller.tenant,
+            guard: &signing.replay,
+        };
+        verifier.verify_and_consume(&body.token, &body.tool, &args, now, &guard)
     } else {
         verifier.verify(&body.token, &body.tool, &args, now)
     };
@@ -749,18 +944,25 @@ mod tests {
             "-----BEGIN PRIVATE KEY-----\nc2VjcmV0\n-----END PRIVATE KEY-----\n",
         )
         .unwrap();
+        // Private, so that they are refused for their content, not their mode.
+        let private = |p: &Path| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
+        };
+        private(&pem);
         let Err(e) = load_signing(&pem, 30) else {
             panic!("a bad key loads")
         };
         assert!(e.contains("bad.pem") && !e.contains("c2VjcmV0"), "{e}");
         let key_file = dir.path().join("audit.key");
         std::fs::write(&key_file, "abcd-secret-abcd").unwrap();
+        private(&key_file);
         let settings = AuditSettings {
             dir: dir.path().join("audit"),
             key_file: Some(key_file),
             ..AuditSettings::default()
         };
-        let Err(e) = open_audit(&settings) else {
+        let Err(e) = open_audit(&settings, None) else {
             panic!("a bad audit key loads")
         };
         assert!(e.contains("audit.key") && !e.contains("secret"), "{e}");

@@ -171,9 +171,14 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         }
     };
     flusher.stop();
-    state.flush_audit();
+    let audit_head = state.flush_audit();
     let unsaved = unsaved_sessions(&state);
-    tracing::info!(sessions = state.store().len(), "stopped");
+    tracing::info!(
+        sessions = state.store().len(),
+        audit_seq = audit_head.as_ref().map(|h| h.seq),
+        audit_hash = audit_head.as_ref().map(|h| h.hash.as_str()),
+        "stopped"
+    );
     result.and(unsaved)
 }
 

@@ -107,6 +107,13 @@ fn write_file(path: &Path, file: &KeyFile) -> Result<(), KeyError> {
         .mode(0o600)
         .open(&tmp)
         .map_err(|e| io_error(&tmp, e))?;
+    // `mode` applies only to a file it creates: a temporary file left behind by a crash keeps
+    // its own mode, so set it.
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        out.set_permissions(std::fs::Permissions::from_mode(0o600))
+            .map_err(|e| io_error(&tmp, e))?;
+    }
     out.write_all(&bytes).map_err(|e| io_error(&tmp, e))?;
     out.sync_all().map_err(|e| io_error(&tmp, e))?;
     std::fs::rename(&tmp, path).map_err(|e| io_error(path, e))

@@ -1,5 +1,5 @@
 // Verify a Warden decision token with `jose` (npm), independently of Warden's code.
-// usage: node verify_jose.mjs JWKS TOKEN ARGS TOOL NOW
+// usage: node verify_jose.mjs JWKS TOKEN ARGS TOOL NOW [AUDIENCE]
 // Prints the claims and exits 0 when valid; prints the error and exits 1 otherwise; exits 3 when
 // `jose` cannot be found (looked up through NODE_PATH, as `.ci/run` sets it).
 import { readFileSync } from "node:fs";
@@ -37,7 +37,7 @@ function jcs(v) {
   return JSON.stringify(v);
 }
 
-const [jwksPath, tokenPath, argsPath, tool, now] = process.argv.slice(2);
+const [jwksPath, tokenPath, argsPath, tool, now, audience] = process.argv.slice(2);
 const jose = await loadJose();
 const jwks = JSON.parse(readFileSync(jwksPath, "utf8"));
 const token = readFileSync(tokenPath, "utf8").trim();
@@ -49,6 +49,7 @@ try {
     typ: "JWT",
     currentDate: new Date(Number(now) * 1000),
     requiredClaims: ["exp", "iat", "jti", "iss"],
+    ...(audience ? { audience } : {}),
   });
   if (payload.tool !== tool) throw new Error("tool");
   const want = "sha256:" + createHash("sha256").update(jcs(args), "utf8").digest("hex");

@@ -1,6 +1,6 @@
 """Verify a Warden decision token with PyJWT (+ cryptography), independently of Warden's code.
 
-usage: verify_pyjwt.py JWKS TOKEN ARGS TOOL NOW
+usage: verify_pyjwt.py JWKS TOKEN ARGS TOOL NOW [AUDIENCE]
 Prints the claims as JSON and exits 0 when valid; prints the error and exits 1 otherwise;
 exits 3 when PyJWT or cryptography is missing.
 """
@@ -23,6 +23,7 @@ def jcs_simple(value):
 
 def main():
     jwks_path, token_path, args_path, tool, now = sys.argv[1:6]
+    audience = sys.argv[6] if len(sys.argv) > 6 else None
     jwks = json.load(open(jwks_path))
     token = open(token_path).read().strip()
     args = json.load(open(args_path))
@@ -36,6 +37,7 @@ def main():
             key=pyjwk.key,
             algorithms=["EdDSA"],
             options={"require": ["exp", "iat", "jti", "iss"], "verify_iat": False},
+            audience=audience,
             leeway=0,
         )
     except jwt.PyJWTError as e:
