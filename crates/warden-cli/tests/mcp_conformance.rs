@@ -1,4 +1,9 @@
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 //! The official MCP conformance suite (npm `@modelcontextprotocol/conformance`, pinned in
 //! `tests/peers`, a version that runs on Node 20) against server-everything over Streamable
 //! HTTP, directly and through `warden mcp proxy` with an allow-all policy: every scenario must
