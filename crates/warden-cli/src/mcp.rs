@@ -49,6 +49,15 @@ pub enum McpCommand {
         /// Write the bound address (`host:port`) to this file once listening.
         #[arg(long)]
         port_file: Option<PathBuf>,
+        /// Open client connections at most; more are closed at once (logged).
+        #[arg(long, default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..))]
+        max_connections: u32,
+        /// Longest wait for a whole request head, in milliseconds (slow clients are closed).
+        #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+        header_read_timeout_ms: u64,
+        /// Longest keep-alive wait for the next request, in milliseconds.
+        #[arg(long, default_value_t = 60_000, value_parser = clap::value_parser!(u64).range(1..))]
+        idle_timeout_ms: u64,
     },
     /// Approve the changed definition of TOOL on UPSTREAM: it becomes the pin.
     Approve {
@@ -238,6 +247,9 @@ pub fn run(command: McpCommand) -> ExitCode {
             name,
             session,
             port_file,
+            max_connections,
+            header_read_timeout_ms,
+            idle_timeout_ms,
         } => proxy(
             &common,
             &upstream,
@@ -245,6 +257,11 @@ pub fn run(command: McpCommand) -> ExitCode {
             name,
             session,
             port_file.as_deref(),
+            warden_server::listen::ConnLimits {
+                max_connections: usize::try_from(max_connections).unwrap_or(usize::MAX),
+                header_read_timeout: std::time::Duration::from_millis(header_read_timeout_ms),
+                idle_timeout: std::time::Duration::from_millis(idle_timeout_ms),
+            },
         ),
         McpCommand::Approve {
             pins,
@@ -354,6 +371,7 @@ fn proxy(
     name: Option<String>,
     session: Option<String>,
     port_file: Option<&Path>,
+    limits: warden_server::listen::ConnLimits,
 ) -> ExitCode {
     let uri: warden_mcp::http::Uri = match upstream.parse() {
         Ok(uri) => uri,
@@ -409,11 +427,18 @@ fn proxy(
         }
         tracing::info!(listen = %bound, upstream = %upstream, "MCP proxy listening");
         eprintln!("warden mcp proxy: http://{bound}/mcp -> {upstream}");
-        warden_mcp::http::serve(listener, state, async move {
-            interrupt.recv().await;
-        })
-        .await
-        .map_err(|e| e.to_string())
+        // The daemon's accept loop: connection cap, header read and idle timeouts, TCP_NODELAY.
+        warden_server::listen::serve(
+            listener,
+            warden_mcp::http::router(state, "/mcp"),
+            limits,
+            warden_server::listen::ConnMetrics::default(),
+            async move {
+                interrupt.recv().await;
+            },
+        )
+        .await;
+        Ok::<(), String>(())
     });
     drop(runtime);
     if !final_flush(store.as_ref()) {

@@ -357,6 +357,10 @@ fn http_upstream(setup: &Setup, mode: &str) -> (Proc, String) {
 
 /// `warden mcp proxy` in front of `upstream`; returns it and its URL.
 fn http_proxy(setup: &Setup, upstream: &str) -> (Proc, String) {
+    http_proxy_with(setup, upstream, &[])
+}
+
+fn http_proxy_with(setup: &Setup, upstream: &str, extra: &[&str]) -> (Proc, String) {
     let port_file = setup
         .dir
         .path()
@@ -367,6 +371,7 @@ fn http_proxy(setup: &Setup, upstream: &str) -> (Proc, String) {
             .arg(&setup.policy)
             .arg("--sessions")
             .arg(setup.dir.path().join("sessions"))
+            .args(extra)
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -515,4 +520,52 @@ fn other_http_methods_are_refused() {
         );
     }
     assert!(!setup.ran("get-env"));
+}
+
+/// The proxy's listener has the daemon's limits: a connection cap, and a header read timeout
+/// that closes a client sending its request head too slowly.
+#[test]
+fn the_proxy_listener_caps_connections_and_times_out_slow_heads() {
+    use std::net::TcpStream;
+    let setup = Setup::new();
+    let (_server, upstream) = http_upstream(&setup, "utf7");
+    let (_proxy, url) = http_proxy_with(
+        &setup,
+        &upstream,
+        &["--max-connections", "2", "--header-read-timeout-ms", "300"],
+    );
+    let addr = url
+        .trim_start_matches("http://")
+        .trim_end_matches("/mcp")
+        .to_owned();
+    let closed = |stream: &mut TcpStream| {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(5)))
+            .unwrap();
+        let mut buf = [0u8; 64];
+        // Closed: end of stream or a reset; a read timing out means the connection is open.
+        match stream.read(&mut buf) {
+            Ok(0) => true,
+            Err(e) => !matches!(
+                e.kind(),
+                std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+            ),
+            Ok(_) => false,
+        }
+    };
+    // Two slow clients hold the two places: a third is closed at once.
+    let mut a = TcpStream::connect(&addr).unwrap();
+    let mut b = TcpStream::connect(&addr).unwrap();
+    a.write_all(b"POST /mcp HTTP/1.1\r\nHost: x\r\n").unwrap();
+    b.write_all(b"POST /mcp HTTP/1.1\r\n").unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut c = TcpStream::connect(&addr).unwrap();
+    assert!(closed(&mut c), "a connection beyond the cap was served");
+    // The slow heads are cut by the timeout, freeing the places.
+    assert!(
+        closed(&mut a) && closed(&mut b),
+        "slow heads were not timed out"
+    );
+    let (status, _) = post(&url, "application/json", &echo_call(1));
+    assert_eq!(status, 200);
 }

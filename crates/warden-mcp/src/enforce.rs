@@ -67,6 +67,9 @@ pub const MAX_IN_FLIGHT: usize = 4096;
 pub const MAX_ANSWERED: usize = 1024;
 /// Most server requests awaiting the client's answer per exchange.
 pub const MAX_SERVER_REQUESTS: usize = 1024;
+/// Longest tool name decided, in bytes (the daemon's default identifier limit): a longer one
+/// is refused before it reaches the policy or the session history.
+pub const MAX_TOOL_NAME_BYTES: usize = 256;
 /// Most tasks remembered per exchange.
 pub const MAX_TASKS: usize = 10_000;
 
@@ -460,6 +463,11 @@ impl Enforcer {
         let Some(Value::String(tool)) = params.get("name") else {
             return Err(invalid("tools/call needs a string tool `name`"));
         };
+        if tool.len() > MAX_TOOL_NAME_BYTES {
+            return Err(invalid(&format!(
+                "the tool `name` is longer than {MAX_TOOL_NAME_BYTES} bytes"
+            )));
+        }
         let tool = tool.clone();
         let args = match params.get("arguments") {
             None | Some(Value::Null) => None,

@@ -66,6 +66,10 @@ fn reply_json(outcome: &Outcome) -> Value {
     }
 }
 
+fn reply_json_code(reply: &Value) -> i64 {
+    reply["error"]["code"].as_i64().unwrap()
+}
+
 /// The forwarded message; panics on anything else.
 fn forwarded(outcome: &Outcome) -> Value {
     match outcome {
@@ -326,6 +330,9 @@ fn invalid_calls_and_batches_are_answered_not_forwarded() {
         br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{}}"#,
     ));
     assert_eq!(reply["error"]["code"], -32602);
+    let long =
+        reply_json(&e.client_message(&caller("s"), &ex, &call(2, &"x".repeat(257), json!({}))));
+    assert_eq!(reply_json_code(&long), -32602, "{long}");
     let batch = br#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"get-env"}}]"#;
     assert!(matches!(
         e.client_message(&caller("s"), &ex, batch),

@@ -11,7 +11,7 @@ pub mod config;
 pub mod error;
 mod fast;
 mod handlers;
-mod listen;
+pub mod listen;
 mod logbuf;
 pub mod mcp;
 pub mod metrics;

@@ -33,20 +33,47 @@ use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::{App, AppState};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+
+use crate::metrics::TimeoutLabels;
 
 /// A limit hit is logged at most this often (with the number of hits since the last line).
 const LOG_EVERY: Duration = Duration::from_secs(10);
 
 /// The connection limits (from the configuration).
 #[derive(Debug, Clone, Copy)]
-pub(crate) struct ConnLimits {
+pub struct ConnLimits {
     /// Open connections at most.
     pub max_connections: usize,
     /// Longest wait for a whole request head.
     pub header_read_timeout: Duration,
     /// Longest keep-alive wait for the next request.
     pub idle_timeout: Duration,
+}
+
+impl Default for ConnLimits {
+    /// The daemon's defaults: 1,000 connections, 10 s to send a request head, 60 s idle.
+    fn default() -> Self {
+        Self {
+            max_connections: 1000,
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Where the accept loop counts connections (the daemon's `/metrics` series; a listener without
+/// a metrics endpoint passes [`ConnMetrics::default`], and the limits are still logged).
+#[derive(Debug, Clone, Default)]
+pub struct ConnMetrics {
+    /// Open client connections.
+    pub connections: Gauge,
+    /// Connections closed at once because `max_connections` were open.
+    pub rejected: Counter,
+    /// Connections closed by a timeout, by kind.
+    pub timeouts: Family<TimeoutLabels, Counter>,
 }
 
 /// Logs a recurring event at most once per [`LOG_EVERY`].
@@ -231,13 +258,22 @@ impl AsyncWrite for Tracked {
 /// Accepts connections on `listener` and serves `app` on each until `shutdown` resolves; then
 /// stops accepting, lets open connections finish their requests (idle ones close at once) and
 /// returns once all are closed.
-pub(crate) async fn serve(
+pub async fn serve<S>(
     listener: TcpListener,
-    app: App,
+    app: S,
     limits: ConnLimits,
-    state: AppState,
+    metrics: ConnMetrics,
     shutdown: impl Future<Output = ()>,
-) {
+) where
+    S: tower::Service<
+            axum::http::Request<Body>,
+            Response = axum::http::Response<Body>,
+            Error = std::convert::Infallible,
+        > + Clone
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+{
     let permits = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = hyper_util::server::graceful::GracefulShutdown::new();
     let epoch = Instant::now();
@@ -266,7 +302,7 @@ pub(crate) async fn serve(
             }
         };
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
-            state.metrics().connections_rejected.inc();
+            metrics.rejected.inc();
             if let Some(n) = rejected_log.hit(epoch) {
                 tracing::warn!(
                     max_connections = limits.max_connections,
@@ -304,9 +340,9 @@ pub(crate) async fn serve(
             })
         };
         let conn = graceful.watch(builder.serve_connection(io, service));
-        let state = state.clone();
+        let metrics = metrics.clone();
         let timeout_log = Arc::clone(&timeout_log);
-        state.metrics().connections.inc();
+        metrics.connections.inc();
         tokio::spawn(async move {
             tokio::select! {
                 result = conn => {
@@ -315,8 +351,9 @@ pub(crate) async fn serve(
                     }
                 }
                 timeout = watchdog(activity, limits) => {
-                    state.metrics().connection_timeouts
-                        .get_or_create(&crate::metrics::TimeoutLabels { kind: timeout.label() })
+                    metrics
+                        .timeouts
+                        .get_or_create(&TimeoutLabels { kind: timeout.label() })
                         .inc();
                     if let Some(n) = timeout_log.hit(epoch) {
                         tracing::info!(
@@ -327,7 +364,7 @@ pub(crate) async fn serve(
                     }
                 }
             }
-            state.metrics().connections.dec();
+            metrics.connections.dec();
             drop(permit);
         });
     }

@@ -152,7 +152,13 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         header_read_timeout: Duration::from_millis(config.header_read_timeout_ms.max(1)),
         idle_timeout: Duration::from_millis(config.idle_timeout_ms.max(1)),
     };
-    let server = crate::listen::serve(listener, app, limits, state.clone(), async move {
+    let metrics = state.metrics();
+    let conn_metrics = crate::listen::ConnMetrics {
+        connections: metrics.connections.clone(),
+        rejected: metrics.connections_rejected.clone(),
+        timeouts: metrics.connection_timeouts.clone(),
+    };
+    let server = crate::listen::serve(listener, app, limits, conn_metrics, async move {
         terminate(signals.term, signals.int).await;
         tracing::info!("shutting down: draining in-flight requests");
         shutdown_state.set_ready(false);
