@@ -195,3 +195,26 @@ fn marker_keys_ignore_order_and_separate_lists() {
     );
     assert_eq!(p.markers.len(), 2);
 }
+
+#[test]
+fn a_kept_entry_sets_the_marker_as_it_leaves_the_history() {
+    let p = policy(
+        "  - { id: seq, effect: deny, tools: [post], after: { tools: [read] } }
+  - { id: near, effect: warn, tools: [x], after: { tools: [y], within: 2 } }
+",
+        "default: allow\n",
+    );
+    assert_eq!(p.history_limit, 2);
+    let mut state = SessionState::default();
+    state.history.push_back(HistoryEntry {
+        tool: "read".into(),
+        classes: Arc::from(Vec::new()),
+    });
+    run(&p, &mut state, &["noop"]);
+    assert!(state.seen.is_empty(), "still in history");
+    assert_eq!(run(&p, &mut state, &["post"]), Verdict::Deny);
+    run(&p, &mut state, &["noop"]);
+    assert_eq!(state.seen.len(), 1, "set as `read` left the history");
+    run(&p, &mut state, &["noop", "noop", "noop"]);
+    assert_eq!(run(&p, &mut state, &["post"]), Verdict::Deny);
+}
