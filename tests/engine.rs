@@ -57,7 +57,7 @@ fn read_decide_update_is_atomic_per_session() {
 }
 
 #[test]
-fn history_is_bounded_by_the_longest_within_and_the_cap() {
+fn history_is_bounded_by_the_longest_within_and_unbounded_after_uses_a_marker() {
     let text = "warden: 1\nname: h\ndefault: allow\nrules:\n  - { id: seq, effect: deny, tools: [x], after: { tools: [y], within: 3 } }\n";
     let engine = Engine::new(load_policy_str("h.yaml", text).expect("loads"));
     for _ in 0..50 {
@@ -68,7 +68,8 @@ fn history_is_bounded_by_the_longest_within_and_the_cap() {
     let state = engine.sessions().get("s").expect("store").expect("session");
     assert_eq!(state.history.len(), 3);
 
-    // `after` without `within` keeps up to the configured cap.
+    // `after` without `within` keeps no history: a marker remembers the call for good, however
+    // many calls follow (more than the Rego history cap here).
     let text = "warden: 1\nname: h\ndefault: allow\nrules:\n  - { id: seq, effect: deny, tools: [x], after: { tools: [y] } }\n";
     let policy = CompiledPolicy::compile(
         "h.yaml",
@@ -87,12 +88,12 @@ fn history_is_bounded_by_the_longest_within_and_the_cap() {
             .expect("decides");
     }
     let state = engine.sessions().get("s").expect("store").expect("session");
-    assert_eq!(state.history.len(), 7);
-    // The `y` call fell out of the bounded history, so `x` is allowed again.
+    assert_eq!(state.history.len(), 0);
+    assert_eq!(state.seen.len(), 1);
     let d = engine
         .decide(&request(r#"{"session":"s","tool":"x"}"#))
         .expect("decides");
-    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(d.verdict, Verdict::Deny);
 
     // A policy without sequence rules keeps no history at all.
     let engine = Engine::new(

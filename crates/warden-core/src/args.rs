@@ -6,6 +6,72 @@ use serde_json::Value;
 /// Largest compiled size accepted for a `matches` regex, in bytes.
 pub const MAX_REGEX_SIZE: usize = 1 << 20;
 
+/// Deepest nesting of `any` / `all` inside one argument condition.
+pub const MAX_ARG_NESTING: usize = 8;
+
+/// What a condition says about a value: yes, no, or it cannot judge it (a value of a type the
+/// condition is not about, a number it cannot compare exactly). Combined with Kleene logic, so
+/// a "cannot judge" decides the outcome only where it could change it. A rule's argument
+/// conditions that cannot be judged make a deny rule match and an allow or warn rule not: an
+/// unexpected value never slips past a deny rule, nor through an allow rule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Judgement {
+    /// The condition holds.
+    Yes,
+    /// The condition does not hold.
+    No,
+    /// The condition cannot judge the value.
+    Unknown,
+}
+
+impl Judgement {
+    fn from_bool(b: bool) -> Self {
+        if b { Self::Yes } else { Self::No }
+    }
+
+    /// Kleene conjunction: No wins, then Unknown.
+    pub fn and(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::No, _) | (_, Self::No) => Self::No,
+            (Self::Unknown, _) | (_, Self::Unknown) => Self::Unknown,
+            _ => Self::Yes,
+        }
+    }
+
+    /// Kleene disjunction: Yes wins, then Unknown.
+    pub fn or(self, other: Self) -> Self {
+        match (self, other) {
+            (Self::Yes, _) | (_, Self::Yes) => Self::Yes,
+            (Self::Unknown, _) | (_, Self::Unknown) => Self::Unknown,
+            _ => Self::No,
+        }
+    }
+
+    /// Conjunction over `items`, stopping at the first No.
+    pub fn all(items: impl IntoIterator<Item = Self>) -> Self {
+        let mut acc = Self::Yes;
+        for j in items {
+            acc = acc.and(j);
+            if acc == Self::No {
+                break;
+            }
+        }
+        acc
+    }
+
+    /// Disjunction over `items`, stopping at the first Yes.
+    pub fn any(items: impl IntoIterator<Item = Self>) -> Self {
+        let mut acc = Self::No;
+        for j in items {
+            acc = acc.or(j);
+            if acc == Self::Yes {
+                break;
+            }
+        }
+        acc
+    }
+}
+
 /// One compiled argument condition: every check given must hold.
 #[derive(Debug, Clone)]
 pub struct ArgCondition {
@@ -18,51 +84,109 @@ pub struct ArgCondition {
 /// A single check on an argument value.
 #[derive(Debug, Clone)]
 pub enum ArgCheck {
-    /// Strict JSON equality (numbers by value).
+    /// Strict JSON equality (numbers by exact value); judges values of the operand's type.
     Equals(Value),
-    /// Equal to one of the values.
+    /// Equal to one of the values; judges values of the type of one of them.
     OneOf(Vec<Value>),
-    /// The value is a string and the regex finds a match in it.
+    /// The regex finds a match in the value; judges strings.
     Matches(Regex),
-    /// Substring of a string, or an element of an array.
+    /// Substring of a string (judges strings when the operand is one), or an element of an
+    /// array equal to the operand (elements judged as by `Equals`).
     Contains(Value),
-    /// Whether the pointer resolves to a value (`null` counts as present).
+    /// Whether the pointer resolves to a value (`null` counts as present); judges anything.
     Exists(bool),
-    /// String length in chars or array length at most N.
+    /// String length in chars or array length at most N; judges strings and arrays.
     MaxLen(usize),
+    /// Some element of the array meets every check (a value that is not an array is taken as
+    /// the one element of a list).
+    Any(Vec<ArgCheck>),
+    /// Every element of the array meets every check (a value that is not an array is taken as
+    /// the one element of a list; an empty array meets it).
+    All(Vec<ArgCheck>),
 }
 
 impl ArgCondition {
-    /// Whether the condition holds for `args` (absent args resolve nothing).
-    pub fn holds(&self, args: Option<&Value>) -> bool {
+    /// What the condition says about `args` (absent args resolve nothing).
+    pub fn judge(&self, args: Option<&Value>) -> Judgement {
         let target = args.and_then(|a| a.pointer(&self.pointer));
-        self.checks.iter().all(|check| check.holds(target))
+        judge_all(&self.checks, target)
+    }
+
+    /// Whether the condition certainly holds for `args` (what an allow rule needs).
+    pub fn holds(&self, args: Option<&Value>) -> bool {
+        self.judge(args) == Judgement::Yes
+    }
+}
+
+fn judge_all(checks: &[ArgCheck], target: Option<&Value>) -> Judgement {
+    Judgement::all(checks.iter().map(|c| c.judge(target)))
+}
+
+/// The elements `any` / `all` range over: an array's items, or the value itself.
+fn elements(value: &Value) -> &[Value] {
+    match value {
+        Value::Array(items) => items,
+        other => std::slice::from_ref(other),
     }
 }
 
 impl ArgCheck {
-    /// Whether the check holds for the resolved value (`None`: the pointer resolved to nothing).
-    pub fn holds(&self, target: Option<&Value>) -> bool {
+    /// What the check says about the resolved value (`None`: the pointer resolved to
+    /// nothing, where only `exists: false` holds).
+    pub fn judge(&self, target: Option<&Value>) -> Judgement {
         let Some(value) = target else {
-            // Where the pointer resolves to nothing, only `exists: false` holds.
-            return matches!(self, ArgCheck::Exists(false));
+            return Judgement::from_bool(matches!(self, ArgCheck::Exists(false)));
         };
         match self {
-            ArgCheck::Equals(expected) => json_eq(value, expected),
-            ArgCheck::OneOf(options) => options.iter().any(|o| json_eq(value, o)),
-            ArgCheck::Matches(re) => value.as_str().is_some_and(|s| re.is_match(s)),
-            ArgCheck::Contains(needle) => match value {
-                Value::String(s) => needle.as_str().is_some_and(|n| s.contains(n)),
-                Value::Array(items) => items.iter().any(|item| json_eq(item, needle)),
-                _ => false,
+            ArgCheck::Equals(expected) => judge_one_of(value, std::slice::from_ref(expected)),
+            ArgCheck::OneOf(options) => judge_one_of(value, options),
+            ArgCheck::Matches(re) => value
+                .as_str()
+                .map_or(Judgement::Unknown, |s| Judgement::from_bool(re.is_match(s))),
+            ArgCheck::Contains(needle) => match (value, needle) {
+                (Value::String(s), Value::String(n)) => {
+                    Judgement::from_bool(s.contains(n.as_str()))
+                }
+                (Value::Array(items), _) => Judgement::any(
+                    items
+                        .iter()
+                        .map(|item| judge_one_of(item, std::slice::from_ref(needle))),
+                ),
+                _ => Judgement::Unknown,
             },
-            ArgCheck::Exists(expected) => *expected,
+            ArgCheck::Exists(expected) => Judgement::from_bool(*expected),
             ArgCheck::MaxLen(max) => match value {
-                Value::String(s) => s.chars().count() <= *max,
-                Value::Array(items) => items.len() <= *max,
-                _ => false,
+                Value::String(s) => Judgement::from_bool(s.chars().count() <= *max),
+                Value::Array(items) => Judgement::from_bool(items.len() <= *max),
+                _ => Judgement::Unknown,
             },
+            ArgCheck::Any(checks) => {
+                Judgement::any(elements(value).iter().map(|e| judge_all(checks, Some(e))))
+            }
+            ArgCheck::All(checks) => {
+                Judgement::all(elements(value).iter().map(|e| judge_all(checks, Some(e))))
+            }
         }
+    }
+
+    /// Whether the check certainly holds for the resolved value.
+    pub fn holds(&self, target: Option<&Value>) -> bool {
+        self.judge(target) == Judgement::Yes
+    }
+}
+
+/// `one_of` (and `equals`, a list of one): judged by the options of the value's JSON type
+/// (numbers are one type); a `null` option judges any value; with neither, Unknown.
+fn judge_one_of(value: &Value, options: &[Value]) -> Judgement {
+    let same_type = |o: &&Value| std::mem::discriminant(*o) == std::mem::discriminant(value);
+    if options.iter().any(|o| same_type(&o)) {
+        return Judgement::any(options.iter().filter(same_type).map(|o| json_eq3(value, o)));
+    }
+    // The value is not null (a null option would have its type) and no option has its type.
+    if !options.is_empty() && options.iter().all(Value::is_null) {
+        Judgement::No
+    } else {
+        Judgement::Unknown
     }
 }
 
@@ -93,35 +217,74 @@ pub fn validate_pointer(pointer: &str) -> Result<(), String> {
 }
 
 /// Strict JSON equality: types must agree (`1` is not `"1"`, `true` is not `1`), numbers compare
-/// by value (`1` equals `1.0`), arrays element-wise, objects key-wise regardless of order.
+/// by exact value (`1` equals `1.0`), arrays element-wise, objects key-wise regardless of order.
+/// A number that cannot be compared exactly counts as unequal here; see [`json_eq3`].
 pub fn json_eq(a: &Value, b: &Value) -> bool {
+    json_eq3(a, b) == Judgement::Yes
+}
+
+/// Strict JSON equality with three outcomes: Unknown where an integer meets a float of
+/// magnitude 2^53 or more, which may be the rounded form of many integers (`1e19`, or
+/// `1234567890123456768.0` read from `1234567890123456789.0`).
+pub fn json_eq3(a: &Value, b: &Value) -> Judgement {
     match (a, b) {
         (Value::Number(x), Value::Number(y)) => number_eq(x, y),
         (Value::Array(x), Value::Array(y)) => {
-            x.len() == y.len() && x.iter().zip(y).all(|(p, q)| json_eq(p, q))
+            if x.len() != y.len() {
+                return Judgement::No;
+            }
+            Judgement::all(x.iter().zip(y).map(|(p, q)| json_eq3(p, q)))
         }
         (Value::Object(x), Value::Object(y)) => {
-            x.len() == y.len()
-                && x.iter()
-                    .all(|(k, v)| y.get(k).is_some_and(|w| json_eq(v, w)))
+            if x.len() != y.len() {
+                return Judgement::No;
+            }
+            Judgement::all(
+                x.iter()
+                    .map(|(k, v)| y.get(k).map_or(Judgement::No, |w| json_eq3(v, w))),
+            )
         }
-        _ => a == b,
+        _ => Judgement::from_bool(a == b),
     }
 }
 
-fn number_eq(x: &serde_json::Number, y: &serde_json::Number) -> bool {
+/// 2^53: every integer of smaller magnitude is exactly a double.
+const EXACT_DOUBLE_LIMIT: f64 = 9_007_199_254_740_992.0;
+
+/// Numbers by exact value: integers (i64 or u64) exactly; two floats as doubles; an integer
+/// and a float equal only if the float is integral, below 2^53 in magnitude and the same value
+/// (never a float that merely rounds to the integer), Unknown for a larger integral float.
+fn number_eq(x: &serde_json::Number, y: &serde_json::Number) -> Judgement {
     let as_int = |n: &serde_json::Number| {
         n.as_i64()
             .map(i128::from)
             .or_else(|| n.as_u64().map(i128::from))
     };
     match (as_int(x), as_int(y)) {
-        (Some(a), Some(b)) => a == b,
-        _ => match (x.as_f64(), y.as_f64()) {
-            (Some(a), Some(b)) => a == b,
-            _ => false,
+        (Some(a), Some(b)) => Judgement::from_bool(a == b),
+        (Some(int), None) => int_float_eq(int, y.as_f64()),
+        (None, Some(int)) => int_float_eq(int, x.as_f64()),
+        (None, None) => match (x.as_f64(), y.as_f64()) {
+            (Some(a), Some(b)) => Judgement::from_bool(a == b),
+            _ => Judgement::No,
         },
     }
+}
+
+fn int_float_eq(int: i128, float: Option<f64>) -> Judgement {
+    let Some(f) = float.filter(|f| f.is_finite()) else {
+        return Judgement::No;
+    };
+    if f.fract() != 0.0 {
+        return Judgement::No;
+    }
+    if f.abs() >= EXACT_DOUBLE_LIMIT {
+        return Judgement::Unknown;
+    }
+    // Integral and below 2^53 in magnitude: the conversion is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    let exact = f as i128;
+    Judgement::from_bool(exact == int)
 }
 
 #[cfg(test)]

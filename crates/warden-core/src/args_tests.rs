@@ -81,3 +81,120 @@ fn pointer_syntax() {
     assert!(validate_pointer("/a~2").is_err());
     assert!(validate_pointer("/a~").is_err());
 }
+
+fn judge(check: &ArgCheck, value: serde_json::Value) -> Judgement {
+    check.judge(Some(&value))
+}
+
+#[test]
+fn a_value_of_another_type_cannot_be_judged() {
+    use Judgement::{No, Unknown, Yes};
+    let evil = ArgCheck::Matches(compile_regex("@evil\\.").unwrap());
+    assert_eq!(judge(&evil, json!("bob@evil.test")), Yes);
+    assert_eq!(judge(&evil, json!("bob@good.test")), No);
+    assert_eq!(judge(&evil, json!(["bob@evil.test"])), Unknown);
+    assert_eq!(judge(&evil, json!({"to": "bob@evil.test"})), Unknown);
+    assert_eq!(judge(&evil, json!(7)), Unknown);
+    assert_eq!(evil.judge(None), No, "absent is judged");
+
+    let flag = ArgCheck::Equals(json!(true));
+    assert_eq!(judge(&flag, json!(true)), Yes);
+    assert_eq!(judge(&flag, json!(false)), No);
+    assert_eq!(judge(&flag, json!("true")), Unknown);
+    assert_eq!(judge(&flag, json!(1)), Unknown);
+
+    let env = ArgCheck::OneOf(vec![json!("prod"), json!(1)]);
+    assert_eq!(judge(&env, json!("dev")), No, "judged by the string option");
+    assert_eq!(judge(&env, json!(2)), No, "judged by the number option");
+    assert_eq!(judge(&env, json!(["prod"])), Unknown);
+
+    let null = ArgCheck::Equals(json!(null));
+    assert_eq!(judge(&null, json!(null)), Yes);
+    assert_eq!(judge(&null, json!("x")), No, "null judges any value");
+
+    let tags = ArgCheck::Contains(json!("secret"));
+    assert_eq!(judge(&tags, json!(["a", "secret"])), Yes);
+    assert_eq!(judge(&tags, json!(["a", "b"])), No);
+    assert_eq!(judge(&tags, json!([["secret"]])), Unknown);
+    assert_eq!(judge(&tags, json!(["a", 1])), Unknown);
+    assert_eq!(judge(&tags, json!(5)), Unknown);
+
+    assert_eq!(judge(&ArgCheck::MaxLen(3), json!(12345)), Unknown);
+}
+
+#[test]
+fn any_and_all_range_over_array_elements() {
+    use Judgement::{No, Unknown, Yes};
+    let evil = || {
+        vec![ArgCheck::Matches(
+            compile_regex("(?i)@evil\\.test\\.?$").unwrap(),
+        )]
+    };
+    let any = ArgCheck::Any(evil());
+    assert_eq!(judge(&any, json!(["a@corp.test", "bob@EVIL.test"])), Yes);
+    assert_eq!(judge(&any, json!(["a@corp.test"])), No);
+    assert_eq!(
+        judge(&any, json!("bob@evil.test.")),
+        Yes,
+        "a scalar is a list of one"
+    );
+    assert_eq!(judge(&any, json!([])), No);
+    assert_eq!(judge(&any, json!(["a@corp.test", 5])), Unknown);
+    assert_eq!(judge(&any, json!(["bob@evil.test", 5])), Yes);
+
+    let corp = ArgCheck::All(vec![ArgCheck::Matches(
+        compile_regex("@corp\\.test$").unwrap(),
+    )]);
+    assert_eq!(judge(&corp, json!(["a@corp.test", "b@corp.test"])), Yes);
+    assert_eq!(judge(&corp, json!(["a@corp.test", "b@evil.test"])), No);
+    assert_eq!(judge(&corp, json!(["a@corp.test", {"x": 1}])), Unknown);
+    assert_eq!(judge(&corp, json!([])), Yes);
+    assert_eq!(
+        ArgCheck::All(evil()).judge(None),
+        No,
+        "absent is not an empty list"
+    );
+}
+
+#[test]
+fn kleene_logic_lets_a_certain_no_win() {
+    // `/n` cannot be judged but `/to` is certainly not evil: the condition set does not hold.
+    let n = cond("/n", vec![ArgCheck::Equals(json!(5))]);
+    let to = cond(
+        "/to",
+        vec![ArgCheck::Matches(compile_regex("evil").unwrap())],
+    );
+    let args = json!({"n": "5", "to": "alice@corp.test"});
+    let all = Judgement::all([n.judge(Some(&args)), to.judge(Some(&args))]);
+    assert_eq!(all, Judgement::No);
+    let args = json!({"n": "5", "to": "bob@evil.test"});
+    let all = Judgement::all([n.judge(Some(&args)), to.judge(Some(&args))]);
+    assert_eq!(all, Judgement::Unknown);
+}
+
+#[test]
+fn big_integers_compare_exactly() {
+    let big: serde_json::Value = serde_json::from_str("1234567890123456789").unwrap();
+    let rounded: serde_json::Value = serde_json::from_str("1234567890123456768.0").unwrap();
+    let same_text_float: serde_json::Value = serde_json::from_str("1234567890123456789.0").unwrap();
+    assert!(!json_eq(&big, &rounded));
+    assert!(!json_eq(&rounded, &big));
+    assert_eq!(json_eq3(&big, &same_text_float), Judgement::Unknown);
+    let near: serde_json::Value = serde_json::from_str("1234567890123456788").unwrap();
+    assert!(!json_eq(&big, &near));
+    assert!(json_eq(
+        &json!(9007199254740991_i64),
+        &json!(9007199254740991.0)
+    ));
+    assert_eq!(
+        json_eq3(&json!(9007199254740993_i64), &json!(9007199254740992.0)),
+        Judgement::Unknown
+    );
+    assert!(json_eq(&json!(-3), &json!(-3.0)));
+    assert!(!json_eq(&json!(3), &json!(3.5)));
+    assert!(json_eq(&json!(u64::MAX), &json!(u64::MAX)));
+    assert!(!json_eq(&json!(i64::MIN), &json!(u64::MAX)));
+    // Equality on the allow side needs certainty; a deny rule fires on Unknown.
+    assert!(!ArgCheck::Equals(big.clone()).holds(Some(&same_text_float)));
+    assert!(ArgCheck::OneOf(vec![json!(1), big.clone()]).holds(Some(&big)));
+}

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use smallvec::SmallVec;
 use warden_rego::{InputField, RegoEvalError, RegoInput, RegoPolicy};
 
+use crate::args::Judgement;
 use crate::decision::{Decision, Verdict};
 use crate::expr::ExprContext;
 use crate::policy::{After, Classes, CompiledPolicy, Effect, Mode, Rule};
@@ -177,9 +178,9 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
                 warnings.clear();
             } else {
                 warnings.extend(outcome.warnings.into_iter().map(Arc::from));
-                redacted = outcome.redacted;
             }
         }
+        redacted = redacted_for(policy.mode, computed, outcome.redacted);
     }
 
     let (verdict, dry_run_decision) = match policy.mode {
@@ -189,7 +190,7 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
 
     // State changes only when the enforced decision is allow (in dry run: always, as if allowed).
     let change = (verdict == Verdict::Allow)
-        .then(|| state_change(policy, request, &passing, classes.clone()));
+        .then(|| state_change(policy, request, state, &passing, classes.clone()));
     let taints = match &change {
         Some(change) if request.session.is_some() => state.taints_after(change),
         _ if request.session.is_some() => state.taints.clone(),
@@ -218,9 +219,22 @@ pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState
     }
 }
 
+/// Spec section 9: `redacted` is not set on deny, and is set in dry run, where the request goes
+/// through whatever was computed and the caller must forward the redacted form.
+fn redacted_for(
+    mode: Mode,
+    computed: Verdict,
+    redacted: Option<serde_json::Value>,
+) -> Option<serde_json::Value> {
+    (computed == Verdict::Allow || mode == Mode::DryRun)
+        .then_some(redacted)
+        .flatten()
+}
+
 fn state_change(
     policy: &CompiledPolicy,
     request: &Request,
+    state: &SessionState,
     passing: &[&Rule],
     classes: Classes,
 ) -> StateChange {
@@ -232,14 +246,34 @@ fn state_change(
         change.remove.extend(rule.remove_taints.iter().cloned());
         change.add.extend(rule.add_taints.iter().cloned());
     }
-    if request.kind == Kind::ToolCall
-        && policy.history_limit > 0
-        && let Some(tool) = &request.tool
-    {
-        change.push = Some(HistoryEntry {
+    let entry = match (&request.kind, &request.tool) {
+        (Kind::ToolCall, Some(tool)) => Some(HistoryEntry {
             tool: Arc::from(tool.as_str()),
             classes: classes.into_iter().collect(),
-        });
+        }),
+        _ => None,
+    };
+    let pushed = policy.history_limit > 0 && entry.is_some();
+    // History entries this change drops from the front. An entry kept from before the marker
+    // existed (an older session, a reloaded policy) sets it as it leaves; until then
+    // `after_holds` finds it in history.
+    let dropped = (state.history.len() + usize::from(pushed)).saturating_sub(policy.history_limit);
+    for marker in &policy.markers {
+        if state.seen.contains(&marker.key) {
+            continue;
+        }
+        if entry.as_ref().is_some_and(|e| marker.matches(e))
+            || state
+                .history
+                .iter()
+                .take(dropped)
+                .any(|e| marker.matches(e))
+        {
+            change.mark.push(marker.key.clone());
+        }
+    }
+    if pushed {
+        change.push = entry;
     }
     change
 }
@@ -261,6 +295,18 @@ fn rego_failure(
         Mode::Enforce => (Verdict::Deny, None),
         Mode::DryRun => (Verdict::Allow, Some(Verdict::Deny)),
     };
+    // In dry run the request goes through: its findings and redaction are still due.
+    let (findings, redacted) = match (&policy.content, policy.mode) {
+        (Some(content), Mode::DryRun) => {
+            let mut outcome = crate::content::scan(content, request);
+            let findings = crate::content::findings(&mut outcome);
+            (
+                findings,
+                redacted_for(policy.mode, Verdict::Deny, outcome.redacted),
+            )
+        }
+        _ => (Vec::new(), None),
+    };
     Evaluation {
         decision: Decision {
             verdict,
@@ -272,8 +318,8 @@ fn rego_failure(
             } else {
                 Vec::new()
             },
-            findings: Vec::new(),
-            redacted: None,
+            findings,
+            redacted,
             dry_run_decision,
             policy: policy.info.clone(),
             token: None,
@@ -326,7 +372,14 @@ fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
             return false;
         }
     }
-    if !rule.args.iter().all(|c| c.holds(request.args.as_ref())) {
+    // A value the conditions cannot judge makes a deny rule match and an allow rule not.
+    let args = Judgement::all(rule.args.iter().map(|c| c.judge(request.args.as_ref())));
+    let args_hold = match args {
+        Judgement::Yes => true,
+        Judgement::No => false,
+        Judgement::Unknown => rule.effect == Effect::Deny,
+    };
+    if !args_hold {
         return false;
     }
     if let Some(after) = &rule.after
@@ -338,11 +391,17 @@ fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
 }
 
 fn after_holds(after: &After, state: &SessionState) -> bool {
-    let take = after.within.unwrap_or(usize::MAX);
-    state.history.iter().rev().take(take).any(|entry| {
-        after.tools.iter().any(|g| g.matches(&entry.tool))
-            || after.classes.iter().any(|c| entry.classes.contains(c))
-    })
+    match after.within {
+        Some(within) => state
+            .history
+            .iter()
+            .rev()
+            .take(within)
+            .any(|e| after.matches(e)),
+        // The marker covers every call since it was set; the history scan covers calls kept
+        // from before (a session older than the marker, a policy reloaded to add the rule).
+        None => state.seen.contains(&after.key) || state.history.iter().any(|e| after.matches(e)),
+    }
 }
 
 #[cfg(test)]

@@ -9,8 +9,12 @@ use std::sync::Arc;
 
 use dashmap::DashMap;
 
-/// Most history entries kept per session unless configured otherwise.
+/// History entries kept per session for Rego's `input.state.history` unless configured otherwise.
 pub const DEFAULT_HISTORY_CAP: usize = 1000;
+
+/// Largest `after.within` a policy may use unless configured otherwise: a session keeps that
+/// many history entries, so the bound is a memory bound per session.
+pub const DEFAULT_MAX_WITHIN: usize = 10_000;
 
 /// One tool call that went through, with the tool's classes at that time.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,13 +25,17 @@ pub struct HistoryEntry {
     pub classes: Arc<[Arc<str>]>,
 }
 
-/// A session's taints and call history.
+/// A session's taints, call history and sequence markers.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SessionState {
     /// Current taints.
     pub taints: BTreeSet<Arc<str>>,
-    /// Calls that went through, oldest first.
+    /// Calls that went through, oldest first, bounded by the policy's longest `within`.
     pub history: VecDeque<HistoryEntry>,
+    /// Keys of the unbounded `after` conditions (no `within`) that some call that went through
+    /// has met: such a condition holds for the rest of the session, however long, in constant
+    /// memory (see `policy::After::key`).
+    pub seen: BTreeSet<Arc<str>>,
 }
 
 /// The update a decision makes to its session.
@@ -39,6 +47,8 @@ pub struct StateChange {
     pub add: Vec<Arc<str>>,
     /// The call to append to history, if it is a tool call.
     pub push: Option<HistoryEntry>,
+    /// Sequence markers to set (keys of unbounded `after` conditions the call meets).
+    pub mark: Vec<Arc<str>>,
     /// How many history entries to keep at most after the push.
     pub history_limit: usize,
 }
@@ -46,11 +56,16 @@ pub struct StateChange {
 impl StateChange {
     /// True when applying the change would leave any state as it is.
     pub fn is_noop(&self) -> bool {
-        self.remove.is_empty() && self.add.is_empty() && self.push.is_none()
+        self.remove.is_empty() && self.add.is_empty() && self.push.is_none() && self.mark.is_empty()
     }
 }
 
 impl SessionState {
+    /// True when the session holds nothing (no taint, history or marker): it may be forgotten.
+    pub fn is_empty(&self) -> bool {
+        self.taints.is_empty() && self.history.is_empty() && self.seen.is_empty()
+    }
+
     /// The taint set after `change`, without applying it.
     pub fn taints_after(&self, change: &StateChange) -> BTreeSet<Arc<str>> {
         let mut taints = self.taints.clone();
@@ -61,7 +76,8 @@ impl SessionState {
         taints
     }
 
-    /// Applies `change`: removes before adds, then the history push, then the history bound.
+    /// Applies `change`: removes before adds, then the history push and markers, then the
+    /// history bound.
     pub fn apply(&mut self, change: &StateChange) {
         for t in &change.remove {
             self.taints.remove(t);
@@ -70,6 +86,7 @@ impl SessionState {
         if let Some(entry) = &change.push {
             self.history.push_back(entry.clone());
         }
+        self.seen.extend(change.mark.iter().cloned());
         while self.history.len() > change.history_limit {
             self.history.pop_front();
         }
@@ -243,6 +260,7 @@ mod tests {
             add: vec!["x".into(), "y".into()],
             push: Some(entry.clone()),
             history_limit: 2,
+            ..StateChange::default()
         };
         for _ in 0..5 {
             state.apply(&change);

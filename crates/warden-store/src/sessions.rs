@@ -59,6 +59,9 @@ struct Stored {
     taints: Vec<String>,
     history: Vec<(String, Vec<String>)>,
     last_seen: u64,
+    /// Sequence markers; absent in records written before markers existed.
+    #[serde(default)]
+    seen: Vec<String>,
 }
 
 impl Stored {
@@ -77,6 +80,7 @@ impl Stored {
                 })
                 .collect(),
             last_seen: slot.last_seen,
+            seen: slot.state.seen.iter().map(|m| m.to_string()).collect(),
         }
     }
 
@@ -91,6 +95,7 @@ impl Stored {
                     classes: classes.into_iter().map(Arc::from).collect(),
                 })
                 .collect(),
+            seen: self.seen.into_iter().map(Arc::from).collect(),
         };
         Slot {
             state,
@@ -318,7 +323,7 @@ impl EmbeddedSessionStore {
         let now = now_secs();
         let mut removed = Vec::new();
         self.sessions.retain(|key, slot| {
-            let empty = slot.state.taints.is_empty() && slot.state.history.is_empty();
+            let empty = slot.state.is_empty();
             let keep = !empty && !self.expired(slot.last_seen, now);
             if !keep {
                 removed.push(key.clone());
@@ -643,5 +648,38 @@ mod tests {
         assert_eq!(store.evicted(), 2);
         assert!(!store.flush_failing());
         assert_eq!(store.flush().unwrap(), 2, "the evicted rows are deleted");
+    }
+}
+
+#[cfg(test)]
+mod format_tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    /// Records written before sequence markers existed still load; markers round-trip.
+    #[test]
+    fn stored_sessions_without_markers_load_and_markers_round_trip() {
+        let old =
+            br#"{"taints":["pii"],"history":[["crm.read",["sensitive_read"]]],"last_seen":7}"#;
+        let slot = serde_json::from_slice::<Stored>(old).unwrap().into_slot();
+        assert_eq!(slot.state.taints.len(), 1);
+        assert_eq!(slot.state.history.len(), 1);
+        assert!(slot.state.seen.is_empty());
+
+        let mut state = SessionState::default();
+        state.seen.insert("after:0123".into());
+        let bytes = serde_json::to_vec(&Stored::from_slot(&Slot {
+            state: state.clone(),
+            last_seen: 1,
+        }))
+        .unwrap();
+        let back = serde_json::from_slice::<Stored>(&bytes)
+            .unwrap()
+            .into_slot();
+        assert_eq!(back.state, state);
+        assert!(
+            !back.state.is_empty(),
+            "a session holding only a marker is kept"
+        );
     }
 }

@@ -129,7 +129,7 @@ pub(super) fn compile_document(
         } else {
             seen_ids.insert(rule.id.value.clone(), rule.id.referenced.line());
         }
-        if let Some(rule) = compile_rule(rule, &mut diags) {
+        if let Some(rule) = compile_rule(rule, options, &mut diags) {
             rules.push(rule);
         }
     }
@@ -146,6 +146,7 @@ pub(super) fn compile_document(
 
     let mut index = RuleIndex::default();
     let mut history_limit = 0usize;
+    let mut markers: Vec<After> = Vec::new();
     for (n, rule) in rules.iter().enumerate() {
         let n = u32::try_from(n).unwrap_or(u32::MAX);
         match (&rule.tools, &rule.classes) {
@@ -154,13 +155,17 @@ pub(super) fn compile_document(
             (None, None) => index.add_catch_all(n),
         }
         if let Some(after) = &rule.after {
-            let needed = after.within.unwrap_or(options.history_cap);
-            history_limit = history_limit.max(needed.min(options.history_cap));
+            match after.within {
+                // `within` was checked against `max_within` above: kept exactly.
+                Some(within) => history_limit = history_limit.max(within),
+                None if !markers.iter().any(|m| m.key == after.key) => markers.push(after.clone()),
+                None => {}
+            }
         }
     }
     if rego.is_some() {
         // Rego sees `input.state.history`: keep up to the cap.
-        history_limit = options.history_cap;
+        history_limit = history_limit.max(options.history_cap);
     }
 
     Ok(CompiledPolicy {
@@ -181,9 +186,30 @@ pub(super) fn compile_document(
         rules,
         index,
         history_limit,
+        markers,
         rego,
         content,
     })
+}
+
+/// The marker key of an unbounded `after` condition: a digest of its tool globs and classes
+/// (sorted, so the order they are written in does not matter).
+fn marker_key(tools: &[Glob], classes: &[Arc<str>]) -> Arc<str> {
+    use sha2::{Digest, Sha256};
+    let mut tools: Vec<&str> = tools.iter().map(Glob::as_str).collect();
+    let mut classes: Vec<&str> = classes.iter().map(|c| &**c).collect();
+    tools.sort_unstable();
+    tools.dedup();
+    classes.sort_unstable();
+    classes.dedup();
+    // JSON keeps the two lists and their items apart whatever characters they hold.
+    let canonical = serde_json::json!({"tools": tools, "classes": classes}).to_string();
+    let digest = Sha256::digest(canonical.as_bytes());
+    format!(
+        "after:{}",
+        hex::encode(digest.get(..16).unwrap_or_default())
+    )
+    .into()
 }
 
 /// Compiles the `content:` section, pointing errors at the offending list item.
@@ -334,7 +360,7 @@ fn names(list: &[String]) -> Vec<Arc<str>> {
     list.iter().map(|s| Arc::from(s.as_str())).collect()
 }
 
-fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
+fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics) -> Option<Rule> {
     let before = diags.found.len();
     let id = rule.id.value.as_str();
     if id.is_empty() {
@@ -374,7 +400,20 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
         }
         let within = match &a.within {
             None => None,
-            Some(w) if w.value >= 1 => Some(usize::try_from(w.value).unwrap_or(usize::MAX)),
+            Some(w) if w.value >= 1 && usize::try_from(w.value).is_ok_and(|n| n <= options.max_within) => {
+                usize::try_from(w.value).ok()
+            }
+            Some(w) if w.value >= 1 => {
+                // Never shortened silently: a sequence the session cannot remember is refused.
+                diags.at(
+                    w,
+                    format!(
+                        "rule `{id}`: `after.within` is {}, more than the {} calls a session keeps (`within` at most {})",
+                        w.value, options.max_within, options.max_within
+                    ),
+                );
+                None
+            }
             Some(w) => {
                 diags.at(
                     w,
@@ -386,14 +425,18 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
                 None
             }
         };
+        let tools = a
+            .tools
+            .as_deref()
+            .map(|t| globs(t, &format!("rule `{id}`: `after.tools`"), diags))
+            .unwrap_or_default();
+        let classes = a.classes.as_deref().map(names).unwrap_or_default();
+        let key = marker_key(&tools, &classes);
         Some(After {
-            tools: a
-                .tools
-                .as_deref()
-                .map(|t| globs(t, &format!("rule `{id}`: `after.tools`"), diags))
-                .unwrap_or_default(),
-            classes: a.classes.as_deref().map(names).unwrap_or_default(),
+            tools,
+            classes,
             within,
+            key,
         })
     });
     let mut args_conditions = Vec::new();
@@ -403,39 +446,7 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
                 diags.at(pointer, format!("rule `{id}`: `args`: {message}"));
                 continue;
             }
-            let c = &cond.value;
-            let mut checks = Vec::new();
-            if let Some(v) = &c.equals {
-                checks.push(ArgCheck::Equals(v.clone()));
-            }
-            if let Some(v) = &c.one_of {
-                checks.push(ArgCheck::OneOf(v.clone()));
-            }
-            if let Some(re) = &c.matches {
-                match args::compile_regex(&re.value) {
-                    Ok(re) => checks.push(ArgCheck::Matches(re)),
-                    Err(e) => diags.at(
-                        re,
-                        format!(
-                            "rule `{id}`: `args.{}.matches`: invalid regex: {}",
-                            pointer.value,
-                            first_line(&e.to_string())
-                        ),
-                    ),
-                }
-            }
-            if let Some(v) = &c.contains {
-                checks.push(ArgCheck::Contains(v.clone()));
-            }
-            if let Some(v) = c.exists {
-                checks.push(ArgCheck::Exists(v));
-            }
-            if let Some(v) = c.max_len {
-                checks.push(ArgCheck::MaxLen(usize::try_from(v).unwrap_or(usize::MAX)));
-            }
-            if checks.is_empty() && c.matches.is_none() {
-                diags.at(cond, format!("rule `{id}`: `args.{}` has no condition (equals, one_of, matches, contains, exists, max_len)", pointer.value));
-            }
+            let checks = arg_checks(cond, &pointer.value, id, 0, diags);
             args_conditions.push(ArgCondition {
                 pointer: pointer.value.clone(),
                 checks,
@@ -475,6 +486,76 @@ fn compile_rule(rule: &RuleDoc, diags: &mut Diagnostics) -> Option<Rule> {
             .unwrap_or_default(),
     };
     (diags.found.len() == before).then_some(compiled)
+}
+
+/// Compiles one argument condition (and its `any` / `all` inner conditions, `depth` deep).
+fn arg_checks(
+    cond: &Spanned<doc::ArgConditionDoc>,
+    pointer: &str,
+    id: &str,
+    depth: usize,
+    diags: &mut Diagnostics,
+) -> Vec<ArgCheck> {
+    let c = &cond.value;
+    let mut checks = Vec::new();
+    if let Some(v) = &c.equals {
+        checks.push(ArgCheck::Equals(v.clone()));
+    }
+    if let Some(v) = &c.one_of {
+        checks.push(ArgCheck::OneOf(v.clone()));
+    }
+    if let Some(re) = &c.matches {
+        match args::compile_regex(&re.value) {
+            Ok(re) => checks.push(ArgCheck::Matches(re)),
+            Err(e) => diags.at(
+                re,
+                format!(
+                    "rule `{id}`: `args.{pointer}.matches`: invalid regex: {}",
+                    first_line(&e.to_string())
+                ),
+            ),
+        }
+    }
+    if let Some(v) = &c.contains {
+        checks.push(ArgCheck::Contains(v.clone()));
+    }
+    if let Some(v) = c.exists {
+        checks.push(ArgCheck::Exists(v));
+    }
+    if let Some(v) = c.max_len {
+        checks.push(ArgCheck::MaxLen(usize::try_from(v).unwrap_or(usize::MAX)));
+    }
+    for (name, inner) in [("any", &c.any), ("all", &c.all)] {
+        let Some(inner) = inner else { continue };
+        if depth + 1 >= args::MAX_ARG_NESTING {
+            diags.at(
+                &**inner,
+                format!(
+                    "rule `{id}`: `args.{pointer}`: `any` / `all` nested more than {} deep",
+                    args::MAX_ARG_NESTING - 1
+                ),
+            );
+            continue;
+        }
+        let nested = arg_checks(inner, pointer, id, depth + 1, diags);
+        checks.push(if name == "any" {
+            ArgCheck::Any(nested)
+        } else {
+            ArgCheck::All(nested)
+        });
+    }
+    let given = c.equals.is_some()
+        || c.one_of.is_some()
+        || c.matches.is_some()
+        || c.contains.is_some()
+        || c.exists.is_some()
+        || c.max_len.is_some()
+        || c.any.is_some()
+        || c.all.is_some();
+    if !given {
+        diags.at(cond, format!("rule `{id}`: `args.{pointer}` has no condition (equals, one_of, matches, contains, exists, max_len, any, all)"));
+    }
+    checks
 }
 
 /// The regex crate's multi-line message reduced to its last line (`unclosed group`).

@@ -181,6 +181,12 @@ pub struct ArgConditionDoc {
     /// Maximum length.
     #[serde(default)]
     pub max_len: Option<u64>,
+    /// Some element of an array meets the inner condition.
+    #[serde(default)]
+    pub any: Option<Box<Spanned<ArgConditionDoc>>>,
+    /// Every element of an array meets the inner condition.
+    #[serde(default)]
+    pub all: Option<Box<Spanned<ArgConditionDoc>>>,
 }
 
 fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {

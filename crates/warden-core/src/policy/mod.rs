@@ -19,7 +19,7 @@ use crate::expr::Expr;
 use crate::glob::Glob;
 use crate::index::RuleIndex;
 use crate::request::Kind;
-use crate::session::DEFAULT_HISTORY_CAP;
+use crate::session::{DEFAULT_HISTORY_CAP, DEFAULT_MAX_WITHIN};
 use compile::{compile_document, syntax_message};
 use warden_content::ContentPolicy;
 use warden_rego::{QueryId, RegoLimits, RegoPolicy};
@@ -56,8 +56,20 @@ pub struct After {
     pub tools: Vec<Glob>,
     /// Classes to look for.
     pub classes: Vec<Arc<str>>,
-    /// How many of the latest entries to look at; None: all history.
+    /// How many of the latest entries to look at; None: every call of the session.
     pub within: Option<usize>,
+    /// Names the condition in a session's sequence markers (`SessionState::seen`) when
+    /// `within` is None: a digest of its tools and classes, so the marker means the same
+    /// condition across reloads and policies whatever the rule is called.
+    pub key: Arc<str>,
+}
+
+impl After {
+    /// Whether one history entry (a call that went through) meets the condition.
+    pub fn matches(&self, entry: &crate::session::HistoryEntry) -> bool {
+        self.tools.iter().any(|g| g.matches(&entry.tool))
+            || self.classes.iter().any(|c| entry.classes.contains(c))
+    }
 }
 
 /// A compiled rule.
@@ -106,9 +118,12 @@ pub struct CompiledPolicy {
     pub rules: Vec<Rule>,
     /// Candidate indexes.
     pub index: RuleIndex,
-    /// History entries a session must keep for this policy's `after` rules (and Rego's
-    /// `input.state.history`).
+    /// History entries a session must keep for this policy's `after ... within` rules (and
+    /// Rego's `input.state.history`).
     pub history_limit: usize,
+    /// The distinct unbounded `after` conditions (no `within`): a call that meets one sets its
+    /// marker in the session.
+    pub markers: Vec<After>,
     /// Compiled Rego modules, when the policy has any.
     pub rego: Option<RegoPolicy>,
     /// Compiled content inspection, when the policy enables it.
@@ -118,8 +133,10 @@ pub struct CompiledPolicy {
 /// Options for compiling a policy.
 #[derive(Debug, Clone, Copy)]
 pub struct CompileOptions {
-    /// Most history entries kept per session (`after` without `within` looks at this many).
+    /// History entries kept per session for Rego's `input.state.history`.
     pub history_cap: usize,
+    /// Largest `after.within` accepted (larger is a load error naming the rule).
+    pub max_within: usize,
     /// Time and depth limits for each Rego evaluation.
     pub rego_limits: RegoLimits,
 }
@@ -128,6 +145,7 @@ impl Default for CompileOptions {
     fn default() -> Self {
         Self {
             history_cap: DEFAULT_HISTORY_CAP,
+            max_within: DEFAULT_MAX_WITHIN,
             rego_limits: RegoLimits::default(),
         }
     }
