@@ -19,15 +19,11 @@ fn every_corpus_input_passes_its_target() {
     }
 }
 
-/// Found by fuzzing `sse`: a line ending in a lone `\r` (`data\r\r\n`) is not a line ending to
-/// the splitter, so `replace_data` writes the line back as `data\r\n`, which then reads as a
-/// second (empty) data field; an SSE client, for which a lone `\r` ends a line, also splits
-/// events differently from Warden. Ignored until warden-mcp's SSE handling (being rewritten)
-/// treats a lone `\r` as the SSE grammar does or refuses the stream; then move the input into
-/// `corpus/sse/`.
+/// Found by fuzzing `sse`: a line ending in a lone `\r` (`data\r\r\n`) is a line break to SSE
+/// clients but not to the splitter. Warden now reads such an event as unreadable (dropped) and
+/// writes every event it forwards itself, so no client sees a field Warden did not.
 #[test]
-#[ignore = "known defect in warden-mcp's SSE splitter: a lone CR line ending"]
 fn sse_lone_cr_line_ending() {
-    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("known/sse/lone-cr-differential");
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/sse/lone-cr-differential");
     warden_fuzz::sse(&std::fs::read(path).expect("input"));
 }
