@@ -214,6 +214,17 @@ fn deny_data(decision: &Decision) -> Value {
     json!({"rule": decision.rule, "reasons": decision.reasons, "policy": decision.policy.name})
 }
 
+/// The request deciding `tool` of `kind` for `caller` (its args or result set by the caller).
+fn decision_request(caller: &Caller, kind: Kind, tool: &str) -> Request {
+    Request {
+        session: caller.session.clone(),
+        principal: caller.principal.clone(),
+        kind,
+        tool: Some(tool.to_owned()),
+        ..Request::default()
+    }
+}
+
 /// Whether the decision's redaction is to be applied (not in dry run).
 fn enforced_redaction(decision: &Decision) -> Option<&Value> {
     if decision.dry_run_decision.is_some() {
@@ -509,12 +520,8 @@ impl Enforcer {
             }
         }
         let request = Request {
-            session: caller.session.clone(),
-            principal: caller.principal.clone(),
-            kind: Kind::ToolCall,
-            tool: Some(tool.clone()),
             args,
-            ..Request::default()
+            ..decision_request(caller, Kind::ToolCall, &tool)
         };
         let Ok(decision) = self.decide(&request) else {
             return Err(self.decision_failed(id));
@@ -597,12 +604,8 @@ impl Enforcer {
             return Outcome::Forward(message.to_bytes());
         }
         let request = Request {
-            session: caller.session.clone(),
-            principal: caller.principal.clone(),
-            kind: Kind::ToolCall,
-            tool: Some(method.clone()),
             args: message.result.clone(),
-            ..Request::default()
+            ..decision_request(caller, Kind::ToolCall, &method)
         };
         // The server waits for an answer: a refusal is sent to it as an error.
         let refuse = |code, text: &str, data| {
@@ -706,12 +709,8 @@ impl Enforcer {
         }
         if DECIDED_SERVER_REQUESTS.contains(&method.as_str()) {
             let request = Request {
-                session: caller.session.clone(),
-                principal: caller.principal.clone(),
-                kind: Kind::ToolResult,
-                tool: Some(method.clone()),
                 result: message.params.clone(),
-                ..Request::default()
+                ..decision_request(caller, Kind::ToolResult, &method)
             };
             let Ok(decision) = self.decide(&request) else {
                 return Outcome::Reply(message::error_response(
@@ -769,12 +768,8 @@ impl Enforcer {
             Outcome::Forward(message::error_response(Some(id), code, text, data))
         };
         let request = Request {
-            session: caller.session.clone(),
-            principal: caller.principal.clone(),
-            kind: Kind::ToolResult,
-            tool: Some(tool.to_owned()),
             result: message.result.clone(),
-            ..Request::default()
+            ..decision_request(caller, Kind::ToolResult, tool)
         };
         let Ok(decision) = self.decide(&request) else {
             return blocked(
