@@ -806,7 +806,9 @@ impl Enforcer {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 return false;
             };
-            match self.pins.observe(&self.upstream, name, &definition_hash(tool)) {
+            let observed = definition_hash(tool)
+                .and_then(|hash| self.pins.observe(&self.upstream, name, &hash));
+            match observed {
                 Ok(PinStatus::New | PinStatus::Same) => {}
                 Ok(PinStatus::Changed { first }) => {
                     if first {

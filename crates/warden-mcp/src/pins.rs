@@ -62,14 +62,21 @@ pub trait PinStore: Send + Sync {
 pub type Pins = BTreeMap<String, BTreeMap<String, Pin>>;
 
 /// `sha256:` + hex SHA-256 of the RFC 8785 canonical form of `{name, description, inputSchema}`.
-pub fn definition_hash(tool: &Value) -> String {
+pub fn definition_hash(tool: &Value) -> Result<String, PinError> {
     let subset = json!({
         "name": tool.get("name").cloned().unwrap_or(Value::Null),
         "description": tool.get("description").cloned().unwrap_or(Value::Null),
         "inputSchema": tool.get("inputSchema").cloned().unwrap_or(Value::Null),
     });
-    let canonical = serde_json_canonicalizer::to_vec(&subset).unwrap_or_default();
-    format!("sha256:{}", hex::encode(Sha256::digest(&canonical)))
+    // A definition that cannot be canonicalised (a number JCS cannot write) has no hash: the
+    // caller hides the tool rather than pin the hash of nothing.
+    let canonical = serde_json_canonicalizer::to_vec(&subset).map_err(|e| PinError {
+        message: format!("cannot canonicalise the tool definition: {e}"),
+    })?;
+    Ok(format!(
+        "sha256:{}",
+        hex::encode(Sha256::digest(&canonical))
+    ))
 }
 
 impl Pin {
