@@ -201,13 +201,19 @@ fn session_flush_failures_are_reported_retried_and_fail_the_shutdown() {
     // It comes back and lasts until shutdown: the exit says what was not persisted.
     let size = std::fs::metadata(&state).unwrap().len().to_string();
     file_size_limit(&server, &size);
-    for b in 0..2 {
+    // redb may still have free pages inside the file from the first phase: write until it must
+    // grow the file (and fails), rather than a fixed amount.
+    for b in 0..40 {
         let r = server.post_json(
             "/v1/decide/batch",
             None,
             &tainting_batch(&format!("b{b}-"), 1000),
         );
         assert_eq!(r.status, 200, "{}", r.text);
+        std::thread::sleep(Duration::from_millis(50));
+        if server.metric("warden_session_flush_failing ") == 1.0 {
+            break;
+        }
     }
     server.wait_for("the second failure", |s| {
         s.metric("warden_session_flush_failing ") == 1.0
