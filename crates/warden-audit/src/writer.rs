@@ -543,6 +543,7 @@ impl Writer {
             if !checkpoints.is_empty() || due {
                 let r = self.checkpoint();
                 for tx in checkpoints {
+                    // As above: a caller that stopped waiting needs no answer.
                     let _ = tx.send(r.clone());
                 }
                 if due {

@@ -476,24 +476,13 @@ pub(crate) fn audit(
     decision: &Decision,
     started: Instant,
 ) -> Result<AuditAck, ApiError> {
-    let Some(audit) = &state.0.audit else {
-        return Ok(None);
-    };
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let record = AuditRecord::from_decision(
-        Some(&caller.tenant),
-        request,
-        decision,
-        unix_now_ms(),
-        latency_us,
-    );
-    queue(audit, record, None)
+    audit_into(state, None, caller, request, decision, started)
 }
 
-/// [`audit`] into room reserved by [`reserve`] (a batch's entries).
-pub(crate) fn audit_reserved(
+/// Queues one decision's audit entry, into `reservation` when given.
+fn audit_into(
     state: &AppState,
-    reservation: &mut Reservation<'_>,
+    reservation: Option<&mut Reservation<'_>>,
     caller: &Caller,
     request: &DecisionRequest,
     decision: &Decision,
@@ -510,7 +499,19 @@ pub(crate) fn audit_reserved(
         unix_now_ms(),
         latency_us,
     );
-    queue(audit, record, Some(reservation))
+    queue(audit, record, reservation)
+}
+
+/// [`audit`] into room reserved by [`reserve`] (a batch's entries).
+pub(crate) fn audit_reserved(
+    state: &AppState,
+    reservation: &mut Reservation<'_>,
+    caller: &Caller,
+    request: &DecisionRequest,
+    decision: &Decision,
+    started: Instant,
+) -> Result<AuditAck, ApiError> {
+    audit_into(state, Some(reservation), caller, request, decision, started)
 }
 
 /// `kind` of the audit entry of a Data API query against a Rego policy.

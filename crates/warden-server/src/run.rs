@@ -162,6 +162,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         terminate(signals.term, signals.int).await;
         tracing::info!("shutting down: draining in-flight requests");
         shutdown_state.set_ready(false);
+        // Fails only when the grace-period timer is gone, i.e. the server already stopped.
         let _ = stop_tx.send(true);
     });
     let grace = Duration::from_millis(config.shutdown_grace_ms);
