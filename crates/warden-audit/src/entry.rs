@@ -42,23 +42,27 @@ pub struct AuditRecord {
 }
 
 impl AuditRecord {
-    /// The record of `decision` for `request`. `args` are hashed; when they cannot be (never for
-    /// parsed JSON) the hash is left out rather than the record refused.
+    /// The record of `decision` for `request`, with `args` hashed. Arguments that cannot be
+    /// canonicalised are an error (the caller fails closed), never a record without its hash.
     pub fn from_decision(
         tenant: Option<&str>,
         request: &Request,
         decision: &Decision,
         time_ms: u64,
         latency_us: u64,
-    ) -> Self {
-        Self {
+    ) -> Result<Self, AuditError> {
+        let args_hash = match &request.args {
+            Some(args) => Some(args_hash(args).map_err(|e| AuditError::Encode(e.to_string()))?),
+            None => None,
+        };
+        Ok(Self {
             time_ms,
             tenant: tenant.map(str::to_owned),
             principal: request.principal.clone(),
             session: request.session.clone(),
             kind: request.kind.as_str().to_owned(),
             tool: request.tool.clone(),
-            args_hash: request.args.as_ref().and_then(|a| args_hash(a).ok()),
+            args_hash,
             decision: decision.verdict.as_str().to_owned(),
             rule: decision.rule.as_deref().map(str::to_owned),
             findings: decision
@@ -68,7 +72,7 @@ impl AuditRecord {
                 .collect(),
             policy: decision.policy.digest.to_string(),
             latency_us,
-        }
+        })
     }
 }
 

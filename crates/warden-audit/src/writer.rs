@@ -87,6 +87,7 @@ pub type AckFn = Box<dyn FnOnce(Result<u64, AuditError>) + Send>;
 
 enum Msg {
     Append(Box<AuditRecord>, Option<AckFn>),
+    Group(Vec<AuditRecord>, AckFn),
     Flush(SyncSender<Result<Anchor, AuditError>>),
     Checkpoint(SyncSender<Result<Checkpoint, AuditError>>),
 }
@@ -209,6 +210,7 @@ impl AuditLog {
             index,
             file,
             size,
+            synced: size,
             head,
             shared: shared.clone(),
             pending_acks: Vec::new(),
@@ -241,6 +243,24 @@ impl AuditLog {
     /// passes a closure that completes a oneshot channel.
     pub fn append_then(&self, record: AuditRecord, ack: AckFn) -> Result<(), AuditError> {
         self.send(Msg::Append(Box::new(record), Some(ack)))
+    }
+
+    /// Queues `records` as one group (one queue slot): the writer appends them as consecutive
+    /// entries of one file in one write, and `ack` runs once for all of them with the sequence
+    /// number of the last. A group is all or nothing: when any of its entries cannot be sealed or
+    /// written, none of them is left in the log (a failed write is cut back off the file, best
+    /// effort) and `ack` gets the error. A batch of decisions that must be delivered whole is
+    /// audited this way.
+    pub fn append_group_then(
+        &self,
+        records: Vec<AuditRecord>,
+        ack: AckFn,
+    ) -> Result<(), AuditError> {
+        if records.is_empty() {
+            ack(Ok(self.head().seq));
+            return Ok(());
+        }
+        self.send(Msg::Group(records, ack))
     }
 
     /// Queues `record` and blocks until it is durable per the fsync policy; returns its sequence
@@ -329,7 +349,7 @@ impl AuditLog {
             return Err(AuditError::Writer(e.clone()));
         }
         let tx = self.tx.as_ref().ok_or(AuditError::Closed)?;
-        let is_append = matches!(msg, Msg::Append(..));
+        let is_append = matches!(msg, Msg::Append(..) | Msg::Group(..));
         // Counted before sending so the writer's decrement can never come first.
         if is_append {
             self.shared.lock().queued += 1;
@@ -412,6 +432,8 @@ struct Writer {
     index: u64,
     file: File,
     size: u64,
+    /// The size of `file` at its last successful sync: where a failed sync cuts it back to.
+    synced: u64,
     head: Anchor,
     shared: Arc<Mutex<Shared>>,
     /// Written but not yet synced (batch mode): acknowledgements waiting for the fsync.
@@ -516,6 +538,17 @@ impl Writer {
                                 acks.push((self.head.seq, ack));
                             }
                         }
+                        Msg::Group(records, ack) => {
+                            {
+                                let mut sh = self.shared.lock();
+                                sh.queued = sh.queued.saturating_sub(1);
+                            }
+                            if let Err(e) = self.write_group(&records, &mut buf) {
+                                self.fail(&e, Some(ack));
+                            } else {
+                                acks.push((self.head.seq, Some(ack)));
+                            }
+                        }
                         Msg::Flush(tx) => flushes.push(tx),
                         Msg::Checkpoint(tx) => checkpoints.push(tx),
                     }
@@ -583,10 +616,11 @@ impl Writer {
         {
             return Ok(cp);
         }
-        let written = self
-            .file
-            .sync_data()
-            .map_err(AuditError::io)
+        let synced = self.file.sync_data().map_err(AuditError::io);
+        if synced.is_ok() {
+            self.synced = self.size;
+        }
+        let written = synced
             .and_then(|()| {
                 Checkpoint::new(
                     &self.head,
@@ -627,14 +661,49 @@ impl Writer {
         Ok(())
     }
 
+    /// Seals every record of a group into `buf`, after rotating when the group would overflow
+    /// the current file (a group is never split across files, so that cutting a failed write
+    /// back removes all of it). A record that cannot be sealed leaves nothing of the group.
+    fn write_group(
+        &mut self,
+        records: &[AuditRecord],
+        buf: &mut Vec<u8>,
+    ) -> Result<(), AuditError> {
+        if let Some(e) = &self.shared.lock().failed {
+            return Err(AuditError::Writer(e.clone()));
+        }
+        let mut head = self.head.clone();
+        let mut lines = Vec::with_capacity(records.len() * 640);
+        for rec in records {
+            let seq = head.seq + 1;
+            let (line, hash) = seal(rec, seq, &head.hash, self.mac.as_deref())?;
+            lines.extend_from_slice(&line);
+            head = Anchor { seq, hash };
+        }
+        let used = self.size + buf.len() as u64;
+        if used > 0 && used + lines.len() as u64 > self.config.max_file_bytes {
+            self.write_buf(buf)?;
+            self.rotate()?;
+        }
+        buf.extend_from_slice(&lines);
+        self.head = head;
+        Ok(())
+    }
+
     fn write_buf(&mut self, buf: &mut Vec<u8>) -> Result<(), AuditError> {
         if buf.is_empty() {
             return Ok(());
         }
-        let r = self.file.write_all(buf).map_err(AuditError::io);
-        self.size += buf.len() as u64;
+        let written = self.file.write_all(buf).map_err(AuditError::io);
+        let len = buf.len() as u64;
         buf.clear();
-        r?;
+        if let Err(e) = written {
+            // Part of the buffer may be on disk: entries nobody will be told were written.
+            // Cut it off, so the log holds only acknowledged entries and whole groups.
+            self.cut_back_to(self.size);
+            return Err(e);
+        }
+        self.size += len;
         if self.dirty_since.is_none() {
             self.dirty_since = Some(Instant::now());
         }
@@ -650,6 +719,7 @@ impl Writer {
         self.index += 1;
         self.file = open_append(&self.config.dir.join(file_name(self.index)))?;
         self.size = 0;
+        self.synced = 0;
         // Make the new file's directory entry durable too.
         if self.config.fsync != FsyncPolicy::Never
             && let Ok(d) = File::open(&self.config.dir)
@@ -694,16 +764,34 @@ impl Writer {
         match self.file.sync_data() {
             Ok(()) => {
                 self.dirty_since = None;
+                self.synced = self.size;
                 true
             }
             Err(e) => {
                 let e = AuditError::io(e);
+                // The entries written since the last sync are reported as failed: they must
+                // not stay in the log either.
+                self.cut_back_to(self.synced);
                 for (_, ack) in std::mem::take(&mut self.pending_acks) {
                     self.fail(&e, ack);
                 }
                 false
             }
         }
+    }
+
+    /// Truncates the current file to `size` bytes after a failed write or sync (best effort:
+    /// the writer stops either way; what could not be cut is logged, and the tail recovery at
+    /// the next start trims a torn line).
+    fn cut_back_to(&mut self, size: u64) {
+        let cut = self.file.set_len(size).and_then(|()| self.file.sync_data());
+        if let Err(e) = cut {
+            tracing::error!(
+                error = %e,
+                "audit write failed and the unacknowledged tail could not be cut off"
+            );
+        }
+        self.size = size;
     }
 
     fn fail(&self, e: &AuditError, ack: Option<AckFn>) {

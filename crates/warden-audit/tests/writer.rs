@@ -183,7 +183,7 @@ fn records_from_decisions_carry_hashes_never_arguments() {
         "policy": {"name": "t", "version": null, "digest": "sha256:abc"}
     }))
     .unwrap();
-    let rec = AuditRecord::from_decision(Some("acme"), &req, &decision, 1, 9);
+    let rec = AuditRecord::from_decision(Some("acme"), &req, &decision, 1, 9).unwrap();
     assert_eq!(
         rec.args_hash.as_deref(),
         Some(
@@ -404,4 +404,113 @@ fn files_are_private() {
         let p = e.unwrap().path();
         assert_eq!(mode(&p), 0o600, "{}", p.display());
     }
+}
+
+/// A MAC key that stops working after `left` MACs (a key service that goes away).
+#[derive(Debug)]
+struct FailingKey {
+    inner: SoftwareKeyProvider,
+    left: std::sync::atomic::AtomicI64,
+}
+
+impl KeyProvider for FailingKey {
+    fn signing_kid(&self) -> Result<String, warden_proof::KeyError> {
+        self.inner.signing_kid()
+    }
+    fn sign(&self, message: &[u8]) -> Result<warden_proof::KeySignature, warden_proof::KeyError> {
+        self.inner.sign(message)
+    }
+    fn verify(
+        &self,
+        kid: &str,
+        message: &[u8],
+        signature: &[u8],
+    ) -> Result<(), warden_proof::KeyError> {
+        self.inner.verify(kid, message, signature)
+    }
+    fn mac(&self, message: &[u8]) -> Result<[u8; 32], warden_proof::KeyError> {
+        if self.left.fetch_sub(1, std::sync::atomic::Ordering::SeqCst) <= 0 {
+            return Err(warden_proof::KeyError::NoMacKey);
+        }
+        self.inner.mac(message)
+    }
+    fn verify_mac(&self, message: &[u8], tag: &[u8]) -> Result<bool, warden_proof::KeyError> {
+        self.inner.verify_mac(message, tag)
+    }
+    fn jwks(&self, now: u64) -> warden_proof::Jwks {
+        self.inner.jwks(now)
+    }
+}
+
+fn append_group(log: &AuditLog, records: Vec<AuditRecord>) -> Result<u64, AuditError> {
+    let (tx, rx) = mpsc::sync_channel(1);
+    log.append_group_then(
+        records,
+        Box::new(move |r| {
+            tx.send(r).unwrap();
+        }),
+    )?;
+    rx.recv().unwrap()
+}
+
+/// A group is acknowledged once, with its last sequence number, and never split across files:
+/// when it would overflow the current file, the writer rotates first.
+#[test]
+fn a_group_is_written_whole_into_one_file() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(d.path());
+    cfg.max_file_bytes = 4096;
+    let log = AuditLog::open(cfg, None).unwrap();
+    for i in 1..=5 {
+        log.append_wait(record(i)).unwrap();
+    }
+    let last = append_group(&log, (6..=15).map(record).collect()).unwrap();
+    assert_eq!(last, 15);
+    log.close().unwrap();
+    intact(d.path(), 15);
+    let mut files: Vec<_> = std::fs::read_dir(d.path())
+        .unwrap()
+        .map(|f| f.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    let newest = std::fs::read_to_string(files.last().unwrap()).unwrap();
+    let seqs: Vec<u64> = newest
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["seq"]
+                .as_u64()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(seqs, (6..=15).collect::<Vec<_>>(), "the group was split");
+}
+
+/// When one entry of a group cannot be sealed (the MAC key fails half way), none of the group
+/// is written and the acknowledgement carries the error; the log holds exactly the entries from
+/// before and still verifies.
+#[test]
+fn a_group_that_cannot_be_sealed_whole_leaves_nothing() {
+    let d = tempfile::tempdir().unwrap();
+    let inner = SoftwareKeyProvider::mac_only(MacKey::from_bytes(vec![3; 32]).unwrap());
+    // The probe at open, one MAC per entry for the first 3 (no arguments to key), then 2 of
+    // the group's 5 entries.
+    let key = Arc::new(FailingKey {
+        inner,
+        left: std::sync::atomic::AtomicI64::new(1 + 3 + 2),
+    });
+    let log = AuditLog::open(AuditConfig::new(d.path()), Some(key.clone())).unwrap();
+    for i in 1..=3 {
+        log.append_wait(record(i)).unwrap();
+    }
+    let err = append_group(&log, (4..=8).map(record).collect()).unwrap_err();
+    assert!(matches!(err, AuditError::Writer(_)), "{err:?}");
+    assert!(log.failure().is_some(), "the writer stops");
+    drop(log);
+    let mac: Arc<dyn KeyProvider> = Arc::new(SoftwareKeyProvider::mac_only(
+        MacKey::from_bytes(vec![3; 32]).unwrap(),
+    ));
+    let r = verify(&[d.path().to_path_buf()], Some(mac.as_ref())).unwrap();
+    assert!(r.is_intact(), "{r:?}");
+    assert_eq!(r.entries, 3);
 }

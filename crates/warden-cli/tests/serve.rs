@@ -298,7 +298,9 @@ fn decide_auth_and_errors() {
         r#"warden_http_requests_total{route="unmatched",status="404"}"#,
         "warden_auth_failures_total 3",
         r#"warden_reload_total{result="error"} 0"#,
-        "warden_sessions 2", // acme:s1 and acme:b hold taints; globex:s1 holds nothing
+        // acme:s1 holds `pii`; the batch left acme:b empty (human_approve removed its taint) and
+        // globex:s1 holds nothing: empty sessions are not kept.
+        "warden_sessions 1",
     ] {
         assert!(
             metrics.text.contains(needle),
@@ -812,4 +814,42 @@ fn graceful_shutdown_finishes_and_flushes() {
     let log = server.stop();
     assert!(log.contains("shutting down"), "{log}");
     assert!(Path::new(&site.path("state/sessions.redb")).exists());
+}
+
+const SLOW_REGO_POLICY: &str = "warden: 1\nname: slow\ndefault: allow\nrego:\n  modules:\n    slow.rego: |\n      package slow\n      import rego.v1\n      spin if {\n        some a in numbers.range(1, 20000)\n        some b in numbers.range(1, 20000)\n        a * b == -1\n      }\nrules:\n  - { id: taint, effect: allow, tools: [t], add_taints: [touched] }\n  - { id: slow, effect: allow, tools: [t], rego: data.slow.spin }\n";
+
+/// A Warden policy whose Rego rule runs past its limit denies (fail closed) on `/v1/decide` and
+/// on every item of `/v1/decide/batch`, and each such decision is counted
+/// (`warden_decisions_failed_closed_total{failure="rego_limit_exceeded"}`) and logged, as the
+/// library engine does.
+#[test]
+fn rego_failures_are_denied_counted_and_logged_by_the_daemon() {
+    let site = Site::new("watch: false\nanonymous_policy: slow\nrate_limit: { per_second: 0 }\n");
+    std::fs::write(site.path("policies/slow.yaml"), SLOW_REGO_POLICY).unwrap();
+    let server = site.start(&[]);
+    let metric = "warden_decisions_failed_closed_total{failure=\"rego_limit_exceeded\"} ";
+    assert_eq!(server.metric(metric), 0.0);
+    let d = server.post_json("/v1/decide", None, &json!({"session": "s", "tool": "t"}));
+    assert_eq!(d.status, 200, "{}", d.text);
+    assert_eq!(d.body["decision"], "deny");
+    assert_eq!(d.body["rule"], "rego:error");
+    let b = server.post_json(
+        "/v1/decide/batch",
+        None,
+        &json!([{"session": "s", "tool": "t"}, {"tool": "t"}]),
+    );
+    assert_eq!(b.status, 200, "{}", b.text);
+    assert!(
+        b.body
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["decision"] == "deny"),
+        "{}",
+        b.text
+    );
+    assert_eq!(server.metric(metric), 3.0);
+    server.wait_for("the log lines", |s| {
+        s.log_text().matches("decision failed closed").count() == 3
+    });
 }

@@ -26,7 +26,12 @@ pub struct Engine {
     sessions: Arc<dyn SessionStore>,
     rego_limit_exceeded: AtomicU64,
     rego_errors: AtomicU64,
+    on_failure: Option<FailureHook>,
 }
+
+/// Called with every decision that failed closed (besides the engine's own count and log line),
+/// e.g. to count it in a metrics registry.
+pub type FailureHook = Arc<dyn Fn(Failure) + Send + Sync>;
 
 /// Counts of decisions that failed closed, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -59,7 +64,14 @@ impl Engine {
             sessions,
             rego_limit_exceeded: AtomicU64::new(0),
             rego_errors: AtomicU64::new(0),
+            on_failure: None,
         }
+    }
+
+    /// Also reports every decision that fails closed to `hook`.
+    pub fn with_failure_hook(mut self, hook: FailureHook) -> Self {
+        self.on_failure = Some(hook);
+        self
     }
 
     /// Counts of decisions that failed closed since the engine was built.
@@ -80,12 +92,10 @@ impl Engine {
             Failure::RegoError => &self.rego_errors,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        tracing::warn!(
-            failure = ?failure,
-            policy = %evaluation.decision.policy.digest,
-            reason = evaluation.decision.reasons.first().map(|r| &**r).unwrap_or_default(),
-            "decision failed closed"
-        );
+        crate::eval::log_failure(evaluation);
+        if let Some(hook) = &self.on_failure {
+            hook(failure);
+        }
     }
 
     /// The current policy snapshot.

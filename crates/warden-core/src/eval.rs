@@ -116,6 +116,29 @@ impl ExprContext for Cx<'_> {
     }
 }
 
+/// Logs a decision that failed closed (its failure, policy digest and reason; never request
+/// content). Every front door calls it, through [`crate::Engine`] or directly.
+pub fn log_failure(evaluation: &Evaluation) {
+    if let Some(failure) = evaluation.failure {
+        tracing::warn!(
+            failure = ?failure,
+            policy = %evaluation.decision.policy.digest,
+            reason = evaluation.decision.reasons.first().map(|r| &**r).unwrap_or_default(),
+            "decision failed closed"
+        );
+    }
+}
+
+impl Failure {
+    /// The failure's name in metrics labels and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::RegoLimitExceeded => "rego_limit_exceeded",
+            Self::RegoError => "rego_error",
+        }
+    }
+}
+
 /// Evaluates `request` under `policy` with the session's current `state` (empty when the
 /// request has no session).
 pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState) -> Evaluation {

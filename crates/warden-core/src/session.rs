@@ -3,11 +3,19 @@
 //! A decision reads a session's taints and history, decides, and writes the change back. The
 //! [`SessionStore::transact`] contract makes that read-decide-update atomic per session, so two
 //! concurrent calls cannot both pass a taint check that either would flip.
+//!
+//! A caller that must decide several requests before changing anything (a batch that is all or
+//! nothing) reads with [`SessionStore::load`], decides against its own copies, and writes them
+//! back with [`SessionStore::commit`], which applies every write or none: none when any session
+//! changed since it was loaded (optimistic concurrency, so a store behind a network holds no
+//! lock while the caller decides).
 
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
 
 use dashmap::DashMap;
+use parking_lot::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// History entries kept per session for Rego's `input.state.history` unless configured otherwise.
 pub const DEFAULT_HISTORY_CAP: usize = 1000;
@@ -101,6 +109,27 @@ pub struct StoreError {
     pub message: String,
 }
 
+/// A session's state as [`SessionStore::load`] read it, with the version it had then.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Versioned {
+    /// The state (empty when the session is unknown or expired).
+    pub state: SessionState,
+    /// Changes on every write of the session and is never reused by the store, also after the
+    /// session is removed and created again; 0 when the session does not exist.
+    pub version: u64,
+}
+
+/// One session's new state for [`SessionStore::commit`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionWrite {
+    /// The session.
+    pub session: String,
+    /// The version [`SessionStore::load`] returned: the write applies only if it is still current.
+    pub expected: u64,
+    /// The state that replaces the session's.
+    pub state: SessionState,
+}
+
 /// Where session state lives.
 pub trait SessionStore: Send + Sync {
     /// Calls `decide` with the session's current state (empty when unknown) and applies the
@@ -112,6 +141,15 @@ pub trait SessionStore: Send + Sync {
         session: &str,
         decide: &mut dyn FnMut(&SessionState) -> Option<StateChange>,
     ) -> Result<(), StoreError>;
+
+    /// The session's state and its version, for [`SessionStore::commit`].
+    fn load(&self, session: &str) -> Result<Versioned, StoreError>;
+
+    /// Replaces the state of every session in `writes` if none of them changed since it was
+    /// loaded (each still has its `expected` version), atomically with respect to every other
+    /// `transact` and `commit`; returns `false` and changes nothing otherwise (the caller loads
+    /// and decides again). A session may appear once.
+    fn commit(&self, writes: &[SessionWrite]) -> Result<bool, StoreError>;
 
     /// A copy of the session's state, `None` when the session is unknown.
     fn get(&self, session: &str) -> Result<Option<SessionState>, StoreError>;
@@ -132,7 +170,12 @@ pub trait SessionStore: Send + Sync {
 /// shard's lock, so different sessions proceed in parallel.
 #[derive(Debug, Default)]
 pub struct MemorySessionStore {
-    sessions: DashMap<Box<str>, SessionState>,
+    sessions: DashMap<Box<str>, (SessionState, u64)>,
+    /// The last version given to a write (versions are never reused, see [`Versioned`]).
+    versions: AtomicU64,
+    /// Taken shared by `transact` and exclusively by `commit`, so that a commit checks and
+    /// writes all its sessions with no transaction in between.
+    gate: RwLock<()>,
 }
 
 impl MemorySessionStore {
@@ -142,24 +185,39 @@ impl MemorySessionStore {
     }
 }
 
+impl MemorySessionStore {
+    fn next_version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
 impl SessionStore for MemorySessionStore {
     fn transact(
         &self,
         session: &str,
         decide: &mut dyn FnMut(&SessionState) -> Option<StateChange>,
     ) -> Result<(), StoreError> {
+        let _gate = self.gate.read();
         // Fast path without allocating the key: the session exists.
-        if let Some(mut state) = self.sessions.get_mut(session) {
-            if let Some(change) = decide(&state) {
-                state.apply(&change);
+        if let Some(mut slot) = self.sessions.get_mut(session) {
+            if let Some(change) = decide(&slot.0)
+                && !change.is_noop()
+            {
+                slot.0.apply(&change);
+                slot.1 = self.next_version();
             }
             return Ok(());
         }
         // `entry` re-checks under the shard lock, so a session created meanwhile is seen.
         match self.sessions.entry(session.into()) {
             dashmap::Entry::Occupied(mut occupied) => {
-                if let Some(change) = decide(occupied.get()) {
-                    occupied.get_mut().apply(&change);
+                if let Some(change) = decide(&occupied.get().0)
+                    && !change.is_noop()
+                {
+                    let version = self.next_version();
+                    let slot = occupied.get_mut();
+                    slot.0.apply(&change);
+                    slot.1 = version;
                 }
             }
             dashmap::Entry::Vacant(vacant) => {
@@ -168,18 +226,44 @@ impl SessionStore for MemorySessionStore {
                     && !change.is_noop()
                 {
                     state.apply(&change);
-                    vacant.insert(state);
+                    vacant.insert((state, self.next_version()));
                 }
             }
         }
         Ok(())
     }
 
+    fn load(&self, session: &str) -> Result<Versioned, StoreError> {
+        Ok(self
+            .sessions
+            .get(session)
+            .map(|slot| Versioned {
+                state: slot.0.clone(),
+                version: slot.1,
+            })
+            .unwrap_or_default())
+    }
+
+    fn commit(&self, writes: &[SessionWrite]) -> Result<bool, StoreError> {
+        let _gate = self.gate.write();
+        let current = |session: &str| self.sessions.get(session).map_or(0, |slot| slot.1);
+        if writes.iter().any(|w| current(&w.session) != w.expected) {
+            return Ok(false);
+        }
+        for w in writes {
+            let version = self.next_version();
+            self.sessions
+                .insert(w.session.as_str().into(), (w.state.clone(), version));
+        }
+        Ok(true)
+    }
+
     fn get(&self, session: &str) -> Result<Option<SessionState>, StoreError> {
-        Ok(self.sessions.get(session).map(|s| s.clone()))
+        Ok(self.sessions.get(session).map(|s| s.0.clone()))
     }
 
     fn remove(&self, session: &str) -> Result<(), StoreError> {
+        let _gate = self.gate.read();
         self.sessions.remove(session);
         Ok(())
     }

@@ -157,26 +157,35 @@ fn decide_one(
     request: &DecisionRequest,
 ) -> Result<Decision, ApiError> {
     let Some(session) = request.session.as_deref() else {
-        return Ok(evaluate(policy, request, &SessionState::default()).decision);
+        let evaluation = evaluate(policy, request, &SessionState::default());
+        failed_closed(state, &evaluation);
+        return Ok(evaluation.decision);
     };
-    // `tenant` U+001F `session` (tenants cannot collide), built without the formatting machinery.
-    let mut key = String::with_capacity(caller.tenant.len() + 1 + session.len());
-    key.push_str(&caller.tenant);
-    key.push('\u{1f}');
-    key.push_str(session);
+    let key = session_key(caller, session);
     let mut decision = None;
     state
         .store()
         .transact(&key, &mut |s| {
-            let evaluation = evaluate(policy, request, s);
-            decision = Some(evaluation.decision);
-            evaluation.change
+            let mut evaluation = evaluate(policy, request, s);
+            let change = evaluation.change.take();
+            decision = Some(evaluation);
+            change
         })
         .map_err(|e| {
             tracing::error!(error = %e, "session store failed; answering 500");
             ApiError::internal()
         })?;
-    decision.ok_or_else(ApiError::internal)
+    let evaluation = decision.ok_or_else(ApiError::internal)?;
+    failed_closed(state, &evaluation);
+    Ok(evaluation.decision)
+}
+
+/// Logs and counts a decision that failed closed (a Rego rule that could not be evaluated).
+fn failed_closed(state: &AppState, evaluation: &warden_core::eval::Evaluation) {
+    if let Some(failure) = evaluation.failure {
+        warden_core::eval::log_failure(evaluation);
+        state.metrics().count_failure(failure);
+    }
 }
 
 fn record(
@@ -184,9 +193,8 @@ fn record(
     caller: &Caller,
     request_id: &str,
     decision: &Decision,
-    started: Instant,
+    elapsed: std::time::Duration,
 ) {
-    let elapsed = started.elapsed();
     let verdict = match decision.verdict {
         warden::Verdict::Allow => "allow",
         warden::Verdict::Deny => "deny",
@@ -278,7 +286,7 @@ pub(crate) async fn decide_request(
     let started = Instant::now();
     let mut decision = decide_one(state, caller, policy, &request)?;
     crate::proof::mint(state, caller, &request, &mut decision)?;
-    record(state, caller, request_id, &decision, started);
+    record(state, caller, request_id, &decision, started.elapsed());
     let ack = crate::proof::audit(state, caller, &request, &decision, started)?;
     crate::proof::audit_wait(vec![ack]).await?;
     Ok(json_response(&decision))
@@ -297,12 +305,14 @@ fn json_response(value: &impl serde::Serialize) -> Response {
 /// `POST /v1/decide/batch`: a JSON array of at most `max_batch_items` requests, all validated
 /// before any is decided, decided in order against one policy snapshot.
 ///
-/// All or nothing: every refusal the daemon can foresee comes before the first decision: a bad
-/// item (400), too many items (400), the key's rate limit, which counts decisions (429), and
-/// room in the audit queue for every entry (503 `audit_unavailable` with `on_full: deny`). Once
-/// deciding starts, every decision is made, audited and delivered; only a failure of the audit
-/// writer itself (500, the daemon then reports not ready) or of token signing can still
-/// interrupt a batch after some of its sessions changed.
+/// All or nothing: every item is validated, the key's rate limit charged for every decision
+/// (429), and every decision made against copies of its sessions, before anything changes.
+/// Then tokens are minted, the decisions audited as one group (written whole or not at all),
+/// and only then the sessions written back, each if no other request changed it meanwhile. A
+/// failure on the way (signing, a full audit queue, a failed audit write) changes no session
+/// and leaves no entry in the log. When another request changed one of the batch's sessions,
+/// the batch is decided again from the new state (its entries so far are marked void in the
+/// audit log), up to [`BATCH_ATTEMPTS`] times, then answered 409 `batch_conflict`.
 pub async fn decide_batch(
     State(state): State<AppState>,
     Extension(caller): Extension<Caller>,
@@ -310,8 +320,8 @@ pub async fn decide_batch(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = json_body(&state, req, false).await?;
-    let loaded = policy_of(&caller)?;
-    let policy = warden_policy(loaded)?;
+    let loaded = Arc::clone(policy_of(&caller)?);
+    warden_policy(&loaded)?;
     warden_core::unique_keys::reject_duplicate_keys(&body)?;
     let items: Vec<Value> = match serde_json::from_slice(&body) {
         Ok(Value::Array(items)) => items,
@@ -347,27 +357,173 @@ pub async fn decide_batch(
     }
     // The request took one token on its way in; the other decisions take theirs now.
     crate::middleware::charge_decisions(&state, &caller, requests.len().saturating_sub(1))?;
-    let mut reservation = crate::proof::reserve(&state, requests.len())?;
-    let mut decisions = Vec::with_capacity(requests.len());
-    let mut acks = Vec::with_capacity(requests.len());
-    for request in &requests {
-        let started = Instant::now();
-        let mut decision = decide_one(&state, &caller, policy, request)?;
-        crate::proof::mint(&state, &caller, request, &mut decision)?;
-        record(&state, &caller, &request_id.0, &decision, started);
-        acks.push(crate::proof::audit_reserved(
-            &state,
-            &mut reservation,
-            &caller,
-            request,
-            &decision,
-            started,
-        )?);
-        decisions.push(decision);
+    // The batch runs in its own task, so that a request dropped (timeout, client gone) while
+    // its entries are being written cannot stop it between the audit and the session writes;
+    // the task sees that nobody waits any more and voids the entries instead of committing.
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    tokio::spawn(async move {
+        let result = match warden_policy(&loaded) {
+            Ok(policy) => {
+                let abandoned = || tx.is_closed();
+                decide_all(
+                    &state,
+                    &caller,
+                    &request_id.0,
+                    policy,
+                    &requests,
+                    &abandoned,
+                )
+                .await
+            }
+            Err(e) => Err(e),
+        };
+        // Nobody waits any more: the batch already voided its entries and changed nothing.
+        let _ = tx.send(result);
+    });
+    match rx.await {
+        Ok(result) => result.map(|decisions| Json(decisions).into_response()),
+        Err(_) => {
+            tracing::error!("batch task ended without an answer; answering 500");
+            Err(ApiError::internal())
+        }
     }
-    drop(reservation);
-    crate::proof::audit_wait(acks).await?;
-    Ok(Json(decisions).into_response())
+}
+
+/// Times a batch is decided again when other requests change its sessions meanwhile.
+pub const BATCH_ATTEMPTS: usize = 5;
+
+/// The decisions of a batch made against copies of its sessions, and the writes that would
+/// bring the store to the state they leave.
+struct Staged {
+    decisions: Vec<(Decision, std::time::Duration)>,
+    writes: Vec<warden_core::session::SessionWrite>,
+}
+
+/// Decides every request in order; a session's requests see the changes of the ones before.
+/// Changes nothing in the store.
+fn stage(
+    state: &AppState,
+    caller: &Caller,
+    policy: &CompiledPolicy,
+    requests: &[DecisionRequest],
+) -> Result<Staged, ApiError> {
+    // Session key -> (version loaded, working copy, changed), in first-use order.
+    let mut sessions: Vec<(String, warden_core::session::Versioned, bool)> = Vec::new();
+    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    let mut decisions = Vec::with_capacity(requests.len());
+    for request in requests {
+        let started = Instant::now();
+        let Some(session) = request.session.as_deref() else {
+            let evaluation = evaluate(policy, request, &SessionState::default());
+            failed_closed(state, &evaluation);
+            decisions.push((evaluation.decision, started.elapsed()));
+            continue;
+        };
+        let key = session_key(caller, session);
+        let slot = match index.get(&key) {
+            Some(&i) => i,
+            None => {
+                let loaded = state.store().load(&key).map_err(|e| {
+                    tracing::error!(error = %e, "session store failed; answering 500");
+                    ApiError::internal()
+                })?;
+                index.insert(key.clone(), sessions.len());
+                sessions.push((key, loaded, false));
+                sessions.len() - 1
+            }
+        };
+        let Some((_, copy, changed)) = sessions.get_mut(slot) else {
+            return Err(ApiError::internal());
+        };
+        let evaluation = evaluate(policy, request, &copy.state);
+        failed_closed(state, &evaluation);
+        if let Some(change) = evaluation.change.filter(|c| !c.is_noop()) {
+            copy.state.apply(&change);
+            *changed = true;
+        }
+        decisions.push((evaluation.decision, started.elapsed()));
+    }
+    let writes = sessions
+        .into_iter()
+        .filter(|(_, _, changed)| *changed)
+        .map(|(session, copy, _)| warden_core::session::SessionWrite {
+            session,
+            expected: copy.version,
+            state: copy.state,
+        })
+        .collect();
+    Ok(Staged { decisions, writes })
+}
+
+/// Stages, mints, audits and commits a validated batch; see [`decide_batch`]. `abandoned`
+/// tells whether the caller still waits: checked after the audit, before the sessions change.
+async fn decide_all(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    policy: &CompiledPolicy,
+    requests: &[DecisionRequest],
+    abandoned: &(dyn Fn() -> bool + Sync),
+) -> Result<Vec<Decision>, ApiError> {
+    for attempt in 1..=BATCH_ATTEMPTS {
+        let Staged {
+            mut decisions,
+            writes,
+        } = stage(state, caller, policy, requests)?;
+        for (request, (decision, _)) in requests.iter().zip(decisions.iter_mut()) {
+            crate::proof::mint(state, caller, request, decision)?;
+        }
+        let decided: Vec<_> = requests
+            .iter()
+            .zip(&decisions)
+            .map(|(request, (decision, latency))| (request, decision, *latency))
+            .collect();
+        let audited = crate::proof::audit_group(state, caller, &decided).await?;
+        if abandoned() {
+            if let Some(seqs) = audited {
+                crate::proof::audit_void(state, caller, policy, seqs).await?;
+            }
+            tracing::warn!("batch abandoned by its caller before its sessions changed; voided");
+            return Err(ApiError::internal());
+        }
+        let committed = match state.store().commit(&writes) {
+            Ok(committed) => committed,
+            Err(e) => {
+                tracing::error!(error = %e, "session store failed; answering 500");
+                if let Some(seqs) = audited {
+                    crate::proof::audit_void(state, caller, policy, seqs).await?;
+                }
+                return Err(ApiError::internal());
+            }
+        };
+        if committed {
+            for (decision, latency) in &decisions {
+                record(state, caller, request_id, decision, *latency);
+            }
+            return Ok(decisions.into_iter().map(|(d, _)| d).collect());
+        }
+        if let Some(seqs) = audited {
+            crate::proof::audit_void(state, caller, policy, seqs).await?;
+        }
+        tracing::debug!(attempt, "batch sessions changed meanwhile; deciding again");
+    }
+    Err(ApiError::new(
+        StatusCode::CONFLICT,
+        "batch_conflict",
+        format!(
+            "other requests kept changing this batch's sessions ({BATCH_ATTEMPTS} attempts); \
+             nothing was applied: retry"
+        ),
+    ))
+}
+
+/// The store key of a caller's session: `tenant` U+001F `session` (tenants cannot collide).
+fn session_key(caller: &Caller, session: &str) -> String {
+    let mut key = String::with_capacity(caller.tenant.len() + 1 + session.len());
+    key.push_str(&caller.tenant);
+    key.push('\u{1f}');
+    key.push_str(session);
+    key
 }
 
 /// `POST /v1/data/{path}`: OPA's Data API. `{"input": ...}` in, `{"result": ...}` out, no
@@ -464,7 +620,7 @@ pub async fn data(
             check_identifiers(&state, &request, "input.")?;
             let started = Instant::now();
             let decision = decide_one(&state, &caller, policy, &request)?;
-            record(&state, &caller, &request_id.0, &decision, started);
+            record(&state, &caller, &request_id.0, &decision, started.elapsed());
             let ack = crate::proof::audit(&state, &caller, &request, &decision, started)?;
             crate::proof::audit_wait(vec![ack]).await?;
             let result = if segments.last() == Some(&"allow") {
@@ -505,7 +661,11 @@ pub async fn live() -> Response {
 /// `GET /health/ready`: policies loaded, the store reachable and its last flush written, not
 /// shutting down.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store_ok = state.store().get("\u{1f}ready-probe").is_ok() && !state.store().flush_failing();
+    let store_ok = state
+        .store()
+        .probe()
+        .inspect_err(|e| tracing::debug!(error = %e, "not ready: session store"))
+        .is_ok();
     let audit_ok = state.0.audit.as_ref().is_none_or(|a| !a.status().2);
     if state.is_ready() && store_ok && audit_ok {
         Json(json!({

@@ -166,7 +166,12 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
         }
         let policy = warden_policy(&snapshot, &config.policy)
             .map_err(|e| format!("mcp_upstreams `{name}`: {e}"))?;
-        let engine = Arc::new(Engine::with_store((*policy).clone(), Arc::clone(&store)));
+        let counting = state.clone();
+        let engine = Arc::new(
+            Engine::with_store((*policy).clone(), Arc::clone(&store)).with_failure_hook(Arc::new(
+                move |failure| counting.metrics().count_failure(failure),
+            )),
+        );
         let enforcer = Arc::new(
             Enforcer::new(Arc::clone(&engine), Arc::clone(&pins), name.clone())
                 .with_observer(auditor(state)),

@@ -37,6 +37,13 @@ pub struct TimeoutLabels {
     pub kind: &'static str,
 }
 
+/// Labels of `warden_decisions_failed_closed_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct FailureLabels {
+    /// `rego_limit_exceeded` or `rego_error`.
+    pub failure: &'static str,
+}
+
 /// Labels of `warden_audit_head` and `warden_audit_checkpoint`: the entry's hash.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
@@ -86,6 +93,9 @@ pub struct Metrics {
     pub connections_rejected: Counter,
     /// Connections closed for waiting too long for a request, by kind.
     pub connection_timeouts: Family<TimeoutLabels, Counter>,
+    /// Decisions denied because the policy could not be evaluated, by failure, on every front
+    /// door (`/v1/decide*`, the Data API, the MCP mounts).
+    pub failed_closed: Family<FailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -169,6 +179,20 @@ impl Metrics {
         for kind in ["header_read", "idle"] {
             let _ = connection_timeouts.get_or_create(&TimeoutLabels { kind });
         }
+        let failed_closed = Family::<FailureLabels, Counter>::default();
+        registry.register(
+            "warden_decisions_failed_closed",
+            "Decisions denied because the policy could not be evaluated (rego_limit_exceeded, rego_error)",
+            failed_closed.clone(),
+        );
+        for failure in [
+            warden_core::eval::Failure::RegoLimitExceeded,
+            warden_core::eval::Failure::RegoError,
+        ] {
+            let _ = failed_closed.get_or_create(&FailureLabels {
+                failure: failure.as_str(),
+            });
+        }
         let audit_head = Family::<HashLabels, Gauge>::default();
         let audit_checkpoint = Family::<HashLabels, Gauge>::default();
         registry.register(
@@ -205,7 +229,17 @@ impl Metrics {
             connections,
             connections_rejected,
             connection_timeouts,
+            failed_closed,
         }
+    }
+
+    /// Counts a decision that failed closed.
+    pub fn count_failure(&self, failure: warden_core::eval::Failure) {
+        self.failed_closed
+            .get_or_create(&FailureLabels {
+                failure: failure.as_str(),
+            })
+            .inc();
     }
 
     /// Sets `warden_audit_head` to one series: `hash`, valued `seq`.

@@ -116,56 +116,6 @@ pub(crate) struct Audit {
     log: AuditLog,
     fsync: AuditFsync,
     on_full: AuditOnFull,
-    /// The writer's queue capacity (`queue`).
-    capacity: u64,
-    /// Queue room promised to batches and not yet used ([`Reservation`]). With `on_full:
-    /// deny`, every append is admitted under this lock, so that a batch which reserved room
-    /// for all its entries cannot meet a full queue half way.
-    reserved: parking_lot::Mutex<u64>,
-}
-
-/// Audit queue room reserved for a batch's entries ([`reserve`]); what is not used is given
-/// back on drop.
-pub(crate) struct Reservation<'a> {
-    audit: Option<&'a Audit>,
-    left: u64,
-}
-
-impl Drop for Reservation<'_> {
-    fn drop(&mut self) {
-        if let Some(audit) = self.audit {
-            let mut reserved = audit.reserved.lock();
-            *reserved = reserved.saturating_sub(self.left);
-        }
-    }
-}
-
-/// Reserves room in the audit queue for `entries` entries, before a batch decides anything:
-/// with `on_full: deny`, a batch the queue cannot take whole is refused (503
-/// `audit_unavailable`) with no decision made. No audit log, or `on_full: block`: nothing to
-/// reserve (appends wait for room).
-pub(crate) fn reserve(state: &AppState, entries: usize) -> Result<Reservation<'_>, ApiError> {
-    let none = Reservation {
-        audit: None,
-        left: 0,
-    };
-    let Some(audit) = &state.0.audit else {
-        return Ok(none);
-    };
-    if audit.on_full == AuditOnFull::Block {
-        return Ok(none);
-    }
-    let entries = u64::try_from(entries).unwrap_or(u64::MAX);
-    let mut reserved = audit.reserved.lock();
-    let used = audit.log.queued().saturating_add(*reserved);
-    if used.saturating_add(entries) > audit.capacity {
-        return Err(audit_error(AuditError::QueueFull));
-    }
-    *reserved += entries;
-    Ok(Reservation {
-        audit: Some(audit),
-        left: entries,
-    })
 }
 
 /// Reads a secret key file, refusing one that the group or others may read: such a key may
@@ -273,7 +223,6 @@ pub(crate) fn open_audit(
     config.batch_window = std::time::Duration::from_millis(settings.batch_window_ms.max(1));
     config.max_file_bytes = settings.max_file_bytes.max(1);
     config.queue_capacity = settings.queue.max(1);
-    let config_capacity = config.queue_capacity;
     config.full = match settings.on_full {
         AuditOnFull::Block => FullPolicy::Block,
         AuditOnFull::Deny => FullPolicy::Deny,
@@ -321,22 +270,10 @@ pub(crate) fn open_audit(
         log,
         fsync: settings.fsync,
         on_full: settings.on_full,
-        capacity: u64::try_from(config_capacity).unwrap_or(u64::MAX),
-        reserved: parking_lot::Mutex::new(0),
     })
 }
 
 impl Audit {
-    /// Runs `send` (one append) if the queue has room that no batch has reserved; else
-    /// `QueueFull`. Only for `on_full: deny`.
-    fn admit<T>(&self, send: impl FnOnce() -> Result<T, AuditError>) -> Result<T, AuditError> {
-        let reserved = self.reserved.lock();
-        if *reserved > 0 && self.log.queued().saturating_add(*reserved) >= self.capacity {
-            return Err(AuditError::QueueFull);
-        }
-        send()
-    }
-
     /// Queued entries, the last written sequence number, and whether the writer failed.
     pub(crate) fn status(&self) -> (u64, u64, bool) {
         (
@@ -476,18 +413,6 @@ pub(crate) fn audit(
     decision: &Decision,
     started: Instant,
 ) -> Result<AuditAck, ApiError> {
-    audit_into(state, None, caller, request, decision, started)
-}
-
-/// Queues one decision's audit entry, into `reservation` when given.
-fn audit_into(
-    state: &AppState,
-    reservation: Option<&mut Reservation<'_>>,
-    caller: &Caller,
-    request: &DecisionRequest,
-    decision: &Decision,
-    started: Instant,
-) -> Result<AuditAck, ApiError> {
     let Some(audit) = &state.0.audit else {
         return Ok(None);
     };
@@ -498,20 +423,106 @@ fn audit_into(
         decision,
         unix_now_ms(),
         latency_us,
-    );
-    queue(audit, record, reservation)
+    )
+    .map_err(audit_error)?;
+    queue(audit, record)
 }
 
-/// [`audit`] into room reserved by [`reserve`] (a batch's entries).
-pub(crate) fn audit_reserved(
+/// Audits a batch's decisions as one group (see [`warden_audit::AuditLog::append_group_then`])
+/// and waits until the group is written (and durable per `fsync`): all of its entries are then
+/// in the log, or none is and the error is returned (503 `audit_unavailable` for a full queue
+/// under `on_full: deny`, else 500). `decided` pairs each request with its decision and the
+/// time its evaluation took. Returns the sequence numbers of the group's first and last entry;
+/// `None` without an audit log (or for no decision).
+pub(crate) async fn audit_group(
     state: &AppState,
-    reservation: &mut Reservation<'_>,
     caller: &Caller,
-    request: &DecisionRequest,
-    decision: &Decision,
-    started: Instant,
-) -> Result<AuditAck, ApiError> {
-    audit_into(state, Some(reservation), caller, request, decision, started)
+    decided: &[(&DecisionRequest, &Decision, std::time::Duration)],
+) -> Result<Option<(u64, u64)>, ApiError> {
+    let Some(audit) = &state.0.audit else {
+        return Ok(None);
+    };
+    let count = u64::try_from(decided.len()).unwrap_or(u64::MAX);
+    if count == 0 {
+        return Ok(None);
+    }
+    let now = unix_now_ms();
+    let records = decided
+        .iter()
+        .map(|(request, decision, latency)| {
+            let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+            AuditRecord::from_decision(Some(&caller.tenant), request, decision, now, latency_us)
+        })
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(audit_error)?;
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let send = || {
+        audit.log.append_group_then(
+            records,
+            Box::new(move |r| {
+                // The batch may have been abandoned; then nobody waits for the answer.
+                let _ = tx.send(r);
+            }),
+        )
+    };
+    let blocking = audit.on_full == AuditOnFull::Block
+        && tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+    let sent = if blocking {
+        // A full queue blocks this worker thread, not the runtime's others.
+        tokio::task::block_in_place(send)
+    } else {
+        send()
+    };
+    sent.map_err(audit_error)?;
+    match rx.await {
+        Ok(Ok(last)) => Ok(Some((last.saturating_sub(count - 1), last))),
+        Ok(Err(e)) => Err(audit_error(e)),
+        Err(_) => Err(audit_error(AuditError::Closed)),
+    }
+}
+
+/// `kind` and `decision` of the entry that marks a batch's entries as not delivered.
+pub(crate) const VOID_KIND: &str = "void";
+
+/// Records that the entries `first..=last` (a batch's group, see [`audit_group`]) were not
+/// delivered and changed nothing: the batch is decided again. The entry's `rule` holds the range
+/// (`seq 41..=52`); it is written like any entry and waited for (the retry must not be answered
+/// while the log still says the voided decisions stand).
+pub(crate) async fn audit_void(
+    state: &AppState,
+    caller: &Caller,
+    policy: &warden::CompiledPolicy,
+    (first, last): (u64, u64),
+) -> Result<(), ApiError> {
+    let Some(audit) = &state.0.audit else {
+        return Ok(());
+    };
+    let record = AuditRecord {
+        time_ms: unix_now_ms(),
+        tenant: Some(caller.tenant.to_string()),
+        kind: VOID_KIND.to_owned(),
+        decision: VOID_KIND.to_owned(),
+        rule: Some(format!("seq {first}..={last}")),
+        policy: policy.info.digest.to_string(),
+        ..AuditRecord::default()
+    };
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    audit
+        .log
+        .append_group_then(
+            vec![record],
+            Box::new(move |r| {
+                // As in `audit_group`.
+                let _ = tx.send(r);
+            }),
+        )
+        .map_err(audit_error)?;
+    match rx.await {
+        Ok(Ok(_)) => Ok(()),
+        Ok(Err(e)) => Err(audit_error(e)),
+        Err(_) => Err(audit_error(AuditError::Closed)),
+    }
 }
 
 /// `kind` of the audit entry of a Data API query against a Rego policy.
@@ -553,24 +564,21 @@ pub(crate) fn audit_data_query(
         session: None,
         kind: DATA_QUERY_KIND.to_owned(),
         tool: None,
-        args_hash: input.and_then(|i| warden_proof::args_hash(i).ok()),
+        args_hash: input
+            .map(warden_proof::args_hash)
+            .transpose()
+            .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
         decision: outcome.to_owned(),
         rule: Some(query.to_owned()),
         findings: Vec::new(),
         policy: policy_digest.to_owned(),
         latency_us,
     };
-    queue(audit, record, None)
+    queue(audit, record)
 }
 
 /// Appends `record`; under `fsync: always` and `batch` returns the acknowledgement to await.
-/// With `on_full: deny`, an append outside a reservation is admitted only into room no batch
-/// has reserved.
-fn queue(
-    audit: &Audit,
-    record: AuditRecord,
-    reservation: Option<&mut Reservation<'_>>,
-) -> Result<AuditAck, ApiError> {
+fn queue(audit: &Audit, record: AuditRecord) -> Result<AuditAck, ApiError> {
     let send = |record: AuditRecord| -> Result<AuditAck, AuditError> {
         if audit.fsync == AuditFsync::Never {
             audit.log.append(record)?;
@@ -591,17 +599,6 @@ fn queue(
     let result = if blocking {
         // A full queue blocks this worker thread, not the runtime's others.
         tokio::task::block_in_place(|| send(record))
-    } else if audit.on_full == AuditOnFull::Deny {
-        match reservation {
-            Some(reservation) if reservation.left > 0 => {
-                let sent = send(record);
-                let mut reserved = audit.reserved.lock();
-                *reserved = reserved.saturating_sub(1);
-                reservation.left -= 1;
-                sent
-            }
-            _ => audit.admit(|| send(record)),
-        }
     } else {
         send(record)
     };
@@ -624,7 +621,7 @@ pub(crate) fn audit_blocking(
     };
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
     let mut record =
-        AuditRecord::from_decision(Some(tenant), request, decision, unix_now_ms(), latency_us);
+        AuditRecord::from_decision(Some(tenant), request, decision, unix_now_ms(), latency_us)?;
     // The engine's session key is `tenant U+001F session`; the entry holds the client's own.
     if let Some(session) = record
         .session
@@ -635,27 +632,15 @@ pub(crate) fn audit_blocking(
         record.session = Some(session.to_owned());
     }
     let send = || -> Result<(), AuditError> {
-        // Admitted like every append (room reserved by batches is kept for them).
-        let append = |record| {
-            if audit.on_full == AuditOnFull::Deny {
-                audit.admit(|| audit.log.append(record))
-            } else {
-                audit.log.append(record)
-            }
-        };
         if audit.fsync == AuditFsync::Never {
-            return append(record);
+            return audit.log.append(record);
         }
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let append_then = |record| {
             let ack: warden_audit::AckFn = Box::new(move |r| {
                 let _ = tx.send(r);
             });
-            if audit.on_full == AuditOnFull::Deny {
-                audit.admit(|| audit.log.append_then(record, ack))
-            } else {
-                audit.log.append_then(record, ack)
-            }
+            audit.log.append_then(record, ack)
         };
         append_then(record)?;
         // The writer is its own thread: waiting here cannot hold it up.

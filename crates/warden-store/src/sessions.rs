@@ -24,10 +24,11 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use dashmap::DashMap;
-use parking_lot::Mutex;
+use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use warden_core::session::HistoryEntry;
+use warden_core::session::{SessionWrite, Versioned};
 use warden_core::{SessionState, SessionStore, StateChange, StoreError};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -51,6 +52,8 @@ struct Slot {
     state: SessionState,
     /// Seconds since the Unix epoch of the last access.
     last_seen: u64,
+    /// See [`Versioned::version`].
+    version: u64,
 }
 
 /// The on-disk form of one session.
@@ -100,6 +103,7 @@ impl Stored {
         Slot {
             state,
             last_seen: self.last_seen,
+            version: 0,
         }
     }
 }
@@ -132,6 +136,12 @@ pub struct EmbeddedSessionStore {
     flush_failing: AtomicBool,
     /// Sessions taken out of `dirty` by the flush under way (still not persisted).
     flushing: AtomicUsize,
+    /// The last version given to a write (never reused, see [`Versioned::version`]).
+    versions: AtomicU64,
+    /// Taken shared by everything that changes a session and exclusively by
+    /// [`SessionStore::commit`], which so checks and writes all its sessions with no change in
+    /// between.
+    gate: RwLock<()>,
 }
 
 impl std::fmt::Debug for EmbeddedSessionStore {
@@ -197,6 +207,8 @@ impl EmbeddedSessionStore {
             failing_streak: AtomicU64::new(0),
             flush_failing: AtomicBool::new(false),
             flushing: AtomicUsize::new(0),
+            versions: AtomicU64::new(0),
+            gate: RwLock::new(()),
         }
     }
 
@@ -230,17 +242,18 @@ impl EmbeddedSessionStore {
         let db = open_db(path)?;
         let store = Self::empty(Some(path.to_owned()), ttl);
         let now = now_secs();
+        let mut unreadable = 0usize;
         {
             let tx = db.begin_read().map_err(db_error)?;
             let table = tx.open_table(SESSIONS).map_err(db_error)?;
             for row in table.iter().map_err(db_error)? {
                 let (key, value) = row.map_err(db_error)?;
                 let Ok(stored) = serde_json::from_slice::<Stored>(value.value()) else {
-                    // An unreadable row is dropped (and deleted at the next flush), not fatal.
-                    store.dirty.lock().insert(key.value().into());
+                    unreadable += 1;
                     continue;
                 };
-                let slot = stored.into_slot();
+                let mut slot = stored.into_slot();
+                slot.version = store.next_version();
                 if store.expired(slot.last_seen, now) {
                     store.dirty.lock().insert(key.value().into());
                 } else {
@@ -248,8 +261,52 @@ impl EmbeddedSessionStore {
                 }
             }
         }
+        // Dropping a session that cannot be read would forget its taints: a call they deny
+        // would then be allowed. The operator decides (the message says how).
+        if unreadable > 0 {
+            return Err(db_error(format!(
+                "`{}`: {unreadable} session record(s) cannot be read; refusing to start \
+                 without their taints (move the file away to start with no sessions)",
+                path.display()
+            )));
+        }
         *store.db.lock() = Some(db);
         Ok(store)
+    }
+
+    fn next_version(&self) -> u64 {
+        self.versions.fetch_add(1, Ordering::Relaxed) + 1
+    }
+
+    fn mark_dirty(&self, session: &str) {
+        if self.is_persistent() {
+            // A busy session is usually marked already: no key copy then.
+            let mut dirty = self.dirty.lock();
+            if !dirty.contains(session) {
+                dirty.insert(session.into());
+            }
+        }
+    }
+
+    /// Checks that the store can be used, for a readiness probe: its last flush succeeded and,
+    /// for a persistent store, its database answers a read (it stays closed after a failed
+    /// write until a flush reopens it). A flush under way counts as an answer.
+    pub fn probe(&self) -> Result<(), SessionDbError> {
+        if self.flush_failing() {
+            return Err(db_error("the last flush failed"));
+        }
+        if self.path.is_none() {
+            return Ok(());
+        }
+        let Some(db) = self.db.try_lock() else {
+            return Ok(());
+        };
+        let Some(db) = db.as_ref() else {
+            return Err(db_error("the database is closed"));
+        };
+        let tx = db.begin_read().map_err(db_error)?;
+        tx.open_table(SESSIONS).map_err(db_error)?;
+        Ok(())
     }
 
     /// True when this store writes to a file.
@@ -320,6 +377,7 @@ impl EmbeddedSessionStore {
 
     /// Forgets sessions idle longer than the TTL (and sessions left empty); returns how many.
     pub fn sweep(&self) -> usize {
+        let _gate = self.gate.read();
         let now = now_secs();
         let mut removed = Vec::new();
         self.sessions.retain(|key, slot| {
@@ -515,6 +573,7 @@ impl SessionStore for EmbeddedSessionStore {
         session: &str,
         decide: &mut dyn FnMut(&SessionState) -> Option<StateChange>,
     ) -> Result<(), StoreError> {
+        let _gate = self.gate.read();
         let now = now_secs();
         let mut changed = false;
         if let Some(mut slot) = self.sessions.get_mut(session) {
@@ -529,6 +588,9 @@ impl SessionStore for EmbeddedSessionStore {
                 slot.state.apply(&change);
                 changed = true;
             }
+            if changed {
+                slot.version = self.next_version();
+            }
         } else {
             if self.max_sessions != usize::MAX && self.sessions.len() >= self.max_sessions {
                 // At the bound, room is made only for a request that creates a session (one
@@ -541,12 +603,14 @@ impl SessionStore for EmbeddedSessionStore {
             }
             match self.sessions.entry(session.into()) {
                 dashmap::Entry::Occupied(mut occupied) => {
+                    let version = self.next_version();
                     let slot = occupied.get_mut();
                     slot.last_seen = now;
                     if let Some(change) = decide(&slot.state)
                         && !change.is_noop()
                     {
                         slot.state.apply(&change);
+                        slot.version = version;
                         changed = true;
                     }
                 }
@@ -559,20 +623,70 @@ impl SessionStore for EmbeddedSessionStore {
                         vacant.insert(Slot {
                             state,
                             last_seen: now,
+                            version: self.next_version(),
                         });
                         changed = true;
                     }
                 }
             }
         }
-        if changed && self.is_persistent() {
-            // A busy session is usually marked already: no key copy then.
-            let mut dirty = self.dirty.lock();
-            if !dirty.contains(session) {
-                dirty.insert(session.into());
-            }
+        if changed {
+            self.mark_dirty(session);
         }
         Ok(())
+    }
+
+    fn load(&self, session: &str) -> Result<Versioned, StoreError> {
+        let now = now_secs();
+        Ok(match self.sessions.get(session) {
+            // Expired: empty, but at the slot's version (a write replaces it).
+            Some(slot) if self.expired(slot.last_seen, now) => Versioned {
+                state: SessionState::default(),
+                version: slot.version,
+            },
+            Some(slot) => Versioned {
+                state: slot.state.clone(),
+                version: slot.version,
+            },
+            None => Versioned::default(),
+        })
+    }
+
+    fn commit(&self, writes: &[SessionWrite]) -> Result<bool, StoreError> {
+        let _gate = self.gate.write();
+        let current = |session: &str| self.sessions.get(session).map(|slot| slot.version);
+        let mut created = 0usize;
+        for w in writes {
+            match current(&w.session) {
+                Some(version) if version == w.expected => {}
+                None if w.expected == 0 => {
+                    if !w.state.is_empty() {
+                        created += 1;
+                    }
+                }
+                _ => return Ok(false),
+            }
+        }
+        if created > 0
+            && self.max_sessions != usize::MAX
+            && self.sessions.len() + created > self.max_sessions
+        {
+            self.evict(self.sessions.len() + created - self.max_sessions);
+        }
+        let now = now_secs();
+        for w in writes {
+            if w.expected == 0 && w.state.is_empty() {
+                continue;
+            }
+            let slot = Slot {
+                state: w.state.clone(),
+                last_seen: now,
+                version: self.next_version(),
+            };
+            self.sessions.insert(w.session.as_str().into(), slot);
+            self.mark_dirty(&w.session);
+        }
+        Ok(true)
     }
 
     fn get(&self, session: &str) -> Result<Option<SessionState>, StoreError> {
@@ -585,6 +699,7 @@ impl SessionStore for EmbeddedSessionStore {
     }
 
     fn remove(&self, session: &str) -> Result<(), StoreError> {
+        let _gate = self.gate.read();
         self.sessions.remove(session);
         if self.is_persistent() {
             self.dirty.lock().insert(session.into());
@@ -671,6 +786,7 @@ mod format_tests {
         let bytes = serde_json::to_vec(&Stored::from_slot(&Slot {
             state: state.clone(),
             last_seen: 1,
+            version: 1,
         }))
         .unwrap();
         let back = serde_json::from_slice::<Stored>(&bytes)

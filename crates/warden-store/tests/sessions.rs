@@ -88,3 +88,32 @@ fn noop_decisions_create_no_session() {
     store.transact("s1", &mut |_| None).unwrap();
     assert_eq!(store.len(), 0);
 }
+
+/// A session record that cannot be read is not dropped (its taints would be forgotten and a
+/// call they deny allowed): the store refuses to open, saying how many and what to do.
+#[test]
+fn an_unreadable_session_record_refuses_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("sessions.redb");
+    {
+        let store = EmbeddedSessionStore::open(&path, None).unwrap();
+        store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+        store.flush().unwrap();
+    }
+    {
+        let db = redb::Database::create(&path).unwrap();
+        let tx = db.begin_write().unwrap();
+        {
+            let table: redb::TableDefinition<&str, &[u8]> = redb::TableDefinition::new("sessions");
+            let mut table = tx.open_table(table).unwrap();
+            table.insert("s2", b"not json".as_slice()).unwrap();
+        }
+        tx.commit().unwrap();
+    }
+    let err = EmbeddedSessionStore::open(&path, None).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("1 session record(s) cannot be read; refusing to start"),
+        "{err}"
+    );
+}
