@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use warden_proof::{Jwks, KeyProvider, canonicalize_serialize};
 
 use crate::AuditError;
-use crate::verify::Anchor;
+use crate::entry::{Anchor, is_hash, is_lower_hex};
 
 /// The checkpoint file in an audit directory.
 pub const CHECKPOINT_FILE: &str = "checkpoint.json";
@@ -205,15 +205,4 @@ impl Checkpoint {
             .and_then(|d| d.sync_all())
             .map_err(AuditError::io)
     }
-}
-
-/// `sha256:` and 64 lowercase hex digits.
-pub(crate) fn is_hash(s: &str) -> bool {
-    s.strip_prefix("sha256:")
-        .is_some_and(|h| is_lower_hex(h, 64))
-}
-
-/// Exactly `len` lowercase hex digits.
-pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
-    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }

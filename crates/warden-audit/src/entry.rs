@@ -10,6 +10,36 @@ use crate::AuditError;
 pub const GENESIS_HASH: &str =
     "sha256:0000000000000000000000000000000000000000000000000000000000000000";
 
+/// Where a chain is expected to start: the genesis by default, or a known entry after old
+/// files were deleted by retention.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Anchor {
+    /// The sequence number of the entry before the first one given.
+    pub seq: u64,
+    /// That entry's hash.
+    pub hash: String,
+}
+
+impl Default for Anchor {
+    fn default() -> Self {
+        Self {
+            seq: 0,
+            hash: GENESIS_HASH.to_owned(),
+        }
+    }
+}
+
+/// `sha256:` and 64 lowercase hex digits.
+pub(crate) fn is_hash(s: &str) -> bool {
+    s.strip_prefix("sha256:")
+        .is_some_and(|h| is_lower_hex(h, 64))
+}
+
+/// Exactly `len` lowercase hex digits.
+pub(crate) fn is_lower_hex(s: &str, len: usize) -> bool {
+    s.len() == len && s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+}
+
 /// What the caller records about one decision. Arguments and text are never recorded, only
 /// `args_hash`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]

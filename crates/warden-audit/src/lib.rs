@@ -8,14 +8,15 @@
 
 mod checkpoint;
 mod entry;
+mod files;
 mod verify;
 mod writer;
 
 pub use checkpoint::{CHECKPOINT_FILE, Checkpoint};
-pub use entry::{AuditRecord, GENESIS_HASH, KEYED_ARGS_HASH_PREFIX, keyed_args_hash};
+pub use entry::{Anchor, AuditRecord, GENESIS_HASH, KEYED_ARGS_HASH_PREFIX, keyed_args_hash};
 pub use verify::{
-    Anchor, ReadError, Recovery, Report, expand_paths, recover_truncated_tail, verify,
-    verify_checkpoint, verify_from,
+    ReadError, Recovery, Report, expand_paths, recover_truncated_tail, verify, verify_checkpoint,
+    verify_from,
 };
 pub use writer::{AckFn, AuditConfig, AuditLog, FsyncPolicy, FullPolicy, LOCK_FILE, recover_tail};
 

@@ -9,26 +9,7 @@ use std::borrow::Cow;
 use serde_json::Value;
 use warden_proof::{KeyProvider, sha256_prefixed};
 
-use crate::GENESIS_HASH;
-
-/// Where a chain is expected to start: the genesis by default, or a known entry after old
-/// files were deleted by retention.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Anchor {
-    /// The sequence number of the entry before the first one given.
-    pub seq: u64,
-    /// That entry's hash.
-    pub hash: String,
-}
-
-impl Default for Anchor {
-    fn default() -> Self {
-        Self {
-            seq: 0,
-            hash: GENESIS_HASH.to_owned(),
-        }
-    }
-}
+use crate::entry::Anchor;
 
 /// The outcome of [`verify`].
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,7 +51,7 @@ pub fn expand_paths(paths: &[PathBuf]) -> Result<Vec<PathBuf>, ReadError> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut files = crate::writer::log_files(p).map_err(|source| ReadError {
+            let mut files = crate::files::log_files(p).map_err(|source| ReadError {
                 path: p.clone(),
                 source,
             })?;
@@ -305,16 +286,16 @@ fn check_line(
 /// `hash`, `prev` and `mac` in lowercase hex (an upper-case MAC would otherwise decode to the
 /// same tag and verify).
 fn check_canonical(line: &Line<'_>, body: &[u8]) -> Result<(), String> {
-    if !crate::checkpoint::is_hash(&line.hash) {
+    if !crate::entry::is_hash(&line.hash) {
         return Err("`hash` is not `sha256:` and 64 lowercase hex digits".into());
     }
-    if !crate::checkpoint::is_hash(&line.prev) {
+    if !crate::entry::is_hash(&line.prev) {
         return Err("`prev` is not `sha256:` and 64 lowercase hex digits".into());
     }
     if line
         .mac
         .as_deref()
-        .is_some_and(|m| !crate::checkpoint::is_lower_hex(m, 64))
+        .is_some_and(|m| !crate::entry::is_lower_hex(m, 64))
     {
         return Err("`mac` is not 64 lowercase hex digits".into());
     }

@@ -12,8 +12,10 @@ use parking_lot::Mutex;
 use warden_proof::KeyProvider;
 
 use crate::checkpoint::Checkpoint;
+use crate::entry::Anchor;
 use crate::entry::{AuditRecord, seal};
-use crate::verify::{Anchor, Recovery, find_entry, last_entry, recover_truncated_tail};
+use crate::files::{file_index, file_name, log_files};
+use crate::verify::{Recovery, find_entry, last_entry, recover_truncated_tail};
 use crate::{AuditError, GENESIS_HASH};
 
 /// When the writer calls `fsync`.
@@ -124,30 +126,6 @@ impl std::fmt::Debug for AuditLog {
             .field("head", &self.shared.lock().head)
             .finish_non_exhaustive()
     }
-}
-
-/// The files of an audit directory (unsorted).
-pub(crate) fn log_files(dir: &Path) -> std::io::Result<Vec<PathBuf>> {
-    let mut out = Vec::new();
-    for e in fs::read_dir(dir)? {
-        let p = e?.path();
-        if file_index(&p).is_some() {
-            out.push(p);
-        }
-    }
-    Ok(out)
-}
-
-fn file_index(p: &Path) -> Option<u64> {
-    let name = p.file_name()?.to_str()?;
-    name.strip_prefix("audit-")?
-        .strip_suffix(".jsonl")?
-        .parse()
-        .ok()
-}
-
-fn file_name(index: u64) -> String {
-    format!("audit-{index:06}.jsonl")
 }
 
 impl AuditLog {

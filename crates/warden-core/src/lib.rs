@@ -13,6 +13,7 @@ pub mod eval;
 pub mod expr;
 pub mod glob;
 pub mod index;
+pub mod pins;
 pub mod policy;
 pub mod request;
 pub mod session;

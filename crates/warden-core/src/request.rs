@@ -107,6 +107,15 @@ pub struct RequestError {
     pub message: String,
 }
 
+impl From<crate::unique_keys::DuplicateKey> for RequestError {
+    fn from(e: crate::unique_keys::DuplicateKey) -> Self {
+        Self {
+            field: Some(e.field),
+            message: crate::unique_keys::MESSAGE.to_owned(),
+        }
+    }
+}
+
 impl Request {
     /// Parses a request from JSON bytes.
     pub fn from_json(bytes: &[u8]) -> Result<Self, RequestError> {

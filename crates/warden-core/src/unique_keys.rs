@@ -12,7 +12,17 @@ use std::fmt;
 
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 
-use crate::request::RequestError;
+/// A key repeated in one object of a request; converts into the request error every front door
+/// answers with ([`crate::request::RequestError`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("field `{field}`: {MESSAGE}")]
+pub struct DuplicateKey {
+    /// Path of the repeated key (`args.to`, `[2].tool`).
+    pub field: String,
+}
+
+/// What a [`DuplicateKey`] says about its field.
+pub const MESSAGE: &str = "duplicate key (a key may appear once per object)";
 
 /// Objects with at most this many keys are checked by a linear scan, larger ones with a hash
 /// set.
@@ -21,7 +31,7 @@ const LINEAR_SCAN_KEYS: usize = 16;
 /// Refuses JSON text in which an object holds one key twice, at any depth, naming the key by
 /// its path (`args.to`, `[2].tool`). Text that is not valid JSON passes: the parser that runs
 /// next reports it (with its own message).
-pub fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), RequestError> {
+pub fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), DuplicateKey> {
     let path = RefCell::new(Vec::new());
     // serde_json's recursion limit stays: text nested past it is refused by the parser anyway.
     let mut de = serde_json::Deserializer::from_slice(bytes);
@@ -52,10 +62,7 @@ pub fn reject_duplicate_keys(bytes: &[u8]) -> Result<(), RequestError> {
                     }
                 }
             }
-            Err(RequestError {
-                field: Some(field),
-                message: "duplicate key (a key may appear once per object)".to_owned(),
-            })
+            Err(DuplicateKey { field })
         }
     }
 }
@@ -187,7 +194,7 @@ mod tests {
     fn field(text: &str) -> Option<String> {
         reject_duplicate_keys(text.as_bytes())
             .err()
-            .and_then(|e| e.field)
+            .map(|e| e.field)
     }
 
     #[test]

@@ -9,7 +9,9 @@
 
 pub mod enforce;
 pub mod message;
-pub mod pins;
+/// Tool pins live with the rest of the shared state in the core; re-exported here, where the
+/// proxy uses them.
+pub use warden_core::pins;
 pub mod reach;
 pub mod sse;
 

@@ -79,7 +79,7 @@ pub struct ServeConfig {
     /// Decision token lifetime in seconds.
     pub token_ttl: u64,
     /// The audit log; none: no audit log.
-    pub audit: Option<crate::proof::AuditSettings>,
+    pub audit: Option<AuditSettings>,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
@@ -185,5 +185,76 @@ impl ServeConfig {
             audit.rebase(base);
         }
         Ok(config)
+    }
+}
+
+/// `fsync` setting of the audit log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditFsync {
+    /// Each written group is synced before any decision in it is answered.
+    Always,
+    /// Synced at most `batch_window_ms` after a write; answers wait for that sync.
+    Batch,
+    /// Never synced by Warden; answered once queued.
+    Never,
+}
+
+/// What a decision does when the audit queue is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuditOnFull {
+    /// Wait for room.
+    Block,
+    /// Answer 503 `audit_unavailable` (no decision).
+    Deny,
+}
+
+/// The `audit` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditSettings {
+    /// Directory of `audit-NNNNNN.jsonl` files.
+    pub dir: PathBuf,
+    /// `always`, `batch` or `never`.
+    pub fsync: AuditFsync,
+    /// With `batch`: longest wait for a sync, in milliseconds.
+    pub batch_window_ms: u64,
+    /// Rotate a file when it would grow beyond this many bytes.
+    pub max_file_bytes: u64,
+    /// Entries queued for the writer at most.
+    pub queue: usize,
+    /// `block` or `deny` when the queue is full.
+    pub on_full: AuditOnFull,
+    /// HMAC key file (hex, `warden keys gen-audit`); none: entries carry no `mac`.
+    pub key_file: Option<PathBuf>,
+    /// Milliseconds between two checkpoints (written when the log grew); 0: only at shutdown
+    /// and on `GET /v1/audit/checkpoint`.
+    pub checkpoint_interval_ms: u64,
+}
+
+impl Default for AuditSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from(".warden/audit"),
+            fsync: AuditFsync::Batch,
+            batch_window_ms: 10,
+            max_file_bytes: 64 * 1024 * 1024,
+            queue: 65_536,
+            on_full: AuditOnFull::Deny,
+            key_file: None,
+            checkpoint_interval_ms: 60_000,
+        }
+    }
+}
+
+impl AuditSettings {
+    /// Makes the relative paths relative to `base` (the configuration file's directory).
+    pub(crate) fn rebase(&mut self, base: &Path) {
+        for p in std::iter::once(&mut self.dir).chain(self.key_file.as_mut()) {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        }
     }
 }

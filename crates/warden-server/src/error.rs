@@ -95,6 +95,12 @@ impl IntoResponse for ApiError {
     }
 }
 
+impl From<warden_core::unique_keys::DuplicateKey> for ApiError {
+    fn from(e: warden_core::unique_keys::DuplicateKey) -> Self {
+        warden::RequestError::from(e).into()
+    }
+}
+
 impl From<warden::RequestError> for ApiError {
     fn from(e: warden::RequestError) -> Self {
         match &e.field {

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod body;
 pub mod config;
 pub mod error;
 mod fast;

@@ -24,11 +24,7 @@ use axum::extract::{Extension, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Request, Response, StatusCode};
 use axum::routing::any;
-use parking_lot::{Mutex, RwLock};
-use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
-use prometheus_client::metrics::MetricType;
-use prometheus_client::metrics::counter::ConstCounter;
+use parking_lot::Mutex;
 use warden::CompiledPolicy;
 use warden_core::{Engine, SessionStore};
 use warden_mcp::http::{Identity, ProxyConfig, ProxyState, Uri};
@@ -285,65 +281,6 @@ impl Upstream {
             headers.insert(TENANT_HEADER, tenant);
         }
         warden_mcp::http::handle(State(self.proxy.clone()), request).await
-    }
-}
-
-/// The enforcer counters of the mounted upstreams, exported on `/metrics` as
-/// `warden_mcp_events_total{upstream, event}`.
-#[derive(Debug, Default)]
-pub struct McpMetrics {
-    upstreams: RwLock<Vec<(String, Arc<Enforcer>)>>,
-}
-
-impl McpMetrics {
-    /// Replaces the exported upstreams.
-    fn set(&self, upstreams: Vec<(String, Arc<Enforcer>)>) {
-        *self.upstreams.write() = upstreams;
-    }
-}
-
-#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
-struct EventLabels {
-    upstream: String,
-    event: String,
-}
-
-impl Collector for McpMetrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        use std::sync::atomic::Ordering::Relaxed;
-        let upstreams = self.upstreams.read();
-        if upstreams.is_empty() {
-            return Ok(());
-        }
-        let mut metric = encoder.encode_descriptor(
-            "warden_mcp_events",
-            "MCP proxy events by upstream: calls allowed/denied/held (changed tool), redactions, blocked results, hidden tools, tool definition changes, failures",
-            None,
-            MetricType::Counter,
-        )?;
-        for (name, enforcer) in upstreams.iter() {
-            let c = enforcer.counters();
-            for (event, value) in [
-                ("call_allowed", &c.calls_allowed),
-                ("call_denied", &c.calls_denied),
-                ("call_held", &c.calls_held),
-                ("args_redacted", &c.args_redacted),
-                ("result_blocked", &c.results_blocked),
-                ("result_redacted", &c.results_redacted),
-                ("tool_hidden", &c.tools_hidden),
-                ("pin_change", &c.pin_changes),
-                ("failure", &c.failures),
-                ("message_refused", &c.refused),
-                ("answer_unmatched", &c.unmatched),
-            ] {
-                let labels = EventLabels {
-                    upstream: name.clone(),
-                    event: event.to_owned(),
-                };
-                ConstCounter::new(value.load(Relaxed)).encode(metric.encode_family(&labels)?)?;
-            }
-        }
-        Ok(())
     }
 }
 

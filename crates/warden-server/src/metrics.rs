@@ -3,7 +3,10 @@
 use std::borrow::Cow;
 use std::sync::Arc;
 
-use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
+use prometheus_client::metrics::MetricType;
+use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
@@ -86,7 +89,7 @@ pub struct Metrics {
     /// The audit log's last checkpoint, likewise.
     pub audit_checkpoint: Family<HashLabels, Gauge>,
     /// The MCP proxy's counters (`warden_mcp_events_total`).
-    pub mcp: std::sync::Arc<crate::mcp::McpMetrics>,
+    pub mcp: std::sync::Arc<McpMetrics>,
     /// Open client connections.
     pub connections: Gauge,
     /// Connections closed at once because `max_connections` were open.
@@ -205,7 +208,7 @@ impl Metrics {
             "The last audit checkpoint: the head hash it records as a label, its sequence number as the value",
             audit_checkpoint.clone(),
         );
-        let mcp = std::sync::Arc::new(crate::mcp::McpMetrics::default());
+        let mcp = std::sync::Arc::new(McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         for result in ["ok", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels {
@@ -338,4 +341,63 @@ fn set_hash_gauge(family: &Family<HashLabels, Gauge>, hash: &str, seq: u64) {
     family
         .get_or_create(&labels)
         .set(i64::try_from(seq).unwrap_or(i64::MAX));
+}
+
+/// The enforcer counters of the mounted upstreams, exported on `/metrics` as
+/// `warden_mcp_events_total{upstream, event}`.
+#[derive(Debug, Default)]
+pub struct McpMetrics {
+    upstreams: parking_lot::RwLock<Vec<(String, Arc<warden_mcp::Enforcer>)>>,
+}
+
+impl McpMetrics {
+    /// Replaces the exported upstreams.
+    pub(crate) fn set(&self, upstreams: Vec<(String, Arc<warden_mcp::Enforcer>)>) {
+        *self.upstreams.write() = upstreams;
+    }
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct EventLabels {
+    upstream: String,
+    event: String,
+}
+
+impl Collector for McpMetrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let upstreams = self.upstreams.read();
+        if upstreams.is_empty() {
+            return Ok(());
+        }
+        let mut metric = encoder.encode_descriptor(
+            "warden_mcp_events",
+            "MCP proxy events by upstream: calls allowed/denied/held (changed tool), redactions, blocked results, hidden tools, tool definition changes, failures",
+            None,
+            MetricType::Counter,
+        )?;
+        for (name, enforcer) in upstreams.iter() {
+            let c = enforcer.counters();
+            for (event, value) in [
+                ("call_allowed", &c.calls_allowed),
+                ("call_denied", &c.calls_denied),
+                ("call_held", &c.calls_held),
+                ("args_redacted", &c.args_redacted),
+                ("result_blocked", &c.results_blocked),
+                ("result_redacted", &c.results_redacted),
+                ("tool_hidden", &c.tools_hidden),
+                ("pin_change", &c.pin_changes),
+                ("failure", &c.failures),
+                ("message_refused", &c.refused),
+                ("answer_unmatched", &c.unmatched),
+            ] {
+                let labels = EventLabels {
+                    upstream: name.clone(),
+                    event: event.to_owned(),
+                };
+                ConstCounter::new(value.load(Relaxed)).encode(metric.encode_family(&labels)?)?;
+            }
+        }
+        Ok(())
+    }
 }

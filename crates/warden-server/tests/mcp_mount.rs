@@ -178,9 +178,9 @@ async fn mcp_decisions_are_audited() {
     let dir = tempfile::tempdir().unwrap();
     let audit_dir = dir.path().join("audit");
     let mut config = config(dir.path(), &url);
-    config.audit = Some(warden_server::proof::AuditSettings {
+    config.audit = Some(warden_server::config::AuditSettings {
         dir: audit_dir.clone(),
-        fsync: warden_server::proof::AuditFsync::Always,
+        fsync: warden_server::config::AuditFsync::Always,
         ..Default::default()
     });
     let (acme, _) = warden_store::keys::create_key(&config.keys_file, "acme", Some("mcp")).unwrap();

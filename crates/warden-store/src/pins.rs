@@ -44,8 +44,7 @@ use redb::{
     Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable,
     TableDefinition, TableError, TransactionError, WriteTransaction,
 };
-use warden_mcp::pins::Pins;
-use warden_mcp::{Pin, PinError, PinStatus, PinStore};
+use warden_core::pins::{Pin, PinError, PinStatus, PinStore, Pins};
 
 /// Pins by (upstream, tool), as JSON-encoded [`Pin`]s.
 const PINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mcp_pins");

@@ -44,7 +44,7 @@ pub enum PinStatus {
 /// Pins, per upstream and tool. Implementations must make `observe` and `approve` atomic per
 /// tool, across every process sharing the store (apply [`Pin::observe`] and [`Pin::approved`]
 /// inside one transaction). `MemoryPinStore` is the one in this crate; the persistent one,
-/// shared by the proxy and `warden mcp approve`, is `warden_store::RedbPinStore`.
+/// shared by the MCP proxy and `warden mcp approve`, is `warden_store::RedbPinStore`.
 pub trait PinStore: Send + Sync {
     /// Compares `hash` with the pin of `tool` on `upstream`, pinning it when new and
     /// recording it as pending when it differs.
