@@ -40,9 +40,12 @@ pub mod content {
 }
 
 pub use load::{LoadError, load_policy_file, load_policy_str};
+/// The decision pipeline's parts: callers, effects, audit receipts.
+pub use warden_core::pipeline;
 pub use warden_core::unique_keys::reject_duplicate_keys;
 pub use warden_core::{
     CompileOptions, CompiledPolicy, DecideError, Decision, Diagnostic, Engine, EngineStats,
-    Finding, HttpRequest, Kind, MemorySessionStore, PolicyError, PolicyInfo, Request, RequestError,
-    SessionState, SessionStore, StateChange, StoreError, Verdict,
+    Finding, HttpRequest, Kind, MemorySessionStore, Pipeline, PipelineError, PolicyError,
+    PolicyInfo, PolicySet, Request, RequestError, SessionState, SessionStore, StateChange,
+    StoreError, Verdict,
 };

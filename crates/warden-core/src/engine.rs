@@ -1,15 +1,19 @@
-//! The engine: the current policy snapshot plus session state, shared by every thread.
+//! The library's engine: a [`Pipeline`] of one policy with no effects but counting the decisions
+//! that failed closed. What the daemon and the proxies call with their own effects is the same
+//! pipeline.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use arc_swap::ArcSwap;
 
 use crate::decision::Decision;
-use crate::eval::{Evaluation, Failure, evaluate};
+use crate::eval::{Evaluation, Failure};
+use crate::pipeline::{Caller, Effects, Pipeline, PipelineError, PolicySet};
 use crate::policy::CompiledPolicy;
 use crate::request::Request;
-use crate::session::{MemorySessionStore, SessionState, SessionStore, StoreError};
+use crate::session::{MemorySessionStore, SessionStore, StoreError};
 
 /// Why a decision could not be made. Callers must treat this as deny (fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -19,19 +23,45 @@ pub enum DecideError {
     Store(#[from] StoreError),
 }
 
+/// Called with every decision that failed closed (besides the engine's own count and log line),
+/// e.g. to count it in a metrics registry.
+pub type FailureHook = Arc<dyn Fn(Failure) + Send + Sync>;
+
 /// Decides requests against an atomically swappable policy snapshot. `Send + Sync`; share it
 /// behind an `Arc` (or by reference) across threads.
 pub struct Engine {
-    policy: ArcSwap<CompiledPolicy>,
-    sessions: Arc<dyn SessionStore>,
+    pipeline: Pipeline<Counting>,
+    /// The policy last swapped in (the pipeline's set holds it as its default).
+    current: ArcSwap<CompiledPolicy>,
+}
+
+/// The engine's one effect: counting (and reporting to a hook) the decisions that failed closed.
+#[derive(Default)]
+struct Counting {
     rego_limit_exceeded: AtomicU64,
     rego_errors: AtomicU64,
     on_failure: Option<FailureHook>,
 }
 
-/// Called with every decision that failed closed (besides the engine's own count and log line),
-/// e.g. to count it in a metrics registry.
-pub type FailureHook = Arc<dyn Fn(Failure) + Send + Sync>;
+impl Effects for Counting {
+    type Error = std::convert::Infallible;
+
+    fn failed_closed(&self, evaluation: &Evaluation) {
+        let Some(failure) = evaluation.failure else {
+            return;
+        };
+        let counter = match failure {
+            Failure::RegoLimitExceeded => &self.rego_limit_exceeded,
+            Failure::RegoError => &self.rego_errors,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        if let Some(hook) = &self.on_failure {
+            hook(failure);
+        }
+    }
+
+    fn delivered(&self, _caller: &Caller<'_>, _decision: &Decision, _latency: Duration) {}
+}
 
 /// Counts of decisions that failed closed, for metrics.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -45,8 +75,8 @@ pub struct EngineStats {
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine")
-            .field("policy", &self.policy.load().info)
-            .field("sessions", &self.sessions.len())
+            .field("policy", &self.policy().info)
+            .field("sessions", &self.sessions().len())
             .finish()
     }
 }
@@ -59,84 +89,68 @@ impl Engine {
 
     /// An engine over the given session store.
     pub fn with_store(policy: CompiledPolicy, sessions: Arc<dyn SessionStore>) -> Self {
+        let policy = Arc::new(policy);
         Self {
-            policy: ArcSwap::from_pointee(policy),
-            sessions,
-            rego_limit_exceeded: AtomicU64::new(0),
-            rego_errors: AtomicU64::new(0),
-            on_failure: None,
+            pipeline: Pipeline::new(
+                PolicySet::single(Arc::clone(&policy)),
+                sessions,
+                Counting::default(),
+            ),
+            current: ArcSwap::new(policy),
         }
     }
 
     /// Also reports every decision that fails closed to `hook`.
-    pub fn with_failure_hook(mut self, hook: FailureHook) -> Self {
-        self.on_failure = Some(hook);
-        self
+    pub fn with_failure_hook(self, hook: FailureHook) -> Self {
+        let policies = (*self.pipeline.policies()).clone();
+        let sessions = Arc::clone(self.pipeline.sessions());
+        let effects = Counting {
+            on_failure: Some(hook),
+            ..Counting::default()
+        };
+        Self {
+            pipeline: Pipeline::new(policies, sessions, effects),
+            current: self.current,
+        }
     }
 
     /// Counts of decisions that failed closed since the engine was built.
     pub fn stats(&self) -> EngineStats {
+        let effects = self.pipeline.effects();
         EngineStats {
-            rego_limit_exceeded: self.rego_limit_exceeded.load(Ordering::Relaxed),
-            rego_errors: self.rego_errors.load(Ordering::Relaxed),
-        }
-    }
-
-    /// Counts and logs a failed-closed decision (the rule and policy, never request content).
-    fn record(&self, evaluation: &Evaluation) {
-        let Some(failure) = evaluation.failure else {
-            return;
-        };
-        let counter = match failure {
-            Failure::RegoLimitExceeded => &self.rego_limit_exceeded,
-            Failure::RegoError => &self.rego_errors,
-        };
-        counter.fetch_add(1, Ordering::Relaxed);
-        crate::eval::log_failure(evaluation);
-        if let Some(hook) = &self.on_failure {
-            hook(failure);
+            rego_limit_exceeded: effects.rego_limit_exceeded.load(Ordering::Relaxed),
+            rego_errors: effects.rego_errors.load(Ordering::Relaxed),
         }
     }
 
     /// The current policy snapshot.
     pub fn policy(&self) -> Arc<CompiledPolicy> {
-        self.policy.load_full()
+        self.current.load_full()
     }
 
     /// Replaces the policy atomically: every decision uses either the old or the new snapshot
     /// whole, and every decision that starts after this returns uses the new one.
     pub fn swap_policy(&self, policy: CompiledPolicy) {
-        self.policy.store(Arc::new(policy));
+        let policy = Arc::new(policy);
+        self.pipeline
+            .swap_policies(PolicySet::single(Arc::clone(&policy)));
+        self.current.store(policy);
     }
 
     /// The session store.
     pub fn sessions(&self) -> &Arc<dyn SessionStore> {
-        &self.sessions
+        self.pipeline.sessions()
     }
 
     /// Decides one request. With a session, the read-decide-update of that session's state is
     /// atomic; without one, no state is read or written.
     pub fn decide(&self, request: &Request) -> Result<Decision, DecideError> {
-        let policy = self.policy.load();
-        let Some(session) = request.session.as_deref() else {
-            let evaluation = evaluate(&policy, request, &SessionState::default());
-            self.record(&evaluation);
-            return Ok(evaluation.decision);
-        };
-        let mut outcome = None;
-        self.sessions.transact(session, &mut |state| {
-            let mut evaluation = evaluate(&policy, request, state);
-            let change = evaluation.change.take();
-            outcome = Some(evaluation);
-            change
-        })?;
-        if let Some(evaluation) = &outcome {
-            self.record(evaluation);
+        match self.pipeline.decide_now(&Caller::default(), request) {
+            Ok((decision, _)) => Ok(decision),
+            Err(PipelineError::Store(e)) => Err(DecideError::Store(e)),
+            Err(other) => Err(DecideError::Store(StoreError {
+                message: other.to_string(),
+            })),
         }
-        outcome.map(|e| e.decision).ok_or_else(|| {
-            DecideError::Store(StoreError {
-                message: "the store did not run the decision".to_owned(),
-            })
-        })
     }
 }

@@ -14,13 +14,15 @@ pub mod expr;
 pub mod glob;
 pub mod index;
 pub mod pins;
+pub mod pipeline;
 pub mod policy;
 pub mod request;
 pub mod session;
 pub mod unique_keys;
 
 pub use decision::{Decision, Finding, PolicyInfo, Verdict};
-pub use engine::{DecideError, Engine, EngineStats};
+pub use engine::{DecideError, Engine, EngineStats, FailureHook};
+pub use pipeline::{Pipeline, PipelineError, PolicySet};
 pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
 pub use request::{HttpRequest, Kind, Request, RequestError};
 pub use session::{MemorySessionStore, SessionState, SessionStore, StateChange, StoreError};

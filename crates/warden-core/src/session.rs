@@ -119,15 +119,16 @@ pub struct Versioned {
     pub version: u64,
 }
 
-/// One session's new state for [`SessionStore::commit`].
+/// One session in a [`SessionStore::commit`]: its new state, or only a check that it is unchanged
+/// (a session the caller read and decided on without changing it).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SessionWrite {
     /// The session.
     pub session: String,
     /// The version [`SessionStore::load`] returned: the write applies only if it is still current.
     pub expected: u64,
-    /// The state that replaces the session's.
-    pub state: SessionState,
+    /// The state that replaces the session's; `None`: the session is only checked.
+    pub state: Option<SessionState>,
 }
 
 /// Where session state lives.
@@ -145,10 +146,10 @@ pub trait SessionStore: Send + Sync {
     /// The session's state and its version, for [`SessionStore::commit`].
     fn load(&self, session: &str) -> Result<Versioned, StoreError>;
 
-    /// Replaces the state of every session in `writes` if none of them changed since it was
-    /// loaded (each still has its `expected` version), atomically with respect to every other
-    /// `transact` and `commit`; returns `false` and changes nothing otherwise (the caller loads
-    /// and decides again). A session may appear once.
+    /// Replaces the state of every session in `writes` that carries one, if none of the sessions
+    /// in `writes` changed since it was loaded (each still has its `expected` version),
+    /// atomically with respect to every other `transact` and `commit`; returns `false` and
+    /// changes nothing otherwise (the caller loads and decides again). A session may appear once.
     fn commit(&self, writes: &[SessionWrite]) -> Result<bool, StoreError>;
 
     /// A copy of the session's state, `None` when the session is unknown.
@@ -251,9 +252,11 @@ impl SessionStore for MemorySessionStore {
             return Ok(false);
         }
         for w in writes {
-            let version = self.next_version();
-            self.sessions
-                .insert(w.session.as_str().into(), (w.state.clone(), version));
+            if let Some(state) = &w.state {
+                let version = self.next_version();
+                self.sessions
+                    .insert(w.session.as_str().into(), (state.clone(), version));
+            }
         }
         Ok(true)
     }

@@ -8,12 +8,10 @@ use axum::extract::{Extension, Path, Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
-use warden::{CompiledPolicy, Decision, Request as DecisionRequest, SessionState, SessionStore};
-use warden_core::eval::evaluate;
+use warden::{CompiledPolicy, PipelineError, Request as DecisionRequest, SessionStore as _};
 
 use crate::AppState;
 use crate::error::ApiError;
-use crate::metrics::DecisionLabels;
 use crate::middleware::{Caller, RequestId};
 use crate::snapshot::{LoadedPolicy, PolicyKind};
 
@@ -92,115 +90,45 @@ fn check_identifiers(
     }
 }
 
-/// Decides one request against `policy`, with the session namespaced by tenant. A store
-/// failure is an error (the caller answers 500: never an allow).
-fn decide_one(
-    state: &AppState,
-    caller: &Caller,
-    policy: &CompiledPolicy,
-    request: &DecisionRequest,
-) -> Result<Decision, ApiError> {
-    let Some(session) = request.session.as_deref() else {
-        let evaluation = evaluate(policy, request, &SessionState::default());
-        failed_closed(state, &evaluation);
-        return Ok(evaluation.decision);
-    };
-    let key = session_key(caller, session);
-    let mut decision = None;
-    state
-        .store()
-        .transact(&key, &mut |s| {
-            let mut evaluation = evaluate(policy, request, s);
-            let change = evaluation.change.take();
-            decision = Some(evaluation);
-            change
-        })
-        .map_err(|e| {
+/// The pipeline's view of `caller`: its sessions namespaced by its tenant, its policy by name.
+fn asking<'a>(caller: &'a Caller, request_id: &'a str) -> warden_core::pipeline::Caller<'a> {
+    warden_core::pipeline::Caller {
+        tenant: Some(&caller.tenant),
+        policy: Some(&caller.policy),
+        request_id: Some(request_id),
+        tokens: true,
+    }
+}
+
+/// The answer when the pipeline made no decision: never an allow.
+fn refused(e: PipelineError<ApiError>) -> ApiError {
+    match e {
+        PipelineError::Effect(e) => e,
+        PipelineError::Store(e) => {
             tracing::error!(error = %e, "session store failed; answering 500");
             ApiError::internal()
-        })?;
-    let evaluation = decision.ok_or_else(ApiError::internal)?;
-    failed_closed(state, &evaluation);
-    Ok(evaluation.decision)
-}
-
-/// Logs and counts a decision that failed closed (a Rego rule that could not be evaluated).
-fn failed_closed(state: &AppState, evaluation: &warden_core::eval::Evaluation) {
-    if let Some(failure) = evaluation.failure {
-        warden_core::eval::log_failure(evaluation);
-        state.metrics().count_failure(failure);
-    }
-}
-
-fn record(
-    state: &AppState,
-    caller: &Caller,
-    request_id: &str,
-    decision: &Decision,
-    elapsed: std::time::Duration,
-) {
-    let verdict = match decision.verdict {
-        warden::Verdict::Allow => "allow",
-        warden::Verdict::Deny => "deny",
-    };
-    let metrics = state.metrics();
-    metrics.decision_duration.observe(elapsed.as_secs_f64());
-    metrics
-        .decisions
-        .get_or_create(&DecisionLabels {
-            policy: Arc::clone(&decision.policy.name),
-            decision: verdict,
-        })
-        .inc();
-    if state.config().decision_log
-        && tracing::enabled!(target: "warden::decision", tracing::Level::INFO)
-    {
-        let latency_us = elapsed.as_micros() as u64;
-        // The same line tracing's JSON formatter writes, built directly (half the cost).
-        let line = DecisionLine {
-            timestamp: crate::snapshot::rfc3339_micros_now(),
-            level: "INFO",
-            message: "decision",
-            request_id,
-            tenant: &caller.tenant,
-            policy: &decision.policy.name,
-            digest: &decision.policy.digest,
-            decision: verdict,
-            rule: decision.rule.as_deref(),
-            latency_us,
-            target: "warden::decision",
-        };
-        if !crate::logbuf::write_json_line(&line) {
-            tracing::info!(
-                target: "warden::decision",
-                request_id = %request_id,
-                tenant = %caller.tenant,
-                policy = %decision.policy.name,
-                digest = %decision.policy.digest,
-                decision = verdict,
-                rule = decision.rule.as_deref(),
-                latency_us,
-                "decision"
-            );
+        }
+        PipelineError::UnknownPolicy(policy) => {
+            tracing::error!(%policy, "the caller's policy is not loaded");
+            ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "policy_unavailable",
+                "the policy for this key is not loaded",
+            )
+        }
+        PipelineError::Conflict { attempts } => ApiError::new(
+            StatusCode::CONFLICT,
+            "batch_conflict",
+            format!(
+                "other requests kept changing this batch's sessions ({attempts} attempts); \
+                 nothing was applied: retry"
+            ),
+        ),
+        PipelineError::Abandoned => {
+            tracing::warn!("batch abandoned by its caller before its sessions changed; voided");
+            ApiError::internal()
         }
     }
-}
-
-/// One decision log line: ids, names and outcome only; never arguments, text or keys.
-#[derive(serde::Serialize)]
-struct DecisionLine<'a> {
-    timestamp: String,
-    level: &'static str,
-    message: &'static str,
-    request_id: &'a str,
-    tenant: &'a str,
-    policy: &'a str,
-    digest: &'a str,
-    decision: &'static str,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    rule: Option<&'a str>,
-    latency_us: u64,
-    target: &'static str,
 }
 
 /// `POST /v1/decide`.
@@ -222,17 +150,16 @@ pub(crate) async fn decide_request(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = json_body(state, req, false).await?;
-    let loaded = policy_of(caller)?;
-    let policy = warden_policy(loaded)?;
+    // The caller's policy must be a loaded Warden policy (a clear 503 or 400 before parsing).
+    warden_policy(policy_of(caller)?)?;
     let request = DecisionRequest::from_json(&body)?;
     check_identifiers(state, &request, "")?;
     crate::proof::check_mintable(state, caller, &request)?;
-    let started = Instant::now();
-    let mut decision = decide_one(state, caller, policy, &request)?;
-    crate::proof::mint(state, caller, &request, &mut decision)?;
-    record(state, caller, request_id, &decision, started.elapsed());
-    let ack = crate::proof::audit(state, caller, &request, &decision, started)?;
-    crate::proof::audit_wait(vec![ack]).await?;
+    let decision = state
+        .pipeline()
+        .decide(&asking(caller, request_id), &request)
+        .await
+        .map_err(refused)?;
     Ok(json_response(&decision))
 }
 
@@ -264,8 +191,7 @@ pub async fn decide_batch(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = json_body(&state, req, false).await?;
-    let loaded = Arc::clone(policy_of(&caller)?);
-    warden_policy(&loaded)?;
+    warden_policy(policy_of(&caller)?)?;
     warden_core::unique_keys::reject_duplicate_keys(&body)?;
     let items: Vec<Value> = match serde_json::from_slice(&body) {
         Ok(Value::Array(items)) => items,
@@ -306,21 +232,12 @@ pub async fn decide_batch(
     // the task sees that nobody waits any more and voids the entries instead of committing.
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
-        let result = match warden_policy(&loaded) {
-            Ok(policy) => {
-                let abandoned = || tx.is_closed();
-                decide_all(
-                    &state,
-                    &caller,
-                    &request_id.0,
-                    policy,
-                    &requests,
-                    &abandoned,
-                )
-                .await
-            }
-            Err(e) => Err(e),
-        };
+        let abandoned = || tx.is_closed();
+        let result = state
+            .pipeline()
+            .decide_batch(&asking(&caller, &request_id.0), &requests, &abandoned)
+            .await
+            .map_err(refused);
         // Nobody waits any more: the batch already voided its entries and changed nothing.
         let _ = tx.send(result);
     });
@@ -331,143 +248,6 @@ pub async fn decide_batch(
             Err(ApiError::internal())
         }
     }
-}
-
-/// Times a batch is decided again when other requests change its sessions meanwhile.
-pub const BATCH_ATTEMPTS: usize = 5;
-
-/// The decisions of a batch made against copies of its sessions, and the writes that would
-/// bring the store to the state they leave.
-struct Staged {
-    decisions: Vec<(Decision, std::time::Duration)>,
-    writes: Vec<warden_core::session::SessionWrite>,
-}
-
-/// Decides every request in order; a session's requests see the changes of the ones before.
-/// Changes nothing in the store.
-fn stage(
-    state: &AppState,
-    caller: &Caller,
-    policy: &CompiledPolicy,
-    requests: &[DecisionRequest],
-) -> Result<Staged, ApiError> {
-    // Session key -> (version loaded, working copy, changed), in first-use order.
-    let mut sessions: Vec<(String, warden_core::session::Versioned, bool)> = Vec::new();
-    let mut index: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
-    let mut decisions = Vec::with_capacity(requests.len());
-    for request in requests {
-        let started = Instant::now();
-        let Some(session) = request.session.as_deref() else {
-            let evaluation = evaluate(policy, request, &SessionState::default());
-            failed_closed(state, &evaluation);
-            decisions.push((evaluation.decision, started.elapsed()));
-            continue;
-        };
-        let key = session_key(caller, session);
-        let slot = match index.get(&key) {
-            Some(&i) => i,
-            None => {
-                let loaded = state.store().load(&key).map_err(|e| {
-                    tracing::error!(error = %e, "session store failed; answering 500");
-                    ApiError::internal()
-                })?;
-                index.insert(key.clone(), sessions.len());
-                sessions.push((key, loaded, false));
-                sessions.len() - 1
-            }
-        };
-        let Some((_, copy, changed)) = sessions.get_mut(slot) else {
-            return Err(ApiError::internal());
-        };
-        let evaluation = evaluate(policy, request, &copy.state);
-        failed_closed(state, &evaluation);
-        if let Some(change) = evaluation.change.filter(|c| !c.is_noop()) {
-            copy.state.apply(&change);
-            *changed = true;
-        }
-        decisions.push((evaluation.decision, started.elapsed()));
-    }
-    let writes = sessions
-        .into_iter()
-        .filter(|(_, _, changed)| *changed)
-        .map(|(session, copy, _)| warden_core::session::SessionWrite {
-            session,
-            expected: copy.version,
-            state: copy.state,
-        })
-        .collect();
-    Ok(Staged { decisions, writes })
-}
-
-/// Stages, mints, audits and commits a validated batch; see [`decide_batch`]. `abandoned`
-/// tells whether the caller still waits: checked after the audit, before the sessions change.
-async fn decide_all(
-    state: &AppState,
-    caller: &Caller,
-    request_id: &str,
-    policy: &CompiledPolicy,
-    requests: &[DecisionRequest],
-    abandoned: &(dyn Fn() -> bool + Sync),
-) -> Result<Vec<Decision>, ApiError> {
-    for attempt in 1..=BATCH_ATTEMPTS {
-        let Staged {
-            mut decisions,
-            writes,
-        } = stage(state, caller, policy, requests)?;
-        for (request, (decision, _)) in requests.iter().zip(decisions.iter_mut()) {
-            crate::proof::mint(state, caller, request, decision)?;
-        }
-        let decided: Vec<_> = requests
-            .iter()
-            .zip(&decisions)
-            .map(|(request, (decision, latency))| (request, decision, *latency))
-            .collect();
-        let audited = crate::proof::audit_group(state, caller, &decided).await?;
-        if abandoned() {
-            if let Some(seqs) = audited {
-                crate::proof::audit_void(state, caller, policy, seqs).await?;
-            }
-            tracing::warn!("batch abandoned by its caller before its sessions changed; voided");
-            return Err(ApiError::internal());
-        }
-        let committed = match state.store().commit(&writes) {
-            Ok(committed) => committed,
-            Err(e) => {
-                tracing::error!(error = %e, "session store failed; answering 500");
-                if let Some(seqs) = audited {
-                    crate::proof::audit_void(state, caller, policy, seqs).await?;
-                }
-                return Err(ApiError::internal());
-            }
-        };
-        if committed {
-            for (decision, latency) in &decisions {
-                record(state, caller, request_id, decision, *latency);
-            }
-            return Ok(decisions.into_iter().map(|(d, _)| d).collect());
-        }
-        if let Some(seqs) = audited {
-            crate::proof::audit_void(state, caller, policy, seqs).await?;
-        }
-        tracing::debug!(attempt, "batch sessions changed meanwhile; deciding again");
-    }
-    Err(ApiError::new(
-        StatusCode::CONFLICT,
-        "batch_conflict",
-        format!(
-            "other requests kept changing this batch's sessions ({BATCH_ATTEMPTS} attempts); \
-             nothing was applied: retry"
-        ),
-    ))
-}
-
-/// The store key of a caller's session: `tenant` U+001F `session` (tenants cannot collide).
-fn session_key(caller: &Caller, session: &str) -> String {
-    let mut key = String::with_capacity(caller.tenant.len() + 1 + session.len());
-    key.push_str(&caller.tenant);
-    key.push('\u{1f}');
-    key.push_str(session);
-    key
 }
 
 /// `POST /v1/data/{path}`: OPA's Data API. `{"input": ...}` in, `{"result": ...}` out, no
@@ -548,7 +328,7 @@ pub async fn data(
                 }
             }
         }
-        PolicyKind::Warden(policy) => {
+        PolicyKind::Warden(_) => {
             let Some(input) = input else {
                 return Err(ApiError::bad_request(
                     "field `input`: a request is required",
@@ -562,11 +342,17 @@ pub async fn data(
                 ApiError::bad_request(format!("field `{field}`: {}", e.message))
             })?;
             check_identifiers(&state, &request, "input.")?;
-            let started = Instant::now();
-            let decision = decide_one(&state, &caller, policy, &request)?;
-            record(&state, &caller, &request_id.0, &decision, started.elapsed());
-            let ack = crate::proof::audit(&state, &caller, &request, &decision, started)?;
-            crate::proof::audit_wait(vec![ack]).await?;
+            let decision = state
+                .pipeline()
+                .decide(
+                    &warden_core::pipeline::Caller {
+                        tokens: false,
+                        ..asking(&caller, &request_id.0)
+                    },
+                    &request,
+                )
+                .await
+                .map_err(refused)?;
             let result = if segments.last() == Some(&"allow") {
                 json!(decision.verdict == warden::Verdict::Allow)
             } else {
@@ -610,7 +396,7 @@ pub async fn ready(State(state): State<AppState>) -> Response {
         .probe()
         .inspect_err(|e| tracing::debug!(error = %e, "not ready: session store"))
         .is_ok();
-    let audit_ok = state.0.audit.as_ref().is_none_or(|a| !a.status().2);
+    let audit_ok = state.effects().audit.as_ref().is_none_or(|a| !a.status().2);
     if state.is_ready() && store_ok && audit_ok {
         Json(json!({
             "status": "ready",
@@ -628,7 +414,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         .metrics()
         .sessions
         .set(i64::try_from(state.store().len()).unwrap_or(i64::MAX));
-    if let Some(audit) = &state.0.audit {
+    if let Some(audit) = &state.effects().audit {
         let (queued, seq, _) = audit.status();
         let metrics = state.metrics();
         metrics

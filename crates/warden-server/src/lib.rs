@@ -9,6 +9,7 @@
 
 mod body;
 pub mod config;
+mod effects;
 pub mod error;
 mod fast;
 mod handlers;
@@ -31,6 +32,7 @@ use axum::Router;
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
+use warden_core::Pipeline;
 use warden_store::EmbeddedSessionStore;
 
 pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateMode};
@@ -48,15 +50,15 @@ pub struct AppState(Arc<Inner>);
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
     store: Arc<EmbeddedSessionStore>,
-    metrics: Metrics,
+    /// Every decision goes through it; it owns the metrics, the signing key and the audit log
+    /// (its effects).
+    pipeline: Pipeline<effects::ServerEffects>,
     limiter: Option<DefaultKeyedRateLimiter<u64>>,
     concurrency: Semaphore,
     config: ServeConfig,
     config_path: Option<PathBuf>,
     ready: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
-    signing: Option<proof::Signing>,
-    audit: Option<proof::Audit>,
     /// `anonymous_policy` from the command line, kept over the file's at reload.
     anonymous_override: parking_lot::RwLock<Option<String>>,
 }
@@ -101,18 +103,27 @@ impl AppState {
             let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rate);
             RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
         });
+        let effects = effects::ServerEffects {
+            metrics,
+            signing,
+            audit,
+            decision_log: config.decision_log,
+        };
+        let pipeline = Pipeline::new(
+            snapshot.policy_set(),
+            Arc::clone(&store) as Arc<dyn warden::SessionStore>,
+            effects,
+        );
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
-            metrics,
+            pipeline,
             limiter,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
             config,
             config_path,
             ready: AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
-            signing,
-            audit,
             anonymous_override: parking_lot::RwLock::new(None),
         })))
     }
@@ -128,7 +139,7 @@ impl AppState {
     /// Writes and syncs the audit entries queued so far and checkpoints the head (at shutdown);
     /// returns the head, `None` without an audit log or when that failed (logged).
     pub fn flush_audit(&self) -> Option<warden_audit::Anchor> {
-        self.0.audit.as_ref().and_then(proof::Audit::flush)
+        self.effects().audit.as_ref().and_then(proof::Audit::flush)
     }
 
     /// The current policy set.
@@ -143,7 +154,17 @@ impl AppState {
 
     /// The metrics.
     pub fn metrics(&self) -> &Metrics {
-        &self.0.metrics
+        &self.effects().metrics
+    }
+
+    /// The decision pipeline: every decision of every route goes through it.
+    pub(crate) fn pipeline(&self) -> &Pipeline<effects::ServerEffects> {
+        &self.0.pipeline
+    }
+
+    /// The effects of a decision: metrics, signing key, audit log.
+    pub(crate) fn effects(&self) -> &effects::ServerEffects {
+        self.0.pipeline.effects()
     }
 
     /// The configuration the daemon started with.
@@ -176,16 +197,17 @@ impl AppState {
         match result {
             Ok((next, key)) => {
                 let policies = next.policies.len();
+                self.0.pipeline.swap_policies(next.policy_set());
                 self.0.snapshot.store(Arc::new(next));
-                if let (Some(signing), Some(key)) = (&self.0.signing, key) {
+                if let (Some(signing), Some(key)) = (&self.effects().signing, key) {
                     signing.rotate_to(key, proof::unix_now());
                 }
-                self.0.metrics.reload(true);
+                self.metrics().reload(true);
                 tracing::info!(policies, "reloaded");
                 Ok(())
             }
             Err(message) => {
-                self.0.metrics.reload(false);
+                self.metrics().reload(false);
                 tracing::error!(
                     error = %message,
                     "reload failed; keeping the previous policy set and signing key"
@@ -213,7 +235,7 @@ impl AppState {
         let snapshot = Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)?;
         // The file named at start is re-read; changing `signing_key` itself needs a restart.
         let key = self
-            .0
+            .effects()
             .signing
             .as_ref()
             .map(proof::Signing::read_key)

@@ -29,6 +29,7 @@ use crate::AppState;
 use crate::config::{AuditFsync, AuditOnFull, AuditSettings};
 use crate::error::ApiError;
 use crate::middleware::Caller;
+use warden_core::pipeline::{AuditReceipt, Decided};
 
 /// The issuer (`iss`) of the daemon's tokens.
 pub const TOKEN_ISSUER: &str = "warden";
@@ -255,7 +256,7 @@ pub(crate) fn check_mintable(
     caller: &Caller,
     request: &DecisionRequest,
 ) -> Result<(), ApiError> {
-    let Some(signing) = &state.0.signing else {
+    let Some(signing) = &state.effects().signing else {
         return Ok(());
     };
     let Some(tool) = request.tool.as_deref() else {
@@ -297,12 +298,13 @@ pub(crate) fn check_mintable(
 /// tenant and policy (`aud`). Requests are checked first with [`check_mintable`]; a failure here
 /// is a 500 (an allow without its token would be refused by the tool side anyway).
 pub(crate) fn mint(
-    state: &AppState,
-    caller: &Caller,
+    signing: Option<&Signing>,
+    tenant: &str,
+    policy: &str,
     request: &DecisionRequest,
     decision: &mut Decision,
 ) -> Result<(), ApiError> {
-    let Some(signing) = &state.0.signing else {
+    let Some(signing) = signing else {
         return Ok(());
     };
     let Some(tool) = request.tool.as_deref() else {
@@ -319,7 +321,7 @@ pub(crate) fn mint(
         args: request.args.as_ref().unwrap_or(&empty),
         policy_digest: &decision.policy.digest,
     };
-    let aud = audience(&caller.tenant, &caller.policy);
+    let aud = audience(tenant, policy);
     let token = signing
         .issuer
         .mint_for(&grant, Some(&aud), unix_now())
@@ -337,24 +339,19 @@ pub(crate) type AuditAck = Option<tokio::sync::oneshot::Receiver<Result<u64, Aud
 /// Queues the audit entry of one decision. Under `fsync: always` and `batch` the caller must
 /// await the returned acknowledgement ([`audit_wait`]) before answering.
 pub(crate) fn audit(
-    state: &AppState,
-    caller: &Caller,
+    audit: Option<&Audit>,
+    tenant: &str,
     request: &DecisionRequest,
     decision: &Decision,
-    started: Instant,
+    latency: std::time::Duration,
 ) -> Result<AuditAck, ApiError> {
-    let Some(audit) = &state.0.audit else {
+    let Some(audit) = audit else {
         return Ok(None);
     };
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let record = AuditRecord::from_decision(
-        Some(&caller.tenant),
-        request,
-        decision,
-        unix_now_ms(),
-        latency_us,
-    )
-    .map_err(audit_error)?;
+    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
+    let record =
+        AuditRecord::from_decision(Some(tenant), request, decision, unix_now_ms(), latency_us)
+            .map_err(audit_error)?;
     queue(audit, record)
 }
 
@@ -365,11 +362,11 @@ pub(crate) fn audit(
 /// time its evaluation took. Returns the sequence numbers of the group's first and last entry;
 /// `None` without an audit log (or for no decision).
 pub(crate) async fn audit_group(
-    state: &AppState,
-    caller: &Caller,
-    decided: &[(&DecisionRequest, &Decision, std::time::Duration)],
-) -> Result<Option<(u64, u64)>, ApiError> {
-    let Some(audit) = &state.0.audit else {
+    audit: Option<&Audit>,
+    tenant: &str,
+    decided: &[Decided<'_>],
+) -> Result<Option<AuditReceipt>, ApiError> {
+    let Some(audit) = audit else {
         return Ok(None);
     };
     let count = u64::try_from(decided.len()).unwrap_or(u64::MAX);
@@ -379,9 +376,9 @@ pub(crate) async fn audit_group(
     let now = unix_now_ms();
     let records = decided
         .iter()
-        .map(|(request, decision, latency)| {
-            let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-            AuditRecord::from_decision(Some(&caller.tenant), request, decision, now, latency_us)
+        .map(|d| {
+            let latency_us = u64::try_from(d.latency.as_micros()).unwrap_or(u64::MAX);
+            AuditRecord::from_decision(Some(tenant), d.request, d.decision, now, latency_us)
         })
         .collect::<Result<Vec<_>, _>>()
         .map_err(audit_error)?;
@@ -406,7 +403,10 @@ pub(crate) async fn audit_group(
     };
     sent.map_err(audit_error)?;
     match rx.await {
-        Ok(Ok(last)) => Ok(Some((last.saturating_sub(count - 1), last))),
+        Ok(Ok(last)) => Ok(Some(AuditReceipt {
+            first: last.saturating_sub(count - 1),
+            last,
+        })),
         Ok(Err(e)) => Err(audit_error(e)),
         Err(_) => Err(audit_error(AuditError::Closed)),
     }
@@ -420,17 +420,17 @@ pub(crate) const VOID_KIND: &str = "void";
 /// (`seq 41..=52`); it is written like any entry and waited for (the retry must not be answered
 /// while the log still says the voided decisions stand).
 pub(crate) async fn audit_void(
-    state: &AppState,
-    caller: &Caller,
+    audit: Option<&Audit>,
+    tenant: &str,
     policy: &warden::CompiledPolicy,
-    (first, last): (u64, u64),
+    AuditReceipt { first, last }: AuditReceipt,
 ) -> Result<(), ApiError> {
-    let Some(audit) = &state.0.audit else {
+    let Some(audit) = audit else {
         return Ok(());
     };
     let record = AuditRecord {
         time_ms: unix_now_ms(),
-        tenant: Some(caller.tenant.to_string()),
+        tenant: Some(tenant.to_owned()),
         kind: VOID_KIND.to_owned(),
         decision: VOID_KIND.to_owned(),
         rule: Some(format!("seq {first}..={last}")),
@@ -483,7 +483,7 @@ pub(crate) fn audit_data_query(
     outcome: &str,
     started: Instant,
 ) -> Result<AuditAck, ApiError> {
-    let Some(audit) = &state.0.audit else {
+    let Some(audit) = &state.effects().audit else {
         return Ok(None);
     };
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
@@ -546,7 +546,7 @@ pub(crate) fn audit_blocking(
     decision: &Decision,
     latency: std::time::Duration,
 ) -> Result<(), AuditError> {
-    let Some(audit) = &state.0.audit else {
+    let Some(audit) = &state.effects().audit else {
         return Ok(());
     };
     let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
@@ -630,7 +630,7 @@ fn audit_error(e: AuditError) -> ApiError {
 /// Sets the audit head and checkpoint metrics (`warden_audit_head{hash}` and
 /// `warden_audit_checkpoint{hash}`, each valued with the sequence number).
 pub(crate) fn audit_metrics(state: &AppState) {
-    let Some(audit) = &state.0.audit else {
+    let Some(audit) = &state.effects().audit else {
         return;
     };
     let (head, checkpoint) = audit.heads();
@@ -646,7 +646,7 @@ pub(crate) fn audit_metrics(state: &AppState) {
 /// `warden audit verify --checkpoint URL` or an external copy. 404 `audit_disabled` without an
 /// audit log.
 pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
-    let Some(audit) = &state.0.audit else {
+    let Some(audit) = &state.effects().audit else {
         return ApiError::new(
             StatusCode::NOT_FOUND,
             "audit_disabled",
@@ -677,7 +677,7 @@ fn signing_disabled() -> ApiError {
 
 /// `GET /.well-known/jwks.json`: the public keys verifying the daemon's tokens.
 pub(crate) async fn jwks(State(state): State<AppState>) -> Response {
-    let Some(signing) = &state.0.signing else {
+    let Some(signing) = &state.effects().signing else {
         return signing_disabled().into_response();
     };
     (
@@ -742,7 +742,7 @@ pub(crate) async fn verify(
     axum::Extension(caller): axum::Extension<Caller>,
     req: Request,
 ) -> Response {
-    let Some(signing) = &state.0.signing else {
+    let Some(signing) = &state.effects().signing else {
         return signing_disabled().into_response();
     };
     // Any content type, as before; the body limit and its 413 are the JSON ones of every route.

@@ -62,6 +62,20 @@ fn is_policy_file(path: &Path) -> bool {
 }
 
 impl Snapshot {
+    /// The Warden policies of the snapshot by name, for the decision pipeline (Rego-only
+    /// policies answer the Data API and are not in it).
+    pub fn policy_set(&self) -> warden_core::PolicySet {
+        self.policies
+            .iter()
+            .filter_map(|(name, loaded)| match &loaded.kind {
+                PolicyKind::Warden(policy) => Some((Arc::clone(name), Arc::clone(policy))),
+                PolicyKind::Rego(_) => None,
+            })
+            .fold(warden_core::PolicySet::default(), |set, (name, policy)| {
+                set.with(name, policy)
+            })
+    }
+
     /// Loads every policy file in `config.policies` (not recursing) and the key file. Any
     /// file that does not load as a policy (other than a Rego policy's data document), two
     /// policies with one name, or an `anonymous_policy` naming none of the loaded policies

@@ -660,7 +660,7 @@ impl SessionStore for EmbeddedSessionStore {
             match current(&w.session) {
                 Some(version) if version == w.expected => {}
                 None if w.expected == 0 => {
-                    if !w.state.is_empty() {
+                    if w.state.as_ref().is_some_and(|s| !s.is_empty()) {
                         created += 1;
                     }
                 }
@@ -675,11 +675,14 @@ impl SessionStore for EmbeddedSessionStore {
         }
         let now = now_secs();
         for w in writes {
-            if w.expected == 0 && w.state.is_empty() {
+            let Some(state) = &w.state else {
+                continue;
+            };
+            if w.expected == 0 && state.is_empty() {
                 continue;
             }
             let slot = Slot {
-                state: w.state.clone(),
+                state: state.clone(),
                 last_seen: now,
                 version: self.next_version(),
             };

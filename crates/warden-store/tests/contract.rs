@@ -34,7 +34,7 @@ fn write(session: &str, loaded: &Versioned, state: SessionState) -> SessionWrite
     SessionWrite {
         session: session.to_owned(),
         expected: loaded.version,
-        state,
+        state: Some(state),
     }
 }
 
@@ -240,5 +240,38 @@ fn commits_respect_the_session_bound() {
     assert!(store.evicted() >= 3);
     for i in 0..3 {
         assert!(store.get(&format!("new{i}")).unwrap().is_some());
+    }
+}
+
+/// A session only read (no new state) is checked like one written: a commit whose read session
+/// changed meanwhile applies nothing.
+#[test]
+fn sessions_only_read_are_checked_too() {
+    for (name, store, _dir) in stores() {
+        store.transact("read", &mut |_| Some(taint("a"))).unwrap();
+        let read = store.load("read").unwrap();
+        let written = store.load("written").unwrap();
+        let check = SessionWrite {
+            session: "read".to_owned(),
+            expected: read.version,
+            state: None,
+        };
+        store.transact("read", &mut |_| Some(taint("b"))).unwrap();
+        let writes = [check.clone(), write("written", &written, tainted(&["x"]))];
+        assert!(!store.commit(&writes).unwrap(), "{name}");
+        assert!(store.get("written").unwrap().is_none(), "{name}");
+        // Unchanged, the check passes and leaves the read session as it is.
+        let read = store.load("read").unwrap();
+        let check = SessionWrite {
+            expected: read.version,
+            ..check
+        };
+        assert!(
+            store
+                .commit(&[check, write("written", &written, tainted(&["x"]))])
+                .unwrap(),
+            "{name}"
+        );
+        assert_eq!(store.load("read").unwrap(), read, "{name}");
     }
 }

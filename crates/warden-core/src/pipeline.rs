@@ -1,0 +1,481 @@
+//! The one decision path every front door takes: a [`Pipeline`] owns the policy set, the state
+//! layer and the effects of a decision, and turns a caller and a request into a decision with
+//! every effect done.
+//!
+//! The core stays free of I/O: what a decision leaves behind (a token, an audit entry, a log
+//! line, metrics) is done by an [`Effects`] implementation the front door's host provides (the
+//! daemon's writes the audit log and mints tokens; [`NoEffects`] only logs failures). The order
+//! is fixed here, once:
+//!
+//! - one request ([`Pipeline::decide`]): the session's read-decide-update in one store
+//!   transaction, then [`Effects::seal`] (token), [`Effects::delivered`] (log, metrics) and
+//!   [`Effects::audit`], awaited before the decision is returned;
+//! - a batch ([`Pipeline::decide_batch`]), all or nothing: every request decided against copies of
+//!   its sessions, sealed, audited as one group, and only then the sessions written back in one
+//!   versioned commit; if another request changed one of them meanwhile, the group is voided
+//!   ([`Effects::void`]) and the batch decided again (at most [`BATCH_ATTEMPTS`] times).
+//!
+//! Every decision that failed closed (a Rego rule that could not be evaluated) is reported to
+//! [`Effects::failed_closed`].
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use arc_swap::ArcSwap;
+
+use crate::decision::Decision;
+use crate::eval::{Evaluation, evaluate, log_failure};
+use crate::policy::CompiledPolicy;
+use crate::request::Request;
+use crate::session::{SessionState, SessionStore, SessionWrite, StoreError, Versioned};
+
+/// A boxed future, as [`Effects`] returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Times a batch is decided again when other requests change its sessions meanwhile.
+pub const BATCH_ATTEMPTS: usize = 5;
+
+/// Named policies and the one used when a caller names none, swapped as a whole.
+#[derive(Debug, Clone, Default)]
+pub struct PolicySet {
+    policies: HashMap<Arc<str>, Arc<CompiledPolicy>>,
+    default: Option<Arc<str>>,
+}
+
+impl PolicySet {
+    /// A set of one policy, which is also the default (named after the policy).
+    pub fn single(policy: Arc<CompiledPolicy>) -> Self {
+        let name = Arc::clone(&policy.info.name);
+        Self::default()
+            .with(Arc::clone(&name), policy)
+            .with_default(name)
+    }
+
+    /// Adds (or replaces) the policy called `name`.
+    pub fn with(mut self, name: impl Into<Arc<str>>, policy: Arc<CompiledPolicy>) -> Self {
+        self.policies.insert(name.into(), policy);
+        self
+    }
+
+    /// Makes `name` the policy of callers that name none.
+    pub fn with_default(mut self, name: impl Into<Arc<str>>) -> Self {
+        self.default = Some(name.into());
+        self
+    }
+
+    /// The policy called `name`, or the default one for `None`.
+    pub fn get(&self, name: Option<&str>) -> Option<&Arc<CompiledPolicy>> {
+        let name = name.or(self.default.as_deref())?;
+        self.policies.get(name)
+    }
+
+    /// The names of the policies held.
+    pub fn names(&self) -> impl Iterator<Item = &str> {
+        self.policies.keys().map(|k| &**k)
+    }
+
+    /// Number of policies held.
+    pub fn len(&self) -> usize {
+        self.policies.len()
+    }
+
+    /// True when no policy is held.
+    pub fn is_empty(&self) -> bool {
+        self.policies.is_empty()
+    }
+}
+
+/// Who asks: the tenant whose sessions the request uses, and which policy decides.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Caller<'a> {
+    /// The tenant. `Some`: sessions are namespaced by it (`tenant` U+001F `session`), so two
+    /// tenants never share one; `None`: the request's session id is the store key.
+    pub tenant: Option<&'a str>,
+    /// The policy's name in the set; `None`: the set's default.
+    pub policy: Option<&'a str>,
+    /// The id of the request that asks, for the effects' log lines.
+    pub request_id: Option<&'a str>,
+    /// Whether an allowed tool call gets a decision token when the host signs them (the OPA
+    /// Data API answers in OPA's shape, without one).
+    pub tokens: bool,
+}
+
+impl Caller<'_> {
+    /// The store key of `session` for this caller.
+    pub fn session_key(&self, session: &str) -> String {
+        match self.tenant {
+            Some(tenant) => {
+                let mut key = String::with_capacity(tenant.len() + 1 + session.len());
+                key.push_str(tenant);
+                key.push('\u{1f}');
+                key.push_str(session);
+                key
+            }
+            None => session.to_owned(),
+        }
+    }
+}
+
+/// One decision made, for [`Effects::audit`].
+#[derive(Debug, Clone, Copy)]
+pub struct Decided<'a> {
+    /// The request.
+    pub request: &'a Request,
+    /// Its decision.
+    pub decision: &'a Decision,
+    /// How long deciding it took.
+    pub latency: Duration,
+}
+
+/// Where an audited group of decisions landed (sequence numbers of its first and last entry),
+/// so that it can be voided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AuditReceipt {
+    /// The first entry.
+    pub first: u64,
+    /// The last entry.
+    pub last: u64,
+}
+
+/// What a decision leaves behind, done by the host of the pipeline. Every method has a default
+/// that does nothing (failures are still logged), so an implementation overrides what it has.
+pub trait Effects: Send + Sync {
+    /// The error an effect fails with; the pipeline hands it back unchanged
+    /// ([`PipelineError::Effect`]).
+    type Error: Send;
+
+    /// Completes a decision before anything about it is recorded (mints its token). A failure
+    /// stops the decision: the caller gets no decision.
+    fn seal(
+        &self,
+        _caller: &Caller<'_>,
+        _request: &Request,
+        _decision: &mut Decision,
+    ) -> Result<(), Self::Error> {
+        Ok(())
+    }
+
+    /// Records the decisions durably (the audit log), all of them or none; resolves once they
+    /// are recorded. `None`: nothing to void later (no log).
+    fn audit<'a>(
+        &'a self,
+        _caller: &'a Caller<'a>,
+        _decided: &'a [Decided<'a>],
+    ) -> BoxFuture<'a, Result<Option<AuditReceipt>, Self::Error>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// Records that the audited group `receipt` was not delivered and changed nothing.
+    fn void<'a>(
+        &'a self,
+        _caller: &'a Caller<'a>,
+        _policy: &'a CompiledPolicy,
+        _receipt: AuditReceipt,
+    ) -> BoxFuture<'a, Result<(), Self::Error>> {
+        Box::pin(async { Ok(()) })
+    }
+
+    /// A decision is being delivered: log it, count it.
+    fn delivered(&self, _caller: &Caller<'_>, _decision: &Decision, _latency: Duration) {}
+
+    /// A decision failed closed (already logged by the pipeline): count it.
+    fn failed_closed(&self, _evaluation: &Evaluation) {}
+}
+
+/// No effects: decisions are only computed and their sessions updated (the library's
+/// [`crate::Engine`]).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoEffects;
+
+impl Effects for NoEffects {
+    type Error = std::convert::Infallible;
+}
+
+/// Why the pipeline gave no decision. Callers must treat every one as deny (fail closed).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum PipelineError<E> {
+    /// The caller's policy is not in the set.
+    #[error("no policy `{0}` is loaded")]
+    UnknownPolicy(String),
+    /// The state layer failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// An effect failed (token, audit).
+    #[error("a decision effect failed")]
+    Effect(E),
+    /// Other requests kept changing a batch's sessions; nothing was applied.
+    #[error("other requests kept changing the batch's sessions ({attempts} attempts)")]
+    Conflict {
+        /// How many times the batch was decided.
+        attempts: usize,
+    },
+    /// The caller stopped waiting before the batch's sessions changed; nothing was applied.
+    #[error("the caller stopped waiting; nothing was applied")]
+    Abandoned,
+}
+
+/// The decision path: a policy set, a state layer and the effects. `Send + Sync`; share it.
+pub struct Pipeline<E> {
+    policies: ArcSwap<PolicySet>,
+    sessions: Arc<dyn SessionStore>,
+    effects: E,
+}
+
+impl<E> std::fmt::Debug for Pipeline<E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("policies", &self.policies.load().len())
+            .field("sessions", &self.sessions.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// A request decided against a staged session copy.
+struct Staged {
+    decisions: Vec<(Decision, Duration)>,
+    writes: Vec<SessionWrite>,
+}
+
+impl<E: Effects> Pipeline<E> {
+    /// A pipeline over `sessions` with `effects`.
+    pub fn new(policies: PolicySet, sessions: Arc<dyn SessionStore>, effects: E) -> Self {
+        Self {
+            policies: ArcSwap::from_pointee(policies),
+            sessions,
+            effects,
+        }
+    }
+
+    /// The current policy set.
+    pub fn policies(&self) -> Arc<PolicySet> {
+        self.policies.load_full()
+    }
+
+    /// Replaces the whole policy set atomically: a decision uses the old or the new set whole.
+    pub fn swap_policies(&self, policies: PolicySet) {
+        self.policies.store(Arc::new(policies));
+    }
+
+    /// The state layer (for reading, e.g. tests and metrics; decisions go through the pipeline).
+    pub fn sessions(&self) -> &Arc<dyn SessionStore> {
+        &self.sessions
+    }
+
+    /// The effects.
+    pub fn effects(&self) -> &E {
+        &self.effects
+    }
+
+    fn policy(&self, caller: &Caller<'_>) -> Result<Arc<CompiledPolicy>, PipelineError<E::Error>> {
+        let set = self.policies.load();
+        set.get(caller.policy).cloned().ok_or_else(|| {
+            PipelineError::UnknownPolicy(caller.policy.unwrap_or("(default)").to_owned())
+        })
+    }
+
+    /// Reports a failed-closed evaluation: logged here, counted by the effects.
+    fn check_failure(&self, evaluation: &Evaluation) {
+        if evaluation.failure.is_some() {
+            log_failure(evaluation);
+            self.effects.failed_closed(evaluation);
+        }
+    }
+
+    /// Decides `request` and updates its session, with no other effect: the read-decide-update
+    /// is one store transaction. Returns the decision and how long it took.
+    pub fn decide_now(
+        &self,
+        caller: &Caller<'_>,
+        request: &Request,
+    ) -> Result<(Decision, Duration), PipelineError<E::Error>> {
+        let policy = self.policy(caller)?;
+        self.decide_with(&policy, caller, request)
+    }
+
+    fn decide_with(
+        &self,
+        policy: &CompiledPolicy,
+        caller: &Caller<'_>,
+        request: &Request,
+    ) -> Result<(Decision, Duration), PipelineError<E::Error>> {
+        let started = Instant::now();
+        let Some(session) = request.session.as_deref() else {
+            let evaluation = evaluate(policy, request, &SessionState::default());
+            self.check_failure(&evaluation);
+            return Ok((evaluation.decision, started.elapsed()));
+        };
+        let key = caller.session_key(session);
+        let mut outcome = None;
+        self.sessions.transact(&key, &mut |state| {
+            let mut evaluation = evaluate(policy, request, state);
+            let change = evaluation.change.take();
+            outcome = Some(evaluation);
+            change
+        })?;
+        let evaluation = outcome.ok_or_else(|| StoreError {
+            message: "the store did not run the decision".to_owned(),
+        })?;
+        self.check_failure(&evaluation);
+        Ok((evaluation.decision, started.elapsed()))
+    }
+
+    /// Decides one request with every effect done: session updated, token minted, logged and
+    /// counted, audited (awaited).
+    pub async fn decide(
+        &self,
+        caller: &Caller<'_>,
+        request: &Request,
+    ) -> Result<Decision, PipelineError<E::Error>> {
+        let (mut decision, latency) = self.decide_now(caller, request)?;
+        self.effects
+            .seal(caller, request, &mut decision)
+            .map_err(PipelineError::Effect)?;
+        self.effects.delivered(caller, &decision, latency);
+        let decided = [Decided {
+            request,
+            decision: &decision,
+            latency,
+        }];
+        self.effects
+            .audit(caller, &decided)
+            .await
+            .map_err(PipelineError::Effect)?;
+        Ok(decision)
+    }
+
+    /// Decides a batch, all or nothing (see the module docs). `abandoned` tells whether the
+    /// caller still waits; it is asked after the audit, before any session changes.
+    pub async fn decide_batch(
+        &self,
+        caller: &Caller<'_>,
+        requests: &[Request],
+        abandoned: &(dyn Fn() -> bool + Sync),
+    ) -> Result<Vec<Decision>, PipelineError<E::Error>> {
+        // One policy for the whole batch, even if the set is swapped meanwhile.
+        let policy = self.policy(caller)?;
+        for _ in 0..BATCH_ATTEMPTS {
+            let Staged {
+                mut decisions,
+                writes,
+            } = self.stage(&policy, caller, requests)?;
+            for (request, (decision, _)) in requests.iter().zip(decisions.iter_mut()) {
+                self.effects
+                    .seal(caller, request, decision)
+                    .map_err(PipelineError::Effect)?;
+            }
+            let decided: Vec<Decided<'_>> = requests
+                .iter()
+                .zip(&decisions)
+                .map(|(request, (decision, latency))| Decided {
+                    request,
+                    decision,
+                    latency: *latency,
+                })
+                .collect();
+            let receipt = self
+                .effects
+                .audit(caller, &decided)
+                .await
+                .map_err(PipelineError::Effect)?;
+            drop(decided);
+            if abandoned() {
+                self.void(caller, &policy, receipt).await?;
+                return Err(PipelineError::Abandoned);
+            }
+            let committed = match self.sessions.commit(&writes) {
+                Ok(committed) => committed,
+                Err(e) => {
+                    self.void(caller, &policy, receipt).await?;
+                    return Err(e.into());
+                }
+            };
+            if committed {
+                for (decision, latency) in &decisions {
+                    self.effects.delivered(caller, decision, *latency);
+                }
+                return Ok(decisions.into_iter().map(|(d, _)| d).collect());
+            }
+            self.void(caller, &policy, receipt).await?;
+            tracing::debug!("batch sessions changed meanwhile; deciding again");
+        }
+        Err(PipelineError::Conflict {
+            attempts: BATCH_ATTEMPTS,
+        })
+    }
+
+    async fn void(
+        &self,
+        caller: &Caller<'_>,
+        policy: &CompiledPolicy,
+        receipt: Option<AuditReceipt>,
+    ) -> Result<(), PipelineError<E::Error>> {
+        match receipt {
+            Some(receipt) => self
+                .effects
+                .void(caller, policy, receipt)
+                .await
+                .map_err(PipelineError::Effect),
+            None => Ok(()),
+        }
+    }
+
+    /// Decides every request in order against copies of its sessions (a session's requests see
+    /// the changes of the ones before); changes nothing in the store.
+    fn stage(
+        &self,
+        policy: &CompiledPolicy,
+        caller: &Caller<'_>,
+        requests: &[Request],
+    ) -> Result<Staged, PipelineError<E::Error>> {
+        // Session key -> (state and version loaded, working copy changed), in first-use order.
+        let mut sessions: Vec<(String, Versioned, bool)> = Vec::new();
+        let mut index: HashMap<String, usize> = HashMap::new();
+        let mut decisions = Vec::with_capacity(requests.len());
+        for request in requests {
+            let started = Instant::now();
+            let Some(session) = request.session.as_deref() else {
+                let evaluation = evaluate(policy, request, &SessionState::default());
+                self.check_failure(&evaluation);
+                decisions.push((evaluation.decision, started.elapsed()));
+                continue;
+            };
+            let key = caller.session_key(session);
+            let slot = match index.get(&key) {
+                Some(&i) => i,
+                None => {
+                    let loaded = self.sessions.load(&key)?;
+                    index.insert(key.clone(), sessions.len());
+                    sessions.push((key, loaded, false));
+                    sessions.len() - 1
+                }
+            };
+            let Some((_, copy, changed)) = sessions.get_mut(slot) else {
+                return Err(StoreError {
+                    message: "a staged session went missing".to_owned(),
+                }
+                .into());
+            };
+            let evaluation = evaluate(policy, request, &copy.state);
+            self.check_failure(&evaluation);
+            if let Some(change) = evaluation.change.filter(|c| !c.is_noop()) {
+                copy.state.apply(&change);
+                *changed = true;
+            }
+            decisions.push((evaluation.decision, started.elapsed()));
+        }
+        // Every session read goes into the commit: one only read is checked unchanged, so that
+        // no decision stands on a state that another request changed before it was delivered.
+        let writes = sessions
+            .into_iter()
+            .map(|(session, copy, changed)| SessionWrite {
+                session,
+                expected: copy.version,
+                state: changed.then_some(copy.state),
+            })
+            .collect();
+        Ok(Staged { decisions, writes })
+    }
+}
