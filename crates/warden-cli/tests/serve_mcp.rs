@@ -282,6 +282,20 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
     assert_eq!(count("call_denied"), 5, "{metrics}");
     assert_eq!(count("call_allowed"), 4, "{metrics}");
     assert!(count("tool_hidden") >= 3, "{metrics}");
+    // They are decisions of the daemon's one pipeline: counted like `/v1/decide`'s (the calls
+    // and the results decided: at least the calls above).
+    let decisions = |verdict: &str| -> f64 {
+        let prefix =
+            format!("warden_decisions_total{{policy=\"mcp-serve\",decision=\"{verdict}\"}} ");
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
+            .parse()
+            .unwrap()
+    };
+    assert!(decisions("deny") >= 5.0, "{metrics}");
+    assert!(decisions("allow") >= 4.0, "{metrics}");
 
     let log = std::fs::read_to_string(&setup.log).unwrap();
     assert!(log.contains("MCP upstream mounted"), "{log}");

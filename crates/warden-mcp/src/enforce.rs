@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
-use warden_core::{Decision, Engine, Kind, Request, Verdict};
+use warden_core::{CompiledPolicy, Decision, Engine, Kind, Request, Verdict};
 
 use crate::message::{self, Id, Message, MessageKind, Refusal, check_members};
 use crate::pins::{PinStatus, PinStore, definition_hash};
@@ -172,9 +172,31 @@ fn bump(counter: &AtomicU64) {
 pub type DecisionObserver =
     Arc<dyn Fn(&Request, &Decision, Duration) -> Result<(), String> + Send + Sync>;
 
+/// What decides the proxy's requests: the library's [`Engine`] (the `warden mcp` commands), or
+/// a host's decision pipeline (the daemon's `/mcp/{name}` mounts). The proxy is synchronous:
+/// a host whose effects are asynchronous waits for them here.
+pub trait Decider: Send + Sync {
+    /// Decides `request` with every effect of the host done; an `Err` (already logged by the
+    /// host, or not) makes the proxy fail closed.
+    fn decide(&self, request: &Request) -> Result<Decision, String>;
+    /// The policy that decides, for `tools/list` (tools it can never allow are hidden); `None`
+    /// when the host has none loaded (the list is then withheld and calls fail closed).
+    fn policy(&self) -> Option<Arc<CompiledPolicy>>;
+}
+
+impl Decider for Engine {
+    fn decide(&self, request: &Request) -> Result<Decision, String> {
+        Engine::decide(self, request).map_err(|e| e.to_string())
+    }
+
+    fn policy(&self) -> Option<Arc<CompiledPolicy>> {
+        Some(Engine::policy(self))
+    }
+}
+
 /// Enforces a policy on the MCP traffic of one upstream server.
 pub struct Enforcer {
-    engine: Arc<Engine>,
+    engine: Arc<dyn Decider>,
     pins: Arc<dyn PinStore>,
     upstream: String,
     counters: Counters,
@@ -279,7 +301,11 @@ pub fn routing_header_mismatch(
 
 impl Enforcer {
     /// An enforcer for `upstream` (the name pins are kept under).
-    pub fn new(engine: Arc<Engine>, pins: Arc<dyn PinStore>, upstream: impl Into<String>) -> Self {
+    pub fn new(
+        engine: Arc<dyn Decider>,
+        pins: Arc<dyn PinStore>,
+        upstream: impl Into<String>,
+    ) -> Self {
         Self {
             engine,
             pins,
@@ -319,8 +345,8 @@ impl Enforcer {
         &self.upstream
     }
 
-    /// The engine.
-    pub fn engine(&self) -> &Arc<Engine> {
+    /// What decides.
+    pub fn decider(&self) -> &Arc<dyn Decider> {
         &self.engine
     }
 
@@ -800,7 +826,16 @@ impl Enforcer {
         else {
             return Outcome::Forward(message.to_bytes());
         };
-        let policy = self.engine.policy();
+        let Some(policy) = self.engine.policy() else {
+            // Without the policy the list cannot be checked: withheld, as a failed decision.
+            bump(&self.counters.failures);
+            return Outcome::Forward(message::error_response(
+                message.id.as_ref(),
+                message::DECISION_FAILED,
+                "no policy is loaded for this upstream; the tool list was withheld",
+                None,
+            ));
+        };
         let before = tools.len();
         tools.retain(|tool| {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {

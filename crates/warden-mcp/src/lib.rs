@@ -21,7 +21,8 @@ pub mod http;
 pub mod stdio;
 
 pub use enforce::{
-    Caller, Counters, DecisionObserver, Enforcer, Exchange, Outcome, routing_header_mismatch,
+    Caller, Counters, Decider, DecisionObserver, Enforcer, Exchange, Outcome,
+    routing_header_mismatch,
 };
 pub use message::{Id, Message, MessageKind, Refusal};
 pub use pins::{MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};

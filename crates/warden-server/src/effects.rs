@@ -100,7 +100,7 @@ impl Effects for ServerEffects {
 
 /// Counts a delivered decision and writes its log line.
 fn record(effects: &ServerEffects, caller: &Caller<'_>, decision: &Decision, elapsed: Duration) {
-    let request_id = caller.request_id.unwrap_or("");
+    let request_id = caller.request_id;
     let tenant = caller.tenant.unwrap_or("");
     let verdict = match decision.verdict {
         warden::Verdict::Allow => "allow",
@@ -134,7 +134,7 @@ fn record(effects: &ServerEffects, caller: &Caller<'_>, decision: &Decision, ela
         if !crate::logbuf::write_json_line(&line) {
             tracing::info!(
                 target: "warden::decision",
-                request_id = %request_id,
+                request_id = request_id.unwrap_or_default(),
                 tenant = %tenant,
                 policy = %decision.policy.name,
                 digest = %decision.policy.digest,
@@ -153,7 +153,9 @@ struct DecisionLine<'a> {
     timestamp: String,
     level: &'static str,
     message: &'static str,
-    request_id: &'a str,
+    /// Absent for decisions of the MCP mounts (one HTTP request may carry several).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    request_id: Option<&'a str>,
     tenant: &'a str,
     policy: &'a str,
     digest: &'a str,

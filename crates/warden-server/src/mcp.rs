@@ -2,19 +2,16 @@
 //! upstream (`mcp_upstreams` in the configuration), behind the same authentication, rate and
 //! concurrency layers as `/v1/*`.
 //!
-//! Each upstream gets one [`Enforcer`] over an [`Engine`] that shares the daemon's session store,
-//! so MCP sessions are namespaced by tenant exactly as `/v1/decide` sessions are
-//! (`tenant U+001F session`). The daemon's snapshots hold compiled policies, not engines, so the
-//! engine is built over the upstream's policy from the snapshot at start, and on reload the
-//! engine's policy is swapped (`Engine::swap_policy`) the first time a request sees a snapshot
-//! with a different digest for that policy. Sessions and tool pins are untouched by a reload.
+//! Each upstream gets one [`Enforcer`] whose decisions go through the daemon's decision pipeline,
+//! as `/v1/decide`'s do ([`MountDecider`]): the upstream's policy by name from the current policy
+//! set (a reload applies at once), sessions namespaced by tenant (`tenant U+001F session`), and
+//! every effect: the decision is logged and counted, a decision that failed closed is counted,
+//! and with an audit log each `tool_call` and `tool_result` decision is appended to it before
+//! the message goes on (an append that fails, or a full queue with `on_full: deny`, fails
+//! closed). Sessions and tool pins are untouched by a reload.
 //!
 //! The principal is the authenticated API key's tenant (none for anonymous callers); Warden's
 //! own credentials (`Authorization`, `X-Api-Key`) are removed before forwarding.
-//!
-//! With an audit log configured, every `tool_call` and `tool_result` decision is appended to it
-//! through the enforcer's decision observer before the message goes on; an append that fails (or
-//! a full queue with `on_full: deny`) fails closed.
 
 use std::sync::Arc;
 
@@ -24,11 +21,9 @@ use axum::extract::{Extension, State};
 use axum::http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use axum::http::{Request, Response, StatusCode};
 use axum::routing::any;
-use parking_lot::Mutex;
 use warden::CompiledPolicy;
-use warden_core::{Engine, SessionStore};
 use warden_mcp::http::{Identity, ProxyConfig, ProxyState, Uri};
-use warden_mcp::{DecisionObserver, Enforcer, MemoryPinStore, PinStore};
+use warden_mcp::{Enforcer, MemoryPinStore, PinStore};
 use warden_store::RedbPinStore;
 
 pub use warden_mcp::http::UpstreamConfig;
@@ -58,9 +53,50 @@ struct Upstream {
     config: UpstreamConfig,
     state: AppState,
     proxy: ProxyState,
-    engine: Arc<Engine>,
-    /// The compiled policy the engine currently holds (its pointer in the current snapshot).
-    current: Mutex<Arc<CompiledPolicy>>,
+}
+
+/// Decides an upstream's MCP requests through the daemon's pipeline with the upstream's policy.
+/// The tenant is the request's principal (set from the API key by [`identify`]); the enforcer is
+/// synchronous, so the worker thread waits for the decision's effects (the audit append) in
+/// place, as it would for a slow upstream.
+struct MountDecider {
+    state: AppState,
+    policy: String,
+}
+
+impl warden_mcp::Decider for MountDecider {
+    fn decide(&self, request: &warden::Request) -> Result<warden::Decision, String> {
+        let tenant = request.principal.as_deref().unwrap_or(ANONYMOUS);
+        let caller = warden_core::pipeline::Caller {
+            tenant: Some(tenant),
+            policy: Some(&self.policy),
+            request_id: None,
+            tokens: false,
+        };
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if !multi_thread {
+            return Err(
+                "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
+            );
+        }
+        let pipeline = self.state.pipeline();
+        tokio::task::block_in_place(|| {
+            tokio::runtime::Handle::current().block_on(pipeline.decide(&caller, request))
+        })
+        .map_err(|e| match e {
+            warden::PipelineError::Effect(e) => format!("{}: {}", e.code, e.message),
+            other => other.to_string(),
+        })
+    }
+
+    fn policy(&self) -> Option<Arc<CompiledPolicy>> {
+        self.state
+            .pipeline()
+            .policies()
+            .get(Some(&self.policy))
+            .cloned()
+    }
 }
 
 fn valid_name(name: &str) -> bool {
@@ -105,31 +141,13 @@ fn identify(session: Option<String>) -> warden_mcp::http::Identify {
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ANONYMOUS);
         // The key's identity (or the configured session), never the client's
-        // `Mcp-Session-Id`: a client picks that one, and a new one would clear its taints.
+        // `Mcp-Session-Id`: a client picks that one, and a new one would clear its taints. The
+        // pipeline namespaces it by tenant.
         Identity {
             principal: (tenant != ANONYMOUS).then(|| tenant.to_owned()),
-            session: Some(format!(
-                "{tenant}\u{1f}{}",
-                session.as_deref().unwrap_or(DEFAULT_SESSION)
-            )),
+            session: Some(session.as_deref().unwrap_or(DEFAULT_SESSION).to_owned()),
         }
     })
-}
-
-/// Appends every decision of the proxy to the daemon's audit log (when one is configured), as
-/// `/v1/decide` does: the tenant is the caller's (`anonymous` without a key), the session is
-/// the client's own (without the tenant prefix the engine's store uses), the latency is the
-/// decision's. A full queue or a failed append fails closed: the enforcer answers the call with
-/// a JSON-RPC error and withholds a result.
-fn auditor(state: &AppState) -> DecisionObserver {
-    let state = state.clone();
-    Arc::new(
-        move |request: &warden_core::Request, decision: &warden_core::Decision, latency| {
-            let tenant = request.principal.as_deref().unwrap_or(ANONYMOUS);
-            crate::proof::audit_blocking(&state, tenant, request, decision, latency)
-                .map_err(|e| format!("audit log: {e}"))
-        },
-    )
 }
 
 fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
@@ -139,7 +157,6 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
     }
     let snapshot = state.snapshot();
     let pins = pin_store(state)?;
-    let store: Arc<dyn SessionStore> = state.store().clone();
     let mut built: Vec<Arc<Upstream>> = Vec::new();
     for config in upstreams {
         let name = &config.name;
@@ -160,18 +177,17 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
                 "mcp_upstreams `{name}`: the url must be http://host:port/path"
             ));
         }
-        let policy = warden_policy(&snapshot, &config.policy)
+        warden_policy(&snapshot, &config.policy)
             .map_err(|e| format!("mcp_upstreams `{name}`: {e}"))?;
-        let counting = state.clone();
-        let engine = Arc::new(
-            Engine::with_store((*policy).clone(), Arc::clone(&store)).with_failure_hook(Arc::new(
-                move |failure| counting.metrics().count_failure(failure),
-            )),
-        );
-        let enforcer = Arc::new(
-            Enforcer::new(Arc::clone(&engine), Arc::clone(&pins), name.clone())
-                .with_observer(auditor(state)),
-        );
+        let decider = MountDecider {
+            state: state.clone(),
+            policy: config.policy.clone(),
+        };
+        let enforcer = Arc::new(Enforcer::new(
+            Arc::new(decider),
+            Arc::clone(&pins),
+            name.clone(),
+        ));
         let mut proxy = ProxyConfig::new(uri, Identity::default());
         proxy.identify = identify(config.session.clone());
         proxy.strip_headers = vec![
@@ -183,8 +199,6 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
             config: config.clone(),
             state: state.clone(),
             proxy: ProxyState::new(enforcer, proxy),
-            engine,
-            current: Mutex::new(policy),
         }));
     }
     Ok(built)
@@ -248,30 +262,8 @@ fn unavailable(message: &str) -> Response<Body> {
 }
 
 impl Upstream {
-    /// Brings the engine's policy up to date with the daemon's current snapshot (after a
-    /// reload). The snapshot is read under the lock, so successive holders see ever newer
-    /// snapshots and a request that started before a reload cannot swap the old policy back.
-    fn sync(&self) -> Result<(), String> {
-        let mut current = self.current.lock();
-        let policy = warden_policy(&self.state.snapshot(), &self.config.policy)?;
-        if Arc::ptr_eq(&current, &policy) {
-            return Ok(());
-        }
-        if current.info.digest != policy.info.digest {
-            self.engine.swap_policy((*policy).clone());
-            tracing::info!(
-                name = %self.config.name,
-                policy = %self.config.policy,
-                digest = %policy.info.digest,
-                "MCP upstream policy reloaded"
-            );
-        }
-        *current = policy;
-        Ok(())
-    }
-
     async fn handle(&self, caller: Caller, mut request: Request<Body>) -> Response<Body> {
-        if let Err(e) = self.sync() {
+        if let Err(e) = warden_policy(&self.state.snapshot(), &self.config.policy) {
             tracing::error!(name = %self.config.name, error = %e, "MCP upstream has no policy; refusing");
             return unavailable("the policy for this MCP upstream is not loaded");
         }

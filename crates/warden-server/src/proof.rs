@@ -535,68 +535,6 @@ fn queue(audit: &Audit, record: AuditRecord) -> Result<AuditAck, ApiError> {
     result.map_err(audit_error)
 }
 
-/// Appends the audit entry of one decision of the MCP proxy (`/mcp/{name}`) and waits, on the
-/// calling thread, until it is durable per `fsync`, as `/v1/decide` does before answering. A
-/// full queue (`on_full: deny`) or a failed writer is an `Err`: the proxy fails closed. No audit
-/// log configured: nothing to do.
-pub(crate) fn audit_blocking(
-    state: &AppState,
-    tenant: &str,
-    request: &DecisionRequest,
-    decision: &Decision,
-    latency: std::time::Duration,
-) -> Result<(), AuditError> {
-    let Some(audit) = &state.effects().audit else {
-        return Ok(());
-    };
-    let latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX);
-    let mut record =
-        AuditRecord::from_decision(Some(tenant), request, decision, unix_now_ms(), latency_us)?;
-    // The engine's session key is `tenant U+001F session`; the entry holds the client's own.
-    if let Some(session) = record
-        .session
-        .as_deref()
-        .and_then(|s| s.strip_prefix(tenant))
-        .and_then(|s| s.strip_prefix('\u{1f}'))
-    {
-        record.session = Some(session.to_owned());
-    }
-    let send = || -> Result<(), AuditError> {
-        if audit.fsync == AuditFsync::Never {
-            return audit.log.append(record);
-        }
-        let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        let append_then = |record| {
-            let ack: warden_audit::AckFn = Box::new(move |r| {
-                let _ = tx.send(r);
-            });
-            audit.log.append_then(record, ack)
-        };
-        append_then(record)?;
-        // The writer is its own thread: waiting here cannot hold it up.
-        match rx.recv() {
-            Ok(result) => result.map(|_seq| ()),
-            Err(_) => Err(AuditError::Closed),
-        }
-    };
-    let result = if tokio::runtime::Handle::try_current()
-        .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread)
-    {
-        // A full queue or the wait for the sync blocks this worker thread, not the runtime's
-        // others.
-        tokio::task::block_in_place(send)
-    } else {
-        send()
-    };
-    if let Err(e) = &result {
-        match e {
-            AuditError::QueueFull => tracing::warn!("audit queue full; MCP decision refused"),
-            other => tracing::error!(error = %other, "audit log failed; MCP decision refused"),
-        }
-    }
-    result
-}
-
 /// Waits for the acknowledgements of [`audit`].
 pub(crate) async fn audit_wait(acks: Vec<AuditAck>) -> Result<(), ApiError> {
     for ack in acks.into_iter().flatten() {
