@@ -130,6 +130,176 @@ impl FrontDoor for Http {
     }
 }
 
+/// The MCP stdio proxy (`warden mcp wrap`) in front of the official Python SDK: a request is a
+/// `tools/call`, forwarded (allow) or answered with Warden's JSON-RPC error (deny, with the rule
+/// in its data). One proxy per session and principal, since a proxy decides for one of each;
+/// a request without a session gets a proxy of its own (a fresh session, as the scenario's
+/// empty state). Scenarios with requests a `tools/call` cannot carry (another kind, text, HTTP,
+/// context, no tool) are left to the other doors.
+struct McpStdio;
+
+/// What a `tools/call` through the proxy came back as.
+#[derive(Debug, Clone, PartialEq)]
+struct Called {
+    allowed: bool,
+    rule: Option<String>,
+}
+
+impl McpStdio {
+    fn carries(scenario: &Scenario) -> bool {
+        requests(scenario).iter().all(|r| {
+            r.get("tool").is_some_and(serde_json::Value::is_string)
+                && r.as_object().unwrap().iter().all(|(k, v)| {
+                    matches!(k.as_str(), "tool" | "args" | "session" | "principal")
+                        || (k == "kind" && v == "tool_call")
+                })
+        })
+    }
+
+    /// Calls each request of one session and principal through one proxy, in order.
+    fn call(
+        policy: &Path,
+        session: Option<&str>,
+        principal: Option<&str>,
+        requests: &[&serde_json::Value],
+    ) -> Vec<Called> {
+        use std::io::BufRead as _;
+        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let deps = root.join(".ci/.pydeps");
+        assert!(
+            deps.join("mcp").is_dir(),
+            "the MCP Python SDK is not installed: run scripts/test"
+        );
+        let mut command = Command::new(WARDEN);
+        command
+            .args([
+                "mcp",
+                "wrap",
+                "--memory-pins",
+                "--memory-sessions",
+                "--policy",
+            ])
+            .arg(policy);
+        if let Some(session) = session {
+            command.args(["--session", session]);
+        }
+        if let Some(principal) = principal {
+            command.args(["--principal", principal]);
+        }
+        let mut child = command
+            .arg("--")
+            .arg("python3")
+            .arg(root.join("crates/warden-cli/tests/mcp/any_tool_server.py"))
+            .env("PYTHONPATH", deps)
+            // Many short-lived servers: let Python cache the SDK's bytecode after the first.
+            .env_remove("PYTHONDONTWRITEBYTECODE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
+        let mut next = |id: u64| -> serde_json::Value {
+            loop {
+                let mut line = String::new();
+                assert!(stdout.read_line(&mut line).unwrap() > 0, "the proxy closed");
+                let message: serde_json::Value = serde_json::from_str(&line).unwrap();
+                if message["id"] == id {
+                    return message;
+                }
+            }
+        };
+        let initialize = serde_json::json!({"jsonrpc": "2.0", "id": 0, "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "front-doors", "version": "1"}}});
+        writeln!(stdin, "{initialize}").unwrap();
+        assert!(next(0)["result"].is_object());
+        writeln!(
+            stdin,
+            r#"{{"jsonrpc":"2.0","method":"notifications/initialized"}}"#
+        )
+        .unwrap();
+        let mut called = Vec::new();
+        for (i, request) in requests.iter().enumerate() {
+            let id = i as u64 + 1;
+            let call = serde_json::json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                "params": {"name": request["tool"],
+                           "arguments": request.get("args").cloned().unwrap_or(serde_json::json!({}))}});
+            writeln!(stdin, "{call}").unwrap();
+            let answer = next(id);
+            // A result Warden blocked (-32061) is a call it allowed: it was forwarded, and the
+            // tool's answer was then decided as a `tool_result`.
+            called.push(
+                if answer["result"].is_object() || answer["error"]["code"] == -32061 {
+                    Called {
+                        allowed: true,
+                        rule: None,
+                    }
+                } else {
+                    assert_eq!(answer["error"]["code"], -32060, "{answer}");
+                    Called {
+                        allowed: false,
+                        rule: answer["error"]["data"]["rule"].as_str().map(str::to_owned),
+                    }
+                },
+            );
+        }
+        drop(stdin);
+        let _ = child.kill();
+        let _ = child.wait();
+        called
+    }
+
+    fn call_all(scenario: &Scenario, dir: &Path) -> Vec<Called> {
+        let policy = policy_file(scenario, dir);
+        let requests = requests(scenario);
+        // Each request's proxy: its session and principal; a request without a session alone.
+        let mut groups: Vec<(Option<String>, Option<String>, Vec<usize>)> = Vec::new();
+        for (i, r) in requests.iter().enumerate() {
+            let session = r["session"].as_str().map(str::to_owned);
+            let principal = r["principal"].as_str().map(str::to_owned);
+            let found = groups
+                .iter_mut()
+                .find(|(s, p, _)| session.is_some() && *s == session && *p == principal);
+            match found {
+                Some((_, _, members)) => members.push(i),
+                None => groups.push((session, principal, vec![i])),
+            }
+        }
+        // The groups are independent (their own proxy and session): run four at a time, most
+        // of a proxy's life is its Python server starting.
+        let called = std::sync::Mutex::new(vec![None; requests.len()]);
+        let next = std::sync::atomic::AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    loop {
+                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        let Some((session, principal, members)) = groups.get(g) else {
+                            break;
+                        };
+                        let batch: Vec<&serde_json::Value> =
+                            members.iter().map(|&i| &requests[i]).collect();
+                        let answers =
+                            Self::call(&policy, session.as_deref(), principal.as_deref(), &batch);
+                        let mut called = called.lock().unwrap();
+                        for (&i, answer) in members.iter().zip(answers) {
+                            called[i] = Some(answer);
+                        }
+                    }
+                });
+            }
+        });
+        called
+            .into_inner()
+            .unwrap()
+            .into_iter()
+            .map(Option::unwrap)
+            .collect()
+    }
+}
+
 /// The scenario's requests as JSON, as a client would send them.
 fn requests(scenario: &Scenario) -> Vec<serde_json::Value> {
     scenario
@@ -209,4 +379,47 @@ fn every_front_door_meets_every_scenario_expectation() {
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     assert!(checked >= 3 * 90, "only {checked} checks ran");
+}
+
+/// The same corpus as `tools/call`s through the MCP stdio proxy: every request a `tools/call`
+/// can carry gets the library's decision (allowed and forwarded, or denied by the same rule).
+#[test]
+fn the_mcp_proxy_decides_the_corpus_as_the_library_does() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios");
+    let files = collect_files(&[root]).unwrap();
+    let mut failures = Vec::new();
+    let mut checked = 0;
+    let mut scenarios = 0;
+    for file in &files {
+        let scenario = load_scenario(file).unwrap();
+        if !McpStdio::carries(&scenario) {
+            continue;
+        }
+        scenarios += 1;
+        let dir = tempfile::tempdir().unwrap();
+        let library = Library.decide_all(&scenario, dir.path());
+        let called = McpStdio::call_all(&scenario, dir.path());
+        for (i, (decision, called)) in library.iter().zip(&called).enumerate() {
+            checked += 1;
+            let expected = Called {
+                allowed: decision.verdict == warden::Verdict::Allow,
+                rule: (decision.verdict == warden::Verdict::Deny)
+                    .then(|| decision.rule.as_deref().map(str::to_owned))
+                    .flatten(),
+            };
+            if *called != expected {
+                failures.push(format!(
+                    "{} step {}: library {expected:?}, MCP {called:?}",
+                    file.display(),
+                    i + 1
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+    eprintln!("{scenarios} scenarios, {checked} tools/call requests through the MCP proxy");
+    assert!(
+        scenarios >= 5 && checked >= 40,
+        "only {scenarios} scenarios, {checked} requests"
+    );
 }
