@@ -145,8 +145,8 @@ impl Engine {
     /// Decides one request. With a session, the read-decide-update of that session's state is
     /// atomic; without one, no state is read or written.
     pub fn decide(&self, request: &Request) -> Result<Decision, DecideError> {
-        match self.pipeline.decide_now(&Caller::default(), request) {
-            Ok((decision, _)) => Ok(decision),
+        match self.pipeline.decide_untimed(&Caller::default(), request) {
+            Ok(decision) => Ok(decision),
             Err(PipelineError::Store(e)) => Err(DecideError::Store(e)),
             Err(other) => Err(DecideError::Store(StoreError {
                 message: other.to_string(),
