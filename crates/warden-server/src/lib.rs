@@ -244,6 +244,31 @@ impl AppState {
     }
 }
 
+/// The API routes (`/v1/*`), each behind the guard (readiness, API key, rate limit, concurrency
+/// limit, timeout): the one table both the router and the test of the guard read.
+/// `POST /v1/decide` is also served by the fast path ([`fast`]), through the same guard.
+pub const API_ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/decide"),
+    ("POST", "/v1/decide/batch"),
+    ("POST", "/v1/data/{*path}"),
+    ("GET", "/v1/policies"),
+    ("POST", "/v1/tokens/verify"),
+    ("GET", "/v1/audit/checkpoint"),
+];
+
+/// The handler of an [`API_ROUTES`] entry.
+fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
+    Some(match path {
+        "/v1/decide" => post(handlers::decide),
+        "/v1/decide/batch" => post(handlers::decide_batch),
+        "/v1/data/{*path}" => post(handlers::data),
+        "/v1/policies" => get(handlers::policies),
+        "/v1/tokens/verify" => post(proof::verify),
+        "/v1/audit/checkpoint" => get(proof::checkpoint),
+        _ => return None,
+    })
+}
+
 /// The API routes with every layer.
 pub fn router(state: AppState) -> Router {
     router_with(state, Router::new())
@@ -252,13 +277,12 @@ pub fn router(state: AppState) -> Router {
 /// [`router`] plus `extra` routes under the same layers (for tests of the layers themselves).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     use axum::middleware::from_fn_with_state;
-    let api = Router::new()
-        .route("/v1/decide", post(handlers::decide))
-        .route("/v1/decide/batch", post(handlers::decide_batch))
-        .route("/v1/data/{*path}", post(handlers::data))
-        .route("/v1/policies", get(handlers::policies))
-        .route("/v1/tokens/verify", post(proof::verify))
-        .route("/v1/audit/checkpoint", get(proof::checkpoint))
+    let api = API_ROUTES
+        .iter()
+        .filter_map(|(_, path)| api_handler(path).map(|handler| (*path, handler)))
+        .fold(Router::new(), |api, (path, handler)| {
+            api.route(path, handler)
+        })
         .merge(extra)
         .merge(mcp::routes(&state))
         .route_layer(from_fn_with_state(state.clone(), middleware::api));
@@ -275,4 +299,15 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         ))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    /// A route in the table without a handler would be left out of the router unseen.
+    #[test]
+    fn every_api_route_has_a_handler() {
+        for (_, path) in super::API_ROUTES {
+            assert!(super::api_handler(path).is_some(), "{path}");
+        }
+    }
 }

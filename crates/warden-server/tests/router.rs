@@ -16,7 +16,7 @@ use axum::routing::post;
 use http_body_util::BodyExt as _;
 use serde_json::Value;
 use tower::ServiceExt as _;
-use warden_server::{AppState, RateLimit, ServeConfig, StateMode, router, router_with};
+use warden_server::{API_ROUTES, AppState, RateLimit, ServeConfig, StateMode, router, router_with};
 
 const POLICY: &str = r#"
 warden: 1
@@ -373,5 +373,50 @@ async fn json_content_types_are_matched_without_case_and_with_suffixes() {
         ] {
             assert_eq!(status, expected, "{content_type:?} through {via}");
         }
+    }
+}
+
+/// Every API route is behind the guard, on the router and on the fast path alike: without a key
+/// (and no anonymous policy) each answers 401 `unauthorized`, and while the daemon is not ready
+/// each answers 503 `not_ready`, before its handler runs. The routes come from the table the
+/// router is built from, so a new route cannot miss the test.
+#[tokio::test]
+async fn every_api_route_is_behind_the_guard() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.anonymous_policy = None;
+    let state = AppState::new(cfg, None).unwrap();
+    let app = warden_server::App::new(state.clone());
+    assert!(API_ROUTES.len() >= 6, "{API_ROUTES:?}");
+    for (method, path) in API_ROUTES {
+        let uri = path.replace("{*path}", "support/decision");
+        let e = exchange(
+            app.clone(),
+            method,
+            &uri,
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+        assert_eq!(e.0, StatusCode::UNAUTHORIZED, "{method} {uri}: {e:?}");
+        assert_eq!(e.3["error"]["code"], "unauthorized", "{method} {uri}");
+    }
+    state.set_ready(false);
+    for (method, path) in API_ROUTES {
+        let uri = path.replace("{*path}", "support/decision");
+        let e = exchange(
+            app.clone(),
+            method,
+            &uri,
+            &[("content-type", "application/json")],
+            "{}",
+        )
+        .await;
+        assert_eq!(
+            e.0,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "{method} {uri}: {e:?}"
+        );
+        assert_eq!(e.3["error"]["code"], "not_ready", "{method} {uri}");
     }
 }
