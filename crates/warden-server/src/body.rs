@@ -2,10 +2,10 @@
 
 use axum::body::Bytes;
 use axum::extract::Request;
-use axum::http::{StatusCode, header};
+use axum::http::header;
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 
 /// Reads the body: `application/json` (415 otherwise, unless `lenient`: OPA accepts any
 /// content type on its Data API, so that route does too), at most the configured limit (413).
@@ -29,16 +29,14 @@ pub(crate) async fn json_body(
     let accepted = is_json || lenient;
     if !accepted {
         return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
+            ErrorCode::UnsupportedMediaType,
             "the body must be `application/json`",
         ));
     }
     let limit = state.config().body_limit_bytes;
     let too_large = || {
         ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "payload_too_large",
+            ErrorCode::PayloadTooLarge,
             format!("the body is larger than {limit} bytes"),
         )
     };

@@ -4,13 +4,128 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
+/// Every error code the HTTP API answers with, and its status: the one table (docs/serve.md
+/// lists the same; a test keeps them equal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorCode {
+    /// Bad Request: a request the daemon cannot take as it is; the message names the field.
+    InvalidRequest,
+    /// Unauthorized: no key, or an unknown or revoked one.
+    Unauthorized,
+    /// Not Found: no such route.
+    NotFound,
+    /// Not Found: an audit route without an audit log.
+    AuditDisabled,
+    /// Not Found: a token route without a signing key.
+    SigningDisabled,
+    /// Method Not Allowed: a known route, another method.
+    MethodNotAllowed,
+    /// Conflict: a batch whose sessions kept changing; nothing applied.
+    BatchConflict,
+    /// Payload Too Large: a body over the limit.
+    PayloadTooLarge,
+    /// Unsupported Media Type: a body that is not JSON.
+    UnsupportedMediaType,
+    /// Too Many Requests: the key's bucket is empty.
+    RateLimited,
+    /// Internal Server Error: a failure of the daemon; never an allow.
+    Internal,
+    /// Internal Server Error: a Rego query failed or hit a limit.
+    EvaluationError,
+    /// Service Unavailable: no policy loaded, a store or audit failure, or shutting down.
+    NotReady,
+    /// Service Unavailable: the concurrency limit.
+    Overloaded,
+    /// Service Unavailable: the request timeout.
+    Timeout,
+    /// Service Unavailable: the key's policy is not loaded.
+    PolicyUnavailable,
+    /// Service Unavailable: the audit queue is full (`on_full: deny`).
+    AuditUnavailable,
+}
+
+impl ErrorCode {
+    /// Every code, in table order.
+    pub const ALL: &[ErrorCode] = &[
+        ErrorCode::InvalidRequest,
+        ErrorCode::Unauthorized,
+        ErrorCode::NotFound,
+        ErrorCode::AuditDisabled,
+        ErrorCode::SigningDisabled,
+        ErrorCode::MethodNotAllowed,
+        ErrorCode::BatchConflict,
+        ErrorCode::PayloadTooLarge,
+        ErrorCode::UnsupportedMediaType,
+        ErrorCode::RateLimited,
+        ErrorCode::Internal,
+        ErrorCode::EvaluationError,
+        ErrorCode::NotReady,
+        ErrorCode::Overloaded,
+        ErrorCode::Timeout,
+        ErrorCode::PolicyUnavailable,
+        ErrorCode::AuditUnavailable,
+    ];
+
+    /// The code as answered (`"invalid_request"`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidRequest => "invalid_request",
+            ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::AuditDisabled => "audit_disabled",
+            ErrorCode::SigningDisabled => "signing_disabled",
+            ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::BatchConflict => "batch_conflict",
+            ErrorCode::PayloadTooLarge => "payload_too_large",
+            ErrorCode::UnsupportedMediaType => "unsupported_media_type",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Internal => "internal",
+            ErrorCode::EvaluationError => "evaluation_error",
+            ErrorCode::NotReady => "not_ready",
+            ErrorCode::Overloaded => "overloaded",
+            ErrorCode::Timeout => "timeout",
+            ErrorCode::PolicyUnavailable => "policy_unavailable",
+            ErrorCode::AuditUnavailable => "audit_unavailable",
+        }
+    }
+
+    /// The HTTP status it is answered with.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
+            ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::AuditDisabled => StatusCode::NOT_FOUND,
+            ErrorCode::SigningDisabled => StatusCode::NOT_FOUND,
+            ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::BatchConflict => StatusCode::CONFLICT,
+            ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
+            ErrorCode::Internal => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::EvaluationError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NotReady => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::PolicyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+        }
+    }
+}
+
+impl std::fmt::Display for ErrorCode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// An error answered as `{"error": {"code", "message"}}`.
 #[derive(Debug, Clone)]
 pub struct ApiError {
     /// HTTP status.
     pub status: StatusCode,
     /// Stable machine-readable code.
-    pub code: &'static str,
+    pub code: ErrorCode,
     /// Human-readable message (never secrets, never internals).
     pub message: String,
     /// Seconds for `Retry-After`, when set.
@@ -18,10 +133,10 @@ pub struct ApiError {
 }
 
 impl ApiError {
-    /// An error with a status, code and message.
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    /// An error with a code (which gives the status) and a message.
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
         Self {
-            status,
+            status: code.status(),
             code,
             message: message.into(),
             retry_after: None,
@@ -30,28 +145,23 @@ impl ApiError {
 
     /// 400 `invalid_request`.
     pub fn bad_request(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "invalid_request", message)
+        Self::new(ErrorCode::InvalidRequest, message)
     }
 
     /// 401 with the one message every authentication failure gets.
     pub fn unauthorized() -> Self {
-        Self::new(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "missing or invalid API key",
-        )
+        Self::new(ErrorCode::Unauthorized, "missing or invalid API key")
     }
 
     /// 404.
     pub fn not_found() -> Self {
-        Self::new(StatusCode::NOT_FOUND, "not_found", "no such route")
+        Self::new(ErrorCode::NotFound, "no such route")
     }
 
     /// 405.
     pub fn method_not_allowed() -> Self {
         Self::new(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "method_not_allowed",
+            ErrorCode::MethodNotAllowed,
             "method not allowed on this route",
         )
     }
@@ -59,20 +169,14 @@ impl ApiError {
     /// 500 with a generic message; the detail belongs in the log.
     pub fn internal() -> Self {
         Self::new(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
+            ErrorCode::Internal,
             "internal error; the request was not allowed",
         )
     }
 
     /// 503 `not_ready`.
     pub fn not_ready() -> Self {
-        Self::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "not_ready",
-            "the server is not ready",
-        )
-        .retry_after(1)
+        Self::new(ErrorCode::NotReady, "the server is not ready").retry_after(1)
     }
 
     /// Adds `Retry-After`.
@@ -84,7 +188,7 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let body = json!({"error": {"code": self.code, "message": self.message}});
+        let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
             response
@@ -105,11 +209,59 @@ impl From<warden::RequestError> for ApiError {
     fn from(e: warden::RequestError) -> Self {
         match &e.field {
             Some(field) => Self::new(
-                StatusCode::BAD_REQUEST,
-                "invalid_request",
+                ErrorCode::InvalidRequest,
                 format!("field `{field}`: {}", e.message),
             ),
             None => Self::bad_request(e.message),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used)]
+    use super::ErrorCode;
+
+    /// The table of codes in docs/serve.md ("Errors") lists every code with its status, and no
+    /// other code.
+    #[test]
+    fn the_documented_error_table_is_the_code_table() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve.md"),
+        )
+        .unwrap();
+        let rows: Vec<(u16, Vec<&str>)> = docs
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.split('|').map(str::trim).skip(1);
+                let status = cells.next()?.parse::<u16>().ok()?;
+                let codes = cells
+                    .next()?
+                    .split(',')
+                    .map(|c| c.trim().trim_matches('`'))
+                    .collect();
+                Some((status, codes))
+            })
+            .collect();
+        for code in ErrorCode::ALL {
+            let documented = rows.iter().any(|(status, codes)| {
+                *status == code.status().as_u16() && codes.contains(&code.as_str())
+            });
+            assert!(
+                documented,
+                "{code} ({}) is not in docs/serve.md",
+                code.status()
+            );
+        }
+        for (status, codes) in &rows {
+            for documented in codes {
+                assert!(
+                    ErrorCode::ALL
+                        .iter()
+                        .any(|c| c.as_str() == *documented && c.status().as_u16() == *status),
+                    "docs/serve.md lists {documented} ({status}), which the daemon does not answer"
+                );
+            }
         }
     }
 }

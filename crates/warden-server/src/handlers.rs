@@ -5,13 +5,13 @@ use std::time::Instant;
 
 use axum::Json;
 use axum::extract::{Extension, Path, Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 use warden::{CompiledPolicy, PipelineError, Request as DecisionRequest, SessionStore as _};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::middleware::{Caller, RequestId};
 use crate::snapshot::{LoadedPolicy, PolicyKind};
 
@@ -20,9 +20,7 @@ use crate::body::json_body;
 fn policy_of(caller: &Caller) -> Result<&Arc<LoadedPolicy>, ApiError> {
     caller.snapshot.policies.get(&caller.policy).ok_or_else(|| {
         tracing::error!(tenant = %caller.tenant, policy = %caller.policy, "the tenant's policy is not loaded");
-        ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "policy_unavailable",
+        ApiError::new(ErrorCode::PolicyUnavailable,
             "the policy for this key is not loaded",
         )
     })
@@ -111,14 +109,12 @@ fn refused(e: PipelineError<ApiError>) -> ApiError {
         PipelineError::UnknownPolicy(policy) => {
             tracing::error!(%policy, "the caller's policy is not loaded");
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "policy_unavailable",
+                ErrorCode::PolicyUnavailable,
                 "the policy for this key is not loaded",
             )
         }
         PipelineError::Conflict { attempts } => ApiError::new(
-            StatusCode::CONFLICT,
-            "batch_conflict",
+            ErrorCode::BatchConflict,
             format!(
                 "other requests kept changing this batch's sessions ({attempts} attempts); \
                  nothing was applied: retry"
@@ -321,8 +317,7 @@ pub async fn data(
                 Err(e) => {
                     tracing::warn!(request_id = %request_id.0, error = %e, "rego evaluation failed");
                     Err(ApiError::new(
-                        StatusCode::INTERNAL_SERVER_ERROR,
-                        "evaluation_error",
+                        ErrorCode::EvaluationError,
                         "the policy could not be evaluated",
                     ))
                 }

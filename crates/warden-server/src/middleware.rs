@@ -9,13 +9,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use axum::extract::{MatchedPath, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use governor::clock::{Clock, DefaultClock};
 
 use crate::AppState;
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::metrics::HttpLabels;
 use crate::snapshot::Snapshot;
 
@@ -169,24 +169,16 @@ where
         Err(error) => return error.into_response(),
     };
     let Ok(_permit) = state.0.concurrency.try_acquire() else {
-        return ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "overloaded",
-            "too many requests in progress",
-        )
-        .retry_after(1)
-        .into_response();
+        return ApiError::new(ErrorCode::Overloaded, "too many requests in progress")
+            .retry_after(1)
+            .into_response();
     };
     let limit = Duration::from_millis(state.config().request_timeout_ms);
     match tokio::time::timeout(limit, handler(req, caller)).await {
         Ok(response) => response,
-        Err(_) => ApiError::new(
-            StatusCode::SERVICE_UNAVAILABLE,
-            "timeout",
-            "the request took too long",
-        )
-        .retry_after(1)
-        .into_response(),
+        Err(_) => ApiError::new(ErrorCode::Timeout, "the request took too long")
+            .retry_after(1)
+            .into_response(),
     }
 }
 
@@ -232,12 +224,10 @@ fn authenticate(
     {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
         tracing::warn!(request_id = %request_id, tenant = %caller.tenant, "rate limited");
-        return Err(ApiError::new(
-            StatusCode::TOO_MANY_REQUESTS,
-            "rate_limited",
-            "too many requests for this key",
-        )
-        .retry_after(wait.as_secs_f64().ceil() as u64));
+        return Err(
+            ApiError::new(ErrorCode::RateLimited, "too many requests for this key")
+                .retry_after(wait.as_secs_f64().ceil() as u64),
+        );
     }
     Ok(caller)
 }
@@ -268,12 +258,10 @@ pub(crate) fn charge_decisions(
         Ok(Err(not_until)) => {
             let wait = not_until.wait_time_from(DefaultClock::default().now());
             tracing::warn!(tenant = %caller.tenant, decisions, "rate limited");
-            Err(ApiError::new(
-                StatusCode::TOO_MANY_REQUESTS,
-                "rate_limited",
-                "too many decisions for this key",
+            Err(
+                ApiError::new(ErrorCode::RateLimited, "too many decisions for this key")
+                    .retry_after(wait.as_secs_f64().ceil() as u64),
             )
-            .retry_after(wait.as_secs_f64().ceil() as u64))
         }
         Err(_) => Err(too_many_for_bucket(state, decisions)),
     }
@@ -287,8 +275,7 @@ fn too_many_for_bucket(state: &AppState, decisions: usize) -> ApiError {
         limit.burst
     };
     ApiError::new(
-        StatusCode::TOO_MANY_REQUESTS,
-        "rate_limited",
+        ErrorCode::RateLimited,
         format!(
             "a batch of {} decisions is more than this key's rate limit allows at once ({burst})",
             decisions.saturating_add(1)

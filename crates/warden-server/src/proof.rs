@@ -14,7 +14,7 @@ use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use axum::Json;
 use axum::extract::{Request, State};
-use axum::http::{StatusCode, header};
+use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -27,7 +27,7 @@ use warden_proof::{
 
 use crate::AppState;
 use crate::config::{AuditFsync, AuditOnFull, AuditSettings};
-use crate::error::ApiError;
+use crate::error::{ApiError, ErrorCode};
 use crate::middleware::Caller;
 use warden_core::pipeline::{AuditReceipt, Decided};
 
@@ -552,8 +552,7 @@ fn audit_error(e: AuditError) -> ApiError {
         AuditError::QueueFull => {
             tracing::warn!("audit queue full; answering 503");
             ApiError::new(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "audit_unavailable",
+                ErrorCode::AuditUnavailable,
                 "the audit log cannot take the decision now",
             )
             .retry_after(1)
@@ -586,8 +585,7 @@ pub(crate) fn audit_metrics(state: &AppState) {
 pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
     let Some(audit) = &state.effects().audit else {
         return ApiError::new(
-            StatusCode::NOT_FOUND,
-            "audit_disabled",
+            ErrorCode::AuditDisabled,
             "there is no audit log (no `audit` configured)",
         )
         .into_response();
@@ -607,8 +605,7 @@ pub(crate) async fn checkpoint(State(state): State<AppState>) -> Response {
 
 fn signing_disabled() -> ApiError {
     ApiError::new(
-        StatusCode::NOT_FOUND,
-        "signing_disabled",
+        ErrorCode::SigningDisabled,
         "decision tokens are not enabled (no signing_key configured)",
     )
 }
@@ -763,11 +760,11 @@ mod tests {
     #[test]
     fn full_queue_is_503_and_writer_failure_500() {
         let full = audit_error(AuditError::QueueFull);
-        assert_eq!(full.status, StatusCode::SERVICE_UNAVAILABLE);
-        assert_eq!(full.code, "audit_unavailable");
+        assert_eq!(full.status, axum::http::StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(full.code, crate::error::ErrorCode::AuditUnavailable);
         assert_eq!(full.retry_after, Some(1));
         let failed = audit_error(AuditError::Writer("disk full".into()));
-        assert_eq!(failed.status, StatusCode::INTERNAL_SERVER_ERROR);
+        assert_eq!(failed.status, axum::http::StatusCode::INTERNAL_SERVER_ERROR);
         assert!(!failed.message.contains("disk"));
     }
 
