@@ -11,9 +11,10 @@ use warden::{CompiledPolicy, Decision, Request};
 use warden_core::eval::Evaluation;
 use warden_core::pipeline::{AuditReceipt, BoxFuture, Caller, Decided, Effects};
 
+use crate::audit::Audit;
 use crate::error::ApiError;
 use crate::metrics::{DecisionLabels, Metrics};
-use crate::proof::{Audit, Signing};
+use crate::signing::Signing;
 
 /// The daemon's effects: its metrics, its signing key and its audit log.
 pub(crate) struct ServerEffects {
@@ -39,7 +40,7 @@ impl Effects for ServerEffects {
         if !caller.tokens {
             return Ok(());
         }
-        crate::proof::mint(
+        crate::signing::mint(
             self.signing.as_ref(),
             caller.tenant.unwrap_or(""),
             caller.policy.unwrap_or(""),
@@ -58,17 +59,17 @@ impl Effects for ServerEffects {
             match decided {
                 // One decision: appended alone (under `fsync: never` answered once queued).
                 [one] => {
-                    let ack = crate::proof::audit(
+                    let ack = crate::audit::audit(
                         self.audit.as_ref(),
                         tenant,
                         one.request,
                         one.decision,
                         one.latency,
                     )?;
-                    crate::proof::audit_wait(vec![ack]).await?;
+                    crate::audit::audit_wait(vec![ack]).await?;
                     Ok(None)
                 }
-                many => crate::proof::audit_group(self.audit.as_ref(), tenant, many).await,
+                many => crate::audit::audit_group(self.audit.as_ref(), tenant, many).await,
             }
         })
     }
@@ -79,7 +80,7 @@ impl Effects for ServerEffects {
         policy: &'a CompiledPolicy,
         receipt: AuditReceipt,
     ) -> BoxFuture<'a, Result<(), ApiError>> {
-        Box::pin(crate::proof::audit_void(
+        Box::pin(crate::audit::audit_void(
             self.audit.as_ref(),
             caller.tenant.unwrap_or(""),
             policy,

@@ -150,7 +150,7 @@ pub(crate) async fn decide_request(
     warden_policy(policy_of(caller)?)?;
     let request = DecisionRequest::from_json(&body)?;
     check_identifiers(state, &request, "")?;
-    crate::proof::check_mintable(state, caller, &request)?;
+    crate::signing::check_mintable(state, caller, &request)?;
     let decision = state
         .pipeline()
         .decide(&asking(caller, request_id), &request)
@@ -215,7 +215,7 @@ pub async fn decide_batch(
             ApiError::bad_request(format!("field `{field}`: {}", e.message))
         })?;
         check_identifiers(&state, &request, &format!("[{i}]."))?;
-        crate::proof::check_mintable(&state, &caller, &request).map_err(|mut e| {
+        crate::signing::check_mintable(&state, &caller, &request).map_err(|mut e| {
             e.message = format!("[{i}]: {}", e.message);
             e
         })?;
@@ -301,16 +301,16 @@ pub async fn data(
             let result = rego.eval_value(&query, input.as_ref().unwrap_or(&Value::Null));
             // Audited like every decision, errors and limits included, and answered only once
             // the entry is durable per `fsync` (a failed append fails closed).
-            let ack = crate::proof::audit_data_query(
+            let ack = crate::audit::audit_data_query(
                 &state,
                 &caller,
                 &loaded.digest,
                 &query,
                 input.as_ref(),
-                crate::proof::data_query_outcome(&result),
+                crate::audit::data_query_outcome(&result),
                 started,
             )?;
-            crate::proof::audit_wait(vec![ack]).await?;
+            crate::audit::audit_wait(vec![ack]).await?;
             match result {
                 Ok(Some(value)) => Ok(Json(json!({ "result": value })).into_response()),
                 Ok(None) => Ok(Json(json!({})).into_response()),
@@ -419,7 +419,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
             .audit_seq
             .set(i64::try_from(seq).unwrap_or(i64::MAX));
     }
-    crate::proof::audit_metrics(&state);
+    crate::audit::audit_metrics(&state);
     (
         [(
             header::CONTENT_TYPE,

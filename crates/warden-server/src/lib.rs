@@ -7,19 +7,21 @@
 
 #![forbid(unsafe_code)]
 
+pub mod audit;
 mod body;
 pub mod config;
 mod effects;
 pub mod error;
 mod fast;
 mod handlers;
+mod keyfile;
 pub mod listen;
 mod logbuf;
 pub mod mcp;
 pub mod metrics;
 mod middleware;
-pub mod proof;
 mod run;
+pub mod signing;
 pub mod snapshot;
 
 use std::num::NonZeroU32;
@@ -90,13 +92,13 @@ impl AppState {
         let signing = config
             .signing_key
             .as_deref()
-            .map(|path| proof::load_signing(path, config.token_ttl))
+            .map(|path| signing::load_signing(path, config.token_ttl))
             .transpose()
             .map_err(ServeError::Keys)?;
         let audit = config
             .audit
             .as_ref()
-            .map(|a| proof::open_audit(a, signing.as_ref()))
+            .map(|a| audit::open_audit(a, signing.as_ref()))
             .transpose()
             .map_err(ServeError::Keys)?;
         let limiter = NonZeroU32::new(config.rate_limit.per_second).map(|rate| {
@@ -139,7 +141,7 @@ impl AppState {
     /// Writes and syncs the audit entries queued so far and checkpoints the head (at shutdown);
     /// returns the head, `None` without an audit log or when that failed (logged).
     pub fn flush_audit(&self) -> Option<warden_audit::Anchor> {
-        self.effects().audit.as_ref().and_then(proof::Audit::flush)
+        self.effects().audit.as_ref().and_then(audit::Audit::flush)
     }
 
     /// The current policy set.
@@ -200,7 +202,7 @@ impl AppState {
                 self.0.pipeline.swap_policies(next.policy_set());
                 self.0.snapshot.store(Arc::new(next));
                 if let (Some(signing), Some(key)) = (&self.effects().signing, key) {
-                    signing.rotate_to(key, proof::unix_now());
+                    signing.rotate_to(key, signing::unix_now());
                 }
                 self.metrics().reload(true);
                 tracing::info!(policies, "reloaded");
@@ -238,7 +240,7 @@ impl AppState {
             .effects()
             .signing
             .as_ref()
-            .map(proof::Signing::read_key)
+            .map(signing::Signing::read_key)
             .transpose()?;
         Ok((snapshot, key))
     }
@@ -263,8 +265,8 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         "/v1/decide/batch" => post(handlers::decide_batch),
         "/v1/data/{*path}" => post(handlers::data),
         "/v1/policies" => get(handlers::policies),
-        "/v1/tokens/verify" => post(proof::verify),
-        "/v1/audit/checkpoint" => get(proof::checkpoint),
+        "/v1/tokens/verify" => post(signing::verify),
+        "/v1/audit/checkpoint" => get(audit::checkpoint),
         _ => return None,
     })
 }
@@ -291,7 +293,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
         .route("/metrics", get(handlers::metrics))
-        .route("/.well-known/jwks.json", get(proof::jwks))
+        .route("/.well-known/jwks.json", get(signing::jwks))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
