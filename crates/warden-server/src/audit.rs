@@ -14,9 +14,9 @@ use warden_audit::{AuditConfig, AuditError, AuditLog, AuditRecord, FsyncPolicy, 
 use warden_proof::{KeyProvider, MacKey, SecretString, SoftwareKeyProvider};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::config::{AuditFsync, AuditOnFull, AuditSettings};
 use crate::error::{ApiError, ErrorCode};
-use crate::middleware::Caller;
 use warden_core::pipeline::{AuditReceipt, Decided};
 
 use crate::keyfile::read_secret_file;

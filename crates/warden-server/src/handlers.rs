@@ -11,8 +11,9 @@ use serde_json::{Value, json};
 use warden::{CompiledPolicy, PipelineError, Request as DecisionRequest, SessionStore as _};
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::middleware::{Caller, RequestId};
+use crate::middleware::RequestId;
 use crate::snapshot::{LoadedPolicy, PolicyKind};
 
 use crate::body::json_body;
@@ -222,7 +223,7 @@ pub async fn decide_batch(
         requests.push(request);
     }
     // The request took one token on its way in; the other decisions take theirs now.
-    crate::middleware::charge_decisions(&state, &caller, requests.len().saturating_sub(1))?;
+    crate::auth::charge_decisions(&state, &caller, requests.len().saturating_sub(1))?;
     // The batch runs in its own task, so that a request dropped (timeout, client gone) while
     // its entries are being written cannot stop it between the audit and the session writes;
     // the task sees that nobody waits any more and voids the entries instead of committing.

@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod audit;
+mod auth;
 mod body;
 pub mod config;
 mod effects;

@@ -28,7 +28,7 @@ use warden_store::RedbPinStore;
 
 pub use warden_mcp::http::UpstreamConfig;
 
-use crate::middleware::Caller;
+use crate::auth::Caller;
 use crate::snapshot::{PolicyKind, Snapshot};
 use crate::{AppState, StateMode};
 

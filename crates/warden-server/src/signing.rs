@@ -24,8 +24,8 @@ use warden_proof::{
 };
 
 use crate::AppState;
+use crate::auth::Caller;
 use crate::error::{ApiError, ErrorCode};
-use crate::middleware::Caller;
 
 use crate::keyfile::read_secret_file;
 
