@@ -303,3 +303,74 @@ fn one_decision_is_sealed_delivered_then_audited() {
     assert_eq!(*p.effects().log.lock(), ["delivered Allow", "Allow"]);
     assert_eq!(p.effects().seals.load(Ordering::SeqCst), 1);
 }
+
+/// A store that fails every call (a network store that went away).
+struct Unreachable;
+
+impl SessionStore for Unreachable {
+    fn transact(
+        &self,
+        _session: &str,
+        _decide: &mut dyn FnMut(&warden_core::SessionState) -> Option<StateChange>,
+    ) -> Result<(), warden_core::StoreError> {
+        Err(warden_core::StoreError {
+            message: "unreachable".to_owned(),
+        })
+    }
+    fn load(
+        &self,
+        _session: &str,
+    ) -> Result<warden_core::session::Versioned, warden_core::StoreError> {
+        Err(warden_core::StoreError {
+            message: "unreachable".to_owned(),
+        })
+    }
+    fn commit(
+        &self,
+        _writes: &[warden_core::session::SessionWrite],
+    ) -> Result<bool, warden_core::StoreError> {
+        Err(warden_core::StoreError {
+            message: "unreachable".to_owned(),
+        })
+    }
+    fn get(
+        &self,
+        _session: &str,
+    ) -> Result<Option<warden_core::SessionState>, warden_core::StoreError> {
+        Err(warden_core::StoreError {
+            message: "unreachable".to_owned(),
+        })
+    }
+    fn remove(&self, _session: &str) -> Result<(), warden_core::StoreError> {
+        Err(warden_core::StoreError {
+            message: "unreachable".to_owned(),
+        })
+    }
+    fn len(&self) -> usize {
+        0
+    }
+}
+
+/// A failing store is a decision error (the front door answers it as a failure), never an
+/// allow, for one request and for a batch; nothing is audited or delivered.
+#[test]
+fn a_failing_store_is_an_error_never_an_allow() {
+    let p = Pipeline::new(
+        PolicySet::single(policy(OPEN)),
+        Arc::new(Unreachable),
+        Recorder::default(),
+    );
+    let err = ready(p.decide(&Caller::default(), &request("s", "anything"))).unwrap_err();
+    assert!(matches!(err, PipelineError::Store(_)), "{err:?}");
+    let err = ready(p.decide_batch(&Caller::default(), &batch(), &|| false)).unwrap_err();
+    assert!(matches!(err, PipelineError::Store(_)), "{err:?}");
+    assert!(p.effects().log.lock().is_empty());
+    // Without a session no state is read: the open policy decides.
+    let stateless = Request::from_json(br#"{"tool":"anything"}"#).unwrap();
+    assert_eq!(
+        ready(p.decide(&Caller::default(), &stateless))
+            .unwrap()
+            .verdict,
+        Verdict::Allow
+    );
+}

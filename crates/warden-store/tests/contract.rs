@@ -275,3 +275,57 @@ fn sessions_only_read_are_checked_too() {
         assert_eq!(store.load("read").unwrap(), read, "{name}");
     }
 }
+
+/// A session keeps at most the history its policy needs, on every store.
+#[test]
+fn history_is_bounded() {
+    for (name, store, _dir) in stores() {
+        for i in 0..10 {
+            let change = StateChange {
+                push: Some(warden_core::session::HistoryEntry {
+                    tool: format!("t{i}").into(),
+                    classes: Arc::from(Vec::new()),
+                }),
+                history_limit: 3,
+                ..StateChange::default()
+            };
+            store.transact("s", &mut |_| Some(change.clone())).unwrap();
+        }
+        let state = store.get("s").unwrap().unwrap();
+        let tools: Vec<&str> = state.history.iter().map(|h| &*h.tool).collect();
+        assert_eq!(tools, ["t7", "t8", "t9"], "{name}");
+    }
+}
+
+/// An idle session expires after the TTL: its taints no longer apply, and a batch that loads
+/// it sees it empty (at its version, so a write still conflicts with one made meanwhile).
+#[test]
+fn idle_sessions_expire_after_the_ttl() {
+    let dir = tempfile::tempdir().unwrap();
+    let ttl = Some(std::time::Duration::from_secs(1));
+    let stores: Vec<(&str, EmbeddedSessionStore)> = vec![
+        ("embedded memory", EmbeddedSessionStore::memory(ttl)),
+        (
+            "embedded redb",
+            EmbeddedSessionStore::open(&dir.path().join("t.redb"), ttl).unwrap(),
+        ),
+    ];
+    for (_, store) in &stores {
+        store.transact("s", &mut |_| Some(taint("pii"))).unwrap();
+    }
+    // Seconds are the TTL's unit: more than two of them make the session idle too long.
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+    for (name, store) in &stores {
+        assert!(store.get("s").unwrap().is_none(), "{name}");
+        let loaded = store.load("s").unwrap();
+        assert!(loaded.state.is_empty(), "{name}");
+        let mut seen = None;
+        store
+            .transact("s", &mut |state| {
+                seen = Some(state.clone());
+                None
+            })
+            .unwrap();
+        assert!(seen.unwrap().is_empty(), "{name}: an expired taint applied");
+    }
+}
