@@ -13,6 +13,7 @@
 //! The principal is the authenticated API key's tenant (none for anonymous callers); Warden's
 //! own credentials (`Authorization`, `X-Api-Key`) are removed before forwarding.
 
+use std::future::Future as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -73,18 +74,28 @@ impl warden_mcp::Decider for MountDecider {
             request_id: None,
             tokens: false,
         };
-        let multi_thread = tokio::runtime::Handle::try_current()
-            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-        if !multi_thread {
-            return Err(
-                "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
-            );
-        }
-        let pipeline = self.state.pipeline();
-        tokio::task::block_in_place(|| {
-            tokio::runtime::Handle::current().block_on(pipeline.decide(&caller, request))
-        })
-        .map_err(|e| match e {
+        let mut decided = Box::pin(self.state.pipeline().decide(&caller, request));
+        // Most decisions wait for nothing (no audit log, or `fsync: never`): one poll finishes
+        // them on this thread. Only one that waits (for the audit writer) hands the worker's
+        // other tasks to another thread while it blocks.
+        let polled = decided
+            .as_mut()
+            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+        let result = match polled {
+            std::task::Poll::Ready(result) => result,
+            std::task::Poll::Pending => {
+                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
+                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
+                });
+                if !multi_thread {
+                    return Err(
+                        "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
+                    );
+                }
+                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(decided))
+            }
+        };
+        result.map_err(|e| match e {
             warden::PipelineError::Effect(e) => format!("{}: {}", e.code, e.message),
             other => other.to_string(),
         })
