@@ -269,9 +269,8 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
 
     // The enforcer's counters are exported on /metrics.
     let metrics = setup.metrics();
-    let count = |event: &str| -> u64 {
-        let prefix =
-            format!("warden_mcp_events_total{{upstream=\"everything\",event=\"{event}\"}} ");
+    // The value of the series `prefix` (name and labels, then a space).
+    let value = |prefix: String| -> f64 {
         metrics
             .lines()
             .find_map(|l| l.strip_prefix(&prefix))
@@ -279,20 +278,20 @@ fn serve_mounts_the_mcp_proxy_for_configured_upstreams() {
             .parse()
             .unwrap()
     };
-    assert_eq!(count("call_denied"), 5, "{metrics}");
-    assert_eq!(count("call_allowed"), 4, "{metrics}");
-    assert!(count("tool_hidden") >= 3, "{metrics}");
+    let count = |event: &str| -> f64 {
+        value(format!(
+            "warden_mcp_events_total{{upstream=\"everything\",event=\"{event}\"}} "
+        ))
+    };
+    assert_eq!(count("call_denied"), 5.0, "{metrics}");
+    assert_eq!(count("call_allowed"), 4.0, "{metrics}");
+    assert!(count("tool_hidden") >= 3.0, "{metrics}");
     // They are decisions of the daemon's one pipeline: counted like `/v1/decide`'s (the calls
     // and the results decided: at least the calls above).
     let decisions = |verdict: &str| -> f64 {
-        let prefix =
-            format!("warden_decisions_total{{policy=\"mcp-serve\",decision=\"{verdict}\"}} ");
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(&prefix))
-            .unwrap_or_else(|| panic!("no {prefix}in {metrics}"))
-            .parse()
-            .unwrap()
+        value(format!(
+            "warden_decisions_total{{policy=\"mcp-serve\",decision=\"{verdict}\"}} "
+        ))
     };
     assert!(decisions("deny") >= 5.0, "{metrics}");
     assert!(decisions("allow") >= 4.0, "{metrics}");

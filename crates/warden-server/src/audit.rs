@@ -327,6 +327,8 @@ fn queue(audit: &Audit, record: AuditRecord) -> Result<AuditAck, ApiError> {
         audit.log.append_then(
             record,
             Box::new(move |r| {
+                // The request may have timed out or its client gone: nobody waits for the answer
+                // (the entry itself is written either way; this only reports it).
                 let _ = tx.send(r);
             }),
         )?;

@@ -388,35 +388,20 @@ async fn every_api_route_is_behind_the_guard() {
     let state = AppState::new(cfg, None).unwrap();
     let app = warden_server::App::new(state.clone());
     assert!(API_ROUTES.len() >= 6, "{API_ROUTES:?}");
-    for (method, path) in API_ROUTES {
-        let uri = path.replace("{*path}", "support/decision");
-        let e = exchange(
-            app.clone(),
-            method,
-            &uri,
-            &[("content-type", "application/json")],
-            "{}",
-        )
-        .await;
-        assert_eq!(e.0, StatusCode::UNAUTHORIZED, "{method} {uri}: {e:?}");
-        assert_eq!(e.3["error"]["code"], "unauthorized", "{method} {uri}");
-    }
+    // Every route without a key, then every route while not ready: each refused with `code`.
+    let refused_everywhere = |status: StatusCode, code: &'static str| {
+        let app = app.clone();
+        async move {
+            for (method, path) in API_ROUTES {
+                let uri = path.replace("{*path}", "support/decision");
+                let json = [("content-type", "application/json")];
+                let e = exchange(app.clone(), method, &uri, &json, "{}").await;
+                assert_eq!(e.0, status, "{method} {uri}: {e:?}");
+                assert_eq!(e.3["error"]["code"], code, "{method} {uri}");
+            }
+        }
+    };
+    refused_everywhere(StatusCode::UNAUTHORIZED, "unauthorized").await;
     state.set_ready(false);
-    for (method, path) in API_ROUTES {
-        let uri = path.replace("{*path}", "support/decision");
-        let e = exchange(
-            app.clone(),
-            method,
-            &uri,
-            &[("content-type", "application/json")],
-            "{}",
-        )
-        .await;
-        assert_eq!(
-            e.0,
-            StatusCode::SERVICE_UNAVAILABLE,
-            "{method} {uri}: {e:?}"
-        );
-        assert_eq!(e.3["error"]["code"], "not_ready", "{method} {uri}");
-    }
+    refused_everywhere(StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
 }
