@@ -42,10 +42,12 @@ pub mod content {
 pub use load::{LoadError, load_policy_file, load_policy_str};
 /// The decision pipeline's parts: callers, effects, audit receipts.
 pub use warden_core::pipeline;
+/// The state layer: the traits every store implements and the in-memory stores.
+pub use warden_core::state;
 pub use warden_core::unique_keys::reject_duplicate_keys;
 pub use warden_core::{
     CompileOptions, CompiledPolicy, DecideError, Decision, Diagnostic, Engine, EngineStats,
     Finding, HttpRequest, Kind, MemorySessionStore, Pipeline, PipelineError, PolicyError,
     PolicyInfo, PolicySet, Request, RequestError, SessionState, SessionStore, StateChange,
-    StoreError, Verdict,
+    StoreCall, StoreError, Verdict,
 };

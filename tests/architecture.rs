@@ -188,3 +188,53 @@ fn crate_dependencies_point_one_way() {
         }
     }
 }
+
+/// Every `.rs` file under `dir`, recursively.
+fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            rust_files(&path, out);
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            out.push(path);
+        }
+    }
+}
+
+/// A front door decides only through the pipeline: the evaluator is private to the core (its
+/// visibility is `pub(crate)`, so calling it does not compile), and no front door's code runs a
+/// session store's read-decide-update or versioned commit itself (trait methods cannot be made
+/// private to one crate, so this is checked here).
+#[test]
+fn front_doors_decide_only_through_the_pipeline() {
+    let forbidden = [
+        ".transact(",
+        "SessionWrite",
+        "optimistic_transact",
+        ".commit(&[",
+    ];
+    let mut files = Vec::new();
+    for door in ["warden-server", "warden-mcp", "warden-cli"] {
+        rust_files(&crates().join(door).join("src"), &mut files);
+    }
+    assert!(files.len() > 20, "{} files", files.len());
+    for file in files {
+        let text = std::fs::read_to_string(&file).unwrap();
+        for (n, line) in text.lines().enumerate() {
+            let code = line.split("//").next().unwrap_or_default();
+            for pattern in forbidden {
+                assert!(
+                    !code.contains(pattern),
+                    "{}:{}: a front door calls `{pattern}`; decide through the pipeline",
+                    file.display(),
+                    n + 1
+                );
+            }
+        }
+    }
+    let eval = std::fs::read_to_string(crates().join("warden-core/src/eval.rs")).unwrap();
+    assert!(
+        eval.contains("pub(crate) fn evaluate("),
+        "the evaluator is public again"
+    );
+}

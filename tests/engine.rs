@@ -65,7 +65,12 @@ fn history_is_bounded_by_the_longest_within_and_unbounded_after_uses_a_marker() 
             .decide(&request(r#"{"session":"s","tool":"t"}"#))
             .expect("decides");
     }
-    let state = engine.sessions().get("s").expect("store").expect("session");
+    let state = engine
+        .sessions()
+        .get("s")
+        .wait()
+        .expect("store")
+        .expect("session");
     assert_eq!(state.history.len(), 3);
 
     // `after` without `within` keeps no history: a marker remembers the call for good, however
@@ -87,7 +92,12 @@ fn history_is_bounded_by_the_longest_within_and_unbounded_after_uses_a_marker() 
             .decide(&request(&format!(r#"{{"session":"s","tool":"{tool}"}}"#)))
             .expect("decides");
     }
-    let state = engine.sessions().get("s").expect("store").expect("session");
+    let state = engine
+        .sessions()
+        .get("s")
+        .wait()
+        .expect("store")
+        .expect("session");
     assert_eq!(state.history.len(), 0);
     assert_eq!(state.seen.len(), 1);
     let d = engine
@@ -102,7 +112,7 @@ fn history_is_bounded_by_the_longest_within_and_unbounded_after_uses_a_marker() 
     engine
         .decide(&request(r#"{"session":"s","tool":"t"}"#))
         .expect("decides");
-    assert!(engine.sessions().get("s").expect("store").is_none());
+    assert!(engine.sessions().get("s").wait().expect("store").is_none());
 }
 
 #[test]
@@ -256,7 +266,7 @@ fn rego_limit_exceeded_denies_and_changes_nothing() {
         ["rego: limit exceeded"]
     );
     assert!(d.taints.is_empty());
-    assert!(engine.sessions().get("s").expect("store").is_none());
+    assert!(engine.sessions().get("s").wait().expect("store").is_none());
     assert_eq!(engine.stats().rego_limit_exceeded, 1);
     assert_eq!(engine.stats().rego_errors, 0);
 }

@@ -267,9 +267,11 @@ pub fn run(command: McpCommand) -> ExitCode {
             pins,
             upstream,
             tool,
-        } => match open_pins(&pins)
-            .and_then(|s| s.approve(&upstream, &tool).map_err(|e| e.to_string()))
-        {
+        } => match open_pins(&pins).and_then(|s| {
+            s.approve(&upstream, &tool)
+                .wait()
+                .map_err(|e| e.to_string())
+        }) {
             Ok(true) => {
                 eprintln!("approved the new definition of `{tool}` on `{upstream}`");
                 ExitCode::SUCCESS
@@ -283,7 +285,7 @@ pub fn run(command: McpCommand) -> ExitCode {
             Err(e) => bad(e),
         },
         McpCommand::Pins { pins } => {
-            match open_pins(&pins).and_then(|s| s.list().map_err(|e| e.to_string())) {
+            match open_pins(&pins).and_then(|s| s.list().wait().map_err(|e| e.to_string())) {
                 Ok(list) => {
                     println!(
                         "{}",

@@ -13,7 +13,7 @@ use crate::eval::{Evaluation, Failure};
 use crate::pipeline::{Caller, Effects, Pipeline, PipelineError, PolicySet};
 use crate::policy::CompiledPolicy;
 use crate::request::Request;
-use crate::session::{MemorySessionStore, SessionStore, StoreError};
+use crate::state::{MemorySessionStore, SessionStore, StoreError};
 
 /// Why a decision could not be made. Callers must treat this as deny (fail closed).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

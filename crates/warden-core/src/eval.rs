@@ -118,7 +118,7 @@ impl ExprContext for Cx<'_> {
 
 /// Logs a decision that failed closed (its failure, policy digest and reason; never request
 /// content). Every front door calls it, through [`crate::Engine`] or directly.
-pub fn log_failure(evaluation: &Evaluation) {
+pub(crate) fn log_failure(evaluation: &Evaluation) {
     if let Some(failure) = evaluation.failure {
         tracing::warn!(
             failure = ?failure,
@@ -141,7 +141,11 @@ impl Failure {
 
 /// Evaluates `request` under `policy` with the session's current `state` (empty when the
 /// request has no session).
-pub fn evaluate(policy: &CompiledPolicy, request: &Request, state: &SessionState) -> Evaluation {
+pub(crate) fn evaluate(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &SessionState,
+) -> Evaluation {
     let tool = request.tool.as_deref();
     let classes = policy.registry.classes_of(tool);
     let cx = Cx {

@@ -18,6 +18,7 @@ pub mod pipeline;
 pub mod policy;
 pub mod request;
 pub mod session;
+pub mod state;
 pub mod unique_keys;
 
 pub use decision::{Decision, Finding, PolicyInfo, Verdict};
@@ -25,4 +26,8 @@ pub use engine::{DecideError, Engine, EngineStats, FailureHook};
 pub use pipeline::{Pipeline, PipelineError, PolicySet};
 pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
 pub use request::{HttpRequest, Kind, Request, RequestError};
-pub use session::{MemorySessionStore, SessionState, SessionStore, StateChange, StoreError};
+pub use session::{SessionState, StateChange};
+pub use state::{
+    CounterStore, MemoryCounterStore, MemoryNonceStore, MemorySessionStore, NonceStore,
+    SessionStore, SessionWrite, StoreCall, StoreError,
+};

@@ -8,6 +8,8 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
+use crate::state::StoreCall;
+
 /// A pin store failed (I/O, a corrupt file, a lock held too long). Callers fail closed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("pin store: {message}")]
@@ -45,17 +47,25 @@ pub enum PinStatus {
 /// tool, across every process sharing the store (apply [`Pin::observe`] and [`Pin::approved`]
 /// inside one transaction). `MemoryPinStore` is the one in this crate; the persistent one,
 /// shared by the MCP proxy and `warden mcp approve`, is `warden_store::RedbPinStore`.
+///
+/// One of the state traits ([`crate::state`]): every call may be answered later by a store
+/// behind a network; the in-process ones answer at once.
 pub trait PinStore: Send + Sync {
     /// Compares `hash` with the pin of `tool` on `upstream`, pinning it when new and
     /// recording it as pending when it differs.
-    fn observe(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError>;
+    fn observe<'a>(
+        &'a self,
+        upstream: &'a str,
+        tool: &'a str,
+        hash: &'a str,
+    ) -> StoreCall<'a, PinStatus, PinError>;
     /// Whether calls to `tool` are held back (a changed definition is pending approval).
-    fn is_held(&self, upstream: &str, tool: &str) -> Result<bool, PinError>;
-    /// Approves the pending definition of `tool`: it becomes the pin. Returns false when
+    fn is_held<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError>;
+    /// Approves the pending definition of `tool`: it becomes the pin. Answers false when
     /// nothing was pending.
-    fn approve(&self, upstream: &str, tool: &str) -> Result<bool, PinError>;
+    fn approve<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError>;
     /// Every pin, by upstream then tool.
-    fn list(&self) -> Result<Pins, PinError>;
+    fn list(&self) -> StoreCall<'_, Pins, PinError>;
 }
 
 /// Pins by upstream, then tool.
@@ -163,20 +173,25 @@ impl MemoryPinStore {
 }
 
 impl PinStore for MemoryPinStore {
-    fn observe(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError> {
-        Ok(observe_in(&mut self.pins.lock(), upstream, tool, hash))
+    fn observe<'a>(
+        &'a self,
+        upstream: &'a str,
+        tool: &'a str,
+        hash: &'a str,
+    ) -> StoreCall<'a, PinStatus, PinError> {
+        StoreCall::ready(Ok(observe_in(&mut self.pins.lock(), upstream, tool, hash)))
     }
 
-    fn is_held(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
-        Ok(held_in(&self.pins.lock(), upstream, tool))
+    fn is_held<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError> {
+        StoreCall::ready(Ok(held_in(&self.pins.lock(), upstream, tool)))
     }
 
-    fn approve(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
-        Ok(approve_in(&mut self.pins.lock(), upstream, tool))
+    fn approve<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError> {
+        StoreCall::ready(Ok(approve_in(&mut self.pins.lock(), upstream, tool)))
     }
 
-    fn list(&self) -> Result<Pins, PinError> {
-        Ok(self.pins.lock().clone())
+    fn list(&self) -> StoreCall<'_, Pins, PinError> {
+        StoreCall::ready(Ok(self.pins.lock().clone()))
     }
 }
 
@@ -187,25 +202,37 @@ mod tests {
     #[test]
     fn memory_store_new_same_changed_approve() {
         let store = MemoryPinStore::new();
-        assert_eq!(store.observe("up", "echo", "a").unwrap(), PinStatus::New);
-        assert_eq!(store.observe("up", "echo", "a").unwrap(), PinStatus::Same);
-        assert!(!store.is_held("up", "echo").unwrap());
         assert_eq!(
-            store.observe("up", "echo", "b").unwrap(),
+            store.observe("up", "echo", "a").wait().unwrap(),
+            PinStatus::New
+        );
+        assert_eq!(
+            store.observe("up", "echo", "a").wait().unwrap(),
+            PinStatus::Same
+        );
+        assert!(!store.is_held("up", "echo").wait().unwrap());
+        assert_eq!(
+            store.observe("up", "echo", "b").wait().unwrap(),
             PinStatus::Changed { first: true }
         );
         assert_eq!(
-            store.observe("up", "echo", "b").unwrap(),
+            store.observe("up", "echo", "b").wait().unwrap(),
             PinStatus::Changed { first: false }
         );
-        assert!(store.is_held("up", "echo").unwrap());
+        assert!(store.is_held("up", "echo").wait().unwrap());
         // Another upstream's tool of the same name is pinned apart.
-        assert_eq!(store.observe("other", "echo", "b").unwrap(), PinStatus::New);
-        assert!(store.approve("up", "echo").unwrap());
-        assert!(!store.approve("up", "echo").unwrap());
-        assert!(!store.approve("up", "missing").unwrap());
-        assert_eq!(store.observe("up", "echo", "b").unwrap(), PinStatus::Same);
-        assert_eq!(store.list().unwrap()["up"]["echo"], Pin::new("b"));
+        assert_eq!(
+            store.observe("other", "echo", "b").wait().unwrap(),
+            PinStatus::New
+        );
+        assert!(store.approve("up", "echo").wait().unwrap());
+        assert!(!store.approve("up", "echo").wait().unwrap());
+        assert!(!store.approve("up", "missing").wait().unwrap());
+        assert_eq!(
+            store.observe("up", "echo", "b").wait().unwrap(),
+            PinStatus::Same
+        );
+        assert_eq!(store.list().wait().unwrap()["up"]["echo"], Pin::new("b"));
     }
 
     #[test]

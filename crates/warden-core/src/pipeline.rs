@@ -20,8 +20,6 @@
 
 use std::borrow::Cow;
 use std::collections::HashMap;
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -31,10 +29,9 @@ use crate::decision::Decision;
 use crate::eval::{Evaluation, evaluate, log_failure};
 use crate::policy::CompiledPolicy;
 use crate::request::Request;
-use crate::session::{SessionState, SessionStore, SessionWrite, StoreError, Versioned};
-
-/// A boxed future, as [`Effects`] returns them.
-pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+use crate::session::{SessionState, Versioned};
+pub use crate::state::BoxFuture;
+use crate::state::{SessionStore, SessionWrite, StoreError, wait};
 
 /// Times a batch is decided again when other requests change its sessions meanwhile.
 pub const BATCH_ATTEMPTS: usize = 5;
@@ -306,19 +303,29 @@ impl<E: Effects> Pipeline<E> {
 
     /// Decides `request` and updates its session, with no other effect: the read-decide-update
     /// is one store transaction. Returns the decision and how long it took.
-    pub fn decide_now(
+    pub async fn decide_now(
         &self,
         caller: &Caller<'_>,
         request: &Request,
     ) -> Result<(Decision, Duration), PipelineError<E::Error>> {
         let started = Instant::now();
-        let decision = self.decide_untimed(caller, request)?;
+        let decision = self.decide_session(caller, request).await?;
         Ok((decision, started.elapsed()))
     }
 
-    /// [`Self::decide_now`] without measuring how long it took (the library's engine, which
-    /// reports no latency: two clock reads are a tenth of a simple decision).
+    /// [`Self::decide_now`] for a synchronous caller, without measuring how long it took (the
+    /// library's engine, which reports no latency: two clock reads are a tenth of a simple
+    /// decision). An in-process store answers at once; a store behind a network parks this
+    /// thread until it answers ([`crate::state::wait`]), so async callers use `decide_now`.
     pub fn decide_untimed(
+        &self,
+        caller: &Caller<'_>,
+        request: &Request,
+    ) -> Result<Decision, PipelineError<E::Error>> {
+        wait(self.decide_session(caller, request))
+    }
+
+    async fn decide_session(
         &self,
         caller: &Caller<'_>,
         request: &Request,
@@ -335,15 +342,16 @@ impl<E: Effects> Pipeline<E> {
         };
         let key = caller.session_key(session);
         let mut outcome = None;
-        self.sessions.transact(&key, &mut |state| {
-            let mut evaluation = evaluate(policy, request, state);
-            let change = evaluation.change.take();
-            outcome = Some(evaluation);
-            change
-        })?;
-        let evaluation = outcome.ok_or_else(|| StoreError {
-            message: "the store did not run the decision".to_owned(),
-        })?;
+        self.sessions
+            .transact(&key, &mut |state| {
+                let mut evaluation = evaluate(policy, request, state);
+                let change = evaluation.change.take();
+                outcome = Some(evaluation);
+                change
+            })
+            .await?;
+        let evaluation =
+            outcome.ok_or_else(|| StoreError::new("the store did not run the decision"))?;
         self.check_failure(&evaluation);
         Ok(evaluation.decision)
     }
@@ -355,7 +363,7 @@ impl<E: Effects> Pipeline<E> {
         caller: &Caller<'_>,
         request: &Request,
     ) -> Result<Decision, PipelineError<E::Error>> {
-        let (mut decision, latency) = self.decide_now(caller, request)?;
+        let (mut decision, latency) = self.decide_now(caller, request).await?;
         self.effects
             .seal(caller, request, &mut decision)
             .map_err(PipelineError::Effect)?;
@@ -386,7 +394,7 @@ impl<E: Effects> Pipeline<E> {
             let Staged {
                 mut decisions,
                 writes,
-            } = self.stage(&policy, caller, requests)?;
+            } = self.stage(&policy, caller, requests).await?;
             for (request, (decision, _)) in requests.iter().zip(decisions.iter_mut()) {
                 self.effects
                     .seal(caller, request, decision)
@@ -411,7 +419,7 @@ impl<E: Effects> Pipeline<E> {
                 self.void(caller, &policy, receipt).await?;
                 return Err(PipelineError::Abandoned);
             }
-            let committed = match self.sessions.commit(&writes) {
+            let committed = match self.sessions.commit(&writes).await {
                 Ok(committed) => committed,
                 Err(e) => {
                     self.void(caller, &policy, receipt).await?;
@@ -450,7 +458,7 @@ impl<E: Effects> Pipeline<E> {
 
     /// Decides every request in order against copies of its sessions (a session's requests see
     /// the changes of the ones before); changes nothing in the store.
-    fn stage(
+    async fn stage(
         &self,
         policy: &CompiledPolicy,
         caller: &Caller<'_>,
@@ -472,17 +480,14 @@ impl<E: Effects> Pipeline<E> {
             let slot = match index.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let loaded = self.sessions.load(&key)?;
+                    let loaded = self.sessions.load(&key).await?;
                     index.insert(key.clone(), sessions.len());
                     sessions.push((key, loaded, false));
                     sessions.len() - 1
                 }
             };
             let Some((_, copy, changed)) = sessions.get_mut(slot) else {
-                return Err(StoreError {
-                    message: "a staged session went missing".to_owned(),
-                }
-                .into());
+                return Err(StoreError::new("a staged session went missing").into());
             };
             let evaluation = evaluate(policy, request, &copy.state);
             self.check_failure(&evaluation);

@@ -19,7 +19,7 @@ use warden_core::pipeline::{
 };
 use warden_core::{
     CompileOptions, CompiledPolicy, Decision, MemorySessionStore, Request, SessionStore,
-    StateChange, Verdict,
+    StateChange, StoreCall, StoreError, Verdict,
 };
 
 const POLICY: &str = "warden: 1\nname: support\ndefault: deny\ntools:\n  crm.read: [sensitive_read]\n  send_email: [external_write]\nrules:\n  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }\n  - { id: writes, effect: allow, classes: [external_write] }\n  - { id: no-exfil, effect: deny, classes: [external_write], if: \"taint:pii\" }\n";
@@ -101,8 +101,8 @@ fn tenants_never_share_a_session() {
     assert_eq!(deny.verdict, Verdict::Deny);
     let allow = ready(p.decide(&b, &request("s", "send_email"))).unwrap();
     assert_eq!(allow.verdict, Verdict::Allow);
-    assert!(p.sessions().get("a\u{1f}s").unwrap().is_some());
-    assert!(p.sessions().get("s").unwrap().is_none());
+    assert!(p.sessions().get("a\u{1f}s").wait().unwrap().is_some());
+    assert!(p.sessions().get("s").wait().unwrap().is_none());
 }
 
 #[test]
@@ -127,6 +127,7 @@ fn a_batch_sees_its_own_changes_and_commits_them_together() {
     assert!(
         p.sessions()
             .get("s")
+            .wait()
             .unwrap()
             .unwrap()
             .taints
@@ -185,7 +186,10 @@ impl Effects for Recorder {
                     ..StateChange::default()
                 };
                 let store = self.store.as_ref().unwrap();
-                store.transact("s", &mut |_| Some(change.clone())).unwrap();
+                store
+                    .transact("s", &mut |_| Some(change.clone()))
+                    .wait()
+                    .unwrap();
             }
             Ok(Some(AuditReceipt { first, last }))
         })
@@ -232,7 +236,7 @@ fn a_batch_whose_token_or_audit_fails_changes_no_session() {
         let err = ready(p.decide_batch(&Caller::default(), &batch(), &|| false)).unwrap_err();
         assert!(matches!(err, PipelineError::Effect(_)), "{err:?}");
         assert!(
-            p.sessions().get("s").unwrap().is_none(),
+            p.sessions().get("s").wait().unwrap().is_none(),
             "a session changed"
         );
         assert!(p.effects().log.lock().is_empty(), "something was recorded");
@@ -244,7 +248,7 @@ fn a_batch_abandoned_by_its_caller_is_voided_and_changes_nothing() {
     let p = pipeline(Recorder::default());
     let err = ready(p.decide_batch(&Caller::default(), &batch(), &|| true)).unwrap_err();
     assert_eq!(err, PipelineError::Abandoned);
-    assert!(p.sessions().get("s").unwrap().is_none());
+    assert!(p.sessions().get("s").wait().unwrap().is_none());
     assert_eq!(*p.effects().log.lock(), ["Allow", "Deny", "void 1..=2"]);
 }
 
@@ -290,7 +294,7 @@ fn a_batch_whose_session_changed_meanwhile_is_voided_and_decided_again() {
     );
     assert!(!log.iter().any(|l| l.starts_with("delivered")));
     assert!(
-        p.sessions().get("t").unwrap().is_none(),
+        p.sessions().get("t").wait().unwrap().is_none(),
         "the batch's other session changed"
     );
 }
@@ -307,44 +311,20 @@ fn one_decision_is_sealed_delivered_then_audited() {
 /// A store that fails every call (a network store that went away).
 struct Unreachable;
 
+/// Every call is a future that fails, as a network store's would; `transact` is the trait's
+/// optimistic default.
 impl SessionStore for Unreachable {
-    fn transact(
-        &self,
-        _session: &str,
-        _decide: &mut dyn FnMut(&warden_core::SessionState) -> Option<StateChange>,
-    ) -> Result<(), warden_core::StoreError> {
-        Err(warden_core::StoreError {
-            message: "unreachable".to_owned(),
-        })
+    fn load<'a>(&'a self, _session: &'a str) -> StoreCall<'a, warden_core::session::Versioned> {
+        StoreCall::pending(async { Err(StoreError::new("unreachable")) })
     }
-    fn load(
-        &self,
-        _session: &str,
-    ) -> Result<warden_core::session::Versioned, warden_core::StoreError> {
-        Err(warden_core::StoreError {
-            message: "unreachable".to_owned(),
-        })
+    fn commit<'a>(&'a self, _writes: &'a [warden_core::SessionWrite]) -> StoreCall<'a, bool> {
+        StoreCall::pending(async { Err(StoreError::new("unreachable")) })
     }
-    fn commit(
-        &self,
-        _writes: &[warden_core::session::SessionWrite],
-    ) -> Result<bool, warden_core::StoreError> {
-        Err(warden_core::StoreError {
-            message: "unreachable".to_owned(),
-        })
+    fn get<'a>(&'a self, _session: &'a str) -> StoreCall<'a, Option<warden_core::SessionState>> {
+        StoreCall::pending(async { Err(StoreError::new("unreachable")) })
     }
-    fn get(
-        &self,
-        _session: &str,
-    ) -> Result<Option<warden_core::SessionState>, warden_core::StoreError> {
-        Err(warden_core::StoreError {
-            message: "unreachable".to_owned(),
-        })
-    }
-    fn remove(&self, _session: &str) -> Result<(), warden_core::StoreError> {
-        Err(warden_core::StoreError {
-            message: "unreachable".to_owned(),
-        })
+    fn remove<'a>(&'a self, _session: &'a str) -> StoreCall<'a, ()> {
+        StoreCall::pending(async { Err(StoreError::new("unreachable")) })
     }
     fn len(&self) -> usize {
         0

@@ -524,7 +524,7 @@ impl Enforcer {
                 None,
             )));
         }
-        match self.pins.is_held(&self.upstream, &tool) {
+        match self.pins.is_held(&self.upstream, &tool).wait() {
             Ok(false) => {}
             Ok(true) => {
                 bump(&self.counters.calls_held);
@@ -842,7 +842,7 @@ impl Enforcer {
                 return false;
             };
             let observed = definition_hash(tool)
-                .and_then(|hash| self.pins.observe(&self.upstream, name, &hash));
+                .and_then(|hash| self.pins.observe(&self.upstream, name, &hash).wait());
             match observed {
                 Ok(PinStatus::New | PinStatus::Same) => {}
                 Ok(PinStatus::Changed { first }) => {

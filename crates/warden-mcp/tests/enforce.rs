@@ -290,8 +290,8 @@ fn changed_definition_is_hidden_and_denied_until_approved() {
     );
     // Approved through the store (as `warden mcp approve` does).
     let other = &pins;
-    assert!(other.approve("everything", "echo").unwrap());
-    assert!(!other.approve("everything", "echo").unwrap());
+    assert!(other.approve("everything", "echo").wait().unwrap());
+    assert!(!other.approve("everything", "echo").wait().unwrap());
     assert!(is_forward(&e.client_message(
         &caller("s"),
         &ex,

@@ -15,7 +15,6 @@ use serde_json::Value;
 
 use crate::jcs::{CanonicalError, UnsafeNumber, args_hash, check_exact_numbers};
 use crate::keys::{Ed25519Key, Jwks, KeyError, KeyProvider, SoftwareKeyProvider};
-use crate::replay::{ReplayError, ReplayGuard};
 
 /// Default token lifetime in seconds.
 pub const DEFAULT_TTL_SECS: u64 = 30;
@@ -163,21 +162,13 @@ pub enum VerifyError {
         /// The audience the verifier requires.
         expected: String,
     },
-    /// The token was already consumed.
+    /// The token was already consumed (reported by the caller that records single use, with
+    /// [`TokenVerifier::single_use_until`]).
     #[error("token already used (replay)")]
     Replayed,
-    /// The replay guard could not record the token (fail closed).
+    /// The token's use could not be recorded (fail closed; reported like [`Self::Replayed`]).
     #[error("replay guard: {0}")]
     ReplayGuard(String),
-}
-
-impl From<ReplayError> for VerifyError {
-    fn from(e: ReplayError) -> Self {
-        match e {
-            ReplayError::Replayed => VerifyError::Replayed,
-            other => VerifyError::ReplayGuard(other.to_string()),
-        }
-    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -438,23 +429,12 @@ impl TokenVerifier {
         Ok(claims)
     }
 
-    /// [`TokenVerifier::verify`], then consumes the `jti` so a second use fails with
-    /// [`VerifyError::Replayed`].
-    pub fn verify_and_consume(
-        &self,
-        token: &str,
-        tool: &str,
-        args: &Value,
-        now: u64,
-        guard: &dyn ReplayGuard,
-    ) -> Result<Claims, VerifyError> {
-        let claims = self.verify(token, tool, args, now)?;
-        guard.consume(
-            &claims.jti,
-            claims.exp.saturating_add(self.leeway_secs),
-            now,
-        )?;
-        Ok(claims)
+    /// Until when a verified token's `jti` must be remembered to make it single-use: its expiry
+    /// plus the leeway this verifier allows (unix seconds). The caller records the `jti` in a
+    /// nonce store (`warden_core::NonceStore`) and answers [`VerifyError::Replayed`] when it was
+    /// already there.
+    pub fn single_use_until(&self, claims: &Claims) -> u64 {
+        claims.exp.saturating_add(self.leeway_secs)
     }
 
     /// Checks the structure, header and signature only; returns the (unchecked) claims.

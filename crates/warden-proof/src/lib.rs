@@ -1,6 +1,6 @@
 //! Proof for Warden decisions: RFC 8785 canonicalisation and argument hashes, key material behind
 //! a [`KeyProvider`], signed decision tokens (EdDSA JWTs bound to tool and arguments), JWKS with
-//! rotation, and replay guards.
+//! rotation. (Single use of a token is recorded by the caller, in a nonce store.)
 //!
 //! Pure: no files, sockets or clocks. Callers pass `now` (unix seconds) and key bytes in; the only
 //! system call is the operating system's random source (key generation and `jti`).
@@ -10,7 +10,6 @@
 mod jcs;
 mod jwt;
 mod keys;
-mod replay;
 
 pub use jcs::{
     CanonicalError, MAX_SAFE_INTEGER, UnsafeNumber, args_hash, canonicalize,
@@ -24,5 +23,4 @@ pub use keys::{
     Ed25519Key, Jwk, Jwks, KeyError, KeyProvider, KeySignature, MIN_MAC_KEY_LEN, MacKey,
     SIGNATURE_LEN, SoftwareKeyProvider,
 };
-pub use replay::{MemoryReplayGuard, ReplayError, ReplayGuard};
 pub use secrecy::{ExposeSecret, SecretString};

@@ -17,10 +17,11 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
+use warden::state::{MemoryNonceStore, NonceStore};
 use warden::{Decision, Request as DecisionRequest, Verdict};
 use warden_proof::{
-    Ed25519Key, Grant, KeyProvider, MemoryReplayGuard, SecretString, SoftwareKeyProvider,
-    TokenIssuer, TokenVerifier, VerifyError, audience,
+    Ed25519Key, Grant, KeyProvider, SecretString, SoftwareKeyProvider, TokenIssuer, TokenVerifier,
+    VerifyError, audience,
 };
 
 use crate::AppState;
@@ -36,7 +37,8 @@ pub const TOKEN_ISSUER: &str = "warden";
 pub(crate) struct Signing {
     issuer: TokenIssuer,
     provider: Arc<SoftwareKeyProvider>,
-    replay: MemoryReplayGuard,
+    /// Token ids consumed by `POST /v1/tokens/verify` (`consume: true`), per tenant.
+    nonces: Arc<dyn NonceStore>,
     path: PathBuf,
 }
 
@@ -58,7 +60,7 @@ pub(crate) fn load_signing(path: &Path, ttl_secs: u64) -> Result<Signing, String
     Ok(Signing {
         issuer,
         provider,
-        replay: MemoryReplayGuard::default(),
+        nonces: Arc::new(MemoryNonceStore::default()),
         path: path.to_owned(),
     })
 }
@@ -218,21 +220,35 @@ struct VerifyBody {
     consume: bool,
 }
 
-/// The replay guard as one tenant sees it: token ids are recorded under the tenant, so one
-/// tenant's consumption never touches another's.
-struct TenantReplay<'a> {
-    tenant: &'a str,
-    guard: &'a MemoryReplayGuard,
+/// The nonce of a token id for one tenant: each tenant's consumed tokens are its own.
+fn tenant_nonce(tenant: &str, jti: &str) -> String {
+    let mut key = String::with_capacity(tenant.len() + 1 + jti.len());
+    key.push_str(tenant);
+    key.push('\u{1f}');
+    key.push_str(jti);
+    key
 }
 
-impl warden_proof::ReplayGuard for TenantReplay<'_> {
-    fn consume(&self, jti: &str, exp: u64, now: u64) -> Result<(), warden_proof::ReplayError> {
-        let mut key = String::with_capacity(self.tenant.len() + 1 + jti.len());
-        key.push_str(self.tenant);
-        key.push('\u{1f}');
-        key.push_str(jti);
-        self.guard.consume(&key, exp, now)
+/// Verifies the token and, when asked, records its `jti` as used (refusing a second use).
+async fn verify_token(
+    signing: &Signing,
+    verifier: &TokenVerifier,
+    tenant: &str,
+    body: &VerifyBody,
+    args: &Value,
+    now: u64,
+) -> Result<warden_proof::Claims, VerifyError> {
+    let claims = verifier.verify(&body.token, &body.tool, args, now)?;
+    if body.consume {
+        let nonce = tenant_nonce(tenant, &claims.jti);
+        let until = verifier.single_use_until(&claims);
+        match signing.nonces.consume(&nonce, until, now).await {
+            Ok(true) => {}
+            Ok(false) => return Err(VerifyError::Replayed),
+            Err(e) => return Err(VerifyError::ReplayGuard(e.message)),
+        }
     }
+    Ok(claims)
 }
 
 /// Stable code of a rejection.
@@ -270,7 +286,7 @@ pub(crate) async fn verify(
         Ok(body) => body,
         Err(e) => return e.into_response(),
     };
-    let body: VerifyBody = match serde_json::from_slice(&body) {
+    let mut body: VerifyBody = match serde_json::from_slice(&body) {
         Ok(b) => b,
         Err(e) => {
             return ApiError::bad_request(format!(
@@ -285,17 +301,9 @@ pub(crate) async fn verify(
         .with_audience(audience(&caller.tenant, &caller.policy));
     let args = body
         .args
+        .take()
         .unwrap_or_else(|| Value::Object(serde_json::Map::new()));
-    let result = if body.consume {
-        let guard = TenantReplay {
-            tenant: &caller.tenant,
-            guard: &signing.replay,
-        };
-        verifier.verify_and_consume(&body.token, &body.tool, &args, now, &guard)
-    } else {
-        verifier.verify(&body.token, &body.tool, &args, now)
-    };
-    match result {
+    match verify_token(signing, &verifier, &caller.tenant, &body, &args, now).await {
         Ok(claims) => Json(json!({"valid": true, "claims": claims})).into_response(),
         Err(e) => Json(json!({"valid": false, "code": reason_code(&e), "reason": e.to_string()}))
             .into_response(),

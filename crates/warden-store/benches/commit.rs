@@ -43,7 +43,10 @@ fn main() {
     let store = EmbeddedSessionStore::open(&dir.path().join("wb.redb"), None).unwrap();
     per_op("write-behind (memory + dirty mark)", 200_000, |i| {
         let key = format!("s{}", i % 10_000);
-        store.transact(&key, &mut |_| Some(change())).unwrap();
+        store
+            .transact(&key, &mut |_| Some(change()))
+            .wait()
+            .unwrap();
     });
     let start = Instant::now();
     let rows = store.flush().unwrap();

@@ -45,6 +45,7 @@ use redb::{
     TableDefinition, TableError, TransactionError, WriteTransaction,
 };
 use warden_core::pins::{Pin, PinError, PinStatus, PinStore, Pins};
+use warden_core::state::StoreCall;
 
 /// Pins by (upstream, tool), as JSON-encoded [`Pin`]s.
 const PINS: TableDefinition<(&str, &str), &[u8]> = TableDefinition::new("mcp_pins");
@@ -341,8 +342,10 @@ fn json_error(e: serde_json::Error) -> redb::Error {
     redb::Error::Corrupted(format!("pin encoding: {e}"))
 }
 
-impl PinStore for RedbPinStore {
-    fn observe(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError> {
+/// The store's calls: redb transactions on this thread (a write may wait for another process's
+/// writer, bounded by the open timeout).
+impl RedbPinStore {
+    fn observe_now(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError> {
         // Most observations change nothing (the definition is the pinned one, or a change
         // already pending): answered from memory without a write transaction.
         let (status, next) = self
@@ -355,7 +358,7 @@ impl PinStore for RedbPinStore {
         self.update(upstream, tool, |current| Pin::observe(current, hash))
     }
 
-    fn is_held(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
+    fn is_held_now(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
         self.with_fresh(|pins| {
             pins.get(upstream)
                 .and_then(|tools| tools.get(tool))
@@ -363,7 +366,7 @@ impl PinStore for RedbPinStore {
         })
     }
 
-    fn approve(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
+    fn approve_now(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
         self.update(upstream, tool, |current| {
             match current.and_then(Pin::approved) {
                 Some(next) => (true, Some(next)),
@@ -372,8 +375,31 @@ impl PinStore for RedbPinStore {
         })
     }
 
-    fn list(&self) -> Result<Pins, PinError> {
+    fn list_now(&self) -> Result<Pins, PinError> {
         self.with_fresh(Pins::clone)
+    }
+}
+
+impl PinStore for RedbPinStore {
+    fn observe<'a>(
+        &'a self,
+        upstream: &'a str,
+        tool: &'a str,
+        hash: &'a str,
+    ) -> StoreCall<'a, PinStatus, PinError> {
+        StoreCall::ready(self.observe_now(upstream, tool, hash))
+    }
+
+    fn is_held<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError> {
+        StoreCall::ready(self.is_held_now(upstream, tool))
+    }
+
+    fn approve<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError> {
+        StoreCall::ready(self.approve_now(upstream, tool))
+    }
+
+    fn list(&self) -> StoreCall<'_, Pins, PinError> {
+        StoreCall::ready(self.list_now())
     }
 }
 
@@ -391,32 +417,41 @@ mod tests {
     fn new_same_changed_approve() {
         let dir = tempfile::tempdir().unwrap();
         let s = store(&dir);
-        assert_eq!(s.observe("up", "echo", "a").unwrap(), PinStatus::New);
-        assert_eq!(s.observe("up", "echo", "a").unwrap(), PinStatus::Same);
-        assert!(!s.is_held("up", "echo").unwrap());
+        assert_eq!(s.observe("up", "echo", "a").wait().unwrap(), PinStatus::New);
         assert_eq!(
-            s.observe("up", "echo", "b").unwrap(),
+            s.observe("up", "echo", "a").wait().unwrap(),
+            PinStatus::Same
+        );
+        assert!(!s.is_held("up", "echo").wait().unwrap());
+        assert_eq!(
+            s.observe("up", "echo", "b").wait().unwrap(),
             PinStatus::Changed { first: true }
         );
         assert_eq!(
-            s.observe("up", "echo", "b").unwrap(),
+            s.observe("up", "echo", "b").wait().unwrap(),
             PinStatus::Changed { first: false }
         );
-        assert!(s.is_held("up", "echo").unwrap());
-        assert!(!s.is_held("other", "echo").unwrap());
-        assert!(s.approve("up", "echo").unwrap());
-        assert!(!s.approve("up", "echo").unwrap());
-        assert!(!s.approve("up", "never-seen").unwrap());
-        assert!(!s.is_held("up", "echo").unwrap());
-        assert_eq!(s.observe("up", "echo", "b").unwrap(), PinStatus::Same);
+        assert!(s.is_held("up", "echo").wait().unwrap());
+        assert!(!s.is_held("other", "echo").wait().unwrap());
+        assert!(s.approve("up", "echo").wait().unwrap());
+        assert!(!s.approve("up", "echo").wait().unwrap());
+        assert!(!s.approve("up", "never-seen").wait().unwrap());
+        assert!(!s.is_held("up", "echo").wait().unwrap());
+        assert_eq!(
+            s.observe("up", "echo", "b").wait().unwrap(),
+            PinStatus::Same
+        );
         // Back to the pinned definition after a change: nothing pending any more.
         assert_eq!(
-            s.observe("up", "echo", "c").unwrap(),
+            s.observe("up", "echo", "c").wait().unwrap(),
             PinStatus::Changed { first: true }
         );
-        assert_eq!(s.observe("up", "echo", "b").unwrap(), PinStatus::Same);
-        assert!(!s.is_held("up", "echo").unwrap());
-        assert_eq!(s.list().unwrap()["up"]["echo"], Pin::new("b"));
+        assert_eq!(
+            s.observe("up", "echo", "b").wait().unwrap(),
+            PinStatus::Same
+        );
+        assert!(!s.is_held("up", "echo").wait().unwrap());
+        assert_eq!(s.list().wait().unwrap()["up"]["echo"], Pin::new("b"));
     }
 
     #[test]
@@ -424,21 +459,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         {
             let s = store(&dir);
-            s.observe("up", "echo", "a").unwrap();
-            s.observe("up", "echo", "b").unwrap();
-            s.observe("up", "sum", "x").unwrap();
-            s.observe("up", "sum", "y").unwrap();
-            assert!(s.approve("up", "sum").unwrap());
+            s.observe("up", "echo", "a").wait().unwrap();
+            s.observe("up", "echo", "b").wait().unwrap();
+            s.observe("up", "sum", "x").wait().unwrap();
+            s.observe("up", "sum", "y").wait().unwrap();
+            assert!(s.approve("up", "sum").wait().unwrap());
         }
         let s = store(&dir);
-        assert!(s.is_held("up", "echo").unwrap(), "a change stays held");
-        assert!(!s.is_held("up", "sum").unwrap(), "an approval stays");
-        assert_eq!(s.observe("up", "sum", "y").unwrap(), PinStatus::Same);
+        assert!(
+            s.is_held("up", "echo").wait().unwrap(),
+            "a change stays held"
+        );
+        assert!(!s.is_held("up", "sum").wait().unwrap(), "an approval stays");
+        assert_eq!(s.observe("up", "sum", "y").wait().unwrap(), PinStatus::Same);
         assert_eq!(
-            s.observe("up", "echo", "b").unwrap(),
+            s.observe("up", "echo", "b").wait().unwrap(),
             PinStatus::Changed { first: false }
         );
-        let pins = s.list().unwrap();
+        let pins = s.list().wait().unwrap();
         assert_eq!(
             pins["up"]["echo"],
             Pin {
@@ -455,29 +493,41 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let proxy = store(&dir);
         let cli = store(&dir);
-        assert_eq!(proxy.observe("up", "echo", "a").unwrap(), PinStatus::New);
         assert_eq!(
-            proxy.observe("up", "echo", "b").unwrap(),
+            proxy.observe("up", "echo", "a").wait().unwrap(),
+            PinStatus::New
+        );
+        assert_eq!(
+            proxy.observe("up", "echo", "b").wait().unwrap(),
             PinStatus::Changed { first: true }
         );
-        assert!(proxy.is_held("up", "echo").unwrap());
-        assert!(cli.is_held("up", "echo").unwrap());
+        assert!(proxy.is_held("up", "echo").wait().unwrap());
+        assert!(cli.is_held("up", "echo").wait().unwrap());
         // Many times, each right after the other handle's commit (within one timestamp tick):
         // the cached copy never hides a commit.
         for round in 0..20 {
             let next = format!("h{round}");
-            assert!(cli.approve("up", "echo").unwrap());
-            assert!(!proxy.is_held("up", "echo").unwrap(), "round {round}");
+            assert!(cli.approve("up", "echo").wait().unwrap());
+            assert!(
+                !proxy.is_held("up", "echo").wait().unwrap(),
+                "round {round}"
+            );
             assert_eq!(
-                proxy.observe("up", "echo", &next).unwrap(),
+                proxy.observe("up", "echo", &next).wait().unwrap(),
                 PinStatus::Changed { first: true }
             );
-            assert!(cli.is_held("up", "echo").unwrap(), "round {round}");
+            assert!(cli.is_held("up", "echo").wait().unwrap(), "round {round}");
         }
         // A pin made by one handle is seen by the other, which does not pin it again.
-        assert_eq!(cli.observe("up", "sum", "x").unwrap(), PinStatus::New);
-        assert_eq!(proxy.observe("up", "sum", "x").unwrap(), PinStatus::Same);
-        assert_eq!(proxy.list().unwrap(), cli.list().unwrap());
+        assert_eq!(
+            cli.observe("up", "sum", "x").wait().unwrap(),
+            PinStatus::New
+        );
+        assert_eq!(
+            proxy.observe("up", "sum", "x").wait().unwrap(),
+            PinStatus::Same
+        );
+        assert_eq!(proxy.list().wait().unwrap(), cli.list().wait().unwrap());
     }
 
     /// The read-compare-write of `observe` is one write transaction: of several handles seeing
@@ -497,7 +547,7 @@ mod tests {
                     let (s, barrier) = (Arc::clone(s), Arc::clone(&barrier));
                     std::thread::spawn(move || {
                         barrier.wait();
-                        s.observe("up", "echo", hash).unwrap()
+                        s.observe("up", "echo", hash).wait().unwrap()
                     })
                 })
                 .collect();
@@ -515,8 +565,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("pins.redb");
         let holder = store(&dir);
-        holder.observe("up", "echo", "a").unwrap();
-        holder.observe("up", "echo", "b").unwrap();
+        holder.observe("up", "echo", "a").wait().unwrap();
+        holder.observe("up", "echo", "b").wait().unwrap();
         let impatient = RedbPinStore::open_with_timeout(&path, Duration::from_millis(150)).unwrap();
         // Opened before the write transaction below: an open waits for the writer (not bounded by
         // the timeout; write transactions here are one read-compare-write and a commit).
@@ -525,21 +575,21 @@ mod tests {
         // Another handle (another process) is inside a write transaction.
         let tx = holder.db.try_begin_write().unwrap();
         let started = Instant::now();
-        let err = impatient.approve("up", "echo").unwrap_err();
+        let err = impatient.approve("up", "echo").wait().unwrap_err();
         assert!(started.elapsed() >= Duration::from_millis(150));
         assert!(err.message.contains("another writer"), "{err}");
         // Reads do not wait for writers.
-        assert!(impatient.is_held("up", "echo").unwrap());
+        assert!(impatient.is_held("up", "echo").wait().unwrap());
 
         // Released while a patient handle retries: it goes through.
         let approving = {
             let patient = Arc::clone(&patient);
-            std::thread::spawn(move || patient.approve("up", "echo"))
+            std::thread::spawn(move || patient.approve("up", "echo").wait())
         };
         std::thread::sleep(Duration::from_millis(100));
         drop(tx);
         assert!(approving.join().unwrap().unwrap());
-        assert!(!impatient.is_held("up", "echo").unwrap());
+        assert!(!impatient.is_held("up", "echo").wait().unwrap());
     }
 
     #[test]
@@ -557,7 +607,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         drop(exclusive);
         let s = opening.join().unwrap().unwrap();
-        assert_eq!(s.observe("up", "echo", "a").unwrap(), PinStatus::New);
+        assert_eq!(s.observe("up", "echo", "a").wait().unwrap(), PinStatus::New);
     }
 
     #[test]
@@ -567,7 +617,7 @@ mod tests {
         let s = store(&dir);
         // Nothing to import: nothing happens (and nothing is recorded).
         assert_eq!(s.import_json(&json).unwrap(), 0);
-        s.observe("up", "kept", "mine").unwrap();
+        s.observe("up", "kept", "mine").wait().unwrap();
         std::fs::write(
             &json,
             r#"{"up": {"echo": {"hash": "a", "pending": "b"}, "sum": {"hash": "x"},
@@ -575,14 +625,14 @@ mod tests {
         )
         .unwrap();
         assert_eq!(s.import_json(&json).unwrap(), 2);
-        assert!(s.is_held("up", "echo").unwrap());
-        assert_eq!(s.observe("up", "sum", "x").unwrap(), PinStatus::Same);
-        assert_eq!(s.list().unwrap()["up"]["kept"], Pin::new("mine"));
+        assert!(s.is_held("up", "echo").wait().unwrap());
+        assert_eq!(s.observe("up", "sum", "x").wait().unwrap(), PinStatus::Same);
+        assert_eq!(s.list().wait().unwrap()["up"]["kept"], Pin::new("mine"));
         // Once: a later change to the JSON file is not imported, by this or another handle.
         std::fs::write(&json, r#"{"up": {"late": {"hash": "z"}}}"#).unwrap();
         assert_eq!(s.import_json(&json).unwrap(), 0);
         assert_eq!(store(&dir).import_json(&json).unwrap(), 0);
-        assert!(!s.list().unwrap()["up"].contains_key("late"));
+        assert!(!s.list().wait().unwrap()["up"].contains_key("late"));
         assert!(json.exists(), "the JSON file is left alone");
     }
 

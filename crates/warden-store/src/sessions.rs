@@ -27,9 +27,9 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
-use warden_core::session::HistoryEntry;
-use warden_core::session::{SessionWrite, Versioned};
-use warden_core::{SessionState, SessionStore, StateChange, StoreError};
+use warden_core::session::{HistoryEntry, Versioned};
+use warden_core::state::{Decide, StoreCall};
+use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
@@ -567,12 +567,9 @@ impl Drop for Flusher {
     }
 }
 
-impl SessionStore for EmbeddedSessionStore {
-    fn transact(
-        &self,
-        session: &str,
-        decide: &mut dyn FnMut(&SessionState) -> Option<StateChange>,
-    ) -> Result<(), StoreError> {
+/// The store's calls, all in memory (the file is written behind): they answer at once.
+impl EmbeddedSessionStore {
+    fn transact_now(&self, session: &str, decide: &mut Decide<'_>) -> Result<(), StoreError> {
         let _gate = self.gate.read();
         let now = now_secs();
         let mut changed = false;
@@ -636,7 +633,7 @@ impl SessionStore for EmbeddedSessionStore {
         Ok(())
     }
 
-    fn load(&self, session: &str) -> Result<Versioned, StoreError> {
+    fn load_now(&self, session: &str) -> Result<Versioned, StoreError> {
         let now = now_secs();
         Ok(match self.sessions.get(session) {
             // Expired: empty, but at the slot's version (a write replaces it).
@@ -652,7 +649,7 @@ impl SessionStore for EmbeddedSessionStore {
         })
     }
 
-    fn commit(&self, writes: &[SessionWrite]) -> Result<bool, StoreError> {
+    fn commit_now(&self, writes: &[SessionWrite]) -> Result<bool, StoreError> {
         let _gate = self.gate.write();
         let current = |session: &str| self.sessions.get(session).map(|slot| slot.version);
         let mut created = 0usize;
@@ -692,7 +689,7 @@ impl SessionStore for EmbeddedSessionStore {
         Ok(true)
     }
 
-    fn get(&self, session: &str) -> Result<Option<SessionState>, StoreError> {
+    fn get_now(&self, session: &str) -> Result<Option<SessionState>, StoreError> {
         let now = now_secs();
         Ok(self
             .sessions
@@ -701,13 +698,35 @@ impl SessionStore for EmbeddedSessionStore {
             .map(|slot| slot.state.clone()))
     }
 
-    fn remove(&self, session: &str) -> Result<(), StoreError> {
+    fn remove_now(&self, session: &str) -> Result<(), StoreError> {
         let _gate = self.gate.read();
         self.sessions.remove(session);
         if self.is_persistent() {
             self.dirty.lock().insert(session.into());
         }
         Ok(())
+    }
+}
+
+impl SessionStore for EmbeddedSessionStore {
+    fn transact<'a>(&'a self, session: &'a str, decide: &'a mut Decide<'_>) -> StoreCall<'a, ()> {
+        StoreCall::ready(self.transact_now(session, decide))
+    }
+
+    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+        StoreCall::ready(self.load_now(session))
+    }
+
+    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+        StoreCall::ready(self.commit_now(writes))
+    }
+
+    fn get<'a>(&'a self, session: &'a str) -> StoreCall<'a, Option<SessionState>> {
+        StoreCall::ready(self.get_now(session))
+    }
+
+    fn remove<'a>(&'a self, session: &'a str) -> StoreCall<'a, ()> {
+        StoreCall::ready(self.remove_now(session))
     }
 
     fn len(&self) -> usize {
@@ -719,6 +738,7 @@ impl SessionStore for EmbeddedSessionStore {
 mod tests {
     #![allow(clippy::unwrap_used)]
     use super::*;
+    use warden_core::StateChange;
 
     fn taint() -> StateChange {
         StateChange {
@@ -731,20 +751,26 @@ mod tests {
     fn the_sessions_seen_longest_ago_are_evicted_first_and_counted() {
         let store = EmbeddedSessionStore::memory(None).with_max_sessions(3);
         for (i, session) in ["a", "b", "c"].into_iter().enumerate() {
-            store.transact(session, &mut |_| Some(taint())).unwrap();
+            store
+                .transact(session, &mut |_| Some(taint()))
+                .wait()
+                .unwrap();
             // Seen at distinct times without sleeping: `last_seen` is in seconds.
             store.sessions.get_mut(session).unwrap().last_seen = 100 + i as u64;
         }
         store.sessions.get_mut("a").unwrap().last_seen = 200;
-        store.transact("d", &mut |_| Some(taint())).unwrap();
+        store.transact("d", &mut |_| Some(taint())).wait().unwrap();
         assert_eq!(store.len(), 3);
         assert_eq!(store.evicted(), 1);
-        assert!(store.get("b").unwrap().is_none(), "b was idle the longest");
+        assert!(
+            store.get("b").wait().unwrap().is_none(),
+            "b was idle the longest"
+        );
         for kept in ["a", "c", "d"] {
-            assert!(store.get(kept).unwrap().is_some(), "{kept}");
+            assert!(store.get(kept).wait().unwrap().is_some(), "{kept}");
         }
         // A request that changes nothing creates no session and evicts nothing more.
-        store.transact("e", &mut |_| None).unwrap();
+        store.transact("e", &mut |_| None).wait().unwrap();
         assert_eq!((store.len(), store.evicted()), (3, 1));
     }
 
@@ -755,7 +781,7 @@ mod tests {
         {
             let store = EmbeddedSessionStore::open(&path, None).unwrap();
             for s in ["a", "b", "c", "d"] {
-                store.transact(s, &mut |_| Some(taint())).unwrap();
+                store.transact(s, &mut |_| Some(taint())).wait().unwrap();
             }
             store.flush().unwrap();
         }

@@ -4,15 +4,77 @@
     clippy::panic,
     clippy::indexing_slicing
 )]
-//! The session store contract, written once and run against every implementation: the
-//! in-memory store of the core, and the embedded store in memory and on disk.
+//! The state layer's contract, written once and run against every implementation: sessions on
+//! the in-memory store of the core, the embedded store in memory and on disk, and a store that
+//! answers every call later (as one behind a network does) with the trait's optimistic
+//! `transact`; tool pins in memory and in redb (two handles on one file); nonces; counters.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use warden_core::session::{SessionWrite, Versioned};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use warden_core::SessionWrite;
+use warden_core::pins::{MemoryPinStore, PinStatus, PinStore};
+use warden_core::session::Versioned;
+use warden_core::state::{
+    CounterStore, MemoryCounterStore, MemoryNonceStore, NonceStore, StoreCall,
+};
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
-use warden_store::EmbeddedSessionStore;
+use warden_store::{EmbeddedSessionStore, RedbPinStore};
+
+/// Pending once, then ready: a call that really suspends, as a network round trip does.
+#[derive(Default)]
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
+    }
+}
+
+/// A store behind a "network": every call suspends once before the inner store answers, and
+/// `transact` is the trait's default (load, decide, versioned commit, retry), so this runs the
+/// contract the way a Redis or PostgreSQL store must meet it.
+struct Remote(MemorySessionStore);
+
+impl SessionStore for Remote {
+    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+        StoreCall::pending(async move {
+            YieldOnce::default().await;
+            self.0.load(session).await
+        })
+    }
+    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+        StoreCall::pending(async move {
+            YieldOnce::default().await;
+            self.0.commit(writes).await
+        })
+    }
+    fn get<'a>(&'a self, session: &'a str) -> StoreCall<'a, Option<SessionState>> {
+        StoreCall::pending(async move {
+            YieldOnce::default().await;
+            self.0.get(session).await
+        })
+    }
+    fn remove<'a>(&'a self, session: &'a str) -> StoreCall<'a, ()> {
+        StoreCall::pending(async move {
+            YieldOnce::default().await;
+            self.0.remove(session).await
+        })
+    }
+    fn len(&self) -> usize {
+        self.0.len()
+    }
+}
 
 fn tainted(names: &[&str]) -> SessionState {
     let mut state = SessionState::default();
@@ -54,6 +116,11 @@ fn stores() -> Vec<(
             None,
         ),
         ("embedded redb", Arc::new(file), Some(dir)),
+        (
+            "remote (optimistic transact)",
+            Arc::new(Remote(MemorySessionStore::new())),
+            None,
+        ),
     ]
 }
 
@@ -61,7 +128,7 @@ fn stores() -> Vec<(
 fn unknown_sessions_load_empty_at_version_zero() {
     for (name, store, _dir) in stores() {
         assert_eq!(
-            store.load("nobody").unwrap(),
+            store.load("nobody").wait().unwrap(),
             Versioned::default(),
             "{name}"
         );
@@ -71,65 +138,96 @@ fn unknown_sessions_load_empty_at_version_zero() {
 #[test]
 fn commit_applies_every_write_or_none() {
     for (name, store, _dir) in stores() {
-        store.transact("b", &mut |_| Some(taint("old"))).unwrap();
-        let a = store.load("a").unwrap();
-        let b = store.load("b").unwrap();
+        store
+            .transact("b", &mut |_| Some(taint("old")))
+            .wait()
+            .unwrap();
+        let a = store.load("a").wait().unwrap();
+        let b = store.load("b").wait().unwrap();
         assert_ne!(b.version, 0, "{name}");
         // Another writer moves `b` after it was loaded: the commit changes neither session.
-        store.transact("b", &mut |_| Some(taint("other"))).unwrap();
+        store
+            .transact("b", &mut |_| Some(taint("other")))
+            .wait()
+            .unwrap();
         let stale = [
             write("a", &a, tainted(&["x"])),
             write("b", &b, tainted(&["old", "y"])),
         ];
         assert!(
-            !store.commit(&stale).unwrap(),
+            !store.commit(&stale).wait().unwrap(),
             "{name}: stale commit applied"
         );
-        assert!(store.get("a").unwrap().is_none(), "{name}: `a` was written");
+        assert!(
+            store.get("a").wait().unwrap().is_none(),
+            "{name}: `a` was written"
+        );
         assert_eq!(
-            store.get("b").unwrap().unwrap(),
+            store.get("b").wait().unwrap().unwrap(),
             tainted(&["old", "other"]),
             "{name}"
         );
         // Loaded again, the same commit goes through, whole.
-        let a = store.load("a").unwrap();
-        let b = store.load("b").unwrap();
+        let a = store.load("a").wait().unwrap();
+        let b = store.load("b").wait().unwrap();
         let fresh = [
             write("a", &a, tainted(&["x"])),
             write("b", &b, tainted(&["old", "other", "y"])),
         ];
-        assert!(store.commit(&fresh).unwrap(), "{name}");
-        assert_eq!(store.get("a").unwrap().unwrap(), tainted(&["x"]), "{name}");
+        assert!(store.commit(&fresh).wait().unwrap(), "{name}");
         assert_eq!(
-            store.get("b").unwrap().unwrap(),
+            store.get("a").wait().unwrap().unwrap(),
+            tainted(&["x"]),
+            "{name}"
+        );
+        assert_eq!(
+            store.get("b").wait().unwrap().unwrap(),
             tainted(&["old", "other", "y"]),
             "{name}"
         );
         // Each write moved the version: the same versions do not commit twice.
-        assert!(!store.commit(&fresh).unwrap(), "{name}: commit replayed");
+        assert!(
+            !store.commit(&fresh).wait().unwrap(),
+            "{name}: commit replayed"
+        );
     }
 }
 
 #[test]
 fn versions_are_not_reused_after_a_session_is_removed() {
     for (name, store, _dir) in stores() {
-        store.transact("s", &mut |_| Some(taint("a"))).unwrap();
-        let loaded = store.load("s").unwrap();
-        store.remove("s").unwrap();
-        store.transact("s", &mut |_| Some(taint("b"))).unwrap();
-        assert_ne!(store.load("s").unwrap().version, loaded.version, "{name}");
+        store
+            .transact("s", &mut |_| Some(taint("a")))
+            .wait()
+            .unwrap();
+        let loaded = store.load("s").wait().unwrap();
+        store.remove("s").wait().unwrap();
+        store
+            .transact("s", &mut |_| Some(taint("b")))
+            .wait()
+            .unwrap();
+        assert_ne!(
+            store.load("s").wait().unwrap().version,
+            loaded.version,
+            "{name}"
+        );
         assert!(
             !store
                 .commit(&[write("s", &loaded, tainted(&["c"]))])
+                .wait()
                 .unwrap(),
             "{name}: a write against the removed session's version went through"
         );
         // A session that did not exist when loaded conflicts once someone created it.
-        let absent = store.load("t").unwrap();
-        store.transact("t", &mut |_| Some(taint("a"))).unwrap();
+        let absent = store.load("t").wait().unwrap();
+        store
+            .transact("t", &mut |_| Some(taint("a")))
+            .wait()
+            .unwrap();
         assert!(
             !store
                 .commit(&[write("t", &absent, tainted(&["c"]))])
+                .wait()
                 .unwrap(),
             "{name}"
         );
@@ -139,15 +237,20 @@ fn versions_are_not_reused_after_a_session_is_removed() {
 #[test]
 fn a_transaction_that_changes_nothing_keeps_the_version() {
     for (name, store, _dir) in stores() {
-        store.transact("s", &mut |_| Some(taint("a"))).unwrap();
-        let loaded = store.load("s").unwrap();
-        store.transact("s", &mut |_| None).unwrap();
+        store
+            .transact("s", &mut |_| Some(taint("a")))
+            .wait()
+            .unwrap();
+        let loaded = store.load("s").wait().unwrap();
+        store.transact("s", &mut |_| None).wait().unwrap();
         store
             .transact("s", &mut |_| Some(StateChange::default()))
+            .wait()
             .unwrap();
         assert!(
             store
                 .commit(&[write("s", &loaded, tainted(&["a", "b"]))])
+                .wait()
                 .unwrap(),
             "{name}: a read-only decision conflicted"
         );
@@ -168,13 +271,13 @@ fn racing_optimistic_commits_let_exactly_one_check_and_set_pass() {
                 scope.spawn(|| {
                     while next.fetch_add(1, Ordering::Relaxed) < CALLS {
                         loop {
-                            let loaded = store.load("s").unwrap();
+                            let loaded = store.load("s").wait().unwrap();
                             if loaded.state.taints.contains("once") {
                                 break;
                             }
                             let mut state = loaded.state.clone();
                             state.taints.insert("once".into());
-                            if store.commit(&[write("s", &loaded, state)]).unwrap() {
+                            if store.commit(&[write("s", &loaded, state)]).wait().unwrap() {
                                 passed.fetch_add(1, Ordering::Relaxed);
                                 break;
                             }
@@ -186,12 +289,15 @@ fn racing_optimistic_commits_let_exactly_one_check_and_set_pass() {
             scope.spawn(|| {
                 for i in 0..200 {
                     let tag = format!("t{}", i % 7);
-                    store.transact("s", &mut |_| Some(taint(&tag))).unwrap();
+                    store
+                        .transact("s", &mut |_| Some(taint(&tag)))
+                        .wait()
+                        .unwrap();
                 }
             });
         });
         assert_eq!(passed.load(Ordering::Relaxed), 1, "{name}");
-        let state = store.get("s").unwrap().unwrap();
+        let state = store.get("s").wait().unwrap().unwrap();
         assert!(state.taints.contains("once"), "{name}");
         assert_eq!(
             state.taints.len(),
@@ -207,17 +313,18 @@ fn committed_sessions_persist_across_reopen() {
     let path = dir.path().join("s.redb");
     {
         let store = EmbeddedSessionStore::open(&path, None).unwrap();
-        let loaded = store.load("s").unwrap();
+        let loaded = store.load("s").wait().unwrap();
         assert!(
             store
                 .commit(&[write("s", &loaded, tainted(&["pii"]))])
+                .wait()
                 .unwrap()
         );
         store.flush().unwrap();
     }
     let store = EmbeddedSessionStore::open(&path, None).unwrap();
-    assert_eq!(store.get("s").unwrap().unwrap(), tainted(&["pii"]));
-    assert_ne!(store.load("s").unwrap().version, 0);
+    assert_eq!(store.get("s").wait().unwrap().unwrap(), tainted(&["pii"]));
+    assert_ne!(store.load("s").wait().unwrap().version, 0);
 }
 
 #[test]
@@ -226,20 +333,21 @@ fn commits_respect_the_session_bound() {
     for i in 0..100 {
         store
             .transact(&format!("old{i}"), &mut |_| Some(taint("a")))
+            .wait()
             .unwrap();
     }
     let writes: Vec<_> = (0..3)
         .map(|i| {
             let s = format!("new{i}");
-            let loaded = store.load(&s).unwrap();
+            let loaded = store.load(&s).wait().unwrap();
             write(&s, &loaded, tainted(&["b"]))
         })
         .collect();
-    assert!(store.commit(&writes).unwrap());
+    assert!(store.commit(&writes).wait().unwrap());
     assert!(store.len() <= 100, "{} sessions", store.len());
     assert!(store.evicted() >= 3);
     for i in 0..3 {
-        assert!(store.get(&format!("new{i}")).unwrap().is_some());
+        assert!(store.get(&format!("new{i}")).wait().unwrap().is_some());
     }
 }
 
@@ -248,20 +356,26 @@ fn commits_respect_the_session_bound() {
 #[test]
 fn sessions_only_read_are_checked_too() {
     for (name, store, _dir) in stores() {
-        store.transact("read", &mut |_| Some(taint("a"))).unwrap();
-        let read = store.load("read").unwrap();
-        let written = store.load("written").unwrap();
+        store
+            .transact("read", &mut |_| Some(taint("a")))
+            .wait()
+            .unwrap();
+        let read = store.load("read").wait().unwrap();
+        let written = store.load("written").wait().unwrap();
         let check = SessionWrite {
             session: "read".to_owned(),
             expected: read.version,
             state: None,
         };
-        store.transact("read", &mut |_| Some(taint("b"))).unwrap();
+        store
+            .transact("read", &mut |_| Some(taint("b")))
+            .wait()
+            .unwrap();
         let writes = [check.clone(), write("written", &written, tainted(&["x"]))];
-        assert!(!store.commit(&writes).unwrap(), "{name}");
-        assert!(store.get("written").unwrap().is_none(), "{name}");
+        assert!(!store.commit(&writes).wait().unwrap(), "{name}");
+        assert!(store.get("written").wait().unwrap().is_none(), "{name}");
         // Unchanged, the check passes and leaves the read session as it is.
-        let read = store.load("read").unwrap();
+        let read = store.load("read").wait().unwrap();
         let check = SessionWrite {
             expected: read.version,
             ..check
@@ -269,10 +383,11 @@ fn sessions_only_read_are_checked_too() {
         assert!(
             store
                 .commit(&[check, write("written", &written, tainted(&["x"]))])
+                .wait()
                 .unwrap(),
             "{name}"
         );
-        assert_eq!(store.load("read").unwrap(), read, "{name}");
+        assert_eq!(store.load("read").wait().unwrap(), read, "{name}");
     }
 }
 
@@ -289,9 +404,12 @@ fn history_is_bounded() {
                 history_limit: 3,
                 ..StateChange::default()
             };
-            store.transact("s", &mut |_| Some(change.clone())).unwrap();
+            store
+                .transact("s", &mut |_| Some(change.clone()))
+                .wait()
+                .unwrap();
         }
-        let state = store.get("s").unwrap().unwrap();
+        let state = store.get("s").wait().unwrap().unwrap();
         let tools: Vec<&str> = state.history.iter().map(|h| &*h.tool).collect();
         assert_eq!(tools, ["t7", "t8", "t9"], "{name}");
     }
@@ -311,13 +429,16 @@ fn idle_sessions_expire_after_the_ttl() {
         ),
     ];
     for (_, store) in &stores {
-        store.transact("s", &mut |_| Some(taint("pii"))).unwrap();
+        store
+            .transact("s", &mut |_| Some(taint("pii")))
+            .wait()
+            .unwrap();
     }
     // Seconds are the TTL's unit: more than two of them make the session idle too long.
     std::thread::sleep(std::time::Duration::from_millis(2100));
     for (name, store) in &stores {
-        assert!(store.get("s").unwrap().is_none(), "{name}");
-        let loaded = store.load("s").unwrap();
+        assert!(store.get("s").wait().unwrap().is_none(), "{name}");
+        let loaded = store.load("s").wait().unwrap();
         assert!(loaded.state.is_empty(), "{name}");
         let mut seen = None;
         store
@@ -325,7 +446,238 @@ fn idle_sessions_expire_after_the_ttl() {
                 seen = Some(state.clone());
                 None
             })
+            .wait()
             .unwrap();
         assert!(seen.unwrap().is_empty(), "{name}: an expired taint applied");
+    }
+}
+
+/// The pipeline's path: 1,000 racing `transact` calls on one session with a check-and-set rule
+/// (take the taint only if the session has none). Exactly one passes, on every store, the
+/// optimistic one included.
+#[test]
+fn racing_transactions_let_exactly_one_check_and_set_pass() {
+    const CALLS: usize = 1000;
+    for (name, store, _dir) in stores() {
+        let passed = AtomicUsize::new(0);
+        let next = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    while next.fetch_add(1, Ordering::Relaxed) < CALLS {
+                        // Set on every run of the rule; the last run is the one applied.
+                        let mut won = false;
+                        store
+                            .transact("s", &mut |state| {
+                                won = !state.taints.contains("once");
+                                won.then(|| taint("once"))
+                            })
+                            .wait()
+                            .unwrap();
+                        if won {
+                            passed.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(passed.load(Ordering::Relaxed), 1, "{name}");
+    }
+}
+
+/// A decision in progress on one session does not stop decisions on others: no store holds one
+/// lock for everything. (A sharded store may hold back the few sessions that share the busy
+/// one's shard, so most, not all, must finish.)
+#[test]
+fn other_sessions_progress_while_one_is_busy() {
+    const OTHERS: usize = 64;
+    for (name, store, _dir) in stores() {
+        let (busy_tx, busy_rx) = std::sync::mpsc::channel();
+        let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+        let release_rx = parking_lot::Mutex::new(release_rx);
+        let finished = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            scope.spawn(|| {
+                store
+                    .transact("busy", &mut |_| {
+                        let _ = busy_tx.send(());
+                        // Held until the others had their chance (or 10 s).
+                        let _ = release_rx
+                            .lock()
+                            .recv_timeout(std::time::Duration::from_secs(10));
+                        Some(taint("a"))
+                    })
+                    .wait()
+                    .unwrap();
+            });
+            busy_rx.recv().unwrap();
+            for i in 0..OTHERS {
+                let (store, finished) = (&store, &finished);
+                scope.spawn(move || {
+                    store
+                        .transact(&format!("other{i}"), &mut |_| Some(taint("b")))
+                        .wait()
+                        .unwrap();
+                    finished.fetch_add(1, Ordering::SeqCst);
+                });
+            }
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+            while finished.load(Ordering::SeqCst) < OTHERS / 2
+                && std::time::Instant::now() < deadline
+            {
+                std::thread::sleep(std::time::Duration::from_millis(10));
+            }
+            let done = finished.load(Ordering::SeqCst);
+            release_tx.send(()).unwrap();
+            assert!(
+                done >= OTHERS / 2,
+                "{name}: only {done} of {OTHERS} other sessions finished while one was busy"
+            );
+        });
+    }
+}
+
+/// A pin store's name, two handles on it, and what keeps them alive.
+type PinHandles = (
+    &'static str,
+    Arc<dyn PinStore>,
+    Arc<dyn PinStore>,
+    Option<tempfile::TempDir>,
+);
+
+/// Every pin store, as two handles on the same pins (two processes: the proxy and
+/// `warden mcp approve`), with what keeps them alive.
+fn pin_stores() -> Vec<PinHandles> {
+    let memory: Arc<dyn PinStore> = Arc::new(MemoryPinStore::new());
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("pins.redb");
+    let first: Arc<dyn PinStore> = Arc::new(RedbPinStore::open(&path).unwrap());
+    let second: Arc<dyn PinStore> = Arc::new(RedbPinStore::open(&path).unwrap());
+    vec![
+        ("memory", Arc::clone(&memory), memory, None),
+        ("redb, two handles", first, second, Some(dir)),
+    ]
+}
+
+/// Observing and approving are atomic per tool across handles: of many racing observations of
+/// a new tool exactly one pins it, of a changed definition exactly one reports it first, and of
+/// racing approvals exactly one approves.
+#[test]
+fn pins_observe_and_approve_are_atomic_across_two_handles() {
+    for (name, one, two, _dir) in pin_stores() {
+        let handles = [&one, &two];
+        let race = |f: &(dyn Fn(&dyn PinStore) -> PinStatus + Sync)| -> Vec<PinStatus> {
+            std::thread::scope(|scope| {
+                let threads: Vec<_> = (0..8)
+                    .map(|i| {
+                        let store = handles[i % 2];
+                        scope.spawn(move || f(&**store))
+                    })
+                    .collect();
+                threads.into_iter().map(|t| t.join().unwrap()).collect()
+            })
+        };
+        let seen = race(&|s| s.observe("up", "echo", "a").wait().unwrap());
+        assert_eq!(
+            seen.iter().filter(|s| **s == PinStatus::New).count(),
+            1,
+            "{name}: {seen:?}"
+        );
+        let seen = race(&|s| s.observe("up", "echo", "b").wait().unwrap());
+        assert_eq!(
+            seen.iter()
+                .filter(|s| **s == PinStatus::Changed { first: true })
+                .count(),
+            1,
+            "{name}: {seen:?}"
+        );
+        assert!(one.is_held("up", "echo").wait().unwrap(), "{name}");
+        assert!(two.is_held("up", "echo").wait().unwrap(), "{name}");
+        let approved = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let (store, approved) = (handles[i % 2], &approved);
+                scope.spawn(move || {
+                    if store.approve("up", "echo").wait().unwrap() {
+                        approved.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(approved.load(Ordering::SeqCst), 1, "{name}");
+        assert!(!one.is_held("up", "echo").wait().unwrap(), "{name}");
+        assert_eq!(
+            two.observe("up", "echo", "b").wait().unwrap(),
+            PinStatus::Same,
+            "{name}"
+        );
+        assert_eq!(
+            one.list().wait().unwrap(),
+            two.list().wait().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// A nonce is used once: of 1,000 racing uses of one nonce exactly one succeeds; other nonces
+/// are unaffected; once it expired it may be used again.
+#[test]
+fn a_nonce_is_used_once() {
+    let stores: Vec<(&str, Arc<dyn NonceStore>)> =
+        vec![("memory", Arc::new(MemoryNonceStore::default()))];
+    for (name, store) in stores {
+        let first = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..125 {
+                        if store.consume("jti-1", 1_000, 10).wait().unwrap() {
+                            first.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(first.load(Ordering::SeqCst), 1, "{name}");
+        assert!(store.consume("jti-2", 1_000, 10).wait().unwrap(), "{name}");
+        assert!(
+            !store.consume("jti-1", 1_000, 999).wait().unwrap(),
+            "{name}"
+        );
+        assert!(
+            store.consume("jti-1", 2_000, 1_001).wait().unwrap(),
+            "{name}"
+        );
+    }
+}
+
+/// Counters add atomically: 1,000 racing increments of one counter see every total from 1 to
+/// 1,000 exactly once; windows and keys are apart.
+#[test]
+fn counters_add_atomically_per_window() {
+    let stores: Vec<(&str, Arc<dyn CounterStore>)> =
+        vec![("memory", Arc::new(MemoryCounterStore::default()))];
+    for (name, store) in stores {
+        let totals = parking_lot::Mutex::new(Vec::new());
+        std::thread::scope(|scope| {
+            for _ in 0..8 {
+                scope.spawn(|| {
+                    for _ in 0..125 {
+                        let total = store.add("key", 7, 1, u64::MAX).wait().unwrap();
+                        totals.lock().push(total);
+                    }
+                });
+            }
+        });
+        let mut totals = totals.into_inner();
+        totals.sort_unstable();
+        assert_eq!(totals, (1..=1000).collect::<Vec<u64>>(), "{name}");
+        assert_eq!(store.get("key", 7).wait().unwrap(), 1000, "{name}");
+        assert_eq!(store.get("key", 8).wait().unwrap(), 0, "{name}");
+        assert_eq!(
+            store.add("other", 7, 5, u64::MAX).wait().unwrap(),
+            5,
+            "{name}"
+        );
     }
 }

@@ -31,20 +31,26 @@ fn sessions_survive_reopen_after_flush() {
     let path = dir.path().join("sessions.redb");
     {
         let store = EmbeddedSessionStore::open(&path, None).unwrap();
-        store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
-        store.transact("s2", &mut |_| Some(taint("x"))).unwrap();
-        store.remove("s2").unwrap();
+        store
+            .transact("s1", &mut |_| Some(taint("pii")))
+            .wait()
+            .unwrap();
+        store
+            .transact("s2", &mut |_| Some(taint("x")))
+            .wait()
+            .unwrap();
+        store.remove("s2").wait().unwrap();
         assert_eq!(store.flush().unwrap(), 2);
     }
     let store = EmbeddedSessionStore::open(&path, None).unwrap();
-    let state = store.get("s1").unwrap().unwrap();
+    let state = store.get("s1").wait().unwrap().unwrap();
     assert_eq!(
         state.taints.iter().map(|t| &**t).collect::<Vec<_>>(),
         ["pii"]
     );
     assert_eq!(state.history.len(), 1);
     assert_eq!(&*state.history[0].classes[0], "sensitive_read");
-    assert!(store.get("s2").unwrap().is_none());
+    assert!(store.get("s2").wait().unwrap().is_none());
     assert_eq!(store.len(), 1);
 }
 
@@ -55,27 +61,34 @@ fn flusher_writes_on_stop() {
     {
         let store = Arc::new(EmbeddedSessionStore::open(&path, None).unwrap());
         let mut flusher = store.spawn_flusher(Duration::from_secs(3600)).unwrap();
-        store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+        store
+            .transact("s1", &mut |_| Some(taint("pii")))
+            .wait()
+            .unwrap();
         flusher.stop();
         assert_eq!(store.pending(), 0);
     }
     let store = EmbeddedSessionStore::open(&path, None).unwrap();
-    assert!(store.get("s1").unwrap().is_some());
+    assert!(store.get("s1").wait().unwrap().is_some());
 }
 
 #[test]
 fn idle_sessions_expire() {
     let store = EmbeddedSessionStore::memory(Some(Duration::ZERO));
-    store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+    store
+        .transact("s1", &mut |_| Some(taint("pii")))
+        .wait()
+        .unwrap();
     assert_eq!(store.len(), 1);
     std::thread::sleep(Duration::from_millis(1100));
-    assert!(store.get("s1").unwrap().is_none());
+    assert!(store.get("s1").wait().unwrap().is_none());
     let mut seen = None;
     store
         .transact("s1", &mut |s| {
             seen = Some(s.taints.len());
             None
         })
+        .wait()
         .unwrap();
     assert_eq!(seen, Some(0), "an expired session starts empty");
     store.sweep();
@@ -85,7 +98,7 @@ fn idle_sessions_expire() {
 #[test]
 fn noop_decisions_create_no_session() {
     let store = EmbeddedSessionStore::memory(None);
-    store.transact("s1", &mut |_| None).unwrap();
+    store.transact("s1", &mut |_| None).wait().unwrap();
     assert_eq!(store.len(), 0);
 }
 
@@ -97,7 +110,10 @@ fn an_unreadable_session_record_refuses_the_open() {
     let path = dir.path().join("sessions.redb");
     {
         let store = EmbeddedSessionStore::open(&path, None).unwrap();
-        store.transact("s1", &mut |_| Some(taint("pii"))).unwrap();
+        store
+            .transact("s1", &mut |_| Some(taint("pii")))
+            .wait()
+            .unwrap();
         store.flush().unwrap();
     }
     {

@@ -195,7 +195,9 @@ pub fn seed_changed_pins(pins: &Path, upstream: &str, tools: &[&str]) {
     let store = warden_store::RedbPinStore::open(pins).unwrap();
     for tool in tools {
         assert_eq!(
-            warden_mcp::PinStore::observe(&store, upstream, tool, OTHER_HASH).unwrap(),
+            warden_mcp::PinStore::observe(&store, upstream, tool, OTHER_HASH)
+                .wait()
+                .unwrap(),
             warden_mcp::PinStatus::New
         );
     }

@@ -1,0 +1,296 @@
+//! The state layer: one family of traits for every piece of state a decision shares with other
+//! decisions, other requests and other instances.
+//!
+//! | trait | holds | in this crate | elsewhere |
+//! |---|---|---|---|
+//! | [`SessionStore`] | sessions: taints, history, sequence markers | [`MemorySessionStore`] | `warden_store::EmbeddedSessionStore` |
+//! | [`NonceStore`] | single-use ids (decision tokens' `jti`) until they expire | [`MemoryNonceStore`] | |
+//! | [`CounterStore`] | counters per fixed window (rate limits, usage and budgets) | [`MemoryCounterStore`] | |
+//! | [`crate::pins::PinStore`] | tool definition pins per upstream | [`crate::pins::MemoryPinStore`] | `warden_store::RedbPinStore` |
+//!
+//! Every call is asynchronous so that a store behind a network implements the same traits, and
+//! none holds a lock across a call: a decision reads a session with its version, decides, and
+//! commits only if the version is unchanged ([`SessionStore::load`], [`SessionStore::commit`],
+//! retried by [`optimistic_transact`]). An in-process store answers at once with
+//! [`StoreCall::Ready`], which neither allocates nor suspends, so the library's synchronous
+//! engine pays nothing for the asynchrony ([`wait`]).
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, Wake, Waker};
+
+use crate::session::{SessionState, StateChange, Versioned};
+
+mod memory;
+pub use memory::{MemoryCounterStore, MemoryNonceStore, MemorySessionStore};
+
+/// A boxed future, as a store behind a network returns them.
+pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+
+/// Times [`optimistic_transact`] reads, decides and tries to commit before it gives up.
+pub const TRANSACT_ATTEMPTS: usize = 32;
+
+/// A failure of a state store (a shared store may be unreachable; the in-memory ones never fail).
+/// Callers fail closed: a decision that needs the store is an error, never an allow.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("session store: {message}")]
+pub struct StoreError {
+    /// What went wrong, without any state content.
+    pub message: String,
+}
+
+impl StoreError {
+    /// An error saying `message`.
+    pub fn new(message: impl Into<String>) -> Self {
+        Self {
+            message: message.into(),
+        }
+    }
+}
+
+/// The answer of a store call: ready at once (an in-process store: no allocation, no
+/// suspension) or a future to await (a store behind a network).
+pub enum StoreCall<'a, T, E = StoreError> {
+    /// The answer (taken by the first poll that finds it).
+    Ready(Option<Result<T, E>>),
+    /// The answer, once the future resolves.
+    Pending(BoxFuture<'a, Result<T, E>>),
+}
+
+impl<'a, T, E> StoreCall<'a, T, E> {
+    /// An answer already known.
+    pub fn ready(result: Result<T, E>) -> Self {
+        Self::Ready(Some(result))
+    }
+
+    /// An answer that `future` gives.
+    pub fn pending(future: impl Future<Output = Result<T, E>> + Send + 'a) -> Self {
+        Self::Pending(Box::pin(future))
+    }
+
+    /// The answer, waiting on this thread if the store must (see [`wait`]).
+    pub fn wait(self) -> Result<T, E> {
+        wait(self)
+    }
+}
+
+impl<T, E> std::fmt::Debug for StoreCall<'_, T, E> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Ready(_) => "StoreCall::Ready",
+            Self::Pending(_) => "StoreCall::Pending",
+        })
+    }
+}
+
+// Nothing is ever pinned inside a `StoreCall`: the ready answer is moved out, the pending one is
+// boxed.
+impl<T, E> Unpin for StoreCall<'_, T, E> {}
+
+impl<T, E> Future for StoreCall<'_, T, E> {
+    type Output = Result<T, E>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        match self.get_mut() {
+            Self::Ready(answer) => match answer.take() {
+                Some(answer) => Poll::Ready(answer),
+                // Polled again after it answered (a caller bug): it stays pending, as a fused
+                // future does, rather than panic.
+                None => Poll::Pending,
+            },
+            Self::Pending(future) => future.as_mut().poll(cx),
+        }
+    }
+}
+
+/// Runs `future` to completion on this thread, for synchronous callers (the library's engine,
+/// the MCP enforcer). A future that completes on its first poll (every in-process store's) costs
+/// one poll; one that must wait parks the thread until its waker is called. Never call it from
+/// an asynchronous task: await there instead.
+pub fn wait<F: Future>(future: F) -> F::Output {
+    let mut future = std::pin::pin!(future);
+    if let Poll::Ready(output) = future
+        .as_mut()
+        .poll(&mut Context::from_waker(Waker::noop()))
+    {
+        return output;
+    }
+    let waker = Waker::from(Arc::new(ThreadWaker(std::thread::current())));
+    let mut cx = Context::from_waker(&waker);
+    loop {
+        if let Poll::Ready(output) = future.as_mut().poll(&mut cx) {
+            return output;
+        }
+        std::thread::park();
+    }
+}
+
+/// Unparks the thread that waits in [`wait`]. (`futures::executor::block_on` does the same; the
+/// core keeps to the standard library for these few lines.)
+struct ThreadWaker(std::thread::Thread);
+
+impl Wake for ThreadWaker {
+    fn wake(self: Arc<Self>) {
+        self.0.unpark();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+/// One session in a [`SessionStore::commit`]: its new state, or only a check that it is unchanged
+/// (a session the caller read and decided on without changing it).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionWrite {
+    /// The session.
+    pub session: String,
+    /// The version [`SessionStore::load`] returned: the write applies only if it is still current.
+    pub expected: u64,
+    /// The state that replaces the session's; `None`: the session is only checked.
+    pub state: Option<SessionState>,
+}
+
+/// What a decision does with its session's state: returns the change to apply (`None` or a
+/// no-op: nothing). A store may call it more than once (a retry after a conflict), so it must
+/// have no effect but its return value and the last value it leaves in its captures.
+pub type Decide<'a> = dyn FnMut(&SessionState) -> Option<StateChange> + Send + 'a;
+
+/// Where sessions live.
+pub trait SessionStore: Send + Sync {
+    /// Calls `decide` with the session's current state (empty when unknown) and applies the
+    /// change it returns, atomically with respect to every other `transact` and `commit` on the
+    /// same session. The default reads, decides and commits optimistically
+    /// ([`optimistic_transact`]); an in-process store overrides it with its own lock.
+    fn transact<'a>(&'a self, session: &'a str, decide: &'a mut Decide<'_>) -> StoreCall<'a, ()> {
+        StoreCall::pending(optimistic_transact(self, session, decide))
+    }
+
+    /// The session's state and its version, for [`SessionStore::commit`].
+    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned>;
+
+    /// Replaces the state of every session in `writes` that carries one, if none of the sessions
+    /// in `writes` changed since it was loaded (each still has its `expected` version),
+    /// atomically with respect to every other `transact` and `commit`; answers `false` and
+    /// changes nothing otherwise (the caller loads and decides again). A session may appear once.
+    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool>;
+
+    /// A copy of the session's state, `None` when the session is unknown.
+    fn get<'a>(&'a self, session: &'a str) -> StoreCall<'a, Option<SessionState>>;
+
+    /// Forgets a session.
+    fn remove<'a>(&'a self, session: &'a str) -> StoreCall<'a, ()>;
+
+    /// Number of sessions this instance holds (for metrics; a shared store may answer with what
+    /// it knows locally).
+    fn len(&self) -> usize;
+
+    /// True when no session is held.
+    fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// [`SessionStore::transact`] by optimistic concurrency: load the state and its version, decide,
+/// commit the new state if the version is unchanged, and start again if not, at most
+/// [`TRANSACT_ATTEMPTS`] times. No lock is held while deciding, so a store behind a network
+/// needs only a versioned compare-and-set.
+pub async fn optimistic_transact<S: SessionStore + ?Sized>(
+    store: &S,
+    session: &str,
+    decide: &mut Decide<'_>,
+) -> Result<(), StoreError> {
+    for _ in 0..TRANSACT_ATTEMPTS {
+        let loaded = store.load(session).await?;
+        let Some(change) = decide(&loaded.state).filter(|c| !c.is_noop()) else {
+            return Ok(());
+        };
+        let mut state = loaded.state;
+        state.apply(&change);
+        let write = [SessionWrite {
+            session: session.to_owned(),
+            expected: loaded.version,
+            state: Some(state),
+        }];
+        if store.commit(&write).await? {
+            return Ok(());
+        }
+    }
+    Err(StoreError::new(format!(
+        "the session kept changing ({TRANSACT_ATTEMPTS} attempts)"
+    )))
+}
+
+/// Single-use ids: a decision token's `jti` is consumed once, until the token expires.
+pub trait NonceStore: Send + Sync {
+    /// Records `nonce` as used until `expires` (unix seconds); answers `true` the first time,
+    /// `false` when it was already used and has not expired by `now`. Atomic: of two racing
+    /// calls with the same nonce, exactly one gets `true`.
+    fn consume<'a>(&'a self, nonce: &'a str, expires: u64, now: u64) -> StoreCall<'a, bool>;
+}
+
+/// Counters per fixed time window: rate limits (calls per window) and usage or budgets (tokens,
+/// cost). A window is named by the caller (e.g. its start), so every instance sharing a store
+/// counts into the same one.
+pub trait CounterStore: Send + Sync {
+    /// Adds `amount` to the counter `key` in `window` and answers the new total, atomically (of
+    /// `n` racing calls adding 1 to a fresh counter, each sees a different total, 1 to `n`). The
+    /// counter may be forgotten after `expires` (unix seconds).
+    fn add<'a>(
+        &'a self,
+        key: &'a str,
+        window: u64,
+        amount: u64,
+        expires: u64,
+    ) -> StoreCall<'a, u64>;
+
+    /// The counter's total in `window` (0 when it has none).
+    fn get<'a>(&'a self, key: &'a str, window: u64) -> StoreCall<'a, u64>;
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+    use parking_lot::Mutex;
+
+    /// A future that is pending until a thread, started by its first poll, marks it done and
+    /// wakes the waker of its latest poll.
+    #[derive(Default)]
+    struct Later {
+        shared: Arc<Mutex<(bool, Option<Waker>)>>,
+        started: bool,
+    }
+
+    impl Future for Later {
+        type Output = u32;
+        fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<u32> {
+            let mut shared = self.shared.lock();
+            if shared.0 {
+                return Poll::Ready(41);
+            }
+            shared.1 = Some(cx.waker().clone());
+            drop(shared);
+            if !self.started {
+                self.started = true;
+                let shared = Arc::clone(&self.shared);
+                std::thread::spawn(move || {
+                    std::thread::sleep(std::time::Duration::from_millis(20));
+                    let mut shared = shared.lock();
+                    shared.0 = true;
+                    if let Some(waker) = shared.1.take() {
+                        waker.wake();
+                    }
+                });
+            }
+            Poll::Pending
+        }
+    }
+
+    #[test]
+    fn wait_returns_a_ready_answer_and_parks_for_a_pending_one() {
+        assert_eq!(wait(StoreCall::<u8>::ready(Ok(7))).unwrap(), 7);
+        assert_eq!(wait(Later::default()), 41);
+    }
+}
