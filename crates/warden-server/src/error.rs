@@ -4,8 +4,8 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-/// Every error code the HTTP API answers with, and its status: the one table (docs/serve.md
-/// lists the same; a test keeps them equal).
+/// Every error code the HTTP API answers with, its status and the level it is logged at: the one
+/// table (docs/serve.md lists the same; a test keeps them equal).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ErrorCode {
     /// Bad Request: a request the daemon cannot take as it is; the message names the field.
@@ -113,6 +113,19 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The level an answer with this code is logged at: a client's mistake at `debug` (it is the
+    /// client's to see, and a flood of them must not flood the log), the daemon refusing work it
+    /// cannot take now at `warn`, a failure of the daemon at `error`.
+    pub fn log_level(self) -> tracing::Level {
+        match self.status() {
+            StatusCode::INTERNAL_SERVER_ERROR => tracing::Level::ERROR,
+            StatusCode::SERVICE_UNAVAILABLE => tracing::Level::WARN,
+            _ => tracing::Level::DEBUG,
+        }
+    }
+}
+
 impl std::fmt::Display for ErrorCode {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
@@ -188,6 +201,14 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
+        // The message is what the client sees (never a secret or request content), so it may be
+        // logged; the request id is on the surrounding span.
+        let (code, status, message) = (self.code.as_str(), self.status.as_u16(), &self.message);
+        match self.code.log_level() {
+            tracing::Level::ERROR => tracing::error!(code, status, message, "request failed"),
+            tracing::Level::WARN => tracing::warn!(code, status, message, "request refused"),
+            _ => tracing::debug!(code, status, message, "request refused"),
+        }
         let body = json!({"error": {"code": self.code.as_str(), "message": self.message}});
         let mut response = (self.status, axum::Json(body)).into_response();
         if let Some(secs) = self.retry_after {
@@ -222,15 +243,15 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used)]
     use super::ErrorCode;
 
-    /// The table of codes in docs/serve.md ("Errors") lists every code with its status, and no
-    /// other code.
+    /// The table of codes in docs/serve.md ("Errors") lists every code with its status and log
+    /// level, and no other code.
     #[test]
     fn the_documented_error_table_is_the_code_table() {
         let docs = std::fs::read_to_string(
             std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve.md"),
         )
         .unwrap();
-        let rows: Vec<(u16, Vec<&str>)> = docs
+        let rows: Vec<(u16, Vec<&str>, &str)> = docs
             .lines()
             .filter_map(|line| {
                 let mut cells = line.split('|').map(str::trim).skip(1);
@@ -240,20 +261,24 @@ mod tests {
                     .split(',')
                     .map(|c| c.trim().trim_matches('`'))
                     .collect();
-                Some((status, codes))
+                let level = cells.next()?.trim_matches('`');
+                Some((status, codes, level))
             })
             .collect();
         for code in ErrorCode::ALL {
-            let documented = rows.iter().any(|(status, codes)| {
-                *status == code.status().as_u16() && codes.contains(&code.as_str())
+            let level = code.log_level().as_str().to_ascii_lowercase();
+            let documented = rows.iter().any(|(status, codes, logged)| {
+                *status == code.status().as_u16()
+                    && codes.contains(&code.as_str())
+                    && *logged == level
             });
             assert!(
                 documented,
-                "{code} ({}) is not in docs/serve.md",
+                "{code} ({}, logged at {level}) is not in docs/serve.md",
                 code.status()
             );
         }
-        for (status, codes) in &rows {
+        for (status, codes, _) in &rows {
             for documented in codes {
                 assert!(
                     ErrorCode::ALL
