@@ -1,6 +1,9 @@
 //! One corpus, every front door: the project's scenario suite (`tests/scenarios/`) decided
 //! through the library, through `warden eval` and through the HTTP daemon (`warden serve`) must
-//! meet every expectation, so the front doors cannot drift apart.
+//! meet every expectation, and every request a `tools/call` can carry gets the library's decision
+//! through the MCP proxy over stdio (`warden mcp wrap`) and over Streamable HTTP
+//! (`warden mcp proxy`), in front of the official Python SDK's servers, so the front doors
+//! cannot drift apart.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -145,6 +148,89 @@ struct Called {
     rule: Option<String>,
 }
 
+impl Called {
+    /// A `tools/call` answer: forwarded (a result, or a result Warden blocked with -32061: the
+    /// call was allowed, and the tool's answer then decided as a `tool_result`), or refused
+    /// with Warden's -32060 and the rule in its data.
+    fn from_answer(answer: &serde_json::Value) -> Self {
+        if answer["result"].is_object() || answer["error"]["code"] == -32061 {
+            Called {
+                allowed: true,
+                rule: None,
+            }
+        } else {
+            assert_eq!(answer["error"]["code"], -32060, "{answer}");
+            Called {
+                allowed: false,
+                rule: answer["error"]["data"]["rule"].as_str().map(str::to_owned),
+            }
+        }
+    }
+}
+
+/// Calls one session's and principal's requests through one proxy, in order.
+type CallGroup<'a> =
+    dyn Fn(&Path, Option<&str>, Option<&str>, &[&serde_json::Value]) -> Vec<Called> + Sync + 'a;
+
+/// The scenario's requests that `tools/call` can carry, each group of one session and principal
+/// through its own proxy (`call`), four groups at a time.
+fn call_all(scenario: &Scenario, dir: &Path, call: &CallGroup<'_>) -> Vec<Called> {
+    let policy = policy_file(scenario, dir);
+    let requests = requests(scenario);
+    // Each request's proxy: its session and principal; a request without a session alone.
+    let mut groups: Vec<(Option<String>, Option<String>, Vec<usize>)> = Vec::new();
+    for (i, r) in requests.iter().enumerate() {
+        let session = r["session"].as_str().map(str::to_owned);
+        let principal = r["principal"].as_str().map(str::to_owned);
+        let found = groups
+            .iter_mut()
+            .find(|(s, p, _)| session.is_some() && *s == session && *p == principal);
+        match found {
+            Some((_, _, members)) => members.push(i),
+            None => groups.push((session, principal, vec![i])),
+        }
+    }
+    // The groups are independent (their own proxy and session): run four at a time, most of a
+    // proxy's life is its Python server starting.
+    let called = std::sync::Mutex::new(vec![None; requests.len()]);
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                loop {
+                    let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some((session, principal, members)) = groups.get(g) else {
+                        break;
+                    };
+                    let batch: Vec<&serde_json::Value> =
+                        members.iter().map(|&i| &requests[i]).collect();
+                    let answers = call(&policy, session.as_deref(), principal.as_deref(), &batch);
+                    let mut called = called.lock().unwrap();
+                    for (&i, answer) in members.iter().zip(answers) {
+                        called[i] = Some(answer);
+                    }
+                }
+            });
+        }
+    });
+    called
+        .into_inner()
+        .unwrap()
+        .into_iter()
+        .map(Option::unwrap)
+        .collect()
+}
+
+/// The Python SDK's packages, installed by `scripts/test`.
+fn python_deps() -> PathBuf {
+    let deps = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/.pydeps");
+    assert!(
+        deps.join("mcp").is_dir(),
+        "the MCP Python SDK is not installed: run scripts/test"
+    );
+    deps
+}
+
 impl McpStdio {
     fn carries(scenario: &Scenario) -> bool {
         requests(scenario).iter().all(|r| {
@@ -165,11 +251,7 @@ impl McpStdio {
     ) -> Vec<Called> {
         use std::io::BufRead as _;
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
-        let deps = root.join(".ci/.pydeps");
-        assert!(
-            deps.join("mcp").is_dir(),
-            "the MCP Python SDK is not installed: run scripts/test"
-        );
+        let deps = python_deps();
         let mut command = Command::new(WARDEN);
         command
             .args([
@@ -227,76 +309,148 @@ impl McpStdio {
                 "params": {"name": request["tool"],
                            "arguments": request.get("args").cloned().unwrap_or(serde_json::json!({}))}});
             writeln!(stdin, "{call}").unwrap();
-            let answer = next(id);
-            // A result Warden blocked (-32061) is a call it allowed: it was forwarded, and the
-            // tool's answer was then decided as a `tool_result`.
-            called.push(
-                if answer["result"].is_object() || answer["error"]["code"] == -32061 {
-                    Called {
-                        allowed: true,
-                        rule: None,
-                    }
-                } else {
-                    assert_eq!(answer["error"]["code"], -32060, "{answer}");
-                    Called {
-                        allowed: false,
-                        rule: answer["error"]["data"]["rule"].as_str().map(str::to_owned),
-                    }
-                },
-            );
+            called.push(Called::from_answer(&next(id)));
         }
         drop(stdin);
         let _ = child.kill();
         let _ = child.wait();
         called
     }
+}
 
-    fn call_all(scenario: &Scenario, dir: &Path) -> Vec<Called> {
-        let policy = policy_file(scenario, dir);
-        let requests = requests(scenario);
-        // Each request's proxy: its session and principal; a request without a session alone.
-        let mut groups: Vec<(Option<String>, Option<String>, Vec<usize>)> = Vec::new();
-        for (i, r) in requests.iter().enumerate() {
-            let session = r["session"].as_str().map(str::to_owned);
-            let principal = r["principal"].as_str().map(str::to_owned);
-            let found = groups
-                .iter_mut()
-                .find(|(s, p, _)| session.is_some() && *s == session && *p == principal);
-            match found {
-                Some((_, _, members)) => members.push(i),
-                None => groups.push((session, principal, vec![i])),
-            }
+/// The Streamable HTTP proxy (`warden mcp proxy`) in front of the official Python SDK's HTTP
+/// server: the same calls as over stdio, as JSON-RPC POSTs to `/mcp` on one MCP session per
+/// group, each group through its own proxy (its Warden session and principal).
+struct McpHttp {
+    /// The upstream's endpoint, `http://127.0.0.1:PORT/mcp`.
+    upstream: String,
+}
+
+impl McpHttp {
+    fn call(
+        &self,
+        policy: &Path,
+        session: Option<&str>,
+        principal: Option<&str>,
+        requests: &[&serde_json::Value],
+    ) -> Vec<Called> {
+        let dir = tempfile::tempdir().unwrap();
+        let port_file = dir.path().join("port");
+        let mut command = Command::new(WARDEN);
+        command
+            .args([
+                "mcp",
+                "proxy",
+                "--memory-pins",
+                "--memory-sessions",
+                "--policy",
+            ])
+            .arg(policy)
+            .args(["--listen", "127.0.0.1:0", "--upstream", &self.upstream])
+            .arg("--port-file")
+            .arg(&port_file);
+        if let Some(session) = session {
+            command.args(["--session", session]);
         }
-        // The groups are independent (their own proxy and session): run four at a time, most
-        // of a proxy's life is its Python server starting.
-        let called = std::sync::Mutex::new(vec![None; requests.len()]);
-        let next = std::sync::atomic::AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    loop {
-                        let g = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                        let Some((session, principal, members)) = groups.get(g) else {
-                            break;
-                        };
-                        let batch: Vec<&serde_json::Value> =
-                            members.iter().map(|&i| &requests[i]).collect();
-                        let answers =
-                            Self::call(&policy, session.as_deref(), principal.as_deref(), &batch);
-                        let mut called = called.lock().unwrap();
-                        for (&i, answer) in members.iter().zip(answers) {
-                            called[i] = Some(answer);
-                        }
-                    }
-                });
+        if let Some(principal) = principal {
+            command.args(["--principal", principal]);
+        }
+        let proxy = Daemon(
+            command
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let address = wait_for_file(&port_file);
+        let url = format!("http://{address}/mcp");
+        let agent = common::agent();
+        let mut mcp_session: Option<String> = None;
+        let mut post = |body: serde_json::Value| -> Option<serde_json::Value> {
+            let mut request = agent
+                .post(&url)
+                .header("content-type", "application/json")
+                .header("accept", "application/json, text/event-stream")
+                .header("mcp-protocol-version", "2025-06-18");
+            if let Some(id) = &mcp_session {
+                request = request.header("mcp-session-id", id);
             }
-        });
+            let mut response = request.send(body.to_string()).unwrap();
+            if let Some(id) = response.headers().get("mcp-session-id") {
+                mcp_session = Some(id.to_str().unwrap().to_owned());
+            }
+            let status = response.status().as_u16();
+            let text = response.body_mut().read_to_string().unwrap();
+            assert!(status == 200 || status == 202, "{status}: {text}");
+            if text.trim().is_empty() {
+                return None;
+            }
+            // A JSON answer, or an event stream whose last `data:` line is the answer.
+            let json = text
+                .lines()
+                .filter_map(|l| l.strip_prefix("data:"))
+                .next_back()
+                .unwrap_or(&text);
+            Some(serde_json::from_str(json.trim()).unwrap())
+        };
+        let initialize = post(serde_json::json!({"jsonrpc": "2.0", "id": 0,
+            "method": "initialize",
+            "params": {"protocolVersion": "2025-06-18", "capabilities": {},
+                       "clientInfo": {"name": "front-doors", "version": "1"}}}))
+        .unwrap();
+        assert!(initialize["result"].is_object(), "{initialize}");
+        post(serde_json::json!({"jsonrpc": "2.0", "method": "notifications/initialized"}));
+        let called = requests
+            .iter()
+            .enumerate()
+            .map(|(i, request)| {
+                let call = serde_json::json!({"jsonrpc": "2.0", "id": i + 1,
+                    "method": "tools/call",
+                    "params": {"name": request["tool"],
+                               "arguments": request.get("args").cloned()
+                                   .unwrap_or(serde_json::json!({}))}});
+                Called::from_answer(&post(call).unwrap())
+            })
+            .collect();
+        drop(proxy);
         called
-            .into_inner()
-            .unwrap()
-            .into_iter()
-            .map(Option::unwrap)
-            .collect()
+    }
+}
+
+/// The upstream MCP server over Streamable HTTP, killed on drop.
+fn spawn_http_upstream() -> (Daemon, String) {
+    use std::io::BufRead as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut child = Command::new("python3")
+        .arg(root.join("crates/warden-cli/tests/mcp/any_tool_http_server.py"))
+        .env("PYTHONPATH", python_deps())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port: u16 = line.trim().parse().expect("the upstream printed its port");
+    (Daemon(child), format!("http://127.0.0.1:{port}/mcp"))
+}
+
+/// The content of a file another process writes once ready (a port file), waiting up to 20 s.
+fn wait_for_file(path: &Path) -> String {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        if let Ok(text) = std::fs::read_to_string(path)
+            && !text.trim().is_empty()
+        {
+            return text.trim().to_owned();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} never written",
+            path.display()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 
@@ -387,6 +541,13 @@ fn every_front_door_meets_every_scenario_expectation() {
 fn the_mcp_proxy_decides_the_corpus_as_the_library_does() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios");
     let files = collect_files(&[root]).unwrap();
+    let (_upstream, upstream_url) = spawn_http_upstream();
+    let http = McpHttp {
+        upstream: upstream_url,
+    };
+    let stdio_call: &CallGroup<'_> = &McpStdio::call;
+    let http_call: &CallGroup<'_> =
+        &|policy, session, principal, batch| http.call(policy, session, principal, batch);
     let mut failures = Vec::new();
     let mut checked = 0;
     let mut scenarios = 0;
@@ -398,28 +559,32 @@ fn the_mcp_proxy_decides_the_corpus_as_the_library_does() {
         scenarios += 1;
         let dir = tempfile::tempdir().unwrap();
         let library = Library.decide_all(&scenario, dir.path());
-        let called = McpStdio::call_all(&scenario, dir.path());
-        for (i, (decision, called)) in library.iter().zip(&called).enumerate() {
-            checked += 1;
-            let expected = Called {
-                allowed: decision.verdict == warden::Verdict::Allow,
-                rule: (decision.verdict == warden::Verdict::Deny)
-                    .then(|| decision.rule.as_deref().map(str::to_owned))
-                    .flatten(),
-            };
-            if *called != expected {
-                failures.push(format!(
-                    "{} step {}: library {expected:?}, MCP {called:?}",
-                    file.display(),
-                    i + 1
-                ));
+        for (transport, call) in [("stdio", stdio_call), ("Streamable HTTP", http_call)] {
+            let called = call_all(&scenario, dir.path(), call);
+            for (i, (decision, called)) in library.iter().zip(&called).enumerate() {
+                checked += 1;
+                let expected = Called {
+                    allowed: decision.verdict == warden::Verdict::Allow,
+                    rule: (decision.verdict == warden::Verdict::Deny)
+                        .then(|| decision.rule.as_deref().map(str::to_owned))
+                        .flatten(),
+                };
+                if *called != expected {
+                    failures.push(format!(
+                        "{} step {} over {transport}: library {expected:?}, MCP {called:?}",
+                        file.display(),
+                        i + 1
+                    ));
+                }
             }
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    eprintln!("{scenarios} scenarios, {checked} tools/call requests through the MCP proxy");
+    eprintln!(
+        "{scenarios} scenarios, {checked} tools/call requests through the MCP proxy (stdio and Streamable HTTP)"
+    );
     assert!(
-        scenarios >= 5 && checked >= 40,
+        scenarios >= 5 && checked >= 80,
         "only {scenarios} scenarios, {checked} requests"
     );
 }

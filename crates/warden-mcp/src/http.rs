@@ -374,6 +374,16 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
     copy_headers(&head.headers, &mut headers);
     head.headers = headers;
 
+    if parts.method == Method::POST && head.status == StatusCode::ACCEPTED {
+        // Accepted (a notification or a response the client sent): the answer has no body (the
+        // Python SDK still sends `Content-Type: application/json` with none). Whatever body came
+        // is not forwarded: nothing reaches the client uninspected.
+        drop(body);
+        head.headers.remove(header::CONTENT_TYPE);
+        head.headers.remove(header::CONTENT_LENGTH);
+        return Response::from_parts(head, Body::empty());
+    }
+
     let body = if is_sse {
         let answers = ServerAnswers {
             state: state.clone(),
@@ -404,10 +414,7 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
                 );
             }
         }
-    } else if head.status.is_success()
-        && parts.method == Method::POST
-        && head.status != StatusCode::ACCEPTED
-    {
+    } else if head.status.is_success() && parts.method == Method::POST {
         // A success answer to a message that is neither JSON nor an event stream could be read
         // as a result by the client: withheld.
         tracing::warn!(upstream = %inner.config.upstream, content_type = %content_type, "upstream answered a POST with a body warden cannot inspect; withheld");

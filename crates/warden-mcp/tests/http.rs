@@ -35,6 +35,16 @@ async fn upstream(
     ctype: &'static str,
     extra: &'static [(&'static str, &'static str)],
 ) -> (String, Seen) {
+    upstream_status(StatusCode::OK, reply, ctype, extra).await
+}
+
+/// [`upstream`] answering with `status`.
+async fn upstream_status(
+    status: StatusCode,
+    reply: &'static str,
+    ctype: &'static str,
+    extra: &'static [(&'static str, &'static str)],
+) -> (String, Seen) {
     let seen: Seen = Arc::default();
     let log = seen.clone();
     let app = axum::Router::new().route(
@@ -54,6 +64,7 @@ async fn upstream(
                     headers,
                 ));
                 let mut response = axum::http::Response::builder()
+                    .status(status)
                     .header("content-type", ctype)
                     .header("mcp-session-id", "up-1");
                 for (k, v) in extra {
@@ -276,4 +287,32 @@ async fn the_upstream_receives_the_message_warden_wrote_not_the_bytes_sent() {
         seen[0].0,
         r#"POST {"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"echo","arguments":{"message":"a\u2028b"}}}"#
     );
+}
+
+/// A notification is answered 202 Accepted with no body (the Python SDK adds a JSON content type
+/// to it): the client gets the 202, and no body an upstream put in a 202 reaches it uninspected.
+#[tokio::test]
+async fn accepted_answers_pass_without_a_body() {
+    const NOTIFY: &str = r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#;
+    for (reply, ctype) in [
+        ("", "application/json"),
+        (
+            r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"x"}]}}"#,
+            "application/json",
+        ),
+        ("id: 1\ndata: {}\n\n", "text/event-stream"),
+        ("anything", "text/plain"),
+    ] {
+        let (url, _) = upstream_status(StatusCode::ACCEPTED, reply, ctype, &[]).await;
+        let app = proxy(&url, &[]);
+        let response = app
+            .clone()
+            .oneshot(post().body(Body::from(NOTIFY)).unwrap())
+            .await
+            .unwrap();
+        assert_eq!(response.status(), StatusCode::ACCEPTED, "{ctype}: {reply}");
+        assert!(response.headers().get("content-type").is_none(), "{ctype}");
+        let bytes = response.into_body().collect().await.unwrap().to_bytes();
+        assert!(bytes.is_empty(), "{ctype}: {bytes:?}");
+    }
 }
