@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
+use warden::state::KeyStore as _;
 use warden_server::ServeConfig;
 use warden_store::keys;
 
@@ -103,8 +104,9 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
             file,
         } => {
             let path = file.path()?;
+            let store = keys::FileKeyStore::new(&path);
             let (key, record) =
-                keys::create_key(&path, tenant, policy.as_deref()).map_err(|e| e.to_string())?;
+                keys::create_key(&store, tenant, policy.as_deref()).map_err(|e| e.to_string())?;
             println!("{key}");
             eprintln!(
                 "created key `{}` for tenant `{}` (policy `{}`) in {}; it is shown only once",
@@ -117,7 +119,8 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
         }
         KeysCommand::Revoke { id, file } => {
             let path = file.path()?;
-            if keys::revoke_key(&path, id).map_err(|e| e.to_string())? {
+            let store = keys::FileKeyStore::new(&path);
+            if store.revoke(id).wait().map_err(|e| e.to_string())? {
                 eprintln!("revoked key `{id}`");
                 Ok(ExitCode::SUCCESS)
             } else {
@@ -129,7 +132,8 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
         KeysCommand::GenAudit { out, force } => crate::token::gen_audit(out, *force),
         KeysCommand::Jwks { signing_keys } => crate::token::print_jwks(signing_keys),
         KeysCommand::List { file } => {
-            for record in keys::list_keys(&file.path()?).map_err(|e| e.to_string())? {
+            let store = keys::FileKeyStore::new(file.path()?);
+            for record in store.list().wait().map_err(|e| e.to_string())? {
                 println!("{}\t{}\t{}", record.id, record.tenant, record.policy_name());
             }
             Ok(ExitCode::SUCCESS)

@@ -28,6 +28,6 @@ pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
 pub use request::{HttpRequest, Kind, Request, RequestError};
 pub use session::{SessionState, StateChange};
 pub use state::{
-    CounterStore, MemoryCounterStore, MemoryNonceStore, MemorySessionStore, NonceStore,
-    SessionStore, SessionWrite, StoreCall, StoreError,
+    CounterStore, KeyRecord, KeyStore, MemoryCounterStore, MemoryKeyStore, MemoryNonceStore,
+    MemorySessionStore, NonceStore, SessionStore, SessionWrite, StoreCall, StoreError,
 };

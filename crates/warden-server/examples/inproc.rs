@@ -29,7 +29,12 @@ async fn main() {
     )
     .expect("run from the repository root");
     let keys = dir.path().join("keys.json");
-    let (key, _) = warden_store::keys::create_key(&keys, "acme", Some("support-agent")).unwrap();
+    let (key, _) = warden_store::keys::create_key(
+        &warden_store::FileKeyStore::new(&keys),
+        "acme",
+        Some("support-agent"),
+    )
+    .unwrap();
     let config = ServeConfig {
         policies,
         keys_file: keys,

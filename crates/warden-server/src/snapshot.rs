@@ -8,7 +8,7 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use warden::CompiledPolicy;
 use warden::rego::{RegoLimits, RegoModule, RegoPolicy};
-use warden_store::KeyIndex;
+use warden_store::{FileKeyStore, KeyIndex};
 
 use crate::config::ServeConfig;
 
@@ -114,7 +114,8 @@ impl Snapshot {
             }
             policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
         }
-        let keys = KeyIndex::load(&config.keys_file).map_err(|e| SnapshotError(e.to_string()))?;
+        let keys = KeyIndex::load(&FileKeyStore::new(&config.keys_file))
+            .map_err(|e| SnapshotError(e.to_string()))?;
         let anonymous = match config.anonymous_policy.as_deref() {
             None => None,
             Some("*") => (policies.len() == 1)

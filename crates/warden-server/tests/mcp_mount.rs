@@ -104,9 +104,18 @@ async fn credentials_are_stripped_and_the_principal_is_the_tenant() {
     let (url, seen) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let config = config(dir.path(), &url);
-    let (acme, _) = warden_store::keys::create_key(&config.keys_file, "acme", Some("mcp")).unwrap();
-    let (mallory, _) =
-        warden_store::keys::create_key(&config.keys_file, "mallory", Some("mcp")).unwrap();
+    let (acme, _) = warden_store::keys::create_key(
+        &warden_store::FileKeyStore::new(&config.keys_file),
+        "acme",
+        Some("mcp"),
+    )
+    .unwrap();
+    let (mallory, _) = warden_store::keys::create_key(
+        &warden_store::FileKeyStore::new(&config.keys_file),
+        "mallory",
+        Some("mcp"),
+    )
+    .unwrap();
     warden_server::mcp::check(&AppState::new(config.clone(), None).unwrap()).unwrap();
     let app = router(AppState::new(config, None).unwrap());
 
@@ -183,9 +192,18 @@ async fn mcp_decisions_are_audited() {
         fsync: warden_server::config::AuditFsync::Always,
         ..Default::default()
     });
-    let (acme, _) = warden_store::keys::create_key(&config.keys_file, "acme", Some("mcp")).unwrap();
-    let (mallory, _) =
-        warden_store::keys::create_key(&config.keys_file, "mallory", Some("mcp")).unwrap();
+    let (acme, _) = warden_store::keys::create_key(
+        &warden_store::FileKeyStore::new(&config.keys_file),
+        "acme",
+        Some("mcp"),
+    )
+    .unwrap();
+    let (mallory, _) = warden_store::keys::create_key(
+        &warden_store::FileKeyStore::new(&config.keys_file),
+        "mallory",
+        Some("mcp"),
+    )
+    .unwrap();
     let app = router(AppState::new(config, None).unwrap());
 
     let bearer = format!("Bearer {acme}");

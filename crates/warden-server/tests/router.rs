@@ -244,9 +244,13 @@ async fn the_decide_fast_path_answers_exactly_like_the_router() {
     let mut cfg = config(dir.path());
     cfg.anonymous_policy = None;
     cfg.body_limit_bytes = 256;
-    let key = warden_store::keys::create_key(&cfg.keys_file, "acme", Some("support-agent"))
-        .unwrap()
-        .0;
+    let key = warden_store::keys::create_key(
+        &warden_store::FileKeyStore::new(&cfg.keys_file),
+        "acme",
+        Some("support-agent"),
+    )
+    .unwrap()
+    .0;
     let via_router = router(AppState::new(cfg.clone(), None).unwrap());
     let state = AppState::new(cfg, None).unwrap();
     let fast = warden_server::App::new(state.clone());

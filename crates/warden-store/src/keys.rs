@@ -4,8 +4,10 @@
 //! its hash: verification looks the id up, then compares the whole hash in constant time
 //! ([`subtle`]), so neither a lookup nor a comparison reveals how much of a guess was right.
 //!
-//! The key file is JSON (`{"keys": [{"id", "tenant", "policy", "sha256", "created"}]}`), written
-//! atomically (temporary file + rename) with mode 0600.
+//! [`FileKeyStore`] keeps the records in a JSON file (`{"keys": [{"id", "tenant", "policy",
+//! "sha256", "created"}]}`), written atomically (temporary file + rename) with mode 0600; a change
+//! is a read-modify-write under an exclusive lock of a sidecar file (`FILE.lock`), so two
+//! `warden keys create` at once both land.
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -14,33 +16,12 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
+use warden_core::state::{KeyStore, StoreCall, StoreError};
 
 /// Prefix of every key.
 pub const KEY_PREFIX: &str = "wdn_";
 
-/// One stored key: never the key itself.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct KeyRecord {
-    /// Public id (first 12 hex digits of the hash); used to revoke.
-    pub id: String,
-    /// The tenant the key belongs to.
-    pub tenant: String,
-    /// The policy the tenant's requests are decided by; the tenant's name when absent.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub policy: Option<String>,
-    /// Hex SHA-256 of the key.
-    pub sha256: String,
-    /// Seconds since the Unix epoch when the key was created.
-    #[serde(default)]
-    pub created: u64,
-}
-
-impl KeyRecord {
-    /// The policy this key's requests use.
-    pub fn policy_name(&self) -> &str {
-        self.policy.as_deref().unwrap_or(&self.tenant)
-    }
-}
+pub use warden_core::state::KeyRecord;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct KeyFile {
@@ -69,6 +50,21 @@ pub enum KeyError {
     /// The random source failed.
     #[error("cannot generate a key: {0}")]
     Random(String),
+    /// The key store failed.
+    #[error("{0}")]
+    Store(String),
+}
+
+impl From<StoreError> for KeyError {
+    fn from(e: StoreError) -> Self {
+        Self::Store(e.message)
+    }
+}
+
+impl From<KeyError> for StoreError {
+    fn from(e: KeyError) -> Self {
+        StoreError::new(e.to_string())
+    }
 }
 
 fn io_error(path: &Path, e: impl std::fmt::Display) -> KeyError {
@@ -136,10 +132,91 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
+/// API key records in a JSON file (see the module docs); every handle on the same file sees the
+/// others' changes.
+#[derive(Debug, Clone)]
+pub struct FileKeyStore {
+    path: std::path::PathBuf,
+}
+
+impl FileKeyStore {
+    /// The store in the file at `path` (created on the first insert).
+    pub fn new(path: impl Into<std::path::PathBuf>) -> Self {
+        Self { path: path.into() }
+    }
+
+    /// The key file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `change` on the file's records under the exclusive lock of `FILE.lock`, writing them
+    /// back when it answers `true` in its first element.
+    fn update<T>(
+        &self,
+        change: impl FnOnce(&mut Vec<KeyRecord>) -> (bool, T),
+    ) -> Result<T, KeyError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        if let Some(parent) = self.path.parent()
+            && !parent.as_os_str().is_empty()
+        {
+            std::fs::create_dir_all(parent).map_err(|e| io_error(&self.path, e))?;
+        }
+        let lock_path = self.path.with_extension("lock");
+        let lock = std::fs::OpenOptions::new()
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .open(&lock_path)
+            .map_err(|e| io_error(&lock_path, e))?;
+        // Held until `lock` is dropped (closing the file releases it).
+        lock.lock().map_err(|e| io_error(&lock_path, e))?;
+        let mut file = read_file(&self.path)?;
+        let (changed, answer) = change(&mut file.keys);
+        if changed {
+            write_file(&self.path, &file)?;
+        }
+        Ok(answer)
+    }
+}
+
+impl KeyStore for FileKeyStore {
+    fn list(&self) -> StoreCall<'_, Vec<KeyRecord>> {
+        StoreCall::ready(read_file(&self.path).map(|f| f.keys).map_err(Into::into))
+    }
+
+    fn insert<'a>(&'a self, record: &'a KeyRecord) -> StoreCall<'a, bool> {
+        StoreCall::ready(
+            self.update(|keys| {
+                if keys.iter().any(|k| k.id == record.id) {
+                    return (false, false);
+                }
+                keys.push(record.clone());
+                (true, true)
+            })
+            .map_err(Into::into),
+        )
+    }
+
+    fn revoke<'a>(&'a self, id: &'a str) -> StoreCall<'a, bool> {
+        StoreCall::ready(
+            self.update(|keys| {
+                let before = keys.len();
+                keys.retain(|k| k.id != id);
+                let removed = keys.len() != before;
+                (removed, removed)
+            })
+            .map_err(Into::into),
+        )
+    }
+}
+
 /// Creates a key for `tenant` (decided by `policy`, or the policy named like the tenant), stores
-/// its hash in the key file at `path` and returns the key (shown once) and its record.
+/// its record in `store` and returns the key (shown once) and its record. Waits for the store on
+/// this thread (a command-line call).
 pub fn create_key(
-    path: &Path,
+    store: &dyn KeyStore,
     tenant: &str,
     policy: Option<&str>,
 ) -> Result<(String, KeyRecord), KeyError> {
@@ -154,27 +231,13 @@ pub fn create_key(
         sha256: digest,
         created: now_secs(),
     };
-    let mut file = read_file(path)?;
-    file.keys.push(record.clone());
-    write_file(path, &file)?;
-    Ok((key, record))
-}
-
-/// Removes the key with `id` from the key file; returns whether it was there.
-pub fn revoke_key(path: &Path, id: &str) -> Result<bool, KeyError> {
-    let mut file = read_file(path)?;
-    let before = file.keys.len();
-    file.keys.retain(|k| k.id != id);
-    let removed = file.keys.len() != before;
-    if removed {
-        write_file(path, &file)?;
+    if !store.insert(&record).wait()? {
+        // 48 random bits of id colliding: not a key to hand out twice.
+        return Err(KeyError::Random(
+            "a key with the same id exists; try again".to_owned(),
+        ));
     }
-    Ok(removed)
-}
-
-/// The records in a key file (none when it does not exist).
-pub fn list_keys(path: &Path) -> Result<Vec<KeyRecord>, KeyError> {
-    Ok(read_file(path)?.keys)
+    Ok((key, record))
 }
 
 /// Keys indexed for verification, by the first 6 bytes of their hash (the id).
@@ -197,12 +260,9 @@ pub struct VerifiedKey {
 }
 
 impl KeyIndex {
-    /// Loads the key file at `path` (an empty index when it does not exist).
-    pub fn load(path: &Path) -> Result<Self, KeyError> {
-        Self::from_records(read_file(path)?.keys).map_err(|message| KeyError::Invalid {
-            path: path.display().to_string(),
-            message,
-        })
+    /// Indexes every record of `store` (waiting for it on this thread).
+    pub fn load(store: &dyn KeyStore) -> Result<Self, KeyError> {
+        Self::from_records(store.list().wait()?).map_err(KeyError::Store)
     }
 
     /// Indexes records; an error names a record whose hash is not 64 hex digits.
@@ -250,12 +310,13 @@ mod tests {
     fn create_verify_revoke() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("keys.json");
-        let (key, record) = create_key(&path, "acme", Some("support-agent")).unwrap();
+        let store = FileKeyStore::new(&path);
+        let (key, record) = create_key(&store, "acme", Some("support-agent")).unwrap();
         assert!(key.starts_with(KEY_PREFIX));
         let text = std::fs::read_to_string(&path).unwrap();
         assert!(!text.contains(&key), "the key itself is never stored");
         assert!(text.contains(&record.sha256));
-        let index = KeyIndex::load(&path).unwrap();
+        let index = KeyIndex::load(&store).unwrap();
         assert_eq!(
             index.verify(&key).map(|k| k.record.tenant.as_str()),
             Some("acme")
@@ -266,8 +327,8 @@ mod tests {
         );
         assert!(index.verify("wdn_0000").is_none());
         assert!(index.verify(&key[..key.len() - 1]).is_none());
-        assert!(revoke_key(&path, &record.id).unwrap());
-        assert!(!revoke_key(&path, &record.id).unwrap());
-        assert!(KeyIndex::load(&path).unwrap().verify(&key).is_none());
+        assert!(store.revoke(&record.id).wait().unwrap());
+        assert!(!store.revoke(&record.id).wait().unwrap());
+        assert!(KeyIndex::load(&store).unwrap().verify(&key).is_none());
     }
 }

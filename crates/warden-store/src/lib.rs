@@ -13,6 +13,6 @@ pub mod keys;
 pub mod pins;
 mod sessions;
 
-pub use keys::{KeyError, KeyIndex, KeyRecord};
+pub use keys::{FileKeyStore, KeyError, KeyIndex, KeyRecord};
 pub use pins::RedbPinStore;
 pub use sessions::{EmbeddedSessionStore, Flusher, SessionDbError};

@@ -7,7 +7,8 @@
 //! The state layer's contract, written once and run against every implementation: sessions on
 //! the in-memory store of the core, the embedded store in memory and on disk, and a store that
 //! answers every call later (as one behind a network does) with the trait's optimistic
-//! `transact`; tool pins in memory and in redb (two handles on one file); nonces; counters.
+//! `transact`; tool pins in memory and in redb (two handles on one file); API keys in memory and
+//! in the key file (two handles on one file); nonces; counters.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,10 +21,11 @@ use warden_core::SessionWrite;
 use warden_core::pins::{MemoryPinStore, PinStatus, PinStore};
 use warden_core::session::Versioned;
 use warden_core::state::{
-    CounterStore, MemoryCounterStore, MemoryNonceStore, NonceStore, StoreCall,
+    CounterStore, KeyRecord, KeyStore, MemoryCounterStore, MemoryKeyStore, MemoryNonceStore,
+    NonceStore, StoreCall,
 };
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
-use warden_store::{EmbeddedSessionStore, RedbPinStore};
+use warden_store::{EmbeddedSessionStore, FileKeyStore, RedbPinStore};
 
 /// Pending once, then ready: a call that really suspends, as a network round trip does.
 #[derive(Default)]
@@ -679,5 +681,77 @@ fn counters_add_atomically_per_window() {
             5,
             "{name}"
         );
+    }
+}
+
+fn key_record(id: String) -> KeyRecord {
+    KeyRecord {
+        sha256: format!("{id:0>64}"),
+        id,
+        tenant: "acme".to_owned(),
+        policy: None,
+        created: 0,
+    }
+}
+
+/// API key records: racing inserts from two handles (two `warden keys create` at once) all
+/// land, a second insert of one id is refused, and of racing revocations of one id exactly one
+/// removes it.
+#[test]
+fn keys_inserted_from_two_handles_all_land_and_revoke_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("keys.json");
+    let memory: Arc<dyn KeyStore> = Arc::new(MemoryKeyStore::new());
+    type Handles = (&'static str, Arc<dyn KeyStore>, Arc<dyn KeyStore>);
+    let stores: Vec<Handles> = vec![
+        ("memory", Arc::clone(&memory), memory),
+        (
+            "key file, two handles",
+            Arc::new(FileKeyStore::new(&path)),
+            Arc::new(FileKeyStore::new(&path)),
+        ),
+    ];
+    for (name, one, two) in stores {
+        let handles = [&one, &two];
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let store = handles[t % 2];
+                scope.spawn(move || {
+                    for i in 0..10 {
+                        let record = key_record(format!("k{t}x{i}"));
+                        assert!(store.insert(&record).wait().unwrap());
+                    }
+                });
+            }
+        });
+        assert_eq!(
+            one.list().wait().unwrap().len(),
+            80,
+            "{name}: an insert was lost"
+        );
+        assert_eq!(
+            two.list().wait().unwrap(),
+            one.list().wait().unwrap(),
+            "{name}"
+        );
+        assert!(
+            !two.insert(&key_record("k0x0".to_owned())).wait().unwrap(),
+            "{name}: the same id twice"
+        );
+        let revoked = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let (store, revoked) = (handles[t % 2], &revoked);
+                scope.spawn(move || {
+                    if store.revoke("k3x3").wait().unwrap() {
+                        revoked.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(revoked.load(Ordering::SeqCst), 1, "{name}");
+        let left = one.list().wait().unwrap();
+        assert_eq!(left.len(), 79, "{name}");
+        assert!(left.iter().all(|r| r.id != "k3x3"), "{name}");
     }
 }

@@ -6,7 +6,10 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
-use super::{CounterStore, Decide, NonceStore, SessionStore, SessionWrite, StoreCall, StoreError};
+use super::{
+    CounterStore, Decide, KeyRecord, KeyStore, NonceStore, SessionStore, SessionWrite, StoreCall,
+    StoreError,
+};
 use crate::session::{SessionState, Versioned};
 
 /// Counter totals and expiries, by key and window.
@@ -252,6 +255,41 @@ impl CounterStore for MemoryCounterStore {
         StoreCall::ready(Ok(counters
             .get(&(key.into(), window))
             .map_or(0, |(total, _)| *total)))
+    }
+}
+
+/// API key records in memory, for one process (tests, and a library host that mints its own).
+#[derive(Debug, Default)]
+pub struct MemoryKeyStore {
+    records: Mutex<Vec<KeyRecord>>,
+}
+
+impl MemoryKeyStore {
+    /// An empty store.
+    pub fn new() -> Self {
+        Self::default()
+    }
+}
+
+impl KeyStore for MemoryKeyStore {
+    fn list(&self) -> StoreCall<'_, Vec<KeyRecord>> {
+        StoreCall::ready(Ok(self.records.lock().clone()))
+    }
+
+    fn insert<'a>(&'a self, record: &'a KeyRecord) -> StoreCall<'a, bool> {
+        let mut records = self.records.lock();
+        if records.iter().any(|r| r.id == record.id) {
+            return StoreCall::ready(Ok(false));
+        }
+        records.push(record.clone());
+        StoreCall::ready(Ok(true))
+    }
+
+    fn revoke<'a>(&'a self, id: &'a str) -> StoreCall<'a, bool> {
+        let mut records = self.records.lock();
+        let before = records.len();
+        records.retain(|r| r.id != id);
+        StoreCall::ready(Ok(records.len() != before))
     }
 }
 

@@ -7,6 +7,7 @@
 //! | [`NonceStore`] | single-use ids (decision tokens' `jti`) until they expire | [`MemoryNonceStore`] | |
 //! | [`CounterStore`] | counters per fixed window (rate limits, usage and budgets) | [`MemoryCounterStore`] | |
 //! | [`crate::pins::PinStore`] | tool definition pins per upstream | [`crate::pins::MemoryPinStore`] | `warden_store::RedbPinStore` |
+//! | [`KeyStore`] | API key records (hashes, tenants, policies) | [`MemoryKeyStore`] | `warden_store::FileKeyStore` |
 //!
 //! Every call is asynchronous so that a store behind a network implements the same traits, and
 //! none holds a lock across a call: a decision reads a session with its version, decides, and
@@ -23,7 +24,7 @@ use std::task::{Context, Poll, Wake, Waker};
 use crate::session::{SessionState, StateChange, Versioned};
 
 mod memory;
-pub use memory::{MemoryCounterStore, MemoryNonceStore, MemorySessionStore};
+pub use memory::{MemoryCounterStore, MemoryKeyStore, MemoryNonceStore, MemorySessionStore};
 
 /// A boxed future, as a store behind a network returns them.
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -34,7 +35,7 @@ pub const TRANSACT_ATTEMPTS: usize = 32;
 /// A failure of a state store (a shared store may be unreachable; the in-memory ones never fail).
 /// Callers fail closed: a decision that needs the store is an error, never an allow.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("session store: {message}")]
+#[error("state store: {message}")]
 pub struct StoreError {
     /// What went wrong, without any state content.
     pub message: String,
@@ -247,6 +248,45 @@ pub trait CounterStore: Send + Sync {
 
     /// The counter's total in `window` (0 when it has none).
     fn get<'a>(&'a self, key: &'a str, window: u64) -> StoreCall<'a, u64>;
+}
+
+/// One stored API key: never the key itself, only its hash.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct KeyRecord {
+    /// Public id (the first 12 hex digits of the hash); used to revoke.
+    pub id: String,
+    /// The tenant the key belongs to.
+    pub tenant: String,
+    /// The policy the tenant's requests are decided by; the tenant's name when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// Hex SHA-256 of the key.
+    pub sha256: String,
+    /// Seconds since the Unix epoch when the key was created.
+    #[serde(default)]
+    pub created: u64,
+}
+
+impl KeyRecord {
+    /// The policy this key's requests use.
+    pub fn policy_name(&self) -> &str {
+        self.policy.as_deref().unwrap_or(&self.tenant)
+    }
+}
+
+/// API keys: the records of the keys that may call the daemon. The daemon indexes them for
+/// verification when it loads (and reloads) its configuration.
+pub trait KeyStore: Send + Sync {
+    /// Every record, in the order they were added.
+    fn list(&self) -> StoreCall<'_, Vec<KeyRecord>>;
+
+    /// Adds `record`; answers `false` and adds nothing when a record with its id is stored.
+    /// Atomic: of racing inserts from every handle on the store, none is lost.
+    fn insert<'a>(&'a self, record: &'a KeyRecord) -> StoreCall<'a, bool>;
+
+    /// Removes the record with `id`; answers whether it was there (of racing revocations of one
+    /// id, exactly one answers `true`).
+    fn revoke<'a>(&'a self, id: &'a str) -> StoreCall<'a, bool>;
 }
 
 #[cfg(test)]
