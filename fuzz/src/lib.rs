@@ -6,7 +6,7 @@
 
 use serde_json::Value;
 use warden_content::{ContentPolicy, ContentSpec, Part, ScanRequest};
-use warden_core::{CompileOptions, CompiledPolicy, Request, SessionState};
+use warden_core::{CompileOptions, CompiledPolicy, Engine, Request};
 use warden_mcp::message::Message;
 use warden_mcp::sse::{Event, SseSplitter};
 
@@ -30,7 +30,7 @@ pub fn policy_loader(data: &[u8]) {
     match CompiledPolicy::compile("fuzz.yaml", text, CompileOptions::default()) {
         Ok(policy) => {
             if let Ok(request) = Request::from_json(br#"{"session":"s","tool":"t","args":{}}"#) {
-                let _ = warden_core::eval::evaluate(&policy, &request, &SessionState::default());
+                let _ = Engine::new(policy).decide(&request);
             }
         }
         Err(e) => assert!(!e.diagnostics.is_empty(), "an error names a problem"),
@@ -59,8 +59,9 @@ pub fn request_parser(data: &[u8]) {
     if let Ok(policy) =
         CompiledPolicy::compile("fuzz.yaml", DECIDING_POLICY, CompileOptions::default())
     {
-        let e = warden_core::eval::evaluate(&policy, &request, &SessionState::default());
-        assert!(e.decision.findings.iter().all(|f| f.start <= f.end));
+        if let Ok(decision) = Engine::new(policy).decide(&request) {
+            assert!(decision.findings.iter().all(|f| f.start <= f.end));
+        }
     }
 }
 

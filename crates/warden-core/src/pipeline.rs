@@ -31,7 +31,7 @@ use crate::policy::CompiledPolicy;
 use crate::request::Request;
 use crate::session::{SessionState, Versioned};
 pub use crate::state::BoxFuture;
-use crate::state::{SessionStore, SessionWrite, StoreError, wait};
+use crate::state::{SessionStore, SessionWrite, StoreError};
 
 /// Times a batch is decided again when other requests change its sessions meanwhile.
 pub const BATCH_ATTEMPTS: usize = 5;
@@ -234,6 +234,21 @@ fn unknown_policy<E>(caller: &Caller<'_>) -> PipelineError<E> {
     PipelineError::UnknownPolicy(caller.policy.unwrap_or("(default)").to_owned())
 }
 
+/// The store transaction's rule: evaluate against the session's state, keep the evaluation in
+/// `outcome` (the last run's, should the store run it again) and hand back its change.
+fn decide_into<'a>(
+    policy: &'a CompiledPolicy,
+    request: &'a Request,
+    outcome: &'a mut Option<Evaluation>,
+) -> impl FnMut(&SessionState) -> Option<crate::session::StateChange> + Send + 'a {
+    move |state| {
+        let mut evaluation = evaluate(policy, request, state);
+        let change = evaluation.change.take();
+        *outcome = Some(evaluation);
+        change
+    }
+}
+
 /// The decision path: a policy set, a state layer and the effects. `Send + Sync`; share it.
 pub struct Pipeline<E> {
     policies: ArcSwap<PolicySet>,
@@ -316,13 +331,28 @@ impl<E: Effects> Pipeline<E> {
     /// [`Self::decide_now`] for a synchronous caller, without measuring how long it took (the
     /// library's engine, which reports no latency: two clock reads are a tenth of a simple
     /// decision). An in-process store answers at once; a store behind a network parks this
-    /// thread until it answers ([`crate::state::wait`]), so async callers use `decide_now`.
+    /// thread until it answers ([`crate::state::StoreCall::wait`]), so async callers use `decide_now`.
+    ///
+    /// Written apart from [`Self::decide_now`] (the same steps, no future): driving an async
+    /// decision to completion on this thread cost a tenth of a simple decision (BENCHMARKS.md).
     pub fn decide_untimed(
         &self,
         caller: &Caller<'_>,
         request: &Request,
     ) -> Result<Decision, PipelineError<E::Error>> {
-        wait(self.decide_session(caller, request))
+        let set = self.policies.load();
+        let policy = set
+            .get(caller.policy)
+            .ok_or_else(|| unknown_policy(caller))?;
+        let Some(session) = request.session.as_deref() else {
+            return Ok(self.decide_stateless(policy, request));
+        };
+        let key = caller.session_key(session);
+        let mut outcome = None;
+        self.sessions
+            .transact(&key, &mut decide_into(policy, request, &mut outcome))
+            .wait()?;
+        self.finish(outcome)
     }
 
     async fn decide_session(
@@ -336,20 +366,25 @@ impl<E: Effects> Pipeline<E> {
             .get(caller.policy)
             .ok_or_else(|| unknown_policy(caller))?;
         let Some(session) = request.session.as_deref() else {
-            let evaluation = evaluate(policy, request, &SessionState::default());
-            self.check_failure(&evaluation);
-            return Ok(evaluation.decision);
+            return Ok(self.decide_stateless(policy, request));
         };
         let key = caller.session_key(session);
         let mut outcome = None;
         self.sessions
-            .transact(&key, &mut |state| {
-                let mut evaluation = evaluate(policy, request, state);
-                let change = evaluation.change.take();
-                outcome = Some(evaluation);
-                change
-            })
+            .transact(&key, &mut decide_into(policy, request, &mut outcome))
             .await?;
+        self.finish(outcome)
+    }
+
+    /// A request without a session: decided against an empty state, nothing stored.
+    fn decide_stateless(&self, policy: &CompiledPolicy, request: &Request) -> Decision {
+        let evaluation = evaluate(policy, request, &SessionState::default());
+        self.check_failure(&evaluation);
+        evaluation.decision
+    }
+
+    /// The decision a store transaction left in `outcome`, its failure reported.
+    fn finish(&self, outcome: Option<Evaluation>) -> Result<Decision, PipelineError<E::Error>> {
         let evaluation =
             outcome.ok_or_else(|| StoreError::new("the store did not run the decision"))?;
         self.check_failure(&evaluation);

@@ -70,9 +70,13 @@ impl<'a, T, E> StoreCall<'a, T, E> {
         Self::Pending(Box::pin(future))
     }
 
-    /// The answer, waiting on this thread if the store must (see [`wait`]).
+    /// The answer, waiting on this thread if the store must (see [`wait`]). A ready answer is
+    /// taken as it is, without polling.
     pub fn wait(self) -> Result<T, E> {
-        wait(self)
+        match self {
+            Self::Ready(Some(answer)) => answer,
+            other => wait(other),
+        }
     }
 }
 
