@@ -103,6 +103,10 @@ pub struct Common {
     /// Keep session state in memory only (a restart clears taints).
     #[arg(long)]
     memory_sessions: bool,
+    /// Log each decision as a JSON line on stderr (target `warden::decision`: policy, digest,
+    /// verdict, rule, tool, latency; never arguments or content), as `warden serve` does.
+    #[arg(long)]
+    decision_log: bool,
 }
 
 fn bad(message: impl std::fmt::Display) -> ExitCode {
@@ -209,10 +213,54 @@ fn enforcer(
         None => warden::Engine::new(policy),
     });
     let enforcer = Enforcer::new(engine, pin_store(common)?, upstream);
-    Ok(Arc::new(match sessions {
-        Some(store) => enforcer.with_observer(write_through(store)),
+    Ok(Arc::new(match observer(common, sessions) {
+        Some(observer) => enforcer.with_observer(observer),
         None => enforcer,
     }))
+}
+
+/// What follows each decision: the session state written through (with `--sessions`), then the
+/// decision log line (with `--decision-log`). `None` when neither is on.
+fn observer(
+    common: &Common,
+    sessions: Option<&Arc<EmbeddedSessionStore>>,
+) -> Option<warden_mcp::DecisionObserver> {
+    let flush = sessions.map(write_through);
+    let log = common.decision_log;
+    if flush.is_none() && !log {
+        return None;
+    }
+    Some(Arc::new(move |request, decision, latency| {
+        if let Some(flush) = &flush {
+            flush(request, decision, latency)?;
+        }
+        if log {
+            log_decision(request, decision, latency);
+        }
+        Ok(())
+    }))
+}
+
+/// One decision's log line: names and outcome only, never arguments or content.
+fn log_decision(
+    request: &warden::Request,
+    decision: &warden::Decision,
+    latency: std::time::Duration,
+) {
+    let verdict = match decision.verdict {
+        warden::Verdict::Allow => "allow",
+        warden::Verdict::Deny => "deny",
+    };
+    tracing::info!(
+        target: "warden::decision",
+        policy = %decision.policy.name,
+        digest = %decision.policy.digest,
+        decision = verdict,
+        rule = decision.rule.as_deref(),
+        tool = request.tool.as_deref(),
+        latency_us = u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+        "decision"
+    );
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, String> {
@@ -232,7 +280,15 @@ fn new_session() -> String {
 
 /// Runs `warden mcp ...`.
 pub fn run(command: McpCommand) -> ExitCode {
-    warden_server::init_logging("warn");
+    let decision_log = match &command {
+        McpCommand::Wrap { common, .. } | McpCommand::Proxy { common, .. } => common.decision_log,
+        _ => false,
+    };
+    warden_server::init_logging(if decision_log {
+        "warn,warden::decision=info"
+    } else {
+        "warn"
+    });
     match command {
         McpCommand::Wrap {
             common,

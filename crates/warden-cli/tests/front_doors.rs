@@ -249,7 +249,18 @@ impl McpStdio {
         principal: Option<&str>,
         requests: &[&serde_json::Value],
     ) -> Vec<Called> {
-        use std::io::BufRead as _;
+        Self::call_with(policy, session, principal, requests, &[]).0
+    }
+
+    /// [`Self::call`] with more `warden mcp wrap` flags; also what the proxy wrote on stderr.
+    fn call_with(
+        policy: &Path,
+        session: Option<&str>,
+        principal: Option<&str>,
+        requests: &[&serde_json::Value],
+        flags: &[&str],
+    ) -> (Vec<Called>, String) {
+        use std::io::{BufRead as _, Read as _};
         let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
         let deps = python_deps();
         let mut command = Command::new(WARDEN);
@@ -269,15 +280,17 @@ impl McpStdio {
             command.args(["--principal", principal]);
         }
         let mut child = command
+            .args(flags)
             .arg("--")
             .arg("python3")
             .arg(root.join("crates/warden-cli/tests/mcp/any_tool_server.py"))
             .env("PYTHONPATH", deps)
             // Many short-lived servers: let Python cache the SDK's bytecode after the first.
             .env_remove("PYTHONDONTWRITEBYTECODE")
+            .env_remove("RUST_LOG")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
@@ -314,7 +327,14 @@ impl McpStdio {
         drop(stdin);
         let _ = child.kill();
         let _ = child.wait();
-        called
+        let mut stderr = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut stderr)
+            .unwrap();
+        (called, stderr)
     }
 }
 
@@ -587,4 +607,64 @@ fn the_mcp_proxy_decides_the_corpus_as_the_library_does() {
         scenarios >= 5 && checked >= 80,
         "only {scenarios} scenarios, {checked} requests"
     );
+}
+
+/// `warden mcp wrap --decision-log` writes one line per decision, as `warden serve` does: the
+/// policy, its digest, the verdict and rule, the tool; never an argument's value.
+#[test]
+fn the_mcp_proxy_logs_each_decision_without_arguments() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = dir.path().join("p.yaml");
+    std::fs::write(
+        &policy,
+        "warden: 1\nname: logged\ndefault: allow\nrules:\n  - { id: no-send, effect: deny, tools: [send] }\n",
+    )
+    .unwrap();
+    let read = serde_json::json!({"tool": "read", "args": {"q": "secret-argument-value"}});
+    let send = serde_json::json!({"tool": "send", "args": {"to": "secret-argument-value"}});
+    let (called, stderr) = McpStdio::call_with(
+        &policy,
+        Some("s1"),
+        None,
+        &[&read, &send],
+        &["--decision-log"],
+    );
+    assert_eq!(
+        called.iter().map(|c| c.allowed).collect::<Vec<_>>(),
+        [true, false]
+    );
+    let lines: Vec<serde_json::Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|l| l["message"] == "decision")
+        .collect();
+    // The call, then the answer of the allowed call (a `tool_result`), then the denied call.
+    let verdicts: Vec<_> = lines
+        .iter()
+        .map(|l| {
+            (
+                l["tool"].as_str(),
+                l["decision"].as_str(),
+                l["rule"].as_str(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        verdicts,
+        [
+            (Some("read"), Some("allow"), None),
+            (Some("read"), Some("allow"), None),
+            (Some("send"), Some("deny"), Some("no-send")),
+        ],
+        "{stderr}"
+    );
+    for line in &lines {
+        assert_eq!(line["policy"], "logged");
+        assert!(line["digest"].as_str().is_some_and(|d| !d.is_empty()));
+        assert!(line["latency_us"].is_u64());
+    }
+    assert!(!stderr.contains("secret-argument-value"), "{stderr}");
+    // Without the flag, no decision is logged.
+    let (_, quiet) = McpStdio::call_with(&policy, Some("s1"), None, &[&read], &[]);
+    assert!(!quiet.contains("\"decision\""), "{quiet}");
 }
