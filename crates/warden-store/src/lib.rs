@@ -6,13 +6,18 @@
 //!   `warden mcp approve` across processes (see [`pins`]).
 //! - [`keys`]: API keys stored only as SHA-256 hashes, each mapped to a tenant and its policy,
 //!   verified in constant time.
+//!
+//! And the shared store, for many instances: [`RedisState`] (sessions, token nonces, counters
+//! in Redis; see [`redis_state`]).
 
 #![forbid(unsafe_code)]
 
 pub mod keys;
 pub mod pins;
+pub mod redis_state;
 mod sessions;
 
 pub use keys::{FileKeyStore, KeyError, KeyIndex, KeyRecord};
 pub use pins::RedbPinStore;
+pub use redis_state::{RedisOptions, RedisState};
 pub use sessions::{EmbeddedSessionStore, Flusher, SessionDbError};

@@ -108,6 +108,26 @@ impl Stored {
     }
 }
 
+/// A session's state in the stored record format (JSON; the same record the redb file holds),
+/// for stores that keep it elsewhere.
+pub(crate) fn encode_state(state: &SessionState) -> Result<Vec<u8>, StoreError> {
+    let slot = Slot {
+        state: state.clone(),
+        last_seen: 0,
+        version: 0,
+    };
+    serde_json::to_vec(&Stored::from_slot(&slot))
+        .map_err(|e| StoreError::new(format!("cannot encode a session: {e}")))
+}
+
+/// The state [`encode_state`] wrote; an unreadable record is an error (fail closed), never an
+/// empty session.
+pub(crate) fn decode_state(bytes: &[u8]) -> Result<SessionState, StoreError> {
+    serde_json::from_slice::<Stored>(bytes)
+        .map(|stored| stored.into_slot().state)
+        .map_err(|e| StoreError::new(format!("unreadable session record: {e}")))
+}
+
 fn now_secs() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

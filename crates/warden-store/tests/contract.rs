@@ -8,7 +8,9 @@
 //! the in-memory store of the core, the embedded store in memory and on disk, and a store that
 //! answers every call later (as one behind a network does) with the trait's optimistic
 //! `transact`; tool pins in memory and in redb (two handles on one file); API keys in memory and
-//! in the key file (two handles on one file); nonces; counters.
+//! in the key file (two handles on one file); nonces; counters. Redis (sessions, nonces,
+//! counters) runs the same contract against the machine's server (`WARDEN_TEST_REDIS_URL`,
+//! default `redis://127.0.0.1:6379`), each store under a key prefix of its own.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -25,7 +27,43 @@ use warden_core::state::{
     NonceStore, StoreCall,
 };
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
-use warden_store::{EmbeddedSessionStore, FileKeyStore, RedbPinStore};
+use warden_store::{EmbeddedSessionStore, FileKeyStore, RedbPinStore, RedisOptions, RedisState};
+
+/// The runtime the Redis stores run their calls on, for the whole test binary.
+fn runtime() -> &'static tokio::runtime::Runtime {
+    static RUNTIME: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RUNTIME.get_or_init(|| {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap()
+    })
+}
+
+/// A Redis store under a fresh key prefix (its keys expire within the hour, unless `ttl`).
+fn redis(ttl: Option<std::time::Duration>) -> Arc<RedisState> {
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    let url = std::env::var("WARDEN_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let options = RedisOptions {
+        prefix: format!(
+            "warden-test:{}:{nanos}:{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        ),
+        session_ttl: Some(ttl.unwrap_or(std::time::Duration::from_secs(3600))),
+        ..RedisOptions::default()
+    };
+    let state = runtime()
+        .block_on(RedisState::connect(&url, options))
+        .unwrap_or_else(|e| panic!("Redis at {url}: {e} (scripts/test starts one)"));
+    Arc::new(state)
+}
 
 /// Pending once, then ready: a call that really suspends, as a network round trip does.
 #[derive(Default)]
@@ -123,6 +161,7 @@ fn stores() -> Vec<(
             Arc::new(Remote(MemorySessionStore::new())),
             None,
         ),
+        ("redis", redis(None), None),
     ]
 }
 
@@ -423,12 +462,16 @@ fn history_is_bounded() {
 fn idle_sessions_expire_after_the_ttl() {
     let dir = tempfile::tempdir().unwrap();
     let ttl = Some(std::time::Duration::from_secs(1));
-    let stores: Vec<(&str, EmbeddedSessionStore)> = vec![
-        ("embedded memory", EmbeddedSessionStore::memory(ttl)),
+    let stores: Vec<(&str, Arc<dyn SessionStore>)> = vec![
+        (
+            "embedded memory",
+            Arc::new(EmbeddedSessionStore::memory(ttl)),
+        ),
         (
             "embedded redb",
-            EmbeddedSessionStore::open(&dir.path().join("t.redb"), ttl).unwrap(),
+            Arc::new(EmbeddedSessionStore::open(&dir.path().join("t.redb"), ttl).unwrap()),
         ),
+        ("redis", redis(ttl)),
     ];
     for (_, store) in &stores {
         store
@@ -625,8 +668,10 @@ fn pins_observe_and_approve_are_atomic_across_two_handles() {
 /// are unaffected; once it expired it may be used again.
 #[test]
 fn a_nonce_is_used_once() {
-    let stores: Vec<(&str, Arc<dyn NonceStore>)> =
-        vec![("memory", Arc::new(MemoryNonceStore::default()))];
+    let stores: Vec<(&str, Arc<dyn NonceStore>)> = vec![
+        ("memory", Arc::new(MemoryNonceStore::default())),
+        ("redis", redis(None)),
+    ];
     for (name, store) in stores {
         let first = AtomicUsize::new(0);
         std::thread::scope(|scope| {
@@ -657,8 +702,10 @@ fn a_nonce_is_used_once() {
 /// 1,000 exactly once; windows and keys are apart.
 #[test]
 fn counters_add_atomically_per_window() {
-    let stores: Vec<(&str, Arc<dyn CounterStore>)> =
-        vec![("memory", Arc::new(MemoryCounterStore::default()))];
+    let stores: Vec<(&str, Arc<dyn CounterStore>)> = vec![
+        ("memory", Arc::new(MemoryCounterStore::default())),
+        ("redis", redis(None)),
+    ];
     for (name, store) in stores {
         let totals = parking_lot::Mutex::new(Vec::new());
         std::thread::scope(|scope| {

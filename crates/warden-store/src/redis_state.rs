@@ -1,0 +1,392 @@
+//! Shared state in Redis, for many `warden serve` instances behind one load balancer: sessions,
+//! single-use token nonces and counters (rate limits, usage), one truth for all of them.
+//!
+//! Sessions are read-decide-committed optimistically (the [`SessionStore::transact`] default):
+//! `load` reads the state and its version, the decision runs with no lock held, and `commit` is
+//! one server-side script that checks every session's version and writes all or nothing. A
+//! version is the Redis server's clock in microseconds (or the last version plus one, if
+//! larger), so it is never reused, also after a session was removed or expired. Every access
+//! renews a session's idle TTL.
+//!
+//! Keys are `PREFIX:s:{SESSION}` (and `:n:`, `:c:`), the session key holding its tenant; the
+//! braces are a Redis Cluster hash tag, so one session lives on one slot. (A batch spanning
+//! sessions on different slots is refused by a cluster: such batches need a single Redis.)
+//!
+//! Each call runs as a task on the runtime the state was connected on, so a caller may await it
+//! from any thread or park on it ([`StoreCall::wait`]); the connections are a small pool of
+//! multiplexed, reconnecting connections ([`redis::aio::ConnectionManager`]), each command
+//! bounded by a response timeout.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use warden_core::session::Versioned;
+use warden_core::state::{CounterStore, NonceStore, StoreCall};
+use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
+
+use crate::sessions::{decode_state, encode_state};
+
+/// Checks every session's version, then writes every new state (all or nothing).
+/// KEYS: the sessions. ARGV[1]: idle TTL in ms (0: none); then per session its expected version
+/// and its new state ("" = only checked).
+const COMMIT: &str = r"
+local ttl = tonumber(ARGV[1])
+for i, k in ipairs(KEYS) do
+  local v = redis.call('HGET', k, 'v') or '0'
+  if v ~= ARGV[2 * i] then return 0 end
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+for i, k in ipairs(KEYS) do
+  local s = ARGV[2 * i + 1]
+  if s ~= '' then
+    local v = tonumber(redis.call('HGET', k, 'v') or '0')
+    redis.call('HSET', k, 'v', string.format('%.0f', math.max(v + 1, now)), 's', s)
+    if ttl > 0 then redis.call('PEXPIRE', k, ttl) end
+  elseif ttl > 0 then
+    redis.call('PEXPIRE', k, ttl)
+  end
+end
+return 1
+";
+
+/// The session's version and state, renewing its idle TTL. ARGV[1]: idle TTL in ms (0: none).
+const LOAD: &str = r"
+local r = redis.call('HMGET', KEYS[1], 'v', 's')
+if r[1] and tonumber(ARGV[1]) > 0 then redis.call('PEXPIRE', KEYS[1], ARGV[1]) end
+return r
+";
+
+/// Uses a nonce once until it expires. ARGV: expiry (unix s), now (unix s), seconds to keep it.
+const CONSUME: &str = r"
+local v = redis.call('GET', KEYS[1])
+if v and tonumber(v) > tonumber(ARGV[2]) then return 0 end
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[3])
+return 1
+";
+
+/// Adds to a counter and answers the total. ARGV: amount, expiry (unix s; 0: none).
+const ADD: &str = r"
+local n = redis.call('INCRBY', KEYS[1], ARGV[1])
+if ARGV[2] ~= '0' then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
+return n
+";
+
+/// How to reach Redis and how to name and keep Warden's keys there.
+#[derive(Debug, Clone)]
+pub struct RedisOptions {
+    /// Prefix of every key (e.g. `warden`), so several deployments can share one Redis.
+    pub prefix: String,
+    /// Idle sessions are forgotten after this long (renewed on every access); `None`: kept.
+    pub session_ttl: Option<Duration>,
+    /// Multiplexed connections to open (requests are spread over them).
+    pub connections: usize,
+    /// Longest wait for one command's answer; a slower answer is a store error.
+    pub response_timeout: Duration,
+    /// Longest wait to (re)connect.
+    pub connect_timeout: Duration,
+}
+
+impl Default for RedisOptions {
+    fn default() -> Self {
+        Self {
+            prefix: "warden".to_owned(),
+            session_ttl: None,
+            connections: 4,
+            response_timeout: Duration::from_millis(500),
+            connect_timeout: Duration::from_secs(1),
+        }
+    }
+}
+
+/// Sessions, nonces and counters in one Redis (see the module documentation).
+pub struct RedisState {
+    /// The pool: never empty.
+    first: ConnectionManager,
+    rest: Vec<ConnectionManager>,
+    next: AtomicUsize,
+    runtime: tokio::runtime::Handle,
+    prefix: String,
+    ttl_ms: u64,
+    commit: Arc<redis::Script>,
+    load: Arc<redis::Script>,
+    consume: Arc<redis::Script>,
+    add: Arc<redis::Script>,
+}
+
+impl std::fmt::Debug for RedisState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisState")
+            .field("prefix", &self.prefix)
+            .field("connections", &(self.rest.len() + 1))
+            .finish()
+    }
+}
+
+/// A Redis failure as a store error: what failed, never a key's content or the URL.
+fn store_error(what: &str, e: &redis::RedisError) -> StoreError {
+    StoreError::new(format!("redis {what}: {}", e.kind_description()))
+}
+
+trait KindDescription {
+    fn kind_description(&self) -> String;
+}
+
+impl KindDescription for redis::RedisError {
+    /// The error's kind and, for I/O and timeouts, the cause (an I/O error never holds the
+    /// URL or a key; a server error's detail may name a key, so only its kind is kept).
+    fn kind_description(&self) -> String {
+        if self.is_timeout() {
+            "timed out".to_owned()
+        } else if self.is_io_error() || self.is_connection_dropped() || self.is_connection_refusal()
+        {
+            format!("unreachable ({:?})", self.kind())
+        } else {
+            format!("{:?}", self.kind())
+        }
+    }
+}
+
+impl RedisState {
+    /// Connects to `url` (`redis://[user:password@]host:port[/db]`, or `rediss://` is refused:
+    /// TLS is not built in). Must be called on a Tokio runtime, which then runs every call.
+    pub async fn connect(url: &str, options: RedisOptions) -> Result<Self, StoreError> {
+        let client = redis::Client::open(url)
+            .map_err(|e| StoreError::new(format!("redis URL: {}", e.kind_description())))?;
+        let config = ConnectionManagerConfig::new()
+            .set_response_timeout(Some(options.response_timeout))
+            .set_connection_timeout(Some(options.connect_timeout))
+            .set_number_of_retries(2)
+            .set_max_delay(Duration::from_millis(200));
+        let connect = || async {
+            ConnectionManager::new_with_config(client.clone(), config.clone())
+                .await
+                .map_err(|e| store_error("connect", &e))
+        };
+        let first = connect().await?;
+        let mut rest = Vec::new();
+        for _ in 1..options.connections {
+            rest.push(connect().await?);
+        }
+        Ok(Self {
+            first,
+            rest,
+            next: AtomicUsize::new(0),
+            runtime: tokio::runtime::Handle::current(),
+            prefix: options.prefix,
+            ttl_ms: options.session_ttl.map_or(0, |t| {
+                u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
+            }),
+            commit: Arc::new(redis::Script::new(COMMIT)),
+            load: Arc::new(redis::Script::new(LOAD)),
+            consume: Arc::new(redis::Script::new(CONSUME)),
+            add: Arc::new(redis::Script::new(ADD)),
+        })
+    }
+
+    /// One connection of the pool, in turn.
+    fn connection(&self) -> ConnectionManager {
+        let i = self.next.fetch_add(1, Ordering::Relaxed) % (self.rest.len() + 1);
+        match i.checked_sub(1).and_then(|i| self.rest.get(i)) {
+            Some(connection) => connection.clone(),
+            None => self.first.clone(),
+        }
+    }
+
+    /// Runs `work` on the state's runtime: a caller on any thread, in a runtime or not, awaits it.
+    fn run<'a, T: Send + 'static>(
+        &'a self,
+        what: &'static str,
+        work: impl Future<Output = Result<T, redis::RedisError>> + Send + 'static,
+    ) -> StoreCall<'a, T> {
+        let task = self.runtime.spawn(work);
+        StoreCall::pending(async move {
+            match task.await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(store_error(what, &e)),
+                Err(_) => Err(StoreError::new(format!(
+                    "redis {what}: the task was stopped"
+                ))),
+            }
+        })
+    }
+
+    /// Answers once Redis answers a PING (the readiness probe).
+    pub fn ping(&self) -> StoreCall<'_, ()> {
+        let mut conn = self.connection();
+        self.run("ping", async move {
+            redis::cmd("PING")
+                .query_async::<String>(&mut conn)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    fn session_key(&self, session: &str) -> String {
+        format!("{}:s:{{{session}}}", self.prefix)
+    }
+}
+
+/// Parses a version Redis returned (a decimal string; absent: 0).
+fn version(text: Option<&str>) -> Result<u64, StoreError> {
+    text.map_or(Ok(0), |t| {
+        t.parse()
+            .map_err(|_| StoreError::new("redis: a session's version is not a number"))
+    })
+}
+
+impl SessionStore for RedisState {
+    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+        let (mut conn, script, key, ttl) = (
+            self.connection(),
+            Arc::clone(&self.load),
+            self.session_key(session),
+            self.ttl_ms,
+        );
+        let call = self.run("load", async move {
+            script
+                .key(key)
+                .arg(ttl)
+                .invoke_async::<(Option<String>, Option<Vec<u8>>)>(&mut conn)
+                .await
+        });
+        StoreCall::pending(async move {
+            let (v, s) = call.await?;
+            let state = match s {
+                Some(bytes) => decode_state(&bytes)?,
+                None => SessionState::default(),
+            };
+            Ok(Versioned {
+                state,
+                version: version(v.as_deref())?,
+            })
+        })
+    }
+
+    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+        // The invocation borrows the script; the task owns its own copy of both.
+        let script = Arc::clone(&self.commit);
+        let keys: Vec<String> = writes
+            .iter()
+            .map(|w| self.session_key(&w.session))
+            .collect();
+        let mut args: Vec<Vec<u8>> = vec![self.ttl_ms.to_string().into_bytes()];
+        for write in writes {
+            args.push(write.expected.to_string().into_bytes());
+            match &write.state {
+                Some(state) => match encode_state(state) {
+                    Ok(bytes) => args.push(bytes),
+                    Err(e) => return StoreCall::ready(Err(e)),
+                },
+                None => args.push(Vec::new()),
+            }
+        }
+        let mut conn = self.connection();
+        self.run("commit", async move {
+            let mut invocation = script.prepare_invoke();
+            for key in keys {
+                invocation.key(key);
+            }
+            for arg in args {
+                invocation.arg(arg);
+            }
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|n| n == 1)
+        })
+    }
+
+    fn get<'a>(&'a self, session: &'a str) -> StoreCall<'a, Option<SessionState>> {
+        let (mut conn, key) = (self.connection(), self.session_key(session));
+        let call = self.run("get", async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg("s")
+                .query_async::<Option<Vec<u8>>>(&mut conn)
+                .await
+        });
+        StoreCall::pending(async move {
+            match call.await? {
+                Some(bytes) => decode_state(&bytes).map(Some),
+                None => Ok(None),
+            }
+        })
+    }
+
+    fn remove<'a>(&'a self, session: &'a str) -> StoreCall<'a, ()> {
+        let (mut conn, key) = (self.connection(), self.session_key(session));
+        self.run("remove", async move {
+            redis::cmd("DEL")
+                .arg(key)
+                .query_async::<i64>(&mut conn)
+                .await
+                .map(|_| ())
+        })
+    }
+
+    /// Redis holds the sessions, not this instance: 0 (the daemon's session gauge counts only
+    /// embedded sessions).
+    fn len(&self) -> usize {
+        0
+    }
+}
+
+impl NonceStore for RedisState {
+    fn consume<'a>(&'a self, nonce: &'a str, expires: u64, now: u64) -> StoreCall<'a, bool> {
+        let (mut conn, script) = (self.connection(), Arc::clone(&self.consume));
+        let key = format!("{}:n:{{{nonce}}}", self.prefix);
+        // Kept until it expires by the caller's clock (at least a second).
+        let keep = expires.saturating_sub(now).max(1);
+        self.run("nonce", async move {
+            script
+                .key(key)
+                .arg(expires)
+                .arg(now)
+                .arg(keep)
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|n| n == 1)
+        })
+    }
+}
+
+/// Expiry times Redis can hold (EXPIREAT takes seconds that fit in milliseconds as an i64);
+/// a later one means "no expiry".
+const LATEST_EXPIRY: u64 = 1 << 42;
+
+impl CounterStore for RedisState {
+    fn add<'a>(
+        &'a self,
+        key: &'a str,
+        window: u64,
+        amount: u64,
+        expires: u64,
+    ) -> StoreCall<'a, u64> {
+        let (mut conn, script) = (self.connection(), Arc::clone(&self.add));
+        let key = format!("{}:c:{{{key}}}:{window}", self.prefix);
+        let expires = if expires > LATEST_EXPIRY { 0 } else { expires };
+        self.run("counter", async move {
+            script
+                .key(key)
+                .arg(amount)
+                .arg(expires)
+                .invoke_async::<u64>(&mut conn)
+                .await
+        })
+    }
+
+    fn get<'a>(&'a self, key: &'a str, window: u64) -> StoreCall<'a, u64> {
+        let mut conn = self.connection();
+        let key = format!("{}:c:{{{key}}}:{window}", self.prefix);
+        self.run("counter", async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .map(Option::unwrap_or_default)
+        })
+    }
+}
