@@ -501,7 +501,11 @@ mod tests {
             std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600)).unwrap();
         };
         private(&pem);
-        let Err(e) = load_signing(&pem, 30) else {
+        let Err(e) = load_signing(
+            &pem,
+            30,
+            Arc::new(warden::state::MemoryNonceStore::default()),
+        ) else {
             panic!("a bad key loads")
         };
         assert!(e.contains("bad.pem") && !e.contains("c2VjcmV0"), "{e}");

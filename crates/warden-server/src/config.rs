@@ -52,6 +52,14 @@ pub struct ServeConfig {
     pub state: StateMode,
     /// The session database file (with `state: file`).
     pub state_file: PathBuf,
+    /// Shared state for many instances: a `redis://` URL (or `WARDEN_REDIS_URL`). When set,
+    /// sessions and single-use token ids live in Redis and `state` applies to nothing else.
+    pub redis_url: Option<RedisUrl>,
+    /// Prefix of Warden's keys in Redis (several deployments may share one Redis).
+    pub redis_prefix: String,
+    /// Longest wait for one Redis answer in milliseconds; a slower one fails the decision
+    /// closed.
+    pub redis_timeout_ms: u64,
     /// Idle seconds after which a session is forgotten (0: never).
     pub session_ttl_secs: u64,
     /// Milliseconds between two write-behind flushes of changed sessions.
@@ -117,6 +125,9 @@ impl Default for ServeConfig {
             anonymous_policy: None,
             state: StateMode::File,
             state_file: PathBuf::from(".warden/sessions.redb"),
+            redis_url: None,
+            redis_prefix: "warden".to_owned(),
+            redis_timeout_ms: 500,
             session_ttl_secs: 86_400,
             flush_interval_ms: 100,
             body_limit_bytes: 2 * 1024 * 1024,
@@ -185,6 +196,28 @@ impl ServeConfig {
             audit.rebase(base);
         }
         Ok(config)
+    }
+
+    /// Takes `WARDEN_REDIS_URL` when the configuration names no Redis.
+    pub fn redis_from_env(&mut self) {
+        if self.redis_url.is_none()
+            && let Ok(url) = std::env::var("WARDEN_REDIS_URL")
+            && !url.is_empty()
+        {
+            self.redis_url = Some(RedisUrl(url));
+        }
+    }
+}
+
+/// A Redis URL: it may hold a password, so it is never printed (`Debug` shows the scheme).
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct RedisUrl(pub String);
+
+impl std::fmt::Debug for RedisUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
+        write!(f, "{scheme}://(hidden)")
     }
 }
 

@@ -384,19 +384,28 @@ pub async fn live() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// `GET /health/ready`: policies loaded, the store reachable and its last flush written, not
-/// shutting down.
+/// `GET /health/ready`: policies loaded, the store reachable and its last flush written, the
+/// shared state (Redis) answering a PING within its timeout, not shutting down.
 pub async fn ready(State(state): State<AppState>) -> Response {
     let store_ok = state
         .store()
         .probe()
         .inspect_err(|e| tracing::debug!(error = %e, "not ready: session store"))
         .is_ok();
+    let shared_ok = match state.shared() {
+        Some(shared) => shared
+            .ping()
+            .await
+            .inspect_err(|e| tracing::debug!(error = %e, "not ready: shared state"))
+            .is_ok(),
+        None => true,
+    };
     let audit_ok = state.effects().audit.as_ref().is_none_or(|a| !a.status().2);
-    if state.is_ready() && store_ok && audit_ok {
+    if state.is_ready() && store_ok && shared_ok && audit_ok {
         Json(json!({
             "status": "ready",
             "policies": state.snapshot().policies.len(),
+            "state": if state.shared().is_some() { "redis" } else { "embedded" },
         }))
         .into_response()
     } else {

@@ -35,8 +35,9 @@ use axum::Router;
 use axum::routing::{get, post};
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
+use warden::state::{MemoryNonceStore, NonceStore};
 use warden_core::Pipeline;
-use warden_store::EmbeddedSessionStore;
+use warden_store::{EmbeddedSessionStore, RedisOptions, RedisState};
 
 pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateMode};
 pub use error::ApiError;
@@ -46,13 +47,21 @@ pub use metrics::Metrics;
 pub use run::{ServeError, ServeOptions, init_logging, init_logging_buffered, run};
 pub use snapshot::{LoadedPolicy, PolicyKind, Snapshot, SnapshotError};
 
+/// The idle TTL of sessions (`session_ttl_secs`; 0: none).
+fn session_ttl(config: &ServeConfig) -> Option<std::time::Duration> {
+    (config.session_ttl_secs > 0).then(|| std::time::Duration::from_secs(config.session_ttl_secs))
+}
+
 /// Shared state of the daemon; cheap to clone.
 #[derive(Clone, Debug)]
 pub struct AppState(Arc<Inner>);
 
 struct Inner {
     snapshot: ArcSwap<Snapshot>,
+    /// The embedded session store: the sessions, unless they are shared (then empty).
     store: Arc<EmbeddedSessionStore>,
+    /// The shared state (`redis_url`): sessions and token ids, for every instance.
+    shared: Option<Arc<RedisState>>,
     /// Every decision goes through it; it owns the metrics, the signing key and the audit log
     /// (its effects).
     pipeline: Pipeline<effects::ServerEffects>,
@@ -76,24 +85,74 @@ impl std::fmt::Debug for Inner {
 }
 
 impl AppState {
-    /// Opens the session store and loads the policy set. `config_path` is re-read on reload.
+    /// Connects the shared state when `redis_url` (or `WARDEN_REDIS_URL`) names one, opens the
+    /// embedded store otherwise, and loads the policy set. `config_path` is re-read on reload.
+    pub async fn open(
+        mut config: ServeConfig,
+        config_path: Option<PathBuf>,
+    ) -> Result<Self, ServeError> {
+        config.redis_from_env();
+        let shared = match &config.redis_url {
+            Some(url) => {
+                let options = RedisOptions {
+                    prefix: config.redis_prefix.clone(),
+                    session_ttl: session_ttl(&config),
+                    response_timeout: std::time::Duration::from_millis(
+                        config.redis_timeout_ms.max(1),
+                    ),
+                    ..RedisOptions::default()
+                };
+                let state = RedisState::connect(&url.0, options)
+                    .await
+                    .map_err(|e| ServeError::Store(e.to_string()))?;
+                Some(Arc::new(state))
+            }
+            None => None,
+        };
+        tokio::task::spawn_blocking(move || Self::build(config, config_path, shared))
+            .await
+            .map_err(|e| ServeError::Io(e.to_string()))?
+    }
+
+    /// [`Self::open`] for embedded state only (no runtime needed): a configuration naming Redis
+    /// is refused, since connecting to it is asynchronous.
     pub fn new(config: ServeConfig, config_path: Option<PathBuf>) -> Result<Self, ServeError> {
-        let ttl = (config.session_ttl_secs > 0)
-            .then(|| std::time::Duration::from_secs(config.session_ttl_secs));
-        let store = match config.state {
-            StateMode::Memory => EmbeddedSessionStore::memory(ttl),
-            StateMode::File => EmbeddedSessionStore::open(&config.state_file, ttl)
+        if config.redis_url.is_some() {
+            return Err(ServeError::Store(
+                "redis_url is set: open the daemon's state with AppState::open".to_owned(),
+            ));
+        }
+        Self::build(config, config_path, None)
+    }
+
+    fn build(
+        config: ServeConfig,
+        config_path: Option<PathBuf>,
+        shared: Option<Arc<RedisState>>,
+    ) -> Result<Self, ServeError> {
+        let ttl = session_ttl(&config);
+        let store = match (config.state, &shared) {
+            (StateMode::Memory, _) | (_, Some(_)) => EmbeddedSessionStore::memory(ttl),
+            (StateMode::File, None) => EmbeddedSessionStore::open(&config.state_file, ttl)
                 .map_err(|e| ServeError::Store(e.to_string()))?,
         }
         .with_max_sessions(config.max_sessions);
         let store = Arc::new(store);
+        let (sessions, nonces): (Arc<dyn warden::SessionStore>, Arc<dyn NonceStore>) = match &shared
+        {
+            Some(shared) => (Arc::clone(shared) as _, Arc::clone(shared) as _),
+            None => (
+                Arc::clone(&store) as _,
+                Arc::new(MemoryNonceStore::default()),
+            ),
+        };
         let mut metrics = Metrics::new();
         metrics.register_store(Arc::clone(&store));
         let snapshot = Snapshot::load(&config, None).map_err(|e| ServeError::Load(e.0))?;
         let signing = config
             .signing_key
             .as_deref()
-            .map(|path| signing::load_signing(path, config.token_ttl))
+            .map(|path| signing::load_signing(path, config.token_ttl, nonces))
             .transpose()
             .map_err(ServeError::Keys)?;
         let audit = config
@@ -112,14 +171,11 @@ impl AppState {
             audit,
             decision_log: config.decision_log,
         };
-        let pipeline = Pipeline::new(
-            snapshot.policy_set(),
-            Arc::clone(&store) as Arc<dyn warden::SessionStore>,
-            effects,
-        );
+        let pipeline = Pipeline::new(snapshot.policy_set(), sessions, effects);
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
+            shared,
             pipeline,
             limiter,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
@@ -153,6 +209,11 @@ impl AppState {
     /// The session store.
     pub fn store(&self) -> &Arc<EmbeddedSessionStore> {
         &self.0.store
+    }
+
+    /// The shared state, when `redis_url` is set.
+    pub fn shared(&self) -> Option<&Arc<RedisState>> {
+        self.0.shared.as_ref()
     }
 
     /// The metrics.

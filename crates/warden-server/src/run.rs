@@ -84,15 +84,9 @@ pub fn init_logging_buffered(default_filter: &str) -> LogGuard {
 /// period) and flushes the sessions.
 pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let config = options.config.clone();
-    let state = {
-        let (config, path) = (config.clone(), options.config_path.clone());
-        let anonymous = options.anonymous_policy_override.clone();
-        tokio::task::spawn_blocking(move || {
-            AppState::new(config, path).map(|state| state.with_anonymous_override(anonymous))
-        })
-        .await
-        .map_err(|e| ServeError::Io(e.to_string()))??
-    };
+    let state = AppState::open(config.clone(), options.config_path.clone())
+        .await?
+        .with_anonymous_override(options.anonymous_policy_override.clone());
     crate::mcp::check(&state).map_err(ServeError::Load)?;
     let mut flusher = state
         .store()
@@ -121,7 +115,11 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         policies = snapshot.policies.len(),
         keys = snapshot.keys.len(),
         anonymous = snapshot.anonymous.as_deref(),
-        state = match config.state { StateMode::File => "file", StateMode::Memory => "memory" },
+        state = match (config.state, state.shared().is_some()) {
+            (_, true) => "redis",
+            (StateMode::File, false) => "file",
+            (StateMode::Memory, false) => "memory",
+        },
         sessions = state.store().len(),
         "listening"
     );

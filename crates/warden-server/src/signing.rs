@@ -17,7 +17,7 @@ use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use serde_json::{Value, json};
-use warden::state::{MemoryNonceStore, NonceStore};
+use warden::state::NonceStore;
 use warden::{Decision, Request as DecisionRequest, Verdict};
 use warden_proof::{
     Ed25519Key, Grant, KeyProvider, SecretString, SoftwareKeyProvider, TokenIssuer, TokenVerifier,
@@ -50,7 +50,11 @@ fn read_signing_key(path: &Path) -> Result<Ed25519Key, String> {
 }
 
 /// Reads the signing key (PKCS#8 PEM). Errors name the file, never its content.
-pub(crate) fn load_signing(path: &Path, ttl_secs: u64) -> Result<Signing, String> {
+pub(crate) fn load_signing(
+    path: &Path,
+    ttl_secs: u64,
+    nonces: Arc<dyn NonceStore>,
+) -> Result<Signing, String> {
     let key = read_signing_key(path)?;
     let kid = key.kid().to_owned();
     let provider = Arc::new(SoftwareKeyProvider::new(key));
@@ -60,7 +64,7 @@ pub(crate) fn load_signing(path: &Path, ttl_secs: u64) -> Result<Signing, String
     Ok(Signing {
         issuer,
         provider,
-        nonces: Arc::new(MemoryNonceStore::default()),
+        nonces,
         path: path.to_owned(),
     })
 }

@@ -1,0 +1,293 @@
+//! Many `warden serve` instances sharing Redis (`redis_url`), each a real daemon: a taint set
+//! through one instance applies through the other, 1,000 racing calls spread over both on one
+//! session let exactly one check-and-set pass, a decision token is single-use across
+//! instances, and when Redis stops the daemons fail closed (never allow) and recover once it is
+//! back, without a restart. Redis is the machine's (`WARDEN_TEST_REDIS_URL`, default
+//! `redis://127.0.0.1:6379`, each test under a key prefix of its own), or one started here for
+//! the test that stops it.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::serve::Server;
+use common::{SUPPORT_AGENT, WARDEN};
+use serde_json::{Value, json};
+
+/// Allowed once per session: the first `claim` taints it, and a tainted session's `claim` is
+/// denied.
+const ONCE: &str = r#"
+warden: 1
+name: once
+default: deny
+rules:
+  - { id: first, effect: allow, tools: [claim], add_taints: [claimed] }
+  - { id: again, effect: deny, tools: [claim], if: "taint:claimed" }
+"#;
+
+fn redis_url() -> String {
+    std::env::var("WARDEN_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned())
+}
+
+/// A site two instances share: the policies, the key file and one `warden.yaml` naming Redis
+/// under a prefix of its own.
+struct Cluster {
+    dir: tempfile::TempDir,
+}
+
+impl Cluster {
+    fn new(redis_url: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        std::fs::write(policies.join("once.yaml"), ONCE).unwrap();
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let config = format!(
+            "policies: policies\nkeys_file: keys.json\nanonymous_policy: support-agent\n\
+             rate_limit: {{ per_second: 0 }}\nwatch: false\nredis_url: \"{redis_url}\"\n\
+             redis_prefix: \"warden-test:{}:{nanos}\"\n{extra}",
+            std::process::id()
+        );
+        std::fs::write(dir.path().join("warden.yaml"), config).unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Starts instance `name` (its own port and log) on the shared configuration.
+    fn start(&self, name: &str) -> Server {
+        let config = self.path("warden.yaml").display().to_string();
+        let args = ["--config", config.as_str(), "--listen", "127.0.0.1:0"];
+        Server::spawn(
+            &args,
+            &self.path(&format!("{name}.port")),
+            &self.path(&format!("{name}.log")),
+        )
+    }
+
+    /// A new API key for `policy` (tenant `acme`), in the shared key file.
+    fn key(&self, policy: &str) -> String {
+        let out = Command::new(WARDEN)
+            .args([
+                "keys", "create", "--tenant", "acme", "--policy", policy, "--config",
+            ])
+            .arg(self.path("warden.yaml"))
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+}
+
+fn call(tool: &str, session: &str) -> Value {
+    json!({"kind": "tool_call", "tool": tool, "session": session, "args": {}})
+}
+
+fn decision(server: &Server, key: Option<&str>, body: &Value) -> String {
+    let reply = server.post_json("/v1/decide", key, body);
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    reply.body["decision"].as_str().unwrap().to_owned()
+}
+
+#[test]
+fn a_taint_set_through_one_instance_applies_through_the_other() {
+    let cluster = Cluster::new(&redis_url(), "");
+    let (a, b) = (cluster.start("a"), cluster.start("b"));
+    assert_eq!(decision(&b, None, &call("send_email", "s1")), "allow");
+    assert_eq!(
+        decision(&a, None, &call("crm.read_customer", "s1")),
+        "allow"
+    );
+    assert_eq!(decision(&b, None, &call("send_email", "s1")), "deny");
+    // Another session is untouched; clearing the taint through B clears it for A.
+    assert_eq!(decision(&a, None, &call("send_email", "s2")), "allow");
+    assert_eq!(decision(&b, None, &call("human_approve", "s1")), "allow");
+    assert_eq!(decision(&a, None, &call("send_email", "s1")), "allow");
+    let ready = b.get("/health/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.body["state"], "redis");
+    // The URL is never logged.
+    for name in ["a.log", "b.log"] {
+        let log = std::fs::read_to_string(cluster.path(name)).unwrap();
+        assert!(!log.contains(&redis_url()), "{log}");
+        assert!(log.contains(r#""state":"redis""#), "{log}");
+    }
+}
+
+#[test]
+fn racing_calls_over_two_instances_let_exactly_one_claim_pass() {
+    const CALLS: usize = 1000;
+    let cluster = Cluster::new(&redis_url(), "");
+    let key = cluster.key("once");
+    let servers = [cluster.start("a"), cluster.start("b")];
+    let (allowed, denied, next) = (
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+        AtomicUsize::new(0),
+    );
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, Ordering::Relaxed);
+                    if i >= CALLS {
+                        break;
+                    }
+                    let server = &servers[i % 2];
+                    match decision(server, Some(&key), &call("claim", "race")).as_str() {
+                        "allow" => allowed.fetch_add(1, Ordering::Relaxed),
+                        _ => denied.fetch_add(1, Ordering::Relaxed),
+                    };
+                }
+            });
+        }
+    });
+    assert_eq!(allowed.load(Ordering::Relaxed), 1);
+    assert_eq!(denied.load(Ordering::Relaxed), CALLS - 1);
+}
+
+#[test]
+fn a_decision_token_is_single_use_across_instances() {
+    let site = tempfile::tempdir().unwrap();
+    let pem = site.path().join("signing.pem");
+    let out = Command::new(WARDEN)
+        .args(["keys", "gen-signing", "--out"])
+        .arg(&pem)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cluster = Cluster::new(
+        &redis_url(),
+        &format!("signing_key: \"{}\"\n", pem.display()),
+    );
+    let (a, b) = (cluster.start("a"), cluster.start("b"));
+    let decided = a.post_json("/v1/decide", None, &call("crm.read_customer", "t1"));
+    assert_eq!(decided.status, 200, "{}", decided.text);
+    let token = decided.body["token"].as_str().unwrap();
+    let verify = |server: &Server| {
+        let body =
+            json!({"token": token, "tool": "crm.read_customer", "args": {}, "consume": true});
+        let reply = server.post_json("/v1/tokens/verify", None, &body);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.body
+    };
+    assert_eq!(verify(&b)["valid"], true);
+    let replayed = verify(&a);
+    assert_eq!(replayed["valid"], false, "{replayed}");
+    assert_eq!(verify(&b)["valid"], false);
+}
+
+/// A Redis server of this test's own on a free port, stopped on drop.
+struct OwnRedis {
+    port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl OwnRedis {
+    fn start(port: u16) -> Self {
+        let child = Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/test installs it)");
+        let redis = Self {
+            port,
+            child: Some(child),
+        };
+        wait_for("Redis to listen", Duration::from_secs(10), || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
+        });
+        redis
+    }
+
+    fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for OwnRedis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn wait_for(what: &str, limit: Duration, mut ready: impl FnMut() -> bool) -> Duration {
+    let start = Instant::now();
+    while !ready() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    start.elapsed()
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis stops: every decision that needs a session is refused (a 5xx, never an allow) and the
+/// daemon is not ready; decisions without a session go on. Redis comes back on the same port:
+/// decisions recover within a second or two, with no restart of the daemon.
+#[test]
+fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    let cluster = Cluster::new(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        "redis_timeout_ms: 200\n",
+    );
+    let a = cluster.start("a");
+    assert_eq!(decision(&a, None, &call("crm.read_customer", "s")), "allow");
+    redis.stop();
+    for _ in 0..5 {
+        let reply = a.post_json("/v1/decide", None, &call("send_email", "s2"));
+        assert!(reply.status >= 500, "{} {}", reply.status, reply.text);
+        assert!(reply.body.get("decision").is_none(), "{}", reply.text);
+    }
+    assert_eq!(a.get("/health/ready").status, 503);
+    let stateless = json!({"kind": "tool_call", "tool": "send_email", "args": {}});
+    assert_eq!(decision(&a, None, &stateless), "allow");
+    let log = std::fs::read_to_string(cluster.path("a.log")).unwrap();
+    assert!(!log.contains(&format!("127.0.0.1:{port}")), "{log}");
+
+    let _back = OwnRedis::start(port);
+    let waited = wait_for("decisions to recover", Duration::from_secs(5), || {
+        a.post_json("/v1/decide", None, &call("send_email", "s3"))
+            .status
+            == 200
+    });
+    eprintln!("recovered {waited:?} after Redis listened again");
+    // A fresh Redis holds no sessions: what was lost is lost, and decisions go on.
+    assert_eq!(decision(&a, None, &call("send_email", "s")), "allow");
+    assert_eq!(a.get("/health/ready").status, 200);
+}
