@@ -200,6 +200,50 @@ fn a_decision_token_is_single_use_across_instances() {
     assert_eq!(verify(&b)["valid"], false);
 }
 
+/// The per-key rate limit counts every instance's decisions: 8 calls in one second, spread
+/// over two instances with `per_second: 5`, let exactly 5 through (each instance alone would
+/// have let 4 of its 4 through). A batch counts its decisions too.
+#[test]
+fn the_rate_limit_is_shared_by_the_instances() {
+    let cluster = Cluster::new(&redis_url(), "");
+    let config = cluster.path("warden.yaml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "rate_limit: { per_second: 0 }",
+        "rate_limit: { per_second: 5 }",
+    );
+    std::fs::write(&config, text).unwrap();
+    let key = cluster.key("support-agent");
+    let servers = [cluster.start("a"), cluster.start("b")];
+    // Start just after a second begins, so that all 8 calls fall in one second.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(
+        1050 - u64::try_from(now.subsec_millis()).unwrap(),
+    ));
+    let statuses: Vec<u16> = (0..8)
+        .map(|i| {
+            servers[i % 2]
+                .post_json("/v1/decide", Some(&key), &call("crm.read_customer", "r"))
+                .status
+        })
+        .collect();
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 200).count(),
+        5,
+        "{statuses:?}"
+    );
+    assert_eq!(
+        statuses.iter().filter(|s| **s == 429).count(),
+        3,
+        "{statuses:?}"
+    );
+    // A batch of 6 is more than a second allows: refused whole.
+    let batch = Value::Array((0..6).map(|_| call("crm.read_customer", "r")).collect());
+    let reply = servers[0].post_json("/v1/decide/batch", Some(&key), &batch);
+    assert_eq!(reply.status, 429, "{}", reply.text);
+}
+
 /// A Redis server of this test's own on a free port, stopped on drop.
 struct OwnRedis {
     port: u16,
@@ -271,7 +315,9 @@ fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
     redis.stop();
     for _ in 0..5 {
         let reply = a.post_json("/v1/decide", None, &call("send_email", "s2"));
-        assert!(reply.status >= 500, "{} {}", reply.status, reply.text);
+        assert_eq!(reply.status, 503, "{}", reply.text);
+        assert_eq!(reply.code(), "state_unavailable");
+        assert_eq!(reply.header("retry-after"), Some("1"));
         assert!(reply.body.get("decision").is_none(), "{}", reply.text);
     }
     assert_eq!(a.get("/health/ready").status, 503);

@@ -44,7 +44,7 @@ text = open(path).read()
 n = int(re.search(r"(\d+) requests in", text).group(1))
 rps = float(re.search(r"Requests/sec:\s+([\d.]+)", text).group(1))
 non2xx = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
-p99 = re.search(r"99%\s+(\S+)", text).group(1)
+p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)
 cpu_us = (after - before) / hz * 1e6 / n
 print(f"{label:<5} {rps:>9.0f} req/s  cpu {cpu_us:6.2f} us/req  p99 {p99:>8}  non-2xx {non2xx.group(1) if non2xx else 0}")
 PY

@@ -2,10 +2,15 @@
 //! hashed keys in constant time by the key store, or the anonymous policy; and the per-key rate
 //! limit, which counts decisions (a batch of N takes N).
 
+use std::num::NonZeroU32;
 use std::sync::Arc;
 
 use axum::http::{HeaderMap, header};
 use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultKeyedRateLimiter, Quota};
+use warden::state::CounterStore;
+
+use crate::config::RateLimit;
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -34,6 +39,40 @@ fn presented_key(headers: &HeaderMap) -> Option<&str> {
             .or_else(|| v.strip_prefix("bearer "))
             .unwrap_or(""),
     )
+}
+
+/// The per-key rate limit: a token bucket in this instance (`per_second` sustained, `burst` at
+/// once), or, with shared state, a count per key and whole second across every instance (at
+/// most `per_second` decisions in each second; `burst` does not apply).
+pub(crate) enum RateLimiter {
+    /// This instance's buckets.
+    Local(DefaultKeyedRateLimiter<u64>),
+    /// Counters every instance adds to.
+    Shared {
+        /// Where the counts are kept.
+        counters: Arc<dyn CounterStore>,
+        /// Decisions per key and second.
+        per_second: u64,
+    },
+}
+
+impl RateLimiter {
+    /// The limiter `limit` asks for (none when `per_second` is 0), shared when `counters` is.
+    pub(crate) fn new(limit: RateLimit, counters: Option<Arc<dyn CounterStore>>) -> Option<Self> {
+        let rate = NonZeroU32::new(limit.per_second)?;
+        Some(match counters {
+            Some(counters) => Self::Shared {
+                counters,
+                per_second: u64::from(rate.get()),
+            },
+            None => {
+                let burst = NonZeroU32::new(limit.burst).unwrap_or(rate);
+                Self::Local(governor::RateLimiter::keyed(
+                    Quota::per_second(rate).allow_burst(burst),
+                ))
+            }
+        })
+    }
 }
 
 fn limiter_key(id: &str) -> u64 {
@@ -77,7 +116,7 @@ pub(crate) fn authenticate(
             None => return Err(auth_failure(state, request_id, "no key")),
         },
     };
-    if let Some(limiter) = &state.0.limiter
+    if let Some(RateLimiter::Local(limiter)) = &state.0.limiter
         && let Err(not_until) = limiter.check_key(&limit_key)
     {
         let wait = not_until.wait_time_from(DefaultClock::default().now());
@@ -93,13 +132,18 @@ pub(crate) fn authenticate(
 /// Takes `decisions` more tokens from the caller's bucket (the request itself took one): rate
 /// limits count decisions, so a batch of N costs N. More than the bucket holds, or not enough
 /// tokens now, is a 429 and nothing is decided.
-pub(crate) fn charge_decisions(
+pub(crate) async fn charge_decisions(
     state: &AppState,
     caller: &Caller,
     decisions: usize,
 ) -> Result<(), ApiError> {
-    let Some(limiter) = &state.0.limiter else {
-        return Ok(());
+    let limiter = match &state.0.limiter {
+        None => return Ok(()),
+        Some(RateLimiter::Shared {
+            counters,
+            per_second,
+        }) => return charge_shared(state, caller, &**counters, *per_second, decisions).await,
+        Some(RateLimiter::Local(limiter)) => limiter,
     };
     let Some(n) = u32::try_from(decisions)
         .ok()
@@ -123,6 +167,55 @@ pub(crate) fn charge_decisions(
         }
         Err(_) => Err(too_many_for_bucket(state, decisions)),
     }
+}
+
+/// The request's own decision, on a shared limiter (the local one took it in
+/// [`authenticate`]).
+pub(crate) async fn charge_request(state: &AppState, caller: &Caller) -> Result<(), ApiError> {
+    match &state.0.limiter {
+        Some(RateLimiter::Shared {
+            counters,
+            per_second,
+        }) => charge_shared(state, caller, &**counters, *per_second, 1).await,
+        _ => Ok(()),
+    }
+}
+
+/// Adds `decisions` to the caller's count in this second, across every instance; over
+/// `per_second` is a 429. A count that cannot be kept (the store failing) is a 503: the
+/// request is refused, never let through uncounted.
+async fn charge_shared(
+    state: &AppState,
+    caller: &Caller,
+    counters: &dyn CounterStore,
+    per_second: u64,
+    decisions: usize,
+) -> Result<(), ApiError> {
+    let n = u64::try_from(decisions).unwrap_or(u64::MAX);
+    if n == 0 {
+        return Ok(());
+    }
+    if n > per_second {
+        return Err(too_many_for_bucket(state, decisions));
+    }
+    let second = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let key = format!("rate:{:x}", caller.rate_key);
+    let total = counters
+        .add(&key, second, n, second.saturating_add(2))
+        .await
+        .map_err(|e| {
+            tracing::error!(error = %e, "rate limit store failed; failing closed");
+            ApiError::state_unavailable()
+        })?;
+    if total > per_second {
+        tracing::warn!(tenant = %caller.tenant, decisions, "rate limited");
+        return Err(
+            ApiError::new(ErrorCode::RateLimited, "too many decisions for this key").retry_after(1),
+        );
+    }
+    Ok(())
 }
 
 fn too_many_for_bucket(state: &AppState, decisions: usize) -> ApiError {

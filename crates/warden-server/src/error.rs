@@ -42,6 +42,8 @@ pub enum ErrorCode {
     PolicyUnavailable,
     /// Service Unavailable: the audit queue is full (`on_full: deny`).
     AuditUnavailable,
+    /// Service Unavailable: the state store (a shared Redis) failed or answered too late.
+    StateUnavailable,
 }
 
 impl ErrorCode {
@@ -64,6 +66,7 @@ impl ErrorCode {
         ErrorCode::Timeout,
         ErrorCode::PolicyUnavailable,
         ErrorCode::AuditUnavailable,
+        ErrorCode::StateUnavailable,
     ];
 
     /// The code as answered (`"invalid_request"`).
@@ -86,6 +89,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::PolicyUnavailable => "policy_unavailable",
             ErrorCode::AuditUnavailable => "audit_unavailable",
+            ErrorCode::StateUnavailable => "state_unavailable",
         }
     }
 
@@ -109,6 +113,7 @@ impl ErrorCode {
             ErrorCode::Timeout => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::PolicyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             ErrorCode::AuditUnavailable => StatusCode::SERVICE_UNAVAILABLE,
+            ErrorCode::StateUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -177,6 +182,16 @@ impl ApiError {
             ErrorCode::MethodNotAllowed,
             "method not allowed on this route",
         )
+    }
+
+    /// 503 `state_unavailable` with `Retry-After: 1`: a decision that needed the state store
+    /// could not be made (the store's error is logged apart, never answered).
+    pub fn state_unavailable() -> Self {
+        Self::new(
+            ErrorCode::StateUnavailable,
+            "the state store cannot be used now; the request was not allowed",
+        )
+        .retry_after(1)
     }
 
     /// 500 with a generic message; the detail belongs in the log.

@@ -104,8 +104,8 @@ fn refused(e: PipelineError<ApiError>) -> ApiError {
     match e {
         PipelineError::Effect(e) => e,
         PipelineError::Store(e) => {
-            tracing::error!(error = %e, "session store failed; answering 500");
-            ApiError::internal()
+            tracing::error!(error = %e, "session store failed; failing closed");
+            ApiError::state_unavailable()
         }
         PipelineError::UnknownPolicy(policy) => {
             tracing::error!(%policy, "the caller's policy is not loaded");
@@ -223,7 +223,7 @@ pub async fn decide_batch(
         requests.push(request);
     }
     // The request took one token on its way in; the other decisions take theirs now.
-    crate::auth::charge_decisions(&state, &caller, requests.len().saturating_sub(1))?;
+    crate::auth::charge_decisions(&state, &caller, requests.len().saturating_sub(1)).await?;
     // The batch runs in its own task, so that a request dropped (timeout, client gone) while
     // its entries are being written cannot stop it between the audit and the session writes;
     // the task sees that nobody waits any more and voids the entries instead of committing.

@@ -25,7 +25,6 @@ mod run;
 pub mod signing;
 pub mod snapshot;
 
-use std::num::NonZeroU32;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,9 +32,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
-use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use tokio::sync::Semaphore;
-use warden::state::{MemoryNonceStore, NonceStore};
+use warden::state::{CounterStore, MemoryNonceStore, NonceStore};
 use warden_core::Pipeline;
 use warden_store::{EmbeddedSessionStore, RedisOptions, RedisState};
 
@@ -65,7 +63,7 @@ struct Inner {
     /// Every decision goes through it; it owns the metrics, the signing key and the audit log
     /// (its effects).
     pipeline: Pipeline<effects::ServerEffects>,
-    limiter: Option<DefaultKeyedRateLimiter<u64>>,
+    limiter: Option<auth::RateLimiter>,
     concurrency: Semaphore,
     config: ServeConfig,
     config_path: Option<PathBuf>,
@@ -161,10 +159,12 @@ impl AppState {
             .map(|a| audit::open_audit(a, signing.as_ref()))
             .transpose()
             .map_err(ServeError::Keys)?;
-        let limiter = NonZeroU32::new(config.rate_limit.per_second).map(|rate| {
-            let burst = NonZeroU32::new(config.rate_limit.burst).unwrap_or(rate);
-            RateLimiter::keyed(Quota::per_second(rate).allow_burst(burst))
-        });
+        let limiter = auth::RateLimiter::new(
+            config.rate_limit,
+            shared
+                .as_ref()
+                .map(|s| Arc::clone(s) as Arc<dyn CounterStore>),
+        );
         let effects = effects::ServerEffects {
             metrics,
             signing,

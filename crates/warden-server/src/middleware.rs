@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::auth::{Caller, authenticate};
+use crate::auth::{Caller, authenticate, charge_request};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::HttpLabels;
 
@@ -138,6 +138,9 @@ where
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
+    if let Err(error) = charge_request(state, &caller).await {
+        return error.into_response();
+    }
     let Ok(_permit) = state.0.concurrency.try_acquire() else {
         return ApiError::new(ErrorCode::Overloaded, "too many requests in progress")
             .retry_after(1)
