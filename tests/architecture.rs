@@ -202,9 +202,11 @@ fn rust_files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
 }
 
 /// A front door decides only through the pipeline: the evaluator is private to the core (its
-/// visibility is `pub(crate)`, so calling it does not compile), and no front door's code runs a
-/// session store's read-decide-update or versioned commit itself (trait methods cannot be made
-/// private to one crate, so this is checked here).
+/// visibility is `pub(crate)`, so calling it does not compile), and a session store's
+/// read-decide-update, load and versioned commit take a `StoreAccess` that only the core can
+/// make (the core's doc tests show that making one elsewhere does not compile). What keeps it
+/// so: the test-only constructor's feature is enabled by dev-dependencies alone, and no front
+/// door names the store calls (a second line, should someone widen the access).
 #[test]
 fn front_doors_decide_only_through_the_pipeline() {
     let forbidden = [
@@ -212,6 +214,8 @@ fn front_doors_decide_only_through_the_pipeline() {
         "SessionWrite",
         "optimistic_transact",
         ".commit(&[",
+        "StoreAccess",
+        "store-tests",
     ];
     let mut files = Vec::new();
     for door in ["warden-server", "warden-mcp", "warden-cli"] {
@@ -237,4 +241,32 @@ fn front_doors_decide_only_through_the_pipeline() {
         eval.contains("pub(crate) fn evaluate("),
         "the evaluator is public again"
     );
+    let state = std::fs::read_to_string(crates().join("warden-core/src/state/mod.rs")).unwrap();
+    assert!(
+        state.contains("pub struct StoreAccess(());")
+            && state.contains("pub(crate) const fn new()"),
+        "StoreAccess can be made outside the core again"
+    );
+    // `store-tests` appears in no manifest but under the stores' dev-dependencies.
+    let mut manifests = vec![crates().join("../Cargo.toml")];
+    for entry in std::fs::read_dir(crates()).unwrap() {
+        manifests.push(entry.unwrap().path().join("Cargo.toml"));
+    }
+    for manifest in manifests {
+        let text = std::fs::read_to_string(&manifest).unwrap_or_default();
+        let mut section = "";
+        for line in text.lines() {
+            if line.starts_with('[') {
+                section = line.trim();
+            } else if line.contains("\"store-tests\"") {
+                assert!(
+                    section == "[dev-dependencies]"
+                        && (manifest.ends_with("warden-core/Cargo.toml")
+                            || manifest.ends_with("warden-store/Cargo.toml")),
+                    "{}: `store-tests` enabled outside the stores' dev-dependencies",
+                    manifest.display()
+                );
+            }
+        }
+    }
 }

@@ -29,5 +29,5 @@ pub use request::{HttpRequest, Kind, Request, RequestError};
 pub use session::{SessionState, StateChange};
 pub use state::{
     CounterStore, KeyRecord, KeyStore, MemoryCounterStore, MemoryKeyStore, MemoryNonceStore,
-    MemorySessionStore, NonceStore, SessionStore, SessionWrite, StoreCall, StoreError,
+    MemorySessionStore, NonceStore, SessionStore, SessionWrite, StoreAccess, StoreCall, StoreError,
 };

@@ -31,7 +31,7 @@ use crate::policy::CompiledPolicy;
 use crate::request::Request;
 use crate::session::{SessionState, Versioned};
 pub use crate::state::BoxFuture;
-use crate::state::{SessionStore, SessionWrite, StoreError};
+use crate::state::{SessionStore, SessionWrite, StoreAccess, StoreError};
 
 /// Times a batch is decided again when other requests change its sessions meanwhile.
 pub const BATCH_ATTEMPTS: usize = 5;
@@ -350,7 +350,11 @@ impl<E: Effects> Pipeline<E> {
         let key = caller.session_key(session);
         let mut outcome = None;
         self.sessions
-            .transact(&key, &mut decide_into(policy, request, &mut outcome))
+            .transact(
+                StoreAccess::new(),
+                &key,
+                &mut decide_into(policy, request, &mut outcome),
+            )
             .wait()?;
         self.finish(outcome)
     }
@@ -371,7 +375,11 @@ impl<E: Effects> Pipeline<E> {
         let key = caller.session_key(session);
         let mut outcome = None;
         self.sessions
-            .transact(&key, &mut decide_into(policy, request, &mut outcome))
+            .transact(
+                StoreAccess::new(),
+                &key,
+                &mut decide_into(policy, request, &mut outcome),
+            )
             .await?;
         self.finish(outcome)
     }
@@ -454,7 +462,7 @@ impl<E: Effects> Pipeline<E> {
                 self.void(caller, &policy, receipt).await?;
                 return Err(PipelineError::Abandoned);
             }
-            let committed = match self.sessions.commit(&writes).await {
+            let committed = match self.sessions.commit(StoreAccess::new(), &writes).await {
                 Ok(committed) => committed,
                 Err(e) => {
                     self.void(caller, &policy, receipt).await?;
@@ -515,7 +523,7 @@ impl<E: Effects> Pipeline<E> {
             let slot = match index.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let loaded = self.sessions.load(&key).await?;
+                    let loaded = self.sessions.load(StoreAccess::new(), &key).await?;
                     index.insert(key.clone(), sessions.len());
                     sessions.push((key, loaded, false));
                     sessions.len() - 1

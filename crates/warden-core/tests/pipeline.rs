@@ -13,6 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
+use warden_core::StoreAccess;
 use warden_core::pipeline::{
     AuditReceipt, BATCH_ATTEMPTS, BoxFuture, Caller, Decided, Effects, NoEffects, Pipeline,
     PipelineError, PolicySet,
@@ -21,6 +22,9 @@ use warden_core::{
     CompileOptions, CompiledPolicy, Decision, MemorySessionStore, Request, SessionStore,
     StateChange, StoreCall, StoreError, Verdict,
 };
+
+/// Tests drive the stores directly (feature `store-tests`).
+const ACCESS: StoreAccess = StoreAccess::for_store_tests();
 
 const POLICY: &str = "warden: 1\nname: support\ndefault: deny\ntools:\n  crm.read: [sensitive_read]\n  send_email: [external_write]\nrules:\n  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }\n  - { id: writes, effect: allow, classes: [external_write] }\n  - { id: no-exfil, effect: deny, classes: [external_write], if: \"taint:pii\" }\n";
 
@@ -187,7 +191,7 @@ impl Effects for Recorder {
                 };
                 let store = self.store.as_ref().unwrap();
                 store
-                    .transact("s", &mut |_| Some(change.clone()))
+                    .transact(ACCESS, "s", &mut |_| Some(change.clone()))
                     .wait()
                     .unwrap();
             }
@@ -314,10 +318,18 @@ struct Unreachable;
 /// Every call is a future that fails, as a network store's would; `transact` is the trait's
 /// optimistic default.
 impl SessionStore for Unreachable {
-    fn load<'a>(&'a self, _session: &'a str) -> StoreCall<'a, warden_core::session::Versioned> {
+    fn load<'a>(
+        &'a self,
+        _: StoreAccess,
+        _session: &'a str,
+    ) -> StoreCall<'a, warden_core::session::Versioned> {
         StoreCall::pending(async { Err(StoreError::new("unreachable")) })
     }
-    fn commit<'a>(&'a self, _writes: &'a [warden_core::SessionWrite]) -> StoreCall<'a, bool> {
+    fn commit<'a>(
+        &'a self,
+        _: StoreAccess,
+        _writes: &'a [warden_core::SessionWrite],
+    ) -> StoreCall<'a, bool> {
         StoreCall::pending(async { Err(StoreError::new("unreachable")) })
     }
     fn get<'a>(&'a self, _session: &'a str) -> StoreCall<'a, Option<warden_core::SessionState>> {

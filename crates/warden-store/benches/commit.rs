@@ -10,9 +10,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use redb::{Database, Durability, TableDefinition};
+use warden_core::StoreAccess;
 use warden_core::session::HistoryEntry;
 use warden_core::{SessionStore, StateChange};
 use warden_store::EmbeddedSessionStore;
+
+/// Tests drive the stores directly (feature `store-tests`).
+const ACCESS: StoreAccess = StoreAccess::for_store_tests();
 
 const T: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
 
@@ -44,7 +48,7 @@ fn main() {
     per_op("write-behind (memory + dirty mark)", 200_000, |i| {
         let key = format!("s{}", i % 10_000);
         store
-            .transact(&key, &mut |_| Some(change()))
+            .transact(ACCESS, &key, &mut |_| Some(change()))
             .wait()
             .unwrap();
     });

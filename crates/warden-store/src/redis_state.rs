@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use warden_core::session::Versioned;
-use warden_core::state::{CounterStore, NonceStore, StoreCall};
+use warden_core::state::{CounterStore, NonceStore, StoreAccess, StoreCall};
 use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
 
 use crate::sessions::{decode_state, encode_state};
@@ -238,7 +238,7 @@ fn version(text: Option<&str>) -> Result<u64, StoreError> {
 }
 
 impl SessionStore for RedisState {
-    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+    fn load<'a>(&'a self, _: StoreAccess, session: &'a str) -> StoreCall<'a, Versioned> {
         let (mut conn, script, key, ttl) = (
             self.connection(),
             Arc::clone(&self.load),
@@ -265,7 +265,7 @@ impl SessionStore for RedisState {
         })
     }
 
-    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+    fn commit<'a>(&'a self, _: StoreAccess, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
         // The invocation borrows the script; the task owns its own copy of both.
         let script = Arc::clone(&self.commit);
         let keys: Vec<String> = writes

@@ -28,7 +28,7 @@ use parking_lot::{Mutex, RwLock};
 use redb::{Database, Durability, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use warden_core::session::{HistoryEntry, Versioned};
-use warden_core::state::{Decide, StoreCall};
+use warden_core::state::{Decide, StoreAccess, StoreCall};
 use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
 
 const SESSIONS: TableDefinition<&str, &[u8]> = TableDefinition::new("sessions");
@@ -729,15 +729,20 @@ impl EmbeddedSessionStore {
 }
 
 impl SessionStore for EmbeddedSessionStore {
-    fn transact<'a>(&'a self, session: &'a str, decide: &'a mut Decide<'_>) -> StoreCall<'a, ()> {
+    fn transact<'a>(
+        &'a self,
+        _: StoreAccess,
+        session: &'a str,
+        decide: &'a mut Decide<'_>,
+    ) -> StoreCall<'a, ()> {
         StoreCall::ready(self.transact_now(session, decide))
     }
 
-    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+    fn load<'a>(&'a self, _: StoreAccess, session: &'a str) -> StoreCall<'a, Versioned> {
         StoreCall::ready(self.load_now(session))
     }
 
-    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+    fn commit<'a>(&'a self, _: StoreAccess, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
         StoreCall::ready(self.commit_now(writes))
     }
 
@@ -760,6 +765,8 @@ mod tests {
     use super::*;
     use warden_core::StateChange;
 
+    const ACCESS: StoreAccess = StoreAccess::for_store_tests();
+
     fn taint() -> StateChange {
         StateChange {
             add: vec!["pii".into()],
@@ -772,14 +779,17 @@ mod tests {
         let store = EmbeddedSessionStore::memory(None).with_max_sessions(3);
         for (i, session) in ["a", "b", "c"].into_iter().enumerate() {
             store
-                .transact(session, &mut |_| Some(taint()))
+                .transact(ACCESS, session, &mut |_| Some(taint()))
                 .wait()
                 .unwrap();
             // Seen at distinct times without sleeping: `last_seen` is in seconds.
             store.sessions.get_mut(session).unwrap().last_seen = 100 + i as u64;
         }
         store.sessions.get_mut("a").unwrap().last_seen = 200;
-        store.transact("d", &mut |_| Some(taint())).wait().unwrap();
+        store
+            .transact(ACCESS, "d", &mut |_| Some(taint()))
+            .wait()
+            .unwrap();
         assert_eq!(store.len(), 3);
         assert_eq!(store.evicted(), 1);
         assert!(
@@ -790,7 +800,7 @@ mod tests {
             assert!(store.get(kept).wait().unwrap().is_some(), "{kept}");
         }
         // A request that changes nothing creates no session and evicts nothing more.
-        store.transact("e", &mut |_| None).wait().unwrap();
+        store.transact(ACCESS, "e", &mut |_| None).wait().unwrap();
         assert_eq!((store.len(), store.evicted()), (3, 1));
     }
 
@@ -801,7 +811,10 @@ mod tests {
         {
             let store = EmbeddedSessionStore::open(&path, None).unwrap();
             for s in ["a", "b", "c", "d"] {
-                store.transact(s, &mut |_| Some(taint())).wait().unwrap();
+                store
+                    .transact(ACCESS, s, &mut |_| Some(taint()))
+                    .wait()
+                    .unwrap();
             }
             store.flush().unwrap();
         }

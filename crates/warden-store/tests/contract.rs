@@ -20,6 +20,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use warden_core::SessionWrite;
+use warden_core::StoreAccess;
 use warden_core::pins::{MemoryPinStore, PinStatus, PinStore};
 use warden_core::session::Versioned;
 use warden_core::state::{
@@ -28,6 +29,9 @@ use warden_core::state::{
 };
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
 use warden_store::{EmbeddedSessionStore, FileKeyStore, RedbPinStore, RedisOptions, RedisState};
+
+/// Tests drive the stores directly (feature `store-tests`).
+const ACCESS: StoreAccess = StoreAccess::for_store_tests();
 
 /// The runtime the Redis stores run their calls on, for the whole test binary.
 fn runtime() -> &'static tokio::runtime::Runtime {
@@ -87,16 +91,16 @@ impl Future for YieldOnce {
 struct Remote(MemorySessionStore);
 
 impl SessionStore for Remote {
-    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+    fn load<'a>(&'a self, _: StoreAccess, session: &'a str) -> StoreCall<'a, Versioned> {
         StoreCall::pending(async move {
             YieldOnce::default().await;
-            self.0.load(session).await
+            self.0.load(ACCESS, session).await
         })
     }
-    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+    fn commit<'a>(&'a self, _: StoreAccess, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
         StoreCall::pending(async move {
             YieldOnce::default().await;
-            self.0.commit(writes).await
+            self.0.commit(ACCESS, writes).await
         })
     }
     fn get<'a>(&'a self, session: &'a str) -> StoreCall<'a, Option<SessionState>> {
@@ -169,7 +173,7 @@ fn stores() -> Vec<(
 fn unknown_sessions_load_empty_at_version_zero() {
     for (name, store, _dir) in stores() {
         assert_eq!(
-            store.load("nobody").wait().unwrap(),
+            store.load(ACCESS, "nobody").wait().unwrap(),
             Versioned::default(),
             "{name}"
         );
@@ -180,15 +184,15 @@ fn unknown_sessions_load_empty_at_version_zero() {
 fn commit_applies_every_write_or_none() {
     for (name, store, _dir) in stores() {
         store
-            .transact("b", &mut |_| Some(taint("old")))
+            .transact(ACCESS, "b", &mut |_| Some(taint("old")))
             .wait()
             .unwrap();
-        let a = store.load("a").wait().unwrap();
-        let b = store.load("b").wait().unwrap();
+        let a = store.load(ACCESS, "a").wait().unwrap();
+        let b = store.load(ACCESS, "b").wait().unwrap();
         assert_ne!(b.version, 0, "{name}");
         // Another writer moves `b` after it was loaded: the commit changes neither session.
         store
-            .transact("b", &mut |_| Some(taint("other")))
+            .transact(ACCESS, "b", &mut |_| Some(taint("other")))
             .wait()
             .unwrap();
         let stale = [
@@ -196,7 +200,7 @@ fn commit_applies_every_write_or_none() {
             write("b", &b, tainted(&["old", "y"])),
         ];
         assert!(
-            !store.commit(&stale).wait().unwrap(),
+            !store.commit(ACCESS, &stale).wait().unwrap(),
             "{name}: stale commit applied"
         );
         assert!(
@@ -209,13 +213,13 @@ fn commit_applies_every_write_or_none() {
             "{name}"
         );
         // Loaded again, the same commit goes through, whole.
-        let a = store.load("a").wait().unwrap();
-        let b = store.load("b").wait().unwrap();
+        let a = store.load(ACCESS, "a").wait().unwrap();
+        let b = store.load(ACCESS, "b").wait().unwrap();
         let fresh = [
             write("a", &a, tainted(&["x"])),
             write("b", &b, tainted(&["old", "other", "y"])),
         ];
-        assert!(store.commit(&fresh).wait().unwrap(), "{name}");
+        assert!(store.commit(ACCESS, &fresh).wait().unwrap(), "{name}");
         assert_eq!(
             store.get("a").wait().unwrap().unwrap(),
             tainted(&["x"]),
@@ -228,7 +232,7 @@ fn commit_applies_every_write_or_none() {
         );
         // Each write moved the version: the same versions do not commit twice.
         assert!(
-            !store.commit(&fresh).wait().unwrap(),
+            !store.commit(ACCESS, &fresh).wait().unwrap(),
             "{name}: commit replayed"
         );
     }
@@ -238,36 +242,36 @@ fn commit_applies_every_write_or_none() {
 fn versions_are_not_reused_after_a_session_is_removed() {
     for (name, store, _dir) in stores() {
         store
-            .transact("s", &mut |_| Some(taint("a")))
+            .transact(ACCESS, "s", &mut |_| Some(taint("a")))
             .wait()
             .unwrap();
-        let loaded = store.load("s").wait().unwrap();
+        let loaded = store.load(ACCESS, "s").wait().unwrap();
         store.remove("s").wait().unwrap();
         store
-            .transact("s", &mut |_| Some(taint("b")))
+            .transact(ACCESS, "s", &mut |_| Some(taint("b")))
             .wait()
             .unwrap();
         assert_ne!(
-            store.load("s").wait().unwrap().version,
+            store.load(ACCESS, "s").wait().unwrap().version,
             loaded.version,
             "{name}"
         );
         assert!(
             !store
-                .commit(&[write("s", &loaded, tainted(&["c"]))])
+                .commit(ACCESS, &[write("s", &loaded, tainted(&["c"]))])
                 .wait()
                 .unwrap(),
             "{name}: a write against the removed session's version went through"
         );
         // A session that did not exist when loaded conflicts once someone created it.
-        let absent = store.load("t").wait().unwrap();
+        let absent = store.load(ACCESS, "t").wait().unwrap();
         store
-            .transact("t", &mut |_| Some(taint("a")))
+            .transact(ACCESS, "t", &mut |_| Some(taint("a")))
             .wait()
             .unwrap();
         assert!(
             !store
-                .commit(&[write("t", &absent, tainted(&["c"]))])
+                .commit(ACCESS, &[write("t", &absent, tainted(&["c"]))])
                 .wait()
                 .unwrap(),
             "{name}"
@@ -279,18 +283,18 @@ fn versions_are_not_reused_after_a_session_is_removed() {
 fn a_transaction_that_changes_nothing_keeps_the_version() {
     for (name, store, _dir) in stores() {
         store
-            .transact("s", &mut |_| Some(taint("a")))
+            .transact(ACCESS, "s", &mut |_| Some(taint("a")))
             .wait()
             .unwrap();
-        let loaded = store.load("s").wait().unwrap();
-        store.transact("s", &mut |_| None).wait().unwrap();
+        let loaded = store.load(ACCESS, "s").wait().unwrap();
+        store.transact(ACCESS, "s", &mut |_| None).wait().unwrap();
         store
-            .transact("s", &mut |_| Some(StateChange::default()))
+            .transact(ACCESS, "s", &mut |_| Some(StateChange::default()))
             .wait()
             .unwrap();
         assert!(
             store
-                .commit(&[write("s", &loaded, tainted(&["a", "b"]))])
+                .commit(ACCESS, &[write("s", &loaded, tainted(&["a", "b"]))])
                 .wait()
                 .unwrap(),
             "{name}: a read-only decision conflicted"
@@ -312,13 +316,17 @@ fn racing_optimistic_commits_let_exactly_one_check_and_set_pass() {
                 scope.spawn(|| {
                     while next.fetch_add(1, Ordering::Relaxed) < CALLS {
                         loop {
-                            let loaded = store.load("s").wait().unwrap();
+                            let loaded = store.load(ACCESS, "s").wait().unwrap();
                             if loaded.state.taints.contains("once") {
                                 break;
                             }
                             let mut state = loaded.state.clone();
                             state.taints.insert("once".into());
-                            if store.commit(&[write("s", &loaded, state)]).wait().unwrap() {
+                            if store
+                                .commit(ACCESS, &[write("s", &loaded, state)])
+                                .wait()
+                                .unwrap()
+                            {
                                 passed.fetch_add(1, Ordering::Relaxed);
                                 break;
                             }
@@ -331,7 +339,7 @@ fn racing_optimistic_commits_let_exactly_one_check_and_set_pass() {
                 for i in 0..200 {
                     let tag = format!("t{}", i % 7);
                     store
-                        .transact("s", &mut |_| Some(taint(&tag)))
+                        .transact(ACCESS, "s", &mut |_| Some(taint(&tag)))
                         .wait()
                         .unwrap();
                 }
@@ -354,10 +362,10 @@ fn committed_sessions_persist_across_reopen() {
     let path = dir.path().join("s.redb");
     {
         let store = EmbeddedSessionStore::open(&path, None).unwrap();
-        let loaded = store.load("s").wait().unwrap();
+        let loaded = store.load(ACCESS, "s").wait().unwrap();
         assert!(
             store
-                .commit(&[write("s", &loaded, tainted(&["pii"]))])
+                .commit(ACCESS, &[write("s", &loaded, tainted(&["pii"]))])
                 .wait()
                 .unwrap()
         );
@@ -365,7 +373,7 @@ fn committed_sessions_persist_across_reopen() {
     }
     let store = EmbeddedSessionStore::open(&path, None).unwrap();
     assert_eq!(store.get("s").wait().unwrap().unwrap(), tainted(&["pii"]));
-    assert_ne!(store.load("s").wait().unwrap().version, 0);
+    assert_ne!(store.load(ACCESS, "s").wait().unwrap().version, 0);
 }
 
 #[test]
@@ -373,18 +381,18 @@ fn commits_respect_the_session_bound() {
     let store = EmbeddedSessionStore::memory(None).with_max_sessions(100);
     for i in 0..100 {
         store
-            .transact(&format!("old{i}"), &mut |_| Some(taint("a")))
+            .transact(ACCESS, &format!("old{i}"), &mut |_| Some(taint("a")))
             .wait()
             .unwrap();
     }
     let writes: Vec<_> = (0..3)
         .map(|i| {
             let s = format!("new{i}");
-            let loaded = store.load(&s).wait().unwrap();
+            let loaded = store.load(ACCESS, &s).wait().unwrap();
             write(&s, &loaded, tainted(&["b"]))
         })
         .collect();
-    assert!(store.commit(&writes).wait().unwrap());
+    assert!(store.commit(ACCESS, &writes).wait().unwrap());
     assert!(store.len() <= 100, "{} sessions", store.len());
     assert!(store.evicted() >= 3);
     for i in 0..3 {
@@ -398,37 +406,40 @@ fn commits_respect_the_session_bound() {
 fn sessions_only_read_are_checked_too() {
     for (name, store, _dir) in stores() {
         store
-            .transact("read", &mut |_| Some(taint("a")))
+            .transact(ACCESS, "read", &mut |_| Some(taint("a")))
             .wait()
             .unwrap();
-        let read = store.load("read").wait().unwrap();
-        let written = store.load("written").wait().unwrap();
+        let read = store.load(ACCESS, "read").wait().unwrap();
+        let written = store.load(ACCESS, "written").wait().unwrap();
         let check = SessionWrite {
             session: "read".to_owned(),
             expected: read.version,
             state: None,
         };
         store
-            .transact("read", &mut |_| Some(taint("b")))
+            .transact(ACCESS, "read", &mut |_| Some(taint("b")))
             .wait()
             .unwrap();
         let writes = [check.clone(), write("written", &written, tainted(&["x"]))];
-        assert!(!store.commit(&writes).wait().unwrap(), "{name}");
+        assert!(!store.commit(ACCESS, &writes).wait().unwrap(), "{name}");
         assert!(store.get("written").wait().unwrap().is_none(), "{name}");
         // Unchanged, the check passes and leaves the read session as it is.
-        let read = store.load("read").wait().unwrap();
+        let read = store.load(ACCESS, "read").wait().unwrap();
         let check = SessionWrite {
             expected: read.version,
             ..check
         };
         assert!(
             store
-                .commit(&[check, write("written", &written, tainted(&["x"]))])
+                .commit(
+                    ACCESS,
+                    &[check, write("written", &written, tainted(&["x"]))]
+                )
                 .wait()
                 .unwrap(),
             "{name}"
         );
-        assert_eq!(store.load("read").wait().unwrap(), read, "{name}");
+        assert_eq!(store.load(ACCESS, "read").wait().unwrap(), read, "{name}");
     }
 }
 
@@ -446,7 +457,7 @@ fn history_is_bounded() {
                 ..StateChange::default()
             };
             store
-                .transact("s", &mut |_| Some(change.clone()))
+                .transact(ACCESS, "s", &mut |_| Some(change.clone()))
                 .wait()
                 .unwrap();
         }
@@ -475,7 +486,7 @@ fn idle_sessions_expire_after_the_ttl() {
     ];
     for (_, store) in &stores {
         store
-            .transact("s", &mut |_| Some(taint("pii")))
+            .transact(ACCESS, "s", &mut |_| Some(taint("pii")))
             .wait()
             .unwrap();
     }
@@ -483,11 +494,11 @@ fn idle_sessions_expire_after_the_ttl() {
     std::thread::sleep(std::time::Duration::from_millis(2100));
     for (name, store) in &stores {
         assert!(store.get("s").wait().unwrap().is_none(), "{name}");
-        let loaded = store.load("s").wait().unwrap();
+        let loaded = store.load(ACCESS, "s").wait().unwrap();
         assert!(loaded.state.is_empty(), "{name}");
         let mut seen = None;
         store
-            .transact("s", &mut |state| {
+            .transact(ACCESS, "s", &mut |state| {
                 seen = Some(state.clone());
                 None
             })
@@ -513,7 +524,7 @@ fn racing_transactions_let_exactly_one_check_and_set_pass() {
                         // Set on every run of the rule; the last run is the one applied.
                         let mut won = false;
                         store
-                            .transact("s", &mut |state| {
+                            .transact(ACCESS, "s", &mut |state| {
                                 won = !state.taints.contains("once");
                                 won.then(|| taint("once"))
                             })
@@ -544,7 +555,7 @@ fn other_sessions_progress_while_one_is_busy() {
         std::thread::scope(|scope| {
             scope.spawn(|| {
                 store
-                    .transact("busy", &mut |_| {
+                    .transact(ACCESS, "busy", &mut |_| {
                         let _ = busy_tx.send(());
                         // Held until the others had their chance (or 10 s).
                         let _ = release_rx
@@ -560,7 +571,7 @@ fn other_sessions_progress_while_one_is_busy() {
                 let (store, finished) = (&store, &finished);
                 scope.spawn(move || {
                     store
-                        .transact(&format!("other{i}"), &mut |_| Some(taint("b")))
+                        .transact(ACCESS, &format!("other{i}"), &mut |_| Some(taint("b")))
                         .wait()
                         .unwrap();
                     finished.fetch_add(1, Ordering::SeqCst);

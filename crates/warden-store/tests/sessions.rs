@@ -9,9 +9,13 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use warden_core::StoreAccess;
 use warden_core::session::HistoryEntry;
 use warden_core::{SessionStore, StateChange};
 use warden_store::EmbeddedSessionStore;
+
+/// Tests drive the stores directly (feature `store-tests`).
+const ACCESS: StoreAccess = StoreAccess::for_store_tests();
 
 fn taint(name: &str) -> StateChange {
     StateChange {
@@ -32,11 +36,11 @@ fn sessions_survive_reopen_after_flush() {
     {
         let store = EmbeddedSessionStore::open(&path, None).unwrap();
         store
-            .transact("s1", &mut |_| Some(taint("pii")))
+            .transact(ACCESS, "s1", &mut |_| Some(taint("pii")))
             .wait()
             .unwrap();
         store
-            .transact("s2", &mut |_| Some(taint("x")))
+            .transact(ACCESS, "s2", &mut |_| Some(taint("x")))
             .wait()
             .unwrap();
         store.remove("s2").wait().unwrap();
@@ -62,7 +66,7 @@ fn flusher_writes_on_stop() {
         let store = Arc::new(EmbeddedSessionStore::open(&path, None).unwrap());
         let mut flusher = store.spawn_flusher(Duration::from_secs(3600)).unwrap();
         store
-            .transact("s1", &mut |_| Some(taint("pii")))
+            .transact(ACCESS, "s1", &mut |_| Some(taint("pii")))
             .wait()
             .unwrap();
         flusher.stop();
@@ -76,7 +80,7 @@ fn flusher_writes_on_stop() {
 fn idle_sessions_expire() {
     let store = EmbeddedSessionStore::memory(Some(Duration::ZERO));
     store
-        .transact("s1", &mut |_| Some(taint("pii")))
+        .transact(ACCESS, "s1", &mut |_| Some(taint("pii")))
         .wait()
         .unwrap();
     assert_eq!(store.len(), 1);
@@ -84,7 +88,7 @@ fn idle_sessions_expire() {
     assert!(store.get("s1").wait().unwrap().is_none());
     let mut seen = None;
     store
-        .transact("s1", &mut |s| {
+        .transact(ACCESS, "s1", &mut |s| {
             seen = Some(s.taints.len());
             None
         })
@@ -98,7 +102,7 @@ fn idle_sessions_expire() {
 #[test]
 fn noop_decisions_create_no_session() {
     let store = EmbeddedSessionStore::memory(None);
-    store.transact("s1", &mut |_| None).wait().unwrap();
+    store.transact(ACCESS, "s1", &mut |_| None).wait().unwrap();
     assert_eq!(store.len(), 0);
 }
 
@@ -111,7 +115,7 @@ fn an_unreadable_session_record_refuses_the_open() {
     {
         let store = EmbeddedSessionStore::open(&path, None).unwrap();
         store
-            .transact("s1", &mut |_| Some(taint("pii")))
+            .transact(ACCESS, "s1", &mut |_| Some(taint("pii")))
             .wait()
             .unwrap();
         store.flush().unwrap();

@@ -7,8 +7,8 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
 use super::{
-    CounterStore, Decide, KeyRecord, KeyStore, NonceStore, SessionStore, SessionWrite, StoreCall,
-    StoreError,
+    CounterStore, Decide, KeyRecord, KeyStore, NonceStore, SessionStore, SessionWrite, StoreAccess,
+    StoreCall, StoreError,
 };
 use crate::session::{SessionState, Versioned};
 
@@ -94,12 +94,17 @@ impl MemorySessionStore {
 }
 
 impl SessionStore for MemorySessionStore {
-    fn transact<'a>(&'a self, session: &'a str, decide: &'a mut Decide<'_>) -> StoreCall<'a, ()> {
+    fn transact<'a>(
+        &'a self,
+        _: StoreAccess,
+        session: &'a str,
+        decide: &'a mut Decide<'_>,
+    ) -> StoreCall<'a, ()> {
         self.transact_now(session, decide);
         StoreCall::ready(Ok(()))
     }
 
-    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned> {
+    fn load<'a>(&'a self, _: StoreAccess, session: &'a str) -> StoreCall<'a, Versioned> {
         StoreCall::ready(Ok(self
             .sessions
             .get(session)
@@ -110,7 +115,7 @@ impl SessionStore for MemorySessionStore {
             .unwrap_or_default()))
     }
 
-    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+    fn commit<'a>(&'a self, _: StoreAccess, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
         StoreCall::ready(Ok(self.commit_now(writes)))
     }
 

@@ -162,24 +162,63 @@ pub struct SessionWrite {
 /// have no effect but its return value and the last value it leaves in its captures.
 pub type Decide<'a> = dyn FnMut(&SessionState) -> Option<StateChange> + Send + 'a;
 
+/// The right to run a session's read-decide-commit ([`SessionStore::transact`], `load`,
+/// `commit`): only this crate's decision pipeline can make one, so no front door can decide
+/// around the pipeline (and its effects) by calling a store itself. A store implemented
+/// elsewhere receives it and needs nothing from it. The state layer's contract tests get one
+/// with the `store-tests` feature, which no front door enables.
+///
+/// Outside this crate it cannot be made, neither by its constructor:
+///
+/// ```compile_fail,E0624
+/// let access = warden_core::StoreAccess::new();
+/// ```
+///
+/// nor by its fields:
+///
+/// ```compile_fail,E0423
+/// let access = warden_core::StoreAccess(());
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct StoreAccess(());
+
+impl StoreAccess {
+    /// The pipeline's own.
+    pub(crate) const fn new() -> Self {
+        Self(())
+    }
+
+    /// For tests of a store's contract (feature `store-tests`, a dev-dependency only).
+    #[cfg(feature = "store-tests")]
+    pub const fn for_store_tests() -> Self {
+        Self(())
+    }
+}
+
 /// Where sessions live.
 pub trait SessionStore: Send + Sync {
     /// Calls `decide` with the session's current state (empty when unknown) and applies the
     /// change it returns, atomically with respect to every other `transact` and `commit` on the
     /// same session. The default reads, decides and commits optimistically
     /// ([`optimistic_transact`]); an in-process store overrides it with its own lock.
-    fn transact<'a>(&'a self, session: &'a str, decide: &'a mut Decide<'_>) -> StoreCall<'a, ()> {
-        StoreCall::pending(optimistic_transact(self, session, decide))
+    fn transact<'a>(
+        &'a self,
+        access: StoreAccess,
+        session: &'a str,
+        decide: &'a mut Decide<'_>,
+    ) -> StoreCall<'a, ()> {
+        StoreCall::pending(optimistic_transact(self, access, session, decide))
     }
 
     /// The session's state and its version, for [`SessionStore::commit`].
-    fn load<'a>(&'a self, session: &'a str) -> StoreCall<'a, Versioned>;
+    fn load<'a>(&'a self, access: StoreAccess, session: &'a str) -> StoreCall<'a, Versioned>;
 
     /// Replaces the state of every session in `writes` that carries one, if none of the sessions
     /// in `writes` changed since it was loaded (each still has its `expected` version),
     /// atomically with respect to every other `transact` and `commit`; answers `false` and
     /// changes nothing otherwise (the caller loads and decides again). A session may appear once.
-    fn commit<'a>(&'a self, writes: &'a [SessionWrite]) -> StoreCall<'a, bool>;
+    fn commit<'a>(&'a self, access: StoreAccess, writes: &'a [SessionWrite])
+    -> StoreCall<'a, bool>;
 
     /// A copy of the session's state, `None` when the session is unknown.
     fn get<'a>(&'a self, session: &'a str) -> StoreCall<'a, Option<SessionState>>;
@@ -203,11 +242,12 @@ pub trait SessionStore: Send + Sync {
 /// needs only a versioned compare-and-set.
 pub async fn optimistic_transact<S: SessionStore + ?Sized>(
     store: &S,
+    access: StoreAccess,
     session: &str,
     decide: &mut Decide<'_>,
 ) -> Result<(), StoreError> {
     for _ in 0..TRANSACT_ATTEMPTS {
-        let loaded = store.load(session).await?;
+        let loaded = store.load(access, session).await?;
         let Some(change) = decide(&loaded.state).filter(|c| !c.is_noop()) else {
             return Ok(());
         };
@@ -218,7 +258,7 @@ pub async fn optimistic_transact<S: SessionStore + ?Sized>(
             expected: loaded.version,
             state: Some(state),
         }];
-        if store.commit(&write).await? {
+        if store.commit(access, &write).await? {
             return Ok(());
         }
     }
