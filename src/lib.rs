@@ -47,7 +47,7 @@ pub use warden_core::state;
 pub use warden_core::unique_keys::reject_duplicate_keys;
 pub use warden_core::{
     CompileOptions, CompiledPolicy, DecideError, Decision, Diagnostic, Engine, EngineStats,
-    Finding, HttpRequest, Kind, MemorySessionStore, Pipeline, PipelineError, PolicyError,
-    PolicyInfo, PolicySet, Request, RequestError, SessionState, SessionStore, StateChange,
-    StoreCall, StoreError, Verdict,
+    Finding, HttpRequest, Kind, MemorySessionStore, OnStoreFailure, Pipeline, PipelineError,
+    PolicyError, PolicyInfo, PolicySet, Request, RequestError, SessionState, SessionStore,
+    StateChange, StoreCall, StoreError, Verdict,
 };

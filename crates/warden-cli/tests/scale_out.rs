@@ -319,6 +319,7 @@ fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
         assert!(reply.body.get("decision").is_none(), "{}", reply.text);
     }
     assert_eq!(a.get("/health/ready").status, 503);
+    assert!(a.metric("warden_state_failures_total{mode=\"closed\"}") >= 5.0);
     let stateless = json!({"kind": "tool_call", "tool": "send_email", "args": {}});
     assert_eq!(decision(&a, None, &stateless), "allow");
     let log = std::fs::read_to_string(cluster.path("a.log")).unwrap();
@@ -334,4 +335,39 @@ fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
     // A fresh Redis holds no sessions: what was lost is lost, and decisions go on.
     assert_eq!(decision(&a, None, &call("send_email", "s")), "allow");
     assert_eq!(a.get("/health/ready").status, 200);
+}
+
+/// `state_fail_mode: open`: with Redis gone, decisions go on without their sessions (a taint
+/// set before does not apply), counted as `open` failures and logged; the rate limit lets
+/// requests through uncounted.
+#[test]
+fn failing_open_decides_without_the_session_while_redis_is_gone() {
+    let port = free_port();
+    let mut redis = OwnRedis::start(port);
+    let cluster = Cluster::new(
+        &format!("redis://127.0.0.1:{}", redis.port),
+        "redis_timeout_ms: 200\nstate_fail_mode: open\n",
+    );
+    let config = cluster.path("warden.yaml");
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "rate_limit: { per_second: 0 }",
+        "rate_limit: { per_second: 1000 }",
+    );
+    std::fs::write(&config, text).unwrap();
+    let key = cluster.key("support-agent");
+    let a = cluster.start("a");
+    assert_eq!(
+        decision(&a, Some(&key), &call("crm.read_customer", "s")),
+        "allow"
+    );
+    assert_eq!(decision(&a, Some(&key), &call("send_email", "s")), "deny");
+    redis.stop();
+    assert_eq!(decision(&a, Some(&key), &call("send_email", "s")), "allow");
+    assert!(a.metric("warden_state_failures_total{mode=\"open\"}") >= 2.0);
+    // The log is written out every 20 ms.
+    wait_for("the fail-open log line", Duration::from_secs(5), || {
+        std::fs::read_to_string(cluster.path("a.log"))
+            .unwrap()
+            .contains("fail open")
+    });
 }

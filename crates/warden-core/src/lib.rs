@@ -23,7 +23,7 @@ pub mod unique_keys;
 
 pub use decision::{Decision, Finding, PolicyInfo, Verdict};
 pub use engine::{DecideError, Engine, EngineStats, FailureHook};
-pub use pipeline::{Pipeline, PipelineError, PolicySet};
+pub use pipeline::{OnStoreFailure, Pipeline, PipelineError, PolicySet};
 pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
 pub use request::{HttpRequest, Kind, Request, RequestError};
 pub use session::{SessionState, StateChange};

@@ -196,6 +196,21 @@ pub trait Effects: Send + Sync {
 
     /// A decision failed closed (already logged by the pipeline): count it.
     fn failed_closed(&self, _evaluation: &Evaluation) {}
+
+    /// The state layer failed for a decision (already logged by the pipeline); `decided`: it
+    /// was decided without the session anyway ([`OnStoreFailure::DecideWithoutSession`]).
+    fn state_failed(&self, _error: &StoreError, _decided: bool) {}
+}
+
+/// What a decision does when the state layer fails (a shared store unreachable or too slow).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum OnStoreFailure {
+    /// No decision: the caller refuses the request (fail closed; the default).
+    #[default]
+    Refuse,
+    /// Decide against an empty session and change no state (fail open on a partition: taints
+    /// and sequences set before do not apply meanwhile).
+    DecideWithoutSession,
 }
 
 /// No effects: decisions are only computed and their sessions updated (the library's
@@ -254,6 +269,7 @@ pub struct Pipeline<E> {
     policies: ArcSwap<PolicySet>,
     sessions: Arc<dyn SessionStore>,
     effects: E,
+    on_store_failure: OnStoreFailure,
 }
 
 impl<E> std::fmt::Debug for Pipeline<E> {
@@ -278,7 +294,28 @@ impl<E: Effects> Pipeline<E> {
             policies: ArcSwap::from_pointee(policies),
             sessions,
             effects,
+            on_store_failure: OnStoreFailure::default(),
         }
+    }
+
+    /// What decisions do when the state layer fails (default: refuse).
+    #[must_use]
+    pub fn with_store_failure(mut self, mode: OnStoreFailure) -> Self {
+        self.on_store_failure = mode;
+        self
+    }
+
+    /// The state layer failed for a decision: logged and reported; `Ok` when the decision goes
+    /// on without the session ([`OnStoreFailure::DecideWithoutSession`]).
+    fn store_failed(&self, error: StoreError) -> Result<(), PipelineError<E::Error>> {
+        let decide = self.on_store_failure == OnStoreFailure::DecideWithoutSession;
+        if decide {
+            tracing::warn!(error = %error, "state store failed; deciding without the session (fail open)");
+        } else {
+            tracing::error!(error = %error, "state store failed; no decision (fail closed)");
+        }
+        self.effects.state_failed(&error, decide);
+        if decide { Ok(()) } else { Err(error.into()) }
     }
 
     /// The current policy set.
@@ -349,14 +386,20 @@ impl<E: Effects> Pipeline<E> {
         };
         let key = caller.session_key(session);
         let mut outcome = None;
-        self.sessions
+        let done = self
+            .sessions
             .transact(
                 StoreAccess::new(),
                 &key,
                 &mut decide_into(policy, request, &mut outcome),
             )
-            .wait()?;
-        self.finish(outcome)
+            .wait();
+        match done {
+            Ok(()) => self.finish(outcome),
+            Err(e) => self
+                .store_failed(e)
+                .map(|()| self.decide_stateless(policy, request)),
+        }
     }
 
     async fn decide_session(
@@ -374,14 +417,20 @@ impl<E: Effects> Pipeline<E> {
         };
         let key = caller.session_key(session);
         let mut outcome = None;
-        self.sessions
+        let done = self
+            .sessions
             .transact(
                 StoreAccess::new(),
                 &key,
                 &mut decide_into(policy, request, &mut outcome),
             )
-            .await?;
-        self.finish(outcome)
+            .await;
+        match done {
+            Ok(()) => self.finish(outcome),
+            Err(e) => self
+                .store_failed(e)
+                .map(|()| self.decide_stateless(policy, request)),
+        }
     }
 
     /// A request without a session: decided against an empty state, nothing stored.
@@ -464,10 +513,15 @@ impl<E: Effects> Pipeline<E> {
             }
             let committed = match self.sessions.commit(StoreAccess::new(), &writes).await {
                 Ok(committed) => committed,
-                Err(e) => {
-                    self.void(caller, &policy, receipt).await?;
-                    return Err(e.into());
-                }
+                Err(e) => match self.store_failed(e) {
+                    // Failing open: decided and audited, delivered as they are, the sessions
+                    // unchanged.
+                    Ok(()) => true,
+                    Err(refused) => {
+                        self.void(caller, &policy, receipt).await?;
+                        return Err(refused);
+                    }
+                },
             };
             if committed {
                 for (decision, latency) in &decisions {
@@ -507,8 +561,10 @@ impl<E: Effects> Pipeline<E> {
         caller: &Caller<'_>,
         requests: &[Request],
     ) -> Result<Staged, PipelineError<E::Error>> {
-        // Session key -> (state and version loaded, working copy changed), in first-use order.
+        // Session key -> (state and version loaded, working copy changed), in first-use order;
+        // a session the store could not load (failing open) is decided empty and not written.
         let mut sessions: Vec<(String, Versioned, bool)> = Vec::new();
+        let mut unavailable: Vec<String> = Vec::new();
         let mut index: HashMap<String, usize> = HashMap::new();
         let mut decisions = Vec::with_capacity(requests.len());
         for request in requests {
@@ -523,7 +579,14 @@ impl<E: Effects> Pipeline<E> {
             let slot = match index.get(&key) {
                 Some(&i) => i,
                 None => {
-                    let loaded = self.sessions.load(StoreAccess::new(), &key).await?;
+                    let loaded = match self.sessions.load(StoreAccess::new(), &key).await {
+                        Ok(loaded) => loaded,
+                        Err(e) => {
+                            self.store_failed(e)?;
+                            unavailable.push(key.clone());
+                            Versioned::default()
+                        }
+                    };
                     index.insert(key.clone(), sessions.len());
                     sessions.push((key, loaded, false));
                     sessions.len() - 1
@@ -544,6 +607,7 @@ impl<E: Effects> Pipeline<E> {
         // no decision stands on a state that another request changed before it was delivered.
         let writes = sessions
             .into_iter()
+            .filter(|(session, _, _)| !unavailable.contains(session))
             .map(|(session, copy, changed)| SessionWrite {
                 session,
                 expected: copy.version,

@@ -13,7 +13,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll, Waker};
 
 use parking_lot::Mutex;
-use warden_core::StoreAccess;
 use warden_core::pipeline::{
     AuditReceipt, BATCH_ATTEMPTS, BoxFuture, Caller, Decided, Effects, NoEffects, Pipeline,
     PipelineError, PolicySet,
@@ -22,6 +21,7 @@ use warden_core::{
     CompileOptions, CompiledPolicy, Decision, MemorySessionStore, Request, SessionStore,
     StateChange, StoreCall, StoreError, Verdict,
 };
+use warden_core::{OnStoreFailure, StoreAccess};
 
 /// Tests drive the stores directly (feature `store-tests`).
 const ACCESS: StoreAccess = StoreAccess::for_store_tests();
@@ -218,6 +218,12 @@ impl Effects for Recorder {
             .lock()
             .push(format!("delivered {:?}", decision.verdict));
     }
+
+    fn state_failed(&self, _error: &StoreError, decided: bool) {
+        self.log
+            .lock()
+            .push(format!("state failed, decided {decided}"));
+    }
 }
 
 fn batch() -> [Request; 2] {
@@ -356,7 +362,11 @@ fn a_failing_store_is_an_error_never_an_allow() {
     assert!(matches!(err, PipelineError::Store(_)), "{err:?}");
     let err = ready(p.decide_batch(&Caller::default(), &batch(), &|| false)).unwrap_err();
     assert!(matches!(err, PipelineError::Store(_)), "{err:?}");
-    assert!(p.effects().log.lock().is_empty());
+    assert_eq!(
+        *p.effects().log.lock(),
+        ["state failed, decided false", "state failed, decided false"],
+        "reported, nothing audited or delivered"
+    );
     // Without a session no state is read: the open policy decides.
     let stateless = Request::from_json(br#"{"tool":"anything"}"#).unwrap();
     assert_eq!(
@@ -364,5 +374,34 @@ fn a_failing_store_is_an_error_never_an_allow() {
             .unwrap()
             .verdict,
         Verdict::Allow
+    );
+}
+
+/// Failing open (`OnStoreFailure::DecideWithoutSession`): a store that fails every call still
+/// gets decisions, each against an empty session (a taint set before does not apply), audited,
+/// delivered and reported; a batch too, its requests each against an empty session.
+#[test]
+fn failing_open_decides_without_the_session() {
+    let p = Pipeline::new(
+        PolicySet::single(policy(POLICY)),
+        Arc::new(Unreachable),
+        Recorder::default(),
+    )
+    .with_store_failure(OnStoreFailure::DecideWithoutSession);
+    let d = ready(p.decide(&Caller::default(), &request("s", "send_email"))).unwrap();
+    assert_eq!(d.verdict, Verdict::Allow);
+    assert_eq!(
+        *p.effects().log.lock(),
+        ["state failed, decided true", "delivered Allow", "Allow"]
+    );
+    p.effects().log.lock().clear();
+    // Within a batch the session's changes still carry from one request to the next: the read
+    // taints the staged copy, so the send after it is denied, and nothing is written.
+    let decisions = ready(p.decide_batch(&Caller::default(), &batch(), &|| false)).unwrap();
+    let verdicts: Vec<Verdict> = decisions.iter().map(|d| d.verdict).collect();
+    assert_eq!(verdicts, [Verdict::Allow, Verdict::Deny]);
+    assert_eq!(
+        p.effects().log.lock().first().map(String::as_str),
+        Some("state failed, decided true")
     );
 }

@@ -10,7 +10,7 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use warden::state::CounterStore;
 
-use crate::config::RateLimit;
+use crate::config::{RateLimit, StateFailMode};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -182,8 +182,8 @@ pub(crate) async fn charge_request(state: &AppState, caller: &Caller) -> Result<
 }
 
 /// Adds `decisions` to the caller's count in this second, across every instance; over
-/// `per_second` is a 429. A count that cannot be kept (the store failing) is a 503: the
-/// request is refused, never let through uncounted.
+/// `per_second` is a 429. A count that cannot be kept (the store failing) is a 503 with
+/// `state_fail_mode: closed`, and lets the request through uncounted with `open`.
 async fn charge_shared(
     state: &AppState,
     caller: &Caller,
@@ -204,11 +204,20 @@ async fn charge_shared(
     let key = format!("rate:{:x}", caller.rate_key);
     let total = counters
         .add(&key, second, n, second.saturating_add(2))
-        .await
-        .map_err(|e| {
-            tracing::error!(error = %e, "rate limit store failed; failing closed");
-            ApiError::state_unavailable()
-        })?;
+        .await;
+    let total = match total {
+        Ok(total) => total,
+        Err(e) if state.config().state_fail_mode == StateFailMode::Open => {
+            tracing::warn!(error = %e, "rate limit store failed; not counted (fail open)");
+            state.metrics().count_state_failure(true);
+            return Ok(());
+        }
+        Err(e) => {
+            tracing::error!(error = %e, "rate limit store failed; refused (fail closed)");
+            state.metrics().count_state_failure(false);
+            return Err(ApiError::state_unavailable());
+        }
+    };
     if total > per_second {
         tracing::warn!(tenant = %caller.tenant, decisions, "rate limited");
         return Err(

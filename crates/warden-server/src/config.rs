@@ -16,6 +16,16 @@ pub enum StateMode {
     Memory,
 }
 
+/// See [`ServeConfig::state_fail_mode`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StateFailMode {
+    /// Refuse the request.
+    Closed,
+    /// Decide without the session; let the request through the rate limit uncounted.
+    Open,
+}
+
 /// Per-key token bucket.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -57,9 +67,12 @@ pub struct ServeConfig {
     pub redis_url: Option<RedisUrl>,
     /// Prefix of Warden's keys in Redis (several deployments may share one Redis).
     pub redis_prefix: String,
-    /// Longest wait for one Redis answer in milliseconds; a slower one fails the decision
-    /// closed.
+    /// Longest wait for one Redis answer in milliseconds; a slower one is a state failure.
     pub redis_timeout_ms: u64,
+    /// What a request does when the state store fails: `closed` (refused, 503
+    /// `state_unavailable`; the default) or `open` (decided without its session, which is left
+    /// unchanged; a rate limit not counted).
+    pub state_fail_mode: StateFailMode,
     /// Idle seconds after which a session is forgotten (0: never).
     pub session_ttl_secs: u64,
     /// Milliseconds between two write-behind flushes of changed sessions.
@@ -128,6 +141,7 @@ impl Default for ServeConfig {
             redis_url: None,
             redis_prefix: "warden".to_owned(),
             redis_timeout_ms: 500,
+            state_fail_mode: StateFailMode::Closed,
             session_ttl_secs: 86_400,
             flush_interval_ms: 100,
             body_limit_bytes: 2 * 1024 * 1024,

@@ -92,6 +92,10 @@ impl Effects for ServerEffects {
         record(self, caller, decision, latency);
     }
 
+    fn state_failed(&self, _error: &warden::StoreError, decided: bool) {
+        self.metrics.count_state_failure(decided);
+    }
+
     fn failed_closed(&self, evaluation: &Evaluation) {
         if let Some(failure) = evaluation.failure {
             self.metrics.count_failure(failure);

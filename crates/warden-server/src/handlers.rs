@@ -103,10 +103,8 @@ fn asking<'a>(caller: &'a Caller, request_id: &'a str) -> warden_core::pipeline:
 fn refused(e: PipelineError<ApiError>) -> ApiError {
     match e {
         PipelineError::Effect(e) => e,
-        PipelineError::Store(e) => {
-            tracing::error!(error = %e, "session store failed; failing closed");
-            ApiError::state_unavailable()
-        }
+        // Logged by the pipeline (and counted by the effects).
+        PipelineError::Store(_) => ApiError::state_unavailable(),
         PipelineError::UnknownPolicy(policy) => {
             tracing::error!(%policy, "the caller's policy is not loaded");
             ApiError::new(

@@ -37,7 +37,7 @@ use warden::state::{CounterStore, MemoryNonceStore, NonceStore};
 use warden_core::Pipeline;
 use warden_store::{EmbeddedSessionStore, RedisOptions, RedisState};
 
-pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateMode};
+pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateFailMode, StateMode};
 pub use error::ApiError;
 pub use fast::App;
 pub use logbuf::LogGuard;
@@ -171,7 +171,12 @@ impl AppState {
             audit,
             decision_log: config.decision_log,
         };
-        let pipeline = Pipeline::new(snapshot.policy_set(), sessions, effects);
+        let on_failure = match config.state_fail_mode {
+            StateFailMode::Closed => warden::OnStoreFailure::Refuse,
+            StateFailMode::Open => warden::OnStoreFailure::DecideWithoutSession,
+        };
+        let pipeline =
+            Pipeline::new(snapshot.policy_set(), sessions, effects).with_store_failure(on_failure);
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,

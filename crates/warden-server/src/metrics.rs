@@ -47,6 +47,13 @@ pub struct FailureLabels {
     pub failure: &'static str,
 }
 
+/// Labels of `warden_state_failures_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct StateFailureLabels {
+    /// `closed` (the request was refused) or `open` (decided without the session or uncounted).
+    pub mode: &'static str,
+}
+
 /// Labels of `warden_audit_head` and `warden_audit_checkpoint`: the entry's hash.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct HashLabels {
@@ -99,6 +106,8 @@ pub struct Metrics {
     /// Decisions denied because the policy could not be evaluated, by failure, on every front
     /// door (`/v1/decide*`, the Data API, the MCP mounts).
     pub failed_closed: Family<FailureLabels, Counter>,
+    /// Requests whose state store (sessions, rate-limit counters) failed, by what was done.
+    pub state_failures: Family<StateFailureLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -196,6 +205,15 @@ impl Metrics {
                 failure: failure.as_str(),
             });
         }
+        let state_failures = Family::<StateFailureLabels, Counter>::default();
+        registry.register(
+            "warden_state_failures",
+            "Requests whose state store failed: refused (closed) or decided without it (open)",
+            state_failures.clone(),
+        );
+        for mode in ["closed", "open"] {
+            let _ = state_failures.get_or_create(&StateFailureLabels { mode });
+        }
         let audit_head = Family::<HashLabels, Gauge>::default();
         let audit_checkpoint = Family::<HashLabels, Gauge>::default();
         registry.register(
@@ -233,7 +251,16 @@ impl Metrics {
             connections_rejected,
             connection_timeouts,
             failed_closed,
+            state_failures,
         }
+    }
+
+    /// Counts a request whose state store failed; `open`: it went on without it.
+    pub fn count_state_failure(&self, open: bool) {
+        let mode = if open { "open" } else { "closed" };
+        self.state_failures
+            .get_or_create(&StateFailureLabels { mode })
+            .inc();
     }
 
     /// Counts a decision that failed closed.
