@@ -58,11 +58,17 @@ pub struct UpstreamConfig {
     /// The Warden session of this upstream's calls (default: the caller's key identity).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session: Option<String>,
+    /// Take the Warden session from this request header instead (e.g. `x-agent-session`), for
+    /// clients without an MCP session (the stateless 2026-07-28 protocol) that run many agent
+    /// sessions under one key: required on every request, namespaced by the key's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_header: Option<String>,
 }
 
 /// Derives the caller's identity from the request headers (authentication is the embedding
-/// application's: the standalone proxy uses a fixed identity).
-pub type Identify = Arc<dyn Fn(&HeaderMap) -> Identity + Send + Sync>;
+/// application's: the standalone proxy uses a fixed identity); an error refuses the request
+/// (400, the message naming what is missing).
+pub type Identify = Arc<dyn Fn(&HeaderMap) -> Result<Identity, String> + Send + Sync>;
 
 /// Proxy configuration.
 #[derive(Clone)]
@@ -94,7 +100,7 @@ impl ProxyConfig {
         Self {
             upstream,
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
-            identify: Arc::new(move |_| identity.clone()),
+            identify: Arc::new(move |_| Ok(identity.clone())),
             strip_headers: Vec::new(),
         }
     }
@@ -238,7 +244,12 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             .insert(header::ALLOW, HeaderValue::from_static("GET, POST, DELETE"));
         return response;
     }
-    let identity = (inner.config.identify)(&parts.headers);
+    let identity = match (inner.config.identify)(&parts.headers) {
+        Ok(identity) => identity,
+        Err(message) => {
+            return rpc_error(StatusCode::BAD_REQUEST, message::INVALID_REQUEST, &message);
+        }
+    };
     let mcp_session = parts
         .headers
         .get(SESSION_HEADER)

@@ -145,19 +145,71 @@ fn pin_store(state: &AppState) -> Result<Arc<dyn PinStore>, String> {
     }
 }
 
-fn identify(session: Option<String>) -> warden_mcp::http::Identify {
+/// Where an upstream's Warden session comes from.
+#[derive(Clone)]
+enum SessionSource {
+    /// One fixed session (`session`), or the key's identity ([`DEFAULT_SESSION`]).
+    Fixed(String),
+    /// The value of a request header (`session_header`), required; at most `max_bytes`.
+    Header { name: HeaderName, max_bytes: usize },
+}
+
+impl SessionSource {
+    fn of(config: &UpstreamConfig, max_bytes: usize) -> Result<Self, String> {
+        match (&config.session_header, &config.session) {
+            (Some(_), Some(_)) => Err(format!(
+                "mcp_upstreams `{}`: `session` and `session_header` exclude each other",
+                config.name
+            )),
+            (Some(name), None) => {
+                let name = HeaderName::try_from(name.as_str()).map_err(|_| {
+                    format!(
+                        "mcp_upstreams `{}`: `session_header` `{name}` is not a header name",
+                        config.name
+                    )
+                })?;
+                Ok(Self::Header { name, max_bytes })
+            }
+            (None, session) => Ok(Self::Fixed(
+                session.as_deref().unwrap_or(DEFAULT_SESSION).to_owned(),
+            )),
+        }
+    }
+
+    fn session(&self, headers: &HeaderMap) -> Result<String, String> {
+        match self {
+            Self::Fixed(session) => Ok(session.clone()),
+            Self::Header { name, max_bytes } => {
+                let value = headers.get(name).ok_or_else(|| {
+                    format!("the `{name}` header (the Warden session) is required")
+                })?;
+                let value = value
+                    .to_str()
+                    .ok()
+                    .filter(|v| !v.is_empty() && v.len() <= *max_bytes)
+                    .ok_or_else(|| {
+                        format!("the `{name}` header must be 1 to {max_bytes} visible ASCII bytes")
+                    })?;
+                Ok(value.to_owned())
+            }
+        }
+    }
+}
+
+fn identify(source: SessionSource) -> warden_mcp::http::Identify {
     Arc::new(move |headers: &HeaderMap| {
         let tenant = headers
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ANONYMOUS);
-        // The key's identity (or the configured session), never the client's
-        // `Mcp-Session-Id`: a client picks that one, and a new one would clear its taints. The
-        // pipeline namespaces it by tenant.
-        Identity {
+        // The key's identity, a configured session or the configured header, never the
+        // client's `Mcp-Session-Id`: a client picks that one, and a new one would clear its
+        // taints. The pipeline namespaces it by tenant, so a header cannot reach another
+        // tenant's session.
+        Ok(Identity {
             principal: (tenant != ANONYMOUS).then(|| tenant.to_owned()),
-            session: Some(session.as_deref().unwrap_or(DEFAULT_SESSION).to_owned()),
-        }
+            session: Some(source.session(headers)?),
+        })
     })
 }
 
@@ -200,7 +252,10 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
             name.clone(),
         ));
         let mut proxy = ProxyConfig::new(uri, Identity::default());
-        proxy.identify = identify(config.session.clone());
+        proxy.identify = identify(SessionSource::of(
+            config,
+            state.config().max_identifier_bytes,
+        )?);
         proxy.strip_headers = vec![
             header::AUTHORIZATION,
             HeaderName::from_static("x-api-key"),

@@ -72,6 +72,7 @@ fn config(dir: &Path, url: &str) -> ServeConfig {
             url: url.into(),
             policy: "mcp".into(),
             session: None,
+            session_header: None,
         }],
         ..ServeConfig::default()
     }
@@ -179,6 +180,16 @@ fn invalid_upstreams_are_refused() {
         let error = warden_server::mcp::check(&AppState::new(config, None).unwrap()).unwrap_err();
         assert!(error.contains(expected), "{error}");
     }
+    for (session, header, expected) in [
+        (Some("s"), Some("x-agent-session"), "exclude each other"),
+        (None, Some("bad header"), "is not a header name"),
+    ] {
+        let mut config = config(dir.path(), "http://127.0.0.1:9/mcp");
+        config.mcp_upstreams[0].session = session.map(str::to_owned);
+        config.mcp_upstreams[0].session_header = header.map(str::to_owned);
+        let error = warden_server::mcp::check(&AppState::new(config, None).unwrap()).unwrap_err();
+        assert!(error.contains(expected), "{error}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -258,4 +269,66 @@ async fn mcp_decisions_are_audited() {
     let report = warden_audit::verify(&[audit_dir], None).unwrap();
     assert_eq!(report.entries, 3);
     assert_eq!(report.first_broken_seq, None, "{:?}", report.reason);
+}
+
+/// `session_header`: the Warden session comes from a request header (clients of the stateless
+/// protocol, many agent sessions under one key): a taint in one agent's session does not reach
+/// another's, the same header value under another key is another session, and a request
+/// without the header is refused before anything is forwarded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_can_come_from_a_header() {
+    const ONCE: &str = r#"
+warden: 1
+name: mcp
+tools: { echo: [internal] }
+rules:
+  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
+"#;
+    let (url, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &url);
+    std::fs::write(config.policies.join("mcp.yaml"), ONCE).unwrap();
+    config.mcp_upstreams[0].session_header = Some("x-agent-session".into());
+    let keys = warden_store::FileKeyStore::new(&config.keys_file);
+    let (acme, _) = warden_store::keys::create_key(&keys, "acme", Some("mcp")).unwrap();
+    let (other, _) = warden_store::keys::create_key(&keys, "other", Some("mcp")).unwrap();
+    let app = router(AppState::new(config, None).unwrap());
+    let verdict = |reply: &Value| {
+        if reply["result"].is_object() {
+            "allow"
+        } else {
+            assert_eq!(reply["error"]["code"], -32060, "{reply}");
+            "deny"
+        }
+    };
+    for (key, agent, expected) in [
+        (&acme, "agent-1", "allow"),
+        (&acme, "agent-1", "deny"),
+        (&acme, "agent-2", "allow"),
+        (&other, "agent-1", "allow"),
+    ] {
+        let (status, reply) = call(&app, &[("x-api-key", key), ("x-agent-session", agent)]).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(verdict(&reply), expected, "{agent}: {reply}");
+    }
+    let forwarded = seen.lock().len();
+    assert_eq!(forwarded, 3);
+    let (status, reply) = call(&app, &[("x-api-key", &acme)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert!(
+        reply["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("x-agent-session")),
+        "{reply}"
+    );
+    let long = "a".repeat(300);
+    let (status, _) = call(&app, &[("x-api-key", &acme), ("x-agent-session", &long)]).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        seen.lock().len(),
+        forwarded,
+        "a refused request was forwarded"
+    );
 }
