@@ -297,11 +297,26 @@ fn free_port() -> u16 {
         .port()
 }
 
-/// Redis stops: every decision that needs a session is refused (a 5xx, never an allow) and the
+/// One call made under load: the outage phase when it was sent and when it was answered, its
+/// status and its decision.
+#[derive(Debug)]
+struct Call {
+    sent: u8,
+    answered: u8,
+    status: u16,
+    verdict: Option<String>,
+}
+
+/// Redis stops under load: every decision that needs a session is refused (a 503, never an
+/// allow: four threads keep asking for a send in a tainted session the whole time) and the
 /// daemon is not ready; decisions without a session go on. Redis comes back on the same port:
-/// decisions recover within a second or two, with no restart of the daemon.
+/// decisions recover within a second, under the same load, with no restart of the daemon.
 #[test]
 fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
+    use std::sync::atomic::AtomicU8;
+    const BEFORE: u8 = 0;
+    const GONE: u8 = 1;
+    const BACK: u8 = 2;
     let port = free_port();
     let mut redis = OwnRedis::start(port);
     let cluster = Cluster::new(
@@ -310,31 +325,87 @@ fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
     );
     let a = cluster.start("a");
     assert_eq!(decision(&a, None, &call("crm.read_customer", "s")), "allow");
-    redis.stop();
-    for _ in 0..5 {
+    let phase = AtomicU8::new(BEFORE);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let seen = std::sync::Mutex::new(Vec::<Call>::new());
+    let recovered = std::sync::Mutex::new(None::<Instant>);
+    std::thread::scope(|scope| {
+        for _ in 0..4 {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let sent = phase.load(Ordering::SeqCst);
+                    let reply = a.post_json("/v1/decide", None, &call("send_email", "s"));
+                    let answered = phase.load(Ordering::SeqCst);
+                    let verdict = reply.body["decision"].as_str().map(str::to_owned);
+                    if answered == BACK && reply.status == 200 {
+                        recovered.lock().unwrap().get_or_insert_with(Instant::now);
+                    }
+                    seen.lock().unwrap().push(Call {
+                        sent,
+                        answered,
+                        status: reply.status,
+                        verdict,
+                    });
+                }
+            });
+        }
+        std::thread::sleep(Duration::from_millis(300));
+        phase.store(GONE, Ordering::SeqCst);
+        redis.stop();
+        std::thread::sleep(Duration::from_millis(200));
+        // The calls above keep failing meanwhile; these look at one answer closely.
         let reply = a.post_json("/v1/decide", None, &call("send_email", "s2"));
         assert_eq!(reply.status, 503, "{}", reply.text);
         assert_eq!(reply.code(), "state_unavailable");
         assert_eq!(reply.header("retry-after"), Some("1"));
         assert!(reply.body.get("decision").is_none(), "{}", reply.text);
-    }
-    assert_eq!(a.get("/health/ready").status, 503);
-    assert!(a.metric("warden_state_failures_total{mode=\"closed\"}") >= 5.0);
-    let stateless = json!({"kind": "tool_call", "tool": "send_email", "args": {}});
-    assert_eq!(decision(&a, None, &stateless), "allow");
+        assert_eq!(a.get("/health/ready").status, 503);
+        let stateless = json!({"kind": "tool_call", "tool": "send_email", "args": {}});
+        assert_eq!(decision(&a, None, &stateless), "allow");
+        std::thread::sleep(Duration::from_millis(500));
+        let _back = OwnRedis::start(port);
+        let back_at = Instant::now();
+        phase.store(BACK, Ordering::SeqCst);
+        wait_for("decisions to recover", Duration::from_secs(5), || {
+            recovered.lock().unwrap().is_some()
+        });
+        stop.store(true, Ordering::Relaxed);
+        let waited = recovered.lock().unwrap().unwrap() - back_at;
+        eprintln!("recovered {waited:?} after Redis listened again, under load");
+        assert!(
+            waited < Duration::from_secs(1),
+            "recovered only after {waited:?}"
+        );
+        assert_eq!(a.get("/health/ready").status, 200);
+    });
+    let seen = seen.into_inner().unwrap();
+    let count = |f: &dyn Fn(&Call) -> bool| seen.iter().filter(|c| f(c)).count();
+    let deny = Some("deny".to_owned());
+    let allow = Some("allow".to_owned());
+    assert!(
+        count(&|c| c.sent == BEFORE && c.answered == BEFORE) > 10,
+        "too little load"
+    );
+    assert_eq!(
+        count(&|c| c.sent == BEFORE && c.answered == BEFORE && c.verdict != deny),
+        0,
+        "a tainted session's send was not denied before the outage"
+    );
+    let during = count(&|c| c.sent == GONE && c.answered == GONE);
+    assert!(during > 10, "too little load during the outage: {during}");
+    assert_eq!(
+        count(&|c| c.sent == GONE && c.answered == GONE && c.status != 503),
+        0,
+        "a call during the outage was answered otherwise than 503"
+    );
+    assert_eq!(
+        count(&|c| c.answered == GONE && c.verdict == allow),
+        0,
+        "a send in a tainted session was allowed while Redis was gone"
+    );
+    assert!(a.metric("warden_state_failures_total{mode=\"closed\"}") >= during as f64);
     let log = std::fs::read_to_string(cluster.path("a.log")).unwrap();
     assert!(!log.contains(&format!("127.0.0.1:{port}")), "{log}");
-
-    let _back = OwnRedis::start(port);
-    let waited = wait_for("decisions to recover", Duration::from_secs(5), || {
-        a.post_json("/v1/decide", None, &call("send_email", "s3"))
-            .status
-            == 200
-    });
-    eprintln!("recovered {waited:?} after Redis listened again");
-    // A fresh Redis holds no sessions: what was lost is lost, and decisions go on.
-    assert_eq!(decision(&a, None, &call("send_email", "s")), "allow");
-    assert_eq!(a.get("/health/ready").status, 200);
 }
 
 /// `state_fail_mode: open`: with Redis gone, decisions go on without their sessions (a taint
