@@ -6,7 +6,10 @@
 //! `redis://127.0.0.1:6379`; keys under a prefix of their own, expiring within the hour).
 //! Scenario 02's support agent: `deny` is a send in a tainted session (the decision reads the
 //! session and changes nothing: one round trip); `allow` is a read in a fresh session (it taints
-//! the session and appends to its history: a read and a versioned commit, two round trips).
+//! the session and appends to its history). With Redis, a decision on a session this instance
+//! saw last (or a new one) is one round trip (the versioned commit, or only its check); one on
+//! a session another instance changed meanwhile is two (the commit answers the current state,
+//! the decision runs again and commits): `allow, changed elsewhere` measures that.
 
 #![allow(
     clippy::unwrap_used,
@@ -77,8 +80,26 @@ fn main() {
             ))
             .expect("Redis"),
     );
+    // A second instance on the same keys, changing a session between this one's decisions.
+    let other = Arc::new(
+        runtime
+            .block_on(RedisState::connect(
+                &url,
+                RedisOptions {
+                    prefix: format!("warden-bench:{nanos}"),
+                    session_ttl: Some(Duration::from_secs(3600)),
+                    ..RedisOptions::default()
+                },
+            ))
+            .expect("Redis"),
+    );
     let policy =
         Arc::new(CompiledPolicy::compile("p.yaml", POLICY, CompileOptions::default()).unwrap());
+    let elsewhere = Pipeline::new(
+        PolicySet::single(Arc::clone(&policy)),
+        Arc::clone(&other) as Arc<dyn SessionStore>,
+        NoEffects,
+    );
     let stores: [(&str, Arc<dyn SessionStore>); 2] = [
         ("embedded", Arc::new(EmbeddedSessionStore::memory(None))),
         ("redis", Arc::clone(&redis) as Arc<dyn SessionStore>),
@@ -136,6 +157,25 @@ fn main() {
             }
             let label = format!("{name}: allow, fresh session");
             record(label.clone(), report(&label, &mut samples));
+            if *name == "redis" {
+                // Each decision follows a change made through the other instance: the version
+                // this one saw is stale, so the commit answers the current state and it decides
+                // again (two round trips).
+                let shared = request(&format!("shared-{round}"), "crm.read_customer");
+                let mut samples = Vec::with_capacity(CALLS / 4);
+                for _ in 0..CALLS / 4 {
+                    runtime
+                        .block_on(elsewhere.decide_now(&caller, &shared))
+                        .unwrap();
+                    let started = Instant::now();
+                    runtime
+                        .block_on(pipeline.decide_now(&caller, &shared))
+                        .unwrap();
+                    samples.push(started.elapsed());
+                }
+                let label = "redis: allow, changed elsewhere".to_owned();
+                record(label.clone(), report(&label, &mut samples));
+            }
         }
     }
     println!("-- median of the rounds' p50");

@@ -1,12 +1,18 @@
 //! Shared state in Redis, for many `warden serve` instances behind one load balancer: sessions,
 //! single-use token nonces and counters (rate limits, usage), one truth for all of them.
 //!
-//! Sessions are read-decide-committed optimistically (the [`SessionStore::transact`] default):
-//! `load` reads the state and its version, the decision runs with no lock held, and `commit` is
-//! one server-side script that checks every session's version and writes all or nothing. A
-//! version is the Redis server's clock in microseconds (or the last version plus one, if
-//! larger), so it is never reused, also after a session was removed or expired. Every access
-//! renews a session's idle TTL.
+//! Sessions are read-decide-committed optimistically, with no lock held while deciding: a
+//! decision runs on the state and version this instance last saw of the session (a bounded
+//! local cache; a session it never saw is taken as new, at version 0), then one server-side
+//! script commits the new state, or only checks the version for a decision that changed
+//! nothing, if the version is unchanged. On a conflict the script answers the current state and
+//! version in the same round trip, and the decision runs again on them. So a decision costs one
+//! round trip when this instance saw the session last (or it is new) and two when another
+//! instance changed it meanwhile; no decision stands on a state it did not see. `load` and the
+//! multi-session `commit` (batches) read and check the same way. A version is the Redis
+//! server's clock in microseconds (or the last version plus one, if larger), so it is never
+//! reused, also after a session was removed or expired. Every access renews a session's idle
+//! TTL.
 //!
 //! Keys are `PREFIX:s:{SESSION}` (and `:n:`, `:c:`), the session key holding its tenant; the
 //! braces are a Redis Cluster hash tag, so one session lives on one slot. (A batch spanning
@@ -23,7 +29,9 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use warden_core::session::Versioned;
-use warden_core::state::{CounterStore, NonceStore, StoreAccess, StoreCall};
+use warden_core::state::{
+    CounterStore, Decide, NonceStore, StoreAccess, StoreCall, TRANSACT_ATTEMPTS,
+};
 use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
 
 use crate::sessions::{decode_state, encode_state};
@@ -50,6 +58,27 @@ for i, k in ipairs(KEYS) do
   end
 end
 return 1
+";
+
+/// One session's read-decide-commit, second half: if the version is still ARGV[2], write the
+/// new state ARGV[3] ("" = only check) and answer {1, new version}; otherwise answer
+/// {0, current version, current state} so the caller decides again without another read.
+/// ARGV[1]: idle TTL in ms (0: none).
+const TRANSACT: &str = r"
+local ttl = tonumber(ARGV[1])
+local r = redis.call('HMGET', KEYS[1], 'v', 's')
+local v = r[1] or '0'
+if v ~= ARGV[2] or ARGV[3] == '' then
+  if r[1] and ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+  if v ~= ARGV[2] then return {0, v, r[2] or ''} end
+  return {1, v, ''}
+end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
+local n = string.format('%.0f', math.max(tonumber(v) + 1, now))
+redis.call('HSET', KEYS[1], 'v', n, 's', ARGV[3])
+if ttl > 0 then redis.call('PEXPIRE', KEYS[1], ttl) end
+return {1, n, ''}
 ";
 
 /// The session's version and state, renewing its idle TTL. ARGV[1]: idle TTL in ms (0: none).
@@ -87,6 +116,9 @@ pub struct RedisOptions {
     pub response_timeout: Duration,
     /// Longest wait to (re)connect.
     pub connect_timeout: Duration,
+    /// Sessions whose last seen state and version this instance keeps, to decide in one round
+    /// trip (0: none; every decision then reads first).
+    pub cached_sessions: u64,
 }
 
 impl Default for RedisOptions {
@@ -97,6 +129,7 @@ impl Default for RedisOptions {
             connections: 4,
             response_timeout: Duration::from_millis(500),
             connect_timeout: Duration::from_secs(1),
+            cached_sessions: 100_000,
         }
     }
 }
@@ -111,7 +144,10 @@ pub struct RedisState {
     prefix: String,
     ttl_ms: u64,
     commit: Arc<redis::Script>,
+    transact: Arc<redis::Script>,
     load: Arc<redis::Script>,
+    /// The state and version this instance last saw of a session (see the module docs).
+    seen: moka::sync::Cache<String, Arc<Versioned>>,
     consume: Arc<redis::Script>,
     add: Arc<redis::Script>,
 }
@@ -180,9 +216,17 @@ impl RedisState {
                 u64::try_from(t.as_millis()).unwrap_or(u64::MAX).max(1)
             }),
             commit: Arc::new(redis::Script::new(COMMIT)),
+            transact: Arc::new(redis::Script::new(TRANSACT)),
             load: Arc::new(redis::Script::new(LOAD)),
             consume: Arc::new(redis::Script::new(CONSUME)),
             add: Arc::new(redis::Script::new(ADD)),
+            seen: {
+                let cache = moka::sync::Cache::builder().max_capacity(options.cached_sessions);
+                match options.session_ttl {
+                    Some(ttl) => cache.time_to_idle(ttl).build(),
+                    None => cache.build(),
+                }
+            },
         })
     }
 
@@ -237,7 +281,89 @@ fn version(text: Option<&str>) -> Result<u64, StoreError> {
     })
 }
 
+impl RedisState {
+    /// One attempt's commit: the new state (or a check) against `expected`; `Ok(Ok(version))`
+    /// when it went through, `Ok(Err(current))` with the session as it is now when it did not.
+    async fn commit_one(
+        &self,
+        key: String,
+        expected: u64,
+        state: Option<&SessionState>,
+    ) -> Result<Result<u64, Versioned>, StoreError> {
+        let encoded = match state {
+            Some(state) => encode_state(state)?,
+            None => Vec::new(),
+        };
+        let (mut conn, script, ttl) = (self.connection(), Arc::clone(&self.transact), self.ttl_ms);
+        let (done, v, s) = self
+            .run("commit", async move {
+                script
+                    .key(key)
+                    .arg(ttl)
+                    .arg(expected.to_string())
+                    .arg(encoded)
+                    .invoke_async::<(i64, String, Vec<u8>)>(&mut conn)
+                    .await
+            })
+            .await?;
+        let version = version(Some(&v))?;
+        if done == 1 {
+            return Ok(Ok(version));
+        }
+        let state = if s.is_empty() {
+            SessionState::default()
+        } else {
+            decode_state(&s)?
+        };
+        Ok(Err(Versioned { state, version }))
+    }
+}
+
 impl SessionStore for RedisState {
+    fn transact<'a>(
+        &'a self,
+        _: StoreAccess,
+        session: &'a str,
+        decide: &'a mut Decide<'_>,
+    ) -> StoreCall<'a, ()> {
+        StoreCall::pending(async move {
+            let key = self.session_key(session);
+            // What this instance saw last, or a new session; the commit checks either.
+            let mut base = self
+                .seen
+                .get(session)
+                .unwrap_or_else(|| Arc::new(Versioned::default()));
+            for _ in 0..TRANSACT_ATTEMPTS {
+                let change = decide(&base.state).filter(|c| !c.is_noop());
+                let next = change.map(|change| {
+                    let mut state = base.state.clone();
+                    state.apply(&change);
+                    state
+                });
+                match self
+                    .commit_one(key.clone(), base.version, next.as_ref())
+                    .await
+                {
+                    Ok(Ok(version)) => {
+                        let state = next.unwrap_or_else(|| base.state.clone());
+                        self.seen
+                            .insert(session.to_owned(), Arc::new(Versioned { state, version }));
+                        return Ok(());
+                    }
+                    Ok(Err(current)) => base = Arc::new(current),
+                    Err(e) => {
+                        self.seen.invalidate(session);
+                        return Err(e);
+                    }
+                }
+            }
+            self.seen.invalidate(session);
+            Err(StoreError::new(format!(
+                "the session kept changing ({TRANSACT_ATTEMPTS} attempts)"
+            )))
+        })
+    }
+
     fn load<'a>(&'a self, _: StoreAccess, session: &'a str) -> StoreCall<'a, Versioned> {
         let (mut conn, script, key, ttl) = (
             self.connection(),
@@ -266,6 +392,10 @@ impl SessionStore for RedisState {
     }
 
     fn commit<'a>(&'a self, _: StoreAccess, writes: &'a [SessionWrite]) -> StoreCall<'a, bool> {
+        // The batch moves these sessions' versions: what this instance saw of them is stale.
+        for write in writes {
+            self.seen.invalidate(&write.session);
+        }
         // The invocation borrows the script; the task owns its own copy of both.
         let script = Arc::clone(&self.commit);
         let keys: Vec<String> = writes
@@ -317,6 +447,7 @@ impl SessionStore for RedisState {
     }
 
     fn remove<'a>(&'a self, session: &'a str) -> StoreCall<'a, ()> {
+        self.seen.invalidate(session);
         let (mut conn, key) = (self.connection(), self.session_key(session));
         self.run("remove", async move {
             redis::cmd("DEL")

@@ -47,19 +47,28 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 
 /// A Redis store under a fresh key prefix (its keys expire within the hour, unless `ttl`).
 fn redis(ttl: Option<std::time::Duration>) -> Arc<RedisState> {
+    redis_on(&fresh_prefix(), ttl)
+}
+
+fn fresh_prefix() -> String {
     static NEXT: AtomicUsize = AtomicUsize::new(0);
-    let url = std::env::var("WARDEN_TEST_REDIS_URL")
-        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos();
+    format!(
+        "warden-test:{}:{nanos}:{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    )
+}
+
+/// A Redis store on `prefix`: two of them on one prefix are two instances of one deployment.
+fn redis_on(prefix: &str, ttl: Option<std::time::Duration>) -> Arc<RedisState> {
+    let url = std::env::var("WARDEN_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
     let options = RedisOptions {
-        prefix: format!(
-            "warden-test:{}:{nanos}:{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ),
+        prefix: prefix.to_owned(),
         session_ttl: Some(ttl.unwrap_or(std::time::Duration::from_secs(3600))),
         ..RedisOptions::default()
     };
@@ -812,4 +821,56 @@ fn keys_inserted_from_two_handles_all_land_and_revoke_once() {
         assert_eq!(left.len(), 79, "{name}");
         assert!(left.iter().all(|r| r.id != "k3x3"), "{name}");
     }
+}
+
+/// Two instances on one Redis (each with its own cache of the sessions it saw): each decides on
+/// what the other wrote, never on what it saw last, and 1,000 racing check-and-set decisions
+/// spread over both let exactly one pass.
+#[test]
+fn redis_instances_decide_on_each_others_changes() {
+    let prefix = fresh_prefix();
+    let (a, b) = (redis_on(&prefix, None), redis_on(&prefix, None));
+    let seen = |store: &RedisState| {
+        let mut taints = Vec::new();
+        store
+            .transact(ACCESS, "s", &mut |state| {
+                taints = state.taints.iter().map(ToString::to_string).collect();
+                None
+            })
+            .wait()
+            .unwrap();
+        taints
+    };
+    a.transact(ACCESS, "s", &mut |_| Some(taint("x")))
+        .wait()
+        .unwrap();
+    assert_eq!(seen(&a), ["x"]);
+    assert_eq!(seen(&b), ["x"], "b did not see a's write");
+    b.transact(ACCESS, "s", &mut |_| Some(taint("y")))
+        .wait()
+        .unwrap();
+    assert_eq!(seen(&a), ["x", "y"], "a decided on what it saw last");
+    let passed = AtomicUsize::new(0);
+    let next = AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for t in 0..8 {
+            let (store, passed, next) = (if t % 2 == 0 { &a } else { &b }, &passed, &next);
+            scope.spawn(move || {
+                while next.fetch_add(1, Ordering::Relaxed) < 1000 {
+                    let mut won = false;
+                    store
+                        .transact(ACCESS, "race", &mut |state| {
+                            won = !state.taints.contains("once");
+                            won.then(|| taint("once"))
+                        })
+                        .wait()
+                        .unwrap();
+                    if won {
+                        passed.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
+        }
+    });
+    assert_eq!(passed.load(Ordering::Relaxed), 1);
 }
