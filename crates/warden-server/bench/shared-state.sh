@@ -33,17 +33,26 @@ cleanup() {
 trap cleanup EXIT
 sleep 1
 REDIS_PID=$(redis-cli -u "$REDIS_URL" info server | tr -d '\r' | awk -F: '/^process_id/ {print $2}')
-lua() { # key tool session
+lua() { # key tool session [sessions: spread the calls over this many, SESSION-0 ...]
   cat <<LUA
 wrk.method = "POST"
 wrk.body = '{"session":"$3","tool":"$2","args":{"id":7}}'
 wrk.headers["content-type"] = "application/json"
 wrk.headers["x-api-key"] = "$1"
 LUA
+  if [ "${4:-1}" -gt 1 ]; then
+    cat <<LUA
+local n = 0
+request = function()
+  n = n + 1
+  return wrk.format(nil, nil, nil, string.format('{"session":"$3-%d","tool":"$2","args":{"id":7}}', n % $4))
+end
+LUA
+  fi
 }
 ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
-run() { # label pid url key tool session
-  lua "$4" "$5" "$6" > "$DIR/run.lua"
+run() { # label pid url key tool session [sessions]
+  lua "$4" "$5" "$6" "${7:-1}" > "$DIR/run.lua"
   local before after rbefore rafter
   before=$(ticks "$2"); rbefore=$(ticks "$REDIS_PID")
   taskset -c 1 wrk -t1 -c64 -d"${DUR}s" --latency -s "$DIR/run.lua" "$3" > "$DIR/wrk.txt"
@@ -60,17 +69,20 @@ p50 = re.search(r"^\s+50%\s+(\S+)", text, re.M).group(1)
 p99 = re.search(r"^\s+99%\s+(\S+)", text, re.M).group(1)
 cpu = (after - before) / hz * 1e6 / n
 rcpu = (rafter - rbefore) / hz * 1e6 / n
-print(f"{label:<22} {rps:>9.0f} req/s  p50 {p50:>8}  p99 {p99:>8}  warden cpu {cpu:6.2f} us/req  "
+print(f"{label:<20} {rps:>9.0f} req/s  p50 {p50:>8}  p99 {p99:>8}  warden cpu {cpu:6.2f} us/req  "
       f"redis cpu {rcpu:5.2f} us/req  non-2xx {non2xx.group(1) if non2xx else 0}")
 PY
 }
 for _ in $(seq "$ROUNDS"); do
-  # A read in one session: allowed, taints and appends (a read and a commit in Redis).
-  run "embedded allow" $P1 http://127.0.0.1:18191/v1/decide "$KE" crm.read_customer bench-1
-  run "redis allow" $P2 http://127.0.0.1:18193/v1/decide "$KR" crm.read_customer bench-1
-  # A send in that tainted session: denied, nothing written (one read in Redis).
-  run "embedded deny" $P1 http://127.0.0.1:18191/v1/decide "$KE" send_email bench-1
-  run "redis deny" $P2 http://127.0.0.1:18193/v1/decide "$KR" send_email bench-1
+  # Reads spread over 1,000 sessions: allowed, each taints and appends (one versioned commit).
+  run "embedded allow 1k" $P1 http://127.0.0.1:18191/v1/decide "$KE" crm.read_customer spread 1000
+  run "redis allow 1k" $P2 http://127.0.0.1:18193/v1/decide "$KR" crm.read_customer spread 1000
+  # Reads in one session, 64 at once: each changes it, so they take turns on it.
+  run "embedded allow hot" $P1 http://127.0.0.1:18191/v1/decide "$KE" crm.read_customer bench-1
+  run "redis allow hot" $P2 http://127.0.0.1:18193/v1/decide "$KR" crm.read_customer bench-1
+  # A send in that tainted session: denied, nothing written (one version check).
+  run "embedded deny hot" $P1 http://127.0.0.1:18191/v1/decide "$KE" send_email bench-1
+  run "redis deny hot" $P2 http://127.0.0.1:18193/v1/decide "$KR" send_email bench-1
 done
 
 # Memory: 100,000 sessions, each tainted with one history entry, made through the batch API.

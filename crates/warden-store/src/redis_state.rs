@@ -148,6 +148,10 @@ pub struct RedisState {
     load: Arc<redis::Script>,
     /// The state and version this instance last saw of a session (see the module docs).
     seen: moka::sync::Cache<String, Arc<Versioned>>,
+    /// This instance's decisions that change one session take turns (a session hashes to one
+    /// stripe), so they do not keep conflicting among themselves; one that changes nothing
+    /// needs no turn.
+    stripes: Box<[tokio::sync::Mutex<()>]>,
     consume: Arc<redis::Script>,
     add: Arc<redis::Script>,
 }
@@ -220,6 +224,7 @@ impl RedisState {
             load: Arc::new(redis::Script::new(LOAD)),
             consume: Arc::new(redis::Script::new(CONSUME)),
             add: Arc::new(redis::Script::new(ADD)),
+            stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             seen: {
                 let cache = moka::sync::Cache::builder().max_capacity(options.cached_sessions);
                 match options.session_ttl {
@@ -271,6 +276,18 @@ impl RedisState {
     fn session_key(&self, session: &str) -> String {
         format!("{}:s:{{{session}}}", self.prefix)
     }
+}
+
+/// Stripes of the per-session local turn (a power of two).
+const STRIPES: usize = 1024;
+
+/// The stripe of `session`.
+fn stripe(session: &str) -> usize {
+    use std::hash::Hasher;
+    // Fixed keys: the same session always hashes to the same stripe.
+    let mut hasher = std::hash::DefaultHasher::new();
+    hasher.write(session.as_bytes());
+    (hasher.finish() as usize) & (STRIPES - 1)
 }
 
 /// Parses a version Redis returned (a decimal string; absent: 0).
@@ -333,8 +350,36 @@ impl SessionStore for RedisState {
                 .seen
                 .get(session)
                 .unwrap_or_else(|| Arc::new(Versioned::default()));
-            for _ in 0..TRANSACT_ATTEMPTS {
-                let change = decide(&base.state).filter(|c| !c.is_noop());
+            // A decision that changes nothing needs no turn, only the version check: reads of
+            // one session run side by side.
+            let mut decided = decide(&base.state).filter(|c| !c.is_noop());
+            if decided.is_none() {
+                match self.commit_one(key.clone(), base.version, None).await {
+                    Ok(Ok(_)) => return Ok(()),
+                    Ok(Err(current)) => base = Arc::new(current),
+                    Err(e) => {
+                        self.seen.invalidate(session);
+                        return Err(e);
+                    }
+                }
+            }
+            let _turn = match self.stripes.get(stripe(session)) {
+                Some(stripe) => Some(stripe.lock().await),
+                None => None,
+            };
+            // The turn's previous holder may have seen a later version (versions only grow):
+            // decide again on it. Otherwise the change decided above still stands on `base`.
+            if let Some(seen) = self.seen.get(session)
+                && seen.version > base.version
+            {
+                base = seen;
+                decided = None;
+            }
+            for attempt in 0..TRANSACT_ATTEMPTS {
+                let change = match decided.take() {
+                    Some(change) if attempt == 0 => Some(change),
+                    _ => decide(&base.state).filter(|c| !c.is_noop()),
+                };
                 let next = change.map(|change| {
                     let mut state = base.state.clone();
                     state.apply(&change);
