@@ -7,16 +7,19 @@
 //! - [`keys`]: API keys stored only as SHA-256 hashes, each mapped to a tenant and its policy,
 //!   verified in constant time.
 //!
-//! And the shared store, for many instances: [`RedisState`] (sessions, token nonces, counters
-//! in Redis; see [`redis_state`]).
+//! And the shared stores, for many instances: [`RedisState`] (sessions, token nonces, counters
+//! in Redis; see [`redis_state`]) and [`Database`] (tenants and API keys in PostgreSQL; see
+//! [`database`]).
 
 #![forbid(unsafe_code)]
 
+pub mod database;
 pub mod keys;
 pub mod pins;
 pub mod redis_state;
 mod sessions;
 
+pub use database::Database;
 pub use keys::{FileKeyStore, KeyError, KeyIndex, KeyRecord};
 pub use pins::RedbPinStore;
 pub use redis_state::{RedisOptions, RedisState};

@@ -28,7 +28,9 @@ use warden_core::state::{
     NonceStore, StoreCall,
 };
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
-use warden_store::{EmbeddedSessionStore, FileKeyStore, RedbPinStore, RedisOptions, RedisState};
+use warden_store::{
+    Database, EmbeddedSessionStore, FileKeyStore, RedbPinStore, RedisOptions, RedisState,
+};
 
 /// Tests drive the stores directly (feature `store-tests`).
 const ACCESS: StoreAccess = StoreAccess::for_store_tests();
@@ -61,6 +63,39 @@ fn fresh_prefix() -> String {
         std::process::id(),
         NEXT.fetch_add(1, Ordering::Relaxed)
     )
+}
+
+/// The machine's PostgreSQL (`WARDEN_TEST_DATABASE_URL`, default
+/// `postgres://root@127.0.0.1:5432/test`) in a schema of its own, as the URL that selects it.
+fn fresh_database() -> String {
+    let base = std::env::var("WARDEN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned());
+    let schema = fresh_prefix().replace([':', '-'], "_");
+    runtime().block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base}: {e} (scripts/test starts one)"));
+        tokio::spawn(connection);
+        client
+            .batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+            .await
+            .unwrap();
+    });
+    let join = if base.contains('?') { '&' } else { '?' };
+    format!("{base}{join}options=-csearch_path%3D{schema}")
+}
+
+/// Two connections on one fresh, migrated database: two instances.
+fn postgres() -> (Arc<Database>, Arc<Database>) {
+    let url = fresh_database();
+    let one = runtime().block_on(Database::connect(&url)).unwrap();
+    let two = runtime().block_on(Database::connect(&url)).unwrap();
+    assert_eq!(one.migrate().wait().unwrap(), [1]);
+    assert!(
+        two.migrate().wait().unwrap().is_empty(),
+        "a migration ran twice"
+    );
+    (Arc::new(one), Arc::new(two))
 }
 
 /// A Redis store on `prefix`: two of them on one prefix are two instances of one deployment.
@@ -777,6 +812,10 @@ fn keys_inserted_from_two_handles_all_land_and_revoke_once() {
             Arc::new(FileKeyStore::new(&path)),
             Arc::new(FileKeyStore::new(&path)),
         ),
+        {
+            let (one, two) = postgres();
+            ("postgres, two connections", one, two)
+        },
     ];
     for (name, one, two) in stores {
         let handles = [&one, &two];
@@ -873,4 +912,28 @@ fn redis_instances_decide_on_each_others_changes() {
         }
     });
     assert_eq!(passed.load(Ordering::Relaxed), 1);
+}
+
+/// The schema: a database that lacks it is refused until `warden migrate` applied it; migrating
+/// again, or from two instances at once, applies nothing twice.
+#[test]
+fn a_database_is_used_only_once_migrated() {
+    let url = fresh_database();
+    let db = runtime().block_on(Database::connect(&url)).unwrap();
+    let error = db.check_schema().wait().unwrap_err();
+    assert!(
+        error.to_string().contains("run `warden migrate`"),
+        "{error}"
+    );
+    let other = runtime().block_on(Database::connect(&url)).unwrap();
+    let (a, b) = std::thread::scope(|scope| {
+        let a = scope.spawn(|| db.migrate().wait().unwrap());
+        let b = scope.spawn(|| other.migrate().wait().unwrap());
+        (a.join().unwrap(), b.join().unwrap())
+    });
+    let mut applied = [a, b].concat();
+    applied.sort_unstable();
+    assert_eq!(applied, [1], "each migration once");
+    db.check_schema().wait().unwrap();
+    assert!(db.migrate().wait().unwrap().is_empty());
 }

@@ -1,0 +1,301 @@
+//! PostgreSQL, for many instances: tenants and API keys (hashes only, revoked by a timestamp,
+//! every change an event), behind the same [`KeyStore`] trait as the key file.
+//!
+//! The schema is in `migrations/`, embedded in the binary: [`Database::migrate`] applies what is
+//! missing (`warden migrate`), under an advisory lock so two instances never apply one twice,
+//! and [`Database::check_schema`] refuses a database that is behind. Every change to the keys
+//! sends a `NOTIFY warden_keys`, which [`Database::listen`] turns into a callback: each daemon
+//! reloads its keys at once, so a revocation reaches every instance well within a second.
+//!
+//! Each call runs as a task on the runtime the database was connected on (as with Redis), so a
+//! caller may await it from any thread or park on it.
+
+use std::sync::Arc;
+
+use tokio_postgres::{AsyncMessage, Client, NoTls};
+use warden_core::state::{KeyRecord, KeyStore, StoreCall, StoreError};
+
+/// The migrations, in order: (version, SQL).
+const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_tenants_and_keys.sql"))];
+
+/// The channel every key change is announced on.
+pub const KEYS_CHANNEL: &str = "warden_keys";
+
+/// Any number that names Warden's migration lock among the database's advisory locks.
+const MIGRATION_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
+
+/// A PostgreSQL failure as a store error: what failed and the server's message class, never a
+/// parameter (a key hash) or the URL.
+fn store_error(what: &str, e: &tokio_postgres::Error) -> StoreError {
+    let detail = match e.code() {
+        Some(code) => format!("SQLSTATE {}", code.code()),
+        None if e.is_closed() => "connection closed".to_owned(),
+        None => "unreachable".to_owned(),
+    };
+    StoreError::new(format!("postgres {what}: {detail}"))
+}
+
+/// Tenants and API keys in PostgreSQL (see the module documentation).
+pub struct Database {
+    client: Arc<tokio::sync::Mutex<Client>>,
+    runtime: tokio::runtime::Handle,
+    url: String,
+}
+
+impl std::fmt::Debug for Database {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Database").finish_non_exhaustive()
+    }
+}
+
+async fn open(
+    url: &str,
+) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<String>), StoreError> {
+    let (client, mut connection) = tokio_postgres::connect(url, NoTls)
+        .await
+        .map_err(|e| store_error("connect", &e))?;
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        loop {
+            match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notification(n))) => {
+                    if tx.send(n.payload().to_owned()).is_err() {
+                        // Nobody listens on this connection: notifications are not needed.
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %store_error("connection", &e), "database connection ended");
+                    break;
+                }
+                None => break,
+            }
+        }
+    });
+    Ok((client, rx))
+}
+
+impl Database {
+    /// Connects to `url` (`postgres://user[:password]@host:port/db`; TLS is not built in). Must
+    /// be called on a Tokio runtime, which then runs every call.
+    pub async fn connect(url: &str) -> Result<Self, StoreError> {
+        let (client, _) = open(url).await?;
+        Ok(Self {
+            client: Arc::new(tokio::sync::Mutex::new(client)),
+            runtime: tokio::runtime::Handle::current(),
+            url: url.to_owned(),
+        })
+    }
+
+    /// Runs `work` with the client on the database's runtime.
+    fn run<'a, T, F, Fut>(&'a self, what: &'static str, work: F) -> StoreCall<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<tokio::sync::Mutex<Client>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
+    {
+        let task = self.runtime.spawn(work(Arc::clone(&self.client)));
+        StoreCall::pending(async move {
+            match task.await {
+                Ok(Ok(answer)) => Ok(answer),
+                Ok(Err(e)) => Err(store_error(what, &e)),
+                Err(_) => Err(StoreError::new(format!(
+                    "postgres {what}: the task was stopped"
+                ))),
+            }
+        })
+    }
+
+    /// Applies the migrations the database lacks; answers the versions applied now.
+    pub fn migrate(&self) -> StoreCall<'_, Vec<i32>> {
+        self.run("migrate", |client| async move {
+            let mut client = client.lock().await;
+            let tx = client.transaction().await?;
+            tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+                .await?;
+            tx.batch_execute(
+                "CREATE TABLE IF NOT EXISTS warden_migrations (
+                     version integer PRIMARY KEY,
+                     applied_at timestamptz NOT NULL DEFAULT now())",
+            )
+            .await?;
+            let mut applied = Vec::new();
+            for (version, sql) in MIGRATIONS {
+                let done = tx
+                    .query_opt(
+                        "SELECT 1 FROM warden_migrations WHERE version = $1",
+                        &[version],
+                    )
+                    .await?
+                    .is_some();
+                if !done {
+                    tx.batch_execute(sql).await?;
+                    tx.execute(
+                        "INSERT INTO warden_migrations (version) VALUES ($1)",
+                        &[version],
+                    )
+                    .await?;
+                    applied.push(*version);
+                }
+            }
+            tx.commit().await?;
+            Ok(applied)
+        })
+    }
+
+    /// Refuses a database whose schema is behind this binary's (run `warden migrate`).
+    pub fn check_schema(&self) -> StoreCall<'_, ()> {
+        let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
+        let call = self.run("schema check", |client| async move {
+            let client = client.lock().await;
+            let exists = client
+                .query_one("SELECT to_regclass('warden_migrations') IS NOT NULL", &[])
+                .await?
+                .get::<_, bool>(0);
+            if !exists {
+                return Ok(0);
+            }
+            client
+                .query_one(
+                    "SELECT coalesce(max(version), 0) FROM warden_migrations",
+                    &[],
+                )
+                .await
+                .map(|row| row.get::<_, i32>(0))
+        });
+        StoreCall::pending(async move {
+            let version = call.await?;
+            if version < latest {
+                return Err(StoreError::new(format!(
+                    "the database schema is at version {version}, this warden needs {latest}: run `warden migrate`"
+                )));
+            }
+            Ok(())
+        })
+    }
+
+    /// Calls `on_change` whenever the keys change (from any instance), on a connection of its
+    /// own (reconnected when it drops, then `on_change` once, for what was missed meanwhile).
+    /// Runs until the runtime stops.
+    pub fn listen(&self, on_change: Arc<dyn Fn() + Send + Sync>) {
+        let url = self.url.clone();
+        self.runtime.spawn(async move {
+            let mut first = true;
+            loop {
+                match open(&url).await {
+                    Ok((client, mut notes)) => {
+                        if client
+                            .batch_execute(&format!("LISTEN {KEYS_CHANNEL}"))
+                            .await
+                            .is_ok()
+                        {
+                            if !first {
+                                on_change();
+                            }
+                            first = false;
+                            while notes.recv().await.is_some() {
+                                on_change();
+                            }
+                        }
+                        tracing::warn!("database notifications stopped; reconnecting");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "cannot listen for key changes; retrying"),
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+            }
+        });
+    }
+}
+
+impl KeyStore for Database {
+    fn list(&self) -> StoreCall<'_, Vec<KeyRecord>> {
+        self.run("list keys", |client| async move {
+            let client = client.lock().await;
+            let rows = client
+                .query(
+                    "SELECT id, tenant, policy, sha256, extract(epoch FROM created_at)::bigint
+                     FROM warden_api_keys WHERE revoked_at IS NULL ORDER BY seq",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| KeyRecord {
+                    id: row.get(0),
+                    tenant: row.get(1),
+                    policy: row.get(2),
+                    sha256: row.get(3),
+                    created: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+                })
+                .collect())
+        })
+    }
+
+    fn insert<'a>(&'a self, record: &'a KeyRecord) -> StoreCall<'a, bool> {
+        let record = record.clone();
+        self.run("insert key", move |client| async move {
+            let mut client = client.lock().await;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO warden_tenants (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&record.tenant],
+            )
+            .await?;
+            let created = i64::try_from(record.created).unwrap_or(i64::MAX) as f64;
+            let prefix = record.id.get(..8).unwrap_or(&record.id);
+            let added = tx
+                .execute(
+                    "INSERT INTO warden_api_keys (id, sha256, prefix, tenant, policy, created_at)
+                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6)) ON CONFLICT DO NOTHING",
+                    &[
+                        &record.id,
+                        &record.sha256,
+                        &prefix,
+                        &record.tenant,
+                        &record.policy,
+                        &created,
+                    ],
+                )
+                .await?
+                == 1;
+            if added {
+                tx.execute(
+                    "INSERT INTO warden_key_events (key_id, event) VALUES ($1, 'created')",
+                    &[&record.id],
+                )
+                .await?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&KEYS_CHANNEL, &record.id])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(added)
+        })
+    }
+
+    fn revoke<'a>(&'a self, id: &'a str) -> StoreCall<'a, bool> {
+        let id = id.to_owned();
+        self.run("revoke key", move |client| async move {
+            let mut client = client.lock().await;
+            let tx = client.transaction().await?;
+            let revoked = tx
+                .execute(
+                    "UPDATE warden_api_keys SET revoked_at = now()
+                     WHERE id = $1 AND revoked_at IS NULL",
+                    &[&id],
+                )
+                .await?
+                == 1;
+            if revoked {
+                tx.execute(
+                    "INSERT INTO warden_key_events (key_id, event) VALUES ($1, 'revoked')",
+                    &[&id],
+                )
+                .await?;
+                tx.execute("SELECT pg_notify($1, $2)", &[&KEYS_CHANNEL, &id])
+                    .await?;
+            }
+            tx.commit().await?;
+            Ok(revoked)
+        })
+    }
+}
