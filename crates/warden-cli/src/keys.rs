@@ -3,7 +3,6 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use warden::state::KeyStore as _;
 use warden_server::ServeConfig;
 use warden_store::keys;
 
@@ -62,27 +61,79 @@ pub enum KeysCommand {
     },
 }
 
-/// Which key file: `--keys`, else the `--config` file's `keys_file`, else the default.
+/// Where the keys are: PostgreSQL when `--database-url`, the `--config` file's `database_url`
+/// or `WARDEN_DATABASE_URL` names it; else the key file: `--keys`, else the `--config` file's
+/// `keys_file`, else the default.
 #[derive(clap::Args, Debug)]
 pub struct KeyFileArgs {
     /// The key file.
     #[arg(long)]
     keys: Option<PathBuf>,
-    /// A `warden serve` configuration file naming the key file.
+    /// A `warden serve` configuration file naming the key file or the database.
     #[arg(long, short)]
     config: Option<PathBuf>,
+    /// The PostgreSQL database holding the keys (`postgres://...`; also `WARDEN_DATABASE_URL`).
+    #[arg(long)]
+    database_url: Option<String>,
+}
+
+/// An opened key store, what to call it in messages, and the runtime a database runs on.
+pub(crate) struct Keys {
+    pub(crate) store: Box<dyn warden::state::KeyStore>,
+    pub(crate) place: String,
+    _runtime: Option<tokio::runtime::Runtime>,
 }
 
 impl KeyFileArgs {
-    fn path(&self) -> Result<PathBuf, String> {
-        if let Some(p) = &self.keys {
-            return Ok(p.clone());
+    fn config(&self) -> Result<ServeConfig, String> {
+        let mut config = match &self.config {
+            Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
+            None => ServeConfig::default(),
+        };
+        if let Some(url) = &self.database_url {
+            config.database_url = Some(warden_server::config::SecretUrl(url.clone()));
         }
-        match &self.config {
-            Some(c) => Ok(ServeConfig::load(c).map_err(|e| e.to_string())?.keys_file),
-            None => Ok(ServeConfig::default().keys_file),
+        config.urls_from_env();
+        Ok(config)
+    }
+
+    pub(crate) fn open(&self) -> Result<Keys, String> {
+        let config = self.config()?;
+        match (&self.keys, &config.database_url) {
+            (None, Some(url)) => {
+                let (database, runtime) = connect(&url.0)?;
+                database.check_schema().wait().map_err(|e| e.to_string())?;
+                Ok(Keys {
+                    store: Box::new(database),
+                    place: "the database".to_owned(),
+                    _runtime: Some(runtime),
+                })
+            }
+            (keys, _) => {
+                let path = keys.clone().unwrap_or(config.keys_file);
+                Ok(Keys {
+                    place: path.display().to_string(),
+                    store: Box::new(keys::FileKeyStore::new(&path)),
+                    _runtime: None,
+                })
+            }
         }
     }
+}
+
+/// Connects to PostgreSQL at `url` on a runtime of its own (kept with the database).
+pub(crate) fn connect(
+    url: &str,
+) -> Result<(warden_store::Database, tokio::runtime::Runtime), String> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .map_err(|e| format!("cannot start the runtime: {e}"))?;
+    let database = runtime
+        .block_on(warden_store::Database::connect(url))
+        .map_err(|e| e.to_string())?;
+    Ok((database, runtime))
 }
 
 /// Runs a `warden keys` subcommand.
@@ -103,28 +154,26 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
             policy,
             file,
         } => {
-            let path = file.path()?;
-            let store = keys::FileKeyStore::new(&path);
-            let (key, record) =
-                keys::create_key(&store, tenant, policy.as_deref()).map_err(|e| e.to_string())?;
+            let keys = file.open()?;
+            let (key, record) = keys::create_key(&*keys.store, tenant, policy.as_deref())
+                .map_err(|e| e.to_string())?;
             println!("{key}");
             eprintln!(
                 "created key `{}` for tenant `{}` (policy `{}`) in {}; it is shown only once",
                 record.id,
                 record.tenant,
                 record.policy_name(),
-                path.display()
+                keys.place
             );
             Ok(ExitCode::SUCCESS)
         }
         KeysCommand::Revoke { id, file } => {
-            let path = file.path()?;
-            let store = keys::FileKeyStore::new(&path);
-            if store.revoke(id).wait().map_err(|e| e.to_string())? {
+            let keys = file.open()?;
+            if keys.store.revoke(id).wait().map_err(|e| e.to_string())? {
                 eprintln!("revoked key `{id}`");
                 Ok(ExitCode::SUCCESS)
             } else {
-                eprintln!("warden keys: no key `{id}` in {}", path.display());
+                eprintln!("warden keys: no key `{id}` in {}", keys.place);
                 Ok(ExitCode::from(EXIT_BAD_INPUT))
             }
         }
@@ -132,11 +181,42 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
         KeysCommand::GenAudit { out, force } => crate::token::gen_audit(out, *force),
         KeysCommand::Jwks { signing_keys } => crate::token::print_jwks(signing_keys),
         KeysCommand::List { file } => {
-            let store = keys::FileKeyStore::new(file.path()?);
-            for record in store.list().wait().map_err(|e| e.to_string())? {
+            let keys = file.open()?;
+            for record in keys.store.list().wait().map_err(|e| e.to_string())? {
                 println!("{}\t{}\t{}", record.id, record.tenant, record.policy_name());
             }
             Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+/// Runs `warden migrate`.
+pub fn migrate(database_url: Option<String>, config: Option<&std::path::Path>) -> ExitCode {
+    let args = KeyFileArgs {
+        keys: None,
+        config: config.map(std::path::Path::to_path_buf),
+        database_url,
+    };
+    let result = args.config().and_then(|config| {
+        let url = config.database_url.ok_or_else(|| {
+            "no database: give --database-url, WARDEN_DATABASE_URL or a config with database_url"
+                .to_owned()
+        })?;
+        let (database, _runtime) = connect(&url.0)?;
+        database.migrate().wait().map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(applied) if applied.is_empty() => {
+            eprintln!("warden migrate: the database is up to date");
+            ExitCode::SUCCESS
+        }
+        Ok(applied) => {
+            eprintln!("warden migrate: applied migrations {applied:?}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("warden migrate: {e}");
+            ExitCode::from(EXIT_BAD_INPUT)
         }
     }
 }

@@ -89,6 +89,16 @@ enum Command {
     /// MCP proxy: enforce the policy on an MCP server's tool calls (stdio or Streamable HTTP).
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
+    /// Create or update the PostgreSQL schema (`database_url`): applies the migrations built
+    /// into this binary that the database lacks, once, whichever instance runs it.
+    Migrate {
+        /// The database (`postgres://...`; also `WARDEN_DATABASE_URL`, or `--config`'s).
+        #[arg(long)]
+        database_url: Option<String>,
+        /// A `warden serve` configuration file naming the database.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+    },
 }
 
 /// Exit code for bad input.
@@ -128,5 +138,9 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit::run(&command),
         Command::Token(command) => token::run(&command),
         Command::Mcp(command) => mcp::run(command),
+        Command::Migrate {
+            database_url,
+            config,
+        } => keys::migrate(database_url, config.as_deref()),
     }
 }

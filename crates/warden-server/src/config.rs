@@ -64,7 +64,11 @@ pub struct ServeConfig {
     pub state_file: PathBuf,
     /// Shared state for many instances: a `redis://` URL (or `WARDEN_REDIS_URL`). When set,
     /// sessions and single-use token ids live in Redis and `state` applies to nothing else.
-    pub redis_url: Option<RedisUrl>,
+    pub redis_url: Option<SecretUrl>,
+    /// Tenants and API keys for many instances: a `postgres://` URL (or `WARDEN_DATABASE_URL`).
+    /// When set, keys live in PostgreSQL (`warden migrate` creates the schema) instead of
+    /// `keys_file`, and every instance reloads them as soon as one changes.
+    pub database_url: Option<SecretUrl>,
     /// Prefix of Warden's keys in Redis (several deployments may share one Redis).
     pub redis_prefix: String,
     /// Longest wait for one Redis answer in milliseconds; a slower one is a state failure.
@@ -139,6 +143,7 @@ impl Default for ServeConfig {
             state: StateMode::File,
             state_file: PathBuf::from(".warden/sessions.redb"),
             redis_url: None,
+            database_url: None,
             redis_prefix: "warden".to_owned(),
             redis_timeout_ms: 500,
             state_fail_mode: StateFailMode::Closed,
@@ -212,23 +217,30 @@ impl ServeConfig {
         Ok(config)
     }
 
-    /// Takes `WARDEN_REDIS_URL` when the configuration names no Redis.
-    pub fn redis_from_env(&mut self) {
-        if self.redis_url.is_none()
-            && let Ok(url) = std::env::var("WARDEN_REDIS_URL")
-            && !url.is_empty()
-        {
-            self.redis_url = Some(RedisUrl(url));
+    /// Takes `WARDEN_REDIS_URL` and `WARDEN_DATABASE_URL` where the configuration names no
+    /// Redis or database.
+    pub fn urls_from_env(&mut self) {
+        for (slot, var) in [
+            (&mut self.redis_url, "WARDEN_REDIS_URL"),
+            (&mut self.database_url, "WARDEN_DATABASE_URL"),
+        ] {
+            if slot.is_none()
+                && let Ok(url) = std::env::var(var)
+                && !url.is_empty()
+            {
+                *slot = Some(SecretUrl(url));
+            }
         }
     }
 }
 
-/// A Redis URL: it may hold a password, so it is never printed (`Debug` shows the scheme).
+/// A Redis or PostgreSQL URL: it may hold a password, so it is never printed (`Debug` shows the
+/// scheme).
 #[derive(Clone, PartialEq, Eq, Deserialize)]
 #[serde(transparent)]
-pub struct RedisUrl(pub String);
+pub struct SecretUrl(pub String);
 
-impl std::fmt::Debug for RedisUrl {
+impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
         write!(f, "{scheme}://(hidden)")

@@ -33,9 +33,9 @@ use arc_swap::ArcSwap;
 use axum::Router;
 use axum::routing::{get, post};
 use tokio::sync::Semaphore;
-use warden::state::{CounterStore, MemoryNonceStore, NonceStore};
+use warden::state::{CounterStore, KeyStore, MemoryNonceStore, NonceStore};
 use warden_core::Pipeline;
-use warden_store::{EmbeddedSessionStore, RedisOptions, RedisState};
+use warden_store::{Database, EmbeddedSessionStore, FileKeyStore, RedisOptions, RedisState};
 
 pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateFailMode, StateMode};
 pub use error::ApiError;
@@ -60,6 +60,10 @@ struct Inner {
     store: Arc<EmbeddedSessionStore>,
     /// The shared state (`redis_url`): sessions and token ids, for every instance.
     shared: Option<Arc<RedisState>>,
+    /// Where the API keys are: the key file, or PostgreSQL (`database_url`).
+    keys: Arc<dyn KeyStore>,
+    /// PostgreSQL, when `database_url` is set.
+    database: Option<Arc<Database>>,
     /// Every decision goes through it; it owns the metrics, the signing key and the audit log
     /// (its effects).
     pipeline: Pipeline<effects::ServerEffects>,
@@ -89,7 +93,20 @@ impl AppState {
         mut config: ServeConfig,
         config_path: Option<PathBuf>,
     ) -> Result<Self, ServeError> {
-        config.redis_from_env();
+        config.urls_from_env();
+        let database = match &config.database_url {
+            Some(url) => {
+                let database = Database::connect(&url.0)
+                    .await
+                    .map_err(|e| ServeError::Store(e.to_string()))?;
+                database
+                    .check_schema()
+                    .await
+                    .map_err(|e| ServeError::Store(e.to_string()))?;
+                Some(Arc::new(database))
+            }
+            None => None,
+        };
         let shared = match &config.redis_url {
             Some(url) => {
                 let options = RedisOptions {
@@ -107,7 +124,7 @@ impl AppState {
             }
             None => None,
         };
-        tokio::task::spawn_blocking(move || Self::build(config, config_path, shared))
+        tokio::task::spawn_blocking(move || Self::build(config, config_path, shared, database))
             .await
             .map_err(|e| ServeError::Io(e.to_string()))?
     }
@@ -115,19 +132,25 @@ impl AppState {
     /// [`Self::open`] for embedded state only (no runtime needed): a configuration naming Redis
     /// is refused, since connecting to it is asynchronous.
     pub fn new(config: ServeConfig, config_path: Option<PathBuf>) -> Result<Self, ServeError> {
-        if config.redis_url.is_some() {
+        if config.redis_url.is_some() || config.database_url.is_some() {
             return Err(ServeError::Store(
-                "redis_url is set: open the daemon's state with AppState::open".to_owned(),
+                "redis_url or database_url is set: open the daemon's state with AppState::open"
+                    .to_owned(),
             ));
         }
-        Self::build(config, config_path, None)
+        Self::build(config, config_path, None, None)
     }
 
     fn build(
         config: ServeConfig,
         config_path: Option<PathBuf>,
         shared: Option<Arc<RedisState>>,
+        database: Option<Arc<Database>>,
     ) -> Result<Self, ServeError> {
+        let keys: Arc<dyn KeyStore> = match &database {
+            Some(database) => Arc::clone(database) as _,
+            None => Arc::new(FileKeyStore::new(&config.keys_file)),
+        };
         let ttl = session_ttl(&config);
         let store = match (config.state, &shared) {
             (StateMode::Memory, _) | (_, Some(_)) => EmbeddedSessionStore::memory(ttl),
@@ -146,7 +169,7 @@ impl AppState {
         };
         let mut metrics = Metrics::new();
         metrics.register_store(Arc::clone(&store));
-        let snapshot = Snapshot::load(&config, None).map_err(|e| ServeError::Load(e.0))?;
+        let snapshot = Snapshot::load(&config, &*keys, None).map_err(|e| ServeError::Load(e.0))?;
         let signing = config
             .signing_key
             .as_deref()
@@ -181,6 +204,8 @@ impl AppState {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
             shared,
+            keys,
+            database,
             pipeline,
             limiter,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
@@ -214,6 +239,11 @@ impl AppState {
     /// The session store.
     pub fn store(&self) -> &Arc<EmbeddedSessionStore> {
         &self.0.store
+    }
+
+    /// PostgreSQL, when `database_url` is set.
+    pub fn database(&self) -> Option<&Arc<Database>> {
+        self.0.database.as_ref()
     }
 
     /// The shared state, when `redis_url` is set.
@@ -301,7 +331,7 @@ impl AppState {
             }
         }
         let previous = self.0.snapshot.load_full();
-        let snapshot = Snapshot::load(&config, Some(&previous)).map_err(|e| e.0)?;
+        let snapshot = Snapshot::load(&config, &*self.0.keys, Some(&previous)).map_err(|e| e.0)?;
         // The file named at start is re-read; changing `signing_key` itself needs a restart.
         let key = self
             .effects()

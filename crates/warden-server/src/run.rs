@@ -88,6 +88,18 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         .await?
         .with_anonymous_override(options.anonymous_policy_override.clone());
     crate::mcp::check(&state).map_err(ServeError::Load)?;
+    // Keys in PostgreSQL: any instance's change reloads this one's at once.
+    if let Some(database) = state.database() {
+        let state = state.clone();
+        database.listen(Arc::new(move || {
+            let state = state.clone();
+            tokio::spawn(async move {
+                if let Err(e) = state.reload().await {
+                    tracing::warn!(error = %e, "reload after a key change failed; keeping the keys loaded");
+                }
+            });
+        }));
+    }
     let mut flusher = state
         .store()
         .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)))

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use sha2::{Digest, Sha256};
 use warden::CompiledPolicy;
 use warden::rego::{RegoLimits, RegoModule, RegoPolicy};
-use warden_store::{FileKeyStore, KeyIndex};
+use warden::state::KeyStore;
+use warden_store::KeyIndex;
 
 use crate::config::ServeConfig;
 
@@ -76,12 +77,16 @@ impl Snapshot {
             })
     }
 
-    /// Loads every policy file in `config.policies` (not recursing) and the key file. Any
+    /// Loads every policy file in `config.policies` (not recursing) and the keys from `keys`. Any
     /// file that does not load as a policy (other than a Rego policy's data document), two
     /// policies with one name, or an `anonymous_policy` naming none of the loaded policies
     /// fails the whole load. `previous` keeps
     /// `loaded_at` for unchanged policies.
-    pub fn load(config: &ServeConfig, previous: Option<&Snapshot>) -> Result<Self, SnapshotError> {
+    pub fn load(
+        config: &ServeConfig,
+        keys: &dyn KeyStore,
+        previous: Option<&Snapshot>,
+    ) -> Result<Self, SnapshotError> {
         let dir = &config.policies;
         let entries = std::fs::read_dir(dir)
             .map_err(|e| SnapshotError(format!("{}: cannot read: {e}", dir.display())))?;
@@ -114,8 +119,7 @@ impl Snapshot {
             }
             policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
         }
-        let keys = KeyIndex::load(&FileKeyStore::new(&config.keys_file))
-            .map_err(|e| SnapshotError(e.to_string()))?;
+        let keys = KeyIndex::load(keys).map_err(|e| SnapshotError(e.to_string()))?;
         let anonymous = match config.anonymous_policy.as_deref() {
             None => None,
             Some("*") => (policies.len() == 1)

@@ -75,6 +75,21 @@ async fn open(
     Ok((client, rx))
 }
 
+/// Replaces a connection the server closed (a restart, a failover, a terminated backend) with
+/// a new one, so that a call after an outage works without restarting the daemon.
+async fn reopen_if_closed(
+    client: &tokio::sync::Mutex<Client>,
+    url: &str,
+) -> Result<(), StoreError> {
+    let mut client = client.lock().await;
+    if client.is_closed() {
+        let (fresh, _) = open(url).await?;
+        *client = fresh;
+        tracing::info!("database connection reopened");
+    }
+    Ok(())
+}
+
 impl Database {
     /// Connects to `url` (`postgres://user[:password]@host:port/db`; TLS is not built in). Must
     /// be called on a Tokio runtime, which then runs every call.
@@ -94,11 +109,15 @@ impl Database {
         F: FnOnce(Arc<tokio::sync::Mutex<Client>>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<T, tokio_postgres::Error>> + Send + 'static,
     {
-        let task = self.runtime.spawn(work(Arc::clone(&self.client)));
+        let client = Arc::clone(&self.client);
+        let url = self.url.clone();
+        let task = self.runtime.spawn(async move {
+            reopen_if_closed(&client, &url).await?;
+            work(client).await.map_err(|e| store_error(what, &e))
+        });
         StoreCall::pending(async move {
             match task.await {
-                Ok(Ok(answer)) => Ok(answer),
-                Ok(Err(e)) => Err(store_error(what, &e)),
+                Ok(answer) => answer,
                 Err(_) => Err(StoreError::new(format!(
                     "postgres {what}: the task was stopped"
                 ))),

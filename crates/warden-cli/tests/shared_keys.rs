@@ -1,0 +1,269 @@
+//! Many `warden serve` instances sharing their API keys in PostgreSQL (`database_url`), each a
+//! real daemon: `warden migrate` creates the schema once, a daemon refuses an unmigrated
+//! database, a key created with `warden keys create --database-url` authenticates on every
+//! instance, its revocation reaches every instance within a second, and when the database drops
+//! the daemons' connections the keys they hold keep authenticating and later changes still
+//! arrive. PostgreSQL is the machine's (`WARDEN_TEST_DATABASE_URL`, default
+//! `postgres://root@127.0.0.1:5432/test`), each test in a schema of its own.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use common::serve::Server;
+use common::{SUPPORT_AGENT, WARDEN};
+use serde_json::json;
+
+/// A password the URL carries; trust authentication ignores it, so it only shows whether the
+/// URL leaks into a log or an error.
+const PASSWORD: &str = "pg-secret-7f3a";
+
+fn base_url() -> String {
+    std::env::var("WARDEN_TEST_DATABASE_URL")
+        .unwrap_or_else(|_| "postgres://root@127.0.0.1:5432/test".to_owned())
+}
+
+/// Runs `sql` on the machine's database.
+fn admin(sql: &str) {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let base = base_url();
+        let (client, connection) = tokio_postgres::connect(&base, tokio_postgres::NoTls)
+            .await
+            .unwrap_or_else(|e| panic!("PostgreSQL at {base}: {e} (scripts/test starts one)"));
+        let driver = tokio::spawn(connection);
+        client.batch_execute(sql).await.unwrap();
+        drop(client);
+        driver.await.unwrap().unwrap();
+    });
+}
+
+/// A site whose instances share a fresh schema: the policies, one `warden.yaml` naming the
+/// database (with a password and an `application_name` of its own), and no key file.
+struct Site {
+    dir: tempfile::TempDir,
+    url: String,
+    name: String,
+}
+
+impl Site {
+    fn new() -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos();
+        let name = format!(
+            "warden_keys_{}_{nanos}_{}",
+            std::process::id(),
+            NEXT.fetch_add(1, Ordering::Relaxed)
+        );
+        admin(&format!("CREATE SCHEMA \"{name}\""));
+        let base = base_url().replacen("://root@", &format!("://root:{PASSWORD}@"), 1);
+        let join = if base.contains('?') { '&' } else { '?' };
+        let url = format!("{base}{join}options=-csearch_path%3D{name}&application_name={name}");
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        let config = format!(
+            "policies: policies\nrate_limit: {{ per_second: 0 }}\nwatch: false\n\
+             state: memory\ndatabase_url: \"{url}\"\n"
+        );
+        std::fs::write(dir.path().join("warden.yaml"), config).unwrap();
+        Self { dir, url, name }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn warden(&self, args: &[&str]) -> Output {
+        Command::new(WARDEN).args(args).output().unwrap()
+    }
+
+    fn migrate(&self) -> Output {
+        self.warden(&["migrate", "--database-url", &self.url])
+    }
+
+    fn start(&self, name: &str) -> Server {
+        let config = self.path("warden.yaml").display().to_string();
+        let args = ["--config", config.as_str(), "--listen", "127.0.0.1:0"];
+        Server::spawn(
+            &args,
+            &self.path(&format!("{name}.port")),
+            &self.path(&format!("{name}.log")),
+        )
+    }
+
+    /// A new key for tenant `acme` on `support-agent`, created in the database through the
+    /// configuration file.
+    fn create_key(&self) -> String {
+        let config = self.path("warden.yaml").display().to_string();
+        let out = self.warden(&[
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--policy",
+            "support-agent",
+            "--config",
+            &config,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains("in the database"), "{}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    }
+
+    /// Drops every connection the daemons hold to this site's schema, as a database restart
+    /// or a network cut would.
+    fn drop_connections(&self) {
+        admin(&format!(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity \
+             WHERE application_name = '{}'",
+            self.name
+        ));
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        admin(&format!("DROP SCHEMA IF EXISTS \"{}\" CASCADE", self.name));
+    }
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+fn status(server: &Server, key: &str) -> u16 {
+    let body =
+        json!({"kind": "tool_call", "tool": "crm.read_customer", "session": "s", "args": {}});
+    server.post_json("/v1/decide", Some(key), &body).status
+}
+
+/// Waits at most `within` for `server` to answer `want` for `key`.
+fn answers_within(server: &Server, key: &str, want: u16, within: Duration) -> bool {
+    let deadline = Instant::now() + within;
+    loop {
+        if status(server, key) == want {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn migrate_creates_the_schema_once_and_daemons_refuse_an_unmigrated_database() {
+    let site = Site::new();
+    let config = site.path("warden.yaml").display().to_string();
+    let refused = Command::new(WARDEN)
+        .args(["serve", "--config", &config, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("run `warden migrate`"),
+        "{}",
+        stderr(&refused)
+    );
+    assert!(!stderr(&refused).contains(PASSWORD), "{}", stderr(&refused));
+
+    let first = site.migrate();
+    assert!(first.status.success(), "{}", stderr(&first));
+    assert!(
+        stderr(&first).contains("applied migrations [1]"),
+        "{}",
+        stderr(&first)
+    );
+    let again = site.migrate();
+    assert!(again.status.success(), "{}", stderr(&again));
+    assert!(stderr(&again).contains("up to date"), "{}", stderr(&again));
+
+    // No database named: a clear error, exit 2.
+    let none = Command::new(WARDEN)
+        .arg("migrate")
+        .env_remove("WARDEN_DATABASE_URL")
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2), "{}", stderr(&none));
+    assert!(
+        stderr(&none).contains("--database-url"),
+        "{}",
+        stderr(&none)
+    );
+}
+
+#[test]
+fn a_key_works_on_every_instance_and_its_revocation_reaches_them_within_a_second() {
+    let site = Site::new();
+    assert!(site.migrate().status.success());
+    let (a, b) = (site.start("a"), site.start("b"));
+    let key = site.create_key();
+    // Created after both started: each learns it from the database's notification.
+    assert!(answers_within(&a, &key, 200, Duration::from_secs(1)));
+    assert!(answers_within(&b, &key, 200, Duration::from_secs(1)));
+    assert_eq!(status(&a, "wdn_not_a_key"), 401);
+
+    let listed = site.warden(&["keys", "list", "--database-url", &site.url]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(listed.contains("\tacme\tsupport-agent"), "{listed}");
+    assert!(
+        !listed.contains(&key),
+        "the key itself is never stored: {listed}"
+    );
+    let id = listed.split('\t').next().unwrap().to_owned();
+
+    let revoked = site.warden(&["keys", "revoke", &id, "--database-url", &site.url]);
+    assert!(revoked.status.success(), "{}", stderr(&revoked));
+    assert!(answers_within(&a, &key, 401, Duration::from_secs(1)));
+    assert!(answers_within(&b, &key, 401, Duration::from_secs(1)));
+    let twice = site.warden(&["keys", "revoke", &id, "--database-url", &site.url]);
+    assert_eq!(twice.status.code(), Some(2), "{}", stderr(&twice));
+
+    for server in [&a, &b] {
+        let log = server.log_text();
+        assert!(!log.contains(PASSWORD), "{log}");
+        assert!(!log.contains(&key), "{log}");
+    }
+}
+
+#[test]
+fn keys_held_keep_working_while_the_database_is_gone_and_changes_arrive_after() {
+    let site = Site::new();
+    assert!(site.migrate().status.success());
+    let old = site.create_key();
+    let server = site.start("a");
+    assert_eq!(status(&server, &old), 200);
+
+    site.drop_connections();
+    // The keys loaded stay in force: a dropped database is not a reason to lock users out.
+    for _ in 0..20 {
+        assert_eq!(status(&server, &old), 200);
+    }
+    // The listener reconnects and a key created afterwards still reaches the daemon.
+    let new = site.create_key();
+    assert!(
+        answers_within(&server, &new, 200, Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(status(&server, &old), 200);
+    assert!(!server.log_text().contains(PASSWORD));
+}
