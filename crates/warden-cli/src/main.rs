@@ -12,6 +12,7 @@ mod check;
 mod eval;
 mod keys;
 mod mcp;
+mod policy;
 mod serve;
 mod test;
 mod token;
@@ -89,6 +90,9 @@ enum Command {
     /// MCP proxy: enforce the policy on an MCP server's tool calls (stdio or Streamable HTTP).
     #[command(subcommand)]
     Mcp(mcp::McpCommand),
+    /// Policies in PostgreSQL (`database_url`): push, list, history, activate.
+    #[command(subcommand)]
+    Policy(policy::PolicyCommand),
     /// Create or update the PostgreSQL schema (`database_url`): applies the migrations built
     /// into this binary that the database lacks, once, whichever instance runs it.
     Migrate {
@@ -138,6 +142,7 @@ fn main() -> ExitCode {
         Command::Audit(command) => audit::run(&command),
         Command::Token(command) => token::run(&command),
         Command::Mcp(command) => mcp::run(command),
+        Command::Policy(command) => policy::run(&command),
         Command::Migrate {
             database_url,
             config,

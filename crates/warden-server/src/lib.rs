@@ -169,7 +169,9 @@ impl AppState {
         };
         let mut metrics = Metrics::new();
         metrics.register_store(Arc::clone(&store));
-        let snapshot = Snapshot::load(&config, &*keys, None).map_err(|e| ServeError::Load(e.0))?;
+        let stored = stored_policies(database.as_deref()).map_err(ServeError::Load)?;
+        let snapshot =
+            Snapshot::load(&config, &*keys, &stored, None).map_err(|e| ServeError::Load(e.0))?;
         let signing = config
             .signing_key
             .as_deref()
@@ -331,7 +333,9 @@ impl AppState {
             }
         }
         let previous = self.0.snapshot.load_full();
-        let snapshot = Snapshot::load(&config, &*self.0.keys, Some(&previous)).map_err(|e| e.0)?;
+        let stored = stored_policies(self.0.database.as_deref())?;
+        let snapshot =
+            Snapshot::load(&config, &*self.0.keys, &stored, Some(&previous)).map_err(|e| e.0)?;
         // The file named at start is re-read; changing `signing_key` itself needs a restart.
         let key = self
             .effects()
@@ -341,6 +345,14 @@ impl AppState {
             .transpose()?;
         Ok((snapshot, key))
     }
+}
+
+/// The active policies in the database, when there is one (parks the calling thread: call it
+/// off the runtime's workers).
+fn stored_policies(database: Option<&Database>) -> Result<Vec<warden_store::StoredPolicy>, String> {
+    database.map_or(Ok(Vec::new()), |database| {
+        database.active_policies().wait().map_err(|e| e.to_string())
+    })
 }
 
 /// The API routes (`/v1/*`), each behind the guard (readiness, API key, rate limit, concurrency

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use warden::CompiledPolicy;
 use warden::rego::{RegoLimits, RegoModule, RegoPolicy};
 use warden::state::KeyStore;
-use warden_store::KeyIndex;
+use warden_store::{KeyIndex, PolicyFormat, StoredPolicy};
 
 use crate::config::ServeConfig;
 
@@ -77,14 +77,16 @@ impl Snapshot {
             })
     }
 
-    /// Loads every policy file in `config.policies` (not recursing) and the keys from `keys`. Any
-    /// file that does not load as a policy (other than a Rego policy's data document), two
-    /// policies with one name, or an `anonymous_policy` naming none of the loaded policies
-    /// fails the whole load. `previous` keeps
-    /// `loaded_at` for unchanged policies.
+    /// Loads every policy file in `config.policies` (not recursing), then the policies `stored`
+    /// in the database (a stored policy replaces a file of the same name), and the keys from
+    /// `keys`. Any file that does not load as a policy (other than a Rego policy's data
+    /// document), two files with one policy name, a stored policy that does not compile or no
+    /// longer matches its hash, or an `anonymous_policy` naming none of the loaded policies
+    /// fails the whole load. `previous` keeps `loaded_at` for unchanged policies.
     pub fn load(
         config: &ServeConfig,
         keys: &dyn KeyStore,
+        stored: &[StoredPolicy],
         previous: Option<&Snapshot>,
     ) -> Result<Self, SnapshotError> {
         let dir = &config.policies;
@@ -117,6 +119,14 @@ impl Snapshot {
                     other.file.display()
                 )));
             }
+            policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
+        }
+        for stored in stored {
+            let mut loaded = load_stored(stored)?;
+            loaded.loaded_at = match previous.and_then(|p| p.policies.get(&loaded.name)) {
+                Some(old) if old.digest == loaded.digest => Arc::clone(&old.loaded_at),
+                _ => Arc::clone(&now),
+            };
             policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
         }
         let keys = KeyIndex::load(keys).map_err(|e| SnapshotError(e.to_string()))?;
@@ -229,6 +239,58 @@ fn load_one(file: &Path) -> Result<LoadedPolicy, SnapshotError> {
         loaded_at: Arc::from(""),
         file: file.to_owned(),
         kind: PolicyKind::Rego(policy),
+    })
+}
+
+/// Compiles a policy kept in the database. Its hash is checked first: a row changed behind
+/// Warden's back (not through `warden policy push`) fails the load, and the daemon keeps the
+/// policies it has.
+fn load_stored(stored: &StoredPolicy) -> Result<LoadedPolicy, SnapshotError> {
+    let origin = format!("postgres:{}@v{}", stored.name, stored.version);
+    if !stored.intact() {
+        return Err(SnapshotError(format!(
+            "{origin}: the stored source does not match its SHA-256; refusing it"
+        )));
+    }
+    let (version, digest, kind) = match stored.format {
+        PolicyFormat::Warden => {
+            let policy = warden::load_policy_str(&origin, &stored.source)
+                .map_err(|e| SnapshotError(e.to_string()))?;
+            if *policy.info.name != *stored.name {
+                return Err(SnapshotError(format!(
+                    "{origin}: the policy inside is named `{}`",
+                    policy.info.name
+                )));
+            }
+            let info = policy.info.clone();
+            (
+                info.version,
+                info.digest,
+                PolicyKind::Warden(Arc::new(policy)),
+            )
+        }
+        PolicyFormat::Rego => {
+            let (policy, _) = RegoPolicy::compile(
+                vec![RegoModule::new(origin.clone(), stored.source.clone())],
+                None,
+                &[],
+                RegoLimits::default(),
+            )
+            .map_err(|e| SnapshotError(format!("{origin}: {e}")))?;
+            (
+                None,
+                Arc::from(format!("sha256:{}", stored.sha256)),
+                PolicyKind::Rego(policy),
+            )
+        }
+    };
+    Ok(LoadedPolicy {
+        name: Arc::from(stored.name.as_str()),
+        version: version.or_else(|| Some(Arc::from(format!("v{}", stored.version)))),
+        digest,
+        loaded_at: Arc::from(""),
+        file: PathBuf::from(origin),
+        kind,
     })
 }
 

@@ -1,11 +1,13 @@
 //! PostgreSQL, for many instances: tenants and API keys (hashes only, revoked by a timestamp,
-//! every change an event), behind the same [`KeyStore`] trait as the key file.
+//! every change an event), behind the same [`KeyStore`] trait as the key file; and policies,
+//! every pushed version kept with one active per name.
 //!
 //! The schema is in `migrations/`, embedded in the binary: [`Database::migrate`] applies what is
 //! missing (`warden migrate`), under an advisory lock so two instances never apply one twice,
 //! and [`Database::check_schema`] refuses a database that is behind. Every change to the keys
-//! sends a `NOTIFY warden_keys`, which [`Database::listen`] turns into a callback: each daemon
-//! reloads its keys at once, so a revocation reaches every instance well within a second.
+//! sends a `NOTIFY warden_keys`, every policy push or activation a `NOTIFY warden_policies`,
+//! which [`Database::listen`] turns into a callback: each daemon reloads at once, so a
+//! revocation or a pushed policy reaches every instance well within a second.
 //!
 //! Each call runs as a task on the runtime the database was connected on (as with Redis), so a
 //! caller may await it from any thread or park on it.
@@ -16,10 +18,86 @@ use tokio_postgres::{AsyncMessage, Client, NoTls};
 use warden_core::state::{KeyRecord, KeyStore, StoreCall, StoreError};
 
 /// The migrations, in order: (version, SQL).
-const MIGRATIONS: &[(i32, &str)] = &[(1, include_str!("../migrations/0001_tenants_and_keys.sql"))];
+const MIGRATIONS: &[(i32, &str)] = &[
+    (1, include_str!("../migrations/0001_tenants_and_keys.sql")),
+    (2, include_str!("../migrations/0002_policies.sql")),
+];
 
 /// The channel every key change is announced on.
 pub const KEYS_CHANNEL: &str = "warden_keys";
+
+/// The channel every policy push or activation is announced on.
+pub const POLICIES_CHANNEL: &str = "warden_policies";
+
+/// How a stored policy is written.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PolicyFormat {
+    /// A Warden policy (YAML or JSON).
+    Warden,
+    /// A Rego module (served through the OPA Data API).
+    Rego,
+}
+
+impl PolicyFormat {
+    fn as_str(self) -> &'static str {
+        match self {
+            Self::Warden => "warden",
+            Self::Rego => "rego",
+        }
+    }
+}
+
+/// One version of a policy kept in the database.
+#[derive(Clone, Debug)]
+pub struct StoredPolicy {
+    /// The policy's name (what keys name).
+    pub name: String,
+    /// Its version number, from 1, one more per push.
+    pub version: i32,
+    /// How `source` is written.
+    pub format: PolicyFormat,
+    /// The policy as pushed.
+    pub source: String,
+    /// Hex SHA-256 of `source`, written at push: a mismatch on load means the row was changed
+    /// behind Warden's back, and the load fails.
+    pub sha256: String,
+    /// Whether it is the version in force.
+    pub active: bool,
+    /// When it was pushed (Unix seconds).
+    pub pushed_at: i64,
+}
+
+impl StoredPolicy {
+    /// Whether `source` still hashes to `sha256`.
+    pub fn intact(&self) -> bool {
+        sha256_hex(&self.source) == self.sha256
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(text.as_bytes()))
+}
+
+fn stored_policy(row: &tokio_postgres::Row) -> StoredPolicy {
+    StoredPolicy {
+        name: row.get(0),
+        version: row.get(1),
+        format: if row.get::<_, &str>(2) == "rego" {
+            PolicyFormat::Rego
+        } else {
+            PolicyFormat::Warden
+        },
+        source: row.get(3),
+        sha256: row.get(4),
+        active: row.get(5),
+        pushed_at: row.get(6),
+    }
+}
+
+const POLICY_COLUMNS: &str = "p.name, p.version, p.format, p.source, p.sha256,
+     coalesce(a.version = p.version, false), extract(epoch FROM p.pushed_at)::bigint
+     FROM warden_policies p LEFT JOIN warden_active_policies a ON a.name = p.name";
 
 /// Any number that names Warden's migration lock among the database's advisory locks.
 const MIGRATION_LOCK: i64 = 0x5741_5244_454e; // "WARDEN"
@@ -193,7 +271,97 @@ impl Database {
         })
     }
 
-    /// Calls `on_change` whenever the keys change (from any instance), on a connection of its
+    /// Stores `source` as the next version of policy `name` and makes it the active one, in one
+    /// transaction, and announces it; answers the new version. The caller validates `source`
+    /// first (a daemon refuses a load with a policy that does not compile, and keeps its last).
+    pub fn push_policy(
+        &self,
+        name: &str,
+        format: PolicyFormat,
+        source: &str,
+    ) -> StoreCall<'_, i32> {
+        let (name, source) = (name.to_owned(), source.to_owned());
+        let sha256 = sha256_hex(&source);
+        self.run("push policy", move |client| async move {
+            let mut client = client.lock().await;
+            let tx = client.transaction().await?;
+            // One pusher per name at a time: the next version number is taken under the lock.
+            tx.execute(
+                "SELECT pg_advisory_xact_lock(hashtext('warden_policies'), hashtext($1))",
+                &[&name],
+            )
+            .await?;
+            let version: i32 = tx
+                .query_one(
+                    "SELECT coalesce(max(version), 0) + 1 FROM warden_policies WHERE name = $1",
+                    &[&name],
+                )
+                .await?
+                .get(0);
+            tx.execute(
+                "INSERT INTO warden_policies (name, version, format, source, sha256)
+                 VALUES ($1, $2, $3, $4, $5)",
+                &[&name, &version, &format.as_str(), &source, &sha256],
+            )
+            .await?;
+            activate(&tx, &name, version).await?;
+            tx.commit().await?;
+            Ok(version)
+        })
+    }
+
+    /// Makes `version` of policy `name` the active one (a rollback or a roll forward) and
+    /// announces it; answers false when there is no such version.
+    pub fn activate_policy(&self, name: &str, version: i32) -> StoreCall<'_, bool> {
+        let name = name.to_owned();
+        self.run("activate policy", move |client| async move {
+            let mut client = client.lock().await;
+            let tx = client.transaction().await?;
+            let exists = tx
+                .query_opt(
+                    "SELECT 1 FROM warden_policies WHERE name = $1 AND version = $2",
+                    &[&name, &version],
+                )
+                .await?
+                .is_some();
+            if exists {
+                activate(&tx, &name, version).await?;
+            }
+            tx.commit().await?;
+            Ok(exists)
+        })
+    }
+
+    /// The active version of every policy, by name.
+    pub fn active_policies(&self) -> StoreCall<'_, Vec<StoredPolicy>> {
+        self.run("load policies", |client| async move {
+            let client = client.lock().await;
+            let rows = client
+                .query(
+                    &format!("SELECT {POLICY_COLUMNS} WHERE a.version = p.version ORDER BY p.name"),
+                    &[],
+                )
+                .await?;
+            Ok(rows.iter().map(stored_policy).collect())
+        })
+    }
+
+    /// Every version of policy `name`, oldest first.
+    pub fn policy_history(&self, name: &str) -> StoreCall<'_, Vec<StoredPolicy>> {
+        let name = name.to_owned();
+        self.run("policy history", move |client| async move {
+            let client = client.lock().await;
+            let rows = client
+                .query(
+                    &format!("SELECT {POLICY_COLUMNS} WHERE p.name = $1 ORDER BY p.version"),
+                    &[&name],
+                )
+                .await?;
+            Ok(rows.iter().map(stored_policy).collect())
+        })
+    }
+
+    /// Calls `on_change` whenever the keys or the active policies change (from any instance), on a connection of its
     /// own (reconnected when it drops, then `on_change` once, for what was missed meanwhile).
     /// Runs until the runtime stops.
     pub fn listen(&self, on_change: Arc<dyn Fn() + Send + Sync>) {
@@ -204,7 +372,9 @@ impl Database {
                 match open(&url).await {
                     Ok((client, mut notes)) => {
                         if client
-                            .batch_execute(&format!("LISTEN {KEYS_CHANNEL}"))
+                            .batch_execute(&format!(
+                                "LISTEN {KEYS_CHANNEL}; LISTEN {POLICIES_CHANNEL}"
+                            ))
                             .await
                             .is_ok()
                         {
@@ -224,6 +394,23 @@ impl Database {
             }
         });
     }
+}
+
+/// Makes `version` the active one of `name` and announces it, inside `tx`.
+async fn activate(
+    tx: &tokio_postgres::Transaction<'_>,
+    name: &str,
+    version: i32,
+) -> Result<(), tokio_postgres::Error> {
+    tx.execute(
+        "INSERT INTO warden_active_policies (name, version) VALUES ($1, $2)
+         ON CONFLICT (name) DO UPDATE SET version = $2, activated_at = now()",
+        &[&name, &version],
+    )
+    .await?;
+    tx.execute("SELECT pg_notify($1, $2)", &[&POLICIES_CHANNEL, &name])
+        .await?;
+    Ok(())
 }
 
 impl KeyStore for Database {

@@ -8,7 +8,7 @@
 //!   verified in constant time.
 //!
 //! And the shared stores, for many instances: [`RedisState`] (sessions, token nonces, counters
-//! in Redis; see [`redis_state`]) and [`Database`] (tenants and API keys in PostgreSQL; see
+//! in Redis; see [`redis_state`]) and [`Database`] (tenants, API keys and policies in PostgreSQL; see
 //! [`database`]).
 
 #![forbid(unsafe_code)]
@@ -19,7 +19,7 @@ pub mod pins;
 pub mod redis_state;
 mod sessions;
 
-pub use database::Database;
+pub use database::{Database, PolicyFormat, StoredPolicy};
 pub use keys::{FileKeyStore, KeyError, KeyIndex, KeyRecord};
 pub use pins::RedbPinStore;
 pub use redis_state::{RedisOptions, RedisState};

@@ -29,7 +29,8 @@ use warden_core::state::{
 };
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
 use warden_store::{
-    Database, EmbeddedSessionStore, FileKeyStore, RedbPinStore, RedisOptions, RedisState,
+    Database, EmbeddedSessionStore, FileKeyStore, PolicyFormat, RedbPinStore, RedisOptions,
+    RedisState,
 };
 
 /// Tests drive the stores directly (feature `store-tests`).
@@ -90,7 +91,7 @@ fn postgres() -> (Arc<Database>, Arc<Database>) {
     let url = fresh_database();
     let one = runtime().block_on(Database::connect(&url)).unwrap();
     let two = runtime().block_on(Database::connect(&url)).unwrap();
-    assert_eq!(one.migrate().wait().unwrap(), [1]);
+    assert_eq!(one.migrate().wait().unwrap(), [1, 2]);
     assert!(
         two.migrate().wait().unwrap().is_empty(),
         "a migration ran twice"
@@ -933,7 +934,63 @@ fn a_database_is_used_only_once_migrated() {
     });
     let mut applied = [a, b].concat();
     applied.sort_unstable();
-    assert_eq!(applied, [1], "each migration once");
+    assert_eq!(applied, [1, 2], "each migration once");
     db.check_schema().wait().unwrap();
     assert!(db.migrate().wait().unwrap().is_empty());
+}
+
+#[test]
+fn pushed_policies_keep_every_version_and_one_active() {
+    let (one, two) = postgres();
+    let v1 = "warden: 1\nname: p\ndefault: deny\nrules: []\n";
+    let v2 = "warden: 1\nname: p\ndefault: allow\nrules: []\n";
+    assert_eq!(
+        one.push_policy("p", PolicyFormat::Warden, v1)
+            .wait()
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        two.push_policy("p", PolicyFormat::Warden, v2)
+            .wait()
+            .unwrap(),
+        2
+    );
+    let active = one.active_policies().wait().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!((active[0].version, active[0].source.as_str()), (2, v2));
+    assert!(active[0].active && active[0].intact());
+
+    // A rollback: version 1 in force again, version 2 kept.
+    assert!(two.activate_policy("p", 1).wait().unwrap());
+    assert!(!two.activate_policy("p", 9).wait().unwrap());
+    let active = one.active_policies().wait().unwrap();
+    assert_eq!((active[0].version, active[0].source.as_str()), (1, v1));
+    let history = one.policy_history("p").wait().unwrap();
+    let versions: Vec<(i32, bool)> = history.iter().map(|p| (p.version, p.active)).collect();
+    assert_eq!(versions, [(1, true), (2, false)]);
+    assert!(one.policy_history("none").wait().unwrap().is_empty());
+}
+
+#[test]
+fn racing_pushes_of_one_policy_get_distinct_versions() {
+    let (one, two) = postgres();
+    let mut versions: Vec<i32> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..8)
+            .map(|i| {
+                let db = if i % 2 == 0 { &one } else { &two };
+                scope.spawn(move || {
+                    db.push_policy("p", PolicyFormat::Rego, &format!("package p{i}"))
+                        .wait()
+                        .unwrap()
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    versions.sort_unstable();
+    assert_eq!(versions, (1..=8).collect::<Vec<_>>());
+    let active = one.active_policies().wait().unwrap();
+    assert_eq!(active.len(), 1);
+    assert_eq!(active[0].format, PolicyFormat::Rego);
 }

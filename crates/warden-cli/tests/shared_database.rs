@@ -1,9 +1,10 @@
-//! Many `warden serve` instances sharing their API keys in PostgreSQL (`database_url`), each a
-//! real daemon: `warden migrate` creates the schema once, a daemon refuses an unmigrated
-//! database, a key created with `warden keys create --database-url` authenticates on every
-//! instance, its revocation reaches every instance within a second, and when the database drops
-//! the daemons' connections the keys they hold keep authenticating and later changes still
-//! arrive. PostgreSQL is the machine's (`WARDEN_TEST_DATABASE_URL`, default
+//! Many `warden serve` instances sharing their API keys and policies in PostgreSQL
+//! (`database_url`), each a real daemon: `warden migrate` creates the schema once, a daemon
+//! refuses an unmigrated database, a key created with `warden keys create --database-url`
+//! authenticates on every instance, its revocation and a policy pushed with `warden policy push`
+//! reach every instance within a second, a row changed behind Warden's back is refused, and when
+//! the database drops the daemons' connections the keys they hold keep authenticating and later
+//! changes still arrive. PostgreSQL is the machine's (`WARDEN_TEST_DATABASE_URL`, default
 //! `postgres://root@127.0.0.1:5432/test`), each test in a schema of its own.
 #![allow(
     clippy::unwrap_used,
@@ -187,7 +188,7 @@ fn migrate_creates_the_schema_once_and_daemons_refuse_an_unmigrated_database() {
     let first = site.migrate();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stderr(&first).contains("applied migrations [1]"),
+        stderr(&first).contains("applied migrations [1, 2]"),
         "{}",
         stderr(&first)
     );
@@ -266,4 +267,156 @@ fn keys_held_keep_working_while_the_database_is_gone_and_changes_arrive_after() 
     );
     assert_eq!(status(&server, &old), 200);
     assert!(!server.log_text().contains(PASSWORD));
+}
+
+/// The file policy `support-agent` with every tool denied: what a push changes.
+fn deny_all(version: &str) -> String {
+    format!("warden: 1\nname: support-agent\nversion: \"{version}\"\ndefault: deny\nrules: []\n")
+}
+
+#[test]
+fn a_pushed_policy_reaches_every_instance_within_a_second_and_rolls_back() {
+    let site = Site::new();
+    assert!(site.migrate().status.success());
+    let key = site.create_key();
+    let (a, b) = (site.start("a"), site.start("b"));
+    assert_eq!(status(&a, &key), 200);
+    let decide = |server: &Server| {
+        let body =
+            json!({"kind": "tool_call", "tool": "crm.read_customer", "session": "s", "args": {}});
+        let reply = server.post_json("/v1/decide", Some(&key), &body);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+        reply.body["decision"].as_str().unwrap().to_owned()
+    };
+    assert_eq!(decide(&a), "allow");
+
+    let file = site.path("deny.yaml");
+    std::fs::write(&file, deny_all("2")).unwrap();
+    let file = file.display().to_string();
+    let pushed = site.warden(&["policy", "push", &file, "--database-url", &site.url]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    assert!(stderr(&pushed).contains("version 1"), "{}", stderr(&pushed));
+    for server in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while decide(server) != "deny" {
+            assert!(Instant::now() < deadline, "{}", server.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    // A policy that does not compile is never pushed.
+    let broken = site.path("broken.yaml");
+    std::fs::write(
+        &broken,
+        "warden: 1\nname: support-agent\nrules: [{ id: x }]\n",
+    )
+    .unwrap();
+    let refused = site.warden(&[
+        "policy",
+        "push",
+        &broken.display().to_string(),
+        "--database-url",
+        &site.url,
+    ]);
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+
+    // Version 2 is the file's policy again; rolling back to 1 denies once more.
+    std::fs::write(site.path("allow.yaml"), SUPPORT_AGENT).unwrap();
+    let allow = site.path("allow.yaml").display().to_string();
+    assert!(
+        site.warden(&["policy", "push", &allow, "--database-url", &site.url])
+            .status
+            .success()
+    );
+    assert!(answers(&b, &decide, "allow"));
+    let back = site.warden(&[
+        "policy",
+        "activate",
+        "support-agent",
+        "1",
+        "--database-url",
+        &site.url,
+    ]);
+    assert!(back.status.success(), "{}", stderr(&back));
+    assert!(answers(&a, &decide, "deny"));
+    assert!(answers(&b, &decide, "deny"));
+    let history = site.warden(&[
+        "policy",
+        "history",
+        "support-agent",
+        "--database-url",
+        &site.url,
+    ]);
+    let history = String::from_utf8(history.stdout).unwrap();
+    let lines: Vec<&str> = history.lines().collect();
+    assert_eq!(lines.len(), 2, "{history}");
+    assert!(
+        lines[0].starts_with("support-agent\tv1\twarden\tsha256:") && lines[0].ends_with("\t*")
+    );
+    assert!(!lines[1].ends_with('*'), "{history}");
+}
+
+/// Waits at most a second for `decide(server)` to answer `want`.
+fn answers(server: &Server, decide: &dyn Fn(&Server) -> String, want: &str) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(1);
+    loop {
+        if decide(server) == want {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_policy_row_changed_behind_wardens_back_is_refused_and_the_last_one_kept() {
+    let site = Site::new();
+    assert!(site.migrate().status.success());
+    let key = site.create_key();
+    let file = site.path("deny.yaml");
+    std::fs::write(&file, deny_all("1")).unwrap();
+    let pushed = site.warden(&[
+        "policy",
+        "push",
+        &file.display().to_string(),
+        "--database-url",
+        &site.url,
+    ]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let server = site.start("a");
+    assert_eq!(status(&server, &key), 200);
+    let body =
+        json!({"kind": "tool_call", "tool": "crm.read_customer", "session": "s", "args": {}});
+    assert_eq!(
+        server.post_json("/v1/decide", Some(&key), &body).body["decision"],
+        "deny"
+    );
+
+    // Someone with write access to the table turns the deny into an allow, without the hash.
+    let tampered = deny_all("1").replace("default: deny", "default: allow");
+    admin(&format!(
+        "UPDATE \"{}\".warden_policies SET source = '{}'; SELECT pg_notify('warden_policies', 'x')",
+        site.name,
+        tampered.replace('\'', "''")
+    ));
+    server.wait_for("the refused reload", |s| {
+        s.log_text().contains("does not match its SHA-256")
+    });
+    assert_eq!(
+        server.post_json("/v1/decide", Some(&key), &body).body["decision"],
+        "deny"
+    );
+    // A fresh daemon refuses to start on it.
+    let config = site.path("warden.yaml").display().to_string();
+    let refused = Command::new(WARDEN)
+        .args(["serve", "--config", &config, "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("does not match its SHA-256"),
+        "{}",
+        stderr(&refused)
+    );
 }
