@@ -161,10 +161,18 @@ impl Anchors {
 
     /// Run the anchored detectors over `s`.
     pub(crate) fn scan(&self, s: &str, re: &TokenRegexes, sink: &mut Sink<'_>) {
+        // End of the last private key block: a BEGIN inside it is part of it.
+        let mut pem_end = 0;
         for m in self.ac.find_iter(s) {
             let Some(&kind) = self.kinds.get(m.pattern().as_usize()) else {
                 continue;
             };
+            if kind == Anchor::Pem {
+                if m.start() >= pem_end {
+                    pem_end = pem(s, m.start(), re, sink);
+                }
+                continue;
+            }
             at_anchor(s, m.start(), kind, re, sink);
         }
     }
@@ -264,52 +272,31 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
                 sink.push(Builtin::Jwt, p, end);
             }
         }
-        Anchor::Pem => pem(s, p, re, sink),
+        // Handled by `Anchors::scan`, which skips anchors inside a block.
+        Anchor::Pem => {}
     }
 }
 
-/// Base64 body bytes (and PEM header lines such as `Proc-Type: 4,ENCRYPTED`).
-fn pem_body(c: u8) -> bool {
-    c.is_ascii_alphanumeric()
-        || matches!(
-            c,
-            b'+' | b'/' | b'=' | b'\\' | b':' | b',' | b'-' | b' ' | b'\t' | b'\r' | b'\n'
-        )
-}
-
-/// A PEM private key block from `-----BEGIN ... PRIVATE KEY-----` to its `-----END ...-----`
-/// line; a block with no END line runs to the end of its base64 body.
-fn pem(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
+/// A PEM private key block from `-----BEGIN ... PRIVATE KEY-----` to the end of the first
+/// `-----END ... PRIVATE KEY-----` line after it, whatever lies between: the body is not parsed,
+/// since quoting (`> ` prefixes), escapes or one stray character in it must not end the block
+/// early and let the rest through. With no END line the block runs to the end of the string.
+/// Returns where the block ends, so anchors inside it are skipped.
+fn pem(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) -> usize {
     let Some(head) = s.get(p..).and_then(|r| re.pem_begin.find(r)) else {
-        return;
+        return p;
     };
-    let body = p + head.end();
-    let b = s.as_bytes();
-    let mut j = body;
-    loop {
-        while pem_body(at(b, j)) && !b.get(j..).is_some_and(|r| r.starts_with(b"-----")) {
-            j += 1;
+    let mut j = p + head.end();
+    let end = loop {
+        let Some(off) = s.get(j..).and_then(|r| r.find("-----END ")) else {
+            break s.len();
+        };
+        let at_end = j + off;
+        if let Some(m) = s.get(at_end..).and_then(|r| re.pem_end.find(r)) {
+            break at_end + m.end();
         }
-        if b.get(j..).is_some_and(|r| r.starts_with(b"-----END ")) {
-            if let Some(m) = s.get(j..).and_then(|r| re.pem_end.find(r)) {
-                sink.push(Builtin::PrivateKey, p, j + m.end());
-                return;
-            }
-            j += 5;
-            continue;
-        }
-        if b.get(j..).is_some_and(|r| r.starts_with(b"-----"))
-            && !b.get(j..).is_some_and(|r| r.starts_with(b"-----BEGIN "))
-        {
-            j += 5;
-            continue;
-        }
-        break;
-    }
-    // No END line: the header and the body that follows it.
-    let mut end = j;
-    while end > body && at(b, end - 1).is_ascii_whitespace() {
-        end -= 1;
-    }
+        j = at_end + 5;
+    };
     sink.push(Builtin::PrivateKey, p, end);
+    end
 }

@@ -173,6 +173,58 @@ fn private_key_block_spans_begin_to_end() {
     );
 }
 
+/// Quoted bodies and a stray character on the first body line used to end the block at its
+/// header, leaving the body and the END line in the redacted text.
+#[test]
+fn private_key_block_is_redacted_whole() {
+    let p = policy(&["private_key"], Some(Action::Redact));
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+    let cases = [
+        format!(
+            "> -----BEGIN RSA PRIVATE KEY-----\n> {body}\n> {body}\n> -----END RSA PRIVATE KEY-----"
+        ),
+        format!("-----BEGIN PRIVATE KEY-----\n.{body}\n{body}\n-----END PRIVATE KEY-----"),
+        format!("-----BEGIN PRIVATE KEY-----\n#{body}\n{body}\n-----END PRIVATE KEY-----"),
+        format!("-----BEGIN PRIVATE KEY-----\n\u{200B}{body}\n{body}\n-----END PRIVATE KEY-----"),
+    ];
+    for text in &cases {
+        let out = scan_prompt(&p, text);
+        let red = out.redacted.unwrap();
+        let red = red.as_str().unwrap();
+        assert!(!red.contains(body) && !red.contains("END"), "{text:?} -> {red:?}");
+        assert!(red.ends_with("[REDACTED:private_key]"), "{red:?}");
+    }
+    // Quoted: the span starts at BEGIN and ends with the END line.
+    let s = one("private_key", &cases[0]);
+    assert_eq!((s[0].1, s[0].2), (2, cases[0].chars().count()));
+    // No END line: to the end of the string, whatever follows the body.
+    let text = format!("key: -----BEGIN EC PRIVATE KEY-----\n{body}\n# comment {body}\n");
+    assert_eq!(one("private_key", &text), [("private_key".into(), 5, text.chars().count())]);
+    // Text after the END line is kept; a second block is its own finding.
+    let block = "-----BEGIN PRIVATE KEY-----\nAB.CD\n-----END PRIVATE KEY-----";
+    let text = format!("{block} and {block} done");
+    let n = block.chars().count();
+    assert_eq!(
+        one("private_key", &text),
+        [("private_key".into(), 0, n), ("private_key".into(), n + 5, 2 * n + 5)]
+    );
+    // An END line of another kind does not close the block.
+    let text = "-----BEGIN PRIVATE KEY-----\nAB\n-----END CERTIFICATE-----\nCD";
+    assert_eq!(one("private_key", text), [("private_key".into(), 0, text.len())]);
+}
+
+#[test]
+fn private_key_hard_negatives() {
+    for text in [
+        "-----BEGIN PUBLIC KEY-----\n> MIIB.x\n> -----END PUBLIC KEY-----",
+        "-----END PRIVATE KEY----- then -----BEGIN CERTIFICATE-----",
+        "BEGIN PRIVATE KEY and END PRIVATE KEY",
+        "-----BEGIN PRIVATE KEY ----- spaced",
+    ] {
+        assert!(one("private_key", text).is_empty(), "{text:?}");
+    }
+}
+
 #[test]
 fn custom_detectors() {
     let p = policy_custom(
