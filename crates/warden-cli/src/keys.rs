@@ -53,6 +53,16 @@ pub enum KeysCommand {
         #[arg(long)]
         force: bool,
     },
+    /// Generate a database integrity key (`database_integrity_key`: 32 random bytes as hex,
+    /// mode 0600).
+    GenMac {
+        /// The key file to write.
+        #[arg(long)]
+        out: PathBuf,
+        /// Replace an existing file.
+        #[arg(long)]
+        force: bool,
+    },
     /// Print the JWKS (public keys) of PKCS#8 PEM signing keys, current key first.
     Jwks {
         /// Signing key files.
@@ -100,8 +110,8 @@ impl KeyFileArgs {
     pub(crate) fn open(&self) -> Result<Keys, String> {
         let config = self.config()?;
         match (&self.keys, &config.database_url) {
-            (None, Some(url)) => {
-                let (database, runtime) = connect(&url.0)?;
+            (None, Some(_)) => {
+                let (database, runtime) = connect(&config)?;
                 database.check_schema().wait().map_err(|e| e.to_string())?;
                 Ok(Keys {
                     store: Box::new(database),
@@ -121,9 +131,10 @@ impl KeyFileArgs {
     }
 }
 
-/// Connects to PostgreSQL at `url` on a runtime of its own (kept with the database).
+/// Connects to the PostgreSQL database `config` names (with its `database_integrity_key`) on a
+/// runtime of its own (kept with the database).
 pub(crate) fn connect(
-    url: &str,
+    config: &ServeConfig,
 ) -> Result<(warden_store::Database, tokio::runtime::Runtime), String> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
@@ -131,8 +142,12 @@ pub(crate) fn connect(
         .build()
         .map_err(|e| format!("cannot start the runtime: {e}"))?;
     let database = runtime
-        .block_on(warden_store::Database::connect(url))
-        .map_err(|e| e.to_string())?;
+        .block_on(warden_server::connect_database(config))
+        .map_err(|e| e.to_string())?
+        .ok_or_else(|| {
+            "no database: give --database-url, WARDEN_DATABASE_URL or a config with database_url"
+                .to_owned()
+        })?;
     Ok((database, runtime))
 }
 
@@ -179,6 +194,9 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
         }
         KeysCommand::GenSigning { out, force } => crate::token::gen_signing(out, *force),
         KeysCommand::GenAudit { out, force } => crate::token::gen_audit(out, *force),
+        KeysCommand::GenMac { out, force } => {
+            crate::token::gen_mac(out, *force, "database integrity key")
+        }
         KeysCommand::Jwks { signing_keys } => crate::token::print_jwks(signing_keys),
         KeysCommand::List { file } => {
             let keys = file.open()?;
@@ -198,11 +216,7 @@ pub fn migrate(database_url: Option<String>, config: Option<&std::path::Path>) -
         database_url,
     };
     let result = args.config().and_then(|config| {
-        let url = config.database_url.ok_or_else(|| {
-            "no database: give --database-url, WARDEN_DATABASE_URL or a config with database_url"
-                .to_owned()
-        })?;
-        let (database, _runtime) = connect(&url.0)?;
+        let (database, _runtime) = connect(&config)?;
         database.migrate().wait().map_err(|e| e.to_string())
     });
     match result {

@@ -59,20 +59,17 @@ pub struct DatabaseArgs {
 }
 
 impl DatabaseArgs {
-    /// The database URL, or an error naming the three ways to give one.
-    pub(crate) fn url(&self) -> Result<String, String> {
-        if let Some(url) = &self.database_url {
-            return Ok(url.clone());
-        }
+    /// Connects to the database on a runtime of its own (kept with it).
+    fn connect(&self) -> Result<(warden_store::Database, tokio::runtime::Runtime), String> {
         let mut config = match &self.config {
             Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
             None => ServeConfig::default(),
         };
+        if let Some(url) = &self.database_url {
+            config.database_url = Some(warden_server::config::SecretUrl(url.clone()));
+        }
         config.urls_from_env();
-        config.database_url.map(|url| url.0).ok_or_else(|| {
-            "no database: give --database-url, WARDEN_DATABASE_URL or a config with database_url"
-                .to_owned()
-        })
+        crate::keys::connect(&config)
     }
 }
 
@@ -95,7 +92,7 @@ fn run_inner(command: &PolicyCommand) -> Result<ExitCode, String> {
             database,
         } => {
             let (name, format, source) = validate(file, name.as_deref())?;
-            let (db, _runtime) = crate::keys::connect(&database.url()?)?;
+            let (db, _runtime) = database.connect()?;
             db.check_schema().wait().map_err(|e| e.to_string())?;
             let version = db
                 .push_policy(&name, format, &source)
@@ -105,7 +102,7 @@ fn run_inner(command: &PolicyCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::List { database } => {
-            let (db, _runtime) = crate::keys::connect(&database.url()?)?;
+            let (db, _runtime) = database.connect()?;
             let active = db.active_policies().wait().map_err(|e| e.to_string())?;
             for policy in &active {
                 println!("{}", line(policy));
@@ -113,7 +110,7 @@ fn run_inner(command: &PolicyCommand) -> Result<ExitCode, String> {
             Ok(ExitCode::SUCCESS)
         }
         PolicyCommand::History { name, database } => {
-            let (db, _runtime) = crate::keys::connect(&database.url()?)?;
+            let (db, _runtime) = database.connect()?;
             let history = db.policy_history(name).wait().map_err(|e| e.to_string())?;
             if history.is_empty() {
                 return Err(format!("no policy `{name}` in the database"));
@@ -128,7 +125,7 @@ fn run_inner(command: &PolicyCommand) -> Result<ExitCode, String> {
             version,
             database,
         } => {
-            let (db, _runtime) = crate::keys::connect(&database.url()?)?;
+            let (db, _runtime) = database.connect()?;
             if db
                 .activate_policy(name, *version)
                 .wait()

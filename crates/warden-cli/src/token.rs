@@ -130,11 +130,16 @@ pub fn gen_signing(out: &Path, force: bool) -> Result<ExitCode, String> {
 
 /// `warden keys gen-audit --out FILE`: a new 32-byte audit MAC key as hex (mode 0600).
 pub fn gen_audit(out: &Path, force: bool) -> Result<ExitCode, String> {
+    gen_mac(out, force, "audit MAC key")
+}
+
+/// Writes a fresh MAC key (32 random bytes as hex) to `out`, mode 0600; `what` names it.
+pub fn gen_mac(out: &Path, force: bool, what: &str) -> Result<ExitCode, String> {
     let key = MacKey::generate().map_err(|e| e.to_string())?;
     let mut text = key.to_hex().expose_secret().to_owned();
     text.push('\n');
     write_secret(out, text.as_bytes(), force)?;
-    eprintln!("wrote audit MAC key to {}", out.display());
+    eprintln!("wrote {what} to {}", out.display());
     Ok(ExitCode::SUCCESS)
 }
 

@@ -1054,3 +1054,77 @@ fn slow_idle_and_excess_connections_are_closed_and_counted() {
         );
     }
 }
+
+/// A decision asked with `key` from the client address `from` (through `X-Forwarded-For`).
+fn decide_as(server: &Server, key: &str, from: &str) -> common::serve::Reply {
+    let body =
+        json!({"kind": "tool_call", "tool": "crm.read_customer", "session": "s", "args": {}});
+    let body = serde_json::to_vec(&body).unwrap();
+    server.request(
+        "POST",
+        "/v1/decide",
+        &[
+            ("content-type", "application/json"),
+            ("x-api-key", key),
+            ("x-forwarded-for", from),
+            ("user-agent", "guesser/1.0"),
+        ],
+        Some(&body),
+    )
+}
+
+#[test]
+fn an_address_that_keeps_guessing_keys_is_locked_out_even_with_a_good_key() {
+    let site = Site::new(
+        "auth_failures: { max_failures: 3, window_secs: 60 }\n\
+         client_address_header: x-forwarded-for\n",
+    );
+    let (key, _) = create_key(&site, "acme", "support-agent");
+    let server = site.start(&[]);
+    // The proxy in front appends the real address last; what the client wrote comes before.
+    let attacker = "203.0.113.9, 198.51.100.7";
+    assert_eq!(decide_as(&server, &key, attacker).status, 200);
+    for _ in 0..3 {
+        let reply = decide_as(&server, "wdn_guess", attacker);
+        assert_eq!(reply.status, 401, "{}", reply.text);
+    }
+    // Locked out: the right key does not help, and nothing is decided.
+    let locked = decide_as(&server, &key, attacker);
+    assert_eq!(locked.status, 429, "{}", locked.text);
+    assert_eq!(locked.code(), "rate_limited");
+    assert_eq!(locked.header("retry-after"), Some("60"));
+    assert!(
+        locked.text.contains("failed authentications"),
+        "{}",
+        locked.text
+    );
+    // Another address (even one the attacker writes first in the header) is not.
+    assert_eq!(decide_as(&server, &key, "198.51.100.8").status, 200);
+    assert_eq!(
+        decide_as(&server, &key, "198.51.100.7, 198.51.100.8").status,
+        200
+    );
+    assert_eq!(server.metric("warden_auth_lockouts_total"), 1.0);
+    assert_eq!(server.metric("warden_auth_failures_total"), 3.0);
+    server.wait_for("the lockout logged", |s| {
+        s.log_text()
+            .contains("address locked out after failed authentications")
+    });
+    let log = server.log_text();
+    assert!(
+        !log.contains("198.51.100.7"),
+        "addresses stay out of the log: {log}"
+    );
+}
+
+#[test]
+fn without_a_proxy_header_the_connection_address_is_locked_out() {
+    let site = Site::new("auth_failures: { max_failures: 2, window_secs: 60 }\n");
+    let (key, _) = create_key(&site, "acme", "support-agent");
+    let server = site.start(&[]);
+    for _ in 0..2 {
+        assert_eq!(decide_as(&server, "wdn_guess", "10.0.0.1").status, 401);
+    }
+    // The header is not trusted here: the peer (127.0.0.1) is what was locked out.
+    assert_eq!(decide_as(&server, &key, "10.0.0.2").status, 429);
+}

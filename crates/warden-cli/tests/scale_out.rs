@@ -359,10 +359,14 @@ fn with_redis_gone_decisions_fail_closed_and_recover_when_it_returns() {
         assert_eq!(reply.code(), "state_unavailable");
         assert_eq!(reply.header("retry-after"), Some("1"));
         assert!(reply.body.get("decision").is_none(), "{}", reply.text);
-        assert_eq!(a.get("/health/ready").status, 503);
+        let unready = a.get("/health/ready");
+        assert_eq!(unready.status, 503);
+        assert!(unready.text.contains("redis failing"), "{}", unready.text);
         let stateless = json!({"kind": "tool_call", "tool": "send_email", "args": {}});
         assert_eq!(decision(&a, None, &stateless), "allow");
-        std::thread::sleep(Duration::from_millis(500));
+        // Each call now waits out `redis_timeout_ms` (200 ms): long enough for four threads to
+        // make well over ten calls.
+        std::thread::sleep(Duration::from_millis(1000));
         let _back = OwnRedis::start(port);
         let back_at = Instant::now();
         phase.store(BACK, Ordering::SeqCst);
@@ -441,4 +445,35 @@ fn failing_open_decides_without_the_session_while_redis_is_gone() {
             .unwrap()
             .contains("fail open")
     });
+}
+
+#[test]
+fn failed_authentications_add_up_across_instances() {
+    let cluster = Cluster::new(
+        &redis_url(),
+        "auth_failures: { max_failures: 4, window_secs: 60 }\n\
+         client_address_header: x-forwarded-for\n",
+    );
+    let key = cluster.key("support-agent");
+    let (a, b) = (cluster.start("a"), cluster.start("b"));
+    let body = serde_json::to_vec(&call("send_email", "s")).unwrap();
+    let ask = |server: &Server, key: &str| {
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-api-key", key),
+            ("x-forwarded-for", "192.0.2.44"),
+        ];
+        server
+            .request("POST", "/v1/decide", &headers, Some(&body))
+            .status
+    };
+    // Two guesses on each instance: neither saw four, together they did.
+    for server in [&a, &a, &b] {
+        assert_eq!(ask(server, "wdn_guess"), 401);
+    }
+    assert_eq!(ask(&b, "wdn_guess"), 401);
+    assert_eq!(ask(&b, &key), 429, "the fourth failure, on B, locks B");
+    // A learns at the address's next failure there, whatever the count it saw itself.
+    assert_eq!(ask(&a, "wdn_guess"), 401);
+    assert_eq!(ask(&a, &key), 429);
 }

@@ -52,7 +52,9 @@ fn admin(sql: &str) {
 }
 
 /// A site whose instances share a fresh schema: the policies, one `warden.yaml` naming the
-/// database (with a password and an `application_name` of its own), and no key file.
+/// database (with a password and an `application_name` of its own), and no key file. The
+/// tests poll with keys not yet known or just revoked, which the brute-force lockout would
+/// (rightly) stop: it is off here and tested in `abuse_daemon.rs` and `scale_out.rs`.
 struct Site {
     dir: tempfile::TempDir,
     url: String,
@@ -81,7 +83,8 @@ impl Site {
         std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
         let config = format!(
             "policies: policies\nrate_limit: {{ per_second: 0 }}\nwatch: false\n\
-             state: memory\ndatabase_url: \"{url}\"\n"
+             state: memory\ndatabase_url: \"{url}\"\n\
+             auth_failures: {{ max_failures: 0 }}\n"
         );
         std::fs::write(dir.path().join("warden.yaml"), config).unwrap();
         Self { dir, url, name }
@@ -188,7 +191,7 @@ fn migrate_creates_the_schema_once_and_daemons_refuse_an_unmigrated_database() {
     let first = site.migrate();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stderr(&first).contains("applied migrations [1, 2]"),
+        stderr(&first).contains("applied migrations [1, 2, 3, 4]"),
         "{}",
         stderr(&first)
     );
@@ -220,6 +223,10 @@ fn a_key_works_on_every_instance_and_its_revocation_reaches_them_within_a_second
     assert!(answers_within(&a, &key, 200, Duration::from_secs(1)));
     assert!(answers_within(&b, &key, 200, Duration::from_secs(1)));
     assert_eq!(status(&a, "wdn_not_a_key"), 401);
+    let ready = a.get("/health/ready");
+    assert_eq!(ready.status, 200, "{}", ready.text);
+    assert_eq!(ready.body["keys"], "database");
+    assert_eq!(ready.body["stores"]["database"], "ok", "{}", ready.text);
 
     let listed = site.warden(&["keys", "list", "--database-url", &site.url]);
     assert!(listed.status.success(), "{}", stderr(&listed));
@@ -419,4 +426,166 @@ fn a_policy_row_changed_behind_wardens_back_is_refused_and_the_last_one_kept() {
         "{}",
         stderr(&refused)
     );
+}
+
+/// One stored authentication event: `(outcome, key_id, remote_addr, user_agent)`.
+type AuthEventRow = (String, Option<String>, Option<String>, Option<String>);
+
+/// The site's authentication events, oldest first.
+fn auth_events(site: &Site) -> Vec<AuthEventRow> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let (client, connection) = tokio_postgres::connect(&base_url(), tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        let driver = tokio::spawn(connection);
+        let rows = client
+            .query(
+                &format!(
+                    "SELECT outcome, key_id, remote_addr, user_agent FROM \"{}\".warden_auth_events ORDER BY seq",
+                    site.name
+                ),
+                &[],
+            )
+            .await
+            .unwrap();
+        drop(client);
+        driver.await.unwrap().unwrap();
+        rows.iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+            .collect()
+    })
+}
+
+#[test]
+fn authentication_events_are_stored_without_the_key_presented() {
+    let site = Site::new();
+    assert!(site.migrate().status.success());
+    let key = site.create_key();
+    let server = site.start("a");
+    let body = serde_json::to_vec(
+        &json!({"kind": "tool_call", "tool": "crm.read_customer", "session": "s", "args": {}}),
+    )
+    .unwrap();
+    let ask = |key: &str| {
+        let headers = [
+            ("content-type", "application/json"),
+            ("x-api-key", key),
+            ("user-agent", "agent-sdk/2.1"),
+        ];
+        server
+            .request("POST", "/v1/decide", &headers, Some(&body))
+            .status
+    };
+    // Three successes in a minute are one event; each failure is one.
+    for _ in 0..3 {
+        assert_eq!(ask(&key), 200);
+    }
+    let guess = "wdn_0123456789abcdef0123456789abcdef";
+    assert_eq!(ask(guess), 401);
+    assert_eq!(ask(guess), 401);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let events = loop {
+        let events = auth_events(&site);
+        if events.len() >= 3 || Instant::now() > deadline {
+            break events;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let listed = site.warden(&["keys", "list", "--database-url", &site.url]);
+    let id = String::from_utf8(listed.stdout).unwrap();
+    let id = id.split('\t').next().unwrap().to_owned();
+    let ua = Some("agent-sdk/2.1".to_owned());
+    let local = Some("127.0.0.1".to_owned());
+    assert_eq!(
+        events,
+        [
+            ("success".to_owned(), Some(id), local.clone(), ua.clone()),
+            ("failure".to_owned(), None, local.clone(), ua.clone()),
+            ("failure".to_owned(), None, local, ua),
+        ]
+    );
+    let dump = format!("{events:?}");
+    assert!(!dump.contains(guess) && !dump.contains(&key));
+    // The tenant's last use is recorded.
+    admin(&format!(
+        "DO $$ BEGIN IF (SELECT last_used_at FROM \"{}\".warden_tenants WHERE name = 'acme') IS NULL \
+         THEN RAISE EXCEPTION 'last_used_at not set'; END IF; END $$",
+        site.name
+    ));
+}
+
+#[test]
+fn with_an_integrity_key_rows_written_around_warden_are_refused() {
+    let site = Site::new();
+    let mac_key = site.path("database.key");
+    let made = site.warden(&["keys", "gen-mac", "--out", &mac_key.display().to_string()]);
+    assert!(made.status.success(), "{}", stderr(&made));
+    let config = site.path("warden.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(&format!(
+        "database_integrity_key: \"{}\"\n",
+        mac_key.display()
+    ));
+    std::fs::write(&config, text).unwrap();
+    assert!(site.migrate().status.success());
+    let key = site.create_key(); // through --config: sealed with the key
+    let file = site.path("deny.yaml");
+    std::fs::write(&file, deny_all("1")).unwrap();
+    let config = config.display().to_string();
+    let pushed = site.warden(&[
+        "policy",
+        "push",
+        &file.display().to_string(),
+        "--config",
+        &config,
+    ]);
+    assert!(pushed.status.success(), "{}", stderr(&pushed));
+    let server = site.start("a");
+    assert_eq!(status(&server, &key), 200);
+
+    // Someone with write access to the database adds a key of their own, hashed correctly.
+    let forged = format!("wdn_{}", "ab".repeat(32));
+    admin(&format!(
+        "SET search_path = \"{0}\";
+         INSERT INTO warden_api_keys (id, sha256, prefix, tenant, policy, created_at)
+         SELECT left(h, 12), h, left(h, 8), 'acme', 'support-agent', now()
+         FROM (SELECT encode(sha256('{forged}'::bytea), 'hex') AS h) k;
+         SELECT pg_notify('warden_keys', 'forged')",
+        site.name
+    ));
+    server.wait_for("the forged row refused", |s| {
+        s.log_text()
+            .contains("without a valid integrity MAC is refused")
+    });
+    assert_eq!(status(&server, &forged), 401);
+    assert_eq!(status(&server, &key), 200, "the sealed key still works");
+
+    // And a policy version activated around `warden policy push`.
+    admin(&format!(
+        "SET search_path = \"{0}\";
+         INSERT INTO warden_policies (name, version, format, source, sha256)
+         SELECT name, 2, format, replace(source, 'default: deny', 'default: allow'),
+                encode(sha256(convert_to(replace(source, 'default: deny', 'default: allow'), 'UTF8')), 'hex')
+         FROM warden_policies WHERE version = 1;
+         UPDATE warden_active_policies SET version = 2;
+         SELECT pg_notify('warden_policies', 'forged')",
+        site.name
+    ));
+    server.wait_for("the forged policy refused", |s| {
+        s.log_text()
+            .contains("does not carry a valid integrity MAC")
+    });
+    let body =
+        json!({"kind": "tool_call", "tool": "crm.read_customer", "session": "s", "args": {}});
+    assert_eq!(
+        server.post_json("/v1/decide", Some(&key), &body).body["decision"],
+        "deny",
+        "the last good policy stays in force"
+    );
+    let log = server.log_text();
+    assert!(!log.contains(&forged) && !log.contains(&key));
 }

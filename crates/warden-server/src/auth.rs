@@ -2,6 +2,7 @@
 //! hashed keys in constant time by the key store, or the anonymous policy; and the per-key rate
 //! limit, which counts decisions (a batch of N takes N).
 
+use std::net::IpAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 
@@ -79,12 +80,67 @@ fn limiter_key(id: &str) -> u64 {
     u64::from_str_radix(id, 16).unwrap_or(u64::MAX - 1)
 }
 
+/// Where a request comes from, for brute-force protection and authentication events.
+#[derive(Clone, Copy, Debug, Default)]
+pub(crate) struct Client<'a> {
+    /// The client's address: the connection's peer, or `client_address_header`'s last entry.
+    pub(crate) addr: Option<IpAddr>,
+    /// Its `User-Agent`.
+    pub(crate) user_agent: Option<&'a str>,
+}
+
+impl<'a> Client<'a> {
+    /// The client of a request with `headers`, connected from `peer`.
+    pub(crate) fn of(state: &AppState, headers: &'a HeaderMap, peer: Option<IpAddr>) -> Self {
+        let addr = match &state.config().client_address_header {
+            None => peer,
+            Some(name) => headers
+                .get_all(name.as_str())
+                .iter()
+                .next_back()
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.rsplit(',').next())
+                .and_then(|v| v.trim().parse().ok()),
+        };
+        Self {
+            addr,
+            user_agent: headers
+                .get(header::USER_AGENT)
+                .and_then(|v| v.to_str().ok()),
+        }
+    }
+}
+
+/// Refuses a locked-out client (429) before its key is looked at.
+pub(crate) fn check_lockout(state: &AppState, client: Client<'_>) -> Result<(), ApiError> {
+    let (Some(lockout), Some(addr)) = (&state.0.lockout, client.addr) else {
+        return Ok(());
+    };
+    lockout.check(addr).inspect_err(|_| {
+        state.metrics().auth_lockouts.inc();
+        if let Some(events) = &state.0.auth_events {
+            events.refused("locked_out", client.addr, client.user_agent);
+        }
+    })
+}
+
+/// Records a failed authentication of `client` and counts it towards its lockout.
+pub(crate) async fn failed_authentication(state: &AppState, client: Client<'_>) {
+    if let Some(events) = &state.0.auth_events {
+        events.refused("failure", client.addr, client.user_agent);
+    }
+    if let (Some(lockout), Some(addr)) = (&state.0.lockout, client.addr) {
+        lockout.failed(addr).await;
+    }
+}
+
 /// Resolves who is calling: readiness, then the API key (or the anonymous policy), then the
 /// key's rate limit.
 pub(crate) fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     request_id: &str,
+    client: Client<'_>,
 ) -> Result<Caller, ApiError> {
     if !state.is_ready() {
         return Err(ApiError::not_ready());
@@ -93,11 +149,16 @@ pub(crate) fn authenticate(
     let (caller, limit_key) = match presented_key(headers) {
         Some(key) => match snapshot.keys.verify(key) {
             Some(key) => (
-                Caller {
-                    tenant: Arc::clone(&key.tenant),
-                    policy: Arc::clone(&key.policy),
-                    snapshot: Arc::clone(&snapshot),
-                    rate_key: limiter_key(&key.record.id),
+                {
+                    if let Some(events) = &state.0.auth_events {
+                        events.success(&key.record.id, &key.tenant, client.addr, client.user_agent);
+                    }
+                    Caller {
+                        tenant: Arc::clone(&key.tenant),
+                        policy: Arc::clone(&key.policy),
+                        snapshot: Arc::clone(&snapshot),
+                        rate_key: limiter_key(&key.record.id),
+                    }
                 },
                 limiter_key(&key.record.id),
             ),

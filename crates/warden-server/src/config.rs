@@ -36,6 +36,25 @@ pub struct RateLimit {
     pub burst: u32,
 }
 
+/// Lockout of an address that keeps presenting bad API keys (brute-force protection).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthFailureLimit {
+    /// Failed authentications from one address in one window that lock it out (0 disables).
+    pub max_failures: u32,
+    /// The window the failures are counted in, and how long a lockout lasts, in seconds.
+    pub window_secs: u64,
+}
+
+impl Default for AuthFailureLimit {
+    fn default() -> Self {
+        Self {
+            max_failures: 20,
+            window_secs: 60,
+        }
+    }
+}
+
 impl Default for RateLimit {
     fn default() -> Self {
         Self {
@@ -69,6 +88,9 @@ pub struct ServeConfig {
     /// When set, keys live in PostgreSQL (`warden migrate` creates the schema) instead of
     /// `keys_file`, and every instance reloads them as soon as one changes.
     pub database_url: Option<SecretUrl>,
+    /// A MAC key file (hex, mode 0600; `warden keys gen-mac`): every key and policy written to
+    /// PostgreSQL carries an HMAC with it, and rows that do not verify are refused.
+    pub database_integrity_key: Option<PathBuf>,
     /// Prefix of Warden's keys in Redis (several deployments may share one Redis).
     pub redis_prefix: String,
     /// Longest wait for one Redis answer in milliseconds; a slower one is a state failure.
@@ -89,6 +111,12 @@ pub struct ServeConfig {
     pub max_concurrency: usize,
     /// Per-key rate limit.
     pub rate_limit: RateLimit,
+    /// Lockout of addresses that keep failing authentication (429 while locked out).
+    pub auth_failures: AuthFailureLimit,
+    /// Where the client's address is read: the connection's peer (none), or a header a proxy in
+    /// front sets (`x-forwarded-for`: its last address, the one that proxy appended). Set it only
+    /// behind such a proxy: a client can write any value into the header otherwise.
+    pub client_address_header: Option<String>,
     /// After SIGTERM/SIGINT, how long in-flight requests may take before the process exits.
     pub shutdown_grace_ms: u64,
     /// Reload on file changes (SIGHUP always reloads).
@@ -144,6 +172,7 @@ impl Default for ServeConfig {
             state_file: PathBuf::from(".warden/sessions.redb"),
             redis_url: None,
             database_url: None,
+            database_integrity_key: None,
             redis_prefix: "warden".to_owned(),
             redis_timeout_ms: 500,
             state_fail_mode: StateFailMode::Closed,
@@ -153,6 +182,8 @@ impl Default for ServeConfig {
             request_timeout_ms: 5_000,
             max_concurrency: 1024,
             rate_limit: RateLimit::default(),
+            auth_failures: AuthFailureLimit::default(),
+            client_address_header: None,
             shutdown_grace_ms: 10_000,
             watch: true,
             reload_debounce_ms: 250,

@@ -1,7 +1,7 @@
 //! Thin handlers: extract, decide, answer. Every failure is an [`ApiError`].
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::Json;
 use axum::extract::{Extension, Path, Request, State};
@@ -382,32 +382,66 @@ pub async fn live() -> Response {
     Json(json!({"status": "ok"})).into_response()
 }
 
-/// `GET /health/ready`: policies loaded, the store reachable and its last flush written, the
-/// shared state (Redis) answering a PING within its timeout, not shutting down.
+/// `GET /health/ready`: policies loaded, the session store reachable and its last flush
+/// written, the shared state (Redis) answering a PING within its timeout, the audit log
+/// writing, not shutting down; each store's status is in the answer. PostgreSQL is reported but
+/// does not make the daemon unready: decisions do not need it (the keys and policies it holds
+/// are loaded), so a database outage must not take every instance out of the load balancer.
 pub async fn ready(State(state): State<AppState>) -> Response {
-    let store_ok = state
+    let status = |ok: bool| if ok { "ok" } else { "failing" };
+    let sessions_ok = state
         .store()
         .probe()
         .inspect_err(|e| tracing::debug!(error = %e, "not ready: session store"))
         .is_ok();
+    let mut stores = serde_json::Map::new();
     let shared_ok = match state.shared() {
-        Some(shared) => shared
-            .ping()
-            .await
-            .inspect_err(|e| tracing::debug!(error = %e, "not ready: shared state"))
-            .is_ok(),
-        None => true,
+        Some(shared) => {
+            let ok = shared
+                .ping()
+                .await
+                .inspect_err(|e| tracing::debug!(error = %e, "not ready: shared state"))
+                .is_ok();
+            stores.insert("redis".into(), status(ok).into());
+            ok
+        }
+        None => {
+            stores.insert("sessions".into(), status(sessions_ok).into());
+            true
+        }
     };
+    if let Some(database) = state.database() {
+        let timeout = Duration::from_millis(state.config().redis_timeout_ms.max(1));
+        let ok = matches!(
+            tokio::time::timeout(timeout, database.ping()).await,
+            Ok(Ok(()))
+        );
+        stores.insert("database".into(), status(ok).into());
+    }
     let audit_ok = state.effects().audit.as_ref().is_none_or(|a| !a.status().2);
-    if state.is_ready() && store_ok && shared_ok && audit_ok {
+    if state.effects().audit.is_some() {
+        stores.insert("audit".into(), status(audit_ok).into());
+    }
+    if state.is_ready() && sessions_ok && shared_ok && audit_ok {
         Json(json!({
             "status": "ready",
             "policies": state.snapshot().policies.len(),
             "state": if state.shared().is_some() { "redis" } else { "embedded" },
+            "keys": if state.database().is_some() { "database" } else { "file" },
+            "stores": stores,
         }))
         .into_response()
     } else {
-        ApiError::not_ready().into_response()
+        let failing: Vec<&str> = stores
+            .iter()
+            .filter(|(_, v)| *v == "failing")
+            .map(|(k, _)| k.as_str())
+            .collect();
+        let mut error = ApiError::not_ready();
+        if !failing.is_empty() {
+            error.message = format!("the server is not ready: {} failing", failing.join(", "));
+        }
+        error.into_response()
     }
 }
 

@@ -9,6 +9,7 @@
 
 pub mod audit;
 mod auth;
+mod auth_events;
 mod body;
 pub mod config;
 mod effects;
@@ -17,6 +18,7 @@ mod fast;
 mod handlers;
 mod keyfile;
 pub mod listen;
+mod lockout;
 mod logbuf;
 pub mod mcp;
 pub mod metrics;
@@ -68,6 +70,10 @@ struct Inner {
     /// (its effects).
     pipeline: Pipeline<effects::ServerEffects>,
     limiter: Option<auth::RateLimiter>,
+    /// Brute-force protection (`auth_failures`).
+    lockout: Option<lockout::Lockout>,
+    /// Authentication events to PostgreSQL, when `database_url` is set.
+    auth_events: Option<auth_events::AuthEvents>,
     concurrency: Semaphore,
     config: ServeConfig,
     config_path: Option<PathBuf>,
@@ -94,11 +100,8 @@ impl AppState {
         config_path: Option<PathBuf>,
     ) -> Result<Self, ServeError> {
         config.urls_from_env();
-        let database = match &config.database_url {
-            Some(url) => {
-                let database = Database::connect(&url.0)
-                    .await
-                    .map_err(|e| ServeError::Store(e.to_string()))?;
+        let database = match connect_database(&config).await? {
+            Some(database) => {
                 database
                     .check_schema()
                     .await
@@ -190,6 +193,18 @@ impl AppState {
                 .as_ref()
                 .map(|s| Arc::clone(s) as Arc<dyn CounterStore>),
         );
+        let failure_counters: Arc<dyn CounterStore> = match &shared {
+            Some(shared) => Arc::clone(shared) as _,
+            None => Arc::new(warden::state::MemoryCounterStore::new(100_000)),
+        };
+        let lockout = lockout::Lockout::new(config.auth_failures, failure_counters);
+        // A runtime is there whenever a database is (`open` connected it on one).
+        let auth_events = database.as_ref().map(|database| {
+            auth_events::AuthEvents::start(
+                Arc::clone(database),
+                metrics.auth_events_dropped.clone(),
+            )
+        });
         let effects = effects::ServerEffects {
             metrics,
             signing,
@@ -210,6 +225,8 @@ impl AppState {
             database,
             pipeline,
             limiter,
+            lockout,
+            auth_events,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
             config,
             config_path,
@@ -345,6 +362,31 @@ impl AppState {
             .transpose()?;
         Ok((snapshot, key))
     }
+}
+
+/// Connects to the PostgreSQL database `config` names (none without `database_url`), with
+/// `database_integrity_key` applied. Must be called on a Tokio runtime.
+pub async fn connect_database(config: &ServeConfig) -> Result<Option<Database>, ServeError> {
+    let Some(url) = &config.database_url else {
+        return Ok(None);
+    };
+    let integrity = config
+        .database_integrity_key
+        .as_deref()
+        .map(|path| {
+            let text = keyfile::read_secret_file("database_integrity_key", path)?;
+            warden_proof::MacKey::from_hex(&text.into())
+                .map_err(|e| format!("database_integrity_key `{}`: {e}", path.display()))
+        })
+        .transpose()
+        .map_err(ServeError::Load)?;
+    let database = Database::connect(&url.0)
+        .await
+        .map_err(|e| ServeError::Store(e.to_string()))?;
+    Ok(Some(match integrity {
+        Some(key) => database.with_integrity_key(key),
+        None => database,
+    }))
 }
 
 /// The active policies in the database, when there is one (parks the calling thread: call it

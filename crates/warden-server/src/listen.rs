@@ -291,7 +291,7 @@ pub async fn serve<S>(
             () = &mut shutdown => break,
         };
         let stream = match accepted {
-            Ok((stream, _peer)) => stream,
+            Ok(accepted) => accepted,
             Err(e) => {
                 // Out of file descriptors or memory: wait rather than spin.
                 if let Some(n) = accept_error_log.hit(epoch) {
@@ -301,6 +301,7 @@ pub async fn serve<S>(
                 continue;
             }
         };
+        let (stream, peer) = stream;
         let Ok(permit) = Arc::clone(&permits).try_acquire_owned() else {
             metrics.rejected.inc();
             if let Some(n) = rejected_log.hit(epoch) {
@@ -327,8 +328,12 @@ pub async fn serve<S>(
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut app = app.clone();
                 let in_flight = activity.request_started();
+                let mut req = req.map(Body::new);
+                // The peer's address, for brute-force protection (axum's own extractor type).
+                req.extensions_mut()
+                    .insert(axum::extract::ConnectInfo(peer));
                 async move {
-                    let response = tower::Service::call(&mut app, req.map(Body::new)).await?;
+                    let response = tower::Service::call(&mut app, req).await?;
                     // The request stays under way until its body is sent (or dropped).
                     Ok::<_, std::convert::Infallible>(response.map(|body| {
                         Body::new(body.map_frame(move |frame| {

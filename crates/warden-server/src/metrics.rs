@@ -80,6 +80,10 @@ pub struct Metrics {
     pub http_requests: Family<HttpLabels, Counter>,
     /// Requests rejected for a missing, unknown or revoked key.
     pub auth_failures: Counter,
+    /// Requests refused because their address is locked out after failed authentications.
+    pub auth_lockouts: Counter,
+    /// Authentication events that could not be stored (queue full or database failing).
+    pub auth_events_dropped: Counter,
     /// Reloads by result.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Live sessions.
@@ -124,6 +128,8 @@ impl Metrics {
         let decision_duration = Histogram::new(exponential_buckets(1e-6, 2.0, 20));
         let http_requests = Family::<HttpLabels, Counter>::default();
         let auth_failures = Counter::default();
+        let auth_lockouts = Counter::default();
+        let auth_events_dropped = Counter::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let sessions = Gauge::default();
         let workers = Gauge::default();
@@ -158,6 +164,16 @@ impl Metrics {
             "warden_auth_failures",
             "Requests rejected by authentication",
             auth_failures.clone(),
+        );
+        registry.register(
+            "warden_auth_lockouts",
+            "Requests refused (429) from addresses locked out after failed authentications",
+            auth_lockouts.clone(),
+        );
+        registry.register(
+            "warden_auth_events_dropped",
+            "Authentication events not stored in the database (queue full or database failing)",
+            auth_events_dropped.clone(),
         );
         registry.register(
             "warden_reload",
@@ -239,6 +255,8 @@ impl Metrics {
             decision_duration,
             http_requests,
             auth_failures,
+            auth_lockouts,
+            auth_events_dropped,
             reloads,
             sessions,
             workers,

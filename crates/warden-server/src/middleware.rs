@@ -4,17 +4,20 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use axum::extract::{MatchedPath, Request, State};
+use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use crate::AppState;
-use crate::auth::{Caller, authenticate, charge_request};
+use crate::auth::{
+    Caller, Client, authenticate, charge_request, check_lockout, failed_authentication,
+};
 use crate::error::{ApiError, ErrorCode};
 use crate::metrics::HttpLabels;
 
@@ -134,9 +137,22 @@ where
     F: FnOnce(Request, Caller) -> Fut,
     Fut: Future<Output = Response>,
 {
-    let caller = match authenticate(state, req.headers(), request_id) {
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let client = Client::of(state, req.headers(), peer);
+    if let Err(error) = check_lockout(state, client) {
+        return error.into_response();
+    }
+    let caller = match authenticate(state, req.headers(), request_id, client) {
         Ok(caller) => caller,
-        Err(error) => return error.into_response(),
+        Err(error) => {
+            if error.code == ErrorCode::Unauthorized {
+                failed_authentication(state, client).await;
+            }
+            return error.into_response();
+        }
     };
     if let Err(error) = charge_request(state, &caller).await {
         return error.into_response();

@@ -16,11 +16,14 @@ use std::sync::Arc;
 
 use tokio_postgres::{AsyncMessage, Client, NoTls};
 use warden_core::state::{KeyRecord, KeyStore, StoreCall, StoreError};
+use warden_proof::MacKey;
 
 /// The migrations, in order: (version, SQL).
 const MIGRATIONS: &[(i32, &str)] = &[
     (1, include_str!("../migrations/0001_tenants_and_keys.sql")),
     (2, include_str!("../migrations/0002_policies.sql")),
+    (3, include_str!("../migrations/0003_auth_events.sql")),
+    (4, include_str!("../migrations/0004_integrity.sql")),
 ];
 
 /// The channel every key change is announced on.
@@ -96,7 +99,7 @@ fn stored_policy(row: &tokio_postgres::Row) -> StoredPolicy {
 }
 
 const POLICY_COLUMNS: &str = "p.name, p.version, p.format, p.source, p.sha256,
-     coalesce(a.version = p.version, false), extract(epoch FROM p.pushed_at)::bigint
+     coalesce(a.version = p.version, false), extract(epoch FROM p.pushed_at)::bigint, p.mac
      FROM warden_policies p LEFT JOIN warden_active_policies a ON a.name = p.name";
 
 /// Any number that names Warden's migration lock among the database's advisory locks.
@@ -118,6 +121,44 @@ pub struct Database {
     client: Arc<tokio::sync::Mutex<Client>>,
     runtime: tokio::runtime::Handle,
     url: String,
+    /// The key of the rows' HMACs, when integrity is on (see [`Database::with_integrity_key`]).
+    integrity: Option<Arc<MacKey>>,
+}
+
+/// What a key row's HMAC covers: every field that grants access.
+fn key_mac_message(record: &KeyRecord) -> Vec<u8> {
+    format!(
+        "warden-key\x1f{}\x1f{}\x1f{}\x1f{}",
+        record.id,
+        record.sha256,
+        record.tenant,
+        record.policy.as_deref().unwrap_or("")
+    )
+    .into_bytes()
+}
+
+/// What a policy row's HMAC covers.
+fn policy_mac_message(name: &str, version: i32, format: PolicyFormat, sha256: &str) -> Vec<u8> {
+    format!(
+        "warden-policy\x1f{name}\x1f{version}\x1f{}\x1f{sha256}",
+        format.as_str()
+    )
+    .into_bytes()
+}
+
+fn tag(key: Option<&MacKey>, message: &[u8]) -> Result<Option<String>, StoreError> {
+    key.map(|key| {
+        key.tag(message)
+            .map(hex::encode)
+            .map_err(|e| StoreError::new(format!("integrity key: {e}")))
+    })
+    .transpose()
+}
+
+/// Whether `mac` (hex) is `key`'s tag of `message`; a missing or malformed one is not.
+fn verifies(key: &MacKey, message: &[u8], mac: Option<&str>) -> bool {
+    mac.and_then(|m| hex::decode(m).ok())
+        .is_some_and(|tag| key.check(message, &tag).unwrap_or(false))
 }
 
 impl std::fmt::Debug for Database {
@@ -177,7 +218,18 @@ impl Database {
             client: Arc::new(tokio::sync::Mutex::new(client)),
             runtime: tokio::runtime::Handle::current(),
             url: url.to_owned(),
+            integrity: None,
         })
+    }
+
+    /// Turns integrity on: every key and policy written carries an HMAC-SHA256 with `key`,
+    /// and a row read back whose HMAC does not verify (written around Warden, or before
+    /// integrity was on) is refused: a key row is left out (it authenticates nothing, and is
+    /// logged), a policy row fails the load. Someone who can write to the database but does not
+    /// hold `key` can then neither add a key nor change a policy.
+    pub fn with_integrity_key(mut self, key: MacKey) -> Self {
+        self.integrity = Some(Arc::new(key));
+        self
     }
 
     /// Runs `work` with the client on the database's runtime.
@@ -192,6 +244,29 @@ impl Database {
         let task = self.runtime.spawn(async move {
             reopen_if_closed(&client, &url).await?;
             work(client).await.map_err(|e| store_error(what, &e))
+        });
+        StoreCall::pending(async move {
+            match task.await {
+                Ok(answer) => answer,
+                Err(_) => Err(StoreError::new(format!(
+                    "postgres {what}: the task was stopped"
+                ))),
+            }
+        })
+    }
+
+    /// [`Self::run`] for work whose failures are already store errors.
+    fn run_checked<'a, T, F, Fut>(&'a self, what: &'static str, work: F) -> StoreCall<'a, T>
+    where
+        T: Send + 'static,
+        F: FnOnce(Arc<tokio::sync::Mutex<Client>>) -> Fut + Send + 'static,
+        Fut: Future<Output = Result<T, StoreError>> + Send + 'static,
+    {
+        let client = Arc::clone(&self.client);
+        let url = self.url.clone();
+        let task = self.runtime.spawn(async move {
+            reopen_if_closed(&client, &url).await?;
+            work(client).await
         });
         StoreCall::pending(async move {
             match task.await {
@@ -240,6 +315,18 @@ impl Database {
         })
     }
 
+    /// One trivial query: whether the database answers.
+    pub fn ping(&self) -> StoreCall<'_, ()> {
+        self.run("ping", |client| async move {
+            client
+                .lock()
+                .await
+                .simple_query("SELECT 1")
+                .await
+                .map(|_| ())
+        })
+    }
+
     /// Refuses a database whose schema is behind this binary's (run `warden migrate`).
     pub fn check_schema(&self) -> StoreCall<'_, ()> {
         let latest = MIGRATIONS.last().map_or(0, |(v, _)| *v);
@@ -282,30 +369,39 @@ impl Database {
     ) -> StoreCall<'_, i32> {
         let (name, source) = (name.to_owned(), source.to_owned());
         let sha256 = sha256_hex(&source);
-        self.run("push policy", move |client| async move {
+        let integrity = self.integrity.clone();
+        self.run_checked("push policy", move |client| async move {
+            let pg = |e: tokio_postgres::Error| store_error("push policy", &e);
             let mut client = client.lock().await;
-            let tx = client.transaction().await?;
+            let tx = client.transaction().await.map_err(pg)?;
             // One pusher per name at a time: the next version number is taken under the lock.
             tx.execute(
                 "SELECT pg_advisory_xact_lock(hashtext('warden_policies'), hashtext($1))",
                 &[&name],
             )
-            .await?;
+            .await
+            .map_err(pg)?;
             let version: i32 = tx
                 .query_one(
                     "SELECT coalesce(max(version), 0) + 1 FROM warden_policies WHERE name = $1",
                     &[&name],
                 )
-                .await?
+                .await
+                .map_err(pg)?
                 .get(0);
+            let mac = tag(
+                integrity.as_deref(),
+                &policy_mac_message(&name, version, format, &sha256),
+            )?;
             tx.execute(
-                "INSERT INTO warden_policies (name, version, format, source, sha256)
-                 VALUES ($1, $2, $3, $4, $5)",
-                &[&name, &version, &format.as_str(), &source, &sha256],
+                "INSERT INTO warden_policies (name, version, format, source, sha256, mac)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+                &[&name, &version, &format.as_str(), &source, &sha256, &mac],
             )
-            .await?;
-            activate(&tx, &name, version).await?;
-            tx.commit().await?;
+            .await
+            .map_err(pg)?;
+            activate(&tx, &name, version).await.map_err(pg)?;
+            tx.commit().await.map_err(pg)?;
             Ok(version)
         })
     }
@@ -332,9 +428,11 @@ impl Database {
         })
     }
 
-    /// The active version of every policy, by name.
+    /// The active version of every policy, by name. With integrity on, an active version
+    /// whose HMAC does not verify is an error: the caller keeps the policies it has.
     pub fn active_policies(&self) -> StoreCall<'_, Vec<StoredPolicy>> {
-        self.run("load policies", |client| async move {
+        let integrity = self.integrity.clone();
+        let call = self.run("load policies", |client| async move {
             let client = client.lock().await;
             let rows = client
                 .query(
@@ -342,7 +440,34 @@ impl Database {
                     &[],
                 )
                 .await?;
-            Ok(rows.iter().map(stored_policy).collect())
+            Ok(rows
+                .iter()
+                .map(|row| (stored_policy(row), row.get::<_, Option<String>>(7)))
+                .collect::<Vec<_>>())
+        });
+        StoreCall::pending(async move {
+            let rows = call.await?;
+            let mut policies = Vec::with_capacity(rows.len());
+            for (policy, mac) in rows {
+                if let Some(key) = integrity.as_deref() {
+                    let message = policy_mac_message(
+                        &policy.name,
+                        policy.version,
+                        policy.format,
+                        &policy.sha256,
+                    );
+                    if !verifies(key, &message, mac.as_deref()) {
+                        return Err(StoreError::new(format!(
+                            "policy `{}` version {} in the database does not carry a valid \
+                             integrity MAC (written around warden, or before \
+                             database_integrity_key was set); refusing it",
+                            policy.name, policy.version
+                        )));
+                    }
+                }
+                policies.push(policy);
+            }
+            Ok(policies)
         })
     }
 
@@ -396,6 +521,96 @@ impl Database {
     }
 }
 
+/// One authentication attempt on a daemon (never the key that was presented).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AuthEvent {
+    /// When (Unix milliseconds).
+    pub at_ms: i64,
+    /// `success`, `failure` or `locked_out`.
+    pub outcome: &'static str,
+    /// The key's id, on a success.
+    pub key_id: Option<String>,
+    /// The key's tenant, on a success.
+    pub tenant: Option<String>,
+    /// The client's address.
+    pub remote_addr: Option<String>,
+    /// The client's `User-Agent` (truncated by the caller).
+    pub user_agent: Option<String>,
+}
+
+impl Database {
+    /// Stores `events` in one statement, and a success's time as its tenant's `last_used_at`.
+    pub fn record_auth_events(&self, events: Vec<AuthEvent>) -> StoreCall<'_, ()> {
+        self.run("record auth events", move |client| async move {
+            let client = client.lock().await;
+            let at: Vec<f64> = events.iter().map(|e| e.at_ms as f64 / 1000.0).collect();
+            let outcome: Vec<&str> = events.iter().map(|e| e.outcome).collect();
+            let key_id: Vec<Option<&str>> = events.iter().map(|e| e.key_id.as_deref()).collect();
+            let tenant: Vec<Option<&str>> = events.iter().map(|e| e.tenant.as_deref()).collect();
+            let addr: Vec<Option<&str>> = events.iter().map(|e| e.remote_addr.as_deref()).collect();
+            let agent: Vec<Option<&str>> = events.iter().map(|e| e.user_agent.as_deref()).collect();
+            client
+                .execute(
+                    "INSERT INTO warden_auth_events
+                         (at, outcome, key_id, tenant, remote_addr, user_agent)
+                     SELECT to_timestamp(a), o, k, t, r, u
+                     FROM unnest($1::float8[], $2::text[], $3::text[], $4::text[], $5::text[],
+                                 $6::text[]) AS e(a, o, k, t, r, u)",
+                    &[&at, &outcome, &key_id, &tenant, &addr, &agent],
+                )
+                .await?;
+            client
+                .execute(
+                    "UPDATE warden_tenants w SET last_used_at = to_timestamp(l.at)
+                     FROM (SELECT t, max(a) AS at
+                           FROM unnest($1::float8[], $2::text[]) AS e(a, t)
+                           WHERE t IS NOT NULL GROUP BY t) l
+                     WHERE w.name = l.t",
+                    &[&at, &tenant],
+                )
+                .await?;
+            Ok(())
+        })
+    }
+
+    /// The authentication events of the last `within_secs` seconds, newest first, at most
+    /// `limit` (for operators and tests).
+    pub fn recent_auth_events(
+        &self,
+        within_secs: i64,
+        limit: i64,
+    ) -> StoreCall<'_, Vec<AuthEvent>> {
+        self.run("read auth events", move |client| async move {
+            let client = client.lock().await;
+            let rows = client
+                .query(
+                    "SELECT (extract(epoch FROM at) * 1000)::bigint, outcome, key_id, tenant,
+                            remote_addr, user_agent
+                     FROM warden_auth_events
+                     WHERE at > now() - make_interval(secs => $1::float8)
+                     ORDER BY seq DESC LIMIT $2",
+                    &[&(within_secs as f64), &limit],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| AuthEvent {
+                    at_ms: row.get(0),
+                    outcome: match row.get::<_, &str>(1) {
+                        "success" => "success",
+                        "locked_out" => "locked_out",
+                        _ => "failure",
+                    },
+                    key_id: row.get(2),
+                    tenant: row.get(3),
+                    remote_addr: row.get(4),
+                    user_agent: row.get(5),
+                })
+                .collect())
+        })
+    }
+}
+
 /// Makes `version` the active one of `name` and announces it, inside `tx`.
 async fn activate(
     tx: &tokio_postgres::Transaction<'_>,
@@ -414,24 +629,42 @@ async fn activate(
 }
 
 impl KeyStore for Database {
+    /// The keys not revoked. With integrity on, a row whose HMAC does not verify is left out
+    /// and logged (by id only): it authenticates nothing, and one forged row cannot stop the
+    /// others (a revocation) from loading.
     fn list(&self) -> StoreCall<'_, Vec<KeyRecord>> {
+        let integrity = self.integrity.clone();
         self.run("list keys", |client| async move {
             let client = client.lock().await;
             let rows = client
                 .query(
-                    "SELECT id, tenant, policy, sha256, extract(epoch FROM created_at)::bigint
+                    "SELECT id, tenant, policy, sha256, extract(epoch FROM created_at)::bigint,
+                            mac
                      FROM warden_api_keys WHERE revoked_at IS NULL ORDER BY seq",
                     &[],
                 )
                 .await?;
             Ok(rows
                 .iter()
-                .map(|row| KeyRecord {
-                    id: row.get(0),
-                    tenant: row.get(1),
-                    policy: row.get(2),
-                    sha256: row.get(3),
-                    created: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+                .filter_map(|row| {
+                    let record = KeyRecord {
+                        id: row.get(0),
+                        tenant: row.get(1),
+                        policy: row.get(2),
+                        sha256: row.get(3),
+                        created: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+                    };
+                    let mac: Option<String> = row.get(5);
+                    match integrity.as_deref() {
+                        Some(key) if !verifies(key, &key_mac_message(&record), mac.as_deref()) => {
+                            tracing::error!(
+                                key_id = %record.id,
+                                "an API key row without a valid integrity MAC is refused"
+                            );
+                            None
+                        }
+                        _ => Some(record),
+                    }
                 })
                 .collect())
         })
@@ -439,6 +672,10 @@ impl KeyStore for Database {
 
     fn insert<'a>(&'a self, record: &'a KeyRecord) -> StoreCall<'a, bool> {
         let record = record.clone();
+        let mac = match tag(self.integrity.as_deref(), &key_mac_message(&record)) {
+            Ok(mac) => mac,
+            Err(e) => return StoreCall::ready(Err(e)),
+        };
         self.run("insert key", move |client| async move {
             let mut client = client.lock().await;
             let tx = client.transaction().await?;
@@ -451,8 +688,9 @@ impl KeyStore for Database {
             let prefix = record.id.get(..8).unwrap_or(&record.id);
             let added = tx
                 .execute(
-                    "INSERT INTO warden_api_keys (id, sha256, prefix, tenant, policy, created_at)
-                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6)) ON CONFLICT DO NOTHING",
+                    "INSERT INTO warden_api_keys
+                         (id, sha256, prefix, tenant, policy, created_at, mac)
+                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6), $7) ON CONFLICT DO NOTHING",
                     &[
                         &record.id,
                         &record.sha256,
@@ -460,6 +698,7 @@ impl KeyStore for Database {
                         &record.tenant,
                         &record.policy,
                         &created,
+                        &mac,
                     ],
                 )
                 .await?

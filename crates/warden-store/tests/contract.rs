@@ -91,7 +91,7 @@ fn postgres() -> (Arc<Database>, Arc<Database>) {
     let url = fresh_database();
     let one = runtime().block_on(Database::connect(&url)).unwrap();
     let two = runtime().block_on(Database::connect(&url)).unwrap();
-    assert_eq!(one.migrate().wait().unwrap(), [1, 2]);
+    assert_eq!(one.migrate().wait().unwrap(), [1, 2, 3, 4]);
     assert!(
         two.migrate().wait().unwrap().is_empty(),
         "a migration ran twice"
@@ -934,7 +934,7 @@ fn a_database_is_used_only_once_migrated() {
     });
     let mut applied = [a, b].concat();
     applied.sort_unstable();
-    assert_eq!(applied, [1, 2], "each migration once");
+    assert_eq!(applied, [1, 2, 3, 4], "each migration once");
     db.check_schema().wait().unwrap();
     assert!(db.migrate().wait().unwrap().is_empty());
 }
@@ -993,4 +993,38 @@ fn racing_pushes_of_one_policy_get_distinct_versions() {
     let active = one.active_policies().wait().unwrap();
     assert_eq!(active.len(), 1);
     assert_eq!(active[0].format, PolicyFormat::Rego);
+}
+
+#[test]
+fn with_an_integrity_key_only_sealed_rows_are_read() {
+    use warden_core::state::KeyStore as _;
+    let url = fresh_database();
+    let key = || warden_proof::MacKey::from_bytes(vec![7; 32]).unwrap();
+    let sealed = runtime()
+        .block_on(Database::connect(&url))
+        .unwrap()
+        .with_integrity_key(key());
+    let plain = runtime().block_on(Database::connect(&url)).unwrap();
+    let other_key = runtime()
+        .block_on(Database::connect(&url))
+        .unwrap()
+        .with_integrity_key(warden_proof::MacKey::from_bytes(vec![8; 32]).unwrap());
+    sealed.migrate().wait().unwrap();
+    let (_, good) = warden_store::keys::create_key(&sealed, "acme", None).unwrap();
+    let (_, unsealed) = warden_store::keys::create_key(&plain, "acme", None).unwrap();
+    let ids = |db: &Database| -> Vec<String> {
+        db.list().wait().unwrap().into_iter().map(|r| r.id).collect()
+    };
+    assert_eq!(ids(&sealed), std::slice::from_ref(&good.id));
+    assert_eq!(ids(&plain), [good.id.clone(), unsealed.id], "no key: no check");
+    assert!(ids(&other_key).is_empty(), "another key verifies nothing");
+
+    let v1 = "warden: 1\nname: p\ndefault: deny\nrules: []\n";
+    sealed.push_policy("p", PolicyFormat::Warden, v1).wait().unwrap();
+    assert_eq!(sealed.active_policies().wait().unwrap().len(), 1);
+    plain.push_policy("p", PolicyFormat::Warden, v1).wait().unwrap();
+    let error = sealed.active_policies().wait().unwrap_err();
+    assert!(error.to_string().contains("policy `p` version 2"), "{error}");
+    assert!(sealed.activate_policy("p", 1).wait().unwrap());
+    assert_eq!(sealed.active_policies().wait().unwrap()[0].version, 1);
 }
