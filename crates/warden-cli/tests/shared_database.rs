@@ -589,3 +589,35 @@ fn with_an_integrity_key_rows_written_around_warden_are_refused() {
     let log = server.log_text();
     assert!(!log.contains(&forged) && !log.contains(&key));
 }
+
+#[test]
+fn a_change_whose_notification_was_lost_is_picked_up_by_the_periodic_check() {
+    let site = Site::new();
+    let config = site.path("warden.yaml");
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str("database_refresh_secs: 1\n");
+    std::fs::write(&config, text).unwrap();
+    assert!(site.migrate().status.success());
+    let server = site.start("a");
+    // A key added, with its event, but no NOTIFY: as if the notification never arrived.
+    let key = format!("wdn_{}", "cd".repeat(32));
+    admin(&format!(
+        "SET search_path = \"{0}\";
+         INSERT INTO warden_tenants (name) VALUES ('acme');
+         INSERT INTO warden_api_keys (id, sha256, prefix, tenant, policy, created_at)
+         SELECT left(h, 12), h, left(h, 8), 'acme', 'support-agent', now()
+         FROM (SELECT encode(sha256('{key}'::bytea), 'hex') AS h) k;
+         INSERT INTO warden_key_events (key_id, event) VALUES ('x', 'created')",
+        site.name
+    ));
+    assert!(
+        answers_within(&server, &key, 200, Duration::from_secs(5)),
+        "{}",
+        server.log_text()
+    );
+    assert!(
+        server
+            .log_text()
+            .contains("database changed without a notification")
+    );
+}

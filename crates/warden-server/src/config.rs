@@ -91,6 +91,9 @@ pub struct ServeConfig {
     /// A MAC key file (hex, mode 0600; `warden keys gen-mac`): every key and policy written to
     /// PostgreSQL carries an HMAC with it, and rows that do not verify are refused.
     pub database_integrity_key: Option<PathBuf>,
+    /// How often (seconds) each instance checks the database for changes it was not notified
+    /// of (a notification lost to a dropped connection); 0 never.
+    pub database_refresh_secs: u64,
     /// Prefix of Warden's keys in Redis (several deployments may share one Redis).
     pub redis_prefix: String,
     /// Longest wait for one Redis answer in milliseconds; a slower one is a state failure.
@@ -173,6 +176,7 @@ impl Default for ServeConfig {
             redis_url: None,
             database_url: None,
             database_integrity_key: None,
+            database_refresh_secs: 30,
             redis_prefix: "warden".to_owned(),
             redis_timeout_ms: 500,
             state_fail_mode: StateFailMode::Closed,

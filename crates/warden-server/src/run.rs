@@ -88,17 +88,40 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         .await?
         .with_anonymous_override(options.anonymous_policy_override.clone());
     crate::mcp::check(&state).map_err(ServeError::Load)?;
-    // Keys in PostgreSQL: any instance's change reloads this one's at once.
+    // Keys and policies in PostgreSQL: any instance's change reloads this one's at once, and
+    // a periodic check catches a change whose notification was lost.
     if let Some(database) = state.database() {
-        let state = state.clone();
+        let listener = state.clone();
         database.listen(Arc::new(move || {
-            let state = state.clone();
+            let state = listener.clone();
             tokio::spawn(async move {
                 if let Err(e) = state.reload().await {
-                    tracing::warn!(error = %e, "reload after a key change failed; keeping the keys loaded");
+                    tracing::warn!(error = %e, "reload after a database change failed; keeping what is loaded");
                 }
             });
         }));
+        let every = config.database_refresh_secs;
+        if every > 0 {
+            let (state, database) = (state.clone(), Arc::clone(database));
+            tokio::spawn(async move {
+                let mut tick = tokio::time::interval(Duration::from_secs(every));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut last = None;
+                loop {
+                    tick.tick().await;
+                    let Ok(marker) = database.change_marker().await else {
+                        continue;
+                    };
+                    if last.as_ref().is_some_and(|l| *l != marker) {
+                        tracing::info!("database changed without a notification; reloading");
+                        if let Err(e) = state.reload().await {
+                            tracing::warn!(error = %e, "reload after a database change failed");
+                        }
+                    }
+                    last = Some(marker);
+                }
+            });
+        }
     }
     let mut flusher = state
         .store()

@@ -315,6 +315,24 @@ impl Database {
         })
     }
 
+    /// A value that changes whenever the keys or the active policies change: the last key
+    /// event and the last activation. A daemon compares it now and then, in case a
+    /// notification was lost.
+    pub fn change_marker(&self) -> StoreCall<'_, String> {
+        self.run("change marker", |client| async move {
+            let row = client
+                .lock()
+                .await
+                .query_one(
+                    "SELECT (SELECT coalesce(max(seq), 0) FROM warden_key_events)::text || '/' ||
+                            (SELECT coalesce(max(activated_at)::text, '') FROM warden_active_policies)",
+                    &[],
+                )
+                .await?;
+            Ok(row.get(0))
+        })
+    }
+
     /// One trivial query: whether the database answers.
     pub fn ping(&self) -> StoreCall<'_, ()> {
         self.run("ping", |client| async move {
