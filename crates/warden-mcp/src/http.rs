@@ -63,6 +63,51 @@ pub struct UpstreamConfig {
     /// sessions under one key: required on every request, namespaced by the key's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_header: Option<String>,
+    /// Or take it from this key of the message's `params._meta` (e.g. `io.warden/session`),
+    /// for clients that put their agent session into each request: required on `tools/call`,
+    /// used when present on other messages, namespaced by the key's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_meta: Option<String>,
+}
+
+/// Where in a message the Warden session is read ([`ProxyConfig::session_meta`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetaSession {
+    /// The key in `params._meta`.
+    pub key: String,
+    /// The longest session accepted, in bytes.
+    pub max_bytes: usize,
+}
+
+impl MetaSession {
+    /// The session `message` names: `Ok(None)` when it names none and need not, an error (the
+    /// JSON-RPC error message) when it must and does not, or names one that is not a string of
+    /// 1 to `max_bytes` visible ASCII bytes.
+    fn of(&self, message: &Message) -> Result<Option<String>, String> {
+        let key = &self.key;
+        let value = message
+            .params_object()
+            .and_then(|p| p.get("_meta"))
+            .and_then(|m| m.as_object())
+            .and_then(|m| m.get(key.as_str()));
+        match value {
+            None if message.method() == Some("tools/call") => Err(format!(
+                "`params._meta` must name the Warden session under `{key}` on tools/call"
+            )),
+            None => Ok(None),
+            Some(serde_json::Value::String(s))
+                if !s.is_empty()
+                    && s.len() <= self.max_bytes
+                    && s.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                Ok(Some(s.clone()))
+            }
+            Some(_) => Err(format!(
+                "`params._meta` `{key}` must be a string of 1 to {} visible ASCII bytes",
+                self.max_bytes
+            )),
+        }
+    }
 }
 
 /// Derives the caller's identity from the request headers (authentication is the embedding
@@ -82,6 +127,8 @@ pub struct ProxyConfig {
     /// Request headers not forwarded upstream (e.g. the daemon's own `authorization` or API key
     /// header, which authenticates the client to Warden, not to the server).
     pub strip_headers: Vec<HeaderName>,
+    /// Take the Warden session of each message from its `params._meta` (over the identity's).
+    pub session_meta: Option<MetaSession>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -102,6 +149,7 @@ impl ProxyConfig {
             max_body_bytes: DEFAULT_MAX_BODY_BYTES,
             identify: Arc::new(move |_| Ok(identity.clone())),
             strip_headers: Vec::new(),
+            session_meta: None,
         }
     }
 }
@@ -263,7 +311,7 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             identity.principal.as_deref().unwrap_or_default()
         )
     });
-    let caller = Caller {
+    let mut caller = Caller {
         session: identity.session,
         principal: identity.principal,
     };
@@ -307,6 +355,15 @@ pub async fn handle(State(state): State<ProxyState>, request: Request<Body>) -> 
             }
         };
         let parsed = Message::parse(&bytes);
+        if let (Some(meta), Ok(message)) = (&inner.config.session_meta, &parsed) {
+            match meta.of(message) {
+                Ok(Some(session)) => caller.session = Some(session),
+                Ok(None) => {}
+                Err(text) => {
+                    return rpc_error(StatusCode::BAD_REQUEST, message::INVALID_REQUEST, &text);
+                }
+            }
+        }
         if let Ok(message) = &parsed {
             let header = |name: &str| parts.headers.get(name).and_then(|v| v.to_str().ok());
             if let Some(mismatch) =

@@ -156,6 +156,17 @@ enum SessionSource {
 
 impl SessionSource {
     fn of(config: &UpstreamConfig, max_bytes: usize) -> Result<Self, String> {
+        let sources = [
+            config.session.is_some(),
+            config.session_header.is_some(),
+            config.session_meta.is_some(),
+        ];
+        if sources.iter().filter(|set| **set).count() > 1 {
+            return Err(format!(
+                "mcp_upstreams `{}`: `session`, `session_header` and `session_meta` exclude each other",
+                config.name
+            ));
+        }
         match (&config.session_header, &config.session) {
             (Some(_), Some(_)) => Err(format!(
                 "mcp_upstreams `{}`: `session` and `session_header` exclude each other",
@@ -256,6 +267,18 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
             config,
             state.config().max_identifier_bytes,
         )?);
+        if let Some(key) = &config.session_meta {
+            if key.is_empty() || key.len() > state.config().max_identifier_bytes {
+                return Err(format!(
+                    "mcp_upstreams `{name}`: `session_meta` must be 1 to {} bytes",
+                    state.config().max_identifier_bytes
+                ));
+            }
+            proxy.session_meta = Some(warden_mcp::http::MetaSession {
+                key: key.clone(),
+                max_bytes: state.config().max_identifier_bytes,
+            });
+        }
         proxy.strip_headers = vec![
             header::AUTHORIZATION,
             HeaderName::from_static("x-api-key"),

@@ -73,12 +73,17 @@ fn config(dir: &Path, url: &str) -> ServeConfig {
             policy: "mcp".into(),
             session: None,
             session_header: None,
+            session_meta: None,
         }],
         ..ServeConfig::default()
     }
 }
 
 async fn call(app: &Router, headers: &[(&str, &str)]) -> (StatusCode, Value) {
+    call_with(app, headers, CALL).await
+}
+
+async fn call_with(app: &Router, headers: &[(&str, &str)], body: &str) -> (StatusCode, Value) {
     let mut builder = Request::builder()
         .method("POST")
         .uri("/mcp/up")
@@ -89,7 +94,7 @@ async fn call(app: &Router, headers: &[(&str, &str)]) -> (StatusCode, Value) {
     }
     let response = app
         .clone()
-        .oneshot(builder.body(Body::from(CALL)).unwrap())
+        .oneshot(builder.body(Body::from(body.to_owned())).unwrap())
         .await
         .unwrap();
     let status = response.status();
@@ -331,4 +336,81 @@ rules:
         forwarded,
         "a refused request was forwarded"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_can_come_from_the_message_meta() {
+    const ONCE: &str = r#"
+warden: 1
+name: mcp
+tools: { echo: [internal] }
+rules:
+  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
+"#;
+    let (url, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &url);
+    std::fs::write(config.policies.join("mcp.yaml"), ONCE).unwrap();
+    config.mcp_upstreams[0].session_meta = Some("io.warden/session".into());
+    let keys = warden_store::FileKeyStore::new(&config.keys_file);
+    let (acme, _) = warden_store::keys::create_key(&keys, "acme", Some("mcp")).unwrap();
+    let app = router(AppState::new(config, None).unwrap());
+    let body = |meta: &str| {
+        format!(
+            r#"{{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{{"name":"echo","arguments":{{"message":"hi"}},"_meta":{meta}}}}}"#
+        )
+    };
+    let verdict = |reply: &Value| {
+        if reply["result"].is_object() {
+            "allow"
+        } else {
+            assert_eq!(reply["error"]["code"], -32060, "{reply}");
+            "deny"
+        }
+    };
+    let auth = [("x-api-key", acme.as_str())];
+    for (agent, expected) in [("a-1", "allow"), ("a-1", "deny"), ("a-2", "allow")] {
+        let meta = format!(r#"{{"io.warden/session":"{agent}"}}"#);
+        let (status, reply) = call_with(&app, &auth, &body(&meta)).await;
+        assert_eq!(status, StatusCode::OK);
+        assert_eq!(verdict(&reply), expected, "{agent}: {reply}");
+    }
+    let forwarded = seen.lock().len();
+    assert_eq!(forwarded, 2);
+    // A tools/call that names no session, or not as a bounded string, is refused unforwarded.
+    let long = format!(r#"{{"io.warden/session":"{}"}}"#, "a".repeat(300));
+    for meta in [
+        "{}",
+        r#"{"io.warden/session":7}"#,
+        r#"{"io.warden/session":""}"#,
+        &long,
+    ] {
+        let (status, reply) = call_with(&app, &auth, &body(meta)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{meta}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("io.warden/session")),
+            "{reply}"
+        );
+    }
+    let (status, _) = call(&app, &auth).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "no _meta at all");
+    assert_eq!(
+        seen.lock().len(),
+        forwarded,
+        "a refused request was forwarded"
+    );
+}
+
+#[test]
+fn only_one_session_source_may_be_configured() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), "http://127.0.0.1:9/mcp");
+    config.mcp_upstreams[0].session_header = Some("x-agent-session".into());
+    config.mcp_upstreams[0].session_meta = Some("io.warden/session".into());
+    let error = warden_server::mcp::check(&AppState::new(config, None).unwrap()).unwrap_err();
+    assert!(error.contains("exclude each other"), "{error}");
 }
