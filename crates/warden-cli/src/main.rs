@@ -14,6 +14,7 @@ mod keys;
 mod mcp;
 mod policy;
 mod serve;
+mod tenants;
 mod test;
 mod token;
 
@@ -93,6 +94,9 @@ enum Command {
     /// Policies in PostgreSQL (`database_url`): push, list, history, activate.
     #[command(subcommand)]
     Policy(policy::PolicyCommand),
+    /// Tenants in PostgreSQL (`database_url`): owner and MCP upstream.
+    #[command(subcommand)]
+    Tenants(tenants::TenantsCommand),
     /// Create or update the PostgreSQL schema (`database_url`): applies the migrations built
     /// into this binary that the database lacks, once, whichever instance runs it.
     Migrate {
@@ -143,6 +147,7 @@ fn main() -> ExitCode {
         Command::Token(command) => token::run(&command),
         Command::Mcp(command) => mcp::run(command),
         Command::Policy(command) => policy::run(&command),
+        Command::Tenants(command) => tenants::run(&command),
         Command::Migrate {
             database_url,
             config,

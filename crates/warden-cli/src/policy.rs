@@ -60,7 +60,9 @@ pub struct DatabaseArgs {
 
 impl DatabaseArgs {
     /// Connects to the database on a runtime of its own (kept with it).
-    fn connect(&self) -> Result<(warden_store::Database, tokio::runtime::Runtime), String> {
+    pub(crate) fn connect(
+        &self,
+    ) -> Result<(warden_store::Database, tokio::runtime::Runtime), String> {
         let mut config = match &self.config {
             Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
             None => ServeConfig::default(),

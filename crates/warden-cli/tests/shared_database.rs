@@ -403,7 +403,7 @@ fn a_policy_row_changed_behind_wardens_back_is_refused_and_the_last_one_kept() {
     // Someone with write access to the table turns the deny into an allow, without the hash.
     let tampered = deny_all("1").replace("default: deny", "default: allow");
     admin(&format!(
-        "UPDATE \"{}\".warden_policies SET source = '{}'; SELECT pg_notify('warden_policies', 'x')",
+        "UPDATE \"{}\".warden_policies SET source = '{}'; SELECT pg_notify('warden_policies', '{0}:x')",
         site.name,
         tampered.replace('\'', "''")
     ));
@@ -554,7 +554,7 @@ fn with_an_integrity_key_rows_written_around_warden_are_refused() {
          INSERT INTO warden_api_keys (id, sha256, prefix, tenant, policy, created_at)
          SELECT left(h, 12), h, left(h, 8), 'acme', 'support-agent', now()
          FROM (SELECT encode(sha256('{forged}'::bytea), 'hex') AS h) k;
-         SELECT pg_notify('warden_keys', 'forged')",
+         SELECT pg_notify('warden_keys', '{0}:forged')",
         site.name
     ));
     server.wait_for("the forged row refused", |s| {
@@ -572,7 +572,7 @@ fn with_an_integrity_key_rows_written_around_warden_are_refused() {
                 encode(sha256(convert_to(replace(source, 'default: deny', 'default: allow'), 'UTF8')), 'hex')
          FROM warden_policies WHERE version = 1;
          UPDATE warden_active_policies SET version = 2;
-         SELECT pg_notify('warden_policies', 'forged')",
+         SELECT pg_notify('warden_policies', '{0}:forged')",
         site.name
     ));
     server.wait_for("the forged policy refused", |s| {
@@ -620,4 +620,132 @@ fn a_change_whose_notification_was_lost_is_picked_up_by_the_periodic_check() {
             .log_text()
             .contains("database changed without a notification")
     );
+}
+
+/// A minimal MCP server over HTTP on loopback: answers every POST with one `tools/call` result
+/// (HTTP/1.1, one request per connection) and counts them.
+struct FakeMcp {
+    url: String,
+    hits: std::sync::Arc<AtomicUsize>,
+}
+
+impl FakeMcp {
+    fn start() -> Self {
+        use std::io::{BufRead as _, BufReader, Read as _, Write as _};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/mcp", listener.local_addr().unwrap());
+        let hits = std::sync::Arc::new(AtomicUsize::new(0));
+        let counter = std::sync::Arc::clone(&hits);
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line == "\r\n" {
+                        break;
+                    }
+                    if let Some((name, value)) = line.split_once(':')
+                        && name.eq_ignore_ascii_case("content-length")
+                    {
+                        length = value.trim().parse().unwrap_or(0);
+                    }
+                }
+                let mut body = vec![0; length];
+                if reader.read_exact(&mut body).is_err() {
+                    continue;
+                }
+                counter.fetch_add(1, Ordering::SeqCst);
+                let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",
+                    reply.len()
+                );
+            }
+        });
+        Self { url, hits }
+    }
+
+    fn hits(&self) -> usize {
+        self.hits.load(Ordering::SeqCst)
+    }
+}
+
+/// A `tools/call` through the tenant route `/mcp` of `server`; answers the HTTP status.
+fn mcp_call(server: &Server, key: &str) -> u16 {
+    let body = br#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"crm.read_customer","arguments":{}}}"#;
+    let headers = [
+        ("content-type", "application/json"),
+        ("accept", "application/json, text/event-stream"),
+        ("x-api-key", key),
+    ];
+    server.request("POST", "/mcp", &headers, Some(body)).status
+}
+
+#[test]
+fn a_tenants_mcp_upstream_is_set_and_changed_for_every_instance_within_a_second() {
+    let site = Site::new();
+    assert!(site.migrate().status.success());
+    let key = site.create_key();
+    let (one, two) = (FakeMcp::start(), FakeMcp::start());
+    let (a, b) = (site.start("a"), site.start("b"));
+    // No upstream set yet: a JSON-RPC error, nothing forwarded.
+    assert_eq!(mcp_call(&a, &key), 404);
+    let set = |url: &str| {
+        let out = site.warden(&[
+            "tenants",
+            "set",
+            "acme",
+            "--owner",
+            "platform-team",
+            "--mcp-upstream",
+            url,
+            "--database-url",
+            &site.url,
+        ]);
+        assert!(out.status.success(), "{}", stderr(&out));
+    };
+    set(&one.url);
+    for server in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while mcp_call(server, &key) != 200 {
+            assert!(Instant::now() < deadline, "{}", server.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let (before_one, before_two) = (one.hits(), two.hits());
+    assert!(before_one >= 2 && before_two == 0);
+
+    set(&two.url);
+    for server in [&a, &b] {
+        let deadline = Instant::now() + Duration::from_secs(1);
+        loop {
+            let hits = two.hits();
+            assert_eq!(mcp_call(server, &key), 200);
+            if two.hits() > hits {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{}", server.log_text());
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    let listed = site.warden(&["tenants", "list", "--database-url", &site.url]);
+    let listed = String::from_utf8(listed.stdout).unwrap();
+    assert!(
+        listed.starts_with(&format!("acme\tplatform-team\t{}\t", two.url)),
+        "{listed}"
+    );
+    // A bad URL is refused before it reaches the database.
+    let bad = site.warden(&[
+        "tenants",
+        "set",
+        "acme",
+        "--mcp-upstream",
+        "ftp://x",
+        "--database-url",
+        &site.url,
+    ]);
+    assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
 }

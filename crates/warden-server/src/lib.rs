@@ -389,11 +389,18 @@ pub async fn connect_database(config: &ServeConfig) -> Result<Option<Database>, 
     }))
 }
 
-/// The active policies in the database, when there is one (parks the calling thread: call it
-/// off the runtime's workers).
-fn stored_policies(database: Option<&Database>) -> Result<Vec<warden_store::StoredPolicy>, String> {
-    database.map_or(Ok(Vec::new()), |database| {
-        database.active_policies().wait().map_err(|e| e.to_string())
+/// The active policies and the tenants in the database, when there is one (parks the calling
+/// thread: call it off the runtime's workers).
+fn stored_policies(database: Option<&Database>) -> Result<snapshot::Stored, String> {
+    let Some(database) = database else {
+        return Ok(snapshot::Stored::default());
+    };
+    Ok(snapshot::Stored {
+        policies: database
+            .active_policies()
+            .wait()
+            .map_err(|e| e.to_string())?,
+        tenants: database.tenants().wait().map_err(|e| e.to_string())?,
     })
 }
 

@@ -224,15 +224,9 @@ fn identify(source: SessionSource) -> warden_mcp::http::Identify {
     })
 }
 
-fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
-    let upstreams = &state.config().mcp_upstreams;
-    if upstreams.is_empty() {
-        return Ok(Vec::new());
-    }
-    let snapshot = state.snapshot();
-    let pins = pin_store(state)?;
+fn build(state: &AppState, pins: &Arc<dyn PinStore>) -> Result<Vec<Arc<Upstream>>, String> {
     let mut built: Vec<Arc<Upstream>> = Vec::new();
-    for config in upstreams {
+    for config in &state.config().mcp_upstreams {
         let name = &config.name;
         if !valid_name(name) {
             return Err(format!(
@@ -242,68 +236,155 @@ fn build(state: &AppState) -> Result<Vec<Arc<Upstream>>, String> {
         if built.iter().any(|u| &u.config.name == name) {
             return Err(format!("mcp_upstreams: the name `{name}` is used twice"));
         }
-        let uri: Uri = config
-            .url
-            .parse()
-            .map_err(|e| format!("mcp_upstreams `{name}`: invalid url: {e}"))?;
-        if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-            return Err(format!(
-                "mcp_upstreams `{name}`: the url must be http://host:port/path"
-            ));
-        }
-        warden_policy(&snapshot, &config.policy)
-            .map_err(|e| format!("mcp_upstreams `{name}`: {e}"))?;
-        let decider = MountDecider {
-            state: state.clone(),
-            policy: config.policy.clone(),
-        };
-        let enforcer = Arc::new(Enforcer::new(
-            Arc::new(decider),
-            Arc::clone(&pins),
-            name.clone(),
-        ));
-        let mut proxy = ProxyConfig::new(uri, Identity::default());
-        proxy.identify = identify(SessionSource::of(
-            config,
-            state.config().max_identifier_bytes,
-        )?);
-        if let Some(key) = &config.session_meta {
-            if key.is_empty() || key.len() > state.config().max_identifier_bytes {
-                return Err(format!(
-                    "mcp_upstreams `{name}`: `session_meta` must be 1 to {} bytes",
-                    state.config().max_identifier_bytes
-                ));
-            }
-            proxy.session_meta = Some(warden_mcp::http::MetaSession {
-                key: key.clone(),
-                max_bytes: state.config().max_identifier_bytes,
-            });
-        }
-        proxy.strip_headers = vec![
-            header::AUTHORIZATION,
-            HeaderName::from_static("x-api-key"),
-            HeaderName::from_static(TENANT_HEADER),
-        ];
-        built.push(Arc::new(Upstream {
-            config: config.clone(),
-            state: state.clone(),
-            proxy: ProxyState::new(enforcer, proxy),
-        }));
+        let what = format!("mcp_upstreams `{name}`");
+        built.push(Arc::new(mount(state, pins, config.clone(), &what)?));
     }
     Ok(built)
+}
+
+/// One upstream behind an enforcer deciding with `config.policy`; `what` names it in errors.
+fn mount(
+    state: &AppState,
+    pins: &Arc<dyn PinStore>,
+    config: UpstreamConfig,
+    what: &str,
+) -> Result<Upstream, String> {
+    let uri: Uri = config
+        .url
+        .parse()
+        .map_err(|e| format!("{what}: invalid url: {e}"))?;
+    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
+        return Err(format!("{what}: the url must be http://host:port/path"));
+    }
+    warden_policy(&state.snapshot(), &config.policy).map_err(|e| format!("{what}: {e}"))?;
+    let decider = MountDecider {
+        state: state.clone(),
+        policy: config.policy.clone(),
+    };
+    let enforcer = Arc::new(Enforcer::new(
+        Arc::new(decider),
+        Arc::clone(pins),
+        config.name.clone(),
+    ));
+    let mut proxy = ProxyConfig::new(uri, Identity::default());
+    let max_bytes = state.config().max_identifier_bytes;
+    proxy.identify = identify(SessionSource::of(&config, max_bytes)?);
+    if let Some(key) = &config.session_meta {
+        if key.is_empty() || key.len() > max_bytes {
+            return Err(format!(
+                "{what}: `session_meta` must be 1 to {max_bytes} bytes"
+            ));
+        }
+        proxy.session_meta = Some(warden_mcp::http::MetaSession {
+            key: key.clone(),
+            max_bytes,
+        });
+    }
+    proxy.strip_headers = vec![
+        header::AUTHORIZATION,
+        HeaderName::from_static("x-api-key"),
+        HeaderName::from_static(TENANT_HEADER),
+    ];
+    Ok(Upstream {
+        config,
+        state: state.clone(),
+        proxy: ProxyState::new(enforcer, proxy),
+    })
+}
+
+/// Whether anything is mounted: configured upstreams, or tenants' own (with a database).
+fn mounts_anything(state: &AppState) -> bool {
+    !state.config().mcp_upstreams.is_empty() || state.database().is_some()
+}
+
+/// Tenants' own upstreams, served at `/mcp`: each tenant's `mcp_upstream` from the database,
+/// decided by the caller's key's policy. Mounted on first use and kept per tenant, policy and
+/// URL, so a changed upstream (any instance's `warden tenants set`, announced to all) is used
+/// from the next request on.
+struct TenantMounts {
+    state: AppState,
+    pins: Arc<dyn PinStore>,
+    mounted: moka::sync::Cache<MountKey, Arc<Upstream>>,
+}
+
+/// A tenant mount's tenant, policy and upstream URL.
+type MountKey = (Arc<str>, Arc<str>, Arc<str>);
+
+/// Tenant mounts kept at once, at most.
+const MAX_TENANT_MOUNTS: u64 = 10_000;
+
+impl TenantMounts {
+    async fn handle(&self, caller: Caller, request: Request<Body>) -> Response<Body> {
+        let Some(url) = caller
+            .snapshot
+            .tenant_upstreams
+            .get(&caller.tenant)
+            .cloned()
+        else {
+            return json_rpc_error(
+                StatusCode::NOT_FOUND,
+                warden_mcp::message::INVALID_REQUEST,
+                "no MCP upstream is set for this tenant (warden tenants set --mcp-upstream)",
+            );
+        };
+        let key = (
+            Arc::clone(&caller.tenant),
+            Arc::clone(&caller.policy),
+            Arc::clone(&url),
+        );
+        let upstream = match self.mounted.get(&key) {
+            Some(upstream) => upstream,
+            None => {
+                let config = UpstreamConfig {
+                    name: format!("tenant/{}", caller.tenant),
+                    url: url.to_string(),
+                    policy: caller.policy.to_string(),
+                    session: None,
+                    session_header: None,
+                    session_meta: None,
+                };
+                let what = format!("tenant `{}`'s MCP upstream", caller.tenant);
+                match mount(&self.state, &self.pins, config, &what) {
+                    Ok(upstream) => {
+                        let upstream = Arc::new(upstream);
+                        self.mounted.insert(key, Arc::clone(&upstream));
+                        upstream
+                    }
+                    Err(e) => {
+                        tracing::error!(tenant = %caller.tenant, error = %e, "tenant MCP upstream not mounted");
+                        return unavailable("this tenant's MCP upstream cannot be mounted");
+                    }
+                }
+            }
+        };
+        upstream.handle(caller, request).await
+    }
 }
 
 /// Checks the `mcp_upstreams` configuration against the loaded policies (names, URLs,
 /// policies that exist and are Warden policies, the pin file): the daemon refuses to start
 /// otherwise.
 pub fn check(state: &AppState) -> Result<(), String> {
-    build(state).map(|_| ())
+    if state.config().mcp_upstreams.is_empty() {
+        return Ok(());
+    }
+    build(state, &pin_store(state)?).map(|_| ())
 }
 
 /// The `/mcp/{name}` routes of every configured upstream (none when the configuration is
 /// invalid: [`check`] reports why at start).
 pub(crate) fn routes(state: &AppState) -> Router<AppState> {
-    let upstreams = build(state).unwrap_or_else(|e| {
+    if !mounts_anything(state) {
+        return Router::new();
+    }
+    let pins = match pin_store(state) {
+        Ok(pins) => pins,
+        Err(e) => {
+            tracing::error!(error = %e, "MCP upstreams not mounted");
+            return Router::new();
+        }
+    };
+    let upstreams = build(state, &pins).unwrap_or_else(|e| {
         tracing::error!(error = %e, "MCP upstreams not mounted");
         Vec::new()
     });
@@ -314,6 +395,22 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
             .collect(),
     );
     let mut router = Router::new();
+    if state.database().is_some() {
+        let tenants = Arc::new(TenantMounts {
+            state: state.clone(),
+            pins: Arc::clone(&pins),
+            mounted: moka::sync::Cache::new(MAX_TENANT_MOUNTS),
+        });
+        router = router.route(
+            "/mcp",
+            any(
+                move |Extension(caller): Extension<Caller>, request: Request<Body>| {
+                    let tenants = Arc::clone(&tenants);
+                    async move { tenants.handle(caller, request).await }
+                },
+            ),
+        );
+    }
     for upstream in upstreams {
         tracing::info!(
             name = %upstream.config.name,
@@ -336,13 +433,21 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
 }
 
 fn unavailable(message: &str) -> Response<Body> {
+    json_rpc_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        warden_mcp::message::DECISION_FAILED,
+        message,
+    )
+}
+
+fn json_rpc_error(status: StatusCode, code: i64, message: &str) -> Response<Body> {
     let body = serde_json::json!({
         "jsonrpc": "2.0",
         "id": null,
-        "error": {"code": warden_mcp::message::DECISION_FAILED, "message": message},
+        "error": {"code": code, "message": message},
     });
     let mut response = Response::new(Body::from(body.to_string()));
-    *response.status_mut() = StatusCode::SERVICE_UNAVAILABLE;
+    *response.status_mut() = status;
     response.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use warden::CompiledPolicy;
 use warden::rego::{RegoLimits, RegoModule, RegoPolicy};
 use warden::state::KeyStore;
-use warden_store::{KeyIndex, PolicyFormat, StoredPolicy};
+use warden_store::{KeyIndex, PolicyFormat, StoredPolicy, Tenant};
 
 use crate::config::ServeConfig;
 
@@ -48,6 +48,17 @@ pub struct Snapshot {
     pub keys: KeyIndex,
     /// The policy for requests without a key.
     pub anonymous: Option<Arc<str>>,
+    /// Each tenant's own MCP upstream (`/mcp`), from the database.
+    pub tenant_upstreams: HashMap<Arc<str>, Arc<str>>,
+}
+
+/// What a snapshot takes from the database (nothing without one).
+#[derive(Debug, Default)]
+pub struct Stored {
+    /// The active version of each policy kept there.
+    pub policies: Vec<StoredPolicy>,
+    /// The tenants.
+    pub tenants: Vec<Tenant>,
 }
 
 /// Why a new set was rejected (the old one stays).
@@ -86,7 +97,7 @@ impl Snapshot {
     pub fn load(
         config: &ServeConfig,
         keys: &dyn KeyStore,
-        stored: &[StoredPolicy],
+        stored: &Stored,
         previous: Option<&Snapshot>,
     ) -> Result<Self, SnapshotError> {
         let dir = &config.policies;
@@ -121,7 +132,7 @@ impl Snapshot {
             }
             policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
         }
-        for stored in stored {
+        for stored in &stored.policies {
             let mut loaded = load_stored(stored)?;
             loaded.loaded_at = match previous.and_then(|p| p.policies.get(&loaded.name)) {
                 Some(old) if old.digest == loaded.digest => Arc::clone(&old.loaded_at),
@@ -148,10 +159,19 @@ impl Snapshot {
                 }
             },
         };
+        let tenant_upstreams = stored
+            .tenants
+            .iter()
+            .filter_map(|t| {
+                let url = t.mcp_upstream.as_deref()?;
+                Some((Arc::from(t.name.as_str()), Arc::from(url)))
+            })
+            .collect();
         Ok(Self {
             policies,
             keys,
             anonymous,
+            tenant_upstreams,
         })
     }
 }

@@ -29,6 +29,24 @@ const MIGRATIONS: &[(i32, &str)] = &[
 /// The channel every key change is announced on.
 pub const KEYS_CHANNEL: &str = "warden_keys";
 
+/// The channel every change to a tenant (owner, MCP upstream) is announced on.
+pub const TENANTS_CHANNEL: &str = "warden_tenants";
+
+/// A tenant as the database keeps it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tenant {
+    /// Its name (what keys name).
+    pub name: String,
+    /// Who answers for it (free text: a team, an address).
+    pub owner: Option<String>,
+    /// The MCP server its agents reach through the daemon's `/mcp` route.
+    pub mcp_upstream: Option<String>,
+    /// When it was created (Unix seconds).
+    pub created_at: i64,
+    /// When one of its keys last authenticated (Unix seconds), as far as recorded.
+    pub last_used_at: Option<i64>,
+}
+
 /// The channel every policy push or activation is announced on.
 pub const POLICIES_CHANNEL: &str = "warden_policies";
 
@@ -315,8 +333,71 @@ impl Database {
         })
     }
 
-    /// A value that changes whenever the keys or the active policies change: the last key
-    /// event and the last activation. A daemon compares it now and then, in case a
+    /// Creates tenant `name` or changes it: `owner` and `mcp_upstream` are set when given
+    /// (`Some(None)` clears one), and the change is announced.
+    pub fn set_tenant(
+        &self,
+        name: &str,
+        owner: Option<Option<String>>,
+        mcp_upstream: Option<Option<String>>,
+    ) -> StoreCall<'_, ()> {
+        let name = name.to_owned();
+        self.run("set tenant", move |client| async move {
+            let mut client = client.lock().await;
+            let tx = client.transaction().await?;
+            tx.execute(
+                "INSERT INTO warden_tenants (name) VALUES ($1) ON CONFLICT DO NOTHING",
+                &[&name],
+            )
+            .await?;
+            if let Some(owner) = owner {
+                tx.execute(
+                    "UPDATE warden_tenants SET owner = $2 WHERE name = $1",
+                    &[&name, &owner],
+                )
+                .await?;
+            }
+            if let Some(upstream) = mcp_upstream {
+                tx.execute(
+                    "UPDATE warden_tenants SET mcp_upstream = $2 WHERE name = $1",
+                    &[&name, &upstream],
+                )
+                .await?;
+            }
+            tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&TENANTS_CHANNEL, &name])
+                .await?;
+            tx.commit().await
+        })
+    }
+
+    /// Every tenant, by name.
+    pub fn tenants(&self) -> StoreCall<'_, Vec<Tenant>> {
+        self.run("list tenants", |client| async move {
+            let rows = client
+                .lock()
+                .await
+                .query(
+                    "SELECT name, owner, mcp_upstream, extract(epoch FROM created_at)::bigint,
+                            extract(epoch FROM last_used_at)::bigint
+                     FROM warden_tenants ORDER BY name",
+                    &[],
+                )
+                .await?;
+            Ok(rows
+                .iter()
+                .map(|row| Tenant {
+                    name: row.get(0),
+                    owner: row.get(1),
+                    mcp_upstream: row.get(2),
+                    created_at: row.get(3),
+                    last_used_at: row.get(4),
+                })
+                .collect())
+        })
+    }
+
+    /// A value that changes whenever the keys, the active policies or the tenants change: the
+    /// last key event, the last activation and a digest of the tenants. A daemon compares it now and then, in case a
     /// notification was lost.
     pub fn change_marker(&self) -> StoreCall<'_, String> {
         self.run("change marker", |client| async move {
@@ -325,7 +406,11 @@ impl Database {
                 .await
                 .query_one(
                     "SELECT (SELECT coalesce(max(seq), 0) FROM warden_key_events)::text || '/' ||
-                            (SELECT coalesce(max(activated_at)::text, '') FROM warden_active_policies)",
+                            (SELECT coalesce(max(activated_at)::text, '') FROM warden_active_policies)
+                            || '/' ||
+                            (SELECT coalesce(md5(string_agg(name || '|' || coalesce(owner, '')
+                                 || '|' || coalesce(mcp_upstream, ''), ',' ORDER BY name)), '')
+                             FROM warden_tenants)",
                     &[],
                 )
                 .await?;
@@ -504,7 +589,8 @@ impl Database {
         })
     }
 
-    /// Calls `on_change` whenever the keys or the active policies change (from any instance), on a connection of its
+    /// Calls `on_change` whenever the keys, the active policies or a tenant change (from any
+    /// instance), on a connection of its
     /// own (reconnected when it drops, then `on_change` once, for what was missed meanwhile).
     /// Runs until the runtime stops.
     pub fn listen(&self, on_change: Arc<dyn Fn() + Send + Sync>) {
@@ -514,19 +600,27 @@ impl Database {
             loop {
                 match open(&url).await {
                     Ok((client, mut notes)) => {
-                        if client
-                            .batch_execute(&format!(
-                                "LISTEN {KEYS_CHANNEL}; LISTEN {POLICIES_CHANNEL}"
-                            ))
+                        // Notifications are per database; the payload starts with the schema
+                        // of the change, so deployments in other schemas are not heard.
+                        let schema = client
+                            .query_one("SELECT current_schema()", &[])
                             .await
-                            .is_ok()
-                        {
+                            .map(|row| format!("{}:", row.get::<_, &str>(0)));
+                        let listening = client
+                            .batch_execute(&format!(
+                                "LISTEN {KEYS_CHANNEL}; LISTEN {POLICIES_CHANNEL}; \
+                                 LISTEN {TENANTS_CHANNEL}"
+                            ))
+                            .await;
+                        if let (Ok(schema), Ok(())) = (schema, listening) {
                             if !first {
                                 on_change();
                             }
                             first = false;
-                            while notes.recv().await.is_some() {
-                                on_change();
+                            while let Some(payload) = notes.recv().await {
+                                if payload.starts_with(&schema) {
+                                    on_change();
+                                }
                             }
                         }
                         tracing::warn!("database notifications stopped; reconnecting");
@@ -641,7 +735,7 @@ async fn activate(
         &[&name, &version],
     )
     .await?;
-    tx.execute("SELECT pg_notify($1, $2)", &[&POLICIES_CHANNEL, &name])
+    tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&POLICIES_CHANNEL, &name])
         .await?;
     Ok(())
 }
@@ -727,7 +821,7 @@ impl KeyStore for Database {
                     &[&record.id],
                 )
                 .await?;
-                tx.execute("SELECT pg_notify($1, $2)", &[&KEYS_CHANNEL, &record.id])
+                tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&KEYS_CHANNEL, &record.id])
                     .await?;
             }
             tx.commit().await?;
@@ -754,7 +848,7 @@ impl KeyStore for Database {
                     &[&id],
                 )
                 .await?;
-                tx.execute("SELECT pg_notify($1, $2)", &[&KEYS_CHANNEL, &id])
+                tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&KEYS_CHANNEL, &id])
                     .await?;
             }
             tx.commit().await?;

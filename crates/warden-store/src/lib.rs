@@ -19,7 +19,7 @@ pub mod pins;
 pub mod redis_state;
 mod sessions;
 
-pub use database::{AuthEvent, Database, PolicyFormat, StoredPolicy};
+pub use database::{AuthEvent, Database, PolicyFormat, StoredPolicy, Tenant};
 pub use keys::{FileKeyStore, KeyError, KeyIndex, KeyRecord};
 pub use pins::RedbPinStore;
 pub use redis_state::{RedisOptions, RedisState};
