@@ -3,8 +3,8 @@
 //! refuses an unmigrated database, a key created with `warden keys create --database-url`
 //! authenticates on every instance, its revocation and a policy pushed with `warden policy push`
 //! reach every instance within a second, a row changed behind Warden's back is refused, and when
-//! the database drops the daemons' connections the keys they hold keep authenticating and later
-//! changes still arrive. PostgreSQL is the machine's (`WARDEN_TEST_DATABASE_URL`, default
+//! the database drops the daemons' connections or stops (a server of the test's own) the keys
+//! they hold keep authenticating and later changes still arrive. PostgreSQL is the machine's (`WARDEN_TEST_DATABASE_URL`, default
 //! `postgres://root@127.0.0.1:5432/test`), each test in a schema of its own.
 #![allow(
     clippy::unwrap_used,
@@ -615,11 +615,10 @@ fn a_change_whose_notification_was_lost_is_picked_up_by_the_periodic_check() {
         "{}",
         server.log_text()
     );
-    assert!(
-        server
-            .log_text()
+    server.wait_for("the periodic check's reload logged", |s| {
+        s.log_text()
             .contains("database changed without a notification")
-    );
+    });
 }
 
 /// A minimal MCP server over HTTP on loopback: answers every POST with one `tools/call` result
@@ -748,4 +747,172 @@ fn a_tenants_mcp_upstream_is_set_and_changed_for_every_instance_within_a_second(
         &site.url,
     ]);
     assert_eq!(bad.status.code(), Some(2), "{}", stderr(&bad));
+}
+
+/// A PostgreSQL server of the test's own (initdb'd in a temporary directory, on a free port),
+/// for the test that stops it: the machine's serves every other test.
+struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+impl OwnPostgres {
+    /// Runs `command` as the user PostgreSQL runs as (it refuses root).
+    fn run(command: &str) {
+        assert!(Self::try_run(command), "{command}");
+    }
+
+    fn try_run(command: &str) -> bool {
+        let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+        let status = if root {
+            Command::new("su")
+                .args(["postgres", "-s", "/bin/sh", "-c", command])
+                .status()
+        } else {
+            Command::new("sh").args(["-c", command]).status()
+        };
+        status.is_ok_and(|s| s.success())
+    }
+
+    fn start() -> Self {
+        let bin = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("PostgreSQL's server programs (scripts/test installs them)")
+            .filter_map(Result::ok)
+            .map(|e| e.path().join("bin"))
+            .find(|b| b.join("initdb").is_file())
+            .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        Command::new("chmod")
+            .arg("777")
+            .arg(dir.path())
+            .status()
+            .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let this = Self { dir, port, bin };
+        Self::run(&format!(
+            "{}/initdb -D {}/data -A trust -U root >/dev/null",
+            this.bin.display(),
+            this.dir.path().display()
+        ));
+        this.resume();
+        this
+    }
+
+    fn url(&self) -> String {
+        format!("postgres://root@127.0.0.1:{}/postgres", self.port)
+    }
+
+    fn resume(&self) {
+        let dir = self.dir.path().display();
+        Self::run(&format!(
+            "{}/pg_ctl -D {dir}/data -w -l {dir}/log -o '-p {} -k {dir} -c listen_addresses=127.0.0.1' start >/dev/null",
+            self.bin.display(),
+            self.port
+        ));
+    }
+
+    fn stop(&self) {
+        Self::run(&format!(
+            "{}/pg_ctl -D {}/data -w -m fast stop >/dev/null",
+            self.bin.display(),
+            self.dir.path().display()
+        ));
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        // Already stopped is fine: only a server left running would matter.
+        Self::try_run(&format!(
+            "{}/pg_ctl -D {}/data -m immediate stop >/dev/null 2>&1",
+            self.bin.display(),
+            self.dir.path().display()
+        ));
+    }
+}
+
+#[test]
+fn with_postgresql_stopped_keys_held_authenticate_and_changes_arrive_once_it_is_back() {
+    let postgres = OwnPostgres::start();
+    let url = postgres.url();
+    let site = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(site.path().join("policies")).unwrap();
+    std::fs::write(
+        site.path().join("policies/support-agent.yaml"),
+        SUPPORT_AGENT,
+    )
+    .unwrap();
+    let config = site.path().join("warden.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "policies: policies\nrate_limit: {{ per_second: 0 }}\nwatch: false\nstate: memory\n\
+             database_url: \"{url}\"\nauth_failures: {{ max_failures: 0 }}\n"
+        ),
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let warden = |args: &[&str]| Command::new(WARDEN).args(args).output().unwrap();
+    assert!(
+        warden(&["migrate", "--database-url", &url])
+            .status
+            .success()
+    );
+    let create = || {
+        warden(&[
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--policy",
+            "support-agent",
+            "--config",
+            &config,
+        ])
+    };
+    let key = String::from_utf8(create().stdout)
+        .unwrap()
+        .trim()
+        .to_owned();
+    let server = Server::spawn(
+        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
+        &site.path().join("port"),
+        &site.path().join("log"),
+    );
+    assert_eq!(status(&server, &key), 200);
+
+    postgres.stop();
+    for _ in 0..20 {
+        assert_eq!(status(&server, &key), 200, "{}", server.log_text());
+    }
+    let ready = server.get("/health/ready");
+    assert_eq!(
+        ready.status, 200,
+        "decisions do not need the database: {}",
+        ready.text
+    );
+    assert_eq!(
+        ready.body["stores"]["database"], "failing",
+        "{}",
+        ready.text
+    );
+    let refused = create();
+    assert_eq!(refused.status.code(), Some(2), "{}", stderr(&refused));
+
+    postgres.resume();
+    let out = create();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let new = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    assert!(
+        answers_within(&server, &new, 200, Duration::from_secs(10)),
+        "{}",
+        server.log_text()
+    );
+    assert_eq!(status(&server, &key), 200);
+    assert_eq!(server.get("/health/ready").body["stores"]["database"], "ok");
 }
