@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use axum::Json;
-use axum::extract::{Extension, Path, Request, State};
+use axum::extract::{Extension, Request, State};
 use axum::http::header;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
@@ -245,38 +245,30 @@ pub async fn decide_batch(
     }
 }
 
-/// `POST /v1/data/{path}`: OPA's Data API. `{"input": ...}` in, `{"result": ...}` out, no
-/// `result` when undefined. A Rego policy evaluates `data.<path>`; a Warden policy decides
-/// `input` as a request and answers the decision, or `decision == "allow"` when the path's
-/// last segment is `allow`. Either way the evaluation is audited before the answer.
-pub async fn data(
-    State(state): State<AppState>,
-    Extension(caller): Extension<Caller>,
-    Extension(request_id): Extension<RequestId>,
-    Path(path): Path<String>,
-    req: Request,
-) -> Result<Response, ApiError> {
-    let body = json_body(&state, req, true).await?;
-    let input = if body.iter().all(u8::is_ascii_whitespace) {
-        None
-    } else {
-        warden_core::unique_keys::reject_duplicate_keys(&body)?;
-        match serde_json::from_slice::<Value>(&body) {
-            Ok(Value::Object(mut doc)) => doc.remove("input"),
-            Ok(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
-            Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
-        }
-    };
-    let segments: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let loaded = policy_of(&caller)?;
+/// Evaluates the OPA Data API path `segments` for the caller: a Rego policy's document
+/// (`data.a.b`, a numeric segment indexing an array: `data.a[0]`) with `input`, or a Warden
+/// policy's decision of `input` as a request (through the decision pipeline, like
+/// `/v1/decide`; a path ending in `allow` answers the boolean). `Ok(None)` is an undefined
+/// document. Audited like every decision.
+pub(crate) async fn evaluate_data(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &RequestId,
+    segments: &[&str],
+    input: Option<Value>,
+) -> Result<Option<Value>, ApiError> {
+    let loaded = policy_of(caller)?;
     match &loaded.kind {
         PolicyKind::Rego(rego) => {
-            if segments
-                .iter()
-                .any(|s| !s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'))
-            {
+            let identifier = |s: &str| {
+                s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+                    && !s.starts_with(|c: char| c.is_ascii_digit())
+            };
+            let index =
+                |s: &str| !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit());
+            if segments.iter().any(|s| !identifier(s) && !index(s)) {
                 return Err(ApiError::bad_request(
-                    "field `path`: segments must be Rego identifiers",
+                    "field `path`: segments must be Rego identifiers or array indexes",
                 ));
             }
             // Refused before evaluation with the limit named: the engine would only report
@@ -291,18 +283,22 @@ pub async fn data(
                     "field `input`: nesting deeper than {max_depth} levels"
                 )));
             }
-            let query = if segments.is_empty() {
-                "data".to_owned()
-            } else {
-                format!("data.{}", segments.join("."))
-            };
+            let mut query = "data".to_owned();
+            for segment in segments {
+                if index(segment) {
+                    query.push_str(&format!("[{segment}]"));
+                } else {
+                    query.push('.');
+                    query.push_str(segment);
+                }
+            }
             let started = Instant::now();
             let result = rego.eval_value(&query, input.as_ref().unwrap_or(&Value::Null));
             // Audited like every decision, errors and limits included, and answered only once
             // the entry is durable per `fsync` (a failed append fails closed).
             let ack = crate::audit::audit_data_query(
-                &state,
-                &caller,
+                state,
+                caller,
                 &loaded.digest,
                 &query,
                 input.as_ref(),
@@ -310,17 +306,13 @@ pub async fn data(
                 started,
             )?;
             crate::audit::audit_wait(vec![ack]).await?;
-            match result {
-                Ok(Some(value)) => Ok(Json(json!({ "result": value })).into_response()),
-                Ok(None) => Ok(Json(json!({})).into_response()),
-                Err(e) => {
-                    tracing::warn!(request_id = %request_id.0, error = %e, "rego evaluation failed");
-                    Err(ApiError::new(
-                        ErrorCode::EvaluationError,
-                        "the policy could not be evaluated",
-                    ))
-                }
-            }
+            result.map_err(|e| {
+                tracing::warn!(request_id = %request_id.0, error = %e, "rego evaluation failed");
+                ApiError::new(
+                    ErrorCode::EvaluationError,
+                    "the policy could not be evaluated",
+                )
+            })
         }
         PolicyKind::Warden(_) => {
             let Some(input) = input else {
@@ -335,13 +327,13 @@ pub async fn data(
                 };
                 ApiError::bad_request(format!("field `{field}`: {}", e.message))
             })?;
-            check_identifiers(&state, &request, "input.")?;
+            check_identifiers(state, &request, "input.")?;
             let decision = state
                 .pipeline()
                 .decide(
                     &warden_core::pipeline::Caller {
                         tokens: false,
-                        ..asking(&caller, &request_id.0)
+                        ..asking(caller, &request_id.0)
                     },
                     &request,
                 )
@@ -352,7 +344,7 @@ pub async fn data(
             } else {
                 serde_json::to_value(&decision).map_err(|_| ApiError::internal())?
             };
-            Ok(Json(json!({ "result": result })).into_response())
+            Ok(Some(result))
         }
     }
 }

@@ -23,6 +23,7 @@ mod logbuf;
 pub mod mcp;
 pub mod metrics;
 mod middleware;
+mod opa;
 mod run;
 pub mod signing;
 pub mod snapshot;
@@ -411,6 +412,11 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/decide"),
     ("POST", "/v1/decide/batch"),
     ("POST", "/v1/data/{*path}"),
+    ("GET", "/v1/data/{*path}"),
+    ("POST", "/v1/data"),
+    ("GET", "/v1/data"),
+    ("POST", "/v1/batch/data/{*path}"),
+    ("POST", "/"),
     ("GET", "/v1/policies"),
     ("POST", "/v1/tokens/verify"),
     ("GET", "/v1/audit/checkpoint"),
@@ -421,7 +427,9 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
     Some(match path {
         "/v1/decide" => post(handlers::decide),
         "/v1/decide/batch" => post(handlers::decide_batch),
-        "/v1/data/{*path}" => post(handlers::data),
+        "/v1/data/{*path}" | "/v1/data" => post(opa::data_post).get(opa::data_get),
+        "/v1/batch/data/{*path}" => post(opa::batch),
+        "/" => post(opa::default_decision),
         "/v1/policies" => get(handlers::policies),
         "/v1/tokens/verify" => post(signing::verify),
         "/v1/audit/checkpoint" => get(audit::checkpoint),
@@ -437,9 +445,13 @@ pub fn router(state: AppState) -> Router {
 /// [`router`] plus `extra` routes under the same layers (for tests of the layers themselves).
 pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
     use axum::middleware::from_fn_with_state;
-    let api = API_ROUTES
-        .iter()
-        .filter_map(|(_, path)| api_handler(path).map(|handler| (*path, handler)))
+    // A path listed for two methods has one handler serving both: routed once.
+    let mut paths: Vec<&str> = API_ROUTES.iter().map(|(_, path)| *path).collect();
+    paths.sort_unstable();
+    paths.dedup();
+    let api = paths
+        .into_iter()
+        .filter_map(|path| api_handler(path).map(|handler| (path, handler)))
         .fold(Router::new(), |api, (path, handler)| {
             api.route(path, handler)
         })
@@ -450,6 +462,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .merge(api)
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
+        .route("/health", get(opa::health))
         .route("/metrics", get(handlers::metrics))
         .route("/.well-known/jwks.json", get(signing::jwks))
         .fallback(handlers::not_found)
@@ -457,6 +470,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             middleware::panic_response,
         ))
+        .layer(axum::middleware::from_fn(opa::opa_errors))
         .layer(from_fn_with_state(state.clone(), middleware::observe))
         .with_state(state)
 }

@@ -401,7 +401,18 @@ async fn every_api_route_is_behind_the_guard() {
                 let json = [("content-type", "application/json")];
                 let e = exchange(app.clone(), method, &uri, &json, "{}").await;
                 assert_eq!(e.0, status, "{method} {uri}: {e:?}");
-                assert_eq!(e.3["error"]["code"], code, "{method} {uri}");
+                // OPA's routes answer OPA's error body, with OPA's code names.
+                let opa = uri == "/" || uri.starts_with("/v1/data") || uri.starts_with("/v1/batch");
+                if opa {
+                    let opa_code = if code == "unauthorized" {
+                        code
+                    } else {
+                        "internal_error"
+                    };
+                    assert_eq!(e.3["code"], opa_code, "{method} {uri}: {e:?}");
+                } else {
+                    assert_eq!(e.3["error"]["code"], code, "{method} {uri}");
+                }
             }
         }
     };

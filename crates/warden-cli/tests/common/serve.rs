@@ -38,9 +38,20 @@ impl Reply {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The error body's `error.code`, or `""`.
+    /// The error body's `error.code` (OPA's routes: its top-level `code`), or `""`.
     pub fn code(&self) -> &str {
-        self.body["error"]["code"].as_str().unwrap_or("")
+        self.body["error"]["code"]
+            .as_str()
+            .or_else(|| self.body["code"].as_str())
+            .unwrap_or("")
+    }
+
+    /// The error body's `error.message` (OPA's routes: its top-level `message`), or `""`.
+    pub fn message(&self) -> &str {
+        self.body["error"]["message"]
+            .as_str()
+            .or_else(|| self.body["message"].as_str())
+            .unwrap_or("")
     }
 }
 

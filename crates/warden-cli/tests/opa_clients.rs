@@ -1,0 +1,195 @@
+//! OPA's own clients, unchanged, against a real `warden serve`: npm `@styra/opa` (installed by
+//! scripts/test from tests/peers) evaluates with and without input, an array element by index,
+//! the default decision, a batch, reads the health endpoint, and surfaces the server's error
+//! messages.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::process::Command;
+
+use common::serve::Server;
+use common::{SUPPORT_AGENT, WARDEN};
+use serde_json::Value;
+
+const AUTHZ: &str = r#"package authz
+
+default allow := false
+
+allow if input.user in data.admins
+"#;
+
+const SYSTEM: &str = r#"package system
+
+main := {"allow": input.user == "alice"}
+"#;
+
+fn key(config: &str, policy: &str) -> String {
+    let out = Command::new(WARDEN)
+        .args([
+            "keys", "create", "--tenant", policy, "--policy", policy, "--config", config,
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+#[test]
+fn styra_opa_sdk_works_against_warden_unchanged() {
+    let site = tempfile::tempdir().unwrap();
+    let policies = site.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+    std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
+    std::fs::write(
+        policies.join("authz-data.json"),
+        r#"{"admins": ["alice", "bob"]}"#,
+    )
+    .unwrap();
+    std::fs::write(policies.join("system.rego"), SYSTEM).unwrap();
+    let config = site.path().join("warden.yaml");
+    std::fs::write(
+        &config,
+        "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let (authz, system) = (key(&config, "authz"), key(&config, "system"));
+    let server = Server::spawn(
+        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
+        &site.path().join("port"),
+        &site.path().join("log"),
+    );
+    let npm = common::mcp::root().join(".ci/.npm");
+    assert!(
+        npm.join("node_modules/@styra/opa").exists(),
+        "npm @styra/opa is missing: run scripts/test (it installs tests/peers into .ci/.npm)"
+    );
+    let out = Command::new("node")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/opa/styra.cjs"))
+        .arg(&npm)
+        .arg(server.url(""))
+        .args([&authz, &system])
+        .output()
+        .expect("node is required for the OPA SDK test");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["withInput"], true, "{seen}");
+    assert_eq!(seen["denied"], false, "{seen}");
+    assert_eq!(seen["withoutInput"], false, "GET without input: {seen}");
+    assert_eq!(seen["element"], "alice", "{seen}");
+    assert_eq!(seen["byDefault"]["allow"], true, "{seen}");
+    assert_eq!(seen["batch"]["a"], true, "{seen}");
+    assert_eq!(seen["batch"]["b"], true, "{seen}");
+    // Errors reach the application with the server's own message (the SDK reads the error
+    // bodies of 400 and 404; a 401 it reports by status).
+    assert_eq!(seen["unauthorized"]["status"], 401, "{seen}");
+    assert!(
+        seen["badPath"]["error"]
+            .as_str()
+            .is_some_and(|m| m.contains("Rego identifiers")),
+        "{seen}"
+    );
+    assert!(
+        seen["health"].is_object() && seen["health"].get("error").is_none(),
+        "{seen}"
+    );
+}
+
+#[test]
+fn opa_query_options_input_on_get_root_documents_and_mixed_batches() {
+    let site = tempfile::tempdir().unwrap();
+    let policies = site.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+    std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
+    std::fs::write(policies.join("authz-data.json"), r#"{"admins": ["alice"]}"#).unwrap();
+    let config = site.path().join("warden.yaml");
+    std::fs::write(
+        &config,
+        "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let (authz, agent) = (key(&config, "authz"), key(&config, "support-agent"));
+    let server = Server::spawn(
+        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
+        &site.path().join("port"),
+        &site.path().join("log"),
+    );
+    let get = |path: &str| server.request("GET", path, &[("x-api-key", authz.as_str())], None);
+    // `input` as a query parameter on GET.
+    let alice = get("/v1/data/authz/allow?input=%7B%22user%22%3A%22alice%22%7D");
+    assert_eq!(
+        alice.body,
+        serde_json::json!({"result": true}),
+        "{}",
+        alice.text
+    );
+    // The root document, and the options that add to the answer.
+    let root = get("/v1/data?metrics=true&provenance&pretty=true");
+    assert_eq!(root.status, 200, "{}", root.text);
+    assert_eq!(root.body["result"]["admins"][0], "alice", "{}", root.text);
+    assert!(
+        root.body["metrics"]["timer_server_handler_ns"]
+            .as_u64()
+            .is_some()
+    );
+    assert_eq!(
+        root.body["provenance"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    assert!(root.text.contains("\n  "), "pretty-printed: {}", root.text);
+    // What Warden cannot do is refused by name, in OPA's error body.
+    for option in ["explain=full", "instrument=true", "strict-builtin-errors"] {
+        let refused = get(&format!("/v1/data/authz/allow?{option}"));
+        assert_eq!(refused.status, 400, "{option}: {}", refused.text);
+        assert_eq!(
+            refused.body["code"], "invalid_parameter",
+            "{}",
+            refused.text
+        );
+        let name = option.split('=').next().unwrap();
+        assert!(refused.body["message"].as_str().unwrap().contains(name));
+    }
+    let bad_input = get("/v1/data/authz/allow?input=%7Bnot-json");
+    assert_eq!(bad_input.status, 400, "{}", bad_input.text);
+    // A batch with a failing input: 207, the failure in OPA's shape, the others answered.
+    let batch = serde_json::json!({"inputs": {
+        "ok": {"tool": "crm.read_customer", "session": "b"},
+        "bad": {"tool": 1}
+    }});
+    let mixed = server.request(
+        "POST",
+        "/v1/batch/data/support/decision",
+        &[
+            ("x-api-key", agent.as_str()),
+            ("content-type", "application/json"),
+        ],
+        Some(batch.to_string().as_bytes()),
+    );
+    assert_eq!(mixed.status, 207, "{}", mixed.text);
+    assert_eq!(mixed.body["responses"]["ok"]["result"]["decision"], "allow");
+    assert_eq!(mixed.body["responses"]["bad"]["http_status_code"], "400");
+    assert_eq!(mixed.body["responses"]["bad"]["code"], "invalid_parameter");
+    // `/health` is OPA's liveness answer, without a key.
+    let health = server.get("/health?bundles&plugins");
+    assert_eq!(
+        (health.status, health.body.clone()),
+        (200, serde_json::json!({}))
+    );
+}
