@@ -193,3 +193,62 @@ fn opa_query_options_input_on_get_root_documents_and_mixed_batches() {
         (200, serde_json::json!({}))
     );
 }
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    use std::io::Write as _;
+    let mut encoder = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::best());
+    encoder.write_all(bytes).unwrap();
+    encoder.finish().unwrap()
+}
+
+#[test]
+fn gzip_request_bodies_are_read_within_the_body_limit() {
+    let site = tempfile::tempdir().unwrap();
+    let policies = site.path().join("policies");
+    std::fs::create_dir_all(&policies).unwrap();
+    std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
+    std::fs::write(policies.join("authz-data.json"), r#"{"admins": ["alice"]}"#).unwrap();
+    let config = site.path().join("warden.yaml");
+    std::fs::write(
+        &config,
+        "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n\
+         body_limit_bytes: 65536\n",
+    )
+    .unwrap();
+    let config = config.display().to_string();
+    let authz = key(&config, "authz");
+    let server = Server::spawn(
+        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
+        &site.path().join("port"),
+        &site.path().join("log"),
+    );
+    let post = |encoding: &str, body: &[u8]| {
+        server.request(
+            "POST",
+            "/v1/data/authz/allow",
+            &[
+                ("x-api-key", authz.as_str()),
+                ("content-type", "application/json"),
+                ("content-encoding", encoding),
+            ],
+            Some(body),
+        )
+    };
+    let alice = post("gzip", &gzip(br#"{"input": {"user": "alice"}}"#));
+    assert_eq!(
+        alice.body,
+        serde_json::json!({"result": true}),
+        "{}",
+        alice.text
+    );
+    // 1 MiB of spaces inflates past the 64 KiB limit from a body of about 1 KiB.
+    let mut bomb = b"{\"input\": {\"user\": \"alice\"}".to_vec();
+    bomb.extend(std::iter::repeat_n(b' ', 1 << 20));
+    bomb.push(b'}');
+    let packed = gzip(&bomb);
+    assert!(packed.len() < 8 * 1024, "{}", packed.len());
+    let refused = post("gzip", &packed);
+    assert_eq!(refused.status, 413, "{}", refused.text);
+    let unknown = post("br", br#"{"input": {}}"#);
+    assert_eq!(unknown.status, 415, "{}", unknown.text);
+}

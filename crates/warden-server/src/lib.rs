@@ -427,9 +427,15 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
     Some(match path {
         "/v1/decide" => post(handlers::decide),
         "/v1/decide/batch" => post(handlers::decide_batch),
-        "/v1/data/{*path}" | "/v1/data" => post(opa::data_post).get(opa::data_get),
-        "/v1/batch/data/{*path}" => post(opa::batch),
-        "/" => post(opa::default_decision),
+        // OPA's clients may gzip their bodies (`Content-Encoding: gzip`); the body limit
+        // applies to what the body inflates to.
+        "/v1/data/{*path}" | "/v1/data" => post(opa::data_post)
+            .get(opa::data_get)
+            .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+        "/v1/batch/data/{*path}" => post(opa::batch)
+            .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+        "/" => post(opa::default_decision)
+            .layer(tower_http::decompression::RequestDecompressionLayer::new()),
         "/v1/policies" => get(handlers::policies),
         "/v1/tokens/verify" => post(signing::verify),
         "/v1/audit/checkpoint" => get(audit::checkpoint),
