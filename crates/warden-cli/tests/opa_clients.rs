@@ -186,6 +186,50 @@ fn opa_query_options_input_on_get_root_documents_and_mixed_batches() {
     assert_eq!(mixed.body["responses"]["ok"]["result"]["decision"], "allow");
     assert_eq!(mixed.body["responses"]["bad"]["http_status_code"], "400");
     assert_eq!(mixed.body["responses"]["bad"]["code"], "invalid_parameter");
+    // The Query API: one binding per way the query succeeds.
+    let all = get("/v1/query?q=x%20%3A%3D%20data.admins%5B_%5D");
+    assert_eq!(
+        all.body,
+        serde_json::json!({"result": [{"x": "alice"}]}),
+        "{}",
+        all.text
+    );
+    let ask = |key: &str, body: serde_json::Value| {
+        server.request(
+            "POST",
+            "/v1/query",
+            &[("x-api-key", key), ("content-type", "application/json")],
+            Some(body.to_string().as_bytes()),
+        )
+    };
+    let yes = ask(
+        &authz,
+        serde_json::json!({"query": "data.authz.allow == true", "input": {"user": "alice"}}),
+    );
+    assert_eq!(
+        yes.body,
+        serde_json::json!({"result": [{}]}),
+        "{}",
+        yes.text
+    );
+    let no = ask(
+        &authz,
+        serde_json::json!({"query": "data.authz.allow == true", "input": {"user": "mallory"}}),
+    );
+    assert_eq!(no.body, serde_json::json!({"result": []}), "{}", no.text);
+    let broken = ask(&authz, serde_json::json!({"query": "data.authz[["}));
+    assert_eq!(
+        (broken.status, broken.body["code"].clone()),
+        (400, "invalid_parameter".into())
+    );
+    let warden = ask(&agent, serde_json::json!({"query": "x := 1"}));
+    assert_eq!(warden.status, 400, "{}", warden.text);
+    assert!(
+        warden.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Rego policy")
+    );
     // `/health` is OPA's liveness answer, without a key.
     let health = server.get("/health?bundles&plugins");
     assert_eq!(

@@ -316,6 +316,36 @@ impl RegoPolicy {
         })
     }
 
+    /// Evaluates an ad hoc Rego `query` with `input`, as OPA's Query API (`/v1/query`) answers
+    /// it: one object per way the query succeeds, mapping its variables to their values (`{}`
+    /// for a query without variables); a result whose expressions include `false` is not a
+    /// success. Empty when the query is undefined or false.
+    pub fn query_bindings(
+        &self,
+        query: &str,
+        input: &serde_json::Value,
+    ) -> Result<Vec<serde_json::Value>, RegoEvalError> {
+        let input = self.convert_input(input)?;
+        with_engine(&self.proto, |engine| {
+            engine.set_input(input);
+            let results = engine
+                .eval_query(query.to_string(), false)
+                .map_err(|e| eval_error(&e))?;
+            let mut answers = Vec::with_capacity(results.result.len());
+            for result in results.result {
+                if result
+                    .expressions
+                    .iter()
+                    .any(|e| e.value == Value::from(false))
+                {
+                    continue;
+                }
+                answers.push(to_json(&result.bindings)?.unwrap_or_else(|| serde_json::json!({})));
+            }
+            Ok(answers)
+        })
+    }
+
     fn query(&self, id: QueryId) -> Result<&CompiledQuery, RegoEvalError> {
         let found = (id.policy == self.proto.id)
             .then(|| usize::try_from(id.index).ok())

@@ -349,6 +349,62 @@ pub(crate) async fn evaluate_data(
     }
 }
 
+/// Longest ad hoc query accepted (`/v1/query`), in bytes.
+pub(crate) const MAX_QUERY_BYTES: usize = 16 * 1024;
+
+/// Evaluates an ad hoc Rego `query` (OPA's Query API) against the caller's Rego policy: one
+/// object of variable bindings per way it succeeds. Audited like a Data API query. A Warden
+/// policy has no Rego to query: 400.
+pub(crate) async fn evaluate_query(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &RequestId,
+    query: &str,
+    input: Option<Value>,
+) -> Result<Vec<Value>, ApiError> {
+    if query.trim().is_empty() || query.len() > MAX_QUERY_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "field `query`: 1 to {MAX_QUERY_BYTES} bytes of Rego"
+        )));
+    }
+    let loaded = policy_of(caller)?;
+    let PolicyKind::Rego(rego) = &loaded.kind else {
+        return Err(ApiError::bad_request(
+            "this key's policy is a Warden policy: ad hoc queries need a Rego policy",
+        ));
+    };
+    let max_depth = usize::try_from(rego.limits().max_recursion_depth).unwrap_or(usize::MAX);
+    if input
+        .as_ref()
+        .is_some_and(|i| warden_core::request::depth(i) > max_depth)
+    {
+        return Err(ApiError::bad_request(format!(
+            "field `input`: nesting deeper than {max_depth} levels"
+        )));
+    }
+    let started = Instant::now();
+    let result = rego.query_bindings(query, input.as_ref().unwrap_or(&Value::Null));
+    let outcome = match &result {
+        Ok(found) if found.is_empty() => "deny",
+        Ok(_) => "value",
+        Err(_) => "error",
+    };
+    let ack = crate::audit::audit_data_query(
+        state,
+        caller,
+        &loaded.digest,
+        query,
+        input.as_ref(),
+        outcome,
+        started,
+    )?;
+    crate::audit::audit_wait(vec![ack]).await?;
+    result.map_err(|e| {
+        tracing::debug!(request_id = %request_id.0, error = %e, "ad hoc query failed");
+        ApiError::bad_request(format!("the query could not be evaluated: {e}"))
+    })
+}
+
 /// `GET /v1/policies`: the caller's policy (tenants do not see each other's).
 pub async fn policies(Extension(caller): Extension<Caller>) -> Response {
     let list: Vec<Value> = caller

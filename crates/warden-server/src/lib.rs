@@ -416,6 +416,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/data"),
     ("GET", "/v1/data"),
     ("POST", "/v1/batch/data/{*path}"),
+    ("POST", "/v1/query"),
+    ("GET", "/v1/query"),
     ("POST", "/"),
     ("GET", "/v1/policies"),
     ("POST", "/v1/tokens/verify"),
@@ -432,8 +434,12 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         "/v1/data/{*path}" | "/v1/data" => post(opa::data_post)
             .get(opa::data_get)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
-        "/v1/batch/data/{*path}" => post(opa::batch)
+        "/v1/query" => post(opa::query_post)
+            .get(opa::query_get)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+        "/v1/batch/data/{*path}" => {
+            post(opa::batch).layer(tower_http::decompression::RequestDecompressionLayer::new())
+        }
         "/" => post(opa::default_decision)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
         "/v1/policies" => get(handlers::policies),

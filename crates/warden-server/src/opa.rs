@@ -1,6 +1,6 @@
 //! OPA's REST API, as OPA's own clients (`@styra/opa`, `opa-python-client`) call it: the Data
-//! API (`GET`/`POST /v1/data[/{path}]`), the default decision (`POST /`), the batch Data API
-//! (`POST /v1/batch/data/{path}`) and `GET /health`, with OPA's error body
+//! API (`GET`/`POST /v1/data[/{path}]`), the Query API (`GET`/`POST /v1/query`), the default
+//! decision (`POST /`), the batch Data API (`POST /v1/batch/data/{path}`) and `GET /health`, with OPA's error body
 //! (`{"code", "message"}`) and its query options.
 //!
 //! Each evaluation is [`handlers::evaluate_data`]: a Rego policy's document, or a Warden
@@ -22,7 +22,7 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::body::json_body;
 use crate::error::{ApiError, ErrorCode};
-use crate::handlers::evaluate_data;
+use crate::handlers::{evaluate_data, evaluate_query};
 use crate::middleware::RequestId;
 
 /// The query parameters of a Data API call.
@@ -187,6 +187,59 @@ pub async fn data_get(
     Ok(options.answer(StatusCode::OK, result_body(result), started))
 }
 
+/// `GET /v1/query?q=QUERY[&input=JSON]`: OPA's Query API, `{"result": [bindings, ...]}`.
+pub async fn query_get(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    Query(params): Params,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let options = Options::of(&params)?;
+    let query = params
+        .iter()
+        .find(|(name, _)| name == "q")
+        .map(|(_, q)| q.as_str())
+        .ok_or_else(|| ApiError::bad_request("query parameter `q` (the Rego query) is required"))?;
+    let input = match params.iter().find(|(name, _)| name == "input") {
+        Some((_, text)) => Some(
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("query parameter `input`: {e}")))?,
+        ),
+        None => None,
+    };
+    let found = evaluate_query(&state, &caller, &request_id, query, input).await?;
+    let mut body = Map::new();
+    body.insert("result".into(), Value::Array(found));
+    Ok(options.answer(StatusCode::OK, body, started))
+}
+
+/// `POST /v1/query`: `{"query": QUERY, "input": ...}` in, `{"result": [bindings, ...]}` out.
+pub async fn query_post(
+    State(state): State<AppState>,
+    Extension(caller): Extension<Caller>,
+    Extension(request_id): Extension<RequestId>,
+    Query(params): Params,
+    req: Request,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let options = Options::of(&params)?;
+    let body = json_body(&state, req, true).await?;
+    warden_core::unique_keys::reject_duplicate_keys(&body)?;
+    let (query, input) = match serde_json::from_slice::<Value>(&body) {
+        Ok(Value::Object(mut doc)) => match doc.remove("query") {
+            Some(Value::String(query)) => (query, doc.remove("input")),
+            _ => return Err(ApiError::bad_request("field `query`: a string is required")),
+        },
+        Ok(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
+        Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    };
+    let found = evaluate_query(&state, &caller, &request_id, &query, input).await?;
+    let mut body = Map::new();
+    body.insert("result".into(), Value::Array(found));
+    Ok(options.answer(StatusCode::OK, body, started))
+}
+
 /// `POST /`: the default decision (`data.system.main`, OPA's default), the whole body being
 /// the input; answers the result itself, unwrapped (404 `undefined_document` when undefined).
 pub async fn default_decision(
@@ -333,6 +386,7 @@ pub async fn opa_errors(req: Request, next: Next) -> Response {
     let opa = path == "/"
         || path == "/health"
         || path == "/v1/data"
+        || path == "/v1/query"
         || path.starts_with("/v1/data/")
         || path.starts_with("/v1/batch/data/");
     let response = next.run(req).await;

@@ -402,7 +402,10 @@ async fn every_api_route_is_behind_the_guard() {
                 let e = exchange(app.clone(), method, &uri, &json, "{}").await;
                 assert_eq!(e.0, status, "{method} {uri}: {e:?}");
                 // OPA's routes answer OPA's error body, with OPA's code names.
-                let opa = uri == "/" || uri.starts_with("/v1/data") || uri.starts_with("/v1/batch");
+                let opa = uri == "/"
+                    || uri.starts_with("/v1/data")
+                    || uri.starts_with("/v1/query")
+                    || uri.starts_with("/v1/batch");
                 if opa {
                     let opa_code = if code == "unauthorized" {
                         code
