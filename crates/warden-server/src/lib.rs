@@ -10,6 +10,7 @@
 pub mod audit;
 mod auth;
 mod auth_events;
+mod authzen;
 mod body;
 pub mod config;
 mod effects;
@@ -422,6 +423,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/policies"),
     ("POST", "/v1/tokens/verify"),
     ("GET", "/v1/audit/checkpoint"),
+    ("POST", authzen::EVALUATION_PATH),
+    ("POST", authzen::EVALUATIONS_PATH),
 ];
 
 /// The handler of an [`API_ROUTES`] entry.
@@ -445,6 +448,8 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         "/v1/policies" => get(handlers::policies),
         "/v1/tokens/verify" => post(signing::verify),
         "/v1/audit/checkpoint" => get(audit::checkpoint),
+        authzen::EVALUATION_PATH => post(authzen::evaluation),
+        authzen::EVALUATIONS_PATH => post(authzen::evaluations),
         _ => return None,
     })
 }
@@ -477,6 +482,7 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route("/health", get(opa::health))
         .route("/metrics", get(handlers::metrics))
         .route("/.well-known/jwks.json", get(signing::jwks))
+        .route(authzen::CONFIGURATION_PATH, get(authzen::configuration))
         .fallback(handlers::not_found)
         .method_not_allowed_fallback(handlers::method_not_allowed)
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
