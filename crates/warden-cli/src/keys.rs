@@ -94,17 +94,26 @@ pub(crate) struct Keys {
     _runtime: Option<tokio::runtime::Runtime>,
 }
 
+/// The configuration a command acts on: the `config` file's (or the defaults), with
+/// `database_url` given on the command line over the file's, then the environment's.
+pub(crate) fn resolve_config(
+    config: Option<&std::path::Path>,
+    database_url: Option<&str>,
+) -> Result<ServeConfig, String> {
+    let mut resolved = match config {
+        Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
+        None => ServeConfig::default(),
+    };
+    if let Some(url) = database_url {
+        resolved.database_url = Some(warden_server::config::SecretUrl(url.to_owned()));
+    }
+    resolved.urls_from_env();
+    Ok(resolved)
+}
+
 impl KeyFileArgs {
     fn config(&self) -> Result<ServeConfig, String> {
-        let mut config = match &self.config {
-            Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
-            None => ServeConfig::default(),
-        };
-        if let Some(url) = &self.database_url {
-            config.database_url = Some(warden_server::config::SecretUrl(url.clone()));
-        }
-        config.urls_from_env();
-        Ok(config)
+        resolve_config(self.config.as_deref(), self.database_url.as_deref())
     }
 
     pub(crate) fn open(&self) -> Result<Keys, String> {

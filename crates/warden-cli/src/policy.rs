@@ -4,7 +4,6 @@
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
-use warden_server::ServeConfig;
 use warden_store::{PolicyFormat, StoredPolicy};
 
 use crate::EXIT_BAD_INPUT;
@@ -63,14 +62,8 @@ impl DatabaseArgs {
     pub(crate) fn connect(
         &self,
     ) -> Result<(warden_store::Database, tokio::runtime::Runtime), String> {
-        let mut config = match &self.config {
-            Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
-            None => ServeConfig::default(),
-        };
-        if let Some(url) = &self.database_url {
-            config.database_url = Some(warden_server::config::SecretUrl(url.clone()));
-        }
-        config.urls_from_env();
+        let config =
+            crate::keys::resolve_config(self.config.as_deref(), self.database_url.as_deref())?;
         crate::keys::connect(&config)
     }
 }

@@ -44,32 +44,57 @@ fn key(config: &str, policy: &str) -> String {
     String::from_utf8(out.stdout).unwrap().trim().to_owned()
 }
 
+/// A policy directory (Warden's `support-agent`, Rego `authz` with `admins`, Rego `system`) and
+/// a `warden.yaml` (with `extra` appended).
+struct Site {
+    dir: tempfile::TempDir,
+    config: String,
+}
+
+impl Site {
+    fn new(admins: &str, extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let policies = dir.path().join("policies");
+        std::fs::create_dir_all(&policies).unwrap();
+        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
+        std::fs::write(
+            policies.join("authz-data.json"),
+            format!(r#"{{"admins": {admins}}}"#),
+        )
+        .unwrap();
+        std::fs::write(policies.join("system.rego"), SYSTEM).unwrap();
+        let config = dir.path().join("warden.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n{extra}"
+            ),
+        )
+        .unwrap();
+        let config = config.display().to_string();
+        Self { dir, config }
+    }
+
+    /// A key of tenant `policy` decided by `policy`.
+    fn key(&self, policy: &str) -> String {
+        key(&self.config, policy)
+    }
+
+    fn start(&self) -> Server {
+        Server::spawn(
+            &["--config", self.config.as_str(), "--listen", "127.0.0.1:0"],
+            &self.dir.path().join("port"),
+            &self.dir.path().join("log"),
+        )
+    }
+}
+
 #[test]
 fn styra_opa_sdk_works_against_warden_unchanged() {
-    let site = tempfile::tempdir().unwrap();
-    let policies = site.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
-    std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
-    std::fs::write(
-        policies.join("authz-data.json"),
-        r#"{"admins": ["alice", "bob"]}"#,
-    )
-    .unwrap();
-    std::fs::write(policies.join("system.rego"), SYSTEM).unwrap();
-    let config = site.path().join("warden.yaml");
-    std::fs::write(
-        &config,
-        "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let (authz, system) = (key(&config, "authz"), key(&config, "system"));
-    let server = Server::spawn(
-        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
-        &site.path().join("port"),
-        &site.path().join("log"),
-    );
+    let site = Site::new(r#"["alice", "bob"]"#, "");
+    let (authz, system) = (site.key("authz"), site.key("system"));
+    let server = site.start();
     let npm = common::mcp::root().join(".ci/.npm");
     assert!(
         npm.join("node_modules/@styra/opa").exists(),
@@ -112,25 +137,9 @@ fn styra_opa_sdk_works_against_warden_unchanged() {
 
 #[test]
 fn opa_query_options_input_on_get_root_documents_and_mixed_batches() {
-    let site = tempfile::tempdir().unwrap();
-    let policies = site.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
-    std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
-    std::fs::write(policies.join("authz-data.json"), r#"{"admins": ["alice"]}"#).unwrap();
-    let config = site.path().join("warden.yaml");
-    std::fs::write(
-        &config,
-        "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let (authz, agent) = (key(&config, "authz"), key(&config, "support-agent"));
-    let server = Server::spawn(
-        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
-        &site.path().join("port"),
-        &site.path().join("log"),
-    );
+    let site = Site::new(r#"["alice"]"#, "");
+    let (authz, agent) = (site.key("authz"), site.key("support-agent"));
+    let server = site.start();
     let get = |path: &str| server.request("GET", path, &[("x-api-key", authz.as_str())], None);
     // `input` as a query parameter on GET.
     let alice = get("/v1/data/authz/allow?input=%7B%22user%22%3A%22alice%22%7D");
@@ -247,25 +256,9 @@ fn gzip(bytes: &[u8]) -> Vec<u8> {
 
 #[test]
 fn gzip_request_bodies_are_read_within_the_body_limit() {
-    let site = tempfile::tempdir().unwrap();
-    let policies = site.path().join("policies");
-    std::fs::create_dir_all(&policies).unwrap();
-    std::fs::write(policies.join("authz.rego"), AUTHZ).unwrap();
-    std::fs::write(policies.join("authz-data.json"), r#"{"admins": ["alice"]}"#).unwrap();
-    let config = site.path().join("warden.yaml");
-    std::fs::write(
-        &config,
-        "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n\
-         body_limit_bytes: 65536\n",
-    )
-    .unwrap();
-    let config = config.display().to_string();
-    let authz = key(&config, "authz");
-    let server = Server::spawn(
-        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
-        &site.path().join("port"),
-        &site.path().join("log"),
-    );
+    let site = Site::new(r#"["alice"]"#, "body_limit_bytes: 65536\n");
+    let authz = site.key("authz");
+    let server = site.start();
     let post = |encoding: &str, body: &[u8]| {
         server.request(
             "POST",

@@ -158,11 +158,16 @@ fn status(server: &Server, key: &str) -> u16 {
     server.post_json("/v1/decide", Some(key), &body).status
 }
 
-/// Waits at most `within` for `server` to answer `want` for `key`.
-fn answers_within(server: &Server, key: &str, want: u16, within: Duration) -> bool {
-    let deadline = Instant::now() + within;
+/// Waits at most `limit` for `server` to answer `want` for `key`.
+fn answers_within(server: &Server, key: &str, want: u16, limit: Duration) -> bool {
+    within(limit, || status(server, key) == want)
+}
+
+/// Whether `done` holds within `limit` (asked every 10 ms).
+fn within(limit: Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + limit;
     loop {
-        if status(server, key) == want {
+        if done() {
             return true;
         }
         if Instant::now() >= deadline {
@@ -364,16 +369,7 @@ fn a_pushed_policy_reaches_every_instance_within_a_second_and_rolls_back() {
 
 /// Waits at most a second for `decide(server)` to answer `want`.
 fn answers(server: &Server, decide: &dyn Fn(&Server) -> String, want: &str) -> bool {
-    let deadline = Instant::now() + Duration::from_secs(1);
-    loop {
-        if decide(server) == want {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    within(Duration::from_secs(1), || decide(server) == want)
 }
 
 #[test]

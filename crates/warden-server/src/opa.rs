@@ -109,6 +109,18 @@ fn json_response(status: StatusCode, text: String) -> Response {
     response
 }
 
+/// The `input` query parameter of a `GET` (JSON), if given.
+fn query_input(params: &[(String, String)]) -> Result<Option<Value>, ApiError> {
+    params
+        .iter()
+        .find(|(name, _)| name == "input")
+        .map(|(_, text)| {
+            serde_json::from_str::<Value>(text)
+                .map_err(|e| ApiError::bad_request(format!("query parameter `input`: {e}")))
+        })
+        .transpose()
+}
+
 fn segments(path: &str) -> Vec<&str> {
     path.split('/').filter(|s| !s.is_empty()).collect()
 }
@@ -122,21 +134,35 @@ fn result_body(result: Option<Value>) -> Map<String, Value> {
     body
 }
 
-/// The body of a `POST`: `(input, whether the `input` key was there)`. An empty body has none.
-async fn post_input(state: &AppState, req: Request) -> Result<(Option<Value>, bool), ApiError> {
-    let body = json_body(state, req, true).await?;
+/// A body that must be one JSON object (duplicate keys refused); an empty body is `None`.
+fn object_of(body: &[u8]) -> Result<Option<Map<String, Value>>, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok((None, false));
+        return Ok(None);
     }
-    warden_core::unique_keys::reject_duplicate_keys(&body)?;
-    match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut doc)) => {
-            let had = doc.contains_key("input");
-            Ok((doc.remove("input"), had))
-        }
+    warden_core::unique_keys::reject_duplicate_keys(body)?;
+    match serde_json::from_slice::<Value>(body) {
+        Ok(Value::Object(doc)) => Ok(Some(doc)),
         Ok(_) => Err(ApiError::bad_request("the body must be a JSON object")),
         Err(e) => Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
     }
+}
+
+/// The body of a request that must carry a JSON object.
+async fn body_object(state: &AppState, req: Request) -> Result<Map<String, Value>, ApiError> {
+    let body = json_body(state, req, true).await?;
+    object_of(&body)?.ok_or_else(|| ApiError::bad_request("the body must be a JSON object"))
+}
+
+/// The body of a `POST`: `(input, whether the `input` key was there)`. An empty body has none.
+async fn post_input(state: &AppState, req: Request) -> Result<(Option<Value>, bool), ApiError> {
+    let body = json_body(state, req, true).await?;
+    Ok(match object_of(&body)? {
+        None => (None, false),
+        Some(mut doc) => {
+            let had = doc.contains_key("input");
+            (doc.remove("input"), had)
+        }
+    })
 }
 
 /// `POST /v1/data/{path}` (and `/v1/data`): `{"input": ...}` in, `{"result": ...}` out; a body
@@ -175,13 +201,7 @@ pub async fn data_get(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let options = Options::of(&params)?;
-    let input = match params.iter().find(|(name, _)| name == "input") {
-        Some((_, text)) => Some(
-            serde_json::from_str::<Value>(text)
-                .map_err(|e| ApiError::bad_request(format!("query parameter `input`: {e}")))?,
-        ),
-        None => None,
-    };
+    let input = query_input(&params)?;
     let path = path.map(|Path(p)| p).unwrap_or_default();
     let result = evaluate_data(&state, &caller, &request_id, &segments(&path), input).await?;
     Ok(options.answer(StatusCode::OK, result_body(result), started))
@@ -201,13 +221,7 @@ pub async fn query_get(
         .find(|(name, _)| name == "q")
         .map(|(_, q)| q.as_str())
         .ok_or_else(|| ApiError::bad_request("query parameter `q` (the Rego query) is required"))?;
-    let input = match params.iter().find(|(name, _)| name == "input") {
-        Some((_, text)) => Some(
-            serde_json::from_str::<Value>(text)
-                .map_err(|e| ApiError::bad_request(format!("query parameter `input`: {e}")))?,
-        ),
-        None => None,
-    };
+    let input = query_input(&params)?;
     let found = evaluate_query(&state, &caller, &request_id, query, input).await?;
     let mut body = Map::new();
     body.insert("result".into(), Value::Array(found));
@@ -224,16 +238,11 @@ pub async fn query_post(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let options = Options::of(&params)?;
-    let body = json_body(&state, req, true).await?;
-    warden_core::unique_keys::reject_duplicate_keys(&body)?;
-    let (query, input) = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut doc)) => match doc.remove("query") {
-            Some(Value::String(query)) => (query, doc.remove("input")),
-            _ => return Err(ApiError::bad_request("field `query`: a string is required")),
-        },
-        Ok(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    let mut doc = body_object(&state, req).await?;
+    let Some(Value::String(query)) = doc.remove("query") else {
+        return Err(ApiError::bad_request("field `query`: a string is required"));
     };
+    let input = doc.remove("input");
     let found = evaluate_query(&state, &caller, &request_id, &query, input).await?;
     let mut body = Map::new();
     body.insert("result".into(), Value::Array(found));
@@ -301,19 +310,10 @@ pub async fn batch(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let options = Options::of(&params)?;
-    let body = json_body(&state, req, true).await?;
-    warden_core::unique_keys::reject_duplicate_keys(&body)?;
-    let inputs = match serde_json::from_slice::<Value>(&body) {
-        Ok(Value::Object(mut doc)) => match doc.remove("inputs") {
-            Some(Value::Object(inputs)) => inputs,
-            _ => {
-                return Err(ApiError::bad_request(
-                    "field `inputs`: an object is required",
-                ));
-            }
-        },
-        Ok(_) => return Err(ApiError::bad_request("the body must be a JSON object")),
-        Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
+    let Some(Value::Object(inputs)) = body_object(&state, req).await?.remove("inputs") else {
+        return Err(ApiError::bad_request(
+            "field `inputs`: an object is required",
+        ));
     };
     if inputs.len() > batch_limit(&state) {
         return Err(ApiError::bad_request(format!(
