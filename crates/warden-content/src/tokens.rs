@@ -6,7 +6,7 @@ use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
 use crate::builtin::{Builtin, Sink};
-use crate::bytes::{alnum, at, before, word};
+use crate::bytes::{alnum, at, before};
 
 /// What an anchor hit hands over to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,11 +24,17 @@ enum Anchor {
     AwsSecret,
 }
 
-/// Anchor literals, matched case-sensitively (token formats are case-sensitive; the AWS secret
-/// key names are listed in their common casings) so the automaton's SIMD prefilter stays sharp.
+/// Anchor literals, matched case-sensitively (token formats are case-sensitive; the AWS prefixes
+/// and secret key names are listed in their common casings) so the automaton's SIMD prefilter
+/// stays sharp.
 const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("AKIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
     ("ASIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
+    // A key in lower or title case is the same key (the format is upper case only).
+    ("akia", Anchor::Aws, &[Builtin::AwsAccessKey]),
+    ("asia", Anchor::Aws, &[Builtin::AwsAccessKey]),
+    ("Akia", Anchor::Aws, &[Builtin::AwsAccessKey]),
+    ("Asia", Anchor::Aws, &[Builtin::AwsAccessKey]),
     ("ghp_", Anchor::GithubClassic, &[Builtin::GithubToken]),
     ("gho_", Anchor::GithubClassic, &[Builtin::GithubToken]),
     ("ghu_", Anchor::GithubClassic, &[Builtin::GithubToken]),
@@ -93,7 +99,7 @@ impl TokenRegexes {
     /// Compile the token patterns.
     pub(crate) fn new() -> Result<Self, regex::Error> {
         Ok(TokenRegexes {
-            aws: Regex::new(r"^(?:AKIA|ASIA)[A-Z0-9]{16}")?,
+            aws: Regex::new(r"^(?i-u:AKIA|ASIA)[A-Za-z0-9]{16}")?,
             gh_classic: Regex::new(r"^gh[pousr]_[A-Za-z0-9]{36}")?,
             gh_pat: Regex::new(r"^github_pat_[A-Za-z0-9_]{82}")?,
             slack: Regex::new(
@@ -106,7 +112,8 @@ impl TokenRegexes {
             anthropic: Regex::new(r"^sk-ant-[A-Za-z0-9_\-]{20,}")?,
             stripe: Regex::new(r"^[rs]k_(?:live|test)_[0-9A-Za-z]{10,247}")?,
             google: Regex::new(r"^AIza[0-9A-Za-z_\-]{35}")?,
-            jwt: Regex::new(r"^eyJ[A-Za-z0-9_\-]{2,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*")?,
+            // Base64 padding some encoders add is part of the token.
+            jwt: Regex::new(r"^eyJ[A-Za-z0-9_\-]{2,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*=*")?,
             pem_begin: Regex::new(r"^-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----")?,
             pem_end: Regex::new(r"^-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----")?,
             aws_secret: Regex::new(
@@ -163,35 +170,123 @@ impl Anchors {
     pub(crate) fn scan(&self, s: &str, re: &TokenRegexes, sink: &mut Sink<'_>) {
         // End of the last private key block: a BEGIN inside it is part of it.
         let mut pem_end = 0;
+        // For the kinds whose pattern ends in an unbounded run, the end of the run the last
+        // anchor of the kind examined: an anchor inside it could only find a suffix of the same
+        // token (which overlap resolution drops) and would scan the run again, so
+        // `sk-sk-sk-...` would take quadratic time.
+        let mut run_end = [0usize; GREEDY];
         for m in self.ac.find_iter(s) {
             let Some(&kind) = self.kinds.get(m.pattern().as_usize()) else {
                 continue;
             };
+            let p = m.start();
             if kind == Anchor::Pem {
-                if m.start() >= pem_end {
-                    pem_end = pem(s, m.start(), re, sink);
+                if p >= pem_end {
+                    pem_end = pem(s, p, re, sink);
                 }
                 continue;
             }
-            at_anchor(s, m.start(), kind, re, sink);
+            let greedy = greedy(kind);
+            if let Some((i, _)) = greedy
+                && run_end.get(i).is_some_and(|&e| p < e)
+            {
+                continue;
+            }
+            at_anchor(s, p, kind, re, sink);
+            // `sk-` after a letter or digit is not examined (`task-`): a key may follow in its run.
+            let examined = !(kind == Anchor::SkDash && alnum(before(s.as_bytes(), p)));
+            if let Some((i, class)) = greedy
+                && examined
+                && let Some(e) = run_end.get_mut(i)
+            {
+                let b = s.as_bytes();
+                let mut j = p;
+                while class(at(b, j)) {
+                    j += 1;
+                }
+                *e = j;
+            }
         }
     }
 }
 
-/// Anchored match of `re` at `p`, with the byte after it not satisfying `cont`.
-fn token(s: &str, p: usize, re: &Regex, cont: impl Fn(u8) -> bool) -> Option<usize> {
-    let m = re.find(s.get(p..)?)?;
-    let end = p + m.end();
-    (!cont(at(s.as_bytes(), end))).then_some(end)
+/// Number of kinds [`greedy`] names.
+const GREEDY: usize = 3;
+
+/// Kinds whose pattern ends in an unbounded run of characters: a slot and the run's byte class.
+fn greedy(kind: Anchor) -> Option<(usize, fn(u8) -> bool)> {
+    match kind {
+        Anchor::SkDash => Some((0, key_char)),
+        Anchor::Slack => Some((1, key_char)),
+        Anchor::Jwt => Some((2, |c| key_char(c) || c == b'=')),
+        _ => None,
+    }
 }
 
+/// Characters of API key bodies.
 fn key_char(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'_' || c == b'-'
+}
+
+/// End of the anchored match of `re` at `p`. What follows the token is not looked at: a
+/// character glued to it (`AKIA...123`, a JWT followed by `=`) must not hide it.
+fn token(s: &str, p: usize, re: &Regex) -> Option<usize> {
+    re.find(s.get(p..)?).map(|m| p + m.end())
+}
+
+/// Whether `b` holds an ASCII digit.
+fn has_digit(b: &[u8]) -> bool {
+    b.iter().any(u8::is_ascii_digit)
+}
+
+/// `AKIA`/`ASIA` + 16 at `p` (matched case-insensitively). Upper case between non-alphanumeric
+/// characters is the documented format, taken as it is. Glued to other characters, or in another
+/// case (reversible, since the format is upper case only), the body must look issued by AWS:
+/// base32 (`A-Z`, `2-7`) with a digit, which words and identifiers rarely are. In another case it
+/// must also stand alone, so `malaysiaairlines777...` is not a key.
+fn aws(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
+    let Some(end) = token(s, p, &re.aws) else {
+        return;
+    };
+    let b = s.as_bytes();
+    let key = b.get(p..end).unwrap_or(&[]);
+    let body = key.get(4..).unwrap_or(&[]);
+    let upper = key
+        .iter()
+        .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit());
+    let alone = !alnum(before(b, p)) && !alnum(at(b, end));
+    let issued = has_digit(body)
+        && body
+            .iter()
+            .all(|c| c.is_ascii_alphabetic() || (b'2'..=b'7').contains(c));
+    if (upper && (alone || issued)) || (alone && issued) {
+        sink.push(Builtin::AwsAccessKey, p, end);
+    }
+}
+
+/// A JWT at `p`. Glued to a letter or digit before it, its header and payload must be of a
+/// plausible length (a real header is about 20 characters), so dotted words that happen to hold
+/// `eyJ` twice (`heyJude.eyJohn.said`) are not tokens.
+fn jwt(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
+    let Some(end) = token(s, p, &re.jwt) else {
+        return;
+    };
+    if alnum(before(s.as_bytes(), p)) {
+        let mut parts = s.get(p..end).unwrap_or("").split('.');
+        let long = |x: Option<&str>| x.is_some_and(|x| x.len() >= 10);
+        if !(long(parts.next()) && long(parts.next())) {
+            return;
+        }
+    }
+    sink.push(Builtin::Jwt, p, end);
 }
 
 fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink<'_>) {
     let b = s.as_bytes();
     let prev = before(b, p);
+    // Prefixes that are distinctive on their own are found whatever precedes them; `sk-` and
+    // `sk_live_` also end ordinary words (`task-`, `risk_`), so a letter or digit before them
+    // means a word, not a key.
     match kind {
         Anchor::AwsSecret => {
             if let Some(caps) = s.get(p..).and_then(|r| re.aws_secret.captures(r))
@@ -204,33 +299,24 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
                 }
             }
         }
-        _ if alnum(prev) => {}
-        Anchor::Aws => {
-            if let Some(end) = token(s, p, &re.aws, alnum) {
-                sink.push(Builtin::AwsAccessKey, p, end);
-            }
-        }
+        Anchor::Aws => aws(s, p, re, sink),
         Anchor::GithubClassic => {
-            if prev != b'_'
-                && let Some(end) = token(s, p, &re.gh_classic, word)
-            {
+            if let Some(end) = token(s, p, &re.gh_classic) {
                 sink.push(Builtin::GithubToken, p, end);
             }
         }
         Anchor::GithubPat => {
-            if prev != b'_'
-                && let Some(end) = token(s, p, &re.gh_pat, word)
-            {
+            if let Some(end) = token(s, p, &re.gh_pat) {
                 sink.push(Builtin::GithubToken, p, end);
             }
         }
         Anchor::Slack => {
-            if let Some(end) = token(s, p, &re.slack, key_char) {
+            if let Some(end) = token(s, p, &re.slack) {
                 sink.push(Builtin::SlackToken, p, end);
             }
         }
         Anchor::SlackWebhook => {
-            if let Some(end) = token(s, p, &re.slack_webhook, alnum) {
+            if let Some(end) = token(s, p, &re.slack_webhook) {
                 let start = if p >= 8 && s.get(p - 8..p) == Some("https://") {
                     p - 8
                 } else {
@@ -240,38 +326,37 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
             }
         }
         Anchor::SkDash => {
-            if matches!(prev, b'_' | b'-') {
+            if alnum(prev) {
                 return;
             }
-            if s.get(p..p + 7) == Some("sk-ant-") {
-                if let Some(end) = token(s, p, &re.anthropic, key_char) {
-                    sink.push(Builtin::AnthropicKey, p, end);
-                }
-            } else if let Some(end) = token(s, p, &re.openai, key_char) {
-                sink.push(Builtin::OpenaiKey, p, end);
+            let (det, re) = if s.get(p..p + 7) == Some("sk-ant-") {
+                (Builtin::AnthropicKey, &re.anthropic)
+            } else {
+                (Builtin::OpenaiKey, &re.openai)
+            };
+            let Some(end) = token(s, p, re) else {
+                return;
+            };
+            // After `_` or `-`, `sk-` may be one segment of an identifier
+            // (`eu-sk-reservation-system`); keys are random and hold a digit.
+            if matches!(prev, b'_' | b'-') && !has_digit(b.get(p + 3..end).unwrap_or(&[])) {
+                return;
             }
+            sink.push(det, p, end);
         }
         Anchor::Stripe => {
-            if prev != b'_'
-                && let Some(end) = token(s, p, &re.stripe, alnum)
+            if !alnum(prev)
+                && let Some(end) = token(s, p, &re.stripe)
             {
                 sink.push(Builtin::StripeKey, p, end);
             }
         }
         Anchor::Google => {
-            if !matches!(prev, b'_' | b'-')
-                && let Some(end) = token(s, p, &re.google, key_char)
-            {
+            if let Some(end) = token(s, p, &re.google) {
                 sink.push(Builtin::GoogleApiKey, p, end);
             }
         }
-        Anchor::Jwt => {
-            if !matches!(prev, b'_' | b'-' | b'.')
-                && let Some(end) = token(s, p, &re.jwt, |c| key_char(c) || c == b'=')
-            {
-                sink.push(Builtin::Jwt, p, end);
-            }
-        }
+        Anchor::Jwt => jwt(s, p, re, sink),
         // Handled by `Anchors::scan`, which skips anchors inside a block.
         Anchor::Pem => {}
     }

@@ -110,7 +110,11 @@ fn token_rules() {
     assert_eq!(one("aws_access_key", "AKIAIOSFODNN7EXAMPLE").len(), 1);
     assert_eq!(one("aws_access_key", "ASIAIOSFODNN7EXAMPLE").len(), 1);
     assert!(one("aws_access_key", "AKIAIOSFODNN7EXAMPL").is_empty());
-    assert!(one("aws_access_key", "AKIAIOSFODNN7EXAMPLE1").is_empty());
+    // A character glued after the key does not hide it (see tokens_survive_adjacent_characters).
+    assert_eq!(
+        one("aws_access_key", "AKIAIOSFODNN7EXAMPLE1"),
+        [("aws_access_key".into(), 0, 20)]
+    );
     let gh = format!("ghp_{}", "a1B2".repeat(9));
     assert_eq!(one("github_token", &gh).len(), 1);
     let pat = format!("github_pat_{}", "A_b1".repeat(20) + "xy");
@@ -147,6 +151,70 @@ fn token_rules() {
         one("aws_secret_key", secret),
         [("aws_secret_key".into(), 24, 64)]
     );
+}
+
+/// One character next to a token used to hide it; a lower-case AWS key is the same key.
+#[test]
+fn tokens_survive_adjacent_characters() {
+    let jwt = "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl";
+    let gh = format!("ghp_{}", "a1B2".repeat(9));
+    let cases: Vec<(&str, String, usize, usize)> = vec![
+        ("aws_access_key", "AKIAIOSFODNN7EXAMPLE123".into(), 0, 20),
+        ("aws_access_key", "key=xAKIAIOSFODNN7EXAMPLE".into(), 5, 25),
+        ("aws_access_key", "akiaiosfodnn7example".into(), 0, 20),
+        ("aws_access_key", "id: Akiaiosfodnn7example.".into(), 4, 24),
+        ("jwt", format!("{jwt}="), 0, jwt.len() + 1),
+        ("jwt", format!("{jwt}==;"), 0, jwt.len() + 2),
+        ("jwt", format!("_{jwt}"), 1, jwt.len() + 1),
+        ("jwt", format!("x{jwt}"), 1, jwt.len() + 1),
+        (
+            "anthropic_key",
+            "_sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123".into(),
+            1,
+            44,
+        ),
+        ("openai_key", "-sk-proj-abcdefghijklmnopqrst1234".into(), 1, 33),
+        ("github_token", format!("{gh}X"), 0, 40),
+        ("github_token", format!("my_{gh}"), 3, 43),
+        (
+            "google_api_key",
+            "AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQeZ".into(),
+            0,
+            39,
+        ),
+        ("stripe_key", "_sk_live_4eC39HqLyjWDarjtT1zdp7dc".into(), 1, 33),
+        (
+            "slack_token",
+            "xoxb-123456789012-1234567890123-AbCdEfGh_x".into(),
+            0,
+            40,
+        ),
+    ];
+    for (id, text, start, end) in &cases {
+        assert_eq!(one(id, text), [((*id).to_owned(), *start, *end)], "{text}");
+    }
+}
+
+/// Ordinary words and identifiers touching token prefixes stay clean.
+#[test]
+fn tokens_hard_negatives_ordinary_words() {
+    for (id, text) in [
+        ("aws_access_key", "malaysiaairlines777flightdeck"),
+        ("aws_access_key", "asiapacificsummitregistration"),
+        ("aws_access_key", "Asian cuisine in Southeast Asia"),
+        ("aws_access_key", "ASIAPACIFICREGIONSALESTEAM"),
+        ("aws_access_key", "akiaiosfodnnexampleab"),
+        ("openai_key", "eu-sk-reservation-system-config"),
+        ("openai_key", "desk_sk-booking-assistant-module"),
+        ("openai_key", "the task-runner-configuration-2024-01"),
+        ("anthropic_key", "task-ant-colony-simulation-params-v2"),
+        ("anthropic_key", "my-sk-ant-colony-simulation-parameters"),
+        ("stripe_key", "ask_live_4eC39HqLyjWDarjtT1zdp7dc"),
+        ("jwt", "heyJude.eyJohn.said hello"),
+        ("github_token", "the_ghp_prefix_marks_classic_tokens"),
+    ] {
+        assert!(one(id, text).is_empty(), "{id}: {text}");
+    }
 }
 
 #[test]

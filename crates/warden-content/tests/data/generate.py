@@ -205,10 +205,26 @@ write("ipv6", pos, neg)
 # aws_access_key
 pos = [ctx("AKIA" + rs(16, UP)) for _ in range(15)] + [ctx("ASIA" + rs(16, UP)) for _ in range(10)]
 pos += ["AWS_ACCESS_KEY_ID=AKIAIOSFODNN7EXAMPLE"]
-neg = [ctx("AKIA" + rs(15, UP)) for _ in range(4)] + [ctx("AKIA" + rs(17, UP)) for _ in range(4)]
-neg += [ctx("akia" + rs(16, UP)) for _ in range(3)] + [ctx("AKIA" + rs(16, string.ascii_lowercase)) for _ in range(3)]
-neg += [ctx("AKIB" + rs(16, UP)) for _ in range(3)] + ["travel to ASIA soon", "AKIA alone", "xAKIA" + rs(16, UP),
-        "AIDA" + rs(16, UP), "AROA" + rs(16, UP), "Asia-Pacific region"]
+B32 = string.ascii_uppercase + "234567"
+def aws_issued(body):
+    """Glued to other characters or in another case, a key must look issued: base32 with a digit."""
+    return any(c in "234567" for c in body) and all(c.upper() in B32 for c in body)
+neg = [ctx("AKIA" + rs(15, UP)) for _ in range(4)]
+for _ in range(4):  # a character glued after the key
+    v = "AKIA" + rs(17, UP)
+    (pos if aws_issued(v[4:20]) else neg).append(ctx(v))
+for _ in range(3):  # lower-case prefix: reversible, the format is upper case only
+    v = "akia" + rs(16, UP)
+    (pos if aws_issued(v[4:]) else neg).append(ctx(v))
+neg += [ctx("AKIA" + rs(16, string.ascii_lowercase)) for _ in range(3)]
+neg += [ctx("AKIB" + rs(16, UP)) for _ in range(3)]
+tail = ["travel to ASIA soon", "AKIA alone", "xAKIA" + rs(16, UP), "AIDA" + rs(16, UP), "AROA" + rs(16, UP),
+        "Asia-Pacific region"]
+(pos if aws_issued(tail[2][5:]) else neg).append(tail[2])
+neg += [t for i, t in enumerate(tail) if i != 2]
+pos += ["AKIAIOSFODNN7EXAMPLE123", "akiaiosfodnn7example", "id=xAKIAIOSFODNN7EXAMPLE", "Akiaiosfodnn7example."]
+neg += ["malaysiaairlines777flightdeck", "asiapacificsummitregistration", "Asian cuisine in Southeast Asia",
+        "ASIAPACIFICREGIONSALESTEAM", "akiaiosfodnnexampleab"]
 write("aws_access_key", pos, neg)
 
 # aws_secret_key
@@ -231,10 +247,16 @@ write("aws_secret_key", pos, neg)
 # github_token
 pos = [ctx(R.choice(["ghp_", "gho_", "ghu_", "ghs_", "ghr_"]) + rs(36)) for _ in range(22)]
 pos += [ctx("github_pat_" + rs(22) + "_" + rs(59)) for _ in range(4)]
-neg = [ctx("ghp_" + rs(35)) for _ in range(4)] + [ctx("ghp_" + rs(37)) for _ in range(4)]
+neg = [ctx("ghp_" + rs(35)) for _ in range(4)]
+pos += [ctx("ghp_" + rs(37)) for _ in range(4)]  # a character glued after the token
 neg += [ctx("ghx_" + rs(36)) for _ in range(3)] + [ctx("github_pat_" + rs(60)) for _ in range(3)]
-neg += ["ghp_ alone", "GHP_" + rs(36), "xghp_" + rs(36), "gh_" + rs(36), "my_ghp_" + rs(36), "github.com/ghp_docs",
+tail = ["ghp_ alone", "GHP_" + rs(36), "xghp_" + rs(36), "gh_" + rs(36), "my_ghp_" + rs(36), "github.com/ghp_docs",
         "ghp_" + rs(30) + "-" + rs(5)]
+pos += [tail[2], tail[4]]  # a character glued before the token
+neg += [t for i, t in enumerate(tail) if i not in (2, 4)]
+neg += ["the_ghp_prefix_marks_classic_tokens", "ghp-aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789",
+        "ghq_aBcDeFgHiJkLmNoPqRsTuVwXyZ0123456789", "gho_ tokens come from OAuth apps", "ghs_short_lived",
+        "ghp_aBcDeFgHiJkLmNoPq RsTuVwXyZ0123456789"]
 write("github_token", pos, neg)
 
 # slack_token
@@ -243,10 +265,11 @@ pos += [ctx("xapp-1-A%s-%s-%s" % (rs(10, UP), rs(13, string.digits), rs(64, "012
 pos += [ctx("https://hooks.slack.com/services/T%s/B%s/%s" % (rs(8, UP), rs(10, UP), rs(24))) for _ in range(4)]
 neg = ["xoxo hugs and kisses", "xoxb-", "xoxb-abc", "xoxz-123456789012-abc", "xoxb-12345-short",
        "https://hooks.slack.com/services/", "https://hooks.slack.com/services/Tabc/Bdef/ghi", "XOXB-123456789012-1234567890123-abcdefgh",
-       "slack.com/apps", "xapp-", "xapp-1-lower-123-abc", "sxoxb-123456789012-1234567890123-" + rs(24),
-       "xox-123456789012-12345678", "token xoxq-123456789012-1234567890123-" + rs(24), "hooks.slack.com/workflows/T1/B2",
+       "slack.com/apps", "xapp-", "xapp-1-lower-123-abc"]
+pos += ["sxoxb-123456789012-1234567890123-" + rs(24)]  # a character glued before the token
+neg += ["xox-123456789012-12345678", "token xoxq-123456789012-1234567890123-" + rs(24), "hooks.slack.com/workflows/T1/B2",
        "xoxb_123456789012_1234567890123", "Use xoxb tokens for bots", "xoxp token format docs",
-       "xoxb-123456789012", "xoxp-1234567-", "xoxb-123456789012-abc"]
+       "xoxb-123456789012", "xoxp-1234567-", "xoxb-123456789012-abc", "xoxo-1234567-hugs"]
 write("slack_token", pos, neg)
 
 # openai_key
@@ -254,24 +277,36 @@ pos = [ctx("sk-" + rs(48)) for _ in range(12)] + [ctx("sk-proj-" + rs(40, A + "_
 pos += [ctx("sk-" + rs(20)) for _ in range(3)] + ["OPENAI_API_KEY=sk-svcacct-" + rs(40)]
 neg = [ctx("sk-" + rs(19)) for _ in range(4)] + ["task-" + rs(30), "risk-" + rs(30), "desk-" + rs(25), "disk-" + rs(25),
        "ask-" + rs(25), "sk-ant-api03-" + rs(40), "sk_live_" + rs(24), "pk-" + rs(30), "SK-" + rs(30),
-       "sk- " + rs(30), "sk-short", "husk-of-the-corn-is-long-enough", "my_sk-" + rs(30), "sk " + rs(30),
-       "sk-!!!" + rs(10), "kiosk-terminal-identifier-long-name", "sk-proj-", "brisk-walking-exercise-plan"]
+       "sk- " + rs(30), "sk-short", "husk-of-the-corn-is-long-enough"]
+v = "my_sk-" + rs(30)  # after `_` a key needs a digit (identifier segments rarely have one)
+(pos if any(c.isdigit() for c in v) else neg).append(v)
+neg += ["sk " + rs(30), "sk-!!!" + rs(10), "kiosk-terminal-identifier-long-name", "sk-proj-", "brisk-walking-exercise-plan",
+        "eu-sk-reservation-system-config", "desk_sk-booking-assistant-module"]
 write("openai_key", pos, neg)
 
 # anthropic_key
 pos = [ctx("sk-ant-api03-" + rs(93, A + "_-") + "AA") for _ in range(15)] + [ctx("sk-ant-admin01-" + rs(80, A + "_-")) for _ in range(5)]
 pos += [ctx("sk-ant-" + rs(24)) for _ in range(4)] + ["ANTHROPIC_API_KEY=sk-ant-api03-" + rs(95)]
 neg = [ctx("sk-ant-" + rs(19)) for _ in range(4)] + ["sk-" + rs(48), "sk-ant-", "task-ant-" + rs(30), "sk-ant alone",
-       "SK-ANT-API03-" + rs(40), "x_sk-ant-" + rs(30), "sk_ant_" + rs(30), "pant-" + rs(30), "sk-anthology",
+       "SK-ANT-API03-" + rs(40)]
+pos += ["x_sk-ant-" + rs(30)]  # `_` glued before the key
+neg += ["sk_ant_" + rs(30), "pant-" + rs(30), "sk-anthology",
        "sk-ant-short", "elegant-" + rs(30), "sk-proj-" + rs(40), "sk-antelope-migration", "sk- ant-" + rs(30),
-       "ant-api03-" + rs(40), "sk-an-" + rs(30), "risk-ant-" + rs(30), "sk-ant-!!!!", "sk-ant-" + rs(10) + " " + rs(10)]
+       "ant-api03-" + rs(40), "sk-an-" + rs(30), "risk-ant-" + rs(30), "sk-ant-!!!!", "sk-ant-" + rs(10) + " " + rs(10),
+       "task-ant-colony-simulation-params-v2", "my-sk-ant-colony-simulation-parameters"]
 write("anthropic_key", pos, neg)
 
 # google_api_key
 pos = [ctx("AIza" + rs(35, A + "_-")) for _ in range(24)] + ["key=AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"]
-neg = [ctx("AIza" + rs(34, A + "_-")) for _ in range(4)] + [ctx("AIza" + rs(36, A)) for _ in range(4)]
-neg += ["aiza" + rs(35), "AIZA" + rs(35), "xAIza" + rs(35), "AIza", "AIza short", "Aiza" + rs(35), "AIzb" + rs(35),
+neg = [ctx("AIza" + rs(34, A + "_-")) for _ in range(4)]
+pos += [ctx("AIza" + rs(36, A)) for _ in range(4)]  # a character glued after the key
+tail = ["aiza" + rs(35), "AIZA" + rs(35), "xAIza" + rs(35), "AIza", "AIza short", "Aiza" + rs(35), "AIzb" + rs(35),
         "AIza " + rs(35), "AIza" + rs(20) + "." + rs(14), "MAIza" + rs(35), "Zaira" + rs(35), "AI za" + rs(35)]
+pos += [tail[2], tail[9]]  # a character glued before the key
+neg += [t for i, t in enumerate(tail) if i not in (2, 9)]
+neg += ["MAIzAbcdefghijklmnopqrstuvwxyz0123456789", "AIza_prefix_is_for_google_keys", "AIzaSy-short-key-123",
+        "AIza.SyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe", "AIzaSyDaGmWKa4JsXZ HjGw7ISLn_3namBGewQe",
+        "aIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe"]
 write("google_api_key", pos, neg)
 
 # stripe_key
@@ -287,12 +322,16 @@ def b64u(n): return rs(n, A + "_-")
 pos = [ctx("eyJ" + b64u(R.randint(15, 40)) + ".eyJ" + b64u(R.randint(20, 120)) + "." + b64u(43)) for _ in range(22)]
 pos += ["Authorization: Bearer eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiIxMjM0NTY3ODkwIiwibmFtZSI6IkpvaG4gRG9lIiwiaWF0IjoxNTE2MjM5MDIyfQ.SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c",
         "unsigned eyJhbGciOiJub25lIn0.eyJzdWIiOiJhIn0.", "cookie=eyJ" + b64u(20) + ".eyJ" + b64u(30) + "." + b64u(43) + ";"]
-neg = ["eyJ" + b64u(30), "eyJ" + b64u(20) + "." + b64u(30) + "." + b64u(43), "abc.def.ghi", "eyJ.eyJ.x",
+tail = ["eyJ" + b64u(30), "eyJ" + b64u(20) + "." + b64u(30) + "." + b64u(43), "abc.def.ghi", "eyJ.eyJ.x",
        "xeyJ" + b64u(20) + ".eyJ" + b64u(20) + "." + b64u(20), "eyj" + b64u(20) + ".eyj" + b64u(20) + "." + b64u(20),
        "file.name.tar.gz", "eyJhbGciOiJIUzI1NiJ9", "version eyJ1.2.3", "eyJ" + b64u(20) + " .eyJ" + b64u(20) + ".x",
        "base64 eyJ2ZXJzaW9uIjoxfQ==", "a.b.c", "jwt goes here: <token>", "eyJ" + b64u(20) + ".eyX" + b64u(20) + "." + b64u(20),
        "heyJude" + b64u(20) + ".eyJ" + b64u(20) + "." + b64u(20), "EYJ" + b64u(20) + ".EYJ" + b64u(20) + ".x",
        "sha eyJ", "my.eyJ" + b64u(20) + ".eyJ" + b64u(20) + ".sig", "eyJ" + b64u(20) + "_.eyJ" + b64u(20), "eyJ-.eyJ-.-"]
+pos += [tail[4], tail[14], tail[17]]  # a character glued before the token
+neg = [t for i, t in enumerate(tail) if i not in (4, 14, 17)]
+neg += ["heyJude.eyJohn.said hello", "theyJust.eyJumped.over", "eyJhbGciOiJIUzI1NiJ9.payload.sig",
+        "eyJhbGciOiJIUzI1NiJ9 . eyJzdWIiOiIxIn0 . sig"]
 write("jwt", pos, neg)
 
 # private_key
