@@ -116,9 +116,12 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
     sum.is_multiple_of(10)
 }
 
-/// Maximal card runs `digit ([ -]? digit)*` inside the cluster.
+/// Maximal card runs `digit ([ -]? digit)*` inside the cluster, and the card a neighbouring
+/// digit group may hide in one (see [`card_in_run`]).
 fn cards(b: &[u8], cs: usize, ce: usize, sink: &mut Sink<'_>) {
     let mut t = cs;
+    // Digit groups of the current run: (start, end).
+    let mut groups: Vec<(usize, usize)> = Vec::new();
     while t < ce {
         let c = at(b, t);
         let p = before(b, t);
@@ -128,32 +131,103 @@ fn cards(b: &[u8], cs: usize, ce: usize, sink: &mut Sink<'_>) {
             t += 1;
             continue;
         }
+        groups.clear();
         let mut j = t;
-        let mut buf = [0u8; 19];
-        let mut n = 0usize;
-        let mut seps: u8 = 0; // bit 1: space, bit 2: dash
         loop {
+            let g = j;
             while digit(at(b, j)) {
-                if let Some(slot) = buf.get_mut(n) {
-                    *slot = at(b, j);
-                }
-                n += 1;
                 j += 1;
             }
-            let x = at(b, j);
-            if matches!(x, b' ' | b'-') && digit(at(b, j + 1)) {
-                seps |= if x == b' ' { 1 } else { 2 };
+            groups.push((g, j));
+            if matches!(at(b, j), b' ' | b'-') && digit(at(b, j + 1)) {
                 j += 1;
             } else {
                 break;
             }
         }
-        // Not adjacent to a digit (maximality) nor glued to a word character.
-        let clean = !word(before(b, t)) && !word(at(b, j));
-        if clean && (13..=19).contains(&n) && seps != 3 && luhn(buf.get(..n).unwrap_or(&[])) {
-            sink.push(Builtin::CreditCard, t, j);
-        }
+        card_in_run(b, &groups, sink);
         t = j.max(t + 1);
+    }
+}
+
+/// The card in one run of digit groups. The whole run is one when it has 13-19 digits, one
+/// separator kind, no word character glued to it and a valid Luhn sum. Otherwise a shorter range
+/// of whole groups is, when it has those properties and every group left out next to it visibly
+/// belongs to something else: a group of another length (`4111 1111 1111 1111 12/27`), joined by
+/// another separator, or joined onwards by another one (`123-45-6789 4111 1111 1111 1111`). So
+/// `4111 1111 1111 1111 1111` stays a 20-digit number, not a card.
+fn card_in_run(b: &[u8], groups: &[(usize, usize)], sink: &mut Sink<'_>) {
+    let n = groups.len();
+    let g = |k: usize| groups.get(k).copied().unwrap_or((0, 0));
+    let len = |k: usize| {
+        let (a, z) = g(k);
+        z - a
+    };
+    // Separator after group `k`.
+    let sep = |k: usize| at(b, g(k).1);
+    let left_ok = |i: usize, kind: Option<u8>| {
+        if i == 0 {
+            return !word(before(b, g(0).0));
+        }
+        let sl = sep(i - 1);
+        kind.is_some_and(|k| k != sl) || len(i - 1) != len(i) || (i >= 2 && sep(i - 2) != sl)
+    };
+    let right_ok = |j: usize, kind: Option<u8>| {
+        if j == n {
+            return !word(at(b, g(n - 1).1));
+        }
+        let sr = sep(j - 1);
+        kind.is_some_and(|k| k != sr) || len(j) != len(j - 1) || (j + 1 < n && sep(j) != sr)
+    };
+    let luhn_of = |i: usize, j: usize| {
+        let mut buf = [0u8; 19];
+        let mut m = 0usize;
+        for k in i..j {
+            let (a, z) = g(k);
+            for &c in b.get(a..z).unwrap_or(&[]) {
+                if let Some(slot) = buf.get_mut(m) {
+                    *slot = c;
+                }
+                m += 1;
+            }
+        }
+        m <= 19 && luhn(buf.get(..m).unwrap_or(&[]))
+    };
+    let total: usize = (0..n).map(len).sum();
+    let uniform = (1..n.saturating_sub(1)).all(|k| sep(k) == sep(0));
+    if uniform
+        && (13..=19).contains(&total)
+        && left_ok(0, None)
+        && right_ok(n, None)
+        && luhn_of(0, n)
+    {
+        sink.push(Builtin::CreditCard, g(0).0, g(n - 1).1);
+        return;
+    }
+    for i in 0..n {
+        let mut digits = 0usize;
+        let mut kind: Option<u8> = None;
+        for j in i + 1..=n {
+            digits += len(j - 1);
+            if digits > 19 {
+                break;
+            }
+            if j - i >= 2 {
+                let k = sep(j - 2);
+                if kind.is_some_and(|x| x != k) {
+                    break;
+                }
+                kind = Some(k);
+            }
+            if digits >= 13
+                && (i, j) != (0, n)
+                && left_ok(i, kind)
+                && right_ok(j, kind)
+                && luhn_of(i, j)
+            {
+                sink.push(Builtin::CreditCard, g(i).0, g(j - 1).1);
+            }
+        }
     }
 }
 
@@ -185,10 +259,20 @@ fn num(b: &[u8], start: usize, len: usize) -> Option<u32> {
     Some(v)
 }
 
-/// `AAA-GG-SSSS` or `AAA GG SSSS` (one separator kind), with the SSA exclusions.
+/// `AAA-GG-SSSS` or `AAA GG SSSS` (one separator kind), with the SSA exclusions. A digit group
+/// joined by the same separator (or `-`, or `.` before) continues the number, so it is not an SSN;
+/// a dashed SSN next to a space-separated group is (`123-45-6789 4111 1111 1111 1111`).
 fn ssn(b: &[u8], t: usize, sink: &mut Sink<'_>) {
     let s1 = at(b, t + 3);
-    if !matches!(s1, b'-' | b' ') || at(b, t + 6) != s1 || !clean_left(b, t) {
+    if !matches!(s1, b'-' | b' ') || at(b, t + 6) != s1 {
+        return;
+    }
+    let p = before(b, t);
+    let joined = |x: u8| x == s1 || x == b'-';
+    if word(p)
+        || p == b'+'
+        || ((joined(p) || p == b'.') && digit(before(b, t.saturating_sub(1))))
+    {
         return;
     }
     let (Some(area), Some(group), Some(serial)) =
@@ -198,7 +282,7 @@ fn ssn(b: &[u8], t: usize, sink: &mut Sink<'_>) {
     };
     let e = t + 11;
     let x = at(b, e);
-    if word(x) || (matches!(x, b'-' | b' ') && digit(at(b, e + 1))) {
+    if word(x) || (joined(x) && digit(at(b, e + 1))) {
         return;
     }
     if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {

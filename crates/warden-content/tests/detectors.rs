@@ -33,6 +33,59 @@ fn credit_card_rules() {
     assert!(one("credit_card", "411111111111").is_empty()); // 12 digits
 }
 
+/// A digit group next to a card or an SSN used to hide it (the run became too long or mixed its
+/// separators).
+#[test]
+fn neighbouring_digit_groups_do_not_hide_cards_or_ssns() {
+    let p = policy(&["credit_card", "us_ssn"], None);
+    let card = |t: &str| -> Vec<(usize, usize)> {
+        spans(&p, t)
+            .into_iter()
+            .filter(|f| f.0 == "credit_card")
+            .map(|f| (f.1, f.2))
+            .collect()
+    };
+    assert_eq!(card("4111 1111 1111 1111 12/27"), [(0, 19)]);
+    assert_eq!(card("card 4111111111111111 12/27"), [(5, 21)]);
+    assert_eq!(card("4111 1111 1111 1111 123"), [(0, 19)]); // a CVV after it
+    assert_eq!(card("exp 12/27 4111 1111 1111 1111"), [(10, 29)]);
+    assert_eq!(card("5555-5555-5555-4444 12 27"), [(0, 19)]);
+    let text = "123-45-6789 4111 1111 1111 1111";
+    assert_eq!(
+        spans(&p, text),
+        [
+            ("us_ssn".into(), 0, 11),
+            ("credit_card".into(), 12, 31)
+        ]
+    );
+    let text = "4111 1111 1111 1111 123-45-6789";
+    assert_eq!(
+        spans(&p, text),
+        [
+            ("credit_card".into(), 0, 19),
+            ("us_ssn".into(), 20, 31)
+        ]
+    );
+}
+
+#[test]
+fn neighbouring_digit_groups_hard_negatives() {
+    let p = policy(&["credit_card", "us_ssn"], None);
+    for text in [
+        "4111 1111 1111 1111 1111",           // one 20-digit number in groups of four
+        "1234 5678 9012 3456 7890 1234",       // a long grouped number
+        "ref 4111111111111112 12/27",          // Luhn fails
+        "ids 1717747200 1717747260 1717747320", // timestamps
+        "order 4111 1111 1111 1112 12",         // Luhn fails
+        "123-45-6789-0",                        // one number
+        "1-123-45-6789",                        // one number
+        "123 45 6789 1234",                     // a space-separated number
+        "v2.123-45-6789",                       // a dotted version
+    ] {
+        assert!(spans(&p, text).is_empty(), "{text}: {:?}", spans(&p, text));
+    }
+}
+
 fn luhn_ok(d: &str) -> bool {
     let mut sum = 0;
     for (i, c) in d.chars().rev().enumerate() {
