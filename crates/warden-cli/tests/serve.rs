@@ -845,3 +845,64 @@ fn rego_failures_are_denied_counted_and_logged_by_the_daemon() {
         s.log_text().matches("decision failed closed").count() == 3
     });
 }
+
+/// HTTP/2 with prior knowledge (h2c) beside HTTP/1.1 on the same listener: several decisions
+/// at once on one connection, each through the same guard (a request without a key is a 401).
+#[test]
+fn http2_with_prior_knowledge_serves_decisions_on_one_connection() {
+    use http_body_util::{BodyExt as _, Full};
+    use hyper_util::rt::{TokioExecutor, TokioIo};
+    let site = Site::new("anonymous_policy: support-agent\n");
+    let server = site.start(&[]);
+    let addr = server.addr.clone();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    runtime.block_on(async {
+        let stream = tokio::net::TcpStream::connect(&addr).await.unwrap();
+        let (sender, connection) =
+            hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(stream))
+                .await
+                .unwrap();
+        tokio::spawn(connection);
+        let ask = |session: String, key: Option<&'static str>| {
+            let mut sender = sender.clone();
+            let addr = addr.clone();
+            async move {
+                let body = json!({"kind": "tool_call", "tool": "crm.read_customer", "session": session, "args": {}});
+                let mut request = hyper::Request::post(format!("http://{addr}/v1/decide"))
+                    .header("content-type", "application/json");
+                if let Some(key) = key {
+                    request = request.header("x-api-key", key);
+                }
+                let request = request
+                    .body(Full::new(hyper::body::Bytes::from(body.to_string())))
+                    .unwrap();
+                let response = sender.send_request(request).await.unwrap();
+                let (version, status) = (response.version(), response.status().as_u16());
+                let bytes = response.into_body().collect().await.unwrap().to_bytes();
+                (version, status, serde_json::from_slice::<Value>(&bytes).unwrap())
+            }
+        };
+        // Eight requests in flight at once, as eight streams of the one connection.
+        let tasks: Vec<_> = (0..8)
+            .map(|i| tokio::spawn(ask(format!("h2-{i}"), None)))
+            .collect();
+        for task in tasks {
+            let (version, status, body) = task.await.unwrap();
+            assert_eq!(version, hyper::Version::HTTP_2);
+            assert_eq!(status, 200, "{body}");
+            assert_eq!(body["decision"], "allow", "{body}");
+        }
+        let (_, status, body) = ask("h2-key".into(), Some("wdn_not_a_key")).await;
+        assert_eq!(status, 401, "{body}");
+    });
+    // HTTP/1.1 on the same listener, as before.
+    let reply = server.post_json(
+        "/v1/decide",
+        None,
+        &json!({"tool": "send_email", "session": "h1"}),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+}

@@ -1,5 +1,5 @@
-//! The accept loop: HTTP/1 connections (hyper) with a connection cap, a header read timeout
-//! and an idle keep-alive timeout, and a graceful stop.
+//! The accept loop: HTTP/1.1 and HTTP/2 (h2c, prior knowledge) connections (hyper) with a
+//! connection cap, a header read timeout and an idle keep-alive timeout, and a graceful stop.
 //!
 //! `axum::serve` has none of the three: 20,000 idle or half-sent connections used up the file
 //! descriptors and the daemon stopped answering, even `/health/live`, with nothing logged.
@@ -181,6 +181,13 @@ impl Timeout {
     }
 }
 
+/// Requests under way at once on one HTTP/2 connection, at most (the concurrency limit and the
+/// rate limit still apply to each).
+const H2_MAX_STREAMS: u32 = 100;
+/// The largest header list an HTTP/2 request may send, in bytes (HTTP/1.1's head is bounded by
+/// hyper's buffer the same way).
+const H2_MAX_HEADER_LIST: u32 = 64 * 1024;
+
 /// Resolves when the connection has waited too long for a request head or idled too long.
 async fn watchdog(activity: Arc<Activity>, limits: ConnLimits) -> Timeout {
     let shortest = limits.header_read_timeout.min(limits.idle_timeout);
@@ -280,10 +287,21 @@ pub async fn serve<S>(
     let rejected_log = Arc::new(Throttled::new());
     let accept_error_log = Throttled::new();
     let timeout_log = Arc::new(Throttled::new());
-    let mut builder = hyper::server::conn::http1::Builder::new();
+    // HTTP/1.1, and HTTP/2 with prior knowledge (h2c: a client that opens with the HTTP/2
+    // preface), told apart by the connection's first bytes.
+    let mut builder =
+        hyper_util::server::conn::auto::Builder::new(hyper_util::rt::TokioExecutor::new());
     // The watchdog enforces the header read timeout (hyper's would also cut idle keep-alive
     // connections at the same limit); hyper still needs a timer for its own.
-    builder.timer(TokioTimer::new()).header_read_timeout(None);
+    builder
+        .http1()
+        .timer(TokioTimer::new())
+        .header_read_timeout(None);
+    builder
+        .http2()
+        .timer(TokioTimer::new())
+        .max_concurrent_streams(H2_MAX_STREAMS)
+        .max_header_list_size(H2_MAX_HEADER_LIST);
     tokio::pin!(shutdown);
     loop {
         let accepted = tokio::select! {
@@ -344,7 +362,7 @@ pub async fn serve<S>(
                 }
             })
         };
-        let conn = graceful.watch(builder.serve_connection(io, service));
+        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
         let metrics = metrics.clone();
         let timeout_log = Arc::clone(&timeout_log);
         metrics.connections.inc();
