@@ -1,5 +1,6 @@
 //! One corpus, every front door: the project's scenario suite (`tests/scenarios/`) decided
-//! through the library, through `warden eval` and through the HTTP daemon (`warden serve`) must
+//! through the library, through `warden eval` and through the HTTP daemon (`warden serve`:
+//! `/v1/decide` and OPA's Data API) must
 //! meet every expectation, and every request a `tools/call` can carry gets the library's decision
 //! through the MCP proxy over stdio (`warden mcp wrap`) and over Streamable HTTP
 //! (`warden mcp proxy`), in front of the official Python SDK's servers, so the front doors
@@ -83,7 +84,12 @@ impl FrontDoor for CliEval {
     }
 }
 
-struct Http;
+/// The HTTP daemon, asked through `/v1/decide` or through OPA's Data API (the request as
+/// `input`, the decision object as `result`).
+enum Http {
+    Decide,
+    OpaDataApi,
+}
 
 struct Daemon(Child);
 
@@ -96,7 +102,10 @@ impl Drop for Daemon {
 
 impl FrontDoor for Http {
     fn name(&self) -> &'static str {
-        "HTTP /v1/decide"
+        match self {
+            Http::Decide => "HTTP /v1/decide",
+            Http::OpaDataApi => "HTTP OPA Data API",
+        }
     }
     fn decide_all(&self, scenario: &Scenario, dir: &Path) -> Vec<Decision> {
         let policy = policy_file(scenario, dir);
@@ -120,14 +129,24 @@ impl FrontDoor for Http {
         requests(scenario)
             .iter()
             .map(|r| {
+                let (path, body) = match self {
+                    Http::Decide => ("/v1/decide", r.clone()),
+                    Http::OpaDataApi => {
+                        ("/v1/data/warden/decision", serde_json::json!({"input": r}))
+                    }
+                };
                 let mut response = agent
-                    .post(&format!("http://{}/v1/decide", addr.trim()))
+                    .post(&format!("http://{}{path}", addr.trim()))
                     .header("content-type", "application/json")
-                    .send(r.to_string().as_bytes())
+                    .send(body.to_string().as_bytes())
                     .unwrap();
                 let body = response.body_mut().read_to_string().unwrap();
                 assert_eq!(response.status().as_u16(), 200, "{body}");
-                serde_json::from_str(&body).unwrap()
+                let answer: serde_json::Value = serde_json::from_str(&body).unwrap();
+                match self {
+                    Http::Decide => serde_json::from_value(answer).unwrap(),
+                    Http::OpaDataApi => serde_json::from_value(answer["result"].clone()).unwrap(),
+                }
             })
             .collect()
     }
@@ -522,7 +541,7 @@ fn every_front_door_meets_every_scenario_expectation() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/scenarios");
     let files = collect_files(&[root]).unwrap();
     assert!(files.len() >= 10, "{files:?}");
-    let doors: [&dyn FrontDoor; 3] = [&Library, &CliEval, &Http];
+    let doors: [&dyn FrontDoor; 4] = [&Library, &CliEval, &Http::Decide, &Http::OpaDataApi];
     let mut failures = Vec::new();
     let mut checked = 0;
     for file in &files {
@@ -552,7 +571,7 @@ fn every_front_door_meets_every_scenario_expectation() {
         }
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
-    assert!(checked >= 3 * 90, "only {checked} checks ran");
+    assert!(checked >= 4 * 90, "only {checked} checks ran");
 }
 
 /// The same corpus as `tools/call`s through the MCP stdio proxy: every request a `tools/call`
