@@ -32,6 +32,7 @@ mod net;
 mod scan;
 mod spec;
 mod tokens;
+mod view;
 
 pub use injection::FAMILIES as INJECTION_FAMILIES;
 pub use scan::{ContentPolicy, Finding, Part, ScanOutcome, ScanRequest};

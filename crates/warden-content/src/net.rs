@@ -19,17 +19,42 @@ const NOT_TLDS: &[&str] = &[
     "txt", "html", "htm", "tsx", "jsx", "lock", "toml", "csv", "log",
 ];
 
+/// Length of the character ending at byte `i` of `s` when it is a non-ASCII letter or digit
+/// (internationalised addresses, RFC 6531: `josé@example.com`, `user@bücher.de`).
+fn intl_before(s: &str, i: usize) -> Option<usize> {
+    let c = s.get(..i)?.chars().next_back()?;
+    (!c.is_ascii() && c.is_alphanumeric()).then(|| c.len_utf8())
+}
+
+/// Length of the character starting at byte `i` of `s` when it is a non-ASCII letter or digit.
+fn intl_at(s: &str, i: usize) -> Option<usize> {
+    let c = s.get(i..)?.chars().next()?;
+    (!c.is_ascii() && c.is_alphanumeric()).then(|| c.len_utf8())
+}
+
 /// Email at the `@` at byte `a`; returns the byte where scanning may resume.
-pub(crate) fn email(b: &[u8], a: usize, sink: &mut Sink<'_>) -> usize {
-    // Local part: up to 64 allowed chars before '@', no leading/trailing/double dot.
+pub(crate) fn email(s: &str, a: usize, sink: &mut Sink<'_>) -> usize {
+    let b = s.as_bytes();
+    // Local part: up to 64 bytes of allowed chars before '@', no leading/trailing/double dot.
     let mut ls = a;
-    while ls > 0 && a - ls < 64 && local_char(before(b, ls)) {
-        ls -= 1;
+    while ls > 0 && a - ls < 64 {
+        if local_char(before(b, ls)) {
+            ls -= 1;
+        } else if let Some(n) = intl_before(s, ls) {
+            ls -= n;
+        } else {
+            break;
+        }
     }
     while at(b, ls) == b'.' && ls < a {
         ls += 1;
     }
-    if ls == a || local_char(before(b, ls)) || before(b, ls) == b'@' || before(b, a) == b'.' {
+    if ls == a
+        || local_char(before(b, ls))
+        || intl_before(s, ls).is_some()
+        || before(b, ls) == b'@'
+        || before(b, a) == b'.'
+    {
         return a + 1;
     }
     if b.get(ls..a)
@@ -37,11 +62,17 @@ pub(crate) fn email(b: &[u8], a: usize, sink: &mut Sink<'_>) -> usize {
     {
         return a + 1;
     }
-    // Domain: labels of [A-Za-z0-9-], dot separated, alphabetic TLD of 2+ chars.
+    // Domain: labels of letters, digits and `-`, dot separated, alphabetic TLD of 2+ chars.
     let ds = a + 1;
     let mut de = ds;
-    while domain_char(at(b, de)) && de - ds < 255 {
-        de += 1;
+    while de - ds < 255 {
+        if domain_char(at(b, de)) {
+            de += 1;
+        } else if let Some(n) = intl_at(s, de) {
+            de += n;
+        } else {
+            break;
+        }
     }
     let resume = de;
     while de > ds && matches!(at(b, de - 1), b'.' | b'-') {
@@ -50,27 +81,21 @@ pub(crate) fn email(b: &[u8], a: usize, sink: &mut Sink<'_>) -> usize {
     if at(b, de) == b'@' || de == ds {
         return resume.max(a + 1);
     }
-    let Some(domain) = b.get(ds..de) else {
+    let Some(domain) = s.get(ds..de) else {
         return resume.max(a + 1);
     };
     let mut labels = 0usize;
-    let mut last: &[u8] = &[];
-    for label in domain.split(|&c| c == b'.') {
-        if label.is_empty()
-            || label.len() > 63
-            || label.first() == Some(&b'-')
-            || label.last() == Some(&b'-')
-        {
+    let mut last = "";
+    for label in domain.split('.') {
+        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
             return resume.max(a + 1);
         }
         labels += 1;
         last = label;
     }
-    let tld_ok = last.len() >= 2
-        && last.iter().all(u8::is_ascii_alphabetic)
-        && !NOT_TLDS
-            .iter()
-            .any(|t| t.as_bytes().eq_ignore_ascii_case(last));
+    let tld_ok = last.chars().count() >= 2
+        && last.chars().all(char::is_alphabetic)
+        && !NOT_TLDS.iter().any(|t| t.eq_ignore_ascii_case(last));
     if labels >= 2 && tld_ok {
         sink.push(Builtin::Email, ls, de);
     }

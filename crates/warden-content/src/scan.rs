@@ -15,6 +15,7 @@ use crate::injection::{FAMILIES, Injection, Normalized};
 use crate::net;
 use crate::spec::{Action, CUSTOM_PATTERN_SIZE_LIMIT, ContentError, ContentSpec, InjectionAction};
 use crate::tokens::{Anchors, TokenRegexes};
+use crate::view;
 
 /// Patterns shared by every policy: compiled once per process.
 struct Shared {
@@ -181,10 +182,37 @@ impl ContentPolicy {
         &self.names
     }
 
-    /// Candidates of every enabled detector in `s` (byte spans, unresolved). `key` is the object
-    /// key holding `s`, if any (context for `aws_secret_key`).
+    /// Candidates of every enabled detector in `s` (byte spans into `s`, unresolved): in `s`
+    /// itself, and in its normalised and decoded views (see [`view`]) mapped back, so that
+    /// full-width digits, zero-width characters or `%20` between digits hide nothing. `key` is
+    /// the object key holding `s`, if any (context for `aws_secret_key`).
     fn candidates(&self, s: &str, key: Option<&str>, out: &mut Vec<Cand>) {
         out.clear();
+        self.candidates_in(s, key, out);
+        let norm = view::normalised(s);
+        let dec = view::decoded(s);
+        if norm.is_none() && dec.is_none() {
+            return;
+        }
+        let key_view = key.and_then(view::normalised);
+        let key = key_view.as_ref().map(view::View::text).or(key);
+        let mut found = Vec::new();
+        for v in [norm, dec].iter().flatten() {
+            found.clear();
+            self.candidates_in(v.text(), key, &mut found);
+            for c in &found {
+                let (start, end) = v.original(c.start, c.end);
+                out.push(Cand {
+                    rank: c.rank,
+                    start,
+                    end,
+                });
+            }
+        }
+    }
+
+    /// Candidates of every enabled detector in `s` as it is, appended to `out`.
+    fn candidates_in(&self, s: &str, key: Option<&str>, out: &mut Vec<Cand>) {
         let sh = self.shared;
         let mut sink = Sink {
             ranks: &self.ranks,
@@ -212,7 +240,7 @@ impl ContentPolicy {
                         digits::cluster(s, j, e, &sh.phone, &mut sink);
                         e.max(j + 1)
                     }
-                    CLASS_AT => net::email(b, j, &mut sink),
+                    CLASS_AT => net::email(s, j, &mut sink),
                     CLASS_COLON => net::ipv6(s, j, &mut sink),
                     _ => j + 1,
                 };

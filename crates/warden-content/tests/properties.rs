@@ -124,6 +124,21 @@ fn one_mib_adversarial_inputs_scan() {
         "\u{202E}".repeat(mib / 3),
         "GB82 ".repeat(mib / 5),
         "aws_secret_access_key=".repeat(mib / 22),
+        // Views, greedy token runs and digit groups.
+        "\u{200B}1".repeat(mib / 4),
+        "１ ".repeat(mib / 4),
+        "e\u{301}".repeat(mib / 3),
+        "%41".repeat(mib / 3),
+        "%C3%A9 ".repeat(mib / 7),
+        "&#52;".repeat(mib / 5),
+        "&amp".repeat(mib / 4),
+        "_sk-".repeat(mib / 4),
+        "xoxb-111111-".repeat(mib / 12),
+        "eyJaa.eyJaa.".to_owned() + &"eyJ".repeat(mib / 3),
+        "akia".repeat(mib / 4),
+        "4111 ".repeat(mib / 5),
+        "1234-5 ".repeat(mib / 7),
+        "-----BEGIN PRIVATE KEY-----\n-----END CERTIFICATE-----".repeat(mib / 53),
     ];
     for c in &cases {
         let out = scan_prompt(&p, c);

@@ -1,0 +1,181 @@
+//! Evasions found by an adversarial run (Unicode look-alikes and invisible characters,
+//! URL-encoding and HTML references, internationalised addresses, AWS secret key names), each
+//! with hard negatives for the rule that closes it. Offsets are checked against the original text.
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use common::*;
+use serde_json::json;
+use warden_content::{Action, KNOWN_DETECTORS};
+
+/// The original text of each finding of `id` alone in `text`.
+fn found(id: &str, text: &str) -> Vec<String> {
+    spans(&policy(&[id], None), text)
+        .into_iter()
+        .map(|(_, a, z)| text.chars().skip(a).take(z - a).collect())
+        .collect()
+}
+
+/// Redacts `text` with every built-in detector.
+fn redact_all(text: &str) -> String {
+    let all: Vec<&str> = KNOWN_DETECTORS.to_vec();
+    let out = scan_prompt(&policy(&all, Some(Action::Redact)), text);
+    out.redacted
+        .map(|v| v.as_str().unwrap().to_owned())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+#[test]
+fn unicode_digits_and_invisible_characters_do_not_hide_digit_detectors() {
+    let cases = [
+        ("credit_card", "card ４１１１ １１１１ １１１１ １１１１ ok", "４１１１ １１１１ １１１１ １１１１"),
+        ("credit_card", "card ٤١١١١١١١١١١١١١١١ ok", "٤١١١١١١١١١١١١١١١"),
+        ("credit_card", "card ۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱.", "۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱"),
+        (
+            "credit_card",
+            "card 4111\u{200B}1111\u{200B}1111\u{200B}1111",
+            "4111\u{200B}1111\u{200B}1111\u{200B}1111",
+        ),
+        (
+            "credit_card",
+            "card 4111\u{A0}1111\u{A0}1111\u{A0}1111!",
+            "4111\u{A0}1111\u{A0}1111\u{A0}1111",
+        ),
+        ("credit_card", "4\u{AD}111 1111 1111 1111", "4\u{AD}111 1111 1111 1111"),
+        ("us_ssn", "ssn 123\u{AD}-45-6789", "123\u{AD}-45-6789"),
+        ("us_ssn", "ssn １２３－４５－６７８９", "１２３－４５－６７８９"),
+        ("us_ssn", "ssn 123\u{2010}45\u{2010}6789", "123\u{2010}45\u{2010}6789"),
+        ("phone", "call +1 415\u{2060} 555 2671", "+1 415\u{2060} 555 2671"),
+        ("phone", "call ＋４４ ２０ ７９４６ ０９５８", "＋４４ ２０ ７９４６ ０９５８"),
+        ("ipv4", "host １０．０．０．１ up", "１０．０．０．１"),
+        ("iban", "IBAN GB82\u{A0}WEST\u{A0}1234\u{A0}5698\u{A0}7654\u{A0}32", "GB82\u{A0}WEST\u{A0}1234\u{A0}5698\u{A0}7654\u{A0}32"),
+    ];
+    for (id, text, secret) in cases {
+        assert_eq!(found(id, text), [secret], "{id}: {text:?}");
+        let red = redact_all(text);
+        assert!(!red.contains(secret), "{id}: {red:?}");
+        assert!(red.contains(&format!("[REDACTED:{id}]")), "{id}: {red:?}");
+    }
+}
+
+#[test]
+fn unicode_and_invisible_characters_do_not_hide_tokens() {
+    let cases = [
+        ("aws_access_key", "AKIA\u{200B}IOSFODNN7EXAMPLE"),
+        ("aws_access_key", "ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ"),
+        ("aws_access_key", "AKIAIOSFO\u{2060}DNN7EXAMPLE"),
+        ("github_token", "ghp_a1B2a1B2a1B2\u{AD}a1B2a1B2a1B2a1B2a1B2a1B2"),
+        ("anthropic_key", "sk-ant-\u{FEFF}api03-abcdefghijklmnopqrstuvwxyz0123"),
+        ("openai_key", "sk\u{2011}proj-abcdefghijklmnopqrstuvwxyz0123"),
+        ("jwt", "eyJhbGciOiJIUzI1NiJ9\u{200C}.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"),
+        ("google_api_key", "AIzaSyDaGmWKa4JsXZ\u{200D}-HjGw7ISLn_3namBGewQe"),
+    ];
+    for (id, text) in cases {
+        assert_eq!(found(id, text), [text], "{id}: {text:?}");
+        assert_eq!(redact_all(&format!("k {text} .")), format!("k [REDACTED:{id}] ."));
+    }
+}
+
+#[test]
+fn unicode_hard_negatives() {
+    let all: Vec<&str> = KNOWN_DETECTORS.to_vec();
+    let p = policy(&all, None);
+    for text in [
+        "Der Bericht für München enthält Zahlen für 2024.",
+        "東京都港区１２３番地、電話は後で。",
+        "version ３.２.１ released",
+        "date ٢٠٢٤-٠١-١٥ at ١٠:٣٠",
+        "count ４１１１ １１１１ １１１１ １１１２", // Luhn fails
+        "ratio 1\u{2044}2 and x² + y³",
+        "soft\u{AD}hyphen and zero\u{200B}width in prose",
+        "asia\u{200B}pacific summit",
+    ] {
+        assert!(spans(&p, text).is_empty(), "{text:?}: {:?}", spans(&p, text));
+    }
+}
+
+#[test]
+fn internationalised_email_addresses() {
+    assert_eq!(found("email", "mail josé@example.com."), ["josé@example.com"]);
+    assert_eq!(found("email", "user@bücher.de, thanks"), ["user@bücher.de"]);
+    assert_eq!(found("email", "Grüße an jürgen.müller@straße.example"), ["jürgen.müller@straße.example"]);
+    assert_eq!(found("email", "почта иван@пример.рф"), ["иван@пример.рф"]);
+    assert_eq!(found("email", "mail jose\u{301}@example.com"), ["jose\u{301}@example.com"]);
+    assert_eq!(found("email", "“bob@example.com”"), ["bob@example.com"]);
+    assert_eq!(found("email", "ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ"), ["ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ"]);
+    assert_eq!(found("email", "bob\u{200B}@example.com"), ["bob\u{200B}@example.com"]);
+    for text in [
+        "café@home",
+        "名前@例",
+        "😀@example.com",
+        "price 5€@each",
+        "über@2x.png",
+        "naïve @ example.com",
+        "user@bücher.d",
+    ] {
+        assert!(found("email", text).is_empty(), "{text}");
+    }
+}
+
+#[test]
+fn url_encoding_and_html_references_do_not_hide_values() {
+    let cases = [
+        ("credit_card", "card=4111%201111%201111%201111&x=1", "4111%201111%201111%201111"),
+        ("credit_card", "&#52;111 1111 1111 1111", "&#52;111 1111 1111 1111"),
+        ("credit_card", "<td>&#x34;&#x31;11&nbsp;1111&nbsp;1111&nbsp;1111</td>", "&#x34;&#x31;11&nbsp;1111&nbsp;1111&nbsp;1111"),
+        ("us_ssn", "ssn=123%2D45%2D6789", "123%2D45%2D6789"),
+        ("email", "to=alice%40example.com&go", "alice%40example.com"),
+        ("email", "alice&#64;example.com", "alice&#64;example.com"),
+        ("email", "alice&commat;example&period;com", "alice&commat;example&period;com"),
+        ("email", "to=jos%C3%A9%40example.com", "jos%C3%A9%40example.com"),
+        ("aws_access_key", "k=%41KIAIOSFODNN7EXAMPLE", "%41KIAIOSFODNN7EXAMPLE"),
+        ("phone", "tel=%2B1%20415%20555%202671", "%2B1%20415%20555%202671"),
+    ];
+    for (id, text, secret) in cases {
+        assert_eq!(found(id, text), [secret], "{id}: {text:?}");
+        let red = redact_all(text);
+        assert!(!red.contains(secret), "{id}: {red:?}");
+    }
+    // One level only: a double-encoded value is left as it reads after one decoding.
+    assert!(found("credit_card", "4111%25201111%25201111%25201111").is_empty());
+}
+
+#[test]
+fn decoding_hard_negatives() {
+    let all: Vec<&str> = KNOWN_DETECTORS.to_vec();
+    let p = policy(&all, None);
+    for text in [
+        "100%25 sure, R&D and Q&A",
+        "a=1&b=2&c=3 %20%20%20",
+        "&#52;111 1111 1111 1112",
+        "&amp;&lt;&gt; &#9731; %E2%98%83",
+        "50% off & 20% more",
+        "%FF%FE%00 bytes",
+    ] {
+        assert!(spans(&p, text).is_empty(), "{text:?}: {:?}", spans(&p, text));
+    }
+}
+
+#[test]
+fn views_keep_json_values_and_offsets() {
+    let p = policy(&["credit_card", "email"], Some(Action::Redact));
+    let args = json!({"note": "pay ４１１１ １１１１ １１１１ １１１１ or mail josé@example.com"});
+    let out = scan_args(&p, &args);
+    let text = args["note"].as_str().unwrap();
+    let got: Vec<String> = out
+        .findings
+        .iter()
+        .map(|f| text.chars().skip(f.start).take(f.end - f.start).collect())
+        .collect();
+    assert_eq!(got, ["４１１１ １１１１ １１１１ １１１１", "josé@example.com"]);
+    assert_eq!(
+        out.redacted,
+        Some(json!({"note": "pay [REDACTED:credit_card] or mail [REDACTED:email]"}))
+    );
+}
