@@ -248,9 +248,9 @@ impl ContentPolicy {
         }
         if let Some(k) = key
             && sink.on(Builtin::AwsSecretKey)
-            && sh.tokens.aws_secret_pair(k, s)
+            && let Some((start, end)) = sh.tokens.aws_secret_pair(k, s)
         {
-            sink.push(Builtin::AwsSecretKey, 0, s.len());
+            sink.push(Builtin::AwsSecretKey, start, end);
         }
         for (rank, re) in &self.custom {
             for m in re.find_iter(s) {

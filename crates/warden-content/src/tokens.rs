@@ -62,19 +62,10 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("-----BEGIN ", Anchor::Pem, &[Builtin::PrivateKey]),
 ];
 
-/// Key names that put an AWS secret access key in key/value context, in their common casings.
-const AWS_SECRET_NAMES: &[&str] = &[
-    "aws_secret",
-    "AWS_SECRET",
-    "Aws_Secret",
-    "secret_access_key",
-    "SECRET_ACCESS_KEY",
-    "Secret_Access_Key",
-    "SecretAccessKey",
-    "secretAccessKey",
-    "secretaccesskey",
-    "SECRETACCESSKEY",
-];
+/// The word every AWS secret key name holds, in its usual casings (`aws_secret_access_key`,
+/// `AWS_SECRET_ACCESS_KEY`, `SecretAccessKey`, `Aws-Secret-Access-Key`): the name around it is
+/// checked at the anchor ([`aws_secret`]).
+const AWS_SECRET_NAMES: &[&str] = &["secret", "Secret", "SECRET"];
 
 /// Compiled token patterns, shared by every policy (see `scan::Shared`).
 pub(crate) struct TokenRegexes {
@@ -116,19 +107,27 @@ impl TokenRegexes {
             jwt: Regex::new(r"^eyJ[A-Za-z0-9_\-]{2,}\.eyJ[A-Za-z0-9_\-]{2,}\.[A-Za-z0-9_\-]*=*")?,
             pem_begin: Regex::new(r"^-----BEGIN (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----")?,
             pem_end: Regex::new(r"^-----END (?:[A-Z0-9]+ ){0,4}PRIVATE KEY(?: BLOCK)?-----")?,
+            // From `secret`: the rest of the name (`access key` in any case and spelling, or
+            // anything after an `aws` prefix), `=`, `:` or `=>`, and the value, on the same line
+            // or the next one.
             aws_secret: Regex::new(
-                r#"^(?i:aws_secret|secret_access_key|secretaccesskey)[A-Za-z0-9_]*["']?[ \t]*(?:=>|=|:)[ \t]*["']?([A-Za-z0-9/+]{40})"#,
+                r#"^(?i-u:secret)(?P<access>[_\-. ]?(?i-u:access)[_\-. ]?(?i-u:key))?[A-Za-z0-9_\-.]*["']?[ \t]*(?:=>|=|:)[ \t]*(?:\r?\n[ \t]*)?["']?(?P<value>[A-Za-z0-9/+]{40})"#,
             )?,
-            aws_secret_value: Regex::new(r"^[A-Za-z0-9/+]{40}$")?,
+            aws_secret_value: Regex::new(r#"^\s*["']?(?P<value>[A-Za-z0-9/+]{40})["']?\s*$"#)?,
             aws_secret_key_name: Regex::new(
-                r"(?i)^(?:aws[_\-.]?)?secret[_\-.]?(?:access[_\-.]?)?key$",
+                r"(?i)^(?:aws[_\-. ]?)?secret[_\-. ]?(?:access[_\-. ]?)?key$",
             )?,
         })
     }
 
-    /// Whether a JSON object key names an AWS secret key and its string value has the shape.
-    pub(crate) fn aws_secret_pair(&self, key: &str, value: &str) -> bool {
-        self.aws_secret_key_name.is_match(key) && self.aws_secret_value.is_match(value)
+    /// The span of an AWS secret key in `value` when the JSON object key holding it names one
+    /// and the value (quotes and surrounding whitespace aside) has the shape.
+    pub(crate) fn aws_secret_pair(&self, key: &str, value: &str) -> Option<(usize, usize)> {
+        if !self.aws_secret_key_name.is_match(key) {
+            return None;
+        }
+        let m = self.aws_secret_value.captures(value)?.name("value")?;
+        Some((m.start(), m.end()))
     }
 }
 
@@ -264,6 +263,41 @@ fn aws(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
     }
 }
 
+/// An AWS secret access key after its name, at the `secret` anchor `p`. The name is
+/// `aws` + `secret` + anything (`aws_secret_key`, `AWS Secret`), or `secret access key` in any
+/// spelling (`secret_access_key`, `SecretAccessKey`, `secret-access-key`); a bare `secret` or
+/// `secret_key` is too common a name for a 40-character value to mean AWS. Only the value is the
+/// finding, so redaction keeps the name.
+fn aws_secret(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
+    let b = s.as_bytes();
+    let Some(caps) = s.get(p..).and_then(|r| re.aws_secret.captures(r)) else {
+        return;
+    };
+    let Some(v) = caps.name("value") else {
+        return;
+    };
+    if caps.name("access").is_none() && !aws_before(b, p) {
+        return;
+    }
+    let end = p + v.end();
+    let x = at(b, end);
+    if !(alnum(x) || matches!(x, b'/' | b'+' | b'=')) {
+        sink.push(Builtin::AwsSecretKey, p + v.start(), end);
+    }
+}
+
+/// Whether `aws` (any case, not the end of a longer word) and at most one separator end `b[..p]`.
+fn aws_before(b: &[u8], p: usize) -> bool {
+    let mut e = p;
+    if matches!(before(b, e), b'_' | b'-' | b'.' | b' ') {
+        e -= 1;
+    }
+    e >= 3
+        && b.get(e - 3..e)
+            .is_some_and(|w| w.eq_ignore_ascii_case(b"aws"))
+        && !before(b, e - 3).is_ascii_alphabetic()
+}
+
 /// A JWT at `p`. Glued to a letter or digit before it, its header and payload must be of a
 /// plausible length (a real header is about 20 characters), so dotted words that happen to hold
 /// `eyJ` twice (`heyJude.eyJohn.said`) are not tokens.
@@ -288,17 +322,7 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
     // `sk_live_` also end ordinary words (`task-`, `risk_`), so a letter or digit before them
     // means a word, not a key.
     match kind {
-        Anchor::AwsSecret => {
-            if let Some(caps) = s.get(p..).and_then(|r| re.aws_secret.captures(r))
-                && let Some(v) = caps.get(1)
-            {
-                let end = p + v.end();
-                let x = at(b, end);
-                if !(alnum(x) || matches!(x, b'/' | b'+' | b'=')) {
-                    sink.push(Builtin::AwsSecretKey, p + v.start(), end);
-                }
-            }
-        }
+        Anchor::AwsSecret => aws_secret(s, p, re, sink),
         Anchor::Aws => aws(s, p, re, sink),
         Anchor::GithubClassic => {
             if let Some(end) = token(s, p, &re.gh_classic) {

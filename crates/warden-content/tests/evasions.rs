@@ -179,3 +179,50 @@ fn views_keep_json_values_and_offsets() {
         Some(json!({"note": "pay [REDACTED:credit_card] or mail [REDACTED:email]"}))
     );
 }
+
+#[test]
+fn aws_secret_key_names_spelled_differently() {
+    let v = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    for text in [
+        format!("aws-secret-access-key: {v}"),
+        format!("Aws_Secret_Access_Key = {v}"),
+        format!("AWS_Secret_Access_Key={v}"),
+        format!("AWS Secret Access Key: {v}"),
+        format!("aws_secret_access_key:\n  {v}\n"),
+        format!("aws_secret_access_key =\r\n{v}"),
+        format!("secret-access-key: \"{v}\""),
+        format!("\"SecretAccessKey\":\n    \"{v}\""),
+        format!("aws.secret.key={v}"),
+        format!("[default]\naws_secret_access_key = {v}\n"),
+        format!("aws_secret_access_key = {v}"),
+    ] {
+        assert_eq!(found("aws_secret_key", &text), [v], "{text:?}");
+    }
+    // JSON key context: any spelling of the name; quotes and whitespace around the value.
+    let p = policy(&["aws_secret_key"], Some(Action::Redact));
+    let args = json!({"Aws-Secret-Access-Key": format!("\n  {v} "), "aws secret key": v});
+    let out = scan_args(&p, &args);
+    assert_eq!(out.findings.len(), 2, "{:?}", out.findings);
+    assert_eq!((out.findings[0].start, out.findings[0].end), (3, 43));
+    assert_eq!(
+        out.redacted,
+        Some(json!({"Aws-Secret-Access-Key": "\n  [REDACTED:aws_secret_key] ", "aws secret key": "[REDACTED:aws_secret_key]"}))
+    );
+}
+
+#[test]
+fn aws_secret_key_name_hard_negatives() {
+    let v = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY";
+    for text in [
+        format!("client_secret = {v}"),
+        format!("SECRET_KEY = '{v}'"),
+        format!("secret: {v}"),
+        format!("laws_secret = {v}"),
+        format!("secret_key:\n  {v}"),
+        format!("aws_secret_access_key:\n\n{v}"), // a blank line: not its value
+        format!("the secret access key is rotated; sha {v}"),
+        "aws-secret-access-key: ${AWS_SECRET}".to_owned(),
+    ] {
+        assert!(found("aws_secret_key", &text).is_empty(), "{text:?}");
+    }
+}

@@ -248,6 +248,11 @@ neg = ["commit " + rs(40, "0123456789abcdef"), "aws_secret_access_key = " + rs(3
        "sha1 " + rs(40, "0123456789abcdef"), "secret_access_key: <redacted>", "aws_secret_access_key = ${AWS_SECRET}",
        "client_secret=" + rs(40, B64), "aws_session_token = " + rs(40, B64), "SECRET_KEY = '" + rs(40, B64) + "'",
        "key " + rs(40, B64), "AWS secret in vault", "aws_secret_access_key = " + rs(40, B64) + "=="]
+# The name in other spellings and cases, the value on the next line.
+EXAMPLE = "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"
+pos += ["aws-secret-access-key: " + EXAMPLE, "Aws_Secret_Access_Key = " + EXAMPLE, "AWS Secret Access Key: " + EXAMPLE,
+        "aws_secret_access_key:\n  " + EXAMPLE, "secret-access-key: \"" + EXAMPLE + "\""]
+neg += ["laws_secret = " + EXAMPLE, "secret_key:\n  " + EXAMPLE, "aws_secret_access_key:\n\n" + EXAMPLE]
 write("aws_secret_key", pos, neg)
 
 # github_token
