@@ -1,7 +1,8 @@
-//! OPA's own clients, unchanged, against a real `warden serve`: npm `@styra/opa` (installed by
-//! scripts/test from tests/peers) evaluates with and without input, an array element by index,
-//! the default decision, a batch, reads the health endpoint, and surfaces the server's error
-//! messages.
+//! OPA's own clients, unchanged, against a real `warden serve` (both installed by scripts/test
+//! from tests/peers): npm `@styra/opa` evaluates with and without input, an array element by
+//! index, the default decision, a batch, reads the health endpoint, and surfaces the server's
+//! error messages; PyPI `opa-python-client` checks the connection and health, reads data,
+//! queries a rule and ad hoc queries.
 #![allow(
     clippy::unwrap_used,
     clippy::expect_used,
@@ -288,4 +289,61 @@ fn gzip_request_bodies_are_read_within_the_body_limit() {
     assert_eq!(refused.status, 413, "{}", refused.text);
     let unknown = post("br", br#"{"input": {}}"#);
     assert_eq!(unknown.status, 415, "{}", unknown.text);
+}
+
+#[test]
+fn opa_python_client_works_against_warden_unchanged() {
+    let site = Site::new(r#"["alice", "bob"]"#, "");
+    let authz = site.key("authz");
+    let server = site.start();
+    let port = server.addr.rsplit(':').next().unwrap().trim().to_owned();
+    let out = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/opa/python_client.py"))
+        .args([&port, &authz])
+        .output()
+        .expect("python3 is required for the OPA Python client test");
+    assert!(
+        out.status.success(),
+        "opa-python-client missing? run scripts/test (it installs tests/peers into .ci/.pydeps): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["connection"], true, "{seen}");
+    assert_eq!(seen["health"], true, "{seen}");
+    assert_eq!(seen["health_bundles"], true, "{seen}");
+    assert_eq!(
+        seen["data"]["result"],
+        serde_json::json!(["alice", "bob"]),
+        "{seen}"
+    );
+    assert_eq!(seen["element"]["result"], "alice", "{seen}");
+    assert_eq!(seen["rule"]["result"], true, "{seen}");
+    assert_eq!(seen["rule_metrics"]["result"], false, "{seen}");
+    assert!(
+        seen["rule_metrics"]["metrics"]["timer_server_handler_ns"].is_u64(),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["ad_hoc"]["result"],
+        serde_json::json!([{"x": "alice"}, {"x": "bob"}]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["ad_hoc_input"]["result"],
+        serde_json::json!([{}]),
+        "{seen}"
+    );
+    // Undefined data is the client's "not found"; a bad key is an HTTP error it raises.
+    assert!(
+        seen["undefined"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PolicyNotFound")),
+        "{seen}"
+    );
+    assert!(
+        seen["stranger"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("401")),
+        "{seen}"
+    );
 }

@@ -421,6 +421,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/query"),
     ("POST", "/"),
     ("GET", "/v1/policies"),
+    ("GET", "/v1/policies/"),
     ("POST", "/v1/tokens/verify"),
     ("GET", "/v1/audit/checkpoint"),
     ("POST", authzen::EVALUATION_PATH),
@@ -445,7 +446,8 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         }
         "/" => post(opa::default_decision)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
-        "/v1/policies" => get(handlers::policies),
+        // OPA's Python client checks its connection with `GET /v1/policies/`.
+        "/v1/policies" | "/v1/policies/" => get(handlers::policies),
         "/v1/tokens/verify" => post(signing::verify),
         "/v1/audit/checkpoint" => get(audit::checkpoint),
         authzen::EVALUATION_PATH => post(authzen::evaluation),
