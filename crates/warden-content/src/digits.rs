@@ -285,10 +285,14 @@ fn ssn(b: &[u8], t: usize, sink: &mut Sink<'_>) {
     if word(x) || (joined(x) && digit(at(b, e + 1))) {
         return;
     }
-    if area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0 {
-        return;
+    if ssn_valid(area, group, serial) {
+        sink.push(Builtin::UsSsn, t, e);
     }
-    sink.push(Builtin::UsSsn, t, e);
+}
+
+/// The SSA's rules: area not 000, 666 or 900-999, group not 00, serial not 0000.
+pub(crate) fn ssn_valid(area: u32, group: u32, serial: u32) -> bool {
+    !(area == 0 || area == 666 || area >= 900 || group == 0 || serial == 0)
 }
 
 /// Dotted quad with octets 0-255 and no leading zeros.

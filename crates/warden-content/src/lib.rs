@@ -26,8 +26,10 @@
 
 mod builtin;
 mod bytes;
+mod context;
 mod digits;
 mod injection;
+mod json;
 mod net;
 mod scan;
 mod spec;

@@ -1,17 +1,20 @@
 //! The compiled policy, the per-request scan, overlap resolution and redaction.
 
-use std::collections::BTreeMap;
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 use std::sync::LazyLock;
 
 use regex::{Regex, RegexBuilder};
 use serde::Serialize;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::builtin::{self, Builtin, COUNT, Cand, Sink};
 use crate::bytes::CharCounter;
+use crate::context;
 use crate::digits::{self, PhoneRegexes};
 use crate::injection::{FAMILIES, Injection, Normalized};
+use crate::json::{self, Edit, Leaf, Seg, pointer};
 use crate::net;
 use crate::spec::{Action, CUSTOM_PATTERN_SIZE_LIMIT, ContentError, ContentSpec, InjectionAction};
 use crate::tokens::{Anchors, TokenRegexes};
@@ -185,10 +188,11 @@ impl ContentPolicy {
     /// Candidates of every enabled detector in `s` (byte spans into `s`, unresolved): in `s`
     /// itself, and in its normalised and decoded views (see [`view`]) mapped back, so that
     /// full-width digits, zero-width characters or `%20` between digits hide nothing. `key` is
-    /// the object key holding `s`, if any (context for `aws_secret_key`).
-    fn candidates(&self, s: &str, key: Option<&str>, out: &mut Vec<Cand>) {
+    /// the object key holding `s`, if any (context for `aws_secret_key`, and for SSNs and phone
+    /// numbers as bare digits); `number`: `s` is the text of a JSON number.
+    fn candidates(&self, s: &str, key: Option<&str>, number: bool, out: &mut Vec<Cand>) {
         out.clear();
-        self.candidates_in(s, key, out);
+        self.candidates_in(s, key, number, out);
         let norm = view::normalised(s);
         let dec = view::decoded(s);
         if norm.is_none() && dec.is_none() {
@@ -199,7 +203,7 @@ impl ContentPolicy {
         let mut found = Vec::new();
         for v in [norm, dec].iter().flatten() {
             found.clear();
-            self.candidates_in(v.text(), key, &mut found);
+            self.candidates_in(v.text(), key, number, &mut found);
             for c in &found {
                 let (start, end) = v.original(c.start, c.end);
                 out.push(Cand {
@@ -212,7 +216,7 @@ impl ContentPolicy {
     }
 
     /// Candidates of every enabled detector in `s` as it is, appended to `out`.
-    fn candidates_in(&self, s: &str, key: Option<&str>, out: &mut Vec<Cand>) {
+    fn candidates_in(&self, s: &str, key: Option<&str>, number: bool, out: &mut Vec<Cand>) {
         let sh = self.shared;
         let mut sink = Sink {
             ranks: &self.ranks,
@@ -252,6 +256,9 @@ impl ContentPolicy {
         {
             sink.push(Builtin::AwsSecretKey, start, end);
         }
+        if let Some(k) = key {
+            context::digits_by_key(k, s, number, &mut sink);
+        }
         for (rank, re) in &self.custom {
             for m in re.find_iter(s) {
                 if m.end() > m.start() {
@@ -263,12 +270,28 @@ impl ContentPolicy {
 
     /// Resolved detector findings in `s`: `(rank, char start, char end, byte start, byte end)`,
     /// sorted by start.
-    fn detect(&self, s: &str, key: Option<&str>, cands: &mut Vec<Cand>) -> Vec<Hit> {
-        self.candidates(s, key, cands);
+    fn detect(&self, s: &str, key: Option<&str>, number: bool, cands: &mut Vec<Cand>) -> Vec<Hit> {
+        self.candidates(s, key, number, cands);
         if cands.is_empty() {
             return Vec::new();
         }
         resolve(s, cands)
+    }
+
+    /// Whether an object key may hold a finding: a short key of letters, `_` and `-` holds
+    /// none of the built-in formats (the shortest without a digit, `@`, `:`, `.` or a space is
+    /// an 18-character Stripe key), so the common `to`, `subject`, `user_name` cost nothing.
+    fn scans_key(&self, key: &str) -> bool {
+        !self.custom.is_empty()
+            || key.len() >= 18
+            || !key
+                .bytes()
+                .all(|c| c.is_ascii_alphabetic() || matches!(c, b'_' | b'-'))
+    }
+
+    /// Whether a number may hold a finding (see [`json::large`]); custom detectors see all.
+    fn scans_number(&self, n: &serde_json::Number) -> bool {
+        !self.custom.is_empty() || json::large(n)
     }
 
     /// Scan one request.
@@ -278,19 +301,48 @@ impl ContentPolicy {
         for (parts, action) in [(&req.input, self.input), (&req.output, self.output)] {
             for (ptr, part) in parts {
                 let redact_here = action == Action::Redact && req.redact_target == Some(*ptr);
-                let mut edits: Vec<(String, String)> = Vec::new();
-                walk(part, |segs, key, s| {
-                    let hits = self.detect(s, key, &mut cands);
+                let mut edits: Vec<Edit> = Vec::new();
+                // Names given so far to keys holding findings, per object (by address).
+                let mut taken: HashMap<*const Map<String, Value>, Vec<String>> = HashMap::new();
+                json::walk(part, |segs, key, leaf| {
+                    let (text, key, number) = match leaf {
+                        Leaf::Str(s) => (Cow::Borrowed(s), key, false),
+                        Leaf::Num(n) if self.scans_number(n) => {
+                            (Cow::Owned(json::number_text(n)), key, true)
+                        }
+                        Leaf::Key { name, .. } if self.scans_key(name) => {
+                            (Cow::Borrowed(name), None, false)
+                        }
+                        Leaf::Num(_) | Leaf::Key { .. } => return None,
+                    };
+                    let hits = self.detect(&text, key, number, &mut cands);
                     if hits.is_empty() {
-                        return;
+                        return None;
                     }
+                    let redacted = self.redact_str(&text, &hits);
+                    // A key holding a finding is named by its redacted form in every path, so
+                    // no path carries the finding's text.
+                    let (path, renamed) = match leaf {
+                        Leaf::Key { object, .. } => {
+                            let name = json::unique_name(
+                                redacted.clone(),
+                                object,
+                                taken.entry(std::ptr::from_ref(object)).or_default(),
+                            );
+                            let mut path = pointer(ptr, segs);
+                            path.push_str(&pointer("", &[Seg::Key(Cow::Borrowed(&name))]));
+                            (path, Some(name))
+                        }
+                        _ => (pointer(ptr, segs), None),
+                    };
                     for h in &hits {
                         let id = self.name(h.rank);
                         out.findings.push(Finding {
                             detector: id.to_owned(),
-                            path: pointer(ptr, segs),
+                            path: path.clone(),
                             start: h.cstart,
                             end: h.cend,
+                            key: renamed.is_some(),
                             family: None,
                         });
                         match action {
@@ -302,24 +354,34 @@ impl ContentPolicy {
                         }
                     }
                     if redact_here {
-                        edits.push((pointer("", segs), self.redact_str(s, &hits)));
+                        edits.push(match (&leaf, &renamed) {
+                            (Leaf::Key { name, .. }, Some(to)) => {
+                                Edit::Rename(pointer("", segs), (*name).to_owned(), to.clone())
+                            }
+                            _ => Edit::Value(pointer("", segs), Value::String(redacted)),
+                        });
                     }
+                    renamed
                 });
                 if !edits.is_empty() {
-                    out.redacted = Some(apply_edits(part, edits));
+                    out.redacted = Some(json::apply(part, edits));
                 }
             }
         }
         if let Some(action) = self.injection {
             let mut norm = Normalized::default();
             for (ptr, part) in &req.injection {
-                walk(part, |segs, _key, s| {
+                json::walk(part, |segs, _key, leaf| {
+                    let Leaf::Str(s) = leaf else {
+                        return None;
+                    };
                     for (fam, a, z) in self.shared.injection.scan(s, &mut norm) {
                         out.findings.push(Finding {
                             detector: crate::INJECTION_DETECTOR.to_owned(),
                             path: pointer(ptr, segs),
                             start: a,
                             end: z,
+                            key: false,
                             family: FAMILIES.get(fam).map(|f| (*f).to_owned()),
                         });
                         match action {
@@ -332,6 +394,7 @@ impl ContentPolicy {
                             _ => {}
                         }
                     }
+                    None
                 });
             }
         }
@@ -440,7 +503,7 @@ fn resolve(s: &str, cands: &[Cand]) -> Vec<Hit> {
 /// One scanned part of the request.
 #[derive(Clone, Copy, Debug)]
 pub enum Part<'a> {
-    /// A JSON value: every string inside it is scanned (object keys are not).
+    /// A JSON value: every string, number and object key inside it is scanned.
     Value(&'a Value),
     /// A plain text.
     Text(&'a str),
@@ -472,6 +535,11 @@ pub struct Finding {
     pub start: usize,
     /// End offset (exclusive) in chars.
     pub end: usize,
+    /// The finding is in the object key of the member `path` names (offsets into the key), not
+    /// in its value. Such a key appears in every path in its redacted form (`[REDACTED:<id>]`,
+    /// with `#2`, `#3`... when the object has that name already), so no path carries its text.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub key: bool,
     /// Injection family for `injection` findings.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
@@ -491,107 +559,6 @@ pub struct ScanOutcome {
     /// The rewritten redact target (a `Value::String` for a text part) iff at least one finding
     /// in it was redacted. The core drops it when the decision is deny.
     pub redacted: Option<Value>,
-}
-
-/// One step of a JSON path inside a part.
-#[derive(Clone, Copy, Debug)]
-enum Seg<'a> {
-    Key(&'a str),
-    Index(usize),
-}
-
-/// Visit every string in `part` in document order with its path and the object key holding it.
-/// Iterative, so arbitrarily deep values cannot overflow the stack.
-fn walk<'v>(part: &Part<'v>, mut f: impl FnMut(&[Seg<'v>], Option<&'v str>, &'v str)) {
-    let root = match part {
-        Part::Text(t) => {
-            f(&[], None, t);
-            return;
-        }
-        Part::Value(v) => *v,
-    };
-    // (value, depth of its segment, its segment)
-    let mut stack: Vec<(&'v Value, usize, Option<Seg<'v>>)> = vec![(root, 0, None)];
-    let mut path: Vec<Seg<'v>> = Vec::new();
-    while let Some((v, depth, seg)) = stack.pop() {
-        path.truncate(depth);
-        if let Some(sg) = seg {
-            path.push(sg);
-        }
-        let d = path.len();
-        match v {
-            Value::String(s) => {
-                let key = match seg {
-                    Some(Seg::Key(k)) => Some(k),
-                    _ => None,
-                };
-                f(&path, key, s);
-            }
-            Value::Array(a) => {
-                for (i, x) in a.iter().enumerate().rev() {
-                    if needs_visit(x) {
-                        stack.push((x, d, Some(Seg::Index(i))));
-                    }
-                }
-            }
-            Value::Object(m) => {
-                for (k, x) in m.iter().rev() {
-                    if needs_visit(x) {
-                        stack.push((x, d, Some(Seg::Key(k.as_str()))));
-                    }
-                }
-            }
-            Value::Null | Value::Bool(_) | Value::Number(_) => {}
-        }
-    }
-}
-
-fn needs_visit(v: &Value) -> bool {
-    matches!(v, Value::String(_) | Value::Array(_) | Value::Object(_))
-}
-
-/// `base` + the escaped segments as a JSON Pointer.
-fn pointer(base: &str, segs: &[Seg<'_>]) -> String {
-    let mut p = String::from(base);
-    for s in segs {
-        p.push('/');
-        match s {
-            Seg::Key(k) => {
-                for c in k.chars() {
-                    match c {
-                        '~' => p.push_str("~0"),
-                        '/' => p.push_str("~1"),
-                        _ => p.push(c),
-                    }
-                }
-            }
-            Seg::Index(i) => p.push_str(&i.to_string()),
-        }
-    }
-    p
-}
-
-/// The part with each `(relative pointer, new string)` edit applied; nothing else changes.
-fn apply_edits(part: &Part<'_>, edits: Vec<(String, String)>) -> Value {
-    match part {
-        Part::Text(t) => Value::String(
-            edits
-                .into_iter()
-                .next_back()
-                .map_or_else(|| (*t).to_owned(), |(_, s)| s),
-        ),
-        Part::Value(v) => {
-            let mut out = (*v).clone();
-            for (ptr, s) in edits {
-                if ptr.is_empty() {
-                    out = Value::String(s);
-                } else if let Some(slot) = out.pointer_mut(&ptr) {
-                    *slot = Value::String(s);
-                }
-            }
-            out
-        }
-    }
 }
 
 #[cfg(test)]

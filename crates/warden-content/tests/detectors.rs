@@ -452,11 +452,14 @@ fn redaction_only_in_redact_target() {
     assert_eq!(out.redacted, None);
 }
 
+/// Object keys used not to be scanned at all (a bypass); see tests/evasions.rs for redaction.
 #[test]
-fn object_keys_are_not_scanned() {
+fn object_keys_are_scanned() {
     let p = policy(&["email"], None);
     let out = scan_args(&p, &json!({"a@example.com": 1}));
-    assert!(out.findings.is_empty());
+    assert_eq!(out.findings.len(), 1);
+    assert_eq!(out.findings[0].path, "/args/[REDACTED:email]");
+    assert!(out.findings[0].key);
 }
 
 #[test]

@@ -226,3 +226,123 @@ fn aws_secret_key_name_hard_negatives() {
         assert!(found("aws_secret_key", &text).is_empty(), "{text:?}");
     }
 }
+
+#[test]
+fn object_keys_are_scanned_renamed_and_kept_out_of_paths() {
+    let p = policy(&["credit_card", "email"], Some(Action::Redact));
+    let args = json!({
+        "4111 1111 1111 1111": 1,
+        "keep": {"mail bob@example.com": "x@example.com", "n": null},
+        "a@example.com": true,
+        "b@example.com": [1],
+        "[REDACTED:email]": "already taken"
+    });
+    let out = scan_args(&p, &args);
+    let got: Vec<(&str, &str, usize, usize, bool)> = out
+        .findings
+        .iter()
+        .map(|f| (f.detector.as_str(), f.path.as_str(), f.start, f.end, f.key))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("credit_card", "/args/[REDACTED:credit_card]", 0, 19, true),
+            ("email", "/args/keep/mail [REDACTED:email]", 5, 20, true),
+            ("email", "/args/keep/mail [REDACTED:email]", 0, 13, false),
+            ("email", "/args/[REDACTED:email]#2", 0, 13, true),
+            ("email", "/args/[REDACTED:email]#3", 0, 13, true),
+        ]
+    );
+    // Keys are renamed in place; the values under them are redacted too; nothing else changes.
+    let red = out.redacted.unwrap();
+    assert_eq!(
+        serde_json::to_string(&red).unwrap(),
+        r#"{"[REDACTED:credit_card]":1,"keep":{"mail [REDACTED:email]":"[REDACTED:email]","n":null},"[REDACTED:email]#2":true,"[REDACTED:email]#3":[1],"[REDACTED:email]":"already taken"}"#
+    );
+    // No finding's text in any path, even without redaction.
+    let out = scan_args(&policy(&["credit_card", "email"], Some(Action::Warn)), &args);
+    let dump = serde_json::to_string(&out.findings).unwrap();
+    assert!(!dump.contains("4111") && !dump.contains("example.com"), "{dump}");
+    assert_eq!(out.redacted, None);
+    // Redacting the redacted value again changes nothing.
+    let again = scan_args(&p, &red);
+    assert!(again.findings.is_empty(), "{:?}", again.findings);
+}
+
+#[test]
+fn object_key_hard_negatives() {
+    let all: Vec<&str> = KNOWN_DETECTORS.to_vec();
+    let p = policy(&all, Some(Action::Redact));
+    let args = json!({
+        "to": 1, "user_name": 2, "created_at_2024-01-15": 3, "v1.2.3": 4, "10:30": 5,
+        "order-2024-000123456": 6, "Content-Type": 7, "sk_live_mode_enabled": 8,
+        "1717747200123": 9, "x-request-id": 10
+    });
+    let out = scan_args(&p, &args);
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+    assert_eq!(out.redacted, None);
+}
+
+#[test]
+fn numbers_are_scanned_and_replaced_by_the_redaction_string() {
+    let p = policy(&["credit_card", "us_ssn", "phone"], Some(Action::Redact));
+    let raw = r#"{"card":4111111111111111,"f":4111111111111111.0,"neg":-5555555555554444,"ssn":123456789,"customer_ssn":12345678,"social_security_number":"078051120","phone":14155552671,"homePhone":"4155552671","mobile_no":"+442079460958","list":[4242424242424242],"keep":1.5,"small":42}"#;
+    let args: serde_json::Value = serde_json::from_str(raw).unwrap();
+    let out = scan_args(&p, &args);
+    let got: Vec<(&str, &str, usize, usize)> = out
+        .findings
+        .iter()
+        .map(|f| (f.detector.as_str(), f.path.as_str(), f.start, f.end))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("credit_card", "/args/card", 0, 16),
+            ("credit_card", "/args/f", 0, 16),
+            ("credit_card", "/args/neg", 1, 17),
+            ("us_ssn", "/args/ssn", 0, 9),
+            ("us_ssn", "/args/customer_ssn", 0, 8),
+            ("us_ssn", "/args/social_security_number", 0, 9),
+            ("phone", "/args/phone", 0, 11),
+            ("phone", "/args/homePhone", 0, 10),
+            ("phone", "/args/mobile_no", 0, 13),
+            ("credit_card", "/args/list/0", 0, 16),
+        ]
+    );
+    assert_eq!(
+        out.redacted,
+        Some(json!({
+            "card": "[REDACTED:credit_card]", "f": "[REDACTED:credit_card]",
+            "neg": "-[REDACTED:credit_card]", "ssn": "[REDACTED:us_ssn]",
+            "customer_ssn": "[REDACTED:us_ssn]", "social_security_number": "[REDACTED:us_ssn]",
+            "phone": "[REDACTED:phone]", "homePhone": "[REDACTED:phone]",
+            "mobile_no": "[REDACTED:phone]", "list": ["[REDACTED:credit_card]"],
+            "keep": 1.5, "small": 42
+        }))
+    );
+}
+
+#[test]
+fn number_and_key_context_hard_negatives() {
+    let all: Vec<&str> = KNOWN_DETECTORS.to_vec();
+    let p = policy(&all, Some(Action::Redact));
+    let args = json!({
+        "id": 4111111111111112u64,        // Luhn fails
+        "ts": 1717747200123u64,           // a timestamp
+        "amount": 123456789,              // nine digits, not under an SSN key
+        "count": 4155552671u64,           // ten digits, not under a phone key
+        "version": 20240115,
+        "ssn": 666123456,                 // area 666
+        "ssn_hash": 123456789,            // not the SSN itself
+        "phone_count": 12345678,
+        "hotel": 4155552671u64,
+        "mobile_build": 20240315,
+        "phone": 12345,                   // too short for a phone number
+        "tel": "415-555-abcd",
+        "big": 12345678901234567890u64,   // 20 digits
+        "ratio": 3.14159265358979,
+        "e": 1.5e300
+    });
+    let out = scan_args(&p, &args);
+    assert!(out.findings.is_empty(), "{:?}", out.findings);
+}
