@@ -310,6 +310,12 @@ fn opa_python_client_works_against_warden_unchanged() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["connection"], true, "{seen}");
     assert_eq!(seen["health"], true, "{seen}");
+    assert_eq!(seen["config"]["result"]["default_decision"], "/system/main", "{seen}");
+    assert_eq!(
+        seen["config"]["result"]["labels"]["version"],
+        env!("CARGO_PKG_VERSION"),
+        "{seen}"
+    );
     assert_eq!(seen["health_bundles"], true, "{seen}");
     assert_eq!(
         seen["data"]["result"],

@@ -422,6 +422,7 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/"),
     ("GET", "/v1/policies"),
     ("GET", "/v1/policies/"),
+    ("GET", "/v1/config"),
     ("POST", "/v1/tokens/verify"),
     ("GET", "/v1/audit/checkpoint"),
     ("POST", authzen::EVALUATION_PATH),
@@ -441,6 +442,7 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         "/v1/query" => post(opa::query_post)
             .get(opa::query_get)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
+        "/v1/config" => get(opa::config),
         "/v1/batch/data/{*path}" => {
             post(opa::batch).layer(tower_http::decompression::RequestDecompressionLayer::new())
         }

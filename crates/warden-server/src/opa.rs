@@ -352,6 +352,17 @@ pub async fn batch(
     Ok(options.answer(status, body, started))
 }
 
+/// `GET /v1/config`: OPA's configuration document, as much of it as applies to Warden: the
+/// default decision's path and the server's labels. Nothing else of the daemon's configuration
+/// (paths, URLs, limits) is shown to API callers.
+pub async fn config() -> Response {
+    Json(json!({"result": {
+        "default_decision": "/system/main",
+        "labels": {"id": "warden", "version": env!("CARGO_PKG_VERSION")},
+    }}))
+    .into_response()
+}
+
 /// `GET /health`: 200 `{}` while the daemon is ready (`bundles`, `plugins` are accepted: Warden
 /// has no bundles or plugins that could be unready), else 500 with OPA's error body.
 pub async fn health(State(state): State<AppState>) -> Response {
@@ -387,6 +398,7 @@ pub async fn opa_errors(req: Request, next: Next) -> Response {
         || path == "/health"
         || path == "/v1/data"
         || path == "/v1/query"
+        || path == "/v1/config"
         || path.starts_with("/v1/data/")
         || path.starts_with("/v1/batch/data/");
     let response = next.run(req).await;

@@ -405,6 +405,7 @@ async fn every_api_route_is_behind_the_guard() {
                 let opa = uri == "/"
                     || uri.starts_with("/v1/data")
                     || uri.starts_with("/v1/query")
+                    || uri == "/v1/config"
                     || uri.starts_with("/v1/batch");
                 if opa {
                     let opa_code = if code == "unauthorized" {

@@ -23,6 +23,7 @@ client = OpaClient(host="127.0.0.1", port=port, token=key)
 stranger = OpaClient(host="127.0.0.1", port=port, token="wdn_not_a_key")
 out = {
     "connection": attempt(client.check_connection),
+    "config": attempt(client.get_config),
     "health": attempt(client.check_health),
     "health_bundles": attempt(lambda: client.check_health(query={"bundles": True})),
     "data": attempt(lambda: client.get_data("admins")),
