@@ -231,6 +231,13 @@ impl IntoResponse for ApiError {
                 .headers_mut()
                 .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
+        // RFC 9110: a 401 names the scheme that would authenticate.
+        if self.code == ErrorCode::Unauthorized {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"warden\""),
+            );
+        }
         response
     }
 }

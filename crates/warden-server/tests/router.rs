@@ -424,3 +424,37 @@ async fn every_api_route_is_behind_the_guard() {
     state.set_ready(false);
     refused_everywhere(StatusCode::SERVICE_UNAVAILABLE, "not_ready").await;
 }
+
+/// A 401 names the scheme that would authenticate (RFC 9110), on the fast path, the router and
+/// OPA's routes alike.
+#[tokio::test]
+async fn a_401_carries_www_authenticate() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path());
+    cfg.anonymous_policy = None;
+    let app = warden_server::App::new(AppState::new(cfg, None).unwrap());
+    for (method, uri) in [
+        ("POST", "/v1/decide"),
+        ("POST", "/v1/decide/batch"),
+        ("GET", "/v1/data/a/b"),
+        ("POST", "/access/v1/evaluation"),
+    ] {
+        let request = Request::builder()
+            .method(method)
+            .uri(uri)
+            .header("content-type", "application/json")
+            .body(Body::from("{}"))
+            .unwrap();
+        let response = app.clone().oneshot(request).await.unwrap();
+        assert_eq!(
+            response.status(),
+            StatusCode::UNAUTHORIZED,
+            "{method} {uri}"
+        );
+        assert_eq!(
+            response.headers().get("www-authenticate").unwrap(),
+            "Bearer realm=\"warden\"",
+            "{method} {uri}"
+        );
+    }
+}
