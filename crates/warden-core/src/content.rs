@@ -1,32 +1,21 @@
 //! Content inspection in a decision (spec sections 5 and 9): which parts of a request are input,
 //! output and injection surfaces, by kind. The scanning itself is `warden-content`'s.
 
-use std::borrow::Cow;
+use std::collections::BTreeMap;
 
+use serde_json::{Map, Value};
 use warden_content::{ContentPolicy, Part, ScanOutcome, ScanRequest};
 
 use crate::decision::Finding;
-use crate::request::{Kind, Request};
-
-/// Escapes a JSON Pointer reference token (RFC 6901).
-fn escape(token: &str) -> Cow<'_, str> {
-    if token.contains(['~', '/']) {
-        Cow::Owned(token.replace('~', "~0").replace('/', "~1"))
-    } else {
-        Cow::Borrowed(token)
-    }
-}
+use crate::request::{HttpRequest, Kind, Request};
 
 /// Scans the request's parts according to its kind.
 pub fn scan(content: &ContentPolicy, request: &Request) -> ScanOutcome {
-    // Pointers of http header values are built here and must outlive the scan request.
-    let header_paths: Vec<String> = match (&request.kind, &request.http) {
-        (Kind::Http, Some(http)) => http
-            .headers
-            .keys()
-            .map(|name| format!("/http/headers/{}", escape(name)))
-            .collect(),
-        _ => Vec::new(),
+    // The http request as one JSON value: its path, query, header names and values and body are
+    // all input, and its rewritten form is what a redacting front door forwards.
+    let http = match (&request.kind, &request.http) {
+        (Kind::Http, Some(http)) => Some(http_value(http)),
+        _ => None,
     };
     let mut scan = ScanRequest::default();
     match request.kind {
@@ -57,18 +46,45 @@ pub fn scan(content: &ContentPolicy, request: &Request) -> ScanOutcome {
             }
         }
         Kind::Http => {
-            if let Some(http) = &request.http {
+            if let (Some(value), Some(http)) = (&http, &request.http) {
+                scan.input.push(("/http", Part::Value(value)));
                 if let Some(body) = &http.body {
-                    scan.input.push(("/http/body", Part::Text(body)));
                     scan.injection.push(("/http/body", Part::Text(body)));
                 }
-                for (path, value) in header_paths.iter().zip(http.headers.values()) {
-                    scan.input.push((path.as_str(), Part::Text(value)));
-                }
+                scan.redact_target = Some("/http");
             }
         }
     }
     content.scan(&scan)
+}
+
+/// The `http` member of a request as JSON, as the request writes it (absent and empty fields
+/// left out, members in the same order).
+fn http_value(http: &HttpRequest) -> Value {
+    let mut m = Map::new();
+    if let Some(method) = &http.method {
+        m.insert("method".to_owned(), Value::String(method.clone()));
+    }
+    if let Some(path) = &http.path {
+        m.insert("path".to_owned(), Value::String(path.clone()));
+    }
+    let strings = |map: &BTreeMap<String, String>| {
+        Value::Object(
+            map.iter()
+                .map(|(k, v)| (k.clone(), Value::String(v.clone())))
+                .collect(),
+        )
+    };
+    if !http.headers.is_empty() {
+        m.insert("headers".to_owned(), strings(&http.headers));
+    }
+    if !http.query.is_empty() {
+        m.insert("query".to_owned(), strings(&http.query));
+    }
+    if let Some(body) = &http.body {
+        m.insert("body".to_owned(), Value::String(body.clone()));
+    }
+    Value::Object(m)
 }
 
 /// Converts `warden-content` findings to the decision's type.
@@ -80,6 +96,7 @@ pub fn findings(outcome: &mut ScanOutcome) -> Vec<Finding> {
             path: f.path,
             start: f.start,
             end: f.end,
+            key: f.key,
             family: f.family,
         })
         .collect()

@@ -30,12 +30,16 @@ impl Verdict {
 pub struct Finding {
     /// Detector id (`email`, `credit_card`, `injection`, a custom id, ...).
     pub detector: String,
-    /// JSON Pointer into the request (`/args/to`, `/text`).
+    /// JSON Pointer into the request (`/args/to`, `/text`, `/http/query/q`).
     pub path: String,
     /// Start offset in chars (Unicode scalar values).
     pub start: usize,
     /// End offset in chars, exclusive.
     pub end: usize,
+    /// The finding is in the object key of the member `path` names (offsets into the key), not
+    /// in its value. A key holding a finding appears in every path in its redacted form.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub key: bool,
     /// For injection findings: the heuristic family that fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
@@ -68,7 +72,8 @@ pub struct Decision {
     pub taints: Vec<Arc<str>>,
     /// Content findings, in request order.
     pub findings: Vec<Finding>,
-    /// The rewritten `args` / `result` / `text` when something was redacted.
+    /// The rewritten `args` / `result` / `text` when something was redacted; for `http`, the
+    /// rewritten `http` object (method, path, headers, query, body).
     pub redacted: Option<Value>,
     /// In `dry_run`: the decision that would have been enforced.
     pub dry_run_decision: Option<Verdict>,
