@@ -400,11 +400,7 @@ fn token_verify_413_is_json_deep_rego_input_is_400_and_the_state_file_is_private
         let r = server.post_json("/v1/data/authz/allow", Some(&key), &nested(depth));
         assert_eq!(r.status, 400, "depth {depth}: {}", r.text);
         assert_eq!(r.code(), "invalid_parameter", "OPA's code on OPA's route");
-        assert!(
-            r.message().contains("100"),
-            "{}",
-            r.text
-        );
+        assert!(r.message().contains("100"), "{}", r.text);
     }
 
     #[cfg(unix)]

@@ -310,7 +310,10 @@ fn opa_python_client_works_against_warden_unchanged() {
     let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["connection"], true, "{seen}");
     assert_eq!(seen["health"], true, "{seen}");
-    assert_eq!(seen["config"]["result"]["default_decision"], "/system/main", "{seen}");
+    assert_eq!(
+        seen["config"]["result"]["default_decision"], "/system/main",
+        "{seen}"
+    );
     assert_eq!(
         seen["config"]["result"]["labels"]["version"],
         env!("CARGO_PKG_VERSION"),

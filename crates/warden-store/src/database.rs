@@ -364,8 +364,11 @@ impl Database {
                 )
                 .await?;
             }
-            tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&TENANTS_CHANNEL, &name])
-                .await?;
+            tx.execute(
+                "SELECT pg_notify($1, current_schema() || ':' || $2)",
+                &[&TENANTS_CHANNEL, &name],
+            )
+            .await?;
             tx.commit().await
         })
     }
@@ -735,8 +738,11 @@ async fn activate(
         &[&name, &version],
     )
     .await?;
-    tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&POLICIES_CHANNEL, &name])
-        .await?;
+    tx.execute(
+        "SELECT pg_notify($1, current_schema() || ':' || $2)",
+        &[&POLICIES_CHANNEL, &name],
+    )
+    .await?;
     Ok(())
 }
 
@@ -821,8 +827,11 @@ impl KeyStore for Database {
                     &[&record.id],
                 )
                 .await?;
-                tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&KEYS_CHANNEL, &record.id])
-                    .await?;
+                tx.execute(
+                    "SELECT pg_notify($1, current_schema() || ':' || $2)",
+                    &[&KEYS_CHANNEL, &record.id],
+                )
+                .await?;
             }
             tx.commit().await?;
             Ok(added)
@@ -848,8 +857,11 @@ impl KeyStore for Database {
                     &[&id],
                 )
                 .await?;
-                tx.execute("SELECT pg_notify($1, current_schema() || ':' || $2)", &[&KEYS_CHANNEL, &id])
-                    .await?;
+                tx.execute(
+                    "SELECT pg_notify($1, current_schema() || ':' || $2)",
+                    &[&KEYS_CHANNEL, &id],
+                )
+                .await?;
             }
             tx.commit().await?;
             Ok(revoked)

@@ -1013,18 +1013,36 @@ fn with_an_integrity_key_only_sealed_rows_are_read() {
     let (_, good) = warden_store::keys::create_key(&sealed, "acme", None).unwrap();
     let (_, unsealed) = warden_store::keys::create_key(&plain, "acme", None).unwrap();
     let ids = |db: &Database| -> Vec<String> {
-        db.list().wait().unwrap().into_iter().map(|r| r.id).collect()
+        db.list()
+            .wait()
+            .unwrap()
+            .into_iter()
+            .map(|r| r.id)
+            .collect()
     };
     assert_eq!(ids(&sealed), std::slice::from_ref(&good.id));
-    assert_eq!(ids(&plain), [good.id.clone(), unsealed.id], "no key: no check");
+    assert_eq!(
+        ids(&plain),
+        [good.id.clone(), unsealed.id],
+        "no key: no check"
+    );
     assert!(ids(&other_key).is_empty(), "another key verifies nothing");
 
     let v1 = "warden: 1\nname: p\ndefault: deny\nrules: []\n";
-    sealed.push_policy("p", PolicyFormat::Warden, v1).wait().unwrap();
+    sealed
+        .push_policy("p", PolicyFormat::Warden, v1)
+        .wait()
+        .unwrap();
     assert_eq!(sealed.active_policies().wait().unwrap().len(), 1);
-    plain.push_policy("p", PolicyFormat::Warden, v1).wait().unwrap();
+    plain
+        .push_policy("p", PolicyFormat::Warden, v1)
+        .wait()
+        .unwrap();
     let error = sealed.active_policies().wait().unwrap_err();
-    assert!(error.to_string().contains("policy `p` version 2"), "{error}");
+    assert!(
+        error.to_string().contains("policy `p` version 2"),
+        "{error}"
+    );
     assert!(sealed.activate_policy("p", 1).wait().unwrap());
     assert_eq!(sealed.active_policies().wait().unwrap()[0].version, 1);
 }
