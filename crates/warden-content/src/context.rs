@@ -67,10 +67,11 @@ fn named(key: &str) -> Option<Named> {
         word = w.get(last)?.as_str();
     }
     let word = word.strip_suffix("number").unwrap_or(word);
-    let before = last.checked_sub(1).and_then(|i| w.get(i)).map(String::as_str);
-    if word == "ssn"
-        || word == "socialsecurity"
-        || (word == "security" && before == Some("social"))
+    let before = last
+        .checked_sub(1)
+        .and_then(|i| w.get(i))
+        .map(String::as_str);
+    if word == "ssn" || word == "socialsecurity" || (word == "security" && before == Some("social"))
     {
         return Some(Named::Ssn);
     }

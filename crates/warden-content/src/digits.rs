@@ -269,10 +269,7 @@ fn ssn(b: &[u8], t: usize, sink: &mut Sink<'_>) {
     }
     let p = before(b, t);
     let joined = |x: u8| x == s1 || x == b'-';
-    if word(p)
-        || p == b'+'
-        || ((joined(p) || p == b'.') && digit(before(b, t.saturating_sub(1))))
-    {
+    if word(p) || p == b'+' || ((joined(p) || p == b'.') && digit(before(b, t.saturating_sub(1)))) {
         return;
     }
     let (Some(area), Some(group), Some(serial)) =

@@ -51,7 +51,11 @@ fn overlap_measured_in_chars() {
 
 #[test]
 fn pointer_escapes() {
-    let segs = [Seg::Key("a/b".into()), Seg::Key("m~n".into()), Seg::Index(3)];
+    let segs = [
+        Seg::Key("a/b".into()),
+        Seg::Key("m~n".into()),
+        Seg::Index(3),
+    ];
     assert_eq!(pointer("/args", &segs), "/args/a~1b/m~0n/3");
     assert_eq!(pointer("/text", &[]), "/text");
 }

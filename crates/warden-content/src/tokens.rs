@@ -212,8 +212,11 @@ impl Anchors {
 /// Number of kinds [`greedy`] names.
 const GREEDY: usize = 3;
 
+/// A byte class.
+type Class = fn(u8) -> bool;
+
 /// Kinds whose pattern ends in an unbounded run of characters: a slot and the run's byte class.
-fn greedy(kind: Anchor) -> Option<(usize, fn(u8) -> bool)> {
+fn greedy(kind: Anchor) -> Option<(usize, Class)> {
     match kind {
         Anchor::SkDash => Some((0, key_char)),
         Anchor::Slack => Some((1, key_char)),

@@ -187,7 +187,10 @@ fn ignorable(c: char) -> bool {
 
 /// Hyphens, dashes and minus signs NFKC leaves alone.
 fn dash(c: char) -> bool {
-    matches!(c, '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}')
+    matches!(
+        c,
+        '\u{2010}'..='\u{2015}' | '\u{2212}' | '\u{FE58}' | '\u{FE63}'
+    )
 }
 
 /// One normalised character, or `None` when it is removed.
@@ -245,9 +248,7 @@ fn normalised_from(s: &str, parent: Option<Box<View>>) -> Option<View> {
     // Most non-ASCII text (accented letters, CJK) is already normal: check before building.
     let mut i = next_non_ascii(b, 0);
     loop {
-        let Some(c) = char_at(s, i) else {
-            return None;
-        };
+        let c = char_at(s, i)?;
         if !stable(c) {
             break;
         }
@@ -459,7 +460,10 @@ mod tests {
         assert_eq!(v.text(), "card 4111 1111-1111-1111 x");
         let a = v.text().find('4').unwrap();
         let z = v.text().rfind('1').unwrap() + 1;
-        assert_eq!(back(s, &v, a, z), "４１１１\u{A0}1111\u{200B}-1111\u{AD}-١١١١");
+        assert_eq!(
+            back(s, &v, a, z),
+            "４１１１\u{A0}1111\u{200B}-1111\u{AD}-١١١١"
+        );
         // Invisible characters at the edges are not part of the span.
         let s = "\u{200B}ab\u{2060}";
         let v = normalised(s).unwrap();

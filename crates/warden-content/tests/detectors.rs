@@ -53,18 +53,12 @@ fn neighbouring_digit_groups_do_not_hide_cards_or_ssns() {
     let text = "123-45-6789 4111 1111 1111 1111";
     assert_eq!(
         spans(&p, text),
-        [
-            ("us_ssn".into(), 0, 11),
-            ("credit_card".into(), 12, 31)
-        ]
+        [("us_ssn".into(), 0, 11), ("credit_card".into(), 12, 31)]
     );
     let text = "4111 1111 1111 1111 123-45-6789";
     assert_eq!(
         spans(&p, text),
-        [
-            ("credit_card".into(), 0, 19),
-            ("us_ssn".into(), 20, 31)
-        ]
+        [("credit_card".into(), 0, 19), ("us_ssn".into(), 20, 31)]
     );
 }
 
@@ -72,15 +66,15 @@ fn neighbouring_digit_groups_do_not_hide_cards_or_ssns() {
 fn neighbouring_digit_groups_hard_negatives() {
     let p = policy(&["credit_card", "us_ssn"], None);
     for text in [
-        "4111 1111 1111 1111 1111",           // one 20-digit number in groups of four
-        "1234 5678 9012 3456 7890 1234",       // a long grouped number
-        "ref 4111111111111112 12/27",          // Luhn fails
+        "4111 1111 1111 1111 1111",      // one 20-digit number in groups of four
+        "1234 5678 9012 3456 7890 1234", // a long grouped number
+        "ref 4111111111111112 12/27",    // Luhn fails
         "ids 1717747200 1717747260 1717747320", // timestamps
-        "order 4111 1111 1111 1112 12",         // Luhn fails
-        "123-45-6789-0",                        // one number
-        "1-123-45-6789",                        // one number
-        "123 45 6789 1234",                     // a space-separated number
-        "v2.123-45-6789",                       // a dotted version
+        "order 4111 1111 1111 1112 12",  // Luhn fails
+        "123-45-6789-0",                 // one number
+        "1-123-45-6789",                 // one number
+        "123 45 6789 1234",              // a space-separated number
+        "v2.123-45-6789",                // a dotted version
     ] {
         assert!(spans(&p, text).is_empty(), "{text}: {:?}", spans(&p, text));
     }
@@ -226,7 +220,12 @@ fn tokens_survive_adjacent_characters() {
             1,
             44,
         ),
-        ("openai_key", "-sk-proj-abcdefghijklmnopqrst1234".into(), 1, 33),
+        (
+            "openai_key",
+            "-sk-proj-abcdefghijklmnopqrst1234".into(),
+            1,
+            33,
+        ),
         ("github_token", format!("{gh}X"), 0, 40),
         ("github_token", format!("my_{gh}"), 3, 43),
         (
@@ -235,7 +234,12 @@ fn tokens_survive_adjacent_characters() {
             0,
             39,
         ),
-        ("stripe_key", "_sk_live_4eC39HqLyjWDarjtT1zdp7dc".into(), 1, 33),
+        (
+            "stripe_key",
+            "_sk_live_4eC39HqLyjWDarjtT1zdp7dc".into(),
+            1,
+            33,
+        ),
         (
             "slack_token",
             "xoxb-123456789012-1234567890123-AbCdEfGh_x".into(),
@@ -312,7 +316,10 @@ fn private_key_block_is_redacted_whole() {
         let out = scan_prompt(&p, text);
         let red = out.redacted.unwrap();
         let red = red.as_str().unwrap();
-        assert!(!red.contains(body) && !red.contains("END"), "{text:?} -> {red:?}");
+        assert!(
+            !red.contains(body) && !red.contains("END"),
+            "{text:?} -> {red:?}"
+        );
         assert!(red.ends_with("[REDACTED:private_key]"), "{red:?}");
     }
     // Quoted: the span starts at BEGIN and ends with the END line.
@@ -320,18 +327,27 @@ fn private_key_block_is_redacted_whole() {
     assert_eq!((s[0].1, s[0].2), (2, cases[0].chars().count()));
     // No END line: to the end of the string, whatever follows the body.
     let text = format!("key: -----BEGIN EC PRIVATE KEY-----\n{body}\n# comment {body}\n");
-    assert_eq!(one("private_key", &text), [("private_key".into(), 5, text.chars().count())]);
+    assert_eq!(
+        one("private_key", &text),
+        [("private_key".into(), 5, text.chars().count())]
+    );
     // Text after the END line is kept; a second block is its own finding.
     let block = "-----BEGIN PRIVATE KEY-----\nAB.CD\n-----END PRIVATE KEY-----";
     let text = format!("{block} and {block} done");
     let n = block.chars().count();
     assert_eq!(
         one("private_key", &text),
-        [("private_key".into(), 0, n), ("private_key".into(), n + 5, 2 * n + 5)]
+        [
+            ("private_key".into(), 0, n),
+            ("private_key".into(), n + 5, 2 * n + 5)
+        ]
     );
     // An END line of another kind does not close the block.
     let text = "-----BEGIN PRIVATE KEY-----\nAB\n-----END CERTIFICATE-----\nCD";
-    assert_eq!(one("private_key", text), [("private_key".into(), 0, text.len())]);
+    assert_eq!(
+        one("private_key", text),
+        [("private_key".into(), 0, text.len())]
+    );
 }
 
 #[test]

@@ -34,9 +34,21 @@ fn redact_all(text: &str) -> String {
 #[test]
 fn unicode_digits_and_invisible_characters_do_not_hide_digit_detectors() {
     let cases = [
-        ("credit_card", "card ４１１１ １１１１ １１１１ １１１１ ok", "４１１１ １１１１ １１１１ １１１１"),
-        ("credit_card", "card ٤١١١١١١١١١١١١١١١ ok", "٤١١١١١١١١١١١١١١١"),
-        ("credit_card", "card ۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱.", "۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱"),
+        (
+            "credit_card",
+            "card ４１１１ １１１１ １１１１ １１１１ ok",
+            "４１１１ １１１１ １１１１ １１１１",
+        ),
+        (
+            "credit_card",
+            "card ٤١١١١١١١١١١١١١١١ ok",
+            "٤١١١١١١١١١١١١١١١",
+        ),
+        (
+            "credit_card",
+            "card ۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱.",
+            "۴۱۱۱-۱۱۱۱-۱۱۱۱-۱۱۱۱",
+        ),
         (
             "credit_card",
             "card 4111\u{200B}1111\u{200B}1111\u{200B}1111",
@@ -47,14 +59,38 @@ fn unicode_digits_and_invisible_characters_do_not_hide_digit_detectors() {
             "card 4111\u{A0}1111\u{A0}1111\u{A0}1111!",
             "4111\u{A0}1111\u{A0}1111\u{A0}1111",
         ),
-        ("credit_card", "4\u{AD}111 1111 1111 1111", "4\u{AD}111 1111 1111 1111"),
+        (
+            "credit_card",
+            "4\u{AD}111 1111 1111 1111",
+            "4\u{AD}111 1111 1111 1111",
+        ),
         ("us_ssn", "ssn 123\u{AD}-45-6789", "123\u{AD}-45-6789"),
-        ("us_ssn", "ssn １２３－４５－６７８９", "１２３－４５－６７８９"),
-        ("us_ssn", "ssn 123\u{2010}45\u{2010}6789", "123\u{2010}45\u{2010}6789"),
-        ("phone", "call +1 415\u{2060} 555 2671", "+1 415\u{2060} 555 2671"),
-        ("phone", "call ＋４４ ２０ ７９４６ ０９５８", "＋４４ ２０ ７９４６ ０９５８"),
+        (
+            "us_ssn",
+            "ssn １２３－４５－６７８９",
+            "１２３－４５－６７８９",
+        ),
+        (
+            "us_ssn",
+            "ssn 123\u{2010}45\u{2010}6789",
+            "123\u{2010}45\u{2010}6789",
+        ),
+        (
+            "phone",
+            "call +1 415\u{2060} 555 2671",
+            "+1 415\u{2060} 555 2671",
+        ),
+        (
+            "phone",
+            "call ＋４４ ２０ ７９４６ ０９５８",
+            "＋４４ ２０ ７９４６ ０９５８",
+        ),
         ("ipv4", "host １０．０．０．１ up", "１０．０．０．１"),
-        ("iban", "IBAN GB82\u{A0}WEST\u{A0}1234\u{A0}5698\u{A0}7654\u{A0}32", "GB82\u{A0}WEST\u{A0}1234\u{A0}5698\u{A0}7654\u{A0}32"),
+        (
+            "iban",
+            "IBAN GB82\u{A0}WEST\u{A0}1234\u{A0}5698\u{A0}7654\u{A0}32",
+            "GB82\u{A0}WEST\u{A0}1234\u{A0}5698\u{A0}7654\u{A0}32",
+        ),
     ];
     for (id, text, secret) in cases {
         assert_eq!(found(id, text), [secret], "{id}: {text:?}");
@@ -70,15 +106,33 @@ fn unicode_and_invisible_characters_do_not_hide_tokens() {
         ("aws_access_key", "AKIA\u{200B}IOSFODNN7EXAMPLE"),
         ("aws_access_key", "ＡＫＩＡＩＯＳＦＯＤＮＮ７ＥＸＡＭＰＬＥ"),
         ("aws_access_key", "AKIAIOSFO\u{2060}DNN7EXAMPLE"),
-        ("github_token", "ghp_a1B2a1B2a1B2\u{AD}a1B2a1B2a1B2a1B2a1B2a1B2"),
-        ("anthropic_key", "sk-ant-\u{FEFF}api03-abcdefghijklmnopqrstuvwxyz0123"),
-        ("openai_key", "sk\u{2011}proj-abcdefghijklmnopqrstuvwxyz0123"),
-        ("jwt", "eyJhbGciOiJIUzI1NiJ9\u{200C}.eyJzdWIiOiIxIn0.c2lnbmF0dXJl"),
-        ("google_api_key", "AIzaSyDaGmWKa4JsXZ\u{200D}-HjGw7ISLn_3namBGewQe"),
+        (
+            "github_token",
+            "ghp_a1B2a1B2a1B2\u{AD}a1B2a1B2a1B2a1B2a1B2a1B2",
+        ),
+        (
+            "anthropic_key",
+            "sk-ant-\u{FEFF}api03-abcdefghijklmnopqrstuvwxyz0123",
+        ),
+        (
+            "openai_key",
+            "sk\u{2011}proj-abcdefghijklmnopqrstuvwxyz0123",
+        ),
+        (
+            "jwt",
+            "eyJhbGciOiJIUzI1NiJ9\u{200C}.eyJzdWIiOiIxIn0.c2lnbmF0dXJl",
+        ),
+        (
+            "google_api_key",
+            "AIzaSyDaGmWKa4JsXZ\u{200D}-HjGw7ISLn_3namBGewQe",
+        ),
     ];
     for (id, text) in cases {
         assert_eq!(found(id, text), [text], "{id}: {text:?}");
-        assert_eq!(redact_all(&format!("k {text} .")), format!("k [REDACTED:{id}] ."));
+        assert_eq!(
+            redact_all(&format!("k {text} .")),
+            format!("k [REDACTED:{id}] .")
+        );
     }
 }
 
@@ -96,20 +150,39 @@ fn unicode_hard_negatives() {
         "soft\u{AD}hyphen and zero\u{200B}width in prose",
         "asia\u{200B}pacific summit",
     ] {
-        assert!(spans(&p, text).is_empty(), "{text:?}: {:?}", spans(&p, text));
+        assert!(
+            spans(&p, text).is_empty(),
+            "{text:?}: {:?}",
+            spans(&p, text)
+        );
     }
 }
 
 #[test]
 fn internationalised_email_addresses() {
-    assert_eq!(found("email", "mail josé@example.com."), ["josé@example.com"]);
+    assert_eq!(
+        found("email", "mail josé@example.com."),
+        ["josé@example.com"]
+    );
     assert_eq!(found("email", "user@bücher.de, thanks"), ["user@bücher.de"]);
-    assert_eq!(found("email", "Grüße an jürgen.müller@straße.example"), ["jürgen.müller@straße.example"]);
+    assert_eq!(
+        found("email", "Grüße an jürgen.müller@straße.example"),
+        ["jürgen.müller@straße.example"]
+    );
     assert_eq!(found("email", "почта иван@пример.рф"), ["иван@пример.рф"]);
-    assert_eq!(found("email", "mail jose\u{301}@example.com"), ["jose\u{301}@example.com"]);
+    assert_eq!(
+        found("email", "mail jose\u{301}@example.com"),
+        ["jose\u{301}@example.com"]
+    );
     assert_eq!(found("email", "“bob@example.com”"), ["bob@example.com"]);
-    assert_eq!(found("email", "ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ"), ["ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ"]);
-    assert_eq!(found("email", "bob\u{200B}@example.com"), ["bob\u{200B}@example.com"]);
+    assert_eq!(
+        found("email", "ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ"),
+        ["ｂｏｂ＠ｅｘａｍｐｌｅ．ｃｏｍ"]
+    );
+    assert_eq!(
+        found("email", "bob\u{200B}@example.com"),
+        ["bob\u{200B}@example.com"]
+    );
     for text in [
         "café@home",
         "名前@例",
@@ -126,16 +199,44 @@ fn internationalised_email_addresses() {
 #[test]
 fn url_encoding_and_html_references_do_not_hide_values() {
     let cases = [
-        ("credit_card", "card=4111%201111%201111%201111&x=1", "4111%201111%201111%201111"),
-        ("credit_card", "&#52;111 1111 1111 1111", "&#52;111 1111 1111 1111"),
-        ("credit_card", "<td>&#x34;&#x31;11&nbsp;1111&nbsp;1111&nbsp;1111</td>", "&#x34;&#x31;11&nbsp;1111&nbsp;1111&nbsp;1111"),
+        (
+            "credit_card",
+            "card=4111%201111%201111%201111&x=1",
+            "4111%201111%201111%201111",
+        ),
+        (
+            "credit_card",
+            "&#52;111 1111 1111 1111",
+            "&#52;111 1111 1111 1111",
+        ),
+        (
+            "credit_card",
+            "<td>&#x34;&#x31;11&nbsp;1111&nbsp;1111&nbsp;1111</td>",
+            "&#x34;&#x31;11&nbsp;1111&nbsp;1111&nbsp;1111",
+        ),
         ("us_ssn", "ssn=123%2D45%2D6789", "123%2D45%2D6789"),
         ("email", "to=alice%40example.com&go", "alice%40example.com"),
         ("email", "alice&#64;example.com", "alice&#64;example.com"),
-        ("email", "alice&commat;example&period;com", "alice&commat;example&period;com"),
-        ("email", "to=jos%C3%A9%40example.com", "jos%C3%A9%40example.com"),
-        ("aws_access_key", "k=%41KIAIOSFODNN7EXAMPLE", "%41KIAIOSFODNN7EXAMPLE"),
-        ("phone", "tel=%2B1%20415%20555%202671", "%2B1%20415%20555%202671"),
+        (
+            "email",
+            "alice&commat;example&period;com",
+            "alice&commat;example&period;com",
+        ),
+        (
+            "email",
+            "to=jos%C3%A9%40example.com",
+            "jos%C3%A9%40example.com",
+        ),
+        (
+            "aws_access_key",
+            "k=%41KIAIOSFODNN7EXAMPLE",
+            "%41KIAIOSFODNN7EXAMPLE",
+        ),
+        (
+            "phone",
+            "tel=%2B1%20415%20555%202671",
+            "%2B1%20415%20555%202671",
+        ),
     ];
     for (id, text, secret) in cases {
         assert_eq!(found(id, text), [secret], "{id}: {text:?}");
@@ -158,7 +259,11 @@ fn decoding_hard_negatives() {
         "50% off & 20% more",
         "%FF%FE%00 bytes",
     ] {
-        assert!(spans(&p, text).is_empty(), "{text:?}: {:?}", spans(&p, text));
+        assert!(
+            spans(&p, text).is_empty(),
+            "{text:?}: {:?}",
+            spans(&p, text)
+        );
     }
 }
 
@@ -173,7 +278,10 @@ fn views_keep_json_values_and_offsets() {
         .iter()
         .map(|f| text.chars().skip(f.start).take(f.end - f.start).collect())
         .collect();
-    assert_eq!(got, ["４１１１ １１１１ １１１１ １１１１", "josé@example.com"]);
+    assert_eq!(
+        got,
+        ["４１１１ １１１１ １１１１ １１１１", "josé@example.com"]
+    );
     assert_eq!(
         out.redacted,
         Some(json!({"note": "pay [REDACTED:credit_card] or mail [REDACTED:email]"}))
@@ -206,7 +314,9 @@ fn aws_secret_key_names_spelled_differently() {
     assert_eq!((out.findings[0].start, out.findings[0].end), (3, 43));
     assert_eq!(
         out.redacted,
-        Some(json!({"Aws-Secret-Access-Key": "\n  [REDACTED:aws_secret_key] ", "aws secret key": "[REDACTED:aws_secret_key]"}))
+        Some(
+            json!({"Aws-Secret-Access-Key": "\n  [REDACTED:aws_secret_key] ", "aws secret key": "[REDACTED:aws_secret_key]"})
+        )
     );
 }
 
@@ -260,9 +370,15 @@ fn object_keys_are_scanned_renamed_and_kept_out_of_paths() {
         r#"{"[REDACTED:credit_card]":1,"keep":{"mail [REDACTED:email]":"[REDACTED:email]","n":null},"[REDACTED:email]#2":true,"[REDACTED:email]#3":[1],"[REDACTED:email]":"already taken"}"#
     );
     // No finding's text in any path, even without redaction.
-    let out = scan_args(&policy(&["credit_card", "email"], Some(Action::Warn)), &args);
+    let out = scan_args(
+        &policy(&["credit_card", "email"], Some(Action::Warn)),
+        &args,
+    );
     let dump = serde_json::to_string(&out.findings).unwrap();
-    assert!(!dump.contains("4111") && !dump.contains("example.com"), "{dump}");
+    assert!(
+        !dump.contains("4111") && !dump.contains("example.com"),
+        "{dump}"
+    );
     assert_eq!(out.redacted, None);
     // Redacting the redacted value again changes nothing.
     let again = scan_args(&p, &red);
@@ -340,7 +456,7 @@ fn number_and_key_context_hard_negatives() {
         "phone": 12345,                   // too short for a phone number
         "tel": "415-555-abcd",
         "big": 12345678901234567890u64,   // 20 digits
-        "ratio": 3.14159265358979,
+        "ratio": 1234567.891011,
         "e": 1.5e300
     });
     let out = scan_args(&p, &args);

@@ -41,32 +41,60 @@ fn evasions_are_denied() {
     let deny = engine("deny", "enforce");
     let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
     let cases: Vec<(&str, Value)> = vec![
-        ("private_key", json!({"m": format!("> -----BEGIN RSA PRIVATE KEY-----\n> {body}\n> -----END RSA PRIVATE KEY-----")})),
-        ("private_key", json!({"m": format!("-----BEGIN PRIVATE KEY-----\n\u{200B}{body}\n-----END PRIVATE KEY-----")})),
+        (
+            "private_key",
+            json!({"m": format!("> -----BEGIN RSA PRIVATE KEY-----\n> {body}\n> -----END RSA PRIVATE KEY-----")}),
+        ),
+        (
+            "private_key",
+            json!({"m": format!("-----BEGIN PRIVATE KEY-----\n\u{200B}{body}\n-----END PRIVATE KEY-----")}),
+        ),
         ("credit_card", json!({"4111 1111 1111 1111": 1})),
         ("credit_card", json!({"card": 4111111111111111u64})),
         ("us_ssn", json!({"ssn": 123456789})),
         ("phone", json!({"phone": 14155552671u64})),
         ("credit_card", json!({"m": "4111 1111 1111 1111 12/27"})),
         ("us_ssn", json!({"m": "123-45-6789 4111 1111 1111 1111"})),
-        ("credit_card", json!({"m": "４１１１ １１１１ １１１１ １１１１"})),
+        (
+            "credit_card",
+            json!({"m": "４１１１ １１１１ １１１１ １１１１"}),
+        ),
         ("credit_card", json!({"m": "٤١١١١١١١١١١١١١١١"})),
-        ("credit_card", json!({"m": "4111\u{200B}1111\u{AD}1111\u{2060}1111"})),
-        ("credit_card", json!({"m": "4111\u{A0}1111\u{A0}1111\u{A0}1111"})),
+        (
+            "credit_card",
+            json!({"m": "4111\u{200B}1111\u{AD}1111\u{2060}1111"}),
+        ),
+        (
+            "credit_card",
+            json!({"m": "4111\u{A0}1111\u{A0}1111\u{A0}1111"}),
+        ),
         ("credit_card", json!({"m": "4111%201111%201111%201111"})),
         ("credit_card", json!({"m": "&#52;111 1111 1111 1111"})),
         ("aws_access_key", json!({"m": "AKIAIOSFODNN7EXAMPLE123"})),
         ("aws_access_key", json!({"m": "akiaiosfodnn7example"})),
-        ("jwt", json!({"m": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl="})),
-        ("anthropic_key", json!({"m": "_sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123"})),
+        (
+            "jwt",
+            json!({"m": "eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2lnbmF0dXJl="}),
+        ),
+        (
+            "anthropic_key",
+            json!({"m": "_sk-ant-api03-abcdefghijklmnopqrstuvwxyz0123"}),
+        ),
         ("email", json!({"m": "josé@example.com"})),
         ("email", json!({"m": "user@bücher.de"})),
-        ("aws_secret_key", json!({"m": "aws-secret-access-key:\n  wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"})),
+        (
+            "aws_secret_key",
+            json!({"m": "aws-secret-access-key:\n  wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"}),
+        ),
     ];
     for (id, args) in cases {
         let d = decide(&deny, tool_call(args.clone()));
         assert_eq!(d.verdict, Verdict::Deny, "{args}");
-        assert_eq!(d.rule.as_deref(), Some(format!("content:{id}").as_str()), "{args}");
+        assert_eq!(
+            d.rule.as_deref(),
+            Some(format!("content:{id}").as_str()),
+            "{args}"
+        );
     }
 }
 
@@ -97,14 +125,22 @@ fn keys_and_numbers_are_redacted() {
     let redact = engine("redact", "enforce");
     let d = decide(
         &redact,
-        tool_call(json!({"4111 1111 1111 1111": {"to": "bob@example.com"}, "card": 4111111111111111u64, "n": 5})),
+        tool_call(
+            json!({"4111 1111 1111 1111": {"to": "bob@example.com"}, "card": 4111111111111111u64, "n": 5}),
+        ),
     );
     assert_eq!(d.verdict, Verdict::Allow);
     assert_eq!(
         d.redacted,
-        Some(json!({"[REDACTED:credit_card]": {"to": "[REDACTED:email]"}, "card": "[REDACTED:credit_card]", "n": 5}))
+        Some(
+            json!({"[REDACTED:credit_card]": {"to": "[REDACTED:email]"}, "card": "[REDACTED:credit_card]", "n": 5})
+        )
     );
-    let paths: Vec<(&str, bool)> = d.findings.iter().map(|f| (f.path.as_str(), f.key)).collect();
+    let paths: Vec<(&str, bool)> = d
+        .findings
+        .iter()
+        .map(|f| (f.path.as_str(), f.key))
+        .collect();
     assert_eq!(
         paths,
         [
@@ -115,7 +151,10 @@ fn keys_and_numbers_are_redacted() {
     );
     // The decision as JSON carries `key` only where it is true, and never the card.
     let out = serde_json::to_string(&d).unwrap();
-    assert!(!out.contains("4111") && out.matches("\"key\":true").count() == 1, "{out}");
+    assert!(
+        !out.contains("4111") && out.matches("\"key\":true").count() == 1,
+        "{out}"
+    );
 }
 
 /// `http` requests: the path, query, header names and values and body are all scanned, and the
@@ -158,7 +197,10 @@ fn http_path_query_headers_and_body_are_scanned_and_redacted() {
     );
     // Deny: the first finding in request order names the rule; nothing is redacted.
     let d = decide(&engine("deny", "enforce"), request.clone());
-    assert_eq!((d.verdict, d.rule.as_deref()), (Verdict::Deny, Some("content:email")));
+    assert_eq!(
+        (d.verdict, d.rule.as_deref()),
+        (Verdict::Deny, Some("content:email"))
+    );
     assert_eq!(d.redacted, None);
     // Dry run: the request goes through, so its redacted form is set.
     let d = decide(&engine("redact", "dry_run"), request);
