@@ -223,3 +223,29 @@ fn http_path_query_headers_and_body_are_scanned_and_redacted() {
         Some(json!({"headers": {"x-[REDACTED:credit_card]": "1"}}))
     );
 }
+
+/// A private key with a quoted body or a stray first character used to be redacted only at its
+/// header (a deny still caught the header; a redaction let the body through).
+#[test]
+fn private_key_is_redacted_whole() {
+    let redact = engine("redact", "enforce");
+    let body = "MIIEvQIBADANBgkqhkiG9w0BAQEFAASCBKcwggSjAgEAAoIBAQC7";
+    for (key, redacted) in [
+        (
+            format!("> -----BEGIN RSA PRIVATE KEY-----\n> {body}\n> -----END RSA PRIVATE KEY-----"),
+            "key: > [REDACTED:private_key]",
+        ),
+        (
+            format!("-----BEGIN PRIVATE KEY-----\n.{body}\n{body}\n-----END PRIVATE KEY-----"),
+            "key: [REDACTED:private_key]",
+        ),
+        (
+            format!("-----BEGIN PRIVATE KEY-----\n#{body}\n{body}"),
+            "key: [REDACTED:private_key]",
+        ),
+    ] {
+        let d = decide(&redact, tool_call(json!({"m": format!("key: {key}")})));
+        assert_eq!(d.verdict, Verdict::Allow);
+        assert_eq!(d.redacted, Some(json!({"m": redacted})), "{key}");
+    }
+}
