@@ -6,7 +6,14 @@ use std::collections::HashMap;
 
 use serde_json::{Map, Number, Value};
 
-use crate::scan::Part;
+/// One scanned part of the request (the JSON walk and the scanner both read it).
+#[derive(Clone, Copy, Debug)]
+pub enum Part<'a> {
+    /// A JSON value: every string, number and object key inside it is scanned.
+    Value(&'a Value),
+    /// A plain text.
+    Text(&'a str),
+}
 
 /// One step of a path inside a part: an object member, by the name paths give it (the redacted
 /// form for a key holding a finding), or an array index.

@@ -20,6 +20,8 @@ use crate::spec::{Action, CUSTOM_PATTERN_SIZE_LIMIT, ContentError, ContentSpec, 
 use crate::tokens::{Anchors, TokenRegexes};
 use crate::view;
 
+pub use crate::json::Part;
+
 /// Patterns shared by every policy: compiled once per process.
 struct Shared {
     tokens: TokenRegexes,
@@ -498,15 +500,6 @@ fn resolve(s: &str, cands: &[Cand]) -> Vec<Hit> {
         }
     }
     taken.into_values().collect()
-}
-
-/// One scanned part of the request.
-#[derive(Clone, Copy, Debug)]
-pub enum Part<'a> {
-    /// A JSON value: every string, number and object key inside it is scanned.
-    Value(&'a Value),
-    /// A plain text.
-    Text(&'a str),
 }
 
 /// What to scan in one request, built by the core from the request kind (spec section 9): each
