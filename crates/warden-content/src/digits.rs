@@ -118,10 +118,16 @@ pub(crate) fn luhn(digits: &[u8]) -> bool {
 
 /// Maximal card runs `digit ([ -]? digit)*` inside the cluster, and the card a neighbouring
 /// digit group may hide in one (see [`card_in_run`]).
+// Not inlined: its buffer would make every call of `cluster` (every number in a text) pay for a
+// large stack frame, while this runs only for clusters of 13+ digits.
+#[inline(never)]
 fn cards(b: &[u8], cs: usize, ce: usize, sink: &mut Sink<'_>) {
+    /// Groups kept on the stack; a longer run spills into a `Vec`.
+    const FIXED: usize = 32;
     let mut t = cs;
     // Digit groups of the current run: (start, end).
-    let mut groups: Vec<(usize, usize)> = Vec::new();
+    let mut fixed = [(0usize, 0usize); FIXED];
+    let mut spilled: Vec<(usize, usize)> = Vec::new();
     while t < ce {
         let c = at(b, t);
         let p = before(b, t);
@@ -131,21 +137,39 @@ fn cards(b: &[u8], cs: usize, ce: usize, sink: &mut Sink<'_>) {
             t += 1;
             continue;
         }
-        groups.clear();
+        spilled.clear();
+        let mut n = 0usize;
+        let mut digits = 0usize;
         let mut j = t;
         loop {
             let g = j;
             while digit(at(b, j)) {
                 j += 1;
             }
-            groups.push((g, j));
+            digits += j - g;
+            if let Some(slot) = fixed.get_mut(n) {
+                *slot = (g, j);
+            } else {
+                if spilled.is_empty() {
+                    spilled.extend_from_slice(&fixed);
+                }
+                spilled.push((g, j));
+            }
+            n += 1;
             if matches!(at(b, j), b' ' | b'-') && digit(at(b, j + 1)) {
                 j += 1;
             } else {
                 break;
             }
         }
-        card_in_run(b, &groups, sink);
+        if digits >= 13 {
+            let groups = if n <= FIXED {
+                fixed.get(..n).unwrap_or(&[])
+            } else {
+                &spilled
+            };
+            card_in_run(b, groups, sink);
+        }
         t = j.max(t + 1);
     }
 }

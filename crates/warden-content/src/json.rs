@@ -60,8 +60,10 @@ pub(crate) fn walk<'v>(
         Member(&'v str, &'v Map<String, Value>),
     }
     // (value, depth of its parent's path, how it hangs)
-    let mut stack: Vec<(&'v Value, usize, From<'v>)> = vec![(root, 0, From::Root)];
-    let mut path: Vec<Seg<'v>> = Vec::new();
+    // Room for a typical request up front: growing these is most of a small walk's cost.
+    let mut stack: Vec<(&'v Value, usize, From<'v>)> = Vec::with_capacity(16);
+    stack.push((root, 0, From::Root));
+    let mut path: Vec<Seg<'v>> = Vec::with_capacity(8);
     while let Some((v, depth, from)) = stack.pop() {
         path.truncate(depth);
         let key = match from {
@@ -154,7 +156,17 @@ pub(crate) enum Edit {
 /// The part with the edits applied; nothing else changes (key order, numbers, nesting).
 pub(crate) fn apply(part: &Part<'_>, edits: Vec<Edit>) -> Value {
     let mut out = match part {
-        Part::Text(t) => Value::String((*t).to_owned()),
+        // A text has one edit, of the whole text: no copy of the original is needed.
+        Part::Text(t) => {
+            return edits
+                .into_iter()
+                .rev()
+                .find_map(|e| match e {
+                    Edit::Value(_, v) => Some(v),
+                    Edit::Rename(..) => None,
+                })
+                .unwrap_or_else(|| Value::String((*t).to_owned()));
+        }
         Part::Value(v) => (*v).clone(),
     };
     // Renames first, an object's all at once, parents before children: the pointers below

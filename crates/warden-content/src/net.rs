@@ -21,15 +21,54 @@ const NOT_TLDS: &[&str] = &[
 
 /// Length of the character ending at byte `i` of `s` when it is a non-ASCII letter or digit
 /// (internationalised addresses, RFC 6531: `josé@example.com`, `user@bücher.de`).
+#[inline]
 fn intl_before(s: &str, i: usize) -> Option<usize> {
+    if before(s.as_bytes(), i).is_ascii() {
+        return None;
+    }
     let c = s.get(..i)?.chars().next_back()?;
     (!c.is_ascii() && c.is_alphanumeric()).then(|| c.len_utf8())
 }
 
 /// Length of the character starting at byte `i` of `s` when it is a non-ASCII letter or digit.
+#[inline]
 fn intl_at(s: &str, i: usize) -> Option<usize> {
+    if at(s.as_bytes(), i).is_ascii() {
+        return None;
+    }
     let c = s.get(i..)?.chars().next()?;
     (!c.is_ascii() && c.is_alphanumeric()).then(|| c.len_utf8())
+}
+
+/// Whether `domain` has two or more labels, none empty, longer than 63 bytes or starting or
+/// ending with `-`, and an alphabetic TLD of 2+ characters that is not a file extension.
+#[inline]
+fn domain_ok(domain: &str) -> bool {
+    let mut labels = 0usize;
+    let mut last: &[u8] = &[];
+    for label in domain.as_bytes().split(|&c| c == b'.') {
+        if label.is_empty()
+            || label.len() > 63
+            || label.first() == Some(&b'-')
+            || label.last() == Some(&b'-')
+        {
+            return false;
+        }
+        labels += 1;
+        last = label;
+    }
+    let tld_ok = if last.is_ascii() {
+        last.len() >= 2 && last.iter().all(u8::is_ascii_alphabetic)
+    } else {
+        // An internationalised TLD (`рф`): letters of any script.
+        let tld = std::str::from_utf8(last).unwrap_or("");
+        tld.chars().count() >= 2 && tld.chars().all(char::is_alphabetic)
+    };
+    labels >= 2
+        && tld_ok
+        && !NOT_TLDS
+            .iter()
+            .any(|t| t.as_bytes().eq_ignore_ascii_case(last))
 }
 
 /// Email at the `@` at byte `a`; returns the byte where scanning may resume.
@@ -84,19 +123,7 @@ pub(crate) fn email(s: &str, a: usize, sink: &mut Sink<'_>) -> usize {
     let Some(domain) = s.get(ds..de) else {
         return resume.max(a + 1);
     };
-    let mut labels = 0usize;
-    let mut last = "";
-    for label in domain.split('.') {
-        if label.is_empty() || label.len() > 63 || label.starts_with('-') || label.ends_with('-') {
-            return resume.max(a + 1);
-        }
-        labels += 1;
-        last = label;
-    }
-    let tld_ok = last.chars().count() >= 2
-        && last.chars().all(char::is_alphabetic)
-        && !NOT_TLDS.iter().any(|t| t.eq_ignore_ascii_case(last));
-    if labels >= 2 && tld_ok {
+    if domain_ok(domain) {
         sink.push(Builtin::Email, ls, de);
     }
     resume.max(a + 1)

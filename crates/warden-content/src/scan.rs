@@ -195,6 +195,9 @@ impl ContentPolicy {
     fn candidates(&self, s: &str, key: Option<&str>, number: bool, out: &mut Vec<Cand>) {
         out.clear();
         self.candidates_in(s, key, number, out);
+        if !view::may_have_views(s) {
+            return;
+        }
         let norm = view::normalised(s);
         let dec = view::decoded(s);
         if norm.is_none() && dec.is_none() {
@@ -258,7 +261,13 @@ impl ContentPolicy {
         {
             sink.push(Builtin::AwsSecretKey, start, end);
         }
-        if let Some(k) = key {
+        // Only a value of digits can be one (checked first: most values are not).
+        if let Some(k) = key
+            && s.trim_start()
+                .bytes()
+                .next()
+                .is_some_and(|c| c.is_ascii_digit() || c == b'+')
+        {
             context::digits_by_key(k, s, number, &mut sink);
         }
         for (rank, re) in &self.custom {
@@ -321,27 +330,30 @@ impl ContentPolicy {
                     if hits.is_empty() {
                         return None;
                     }
-                    let redacted = self.redact_str(&text, &hits);
                     // A key holding a finding is named by its redacted form in every path, so
                     // no path carries the finding's text.
-                    let (path, renamed) = match leaf {
-                        Leaf::Key { object, .. } => {
-                            let name = json::unique_name(
-                                redacted.clone(),
-                                object,
-                                taken.entry(std::ptr::from_ref(object)).or_default(),
-                            );
-                            let mut path = pointer(ptr, segs);
-                            path.push_str(&pointer("", &[Seg::Key(Cow::Borrowed(&name))]));
-                            (path, Some(name))
-                        }
-                        _ => (pointer(ptr, segs), None),
+                    let renamed = match leaf {
+                        Leaf::Key { object, .. } => Some(json::unique_name(
+                            self.redact_str(&text, &hits),
+                            object,
+                            taken.entry(std::ptr::from_ref(object)).or_default(),
+                        )),
+                        _ => None,
                     };
-                    for h in &hits {
+                    let mut path = pointer(ptr, segs);
+                    if let Some(name) = &renamed {
+                        path.push_str(&pointer("", &[Seg::Key(Cow::Borrowed(name))]));
+                    }
+                    let last = hits.len() - 1;
+                    for (i, h) in hits.iter().enumerate() {
                         let id = self.name(h.rank);
                         out.findings.push(Finding {
                             detector: id.to_owned(),
-                            path: path.clone(),
+                            path: if i == last {
+                                std::mem::take(&mut path)
+                            } else {
+                                path.clone()
+                            },
                             start: h.cstart,
                             end: h.cend,
                             key: renamed.is_some(),
@@ -360,7 +372,10 @@ impl ContentPolicy {
                             (Leaf::Key { name, .. }, Some(to)) => {
                                 Edit::Rename(pointer("", segs), (*name).to_owned(), to.clone())
                             }
-                            _ => Edit::Value(pointer("", segs), Value::String(redacted)),
+                            _ => Edit::Value(
+                                pointer("", segs),
+                                Value::String(self.redact_str(&text, &hits)),
+                            ),
                         });
                     }
                     renamed

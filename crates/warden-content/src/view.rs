@@ -208,7 +208,10 @@ fn fold(c: char) -> Option<char> {
 
 /// Whether the normalised view keeps `c` as it is (and so needs nothing around it either).
 fn stable(c: char) -> bool {
+    // The common cases first: Latin-1 letters (`é`, `ü`), CJK ideographs and Hangul syllables
+    // are all NFKC, visible and not digits.
     c.is_ascii()
+        || matches!(c, '\u{C0}'..='\u{FF}' | '\u{4E00}'..='\u{9FFF}' | '\u{AC00}'..='\u{D7A3}')
         || (!ignorable(c)
             && !dash(c)
             && ascii_digit(c).is_none()
@@ -233,6 +236,17 @@ fn next_non_ascii(b: &[u8], mut i: usize) -> usize {
 /// The character starting at byte `i` of `s`.
 fn char_at(s: &str, i: usize) -> Option<char> {
     s.get(i..).and_then(|r| r.chars().next())
+}
+
+/// Whether `s` may have a view: it is not pure ASCII, or it holds `%` or `&`. One pass for
+/// very short strings (keys, enum-like values), where it is cheaper than two searches.
+pub(crate) fn may_have_views(s: &str) -> bool {
+    let b = s.as_bytes();
+    if b.len() <= 16 {
+        b.iter().any(|&c| !c.is_ascii() || c == b'%' || c == b'&')
+    } else {
+        !b.is_ascii() || memchr::memchr2(b'%', b'&', b).is_some()
+    }
 }
 
 /// The normalised view of `s`, or `None` when it would equal `s`.
