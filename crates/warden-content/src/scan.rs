@@ -521,13 +521,15 @@ fn resolve(s: &str, cands: &[Cand]) -> Vec<Hit> {
 /// part with its JSON Pointer in the request.
 #[derive(Clone, Debug, Default)]
 pub struct ScanRequest<'a> {
-    /// Input parts: tool_call `args`, prompt `text`, http body and header values.
+    /// Input parts: tool_call `args`, prompt `text`, the `http` request (path, query, headers,
+    /// body).
     pub input: Vec<(&'a str, Part<'a>)>,
     /// Output parts: tool_result `result`, completion `text`.
     pub output: Vec<(&'a str, Part<'a>)>,
     /// Where injection heuristics run: prompt text, tool_result strings, http body.
     pub injection: Vec<(&'a str, Part<'a>)>,
-    /// Pointer of the part whose rewritten form goes to `redacted` (`/args`, `/result`, `/text`);
+    /// Pointer of the part whose rewritten form goes to `redacted` (`/args`, `/result`, `/text`,
+    /// `/http`);
     /// `None`: nothing is redacted.
     pub redact_target: Option<&'a str>,
 }

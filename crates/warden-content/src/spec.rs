@@ -46,7 +46,7 @@ pub struct ContentSpec {
     /// Custom regex detectors; they rank after the built-ins, in list order.
     #[serde(default)]
     pub custom: Vec<CustomDetectorSpec>,
-    /// Action for findings in the input (tool_call args, prompt text, http body and headers).
+    /// Action for findings in the input (tool_call args, prompt text, the http request).
     /// `None` means allow (findings are still reported).
     #[serde(default)]
     pub input: Option<Action>,
