@@ -653,6 +653,7 @@ impl FakeMcp {
                 }
                 counter.fetch_add(1, Ordering::SeqCst);
                 let reply = r#"{"jsonrpc":"2.0","id":1,"result":{"content":[{"type":"text","text":"ok"}]}}"#;
+                // A client that hung up misses its answer; the fake counts the request anyway.
                 let _ = write!(
                     stream,
                     "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{reply}",

@@ -25,13 +25,14 @@ use axum::extract::{Extension, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Uri, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::{Map, Value, json};
-use warden::{Decision, Kind, PipelineError, Request as DecisionRequest, Verdict};
+use warden::{Decision, Kind, Request as DecisionRequest, Verdict};
 use warden_core::request::{MAX_REQUEST_DEPTH, depth};
 
 use crate::AppState;
 use crate::auth::Caller;
 use crate::body::json_body;
 use crate::error::{ApiError, ErrorCode};
+use crate::handlers::{asking, refused};
 use crate::middleware::RequestId;
 use crate::snapshot::PolicyKind;
 
@@ -398,6 +399,7 @@ async fn execute_all(
                 .decide_batch(&asking(&caller, &request_id), &requests, &abandoned)
                 .await
                 .map_err(refused);
+            // Nobody waits any more: the batch already voided its entries and changed nothing.
             let _ = tx.send(result);
         });
         match rx.await {
@@ -716,44 +718,6 @@ fn answer(decision: &Decision) -> Value {
         "decision": decision.verdict == Verdict::Allow,
         "context": context,
     })
-}
-
-/// The pipeline's view of `caller`: its sessions namespaced by its tenant, its policy by name;
-/// an allowed tool call gets a decision token when the daemon signs (in `context.token`).
-fn asking<'a>(caller: &'a Caller, request_id: &'a str) -> warden_core::pipeline::Caller<'a> {
-    warden_core::pipeline::Caller {
-        tenant: Some(&caller.tenant),
-        policy: Some(&caller.policy),
-        request_id: Some(request_id),
-        tokens: true,
-    }
-}
-
-/// The answer when the pipeline made no decision: never an allow (as `/v1/decide` answers).
-fn refused(e: PipelineError<ApiError>) -> ApiError {
-    match e {
-        PipelineError::Effect(e) => e,
-        // Logged by the pipeline (and counted by the effects).
-        PipelineError::Store(_) => ApiError::state_unavailable(),
-        PipelineError::UnknownPolicy(policy) => {
-            tracing::error!(%policy, "the caller's policy is not loaded");
-            ApiError::new(
-                ErrorCode::PolicyUnavailable,
-                "the policy for this key is not loaded",
-            )
-        }
-        PipelineError::Conflict { attempts } => ApiError::new(
-            ErrorCode::BatchConflict,
-            format!(
-                "other requests kept changing this batch's sessions ({attempts} attempts); \
-                 nothing was applied: retry"
-            ),
-        ),
-        PipelineError::Abandoned => {
-            tracing::warn!("batch abandoned by its caller before its sessions changed; voided");
-            ApiError::internal()
-        }
-    }
 }
 
 #[cfg(test)]

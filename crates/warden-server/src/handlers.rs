@@ -90,7 +90,10 @@ fn check_identifiers(
 }
 
 /// The pipeline's view of `caller`: its sessions namespaced by its tenant, its policy by name.
-fn asking<'a>(caller: &'a Caller, request_id: &'a str) -> warden_core::pipeline::Caller<'a> {
+pub(crate) fn asking<'a>(
+    caller: &'a Caller,
+    request_id: &'a str,
+) -> warden_core::pipeline::Caller<'a> {
     warden_core::pipeline::Caller {
         tenant: Some(&caller.tenant),
         policy: Some(&caller.policy),
@@ -100,7 +103,7 @@ fn asking<'a>(caller: &'a Caller, request_id: &'a str) -> warden_core::pipeline:
 }
 
 /// The answer when the pipeline made no decision: never an allow.
-fn refused(e: PipelineError<ApiError>) -> ApiError {
+pub(crate) fn refused(e: PipelineError<ApiError>) -> ApiError {
     match e {
         PipelineError::Effect(e) => e,
         // Logged by the pipeline (and counted by the effects).
