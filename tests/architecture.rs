@@ -25,9 +25,14 @@ fn module_graph(src: &Path) -> BTreeMap<String, BTreeSet<String>> {
         } else if path.join("mod.rs").is_file() {
             // A module in a directory: its files together.
             let mut text = String::new();
+            // Its own `.rs` files; a data directory beside them (generated code) names no
+            // sibling module.
             for file in std::fs::read_dir(&path).unwrap() {
-                text.push_str(&std::fs::read_to_string(file.unwrap().path()).unwrap());
-                text.push('\n');
+                let file = file.unwrap().path();
+                if file.extension().is_some_and(|e| e == "rs") {
+                    text.push_str(&std::fs::read_to_string(file).unwrap());
+                    text.push('\n');
+                }
             }
             sources.insert(name.to_owned(), text);
         }

@@ -145,38 +145,8 @@ pub(crate) fn authenticate(
     if !state.is_ready() {
         return Err(ApiError::not_ready());
     }
-    let snapshot = state.snapshot();
-    let (caller, limit_key) = match presented_key(headers) {
-        Some(key) => match snapshot.keys.verify(key) {
-            Some(key) => (
-                {
-                    if let Some(events) = &state.0.auth_events {
-                        events.success(&key.record.id, &key.tenant, client.addr, client.user_agent);
-                    }
-                    Caller {
-                        tenant: Arc::clone(&key.tenant),
-                        policy: Arc::clone(&key.policy),
-                        snapshot: Arc::clone(&snapshot),
-                        rate_key: limiter_key(&key.record.id),
-                    }
-                },
-                limiter_key(&key.record.id),
-            ),
-            None => return Err(auth_failure(state, request_id, "unknown or revoked key")),
-        },
-        None => match &snapshot.anonymous {
-            Some(policy) => (
-                Caller {
-                    tenant: Arc::from("anonymous"),
-                    policy: Arc::clone(policy),
-                    snapshot: Arc::clone(&snapshot),
-                    rate_key: u64::MAX,
-                },
-                u64::MAX,
-            ),
-            None => return Err(auth_failure(state, request_id, "no key")),
-        },
-    };
+    let caller = identify(state, headers, request_id, client)?;
+    let limit_key = caller.rate_key;
     if let Some(RateLimiter::Local(limiter)) = &state.0.limiter
         && let Err(not_until) = limiter.check_key(&limit_key)
     {
@@ -188,6 +158,57 @@ pub(crate) fn authenticate(
         );
     }
     Ok(caller)
+}
+
+/// The caller `headers` name, against the policy set in force now: the API key's tenant and
+/// policy, or the anonymous policy without a key.
+fn identify(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+    client: Client<'_>,
+) -> Result<Caller, ApiError> {
+    let snapshot = state.snapshot();
+    match presented_key(headers) {
+        Some(key) => match snapshot.keys.verify(key) {
+            Some(key) => {
+                if let Some(events) = &state.0.auth_events {
+                    events.success(&key.record.id, &key.tenant, client.addr, client.user_agent);
+                }
+                Ok(Caller {
+                    tenant: Arc::clone(&key.tenant),
+                    policy: Arc::clone(&key.policy),
+                    snapshot: Arc::clone(&snapshot),
+                    rate_key: limiter_key(&key.record.id),
+                })
+            }
+            None => Err(auth_failure(state, request_id, "unknown or revoked key")),
+        },
+        None => match &snapshot.anonymous {
+            Some(policy) => Ok(Caller {
+                tenant: Arc::from("anonymous"),
+                policy: Arc::clone(policy),
+                snapshot: Arc::clone(&snapshot),
+                rate_key: u64::MAX,
+            }),
+            None => Err(auth_failure(state, request_id, "no key")),
+        },
+    }
+}
+
+/// The caller of a long-lived call (a gRPC stream) again, once the policy set has changed
+/// under it: a key revoked since the call began is refused from then on, and a key moved to
+/// another policy is decided by the new one. Its rate limit is not charged again.
+pub(crate) fn reauthenticate(
+    state: &AppState,
+    headers: &HeaderMap,
+    request_id: &str,
+    client: Client<'_>,
+) -> Result<Caller, ApiError> {
+    if !state.is_ready() {
+        return Err(ApiError::not_ready());
+    }
+    identify(state, headers, request_id, client)
 }
 
 /// Takes `decisions` more tokens from the caller's bucket (the request itself took one): rate

@@ -119,6 +119,31 @@ impl ErrorCode {
 }
 
 impl ErrorCode {
+    /// The gRPC status code it is answered with on the gRPC service (the code itself travels
+    /// in the `warden-error-code` metadata).
+    pub fn grpc_code(self) -> tonic::Code {
+        use tonic::Code;
+        match self {
+            ErrorCode::InvalidRequest | ErrorCode::UnsupportedMediaType => Code::InvalidArgument,
+            ErrorCode::Unauthorized => Code::Unauthenticated,
+            ErrorCode::NotFound | ErrorCode::AuditDisabled | ErrorCode::SigningDisabled => {
+                Code::NotFound
+            }
+            ErrorCode::MethodNotAllowed => Code::Unimplemented,
+            ErrorCode::BatchConflict => Code::Aborted,
+            ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => Code::ResourceExhausted,
+            ErrorCode::Internal | ErrorCode::EvaluationError => Code::Internal,
+            ErrorCode::Timeout => Code::DeadlineExceeded,
+            ErrorCode::NotReady
+            | ErrorCode::Overloaded
+            | ErrorCode::PolicyUnavailable
+            | ErrorCode::AuditUnavailable
+            | ErrorCode::StateUnavailable => Code::Unavailable,
+        }
+    }
+}
+
+impl ErrorCode {
     /// The level an answer with this code is logged at: a client's mistake at `debug` (it is the
     /// client's to see, and a flood of them must not flood the log), the daemon refusing work it
     /// cannot take now at `warn`, a failure of the daemon at `error`.
@@ -211,6 +236,23 @@ impl ApiError {
     pub fn retry_after(mut self, secs: u64) -> Self {
         self.retry_after = Some(secs.max(1));
         self
+    }
+}
+
+impl From<ApiError> for tonic::Status {
+    /// The gRPC form: the status code from the table, the message, and the Warden code (and
+    /// `retry-after` seconds, when set) as metadata.
+    fn from(error: ApiError) -> Self {
+        let mut status = tonic::Status::new(error.code.grpc_code(), error.message);
+        let metadata = status.metadata_mut();
+        metadata.insert(
+            "warden-error-code",
+            tonic::metadata::MetadataValue::from_static(error.code.as_str()),
+        );
+        if let Some(seconds) = error.retry_after {
+            metadata.insert("retry-after", tonic::metadata::MetadataValue::from(seconds));
+        }
+        status
     }
 }
 
@@ -310,5 +352,58 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// `InvalidArgument` -> `INVALID_ARGUMENT`.
+    fn screaming(code: tonic::Code) -> String {
+        let mut out = String::new();
+        for (i, c) in format!("{code:?}").chars().enumerate() {
+            if c.is_ascii_uppercase() && i > 0 {
+                out.push('_');
+            }
+            out.push(c.to_ascii_uppercase());
+        }
+        out
+    }
+
+    /// The gRPC table in docs/serve.md ("gRPC") maps every code to its gRPC status.
+    #[test]
+    fn the_documented_grpc_table_is_the_code_table() {
+        let docs = std::fs::read_to_string(
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../docs/serve.md"),
+        )
+        .unwrap();
+        let rows: Vec<(Vec<&str>, &str)> = docs
+            .lines()
+            .filter_map(|line| {
+                let mut cells = line.split('|').map(str::trim).skip(1);
+                let codes: Vec<&str> = cells
+                    .next()?
+                    .split(',')
+                    .map(|c| c.trim().trim_matches('`'))
+                    .collect();
+                let status = cells.next()?.trim_matches('`');
+                let is_status = !status.is_empty()
+                    && status.bytes().all(|b| b.is_ascii_uppercase() || b == b'_');
+                (is_status
+                    && codes
+                        .iter()
+                        .all(|c| ErrorCode::ALL.iter().any(|k| k.as_str() == *c)))
+                .then_some((codes, status))
+            })
+            .collect();
+        for code in ErrorCode::ALL {
+            let status = screaming(code.grpc_code());
+            assert!(
+                rows.iter()
+                    .any(|(codes, s)| codes.contains(&code.as_str()) && *s == status),
+                "{code} ({status}) is not in the gRPC table of docs/serve.md"
+            );
+        }
+        assert_eq!(
+            rows.iter().map(|(codes, _)| codes.len()).sum::<usize>(),
+            ErrorCode::ALL.len(),
+            "the gRPC table lists a code twice"
+        );
     }
 }

@@ -30,11 +30,13 @@ use crate::{AppState, handlers};
 /// The route served by the fast path, as the router names it in metrics.
 const DECIDE: &str = "/v1/decide";
 
-/// The daemon's HTTP service: [`crate::router`] with `POST /v1/decide` served directly.
+/// The daemon's HTTP service: [`crate::router`] with `POST /v1/decide` served directly, and
+/// gRPC calls (`application/grpc`) sent to the gRPC services ([`crate::grpc`]).
 #[derive(Clone, Debug)]
 pub struct App {
     state: AppState,
     router: Router,
+    grpc: crate::grpc::Grpc,
 }
 
 impl App {
@@ -42,6 +44,7 @@ impl App {
     pub fn new(state: AppState) -> Self {
         Self {
             router: crate::router(state.clone()),
+            grpc: crate::grpc::Grpc::new(&state),
             state,
         }
     }
@@ -52,9 +55,9 @@ impl tower::Service<Request> for App {
     type Error = Infallible;
     type Future = Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>>;
 
-    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
         // The router is always ready, and so is the fast path.
-        Poll::Ready(Ok(()))
+        self.grpc.poll_ready(cx)
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
@@ -66,6 +69,8 @@ impl tower::Service<Request> for App {
                     .await
                     .unwrap_or_else(middleware::panic_response))
             })
+        } else if crate::grpc::is_grpc(&req) {
+            self.grpc.call(req)
         } else {
             Box::pin(tower::Service::call(&mut self.router, req))
         }

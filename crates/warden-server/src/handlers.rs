@@ -148,16 +148,9 @@ pub(crate) async fn decide_request(
     req: Request,
 ) -> Result<Response, ApiError> {
     let body = json_body(state, req, false).await?;
-    // The caller's policy must be a loaded Warden policy (a clear 503 or 400 before parsing).
-    warden_policy(policy_of(caller)?)?;
+    check_decidable(caller)?;
     let request = DecisionRequest::from_json(&body)?;
-    check_identifiers(state, &request, "")?;
-    crate::signing::check_mintable(state, caller, &request)?;
-    let decision = state
-        .pipeline()
-        .decide(&asking(caller, request_id), &request)
-        .await
-        .map_err(refused)?;
+    let decision = decide_one(state, caller, request_id, &request).await?;
     Ok(json_response(&decision))
 }
 
@@ -200,52 +193,100 @@ pub async fn decide_batch(
         }
         Err(e) => return Err(ApiError::bad_request(format!("invalid JSON: {e}"))),
     };
+    check_batch_size(&state, items.len())?;
+    let requests = items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            DecisionRequest::from_value(item).map_err(|e| {
+                let field = match e.field {
+                    Some(f) => format!("[{i}].{f}"),
+                    None => format!("[{i}]"),
+                };
+                ApiError::bad_request(format!("field `{field}`: {}", e.message))
+            })
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let decisions = decide_requests(&state, &caller, &request_id.0, requests).await?;
+    Ok(Json(decisions).into_response())
+}
+
+/// A batch of `items` requests is more than `max_batch_items`: refused before any is read.
+pub(crate) fn check_batch_size(state: &AppState, items: usize) -> Result<(), ApiError> {
     let max = state.config().max_batch_items;
-    if items.len() > max {
+    if items > max {
         return Err(ApiError::bad_request(format!(
-            "a batch holds at most {max} requests (max_batch_items), not {}",
-            items.len()
+            "a batch holds at most {max} requests (max_batch_items), not {items}"
         )));
     }
-    let mut requests = Vec::with_capacity(items.len());
-    for (i, item) in items.into_iter().enumerate() {
-        let request = DecisionRequest::from_value(item).map_err(|e| {
-            let field = match e.field {
-                Some(f) => format!("[{i}].{f}"),
-                None => format!("[{i}]"),
-            };
-            ApiError::bad_request(format!("field `{field}`: {}", e.message))
-        })?;
-        check_identifiers(&state, &request, &format!("[{i}]."))?;
-        crate::signing::check_mintable(&state, &caller, &request).map_err(|mut e| {
+    Ok(())
+}
+
+/// The parsed batch `requests`, validated and decided as one (the work of
+/// `POST /v1/decide/batch` once parsed, shared with gRPC's `DecideBatch`; see
+/// [`decide_batch`] for the all-or-nothing semantics).
+pub(crate) async fn decide_requests(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    requests: Vec<DecisionRequest>,
+) -> Result<Vec<warden::Decision>, ApiError> {
+    warden_policy(policy_of(caller)?)?;
+    check_batch_size(state, requests.len())?;
+    for (i, request) in requests.iter().enumerate() {
+        check_identifiers(state, request, &format!("[{i}]."))?;
+        crate::signing::check_mintable(state, caller, request).map_err(|mut e| {
             e.message = format!("[{i}]: {}", e.message);
             e
         })?;
-        requests.push(request);
     }
     // The request took one token on its way in; the other decisions take theirs now.
-    crate::auth::charge_decisions(&state, &caller, requests.len().saturating_sub(1)).await?;
+    crate::auth::charge_decisions(state, caller, requests.len().saturating_sub(1)).await?;
     // The batch runs in its own task, so that a request dropped (timeout, client gone) while
     // its entries are being written cannot stop it between the audit and the session writes;
     // the task sees that nobody waits any more and voids the entries instead of committing.
     let (tx, rx) = tokio::sync::oneshot::channel();
+    let (state, caller, request_id) = (state.clone(), caller.clone(), request_id.to_owned());
     tokio::spawn(async move {
         let abandoned = || tx.is_closed();
         let result = state
             .pipeline()
-            .decide_batch(&asking(&caller, &request_id.0), &requests, &abandoned)
+            .decide_batch(&asking(&caller, &request_id), &requests, &abandoned)
             .await
             .map_err(refused);
         // Nobody waits any more: the batch already voided its entries and changed nothing.
         let _ = tx.send(result);
     });
     match rx.await {
-        Ok(result) => result.map(|decisions| Json(decisions).into_response()),
+        Ok(result) => result,
         Err(_) => {
             tracing::error!("batch task ended without an answer; answering 500");
             Err(ApiError::internal())
         }
     }
+}
+
+/// The caller's policy is a loaded Warden policy: a clear 503 (not loaded) or 400 (a Rego
+/// policy, which only the Data API serves) before anything is parsed.
+pub(crate) fn check_decidable(caller: &Caller) -> Result<(), ApiError> {
+    warden_policy(policy_of(caller)?).map(|_| ())
+}
+
+/// One parsed request decided for `caller` (whose policy [`check_decidable`] accepted): the
+/// work of `POST /v1/decide` after parsing, shared with gRPC's `Decide` and `DecideStream`.
+pub(crate) async fn decide_one(
+    state: &AppState,
+    caller: &Caller,
+    request_id: &str,
+    request: &DecisionRequest,
+) -> Result<warden::Decision, ApiError> {
+    check_identifiers(state, request, "")?;
+    crate::signing::check_mintable(state, caller, request)?;
+    state
+        .pipeline()
+        .decide(&asking(caller, request_id), request)
+        .await
+        .map_err(refused)
 }
 
 /// Evaluates the OPA Data API path `segments` for the caller: a Rego policy's document

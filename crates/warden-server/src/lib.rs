@@ -16,6 +16,7 @@ pub mod config;
 mod effects;
 pub mod error;
 mod fast;
+mod grpc;
 mod handlers;
 mod keyfile;
 pub mod listen;
@@ -81,6 +82,10 @@ struct Inner {
     config_path: Option<PathBuf>,
     ready: AtomicBool,
     reload_lock: tokio::sync::Mutex<()>,
+    /// Counts the policy set's swaps (gRPC `WatchPolicy` waits on it).
+    generation: tokio::sync::watch::Sender<u64>,
+    /// Follows `ready` for the gRPC health service's `Watch`.
+    readiness: tokio::sync::watch::Sender<bool>,
     /// `anonymous_policy` from the command line, kept over the file's at reload.
     anonymous_override: parking_lot::RwLock<Option<String>>,
 }
@@ -234,6 +239,8 @@ impl AppState {
             config_path,
             ready: AtomicBool::new(true),
             reload_lock: tokio::sync::Mutex::new(()),
+            generation: tokio::sync::watch::Sender::new(0),
+            readiness: tokio::sync::watch::Sender::new(true),
             anonymous_override: parking_lot::RwLock::new(None),
         })))
     }
@@ -297,9 +304,20 @@ impl AppState {
         self.0.ready.load(Ordering::Acquire) && !self.0.snapshot.load().policies.is_empty()
     }
 
+    /// Follows the policy set's swaps: the value counts them since start.
+    pub(crate) fn policy_generation(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.0.generation.subscribe()
+    }
+
     /// Marks the daemon as (not) ready; shutdown clears it first.
     pub fn set_ready(&self, ready: bool) {
         self.0.ready.store(ready, Ordering::Release);
+        self.0.readiness.send_replace(ready);
+    }
+
+    /// Follows readiness ([`Self::set_ready`]).
+    pub(crate) fn readiness(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.0.readiness.subscribe()
     }
 
     /// Re-reads the configuration file (when there is one), the policies, the keys and the
@@ -319,6 +337,7 @@ impl AppState {
                 let policies = next.policies.len();
                 self.0.pipeline.swap_policies(next.policy_set());
                 self.0.snapshot.store(Arc::new(next));
+                self.0.generation.send_modify(|g| *g = g.wrapping_add(1));
                 if let (Some(signing), Some(key)) = (&self.effects().signing, key) {
                     signing.rotate_to(key, signing::unix_now());
                 }

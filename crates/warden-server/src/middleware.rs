@@ -4,7 +4,7 @@
 use std::any::Any;
 use std::borrow::Cow;
 use std::future::Future;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -141,34 +141,54 @@ where
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let client = Client::of(state, req.headers(), peer);
-    if let Err(error) = check_lockout(state, client) {
-        return error.into_response();
-    }
-    let caller = match authenticate(state, req.headers(), request_id, client) {
+    let caller = match admit(state, req.headers(), peer, request_id).await {
+        Ok(caller) => caller,
+        Err(error) => return error.into_response(),
+    };
+    limited(state, handler(req, caller))
+        .await
+        .unwrap_or_else(IntoResponse::into_response)
+}
+
+/// Who may call, shared by HTTP ([`guarded`]) and gRPC: a locked-out address is refused, then
+/// readiness, the API key (or anonymous policy; a failure counts towards the address's
+/// lockout) and the key's rate limit.
+pub(crate) async fn admit(
+    state: &AppState,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+    request_id: &str,
+) -> Result<Caller, ApiError> {
+    let client = Client::of(state, headers, peer);
+    check_lockout(state, client)?;
+    let caller = match authenticate(state, headers, request_id, client) {
         Ok(caller) => caller,
         Err(error) => {
             if error.code == ErrorCode::Unauthorized {
                 failed_authentication(state, client).await;
             }
-            return error.into_response();
+            return Err(error);
         }
     };
-    if let Err(error) = charge_request(state, &caller).await {
-        return error.into_response();
-    }
+    charge_request(state, &caller).await?;
+    Ok(caller)
+}
+
+/// `work` under the global concurrency limit (503 `overloaded` at once when it is reached)
+/// and the request timeout (503 `timeout`).
+pub(crate) async fn limited<T>(
+    state: &AppState,
+    work: impl Future<Output = T>,
+) -> Result<T, ApiError> {
     let Ok(_permit) = state.0.concurrency.try_acquire() else {
-        return ApiError::new(ErrorCode::Overloaded, "too many requests in progress")
-            .retry_after(1)
-            .into_response();
+        return Err(
+            ApiError::new(ErrorCode::Overloaded, "too many requests in progress").retry_after(1),
+        );
     };
     let limit = Duration::from_millis(state.config().request_timeout_ms);
-    match tokio::time::timeout(limit, handler(req, caller)).await {
-        Ok(response) => response,
-        Err(_) => ApiError::new(ErrorCode::Timeout, "the request took too long")
-            .retry_after(1)
-            .into_response(),
-    }
+    tokio::time::timeout(limit, work)
+        .await
+        .map_err(|_| ApiError::new(ErrorCode::Timeout, "the request took too long").retry_after(1))
 }
 
 /// A panicking handler becomes a generic 500; the server keeps serving.
