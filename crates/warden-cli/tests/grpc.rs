@@ -215,3 +215,95 @@ fn grpcio_client_generated_from_the_proto_decides_like_the_http_api() {
         "{seen}"
     );
 }
+
+/// An mpsc receiver as a request stream.
+fn outbound<T: Send + 'static>(
+    rx: tokio::sync::mpsc::Receiver<T>,
+) -> impl futures_util::Stream<Item = T> + Send + 'static {
+    futures_util::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|m| (m, rx)) })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stream_is_rate_limited_per_message_and_refused_once_its_key_is_revoked() {
+    use warden_server::grpc_proto::decide_stream_response::Outcome;
+    use warden_server::grpc_proto::decision_service_client::DecisionServiceClient;
+    use warden_server::grpc_proto::{DecideStreamRequest, DecisionRequest};
+
+    let site = Site::new();
+    let config = std::fs::read_to_string(&site.config).unwrap();
+    std::fs::write(
+        &site.config,
+        format!("{config}rate_limit: {{ per_second: 1, burst: 3 }}\n"),
+    )
+    .unwrap();
+    let out = Command::new(WARDEN)
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--policy",
+            "support-agent",
+        ])
+        .args(["--config", &site.config])
+        .output()
+        .unwrap();
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let key_id = String::from_utf8(out.stderr)
+        .unwrap()
+        .split('`')
+        .nth(1)
+        .unwrap()
+        .to_owned();
+    let server = site.start();
+
+    let channel = tonic::transport::Channel::from_shared(server.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = DecisionServiceClient::new(channel);
+    let (tx, rx) = tokio::sync::mpsc::channel(4);
+    let mut request = tonic::Request::new(outbound(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {key}").parse().unwrap());
+    let mut answers = client.decide_stream(request).await.unwrap().into_inner();
+    let mut ask = async |id: &str| {
+        let message = DecideStreamRequest {
+            id: id.to_owned(),
+            request: Some(DecisionRequest {
+                tool: Some("crm.read_customer".into()),
+                session: Some("r1".into()),
+                ..Default::default()
+            }),
+        };
+        tx.send(message).await.unwrap();
+        let answer = answers.message().await.unwrap().unwrap();
+        assert_eq!(answer.id, id);
+        match answer.outcome.unwrap() {
+            Outcome::Decision(d) => Ok(d.decision),
+            Outcome::Error(e) => Err(e.code),
+        }
+    };
+    // The opening took the first message's token; a burst of 3 leaves two more.
+    for id in ["1", "2", "3"] {
+        assert_eq!(ask(id).await, Ok(1), "message {id}");
+    }
+    assert_eq!(ask("4").await, Err("rate_limited".to_owned()));
+
+    // The key revoked and the daemon reloaded: the open stream is refused from then on.
+    let out = Command::new(WARDEN)
+        .args(["keys", "revoke", &key_id, "--config", &site.config])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    server.signal("HUP");
+    server.wait_for("the revoked key to be refused", |s| {
+        s.post_json("/v1/decide", Some(&key), &json!({"tool": "x"}))
+            .status
+            == 401
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(1100)).await;
+    assert_eq!(ask("5").await, Err("unauthorized".to_owned()));
+}

@@ -45,6 +45,9 @@ use warden_store::{Database, EmbeddedSessionStore, FileKeyStore, RedisOptions, R
 pub use config::{ConfigError, MAX_WORKERS, RateLimit, ServeConfig, StateFailMode, StateMode};
 pub use error::ApiError;
 pub use fast::App;
+/// The gRPC messages and the service's client and server, generated from
+/// `proto/warden/v1/decision.proto` (docs/serve.md, "gRPC").
+pub use grpc::proto as grpc_proto;
 pub use logbuf::LogGuard;
 pub use metrics::Metrics;
 pub use run::{ServeError, ServeOptions, init_logging, init_logging_buffered, run};
