@@ -356,3 +356,42 @@ fn opa_python_client_works_against_warden_unchanged() {
         "{seen}"
     );
 }
+
+#[test]
+fn opa_status_answers_and_compile_is_refused_as_not_implemented() {
+    let site = Site::new(r#"["alice"]"#, "");
+    let authz = site.key("authz");
+    let server = site.start();
+    let status = server.request("GET", "/v1/status", &[("x-api-key", authz.as_str())], None);
+    assert_eq!(status.status, 200, "{}", status.text);
+    assert_eq!(
+        status.body["result"]["labels"]["version"],
+        env!("CARGO_PKG_VERSION")
+    );
+    let anonymous = server.request("GET", "/v1/status", &[], None);
+    assert_eq!(anonymous.status, 401, "{}", anonymous.text);
+    // Partial evaluation: a clear 501 in OPA's error shape, never a wrong answer.
+    let compile = server.request(
+        "POST",
+        "/v1/compile",
+        &[
+            ("x-api-key", authz.as_str()),
+            ("content-type", "application/json"),
+        ],
+        Some(br#"{"query": "data.authz.allow == true", "unknowns": ["input"]}"#),
+    );
+    assert_eq!(compile.status, 501, "{}", compile.text);
+    assert_eq!(
+        compile.body["code"], "invalid_operation",
+        "{}",
+        compile.text
+    );
+    assert!(
+        compile.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("partial evaluation"),
+        "{}",
+        compile.text
+    );
+}

@@ -20,6 +20,8 @@ pub enum ErrorCode {
     SigningDisabled,
     /// Method Not Allowed: a known route, another method.
     MethodNotAllowed,
+    /// Not Implemented: a known OPA endpoint Warden does not serve (`/v1/compile`).
+    NotImplemented,
     /// Conflict: a batch whose sessions kept changing; nothing applied.
     BatchConflict,
     /// Payload Too Large: a body over the limit.
@@ -55,6 +57,7 @@ impl ErrorCode {
         ErrorCode::AuditDisabled,
         ErrorCode::SigningDisabled,
         ErrorCode::MethodNotAllowed,
+        ErrorCode::NotImplemented,
         ErrorCode::BatchConflict,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
@@ -78,6 +81,7 @@ impl ErrorCode {
             ErrorCode::AuditDisabled => "audit_disabled",
             ErrorCode::SigningDisabled => "signing_disabled",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
+            ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::BatchConflict => "batch_conflict",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
@@ -102,6 +106,7 @@ impl ErrorCode {
             ErrorCode::AuditDisabled => StatusCode::NOT_FOUND,
             ErrorCode::SigningDisabled => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
             ErrorCode::BatchConflict => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -129,7 +134,7 @@ impl ErrorCode {
             ErrorCode::NotFound | ErrorCode::AuditDisabled | ErrorCode::SigningDisabled => {
                 Code::NotFound
             }
-            ErrorCode::MethodNotAllowed => Code::Unimplemented,
+            ErrorCode::MethodNotAllowed | ErrorCode::NotImplemented => Code::Unimplemented,
             ErrorCode::BatchConflict => Code::Aborted,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => Code::ResourceExhausted,
             ErrorCode::Internal | ErrorCode::EvaluationError => Code::Internal,

@@ -445,6 +445,8 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/policies"),
     ("GET", "/v1/policies/"),
     ("GET", "/v1/config"),
+    ("GET", "/v1/status"),
+    ("POST", "/v1/compile"),
     ("POST", "/v1/tokens/verify"),
     ("GET", "/v1/audit/checkpoint"),
     ("POST", authzen::EVALUATION_PATH),
@@ -465,6 +467,8 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
             .get(opa::query_get)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
         "/v1/config" => get(opa::config),
+        "/v1/status" => get(opa::status),
+        "/v1/compile" => post(opa::compile),
         "/v1/batch/data/{*path}" => {
             post(opa::batch).layer(tower_http::decompression::RequestDecompressionLayer::new())
         }

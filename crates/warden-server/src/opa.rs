@@ -363,6 +363,26 @@ pub async fn config() -> Response {
     .into_response()
 }
 
+/// `GET /v1/status`: OPA's status document, as much of it as applies: the server's labels and
+/// its plugins (Warden has none that report a state).
+pub async fn status() -> Response {
+    Json(json!({"result": {
+        "labels": {"id": "warden", "version": env!("CARGO_PKG_VERSION")},
+        "plugins": {},
+    }}))
+    .into_response()
+}
+
+/// `POST /v1/compile`: OPA's partial evaluation, which regorus cannot do: a clear 501 rather
+/// than a wrong answer.
+pub async fn compile() -> ApiError {
+    ApiError::new(
+        ErrorCode::NotImplemented,
+        "partial evaluation (/v1/compile) is not supported: Warden's Rego engine (regorus) \
+         evaluates complete queries only",
+    )
+}
+
 /// `GET /health`: 200 `{}` while the daemon is ready (`bundles`, `plugins` are accepted: Warden
 /// has no bundles or plugins that could be unready), else 500 with OPA's error body.
 pub async fn health(State(state): State<AppState>) -> Response {
@@ -384,7 +404,9 @@ fn opa_code(code: ErrorCode) -> &'static str {
         | ErrorCode::UnsupportedMediaType => "invalid_parameter",
         ErrorCode::Unauthorized => "unauthorized",
         ErrorCode::NotFound => "undefined_document",
-        ErrorCode::MethodNotAllowed | ErrorCode::RateLimited => "invalid_operation",
+        ErrorCode::MethodNotAllowed | ErrorCode::NotImplemented | ErrorCode::RateLimited => {
+            "invalid_operation"
+        }
         _ => "internal_error",
     }
 }
@@ -399,6 +421,8 @@ pub async fn opa_errors(req: Request, next: Next) -> Response {
         || path == "/v1/data"
         || path == "/v1/query"
         || path == "/v1/config"
+        || path == "/v1/status"
+        || path == "/v1/compile"
         || path.starts_with("/v1/data/")
         || path.starts_with("/v1/batch/data/");
     let response = next.run(req).await;
