@@ -94,16 +94,17 @@ pub(crate) struct Keys {
     _runtime: Option<tokio::runtime::Runtime>,
 }
 
-/// The configuration a command acts on: the `config` file's (or the defaults), with
-/// `database_url` given on the command line over the file's, then the environment's.
+/// The configuration a command acts on: the `config` file's (or the one `warden serve` would
+/// find, or the defaults) with the `WARDEN_*` variables over it, and `database_url` given on
+/// the command line over both.
 pub(crate) fn resolve_config(
     config: Option<&std::path::Path>,
     database_url: Option<&str>,
 ) -> Result<ServeConfig, String> {
-    let mut resolved = match config {
-        Some(c) => ServeConfig::load(c).map_err(|e| e.to_string())?,
-        None => ServeConfig::default(),
-    };
+    // The same file `warden serve` would read, and the same `WARDEN_*` variables over it.
+    let path = crate::serve::config_path(config);
+    let (mut resolved, _) =
+        ServeConfig::resolve(path.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
     if let Some(url) = database_url {
         resolved.database_url = Some(warden_server::config::SecretUrl(url.to_owned()));
     }

@@ -9,6 +9,7 @@
 mod audit;
 mod bench;
 mod check;
+mod config;
 mod eval;
 mod keys;
 mod mcp;
@@ -79,6 +80,9 @@ enum Command {
     },
     /// Run the HTTP decision daemon (see docs/serve.md).
     Serve(serve::ServeArgs),
+    /// The daemon's configuration: check it, or show it as `warden serve` would run with it.
+    #[command(subcommand)]
+    Config(config::ConfigCommand),
     /// Manage API keys (stored as SHA-256 hashes only).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -142,6 +146,7 @@ fn main() -> ExitCode {
         }),
         Command::Test { paths, verbose } => test::run(&paths, verbose),
         Command::Serve(args) => serve::run(&args),
+        Command::Config(command) => config::run(&command),
         Command::Keys(command) => keys::run(&command),
         Command::Audit(command) => audit::run(&command),
         Command::Token(command) => token::run(&command),

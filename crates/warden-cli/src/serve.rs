@@ -1,7 +1,7 @@
 //! `warden serve`: the HTTP decision daemon (see `docs/serve.md`).
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use warden_server::{ServeConfig, ServeOptions, StateMode};
@@ -11,9 +11,10 @@ use crate::EXIT_BAD_INPUT;
 /// `warden serve` flags; each overrides the configuration file's field of the same meaning.
 #[derive(clap::Args, Debug)]
 pub struct ServeArgs {
-    /// YAML configuration file (every field optional; see docs/serve.md).
+    /// YAML configuration file (every field optional; see docs/serve.md). Without it:
+    /// `WARDEN_CONFIG`, else `./warden.yaml`, else `/etc/warden/warden.yaml` when it exists.
     #[arg(long, short)]
-    config: Option<PathBuf>,
+    pub(crate) config: Option<PathBuf>,
     /// Address to listen on, e.g. `127.0.0.1:8181` (port 0: any free port).
     #[arg(long)]
     listen: Option<SocketAddr>,
@@ -46,14 +47,33 @@ pub struct ServeArgs {
     workers: Option<usize>,
 }
 
-/// Builds the configuration: defaults, then the file, then the flags. Without a file and on a
+/// The configuration file: `flag`, else `WARDEN_CONFIG`, else `./warden.yaml`, else
+/// `/etc/warden/warden.yaml`, the first that is given or exists (none: the defaults).
+pub(crate) fn config_path(flag: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = flag {
+        return Some(path.to_owned());
+    }
+    if let Some(path) = std::env::var_os("WARDEN_CONFIG").filter(|p| !p.is_empty()) {
+        return Some(PathBuf::from(path));
+    }
+    ["warden.yaml", "/etc/warden/warden.yaml"]
+        .into_iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
+}
+
+/// Builds the configuration: defaults, then the file ([`config_path`]), then `WARDEN_*`
+/// variables, then the flags; returns it with the file it came from. Without a file and on a
 /// loopback address, requests without a key are decided by `support-agent` (the default
-/// `examples/` directory) or by the only policy in `--policies`.
-fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
-    let mut config = match &args.config {
-        Some(path) => ServeConfig::load(path).map_err(|e| e.to_string())?,
-        None => ServeConfig::default(),
-    };
+/// `examples/` directory) or by the only policy in `--policies`. `WARDEN_*` variables that name
+/// no setting are warned about on standard error.
+pub(crate) fn config(args: &ServeArgs) -> Result<(ServeConfig, Option<PathBuf>), String> {
+    let path = config_path(args.config.as_deref());
+    let (mut config, unknown) =
+        ServeConfig::resolve(path.as_deref(), std::env::vars()).map_err(|e| e.to_string())?;
+    for variable in unknown {
+        eprintln!("warden: warning: {variable} names no setting; ignored");
+    }
     if let Some(listen) = args.listen {
         config.listen = listen;
     }
@@ -105,7 +125,7 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
     }
     if let Some(p) = &args.anonymous_policy {
         config.anonymous_policy = Some(p.clone());
-    } else if args.config.is_none() && config.listen.ip().is_loopback() {
+    } else if path.is_none() && config.listen.ip().is_loopback() {
         // No configuration, loopback only: the examples' support-agent policy (or, with
         // `--policies`, the only policy in that directory) answers requests without a key.
         config.anonymous_policy = Some(if args.policies.is_none() {
@@ -114,12 +134,12 @@ fn config(args: &ServeArgs) -> Result<ServeConfig, String> {
             "*".to_owned()
         });
     }
-    Ok(config)
+    Ok((config, path))
 }
 
 /// Runs the daemon until SIGTERM/SIGINT.
 pub fn run(args: &ServeArgs) -> ExitCode {
-    let config = match config(args) {
+    let (config, config_path) = match config(args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("warden serve: {e}");
@@ -141,7 +161,7 @@ pub fn run(args: &ServeArgs) -> ExitCode {
     };
     let options = ServeOptions {
         config,
-        config_path: args.config.clone(),
+        config_path,
         port_file: args.port_file.clone(),
         anonymous_policy_override: args.anonymous_policy.clone(),
     };

@@ -4,10 +4,11 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
 
 /// Where sessions live.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateMode {
     /// In memory, persisted to a redb file by write-behind (the default).
@@ -17,7 +18,7 @@ pub enum StateMode {
 }
 
 /// See [`ServeConfig::state_fail_mode`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum StateFailMode {
     /// Refuse the request.
@@ -27,7 +28,7 @@ pub enum StateFailMode {
 }
 
 /// Per-key token bucket.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RateLimit {
     /// Sustained requests per second per key (0 disables rate limiting).
@@ -37,7 +38,7 @@ pub struct RateLimit {
 }
 
 /// Lockout of an address that keeps presenting bad API keys (brute-force protection).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuthFailureLimit {
     /// Failed authentications from one address in one window that lock it out (0 disables).
@@ -65,7 +66,7 @@ impl Default for RateLimit {
 }
 
 /// The daemon's configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct ServeConfig {
     /// Address to listen on.
@@ -231,25 +232,79 @@ impl ServeConfig {
         } else {
             serde_saphyr::from_str(&text).map_err(|e| error(e.to_string()))?
         };
+        config.rebase(path);
+        Ok(config)
+    }
+
+    /// Makes the relative paths relative to the directory of the file at `path`.
+    fn rebase(&mut self, path: &Path) {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         for p in [
-            &mut config.policies,
-            &mut config.keys_file,
-            &mut config.state_file,
-        ] {
+            &mut self.policies,
+            &mut self.keys_file,
+            &mut self.state_file,
+        ]
+        .into_iter()
+        .chain(self.signing_key.as_mut())
+        .chain(self.database_integrity_key.as_mut())
+        {
             if p.is_relative() {
                 *p = base.join(&*p);
             }
         }
-        if let Some(p) = &mut config.signing_key
-            && p.is_relative()
-        {
-            *p = base.join(&*p);
-        }
-        if let Some(audit) = &mut config.audit {
+        if let Some(audit) = &mut self.audit {
             audit.rebase(base);
         }
-        Ok(config)
+    }
+
+    /// The configuration `warden serve` runs with before its flags: the defaults, then the file
+    /// at `path` (when there is one), then the `WARDEN_*` variables among `vars` (see
+    /// [`crate::env`]), which override the file. Relative paths are relative to the file's
+    /// directory, whichever of the two set them. Returns the `WARDEN_*` variables that name no
+    /// setting, for the caller to warn about.
+    pub fn resolve(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let overrides = crate::env::overrides(vars)?;
+        if overrides.set.is_empty() {
+            let config = match path {
+                Some(path) => Self::load(path)?,
+                None => Self::default(),
+            };
+            return Ok((config, overrides.unknown));
+        }
+        let mut document = match path {
+            Some(path) => {
+                // Read alone first, so that a mistake in the file is reported with its line.
+                Self::load(path)?;
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                if text.trim().is_empty() {
+                    Value::Object(Map::new())
+                } else {
+                    serde_saphyr::from_str(&text).map_err(|e| ConfigError {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+                }
+            }
+            None => Value::Object(Map::new()),
+        };
+        let names: Vec<&str> = overrides.set.iter().map(|o| o.variable.as_str()).collect();
+        for o in &overrides.set {
+            crate::env::apply(&mut document, &o.path, o.value.clone());
+        }
+        let mut config: Self = serde_json::from_value(document).map_err(|e| ConfigError {
+            path: format!("environment ({})", names.join(", ")),
+            message: e.to_string(),
+        })?;
+        if let Some(path) = path {
+            config.rebase(path);
+        }
+        Ok((config, overrides.unknown))
     }
 
     /// Takes `WARDEN_REDIS_URL` and `WARDEN_DATABASE_URL` where the configuration names no
@@ -275,6 +330,13 @@ impl ServeConfig {
 #[serde(transparent)]
 pub struct SecretUrl(pub String);
 
+impl Serialize for SecretUrl {
+    /// Shown as its `Debug` form (the scheme only): `warden config show` never prints it.
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(&format_args!("{self:?}"))
+    }
+}
+
 impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
@@ -283,7 +345,7 @@ impl std::fmt::Debug for SecretUrl {
 }
 
 /// `fsync` setting of the audit log.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditFsync {
     /// Each written group is synced before any decision in it is answered.
@@ -295,7 +357,7 @@ pub enum AuditFsync {
 }
 
 /// What a decision does when the audit queue is full.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum AuditOnFull {
     /// Wait for room.
@@ -305,7 +367,7 @@ pub enum AuditOnFull {
 }
 
 /// The `audit` section of the configuration.
-#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AuditSettings {
     /// Directory of `audit-NNNNNN.jsonl` files.

@@ -14,6 +14,7 @@ mod authzen;
 mod body;
 pub mod config;
 mod effects;
+pub mod env;
 pub mod error;
 mod fast;
 mod grpc;
@@ -361,7 +362,10 @@ impl AppState {
 
     fn load_next(&self) -> Result<(Snapshot, Option<warden_proof::Ed25519Key>), String> {
         let mut config = match &self.0.config_path {
-            Some(path) => ServeConfig::load(path).map_err(|e| e.to_string())?,
+            // As at start: the file, then the `WARDEN_*` variables over it.
+            Some(path) => ServeConfig::resolve(Some(path), std::env::vars())
+                .map(|(config, _)| config)
+                .map_err(|e| e.to_string())?,
             None => self.0.config.clone(),
         };
         if self.0.config_path.is_some() {
