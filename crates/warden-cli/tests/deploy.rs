@@ -274,11 +274,7 @@ fn the_dockerfile_builds_in_stages_and_runs_warden_as_a_non_root_user() {
     assert!(runtime.contains(&"EXPOSE 8181"));
     // The configuration it bakes in is one `warden serve` accepts, and listens where EXPOSE says.
     let baked = deploy().join("warden.yaml");
-    assert!(
-        runtime
-            .iter()
-            .any(|l| *l == "COPY deploy/warden.yaml /etc/warden/warden.yaml")
-    );
+    assert!(runtime.contains(&"COPY deploy/warden.yaml /etc/warden/warden.yaml"));
     let dir = tempfile::tempdir().unwrap();
     let policies = common::mcp::root().join("examples").display().to_string();
     let check = warden(
