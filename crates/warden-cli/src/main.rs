@@ -76,7 +76,22 @@ enum Command {
         /// Also print one line per passing file.
         #[arg(long, short)]
         verbose: bool,
+        /// Also report policy coverage: per rule how often it was reached, matched and decided,
+        /// rules never matched, `if` sub-expressions never true or never false, argument
+        /// conditions never held.
+        #[arg(long)]
+        coverage: bool,
+        /// Coverage report format (with `--coverage` or `--fail-under`; `json` prints one JSON document on
+        /// stdout, the test lines on stderr).
+        #[arg(long, value_enum, default_value = "text")]
+        format: test::Format,
+        /// Exit 1 when coverage is below PERCENT (0 to 100); implies `--coverage`.
+        #[arg(long, value_name = "PERCENT", value_parser = test::percentage)]
+        fail_under: Option<f64>,
     },
+    /// Print the JSON Schema of policy files (format v1); the repository keeps it in
+    /// `schema/policy.schema.json` (`warden schema > schema/policy.schema.json`).
+    Schema,
     /// Run the HTTP decision daemon (see docs/serve.md).
     Serve(serve::ServeArgs),
     /// Manage API keys (stored as SHA-256 hashes only).
@@ -140,7 +155,20 @@ fn main() -> ExitCode {
             threads,
             json,
         }),
-        Command::Test { paths, verbose } => test::run(&paths, verbose),
+        Command::Test {
+            paths,
+            verbose,
+            coverage,
+            format,
+            fail_under,
+        } => test::run(&test::TestArgs {
+            paths: &paths,
+            verbose,
+            coverage: coverage || fail_under.is_some(),
+            format,
+            fail_under,
+        }),
+        Command::Schema => print_schema(),
         Command::Serve(args) => serve::run(&args),
         Command::Keys(command) => keys::run(&command),
         Command::Audit(command) => audit::run(&command),
@@ -152,5 +180,26 @@ fn main() -> ExitCode {
             database_url,
             config,
         } => keys::migrate(database_url, config.as_deref()),
+    }
+}
+
+/// `warden schema`: the policy JSON Schema, pretty-printed, with a final newline.
+fn print_schema() -> ExitCode {
+    use std::io::Write;
+    let schema = warden::policy_schema();
+    let text = match serde_json::to_string_pretty(&schema) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("cannot write the schema: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match writeln!(std::io::stdout(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot write the schema: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

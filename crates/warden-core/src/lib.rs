@@ -7,6 +7,7 @@
 
 pub mod args;
 pub mod content;
+pub mod coverage;
 pub mod decision;
 pub mod engine;
 pub mod eval;
