@@ -227,11 +227,16 @@ fn text_report(policies: &[PolicyCoverage], total: Score) -> String {
     }
     let _ = writeln!(
         out,
-        "\ncoverage: {}/{} points ({:.1}%) over {} policies",
+        "\ncoverage: {}/{} points ({:.1}%) over {} {}",
         total.covered,
         total.points,
         total.percent(),
-        policies.len()
+        policies.len(),
+        if policies.len() == 1 {
+            "policy"
+        } else {
+            "policies"
+        }
     );
     out
 }

@@ -79,7 +79,7 @@ fn coverage_reports_rules_subexpressions_and_args_as_a_table() {
         "  `if` never true: rule `no-exfil`: principal:admin",
         "  argument condition never held: rule `evil`: /to",
         "  9/14 points (64.3%)",
-        "coverage: 9/14 points (64.3%) over 1 policies",
+        "coverage: 9/14 points (64.3%) over 1 policy",
     ] {
         assert!(stdout.contains(line), "missing {line:?} in\n{stdout}");
     }

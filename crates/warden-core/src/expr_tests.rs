@@ -146,6 +146,11 @@ fn display_writes_back_what_parses_to_the_same_expression() {
     }
     assert_eq!(
         parse("not (class:b or tool:c*)").unwrap().subexpressions(),
-        ["not (class:b or tool:c*)", "class:b or tool:c*", "class:b", "tool:c*"]
+        [
+            "not (class:b or tool:c*)",
+            "class:b or tool:c*",
+            "class:b",
+            "tool:c*"
+        ]
     );
 }
