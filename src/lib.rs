@@ -39,7 +39,9 @@ pub mod content {
     pub use warden_content::*;
 }
 
-pub use load::{LoadError, load_policy_file, load_policy_str};
+pub use load::{LoadError, load_policy_file, load_policy_file_with_text, load_policy_str};
+/// Static analysis and flow proofs (`warden analyze`).
+pub use warden_core::analysis;
 /// Policy coverage over decided requests (`warden test --coverage`).
 pub use warden_core::coverage;
 /// The decision pipeline's parts: callers, effects, audit receipts.

@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod analyze;
 mod audit;
 mod bench;
 mod check;
@@ -89,6 +90,25 @@ enum Command {
         #[arg(long, value_name = "PERCENT", value_parser = test::percentage)]
         fail_under: Option<f64>,
     },
+    /// Analyse a policy: shadowed, redundant, conflicting and never-matching rules, taints
+    /// added and never read (or read and never added), tools a principal can never call; each
+    /// finding as `file:line:col: severity[code]: message`. Exit 1 on an error-level finding.
+    /// With `--forbid`, prove instead that no session can make a forbidden sequence of allowed
+    /// calls, or print a shortest counterexample (exit 1).
+    Analyze {
+        /// The policy file (YAML or JSON).
+        policy: PathBuf,
+        /// A forbidden sequence: `STEP -> STEP [-> ...] [within N]`, a STEP being
+        /// `class:NAME`, `tool:GLOB` or a tool glob (repeatable).
+        #[arg(long, value_name = "SEQUENCE")]
+        forbid: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: test::Format,
+        /// Most session states a proof explores before giving up (exit 2).
+        #[arg(long, default_value_t = warden::analysis::DEFAULT_MAX_STATES)]
+        max_states: usize,
+    },
     /// Print the JSON Schema of policy files (format v1); the repository keeps it in
     /// `schema/policy.schema.json` (`warden schema > schema/policy.schema.json`).
     Schema,
@@ -167,6 +187,17 @@ fn main() -> ExitCode {
             coverage: coverage || fail_under.is_some(),
             format,
             fail_under,
+        }),
+        Command::Analyze {
+            policy,
+            forbid,
+            format,
+            max_states,
+        } => analyze::run(&analyze::AnalyzeArgs {
+            policy: &policy,
+            forbid: &forbid,
+            format,
+            max_states,
         }),
         Command::Schema => print_schema(),
         Command::Serve(args) => serve::run(&args),

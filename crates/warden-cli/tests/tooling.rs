@@ -363,3 +363,255 @@ fn the_schema_rejects_known_bad_policies() {
         assert_eq!(out.status.code(), Some(2), "{name}: the loader accepts it");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// `warden analyze`: findings and flow proofs.
+
+const LINTED: &str = r#"warden: 1
+name: lint
+tools:
+  "crm.read_*": [sensitive_read]
+  send_email: [external_write]
+  "kb.*": [internal_read]
+  shell: [exec]
+rules:
+  - { id: kb, effect: allow, classes: [internal_read] }
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii, unread] }
+  - { id: writes, effect: allow, classes: [external_write] }
+  - { id: no-exfil, effect: deny, classes: [external_write], if: "taint:pii" }
+  - { id: again, effect: allow, tools: [send_email] }
+  - { id: ops-shell, effect: allow, tools: [shell], principals: ["ops:*"] }
+  - { id: secret, effect: deny, if: "taint:secret" }
+  - { id: ghost, effect: allow, classes: [admin] }
+  - { id: dead, effect: allow, tools: [send_email], if: "taint:pii" }
+  - { id: same, effect: deny, classes: [internal_read] }
+"#;
+
+#[test]
+fn analyze_reports_findings_with_locations_and_exits_1_on_errors() {
+    let dir = temp_dir("analyze");
+    let policy = dir.join("lint.yaml");
+    std::fs::write(&policy, LINTED).unwrap();
+    let p = policy.to_str().unwrap();
+    let out = warden(&["analyze", p]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    for expected in [
+        format!(
+            "{p}:7:3: info[never-allowed]: tool `shell` can never be called by requests without a principal, any principal the policy does not name"
+        ),
+        format!(
+            "{p}:9:11: error[conflict]: rule `kb` (allow) and deny rule `same` (line 18) have the same scope"
+        ),
+        format!(
+            "{p}:10:72: warning[taint-never-read]: taint `unread` is added (rule `reads`) but no `if` reads it"
+        ),
+        format!(
+            "{p}:13:11: warning[redundant]: rule `again` is subsumed by earlier rule `writes` (line 11)"
+        ),
+        format!(
+            "{p}:15:37: error[never-matches]: rule `secret` never matches: its `if` can never hold"
+        ),
+        format!(
+            "{p}:15:37: warning[taint-never-added]: taint `secret` is used by rule `secret` but no rule adds it"
+        ),
+        format!(
+            "{p}:16:11: error[never-matches]: rule `ghost` never matches: no tool of the registry has class admin"
+        ),
+        format!(
+            "{p}:17:11: warning[shadowed]: rule `dead` (allow) never decides: deny rule `no-exfil` (line 12) matches whenever it does"
+        ),
+        format!("{p}: 3 error(s), 5 warning(s), 1 info"),
+    ] {
+        assert!(
+            stdout.contains(&expected),
+            "missing {expected:?} in\n{stdout}"
+        );
+    }
+
+    let out = warden(&["analyze", p, "--format", "json"]);
+    assert_eq!(out.status.code(), Some(1));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["errors"], 3);
+    let ghost = report["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "ghost")
+        .unwrap();
+    assert_eq!(
+        ghost,
+        &json!({"severity": "error", "code": "never-matches", "line": 16, "column": 11, "rule": "ghost",
+                "message": "rule `ghost` never matches: no tool of the registry has class admin"})
+    );
+
+    // A clean policy: exit 0.
+    let out = warden(&[
+        "analyze",
+        repo().join("examples/support-agent.yaml").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stdout));
+
+    // Bad input: exit 2 naming the problem.
+    let out = warden(&["analyze", "/nonexistent/policy.yaml"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("cannot read"));
+    let broken = dir.join("broken.yaml");
+    std::fs::write(
+        &broken,
+        "warden: 1\nname: x\nrules: [{ id: a, effect: permit }]\n",
+    )
+    .unwrap();
+    let out = warden(&["analyze", broken.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("broken.yaml:3:"),
+        "{}",
+        text(&out.stderr)
+    );
+}
+
+/// Decides `requests` (JSON Lines) with `warden eval`: each decision's verdict.
+fn eval_verdicts(policy: &str, requests: &str) -> Vec<String> {
+    let dir = temp_dir("eval-counterexample");
+    let file = dir.join("requests.jsonl");
+    std::fs::write(&file, requests).unwrap();
+    let out = warden(&["eval", "--policy", policy, file.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    text(&out.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["decision"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect()
+}
+
+#[test]
+fn forbid_proves_or_prints_a_shortest_counterexample_that_eval_reproduces() {
+    let support = repo().join("examples/support-agent.yaml");
+    let p = support.to_str().unwrap();
+
+    // Proved: right after a sensitive read, no external write goes through.
+    let out = warden(&[
+        "analyze",
+        p,
+        "--forbid",
+        "class:sensitive_read -> class:external_write within 1",
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    let stdout = text(&out.stdout);
+    assert!(stdout.starts_with("proved: no session can make `class:sensitive_read -> class:external_write within 1` through allowed calls ("), "{stdout}");
+    assert!(stdout.contains(" states explored"), "{stdout}");
+    assert!(stdout.contains("over-approximated (argument conditions and Rego assumed both ways): no-external-recipients"), "{stdout}");
+
+    // Not proved: a human approval clears the taint, so read -> approve -> send is possible.
+    let out = warden(&[
+        "analyze",
+        p,
+        "--forbid",
+        "class:sensitive_read -> class:external_write",
+        "--format",
+        "json",
+    ]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let report: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let proof = &report["proofs"][0];
+    assert_eq!(proof["proved"], false);
+    let steps = proof["counterexample"].as_array().unwrap();
+    let tools: Vec<&str> = steps
+        .iter()
+        .map(|s| s["request"]["tool"].as_str().unwrap())
+        .collect();
+    assert_eq!(tools, ["crm.read_", "human_approve", "send_email"]);
+    assert!(steps.iter().all(|s| s["reproduced"] == true));
+    let requests: String = steps
+        .iter()
+        .map(|s| format!("{}\n", s["request"]))
+        .collect();
+    assert_eq!(eval_verdicts(p, &requests), ["allow", "allow", "allow"]);
+
+    // The text form prints the same requests, one per line.
+    let out = warden(&["analyze", p, "--forbid", "crm.read_* -> send_email"]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.starts_with(
+            "counterexample: `crm.read_* -> send_email` is possible in 3 allowed request(s)"
+        ),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "{\"session\":\"proof\",\"kind\":\"tool_call\",\"tool\":\"human_approve\"}\n"
+        ),
+        "{stdout}"
+    );
+
+    // Bad patterns and bounds: exit 2.
+    for bad in ["a -> b within 0", "a -> -> b", "class: -> x", "a b -> c"] {
+        let out = warden(&["analyze", p, &format!("--forbid={bad}")]);
+        assert_eq!(out.status.code(), Some(2), "{bad}");
+        assert!(
+            text(&out.stderr).contains("forbidden sequence"),
+            "{bad}: {}",
+            text(&out.stderr)
+        );
+    }
+    let out = warden(&[
+        "analyze",
+        p,
+        "--forbid",
+        "class:sensitive_read -> class:external_write within 1",
+        "--max-states",
+        "1",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(text(&out.stderr).contains("more than 1 session states reachable"));
+}
+
+#[test]
+fn a_counterexample_that_needs_arguments_says_so() {
+    let dir = temp_dir("flow-args");
+    let policy = dir.join("args.yaml");
+    std::fs::write(
+        &policy,
+        r#"warden: 1
+name: args
+tools: { "crm.read": [sensitive_read], send_email: [external_write] }
+rules:
+  - { id: reads, effect: allow, classes: [sensitive_read], add_taints: [pii] }
+  - id: internal-mail
+    effect: allow
+    tools: [send_email]
+    args: { /to: { matches: "@corp\\.test$" } }
+"#,
+    )
+    .unwrap();
+    let out = warden(&[
+        "analyze",
+        policy.to_str().unwrap(),
+        "--forbid",
+        "crm.read -> send_email",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let stdout = text(&out.stdout);
+    assert!(
+        stdout.contains("  step 2 is denied without arguments: it needs arguments for which `internal-mail` holds"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(
+            "over-approximated (argument conditions and Rego assumed both ways): internal-mail"
+        ),
+        "{stdout}"
+    );
+}

@@ -159,6 +159,11 @@ pub trait Observer {
     /// The rule decided the request: the deny rule reported, or one of the allow / warn rules
     /// behind an allow (when no deny matched and content inspection did not deny).
     fn decided(&mut self, _rule: usize) {}
+    /// For analysis: the outcome to assume for the rule's argument conditions and Rego query
+    /// (`Some`: they are not evaluated; `None`, the default: evaluated as usual).
+    fn assume(&mut self, _rule: usize) -> Option<bool> {
+        None
+    }
 }
 
 /// The observer that records nothing: the decision path.
@@ -427,7 +432,13 @@ fn rule_matches<O: Observer>(
     observer: &mut O,
 ) -> Result<bool, RegoEvalError> {
     let holds = if O::ENABLED {
-        observed_conditions_hold(rule, n, cx, observer)
+        let assumed = observer.assume(n);
+        let holds = observed_conditions_hold(rule, n, cx, observer, assumed);
+        if assumed.is_some() {
+            // The Rego query is assumed along with the arguments.
+            return Ok(holds);
+        }
+        holds
     } else {
         static_conditions_hold(rule, cx)
     };
@@ -451,21 +462,27 @@ fn observed_conditions_hold<O: Observer>(
     n: usize,
     cx: &Cx<'_>,
     observer: &mut O,
+    assumed: Option<bool>,
 ) -> bool {
     if !targets_hold(rule, cx) {
         return false;
     }
     observer.reached(n);
-    let mut args = Judgement::Yes;
-    for (i, condition) in rule.args.iter().enumerate() {
-        let judgement = condition.judge(cx.request.args.as_ref());
-        observer.arg(n, i, judgement);
-        args = args.and(judgement);
-    }
-    let args_hold = match args {
-        Judgement::Yes => true,
-        Judgement::No => false,
-        Judgement::Unknown => rule.effect == Effect::Deny,
+    let args_hold = match assumed {
+        Some(assumed) => assumed,
+        None => {
+            let mut args = Judgement::Yes;
+            for (i, condition) in rule.args.iter().enumerate() {
+                let judgement = condition.judge(cx.request.args.as_ref());
+                observer.arg(n, i, judgement);
+                args = args.and(judgement);
+            }
+            match args {
+                Judgement::Yes => true,
+                Judgement::No => false,
+                Judgement::Unknown => rule.effect == Effect::Deny,
+            }
+        }
     };
     let after = rule.after.as_ref().is_none_or(|a| after_holds(a, cx.state));
     let condition = match &rule.condition {
