@@ -294,3 +294,72 @@ fn counterexample(
     }
     out
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+    use super::*;
+    use crate::policy::CompileOptions;
+
+    fn policy() -> CompiledPolicy {
+        CompiledPolicy::compile(
+            "t",
+            "warden: 1\nname: t\ntools: { a: [x], b: [y], c: [y] }\n",
+            CompileOptions::default(),
+        )
+        .unwrap()
+    }
+
+    /// Feeds `calls` to the automaton: the call at which the sequence completes, if any.
+    fn completes(forbid: &str, calls: &[&str]) -> Option<usize> {
+        let p = policy();
+        let f = Forbid::parse(forbid).unwrap();
+        let mut progress = vec![None; f.steps.len() - 1];
+        for (i, call) in calls.iter().enumerate() {
+            match f.advance(&progress, call, &p) {
+                None => return Some(i),
+                Some(next) => progress = next,
+            }
+        }
+        None
+    }
+
+    #[test]
+    fn sequences_complete_in_order_with_calls_between_and_within_bounds() {
+        assert_eq!(completes("a -> b", &["b", "a", "c", "b"]), Some(3));
+        assert_eq!(completes("class:x -> class:y", &["c", "a"]), None);
+        assert_eq!(completes("tool:a", &["b", "a"]), Some(1));
+        assert_eq!(completes("a -> b within 1", &["a", "c", "b"]), None);
+        assert_eq!(completes("a -> b within 2", &["a", "c", "b"]), Some(2));
+        // A later start gives a fresh window.
+        assert_eq!(completes("a -> b within 1", &["a", "c", "a", "b"]), Some(3));
+        assert_eq!(
+            completes("a -> c -> b within 2", &["a", "c", "c", "b"]),
+            None
+        );
+        assert_eq!(completes("a -> c -> b", &["a", "c", "c", "b"]), Some(3));
+        // One call is never two steps.
+        assert_eq!(completes("a -> a", &["a"]), None);
+        assert_eq!(completes("a -> a", &["a", "a"]), Some(1));
+    }
+
+    #[test]
+    fn bad_sequences_are_named() {
+        for bad in [
+            "",
+            "a ->",
+            "-> b",
+            "a b -> c",
+            "class: -> a",
+            "a -> b within 0",
+            "a -> b within x",
+        ] {
+            assert!(
+                matches!(Forbid::parse(bad), Err(AnalysisError::Forbid { .. })),
+                "{bad:?}"
+            );
+        }
+        let f = Forbid::parse(" class:x -> tool:b* within 3 ").unwrap();
+        assert_eq!((f.steps.len(), f.within), (2, Some(3)));
+    }
+}
