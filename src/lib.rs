@@ -39,9 +39,14 @@ pub mod content {
     pub use warden_content::*;
 }
 
-pub use load::{LoadError, load_policy_file, load_policy_str};
+pub use load::{LoadError, load_policy_file, load_policy_file_with_text, load_policy_str};
+/// Static analysis and flow proofs (`warden analyze`).
+pub use warden_core::analysis;
+/// Policy coverage over decided requests (`warden test --coverage`).
+pub use warden_core::coverage;
 /// The decision pipeline's parts: callers, effects, audit receipts.
 pub use warden_core::pipeline;
+pub use warden_core::policy::schema as policy_schema;
 /// The state layer: the traits every store implements and the in-memory stores.
 pub use warden_core::state;
 pub use warden_core::unique_keys::reject_duplicate_keys;

@@ -38,6 +38,27 @@ pub fn load_policy_file(path: impl AsRef<Path>) -> Result<CompiledPolicy, LoadEr
     )?)
 }
 
+/// Loads and compiles a policy file as [`load_policy_file`] does, also returning its text (for
+/// tools that point into it, such as `warden analyze`).
+pub fn load_policy_file_with_text(
+    path: impl AsRef<Path>,
+) -> Result<(String, CompiledPolicy), LoadError> {
+    let path = path.as_ref();
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| LoadError::Io {
+        path: origin.clone(),
+        message: e.to_string(),
+    })?;
+    let base = path.parent().unwrap_or_else(|| Path::new("."));
+    let policy = CompiledPolicy::compile_with(
+        &origin,
+        &text,
+        CompileOptions::default(),
+        &module_reader(base),
+    )?;
+    Ok((text, policy))
+}
+
 /// Compiles a policy from text (YAML or JSON); `origin` names it in errors. Rego modules must be
 /// inline.
 pub fn load_policy_str(origin: &str, text: &str) -> Result<CompiledPolicy, LoadError> {

@@ -8,8 +8,11 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 use serde_saphyr::Spanned;
 use warden_core::args::json_eq;
+use warden_core::coverage::Coverage;
 use warden_core::policy::doc::yaml_options;
-use warden_core::{CompileOptions, CompiledPolicy, Decision, Engine, Request, Verdict};
+use warden_core::{
+    CompileOptions, CompiledPolicy, Decision, Engine, Request, SessionState, Verdict,
+};
 
 use crate::load::{LoadError, load_policy_file, module_reader};
 
@@ -338,6 +341,29 @@ pub fn run_scenario(scenario: &Scenario) -> ScenarioReport {
         }
     }
     report
+}
+
+/// Decides a scenario's steps again through the observed evaluation path, adding to
+/// `coverage` (made for the scenario's policy); sessions are kept as the engine keeps them
+/// (from empty, each change applied). Steps whose request is invalid are skipped.
+pub fn cover_scenario(scenario: &Scenario, coverage: &mut Coverage) {
+    let mut sessions: std::collections::HashMap<&str, SessionState> =
+        std::collections::HashMap::new();
+    for step in &scenario.steps {
+        let Ok(request) = &step.request else { continue };
+        match request.session.as_deref() {
+            None => {
+                coverage.evaluate(&scenario.policy, request, &SessionState::default());
+            }
+            Some(session) => {
+                let state = sessions.entry(session).or_default();
+                let evaluation = coverage.evaluate(&scenario.policy, request, state);
+                if let Some(change) = evaluation.change {
+                    state.apply(&change);
+                }
+            }
+        }
+    }
 }
 
 /// The decision's value for an `expect` key, as JSON.

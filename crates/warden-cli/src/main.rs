@@ -6,6 +6,7 @@
 
 #![forbid(unsafe_code)]
 
+mod analyze;
 mod audit;
 mod bench;
 mod check;
@@ -77,7 +78,41 @@ enum Command {
         /// Also print one line per passing file.
         #[arg(long, short)]
         verbose: bool,
+        /// Also report policy coverage: per rule how often it was reached, matched and decided,
+        /// rules never matched, `if` sub-expressions never true or never false, argument
+        /// conditions never held.
+        #[arg(long)]
+        coverage: bool,
+        /// Coverage report format (with `--coverage` or `--fail-under`; `json` prints one JSON document on
+        /// stdout, the test lines on stderr).
+        #[arg(long, value_enum, default_value = "text")]
+        format: test::Format,
+        /// Exit 1 when coverage is below PERCENT (0 to 100); implies `--coverage`.
+        #[arg(long, value_name = "PERCENT", value_parser = test::percentage)]
+        fail_under: Option<f64>,
     },
+    /// Analyse a policy: shadowed, redundant, conflicting and never-matching rules, taints
+    /// added and never read (or read and never added), tools a principal can never call; each
+    /// finding as `file:line:col: severity[code]: message`. Exit 1 on an error-level finding.
+    /// With `--forbid`, prove instead that no session can make a forbidden sequence of allowed
+    /// calls, or print a shortest counterexample (exit 1).
+    Analyze {
+        /// The policy file (YAML or JSON).
+        policy: PathBuf,
+        /// A forbidden sequence: `STEP -> STEP [-> ...] [within N]`, a STEP being
+        /// `class:NAME`, `tool:GLOB` or a tool glob (repeatable).
+        #[arg(long, value_name = "SEQUENCE")]
+        forbid: Vec<String>,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: test::Format,
+        /// Most session states a proof explores before giving up (exit 2).
+        #[arg(long, default_value_t = warden::analysis::DEFAULT_MAX_STATES)]
+        max_states: usize,
+    },
+    /// Print the JSON Schema of policy files (format v1); the repository keeps it in
+    /// `schema/policy.schema.json` (`warden schema > schema/policy.schema.json`).
+    Schema,
     /// Run the HTTP decision daemon (see docs/serve.md).
     Serve(serve::ServeArgs),
     /// The daemon's configuration: check it, or show it as `warden serve` would run with it.
@@ -144,7 +179,31 @@ fn main() -> ExitCode {
             threads,
             json,
         }),
-        Command::Test { paths, verbose } => test::run(&paths, verbose),
+        Command::Test {
+            paths,
+            verbose,
+            coverage,
+            format,
+            fail_under,
+        } => test::run(&test::TestArgs {
+            paths: &paths,
+            verbose,
+            coverage: coverage || fail_under.is_some(),
+            format,
+            fail_under,
+        }),
+        Command::Analyze {
+            policy,
+            forbid,
+            format,
+            max_states,
+        } => analyze::run(&analyze::AnalyzeArgs {
+            policy: &policy,
+            forbid: &forbid,
+            format,
+            max_states,
+        }),
+        Command::Schema => print_schema(),
         Command::Serve(args) => serve::run(&args),
         Command::Config(command) => config::run(&command),
         Command::Keys(command) => keys::run(&command),
@@ -157,5 +216,26 @@ fn main() -> ExitCode {
             database_url,
             config,
         } => keys::migrate(database_url, config.as_deref()),
+    }
+}
+
+/// `warden schema`: the policy JSON Schema, pretty-printed, with a final newline.
+fn print_schema() -> ExitCode {
+    use std::io::Write;
+    let schema = warden::policy_schema();
+    let text = match serde_json::to_string_pretty(&schema) {
+        Ok(text) => text,
+        Err(e) => {
+            eprintln!("cannot write the schema: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match writeln!(std::io::stdout(), "{text}") {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("cannot write the schema: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

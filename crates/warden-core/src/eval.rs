@@ -139,12 +139,58 @@ impl Failure {
     }
 }
 
+/// Watches an evaluation, for coverage and analysis tools. Opt-in: the decision path uses
+/// [`NoObserver`], whose `ENABLED` is false, so every observing branch compiles away there.
+///
+/// Rules are named by their position in [`CompiledPolicy::rules`].
+pub trait Observer {
+    /// False for an observer that records nothing: the evaluation then takes its usual path.
+    const ENABLED: bool;
+    /// The rule was reached: its kinds, tools, classes and principals held, so its other
+    /// conditions were evaluated (each of them, without stopping at the first that fails).
+    fn reached(&mut self, _rule: usize) {}
+    /// What the rule's argument condition number `condition` said.
+    fn arg(&mut self, _rule: usize, _condition: usize, _judgement: Judgement) {}
+    /// The values of the rule's `if` sub-expressions, in [`crate::expr::Expr::subexpressions`]
+    /// order.
+    fn condition(&mut self, _rule: usize, _values: &[bool]) {}
+    /// The rule matched (every condition held, Rego included).
+    fn matched(&mut self, _rule: usize) {}
+    /// The rule decided the request: the deny rule reported, or one of the allow / warn rules
+    /// behind an allow (when no deny matched and content inspection did not deny).
+    fn decided(&mut self, _rule: usize) {}
+    /// For analysis: the outcome to assume for the rule's argument conditions and Rego query
+    /// (`Some`: they are not evaluated; `None`, the default: evaluated as usual).
+    fn assume(&mut self, _rule: usize) -> Option<bool> {
+        None
+    }
+}
+
+/// The observer that records nothing: the decision path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoObserver;
+
+impl Observer for NoObserver {
+    const ENABLED: bool = false;
+}
+
 /// Evaluates `request` under `policy` with the session's current `state` (empty when the
 /// request has no session).
 pub(crate) fn evaluate(
     policy: &CompiledPolicy,
     request: &Request,
     state: &SessionState,
+) -> Evaluation {
+    evaluate_observed(policy, request, state, &mut NoObserver)
+}
+
+/// [`evaluate`] reporting to `observer` (coverage, analysis). Pure: the caller applies the
+/// returned change to its session state. Decides exactly as the decision path does.
+pub fn evaluate_observed<O: Observer>(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &SessionState,
+    observer: &mut O,
 ) -> Evaluation {
     let tool = request.tool.as_deref();
     let classes = policy.registry.classes_of(tool);
@@ -156,19 +202,31 @@ pub(crate) fn evaluate(
     };
 
     let mut first_deny: Option<&Rule> = None;
+    let mut first_deny_at = 0usize;
+    let mut passing_at: Vec<usize> = Vec::new();
     let mut reasons = Vec::new();
     let mut passing: smallvec::SmallVec<[&Rule; 8]> = smallvec::SmallVec::new();
     for n in policy.index.candidates(tool, &classes) {
-        let Some(rule) = policy.rules.get(n as usize) else {
+        let n = n as usize;
+        let Some(rule) = policy.rules.get(n) else {
             continue;
         };
-        match rule_matches(policy, rule, &cx) {
+        match rule_matches(policy, rule, n, &cx, observer) {
             Ok(true) => {}
             Ok(false) => continue,
             Err(error) => return rego_failure(policy, request, state, rule, &error),
         }
+        if O::ENABLED {
+            observer.matched(n);
+            if rule.effect != Effect::Deny {
+                passing_at.push(n);
+            }
+        }
         match rule.effect {
             Effect::Deny => {
+                if first_deny.is_none() {
+                    first_deny_at = n;
+                }
                 first_deny.get_or_insert(rule);
                 if let Some(reason) = &rule.reason {
                     reasons.push(reason.clone());
@@ -208,6 +266,13 @@ pub(crate) fn evaluate(
             }
         }
         redacted = redacted_for(policy.mode, computed, outcome.redacted);
+    }
+    if O::ENABLED {
+        if first_deny.is_some() {
+            observer.decided(first_deny_at);
+        } else if computed == Verdict::Allow {
+            passing_at.iter().for_each(|&n| observer.decided(n));
+        }
     }
 
     let (verdict, dry_run_decision) = match policy.mode {
@@ -359,8 +424,25 @@ fn rego_failure(
     }
 }
 
-fn rule_matches(policy: &CompiledPolicy, rule: &Rule, cx: &Cx<'_>) -> Result<bool, RegoEvalError> {
-    if !static_conditions_hold(rule, cx) {
+fn rule_matches<O: Observer>(
+    policy: &CompiledPolicy,
+    rule: &Rule,
+    n: usize,
+    cx: &Cx<'_>,
+    observer: &mut O,
+) -> Result<bool, RegoEvalError> {
+    let holds = if O::ENABLED {
+        let assumed = observer.assume(n);
+        let holds = observed_conditions_hold(rule, n, cx, observer, assumed);
+        if assumed.is_some() {
+            // The Rego query is assumed along with the arguments.
+            return Ok(holds);
+        }
+        holds
+    } else {
+        static_conditions_hold(rule, cx)
+    };
+    if !holds {
         return Ok(false);
     }
     // Rego runs last: it is the most expensive condition.
@@ -373,7 +455,50 @@ fn rule_matches(policy: &CompiledPolicy, rule: &Rule, cx: &Cx<'_>) -> Result<boo
     }
 }
 
-fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
+/// Every static condition of the rule evaluated and reported (none skipped once the rule is
+/// reached); the same outcome as [`static_conditions_hold`].
+fn observed_conditions_hold<O: Observer>(
+    rule: &Rule,
+    n: usize,
+    cx: &Cx<'_>,
+    observer: &mut O,
+    assumed: Option<bool>,
+) -> bool {
+    if !targets_hold(rule, cx) {
+        return false;
+    }
+    observer.reached(n);
+    let args_hold = match assumed {
+        Some(assumed) => assumed,
+        None => {
+            let mut args = Judgement::Yes;
+            for (i, condition) in rule.args.iter().enumerate() {
+                let judgement = condition.judge(cx.request.args.as_ref());
+                observer.arg(n, i, judgement);
+                args = args.and(judgement);
+            }
+            match args {
+                Judgement::Yes => true,
+                Judgement::No => false,
+                Judgement::Unknown => rule.effect == Effect::Deny,
+            }
+        }
+    };
+    let after = rule.after.as_ref().is_none_or(|a| after_holds(a, cx.state));
+    let condition = match &rule.condition {
+        Some(c) => {
+            let mut values = Vec::new();
+            let value = c.eval_each(cx, &mut values);
+            observer.condition(n, &values);
+            value
+        }
+        None => true,
+    };
+    args_hold && after && condition
+}
+
+/// The rule's kinds, tools, classes and principals hold for the request.
+fn targets_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
     let request = cx.request;
     if !rule.applies_to(request.kind) {
         return false;
@@ -399,6 +524,14 @@ fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
             return false;
         }
     }
+    true
+}
+
+fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
+    if !targets_hold(rule, cx) {
+        return false;
+    }
+    let request = cx.request;
     // A value the conditions cannot judge makes a deny rule match and an allow rule not.
     let args = Judgement::all(rule.args.iter().map(|c| c.judge(request.args.as_ref())));
     let args_hold = match args {

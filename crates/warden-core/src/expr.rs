@@ -63,6 +63,114 @@ impl Expr {
     }
 }
 
+impl Expr {
+    /// Evaluates every sub-expression, without short-circuiting, pushing each one's value to
+    /// `out` in pre-order (the expression itself first; the order of [`Expr::subexpressions`]).
+    /// Returns the same value as [`Expr::eval`]. For coverage, not for decisions: it does more
+    /// work than `eval`.
+    pub fn eval_each(&self, cx: &dyn ExprContext, out: &mut Vec<bool>) -> bool {
+        let slot = out.len();
+        out.push(false);
+        let value = match self {
+            // Every operand evaluated (no short circuit): each one's value is recorded.
+            Expr::Or(items) => {
+                let mut any = false;
+                for e in items {
+                    any |= e.eval_each(cx, out);
+                }
+                any
+            }
+            Expr::And(items) => {
+                let mut all = true;
+                for e in items {
+                    all &= e.eval_each(cx, out);
+                }
+                all
+            }
+            Expr::Not(inner) => !inner.eval_each(cx, out),
+            atom => atom.eval(cx),
+        };
+        if let Some(v) = out.get_mut(slot) {
+            *v = value;
+        }
+        value
+    }
+
+    /// The text of every sub-expression, in pre-order (the expression itself first).
+    pub fn subexpressions(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        self.collect_text(&mut out);
+        out
+    }
+
+    fn collect_text(&self, out: &mut Vec<String>) {
+        out.push(self.to_string());
+        match self {
+            Expr::Or(items) | Expr::And(items) => items.iter().for_each(|e| e.collect_text(out)),
+            Expr::Not(inner) => inner.collect_text(out),
+            _ => {}
+        }
+    }
+
+    /// Every atom of the expression, in order, with whether it appears under an odd number
+    /// of `not`s (negated).
+    pub fn atoms(&self) -> Vec<(&Expr, bool)> {
+        let mut out = Vec::new();
+        self.collect_atoms(false, &mut out);
+        out
+    }
+
+    fn collect_atoms<'e>(&'e self, negated: bool, out: &mut Vec<(&'e Expr, bool)>) {
+        match self {
+            Expr::Or(items) | Expr::And(items) => {
+                items.iter().for_each(|e| e.collect_atoms(negated, out))
+            }
+            Expr::Not(inner) => inner.collect_atoms(!negated, out),
+            atom => out.push((atom, negated)),
+        }
+    }
+}
+
+/// Writes the expression back in the `if` syntax, with parentheses only where needed.
+impl std::fmt::Display for Expr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        fn operand(
+            e: &Expr,
+            parent_is_or: bool,
+            f: &mut std::fmt::Formatter<'_>,
+        ) -> std::fmt::Result {
+            match e {
+                Expr::Or(_) => write!(f, "({e})"),
+                Expr::And(_) if !parent_is_or => write!(f, "({e})"),
+                _ => write!(f, "{e}"),
+            }
+        }
+        match self {
+            Expr::Or(items) | Expr::And(items) => {
+                let (word, parent_is_or) = match self {
+                    Expr::Or(_) => (" or ", true),
+                    _ => (" and ", false),
+                };
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        f.write_str(word)?;
+                    }
+                    operand(item, parent_is_or, f)?;
+                }
+                Ok(())
+            }
+            Expr::Not(inner) => {
+                f.write_str("not ")?;
+                operand(inner, false, f)
+            }
+            Expr::Taint(name) => write!(f, "taint:{name}"),
+            Expr::Class(name) => write!(f, "class:{name}"),
+            Expr::Tool(glob) => write!(f, "tool:{}", glob.as_str()),
+            Expr::Principal(glob) => write!(f, "principal:{}", glob.as_str()),
+        }
+    }
+}
+
 /// A syntax error in an expression, with the byte offset where it was found.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("{message} at offset {offset}")]

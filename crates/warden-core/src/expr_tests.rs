@@ -130,3 +130,27 @@ proptest! {
         let _ = parse(&src);
     }
 }
+
+#[test]
+fn display_writes_back_what_parses_to_the_same_expression() {
+    for src in [
+        "taint:a",
+        "taint:a and not (class:b or tool:c*)",
+        "(taint:a or taint:b) and (principal:p? or not not class:x)",
+        "not (taint:a and taint:b) or taint:c",
+        "taint:a and (taint:b and taint:c)",
+    ] {
+        let expr = parse(src).unwrap();
+        let written = expr.to_string();
+        assert_eq!(parse(&written).unwrap(), expr, "{src} -> {written}");
+    }
+    assert_eq!(
+        parse("not (class:b or tool:c*)").unwrap().subexpressions(),
+        [
+            "not (class:b or tool:c*)",
+            "class:b or tool:c*",
+            "class:b",
+            "tool:c*"
+        ]
+    );
+}

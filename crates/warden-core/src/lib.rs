@@ -5,8 +5,10 @@
 
 #![forbid(unsafe_code)]
 
+pub mod analysis;
 pub mod args;
 pub mod content;
+pub mod coverage;
 pub mod decision;
 pub mod engine;
 pub mod eval;

@@ -5,6 +5,7 @@ mod compile;
 pub mod doc;
 mod error;
 mod registry;
+mod schema;
 
 use std::sync::Arc;
 
@@ -12,6 +13,7 @@ use sha2::{Digest, Sha256};
 
 pub use error::{Diagnostic, PolicyError};
 pub use registry::{Classes, ToolRegistry};
+pub use schema::{SCHEMA_ID, schema};
 
 use crate::args::ArgCondition;
 use crate::decision::{PolicyInfo, Verdict};
