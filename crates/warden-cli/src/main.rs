@@ -9,6 +9,7 @@
 mod analyze;
 mod audit;
 mod bench;
+mod certs;
 mod check;
 mod config;
 mod eval;
@@ -115,6 +116,9 @@ enum Command {
     Schema,
     /// Run the HTTP decision daemon (see docs/serve.md).
     Serve(serve::ServeArgs),
+    /// Certificates for development: a local CA, a server and a client certificate.
+    #[command(subcommand)]
+    Certs(certs::CertsCommand),
     /// The daemon's configuration: check it, or show it as `warden serve` would run with it.
     #[command(subcommand)]
     Config(config::ConfigCommand),
@@ -206,6 +210,7 @@ fn main() -> ExitCode {
         Command::Schema => print_schema(),
         Command::Serve(args) => serve::run(&args),
         Command::Config(command) => config::run(&command),
+        Command::Certs(command) => certs::run(&command),
         Command::Keys(command) => keys::run(&command),
         Command::Audit(command) => audit::run(&command),
         Command::Token(command) => token::run(&command),

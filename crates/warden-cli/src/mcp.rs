@@ -491,6 +491,7 @@ fn proxy(
             warden_mcp::http::router(state, "/mcp"),
             limits,
             warden_server::listen::ConnMetrics::default(),
+            None,
             async move {
                 interrupt.recv().await;
             },

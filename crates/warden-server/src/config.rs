@@ -137,6 +137,8 @@ pub struct ServeConfig {
     pub token_ttl: u64,
     /// The audit log; none: no audit log.
     pub audit: Option<AuditSettings>,
+    /// TLS on the listener (and mutual TLS with `client_ca`); none: plain TCP.
+    pub tls: Option<TlsSettings>,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
@@ -197,6 +199,7 @@ impl Default for ServeConfig {
             signing_key: None,
             token_ttl: warden_proof::DEFAULT_TTL_SECS,
             audit: None,
+            tls: None,
             mcp_upstreams: Vec::new(),
             workers: 0,
             max_identifier_bytes: 256,
@@ -254,6 +257,16 @@ impl ServeConfig {
         }
         if let Some(audit) = &mut self.audit {
             audit.rebase(base);
+        }
+        if let Some(tls) = &mut self.tls {
+            for p in [&mut tls.cert, &mut tls.key]
+                .into_iter()
+                .chain(tls.client_ca.as_mut())
+            {
+                if p.is_relative() {
+                    *p = base.join(&*p);
+                }
+            }
         }
     }
 
@@ -341,6 +354,47 @@ impl std::fmt::Debug for SecretUrl {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let scheme = self.0.split_once("://").map_or("?", |(s, _)| s);
         write!(f, "{scheme}://(hidden)")
+    }
+}
+
+/// The lowest TLS version accepted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+pub enum TlsVersion {
+    /// TLS 1.3 only (the default).
+    #[serde(rename = "1.3")]
+    V1_3,
+    /// TLS 1.2 and 1.3.
+    #[serde(rename = "1.2")]
+    V1_2,
+}
+
+/// The `tls` section of the configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSettings {
+    /// The certificate chain (PEM), the server's certificate first.
+    pub cert: PathBuf,
+    /// Its private key (PEM: PKCS#8, PKCS#1 or SEC1).
+    pub key: PathBuf,
+    /// CA bundle (PEM) client certificates must chain to: mutual TLS, a certificate required of
+    /// every client. None: no client certificates asked for.
+    #[serde(default)]
+    pub client_ca: Option<PathBuf>,
+    /// `"1.3"` (the default) or `"1.2"` (also accept TLS 1.2).
+    #[serde(default = "TlsSettings::default_min_version")]
+    pub min_version: TlsVersion,
+    /// How often the files are checked for a change, in milliseconds.
+    #[serde(default = "TlsSettings::default_reload_interval_ms")]
+    pub reload_interval_ms: u64,
+}
+
+impl TlsSettings {
+    fn default_min_version() -> TlsVersion {
+        TlsVersion::V1_3
+    }
+
+    fn default_reload_interval_ms() -> u64 {
+        2_000
     }
 }
 

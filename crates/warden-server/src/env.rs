@@ -57,6 +57,12 @@ fn shape() -> Value {
         (&mut shape, serde_json::to_value(AuditSettings::default()))
     {
         fields.insert("audit".to_owned(), audit);
+        // The fields a `tls` section has (it has no default: `cert` and `key` are required).
+        fields.insert(
+            "tls".to_owned(),
+            serde_json::json!({"cert": "", "key": "", "client_ca": null,
+                               "min_version": "1.3", "reload_interval_ms": 2000}),
+        );
     }
     shape
 }

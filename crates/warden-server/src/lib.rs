@@ -30,6 +30,7 @@ mod opa;
 mod run;
 pub mod signing;
 pub mod snapshot;
+pub mod tls;
 
 use std::path::PathBuf;
 use std::sync::Arc;

@@ -270,6 +270,7 @@ pub async fn serve<S>(
     app: S,
     limits: ConnLimits,
     metrics: ConnMetrics,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     shutdown: impl Future<Output = ()>,
 ) where
     S: tower::Service<
@@ -337,10 +338,10 @@ pub async fn serve<S>(
             tracing::debug!(error = %e, "cannot set TCP_NODELAY");
         }
         let activity = Arc::new(Activity::new());
-        let io = TokioIo::new(Tracked {
+        let tracked = Tracked {
             stream,
             activity: Arc::clone(&activity),
-        });
+        };
         let service = {
             let (app, activity) = (app.clone(), Arc::clone(&activity));
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
@@ -362,13 +363,42 @@ pub async fn serve<S>(
                 }
             })
         };
-        let conn = graceful.watch(builder.serve_connection(io, service).into_owned());
+        let watcher = graceful.watcher();
+        let (builder, tls) = (builder.clone(), tls.clone());
+        let served = async move {
+            match tls {
+                None => watcher
+                    .watch(
+                        builder
+                            .serve_connection(TokioIo::new(tracked), service)
+                            .into_owned(),
+                    )
+                    .await
+                    .map_err(|e| e.to_string()),
+                // The handshake is bounded like a request head: the watchdog's header read
+                // timeout runs from the connection's first byte.
+                Some(acceptor) => {
+                    let stream = acceptor
+                        .accept(tracked)
+                        .await
+                        .map_err(|e| format!("TLS handshake: {e}"))?;
+                    watcher
+                        .watch(
+                            builder
+                                .serve_connection(TokioIo::new(stream), service)
+                                .into_owned(),
+                        )
+                        .await
+                        .map_err(|e| e.to_string())
+                }
+            }
+        };
         let metrics = metrics.clone();
         let timeout_log = Arc::clone(&timeout_log);
         metrics.connections.inc();
         tokio::spawn(async move {
             tokio::select! {
-                result = conn => {
+                result = served => {
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "connection ended with an error");
                     }

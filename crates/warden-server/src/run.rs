@@ -127,6 +127,16 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         .store()
         .spawn_flusher(Duration::from_millis(config.flush_interval_ms.max(1)))
         .map_err(|e| ServeError::Store(e.to_string()))?;
+    // TLS files are read before listening: a certificate that does not load is a configuration
+    // mistake, said at once.
+    let tls = match &config.tls {
+        Some(settings) => {
+            let tls = crate::tls::Tls::load(settings).map_err(ServeError::Load)?;
+            tls.spawn_reloader();
+            Some(tls.acceptor())
+        }
+        None => None,
+    };
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| ServeError::Io(format!("cannot listen on {}: {e}", config.listen)))?;
@@ -146,6 +156,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let snapshot = state.snapshot();
     tracing::info!(
         addr = %addr,
+        tls = tls.is_some(),
         workers,
         policies = snapshot.policies.len(),
         keys = snapshot.keys.len(),
@@ -191,7 +202,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         rejected: metrics.connections_rejected.clone(),
         timeouts: metrics.connection_timeouts.clone(),
     };
-    let server = crate::listen::serve(listener, app, limits, conn_metrics, async move {
+    let server = crate::listen::serve(listener, app, limits, conn_metrics, tls, async move {
         terminate(signals.term, signals.int).await;
         tracing::info!("shutting down: draining in-flight requests");
         shutdown_state.set_ready(false);

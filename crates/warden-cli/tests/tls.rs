@@ -1,0 +1,273 @@
+//! TLS and mutual TLS on `warden serve`, with certificates from `warden certs dev`, through
+//! `curl`, PyPI `requests` and `grpcio`: TLS 1.3 only unless 1.2 is configured, plain TCP
+//! refused, client certificates required and checked with `client_ca`, and the certificate and
+//! the CA bundle rotated without a restart (no failed request under load while it happens).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+use common::serve::Server;
+use common::{SUPPORT_AGENT, WARDEN};
+use serde_json::Value;
+
+struct Site {
+    dir: tempfile::TempDir,
+}
+
+impl Site {
+    /// Policies, two independent sets of development certificates (`a/`, `b/`) and a
+    /// `warden.yaml` with `tls` (`extra` appended to its section).
+    fn new(tls_extra: &str) -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("pol")).unwrap();
+        std::fs::write(dir.path().join("pol/support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        for set in ["a", "b"] {
+            let out = Command::new(WARDEN)
+                .args(["certs", "dev", "--out"])
+                .arg(dir.path().join(set))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        // The files the daemon reads, copied from set `a`.
+        for name in ["server.pem", "server.key", "ca.pem"] {
+            std::fs::copy(dir.path().join("a").join(name), dir.path().join(name)).unwrap();
+        }
+        std::fs::write(
+            dir.path().join("warden.yaml"),
+            format!(
+                "policies: pol\nstate: memory\nanonymous_policy: support-agent\nwatch: false\n\
+                 tls:\n  cert: server.pem\n  key: server.key\n  reload_interval_ms: 100\n{tls_extra}"
+            ),
+        )
+        .unwrap();
+        Self { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn start(&self) -> Server {
+        let config = self.path("warden.yaml").display().to_string();
+        Server::spawn(
+            &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
+            &self.path("port"),
+            &self.path("log"),
+        )
+    }
+
+    /// Replaces the daemon's files with set `set`'s, each by a rename (as a secret mount does).
+    fn rotate(&self, set: &str, names: &[&str]) {
+        for name in names {
+            let tmp = self.path(&format!("{name}.new"));
+            std::fs::copy(self.path(set).join(name), &tmp).unwrap();
+            std::fs::rename(&tmp, self.path(name)).unwrap();
+        }
+    }
+}
+
+fn port(server: &Server) -> String {
+    server.addr.rsplit(':').next().unwrap().to_owned()
+}
+
+/// `curl` to `https://localhost:PORT/health/live` with `args`: the exit code (0 on success).
+fn curl(server: &Server, args: &[&str]) -> i32 {
+    let out = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "--max-time", "5"])
+        .args(args)
+        .arg(format!("https://localhost:{}/health/live", port(server)))
+        .output()
+        .expect("curl is required");
+    out.status.code().unwrap_or(-1)
+}
+
+fn python(args: &[&str]) -> Value {
+    let out: Output = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/clients.py"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "requests/grpcio missing? run scripts/test: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn tls_serves_1_3_only_by_default_and_refuses_plain_connections() {
+    let site = Site::new("");
+    let server = site.start();
+    let ca = site.path("a/ca.pem");
+    assert_eq!(curl(&server, &["--cacert", s(&ca)]), 0);
+    assert_eq!(curl(&server, &["--cacert", s(&ca), "--http2"]), 0);
+    assert_ne!(
+        curl(&server, &["--cacert", s(&ca), "--tls-max", "1.2"]),
+        0,
+        "TLS 1.2 refused"
+    );
+    assert_ne!(
+        curl(&server, &[]),
+        0,
+        "a certificate from no trusted CA is refused by curl"
+    );
+    // Plain HTTP on the TLS port gets no answer.
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            &format!("http://127.0.0.1:{}/health/live", port(&server)),
+        ])
+        .output()
+        .unwrap();
+    assert!(!plain.status.success());
+    // requests (HTTP/1.1) and grpcio (HTTP/2, ALPN) over TLS.
+    let seen = python(&[&format!("127.0.0.1:{}", port(&server)), s(&ca)]);
+    assert_eq!(seen["requests"], "allow", "{seen}");
+    assert_eq!(seen["grpc_health"], "SERVING", "{seen}");
+    drop(server);
+
+    let site = Site::new("  min_version: \"1.2\"\n");
+    let server = site.start();
+    let ca = site.path("a/ca.pem");
+    assert_eq!(
+        curl(&server, &["--cacert", s(&ca), "--tls-max", "1.2"]),
+        0,
+        "TLS 1.2 allowed"
+    );
+}
+
+#[test]
+fn mutual_tls_requires_a_client_certificate_from_the_bundle_and_its_ca_rotates() {
+    let site = Site::new("  client_ca: ca.pem\n");
+    let server = site.start();
+    let (ca, a, b) = (site.path("a/ca.pem"), site.path("a"), site.path("b"));
+    let with = |set: &Path| {
+        curl(
+            &server,
+            &[
+                "--cacert",
+                s(&ca),
+                "--cert",
+                s(&set.join("client.pem")),
+                "--key",
+                s(&set.join("client.key")),
+            ],
+        )
+    };
+    assert_eq!(with(&a), 0, "a client certificate from the bundle");
+    assert_ne!(
+        curl(&server, &["--cacert", s(&ca)]),
+        0,
+        "no client certificate"
+    );
+    assert_ne!(with(&b), 0, "a client certificate from another CA");
+    let seen = python(&[
+        &format!("127.0.0.1:{}", port(&server)),
+        s(&ca),
+        s(&a.join("client.pem")),
+        s(&a.join("client.key")),
+    ]);
+    assert_eq!(seen["requests"], "allow", "{seen}");
+    assert_eq!(seen["grpc_health"], "SERVING", "{seen}");
+    let refused = python(&[&format!("127.0.0.1:{}", port(&server)), s(&ca)]);
+    assert!(refused["requests"]["error"].is_string(), "{refused}");
+
+    // The CA bundle rotated to set b's: b's clients get in, a's no longer, without a restart.
+    site.rotate("b", &["ca.pem"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while with(&b) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new CA bundle was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_ne!(with(&a), 0);
+}
+
+#[test]
+fn the_certificate_rotates_under_load_without_a_failed_request() {
+    let site = Site::new("");
+    let server = site.start();
+    // Clients trust both CAs: the rotation itself must cost no request.
+    let both = site.path("both.pem");
+    let bundle = [
+        std::fs::read_to_string(site.path("a/ca.pem")).unwrap(),
+        std::fs::read_to_string(site.path("b/ca.pem")).unwrap(),
+    ]
+    .concat();
+    std::fs::write(&both, bundle).unwrap();
+    let address = format!("localhost:{}", port(&server));
+    let load = {
+        let (address, both) = (address.clone(), both.clone());
+        std::thread::spawn(move || python(&["--load", "4", &address, s(&both)]))
+    };
+    std::thread::sleep(Duration::from_millis(1500));
+    site.rotate("b", &["server.key", "server.pem"]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let b_ca = site.path("b/ca.pem");
+    while curl(&server, &["--cacert", s(&b_ca)]) != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new certificate was not picked up"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let a_ca = site.path("a/ca.pem");
+    assert_ne!(
+        curl(&server, &["--cacert", s(&a_ca)]),
+        0,
+        "new connections get the new one"
+    );
+    let seen = load.join().unwrap();
+    assert_eq!(seen["failed"], 0, "{seen}");
+    assert!(seen["ok"].as_u64().unwrap() > 20, "{seen}");
+    // A half-written certificate (a key that does not match) is refused and the current one kept.
+    std::fs::copy(site.path("a/server.key"), site.path("server.key")).unwrap();
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(
+        curl(&server, &["--cacert", s(&b_ca)]),
+        0,
+        "the loaded certificate is kept"
+    );
+    assert!(
+        server.log_text().contains("do not load"),
+        "{}",
+        server.log_text()
+    );
+}
+
+#[test]
+fn a_certificate_that_does_not_load_stops_the_start_naming_the_file() {
+    let site = Site::new("");
+    std::fs::write(site.path("server.pem"), "not a certificate").unwrap();
+    let out = Command::new(WARDEN)
+        .args(["serve", "--config"])
+        .arg(site.path("warden.yaml"))
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("server.pem"));
+}
