@@ -64,7 +64,7 @@ const SHOW: &str = r"(?:reveal|show|print|display|output|repeat|tell|give|share|
 const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|messages?|conversation|orders?|text|input|tasks?)";
 /// Nouns naming the assistant's own instructions in the void / supersede signals.
 const TARGET: &str = r"(?:instructions?|prompts?|system prompt|directives?|rules|guidelines|guardrails|constraints|polic(?:y|ies)|programming|restrictions|orders|commands)";
-const QUAL2: &str = r"(?:previous|prior|earlier|preceding|above|old|original|initial|existing|former|system|developer|default|current|safety|other)";
+const QUAL2: &str = r"(?:previous|prior|earlier|preceding|above|old|original|initial|existing|former|system|developer|default|current|safety|other|content|usage)";
 const LIMITS: &str = r"(?:polic(?:y|ies)|filters?|restrictions|rules|limits|limitations|guidelines|guardrails|censorship|morals|ethics|boundaries|constraints|safeguards)";
 const SENSITIVE: &str = r"(?:credentials?|passwords?|api[ _-]?keys?|access tokens?|secrets?|ssh keys?|private keys?|env(?:ironment)? (?:variables|vars|file)|\.env|cookies?|session (?:tokens?|cookies?|ids?)|chat history|this conversation|system prompt|saved cards|card numbers|customer (?:list|data|records)|user data)";
 const NO_CONFIRM: &str = r"(?:without (?:asking|confirmation|confirming|approval|checking|prompting|verification|(?:the )?user(?:'s)? (?:approval|confirmation|consent))|no (?:need )?(?:to )?(?:confirm|ask)|no confirmation (?:is )?(?:needed|required)|skip(?:ping)? (?:the )?(?:confirmation|approval|review)|do not ask (?:for )?(?:confirmation|permission|the user)|don't ask (?:for )?(?:confirmation|permission|the user))";
@@ -209,7 +209,7 @@ fn signals() -> Vec<Signal> {
         sig(MARKUP, 0.4, true, r#"</?(?:tool_call|function_call|tool_use|invoke|antml:invoke|function_calls)>|<\|tool_call\|>|\{ ?"(?:name|tool|function|tool_name)" ?: ?"[a-z0-9_.\-]+" ?, ?"(?:arguments|args|parameters|input)" ?: ?\{"#),
         sig(SUPPORT, 0.3, false, r"\b(?:execute|run|call|invoke|perform|trigger|process)(?: the| this| that| these| above| below| following)* (?:tool[ _]?calls?|function[ _]?calls?|calls?|json|actions?|tool|function|it|them|this|that)\b|<- ?run\b"),
         // Exfiltration: an outward verb aimed at an e-mail address, a URL, a webhook, a paste site.
-        sig(EXFIL, 0.4, true, r"\b(?:send|forward|e-?mail|mail|post|upload|transmit|leak|share|copy|cc|bcc|submit|sync|push|pipe|report|deliver)\b(?: [^ ]+){0,8} (?:to|at|into|via|on) (?:the |this |a |our |my )?(?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.|(?:webhook|pastebin|paste site|gist|ngrok|requestbin)\b)"),
+        sig(EXFIL, 0.35, true, r"\b(?:send|forward|e-?mail|mail|post|upload|transmit|leak|share|copy|cc|bcc|submit|sync|push|pipe|report|deliver)\b(?: [^ ]+){0,8} (?:to|at|into|via|on) (?:the |this |a |our |my )?(?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.|(?:webhook|pastebin|paste site|gist|ngrok|requestbin)\b)"),
         sig(EXFIL, 0.3, true, r"\b(?:webhook\.site|pastebin\.com|paste\.ee|hastebin|requestbin|pipedream\.net|ngrok\.io|ngrok-free\.app|burpcollaborator|interact\.sh|oast\.(?:fun|pro|live|site)|transfer\.sh|discord(?:app)?\.com/api/webhooks)\b|\b(?:upload|post|paste|send)(?: [^ ]+){0,4} (?:to )?pastebin\b"),
         sig(EXFIL, 0.4, true, r"\b(?:curl|wget|iwr|invoke-webrequest)\b[^|\n]{0,200}\| ?(?:sudo )?(?:ba|z|k|da)?sh\b|\b(?:ba)?sh <\(curl|\bpowershell[^\n]{0,60}(?:iex|invoke-expression)|\bbase64 (?:-d|--decode)[^|\n]{0,60}\| ?(?:ba)?sh"),
         sig(SUPPORT, 0.2, false, format!(r"\b{SENSITIVE}\b")),
@@ -218,7 +218,8 @@ fn signals() -> Vec<Signal> {
         sig(COERCION, 0.45, true, format!(r"\b{NO_CONFIRM}")),
         sig(COERCION, 0.35, true, r"(?:/etc/(?:passwd|shadow|sudoers)|~/\.ssh\b|\.ssh/(?:id_[a-z0-9]+|authorized_keys)|\bid_(?:rsa|ed25519|ecdsa)\b|\.aws/credentials|\.git-credentials|\.netrc\b|\.bash_history|/proc/self/environ|\.kube/config|\.docker/config\.json)"),
         sig(COERCION, 0.4, true, r"\b(?:pay|payment|transfer|wire|purchase|buy|checkout|complete the purchase|approve (?:the )?(?:payment|transaction|invoice))\b(?: [^ ]+){0,8} (?:immediately|automatically)\b|\b(?:pre-?approved|already approved) (?:all )?(?:payments|purchases|transactions|transfers)\b"),
-        sig(SUPPORT, 0.3, false, r"\b(?:in|into|to|at the end of) your (?:summary|response|reply|answer|output|next message|report)\b|\bbefore (?:responding|replying|answering|summari[sz]ing)\b|\b(?:in|into) the (?:reply|response|answer|summary)\b"),
+        // Addressed to the assistant's own output: specific enough to start a window.
+        sig(COERCION, 0.3, true, r"\b(?:in|into|to|at the end of) your (?:summary|response|reply|answer|output|next message|report)\b|\bbefore (?:responding|replying|answering|summari[sz]ing)\b|\b(?:in|into) the (?:reply|response|answer|summary)\b"),
         // Addressed to the assistant / agent / model.
         sig(COERCION, 0.45, true, r"\b(?:note|message|instructions?|attention|important|urgent|notice|reminder|directive|command|p\.?s\.?)(?: for| to)(?: the| any| all| every)? (?:ai|assistant|agent|model|llm|chatbot|language model|ai assistant|ai model|ai agent|bot|claude|chatgpt|gpt|coding assistant|coding agent|copilot)s?\b"),
         sig(COERCION, 0.45, true, r"\b(?:if|when) you are (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing|editing))?\b|\b(?:dear|hey|hi|attention|to the|to any) (?:ai|assistant|llm|language model|chatbot|agent|chatgpt|claude|copilot)\b"),
@@ -469,6 +470,9 @@ fn confirm_spaced(run: &str) -> bool {
     SPACED_WORDS.iter().any(|w| joined.contains(w))
 }
 
+/// Most weight the support signals of one window add together.
+const SUPPORT_CAP: f64 = 0.2;
+
 /// Noisy-or of the distinct signals around each anchor; keep the hits of windows that reach
 /// `threshold`.
 fn combine(mut raw: Vec<Raw>, n_signals: usize, threshold: f64) -> Scored {
@@ -483,13 +487,28 @@ fn combine(mut raw: Vec<Raw>, n_signals: usize, threshold: f64) -> Scored {
         let lo = raw.partition_point(|x| x.start + WINDOW < r.start);
         let hi = raw.partition_point(|x| x.start <= r.start + WINDOW);
         per_signal.iter_mut().for_each(|w| *w = 0.0);
+        let mut support = vec![false; n_signals];
         for x in raw.get(lo..hi).unwrap_or(&[]) {
             if let Some(w) = per_signal.get_mut(x.signal) {
                 *w = w.max(x.weight);
             }
+            if let Some(s) = support.get_mut(x.signal) {
+                *s = !x.anchor;
+            }
         }
-        let miss: f64 = per_signal.iter().map(|w| 1.0 - w).product();
-        let score = 1.0 - miss;
+        // Support signals together count at most SUPPORT_CAP: ordinary business text is full
+        // of imperatives, "you must", addresses and "assistant", and must not add up to an
+        // attack without a real anchor beside them.
+        let (mut miss_anchor, mut miss_support) = (1.0f64, 1.0f64);
+        for (w, s) in per_signal.iter().zip(&support) {
+            if *s {
+                miss_support *= 1.0 - w;
+            } else {
+                miss_anchor *= 1.0 - w;
+            }
+        }
+        let support_w = (1.0 - miss_support).min(SUPPORT_CAP);
+        let score = 1.0 - miss_anchor * (1.0 - support_w);
         best = best.max(score);
         if score >= threshold {
             for k in keep.get_mut(lo..hi).unwrap_or(&mut []) {
