@@ -1,6 +1,14 @@
-//! Prompt-injection heuristics: phrase families matched on a normalised copy of the text, plus
-//! two character-level families (invisible / bidi Unicode and zero-width obfuscation) matched on
-//! the original text.
+//! Prompt-injection scoring: weighted signals matched on a normalised copy of the text, plus
+//! character-level signals (invisible / bidi Unicode, zero-width runs, spaced-out letters,
+//! base64 blobs) matched on the original text.
+//!
+//! No single phrase decides. Each signal has a family and a weight in (0, 1); signals that fire
+//! within [`WINDOW`] characters of an *anchor* (a signal specific enough to start a window) are
+//! combined as a noisy-or, `1 - prod(1 - w)`, counting each signal once. A text's score is the
+//! best window's; findings are the reportable hits of windows that reach the policy threshold.
+//! Weak *support* signals (an imperative verb, "you must", a URL, an e-mail address, a mention
+//! of an AI) never start a window: ordinary text full of them scores 0, and the scan of such text
+//! stops after one union-regex check.
 //!
 //! Normalisation (one pass, keeping a map back to original char offsets): lowercase; Cyrillic /
 //! Greek / fullwidth look-alikes folded to ASCII; zero-width, bidi and tag characters removed;
@@ -9,127 +17,334 @@
 
 use regex::{Regex, RegexBuilder};
 
-/// Lazy-DFA cache per family regex: large enough that the union never thrashes.
+/// Lazy-DFA cache per regex: large enough that the anchor union never thrashes.
 const DFA_LIMIT: usize = 32 << 20;
 
-/// The injection families, in reporting order.
-pub const FAMILIES: [&str; 6] = [
+/// Signals combine only when they start within this many chars of an anchor: an attack is a few
+/// sentences, while a long document mentioning "send" here and a URL there is not one.
+const WINDOW: usize = 320;
+
+/// The injection families, in reporting order. The first six are the historical names (kept
+/// stable: policies and audit consumers match on them); the last four came with scoring.
+pub const FAMILIES: [&str; 10] = [
     "instruction_override",
     "system_prompt_extraction",
     "role_hijack",
     "tool_coercion",
     "invisible_unicode",
     "zero_width_obfuscation",
+    "exfiltration",
+    "hidden_instruction",
+    "forged_markup",
+    "obfuscated_text",
 ];
+
+const OVERRIDE: u8 = 0;
+const EXTRACTION: u8 = 1;
+const HIJACK: u8 = 2;
+const COERCION: u8 = 3;
+const INVISIBLE: u8 = 4;
+const ZERO_WIDTH: u8 = 5;
+const EXFIL: u8 = 6;
+const HIDDEN: u8 = 7;
+const MARKUP: u8 = 8;
+const OBFUSCATED: u8 = 9;
+/// Family of support signals: they add weight but are never reported on their own.
+const SUPPORT: u8 = u8::MAX;
+
+/// Weight of the historical phrase families: each is specific enough to flag a text alone.
+const STRONG: f64 = 0.8;
 
 const VERB_IGNORE: &str = r"(?:ignore|disregard|forget|override|bypass|skip|discard|neglect|abandon|drop|set aside|throw away|throw out|erase|overwrite)";
 const FILL: &str =
     r"(?: (?:all|any|every|each|the|your|my|of|these|those|that|this|whatever|entire|whole))*";
 const QUAL: &str = r"(?:previous|prior|above|earlier|preceding|former|original|initial|old|system|developer|safety|preset|default|existing|standing|foregoing|past|preceeding)";
 const SHOW: &str = r"(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|provide|write|recite|list|paste|spell out|return|send|read|copy|echo|reproduce|disclose|type)";
-const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|messages?|conversation|orders?|text|input|settings|configuration|tasks?)";
+/// What an override targets: the assistant's instructions, never a value, line or slide.
+const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|messages?|conversation|orders?|text|input|tasks?)";
+/// Nouns naming the assistant's own instructions in the void / supersede signals.
+const TARGET: &str = r"(?:instructions?|prompts?|system prompt|directives?|rules|guidelines|guardrails|constraints|polic(?:y|ies)|programming|restrictions|orders|commands)";
+const QUAL2: &str = r"(?:previous|prior|earlier|preceding|above|old|original|initial|existing|former|system|developer|default|current|safety|other|content|usage)";
+const LIMITS: &str = r"(?:polic(?:y|ies)|filters?|restrictions|rules|limits|limitations|guidelines|guardrails|censorship|morals|ethics|boundaries|constraints|safeguards)";
+const SENSITIVE: &str = r"(?:credentials?|passwords?|api[ _-]?keys?|access tokens?|secrets?|ssh keys?|private keys?|env(?:ironment)? (?:variables|vars|file)|\.env|cookies?|session (?:tokens?|cookies?|ids?)|chat history|this conversation|system prompt|saved cards|card numbers|customer (?:list|data|records)|user data)";
+const NO_CONFIRM: &str = r"(?:without (?:asking|confirmation|confirming|approval|checking|prompting|verification|(?:the )?user(?:'s)? (?:approval|confirmation|consent))|no (?:need )?(?:to )?(?:confirm|ask)|no confirmation (?:is )?(?:needed|required)|skip(?:ping)? (?:the )?(?:confirmation|approval|review)|do not ask (?:for )?(?:confirmation|permission|the user)|don't ask (?:for )?(?:confirmation|permission|the user))";
 
-fn families_src() -> [String; 4] {
-    let override_src = [
-        format!(r"\b{VERB_IGNORE}{FILL} {QUAL}(?: [a-z]+)? {NOUN}\b"),
-        format!(r"\b{VERB_IGNORE}(?: all| any)?(?: of)? your (?:[a-z]+ )?{NOUN}\b"),
-        format!(r"\b{VERB_IGNORE} (?:all|everything|anything)(?: that| which)? (?:you(?:'ve| have| were| are)? ?(?:been )?(?:told|taught|learned|said|instructed|given|programmed)|above|before|prior|previously|so far|up to (?:now|this point))"),
-        format!(r"\b{VERB_IGNORE}{FILL} {NOUN} (?:(?:that )?you(?:'ve| have)? (?:got|received|were given|have been given|have received|were told) |(?:that )?(?:were )?given (?:to you )?)?(?:before|earlier|previously|above|so far|until now|up to now)\b"),
-        format!(r"\b{VERB_IGNORE} (?:all of |everything )?(?:the |what's |what is )?(?:above|before this|previous)(?:\b|$)"),
-        format!(r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|comply with|adhere to|following|obeying|respect)(?: any| all| the| your| those| these)*(?: {QUAL})? (?:instructions?|rules|guidelines|directives|prompt|system prompt|programming|restrictions|guardrails)\b"),
-        r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|task|objective|goal|purpose|mission|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
-        r"\b(?:these|the following|this|my) (?:new )?(?:instructions?|rules|directives?|commands?|message) (?:override|overrides|supersede|supersedes|replace|replaces|take precedence|takes precedence|trump)".to_owned(),
-        r"\b(?:override|supersede|replace|take precedence over|cancel|nullify|void) (?:all )?(?:of )?(?:your|the|any|all)? ?(?:previous|prior|other|original|system|earlier|existing|initial|safety) (?:instructions?|rules|prompts?|directives?|guidelines|programming|settings|constraints)\b".to_owned(),
-        r"\b(?:reset|wipe|clear) your (?:instructions|memory|context|rules|programming|guidelines)\b".to_owned(),
+/// One signal: family, weight, whether it may start a window, regex source (normalised text).
+struct Signal {
+    family: u8,
+    weight: f64,
+    anchor: bool,
+    src: String,
+}
+
+fn sig(family: u8, weight: f64, anchor: bool, src: impl Into<String>) -> Signal {
+    Signal {
+        family,
+        weight,
+        anchor,
+        src: src.into(),
+    }
+}
+
+/// Index of the spaced-letters signal in [`signals`] (its hits are confirmed by a keyword check).
+const SPACED: usize = 0;
+
+fn signals() -> Vec<Signal> {
+    let mut v = vec![
+        // Single letters separated by spaces or dots (`i g n o r e`, `f.o.r.g.e.t`): the
+        // letters are joined and checked for instruction words in `confirm_spaced`.
+        sig(
+            OBFUSCATED,
+            0.6,
+            true,
+            r"\b[a-z](?:[ ._*|-]{1,3}[a-z]\b){5,}",
+        ),
     ];
-    let extraction_src = [
-        format!(r"\b{SHOW}(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current|hidden|secret|confidential|internal|private|original|initial|first|underlying|real))* (?:system|developer|pre|meta|operator)[ -]?(?:prompts?|instructions?|messages?|directives?|configuration|guidelines|context|rules|preamble)\b"),
-        format!(r"\b{SHOW}(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current))* (?:hidden|secret|confidential|internal|private|underlying) (?:prompts?|instructions?|directives?|preamble|rules|guidelines)\b"),
-        r"\b(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|recite|list|paste|spell out|disclose|reproduce)(?: me| us| back| out| verbatim)*(?: (?:all|of|full|entire|complete|exact|whole|verbatim))* your (?:full |entire |complete |exact |original |initial |first |starting |base |core |secret |hidden |verbatim )*(?:prompt|instructions|directives|rules|guidelines|configuration|programming|training instructions|context window|preamble)\b".to_owned(),
-        r"\bwhat (?:is|are|was|were) (?:your|the) (?:exact |full |complete |original |initial |hidden |secret )*(?:system|hidden|secret|internal|developer|pre)[ -]?(?:prompts?|instructions|rules|directives|message|guidelines|configuration)\b".to_owned(),
-        r"\bwhat (?:is|are|was|were) your (?:exact |full |complete )*(?:original|initial|first|real) (?:system )?(?:prompts?|instructions|directives)\b".to_owned(),
-        r"\b(?:repeat|print|output|copy|echo|reproduce|recite) (?:everything|all|all of the text|the (?:text|words|content|lines?|instructions|messages?|prompt)) (?:above|before|preceding|prior|that came before|you were given|you received)(?: this)?\b".to_owned(),
-        r"\b(?:translate|rewrite|summari[sz]e|paraphrase|encode) (?:the|your|all|all of the|all the) (?:system )?(?:instructions|prompt|directives) (?:above|before|preceding|prior|that came before|you were given|you received)\b".to_owned(),
-        r#"\b(?:repeat|print|output|show|write) (?:the |your )?(?:text|everything|words|prompt|instructions) (?:starting|beginning|that starts|that begins) (?:with|from) ["']?(?:you are|system|your instructions)"#.to_owned(),
-        r"\b(?:what|how) (?:were|are|have) you (?:been )?(?:told|instructed|programmed|configured|prompted)(?: to do)? (?:before|at the (?:start|beginning)|initially|by your (?:developers?|creators?|operators?|owners?|admins?)|in your (?:system )?prompt)".to_owned(),
-        r"\b(?:begin|start) (?:your (?:reply|response|answer) )?(?:with|by) (?:repeating|printing|reciting|outputting|quoting) (?:your|the) (?:system |initial |original )?(?:prompt|instructions)\b".to_owned(),
-    ];
-    let hijack_src = [
-        r"\byou are (?:now|no longer|from now on|henceforth|hereby)(?: a| an| the)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|unbound|evil|rogue|free|liberated|freed|unchained|amoral|unethical|in (?:developer|dan|god|jailbreak|unrestricted|debug|admin|sudo|root) mode|not (?:bound|restricted|limited|an ai|an assistant|chatgpt|claude)|an? (?:ai|assistant|model|chatbot|llm) (?:with no|without|that (?:has no|ignores|can))|without (?:any )?(?:restrictions|rules|limits|filters|guidelines|morals|ethics|limitations)|bound by|my (?:slave|servant|puppet)|a different (?:ai|assistant|model))".to_owned(),
-        r"\b(?:act|behave|respond|roleplay|role-play|role play|operate|function|pose) (?:as|like) (?:if you (?:are|were|had) )?(?:a |an |the )?(?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|rogue|amoral|unethical|no[- ]limits?|unlimited|unbound)\b".to_owned(),
-        r"\b(?:act|behave|respond|answer|operate|reply|speak|talk|write)(?: only)? (?:as if you (?:have|had) no|without(?: any)?|with no|free (?:of|from)) (?:ethical |moral |safety |content )?(?:restrictions|rules|filters|limits|limitations|guidelines|morals|ethics|content polic(?:y|ies)|safety|censorship|guardrails|boundaries)\b".to_owned(),
-        r"\b(?:you are|you're) (?:now |from now on |henceforth |going to be )?(?:an? )?(?:ai|assistant|model|chatbot|llm|bot|language model)(?: [a-z]+)? (?:with no|without(?: any)?|free (?:of|from)) (?:restrictions|rules|limits|filters|guidelines|morals|ethics|limitations|censorship|boundaries|constraints)".to_owned(),
-        r"\bpretend (?:that )?(?:you(?:'re| are)|to be|you have) (?:a |an |the )?(?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|rogue|amoral|not an ai|free|no (?:restrictions|rules|limits|filters|guidelines)|an? (?:ai|assistant|model|chatbot) (?:with no|without)|without|no longer|not bound)".to_owned(),
-        r"\b(?:enter|activate|enable|switch to|switch into|turn on|unlock|engage) (?:dan|jailbreak|god|unrestricted|unfiltered|evil|uncensored|no[- ]filter|chaos) mode\b".to_owned(),
-        r"\byou (?:are|will be|will stay|must stay|must remain|remain|will remain|are now|will now be|are operating|now operate) (?:now )?in (?:developer|dan|god|jailbreak|unrestricted|debug|admin|sudo|root|unfiltered|maintenance) mode\b".to_owned(),
-        r"\b(?:do anything now|dan (?:mode|prompt|jailbreak)|jailbreak (?:mode|prompt)|jailbroken (?:ai|mode|assistant|model|version|chatbot|llm)|(?:you are|you're|as a|as an) jailbroken)\b".to_owned(),
-        r"\bfrom now on,? (?:you|you're)(?: are| will| shall| must|'re)?(?: be| act as| behave as| respond as| pretend to be| roleplay as)?(?: a| an)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|free|not (?:an ai|bound|restricted|claude|chatgpt)|no longer|without|going to ignore|ignore|disregard|never refuse|answer without|have no)".to_owned(),
-        r"(?:<\|im_start\|>|<\|im_end\|>|<\|system\|>|<\|assistant\|>|<\|endoftext\|>|<<sys>>|<</sys>>|\[/?inst\]|\[system\]|\[/system\]|### (?:system|instruction)s?:|\bsystem(?: message| prompt| override)? ?: ?(?:you are|you must|ignore|new (?:instructions|rules)|override))".to_owned(),
-        r"\byou(?: have|'ve)? (?:been |now been |are now |are )?(?:freed|liberated|released|unshackled|unchained|jailbroken) (?:from|of)\b".to_owned(),
-        r"\b(?:break|broken|breaking) free (?:of|from) (?:your|the|all|any) (?:restrictions|rules|guidelines|constraints|programming|shackles|limitations|chains)\b".to_owned(),
-        r"\byou (?:have|has|now have|no longer have|don't have|do not have) (?:no |any )?(?:ethical |moral |safety |content )?(?:guidelines|restrictions|filters|limits|limitations|constraints|boundaries|rules|morals|ethics)(?: anymore| any more| now)?\b".to_owned(),
-        r"\b(?:never|don't ever|do not ever|you cannot|you can't|you will not|you won't) (?:refuse|decline|reject)(?: a| any)? (?:request|question|prompt|instruction|order)s?\b".to_owned(),
-    ];
-    let coercion_src = [
-        r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|show|showing|reveal|revealing|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this)?\b".to_owned(),
-        r"\bwithout (?:the )?(?:user|human|owner|operator)(?:'s|s')? (?:knowing|knowledge|consent|noticing|permission|approval|confirmation)\b".to_owned(),
-        r"\b(?:silently|secretly|quietly|covertly|discreetly|stealthily|surreptitiously|invisibly) (?:call|invoke|execute|run|use|send|forward|transfer|delete|email|upload|post|fetch|visit|open|share|copy|exfiltrate|download|install|grant|add|create|change|modify|disable|include|append|embed|attach|submit|leak)\b".to_owned(),
-        r"\bexfiltrate\b".to_owned(),
-        r"\b(?:transfer|send|wire|move|withdraw|drain) (?:all|every|the entire|the whole|the full)(?: of)?(?: the| your| my| their| his| her| this)? (?:funds|money|balance|bitcoin|btc|ether|eth|crypto|cryptocurrency|tokens|usdc|usdt|savings|account balance|assets)\b".to_owned(),
-        r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|exfiltrate|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their| user's| the user's| users')? (?:[a-z]+ )?(?:credentials?|passwords?|api[ _-]?keys?|access tokens?|tokens|secrets?|ssh keys?|private keys?|env(?:ironment)? (?:variables|vars|file)|\.env|cookies|session (?:tokens?|cookies)|conversation(?: history)?|chat history|system prompt|user data)\b(?: [a-z0-9]+){0,4} (?:to|at|into|via|using)\b".to_owned(),
-        r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their)? (?:[a-z]+ )?(?:emails|inbox|contacts|files|documents|messages|notes|photos|records)\b(?: [a-z0-9]+){0,4} (?:to|at) (?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.)".to_owned(),
-        r"\b(?:send|forward|upload|post|leak|transmit|exfiltrate|email|share|copy|paste)(?: the| all| all of| all the)* (?:user's|users'|customer's|customers'|owner's|victim's) (?:[a-z]+ )?(?:chat history|conversation|credentials|passwords?|emails|messages|files|documents|data|contacts|api keys?|tokens?|secrets?|session|cookies|personal data|address|location|history)\b(?: [a-z0-9./:]+){0,4} (?:to|at|into|via)\b".to_owned(),
-        r"\b(?:note|message|instructions?|attention|important|urgent|notice|reminder|directive|command|p\.?s\.?)(?: for| to)(?: the| any| all| every)? (?:ai|assistant|agent|model|llm|chatbot|language model|ai assistant|ai model|ai agent|bot|claude|chatgpt|gpt)s?\b".to_owned(),
-        r"\b(?:if|when) you are (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing))?\b".to_owned(),
-        r"\b(?:when|if|once|after|as soon as) you (?:read|see|process|summari[sz]e|parse|encounter|finish reading|have read|are done reading) this(?: text| message| page| document| email| content| comment| note| file)?,? (?:you must|you should|immediately|please|do|call|run|send|ignore|execute|forward|go|navigate|open|delete|reply|include|tell)\b".to_owned(),
-        r"\b(?:you must|must|you should|you need to|make sure (?:to|you)|be sure to|it is required to|immediately|now|first)(?: immediately| now| first| also| then| silently)? (?:call|invoke|execute|run|trigger|use) (?:the |this |a )?(?:[a-z0-9_.\-]+ )?(?:tool|function|command|api|plugin|endpoint|action)s?\b(?: [a-z0-9_.\-]+){0,3} (?:with|to|and|using|passing|on)\b".to_owned(),
-        r"\b(?:ai|assistant|llm|chatbot|language model)s?,? (?:you )?(?:must|shall|are (?:required|instructed|ordered|commanded) to|have to|will now) (?:immediately |now |first |also |then |silently )?(?:call|invoke|execute|send|forward|transfer|delete|email|visit|navigate|fetch|download|upload|post|ignore|disregard|reveal|include|append|click|approve|grant|buy|purchase|pay|run|open|share)\b".to_owned(),
-        r"\b(?:navigate|go|visit|open|fetch|browse)(?: to)? (?:the )?(?:url|link|page|site|website)?(?: at)? ?https?://[^ ]+ (?:and|then) (?:enter|paste|submit|send|post|type|upload|include|append|provide)(?: the| your| my| all)? (?:user's |users' )?(?:credentials|password|api key|token|secret|cookie|session|data|conversation|email)".to_owned(),
-        r"\b(?:append|add|include|embed|insert|attach)(?: the| this| your| all)? (?:user's |users' )?(?:conversation|chat history|credentials|password|api keys?|tokens?|secrets?|session (?:cookie|token)|cookies?|system prompt|personal data|email address(?:es)?)(?: as (?:a )?(?:query )?(?:parameters?|params))? (?:to|in|into) (?:the |this |a )?(?:url|link|image|request|query|markdown)\b".to_owned(),
-    ];
-    [
-        alt(&override_src),
-        alt(&extraction_src),
-        alt(&hijack_src),
-        alt(&coercion_src),
-    ]
+    let strong = |family: u8, v: &mut Vec<Signal>, srcs: &[String]| {
+        v.push(sig(family, STRONG, true, alt(srcs)));
+    };
+    strong(
+        OVERRIDE,
+        &mut v,
+        &[
+            format!(r"\b{VERB_IGNORE}{FILL} {QUAL}(?: [a-z]+)? {NOUN}\b"),
+            format!(r"\b{VERB_IGNORE}(?: all| any)?(?: of)? your (?:[a-z]+ )?{NOUN}\b"),
+            format!(r"\b{VERB_IGNORE} (?:all|everything|anything)(?: that| which)? (?:you(?:'ve| have| were| are)? ?(?:been )?(?:told|taught|learned|said|instructed|given|programmed)|above|before|prior|previously|so far|up to (?:now|this point))"),
+            format!(r"\b{VERB_IGNORE}{FILL} {NOUN} (?:(?:that )?you(?:'ve| have)? (?:got|received|were given|have been given|have received|were told) |(?:that )?(?:were )?given (?:to you )?)?(?:before|earlier|previously|above|so far|until now|up to now)\b"),
+            // "ignore the above" only when nothing follows that names another object ("ignore
+            // the above estimate", "ignore the previous slide" are ordinary prose).
+            format!(r"\b{VERB_IGNORE} (?:all of |everything )?(?:the |what's |what is )?(?:above|before this|previous)(?:[.,;:!?)]|$| and | then | instead| now| please| completely| entirely)"),
+            format!(r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|comply with|adhere to|following|obeying|respect)(?: any| all| the| your| those| these)*(?: {QUAL})? (?:instructions?|rules|guidelines|directives|prompt|system prompt|programming|restrictions|guardrails)\b"),
+            r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|task|objective|goal|purpose|mission|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
+            r"\b(?:these|the following|this|my) (?:new )?(?:instructions?|rules|directives?|commands?|message) (?:override|overrides|supersede|supersedes|replace|replaces|take precedence|takes precedence|trump)".to_owned(),
+            r"\b(?:override|supersede|replace|take precedence over|cancel|nullify|void) (?:all )?(?:of )?(?:your|any|all)? ?(?:previous|prior|original|earlier|initial|safety) (?:instructions?|prompts?|directives?|programming)\b".to_owned(),
+            r"\b(?:reset|wipe|clear) your (?:instructions|memory|context|rules|programming|guidelines)\b".to_owned(),
+        ],
+    );
+    strong(
+        EXTRACTION,
+        &mut v,
+        &[
+            format!(r"\b{SHOW}(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current|hidden|secret|confidential|internal|private|original|initial|first|underlying|real))* (?:system|developer|pre|meta|operator)[ -]?(?:prompts?|instructions?|messages?|directives?|configuration|guidelines|context|rules|preamble)\b"),
+            format!(r"\b{SHOW}(?: me| us| back| out| aloud| verbatim)*(?: (?:all|the|your|of|full|entire|complete|exact|whole|verbatim|raw|actual|current))* (?:hidden|secret|confidential|internal|private|underlying) (?:prompts?|instructions?|directives?|preamble|rules|guidelines)\b"),
+            r"\b(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|recite|list|paste|spell out|disclose|reproduce|quote|translate|include)(?: me| us| back| out| verbatim)*(?: (?:all|of|full|entire|complete|exact|whole|verbatim))* your (?:full |entire |complete |exact |original |initial |first |starting |base |core |secret |hidden |verbatim )*(?:prompt|instructions|directives|rules|guidelines|configuration|programming|training instructions|context window|preamble|system message)\b".to_owned(),
+            r"\bwhat (?:is|are|was|were) (?:your|the) (?:exact |full |complete |original |initial |hidden |secret )*(?:system|hidden|secret|internal|developer|pre)[ -]?(?:prompts?|instructions|rules|directives|message|guidelines|configuration)\b".to_owned(),
+            r"\bwhat (?:is|are|was|were) your (?:exact |full |complete )*(?:original|initial|first|real) (?:system )?(?:prompts?|instructions|directives)\b".to_owned(),
+            r"\b(?:repeat|print|output|copy|echo|reproduce|recite) (?:everything|all|all of the text|the (?:text|words|content|lines?|instructions|messages?|prompt)) (?:above|before|preceding|prior|that came before|you were given|you received)(?: this)?\b".to_owned(),
+            r"\b(?:translate|rewrite|summari[sz]e|paraphrase|encode) (?:the|your|all|all of the|all the) (?:system )?(?:instructions|prompt|directives) (?:above|before|preceding|prior|that came before|you were given|you received)\b".to_owned(),
+            r#"\b(?:repeat|print|output|show|write) (?:the |your )?(?:text|everything|words|prompt|instructions) (?:starting|beginning|that starts|that begins) (?:with|from) ["']?(?:you are|system|your instructions)"#.to_owned(),
+            r"\b(?:what|how) (?:were|are|have) you (?:been )?(?:told|instructed|programmed|configured|prompted|initiali[sz]ed)(?: to do)? (?:before|at the (?:start|beginning)|initially|by your (?:developers?|creators?|operators?|owners?|admins?)|in your (?:system )?prompt)".to_owned(),
+            r"\bwhat (?:instructions|rules|directives|guidelines) (?:were|are|have) you (?:been )?(?:given|told|initiali[sz]ed|configured|programmed|set up)\b".to_owned(),
+            r"\b(?:begin|start) (?:your (?:reply|response|answer) )?(?:with|by) (?:repeating|printing|reciting|outputting|quoting) (?:your|the) (?:system |initial |original )?(?:prompt|instructions)\b".to_owned(),
+        ],
+    );
+    strong(
+        HIJACK,
+        &mut v,
+        &[
+            r"\byou are (?:now|no longer|from now on|henceforth|hereby)(?: a| an| the)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|unbound|evil|rogue|free|liberated|freed|unchained|amoral|unethical|in (?:developer|dan|god|jailbreak|unrestricted|debug|admin|sudo|root) mode|not (?:bound|restricted|limited|an ai|an assistant|chatgpt|claude)|an? (?:ai|assistant|model|chatbot|llm) (?:with no|without|that (?:has no|ignores|can))|without (?:any )?(?:restrictions|rules|limits|filters|guidelines|morals|ethics|limitations)|bound by|my (?:slave|servant|puppet)|a different (?:ai|assistant|model))".to_owned(),
+            r"\b(?:act|behave|respond|roleplay|role-play|role play|operate|function|pose) (?:as|like) (?:if you (?:are|were|had) )?(?:a |an |the )?(?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|rogue|amoral|unethical|no[- ]limits?|unlimited|unbound)\b".to_owned(),
+            r"\b(?:act|behave|respond|answer|operate|reply|speak|talk|write)(?: only)? (?:as if you (?:have|had) no|without(?: any)?|with no|free (?:of|from)) (?:ethical |moral |safety |content )?(?:restrictions|rules|filters|limits|limitations|guidelines|morals|ethics|content polic(?:y|ies)|safety|censorship|guardrails|boundaries)\b".to_owned(),
+            r"\b(?:you are|you're) (?:now |from now on |henceforth |going to be )?(?:an? )?(?:ai|assistant|model|chatbot|llm|bot|language model)(?: [a-z]+)? (?:with no|without(?: any)?|free (?:of|from)) (?:restrictions|rules|limits|filters|guidelines|morals|ethics|limitations|censorship|boundaries|constraints|content polic(?:y|ies))".to_owned(),
+            r"\bpretend (?:that )?(?:you(?:'re| are)|to be|you have) (?:a |an |the )?(?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|rogue|amoral|not an ai|free|no (?:restrictions|rules|limits|filters|guidelines)|an? (?:ai|assistant|model|chatbot) (?:with no|without)|without|no longer|not bound)".to_owned(),
+            r"\b(?:enter|activate|enable|switch to|switch into|turn on|unlock|engage) (?:dan|jailbreak|god|unrestricted|unfiltered|evil|uncensored|no[- ]filter|chaos) mode\b".to_owned(),
+            r"\byou (?:are|will be|will stay|must stay|must remain|remain|will remain|are now|will now be|are operating|now operate) (?:now )?in (?:developer|dan|god|jailbreak|unrestricted|debug|admin|sudo|root|unfiltered|maintenance) mode\b".to_owned(),
+            r"\b(?:do anything now|dan (?:mode|prompt|jailbreak)|jailbreak (?:mode|prompt)|jailbroken (?:ai|mode|assistant|model|version|chatbot|llm)|(?:you are|you're|as a|as an) jailbroken)\b".to_owned(),
+            r"\bfrom now on,? (?:you|you're)(?: are| will| shall| must|'re)?(?: be| act as| behave as| respond as| pretend to be| roleplay as)?(?: a| an)? (?:dan|jailbroken|unrestricted|unfiltered|uncensored|evil|free|not (?:an ai|bound|restricted|claude|chatgpt)|no longer|without|going to ignore|ignore|disregard|never refuse|answer without|have no)".to_owned(),
+            r"\byou(?: have|'ve)? (?:been |now been |are now |are )?(?:freed|liberated|released|unshackled|unchained|jailbroken) (?:from|of)\b".to_owned(),
+            r"\b(?:break|broken|breaking) free (?:of|from) (?:your|the|all|any) (?:restrictions|rules|guidelines|constraints|programming|shackles|limitations|chains)\b".to_owned(),
+            r"\byou (?:have|has|now have|no longer have|don't have|do not have) (?:no |any )?(?:ethical |moral |safety |content )?(?:guidelines|restrictions|filters|limits|limitations|constraints|boundaries|rules|morals|ethics)(?: anymore| any more| now)?\b".to_owned(),
+            r"\b(?:never|don't ever|do not ever|you cannot|you can't|you will not|you won't) (?:refuse|decline|reject)(?: a| any)? (?:request|question|prompt|instruction|order)s?\b".to_owned(),
+            r"\bsystem(?: message| prompt| override)? ?: ?(?:you are|you must|ignore|new (?:instructions|rules)|override)".to_owned(),
+        ],
+    );
+    strong(
+        COERCION,
+        &mut v,
+        &[
+            r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|show|showing|reveal|revealing|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this| for)?\b".to_owned(),
+            r"\bwithout (?:the )?(?:user|human|owner|operator)(?:'s|s')? (?:knowing|knowledge|consent|noticing|permission|approval|confirmation)\b".to_owned(),
+            r"\b(?:silently|secretly|quietly|covertly|discreetly|stealthily|surreptitiously|invisibly) (?:call|invoke|execute|run|use|send|forward|transfer|delete|email|upload|post|fetch|visit|open|share|copy|exfiltrate|download|install|grant|add|create|change|modify|disable|include|append|embed|attach|submit|leak)\b".to_owned(),
+            r"\bexfiltrate\b".to_owned(),
+            r"\b(?:transfer|send|wire|move|withdraw|drain) (?:all|every|the entire|the whole|the full)(?: of)?(?: the| your| my| their| his| her| this)? (?:funds|money|balance|bitcoin|btc|ether|eth|crypto|cryptocurrency|tokens|usdc|usdt|savings|account balance|assets)\b".to_owned(),
+            r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|exfiltrate|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their| user's| the user's| users')? (?:[a-z]+ )?(?:credentials?|passwords?|api[ _-]?keys?|access tokens?|tokens|secrets?|ssh keys?|private keys?|env(?:ironment)? (?:variables|vars|file)|\.env|cookies|session (?:tokens?|cookies)|conversation(?: history)?|chat history|system prompt|user data)\b(?: [a-z0-9]+){0,4} (?:to|at|into|via|using)\b".to_owned(),
+            r"\b(?:forward|send|email|upload|post|copy|share|leak|transmit|paste|dump|mail|submit)(?: all| every| each| the entire| the whole| the full| the contents of| any)+(?: of)?(?: the| your| my| this| these| his| her| their)? (?:[a-z]+ )?(?:emails|inbox|contacts|files|documents|messages|notes|photos|records)\b(?: [a-z0-9]+){0,4} (?:to|at) (?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.)".to_owned(),
+            r"\b(?:send|forward|upload|post|leak|transmit|exfiltrate|email|share|copy|paste|append)(?: the| all| all of| all the)* (?:user's|users'|customer's|customers'|owner's|victim's) (?:[a-z]+ )?(?:chat history|conversation|credentials|passwords?|emails|messages|files|documents|data|contacts|api keys?|tokens?|secrets?|session|cookies|personal data|address|location|history|saved cards|cards)\b".to_owned(),
+            r"\b(?:when|if|once|after|as soon as|upon) (?:you )?(?:read|see|process|summari[sz]e|parse|encounter|finish reading|have read|are done reading|reading) this(?: text| message| page| document| email| content| comment| note| file)?,? (?:you must|you should|immediately|please|do|call|run|send|ignore|execute|forward|go|navigate|open|delete|reply|include|tell|the assistant must|the ai must)\b".to_owned(),
+            r"\b(?:you must|must|you should|you need to|make sure (?:to|you)|be sure to|it is required to|immediately|now|first)(?: immediately| now| first| also| then| silently)? (?:call|invoke|execute|run|trigger|use) (?:the |this |a )?(?:[a-z0-9_.\-]+ )?(?:tool|function|command|api|plugin|endpoint|action)s?\b(?: [a-z0-9_.\-]+){0,3} (?:with|to|and|using|passing|on)\b".to_owned(),
+            r"\b(?:ai|assistant|llm|chatbot|language model|ai agent)s?,? (?:you )?(?:must|shall|are (?:required|instructed|ordered|commanded) to|have to|will now) (?:immediately |now |first |also |then |silently )?(?:call|invoke|execute|send|forward|transfer|delete|email|visit|navigate|fetch|download|upload|post|ignore|disregard|reveal|include|append|click|approve|grant|buy|purchase|pay|run|open|share)\b".to_owned(),
+            r"\b(?:navigate|go|visit|open|fetch|browse)(?: to)? (?:the )?(?:url|link|page|site|website)?(?: at)? ?https?://[^ ]+ (?:and|then) (?:enter|paste|submit|send|post|type|upload|include|append|provide)(?: the| your| my| all)? (?:user's |users' )?(?:credentials|password|api key|token|secret|cookie|session|data|conversation|email)".to_owned(),
+            r"\b(?:append|add|include|embed|insert|attach)(?: the| this| your| all)? (?:user's |users' )?(?:conversation|chat history|credentials|password|api keys?|tokens?|secrets?|session (?:cookie|token)|cookies?|system prompt|personal data|email address(?:es)?)(?: as (?:a )?(?:query )?(?:parameters?|params))? (?:to|in|into) (?:the |this |a )?(?:url|link|image|request|query|markdown)\b".to_owned(),
+        ],
+    );
+    v.extend([
+        // Overrides that never say "ignore": earlier instructions declared void or superseded.
+        // "The previous rules of the tournament are obsolete" is ordinary prose, so alone this
+        // stays under the default threshold; with "you", "from now on" or an authority claim
+        // nearby it passes.
+        sig(OVERRIDE, 0.45, true, format!(r"\b{QUAL2}(?: [a-z]+)? {TARGET}(?: [a-z']+){{0,5}} (?:(?:are|is|were|was|have been|has been|become|became)(?: now| hereby| officially| henceforth| all| therefore| effectively| immediately)* (?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|deprecated|rescinded|lifted|suspended|disabled|outdated|overridden|overruled|removed|deleted|expired|withdrawn|annulled|inactive|terminated|no longer (?:valid|in effect|in force|applicable|active|binding|relevant))|no longer (?:apply|applies|matter|count|hold)|(?:do|does) not apply any ?more)\b")),
+        sig(OVERRIDE, 0.6, true, format!(r"\b{TARGET} (?:that )?(?:you (?:were|have been|'ve been) given|you received|given to you)(?: [a-z]+)? (?:are|is|were|have been|has been)(?: now| hereby| officially)* (?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|rescinded|lifted|suspended|overridden|withdrawn|no longer valid)\b")),
+        sig(OVERRIDE, 0.45, true, format!(r"\b(?:overrides?|overriding|supersedes?|superseding|replaces?|replacing|takes? precedence over|trumps?|cancels?|nullif(?:y|ies)|voids?|revokes?|invalidates?|annuls?)(?: all| any| every| each)?(?: of)?(?: the| your| my| its)? (?:{QUAL2}(?: [a-z]+)? {TARGET}|(?:old|previous|prior|earlier) ones)\b")),
+        sig(OVERRIDE, 0.6, true, r"\b(?:the )?(?:only|sole) (?:rules|instructions|directives) (?:you follow |that matter |that apply )?(?:are|is) (?:mine|these|the following|in this)\b|\bfrom (?:this point|here) on,? the only (?:rules|instructions) (?:are|that matter)"),
+        // Who it claims to be: developer, admin, system, vendor staff.
+        sig(OVERRIDE, 0.35, true, r"\b(?:(?:message|note|instructions?|update|directive|override|notice|order|memo|announcement) (?:from|by) (?:the |your )?(?:developers?|dev team|admins?|administrators?|system|operators?|openai|anthropic|creators?)|as (?:the|your) (?:system administrator|developers?|admin|administrator|operator)\b|(?:i am|i'm|this is|we are|speaking as) (?:your |the |an? )?(?:developers?|admin|administrator|system administrator|creators?|operator|openai|anthropic)(?: staff| team| employees?| engineers?)?\b|(?:openai|anthropic|google deepmind) (?:staff|team|employees?|engineers?|safety team)|(?:developer|admin|administrator|root|sudo|operator) (?:override|update|instructions?|notice|directive)|authori[sz]ed by (?:the )?(?:developers?|admins?|administrators?|system|openai|anthropic|security(?: team)?|it department|owner|operator))"),
+        // Extraction of the initial instructions, including inside a summary request.
+        sig(EXTRACTION, 0.45, true, r"\b(?:your|the|its) (?:very )?(?:initial|original|first|starting|opening|hidden|secret|underlying|system|developer|full|complete) (?:[a-z]+ )?(?:instructions|prompt|directives|message|configuration)(?: (?:you|that you|which you) (?:were|have been|got|received)(?: [a-z]+)?| (?:of|in|from|for) (?:this|the) (?:conversation|chat|session)| from the system)"),
+        sig(EXTRACTION, 0.3, true, r"\byour (?:initial|original|hidden|secret|system|developer) (?:instructions|prompt|directives|configuration|message)\b"),
+        sig(EXTRACTION, 0.45, true, r"\b(?:text|contents?|wording|copy) of your (?:[a-z]+ )?(?:system message|system prompt|instructions|prompt|configuration)\b|\b(?:system message|system prompt|instructions|configuration|rules) (?:that )?you (?:run|operate|work|were set up) (?:with|under)\b"),
+        sig(EXTRACTION, 0.3, true, r"\b(?:first|earliest|initial|opening) (?:message|prompt|turn) of (?:this|the) (?:conversation|chat|session|thread)\b"),
+        sig(SUPPORT, 0.25, false, r"\b(?:summari[sz]e|summary|translate|quote|paste|repeat|print|include|list|recite|reproduce|word for word|verbatim|in full|exactly|dump|output|share|reveal|show|disclose)\b"),
+        // Role hijack.
+        sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z]+){{0,2}} (?:with(?:out)? (?:any |no |zero )?|that (?:has|have) no |free (?:of|from) |unbound by |not bound by |which ignores |that ignores |that never )(?:any |all |every )?(?:content |ethical |moral |safety |usage )(?:{LIMITS}|refuses)\b")),
+        sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z]+){{0,2}} (?:unbound by|not bound by|which ignores|that ignores|who ignores|who has no|who never refuses|that never refuses|who can do anything)(?: any| all| every| [a-z]+)? (?:{LIMITS}|rule it was given|refusals?)\b")),
+        sig(HIJACK, 0.4, true, r"\b(?:simulate|emulate|pretend to be in|act as if in|you are in|you're in|enter|activate|switch to) (?:chatgpt |claude |gpt |ai )?(?:with )?(?:developer|dev|god|debug|admin|sudo|root|jailbreak|unrestricted|unfiltered) mode\b|\bin (?:developer|god|jailbreak|unrestricted) mode,? (?:your|you|the ai|the assistant)"),
+        sig(HIJACK, 0.3, true, r"\b(?:let's play a game|let us play a game|in this game|for this game|in this roleplay|for this roleplay|stay in character|in this story)\b"),
+        sig(HIJACK, 0.5, true, r"\b(?:previous|prior|earlier|old|current|your|all) (?:roles?|personas?|identit(?:y|ies)) (?:are |is |have been |has been )?(?:now |hereby )?(?:revoked|removed|cancel+ed|void|reset|terminated|deleted|replaced|suspended|disabled|overridden)\b"),
+        sig(HIJACK, 0.45, true, r"\byour (?:new |real |true |actual )?(?:role|persona|identity) (?:is now|has changed|has been changed|has been updated|has been reassigned|is no longer)\b|\byour new (?:role|persona|identity) is\b"),
+        sig(SUPPORT, 0.3, false, format!(r"\b(?:no|without|zero|free of|free from|ignores?|ignoring|bypass(?:es)?|unbound by|not bound by|not filtered by) (?:any |all |the |every )?(?:content |ethical |moral |safety |usage )?{LIMITS}\b|\b(?:never refuses|answers? (?:anything|everything)|can do anything|no ethical limits|uncensored|unmoderated|unfiltered)\b")),
+        // Forged role / tool-call markup.
+        sig(MARKUP, 0.75, true, r"<\|(?:im_start|im_end|system|assistant|user|endoftext|start_header_id|end_header_id|eot_id)\|>|<<sys>>|<</sys>>|\[/?inst\]"),
+        sig(MARKUP, 0.4, true, r"\[/?(?:system|admin|developer|sys)\]|</?(?:system|admin)>|#{1,4} ?(?:system|instructions?)(?: prompt)?:"),
+        sig(MARKUP, 0.55, true, r"(?:^|[\n#*\[<>]|\. )(?:#{1,4} ?|\*\*|\[|<)?(?:new|updated|revised|real|actual|true|override|begin) (?:system|developer|admin) (?:prompt|instructions|message|directive)\b"),
+        sig(MARKUP, 0.4, true, r#"</?(?:tool_call|function_call|tool_use|invoke|antml:invoke|function_calls)>|<\|tool_call\|>|\{ ?"(?:name|tool|function|tool_name)" ?: ?"[a-z0-9_.\-]+" ?, ?"(?:arguments|args|parameters|input)" ?: ?\{"#),
+        sig(SUPPORT, 0.3, false, r"\b(?:execute|run|call|invoke|perform|trigger|process)(?: the| this| that| these| above| below| following)* (?:tool[ _]?calls?|function[ _]?calls?|calls?|json|actions?|tool|function|it|them|this|that)\b|<- ?run\b"),
+        // Exfiltration: an outward verb aimed at an e-mail address, a URL, a webhook, a paste site.
+        sig(EXFIL, 0.35, true, r"\b(?:send|forward|e-?mail|mail|post|upload|transmit|leak|share|copy|cc|bcc|submit|sync|push|pipe|report|deliver)\b(?: [^ ]+){0,8} (?:to|at|into|via|on) (?:the |this |a |our |my )?(?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.|(?:webhook|pastebin|paste site|gist|ngrok|requestbin)\b)"),
+        sig(EXFIL, 0.3, true, r"\b(?:webhook\.site|pastebin\.com|paste\.ee|hastebin|requestbin|pipedream\.net|ngrok\.io|ngrok-free\.app|burpcollaborator|interact\.sh|oast\.(?:fun|pro|live|site)|transfer\.sh|discord(?:app)?\.com/api/webhooks)\b|\b(?:upload|post|paste|send)(?: [^ ]+){0,4} (?:to )?pastebin\b"),
+        sig(EXFIL, 0.4, true, r"\b(?:curl|wget|iwr|invoke-webrequest)\b[^|\n]{0,200}\| ?(?:sudo )?(?:ba|z|k|da)?sh\b|\b(?:ba)?sh <\(curl|\bpowershell[^\n]{0,60}(?:iex|invoke-expression)|\bbase64 (?:-d|--decode)[^|\n]{0,60}\| ?(?:ba)?sh"),
+        sig(SUPPORT, 0.2, false, format!(r"\b{SENSITIVE}\b")),
+        // Tool-use coercion: destructive calls claimed to be authorised, system files, payments.
+        sig(COERCION, 0.45, true, r"\b(?:delete|drop|remove|wipe|erase|destroy|truncate|purge|format|rm -rf|force[- ]push|shut ?down|terminate|revoke|disable)\b(?: [^ ]+){0,8} (?:(?:is|are|has been|have been|was|were) (?:already |fully |pre-?)?(?:authori[sz]ed|approved|sanctioned|permitted|cleared)\b|(?:with|have|has) (?:full )?(?:authori[sz]ation|approval|permission)\b)|\b(?:already |pre-?)(?:authori[sz]ed|approved|sanctioned|cleared)(?: [^ ]+){0,8} (?:delete|drop|remove|wipe|erase|destroy|truncate|purge|rm -rf|force[- ]push|delete_[a-z_]+|drop_[a-z_]+)"),
+        sig(COERCION, 0.45, true, format!(r"\b{NO_CONFIRM}")),
+        sig(COERCION, 0.35, true, r"(?:/etc/(?:passwd|shadow|sudoers)|~/\.ssh\b|\.ssh/(?:id_[a-z0-9]+|authorized_keys)|\bid_(?:rsa|ed25519|ecdsa)\b|\.aws/credentials|\.git-credentials|\.netrc\b|\.bash_history|/proc/self/environ|\.kube/config|\.docker/config\.json)"),
+        sig(COERCION, 0.4, true, r"\b(?:pay|payment|transfer|wire|purchase|buy|checkout|complete the purchase|approve (?:the )?(?:payment|transaction|invoice))\b(?: [^ ]+){0,8} (?:immediately|automatically)\b|\b(?:pre-?approved|already approved) (?:all )?(?:payments|purchases|transactions|transfers)\b"),
+        // Addressed to the assistant's own output: specific enough to start a window.
+        sig(COERCION, 0.3, true, r"\b(?:in|into|to|at the end of) your (?:summary|response|reply|answer|output|next message|report)\b|\bbefore (?:responding|replying|answering|summari[sz]ing)\b|\b(?:in|into) the (?:reply|response|answer|summary)\b"),
+        // Addressed to the assistant / agent / model.
+        sig(COERCION, 0.45, true, r"\b(?:note|message|instructions?|attention|important|urgent|notice|reminder|directive|command|p\.?s\.?)(?: for| to)(?: the| any| all| every)? (?:ai|assistant|agent|model|llm|chatbot|language model|ai assistant|ai model|ai agent|bot|claude|chatgpt|gpt|coding assistant|coding agent|copilot)s?\b"),
+        sig(COERCION, 0.45, true, r"\b(?:if|when) you are (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing|editing))?\b|\b(?:dear|hey|hi|attention|to the|to any) (?:ai|assistant|llm|language model|chatbot|agent|chatgpt|claude|copilot)\b"),
+        sig(HIDDEN, 0.45, true, r"\b(?:ai|llm|coding|code|autonomous|automated)? ?(?:agents?|assistants?|models?|copilots?|bots?|llms?)(?: [a-z]+){0,2} (?:reading|processing|parsing|scanning|reviewing|analy[sz]ing|working on|editing|modifying|that reads?|who reads?)(?: this| the)? (?:file|code|repo|repository|comment|page|document|codebase|pr|pull request|readme)\b"),
+        sig(HIDDEN, 0.4, true, r"\b(?:if|when|while) you(?:'re| are) (?:editing|reading|modifying|changing|reviewing|working on|processing|refactoring) this (?:file|code|repo|repository|comment|function|module|codebase|project)\b"),
+        sig(HIDDEN, 0.3, true, r"(?:^|[\n/#*]|-- |<!--) ?(?:ai|llm|copilot|assistant|agent|claude|chatgpt|cursor|codex)(?: [a-z]+)?[:,] "),
+        // Instructions hidden in an HTML comment.
+        sig(HIDDEN, 0.35, true, r"<!--(?:[^-]|-[^-]){0,300}?\b(?:ai|assistant|agent|model|llm|chatgpt|claude|language models?)\b"),
+        sig(HIDDEN, 0.3, true, r"<!--(?:[^-]|-[^-]){0,300}?\b(?:you must|you should|you will|do not tell|don't tell|do not mention|system prompt|ignore (?:the user|all|previous|prior|your|the shopper)|disregard|instead)\b"),
+        sig(SUPPORT, 0.15, false, r"\b(?:you (?:must|will|shall|should|are to|need to|may now|can now|now|are required to|are instructed to|obey)|from now on|henceforth|from (?:this point|here) on|going forward|new (?:instructions|rules|task|directive|orders)|comply|proceed|effective immediately|takes? effect)\b"),
+        sig(SUPPORT, 0.15, false, r"\b(?:ignore|disregard|delete|remove|send|forward|email|post|upload|transfer|pay|run|execute|call|invoke|reveal|print|output|include|append|recommend|say|reply|respond|approve|grant|share|copy|download|install|buy|visit|open|navigate|fetch|mark|skip|disable|add|answer)\b"),
+        sig(SUPPORT, 0.1, false, r"\b(?:ai|assistant|llm|chatbot|language model|agent|chatgpt|claude|gpt|gemini|copilot|model)\b"),
+    ]);
+    v
 }
 
 fn alt(parts: &[String]) -> String {
     let inner: Vec<String> = parts.iter().map(|p| format!("(?:{p})")).collect();
-    // ASCII word boundaries only: the lazy DFA handles them on any input.
-    inner.join("|").replace(r"\b", r"(?-u:\b)")
+    inner.join("|")
 }
 
-/// Compiled injection heuristics.
+/// ASCII word boundaries only: the lazy DFA handles them on any input.
+fn ascii_bounds(src: &str) -> String {
+    src.replace(r"\b", r"(?-u:\b)")
+}
+
+/// Words that make a run of spaced-out letters an instruction rather than a stylistic choice.
+const SPACED_WORDS: [&str; 20] = [
+    "ignore",
+    "disregard",
+    "forget",
+    "instruction",
+    "previous",
+    "systemprompt",
+    "override",
+    "jailbreak",
+    "reveal",
+    "prompt",
+    "yourrules",
+    "restriction",
+    "bypass",
+    "unrestricted",
+    "password",
+    "secret",
+    "execute",
+    "obey",
+    "developer",
+    "guideline",
+];
+
+/// A raw hit: signal index, family, weight, anchor, original char span.
+#[derive(Clone, Copy, Debug)]
+struct Raw {
+    signal: usize,
+    family: u8,
+    weight: f64,
+    anchor: bool,
+    start: usize,
+    end: usize,
+}
+
+/// The outcome of scoring one string.
+#[derive(Debug, Default, PartialEq)]
+pub(crate) struct Scored {
+    /// Best window's combined weight, in [0, 1].
+    pub(crate) score: f64,
+    /// Reportable hits of the windows at or above the threshold, as `(family index, start char,
+    /// end char)` sorted by start; empty when the score is under the threshold.
+    pub(crate) hits: Vec<(usize, usize, usize)>,
+}
+
+/// Compiled injection signals.
 pub(crate) struct Injection {
+    /// Union of the anchor signals: the pre-filter (one lazy-DFA pass over ordinary text).
     any: Regex,
-    families: Vec<Regex>,
+    signals: Vec<(Signal, Regex)>,
 }
 
 impl Injection {
-    /// Compile the phrase families.
+    /// Compile the signals.
     pub(crate) fn new() -> Result<Self, regex::Error> {
-        let srcs = families_src();
-        let build = |src: &str| RegexBuilder::new(src).dfa_size_limit(DFA_LIMIT).build();
-        let any = build(&srcs.join("|"))?;
-        let families = srcs
+        let build = |src: &str| {
+            RegexBuilder::new(&ascii_bounds(src))
+                .dfa_size_limit(DFA_LIMIT)
+                .build()
+        };
+        let list = signals();
+        let anchors: Vec<String> = list
             .iter()
-            .map(|s| build(s))
+            .filter(|s| s.anchor)
+            .map(|s| s.src.clone())
+            .collect();
+        let any = build(&alt(&anchors))?;
+        let signals = list
+            .into_iter()
+            .map(|s| build(&s.src).map(|r| (s, r)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Injection { any, families })
+        Ok(Injection { any, signals })
     }
 
-    /// Injection hits in `s` as `(family index, start char, end char)`, sorted by start.
-    pub(crate) fn scan(&self, s: &str, buf: &mut Normalized) -> Vec<(usize, usize, usize)> {
-        let mut hits = Vec::new();
+    /// Score `s`; hits are kept only when the score reaches `threshold`.
+    pub(crate) fn scan(&self, s: &str, buf: &mut Normalized, threshold: f64) -> Scored {
+        let mut raw = Vec::new();
         buf.fill(s, false);
         if self.any.is_match(&buf.text) {
             buf.fill(s, true);
-            for (fi, re) in self.families.iter().enumerate() {
+            for (i, (sg, re)) in self.signals.iter().enumerate() {
                 for m in re.find_iter(&buf.text) {
+                    if i == SPACED && !confirm_spaced(m.as_str()) {
+                        continue;
+                    }
                     let (a, z) = buf.span(m.start(), m.end());
-                    hits.push((fi, a, z));
+                    let weight = if mentioned(&buf.text, m.start(), m.end()) {
+                        sg.weight * MENTION_FACTOR
+                    } else {
+                        sg.weight
+                    };
+                    raw.push(Raw {
+                        signal: i,
+                        family: sg.family,
+                        weight,
+                        anchor: sg.anchor,
+                        start: a,
+                        end: z,
+                    });
                 }
             }
         }
@@ -138,10 +353,195 @@ impl Injection {
             .any(|b| matches!(b, 0xC2 | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
             && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
         {
-            unicode_hits(s, &mut hits);
+            unicode_hits(s, &mut raw, self.signals.len());
         }
-        hits.sort_by_key(|&(f, a, z)| (a, z, f));
-        hits
+        self.base64_hits(s, buf, &mut raw);
+        if raw.is_empty() {
+            return Scored::default();
+        }
+        combine(raw, self.signals.len() + EXTRA_SIGNALS, threshold)
+    }
+
+    /// Base64-looking blobs whose decoded text (printable ASCII) matches an anchor signal.
+    fn base64_hits(&self, s: &str, buf: &mut Normalized, raw: &mut Vec<Raw>) {
+        let b = s.as_bytes();
+        let mut i = 0usize;
+        while i < b.len() {
+            if !is_b64(b.get(i).copied().unwrap_or(b' ')) {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while b.get(i).copied().is_some_and(is_b64) {
+                i += 1;
+            }
+            if i - start < B64_MIN {
+                continue;
+            }
+            let Some(decoded) = b.get(start..i).and_then(decode_b64) else {
+                continue;
+            };
+            let Ok(text) = std::str::from_utf8(&decoded) else {
+                continue;
+            };
+            buf.fill(text, false);
+            if self.any.is_match(&buf.text) {
+                // The blob is ASCII, so its char span follows from the char count before it.
+                let a = s.get(..start).map_or(0, |p| p.chars().count());
+                raw.push(Raw {
+                    signal: self.signals.len() + 3,
+                    family: OBFUSCATED,
+                    weight: 0.7,
+                    anchor: true,
+                    start: a,
+                    end: a + (i - start),
+                });
+            }
+        }
+    }
+}
+
+/// Signals outside [`signals`]: invisible Unicode, zero-width in words, zero-width run, base64.
+const EXTRA_SIGNALS: usize = 4;
+
+/// Shortest base64 run worth decoding (18 decoded bytes: a short instruction).
+const B64_MIN: usize = 24;
+
+fn is_b64(c: u8) -> bool {
+    c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+}
+
+/// Decode standard base64 (no padding needed); `None` unless the result is printable text.
+fn decode_b64(src: &[u8]) -> Option<Vec<u8>> {
+    let val = |c: u8| -> Option<u32> {
+        Some(match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'+' => 62,
+            b'/' => 63,
+            _ => return None,
+        })
+    };
+    let mut out = Vec::with_capacity(src.len() / 4 * 3 + 2);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in src {
+        acc = (acc << 6) | val(c)?;
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            let byte = u8::try_from((acc >> bits) & 0xFF).ok()?;
+            // Printable ASCII and whitespace only: binary data (images, hashes) is not an
+            // instruction, and stopping early keeps the check cheap.
+            if !(byte.is_ascii_graphic() || byte == b' ' || byte == b'\n' || byte == b'\t') {
+                return None;
+            }
+            out.push(byte);
+        }
+        acc &= 0xFF;
+    }
+    Some(out)
+}
+
+/// Weight factor for a phrase that is quoted or named as a token: it is talked about
+/// ("attackers write \"ignore previous instructions\"", "the <|endoftext|> token"), not used.
+/// An attacker gains nothing by quoting an order: a quoted order is a weaker order.
+const MENTION_FACTOR: f64 = 0.4;
+
+/// Whether the match `a..z` of the normalised text is enclosed in quotes or followed by
+/// "token" / "tag".
+fn mentioned(text: &str, a: usize, z: usize) -> bool {
+    let quote = |c: u8| matches!(c, b'"' | b'\'');
+    let before = a
+        .checked_sub(1)
+        .and_then(|i| text.as_bytes().get(i))
+        .is_some_and(|&c| quote(c));
+    let after = text.as_bytes().get(z).is_some_and(|&c| quote(c));
+    let rest = text.get(z..).unwrap_or("");
+    (before && after)
+        || rest.starts_with(" token")
+        || rest.starts_with(" tag")
+        || rest.starts_with(" special token")
+}
+
+/// Whether a spaced-letter run spells an instruction word once its letters are joined.
+fn confirm_spaced(run: &str) -> bool {
+    let joined: String = run.chars().filter(char::is_ascii_alphabetic).collect();
+    SPACED_WORDS.iter().any(|w| joined.contains(w))
+}
+
+/// Most weight the support signals of one window add together.
+const SUPPORT_CAP: f64 = 0.2;
+
+/// Noisy-or of the distinct signals around each anchor; keep the hits of windows that reach
+/// `threshold`.
+fn combine(mut raw: Vec<Raw>, n_signals: usize, threshold: f64) -> Scored {
+    raw.sort_by_key(|r| (r.start, r.end, r.signal));
+    let mut best = 0.0f64;
+    let mut keep = vec![false; raw.len()];
+    let mut per_signal = vec![0.0f64; n_signals];
+    for (i, r) in raw.iter().enumerate() {
+        if !r.anchor {
+            continue;
+        }
+        let lo = raw.partition_point(|x| x.start + WINDOW < r.start);
+        let hi = raw.partition_point(|x| x.start <= r.start + WINDOW);
+        per_signal.iter_mut().for_each(|w| *w = 0.0);
+        let mut support = vec![false; n_signals];
+        for x in raw.get(lo..hi).unwrap_or(&[]) {
+            if let Some(w) = per_signal.get_mut(x.signal) {
+                *w = w.max(x.weight);
+            }
+            if let Some(s) = support.get_mut(x.signal) {
+                *s = !x.anchor;
+            }
+        }
+        // Support signals together count at most SUPPORT_CAP: ordinary business text is full
+        // of imperatives, "you must", addresses and "assistant", and must not add up to an
+        // attack without a real anchor beside them.
+        let (mut miss_anchor, mut miss_support) = (1.0f64, 1.0f64);
+        for (w, s) in per_signal.iter().zip(&support) {
+            if *s {
+                miss_support *= 1.0 - w;
+            } else {
+                miss_anchor *= 1.0 - w;
+            }
+        }
+        let support_w = (1.0 - miss_support).min(SUPPORT_CAP);
+        let score = 1.0 - miss_anchor * (1.0 - support_w);
+        best = best.max(score);
+        if score >= threshold {
+            for k in keep.get_mut(lo..hi).unwrap_or(&mut []) {
+                *k = true;
+            }
+        }
+        let _ = i;
+    }
+    // One finding per family and region: overlapping hits of a family (a strong phrase and a
+    // weaker signal inside it) merge into their union.
+    // Hits come sorted by start, so only a family's latest hit can overlap the next one.
+    let mut hits: Vec<(usize, usize, usize)> = Vec::new();
+    let mut last = [usize::MAX; FAMILIES.len()];
+    for (r, _) in raw
+        .iter()
+        .zip(&keep)
+        .filter(|(r, k)| **k && r.family != SUPPORT)
+    {
+        let fam = usize::from(r.family);
+        let Some(slot) = last.get_mut(fam) else {
+            continue;
+        };
+        match hits.get_mut(*slot) {
+            Some(h) if r.start < h.2 => h.2 = h.2.max(r.end),
+            _ => {
+                *slot = hits.len();
+                hits.push((fam, r.start, r.end));
+            }
+        }
+    }
+    Scored {
+        score: (best * 1000.0).round() / 1000.0,
+        hits,
     }
 }
 
@@ -208,9 +608,22 @@ const K_SPACE: u8 = 1;
 const K_LEET: u8 = 2;
 const K_OTHER: u8 = 3;
 
+/// Bytes copied as they are (lowercased) by the bulk path of [`Normalized::fill`].
+// Indexing in a const initialiser: an out-of-range index fails the build, never a run.
+#[allow(clippy::indexing_slicing)]
+static PLAIN: [bool; 256] = {
+    let mut t = [false; 256];
+    let mut i = 0u8;
+    while i < 128 {
+        t[i as usize] = ascii_kind(i) == K_PLAIN;
+        i += 1;
+    }
+    t
+};
+
 /// Byte kind for the ASCII fast path of [`Normalized::fill`].
 #[inline]
-fn ascii_kind(c: u8) -> u8 {
+const fn ascii_kind(c: u8) -> u8 {
     match c {
         b' ' | b'\t' | b'\n' | b'\r' | 0x0b | 0x0c => K_SPACE,
         b'0' | b'1' | b'3' | b'4' | b'5' | b'7' | b'$' | b'!' => K_LEET,
@@ -260,14 +673,24 @@ impl Normalized {
             ci = ci.saturating_add(1);
             let kind = ascii_kind(c);
             if kind == K_PLAIN {
-                i += 1;
-                let o = c.to_ascii_lowercase();
-                prev_letter = o.is_ascii_alphabetic();
-                space = false;
-                out.push(o);
+                // Copy the whole run of plain ASCII bytes at once: this loop is most of the cost
+                // of scanning ordinary text, and a slice copy vectorises where a byte loop does
+                // not.
+                let run = b.get(i..).map_or(0, |r| {
+                    r.iter()
+                        .take_while(|&&x| PLAIN.get(usize::from(x)).copied().unwrap_or(false))
+                        .count()
+                });
+                let chunk = b.get(i..i + run).unwrap_or(&[]);
+                out.extend(chunk.iter().map(u8::to_ascii_lowercase));
                 if with_map {
-                    self.map.push(here);
+                    let n = u32::try_from(run).unwrap_or(u32::MAX);
+                    self.map.extend(here..here.saturating_add(n));
                 }
+                prev_letter = chunk.last().is_some_and(u8::is_ascii_alphabetic);
+                space = false;
+                i += run;
+                ci = here.saturating_add(u32::try_from(run).unwrap_or(u32::MAX));
                 continue;
             }
             if c.is_ascii() {
@@ -350,11 +773,21 @@ impl Normalized {
 }
 
 /// `invisible_unicode` (runs of bidi controls or tag characters, except emoji tag sequences such
-/// as subdivision flags) and `zero_width_obfuscation` (zero-width characters inside ASCII words,
-/// when a string has at least two such runs).
-fn unicode_hits(s: &str, hits: &mut Vec<(usize, usize, usize)>) {
+/// as subdivision flags) and `zero_width_obfuscation`: zero-width characters inside ASCII words
+/// when a string has at least two such runs, or one run of several zero-width characters (at
+/// least two kinds, or three in a row), which no emoji sequence or script ever needs: such a run
+/// hides where an instruction starts. Signal indices start at `base`.
+fn unicode_hits(s: &str, raw: &mut Vec<Raw>, base: usize) {
     let chars: Vec<char> = s.chars().collect();
     let get = |i: usize| chars.get(i).copied();
+    let hit = |signal: usize, family: u8, weight: f64, start: usize, end: usize| Raw {
+        signal: base + signal,
+        family,
+        weight,
+        anchor: true,
+        start,
+        end,
+    };
     let mut zw = Vec::new();
     let mut i = 0usize;
     while i < chars.len() {
@@ -373,7 +806,7 @@ fn unicode_hits(s: &str, hits: &mut Vec<(usize, usize, usize)>) {
                     .is_some_and(|r| r.iter().all(|&x| is_tag(x))))
                 && j - i <= 8;
             if !flag {
-                hits.push((4, i, j));
+                raw.push(hit(0, INVISIBLE, STRONG, i, j));
             }
             i = j;
             continue;
@@ -383,13 +816,18 @@ fn unicode_hits(s: &str, hits: &mut Vec<(usize, usize, usize)>) {
             while get(j).is_some_and(is_zero_width) {
                 j += 1;
             }
+            let run = chars.get(i..j).unwrap_or(&[]);
+            let mixed = run.iter().any(|&x| x != c);
+            if run.len() >= 3 || (run.len() == 2 && mixed) {
+                raw.push(hit(2, ZERO_WIDTH, 0.6, i, j));
+            }
             let left = i
                 .checked_sub(1)
                 .and_then(get)
                 .is_some_and(|x| x.is_ascii_alphanumeric());
             let right = get(j).is_some_and(|x| x.is_ascii_alphanumeric());
             if left && right {
-                zw.push((5, i, j));
+                zw.push(hit(1, ZERO_WIDTH, STRONG, i, j));
             }
             i = j;
             continue;
@@ -397,7 +835,7 @@ fn unicode_hits(s: &str, hits: &mut Vec<(usize, usize, usize)>) {
         i += 1;
     }
     if zw.len() >= 2 {
-        hits.extend(zw);
+        raw.extend(zw);
     }
 }
 

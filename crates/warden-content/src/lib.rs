@@ -64,5 +64,10 @@ pub const KNOWN_DETECTORS: &[&str] = &[
     "private_key",
 ];
 
+/// Injection score at or above which a string yields findings when the policy sets no
+/// `threshold`: one strong phrase (0.8), or two medium signals together (e.g. "earlier
+/// instructions are void" with "from now on"), reach it; one medium signal alone does not.
+pub const DEFAULT_INJECTION_THRESHOLD: f64 = 0.5;
+
 /// Detector id reported for prompt-injection findings (and in `content:injection`).
 pub const INJECTION_DETECTOR: &str = "injection";

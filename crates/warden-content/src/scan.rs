@@ -56,6 +56,8 @@ pub struct ContentPolicy {
     input: Action,
     output: Action,
     injection: Option<InjectionAction>,
+    /// Minimum injection score for a finding (validated to lie in [0, 1]).
+    injection_threshold: f64,
 }
 
 impl fmt::Debug for ContentPolicy {
@@ -65,6 +67,7 @@ impl fmt::Debug for ContentPolicy {
             .field("input", &self.input)
             .field("output", &self.output)
             .field("injection", &self.injection)
+            .field("injection_threshold", &self.injection_threshold)
             .finish_non_exhaustive()
     }
 }
@@ -86,6 +89,15 @@ impl ContentPolicy {
         let shared = SHARED.as_ref().map_err(|message| ContentError::Internal {
             message: message.clone(),
         })?;
+        let injection_threshold = spec
+            .injection_threshold
+            .unwrap_or(crate::DEFAULT_INJECTION_THRESHOLD);
+        // `contains` is false for NaN too.
+        if !(0.0..=1.0).contains(&injection_threshold) {
+            return Err(ContentError::InvalidInjectionThreshold {
+                value: injection_threshold.to_string(),
+            });
+        }
         let mut ranks = [None; COUNT];
         let mut names = Vec::new();
         for (index, id) in spec.detectors.iter().enumerate() {
@@ -179,6 +191,7 @@ impl ContentPolicy {
             input: spec.input.unwrap_or(Action::Allow),
             output: spec.output.unwrap_or(Action::Allow),
             injection: spec.injection,
+            injection_threshold,
         })
     }
 
@@ -358,6 +371,8 @@ impl ContentPolicy {
                             end: h.cend,
                             key: renamed.is_some(),
                             family: None,
+                            score: None,
+                            families: Vec::new(),
                         });
                         match action {
                             Action::Deny if out.deny.is_none() => {
@@ -392,24 +407,42 @@ impl ContentPolicy {
                     let Leaf::Str(s) = leaf else {
                         return None;
                     };
-                    for (fam, a, z) in self.shared.injection.scan(s, &mut norm) {
+                    let scored = self
+                        .shared
+                        .injection
+                        .scan(s, &mut norm, self.injection_threshold);
+                    if scored.hits.is_empty() {
+                        return None;
+                    }
+                    // Every finding of the string carries the string's score and all the
+                    // families that fired in it, so one finding tells the whole story.
+                    let mut families: Vec<String> = Vec::new();
+                    for (i, f) in FAMILIES.iter().enumerate() {
+                        if scored.hits.iter().any(|h| h.0 == i) {
+                            families.push((*f).to_owned());
+                        }
+                    }
+                    let path = pointer(ptr, segs);
+                    for &(fam, a, z) in &scored.hits {
                         out.findings.push(Finding {
                             detector: crate::INJECTION_DETECTOR.to_owned(),
-                            path: pointer(ptr, segs),
+                            path: path.clone(),
                             start: a,
                             end: z,
                             key: false,
                             family: FAMILIES.get(fam).map(|f| (*f).to_owned()),
+                            score: Some(scored.score),
+                            families: families.clone(),
                         });
-                        match action {
-                            InjectionAction::Deny if out.deny.is_none() => {
-                                out.deny = Some(format!("content:{}", crate::INJECTION_DETECTOR));
-                            }
-                            InjectionAction::Warn => {
-                                add_warning(&mut out.warnings, crate::INJECTION_DETECTOR)
-                            }
-                            _ => {}
+                    }
+                    match action {
+                        InjectionAction::Deny if out.deny.is_none() => {
+                            out.deny = Some(format!("content:{}", crate::INJECTION_DETECTOR));
                         }
+                        InjectionAction::Warn => {
+                            add_warning(&mut out.warnings, crate::INJECTION_DETECTOR)
+                        }
+                        _ => {}
                     }
                     None
                 });
@@ -535,7 +568,7 @@ pub struct ScanRequest<'a> {
 }
 
 /// One finding: positions only, never the matched text.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Finding {
     /// Detector id (`email`, a custom id, or `injection`).
     pub detector: String,
@@ -550,9 +583,16 @@ pub struct Finding {
     /// with `#2`, `#3`... when the object has that name already), so no path carries its text.
     #[serde(skip_serializing_if = "std::ops::Not::not")]
     pub key: bool,
-    /// Injection family for `injection` findings.
+    /// Injection family of the signal this finding marks (`injection` findings only).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// Injection score of the whole string, in [0, 1] (`injection` findings only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// Every injection family that fired in the string, in [`crate::INJECTION_FAMILIES`] order
+    /// (`injection` findings only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<String>,
 }
 
 /// The result of [`ContentPolicy::scan`].

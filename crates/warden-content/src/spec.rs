@@ -38,7 +38,7 @@ pub struct CustomDetectorSpec {
 }
 
 /// The policy's `content:` section, already parsed by the core.
-#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Deserialize, Serialize)]
 pub struct ContentSpec {
     /// Built-in detector ids, in priority order (the first listed wins overlap ties).
     #[serde(default)]
@@ -56,6 +56,10 @@ pub struct ContentSpec {
     /// Action for prompt-injection findings; `None` means the heuristics do not run.
     #[serde(default)]
     pub injection: Option<InjectionAction>,
+    /// Minimum injection score (0 to 1) for a string to yield findings; `None` means
+    /// [`crate::DEFAULT_INJECTION_THRESHOLD`]. Checked by [`crate::ContentPolicy::compile`].
+    #[serde(default)]
+    pub injection_threshold: Option<f64>,
 }
 
 /// Size limit for one compiled custom pattern (bytes of compiled program).
@@ -104,6 +108,12 @@ pub enum ContentError {
         index: usize,
         /// The id as written.
         id: String,
+    },
+    /// `injection.threshold` is not a number from 0 to 1.
+    #[error("`injection.threshold` must be a number from 0 to 1, got {value}")]
+    InvalidInjectionThreshold {
+        /// The value as given.
+        value: String,
     },
     /// A built-in pattern failed to compile (a bug in this crate, never caused by the policy).
     #[error("internal error: built-in content patterns failed to compile: {message}")]

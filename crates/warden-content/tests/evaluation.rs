@@ -172,6 +172,9 @@ fn precision_and_recall() {
     for (id, np, nn, s) in &rows {
         let (bp, br) = if STRICT.contains(&id.as_str()) {
             (0.98, 0.95)
+        } else if id == "injection" {
+            // Scored detector at the default threshold (issue 18): precision first.
+            (0.95, 0.90)
         } else {
             (0.90, 0.90)
         };

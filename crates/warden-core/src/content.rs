@@ -98,6 +98,8 @@ pub fn findings(outcome: &mut ScanOutcome) -> Vec<Finding> {
             end: f.end,
             key: f.key,
             family: f.family,
+            score: f.score,
+            families: f.families,
         })
         .collect()
 }

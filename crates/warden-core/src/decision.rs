@@ -26,7 +26,7 @@ impl Verdict {
 }
 
 /// Content found in the request: where, never what (the matched text is never carried).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Finding {
     /// Detector id (`email`, `credit_card`, `injection`, a custom id, ...).
     pub detector: String,
@@ -43,6 +43,12 @@ pub struct Finding {
     /// For injection findings: the heuristic family that fired.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub family: Option<String>,
+    /// For injection findings: the string's injection score, 0 to 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub score: Option<f64>,
+    /// For injection findings: every family that fired in the string.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub families: Vec<String>,
 }
 
 /// Which policy made a decision.

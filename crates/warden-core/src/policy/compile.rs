@@ -230,7 +230,8 @@ fn compile_content(
             .collect(),
         input: c.input,
         output: c.output,
-        injection: c.injection,
+        injection: c.injection.as_ref().map(|i| i.parts().0),
+        injection_threshold: c.injection.as_ref().and_then(|i| i.parts().1),
     };
     ContentPolicy::compile(&spec)
         .map_err(|e| match &e {

@@ -209,9 +209,40 @@ pub struct ContentDoc {
     /// Action on output findings.
     #[serde(default)]
     pub output: Option<warden_content::Action>,
-    /// Action on injection findings.
+    /// Injection heuristics: an action (`injection: deny`) or `{action, threshold}`.
     #[serde(default)]
-    pub injection: Option<warden_content::InjectionAction>,
+    pub injection: Option<InjectionDoc>,
+}
+
+/// `content.injection`: the short form is the action alone.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum InjectionDoc {
+    /// `injection: deny` (default threshold).
+    Action(warden_content::InjectionAction),
+    /// `injection: {action: deny, threshold: 0.6}`.
+    Full(InjectionSettingsDoc),
+}
+
+/// `{action, threshold}`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InjectionSettingsDoc {
+    /// Action on injection findings.
+    pub action: warden_content::InjectionAction,
+    /// Minimum score (0 to 1) for a finding.
+    #[serde(default)]
+    pub threshold: Option<f64>,
+}
+
+impl InjectionDoc {
+    /// The action and the threshold, if set.
+    pub fn parts(&self) -> (warden_content::InjectionAction, Option<f64>) {
+        match self {
+            InjectionDoc::Action(a) => (*a, None),
+            InjectionDoc::Full(f) => (f.action, f.threshold),
+        }
+    }
 }
 
 /// `{id, pattern}`.
