@@ -14,6 +14,16 @@ use warden_content::{
     ContentPolicy, ContentSpec, InjectionAction, KNOWN_DETECTORS, Part, ScanRequest,
 };
 
+/// The row of the held-out injection set.
+const HELD_OUT: &str = "injection (held-out)";
+
+/// What the held-out set scores today (precision 0.946, recall 0.477 on 2026-12-03), as a
+/// floor against regressions; the target is [`HELD_OUT_TARGET`].
+const HELD_OUT_FLOOR: (f64, f64) = (0.94, 0.47);
+
+/// The target for the held-out set (issue 18).
+const HELD_OUT_TARGET: (f64, f64) = (0.95, 0.90);
+
 /// Checksum / rule-validated detectors held to the stricter bar.
 const STRICT: &[&str] = &["credit_card", "iban", "us_ssn"];
 
@@ -168,10 +178,35 @@ fn precision_and_recall() {
         s.add(false, found_injection(&inj, t), format!("benign.txt:{ln}"));
     }
     rows.push(("injection".to_owned(), attacks.len(), benign.len(), s));
+    // The held-out set: written separately, without the detector's code, never tuned on.
+    let mut s = Score::default();
+    let attacks = lines(&data_dir().join("injection/heldout/attacks.txt"));
+    let benign = lines(&data_dir().join("injection/heldout/benign.txt"));
+    assert!(attacks.len() >= 150 && benign.len() >= 150);
+    for (ln, t) in &attacks {
+        s.add(
+            true,
+            found_injection(&inj, t),
+            format!("heldout/attacks.txt:{ln}"),
+        );
+    }
+    for (ln, t) in &benign {
+        s.add(
+            false,
+            found_injection(&inj, t),
+            format!("heldout/benign.txt:{ln}"),
+        );
+    }
+    rows.push((HELD_OUT.to_owned(), attacks.len(), benign.len(), s));
 
     for (id, np, nn, s) in &rows {
         let (bp, br) = if STRICT.contains(&id.as_str()) {
             (0.98, 0.95)
+        } else if id == HELD_OUT {
+            // The issue's bar is 0.95 / 0.90 (`held_out_meets_the_target`, run on demand):
+            // missed (BENCHMARKS.md, "Injection scoring"); this floor only keeps it from
+            // getting worse.
+            HELD_OUT_FLOOR
         } else if id == "injection" {
             // Scored detector at the default threshold (issue 18): precision first.
             (0.95, 0.90)
@@ -196,4 +231,30 @@ fn precision_and_recall() {
     }
     println!("{table}");
     assert!(failures.is_empty(), "below threshold: {failures:?}");
+}
+
+/// The held-out set against the issue's target. Missed today (see [`HELD_OUT_FLOOR`]), so not
+/// part of the suite: `cargo test -p warden-content --test evaluation -- --ignored`.
+#[test]
+#[ignore = "target missed: precision 0.946, recall 0.477 on the held-out set"]
+fn held_out_meets_the_target() {
+    let inj = ContentPolicy::compile(&ContentSpec {
+        injection: Some(InjectionAction::Deny),
+        ..ContentSpec::default()
+    })
+    .unwrap();
+    let mut s = Score::default();
+    for (ln, t) in lines(&data_dir().join("injection/heldout/attacks.txt")) {
+        s.add(true, found_injection(&inj, &t), format!("attacks.txt:{ln}"));
+    }
+    for (ln, t) in lines(&data_dir().join("injection/heldout/benign.txt")) {
+        s.add(false, found_injection(&inj, &t), format!("benign.txt:{ln}"));
+    }
+    let (p, r) = HELD_OUT_TARGET;
+    assert!(
+        s.precision() >= p && s.recall() >= r,
+        "P={:.3} R={:.3}",
+        s.precision(),
+        s.recall()
+    );
 }

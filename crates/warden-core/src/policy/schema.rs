@@ -110,7 +110,21 @@ pub fn schema() -> Value {
                     "custom": {"type": "array", "items": {"$ref": "#/$defs/custom_detector"}},
                     "input": {"$ref": "#/$defs/action"},
                     "output": {"$ref": "#/$defs/action"},
-                    "injection": {"enum": ["allow", "warn", "deny"]},
+                    "injection": {
+                        "description": "an action, or the action and a score threshold",
+                        "oneOf": [
+                            {"enum": ["allow", "warn", "deny"]},
+                            {
+                                "type": "object",
+                                "additionalProperties": false,
+                                "required": ["action"],
+                                "properties": {
+                                    "action": {"enum": ["allow", "warn", "deny"]},
+                                    "threshold": {"type": "number", "minimum": 0, "maximum": 1}
+                                }
+                            }
+                        ]
+                    },
                 },
             },
             "action": {"enum": ["allow", "warn", "redact", "deny"]},
@@ -234,8 +248,13 @@ mod tests {
             names::<crate::request::Kind>()
         );
         assert_eq!(values(&defs["action"]), names::<warden_content::Action>());
+        let injection = &defs["content"]["properties"]["injection"]["oneOf"];
         assert_eq!(
-            values(&defs["content"]["properties"]["injection"]),
+            values(&injection[0]),
+            names::<warden_content::InjectionAction>()
+        );
+        assert_eq!(
+            values(&injection[1]["properties"]["action"]),
             names::<warden_content::InjectionAction>()
         );
     }
