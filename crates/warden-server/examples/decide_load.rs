@@ -9,7 +9,8 @@
 //! $ cargo run --release -p warden-server --example decide_load -- \
 //!     MODE ADDR KEY SECONDS CONNECTIONS IN_FLIGHT [SERVER_PID]
 //! ```
-//! MODE: `h1`, `h2`, `grpc` or `grpc-stream`. IN_FLIGHT is the total number of requests in
+//! MODE: `h1`, `h1-tls` (HTTP/1.1 over TLS, trusting the CA in `DECIDE_LOAD_CA`), `h2`,
+//! `grpc` or `grpc-stream`. IN_FLIGHT is the total number of requests in
 //! flight (h1: one per connection, so CONNECTIONS is IN_FLIGHT).
 //! Not a test: run by `crates/warden-server/bench/protocols.sh`.
 #![allow(
@@ -27,6 +28,7 @@ use http_body_util::{BodyExt as _, Full};
 use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
 use tonic::transport::Channel;
 use warden_server::grpc_proto::decision_service_client::DecisionServiceClient;
 use warden_server::grpc_proto::{DecideStreamRequest, DecisionRequest};
@@ -58,12 +60,41 @@ fn micros(d: Duration) -> u32 {
     u32::try_from(d.as_micros()).unwrap_or(u32::MAX)
 }
 
-async fn h1(addr: String, key: Arc<str>, until: Instant) -> Samples {
+async fn h1(addr: String, key: Arc<str>, until: Instant, tls: Option<TlsConnector>) -> Samples {
     let stream = TcpStream::connect(&addr).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-        .await
-        .unwrap();
+    match tls {
+        None => h1_on(TokioIo::new(stream), addr, key, until).await,
+        Some(connector) => {
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let stream = connector.connect(name, stream).await.unwrap();
+            h1_on(TokioIo::new(stream), addr, key, until).await
+        }
+    }
+}
+
+/// A TLS client trusting the CA in `path` (the server's name: `localhost`).
+fn tls_connector(path: &str) -> TlsConnector {
+    use rustls::pki_types::pem::PemObject as _;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in rustls::pki_types::CertificateDer::pem_file_iter(path).unwrap() {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    TlsConnector::from(Arc::new(config))
+}
+
+async fn h1_on<I>(io: TokioIo<I>, addr: String, key: Arc<str>, until: Instant) -> Samples
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.unwrap();
     tokio::spawn(conn);
     let mut samples = Vec::new();
     while Instant::now() < until {
@@ -213,9 +244,17 @@ async fn main() {
     let until = started + Duration::from_secs_f64(seconds);
     let mut tasks = Vec::new();
     match mode.as_str() {
-        "h1" => {
+        "h1" | "h1-tls" => {
+            // h1-tls: the CA to trust in DECIDE_LOAD_CA.
+            let tls = (mode == "h1-tls")
+                .then(|| tls_connector(&std::env::var("DECIDE_LOAD_CA").expect("DECIDE_LOAD_CA")));
             for _ in 0..in_flight {
-                tasks.push(tokio::spawn(h1(addr.clone(), Arc::clone(&key), until)));
+                tasks.push(tokio::spawn(h1(
+                    addr.clone(),
+                    Arc::clone(&key),
+                    until,
+                    tls.clone(),
+                )));
             }
         }
         "h2" => {
