@@ -174,6 +174,8 @@ pub(super) fn decision(decision: &Decision) -> proto::Decision {
                 end: u64::try_from(f.end).unwrap_or(u64::MAX),
                 key: f.key,
                 family: f.family.clone(),
+                score: f.score,
+                families: f.families.clone(),
             })
             .collect(),
         redacted: decision.redacted.as_ref().map(value),

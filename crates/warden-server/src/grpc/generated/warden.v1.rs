@@ -87,7 +87,7 @@ pub struct Decision {
     pub token: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// A content finding.
-#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+#[derive(Clone, PartialEq, ::prost::Message)]
 pub struct Finding {
     /// Detector id (`email`, `credit_card`, `injection`, a custom id).
     #[prost(string, tag = "1")]
@@ -107,6 +107,12 @@ pub struct Finding {
     /// For injection findings: the family that fired.
     #[prost(string, optional, tag = "6")]
     pub family: ::core::option::Option<::prost::alloc::string::String>,
+    /// For injection findings: the string's injection score, 0 to 1.
+    #[prost(double, optional, tag = "7")]
+    pub score: ::core::option::Option<f64>,
+    /// For injection findings: every family that fired in the string.
+    #[prost(string, repeated, tag = "8")]
+    pub families: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
 }
 /// Which policy made a decision, or is in force.
 #[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
