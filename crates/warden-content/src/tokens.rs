@@ -1,12 +1,15 @@
-//! Literal-anchored detectors: API keys and tokens, JWTs, PEM private keys and AWS secret keys in
-//! key/value context. One Aho-Corasick automaton finds the anchors of the enabled detectors;
-//! only at an anchor does the detector's `^`-anchored regex run, on the rest of the string.
+//! Literal-anchored detectors: API keys and tokens, JWTs, PEM private keys, AWS secret keys in
+//! key/value context, and the anchors of the context-read secrets in `secrets` (connection
+//! strings, service-account JSON, database URLs, secret-like names). One Aho-Corasick automaton
+//! finds the anchors of the enabled detectors; only at an anchor does the detector's
+//! `^`-anchored regex run, on the rest of the string.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
 use crate::builtin::{Builtin, Sink};
 use crate::bytes::{alnum, at, before};
+use crate::secrets::{self, SecretRegexes};
 
 /// What an anchor hit hands over to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,7 +24,16 @@ enum Anchor {
     Google,
     Jwt,
     Pem,
-    AwsSecret,
+    /// `secret` in its usual casings: an AWS secret key name, or a `generic_secret` name.
+    Secret,
+    Npm,
+    Pypi,
+    Gitlab,
+    Azure,
+    Gcp,
+    /// The other secret words of `generic_secret` names (`password`, `token`, `api_key`...).
+    Generic,
+    Database,
 }
 
 /// Anchor literals, matched case-sensitively (token formats are case-sensitive; the AWS prefixes
@@ -44,10 +56,46 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("xox", Anchor::Slack, &[Builtin::SlackToken]),
     ("xapp-", Anchor::Slack, &[Builtin::SlackToken]),
     (
-        "hooks.slack.com/services/",
+        "hooks.slack.com/",
         Anchor::SlackWebhook,
-        &[Builtin::SlackToken],
+        &[Builtin::SlackToken, Builtin::SlackWebhook],
     ),
+    ("npm_", Anchor::Npm, &[Builtin::NpmToken]),
+    // Every PyPI token is a macaroon whose serialisation starts with version 2 and its location
+    // (`pypi.org`, `test.pypi.org`): base64 `AgE`.
+    ("pypi-AgE", Anchor::Pypi, &[Builtin::PypiToken]),
+    // GitLab's documented token prefixes (personal, project and group access, OAuth application
+    // secret, deploy, runner authentication, CI/CD job, pipeline trigger, feed, incoming mail,
+    // agent for Kubernetes, SCIM, feature flags client) and the legacy runner registration one.
+    ("glpat-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("gloas-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("gldt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glrt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glcbt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glptt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glft-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glimt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glagent-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glsoat-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glffct-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("GR1348941", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    // Connection-string field names are case-insensitive; these are the casings in use.
+    ("AccountKey", Anchor::Azure, &[Builtin::AzureStorageKey]),
+    ("accountKey", Anchor::Azure, &[Builtin::AzureStorageKey]),
+    ("accountkey", Anchor::Azure, &[Builtin::AzureStorageKey]),
+    ("ACCOUNTKEY", Anchor::Azure, &[Builtin::AzureStorageKey]),
+    ("AZURE_STORAGE_", Anchor::Azure, &[Builtin::AzureStorageKey]),
+    (
+        "SharedAccessSignature",
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    ("private_key", Anchor::Gcp, &[Builtin::GcpServiceAccount]),
+    ("postgres", Anchor::Database, &[Builtin::DatabaseUrl]),
+    ("mysql", Anchor::Database, &[Builtin::DatabaseUrl]),
+    ("mongodb", Anchor::Database, &[Builtin::DatabaseUrl]),
+    ("redis", Anchor::Database, &[Builtin::DatabaseUrl]),
+    ("amqp", Anchor::Database, &[Builtin::DatabaseUrl]),
     (
         "sk-",
         Anchor::SkDash,
@@ -60,6 +108,32 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("AIza", Anchor::Google, &[Builtin::GoogleApiKey]),
     ("eyJ", Anchor::Jwt, &[Builtin::Jwt]),
     ("-----BEGIN ", Anchor::Pem, &[Builtin::PrivateKey]),
+];
+
+/// The secret words of `generic_secret` names other than `secret` (which [`AWS_SECRET_NAMES`]
+/// holds), in their usual casings; the name around the word is checked at the anchor.
+const GENERIC_NAMES: &[&str] = &[
+    "password",
+    "Password",
+    "PASSWORD",
+    "passwd",
+    "Passwd",
+    "PASSWD",
+    "passphrase",
+    "Passphrase",
+    "PASSPHRASE",
+    "token",
+    "Token",
+    "TOKEN",
+    "api_key",
+    "api-key",
+    "apikey",
+    "apiKey",
+    "ApiKey",
+    "Api-Key",
+    "API_KEY",
+    "API-KEY",
+    "APIKEY",
 ];
 
 /// The word every AWS secret key name holds, in its usual casings (`aws_secret_access_key`,
@@ -84,6 +158,11 @@ pub(crate) struct TokenRegexes {
     aws_secret: Regex,
     aws_secret_value: Regex,
     aws_secret_key_name: Regex,
+    npm: Regex,
+    pypi: Regex,
+    gitlab: Regex,
+    /// Patterns of the context-read secrets.
+    pub(crate) secrets: SecretRegexes,
 }
 
 impl TokenRegexes {
@@ -96,9 +175,19 @@ impl TokenRegexes {
             slack: Regex::new(
                 r"^(?:xox[abposre]-[0-9]{6,}-[A-Za-z0-9-]{8,}|xapp-[0-9]-[A-Z0-9]{6,}-[0-9]{6,}-[A-Za-z0-9]{16,})",
             )?,
+            // Incoming webhooks (team, bot, secret), workflow webhooks (team, app or workflow,
+            // numeric id, secret) and trigger URLs (team, numeric id, secret).
             slack_webhook: Regex::new(
-                r"^hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}",
+                r"^hooks\.slack\.com/(?:services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}|workflows/T[A-Z0-9]{6,}/A[A-Z0-9]{6,}/[0-9]{6,}/[A-Za-z0-9]{16,}|triggers/T[A-Z0-9]{6,}/[0-9]{6,}/[A-Za-z0-9]{16,})",
             )?,
+            npm: Regex::new(r"^npm_[A-Za-z0-9]{36}")?,
+            // Real tokens are 150+ characters; the shortest macaroon with a caveat is well over 80.
+            pypi: Regex::new(r"^pypi-AgE[A-Za-z0-9_\-]{80,}")?,
+            // A routable token (GitLab 17.x+) ends in `.<version>.<checksum>`.
+            gitlab: Regex::new(
+                r"^(?:gl(?:pat|oas|dt|rt|cbt|ptt|ft|imt|agent|soat|ffct)-|GR1348941)(?P<body>[0-9A-Za-z_\-]{20,})(?:\.[0-9]{1,3}\.[0-9A-Za-z]{6,12})?",
+            )?,
+            secrets: SecretRegexes::new()?,
             openai: Regex::new(r"^sk-[A-Za-z0-9_\-]{20,}")?,
             anthropic: Regex::new(r"^sk-ant-[A-Za-z0-9_\-]{20,}")?,
             stripe: Regex::new(r"^[rs]k_(?:live|test)_[0-9A-Za-z]{10,247}")?,
@@ -150,10 +239,16 @@ impl Anchors {
                 kinds.push(*kind);
             }
         }
-        if enabled(Builtin::AwsSecretKey) {
+        if enabled(Builtin::AwsSecretKey) || enabled(Builtin::GenericSecret) {
             for name in AWS_SECRET_NAMES {
                 pats.push(*name);
-                kinds.push(Anchor::AwsSecret);
+                kinds.push(Anchor::Secret);
+            }
+        }
+        if enabled(Builtin::GenericSecret) {
+            for name in GENERIC_NAMES {
+                pats.push(*name);
+                kinds.push(Anchor::Generic);
             }
         }
         if pats.is_empty() {
@@ -169,6 +264,10 @@ impl Anchors {
     pub(crate) fn scan(&self, s: &str, re: &TokenRegexes, sink: &mut Sink<'_>) {
         // End of the last private key block: a BEGIN inside it is part of it.
         let mut pem_end = 0;
+        // Whether `s` declares a service-account key: looked up at the first `private_key`.
+        let mut sa = None;
+        // End of the last service-account private key: a `private_key` inside it is not a member.
+        let mut gcp_end = 0;
         // For the kinds whose pattern ends in an unbounded run, the end of the run the last
         // anchor of the kind examined: an anchor inside it could only find a suffix of the same
         // token (which overlap resolution drops) and would scan the run again, so
@@ -182,6 +281,12 @@ impl Anchors {
             if kind == Anchor::Pem {
                 if p >= pem_end {
                     pem_end = pem(s, p, re, sink);
+                }
+                continue;
+            }
+            if kind == Anchor::Gcp {
+                if p >= gcp_end {
+                    gcp_end = secrets::gcp(s, p, &re.secrets, &mut sa, sink);
                 }
                 continue;
             }
@@ -210,7 +315,7 @@ impl Anchors {
 }
 
 /// Number of kinds [`greedy`] names.
-const GREEDY: usize = 3;
+const GREEDY: usize = 6;
 
 /// A byte class.
 type Class = fn(u8) -> bool;
@@ -221,6 +326,10 @@ fn greedy(kind: Anchor) -> Option<(usize, Class)> {
         Anchor::SkDash => Some((0, key_char)),
         Anchor::Slack => Some((1, key_char)),
         Anchor::Jwt => Some((2, |c| key_char(c) || c == b'=')),
+        Anchor::Gitlab => Some((3, key_char)),
+        Anchor::Pypi => Some((4, key_char)),
+        // A connection-string field: another field name inside its value is not a field.
+        Anchor::Azure => Some((5, secrets::field_char)),
         _ => None,
     }
 }
@@ -301,6 +410,47 @@ fn aws_before(b: &[u8], p: usize) -> bool {
         && !before(b, e - 3).is_ascii_alphabetic()
 }
 
+/// Whether a token body looks issued rather than typed: upper and lower case letters and a
+/// digit (36 random base62 characters lack one of them about once in 500), so
+/// `npm_package_dependencies_typescript`-style identifiers are not tokens.
+fn random_body(b: &[u8]) -> bool {
+    b.iter().any(u8::is_ascii_digit)
+        && b.iter().any(u8::is_ascii_uppercase)
+        && b.iter().any(u8::is_ascii_lowercase)
+}
+
+/// Number of distinct bytes in `b`.
+fn distinct(b: &[u8]) -> usize {
+    let mut seen = [false; 256];
+    for &x in b {
+        if let Some(v) = seen.get_mut(usize::from(x)) {
+            *v = true;
+        }
+    }
+    seen.iter().filter(|&&v| v).count()
+}
+
+/// A GitLab token at `p`: a documented prefix and 20+ characters of `[0-9A-Za-z_-]`. The body
+/// must hold a digit or an upper-case letter and 8 distinct characters, so documentation
+/// placeholders (`glpat-xxxxxxxxxxxxxxxxxxxx`, `glpat-XXXXXXXXXXXXXXXXXXXX`) and kebab-case
+/// words (`glpat-token-for-the-project`) are not tokens.
+fn gitlab(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
+    let Some(c) = s.get(p..).and_then(|r| re.gitlab.captures(r)) else {
+        return;
+    };
+    let (Some(m), Some(body)) = (c.get(0), c.name("body")) else {
+        return;
+    };
+    let body = body.as_str().as_bytes();
+    if distinct(body) >= 8
+        && body
+            .iter()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    {
+        sink.push(Builtin::GitlabToken, p, p + m.end());
+    }
+}
+
 /// A JWT at `p`. Glued to a letter or digit before it, its header and payload must be of a
 /// plausible length (a real header is about 20 characters), so dotted words that happen to hold
 /// `eyJ` twice (`heyJude.eyJohn.said`) are not tokens.
@@ -325,7 +475,32 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
     // `sk_live_` also end ordinary words (`task-`, `risk_`), so a letter or digit before them
     // means a word, not a key.
     match kind {
-        Anchor::AwsSecret => aws_secret(s, p, re, sink),
+        Anchor::Secret => {
+            if sink.on(Builtin::AwsSecretKey) {
+                aws_secret(s, p, re, sink);
+            }
+            if sink.on(Builtin::GenericSecret) {
+                secrets::generic(s, p, &re.secrets, sink);
+            }
+        }
+        Anchor::Generic => secrets::generic(s, p, &re.secrets, sink),
+        Anchor::Npm => {
+            if let Some(end) = token(s, p, &re.npm)
+                && random_body(b.get(p + 4..end).unwrap_or(&[]))
+            {
+                sink.push(Builtin::NpmToken, p, end);
+            }
+        }
+        Anchor::Pypi => {
+            if let Some(end) = token(s, p, &re.pypi) {
+                sink.push(Builtin::PypiToken, p, end);
+            }
+        }
+        Anchor::Gitlab => gitlab(s, p, re, sink),
+        Anchor::Azure => secrets::azure(s, p, &re.secrets, sink),
+        Anchor::Database => secrets::database_url(s, p, &re.secrets, sink),
+        // Handled by `Anchors::scan`, which caches the service-account lookup.
+        Anchor::Gcp => {}
         Anchor::Aws => aws(s, p, re, sink),
         Anchor::GithubClassic => {
             if let Some(end) = token(s, p, &re.gh_classic) {
@@ -343,13 +518,24 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
             }
         }
         Anchor::SlackWebhook => {
-            if let Some(end) = token(s, p, &re.slack_webhook) {
+            // The secret is the last path segment; the documentation's
+            // `.../T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX` has one character in it.
+            if let Some(end) = token(s, p, &re.slack_webhook)
+                && let Some(secret) = s.get(p..end).and_then(|t| t.rsplit('/').next())
+                && distinct(secret.as_bytes()) >= 8
+            {
                 let start = if p >= 8 && s.get(p - 8..p) == Some("https://") {
                     p - 8
                 } else {
                     p
                 };
-                sink.push(Builtin::SlackToken, start, end);
+                // `slack_token` reported incoming webhooks before `slack_webhook` existed:
+                // policies listing only it keep finding them, as `slack_token`.
+                if sink.on(Builtin::SlackWebhook) {
+                    sink.push(Builtin::SlackWebhook, start, end);
+                } else if s.get(p + 16..).is_some_and(|r| r.starts_with("services/")) {
+                    sink.push(Builtin::SlackToken, start, end);
+                }
             }
         }
         Anchor::SkDash => {
