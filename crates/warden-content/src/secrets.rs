@@ -167,17 +167,19 @@ pub(crate) fn gcp(
 }
 
 /// The span of a service-account secret in `value`, the string under `key` in an object whose
-/// `type` is `service_account`: the whole private key (when it is a PEM block) or the whole
-/// key id (40 hex digits).
+/// `type` is `service_account`: the whole value, when it holds a PEM block (`private_key`) or
+/// is 40 hex digits (`private_key_id`).
 pub(crate) fn gcp_pair(key: &str, value: &str) -> Option<(usize, usize)> {
-    let t = value.trim();
-    let start = value.len() - value.trim_start().len();
+    // The whole value, trailing newline included: it is all key material.
     let ok = match key {
-        "private_key" => t.contains("-----BEGIN"),
-        "private_key_id" => t.len() == 40 && t.bytes().all(|c| c.is_ascii_hexdigit()),
+        "private_key" => value.contains("-----BEGIN"),
+        "private_key_id" => {
+            let t = value.trim();
+            t.len() == 40 && t.bytes().all(|c| c.is_ascii_hexdigit())
+        }
         _ => false,
     };
-    ok.then_some((start, start + t.len()))
+    ok.then_some((0, value.len()))
 }
 
 /// Whether an object key may name a secret any key-read rule knows (`pass`, `secret`, `token`,
@@ -304,12 +306,19 @@ const PLACEHOLDER_WORDS: &[&str] = &[
 
 /// Whether `v` stands for a value rather than being one: a template or variable reference
 /// (`${PASSWORD}`, `$DB_PASS`, `{{ .pw }}`, `<your-password>`, `[token]`, `%s`), a masked value
-/// (`********`, `xxxx`), or a placeholder word (`changeme`, `null`, `your_password`).
+/// (`********`, `xxxx`), nothing visible, or a placeholder word (`changeme`, `null`, `your_password`).
 pub(crate) fn placeholder(v: &str) -> bool {
     let b = v.as_bytes();
     let Some(&first) = b.first() else {
         return true;
     };
+    // Only invisible or space-like characters: an empty value in disguise.
+    if !v
+        .chars()
+        .any(|c| c.is_alphanumeric() || c.is_ascii_punctuation())
+    {
+        return true;
+    }
     if matches!(first, b'$' | b'<' | b'{' | b'[' | b'%' | b'(')
         || matches!(b.last(), Some(b'>' | b'}' | b']'))
         || b.iter().all(|&c| c == first)
