@@ -453,6 +453,20 @@ pub(crate) fn generic_pair(key: &str, value: &str) -> Option<(usize, usize)> {
     secret_value(t).then_some((start, start + t.len()))
 }
 
+/// The schemes [`database_url`] knows, each with the `://` after it in the pattern: the anchor
+/// is the `://`, and the scheme ending there is where the URL is read from.
+pub(crate) const DATABASE_SCHEMES: &[&str] = &[
+    "postgresql",
+    "postgres",
+    "mysql",
+    "mongodb+srv",
+    "mongodb",
+    "rediss",
+    "redis",
+    "amqps",
+    "amqp",
+];
+
 /// The password of a database or broker URL at anchor `p` (the scheme: `postgres`,
 /// `postgresql`, `mysql`, `mongodb`, `mongodb+srv`, `redis`, `rediss`, `amqp`, `amqps`). Only
 /// the password is the finding, so redaction keeps the user, host and database; none without a

@@ -36,9 +36,52 @@ enum Anchor {
     Database,
 }
 
+/// Where the word an anchor literal stands for starts, relative to the literal's match.
+///
+/// The automaton's SIMD prefilter (Teddy) fingerprints the first three bytes of every literal
+/// in a handful of buckets: each literal added, and each literal starting with a common
+/// trigram (`pas`, `tok`, `sec`, `pri`, `red`, `pos`, `acc`), makes it stop at more ordinary
+/// words, and with twice the literals the scan took several times as long. So words that
+/// start commonly are anchored on a rarer inner part (`ssw` for `password`), and the word
+/// itself is checked at the hit; the anchor positions handed on are the same.
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// At the literal.
+    Here,
+    /// This many bytes before the literal, when one of the words starts there.
+    Back(usize, &'static [&'static str]),
+    /// At the database URL scheme ([`secrets::DATABASE_SCHEMES`]) ending at the literal
+    /// (`://`): one literal instead of one per scheme, several of them common words.
+    Scheme,
+}
+
+impl Start {
+    /// The start of the anchored word for a literal matched at `q` in `b`, if the word is there.
+    fn resolve(self, b: &[u8], q: usize) -> Option<usize> {
+        match self {
+            Start::Here => Some(q),
+            Start::Back(n, words) => {
+                let p = q.checked_sub(n)?;
+                let rest = b.get(p..)?;
+                words
+                    .iter()
+                    .any(|w| rest.starts_with(w.as_bytes()))
+                    .then_some(p)
+            }
+            Start::Scheme => {
+                let head = b.get(..q)?;
+                secrets::DATABASE_SCHEMES
+                    .iter()
+                    .find(|sc| head.ends_with(sc.as_bytes()))
+                    .map(|sc| q - sc.len())
+            }
+        }
+    }
+}
+
 /// Anchor literals, matched case-sensitively (token formats are case-sensitive; the AWS prefixes
 /// and secret key names are listed in their common casings) so the automaton's SIMD prefilter
-/// stays sharp.
+/// stays sharp (see [`Start`]).
 const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("AKIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
     ("ASIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
@@ -79,23 +122,12 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("glsoat-", Anchor::Gitlab, &[Builtin::GitlabToken]),
     ("glffct-", Anchor::Gitlab, &[Builtin::GitlabToken]),
     ("GR1348941", Anchor::Gitlab, &[Builtin::GitlabToken]),
-    // Connection-string field names are case-insensitive; these are the casings in use.
-    ("AccountKey", Anchor::Azure, &[Builtin::AzureStorageKey]),
-    ("accountKey", Anchor::Azure, &[Builtin::AzureStorageKey]),
-    ("accountkey", Anchor::Azure, &[Builtin::AzureStorageKey]),
-    ("ACCOUNTKEY", Anchor::Azure, &[Builtin::AzureStorageKey]),
     ("AZURE_STORAGE_", Anchor::Azure, &[Builtin::AzureStorageKey]),
     (
         "SharedAccessSignature",
         Anchor::Azure,
         &[Builtin::AzureStorageKey],
     ),
-    ("private_key", Anchor::Gcp, &[Builtin::GcpServiceAccount]),
-    ("postgres", Anchor::Database, &[Builtin::DatabaseUrl]),
-    ("mysql", Anchor::Database, &[Builtin::DatabaseUrl]),
-    ("mongodb", Anchor::Database, &[Builtin::DatabaseUrl]),
-    ("redis", Anchor::Database, &[Builtin::DatabaseUrl]),
-    ("amqp", Anchor::Database, &[Builtin::DatabaseUrl]),
     (
         "sk-",
         Anchor::SkDash,
@@ -110,36 +142,72 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("-----BEGIN ", Anchor::Pem, &[Builtin::PrivateKey]),
 ];
 
-/// The secret words of `generic_secret` names other than `secret` (which [`AWS_SECRET_NAMES`]
+/// Anchor literals standing for a word around them (see [`Start`]).
+const INNER_ANCHORS: &[(&str, Start, Anchor, &[Builtin])] = &[
+    // Connection-string field names are case-insensitive; these are the casings in use.
+    (
+        "ntKey",
+        Start::Back(5, &["AccountKey", "accountKey"]),
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    (
+        "ntkey",
+        Start::Back(5, &["accountkey"]),
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    (
+        "NTKEY",
+        Start::Back(5, &["ACCOUNTKEY"]),
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    (
+        "ivate_key",
+        Start::Back(2, &["private_key"]),
+        Anchor::Gcp,
+        &[Builtin::GcpServiceAccount],
+    ),
+    (
+        "://",
+        Start::Scheme,
+        Anchor::Database,
+        &[Builtin::DatabaseUrl],
+    ),
+];
+
+/// The secret words of `generic_secret` names other than `secret` (which [`SECRET_NAMES`]
 /// holds), in their usual casings; the name around the word is checked at the anchor.
-const GENERIC_NAMES: &[&str] = &[
-    "password",
-    "Password",
-    "PASSWORD",
-    "passwd",
-    "Passwd",
-    "PASSWD",
-    "passphrase",
-    "Passphrase",
-    "PASSPHRASE",
-    "token",
-    "Token",
-    "TOKEN",
-    "api_key",
-    "api-key",
-    "apikey",
-    "apiKey",
-    "ApiKey",
-    "Api-Key",
-    "API_KEY",
-    "API-KEY",
-    "APIKEY",
+const GENERIC_NAMES: &[(&str, Start)] = &[
+    (
+        "ssw",
+        Start::Back(2, &["password", "Password", "passwd", "Passwd"]),
+    ),
+    ("SSW", Start::Back(2, &["PASSWORD", "PASSWD"])),
+    ("ssph", Start::Back(2, &["passphrase", "Passphrase"])),
+    ("SSPH", Start::Back(2, &["PASSPHRASE"])),
+    ("oken", Start::Back(1, &["token", "Token"])),
+    ("OKEN", Start::Back(1, &["TOKEN"])),
+    // Rare enough as they are.
+    ("api_key", Start::Here),
+    ("api-key", Start::Here),
+    ("apikey", Start::Here),
+    ("apiKey", Start::Here),
+    ("ApiKey", Start::Here),
+    ("Api-Key", Start::Here),
+    ("API_KEY", Start::Here),
+    ("API-KEY", Start::Here),
+    ("APIKEY", Start::Here),
 ];
 
 /// The word every AWS secret key name holds, in its usual casings (`aws_secret_access_key`,
 /// `AWS_SECRET_ACCESS_KEY`, `SecretAccessKey`, `Aws-Secret-Access-Key`): the name around it is
-/// checked at the anchor ([`aws_secret`]).
-const AWS_SECRET_NAMES: &[&str] = &["secret", "Secret", "SECRET"];
+/// checked at the anchor ([`aws_secret`]). Anchored without the `s` (see [`Start`]).
+const SECRET_NAMES: &[(&str, Start)] = &[
+    ("ecret", Start::Back(1, &["secret", "Secret"])),
+    ("ECRET", Start::Back(1, &["SECRET"])),
+];
 
 /// Compiled token patterns, shared by every policy (see `scan::Shared`).
 pub(crate) struct TokenRegexes {
@@ -223,7 +291,8 @@ impl TokenRegexes {
 /// The anchor automaton for one policy: only the anchors of enabled detectors.
 pub(crate) struct Anchors {
     ac: AhoCorasick,
-    kinds: Vec<Anchor>,
+    /// Per literal: what it hands over to, and where its word starts.
+    kinds: Vec<(Anchor, Start)>,
 }
 
 impl Anchors {
@@ -236,19 +305,25 @@ impl Anchors {
         for (lit, kind, dets) in ANCHORS {
             if dets.iter().any(|&d| enabled(d)) {
                 pats.push(*lit);
-                kinds.push(*kind);
+                kinds.push((*kind, Start::Here));
+            }
+        }
+        for (lit, start, kind, dets) in INNER_ANCHORS {
+            if dets.iter().any(|&d| enabled(d)) {
+                pats.push(*lit);
+                kinds.push((*kind, *start));
             }
         }
         if enabled(Builtin::AwsSecretKey) || enabled(Builtin::GenericSecret) {
-            for name in AWS_SECRET_NAMES {
-                pats.push(*name);
-                kinds.push(Anchor::Secret);
+            for (lit, start) in SECRET_NAMES {
+                pats.push(*lit);
+                kinds.push((Anchor::Secret, *start));
             }
         }
         if enabled(Builtin::GenericSecret) {
-            for name in GENERIC_NAMES {
-                pats.push(*name);
-                kinds.push(Anchor::Generic);
+            for (lit, start) in GENERIC_NAMES {
+                pats.push(*lit);
+                kinds.push((Anchor::Generic, *start));
             }
         }
         if pats.is_empty() {
@@ -274,10 +349,13 @@ impl Anchors {
         // `sk-sk-sk-...` would take quadratic time.
         let mut run_end = [0usize; GREEDY];
         for m in self.ac.find_iter(s) {
-            let Some(&kind) = self.kinds.get(m.pattern().as_usize()) else {
+            let Some(&(kind, start)) = self.kinds.get(m.pattern().as_usize()) else {
                 continue;
             };
-            let p = m.start();
+            // The word's start: where the detectors read from, as if it were the literal.
+            let Some(p) = start.resolve(s.as_bytes(), m.start()) else {
+                continue;
+            };
             if kind == Anchor::Pem {
                 if p >= pem_end {
                     pem_end = pem(s, p, re, sink);
