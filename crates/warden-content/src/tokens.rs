@@ -133,10 +133,6 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
         Anchor::SkDash,
         &[Builtin::OpenaiKey, Builtin::AnthropicKey],
     ),
-    ("sk_live_", Anchor::Stripe, &[Builtin::StripeKey]),
-    ("sk_test_", Anchor::Stripe, &[Builtin::StripeKey]),
-    ("rk_live_", Anchor::Stripe, &[Builtin::StripeKey]),
-    ("rk_test_", Anchor::Stripe, &[Builtin::StripeKey]),
     ("AIza", Anchor::Google, &[Builtin::GoogleApiKey]),
     ("eyJ", Anchor::Jwt, &[Builtin::Jwt]),
     ("-----BEGIN ", Anchor::Pem, &[Builtin::PrivateKey]),
@@ -144,6 +140,19 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
 
 /// Anchor literals standing for a word around them (see [`Start`]).
 const INNER_ANCHORS: &[(&str, Start, Anchor, &[Builtin])] = &[
+    // Secret and restricted Stripe keys: one literal per mode, not per key kind.
+    (
+        "k_live_",
+        Start::Back(1, &["sk_live_", "rk_live_"]),
+        Anchor::Stripe,
+        &[Builtin::StripeKey],
+    ),
+    (
+        "k_test_",
+        Start::Back(1, &["sk_test_", "rk_test_"]),
+        Anchor::Stripe,
+        &[Builtin::StripeKey],
+    ),
     // Connection-string field names are case-insensitive; these are the casings in use.
     (
         "ntKey",
@@ -287,6 +296,11 @@ impl TokenRegexes {
         Some((m.start(), m.end()))
     }
 }
+
+/// Most literals the automaton may hold: beyond 64 its SIMD prefilter (Teddy) is not used at
+/// all, and a scan of prose takes several times as long (checked by a test).
+#[cfg(test)]
+const PREFILTER_LIMIT: usize = 64;
 
 /// The anchor automaton for one policy: only the anchors of enabled detectors.
 pub(crate) struct Anchors {
@@ -675,4 +689,37 @@ fn pem(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) -> usize {
     };
     sink.push(Builtin::PrivateKey, p, end);
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_stay_within_the_prefilter_limit() {
+        let Ok(Some(a)) = Anchors::new(|_| true) else {
+            panic!("the anchors of all built-ins build");
+        };
+        assert!(
+            a.ac.patterns_len() <= PREFILTER_LIMIT,
+            "{}",
+            a.ac.patterns_len()
+        );
+    }
+
+    #[test]
+    fn inner_literals_resolve_to_the_word_start() {
+        let at = |s: &str, lit: &str, start: Start| start.resolve(s.as_bytes(), s.find(lit)?);
+        let pw = Start::Back(2, &["password", "passwd"]);
+        assert_eq!(at("a password=", "ssw", pw), Some(2));
+        assert_eq!(at("passwd", "ssw", pw), Some(0));
+        // Another word around the literal, or none before it: no anchor.
+        assert_eq!(at("crossword", "ssw", pw), None);
+        assert_eq!(at("sw", "sw", Start::Back(2, &["sw"])), None);
+        assert_eq!(at("u postgresql://a", "://", Start::Scheme), Some(2));
+        assert_eq!(at("mongodb+srv://a", "://", Start::Scheme), Some(0));
+        assert_eq!(at("rediss://", "://", Start::Scheme), Some(0));
+        assert_eq!(at("https://x", "://", Start::Scheme), None);
+        assert_eq!(at("://", "://", Start::Scheme), None);
+    }
 }
