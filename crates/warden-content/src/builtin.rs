@@ -20,10 +20,18 @@ pub(crate) enum Builtin {
     StripeKey,
     Jwt,
     PrivateKey,
+    SlackWebhook,
+    NpmToken,
+    PypiToken,
+    GitlabToken,
+    AzureStorageKey,
+    GcpServiceAccount,
+    GenericSecret,
+    DatabaseUrl,
 }
 
 /// Number of built-in detectors.
-pub(crate) const COUNT: usize = 17;
+pub(crate) const COUNT: usize = 25;
 
 /// Every built-in, in the order of [`crate::KNOWN_DETECTORS`].
 pub(crate) const ALL: [Builtin; COUNT] = [
@@ -44,6 +52,14 @@ pub(crate) const ALL: [Builtin; COUNT] = [
     Builtin::StripeKey,
     Builtin::Jwt,
     Builtin::PrivateKey,
+    Builtin::SlackWebhook,
+    Builtin::NpmToken,
+    Builtin::PypiToken,
+    Builtin::GitlabToken,
+    Builtin::AzureStorageKey,
+    Builtin::GcpServiceAccount,
+    Builtin::GenericSecret,
+    Builtin::DatabaseUrl,
 ];
 
 impl Builtin {
@@ -67,6 +83,14 @@ impl Builtin {
             Builtin::StripeKey => "stripe_key",
             Builtin::Jwt => "jwt",
             Builtin::PrivateKey => "private_key",
+            Builtin::SlackWebhook => "slack_webhook",
+            Builtin::NpmToken => "npm_token",
+            Builtin::PypiToken => "pypi_token",
+            Builtin::GitlabToken => "gitlab_token",
+            Builtin::AzureStorageKey => "azure_storage_key",
+            Builtin::GcpServiceAccount => "gcp_service_account",
+            Builtin::GenericSecret => "generic_secret",
+            Builtin::DatabaseUrl => "database_url",
         }
     }
 

@@ -29,7 +29,7 @@ const NUMBER_WORDS: &[&str] = &["number", "no", "num", "nr"];
 
 /// The words of a key, lower case: split at non-alphanumerics and lower-to-upper case changes
 /// (`homePhone_number` -> `home`, `phone`, `number`).
-fn words(key: &str) -> Vec<String> {
+pub(crate) fn words(key: &str) -> Vec<String> {
     let mut out: Vec<String> = Vec::new();
     let mut cur = String::new();
     let mut prev_lower = false;

@@ -38,13 +38,14 @@ pub(crate) enum Leaf<'v> {
 }
 
 /// Visit every string, number and object key of `part` in document order, a key just before
-/// its value, with a path and the object key holding the value. A key's path is its object's;
+/// its value, with a path and the object key holding the value (with that object, so a value's
+/// siblings can be context: the `type` of a service-account key). A key's path is its object's;
 /// `f` returns the name paths give the member (`None`: the key itself), so when a key holds a
 /// finding no path below it carries the finding's text. Iterative, so arbitrarily deep values
 /// cannot overflow the stack.
 pub(crate) fn walk<'v>(
     part: &Part<'v>,
-    mut f: impl FnMut(&[Seg<'v>], Option<&'v str>, Leaf<'v>) -> Option<String>,
+    mut f: impl FnMut(&[Seg<'v>], Option<(&'v str, &'v Map<String, Value>)>, Leaf<'v>) -> Option<String>,
 ) {
     let root = match part {
         Part::Text(t) => {
@@ -76,7 +77,7 @@ pub(crate) fn walk<'v>(
                 let seg = f(&path, None, Leaf::Key { name, object })
                     .map_or(Cow::Borrowed(name), Cow::Owned);
                 path.push(Seg::Key(seg));
-                Some(name)
+                Some((name, object))
             }
         };
         let d = path.len();

@@ -32,6 +32,7 @@ mod injection;
 mod json;
 mod net;
 mod scan;
+mod secrets;
 mod spec;
 mod tokens;
 mod view;
@@ -62,6 +63,14 @@ pub const KNOWN_DETECTORS: &[&str] = &[
     "stripe_key",
     "jwt",
     "private_key",
+    "slack_webhook",
+    "npm_token",
+    "pypi_token",
+    "gitlab_token",
+    "azure_storage_key",
+    "gcp_service_account",
+    "generic_secret",
+    "database_url",
 ];
 
 /// Injection score at or above which a string yields findings when the policy sets no

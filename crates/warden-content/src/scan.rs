@@ -16,6 +16,7 @@ use crate::digits::{self, PhoneRegexes};
 use crate::injection::{FAMILIES, Injection, Normalized};
 use crate::json::{self, Edit, Leaf, Seg, pointer};
 use crate::net;
+use crate::secrets;
 use crate::spec::{Action, CUSTOM_PATTERN_SIZE_LIMIT, ContentError, ContentSpec, InjectionAction};
 use crate::tokens::{Anchors, TokenRegexes};
 use crate::view;
@@ -50,6 +51,11 @@ pub struct ContentPolicy {
     names: Vec<String>,
     custom: Vec<(u16, Regex)>,
     anchors: Option<Anchors>,
+    /// `gcp_service_account` is on (object values look at their siblings).
+    gcp_on: bool,
+    /// A detector that reads a value by its object key (`generic_secret`, `azure_storage_key`,
+    /// `gcp_service_account`) is on.
+    pair_keys: bool,
     /// Byte classes that start the hand-written scanners (digits, `@`, `:`).
     table: [u8; 256],
     scan_bytes: bool,
@@ -186,6 +192,14 @@ impl ContentPolicy {
             names,
             custom,
             anchors,
+            gcp_on: on(Builtin::GcpServiceAccount),
+            pair_keys: [
+                Builtin::GcpServiceAccount,
+                Builtin::AzureStorageKey,
+                Builtin::GenericSecret,
+            ]
+            .into_iter()
+            .any(on),
             table,
             scan_bytes,
             input: spec.input.unwrap_or(Action::Allow),
@@ -203,11 +217,12 @@ impl ContentPolicy {
     /// Candidates of every enabled detector in `s` (byte spans into `s`, unresolved): in `s`
     /// itself, and in its normalised and decoded views (see [`view`]) mapped back, so that
     /// full-width digits, zero-width characters or `%20` between digits hide nothing. `key` is
-    /// the object key holding `s`, if any (context for `aws_secret_key`, and for SSNs and phone
-    /// numbers as bare digits); `number`: `s` is the text of a JSON number.
-    fn candidates(&self, s: &str, key: Option<&str>, number: bool, out: &mut Vec<Cand>) {
+    /// the object key holding `s`, if any (context for `aws_secret_key`, `generic_secret`,
+    /// `azure_storage_key`, and for SSNs and phone numbers as bare digits); `number`: `s` is the
+    /// text of a JSON number; `sa`: `s` is a member of a service-account key object.
+    fn candidates(&self, s: &str, key: Option<&str>, number: bool, sa: bool, out: &mut Vec<Cand>) {
         out.clear();
-        self.candidates_in(s, key, number, out);
+        self.candidates_in(s, key, number, sa, out);
         if !view::may_have_views(s) {
             return;
         }
@@ -221,7 +236,7 @@ impl ContentPolicy {
         let mut found = Vec::new();
         for v in [norm, dec].iter().flatten() {
             found.clear();
-            self.candidates_in(v.text(), key, number, &mut found);
+            self.candidates_in(v.text(), key, number, sa, &mut found);
             for c in &found {
                 let (start, end) = v.original(c.start, c.end);
                 out.push(Cand {
@@ -234,7 +249,14 @@ impl ContentPolicy {
     }
 
     /// Candidates of every enabled detector in `s` as it is, appended to `out`.
-    fn candidates_in(&self, s: &str, key: Option<&str>, number: bool, out: &mut Vec<Cand>) {
+    fn candidates_in(
+        &self,
+        s: &str,
+        key: Option<&str>,
+        number: bool,
+        sa: bool,
+        out: &mut Vec<Cand>,
+    ) {
         let sh = self.shared;
         let mut sink = Sink {
             ranks: &self.ranks,
@@ -274,6 +296,11 @@ impl ContentPolicy {
         {
             sink.push(Builtin::AwsSecretKey, start, end);
         }
+        if let Some(k) = key
+            && !number
+        {
+            self.secret_pairs(k, s, sa, &mut sink);
+        }
         // Only a value of digits can be one (checked first: most values are not).
         if let Some(k) = key
             && s.trim_start()
@@ -292,10 +319,48 @@ impl ContentPolicy {
         }
     }
 
+    /// Secrets a string value is by its object key (and, for service-account keys, by the
+    /// object holding it): the whole value is the finding.
+    fn secret_pairs(&self, k: &str, s: &str, sa: bool, sink: &mut Sink<'_>) {
+        // One cheap look at the key before the word split the rules need.
+        if !self.pair_keys || !secrets::may_name_secret(k) {
+            return;
+        }
+        let spans = [
+            (
+                Builtin::GcpServiceAccount,
+                sa && sink.on(Builtin::GcpServiceAccount),
+                secrets::gcp_pair as fn(&str, &str) -> Option<(usize, usize)>,
+            ),
+            (
+                Builtin::AzureStorageKey,
+                sink.on(Builtin::AzureStorageKey),
+                secrets::azure_pair,
+            ),
+            (
+                Builtin::GenericSecret,
+                sink.on(Builtin::GenericSecret),
+                secrets::generic_pair,
+            ),
+        ];
+        for (b, on, rule) in spans {
+            if on && let Some((start, end)) = rule(k, s) {
+                sink.push(b, start, end);
+            }
+        }
+    }
+
     /// Resolved detector findings in `s`: `(rank, char start, char end, byte start, byte end)`,
     /// sorted by start.
-    fn detect(&self, s: &str, key: Option<&str>, number: bool, cands: &mut Vec<Cand>) -> Vec<Hit> {
-        self.candidates(s, key, number, cands);
+    fn detect(
+        &self,
+        s: &str,
+        key: Option<&str>,
+        number: bool,
+        sa: bool,
+        cands: &mut Vec<Cand>,
+    ) -> Vec<Hit> {
+        self.candidates(s, key, number, sa, cands);
         if cands.is_empty() {
             return Vec::new();
         }
@@ -328,7 +393,14 @@ impl ContentPolicy {
                 let mut edits: Vec<Edit> = Vec::new();
                 // Names given so far to keys holding findings, per object (by address).
                 let mut taken: HashMap<*const Map<String, Value>, Vec<String>> = HashMap::new();
-                json::walk(part, |segs, key, leaf| {
+                json::walk(part, |segs, member, leaf| {
+                    let key = member.map(|(k, _)| k);
+                    // Only members named like a service-account secret look at their siblings.
+                    let sa = self.gcp_on
+                        && member.is_some_and(|(k, o)| {
+                            k.starts_with("private_key")
+                                && o.get("type").and_then(Value::as_str) == Some("service_account")
+                        });
                     let (text, key, number) = match leaf {
                         Leaf::Str(s) => (Cow::Borrowed(s), key, false),
                         Leaf::Num(n) if self.scans_number(n) => {
@@ -339,7 +411,7 @@ impl ContentPolicy {
                         }
                         Leaf::Num(_) | Leaf::Key { .. } => return None,
                     };
-                    let hits = self.detect(&text, key, number, &mut cands);
+                    let hits = self.detect(&text, key, number, sa, &mut cands);
                     if hits.is_empty() {
                         return None;
                     }

@@ -1,12 +1,15 @@
-//! Literal-anchored detectors: API keys and tokens, JWTs, PEM private keys and AWS secret keys in
-//! key/value context. One Aho-Corasick automaton finds the anchors of the enabled detectors;
-//! only at an anchor does the detector's `^`-anchored regex run, on the rest of the string.
+//! Literal-anchored detectors: API keys and tokens, JWTs, PEM private keys, AWS secret keys in
+//! key/value context, and the anchors of the context-read secrets in `secrets` (connection
+//! strings, service-account JSON, database URLs, secret-like names). One Aho-Corasick automaton
+//! finds the anchors of the enabled detectors; only at an anchor does the detector's
+//! `^`-anchored regex run, on the rest of the string.
 
 use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
 use regex::Regex;
 
 use crate::builtin::{Builtin, Sink};
 use crate::bytes::{alnum, at, before};
+use crate::secrets::{self, SecretRegexes};
 
 /// What an anchor hit hands over to.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -21,12 +24,66 @@ enum Anchor {
     Google,
     Jwt,
     Pem,
-    AwsSecret,
+    /// `secret` in its usual casings: an AWS secret key name, or a `generic_secret` name.
+    Secret,
+    Npm,
+    Pypi,
+    Gitlab,
+    Azure,
+    Gcp,
+    /// The other secret words of `generic_secret` names (`password`, `token`, `api_key`...).
+    Generic,
+    Database,
+}
+
+/// Where the word an anchor literal stands for starts, relative to the literal's match.
+///
+/// The automaton's SIMD prefilter (Teddy) takes at most 64 literals (beyond, the scan runs
+/// without it and took several times as long) and fingerprints the first three bytes of each
+/// in a handful of buckets: each literal added, and each literal starting with a common
+/// trigram (`pas`, `tok`, `sec`, `pri`, `red`, `pos`, `acc`), makes it stop at more ordinary
+/// words. So words that start commonly, or several words sharing a tail, are anchored on a
+/// rarer inner part (`ssw` for `password`), and the word itself is checked at the hit; the
+/// anchor positions handed on are the same. (A 2-byte literal such as `gl` for all GitLab
+/// prefixes would shorten every fingerprint to two bytes: slower, not faster.)
+#[derive(Clone, Copy, Debug)]
+enum Start {
+    /// At the literal.
+    Here,
+    /// This many bytes before the literal, when one of the words starts there.
+    Back(usize, &'static [&'static str]),
+    /// At the database URL scheme ([`secrets::DATABASE_SCHEMES`]) ending at the literal
+    /// (`://`): one literal instead of one per scheme, several of them common words.
+    Scheme,
+}
+
+impl Start {
+    /// The start of the anchored word for a literal matched at `q` in `b`, if the word is there.
+    fn resolve(self, b: &[u8], q: usize) -> Option<usize> {
+        match self {
+            Start::Here => Some(q),
+            Start::Back(n, words) => {
+                let p = q.checked_sub(n)?;
+                let rest = b.get(p..)?;
+                words
+                    .iter()
+                    .any(|w| rest.starts_with(w.as_bytes()))
+                    .then_some(p)
+            }
+            Start::Scheme => {
+                let head = b.get(..q)?;
+                secrets::DATABASE_SCHEMES
+                    .iter()
+                    .find(|sc| head.ends_with(sc.as_bytes()))
+                    .map(|sc| q - sc.len())
+            }
+        }
+    }
 }
 
 /// Anchor literals, matched case-sensitively (token formats are case-sensitive; the AWS prefixes
 /// and secret key names are listed in their common casings) so the automaton's SIMD prefilter
-/// stays sharp.
+/// stays sharp (see [`Start`]).
 const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("AKIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
     ("ASIA", Anchor::Aws, &[Builtin::AwsAccessKey]),
@@ -44,28 +101,124 @@ const ANCHORS: &[(&str, Anchor, &[Builtin])] = &[
     ("xox", Anchor::Slack, &[Builtin::SlackToken]),
     ("xapp-", Anchor::Slack, &[Builtin::SlackToken]),
     (
-        "hooks.slack.com/services/",
+        "hooks.slack.com/",
         Anchor::SlackWebhook,
-        &[Builtin::SlackToken],
+        &[Builtin::SlackToken, Builtin::SlackWebhook],
+    ),
+    ("npm_", Anchor::Npm, &[Builtin::NpmToken]),
+    // Every PyPI token is a macaroon whose serialisation starts with version 2 and its location
+    // (`pypi.org`, `test.pypi.org`): base64 `AgE`.
+    ("pypi-AgE", Anchor::Pypi, &[Builtin::PypiToken]),
+    // GitLab's documented token prefixes (personal, project and group access, OAuth application
+    // secret, deploy, runner authentication, CI/CD job, pipeline trigger, feed, incoming mail,
+    // agent for Kubernetes, SCIM, feature flags client) and the legacy runner registration one.
+    ("glpat-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("gloas-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("gldt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glrt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glcbt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glptt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glft-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glimt-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glagent-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glsoat-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("glffct-", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("GR1348941", Anchor::Gitlab, &[Builtin::GitlabToken]),
+    ("AZURE_STORAGE_", Anchor::Azure, &[Builtin::AzureStorageKey]),
+    (
+        "SharedAccessSignature",
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
     ),
     (
         "sk-",
         Anchor::SkDash,
         &[Builtin::OpenaiKey, Builtin::AnthropicKey],
     ),
-    ("sk_live_", Anchor::Stripe, &[Builtin::StripeKey]),
-    ("sk_test_", Anchor::Stripe, &[Builtin::StripeKey]),
-    ("rk_live_", Anchor::Stripe, &[Builtin::StripeKey]),
-    ("rk_test_", Anchor::Stripe, &[Builtin::StripeKey]),
     ("AIza", Anchor::Google, &[Builtin::GoogleApiKey]),
     ("eyJ", Anchor::Jwt, &[Builtin::Jwt]),
     ("-----BEGIN ", Anchor::Pem, &[Builtin::PrivateKey]),
 ];
 
+/// Anchor literals standing for a word around them (see [`Start`]).
+const INNER_ANCHORS: &[(&str, Start, Anchor, &[Builtin])] = &[
+    // Secret and restricted Stripe keys: one literal per mode, not per key kind.
+    (
+        "k_live_",
+        Start::Back(1, &["sk_live_", "rk_live_"]),
+        Anchor::Stripe,
+        &[Builtin::StripeKey],
+    ),
+    (
+        "k_test_",
+        Start::Back(1, &["sk_test_", "rk_test_"]),
+        Anchor::Stripe,
+        &[Builtin::StripeKey],
+    ),
+    // Connection-string field names are case-insensitive; these are the casings in use.
+    (
+        "ntKey",
+        Start::Back(5, &["AccountKey", "accountKey"]),
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    (
+        "ntkey",
+        Start::Back(5, &["accountkey"]),
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    (
+        "NTKEY",
+        Start::Back(5, &["ACCOUNTKEY"]),
+        Anchor::Azure,
+        &[Builtin::AzureStorageKey],
+    ),
+    (
+        "ivate_key",
+        Start::Back(2, &["private_key"]),
+        Anchor::Gcp,
+        &[Builtin::GcpServiceAccount],
+    ),
+    (
+        "://",
+        Start::Scheme,
+        Anchor::Database,
+        &[Builtin::DatabaseUrl],
+    ),
+];
+
+/// The secret words of `generic_secret` names other than `secret` (which [`SECRET_NAMES`]
+/// holds), in their usual casings; the name around the word is checked at the anchor.
+const GENERIC_NAMES: &[(&str, Start)] = &[
+    (
+        "ssw",
+        Start::Back(2, &["password", "Password", "passwd", "Passwd"]),
+    ),
+    ("SSW", Start::Back(2, &["PASSWORD", "PASSWD"])),
+    ("ssph", Start::Back(2, &["passphrase", "Passphrase"])),
+    ("SSPH", Start::Back(2, &["PASSPHRASE"])),
+    ("oken", Start::Back(1, &["token", "Token"])),
+    ("OKEN", Start::Back(1, &["TOKEN"])),
+    // Rare enough as they are.
+    ("api_key", Start::Here),
+    ("api-key", Start::Here),
+    ("apikey", Start::Here),
+    ("apiKey", Start::Here),
+    ("ApiKey", Start::Here),
+    ("Api-Key", Start::Here),
+    ("API_KEY", Start::Here),
+    ("API-KEY", Start::Here),
+    ("APIKEY", Start::Here),
+];
+
 /// The word every AWS secret key name holds, in its usual casings (`aws_secret_access_key`,
 /// `AWS_SECRET_ACCESS_KEY`, `SecretAccessKey`, `Aws-Secret-Access-Key`): the name around it is
-/// checked at the anchor ([`aws_secret`]).
-const AWS_SECRET_NAMES: &[&str] = &["secret", "Secret", "SECRET"];
+/// checked at the anchor ([`aws_secret`]). Anchored without the `s` (see [`Start`]).
+const SECRET_NAMES: &[(&str, Start)] = &[
+    ("ecret", Start::Back(1, &["secret", "Secret"])),
+    ("ECRET", Start::Back(1, &["SECRET"])),
+];
 
 /// Compiled token patterns, shared by every policy (see `scan::Shared`).
 pub(crate) struct TokenRegexes {
@@ -84,6 +237,11 @@ pub(crate) struct TokenRegexes {
     aws_secret: Regex,
     aws_secret_value: Regex,
     aws_secret_key_name: Regex,
+    npm: Regex,
+    pypi: Regex,
+    gitlab: Regex,
+    /// Patterns of the context-read secrets.
+    pub(crate) secrets: SecretRegexes,
 }
 
 impl TokenRegexes {
@@ -96,9 +254,19 @@ impl TokenRegexes {
             slack: Regex::new(
                 r"^(?:xox[abposre]-[0-9]{6,}-[A-Za-z0-9-]{8,}|xapp-[0-9]-[A-Z0-9]{6,}-[0-9]{6,}-[A-Za-z0-9]{16,})",
             )?,
+            // Incoming webhooks (team, bot, secret), workflow webhooks (team, app or workflow,
+            // numeric id, secret) and trigger URLs (team, numeric id, secret).
             slack_webhook: Regex::new(
-                r"^hooks\.slack\.com/services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}",
+                r"^hooks\.slack\.com/(?:services/T[A-Z0-9]{6,}/B[A-Z0-9]{6,}/[A-Za-z0-9]{16,}|workflows/T[A-Z0-9]{6,}/A[A-Z0-9]{6,}/[0-9]{6,}/[A-Za-z0-9]{16,}|triggers/T[A-Z0-9]{6,}/[0-9]{6,}/[A-Za-z0-9]{16,})",
             )?,
+            npm: Regex::new(r"^npm_[A-Za-z0-9]{36}")?,
+            // Real tokens are 150+ characters; the shortest macaroon with a caveat is well over 80.
+            pypi: Regex::new(r"^pypi-AgE[A-Za-z0-9_\-]{80,}")?,
+            // A routable token (GitLab 17.x+) ends in `.<version>.<checksum>`.
+            gitlab: Regex::new(
+                r"^(?:gl(?:pat|oas|dt|rt|cbt|ptt|ft|imt|agent|soat|ffct)-|GR1348941)(?P<body>[0-9A-Za-z_\-]{20,})(?:\.[0-9]{1,3}\.[0-9A-Za-z]{6,12})?",
+            )?,
+            secrets: SecretRegexes::new()?,
             openai: Regex::new(r"^sk-[A-Za-z0-9_\-]{20,}")?,
             anthropic: Regex::new(r"^sk-ant-[A-Za-z0-9_\-]{20,}")?,
             stripe: Regex::new(r"^[rs]k_(?:live|test)_[0-9A-Za-z]{10,247}")?,
@@ -131,10 +299,16 @@ impl TokenRegexes {
     }
 }
 
+/// Most literals the automaton may hold: beyond 64 its SIMD prefilter (Teddy) is not used at
+/// all, and a scan of prose takes several times as long (checked by a test).
+#[cfg(test)]
+const PREFILTER_LIMIT: usize = 64;
+
 /// The anchor automaton for one policy: only the anchors of enabled detectors.
 pub(crate) struct Anchors {
     ac: AhoCorasick,
-    kinds: Vec<Anchor>,
+    /// Per literal: what it hands over to, and where its word starts.
+    kinds: Vec<(Anchor, Start)>,
 }
 
 impl Anchors {
@@ -147,13 +321,25 @@ impl Anchors {
         for (lit, kind, dets) in ANCHORS {
             if dets.iter().any(|&d| enabled(d)) {
                 pats.push(*lit);
-                kinds.push(*kind);
+                kinds.push((*kind, Start::Here));
             }
         }
-        if enabled(Builtin::AwsSecretKey) {
-            for name in AWS_SECRET_NAMES {
-                pats.push(*name);
-                kinds.push(Anchor::AwsSecret);
+        for (lit, start, kind, dets) in INNER_ANCHORS {
+            if dets.iter().any(|&d| enabled(d)) {
+                pats.push(*lit);
+                kinds.push((*kind, *start));
+            }
+        }
+        if enabled(Builtin::AwsSecretKey) || enabled(Builtin::GenericSecret) {
+            for (lit, start) in SECRET_NAMES {
+                pats.push(*lit);
+                kinds.push((Anchor::Secret, *start));
+            }
+        }
+        if enabled(Builtin::GenericSecret) {
+            for (lit, start) in GENERIC_NAMES {
+                pats.push(*lit);
+                kinds.push((Anchor::Generic, *start));
             }
         }
         if pats.is_empty() {
@@ -169,19 +355,32 @@ impl Anchors {
     pub(crate) fn scan(&self, s: &str, re: &TokenRegexes, sink: &mut Sink<'_>) {
         // End of the last private key block: a BEGIN inside it is part of it.
         let mut pem_end = 0;
+        // Whether `s` declares a service-account key: looked up at the first `private_key`.
+        let mut sa = None;
+        // End of the last service-account private key: a `private_key` inside it is not a member.
+        let mut gcp_end = 0;
         // For the kinds whose pattern ends in an unbounded run, the end of the run the last
         // anchor of the kind examined: an anchor inside it could only find a suffix of the same
         // token (which overlap resolution drops) and would scan the run again, so
         // `sk-sk-sk-...` would take quadratic time.
         let mut run_end = [0usize; GREEDY];
         for m in self.ac.find_iter(s) {
-            let Some(&kind) = self.kinds.get(m.pattern().as_usize()) else {
+            let Some(&(kind, start)) = self.kinds.get(m.pattern().as_usize()) else {
                 continue;
             };
-            let p = m.start();
+            // The word's start: where the detectors read from, as if it were the literal.
+            let Some(p) = start.resolve(s.as_bytes(), m.start()) else {
+                continue;
+            };
             if kind == Anchor::Pem {
                 if p >= pem_end {
                     pem_end = pem(s, p, re, sink);
+                }
+                continue;
+            }
+            if kind == Anchor::Gcp {
+                if p >= gcp_end {
+                    gcp_end = secrets::gcp(s, p, &re.secrets, &mut sa, sink);
                 }
                 continue;
             }
@@ -210,7 +409,7 @@ impl Anchors {
 }
 
 /// Number of kinds [`greedy`] names.
-const GREEDY: usize = 3;
+const GREEDY: usize = 6;
 
 /// A byte class.
 type Class = fn(u8) -> bool;
@@ -221,6 +420,10 @@ fn greedy(kind: Anchor) -> Option<(usize, Class)> {
         Anchor::SkDash => Some((0, key_char)),
         Anchor::Slack => Some((1, key_char)),
         Anchor::Jwt => Some((2, |c| key_char(c) || c == b'=')),
+        Anchor::Gitlab => Some((3, key_char)),
+        Anchor::Pypi => Some((4, key_char)),
+        // A connection-string field: another field name inside its value is not a field.
+        Anchor::Azure => Some((5, secrets::field_char)),
         _ => None,
     }
 }
@@ -301,6 +504,47 @@ fn aws_before(b: &[u8], p: usize) -> bool {
         && !before(b, e - 3).is_ascii_alphabetic()
 }
 
+/// Whether a token body looks issued rather than typed: upper and lower case letters and a
+/// digit (36 random base62 characters lack one of them about once in 500), so
+/// `npm_package_dependencies_typescript`-style identifiers are not tokens.
+fn random_body(b: &[u8]) -> bool {
+    b.iter().any(u8::is_ascii_digit)
+        && b.iter().any(u8::is_ascii_uppercase)
+        && b.iter().any(u8::is_ascii_lowercase)
+}
+
+/// Number of distinct bytes in `b`.
+fn distinct(b: &[u8]) -> usize {
+    let mut seen = [false; 256];
+    for &x in b {
+        if let Some(v) = seen.get_mut(usize::from(x)) {
+            *v = true;
+        }
+    }
+    seen.iter().filter(|&&v| v).count()
+}
+
+/// A GitLab token at `p`: a documented prefix and 20+ characters of `[0-9A-Za-z_-]`. The body
+/// must hold a digit or an upper-case letter and 8 distinct characters, so documentation
+/// placeholders (`glpat-xxxxxxxxxxxxxxxxxxxx`, `glpat-XXXXXXXXXXXXXXXXXXXX`) and kebab-case
+/// words (`glpat-token-for-the-project`) are not tokens.
+fn gitlab(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) {
+    let Some(c) = s.get(p..).and_then(|r| re.gitlab.captures(r)) else {
+        return;
+    };
+    let (Some(m), Some(body)) = (c.get(0), c.name("body")) else {
+        return;
+    };
+    let body = body.as_str().as_bytes();
+    if distinct(body) >= 8
+        && body
+            .iter()
+            .any(|c| c.is_ascii_digit() || c.is_ascii_uppercase())
+    {
+        sink.push(Builtin::GitlabToken, p, p + m.end());
+    }
+}
+
 /// A JWT at `p`. Glued to a letter or digit before it, its header and payload must be of a
 /// plausible length (a real header is about 20 characters), so dotted words that happen to hold
 /// `eyJ` twice (`heyJude.eyJohn.said`) are not tokens.
@@ -325,7 +569,32 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
     // `sk_live_` also end ordinary words (`task-`, `risk_`), so a letter or digit before them
     // means a word, not a key.
     match kind {
-        Anchor::AwsSecret => aws_secret(s, p, re, sink),
+        Anchor::Secret => {
+            if sink.on(Builtin::AwsSecretKey) {
+                aws_secret(s, p, re, sink);
+            }
+            if sink.on(Builtin::GenericSecret) {
+                secrets::generic(s, p, &re.secrets, sink);
+            }
+        }
+        Anchor::Generic => secrets::generic(s, p, &re.secrets, sink),
+        Anchor::Npm => {
+            if let Some(end) = token(s, p, &re.npm)
+                && random_body(b.get(p + 4..end).unwrap_or(&[]))
+            {
+                sink.push(Builtin::NpmToken, p, end);
+            }
+        }
+        Anchor::Pypi => {
+            if let Some(end) = token(s, p, &re.pypi) {
+                sink.push(Builtin::PypiToken, p, end);
+            }
+        }
+        Anchor::Gitlab => gitlab(s, p, re, sink),
+        Anchor::Azure => secrets::azure(s, p, &re.secrets, sink),
+        Anchor::Database => secrets::database_url(s, p, &re.secrets, sink),
+        // Handled by `Anchors::scan`, which caches the service-account lookup.
+        Anchor::Gcp => {}
         Anchor::Aws => aws(s, p, re, sink),
         Anchor::GithubClassic => {
             if let Some(end) = token(s, p, &re.gh_classic) {
@@ -343,13 +612,24 @@ fn at_anchor(s: &str, p: usize, kind: Anchor, re: &TokenRegexes, sink: &mut Sink
             }
         }
         Anchor::SlackWebhook => {
-            if let Some(end) = token(s, p, &re.slack_webhook) {
+            // The secret is the last path segment; the documentation's
+            // `.../T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX` has one character in it.
+            if let Some(end) = token(s, p, &re.slack_webhook)
+                && let Some(secret) = s.get(p..end).and_then(|t| t.rsplit('/').next())
+                && distinct(secret.as_bytes()) >= 8
+            {
                 let start = if p >= 8 && s.get(p - 8..p) == Some("https://") {
                     p - 8
                 } else {
                     p
                 };
-                sink.push(Builtin::SlackToken, start, end);
+                // `slack_token` reported incoming webhooks before `slack_webhook` existed:
+                // policies listing only it keep finding them, as `slack_token`.
+                if sink.on(Builtin::SlackWebhook) {
+                    sink.push(Builtin::SlackWebhook, start, end);
+                } else if s.get(p + 16..).is_some_and(|r| r.starts_with("services/")) {
+                    sink.push(Builtin::SlackToken, start, end);
+                }
             }
         }
         Anchor::SkDash => {
@@ -411,4 +691,37 @@ fn pem(s: &str, p: usize, re: &TokenRegexes, sink: &mut Sink<'_>) -> usize {
     };
     sink.push(Builtin::PrivateKey, p, end);
     end
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_stay_within_the_prefilter_limit() {
+        let Ok(Some(a)) = Anchors::new(|_| true) else {
+            panic!("the anchors of all built-ins build");
+        };
+        assert!(
+            a.ac.patterns_len() <= PREFILTER_LIMIT,
+            "{}",
+            a.ac.patterns_len()
+        );
+    }
+
+    #[test]
+    fn inner_literals_resolve_to_the_word_start() {
+        let at = |s: &str, lit: &str, start: Start| start.resolve(s.as_bytes(), s.find(lit)?);
+        let pw = Start::Back(2, &["password", "passwd"]);
+        assert_eq!(at("a password=", "ssw", pw), Some(2));
+        assert_eq!(at("passwd", "ssw", pw), Some(0));
+        // Another word around the literal, or none before it: no anchor.
+        assert_eq!(at("crossword", "ssw", pw), None);
+        assert_eq!(at("sw", "sw", Start::Back(2, &["sw"])), None);
+        assert_eq!(at("u postgresql://a", "://", Start::Scheme), Some(2));
+        assert_eq!(at("mongodb+srv://a", "://", Start::Scheme), Some(0));
+        assert_eq!(at("rediss://", "://", Start::Scheme), Some(0));
+        assert_eq!(at("https://x", "://", Start::Scheme), None);
+        assert_eq!(at("://", "://", Start::Scheme), None);
+    }
 }

@@ -519,3 +519,275 @@ fn injection_families_are_reported() {
     assert_eq!(out.warnings, ["content:injection"]);
     assert_eq!(out.deny, None);
 }
+
+/// The text of each finding of `id` alone in `text`.
+fn texts(id: &str, text: &str) -> Vec<String> {
+    one(id, text)
+        .into_iter()
+        .map(|(_, a, z)| text.chars().skip(a).take(z - a).collect())
+        .collect()
+}
+
+/// `text` redacted with only `id` enabled.
+fn redacted(id: &str, text: &str) -> String {
+    let out = scan_prompt(&policy(&[id], Some(Action::Redact)), text);
+    out.redacted
+        .map(|v| v.as_str().unwrap().to_owned())
+        .unwrap_or_else(|| text.to_owned())
+}
+
+const AZURE_KEY: &str =
+    "pU3KGCUwux1tEyze1iN7LtkeP3IfyxlxF0SU1kk8nVw0YL4xIB5p/tqg7ui5mX9cfCmZ/a/lkyU81lSvTfrXFA==";
+
+#[test]
+fn slack_webhook_rules() {
+    let url = "https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMNOP/aB3dE5fG7hI9jK1lM3nO5pQ7";
+    assert_eq!(texts("slack_webhook", &format!("post to {url} now")), [url]);
+    let wf = "https://hooks.slack.com/workflows/T0ABCDEFG/A0HIJKLMNOP/123456789012345678/aB3dE5fG7hI9jK1lM3nO5pQ7";
+    assert_eq!(texts("slack_webhook", wf), [wf]);
+    let tr =
+        "https://hooks.slack.com/triggers/T0ABCDEFG/1234567890123/0123456789abcdef0123456789abcdef";
+    assert_eq!(texts("slack_webhook", tr), [tr]);
+    // The documentation's placeholder and other paths are not webhooks.
+    assert!(
+        one(
+            "slack_webhook",
+            "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX"
+        )
+        .is_empty()
+    );
+    assert!(
+        one(
+            "slack_webhook",
+            "https://hooks.slack.com/commands/T0ABCDEFG/123"
+        )
+        .is_empty()
+    );
+    // `slack_token` alone still reports incoming webhooks (as before the split); with both
+    // listed, a webhook is `slack_webhook`.
+    assert_eq!(
+        one("slack_token", url),
+        [("slack_token".into(), 0, url.len())]
+    );
+    assert!(one("slack_token", wf).is_empty());
+    let both = policy(&["slack_token", "slack_webhook"], None);
+    assert_eq!(spans(&both, url), [("slack_webhook".into(), 0, url.len())]);
+}
+
+#[test]
+fn npm_pypi_gitlab_token_rules() {
+    let npm = "npm_aB3dE5fG7hI9jK1lM3nO5pQ7rS9tU1vW3xY5";
+    assert_eq!(
+        texts(
+            "npm_token",
+            &format!("//registry.npmjs.org/:_authToken={npm}")
+        ),
+        [npm]
+    );
+    assert!(one("npm_token", "npm_packageDependenciesTypescriptVer").is_empty());
+    assert!(one("npm_token", &npm[..npm.len() - 1]).is_empty());
+    let pypi = format!(
+        "pypi-AgEIcHlwaS5vcmc{}",
+        "CJDk3NzVhZTQtYjM2Ny00_-".repeat(6)
+    );
+    assert_eq!(
+        texts("pypi_token", &format!("password = {pypi}\n")),
+        [pypi.as_str()]
+    );
+    assert!(one("pypi_token", &pypi[..60]).is_empty());
+    for tok in [
+        "glpat-z_sxgtrfAxKr8q1TPY8Y",
+        "gldt-Ab3Cd5Ef7Gh9Ij1Kl3Mn",
+        "glrt-t1_Ab3Cd5Ef7Gh9Ij1Kl3Mn",
+        "GR1348941Ab3Cd5Ef7Gh9Ij1Kl3Mn",
+        "glpat-Ab3Cd5Ef7Gh9Ij1Kl3MnOp5Qr7St.01.abc123xyz",
+    ] {
+        assert_eq!(
+            texts("gitlab_token", &format!("token: {tok} ok")),
+            [tok],
+            "{tok}"
+        );
+    }
+    for not in [
+        "glpat-xxxxxxxxxxxxxxxxxxxx",
+        "glpat-XXXXXXXXXXXXXXXXXXXX",
+        "glpat-token-for-the-project-bot",
+        "glpat-<your_access_token>",
+        "glpat-Ab3Cd5Ef7Gh9Ij1Kl3M",
+    ] {
+        assert!(one("gitlab_token", not).is_empty(), "{not}");
+    }
+}
+
+#[test]
+fn azure_storage_key_rules() {
+    let conn = format!(
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey={AZURE_KEY};EndpointSuffix=core.windows.net"
+    );
+    assert_eq!(texts("azure_storage_key", &conn), [AZURE_KEY]);
+    // Only the key is redacted: the connection string keeps its shape.
+    assert_eq!(
+        redacted("azure_storage_key", &conn),
+        "DefaultEndpointsProtocol=https;AccountName=acme;AccountKey=[REDACTED:azure_storage_key];EndpointSuffix=core.windows.net"
+    );
+    let sas = "BlobEndpoint=https://acme.blob.core.windows.net/;SharedAccessSignature=sv=2022-11-02&sp=rl&sig=abc%2Bdef%3D";
+    assert_eq!(
+        texts("azure_storage_key", sas),
+        ["sv=2022-11-02&sp=rl&sig=abc%2Bdef%3D"]
+    );
+    // Not the encoding of 64 bytes, too long, or a placeholder.
+    let bad_last = format!("AccountKey={}Z==", &AZURE_KEY[..85]);
+    assert!(one("azure_storage_key", &bad_last).is_empty());
+    assert!(one("azure_storage_key", &format!("AccountKey={AZURE_KEY}A")).is_empty());
+    assert!(one("azure_storage_key", "AccountKey=<storage-account-key>;").is_empty());
+    // As an object value under a key naming it.
+    let args = json!({"storage": {"account_key": AZURE_KEY, "name": "acme"}});
+    let out = scan_args(&policy(&["azure_storage_key"], Some(Action::Redact)), &args);
+    assert_eq!(out.findings[0].path, "/args/storage/account_key");
+    assert_eq!(
+        out.redacted.unwrap()["storage"]["account_key"],
+        "[REDACTED:azure_storage_key]"
+    );
+}
+
+#[test]
+fn gcp_service_account_text_and_object() {
+    let id = "9a011ae8a50665ce648e4061d944c581817a1d13";
+    let key = "-----BEGIN PRIVATE KEY-----\\nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC\\n-----END PRIVATE KEY-----\\n";
+    let text = format!(
+        r#"{{"type": "service_account", "project_id": "p", "private_key_id": "{id}", "private_key": "{key}", "client_email": "a@p.iam.gserviceaccount.com"}}"#
+    );
+    assert_eq!(texts("gcp_service_account", &text), [id, key]);
+    let r = redacted("gcp_service_account", &text);
+    assert!(
+        r.contains(r#""private_key_id": "[REDACTED:gcp_service_account]""#),
+        "{r}"
+    );
+    assert!(
+        r.contains(r#""private_key": "[REDACTED:gcp_service_account]""#),
+        "{r}"
+    );
+    assert!(r.contains("a@p.iam.gserviceaccount.com"));
+    // Escaped inside another JSON string.
+    let escaped = text.replace('"', "\\\"");
+    assert_eq!(texts("gcp_service_account", &escaped).len(), 2);
+    // Not a service account: nothing (the PEM is `private_key`'s business).
+    let user = text.replace("service_account", "authorized_user");
+    assert!(one("gcp_service_account", &user).is_empty());
+    // The same key as a JSON object: the values under `private_key` and `private_key_id`.
+    let args = json!({"creds": {"type": "service_account", "private_key_id": id,
+        "private_key": key.replace("\\n", "\n"), "client_email": "a@p.iam.gserviceaccount.com"}});
+    let out = scan_args(
+        &policy(&["gcp_service_account"], Some(Action::Redact)),
+        &args,
+    );
+    let paths: Vec<&str> = out.findings.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(
+        paths,
+        ["/args/creds/private_key_id", "/args/creds/private_key"]
+    );
+    let red = out.redacted.unwrap();
+    assert_eq!(
+        red["creds"]["private_key"],
+        "[REDACTED:gcp_service_account]"
+    );
+    assert_eq!(
+        red["creds"]["private_key_id"],
+        "[REDACTED:gcp_service_account]"
+    );
+    assert_eq!(red["creds"]["client_email"], "a@p.iam.gserviceaccount.com");
+    let other = json!({"type": "authorized_user", "private_key_id": id});
+    assert!(
+        scan_args(&policy(&["gcp_service_account"], None), &other)
+            .findings
+            .is_empty()
+    );
+}
+
+#[test]
+fn generic_secret_rules() {
+    for (text, value) in [
+        ("DB_PASSWORD=Xk9#mQ2$vL7pR4", "Xk9#mQ2$vL7pR4"),
+        ("password: \"Xk9 mQ2vL7pR4\"", "Xk9 mQ2vL7pR4"),
+        (r#"{"api_key": "a8f3k2m9x7q1w5e6"}"#, "a8f3k2m9x7q1w5e6"),
+        (
+            "GET /v1/items?api_key=a8f3k2m9x7q1w5e6&limit=10",
+            "a8f3k2m9x7q1w5e6",
+        ),
+        ("client_secret => 'Zq8mW3nX5pL2kJ7h'.", "Zq8mW3nX5pL2kJ7h"),
+        ("X-Api-Key: 9b1c2d3e4f5a6b7c8d9e", "9b1c2d3e4f5a6b7c8d9e"),
+    ] {
+        assert_eq!(texts("generic_secret", text), [value], "{text}");
+    }
+    assert_eq!(
+        redacted("generic_secret", "DB_PASSWORD=Xk9#mQ2$vL7pR4 # prod"),
+        "DB_PASSWORD=[REDACTED:generic_secret] # prod"
+    );
+    for not in [
+        "password=changeme",
+        "password: <your-password>",
+        "password=${PASSWORD}",
+        "api_key: xxxxxxxxxxxxxxxx",
+        "password: ********",
+        "token: null",
+        "secret: true",
+        "max_tokens: 4096",
+        "token_type: bearer",
+        "secret_name: prod-db-credentials",
+        "next_page_token: CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA3",
+        "password: correcthorsebatterystaple",
+        "tokenizer: cl100k_base",
+        "The secretary: Jane Smith",
+    ] {
+        assert!(one("generic_secret", not).is_empty(), "{not}");
+    }
+    // A JSON object value under a credential-like key, and not under others.
+    let args = json!({"db": {"password": "Xk9#mQ2$vL7pR4", "user": "Xk9#mQ2$vL7pR4",
+        "passwordHint": "Xk9#mQ2$vL7pR4", "secret": "changeme"}});
+    let out = scan_args(&policy(&["generic_secret"], Some(Action::Redact)), &args);
+    let paths: Vec<&str> = out.findings.iter().map(|f| f.path.as_str()).collect();
+    assert_eq!(paths, ["/args/db/password"]);
+    assert_eq!(
+        out.redacted.unwrap()["db"]["password"],
+        "[REDACTED:generic_secret]"
+    );
+}
+
+#[test]
+fn database_url_rules() {
+    for (text, pw) in [
+        ("postgres://app:s3cr3tPw@db:5432/app", "s3cr3tPw"),
+        (
+            "DATABASE_URL=postgresql://app:Pw9x@10.0.0.5/app?sslmode=require",
+            "Pw9x",
+        ),
+        (
+            "mongodb+srv://app:Pw9x@cluster0.abcde.mongodb.net/db",
+            "Pw9x",
+        ),
+        ("redis://:Pw9xq@cache:6379/0", "Pw9xq"),
+        ("amqps://celery:Pw9x@rabbit/vhost", "Pw9x"),
+        ("jdbc:mysql://root:p%40ss9@db/x", "p%40ss9"),
+        ("mysql://app:p@ss9@db/x", "p@ss9"),
+    ] {
+        assert_eq!(texts("database_url", text), [pw], "{text}");
+    }
+    // The password only: user, host and database stay readable.
+    assert_eq!(
+        redacted("database_url", "url: postgres://app:s3cr3tPw@db:5432/app"),
+        "url: postgres://app:[REDACTED:database_url]@db:5432/app"
+    );
+    for not in [
+        "postgres://app@db/app",
+        "postgres://db:5432/app",
+        "postgres://app:@db/app",
+        "postgres://app:${DB_PASSWORD}@db/app",
+        "mysql://root:<password>@localhost/db",
+        "redis://:****@cache:6379",
+        "amqp://guest:password@localhost",
+        "https://user:s3cr3tPw@example.com",
+        "redis://redis:6379/0",
+    ] {
+        assert!(one("database_url", not).is_empty(), "{not}");
+    }
+}

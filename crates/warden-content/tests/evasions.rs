@@ -462,3 +462,56 @@ fn number_and_key_context_hard_negatives() {
     let out = scan_args(&p, &args);
     assert!(out.findings.is_empty(), "{:?}", out.findings);
 }
+
+/// The secret detectors of issue 18 see through invisible and full-width characters like the
+/// other tokens, and their findings cover the disguised original text.
+#[test]
+fn unicode_and_invisible_characters_do_not_hide_new_secrets() {
+    let cases = [
+        (
+            "npm_token",
+            "t npm_aB3dE5fG7hI9\u{200B}jK1lM3nO5pQ7rS9tU1vW3xY5 ok",
+            "npm_aB3dE5fG7hI9\u{200B}jK1lM3nO5pQ7rS9tU1vW3xY5",
+        ),
+        (
+            "gitlab_token",
+            "t ｇｌｐａｔ－z_sxgtrfAxKr8q1TPY8Y ok",
+            "ｇｌｐａｔ－z_sxgtrfAxKr8q1TPY8Y",
+        ),
+        (
+            "slack_webhook",
+            "https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMNOP/aB3dE5fG\u{2060}7hI9jK1lM3nO5pQ7 x",
+            "https://hooks.slack.com/services/T0ABCDEFG/B0HIJKLMNOP/aB3dE5fG\u{2060}7hI9jK1lM3nO5pQ7",
+        ),
+        (
+            "database_url",
+            "postgres://app:s3cr\u{AD}3tPw@db/app",
+            "s3cr\u{AD}3tPw",
+        ),
+        (
+            "generic_secret",
+            "ＤＢ＿ＰＡＳＳＷＯＲＤ＝Xk9#mQ2$vL7pR4",
+            "Xk9#mQ2$vL7pR4",
+        ),
+        (
+            "database_url",
+            "postgres%3A%2F%2Fapp%3As3cr3tPw%40db%2Fapp",
+            "s3cr3tPw",
+        ),
+    ];
+    for (id, text, want) in cases {
+        assert_eq!(found(id, text), [want], "{id}: {text}");
+        assert!(!redact_all(text).contains(want), "{id}: {text}");
+    }
+    // Hard negatives stay clean once normalised.
+    for (id, text) in [
+        (
+            "gitlab_token",
+            "ｇｌｐａｔ－ｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘｘ",
+        ),
+        ("database_url", "postgres://app:\u{200B}@db/app"),
+        ("generic_secret", "password: ＜your-password＞"),
+    ] {
+        assert!(found(id, text).is_empty(), "{id}: {text}");
+    }
+}

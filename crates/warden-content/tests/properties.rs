@@ -139,6 +139,20 @@ fn one_mib_adversarial_inputs_scan() {
         "4111 ".repeat(mib / 5),
         "1234-5 ".repeat(mib / 7),
         "-----BEGIN PRIVATE KEY-----\n-----END CERTIFICATE-----".repeat(mib / 53),
+        // Anchors of the context-read secrets: runs of name characters and values.
+        "token".repeat(mib / 5),
+        "password=".repeat(mib / 9),
+        "api_key=a1".to_owned() + &"b".repeat(mib),
+        "glpat-".repeat(mib / 6),
+        "pypi-AgE".repeat(mib / 8),
+        "postgres://a:".repeat(mib / 13),
+        "mysql://".to_owned() + &"a:".repeat(mib / 2),
+        "{\"type\": \"service_account\", ".to_owned()
+            + &"\"private_key\": \"-----BEGIN ".repeat(mib / 28),
+        "AccountKey=".repeat(mib / 11),
+        "SharedAccessSignature=".repeat(mib / 22),
+        "hooks.slack.com/".repeat(mib / 16),
+        "npm_".repeat(mib / 4),
     ];
     for c in &cases {
         let out = scan_prompt(&p, c);

@@ -363,4 +363,204 @@ neg += [ctx(pem("RSA PUBLIC KEY")), ctx(pem("CERTIFICATE REQUEST")), ctx(pem("PG
         "-----BEGIN SSH2 PUBLIC KEY-----", "private_key_path = /etc/ssl/key.pem", "-----END RSA PRIVATE KEY-----",
         "=====BEGIN RSA PRIVATE KEY=====", "---BEGIN PRIVATE KEY---", "-----BEGIN X509 CRL-----\nabc\n-----END X509 CRL-----"]
 write("private_key", pos, neg)
+# --- Secrets found by context (issue 18). Appended after the sections above so their samples,
+# drawn from the same random stream, stay as they were.
+import base64, math
+
+HEX = "0123456789abcdef"
+B64URL = A + "_-"
+# A JSON string escape written so that the evaluation's unescaping yields a literal backslash.
+BS = "\\\\"
+
+def rb(n):
+    return bytes(R.randrange(256) for _ in range(n))
+
+def distinct_ok(body, n=8):
+    return len(set(body)) >= n
+
+# slack_webhook
+def hook_services(): return "https://hooks.slack.com/services/T%s/B%s/%s" % (rs(8, UP), rs(10, UP), rs(24))
+pos = [ctx(hook_services()) for _ in range(10)]
+pos += [ctx("https://hooks.slack.com/workflows/T%s/A%s/%s/%s" % (rs(8, UP), rs(10, UP), rs(18, string.digits), rs(24))) for _ in range(6)]
+pos += [ctx("https://hooks.slack.com/triggers/T%s/%s/%s" % (rs(8, UP), rs(13, string.digits), rs(32, HEX))) for _ in range(5)]
+pos += ["SLACK_WEBHOOK_URL=hooks.slack.com/services/T%s/B%s/%s" % (rs(9, UP), rs(11, UP), rs(24)),
+        "curl -X POST -d '{\"text\":\"hi\"}' " + hook_services(),
+        "{\"webhook\": \"" + hook_services() + "\"}",
+        "x" + hook_services()]  # a character glued before the URL
+neg = ["https://hooks.slack.com/services/", "https://hooks.slack.com/services/T00000000/B00000000/XXXXXXXXXXXXXXXXXXXXXXXX",
+       "https://hooks.slack.com/services/Tabc/Bdef/ghi", "https://hooks.slack.com/workflows/T1/B2", "https://hooks.slack.com/",
+       "hooks.slack.com/services/T12345/B12345/short", "https://api.slack.com/services/T%s/B%s/%s" % (rs(8, UP), rs(10, UP), rs(24)),
+       "https://hooks.slack.example.com/services/T%s/B%s/%s" % (rs(8, UP), rs(10, UP), rs(24)),
+       "https://hooks.slack.com/commands/T%s/%s/%s" % (rs(8, UP), rs(13, string.digits), rs(24)),
+       "https://slack.com/apps/A0F7XDUAZ-incoming-webhooks",
+       "https://hooks.slack.com/services/T%s/%s/%s" % (rs(8, UP), rs(10, UP), rs(24)),
+       "https://hooks.slack.com/triggers/T%s/abc/%s" % (rs(8, UP), rs(32, HEX)),
+       "https://hooks.slack.com/services/T%s/B%s" % (rs(8, UP), rs(10, UP)),
+       "hooks slack com services T%s B%s %s" % (rs(8, UP), rs(10, UP), rs(24)),
+       "https://hooks.slack.com/services/T%s/B%s/%s" % (rs(8, UP), rs(10, UP), rs(15)),
+       "https://hooks.slack.com/workflows/T%s/A%s/%s" % (rs(8, UP), rs(10, UP), rs(18, string.digits)),
+       "https://hooks.slack.com/services/t%s/b%s/%s" % (rs(8, string.ascii_lowercase), rs(10, string.ascii_lowercase), rs(24)),
+       "https://hooks.slack.com/services/T%s/B%s/%s" % (rs(8, UP), rs(10, UP), "abab" * 6),
+       "post to the hooks.slack.com/services endpoint", "xoxb-%s-%s-%s" % (rs(12, string.digits), rs(13, string.digits), rs(24))]
+write("slack_webhook", pos, neg)
+
+# npm_token
+def npm_ok(body):
+    return any(c.isdigit() for c in body) and any(c.isupper() for c in body) and any(c.islower() for c in body)
+pos, neg = [], []
+for i in range(22):
+    v = "npm_" + rs(36)
+    (pos if npm_ok(v[4:]) else neg).append(ctx(v) if i % 3 else "//registry.npmjs.org/:_authToken=" + v)
+pos += ["NPM_TOKEN=npm_" + rs(36), "npm_" + rs(37), "x" + "npm_" + rs(36)]  # glued after and before
+neg += ["npm_" + rs(35), "npm_" + rs(36, string.ascii_lowercase), "npm_config_cache", "npm_package_name",
+        "npm_lifecycle_event=build", "NPM_" + rs(36, UP), "npm-" + rs(36), "npm_" + rs(20) + "-" + rs(16),
+        "npm_" + "x" * 36, "npm_packageDependenciesTypescriptVer", "$npm_token", "npm_${NPM_TOKEN}", "npm_<token>",
+        "npm_ alone", "npm token", "npm_" + rs(36, string.digits), "npm_" + rs(36, string.ascii_uppercase + string.digits),
+        "npm_" + rs(18) + " " + rs(18), "run npm_install_dependencies_for_the_workspace", "NPM_CONFIG_USERCONFIG=~/.npmrc"]
+write("npm_token", pos, neg)
+
+# pypi_token
+PYPI = "pypi-AgEIcHlwaS5vcmc"
+TESTPYPI = "pypi-AgENdGVzdC5weXBpLm9yZw"
+pos = [ctx(PYPI + rs(R.randint(140, 200), B64URL)) for _ in range(16)]
+pos += [ctx(TESTPYPI + rs(R.randint(140, 200), B64URL)) for _ in range(4)]
+pos += ["[pypi]\nusername = __token__\npassword = " + PYPI + rs(170, B64URL), "TWINE_PASSWORD=" + PYPI + rs(160, B64URL),
+        "UV_PUBLISH_TOKEN=\"" + PYPI + rs(150, B64URL) + "\"", "x" + PYPI + rs(150, B64URL)]
+neg = [PYPI + rs(40, B64URL), "pypi-" + rs(150, B64URL), "pypi-AgE", "PYPI-AgEIcHlwaS5vcmc" + rs(150, B64URL),
+       "pypi_AgEIcHlwaS5vcmc" + rs(150, B64URL), "pypi-token-goes-here", PYPI + "...", "pip install pypi-simple",
+       PYPI + rs(60, B64URL) + " " + rs(60, B64URL), "https://pypi.org/project/pypi-AgE/", "pypi-AgEIcHlwaS5vcmc<your token>",
+       "password = pypi-${PYPI_TOKEN}", "pypi-agEIcHlwaS5vcmc" + rs(150, B64URL), "pypi- AgEIcHlwaS5vcmc" + rs(150, B64URL),
+       "pypi-AgE" + rs(50, B64URL) + "." + rs(50, B64URL), "__token__", "pypi-AgEIcHlwaS5vcmc" + "*" * 120,
+       "upload with twine to pypi-AgE-prefixed token", "pypi-AgE" + rs(79, B64URL), "pypi.org/AgEIcHlwaS5vcmc" + rs(150, B64URL)]
+write("pypi_token", pos, neg)
+
+# gitlab_token
+def gl_ok(body):
+    return distinct_ok(body) and any(c.isdigit() or c.isupper() for c in body)
+pos, neg = [], []
+for pre, n in [("glpat-", 20)] * 8 + [("gldt-", 20), ("glrt-", 20), ("glcbt-", 26), ("glptt-", 40), ("glft-", 20), ("glimt-", 25),
+               ("gloas-", 64), ("glagent-", 50), ("glsoat-", 20), ("glffct-", 20), ("GR1348941", 20)]:
+    body = rs(n, B64URL)
+    (pos if gl_ok(body) else neg).append(ctx(pre + body))
+pos += [ctx("glpat-" + rs(27, B64URL) + ".01." + rs(9, string.ascii_lowercase + string.digits)) for _ in range(3)]
+pos += ["GITLAB_TOKEN=glpat-" + rs(20, B64URL), "x" + "glpat-" + rs(20, B64URL), "glrt-t1_" + rs(20)]
+neg += ["glpat-" + rs(19, B64URL), "glpat-xxxxxxxxxxxxxxxxxxxx", "glpat-XXXXXXXXXXXXXXXXXXXX", "glpat-<your_access_token>",
+        "glpat-${GITLAB_TOKEN}", "GLPAT-" + rs(20), "glpat_" + rs(20), "gl-pat-" + rs(20), "glpat " + rs(20),
+        "glpat-token-for-the-project-bot", "glxyz-" + rs(20), "GR134894" + rs(20, string.ascii_letters), "gldt-" + rs(10),
+        "the glrt- prefix marks runner tokens", "glft-abcdefghijabcdefghij", "glpat-aaaaaaaaaaaaaaaaaaaa1",
+        "glptt-" + rs(19, HEX), "glcbt- alone", "settings glpat-*", "gldt_" + rs(20)]
+write("gitlab_token", pos, neg)
+
+# azure_storage_key
+def az_key(): return base64.b64encode(rb(64)).decode()
+def az_conn(key, field="AccountKey"):
+    return "DefaultEndpointsProtocol=https;AccountName=%s;%s=%s;EndpointSuffix=core.windows.net" % (rs(10, string.ascii_lowercase + string.digits), field, key)
+def sas_sig(): return base64.b64encode(rb(32)).decode().replace("+", "%2B").replace("/", "%2F").replace("=", "%3D")
+pos = [ctx(az_conn(az_key())) for _ in range(12)]
+pos += [az_conn(az_key(), "accountkey") for _ in range(2)] + [az_conn(az_key(), "ACCOUNTKEY")]
+pos += ["AZURE_STORAGE_KEY=" + az_key(), "export AZURE_STORAGE_ACCOUNT_KEY='" + az_key() + "'",
+        "{\"AccountKey\": \"" + az_key() + "\"}", "accountKey: " + az_key()]
+pos += ["BlobEndpoint=https://%s.blob.core.windows.net/;SharedAccessSignature=sv=2022-11-02&ss=b&srt=sco&sp=rl&se=2030-01-01T00:00:00Z&spr=https&sig=%s"
+        % (rs(8, string.ascii_lowercase), sas_sig()) for _ in range(2)]
+k = az_key()
+neg = ["AccountKey=" + k[:-3] + "A=", "AccountKey=" + k[:86], "AccountKey=" + k[:85] + "Z==", "AccountKey=<storage-account-key>",
+       "AccountKey=${STORAGE_KEY}", "AccountKey=;", "DefaultEndpointsProtocol=https;AccountName=%s;EndpointSuffix=core.windows.net" % rs(8, string.ascii_lowercase),
+       "UseDevelopmentStorage=true", "SharedAccessSignature=sv=2022-11-02&sp=r", "AccountKey=" + k + "A",
+       "accountkeys are rotated every 90 days", "AccountKey=" + k[:40] + " " + k[40:], "AccountKeyVaultName=prod-vault-01",
+       "AZURE_STORAGE_KEY=" + base64.b64encode(rb(32)).decode(), "AccountName=" + az_key(), "sha512 " + az_key(),
+       "AccountKey: \"" + base64.b64encode(rb(48)).decode() + "\"", "AccountKey=" + "A" * 86 + "==" + "=",
+       "BlobEndpoint=https://x.blob.core.windows.net/;SharedAccessSignature=", "AccountKey=" + k.replace("+", "-").replace("/", "_")[:86] + "-_"]
+write("azure_storage_key", pos, neg)
+
+# gcp_service_account
+def pem_body(lines=3, nl=BS + "n"):
+    return nl.join(rs(64, A + "+/") for _ in range(lines))
+def sa(kid=None, key=None, typ="service_account", nl=BS + "n", order=0, q="\""):
+    kid = kid if kid is not None else rs(40, HEX)
+    if key is None:
+        key = "-----BEGIN PRIVATE KEY-----" + nl + pem_body(R.randint(2, 5), nl) + nl + "-----END PRIVATE KEY-----" + nl
+    proj = "proj-" + rs(6, string.ascii_lowercase + string.digits)
+    f = [("type", typ), ("project_id", proj), ("private_key_id", kid), ("private_key", key),
+         ("client_email", "svc@%s.iam.gserviceaccount.com" % proj), ("client_id", rs(21, string.digits))]
+    if order: f = f[1:] + f[:1]
+    return "{" + ", ".join("%s%s%s: %s%s%s" % (q, k, q, q, v, q) for k, v in f) + "}"
+pos = [ctx(sa(order=i % 2)) for i in range(12)]
+pos += ["{\n  \"type\": \"service_account\",\n  \"private_key_id\": \"%s\",\n  \"private_key\": \"-----BEGIN PRIVATE KEY-----%sn%s%sn-----END PRIVATE KEY-----%sn\"\n}" % (rs(40, HEX), BS, rs(64), BS, BS) for _ in range(4)]
+pos += ["{\"credentials\": \"" + sa(q=BS + "\"") + "\"}" for _ in range(2)]
+pos += ["{\"type\": \"service_account\", \"private_key_id\": \"%s\"}" % rs(40, HEX) for _ in range(2)]
+pos += ["{\"type\": \"service_account\", \"private_key\": \"-----BEGIN PRIVATE KEY-----" + BS + "nMIIEvQIBADANBgkqhkiG9w0BAQEFAASC"]
+neg = [sa(typ="authorized_user"), sa(typ="service_account_impersonation"), sa(typ="external_account"),
+       "{\"type\": \"service_account\", \"private_key_id\": \"%s\"}" % rs(39, HEX),
+       "{\"type\": \"service_account\", \"private_key\": \"\"}", "{\"type\": \"service_account\", \"private_key\": \"<redacted>\"}",
+       "{\"type\":\"service_account\",\"private_key\":\"${GCP_KEY}\"}",
+       "{\"private_key\": \"-----BEGIN PRIVATE KEY-----" + BS + "n" + rs(64) + BS + "n-----END PRIVATE KEY-----\"}",
+       "set type to service_account and point private_key at the key file",
+       "{\"type\": \"service_account\", \"project_id\": \"x\", \"client_email\": \"svc@x.iam.gserviceaccount.com\"}",
+       "{\"type\": \"service_account\", \"my_private_key\": \"-----BEGIN PRIVATE KEY-----" + BS + "n" + rs(64) + "\"}",
+       "{\"type\": \"service_account\", \"private_key_id\": \"%s\"}" % rs(40, "ghijklmnopqrstuvwxyz"),
+       "{\"type\": \"service_account\", \"private_key_file\": \"/secrets/key.pem\"}",
+       "{\"type\": \"service_account\", \"private_key_id\": null}",
+       "{\"type\": \"user\", \"private_key_id\": \"%s\"}" % rs(40, HEX),
+       "{\"type\": \"service_account\", \"private_key_id\": \"%s\"}" % rs(41, HEX),
+       "private_key_id: " + rs(40, HEX), "{\"kind\": \"service_account\", \"private_key_id\": \"%s\"}" % rs(40, HEX),
+       "{\"type\": \"service_account\", \"private_key\": \"MIIEvQIBADANBgkqhkiG9w0BAQEFAASC\"}",
+       "{\"type\": \"service_account\", \"public_key\": \"-----BEGIN PUBLIC KEY-----" + BS + "n" + rs(64) + "\"}"]
+write("gcp_service_account", pos, neg)
+
+# generic_secret: the label follows the documented value rule, mirrored here.
+PLACEHOLDER_PARTS = ["changeme", "change_me", "change-me", "password", "passwd", "example", "placeholder", "your",
+                     "redacted", "dummy", "xxxx", "****", "...."]
+PLACEHOLDER_WORDS = ["pass", "pwd", "secret", "null", "none", "nil", "empty", "undefined", "true", "false", "todo", "tbd", "test"]
+def placeholder(v):
+    if not v or v[0] in "$<{[%(" or v[-1] in ">}]" or len(set(v)) == 1: return True
+    l = v.lower()
+    return l in PLACEHOLDER_WORDS or any(p in l for p in PLACEHOLDER_PARTS)
+def entropy(v):
+    return -sum(v.count(c) / len(v) * math.log2(v.count(c) / len(v)) for c in set(v))
+def generic_ok(v):
+    if not 8 <= len(v) <= 256 or placeholder(v) or v[0] in "/.~" or "://" in v: return False
+    d = any(c.isdigit() for c in v); lo = any(c.islower() for c in v); up = any(c.isupper() for c in v)
+    sym = any(c in string.punctuation and c not in "-_." for c in v)
+    return ((d and (lo or up)) or (lo and up and sym)) and entropy(v) >= 3.0
+PW = A + "!#%^*+=@"
+forms = ["DB_PASSWORD={}", "password: {}", "{{\"password\": \"{}\"}}", "api_key: {}", "client_secret={}", "\"token\": \"{}\"",
+         "passwd: {}", "SECRET_KEY='{}'", "https://api.example.com/v1/items?api_key={}&limit=10", "X-Api-Key: {}",
+         "apiKey = \"{}\"", "ACCESS_TOKEN={}", "secret => '{}'", "password := \"{}\"", "GITHUB_TOKEN: {}", "auth_token={}",
+         "spring.datasource.password={}", "  db_passphrase: \"{}\"", "mysql -u root --password={} app", "Server=db;Password={};"]
+pos, neg = [], []
+for i, f in enumerate(forms):
+    v = [rs(R.randint(12, 20), PW), rs(32), rs(40, HEX)][i % 3]
+    (pos if generic_ok(v) else neg).append(f.format(v))
+pos += ["password=Summer2024!", "export API_KEY=" + rs(32), "TOKEN=" + rs(24) + " # rotated"]
+neg += ["password=changeme", "password: <your-password>", "password=${PASSWORD}", "api_key: xxxxxxxxxxxxxxxx", "password: ********",
+        "token: null", "secret: true", "password = \"password123\"", "max_tokens: 4096", "token_type: bearer",
+        "secret_name: prod-db-credentials", "password_file=/run/secrets/db_password", "token_url: https://auth.example.com/oauth/token",
+        "tokens: 1500", "The secretary: Jane Smith", "password: correcthorsebatterystaple",
+        "next_page_token: CiAKGjBpNDd2Nmp2Zml2cXRwYjBpOXA3", "api_key: YOUR_API_KEY_HERE", "secret: my-app-secret",
+        "password = 12345678901", "token: abcdefgh", "password=aaaa1111", "password reset link sent to your email",
+        "api_key=${API_KEY}", "client_secret: {{ .Values.clientSecret }}", "passwordless: enabled", "\"token_count\": 512",
+        "secret_ref: vault://kv/app", "password: %s", "tokenizer: cl100k_base"]
+write("generic_secret", pos, neg)
+
+# database_url
+SCHEMES = [("postgres", "5432/app"), ("postgresql", "5432/app"), ("mysql", "3306/shop"), ("mongodb", "27017/admin"),
+           ("redis", "6379/0"), ("rediss", "6380/0"), ("amqp", "5672/vhost"), ("amqps", "5671/prod")]
+pos = []
+for i in range(16):
+    sch, tail = SCHEMES[i % len(SCHEMES)]
+    user = "" if sch.startswith("redis") and i % 2 else rs(R.randint(3, 8), string.ascii_lowercase)
+    pos.append(ctx("%s://%s:%s@%s.internal:%s" % (sch, user, rs(R.randint(10, 24)), rs(6, string.ascii_lowercase), tail)))
+pos += ["mongodb+srv://app:%s@cluster0.%s.mongodb.net/db?retryWrites=true" % (rs(16), rs(5, string.ascii_lowercase)),
+        "DATABASE_URL=postgres://app:%s@db:5432/app" % rs(20), "jdbc:postgresql://svc:%s@10.0.0.5/db" % rs(12),
+        "postgres://postgres:postgres@localhost/dev", "mysql://app:p%%40ss%s@db/x" % rs(8),
+        "{\"url\": \"redis://default:%s@cache:6379\"}" % rs(20), "CELERY_BROKER_URL=amqp://celery:%s@rabbit//" % rs(16)]
+neg = ["postgres://user@host/db", "postgres://host:5432/db", "postgres://user:@host/db", "postgres://user:${DB_PASSWORD}@host/db",
+       "mysql://root:<password>@localhost/db", "mongodb://admin:changeme@mongo:27017", "redis://:****@cache:6379",
+       "amqp://guest:password@localhost:5672", "postgresql://user:pass@localhost", "postgres://localhost",
+       "mysql://user:secret@db/app", "https://user:%s@example.com" % rs(16), "postgres:// user:%s@host" % rs(16),
+       "xpostgres://user:%s@host" % rs(16), "postgres is running on localhost:5432", "redis://redis:6379/0",
+       "mongodb://mongo1:27017,mongo2:27017/?replicaSet=rs0", "amqp://localhost:5672", "mysql://user:{{password}}@db",
+       "postgres://user:%s@%s/%s", "postgres://u:xxxx@h", "sqlite:///app.db", "POSTGRES_PASSWORD is set in .env"]
+write("database_url", pos, neg)
+
 print("ok")
