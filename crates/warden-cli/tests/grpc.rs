@@ -41,7 +41,8 @@ impl Site {
         }
     }
 
-    fn key(&self) -> String {
+    /// A new key of tenant `acme` (decided by `support-agent`) and its id.
+    fn key(&self) -> (String, String) {
         let out = Command::new(WARDEN)
             .args([
                 "keys",
@@ -50,9 +51,8 @@ impl Site {
                 "acme",
                 "--policy",
                 "support-agent",
-                "--config",
-                &self.config,
             ])
+            .args(["--config", &self.config])
             .output()
             .unwrap();
         assert!(
@@ -60,7 +60,14 @@ impl Site {
             "{}",
             String::from_utf8_lossy(&out.stderr)
         );
-        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let id = String::from_utf8(out.stderr)
+            .unwrap()
+            .split('`')
+            .nth(1)
+            .unwrap()
+            .to_owned();
+        (key, id)
     }
 
     fn start(&self) -> Server {
@@ -85,7 +92,7 @@ fn error_of(seen: &Value, name: &str) -> (String, String, String) {
 #[test]
 fn grpcio_client_generated_from_the_proto_decides_like_the_http_api() {
     let site = Site::new();
-    let key = site.key();
+    let (key, _) = site.key();
     let server = site.start();
     let root = common::mcp::root();
     let out = Command::new("python3")
@@ -236,25 +243,7 @@ async fn a_stream_is_rate_limited_per_message_and_refused_once_its_key_is_revoke
         format!("{config}rate_limit: {{ per_second: 1, burst: 3 }}\n"),
     )
     .unwrap();
-    let out = Command::new(WARDEN)
-        .args([
-            "keys",
-            "create",
-            "--tenant",
-            "acme",
-            "--policy",
-            "support-agent",
-        ])
-        .args(["--config", &site.config])
-        .output()
-        .unwrap();
-    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
-    let key_id = String::from_utf8(out.stderr)
-        .unwrap()
-        .split('`')
-        .nth(1)
-        .unwrap()
-        .to_owned();
+    let (key, key_id) = site.key();
     let server = site.start();
 
     let channel = tonic::transport::Channel::from_shared(server.url(""))
