@@ -5,7 +5,6 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{Map, Value};
 
 /// Where sessions live.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -240,7 +239,7 @@ impl ServeConfig {
     }
 
     /// Makes the relative paths relative to the directory of the file at `path`.
-    fn rebase(&mut self, path: &Path) {
+    pub(crate) fn rebase(&mut self, path: &Path) {
         let base = path.parent().unwrap_or_else(|| Path::new("."));
         for p in [
             &mut self.policies,
@@ -268,56 +267,6 @@ impl ServeConfig {
                 }
             }
         }
-    }
-
-    /// The configuration `warden serve` runs with before its flags: the defaults, then the file
-    /// at `path` (when there is one), then the `WARDEN_*` variables among `vars` (see
-    /// [`crate::env`]), which override the file. Relative paths are relative to the file's
-    /// directory, whichever of the two set them. Returns the `WARDEN_*` variables that name no
-    /// setting, for the caller to warn about.
-    pub fn resolve(
-        path: Option<&Path>,
-        vars: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<(Self, Vec<String>), ConfigError> {
-        let overrides = crate::env::overrides(vars)?;
-        if overrides.set.is_empty() {
-            let config = match path {
-                Some(path) => Self::load(path)?,
-                None => Self::default(),
-            };
-            return Ok((config, overrides.unknown));
-        }
-        let mut document = match path {
-            Some(path) => {
-                // Read alone first, so that a mistake in the file is reported with its line.
-                Self::load(path)?;
-                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
-                    path: path.display().to_string(),
-                    message: e.to_string(),
-                })?;
-                if text.trim().is_empty() {
-                    Value::Object(Map::new())
-                } else {
-                    serde_saphyr::from_str(&text).map_err(|e| ConfigError {
-                        path: path.display().to_string(),
-                        message: e.to_string(),
-                    })?
-                }
-            }
-            None => Value::Object(Map::new()),
-        };
-        let names: Vec<&str> = overrides.set.iter().map(|o| o.variable.as_str()).collect();
-        for o in &overrides.set {
-            crate::env::apply(&mut document, &o.path, o.value.clone());
-        }
-        let mut config: Self = serde_json::from_value(document).map_err(|e| ConfigError {
-            path: format!("environment ({})", names.join(", ")),
-            message: e.to_string(),
-        })?;
-        if let Some(path) = path {
-            config.rebase(path);
-        }
-        Ok((config, overrides.unknown))
     }
 
     /// Takes `WARDEN_REDIS_URL` and `WARDEN_DATABASE_URL` where the configuration names no

@@ -13,7 +13,61 @@
 
 use serde_json::{Map, Value};
 
+use std::path::Path;
+
 use crate::config::{AuditSettings, ConfigError, ServeConfig};
+
+impl ServeConfig {
+    /// The configuration `warden serve` runs with before its flags: the defaults, then the file
+    /// at `path` (when there is one), then the `WARDEN_*` variables among `vars` (see
+    /// [`crate::env`]), which override the file. Relative paths are relative to the file's
+    /// directory, whichever of the two set them. Returns the `WARDEN_*` variables that name no
+    /// setting, for the caller to warn about.
+    pub fn resolve(
+        path: Option<&Path>,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(Self, Vec<String>), ConfigError> {
+        let overrides = overrides(vars)?;
+        if overrides.set.is_empty() {
+            let config = match path {
+                Some(path) => Self::load(path)?,
+                None => Self::default(),
+            };
+            return Ok((config, overrides.unknown));
+        }
+        let mut document = match path {
+            Some(path) => {
+                // Read alone first, so that a mistake in the file is reported with its line.
+                Self::load(path)?;
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    path: path.display().to_string(),
+                    message: e.to_string(),
+                })?;
+                if text.trim().is_empty() {
+                    Value::Object(Map::new())
+                } else {
+                    serde_saphyr::from_str(&text).map_err(|e| ConfigError {
+                        path: path.display().to_string(),
+                        message: e.to_string(),
+                    })?
+                }
+            }
+            None => Value::Object(Map::new()),
+        };
+        let names: Vec<&str> = overrides.set.iter().map(|o| o.variable.as_str()).collect();
+        for o in &overrides.set {
+            apply(&mut document, &o.path, o.value.clone());
+        }
+        let mut config: Self = serde_json::from_value(document).map_err(|e| ConfigError {
+            path: format!("environment ({})", names.join(", ")),
+            message: e.to_string(),
+        })?;
+        if let Some(path) = path {
+            config.rebase(path);
+        }
+        Ok((config, overrides.unknown))
+    }
+}
 
 /// Fields holding secrets: also read from a file (`WARDEN_<FIELD>_FILE`).
 pub const SECRET_FIELDS: &[&str] = &["redis_url", "database_url"];
