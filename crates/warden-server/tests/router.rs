@@ -406,6 +406,8 @@ async fn every_api_route_is_behind_the_guard() {
                     || uri.starts_with("/v1/data")
                     || uri.starts_with("/v1/query")
                     || uri == "/v1/config"
+                    || uri == "/v1/status"
+                    || uri == "/v1/compile"
                     || uri.starts_with("/v1/batch");
                 if opa {
                     let opa_code = if code == "unauthorized" {
