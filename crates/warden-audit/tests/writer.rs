@@ -79,7 +79,18 @@ fn reopening_continues_the_chain() {
     for round in 0..3u64 {
         let mut cfg = AuditConfig::new(d.path());
         cfg.max_file_bytes = 2048;
-        let log = AuditLog::open(cfg, Some(key.clone())).unwrap();
+        // Another test of this binary forking a child can hold the lock's open file for the
+        // instant between its fork and its exec (flock belongs to the open file, not the fd):
+        // wait that out, as a restarted daemon would.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        let log = loop {
+            match AuditLog::open(cfg.clone(), Some(key.clone())) {
+                Err(warden_audit::AuditError::Locked(_)) if Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+                other => break other.unwrap(),
+            }
+        };
         assert_eq!(log.head().seq, round * 10);
         for i in 1..=10 {
             log.append(record(round * 10 + i)).unwrap();
