@@ -392,7 +392,7 @@ async fn execute_all(
         // while the entries are written cannot stop the batch between its audit and its
         // session writes; the task sees nobody waits and voids the entries instead.
         let (tx, rx) = tokio::sync::oneshot::channel();
-        tokio::spawn(async move {
+        let task = async move {
             let abandoned = || tx.is_closed();
             let result = state
                 .pipeline()
@@ -401,7 +401,11 @@ async fn execute_all(
                 .map_err(refused);
             // Nobody waits any more: the batch already voided its entries and changed nothing.
             let _ = tx.send(result);
-        });
+        };
+        // The caller's trace context goes with the task, as for `/v1/decide/batch`.
+        tokio::spawn(opentelemetry::context::FutureExt::with_current_context(
+            task,
+        ));
         match rx.await {
             Ok(result) => result?,
             Err(_) => {

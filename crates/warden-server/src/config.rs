@@ -138,6 +138,8 @@ pub struct ServeConfig {
     pub audit: Option<AuditSettings>,
     /// TLS on the listener (and mutual TLS with `client_ca`); none: plain TCP.
     pub tls: Option<TlsSettings>,
+    /// OpenTelemetry traces (OTLP over gRPC); off unless `otlp_endpoint` is set.
+    pub telemetry: crate::telemetry::TelemetrySettings,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
@@ -199,6 +201,7 @@ impl Default for ServeConfig {
             token_ttl: warden_proof::DEFAULT_TTL_SECS,
             audit: None,
             tls: None,
+            telemetry: crate::telemetry::TelemetrySettings::default(),
             mcp_upstreams: Vec::new(),
             workers: 0,
             max_identifier_bytes: 256,

@@ -26,6 +26,8 @@ pub(crate) struct ServerEffects {
     pub(crate) audit: Option<Audit>,
     /// Whether each decision is logged (`decision_log`).
     pub(crate) decision_log: bool,
+    /// Trace spans, when `telemetry.otlp_endpoint` is set.
+    pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
 }
 
 impl Effects for ServerEffects {
@@ -120,6 +122,20 @@ fn record(effects: &ServerEffects, caller: &Caller<'_>, decision: &Decision, ela
             decision: verdict,
         })
         .inc();
+    if let Some(telemetry) = &effects.telemetry {
+        telemetry.decision(
+            crate::telemetry::DecisionAttributes {
+                tenant,
+                policy: &decision.policy.name,
+                version: decision.policy.version.as_deref(),
+                digest: &decision.policy.digest,
+                verdict,
+                rule: decision.rule.as_deref(),
+                request_id,
+            },
+            elapsed,
+        );
+    }
     if effects.decision_log && tracing::enabled!(target: "warden::decision", tracing::Level::INFO) {
         let latency_us = elapsed.as_micros() as u64;
         // The same line tracing's JSON formatter writes, built directly (half the cost).

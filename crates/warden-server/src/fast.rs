@@ -61,6 +61,24 @@ impl tower::Service<Request> for App {
     }
 
     fn call(&mut self, req: Request) -> Self::Future {
+        // With traces on, the caller's trace context is current while the request is served, so
+        // that the spans of its decisions are children of the caller's span.
+        match self.state.telemetry().map(|t| t.extract(req.headers())) {
+            Some(cx) => Box::pin(opentelemetry::context::FutureExt::with_context(
+                self.route(req),
+                cx,
+            )),
+            None => self.route(req),
+        }
+    }
+}
+
+impl App {
+    /// The service answering `req`: the fast path, gRPC or the router.
+    fn route(
+        &mut self,
+        req: Request,
+    ) -> Pin<Box<dyn Future<Output = Result<Response, Infallible>> + Send>> {
         if req.method() == Method::POST && req.uri().path() == DECIDE {
             let state = self.state.clone();
             Box::pin(async move {

@@ -247,7 +247,7 @@ pub(crate) async fn decide_requests(
     // the task sees that nobody waits any more and voids the entries instead of committing.
     let (tx, rx) = tokio::sync::oneshot::channel();
     let (state, caller, request_id) = (state.clone(), caller.clone(), request_id.to_owned());
-    tokio::spawn(async move {
+    let task = async move {
         let abandoned = || tx.is_closed();
         let result = state
             .pipeline()
@@ -256,7 +256,11 @@ pub(crate) async fn decide_requests(
             .map_err(refused);
         // Nobody waits any more: the batch already voided its entries and changed nothing.
         let _ = tx.send(result);
-    });
+    };
+    // The caller's trace context goes with the task (its decisions' spans are the request's).
+    tokio::spawn(opentelemetry::context::FutureExt::with_current_context(
+        task,
+    ));
     match rx.await {
         Ok(result) => result,
         Err(_) => {

@@ -30,6 +30,7 @@ mod opa;
 mod run;
 pub mod signing;
 pub mod snapshot;
+pub mod telemetry;
 pub mod tls;
 
 use std::path::PathBuf;
@@ -217,11 +218,13 @@ impl AppState {
                 metrics.auth_events_dropped.clone(),
             )
         });
+        let telemetry = telemetry::Telemetry::start(&config.telemetry).map_err(ServeError::Keys)?;
         let effects = effects::ServerEffects {
             metrics,
             signing,
             audit,
             decision_log: config.decision_log,
+            telemetry,
         };
         let on_failure = match config.state_fail_mode {
             StateFailMode::Closed => warden::OnStoreFailure::Refuse,
@@ -262,6 +265,18 @@ impl AppState {
     /// returns the head, `None` without an audit log or when that failed (logged).
     pub fn flush_audit(&self) -> Option<warden_audit::Anchor> {
         self.effects().audit.as_ref().and_then(audit::Audit::flush)
+    }
+
+    /// Sends the trace spans still queued (at shutdown), when traces are on.
+    pub fn flush_telemetry(&self) {
+        if let Some(telemetry) = &self.effects().telemetry {
+            telemetry.shutdown();
+        }
+    }
+
+    /// Traces, when `telemetry.otlp_endpoint` is set.
+    pub(crate) fn telemetry(&self) -> Option<&telemetry::Telemetry> {
+        self.effects().telemetry.as_ref()
     }
 
     /// The current policy set.

@@ -466,7 +466,23 @@ impl Upstream {
         if let Ok(tenant) = HeaderValue::from_str(&caller.tenant) {
             headers.insert(TENANT_HEADER, tenant);
         }
-        warden_mcp::http::handle(State(self.proxy.clone()), request).await
+        let Some(telemetry) = self.state.telemetry() else {
+            return warden_mcp::http::handle(State(self.proxy.clone()), request).await;
+        };
+        // The upstream sees Warden's span as its parent, and the decisions taken on the way
+        // are its children.
+        let cx = telemetry.start_proxy(
+            &opentelemetry::Context::current(),
+            &self.config.name,
+            request.headers_mut(),
+        );
+        let response = opentelemetry::context::FutureExt::with_context(
+            warden_mcp::http::handle(State(self.proxy.clone()), request),
+            cx.clone(),
+        )
+        .await;
+        crate::telemetry::Telemetry::end_proxy(&cx, response.status().as_u16());
+        response
     }
 }
 

@@ -222,6 +222,12 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         }
     };
     flusher.stop();
+    // The queued spans are sent on the exporter's own thread; waiting for it must not hold a
+    // runtime worker.
+    let flushing = state.clone();
+    if let Err(e) = tokio::task::spawn_blocking(move || flushing.flush_telemetry()).await {
+        tracing::warn!(error = %e, "telemetry: flush at shutdown did not finish");
+    }
     let audit_head = state.flush_audit();
     let unsaved = unsaved_sessions(&state);
     tracing::info!(
