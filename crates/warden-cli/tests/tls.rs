@@ -271,3 +271,106 @@ fn a_certificate_that_does_not_load_stops_the_start_naming_the_file() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("server.pem"));
 }
+
+/// An `https://` MCP upstream: verified against the upstream's `ca_file` (its private CA), and
+/// refused (502, nothing forwarded) when the certificate chains to nothing trusted: not the
+/// system's roots without `ca_file`, not another CA's bundle.
+#[test]
+fn https_mcp_upstreams_are_verified_against_their_bundle_or_the_system_roots() {
+    let site = Site::new("");
+    let mut upstream = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
+        .arg(site.path("a/server.pem"))
+        .arg(site.path("a/server.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _upstream = common::mcp::Proc(upstream);
+    let url = format!("https://localhost:{}/mcp", line.trim());
+    std::fs::write(
+        site.path("plain.yaml"),
+        format!(
+            "policies: pol\nstate: memory\nkeys_file: keys.json\nwatch: false\nmcp_upstreams:\n\
+             - {{ name: trusted, url: \"{url}\", policy: support-agent, ca_file: a/ca.pem }}\n\
+             - {{ name: system, url: \"{url}\", policy: support-agent }}\n\
+             - {{ name: other-ca, url: \"{url}\", policy: support-agent, ca_file: b/ca.pem }}\n"
+        ),
+    )
+    .unwrap();
+    let config = site.path("plain.yaml").display().to_string();
+    let out = Command::new(WARDEN)
+        .args([
+            "keys",
+            "create",
+            "--tenant",
+            "acme",
+            "--policy",
+            "support-agent",
+        ])
+        .args(["--config", config.as_str()])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+    let server = Server::spawn(
+        &["--config", config.as_str(), "--listen", "127.0.0.1:0"],
+        &site.path("port"),
+        &site.path("log"),
+    );
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let call = |name: &str| {
+        server.request(
+            "POST",
+            &format!("/mcp/{name}"),
+            &[
+                ("content-type", "application/json"),
+                ("accept", "application/json, text/event-stream"),
+                ("x-api-key", &key),
+            ],
+            Some(init.as_bytes()),
+        )
+    };
+    let reply = call("trusted");
+    assert_eq!(reply.status, 200, "{}", reply.text);
+    assert_eq!(reply.body["result"]["serverInfo"]["name"], "tls-stub");
+    for name in ["system", "other-ca"] {
+        let reply = call(name);
+        assert_eq!(reply.status, 502, "{name}: {}", reply.text);
+        assert!(reply.body["result"].is_null(), "{name}: {}", reply.text);
+    }
+    drop(server);
+
+    // A bundle that does not load stops the start, naming the upstream.
+    std::fs::write(
+        site.path("bad.yaml"),
+        format!(
+            "policies: pol\nstate: memory\nkeys_file: keys.json\nmcp_upstreams:\n\
+             - {{ name: trusted, url: \"{url}\", policy: support-agent, ca_file: missing.pem }}\n"
+        ),
+    )
+    .unwrap();
+    let out = Command::new(WARDEN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+        .arg(site.path("bad.yaml"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("trusted") && stderr.contains("missing.pem"),
+        "{stderr}"
+    );
+}

@@ -17,6 +17,7 @@ use axum::http::{Method, Request, Response, StatusCode};
 use axum::routing::any;
 use dashmap::DashMap;
 use http_body_util::BodyExt;
+use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::TokioExecutor;
@@ -68,6 +69,10 @@ pub struct UpstreamConfig {
     /// used when present on other messages, namespaced by the key's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_meta: Option<String>,
+    /// For an `https://` url: the PEM bundle the upstream's certificate must chain to (a
+    /// private CA); none: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// Where in a message the Warden session is read ([`ProxyConfig::session_meta`]).
@@ -129,6 +134,9 @@ pub struct ProxyConfig {
     pub strip_headers: Vec<HeaderName>,
     /// Take the Warden session of each message from its `params._meta` (over the identity's).
     pub session_meta: Option<MetaSession>,
+    /// How an `https://` upstream's certificate is verified
+    /// ([`crate::upstream_tls::client_config`]); none: against the system's roots.
+    pub tls: Option<Arc<rustls::ClientConfig>>,
 }
 
 impl std::fmt::Debug for ProxyConfig {
@@ -150,6 +158,49 @@ impl ProxyConfig {
             identify: Arc::new(move |_| Ok(identity.clone())),
             strip_headers: Vec::new(),
             session_meta: None,
+            tls: None,
+        }
+    }
+}
+
+/// The HTTP client of one upstream: plain for `http://`, rustls for `https://`.
+enum UpstreamClient {
+    Plain(Client<HttpConnector, Body>),
+    Tls(Client<HttpsConnector<HttpConnector>, Body>),
+}
+
+impl UpstreamClient {
+    fn new(config: &ProxyConfig) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        let builder = Client::builder(TokioExecutor::new());
+        if config.upstream.scheme_str() != Some("https") {
+            return Self::Plain(builder.build(connector));
+        }
+        let tls = match &config.tls {
+            Some(tls) => Arc::clone(tls),
+            None => match crate::upstream_tls::client_config(None) {
+                Ok(tls) => tls,
+                Err(e) => {
+                    // The plain connector refuses an https URL: every call answers 502, closed.
+                    tracing::error!(error = %e, "MCP upstream TLS has no roots");
+                    return Self::Plain(builder.build(connector));
+                }
+            },
+        };
+        connector.enforce_http(false);
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config((*tls).clone())
+            .https_only()
+            .enable_http1()
+            .wrap_connector(connector);
+        Self::Tls(builder.build(connector))
+    }
+
+    fn request(&self, request: Request<Body>) -> hyper_util::client::legacy::ResponseFuture {
+        match self {
+            Self::Plain(client) => client.request(request),
+            Self::Tls(client) => client.request(request),
         }
     }
 }
@@ -163,7 +214,7 @@ pub struct ProxyState {
 struct Inner {
     enforcer: Arc<Enforcer>,
     config: ProxyConfig,
-    client: Client<HttpConnector, Body>,
+    client: UpstreamClient,
     exchanges: DashMap<String, Arc<Exchange>>,
 }
 
@@ -179,9 +230,7 @@ impl std::fmt::Debug for ProxyState {
 impl ProxyState {
     /// A proxy enforcing with `enforcer` in front of `config.upstream`.
     pub fn new(enforcer: Arc<Enforcer>, config: ProxyConfig) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        let client = Client::builder(TokioExecutor::new()).build(connector);
+        let client = UpstreamClient::new(&config);
         Self {
             inner: Arc::new(Inner {
                 enforcer,

@@ -19,6 +19,8 @@ pub mod sse;
 pub mod http;
 #[cfg(feature = "stdio")]
 pub mod stdio;
+#[cfg(feature = "http")]
+pub mod upstream_tls;
 
 pub use enforce::{
     Caller, Counters, Decider, DecisionObserver, Enforcer, Exchange, Outcome,

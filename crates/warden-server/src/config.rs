@@ -252,7 +252,11 @@ impl ServeConfig {
         .into_iter()
         .chain(self.signing_key.as_mut())
         .chain(self.database_integrity_key.as_mut())
-        {
+        .chain(
+            self.mcp_upstreams
+                .iter_mut()
+                .filter_map(|upstream| upstream.ca_file.as_mut()),
+        ) {
             if p.is_relative() {
                 *p = base.join(&*p);
             }

@@ -253,8 +253,14 @@ fn mount(
         .url
         .parse()
         .map_err(|e| format!("{what}: invalid url: {e}"))?;
-    if uri.scheme_str() != Some("http") || uri.authority().is_none() {
-        return Err(format!("{what}: the url must be http://host:port/path"));
+    let https = uri.scheme_str() == Some("https");
+    if !(https || uri.scheme_str() == Some("http")) || uri.authority().is_none() {
+        return Err(format!(
+            "{what}: the url must be http://host:port/path or https://host:port/path"
+        ));
+    }
+    if config.ca_file.is_some() && !https {
+        return Err(format!("{what}: `ca_file` applies to an https:// url only"));
     }
     warden_policy(&state.snapshot(), &config.policy).map_err(|e| format!("{what}: {e}"))?;
     let decider = MountDecider {
@@ -279,6 +285,12 @@ fn mount(
             key: key.clone(),
             max_bytes,
         });
+    }
+    if https {
+        proxy.tls = Some(
+            warden_mcp::upstream_tls::client_config(config.ca_file.as_deref())
+                .map_err(|e| format!("{what}: TLS: {e}"))?,
+        );
     }
     proxy.strip_headers = vec![
         header::AUTHORIZATION,
@@ -342,6 +354,7 @@ impl TenantMounts {
                     session: None,
                     session_header: None,
                     session_meta: None,
+                    ca_file: None,
                 };
                 let what = format!("tenant `{}`'s MCP upstream", caller.tenant);
                 match mount(&self.state, &self.pins, config, &what) {

@@ -74,6 +74,7 @@ fn config(dir: &Path, url: &str) -> ServeConfig {
             session: None,
             session_header: None,
             session_meta: None,
+            ca_file: None,
         }],
         ..ServeConfig::default()
     }
@@ -177,7 +178,7 @@ fn invalid_upstreams_are_refused() {
             "policy `nope` is not loaded",
         ),
         ("a/b", "http://127.0.0.1:9/mcp", "mcp", "invalid name"),
-        ("up", "https://example.org/mcp", "mcp", "must be http://"),
+        ("up", "ftp://example.org/mcp", "mcp", "must be http://"),
     ] {
         let mut config = config(dir.path(), url);
         config.mcp_upstreams[0].name = name.into();
@@ -185,6 +186,12 @@ fn invalid_upstreams_are_refused() {
         let error = warden_server::mcp::check(&AppState::new(config, None).unwrap()).unwrap_err();
         assert!(error.contains(expected), "{error}");
     }
+    // A bundle for a plain upstream is a mistake, not ignored.
+    let mut plain_with_ca = config(dir.path(), "http://127.0.0.1:9/mcp");
+    plain_with_ca.mcp_upstreams[0].ca_file = Some(dir.path().join("ca.pem"));
+    let error =
+        warden_server::mcp::check(&AppState::new(plain_with_ca, None).unwrap()).unwrap_err();
+    assert!(error.contains("applies to an https:// url only"), "{error}");
     for (session, header, expected) in [
         (Some("s"), Some("x-agent-session"), "exclude each other"),
         (None, Some("bad header"), "is not a header name"),
