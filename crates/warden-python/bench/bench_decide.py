@@ -70,8 +70,10 @@ def start_daemon(binary: str, site: pathlib.Path) -> tuple:
 
 
 def invariant_check(seconds: float) -> float | None:
-    """The policy's flow rule in Invariant's analyzer: a CRM read followed by an email out,
-    over the trace of the session so far (what its policies look at)."""
+    """The policy's flow rule (a CRM read, then an email out: raise) in Invariant's analyzer,
+    over the trace of the session so far, which is what its policies look at. Only that rule:
+    the tool classes, the argument pattern and the approval that clears the taint are not
+    expressed, so this is a lower bound on the pure-Python cost of the same policy."""
     try:
         from invariant.analyzer import LocalPolicy
     except ImportError:
@@ -91,7 +93,7 @@ raise "external write after PII access" if:
         call = {"role": "assistant", "content": None, "tool_calls": [
             {"id": str(len(trace)), "type": "function",
              "function": {"name": name, "arguments": r.get("args", {})}}]}
-        if len(trace) > 40:
+        if len(trace) >= len(REQUESTS):  # one session per pass, as for Warden
             trace.clear()
         trace.append(call)
         return policy.analyze(trace)
