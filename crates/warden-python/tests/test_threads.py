@@ -96,3 +96,30 @@ def test_guarded_functions_in_threads():
 
     assert run_threads(work) == []
     assert denied == [50] * THREADS
+
+
+def test_the_gil_is_released_while_deciding():
+    # A busy Python thread waits for the GIL while the main thread is in the engine; it can
+    # only count during `decide_many` if the engine let the GIL go (no Python code runs in
+    # the main thread during the call).
+    engine = warden.Engine.from_file(str(SUPPORT_POLICY))
+    requests = [{"session": f"gil{i % 64}", "tool": "kb.search"} for i in range(20_000)]
+    count = [0]
+    stop = threading.Event()
+    started = threading.Event()
+
+    def spin() -> None:
+        started.set()
+        while not stop.is_set():
+            count[0] += 1
+
+    t = threading.Thread(target=spin)
+    t.start()
+    started.wait()
+    before = count[0]
+    decisions = engine.decide_many(requests)
+    during = count[0] - before
+    stop.set()
+    t.join()
+    assert len(decisions) == len(requests) and all(d.allowed for d in decisions)
+    assert during > 0
