@@ -49,6 +49,7 @@ def timed(label: str, decide, requests, seconds: float) -> float:
 
 
 def start_daemon(binary: str, site: pathlib.Path) -> tuple:
+    binary = str(pathlib.Path(binary).resolve())
     (site / "policies").mkdir()
     shutil.copy(POLICY, site / "policies" / "support-agent.yaml")
     (site / "warden.yaml").write_text(
