@@ -111,6 +111,8 @@ def main() -> None:
 
     print(f"python {sys.version.split()[0]}, warden {warden.__file__}")
     engine = warden.Engine.from_file(str(POLICY))
+    # The boundary alone: a call into the extension that decides nothing.
+    timed("baseline: Engine.decide_many([]) (no decision)", engine.decide_many, [[]], args.seconds)
     # Each request in the session `s1` of examples/requests.jsonl, as an agent sends them.
     local = timed("in-process Engine.decide(dict)", engine.decide, REQUESTS, args.seconds)
     texts = [json.dumps(r) for r in REQUESTS]
