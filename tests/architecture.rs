@@ -172,7 +172,7 @@ fn crate_dependencies(crate_dir: &Path) -> BTreeSet<String> {
 #[test]
 fn crate_dependencies_point_one_way() {
     let crates = crates();
-    let front_doors = ["warden-server", "warden-mcp", "warden-cli"];
+    let front_doors = ["warden-server", "warden-mcp", "warden-cli", "warden-python"];
     // The pure core and its leaves: no store, no front door.
     for core in [
         "warden-core",
@@ -223,7 +223,7 @@ fn front_doors_decide_only_through_the_pipeline() {
         "store-tests",
     ];
     let mut files = Vec::new();
-    for door in ["warden-server", "warden-mcp", "warden-cli"] {
+    for door in ["warden-server", "warden-mcp", "warden-cli", "warden-python"] {
         rust_files(&crates().join(door).join("src"), &mut files);
     }
     assert!(files.len() > 20, "{} files", files.len());
