@@ -13,7 +13,9 @@ use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry::trace::{SpanKind, TraceContextExt, Tracer as _, TracerProvider as _};
+use opentelemetry::trace::{
+    Span as _, SpanKind, TraceContextExt, Tracer as _, TracerProvider as _,
+};
 use opentelemetry::{Context, KeyValue, Value};
 use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::Resource;
@@ -160,6 +162,16 @@ impl Telemetry {
     pub fn decision(&self, attributes: DecisionAttributes<'_>, latency: Duration) {
         let end = SystemTime::now();
         let start = end.checked_sub(latency).unwrap_or(end);
+        // The sampler needs no attributes: they are built only for a span that is recorded.
+        let mut span = self
+            .tracer
+            .span_builder("warden.decision")
+            .with_kind(SpanKind::Internal)
+            .with_start_time(start)
+            .start_with_context(&self.tracer, &Context::current());
+        if !span.is_recording() {
+            return;
+        }
         let mut fields = vec![
             KeyValue::new("warden.tenant", attributes.tenant.to_owned()),
             KeyValue::new("warden.policy", attributes.policy.to_owned()),
@@ -179,15 +191,8 @@ impl Telemetry {
         if let Some(id) = attributes.request_id {
             fields.push(KeyValue::new("warden.request_id", id.to_owned()));
         }
-        let span = self
-            .tracer
-            .span_builder("warden.decision")
-            .with_kind(SpanKind::Internal)
-            .with_start_time(start)
-            .with_attributes(fields)
-            .start_with_context(&self.tracer, &Context::current());
-        let mut span = span;
-        opentelemetry::trace::Span::end_with_timestamp(&mut span, end);
+        span.set_attributes(fields);
+        span.end_with_timestamp(end);
     }
 
     /// Starts the span of a request proxied to the MCP upstream `upstream` (a child of
