@@ -5,7 +5,12 @@
 //!
 //! Without the Envoy binary the tests say so and pass, unless `WARDEN_TEST_ENVOY_REQUIRED` is
 //! set (scripts/test sets it, so CI never skips silently).
-#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
 
 mod common;
 
@@ -274,8 +279,11 @@ envoy:
 
 /// Everything one test runs: the daemon, the upstream and Envoy, and a key of tenant `acme`.
 struct Rig {
-    _dir: tempfile::TempDir,
-    _warden: Server,
+    dir: tempfile::TempDir,
+    warden: Server,
+    /// Warden's configuration file and the Envoy port it serves on.
+    config: PathBuf,
+    warden_port: u16,
     _upstream: Proc,
     _envoy: Proc,
     /// Envoy's listener.
@@ -326,8 +334,10 @@ impl Rig {
             admin,
         );
         Some(Self {
-            _dir: dir,
-            _warden: warden,
+            dir,
+            warden,
+            config,
+            warden_port,
             _upstream: upstream,
             _envoy: envoy,
             port,
@@ -383,6 +393,15 @@ fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -
         status,
         headers,
         body,
+    }
+}
+
+/// Waits (at most 10 s) until `done` holds.
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting");
+        std::thread::sleep(Duration::from_millis(50));
     }
 }
 
@@ -498,6 +517,32 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
     assert_eq!(a.status, 200, "{}", a.body);
     assert!(a.json()["headers"].get("x-warden-caller").is_none());
 
+    // Metrics per route and step.
+    let passed = rig.warden.metric(
+        "warden_envoy_steps_total{route=\"keyed\",phase=\"request\",step=\"rateLimit\",outcome=\"fail\"}",
+    );
+    assert_eq!(passed, 1.0);
+
+    // Hot reload: `open` now wants a key; SIGHUP swaps the chains in.
+    let text = warden_config(rig.dir.path(), rig.warden_port, 3).replace(
+        "      request: [{policy: allowAll}]",
+        "      request: [{policy: apiKeyAuth}]",
+    );
+    std::fs::write(&rig.config, &text).unwrap();
+    rig.warden.signal("HUP");
+    wait_for(|| send("GET", &rig.url("/open"), &[], None).status == 401);
+    // An invalid section is refused whole; the chains in force stay.
+    std::fs::write(&rig.config, text.replace("requests: 3,", "requests: 0,")).unwrap();
+    rig.warden.signal("HUP");
+    wait_for(|| {
+        rig.warden
+            .log_text()
+            .contains("envoy.routes.keyed.request[2].config.requests")
+    });
+    assert_eq!(send("GET", &rig.url("/open"), &[], None).status, 401);
+    let a = send("GET", &rig.url("/open"), &[("x-api-key", &rig.key)], None);
+    assert_eq!(a.status, 200, "{}", a.body);
+
     eprintln!("ext_proc test took {:?}", started.elapsed());
 }
 
@@ -604,4 +649,73 @@ fn a_bad_envoy_section_is_refused_at_start_naming_the_field() {
         assert_eq!(out.status.code(), Some(2), "{section}: {stderr}");
         assert!(stderr.contains(field), "{section}: {field} not in {stderr}");
     }
+}
+
+/// Whether Python has grpcio and xds-protos (scripts/test installs them into .ci/.pydeps).
+fn python_protos() -> bool {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import grpc, envoy.service.ext_proc.v3.external_processor_pb2_grpc",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WARDEN_TEST_ENVOY_REQUIRED").is_none(),
+            "WARDEN_TEST_ENVOY_REQUIRED is set but python3 cannot import grpcio and xds-protos (tests/peers/requirements.txt)"
+        );
+        eprintln!("SKIPPED: python3 lacks grpcio / xds-protos (tests/peers/requirements.txt)");
+    }
+    ok
+}
+
+#[test]
+fn protocol_edge_cases_from_an_independent_grpc_client() {
+    let started = Instant::now();
+    if !python_protos() {
+        return;
+    }
+    let Some(rig) = Rig::start(Api::ExtProc, 100) else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envoy/edge.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("127.0.0.1:{}", rig.warden_port))
+        .arg(&rig.key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let identity = "request_headers:x-warden-caller,x-warden-tenant";
+    let expected = serde_json::json!({
+        "out_of_order": ["FAILED_PRECONDITION"],
+        "no_phase": ["INVALID_ARGUMENT"],
+        "body_before_headers": ["FAILED_PRECONDITION"],
+        "unknown_route": ["immediate:404"],
+        "value_not_raw_value": [identity],
+        "raw_value": [identity],
+        "oversized_body": ["request_headers:", "immediate:413"],
+        "streamed_chunk": ["request_headers:", "immediate:500"],
+        "body_mode_none": ["immediate:500"],
+        // The request went on without its body reaching the chain: the stream fails (Envoy
+        // answers 500), never a silent pass.
+        "body_skipped": ["request_headers:", "FAILED_PRECONDITION"],
+        "huge_header": ["INVALID_ARGUMENT"],
+        "invalid_utf8_header": ["INVALID_ARGUMENT"],
+        "authz_empty": "INVALID_ARGUMENT",
+        // Bytes that do not decode end the stream with an error, never cleanly (after a
+        // clean end Envoy would go on without the processor).
+        "malformed": ["INVALID_ARGUMENT"],
+    });
+    for (case, want) in expected.as_object().unwrap() {
+        assert_eq!(&results[case], want, "case {case}: {results}");
+    }
+    eprintln!("edge cases took {:?}", started.elapsed());
 }

@@ -66,8 +66,15 @@ impl ExternalProcessor for Processor {
                         Some((Err(status), None))
                     }
                 },
-                // Envoy closed its side (the request is over) or the stream broke.
-                Ok(None) | Err(_) => None,
+                // Envoy closed its side: the exchange is over.
+                Ok(None) => None,
+                // A message that does not decode (or a broken stream) ends the stream with an
+                // error, never cleanly: Envoy goes on without the processor after a clean end.
+                Err(status) => {
+                    tracing::warn!(code = ?status.code(), "ext_proc stream failed");
+                    state.count("error");
+                    Some((Err(Status::invalid_argument("malformed message")), None))
+                }
             }
         });
         Ok(Response::new(Box::pin(answers)))

@@ -376,10 +376,6 @@ impl AppState {
         }
     }
 
-    #[expect(
-        clippy::type_complexity,
-        reason = "private: the three parts of one reload"
-    )]
     fn load_next(
         &self,
     ) -> Result<
