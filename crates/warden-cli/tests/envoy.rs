@@ -629,6 +629,10 @@ fn a_bad_envoy_section_is_refused_at_start_naming_the_field() {
             "envoy.routes.a.request[0].config",
         ),
         ("limits: {max_body_bytes: 0}", "envoy.limits.max_body_bytes"),
+        (
+            "routes: {a: {request: [{policy: decide, config: {policy: missing}}]}}",
+            "envoy.routes.a.request[0].config.policy",
+        ),
         ("route_from: \"metadata:x\"", "envoy.route_from"),
     ] {
         let config = dir.path().join("warden.yaml");
@@ -640,6 +644,13 @@ fn a_bad_envoy_section_is_refused_at_start_naming_the_field() {
             ),
         )
         .unwrap();
+        let check = Command::new(WARDEN)
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(check.status.code(), Some(2), "config check: {section}");
+        assert!(String::from_utf8_lossy(&check.stderr).contains(field));
         let out = Command::new(WARDEN)
             .args(["serve", "--listen", "127.0.0.1:0", "--config"])
             .arg(&config)

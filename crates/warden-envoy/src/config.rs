@@ -261,6 +261,32 @@ impl EnvoyConfig {
     }
 }
 
+impl EnvoyConfig {
+    /// The policies `decide` steps name, each with the field naming it, for the daemon to
+    /// check against its loaded policies (a step naming none decides by the caller's).
+    pub fn decide_policies(&self) -> Vec<(String, String)> {
+        let routes = self
+            .routes
+            .iter()
+            .map(|(name, r)| (format!("envoy.routes.{name}"), r))
+            .chain(self.default.iter().map(|r| ("envoy.default".to_owned(), r)));
+        let mut out = Vec::new();
+        for (at, route) in routes {
+            for (i, step) in route.request.iter().enumerate() {
+                if step.policy == "decide"
+                    && let Some(policy) = step.config.get("policy").and_then(Value::as_str)
+                {
+                    out.push((
+                        format!("{at}.request[{i}].config.policy"),
+                        policy.to_owned(),
+                    ));
+                }
+            }
+        }
+        out
+    }
+}
+
 /// Largest `max_body_bytes` accepted (the gRPC message holding it must stay decodable).
 pub const MAX_BODY_LIMIT: usize = 16 * 1024 * 1024;
 

@@ -9,7 +9,6 @@ use warden_core::pipeline::Caller;
 use warden_envoy::{BoxFuture, EnvoyServer, Host, Identity};
 
 use crate::AppState;
-use crate::run::ServeError;
 
 /// The daemon's services, lent to the Envoy chains.
 struct DaemonHost {
@@ -60,26 +59,54 @@ impl Host for DaemonHost {
     }
 }
 
+/// Checks `config` whole: it compiles, and every policy a `decide` step names is loaded in
+/// `snapshot`. The error names the field.
+pub fn check(config: &warden_envoy::EnvoyConfig, snapshot: &crate::Snapshot) -> Result<(), String> {
+    config
+        .compile()
+        .map_err(|e| format!("configuration: {e}"))?;
+    for (field, policy) in config.decide_policies() {
+        if !snapshot.policies.contains_key(policy.as_str()) {
+            return Err(format!(
+                "configuration: `{field}`: no policy `{policy}` is loaded"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Why the Envoy listener did not start.
+#[derive(Debug)]
+pub(crate) enum StartError {
+    /// The `envoy` section is invalid (exit code 2).
+    Config(String),
+    /// The address could not be bound.
+    Bind(String),
+}
+
 /// Starts the Envoy listener when the configuration has an `envoy` section: binds it, and
 /// serves until `shutdown`. Answers the bound address.
 pub(crate) async fn start(
     state: &AppState,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
-) -> Result<Option<std::net::SocketAddr>, ServeError> {
+) -> Result<Option<std::net::SocketAddr>, StartError> {
     let Some(config) = &state.config().envoy else {
         return Ok(None);
     };
+    check(config, &state.snapshot()).map_err(StartError::Config)?;
     let host = Arc::new(DaemonHost {
         state: state.clone(),
     });
     let server = EnvoyServer::new(config, host, Arc::clone(&state.metrics().envoy))
-        .map_err(|e| ServeError::Load(format!("configuration: {e}")))?;
+        .map_err(|e| StartError::Config(format!("configuration: {e}")))?;
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
-        .map_err(|e| ServeError::Io(format!("cannot listen on {} (envoy): {e}", config.listen)))?;
+        .map_err(|e| {
+            StartError::Bind(format!("cannot listen on {} (envoy): {e}", config.listen))
+        })?;
     let addr = listener
         .local_addr()
-        .map_err(|e| ServeError::Io(e.to_string()))?;
+        .map_err(|e| StartError::Bind(e.to_string()))?;
     let _ = state.0.envoy.set(server.clone());
     tokio::spawn(async move {
         if let Err(e) = server.serve(listener, shutdown).await {

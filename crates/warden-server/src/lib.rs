@@ -417,7 +417,7 @@ impl AppState {
         // restart); validated here, before anything is swapped.
         let envoy = config.envoy.take();
         if let Some(envoy) = &envoy {
-            envoy.compile().map_err(|e| format!("configuration: {e}"))?;
+            envoy::check(envoy, &snapshot)?;
         }
         Ok((snapshot, key, envoy))
     }

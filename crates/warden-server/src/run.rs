@@ -152,7 +152,11 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     let envoy = crate::envoy::start(&state, async move {
         let _ = envoy_stop.wait_for(|stopped| *stopped).await;
     })
-    .await?;
+    .await
+    .map_err(|e| match e {
+        crate::envoy::StartError::Config(m) => ServeError::Load(m),
+        crate::envoy::StartError::Bind(m) => ServeError::Io(m),
+    })?;
     let _file_size = file_size_signal();
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     state
