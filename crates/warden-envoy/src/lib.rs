@@ -127,3 +127,6 @@ impl EnvoyServer {
             .map_err(|e| e.to_string())
     }
 }
+
+#[cfg(test)]
+mod chain_tests;
