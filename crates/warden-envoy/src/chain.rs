@@ -4,9 +4,11 @@
 use std::time::Duration;
 
 use crate::config::OnFailure;
+pub use crate::exchange::Phase;
 use crate::exchange::{Exchange, Mutations, Reply};
 use crate::host::Host;
 use crate::metrics::Metrics;
+use crate::route::Route;
 use crate::steps::StepOutcome;
 
 /// What the chain decided for the phase.
@@ -18,34 +20,15 @@ pub enum Verdict {
     Reply(Reply),
 }
 
-/// The phase a chain runs in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Phase {
-    /// The request, before the upstream.
-    Request,
-    /// The response, before the client.
-    Response,
-}
-
-impl Phase {
-    /// `request` or `response`, for logs and metrics.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Phase::Request => "request",
-            Phase::Response => "response",
-        }
-    }
-}
-
 /// Runs the route's chain of `phase` on `ex`, each step within `timeout`.
 pub async fn run(
     host: &dyn Host,
     metrics: &Metrics,
+    route: &Route,
     ex: &mut Exchange,
     phase: Phase,
     timeout: Duration,
 ) -> Verdict {
-    let route = std::sync::Arc::clone(&ex.route);
     let steps = match phase {
         Phase::Request => &route.request,
         Phase::Response => &route.response,

@@ -15,7 +15,7 @@ use serde_json::json;
 use warden_core::state::{StoreCall, StoreError};
 use warden_core::{CounterStore, Decision, MemoryCounterStore, Request};
 
-use crate::chain::{Phase, Verdict, run};
+use crate::chain::{Phase, Verdict};
 use crate::config::EnvoyConfig;
 use crate::exchange::{Exchange, Identity};
 use crate::host::{BoxFuture, Host};
@@ -59,7 +59,7 @@ impl Host for Fake {
     }
 }
 
-fn route(yaml: &str) -> Arc<crate::config::Route> {
+fn route(yaml: &str) -> Arc<crate::route::Route> {
     let config: EnvoyConfig = serde_json::from_value(json!({
         "routes": { "r": serde_saphyr::from_str::<serde_json::Value>(yaml).unwrap() }
     }))
@@ -67,20 +67,34 @@ fn route(yaml: &str) -> Arc<crate::config::Route> {
     Arc::clone(&config.compile().unwrap().routes["r"])
 }
 
-fn exchange(route: Arc<crate::config::Route>, headers: &[(&str, &str)]) -> Exchange {
+fn exchange(
+    route: Arc<crate::route::Route>,
+    headers: &[(&str, &str)],
+) -> (Arc<crate::route::Route>, Exchange) {
     let headers = headers
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
-    Exchange::new(route, "GET".to_owned(), "/x?a=1".to_owned(), headers)
+    let ex = Exchange::new(
+        Arc::clone(&route.name),
+        "GET".to_owned(),
+        "/x?a=1".to_owned(),
+        headers,
+    );
+    (route, ex)
 }
 
-async fn request(host: &Fake, ex: &mut Exchange) -> Verdict {
-    run(
+async fn request(host: &Fake, (route, ex): &mut (Arc<crate::route::Route>, Exchange)) -> Verdict {
+    run(host, route, ex, Phase::Request).await
+}
+
+async fn run(host: &Fake, route: &crate::route::Route, ex: &mut Exchange, phase: Phase) -> Verdict {
+    crate::chain::run(
         host,
         &Metrics::default(),
+        route,
         ex,
-        Phase::Request,
+        phase,
         Duration::from_secs(1),
     )
     .await
@@ -125,7 +139,7 @@ async fn skip_remaining_forwards_without_the_rest() {
     };
     // The forged identity header is removed even though the step failed.
     assert!(m.remove.contains(&"x-warden-caller".to_owned()), "{m:?}");
-    assert!(ex.header("x-warden-caller").is_none());
+    assert!(ex.1.header("x-warden-caller").is_none());
 }
 
 #[tokio::test]
@@ -201,18 +215,11 @@ async fn response_body_transform_removes_and_masks() {
     let r = route(
         "response: [{policy: responseBodyTransform, config: {remove: [/a/b, /list/*/secret], mask: [/c, /list/0/name]}}]",
     );
-    let mut ex = exchange(r, &[]);
+    let (r, mut ex) = exchange(r, &[]);
     ex.response_body = Some(
         br#"{"a":{"b":1,"k":2},"c":"x","list":[{"secret":1,"name":"n"},{"secret":2}]}"#.to_vec(),
     );
-    let v = run(
-        &host,
-        &Metrics::default(),
-        &mut ex,
-        Phase::Response,
-        Duration::from_secs(1),
-    )
-    .await;
+    let v = run(&host, &r, &mut ex, Phase::Response).await;
     let Verdict::Forward(m) = v else {
         panic!("refused")
     };
@@ -223,14 +230,7 @@ async fn response_body_transform_removes_and_masks() {
     );
     // Not JSON: passed unchanged.
     ex.response_body = Some(b"plain".to_vec());
-    let v = run(
-        &host,
-        &Metrics::default(),
-        &mut ex,
-        Phase::Response,
-        Duration::from_secs(1),
-    )
-    .await;
+    let v = run(&host, &r, &mut ex, Phase::Response).await;
     assert_eq!(v, Verdict::Forward(crate::exchange::Mutations::default()));
 }
 

@@ -5,8 +5,6 @@
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use crate::config::Route;
-
 /// The caller a step authenticated.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -26,8 +24,8 @@ pub type Headers = Vec<(String, String)>;
 /// The request and response of one exchange.
 #[derive(Debug, Clone)]
 pub struct Exchange {
-    /// The route it belongs to.
-    pub route: Arc<Route>,
+    /// The name of the route it belongs to.
+    pub route: Arc<str>,
     /// `:method`.
     pub method: String,
     /// `:path`, query included.
@@ -50,7 +48,7 @@ pub struct Exchange {
 
 impl Exchange {
     /// A request on `route`.
-    pub fn new(route: Arc<Route>, method: String, path: String, headers: Headers) -> Self {
+    pub fn new(route: Arc<str>, method: String, path: String, headers: Headers) -> Self {
         Self {
             route,
             method,
@@ -146,6 +144,25 @@ impl Mutations {
         self.set.retain(|(k, _)| k != name);
         if !self.remove.iter().any(|k| k == name) {
             self.remove.push(name.to_owned());
+        }
+    }
+}
+
+/// The phase a chain runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Phase {
+    /// The request, before the upstream.
+    Request,
+    /// The response, before the client.
+    Response,
+}
+
+impl Phase {
+    /// `request` or `response`, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Request => "request",
+            Phase::Response => "response",
         }
     }
 }

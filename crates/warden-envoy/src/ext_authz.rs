@@ -18,8 +18,8 @@ use tonic::{Request, Response, Status};
 
 use crate::Shared;
 use crate::chain::{self, Phase, Verdict};
-use crate::config::RouteSource;
 use crate::exchange::{Exchange, Reply};
+use crate::route::RouteSource;
 
 /// gRPC `OK` and `PERMISSION_DENIED` codes in `CheckResponse.status`.
 const OK: i32 = 0;
@@ -92,7 +92,7 @@ impl Authorization for Authorizer {
             }
         };
         let path = http.path.clone();
-        let mut ex = Exchange::new(Arc::clone(&route), http.method.clone(), path, headers);
+        let mut ex = Exchange::new(Arc::clone(&route.name), http.method.clone(), path, headers);
         ex.client = attributes
             .source
             .as_ref()
@@ -103,7 +103,7 @@ impl Authorization for Authorizer {
             });
         let limits = chains.limits;
         let reply = |ex: &Exchange, outcome, reply| {
-            shared.metrics.request(&ex.route.name, "ext_authz", outcome);
+            shared.metrics.request(&ex.route, "ext_authz", outcome);
             Ok(Response::new(denied(reply)))
         };
         if ex.state_bytes() > limits.max_state_bytes {
@@ -151,6 +151,7 @@ impl Authorization for Authorizer {
         let verdict = chain::run(
             &*shared.host,
             &shared.metrics,
+            &route,
             &mut ex,
             Phase::Request,
             timeout,

@@ -20,8 +20,8 @@ use futures_util::Stream;
 use tonic::{Request, Response, Status, Streaming};
 
 use crate::chain::{self, Phase, Verdict};
-use crate::config::RouteSource;
 use crate::exchange::{Exchange, Headers, Mutations, Reply};
+use crate::route::{Route, RouteSource};
 use crate::{Shared, StreamGuard};
 
 /// `BodySendMode::Buffered`: the whole body in one message (the only mode a chain that reads
@@ -53,6 +53,7 @@ impl ExternalProcessor for Processor {
             inbound: request.into_inner(),
             stage: Stage::Start,
             exchange: None,
+            route: None,
             override_modes: false,
             _guard: guard,
         };
@@ -103,6 +104,8 @@ struct StreamState {
     inbound: Streaming<ProcessingRequest>,
     stage: Stage,
     exchange: Option<Exchange>,
+    /// The route of the exchange, once known.
+    route: Option<Arc<Route>>,
     /// The response body mode Envoy announced (`protocol_config`), when it did.
     /// Ask Envoy for buffered bodies in the next answer.
     override_modes: bool,
@@ -114,7 +117,7 @@ use processing_response::Response as Out;
 
 impl StreamState {
     fn count(&self, outcome: &str) {
-        let route = self.exchange.as_ref().map_or("unknown", |e| &*e.route.name);
+        let route = self.exchange.as_ref().map_or("unknown", |e| &*e.route);
         self.shared.metrics.request(route, "ext_proc", outcome);
     }
 
@@ -218,7 +221,8 @@ impl StreamState {
         };
         let method = pseudo_value(&pseudo, ":method");
         let path = pseudo_value(&pseudo, ":path");
-        let mut ex = Exchange::new(Arc::clone(&route), method, path, headers);
+        let mut ex = Exchange::new(Arc::clone(&route.name), method, path, headers);
+        self.route = Some(Arc::clone(&route));
         ex.client = attributes.source_address();
         let limits = chains.limits;
         if ex.state_bytes() > limits.max_state_bytes {
@@ -268,7 +272,9 @@ impl StreamState {
         };
         ex.status = pseudo_value(&pseudo, ":status").parse().ok();
         ex.response_headers = headers;
-        let route = Arc::clone(&ex.route);
+        let Some(route) = self.route.clone() else {
+            return Err(Status::internal("no route"));
+        };
         if ex.state_bytes() > self.shared.chains.load().limits.max_state_bytes {
             self.exchange = Some(ex);
             return Ok(immediate(Reply::error(
@@ -303,7 +309,7 @@ impl StreamState {
         let limit = self.shared.chains.load().limits.max_body_bytes;
         if !b.end_of_stream {
             // A streamed chunk: the chain would run on part of the body while the rest went on.
-            tracing::error!(route = %ex.route.name, phase = phase.as_str(),
+            tracing::error!(route = %ex.route, phase = phase.as_str(),
                 "a body arrived in chunks, but the chain reads whole bodies: set the body mode to BUFFERED");
             self.exchange = Some(ex);
             return Ok(immediate(chain::internal()));
@@ -350,7 +356,19 @@ impl StreamState {
 
     async fn run(&self, ex: &mut Exchange, phase: Phase) -> Verdict {
         let timeout = Duration::from_millis(self.shared.chains.load().limits.step_timeout_ms);
-        chain::run(&*self.shared.host, &self.shared.metrics, ex, phase, timeout).await
+        let Some(route) = &self.route else {
+            // INVARIANT: the route is set with the exchange; were it not, refuse.
+            return Verdict::Reply(chain::internal());
+        };
+        chain::run(
+            &*self.shared.host,
+            &self.shared.metrics,
+            route,
+            ex,
+            phase,
+            timeout,
+        )
+        .await
     }
 }
 

@@ -9,11 +9,13 @@
 
 pub mod chain;
 pub mod config;
+mod error;
 pub mod exchange;
 mod ext_authz;
 mod ext_proc;
 pub mod host;
 pub mod metrics;
+pub mod route;
 pub mod steps;
 
 use std::future::Future;
@@ -24,12 +26,12 @@ use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 
-pub use config::{
-    Chains, EnvoyConfig, EnvoyConfigError, Limits, OnFailure, RouteConfig, StepConfig,
-};
+pub use config::{EnvoyConfig, Limits, OnFailure, RouteConfig, StepConfig};
+pub use error::EnvoyConfigError;
 pub use exchange::Identity;
 pub use host::{BoxFuture, Host};
 pub use metrics::Metrics;
+pub use route::Chains;
 
 /// What every stream shares: the daemon, the compiled chains, the metrics.
 pub(crate) struct Shared {

@@ -5,7 +5,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::registry::Registry;
 
-use crate::chain::Phase;
+use crate::exchange::Phase;
 
 /// Labels of `warden_envoy_steps_total`. Route names and policy names come from the
 /// configuration, never from a request, so the label sets are bounded.

@@ -8,7 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 use warden_core::{HttpRequest, Kind, Request, Verdict};
 
-use crate::config::EnvoyConfigError;
+use crate::error::EnvoyConfigError;
 use crate::exchange::{Exchange, Mutations, Reply};
 use crate::host::Host;
 
@@ -642,7 +642,7 @@ impl RateLimit {
         let window = now / self.window_secs;
         let key = format!(
             "envoy:{}:{}:{}:{who}",
-            ex.route.name, self.window_secs, self.requests
+            ex.route, self.window_secs, self.requests
         );
         let expires = (window + 1) * self.window_secs + 1;
         let counters = host.counters();
