@@ -730,3 +730,34 @@ fn protocol_edge_cases_from_an_independent_grpc_client() {
     }
     eprintln!("edge cases took {:?}", started.elapsed());
 }
+
+#[test]
+fn every_envoy_setting_also_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.yaml");
+    std::fs::write(
+        &config,
+        "state: memory\nenvoy:\n  routes: {a: {request: [{policy: allowAll}]}}\n",
+    )
+    .unwrap();
+    let out = Command::new(WARDEN)
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .env("WARDEN_ENVOY_LISTEN", "127.0.0.1:9999")
+        .env("WARDEN_ENVOY_LIMITS_MAX_BODY_BYTES", "2048")
+        .env("WARDEN_ENVOY_FAIL_ON_UNKNOWN_ROUTE", "false")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let envoy = &shown["config"]["envoy"];
+    assert_eq!(envoy["listen"], "127.0.0.1:9999");
+    assert_eq!(envoy["limits"]["max_body_bytes"], 2048);
+    assert_eq!(envoy["fail_on_unknown_route"], false);
+    // The file's routes stay.
+    assert_eq!(envoy["routes"]["a"]["request"][0]["policy"], "allowAll");
+}
