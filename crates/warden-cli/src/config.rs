@@ -53,6 +53,12 @@ fn check(args: &ServeArgs) -> ExitCode {
             return ExitCode::from(EXIT_BAD_INPUT);
         }
     };
+    if let Some(envoy) = &config.envoy
+        && let Err(e) = warden_server::envoy::check(envoy, &snapshot)
+    {
+        eprintln!("warden config: {e}");
+        return ExitCode::from(EXIT_BAD_INPUT);
+    }
     let mut names: Vec<&str> = snapshot.policies.keys().map(|n| &**n).collect();
     names.sort_unstable();
     println!(

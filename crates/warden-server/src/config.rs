@@ -163,6 +163,9 @@ pub struct ServeConfig {
     /// A keep-alive connection waiting for its next request is closed after this many
     /// milliseconds.
     pub idle_timeout_ms: u64,
+    /// Envoy's external processor and authorizer (its own listener, routes and chains); none:
+    /// not served.
+    pub envoy: Option<warden_envoy::EnvoyConfig>,
 }
 
 /// The most worker threads `workers` may ask for.
@@ -210,6 +213,7 @@ impl Default for ServeConfig {
             max_connections: 1_000,
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
+            envoy: None,
         }
     }
 }

@@ -117,6 +117,9 @@ fn shape() -> Value {
             serde_json::json!({"cert": "", "key": "", "client_ca": null,
                                "min_version": "1.3", "reload_interval_ms": 2000}),
         );
+        if let Ok(envoy) = serde_json::to_value(warden_envoy::EnvoyConfig::default()) {
+            fields.insert("envoy".to_owned(), envoy);
+        }
     }
     shape
 }

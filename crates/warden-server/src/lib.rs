@@ -15,6 +15,7 @@ mod body;
 pub mod config;
 mod effects;
 pub mod env;
+pub mod envoy;
 pub mod error;
 mod fast;
 mod grpc;
@@ -94,6 +95,10 @@ struct Inner {
     readiness: tokio::sync::watch::Sender<bool>,
     /// `anonymous_policy` from the command line, kept over the file's at reload.
     anonymous_override: parking_lot::RwLock<Option<String>>,
+    /// Counters of the Envoy chains' rate limits (Redis when shared, else in memory).
+    counters: Arc<dyn CounterStore>,
+    /// The Envoy processor, once `run` started it (reloaded with the rest).
+    envoy: std::sync::OnceLock<warden_envoy::EnvoyServer>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -210,7 +215,7 @@ impl AppState {
             Some(shared) => Arc::clone(shared) as _,
             None => Arc::new(warden::state::MemoryCounterStore::new(100_000)),
         };
-        let lockout = lockout::Lockout::new(config.auth_failures, failure_counters);
+        let lockout = lockout::Lockout::new(config.auth_failures, Arc::clone(&failure_counters));
         // A runtime is there whenever a database is (`open` connected it on one).
         let auth_events = database.as_ref().map(|database| {
             auth_events::AuthEvents::start(
@@ -250,6 +255,8 @@ impl AppState {
             generation: tokio::sync::watch::Sender::new(0),
             readiness: tokio::sync::watch::Sender::new(true),
             anonymous_override: parking_lot::RwLock::new(None),
+            counters: failure_counters,
+            envoy: std::sync::OnceLock::new(),
         })))
     }
 
@@ -353,7 +360,15 @@ impl AppState {
             .map_err(|e| format!("reload task failed: {e}"))
             .and_then(|r| r);
         match result {
-            Ok((next, key)) => {
+            Ok((next, key, envoy)) => {
+                if let (Some(server), Some(envoy)) = (self.0.envoy.get(), &envoy)
+                    && let Err(e) = server.reload(envoy)
+                {
+                    // Checked in `load_next`: only a race with a file change lands here.
+                    self.metrics().reload(false);
+                    tracing::error!(error = %e, "reload failed; keeping the previous policy set and Envoy routes");
+                    return Err(e.to_string());
+                }
                 let policies = next.policies.len();
                 self.0.pipeline.swap_policies(next.policy_set());
                 self.0.snapshot.store(Arc::new(next));
@@ -376,7 +391,16 @@ impl AppState {
         }
     }
 
-    fn load_next(&self) -> Result<(Snapshot, Option<warden_proof::Ed25519Key>), String> {
+    fn load_next(
+        &self,
+    ) -> Result<
+        (
+            Snapshot,
+            Option<warden_proof::Ed25519Key>,
+            Option<warden_envoy::EnvoyConfig>,
+        ),
+        String,
+    > {
         let mut config = match &self.0.config_path {
             // As at start: the file, then the `WARDEN_*` variables over it.
             Some(path) => ServeConfig::resolve(Some(path), std::env::vars())
@@ -404,7 +428,13 @@ impl AppState {
             .as_ref()
             .map(signing::Signing::read_key)
             .transpose()?;
-        Ok((snapshot, key))
+        // The Envoy routes and chains reload with the policies (the listener itself needs a
+        // restart); validated here, before anything is swapped.
+        let envoy = config.envoy.take();
+        if let Some(envoy) = &envoy {
+            envoy::check(envoy, &snapshot)?;
+        }
+        Ok((snapshot, key, envoy))
     }
 }
 

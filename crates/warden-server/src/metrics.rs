@@ -101,6 +101,8 @@ pub struct Metrics {
     pub audit_checkpoint: Family<HashLabels, Gauge>,
     /// The MCP proxy's counters (`warden_mcp_events_total`).
     pub mcp: std::sync::Arc<McpMetrics>,
+    /// The Envoy processor's counters (`warden_envoy_*`).
+    pub envoy: std::sync::Arc<warden_envoy::Metrics>,
     /// Open client connections.
     pub connections: Gauge,
     /// Connections closed at once because `max_connections` were open.
@@ -244,6 +246,8 @@ impl Metrics {
         );
         let mcp = std::sync::Arc::new(McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
+        let envoy = std::sync::Arc::new(warden_envoy::Metrics::default());
+        envoy.register(&mut registry);
         for result in ["ok", "error"] {
             let _ = reloads.get_or_create(&ReloadLabels {
                 result: result.to_owned(),
@@ -265,6 +269,7 @@ impl Metrics {
             audit_head,
             audit_checkpoint,
             mcp,
+            envoy,
             connections,
             connections_rejected,
             connection_timeouts,

@@ -147,6 +147,16 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     // appears is handled (graceful stop, reload), not the default action that kills the process
     // without flushing sessions.
     let signals = Signals::register();
+    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
+    let mut envoy_stop = stop_rx.clone();
+    let envoy = crate::envoy::start(&state, async move {
+        let _ = envoy_stop.wait_for(|stopped| *stopped).await;
+    })
+    .await
+    .map_err(|e| match e {
+        crate::envoy::StartError::Config(m) => ServeError::Load(m),
+        crate::envoy::StartError::Bind(m) => ServeError::Io(m),
+    })?;
     let _file_size = file_size_signal();
     let workers = tokio::runtime::Handle::current().metrics().num_workers();
     state
@@ -167,6 +177,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
             (StateMode::Memory, false) => "memory",
         },
         sessions = state.store().len(),
+        envoy = envoy.map(|a| a.to_string()),
         "listening"
     );
     if let Some(path) = &options.port_file {
@@ -188,7 +199,6 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
     tokio::spawn(sighup(state.clone(), signals.hup));
     drop(reload_tx);
 
-    let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let shutdown_state = state.clone();
     let app = crate::App::new(state.clone());
     let limits = crate::listen::ConnLimits {

