@@ -139,7 +139,7 @@ pub struct ServeConfig {
     /// TLS on the listener (and mutual TLS with `client_ca`); none: plain TCP.
     pub tls: Option<TlsSettings>,
     /// OpenTelemetry traces (OTLP over gRPC); off unless `otlp_endpoint` is set.
-    pub telemetry: crate::telemetry::TelemetrySettings,
+    pub telemetry: TelemetrySettings,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
@@ -204,7 +204,7 @@ impl Default for ServeConfig {
             token_ttl: warden_proof::DEFAULT_TTL_SECS,
             audit: None,
             tls: None,
-            telemetry: crate::telemetry::TelemetrySettings::default(),
+            telemetry: TelemetrySettings::default(),
             mcp_upstreams: Vec::new(),
             workers: 0,
             max_identifier_bytes: 256,
@@ -426,5 +426,64 @@ impl AuditSettings {
                 *p = base.join(&*p);
             }
         }
+    }
+}
+
+/// The `telemetry` section of the daemon's configuration.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TelemetrySettings {
+    /// The OTLP/gRPC endpoint of a collector (`http://127.0.0.1:4317`); none: no traces.
+    pub otlp_endpoint: Option<String>,
+    /// Share of traces recorded, 0 to 1, when the caller's `traceparent` does not say (a
+    /// sampled caller's trace is always recorded, an unsampled one never).
+    pub sample_ratio: f64,
+    /// `service.name` of the exported spans.
+    pub service_name: String,
+    /// Longest wait for the collector per export, in milliseconds.
+    pub export_timeout_ms: u64,
+    /// Spans waiting for export at most; beyond it new spans are dropped.
+    pub max_queue: usize,
+}
+
+impl Default for TelemetrySettings {
+    fn default() -> Self {
+        Self {
+            otlp_endpoint: None,
+            sample_ratio: 1.0,
+            service_name: "warden".to_owned(),
+            export_timeout_ms: 5_000,
+            max_queue: 2_048,
+        }
+    }
+}
+
+impl TelemetrySettings {
+    /// The problems of these settings, each naming its field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(0.0..=1.0).contains(&self.sample_ratio) {
+            return Err(format!(
+                "telemetry.sample_ratio must be between 0 and 1, not {}",
+                self.sample_ratio
+            ));
+        }
+        if self.max_queue == 0 || self.max_queue > 1_000_000 {
+            return Err("telemetry.max_queue must be between 1 and 1000000".to_owned());
+        }
+        if self.export_timeout_ms == 0 {
+            return Err("telemetry.export_timeout_ms must be at least 1".to_owned());
+        }
+        if self.service_name.is_empty() || self.service_name.len() > 256 {
+            return Err("telemetry.service_name must be 1 to 256 bytes".to_owned());
+        }
+        if let Some(endpoint) = &self.otlp_endpoint
+            && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
+        {
+            return Err(
+                "telemetry.otlp_endpoint must be an http:// or https:// URL (OTLP over gRPC)"
+                    .to_owned(),
+            );
+        }
+        Ok(())
     }
 }
