@@ -190,6 +190,11 @@ pub trait Decider: Send + Sync {
     fn approval_status(&self, _id: &str) -> Result<Option<ApprovalStatus>, String> {
         Ok(None)
     }
+    /// Waits `pause` on this thread while a held call waits for its approval. A host on an
+    /// asynchronous runtime hands the thread's other work away first (the default only sleeps).
+    fn pause(&self, pause: Duration) {
+        std::thread::sleep(pause);
+    }
 }
 
 /// How often a held call looks at its approval while it waits, at most.
@@ -386,7 +391,7 @@ impl Enforcer {
             if now >= deadline {
                 return Ok(decision);
             }
-            std::thread::sleep(APPROVAL_POLL.min(deadline - now));
+            self.engine.pause(APPROVAL_POLL.min(deadline - now));
             match self.engine.approval_status(&id) {
                 Ok(Some(ApprovalStatus::Pending)) => {}
                 Ok(Some(_)) => return self.decide(request),

@@ -75,9 +75,8 @@ fn run_here<F: std::future::Future>(future: F) -> Result<F::Output, String> {
     match polled {
         std::task::Poll::Ready(output) => Ok(output),
         std::task::Poll::Pending => {
-            let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-            });
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
             if !multi_thread {
                 return Err(
                     "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
@@ -106,10 +105,7 @@ impl warden_mcp::Decider for MountDecider {
         })
     }
 
-    fn approval_status(
-        &self,
-        id: &str,
-    ) -> Result<Option<warden::state::ApprovalStatus>, String> {
+    fn approval_status(&self, id: &str) -> Result<Option<warden::state::ApprovalStatus>, String> {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
@@ -117,6 +113,18 @@ impl warden_mcp::Decider for MountDecider {
         found
             .map(|approval| approval.map(|a| a.status))
             .map_err(|e| e.to_string())
+    }
+
+    fn pause(&self, pause: std::time::Duration) {
+        // A held call waiting for its approval must not stall the runtime's other requests
+        // (the approval itself among them): the worker's other tasks move to another thread.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| std::thread::sleep(pause));
+        } else {
+            std::thread::sleep(pause);
+        }
     }
 
     fn policy(&self) -> Option<Arc<CompiledPolicy>> {

@@ -663,8 +663,7 @@ impl ApprovalStore for RedisState {
                 for (field, value) in &all {
                     if let Some(id) = field.strip_prefix("id:") {
                         let approval = decode_approval(value)?;
-                        if approval.expires_ms.saturating_add(APPROVAL_RETENTION_MS) <= ask.now_ms
-                        {
+                        if approval.expires_ms.saturating_add(APPROVAL_RETENTION_MS) <= ask.now_ms {
                             // Past its retention: forgotten (its binding with it, below).
                             writes.push((field.clone(), String::new()));
                         } else {

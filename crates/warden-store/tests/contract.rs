@@ -1107,7 +1107,10 @@ fn approvals_are_asked_answered_and_used_once() {
         let id = ids.into_iter().next().unwrap();
         let listed = store.list(Some("acme"), true, now, 10).wait().unwrap();
         assert_eq!(listed.len(), 1, "{name}");
-        assert_eq!(listed[0].binding.args_sha256, approval_ask(&args, now).binding.args_sha256);
+        assert_eq!(
+            listed[0].binding.args_sha256,
+            approval_ask(&args, now).binding.args_sha256
+        );
         let answer = |approve| Resolution {
             approve,
             approver: "k1".into(),
@@ -1120,19 +1123,27 @@ fn approvals_are_asked_answered_and_used_once() {
         };
         assert_eq!(done.status, ApprovalStatus::Approved, "{name}");
         assert!(
-            matches!(store.resolve(&id, &answer(false)).wait().unwrap(), Resolved::Settled(_)),
+            matches!(
+                store.resolve(&id, &answer(false)).wait().unwrap(),
+                Resolved::Settled(_)
+            ),
             "{name}"
         );
         assert!(
-            matches!(store.resolve("apr_none", &answer(false)).wait().unwrap(), Resolved::NotFound),
+            matches!(
+                store.resolve("apr_none", &answer(false)).wait().unwrap(),
+                Resolved::NotFound
+            ),
             "{name}"
         );
         let granted = AtomicUsize::new(0);
         std::thread::scope(|scope| {
             for _ in 0..4 {
                 scope.spawn(|| {
-                    if let Asked::Granted(_) =
-                        store.ask(ACCESS, &approval_ask(&args, now + 2)).wait().unwrap()
+                    if let Asked::Granted(_) = store
+                        .ask(ACCESS, &approval_ask(&args, now + 2))
+                        .wait()
+                        .unwrap()
                     {
                         granted.fetch_add(1, Ordering::SeqCst);
                     }
@@ -1147,7 +1158,13 @@ fn approvals_are_asked_answered_and_used_once() {
         );
         let other = serde_json::json!({"amount": 6});
         assert!(
-            matches!(store.ask(ACCESS, &approval_ask(&other, now)).wait().unwrap(), Asked::Requested(_)),
+            matches!(
+                store
+                    .ask(ACCESS, &approval_ask(&other, now))
+                    .wait()
+                    .unwrap(),
+                Asked::Requested(_)
+            ),
             "{name}"
         );
     }
