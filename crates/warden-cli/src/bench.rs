@@ -138,7 +138,8 @@ fn decide_until(decider: &Decider, inputs: &[Input], deadline: Instant) -> Tally
                 (Decider::Warden(engine), Input::Warden(request)) => {
                     match engine.decide(request).map(|d| d.verdict) {
                         Ok(Verdict::Allow) => tally.allow += 1,
-                        Ok(Verdict::Deny) => tally.deny += 1,
+                        // Pending is not allowed: counted with the denials.
+                        Ok(Verdict::Deny | Verdict::Pending) => tally.deny += 1,
                         Err(_) => tally.errors += 1,
                     }
                 }

@@ -19,6 +19,9 @@ pub enum KeysCommand {
         /// The policy deciding the tenant's requests (default: the policy named like the tenant).
         #[arg(long)]
         policy: Option<String>,
+        /// What the key may do: `agent` (ask for decisions) or `admin` (also answer approvals).
+        #[arg(long, default_value = "agent", value_parser = ["agent", "admin"])]
+        role: String,
         #[command(flatten)]
         file: KeyFileArgs,
     },
@@ -29,7 +32,7 @@ pub enum KeysCommand {
         #[command(flatten)]
         file: KeyFileArgs,
     },
-    /// List key ids, tenants and policies (never keys).
+    /// List key ids, tenants, policies and roles (never keys).
     List {
         #[command(flatten)]
         file: KeyFileArgs,
@@ -177,14 +180,19 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
         KeysCommand::Create {
             tenant,
             policy,
+            role,
             file,
         } => {
+            let role = warden::state::KeyRole::parse(role)
+                .ok_or_else(|| format!("unknown role `{role}`: expected `agent` or `admin`"))?;
             let keys = file.open()?;
-            let (key, record) = keys::create_key(&*keys.store, tenant, policy.as_deref())
-                .map_err(|e| e.to_string())?;
+            let (key, record) =
+                keys::create_key_with_role(&*keys.store, tenant, policy.as_deref(), role)
+                    .map_err(|e| e.to_string())?;
             println!("{key}");
             eprintln!(
-                "created key `{}` for tenant `{}` (policy `{}`) in {}; it is shown only once",
+                "created {} key `{}` for tenant `{}` (policy `{}`) in {}; it is shown only once",
+                record.role.as_str(),
                 record.id,
                 record.tenant,
                 record.policy_name(),
@@ -211,7 +219,13 @@ fn run_inner(command: &KeysCommand) -> Result<ExitCode, String> {
         KeysCommand::List { file } => {
             let keys = file.open()?;
             for record in keys.store.list().wait().map_err(|e| e.to_string())? {
-                println!("{}\t{}\t{}", record.id, record.tenant, record.policy_name());
+                println!(
+                    "{}\t{}\t{}\t{}",
+                    record.id,
+                    record.tenant,
+                    record.policy_name(),
+                    record.role.as_str()
+                );
             }
             Ok(ExitCode::SUCCESS)
         }

@@ -7,6 +7,7 @@
 #![forbid(unsafe_code)]
 
 mod analyze;
+mod approvals;
 mod audit;
 mod bench;
 mod certs;
@@ -122,6 +123,10 @@ enum Command {
     /// The daemon's configuration: check it, or show it as `warden serve` would run with it.
     #[command(subcommand)]
     Config(config::ConfigCommand),
+    /// Approvals of calls held by `ask` rules, on a running daemon (admin key): list, show,
+    /// approve, deny.
+    #[command(subcommand)]
+    Approvals(approvals::ApprovalsCommand),
     /// Manage API keys (stored as SHA-256 hashes only).
     #[command(subcommand)]
     Keys(keys::KeysCommand),
@@ -212,6 +217,7 @@ fn main() -> ExitCode {
         Command::Config(command) => config::run(&command),
         Command::Certs(command) => certs::run(&command),
         Command::Keys(command) => keys::run(&command),
+        Command::Approvals(command) => approvals::run(&command),
         Command::Audit(command) => audit::run(&command),
         Command::Token(command) => token::run(&command),
         Command::Mcp(command) => mcp::run(command),

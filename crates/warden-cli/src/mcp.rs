@@ -247,10 +247,7 @@ fn log_decision(
     decision: &warden::Decision,
     latency: std::time::Duration,
 ) {
-    let verdict = match decision.verdict {
-        warden::Verdict::Allow => "allow",
-        warden::Verdict::Deny => "deny",
-    };
+    let verdict = decision.verdict.as_str();
     tracing::info!(
         target: "warden::decision",
         policy = %decision.policy.name,

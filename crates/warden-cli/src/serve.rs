@@ -116,6 +116,7 @@ pub(crate) fn config(args: &ServeArgs) -> Result<(ServeConfig, Option<PathBuf>),
             return Err(format!("`{name}` must be at least 1"));
         }
     }
+    config.approvals.check(config.request_timeout_ms)?;
     if config.workers > warden_server::MAX_WORKERS {
         return Err(format!(
             "`workers` must be at most {}, not {}",

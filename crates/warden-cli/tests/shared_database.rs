@@ -196,7 +196,7 @@ fn migrate_creates_the_schema_once_and_daemons_refuse_an_unmigrated_database() {
     let first = site.migrate();
     assert!(first.status.success(), "{}", stderr(&first));
     assert!(
-        stderr(&first).contains("applied migrations [1, 2, 3, 4]"),
+        stderr(&first).contains("applied migrations [1, 2, 3, 4, 5]"),
         "{}",
         stderr(&first)
     );

@@ -112,6 +112,7 @@ fn effect_name(effect: Effect) -> &'static str {
         Effect::Allow => "allow",
         Effect::Deny => "deny",
         Effect::Warn => "warn",
+        Effect::Ask => "ask",
     }
 }
 

@@ -5,7 +5,10 @@ use std::sync::Arc;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-/// Allow or deny.
+/// Allow, deny, or pending a person's approval.
+///
+/// Only [`Verdict::Allow`] lets a call through: every front door that answers yes or no (OPA,
+/// AuthZEN, gRPC's `allowed`, a token) treats `Pending` as no, so it fails closed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Verdict {
@@ -13,16 +16,37 @@ pub enum Verdict {
     Allow,
     /// The call must not go through.
     Deny,
+    /// The call must not go through yet: an `ask` rule matched and no approval covers it; the
+    /// decision's `approval` names the approval a person may grant.
+    Pending,
 }
 
 impl Verdict {
-    /// `allow` or `deny`.
+    /// `allow`, `deny` or `pending`.
     pub fn as_str(self) -> &'static str {
         match self {
             Verdict::Allow => "allow",
             Verdict::Deny => "deny",
+            Verdict::Pending => "pending",
         }
     }
+
+    /// True only for [`Verdict::Allow`]: the one verdict that lets a call through.
+    pub fn is_allow(self) -> bool {
+        self == Verdict::Allow
+    }
+}
+
+/// The approval a decision is about: the one it asks for (`pending`) or the one whose answer it
+/// carries (an approved call's `allow`, a denied or expired approval's `deny`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ApprovalRef {
+    /// The approval's id (for `GET /v1/approvals/{id}` and `warden approvals`).
+    pub id: String,
+    /// Its status after this decision (`pending`, `consumed`, `denied`, `expired`).
+    pub status: crate::state::ApprovalStatus,
+    /// When it expires, in milliseconds since the Unix epoch.
+    pub expires_ms: u64,
 }
 
 /// Content found in the request: where, never what (the matched text is never carried).
@@ -89,6 +113,9 @@ pub struct Decision {
     /// tool calls, when the front door has a signing key. Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub token: Option<String>,
+    /// The approval this decision asks for or used (`effect: ask` rules). Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub approval: Option<ApprovalRef>,
 }
 
 impl Decision {

@@ -181,7 +181,18 @@ pub(crate) fn evaluate(
     request: &Request,
     state: &SessionState,
 ) -> Evaluation {
-    evaluate_observed(policy, request, state, &mut NoObserver)
+    evaluate_inner(policy, request, state, false, &mut NoObserver)
+}
+
+/// [`evaluate`] for a call a person approved: matching `ask` rules act as allow rules (their
+/// taints apply), so the call is allowed unless a deny rule or content inspection denies it.
+/// Only the pipeline calls it, after it consumed the approval that covers the call.
+pub(crate) fn evaluate_granted(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &SessionState,
+) -> Evaluation {
+    evaluate_inner(policy, request, state, true, &mut NoObserver)
 }
 
 /// [`evaluate`] reporting to `observer` (coverage, analysis). Pure: the caller applies the
@@ -190,6 +201,27 @@ pub fn evaluate_observed<O: Observer>(
     policy: &CompiledPolicy,
     request: &Request,
     state: &SessionState,
+    observer: &mut O,
+) -> Evaluation {
+    evaluate_inner(policy, request, state, false, observer)
+}
+
+/// [`evaluate_observed`] for a call a person approved (see [`evaluate_granted`]): analysis
+/// considers held calls going through, since an approver may let them.
+pub(crate) fn evaluate_granted_observed<O: Observer>(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &SessionState,
+    observer: &mut O,
+) -> Evaluation {
+    evaluate_inner(policy, request, state, true, observer)
+}
+
+fn evaluate_inner<O: Observer>(
+    policy: &CompiledPolicy,
+    request: &Request,
+    state: &SessionState,
+    granted: bool,
     observer: &mut O,
 ) -> Evaluation {
     let tool = request.tool.as_deref();
@@ -206,6 +238,8 @@ pub fn evaluate_observed<O: Observer>(
     let mut passing_at: Vec<usize> = Vec::new();
     let mut reasons = Vec::new();
     let mut passing: smallvec::SmallVec<[&Rule; 8]> = smallvec::SmallVec::new();
+    // Matching `ask` rules (when no approval covers the call) and their position.
+    let mut asking: smallvec::SmallVec<[(usize, &Rule); 2]> = smallvec::SmallVec::new();
     for n in policy.index.candidates(tool, &classes) {
         let n = n as usize;
         let Some(rule) = policy.rules.get(n) else {
@@ -233,11 +267,18 @@ pub fn evaluate_observed<O: Observer>(
                 }
             }
             Effect::Allow | Effect::Warn => passing.push(rule),
+            // An approved call: the ask rule lets it through as an allow rule would.
+            Effect::Ask if granted => passing.push(rule),
+            Effect::Ask => asking.push((n, rule)),
         }
     }
 
     let (computed, rule_id, warnings) = if let Some(rule) = first_deny {
         (Verdict::Deny, Some(rule.id.clone()), Vec::new())
+    } else if let Some((_, rule)) = asking.first() {
+        // Pending: the first matching ask rule names it, with the reasons of every one.
+        reasons.extend(asking.iter().filter_map(|(_, r)| r.reason.clone()));
+        (Verdict::Pending, Some(rule.id.clone()), Vec::new())
     } else if !passing.is_empty() {
         let warnings = passing
             .iter()
@@ -255,9 +296,11 @@ pub fn evaluate_observed<O: Observer>(
     if let Some(content) = &policy.content {
         let mut outcome = crate::content::scan(content, request);
         findings = crate::content::findings(&mut outcome);
-        if computed == Verdict::Allow {
+        if computed != Verdict::Deny {
             if let Some(deny) = outcome.deny {
-                // Content turns an allow into deny; a rule's deny stands as it is.
+                // Content turns an allow (or a pending call: no person should approve what
+                // is denied anyway) into deny; a rule's deny stands as it is.
+                reasons.clear();
                 computed = Verdict::Deny;
                 rule_id = Some(Arc::from(deny));
                 warnings.clear();
@@ -270,6 +313,8 @@ pub fn evaluate_observed<O: Observer>(
     if O::ENABLED {
         if first_deny.is_some() {
             observer.decided(first_deny_at);
+        } else if computed == Verdict::Pending {
+            asking.iter().for_each(|&(n, _)| observer.decided(n));
         } else if computed == Verdict::Allow {
             passing_at.iter().for_each(|&n| observer.decided(n));
         }
@@ -281,6 +326,10 @@ pub fn evaluate_observed<O: Observer>(
     };
 
     // State changes only when the enforced decision is allow (in dry run: always, as if allowed).
+    // In dry run the call goes through as if a person had approved it: ask rules' taints apply.
+    if policy.mode == Mode::DryRun {
+        passing.extend(asking.iter().map(|&(_, rule)| rule));
+    }
     let change = (verdict == Verdict::Allow)
         .then(|| state_change(policy, request, state, &passing, classes.clone()));
     let taints = match &change {
@@ -301,6 +350,7 @@ pub fn evaluate_observed<O: Observer>(
             dry_run_decision,
             policy: policy.info.clone(),
             token: None,
+            approval: None,
         },
         change: if request.session.is_some() {
             change
@@ -415,6 +465,7 @@ fn rego_failure(
             dry_run_decision,
             policy: policy.info.clone(),
             token: None,
+            approval: None,
         },
         change: None,
         failure: Some(match error {

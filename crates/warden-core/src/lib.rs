@@ -23,13 +23,16 @@ pub mod session;
 pub mod state;
 pub mod unique_keys;
 
-pub use decision::{Decision, Finding, PolicyInfo, Verdict};
+pub use decision::{ApprovalRef, Decision, Finding, PolicyInfo, Verdict};
 pub use engine::{DecideError, Engine, EngineStats, FailureHook};
-pub use pipeline::{OnStoreFailure, Pipeline, PipelineError, PolicySet};
+pub use pipeline::{
+    ApprovalEvent, ApprovalSettings, OnStoreFailure, Pipeline, PipelineError, PolicySet,
+};
 pub use policy::{CompileOptions, CompiledPolicy, Diagnostic, PolicyError};
 pub use request::{HttpRequest, Kind, Request, RequestError};
 pub use session::{SessionState, StateChange};
 pub use state::{
-    CounterStore, KeyRecord, KeyStore, MemoryCounterStore, MemoryKeyStore, MemoryNonceStore,
-    MemorySessionStore, NonceStore, SessionStore, SessionWrite, StoreAccess, StoreCall, StoreError,
+    Approval, ApprovalStatus, ApprovalStore, CounterStore, KeyRecord, KeyRole, KeyStore,
+    MemoryApprovalStore, MemoryCounterStore, MemoryKeyStore, MemoryNonceStore, MemorySessionStore,
+    NonceStore, SessionStore, SessionWrite, StoreAccess, StoreCall, StoreError,
 };

@@ -17,6 +17,13 @@
 //!
 //! Every decision that failed closed (a Rego rule that could not be evaluated) is reported to
 //! [`Effects::failed_closed`].
+//!
+//! A single decision that an `ask` rule holds (`pending`) is settled against the approval store
+//! ([`crate::state::ApprovalStore::ask`]): a new or still pending approval keeps it pending, an
+//! approved one is consumed and the call decided again with the ask rules granted, a denied or
+//! expired one denies it. Each step is reported to [`Effects::approval`] (the audit log). A batch
+//! neither asks for nor uses approvals: a call there that needs one is `pending` without an
+//! approval (send it alone), so that a voided batch never spends one.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
@@ -25,13 +32,17 @@ use std::time::{Duration, Instant};
 
 use arc_swap::ArcSwap;
 
-use crate::decision::Decision;
-use crate::eval::{Evaluation, evaluate, log_failure};
+use crate::decision::{ApprovalRef, Decision, Verdict};
+use crate::eval::{Evaluation, evaluate, evaluate_granted, log_failure};
 use crate::policy::CompiledPolicy;
 use crate::request::Request;
 use crate::session::{SessionState, Versioned};
 pub use crate::state::BoxFuture;
-use crate::state::{SessionStore, SessionWrite, StoreAccess, StoreError};
+use crate::state::{
+    Approval, ApprovalBinding, ApprovalStore, Ask, Asked, DEFAULT_APPROVAL_TTL_MS,
+    DEFAULT_MAX_PENDING_PER_TENANT, MemoryApprovalStore, Resolution, Resolved, SessionStore,
+    SessionWrite, StoreAccess, StoreError,
+};
 
 /// Times a batch is decided again when other requests change its sessions meanwhile.
 pub const BATCH_ATTEMPTS: usize = 5;
@@ -194,12 +205,92 @@ pub trait Effects: Send + Sync {
     /// A decision is being delivered: log it, count it.
     fn delivered(&self, _caller: &Caller<'_>, _decision: &Decision, _latency: Duration) {}
 
+    /// A step of an approval (see [`ApprovalEvent`]): record it durably (the audit log). The
+    /// approval carries the arguments' hash, never their values.
+    fn approval<'a>(
+        &'a self,
+        _event: ApprovalEvent,
+        _approval: &'a Approval,
+    ) -> BoxFuture<'a, Result<(), Self::Error>> {
+        Box::pin(async { Ok(()) })
+    }
+
     /// A decision failed closed (already logged by the pipeline): count it.
     fn failed_closed(&self, _evaluation: &Evaluation) {}
 
     /// The state layer failed for a decision (already logged by the pipeline); `decided`: it
     /// was decided without the session anyway ([`OnStoreFailure::DecideWithoutSession`]).
     fn state_failed(&self, _error: &StoreError, _decided: bool) {}
+}
+
+/// A step in an approval's life, for [`Effects::approval`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ApprovalEvent {
+    /// An `ask` rule held a call and a new approval was asked for.
+    Requested,
+    /// A person approved it.
+    Approved,
+    /// A person denied it.
+    Denied,
+    /// It expired (seen by the call that came too late, or by an answer that did).
+    Expired,
+    /// The approved call came and used it.
+    Consumed,
+}
+
+impl ApprovalEvent {
+    /// The event's name in the audit log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Requested => "requested",
+            Self::Approved => "approved",
+            Self::Denied => "denied",
+            Self::Expired => "expired",
+            Self::Consumed => "consumed",
+        }
+    }
+}
+
+/// How approvals behave: explicit limits, with defaults.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApprovalSettings {
+    /// How long an approval waits for a person, and an approved one for its call (ms).
+    pub ttl_ms: u64,
+    /// How many approvals may be pending at once per tenant; a call beyond is denied.
+    pub max_pending_per_tenant: usize,
+}
+
+impl Default for ApprovalSettings {
+    fn default() -> Self {
+        Self {
+            ttl_ms: DEFAULT_APPROVAL_TTL_MS,
+            max_pending_per_tenant: DEFAULT_MAX_PENDING_PER_TENANT,
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch (0 if the clock is before it: every approval then expires).
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn approval_ref(approval: &Approval) -> ApprovalRef {
+    ApprovalRef {
+        id: approval.id.clone(),
+        status: approval.status,
+        expires_ms: approval.expires_ms,
+    }
+}
+
+/// A held call that is refused instead: deny, the ask rule still named, `reason` given.
+fn refused(mut decision: Decision, reason: &str) -> Decision {
+    decision.verdict = Verdict::Deny;
+    decision.reasons = vec![Arc::from(reason)];
+    decision.warnings.clear();
+    decision.redacted = None;
+    decision
 }
 
 /// What a decision does when the state layer fails (a shared store unreachable or too slow).
@@ -268,6 +359,8 @@ fn decide_into<'a>(
 pub struct Pipeline<E> {
     policies: ArcSwap<PolicySet>,
     sessions: Arc<dyn SessionStore>,
+    approvals: Arc<dyn ApprovalStore>,
+    approval_settings: ApprovalSettings,
     effects: E,
     on_store_failure: OnStoreFailure,
 }
@@ -293,8 +386,158 @@ impl<E: Effects> Pipeline<E> {
         Self {
             policies: ArcSwap::from_pointee(policies),
             sessions,
+            approvals: Arc::new(MemoryApprovalStore::new()),
+            approval_settings: ApprovalSettings::default(),
             effects,
             on_store_failure: OnStoreFailure::default(),
+        }
+    }
+
+    /// Keeps approvals in `store` (default: this process's memory) with `settings`.
+    #[must_use]
+    pub fn with_approvals(
+        mut self,
+        store: Arc<dyn ApprovalStore>,
+        settings: ApprovalSettings,
+    ) -> Self {
+        self.approvals = store;
+        self.approval_settings = settings;
+        self
+    }
+
+    /// The approval store (for reading: listing and showing approvals).
+    pub fn approvals(&self) -> &Arc<dyn ApprovalStore> {
+        &self.approvals
+    }
+
+    /// How approvals behave.
+    pub fn approval_settings(&self) -> ApprovalSettings {
+        self.approval_settings
+    }
+
+    /// A person's answer to the pending approval `id` (`approver`: who, e.g. an admin key's id;
+    /// `reason`: why, checked by the caller against
+    /// [`crate::state::MAX_APPROVAL_REASON_BYTES`]), recorded by [`Effects::approval`].
+    pub async fn resolve_approval(
+        &self,
+        id: &str,
+        approve: bool,
+        approver: &str,
+        reason: &str,
+    ) -> Result<Resolved, PipelineError<E::Error>> {
+        let resolution = Resolution {
+            approve,
+            approver: approver.to_owned(),
+            reason: reason.to_owned(),
+            now_ms: now_ms(),
+            ttl_ms: self.approval_settings.ttl_ms,
+        };
+        let resolved = self.approvals.resolve(id, &resolution).await?;
+        let event = match &resolved {
+            Resolved::Done(approval) if approve => Some((ApprovalEvent::Approved, approval)),
+            Resolved::Done(approval) => Some((ApprovalEvent::Denied, approval)),
+            Resolved::Expired(approval) => Some((ApprovalEvent::Expired, approval)),
+            Resolved::Settled(_) | Resolved::NotFound => None,
+        };
+        if let Some((event, approval)) = event {
+            self.effects
+                .approval(event, approval)
+                .await
+                .map_err(PipelineError::Effect)?;
+        }
+        Ok(resolved)
+    }
+
+    /// Settles a `pending` decision against the approval store (see the module docs).
+    async fn settle(
+        &self,
+        caller: &Caller<'_>,
+        policy: &CompiledPolicy,
+        request: &Request,
+        decision: Decision,
+    ) -> Result<Decision, PipelineError<E::Error>> {
+        let binding = match ApprovalBinding::of(caller.tenant, request) {
+            Ok(binding) => binding,
+            Err(e) => return Ok(refused(decision, &e.to_string())),
+        };
+        let ask = Ask {
+            binding,
+            policy: policy.info.name.to_string(),
+            policy_digest: policy.info.digest.to_string(),
+            rule: decision.rule.as_deref().unwrap_or_default().to_owned(),
+            now_ms: now_ms(),
+            ttl_ms: self.approval_settings.ttl_ms,
+            max_pending: self.approval_settings.max_pending_per_tenant,
+        };
+        let asked = match self.approvals.ask(StoreAccess::new(), &ask).await {
+            Ok(asked) => asked,
+            Err(e) => {
+                // Failing open decides without the session; a held call is still never allowed.
+                self.store_failed(e)?;
+                return Ok(refused(decision, "approvals are unavailable"));
+            }
+        };
+        let (event, approval, mut decision) = match asked {
+            Asked::Requested(approval) => (Some(ApprovalEvent::Requested), approval, decision),
+            Asked::Pending(approval) => (None, approval, decision),
+            Asked::Granted(approval) => {
+                let granted = self.decide_granted(caller, policy, request).await?;
+                (Some(ApprovalEvent::Consumed), approval, granted)
+            }
+            Asked::Denied(approval) => (None, approval, refused(decision, "approval denied")),
+            Asked::Expired(approval) => (
+                Some(ApprovalEvent::Expired),
+                approval,
+                refused(decision, "approval expired"),
+            ),
+            Asked::Full => {
+                return Ok(refused(
+                    decision,
+                    "too many approvals are pending for this tenant",
+                ));
+            }
+        };
+        if let Some(event) = event {
+            self.effects
+                .approval(event, &approval)
+                .await
+                .map_err(PipelineError::Effect)?;
+        }
+        decision.approval = Some(approval_ref(&approval));
+        Ok(decision)
+    }
+
+    /// Decides an approved call again, its ask rules granted (the approval is consumed).
+    async fn decide_granted(
+        &self,
+        caller: &Caller<'_>,
+        policy: &CompiledPolicy,
+        request: &Request,
+    ) -> Result<Decision, PipelineError<E::Error>> {
+        let Some(session) = request.session.as_deref() else {
+            let evaluation = evaluate_granted(policy, request, &SessionState::default());
+            self.check_failure(&evaluation);
+            return Ok(evaluation.decision);
+        };
+        let key = caller.session_key(session);
+        let mut outcome = None;
+        let mut decide = |state: &SessionState| {
+            let mut evaluation = evaluate_granted(policy, request, state);
+            let change = evaluation.change.take();
+            outcome = Some(evaluation);
+            change
+        };
+        match self
+            .sessions
+            .transact(StoreAccess::new(), &key, &mut decide)
+            .await
+        {
+            Ok(()) => self.finish(outcome),
+            Err(e) => self.store_failed(e).map(|()| {
+                let evaluation = evaluate_granted(policy, request, &SessionState::default());
+                self.check_failure(&evaluation);
+                evaluation.decision
+            }),
         }
     }
 
@@ -381,25 +624,31 @@ impl<E: Effects> Pipeline<E> {
         let policy = set
             .get(caller.policy)
             .ok_or_else(|| unknown_policy(caller))?;
-        let Some(session) = request.session.as_deref() else {
-            return Ok(self.decide_stateless(policy, request));
+        let decision = match request.session.as_deref() {
+            None => self.decide_stateless(policy, request),
+            Some(session) => {
+                let key = caller.session_key(session);
+                let mut outcome = None;
+                let done = self
+                    .sessions
+                    .transact(
+                        StoreAccess::new(),
+                        &key,
+                        &mut decide_into(policy, request, &mut outcome),
+                    )
+                    .wait();
+                match done {
+                    Ok(()) => self.finish(outcome)?,
+                    Err(e) => self
+                        .store_failed(e)
+                        .map(|()| self.decide_stateless(policy, request))?,
+                }
+            }
         };
-        let key = caller.session_key(session);
-        let mut outcome = None;
-        let done = self
-            .sessions
-            .transact(
-                StoreAccess::new(),
-                &key,
-                &mut decide_into(policy, request, &mut outcome),
-            )
-            .wait();
-        match done {
-            Ok(()) => self.finish(outcome),
-            Err(e) => self
-                .store_failed(e)
-                .map(|()| self.decide_stateless(policy, request)),
+        if decision.verdict == Verdict::Pending {
+            return crate::state::wait(self.settle(caller, policy, request, decision));
         }
+        Ok(decision)
     }
 
     async fn decide_session(
@@ -412,25 +661,31 @@ impl<E: Effects> Pipeline<E> {
         let policy = set
             .get(caller.policy)
             .ok_or_else(|| unknown_policy(caller))?;
-        let Some(session) = request.session.as_deref() else {
-            return Ok(self.decide_stateless(policy, request));
+        let decision = match request.session.as_deref() {
+            None => self.decide_stateless(policy, request),
+            Some(session) => {
+                let key = caller.session_key(session);
+                let mut outcome = None;
+                let done = self
+                    .sessions
+                    .transact(
+                        StoreAccess::new(),
+                        &key,
+                        &mut decide_into(policy, request, &mut outcome),
+                    )
+                    .await;
+                match done {
+                    Ok(()) => self.finish(outcome)?,
+                    Err(e) => self
+                        .store_failed(e)
+                        .map(|()| self.decide_stateless(policy, request))?,
+                }
+            }
         };
-        let key = caller.session_key(session);
-        let mut outcome = None;
-        let done = self
-            .sessions
-            .transact(
-                StoreAccess::new(),
-                &key,
-                &mut decide_into(policy, request, &mut outcome),
-            )
-            .await;
-        match done {
-            Ok(()) => self.finish(outcome),
-            Err(e) => self
-                .store_failed(e)
-                .map(|()| self.decide_stateless(policy, request)),
+        if decision.verdict == Verdict::Pending {
+            return self.settle(caller, policy, request, decision).await;
         }
+        Ok(decision)
     }
 
     /// A request without a session: decided against an empty state, nothing stored.

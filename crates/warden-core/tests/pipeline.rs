@@ -405,3 +405,100 @@ fn failing_open_decides_without_the_session() {
         Some("state failed, decided true")
     );
 }
+
+/// Records the approval steps the pipeline reports.
+#[derive(Default)]
+struct Steps(Mutex<Vec<(&'static str, String)>>);
+
+impl Effects for Steps {
+    type Error = std::convert::Infallible;
+
+    fn approval<'a>(
+        &'a self,
+        event: warden_core::pipeline::ApprovalEvent,
+        approval: &'a warden_core::state::Approval,
+    ) -> BoxFuture<'a, Result<(), Self::Error>> {
+        self.0.lock().push((event.as_str(), approval.id.clone()));
+        Box::pin(async { Ok(()) })
+    }
+}
+
+const ASK: &str = "warden: 1\nname: ask\ndefault: deny\nrules:\n  - { id: pay, effect: ask, tools: [pay], add_taints: [paid], reason: \"needs a person\" }\n  - { id: read, effect: allow, tools: [read] }\n";
+
+fn pay(amount: u32) -> Request {
+    Request::from_json(
+        format!(r#"{{"session":"s","principal":"bot","tool":"pay","args":{{"amount":{amount}}}}}"#)
+            .as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A held call: pending with an approval (asked once); approved, the same call goes through
+/// once with the ask rule's taints, other arguments and the next call ask again; denied, the
+/// retry is denied; every step reported; tenants do not share approvals; a batch never asks.
+#[test]
+fn a_held_call_is_pending_until_approved_and_goes_through_once() {
+    let pipeline = Pipeline::new(
+        PolicySet::single(policy(ASK)),
+        Arc::new(MemorySessionStore::new()),
+        Steps::default(),
+    );
+    let acme = Caller {
+        tenant: Some("acme"),
+        ..Caller::default()
+    };
+    let first = ready(pipeline.decide(&acme, &pay(5))).unwrap();
+    assert_eq!(first.verdict, Verdict::Pending);
+    assert_eq!(first.rule.as_deref(), Some("pay"));
+    assert!(first.taints.is_empty());
+    let id = first.approval.as_ref().unwrap().id.clone();
+    let again = ready(pipeline.decide(&acme, &pay(5))).unwrap();
+    assert_eq!(again.approval.as_ref().unwrap().id, id);
+    // Another tenant's identical call is its own.
+    let globex = Caller {
+        tenant: Some("globex"),
+        ..Caller::default()
+    };
+    let theirs = ready(pipeline.decide(&globex, &pay(5))).unwrap();
+    assert_ne!(theirs.approval.as_ref().unwrap().id, id);
+
+    let resolved = ready(pipeline.resolve_approval(&id, true, "k1", "ok")).unwrap();
+    assert!(matches!(resolved, warden_core::state::Resolved::Done(_)));
+    assert_eq!(
+        ready(pipeline.decide(&acme, &pay(6))).unwrap().verdict,
+        Verdict::Pending
+    );
+    let granted = ready(pipeline.decide(&acme, &pay(5))).unwrap();
+    assert_eq!(granted.verdict, Verdict::Allow);
+    assert_eq!(granted.taints, [Arc::from("paid")]);
+    let used = ready(pipeline.decide(&acme, &pay(5))).unwrap();
+    assert_eq!(used.verdict, Verdict::Pending);
+    let next = used.approval.as_ref().unwrap().id.clone();
+    assert_ne!(next, id);
+
+    ready(pipeline.resolve_approval(&next, false, "k1", "no")).unwrap();
+    let denied = ready(pipeline.decide(&acme, &pay(5))).unwrap();
+    assert_eq!(denied.verdict, Verdict::Deny);
+    assert_eq!(denied.reasons, [Arc::from("approval denied")]);
+
+    let batch = ready(pipeline.decide_batch(&acme, &[pay(9)], &|| false)).unwrap();
+    assert_eq!(batch[0].verdict, Verdict::Pending);
+    assert!(batch[0].approval.is_none(), "a batch never asks");
+
+    let steps = pipeline.effects().0.lock().clone();
+    let events: Vec<&str> = steps.iter().map(|(e, _)| *e).collect();
+    assert_eq!(
+        events,
+        [
+            "requested",
+            "requested",
+            "approved",
+            "requested",
+            "consumed",
+            "requested",
+            "denied"
+        ]
+    );
+    assert_eq!(steps[2].1, id);
+    assert_eq!(steps[4].1, id);
+}

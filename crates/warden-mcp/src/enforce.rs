@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use serde_json::{Value, json};
+use warden_core::state::ApprovalStatus;
 use warden_core::{CompiledPolicy, Decision, Engine, Kind, Request, Verdict};
 
 use crate::message::{self, Id, Message, MessageKind, Refusal, check_members};
@@ -143,6 +144,8 @@ pub struct Counters {
     pub calls_denied: AtomicU64,
     /// `tools/call` requests denied because the tool's definition changed.
     pub calls_held: AtomicU64,
+    /// `tools/call` requests answered as pending a person's approval.
+    pub calls_pending: AtomicU64,
     /// Tool calls whose arguments were redacted.
     pub args_redacted: AtomicU64,
     /// Tool results (and decided server requests) blocked by policy.
@@ -182,7 +185,20 @@ pub trait Decider: Send + Sync {
     /// The policy that decides, for `tools/list` (tools it can never allow are hidden); `None`
     /// when the host has none loaded (the list is then withheld and calls fail closed).
     fn policy(&self) -> Option<Arc<CompiledPolicy>>;
+    /// Where the approval `id` stands, for a call that waits for it. `Ok(None)`: the host
+    /// cannot tell (no approver can reach its approvals), so a held call is answered at once.
+    fn approval_status(&self, _id: &str) -> Result<Option<ApprovalStatus>, String> {
+        Ok(None)
+    }
+    /// Waits `pause` on this thread while a held call waits for its approval. A host on an
+    /// asynchronous runtime hands the thread's other work away first (the default only sleeps).
+    fn pause(&self, pause: Duration) {
+        std::thread::sleep(pause);
+    }
 }
+
+/// How often a held call looks at its approval while it waits, at most.
+const APPROVAL_POLL: Duration = Duration::from_millis(100);
 
 impl Decider for Engine {
     fn decide(&self, request: &Request) -> Result<Decision, String> {
@@ -201,6 +217,7 @@ pub struct Enforcer {
     upstream: String,
     counters: Counters,
     observer: Option<DecisionObserver>,
+    approval_wait: Duration,
 }
 
 impl std::fmt::Debug for Enforcer {
@@ -233,7 +250,39 @@ fn deny_message(decision: &Decision) -> String {
 }
 
 fn deny_data(decision: &Decision) -> Value {
-    json!({"rule": decision.rule, "reasons": decision.reasons, "policy": decision.policy.name})
+    let mut data =
+        json!({"rule": decision.rule, "reasons": decision.reasons, "policy": decision.policy.name});
+    // A denied or expired approval: name it, so the agent's operator can look it up.
+    if let (Some(approval), Some(data)) = (&decision.approval, data.as_object_mut()) {
+        data.insert("approval".to_owned(), json!(approval));
+    }
+    data
+}
+
+fn pending_message(decision: &Decision) -> String {
+    let why = if decision.reasons.is_empty() {
+        format!("rule `{}`", decision.rule.as_deref().unwrap_or_default())
+    } else {
+        let reasons: Vec<&str> = decision.reasons.iter().map(|r| &**r).collect();
+        reasons.join("; ")
+    };
+    match &decision.approval {
+        Some(approval) => format!(
+            "pending approval: {why}; approval `{}` waits for a person (`warden approvals approve {}`); call again with the same arguments once it is approved",
+            approval.id, approval.id
+        ),
+        None => format!("pending approval: {why}; no approval could be asked for here"),
+    }
+}
+
+fn pending_data(decision: &Decision) -> Value {
+    json!({
+        "rule": decision.rule,
+        "reasons": decision.reasons,
+        "policy": decision.policy.name,
+        "approval": decision.approval,
+        "retry": "the same tools/call with the same arguments, once the approval is approved",
+    })
 }
 
 /// The request deciding `tool` of `kind` for `caller` (its args or result set by the caller).
@@ -312,6 +361,47 @@ impl Enforcer {
             upstream: upstream.into(),
             counters: Counters::default(),
             observer: None,
+            approval_wait: Duration::ZERO,
+        }
+    }
+
+    /// A `tools/call` held for approval waits up to `wait` for it (checking every
+    /// [`APPROVAL_POLL`]) and is decided again once it is answered; zero (the default): it is
+    /// answered at once with [`message::APPROVAL_PENDING`]. The wait holds the transport's
+    /// thread: keep it well below the client's and the host's request timeouts.
+    #[must_use]
+    pub fn with_approval_wait(mut self, wait: Duration) -> Self {
+        self.approval_wait = wait;
+        self
+    }
+
+    /// A held call's decision once its approval is answered or the wait is over: decided again
+    /// when a person answered (an approved call goes through, consuming the approval; a denied
+    /// one is denied), else as it was (pending). A failure to look is a failure (fail closed).
+    fn await_approval(&self, request: &Request, decision: Decision) -> Result<Decision, ()> {
+        let Some(id) = decision.approval.as_ref().map(|a| a.id.clone()) else {
+            return Ok(decision);
+        };
+        if self.approval_wait.is_zero() {
+            return Ok(decision);
+        }
+        let deadline = Instant::now() + self.approval_wait;
+        loop {
+            let now = Instant::now();
+            if now >= deadline {
+                return Ok(decision);
+            }
+            self.engine.pause(APPROVAL_POLL.min(deadline - now));
+            match self.engine.approval_status(&id) {
+                Ok(Some(ApprovalStatus::Pending)) => {}
+                Ok(Some(_)) => return self.decide(request),
+                Ok(None) => return Ok(decision),
+                Err(e) => {
+                    bump(&self.counters.failures);
+                    tracing::error!(error = %e, "approval look-up failed; failing closed");
+                    return Err(());
+                }
+            }
         }
     }
 
@@ -549,10 +639,27 @@ impl Enforcer {
             args,
             ..decision_request(caller, Kind::ToolCall, &tool)
         };
-        let Ok(decision) = self.decide(&request) else {
-            return Err(self.decision_failed(id));
+        let mut decision = match self.decide(&request) {
+            Ok(decision) => decision,
+            Err(()) => return Err(self.decision_failed(id)),
         };
-        if decision.verdict == Verdict::Deny {
+        if decision.verdict == Verdict::Pending {
+            decision = match self.await_approval(&request, decision) {
+                Ok(decision) => decision,
+                Err(()) => return Err(self.decision_failed(id)),
+            };
+        }
+        if decision.verdict == Verdict::Pending {
+            bump(&self.counters.calls_pending);
+            tracing::info!(tool = %tool, rule = ?decision.rule, "tool call pending approval");
+            return Err(Outcome::Reply(message::error_response(
+                Some(id),
+                message::APPROVAL_PENDING,
+                &pending_message(&decision),
+                Some(pending_data(&decision)),
+            )));
+        }
+        if !decision.verdict.is_allow() {
             bump(&self.counters.calls_denied);
             tracing::info!(tool = %tool, rule = ?decision.rule, "tool call denied");
             return Err(Outcome::Reply(message::error_response(
@@ -644,7 +751,8 @@ impl Enforcer {
                 None,
             );
         };
-        if decision.verdict == Verdict::Deny {
+        // Only an allow lets it through (an ask rule naming the method holds it: not allowed).
+        if !decision.verdict.is_allow() {
             bump(&self.counters.calls_denied);
             tracing::info!(method = %method, rule = ?decision.rule, "client answer denied");
             return refuse(
@@ -746,7 +854,7 @@ impl Enforcer {
                     None,
                 ));
             };
-            if decision.verdict == Verdict::Deny {
+            if !decision.verdict.is_allow() {
                 bump(&self.counters.results_blocked);
                 tracing::info!(method = %method, rule = ?decision.rule, "server request blocked");
                 return Outcome::Reply(message::error_response(
@@ -804,7 +912,7 @@ impl Enforcer {
                 None,
             );
         };
-        if decision.verdict == Verdict::Deny {
+        if !decision.verdict.is_allow() {
             bump(&self.counters.results_blocked);
             tracing::info!(tool = %tool, rule = ?decision.rule, "tool result blocked");
             let text = format!("tool result blocked: {}", deny_message(&decision));

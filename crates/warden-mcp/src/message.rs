@@ -15,7 +15,7 @@ use std::fmt;
 use serde::de::{DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value, json};
 
-/// JSON-RPC error code for a call denied by policy. Warden's codes (-32060 to -32063) are in the
+/// JSON-RPC error code for a call denied by policy. Warden's codes (-32060 to -32064) are in the
 /// server-defined range and given no other meaning by the MCP SDKs (which use -32000, -32001,
 /// -32002 and -32042), so a client never mistakes a denial for a timeout it could retry.
 pub const DENIED: i64 = -32060;
@@ -25,6 +25,10 @@ pub const RESULT_BLOCKED: i64 = -32061;
 pub const TOOL_CHANGED: i64 = -32062;
 /// JSON-RPC error code when the decision could not be made (fail closed).
 pub const DECISION_FAILED: i64 = -32063;
+/// JSON-RPC error code for a call held for a person's approval: not forwarded; `data.approval`
+/// names the approval, and the same call (same arguments) made again once it is approved goes
+/// through once.
+pub const APPROVAL_PENDING: i64 = -32064;
 /// JSON-RPC "invalid request".
 pub const INVALID_REQUEST: i64 = -32600;
 /// JSON-RPC "invalid params".

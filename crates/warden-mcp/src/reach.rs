@@ -98,7 +98,9 @@ pub fn never_callable(policy: &CompiledPolicy, tool: &str, principal: Option<&st
         let matches = rule_matches(rule, tool, &classes, principal);
         match rule.effect {
             Effect::Deny if matches == Some(true) => return true,
-            Effect::Allow | Effect::Warn if matches != Some(false) => could_allow = true,
+            Effect::Allow | Effect::Warn | Effect::Ask if matches != Some(false) => {
+                could_allow = true
+            }
             _ => {}
         }
     }

@@ -17,7 +17,8 @@ use crate::AppState;
 use crate::auth::Caller;
 use crate::config::{AuditFsync, AuditOnFull, AuditSettings};
 use crate::error::{ApiError, ErrorCode};
-use warden_core::pipeline::{AuditReceipt, Decided};
+use warden_core::pipeline::{ApprovalEvent, AuditReceipt, Decided};
+use warden_core::state::Approval;
 
 use crate::keyfile::read_secret_file;
 use crate::signing::Signing;
@@ -262,6 +263,47 @@ pub(crate) async fn audit_void(
         Ok(Err(e)) => Err(audit_error(e)),
         Err(_) => Err(audit_error(AuditError::Closed)),
     }
+}
+
+/// `kind` of the audit entries of an approval's steps.
+pub(crate) const APPROVAL_KIND: &str = "approval";
+
+/// Appends the entry of one step of an approval and waits for it (per `fsync`): kind
+/// `approval`, `decision` the step (`requested`, `approved`, `denied`, `expired`, `consumed`),
+/// `rule` the approval's id and its ask rule (`apr_... ask-rule`), `args_hash` the hash the
+/// approval binds (keyed like every entry's when the log has a key; never the arguments), and
+/// `principal` the agent's, or for `approved` and `denied` the approver (`key:<id>`). The
+/// approver's reason is kept with the approval, not in the log (free text).
+pub(crate) async fn audit_approval(
+    audit: Option<&Audit>,
+    event: ApprovalEvent,
+    approval: &Approval,
+) -> Result<(), ApiError> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    let principal = match (event, &approval.approver) {
+        (ApprovalEvent::Approved | ApprovalEvent::Denied, Some(approver)) => {
+            Some(format!("key:{approver}"))
+        }
+        _ => approval.binding.principal.clone(),
+    };
+    let record = AuditRecord {
+        time_ms: unix_now_ms(),
+        tenant: approval.binding.tenant.clone(),
+        principal,
+        session: approval.binding.session.clone(),
+        kind: APPROVAL_KIND.to_owned(),
+        tool: Some(approval.binding.tool.clone()),
+        args_hash: Some(approval.binding.args_sha256.clone()),
+        decision: event.as_str().to_owned(),
+        rule: Some(format!("{} {}", approval.id, approval.rule)),
+        findings: Vec::new(),
+        policy: approval.policy_digest.clone(),
+        latency_us: 0,
+    };
+    let ack = queue(audit, record)?;
+    audit_wait(vec![ack]).await
 }
 
 /// `kind` of the audit entry of a Data API query against a Rego policy.

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use axum::http::{HeaderMap, header};
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
-use warden::state::CounterStore;
+use warden::state::{CounterStore, KeyRole};
 
 use crate::config::{RateLimit, StateFailMode};
 
@@ -28,6 +28,10 @@ pub struct Caller {
     pub snapshot: Arc<Snapshot>,
     /// The caller's rate limit bucket (a batch takes one token per decision).
     pub(crate) rate_key: u64,
+    /// The id of the caller's API key (`None`: anonymous).
+    pub key_id: Option<Arc<str>>,
+    /// What the caller's key may do (`agent` when anonymous).
+    pub role: KeyRole,
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -180,6 +184,8 @@ fn identify(
                     policy: Arc::clone(&key.policy),
                     snapshot: Arc::clone(&snapshot),
                     rate_key: limiter_key(&key.record.id),
+                    key_id: Some(Arc::clone(&key.id)),
+                    role: key.record.role,
                 })
             }
             None => Err(auth_failure(state, request_id, "unknown or revoked key")),
@@ -190,6 +196,8 @@ fn identify(
                 policy: Arc::clone(policy),
                 snapshot: Arc::clone(&snapshot),
                 rate_key: u64::MAX,
+                key_id: None,
+                role: KeyRole::Agent,
             }),
             None => Err(auth_failure(state, request_id, "no key")),
         },
@@ -323,6 +331,50 @@ fn too_many_for_bucket(state: &AppState, decisions: usize) -> ApiError {
             decisions.saturating_add(1)
         ),
     )
+}
+
+/// An admin: the caller of an admin route, whose API key has the `admin` role. Extracted from
+/// the [`Caller`] the route's guard authenticated: no key is 401 `unauthorized` (as on every
+/// route), a key of another role 403 `forbidden`.
+#[derive(Clone, Debug)]
+pub(crate) struct Admin {
+    /// The admin key's id: the approver's identity in approvals and the audit log.
+    pub(crate) key_id: Arc<str>,
+}
+
+impl Admin {
+    /// The admin `caller` is, or why not.
+    pub(crate) fn of(caller: Option<&Caller>) -> Result<Self, ApiError> {
+        let Some(caller) = caller else {
+            // The guard runs before every API route; a route without it is a wiring mistake.
+            tracing::error!("an admin route ran without its guard");
+            return Err(ApiError::internal());
+        };
+        match (&caller.key_id, caller.role) {
+            (None, _) => Err(ApiError::unauthorized()),
+            (Some(key_id), KeyRole::Admin) => Ok(Self {
+                key_id: Arc::clone(key_id),
+            }),
+            (Some(key_id), _) => {
+                tracing::warn!(key_id = %key_id, "a key without the admin role on an admin route");
+                Err(ApiError::new(
+                    ErrorCode::Forbidden,
+                    "this route needs an API key with the `admin` role",
+                ))
+            }
+        }
+    }
+}
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Admin {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, ApiError> {
+        Self::of(parts.extensions.get::<Caller>())
+    }
 }
 
 fn auth_failure(state: &AppState, request_id: &str, reason: &'static str) -> ApiError {

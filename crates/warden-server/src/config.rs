@@ -64,6 +64,55 @@ impl Default for RateLimit {
     }
 }
 
+/// Approvals of calls that `effect: ask` rules hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ApprovalConfig {
+    /// How long an approval waits for a person, and an approved one for its call, in
+    /// milliseconds (1 to [`MAX_APPROVAL_TTL_MS`]); past it, it expires (a deny).
+    pub ttl_ms: u64,
+    /// Approvals pending at once per tenant, at most; a held call beyond is denied.
+    pub max_pending_per_tenant: usize,
+    /// How long an MCP `tools/call` that needs approval waits for it, in milliseconds, before
+    /// answering that it is pending; 0: answer at once. Less than `request_timeout_ms`.
+    pub wait_ms: u64,
+}
+
+/// The longest `approvals.ttl_ms`: a week.
+pub const MAX_APPROVAL_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
+
+impl Default for ApprovalConfig {
+    fn default() -> Self {
+        Self {
+            ttl_ms: warden::state::DEFAULT_APPROVAL_TTL_MS,
+            max_pending_per_tenant: warden::state::DEFAULT_MAX_PENDING_PER_TENANT,
+            wait_ms: 0,
+        }
+    }
+}
+
+impl ApprovalConfig {
+    /// Checks the limits against each other and `request_timeout_ms`; the message names the field.
+    pub fn check(&self, request_timeout_ms: u64) -> Result<(), String> {
+        if self.ttl_ms == 0 || self.ttl_ms > MAX_APPROVAL_TTL_MS {
+            return Err(format!(
+                "`approvals.ttl_ms` must be 1 to {MAX_APPROVAL_TTL_MS}, not {}",
+                self.ttl_ms
+            ));
+        }
+        if self.max_pending_per_tenant == 0 {
+            return Err("`approvals.max_pending_per_tenant` must be at least 1".to_owned());
+        }
+        if self.wait_ms >= request_timeout_ms {
+            return Err(format!(
+                "`approvals.wait_ms` ({}) must be less than `request_timeout_ms` ({request_timeout_ms})",
+                self.wait_ms
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The daemon's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
@@ -166,6 +215,8 @@ pub struct ServeConfig {
     /// Envoy's external processor and authorizer (its own listener, routes and chains); none:
     /// not served.
     pub envoy: Option<warden_envoy::EnvoyConfig>,
+    /// Approvals of calls that `effect: ask` rules hold.
+    pub approvals: ApprovalConfig,
 }
 
 /// The most worker threads `workers` may ask for.
@@ -214,6 +265,7 @@ impl Default for ServeConfig {
             header_read_timeout_ms: 10_000,
             idle_timeout_ms: 60_000,
             envoy: None,
+            approvals: ApprovalConfig::default(),
         }
     }
 }

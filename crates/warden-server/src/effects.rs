@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use warden::{CompiledPolicy, Decision, Request};
 use warden_core::eval::Evaluation;
-use warden_core::pipeline::{AuditReceipt, BoxFuture, Caller, Decided, Effects};
+use warden_core::pipeline::{ApprovalEvent, AuditReceipt, BoxFuture, Caller, Decided, Effects};
+use warden_core::state::Approval;
 
 use crate::audit::Audit;
 use crate::error::ApiError;
@@ -90,6 +91,32 @@ impl Effects for ServerEffects {
         ))
     }
 
+    fn approval<'a>(
+        &'a self,
+        event: ApprovalEvent,
+        approval: &'a Approval,
+    ) -> BoxFuture<'a, Result<(), ApiError>> {
+        self.metrics
+            .approvals
+            .get_or_create(&crate::metrics::ApprovalLabels {
+                event: event.as_str(),
+            })
+            .inc();
+        tracing::info!(
+            approval = %approval.id,
+            event = event.as_str(),
+            tenant = approval.binding.tenant.as_deref().unwrap_or_default(),
+            rule = %approval.rule,
+            approver = approval.approver.as_deref().unwrap_or_default(),
+            "approval"
+        );
+        Box::pin(crate::audit::audit_approval(
+            self.audit.as_ref(),
+            event,
+            approval,
+        ))
+    }
+
     fn delivered(&self, caller: &Caller<'_>, decision: &Decision, latency: Duration) {
         record(self, caller, decision, latency);
     }
@@ -109,10 +136,7 @@ impl Effects for ServerEffects {
 fn record(effects: &ServerEffects, caller: &Caller<'_>, decision: &Decision, elapsed: Duration) {
     let request_id = caller.request_id;
     let tenant = caller.tenant.unwrap_or("");
-    let verdict = match decision.verdict {
-        warden::Verdict::Allow => "allow",
-        warden::Verdict::Deny => "deny",
-    };
+    let verdict = decision.verdict.as_str();
     let metrics = &effects.metrics;
     metrics.decision_duration.observe(elapsed.as_secs_f64());
     metrics

@@ -12,6 +12,14 @@ pub enum ErrorCode {
     InvalidRequest,
     /// Unauthorized: no key, or an unknown or revoked one.
     Unauthorized,
+    /// Forbidden: a valid key without the role the route needs (an admin route).
+    Forbidden,
+    /// Not Found: no approval has that id.
+    ApprovalNotFound,
+    /// Conflict: the approval was answered (or used) before.
+    ApprovalSettled,
+    /// Conflict: the approval expired before it was answered.
+    ApprovalExpired,
     /// Not Found: no such route.
     NotFound,
     /// Not Found: an audit route without an audit log.
@@ -53,6 +61,10 @@ impl ErrorCode {
     pub const ALL: &[ErrorCode] = &[
         ErrorCode::InvalidRequest,
         ErrorCode::Unauthorized,
+        ErrorCode::Forbidden,
+        ErrorCode::ApprovalNotFound,
+        ErrorCode::ApprovalSettled,
+        ErrorCode::ApprovalExpired,
         ErrorCode::NotFound,
         ErrorCode::AuditDisabled,
         ErrorCode::SigningDisabled,
@@ -77,6 +89,10 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => "invalid_request",
             ErrorCode::Unauthorized => "unauthorized",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::ApprovalNotFound => "approval_not_found",
+            ErrorCode::ApprovalSettled => "approval_settled",
+            ErrorCode::ApprovalExpired => "approval_expired",
             ErrorCode::NotFound => "not_found",
             ErrorCode::AuditDisabled => "audit_disabled",
             ErrorCode::SigningDisabled => "signing_disabled",
@@ -102,6 +118,9 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest => StatusCode::BAD_REQUEST,
             ErrorCode::Unauthorized => StatusCode::UNAUTHORIZED,
+            ErrorCode::Forbidden => StatusCode::FORBIDDEN,
+            ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::ApprovalSettled | ErrorCode::ApprovalExpired => StatusCode::CONFLICT,
             ErrorCode::NotFound => StatusCode::NOT_FOUND,
             ErrorCode::AuditDisabled => StatusCode::NOT_FOUND,
             ErrorCode::SigningDisabled => StatusCode::NOT_FOUND,
@@ -131,6 +150,9 @@ impl ErrorCode {
         match self {
             ErrorCode::InvalidRequest | ErrorCode::UnsupportedMediaType => Code::InvalidArgument,
             ErrorCode::Unauthorized => Code::Unauthenticated,
+            ErrorCode::Forbidden => Code::PermissionDenied,
+            ErrorCode::ApprovalNotFound => Code::NotFound,
+            ErrorCode::ApprovalSettled | ErrorCode::ApprovalExpired => Code::FailedPrecondition,
             ErrorCode::NotFound | ErrorCode::AuditDisabled | ErrorCode::SigningDisabled => {
                 Code::NotFound
             }

@@ -7,6 +7,7 @@
 
 #![forbid(unsafe_code)]
 
+mod approvals;
 pub mod audit;
 mod auth;
 mod auth_events;
@@ -235,8 +236,23 @@ impl AppState {
             StateFailMode::Closed => warden::OnStoreFailure::Refuse,
             StateFailMode::Open => warden::OnStoreFailure::DecideWithoutSession,
         };
-        let pipeline =
-            Pipeline::new(snapshot.policy_set(), sessions, effects).with_store_failure(on_failure);
+        config
+            .approvals
+            .check(config.request_timeout_ms)
+            .map_err(ServeError::Load)?;
+        let approvals: Arc<dyn warden::state::ApprovalStore> = match &shared {
+            Some(shared) => Arc::clone(shared) as _,
+            None => Arc::new(warden::state::MemoryApprovalStore::new()),
+        };
+        let pipeline = Pipeline::new(snapshot.policy_set(), sessions, effects)
+            .with_store_failure(on_failure)
+            .with_approvals(
+                approvals,
+                warden::pipeline::ApprovalSettings {
+                    ttl_ms: config.approvals.ttl_ms,
+                    max_pending_per_tenant: config.approvals.max_pending_per_tenant,
+                },
+            );
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
@@ -501,6 +517,10 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/audit/checkpoint"),
     ("POST", authzen::EVALUATION_PATH),
     ("POST", authzen::EVALUATIONS_PATH),
+    ("GET", "/v1/approvals"),
+    ("GET", "/v1/approvals/{id}"),
+    ("POST", "/v1/approvals/{id}/approve"),
+    ("POST", "/v1/approvals/{id}/deny"),
 ];
 
 /// The handler of an [`API_ROUTES`] entry.
@@ -530,6 +550,10 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         "/v1/audit/checkpoint" => get(audit::checkpoint),
         authzen::EVALUATION_PATH => post(authzen::evaluation),
         authzen::EVALUATIONS_PATH => post(authzen::evaluations),
+        "/v1/approvals" => get(approvals::list),
+        "/v1/approvals/{id}" => get(approvals::show),
+        "/v1/approvals/{id}/approve" => post(approvals::approve),
+        "/v1/approvals/{id}/deny" => post(approvals::deny),
         _ => return None,
     })
 }

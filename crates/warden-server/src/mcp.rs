@@ -13,7 +13,6 @@
 //! The principal is the authenticated API key's tenant (none for anonymous callers); Warden's
 //! own credentials (`Authorization`, `X-Api-Key`) are removed before forwarding.
 
-use std::future::Future as _;
 use std::sync::Arc;
 
 use axum::Router;
@@ -65,6 +64,31 @@ struct MountDecider {
     policy: String,
 }
 
+/// Runs `future` on this thread (the enforcer is synchronous). Most finish on their first poll
+/// (no audit log, or `fsync: never`; an in-process store); only one that waits (for the audit
+/// writer, a shared store) hands the worker's other tasks to another thread while it blocks.
+fn run_here<F: std::future::Future>(future: F) -> Result<F::Output, String> {
+    let mut future = Box::pin(future);
+    let polled = future
+        .as_mut()
+        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
+    match polled {
+        std::task::Poll::Ready(output) => Ok(output),
+        std::task::Poll::Pending => {
+            let multi_thread = tokio::runtime::Handle::try_current()
+                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+            if !multi_thread {
+                return Err(
+                    "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
+                );
+            }
+            Ok(tokio::task::block_in_place(|| {
+                tokio::runtime::Handle::current().block_on(future)
+            }))
+        }
+    }
+}
+
 impl warden_mcp::Decider for MountDecider {
     fn decide(&self, request: &warden::Request) -> Result<warden::Decision, String> {
         let tenant = request.principal.as_deref().unwrap_or(ANONYMOUS);
@@ -74,31 +98,33 @@ impl warden_mcp::Decider for MountDecider {
             request_id: None,
             tokens: false,
         };
-        let mut decided = Box::pin(self.state.pipeline().decide(&caller, request));
-        // Most decisions wait for nothing (no audit log, or `fsync: never`): one poll finishes
-        // them on this thread. Only one that waits (for the audit writer) hands the worker's
-        // other tasks to another thread while it blocks.
-        let polled = decided
-            .as_mut()
-            .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-        let result = match polled {
-            std::task::Poll::Ready(result) => result,
-            std::task::Poll::Pending => {
-                let multi_thread = tokio::runtime::Handle::try_current().is_ok_and(|h| {
-                    h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread
-                });
-                if !multi_thread {
-                    return Err(
-                        "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
-                    );
-                }
-                tokio::task::block_in_place(|| tokio::runtime::Handle::current().block_on(decided))
-            }
-        };
+        let result = run_here(self.state.pipeline().decide(&caller, request))?;
         result.map_err(|e| match e {
             warden::PipelineError::Effect(e) => format!("{}: {}", e.code, e.message),
             other => other.to_string(),
         })
+    }
+
+    fn approval_status(&self, id: &str) -> Result<Option<warden::state::ApprovalStatus>, String> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let found = run_here(self.state.pipeline().approvals().get(id, now_ms))?;
+        found
+            .map(|approval| approval.map(|a| a.status))
+            .map_err(|e| e.to_string())
+    }
+
+    fn pause(&self, pause: std::time::Duration) {
+        // A held call waiting for its approval must not stall the runtime's other requests
+        // (the approval itself among them): the worker's other tasks move to another thread.
+        let multi_thread = tokio::runtime::Handle::try_current()
+            .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
+        if multi_thread {
+            tokio::task::block_in_place(|| std::thread::sleep(pause));
+        } else {
+            std::thread::sleep(pause);
+        }
     }
 
     fn policy(&self) -> Option<Arc<CompiledPolicy>> {
@@ -267,11 +293,11 @@ fn mount(
         state: state.clone(),
         policy: config.policy.clone(),
     };
-    let enforcer = Arc::new(Enforcer::new(
-        Arc::new(decider),
-        Arc::clone(pins),
-        config.name.clone(),
-    ));
+    let enforcer = Arc::new(
+        Enforcer::new(Arc::new(decider), Arc::clone(pins), config.name.clone()).with_approval_wait(
+            std::time::Duration::from_millis(state.config().approvals.wait_ms),
+        ),
+    );
     let mut proxy = ProxyConfig::new(uri, Identity::default());
     let max_bytes = state.config().max_identifier_bytes;
     proxy.identify = identify(SessionSource::of(&config, max_bytes)?);

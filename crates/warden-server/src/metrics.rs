@@ -19,8 +19,15 @@ use prometheus_client::registry::Registry;
 pub struct DecisionLabels {
     /// Policy name.
     pub policy: Arc<str>,
-    /// `allow` or `deny`.
+    /// `allow`, `deny` or `pending`.
     pub decision: &'static str,
+}
+
+/// Labels of `warden_approvals_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ApprovalLabels {
+    /// `requested`, `approved`, `denied`, `expired` or `consumed`.
+    pub event: &'static str,
 }
 
 /// Labels of `warden_http_requests_total`.
@@ -114,6 +121,8 @@ pub struct Metrics {
     pub failed_closed: Family<FailureLabels, Counter>,
     /// Requests whose state store (sessions, rate-limit counters) failed, by what was done.
     pub state_failures: Family<StateFailureLabels, Counter>,
+    /// Steps of approvals, by event.
+    pub approvals: Family<ApprovalLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -232,6 +241,15 @@ impl Metrics {
         for mode in ["closed", "open"] {
             let _ = state_failures.get_or_create(&StateFailureLabels { mode });
         }
+        let approvals = Family::<ApprovalLabels, Counter>::default();
+        registry.register(
+            "warden_approvals",
+            "Steps of approvals of held calls (requested, approved, denied, expired, consumed)",
+            approvals.clone(),
+        );
+        for event in ["requested", "approved", "denied", "expired", "consumed"] {
+            let _ = approvals.get_or_create(&ApprovalLabels { event });
+        }
         let audit_head = Family::<HashLabels, Gauge>::default();
         let audit_checkpoint = Family::<HashLabels, Gauge>::default();
         registry.register(
@@ -254,6 +272,7 @@ impl Metrics {
             });
         }
         Self {
+            approvals,
             registry,
             decisions,
             decision_duration,
@@ -432,6 +451,7 @@ impl Collector for McpMetrics {
                 ("call_allowed", &c.calls_allowed),
                 ("call_denied", &c.calls_denied),
                 ("call_held", &c.calls_held),
+                ("call_pending", &c.calls_pending),
                 ("args_redacted", &c.args_redacted),
                 ("result_blocked", &c.results_blocked),
                 ("result_redacted", &c.results_redacted),

@@ -190,7 +190,7 @@ pub struct DecisionAttributes<'a> {
     pub version: Option<&'a str>,
     /// Its digest.
     pub digest: &'a str,
-    /// `allow` or `deny`.
+    /// `allow`, `deny` or `pending`.
     pub verdict: &'static str,
     /// The deciding rule, when one decided.
     pub rule: Option<&'a str>,

@@ -397,7 +397,9 @@ async fn every_api_route_is_behind_the_guard() {
         let app = app.clone();
         async move {
             for (method, path) in API_ROUTES {
-                let uri = path.replace("{*path}", "support/decision");
+                let uri = path
+                    .replace("{*path}", "support/decision")
+                    .replace("{id}", "apr_0");
                 let json = [("content-type", "application/json")];
                 let e = exchange(app.clone(), method, &uri, &json, "{}").await;
                 assert_eq!(e.0, status, "{method} {uri}: {e:?}");

@@ -15,7 +15,7 @@
 use std::sync::Arc;
 
 use tokio_postgres::{AsyncMessage, Client, NoTls};
-use warden_core::state::{KeyRecord, KeyStore, StoreCall, StoreError};
+use warden_core::state::{KeyRecord, KeyRole, KeyStore, StoreCall, StoreError};
 use warden_proof::MacKey;
 
 /// The migrations, in order: (version, SQL).
@@ -24,6 +24,7 @@ const MIGRATIONS: &[(i32, &str)] = &[
     (2, include_str!("../migrations/0002_policies.sql")),
     (3, include_str!("../migrations/0003_auth_events.sql")),
     (4, include_str!("../migrations/0004_integrity.sql")),
+    (5, include_str!("../migrations/0005_key_roles.sql")),
 ];
 
 /// The channel every key change is announced on.
@@ -145,14 +146,20 @@ pub struct Database {
 
 /// What a key row's HMAC covers: every field that grants access.
 fn key_mac_message(record: &KeyRecord) -> Vec<u8> {
-    format!(
+    let mut message = format!(
         "warden-key\x1f{}\x1f{}\x1f{}\x1f{}",
         record.id,
         record.sha256,
         record.tenant,
         record.policy.as_deref().unwrap_or("")
-    )
-    .into_bytes()
+    );
+    // The role grants access too; an agent key's message is as it was before roles, so rows
+    // sealed then still verify, and an agent row changed to admin around Warden does not.
+    if record.role != KeyRole::Agent {
+        message.push('\x1f');
+        message.push_str(record.role.as_str());
+    }
+    message.into_bytes()
 }
 
 /// What a policy row's HMAC covers.
@@ -757,7 +764,7 @@ impl KeyStore for Database {
             let rows = client
                 .query(
                     "SELECT id, tenant, policy, sha256, extract(epoch FROM created_at)::bigint,
-                            mac
+                            mac, role
                      FROM warden_api_keys WHERE revoked_at IS NULL ORDER BY seq",
                     &[],
                 )
@@ -765,12 +772,20 @@ impl KeyStore for Database {
             Ok(rows
                 .iter()
                 .filter_map(|row| {
+                    let role: String = row.get(6);
+                    let Some(role) = KeyRole::parse(&role) else {
+                        // The column's CHECK keeps other values out; a row that has one anyway
+                        // grants nothing.
+                        tracing::error!(key_id = %row.get::<_, String>(0), "an API key row with an unknown role is refused");
+                        return None;
+                    };
                     let record = KeyRecord {
                         id: row.get(0),
                         tenant: row.get(1),
                         policy: row.get(2),
                         sha256: row.get(3),
                         created: u64::try_from(row.get::<_, i64>(4)).unwrap_or(0),
+                        role,
                     };
                     let mac: Option<String> = row.get(5);
                     match integrity.as_deref() {
@@ -807,8 +822,9 @@ impl KeyStore for Database {
             let added = tx
                 .execute(
                     "INSERT INTO warden_api_keys
-                         (id, sha256, prefix, tenant, policy, created_at, mac)
-                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6), $7) ON CONFLICT DO NOTHING",
+                         (id, sha256, prefix, tenant, policy, created_at, mac, role)
+                     VALUES ($1, $2, $3, $4, $5, to_timestamp($6), $7, $8)
+                     ON CONFLICT DO NOTHING",
                     &[
                         &record.id,
                         &record.sha256,
@@ -817,6 +833,7 @@ impl KeyStore for Database {
                         &record.policy,
                         &created,
                         &mac,
+                        &record.role.as_str(),
                     ],
                 )
                 .await?

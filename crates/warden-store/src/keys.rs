@@ -5,7 +5,7 @@
 //! ([`subtle`]), so neither a lookup nor a comparison reveals how much of a guess was right.
 //!
 //! [`FileKeyStore`] keeps the records in a JSON file (`{"keys": [{"id", "tenant", "policy",
-//! "sha256", "created"}]}`), written atomically (temporary file + rename) with mode 0600; a change
+//! "sha256", "created", "role"}]}`, `role` only for `admin` keys), written atomically (temporary file + rename) with mode 0600; a change
 //! is a read-modify-write under an exclusive lock of a sidecar file (`FILE.lock`), so two
 //! `warden keys create` at once both land.
 
@@ -21,7 +21,7 @@ use warden_core::state::{KeyStore, StoreCall, StoreError};
 /// Prefix of every key.
 pub const KEY_PREFIX: &str = "wdn_";
 
-pub use warden_core::state::KeyRecord;
+pub use warden_core::state::{KeyRecord, KeyRole};
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 struct KeyFile {
@@ -220,6 +220,16 @@ pub fn create_key(
     tenant: &str,
     policy: Option<&str>,
 ) -> Result<(String, KeyRecord), KeyError> {
+    create_key_with_role(store, tenant, policy, KeyRole::Agent)
+}
+
+/// [`create_key`] for a key with `role` (an `admin` key also answers approvals).
+pub fn create_key_with_role(
+    store: &dyn KeyStore,
+    tenant: &str,
+    policy: Option<&str>,
+    role: KeyRole,
+) -> Result<(String, KeyRecord), KeyError> {
     let mut secret = [0u8; 32];
     getrandom::fill(&mut secret).map_err(|e| KeyError::Random(e.to_string()))?;
     let key = format!("{KEY_PREFIX}{}", hex::encode(secret));
@@ -230,6 +240,7 @@ pub fn create_key(
         policy: policy.map(str::to_owned),
         sha256: digest,
         created: now_secs(),
+        role,
     };
     if !store.insert(&record).wait()? {
         // 48 random bits of id colliding: not a key to hand out twice.
@@ -256,6 +267,8 @@ pub struct VerifiedKey {
     pub tenant: Arc<str>,
     /// `record.policy_name()`.
     pub policy: Arc<str>,
+    /// `record.id`.
+    pub id: Arc<str>,
     digest: [u8; 32],
 }
 
@@ -275,6 +288,7 @@ impl KeyIndex {
             let key = VerifiedKey {
                 tenant: Arc::from(record.tenant.as_str()),
                 policy: Arc::from(record.policy_name()),
+                id: Arc::from(record.id.as_str()),
                 record,
                 digest,
             };
@@ -330,5 +344,19 @@ mod tests {
         assert!(store.revoke(&record.id).wait().unwrap());
         assert!(!store.revoke(&record.id).wait().unwrap());
         assert!(KeyIndex::load(&store).unwrap().verify(&key).is_none());
+    }
+
+    #[test]
+    fn a_role_is_stored_with_the_key_and_agent_is_the_default() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("keys.json");
+        let store = FileKeyStore::new(&path);
+        let (agent, _) = create_key(&store, "acme", None).unwrap();
+        let (admin, _) = create_key_with_role(&store, "ops", None, KeyRole::Admin).unwrap();
+        let text = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(text.matches("\"role\"").count(), 1, "{text}");
+        let index = KeyIndex::load(&store).unwrap();
+        assert_eq!(index.verify(&agent).unwrap().record.role, KeyRole::Agent);
+        assert_eq!(index.verify(&admin).unwrap().record.role, KeyRole::Admin);
     }
 }

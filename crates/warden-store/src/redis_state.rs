@@ -1,5 +1,6 @@
 //! Shared state in Redis, for many `warden serve` instances behind one load balancer: sessions,
-//! single-use token nonces and counters (rate limits, usage), one truth for all of them.
+//! single-use token nonces, counters (rate limits, usage) and approvals, one truth for all of
+//! them.
 //!
 //! Sessions are read-decide-committed optimistically, with no lock held while deciding: a
 //! decision runs on the state and version this instance last saw of the session (a bounded
@@ -30,7 +31,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use warden_core::session::Versioned;
 use warden_core::state::{
-    CounterStore, Decide, NonceStore, StoreAccess, StoreCall, TRANSACT_ATTEMPTS,
+    APPROVAL_RETENTION_MS, Approval, ApprovalStatus, ApprovalStore, Ask, Asked, CounterStore,
+    Decide, NonceStore, Resolution, Resolved, StoreAccess, StoreCall, TRANSACT_ATTEMPTS,
+    ask_transition, resolve_transition,
 };
 use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
 
@@ -154,6 +157,7 @@ pub struct RedisState {
     stripes: Box<[tokio::sync::Mutex<()>]>,
     consume: Arc<redis::Script>,
     add: Arc<redis::Script>,
+    approvals_cas: Arc<redis::Script>,
 }
 
 impl std::fmt::Debug for RedisState {
@@ -224,6 +228,7 @@ impl RedisState {
             load: Arc::new(redis::Script::new(LOAD)),
             consume: Arc::new(redis::Script::new(CONSUME)),
             add: Arc::new(redis::Script::new(ADD)),
+            approvals_cas: Arc::new(redis::Script::new(APPROVALS_CAS)),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             seen: {
                 let cache = moka::sync::Cache::builder().max_capacity(options.cached_sessions);
@@ -563,6 +568,223 @@ impl CounterStore for RedisState {
                 .query_async::<Option<u64>>(&mut conn)
                 .await
                 .map(Option::unwrap_or_default)
+        })
+    }
+}
+
+/// Writes approval fields if the approvals' version is unchanged, and bumps it.
+/// KEYS[1]: the approvals hash. ARGV[1]: the expected version; then pairs of field and value
+/// ("" deletes the field). Answers 1 when written, 0 when the version changed.
+const APPROVALS_CAS: &str = r"
+local v = redis.call('HGET', KEYS[1], 'ver') or '0'
+if v ~= ARGV[1] then return 0 end
+for i = 2, #ARGV, 2 do
+  if ARGV[i + 1] == '' then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+  else
+    redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1])
+  end
+end
+redis.call('HINCRBY', KEYS[1], 'ver', 1)
+return 1
+";
+
+/// Every approval in one Redis hash, `PREFIX:approvals` (fields `id:ID` -> the approval as
+/// JSON, `b:BINDING` -> the id bound, `ver` -> a version every write bumps). A change reads what
+/// it needs, computes the transition every store shares ([`ask_transition`],
+/// [`resolve_transition`]) and writes it only if nothing changed meanwhile (one script), trying
+/// again otherwise. Approvals are few (people answer them), so one hash on one slot is enough;
+/// `ask` reads the whole hash to count the tenant's pending approvals and drop those past
+/// their retention.
+impl RedisState {
+    fn approvals_key(&self) -> String {
+        format!("{}:approvals", self.prefix)
+    }
+
+    /// The whole approvals hash: its version and every approval.
+    async fn approvals_all(
+        &self,
+    ) -> Result<(String, std::collections::HashMap<String, String>), StoreError> {
+        let (mut conn, key) = (self.connection(), self.approvals_key());
+        let mut all = self
+            .run("approvals", async move {
+                redis::cmd("HGETALL")
+                    .arg(key)
+                    .query_async::<std::collections::HashMap<String, String>>(&mut conn)
+                    .await
+            })
+            .await?;
+        let version = all.remove("ver").unwrap_or_else(|| "0".to_owned());
+        Ok((version, all))
+    }
+
+    /// Writes `fields` if the version is still `version`.
+    async fn approvals_cas(
+        &self,
+        version: String,
+        fields: Vec<(String, String)>,
+    ) -> Result<bool, StoreError> {
+        let (mut conn, key, script) = (
+            self.connection(),
+            self.approvals_key(),
+            Arc::clone(&self.approvals_cas),
+        );
+        self.run("approvals", async move {
+            let mut invocation = script.key(key);
+            invocation.arg(version);
+            for (field, value) in fields {
+                invocation.arg(field).arg(value);
+            }
+            invocation
+                .invoke_async::<i64>(&mut conn)
+                .await
+                .map(|n| n == 1)
+        })
+        .await
+    }
+}
+
+fn decode_approval(text: &str) -> Result<Approval, StoreError> {
+    serde_json::from_str(text).map_err(|_| StoreError::new("redis: an approval is not readable"))
+}
+
+fn encode_approval(approval: &Approval) -> Result<String, StoreError> {
+    serde_json::to_string(approval).map_err(|_| StoreError::new("redis: cannot encode an approval"))
+}
+
+impl ApprovalStore for RedisState {
+    fn ask<'a>(&'a self, _access: StoreAccess, ask: &'a Ask) -> StoreCall<'a, Asked> {
+        StoreCall::pending(async move {
+            let binding_field = format!("b:{}", ask.binding.key());
+            for _ in 0..TRANSACT_ATTEMPTS {
+                let (version, all) = self.approvals_all().await?;
+                let mut writes = Vec::new();
+                let mut approvals = Vec::new();
+                for (field, value) in &all {
+                    if let Some(id) = field.strip_prefix("id:") {
+                        let approval = decode_approval(value)?;
+                        if approval.expires_ms.saturating_add(APPROVAL_RETENTION_MS) <= ask.now_ms {
+                            // Past its retention: forgotten (its binding with it, below).
+                            writes.push((field.clone(), String::new()));
+                        } else {
+                            approvals.push((id.to_owned(), approval));
+                        }
+                    }
+                }
+                for (field, value) in &all {
+                    if field.starts_with("b:") && !approvals.iter().any(|(id, _)| id == value) {
+                        writes.push((field.clone(), String::new()));
+                    }
+                }
+                let current = all
+                    .get(&binding_field)
+                    .and_then(|id| approvals.iter().find(|(i, _)| i == id))
+                    .map(|(_, a)| a);
+                let tenant = ask.binding.tenant.as_deref();
+                let pending = approvals
+                    .iter()
+                    .filter(|(_, a)| {
+                        a.binding.tenant.as_deref() == tenant
+                            && !a.spent
+                            && a.status_at(ask.now_ms) == ApprovalStatus::Pending
+                    })
+                    .count();
+                let (asked, write) = ask_transition(current, ask, pending);
+                if let Some(write) = write {
+                    writes.retain(|(field, _)| *field != binding_field);
+                    writes.push((binding_field.clone(), write.id.clone()));
+                    writes.push((format!("id:{}", write.id), encode_approval(&write)?));
+                }
+                if writes.is_empty() || self.approvals_cas(version, writes).await? {
+                    return Ok(asked);
+                }
+            }
+            Err(StoreError::new(format!(
+                "the approvals kept changing ({TRANSACT_ATTEMPTS} attempts)"
+            )))
+        })
+    }
+
+    fn get<'a>(&'a self, id: &'a str, now_ms: u64) -> StoreCall<'a, Option<Approval>> {
+        let (mut conn, key, field) = (self.connection(), self.approvals_key(), format!("id:{id}"));
+        let found = self.run("approvals", async move {
+            redis::cmd("HGET")
+                .arg(key)
+                .arg(field)
+                .query_async::<Option<String>>(&mut conn)
+                .await
+        });
+        StoreCall::pending(async move {
+            found
+                .await?
+                .map(|text| decode_approval(&text).map(|a| a.at(now_ms)))
+                .transpose()
+        })
+    }
+
+    fn list<'a>(
+        &'a self,
+        tenant: Option<&'a str>,
+        pending_only: bool,
+        now_ms: u64,
+        limit: usize,
+    ) -> StoreCall<'a, Vec<Approval>> {
+        StoreCall::pending(async move {
+            let (_, all) = self.approvals_all().await?;
+            let mut found = Vec::new();
+            for (field, value) in &all {
+                if !field.starts_with("id:") {
+                    continue;
+                }
+                let approval = decode_approval(value)?.at(now_ms);
+                if tenant.is_some_and(|t| approval.binding.tenant.as_deref() != Some(t)) {
+                    continue;
+                }
+                if pending_only && (approval.status != ApprovalStatus::Pending || approval.spent) {
+                    continue;
+                }
+                found.push(approval);
+            }
+            found.sort_by(|a, b| (a.requested_ms, &a.id).cmp(&(b.requested_ms, &b.id)));
+            found.truncate(limit);
+            Ok(found)
+        })
+    }
+
+    fn resolve<'a>(&'a self, id: &'a str, resolution: &'a Resolution) -> StoreCall<'a, Resolved> {
+        StoreCall::pending(async move {
+            let field = format!("id:{id}");
+            for _ in 0..TRANSACT_ATTEMPTS {
+                let (mut conn, key) = (self.connection(), self.approvals_key());
+                let read = field.clone();
+                let (version, current) = self
+                    .run("approvals", async move {
+                        redis::cmd("HMGET")
+                            .arg(key)
+                            .arg("ver")
+                            .arg(read)
+                            .query_async::<(Option<String>, Option<String>)>(&mut conn)
+                            .await
+                    })
+                    .await?;
+                let Some(current) = current else {
+                    return Ok(Resolved::NotFound);
+                };
+                let (resolved, write) = resolve_transition(&decode_approval(&current)?, resolution);
+                let Some(write) = write else {
+                    return Ok(resolved);
+                };
+                let writes = vec![(field.clone(), encode_approval(&write)?)];
+                if self
+                    .approvals_cas(version.unwrap_or_else(|| "0".to_owned()), writes)
+                    .await?
+                {
+                    return Ok(resolved);
+                }
+            }
+            Err(StoreError::new(format!(
+                "the approvals kept changing ({TRANSACT_ATTEMPTS} attempts)"
+            )))
         })
     }
 }

@@ -794,6 +794,7 @@ fn key_record(id: String) -> KeyRecord {
         tenant: "acme".to_owned(),
         policy: None,
         created: 0,
+        role: warden_core::state::KeyRole::Agent,
     }
 }
 
@@ -1045,4 +1046,126 @@ fn with_an_integrity_key_only_sealed_rows_are_read() {
     );
     assert!(sealed.activate_policy("p", 1).wait().unwrap());
     assert_eq!(sealed.active_policies().wait().unwrap()[0].version, 1);
+}
+
+fn approval_ask(args: &serde_json::Value, now_ms: u64) -> warden_core::state::Ask {
+    warden_core::state::Ask {
+        binding: warden_core::state::ApprovalBinding {
+            tenant: Some("acme".into()),
+            principal: Some("bot".into()),
+            session: Some("s1".into()),
+            tool: "pay".into(),
+            args_sha256: warden_core::state::args_sha256(Some(args)).unwrap(),
+        },
+        policy: "p".into(),
+        policy_digest: "sha256:00".into(),
+        rule: "ask".into(),
+        now_ms,
+        ttl_ms: 60_000,
+        max_pending: 10,
+    }
+}
+
+/// Approvals: of racing calls with one binding exactly one asks (the others see it pending); an
+/// answer is given once; of racing retries after approval exactly one is granted, and the
+/// others ask anew; another binding is apart. Memory and Redis alike.
+#[test]
+fn approvals_are_asked_answered_and_used_once() {
+    use warden_core::state::{
+        ApprovalStatus, ApprovalStore, Asked, MemoryApprovalStore, Resolution, Resolved,
+    };
+    let stores: Vec<(&str, Arc<dyn ApprovalStore>)> = vec![
+        ("memory", Arc::new(MemoryApprovalStore::new())),
+        ("redis", redis(None)),
+    ];
+    let args = serde_json::json!({"amount": 5});
+    for (name, store) in stores {
+        let now = 1_000;
+        let requested = AtomicUsize::new(0);
+        let ids = parking_lot::Mutex::new(std::collections::BTreeSet::new());
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        match store.ask(ACCESS, &approval_ask(&args, now)).wait().unwrap() {
+                            Asked::Requested(a) => {
+                                requested.fetch_add(1, Ordering::SeqCst);
+                                ids.lock().insert(a.id);
+                            }
+                            Asked::Pending(a) => {
+                                ids.lock().insert(a.id);
+                            }
+                            other => panic!("{name}: {other:?}"),
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(requested.load(Ordering::SeqCst), 1, "{name}");
+        let ids = ids.into_inner();
+        assert_eq!(ids.len(), 1, "{name}");
+        let id = ids.into_iter().next().unwrap();
+        let listed = store.list(Some("acme"), true, now, 10).wait().unwrap();
+        assert_eq!(listed.len(), 1, "{name}");
+        assert_eq!(
+            listed[0].binding.args_sha256,
+            approval_ask(&args, now).binding.args_sha256
+        );
+        let answer = |approve| Resolution {
+            approve,
+            approver: "k1".into(),
+            reason: "fine".into(),
+            now_ms: now + 1,
+            ttl_ms: 60_000,
+        };
+        let Resolved::Done(done) = store.resolve(&id, &answer(true)).wait().unwrap() else {
+            panic!("{name}: not answered")
+        };
+        assert_eq!(done.status, ApprovalStatus::Approved, "{name}");
+        assert!(
+            matches!(
+                store.resolve(&id, &answer(false)).wait().unwrap(),
+                Resolved::Settled(_)
+            ),
+            "{name}"
+        );
+        assert!(
+            matches!(
+                store.resolve("apr_none", &answer(false)).wait().unwrap(),
+                Resolved::NotFound
+            ),
+            "{name}"
+        );
+        let granted = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    if let Asked::Granted(_) = store
+                        .ask(ACCESS, &approval_ask(&args, now + 2))
+                        .wait()
+                        .unwrap()
+                    {
+                        granted.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(granted.load(Ordering::SeqCst), 1, "{name}");
+        assert_eq!(
+            store.get(&id, now + 3).wait().unwrap().unwrap().status,
+            ApprovalStatus::Consumed,
+            "{name}"
+        );
+        let other = serde_json::json!({"amount": 6});
+        assert!(
+            matches!(
+                store
+                    .ask(ACCESS, &approval_ask(&other, now))
+                    .wait()
+                    .unwrap(),
+                Asked::Requested(_)
+            ),
+            "{name}"
+        );
+    }
 }

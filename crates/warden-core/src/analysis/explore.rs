@@ -216,7 +216,20 @@ impl<'p> Explorer<'p> {
                 rules: &assumable,
                 mask,
             };
-            let evaluation = evaluate_observed(self.policy, &request, state, &mut observer);
+            let mut evaluation = evaluate_observed(self.policy, &request, state, &mut observer);
+            if evaluation.decision.verdict == Verdict::Pending {
+                // A person may approve a held call: the proof follows it going through.
+                let mut observer = Assume {
+                    rules: &assumable,
+                    mask,
+                };
+                evaluation = crate::eval::evaluate_granted_observed(
+                    self.policy,
+                    &request,
+                    state,
+                    &mut observer,
+                );
+            }
             if evaluation.decision.verdict != Verdict::Allow {
                 continue;
             }

@@ -278,7 +278,11 @@ fn counterexample(
             continue;
         };
         let request = r.request("proof");
-        let evaluation = crate::eval::evaluate(policy, &request, &state);
+        let mut evaluation = crate::eval::evaluate(policy, &request, &state);
+        if evaluation.decision.verdict == crate::decision::Verdict::Pending {
+            // Held for approval: the counterexample has a person approve it.
+            evaluation = crate::eval::evaluate_granted(policy, &request, &state);
+        }
         let reproduced = evaluation.decision.verdict == crate::decision::Verdict::Allow;
         if let Some(change) = &evaluation.change {
             state.apply(change);

@@ -176,6 +176,7 @@ fn effect_name(e: Effect) -> &'static str {
         Effect::Allow => "allow",
         Effect::Deny => "deny",
         Effect::Warn => "warn",
+        Effect::Ask => "ask",
     }
 }
 
@@ -294,10 +295,10 @@ pub fn analyze(policy: &CompiledPolicy, text: &str) -> Result<Vec<Finding>, Anal
         if let Some((i, a)) = rules.iter().enumerate().take(j).find(|(_, a)| {
             a.effect == b.effect && same_taints(a, b) && covers(a, b, &policy.registry)
         }) {
-            let what = if b.effect == Effect::Deny {
-                "it never decides a request"
-            } else {
-                "it allows nothing"
+            let what = match b.effect {
+                Effect::Deny => "it never decides a request",
+                Effect::Ask => "it holds nothing for approval",
+                Effect::Allow | Effect::Warn => "it allows nothing",
             };
             push(
                 Severity::Warning,

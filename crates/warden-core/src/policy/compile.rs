@@ -371,6 +371,7 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
         EffectDoc::Allow => Effect::Allow,
         EffectDoc::Deny => Effect::Deny,
         EffectDoc::Warn => Effect::Warn,
+        EffectDoc::Ask => Effect::Ask,
     };
     if effect == Effect::Deny {
         for (field, node) in [
@@ -384,6 +385,15 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
                 );
             }
         }
+    }
+    if effect == Effect::Ask
+        && let Some(kinds) = &rule.kinds
+        && kinds.iter().any(|k| *k != crate::request::Kind::ToolCall)
+    {
+        diags.at(
+            &rule.id,
+            format!("rule `{id}`: an `ask` rule holds tool calls only: `kinds` may only be `[tool_call]`"),
+        );
     }
     let condition = rule.condition.as_ref().and_then(|src| {
         expr::parse(&src.value)
@@ -458,10 +468,13 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
         id: id.into(),
         effect,
         reason: rule.reason.as_deref().map(Arc::from),
-        kinds: rule
-            .kinds
-            .as_ref()
-            .map(|kinds| kinds.iter().fold(0u8, |bits, k| bits | kind_bit(*k))),
+        // A person approves a call before it is made: an ask rule holds tool calls only.
+        kinds: match (&rule.kinds, effect) {
+            (None, Effect::Ask) => Some(kind_bit(crate::request::Kind::ToolCall)),
+            (kinds, _) => kinds
+                .as_ref()
+                .map(|kinds| kinds.iter().fold(0u8, |bits, k| bits | kind_bit(*k))),
+        },
         tools: rule
             .tools
             .as_deref()

@@ -67,6 +67,8 @@ pub enum EffectDoc {
     Deny,
     /// Allows the request with a warning.
     Warn,
+    /// Holds the request until a person approves it (a Warden extension of format v1).
+    Ask,
 }
 
 /// The whole document.

@@ -40,6 +40,8 @@ pub enum Effect {
     Deny,
     /// Allows, with a warning.
     Warn,
+    /// Pending until a person approves the call (its taints apply once it goes through).
+    Ask,
 }
 
 /// Whether decisions are enforced.

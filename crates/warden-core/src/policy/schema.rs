@@ -56,7 +56,7 @@ pub fn schema() -> Value {
                 "additionalProperties": false,
                 "properties": {
                     "id": {"type": "string", "minLength": 1, "description": "Unique rule id."},
-                    "effect": {"enum": ["allow", "deny", "warn"]},
+                    "effect": {"enum": ["allow", "deny", "warn", "ask"], "description": "`ask` (a Warden extension): the call is pending until a person approves it."},
                     "reason": {"type": "string", "description": "Reported when the rule denies."},
                     "kinds": {"type": "array", "items": {"enum": ["tool_call", "tool_result", "prompt", "completion", "http"]}},
                     "tools": globs,

@@ -7,7 +7,8 @@
 //! | [`NonceStore`] | single-use ids (decision tokens' `jti`) until they expire | [`MemoryNonceStore`] | |
 //! | [`CounterStore`] | counters per fixed window (rate limits, usage and budgets) | [`MemoryCounterStore`] | |
 //! | [`crate::pins::PinStore`] | tool definition pins per upstream | [`crate::pins::MemoryPinStore`] | `warden_store::RedbPinStore` |
-//! | [`KeyStore`] | API key records (hashes, tenants, policies) | [`MemoryKeyStore`] | `warden_store::FileKeyStore` |
+//! | [`KeyStore`] | API key records (hashes, tenants, policies, roles) | [`MemoryKeyStore`] | `warden_store::FileKeyStore` |
+//! | [`ApprovalStore`] | approvals of calls `ask` rules hold | [`MemoryApprovalStore`] | |
 //!
 //! Every call is asynchronous so that a store behind a network implements the same traits, and
 //! none holds a lock across a call: a decision reads a session with its version, decides, and
@@ -23,6 +24,13 @@ use std::task::{Context, Poll, Wake, Waker};
 
 use crate::session::{SessionState, StateChange, Versioned};
 
+mod approvals;
+pub use approvals::{
+    APPROVAL_RETENTION_MS, Approval, ApprovalBinding, ApprovalStatus, ApprovalStore, Ask, Asked,
+    BindingError, DEFAULT_APPROVAL_TTL_MS, DEFAULT_MAX_PENDING_PER_TENANT,
+    MAX_APPROVAL_REASON_BYTES, MemoryApprovalStore, Resolution, Resolved, args_sha256,
+    ask_transition, resolve_transition,
+};
 mod memory;
 pub use memory::{MemoryCounterStore, MemoryKeyStore, MemoryNonceStore, MemorySessionStore};
 
@@ -309,6 +317,46 @@ pub struct KeyRecord {
     /// Seconds since the Unix epoch when the key was created.
     #[serde(default)]
     pub created: u64,
+    /// What the key may do (`agent` when absent: records written before roles existed).
+    #[serde(default, skip_serializing_if = "KeyRole::is_agent")]
+    pub role: KeyRole,
+}
+
+/// What an API key may do.
+#[derive(
+    Debug, Clone, Copy, Default, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum KeyRole {
+    /// Ask for decisions (every key).
+    #[default]
+    Agent,
+    /// Also administer the daemon: answer approvals (and the admin routes that follow).
+    Admin,
+}
+
+impl KeyRole {
+    /// `agent` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Agent => "agent",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// The role called `name`.
+    pub fn parse(name: &str) -> Option<Self> {
+        match name {
+            "agent" => Some(Self::Agent),
+            "admin" => Some(Self::Admin),
+            _ => None,
+        }
+    }
+
+    /// True for the default role (not written to key files).
+    pub fn is_agent(&self) -> bool {
+        *self == Self::Agent
+    }
 }
 
 impl KeyRecord {

@@ -152,6 +152,7 @@ fn verdict(v: Verdict) -> proto::Verdict {
     match v {
         Verdict::Allow => proto::Verdict::Allow,
         Verdict::Deny => proto::Verdict::Deny,
+        Verdict::Pending => proto::Verdict::Pending,
     }
 }
 
@@ -189,6 +190,7 @@ pub(super) fn decision(decision: &Decision) -> proto::Decision {
             &decision.policy.digest,
         )),
         token: decision.token.clone(),
+        approval_id: decision.approval.as_ref().map(|a| a.id.clone()),
     }
 }
 

@@ -85,6 +85,9 @@ pub struct Decision {
     /// A signed token for allowed tool calls, when the daemon has a signing key.
     #[prost(string, optional, tag = "10")]
     pub token: ::core::option::Option<::prost::alloc::string::String>,
+    /// The approval an `ask` rule's decision asks for or used (`GET /v1/approvals/{id}`).
+    #[prost(string, optional, tag = "11")]
+    pub approval_id: ::core::option::Option<::prost::alloc::string::String>,
 }
 /// A content finding.
 #[derive(Clone, PartialEq, ::prost::Message)]
@@ -180,13 +183,15 @@ pub struct PolicyVersion {
     #[prost(uint64, tag = "2")]
     pub generation: u64,
 }
-/// Allow or deny.
+/// Allow, deny, or pending a person's approval (not allowed: only VERDICT_ALLOW lets a call
+/// through).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, ::prost::Enumeration)]
 #[repr(i32)]
 pub enum Verdict {
     Unspecified = 0,
     Allow = 1,
     Deny = 2,
+    Pending = 3,
 }
 impl Verdict {
     /// String value of the enum field names used in the ProtoBuf definition.
@@ -198,6 +203,7 @@ impl Verdict {
             Self::Unspecified => "VERDICT_UNSPECIFIED",
             Self::Allow => "VERDICT_ALLOW",
             Self::Deny => "VERDICT_DENY",
+            Self::Pending => "VERDICT_PENDING",
         }
     }
     /// Creates an enum from field names used in the ProtoBuf definition.
@@ -206,6 +212,7 @@ impl Verdict {
             "VERDICT_UNSPECIFIED" => Some(Self::Unspecified),
             "VERDICT_ALLOW" => Some(Self::Allow),
             "VERDICT_DENY" => Some(Self::Deny),
+            "VERDICT_PENDING" => Some(Self::Pending),
             _ => None,
         }
     }
