@@ -463,7 +463,8 @@ impl Decide {
             ..Request::default()
         };
         let decision = host.decide(&tenant, &policy, request).await?;
-        if decision.verdict == Verdict::Deny {
+        // Only an allow goes through: a pending decision (a held call) is refused like a deny.
+        if decision.verdict != Verdict::Allow {
             let body = serde_json::json!({
                 "error": "forbidden",
                 "message": "denied by policy",
