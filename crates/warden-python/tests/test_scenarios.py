@@ -66,6 +66,15 @@ def test_python_decides_as_the_cli_and_the_expectations(path, tmp_path):
     expected = [json.loads(line) for line in cli.stdout.splitlines()]
     assert len(expected) == len(requests)
     for i, (ours, theirs) in enumerate(zip(decisions, expected), 1):
+        # A held call's approval is new in each engine: its id is random and its expiry is the
+        # clock's. The rest must be equal, and both sides must hold the call the same way.
+        mine, cli_approval = ours.pop("approval", None), theirs.pop("approval", None)
+        assert (mine is None) == (cli_approval is None), f"step {i}: approval"
+        if mine is not None:
+            assert mine["status"] == cli_approval["status"], f"step {i}: approval status"
+            for approval in (mine, cli_approval):
+                assert re.fullmatch(r"apr_[0-9a-f]{32}", approval["id"]), approval
+                assert approval["expires_ms"] > 0, approval
         assert ours == theirs, f"step {i}"
 
     for i, (step, ours) in enumerate(zip(doc["steps"], decisions), 1):
