@@ -45,6 +45,7 @@ fn check(args: &ServeArgs) -> ExitCode {
         &config,
         &MemoryKeyStore::default(),
         &Stored::default(),
+        &warden_server::overlay::Overlays::new(),
         None,
     ) {
         Ok(snapshot) => snapshot,

@@ -31,9 +31,14 @@ main := {"allow": input.user == "alice"}
 "#;
 
 fn key(config: &str, policy: &str) -> String {
+    key_with_role(config, policy, "agent")
+}
+
+fn key_with_role(config: &str, policy: &str, role: &str) -> String {
     let out = Command::new(WARDEN)
         .args([
-            "keys", "create", "--tenant", policy, "--policy", policy, "--config", config,
+            "keys", "create", "--tenant", policy, "--policy", policy, "--role", role, "--config",
+            config,
         ])
         .output()
         .unwrap();
@@ -80,6 +85,11 @@ impl Site {
     /// A key of tenant `policy` decided by `policy`.
     fn key(&self, policy: &str) -> String {
         key(&self.config, policy)
+    }
+
+    /// An admin key of tenant `policy`.
+    fn admin_key(&self, policy: &str) -> String {
+        key_with_role(&self.config, policy, "admin")
     }
 
     fn start(&self) -> Server {
@@ -393,5 +403,276 @@ fn opa_status_answers_and_compile_is_refused_as_not_implemented() {
             .contains("partial evaluation"),
         "{}",
         compile.text
+    );
+}
+
+#[test]
+fn opa_python_client_manages_policies_and_data_with_an_admin_key() {
+    let site = Site::new(r#"["alice", "bob"]"#, "");
+    let (admin, agent) = (site.admin_key("authz"), site.key("authz"));
+    let server = site.start();
+    let port = server.addr.rsplit(':').next().unwrap().trim().to_owned();
+    let out = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/opa/python_manage.py"))
+        .args([&port, &admin, &agent])
+        .output()
+        .expect("python3 is required for the OPA Python client test");
+    assert!(
+        out.status.success(),
+        "opa-python-client missing? run scripts/test (it installs tests/peers into .ci/.pydeps): {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let root = server.url("/v1");
+    assert_eq!(
+        seen["list_before"],
+        serde_json::json!(["authz.rego"]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["info_before"]["authz.rego"],
+        serde_json::json!({"path": format!("{root}/data/authz"),
+                           "rules": [format!("{root}/data/authz/allow")]}),
+        "{seen}"
+    );
+    // Changes need an admin key: the agent's is refused (403), nothing changes.
+    for refused in ["agent_put", "agent_data"] {
+        assert!(
+            seen[refused]["error"]
+                .as_str()
+                .is_some_and(|e| e.contains("admin")),
+            "{refused}: {seen}"
+        );
+    }
+    assert_eq!(seen["put"], true, "{seen}");
+    // A module that does not compile: OPA's error body, with the location of each error.
+    let broken = &seen["broken"];
+    assert!(
+        broken["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("RegoParseError")),
+        "{seen}"
+    );
+    assert_eq!(broken["errors"][0]["location"]["file"], "broken", "{seen}");
+    // The parser reaches the end of the module (line 4) still looking for the rule's body.
+    assert_eq!(broken["errors"][0]["location"]["row"], 4, "{seen}");
+    // A v0 module: refused with the message OPA gives, upgraded by the client, then served.
+    assert_eq!(seen["old_style"], true, "{seen}");
+    assert_eq!(seen["old_style_decides"]["result"], true, "{seen}");
+    let mut listed: Vec<String> = serde_json::from_value(seen["list_after"].clone()).unwrap();
+    listed.sort();
+    assert_eq!(listed, ["authz.rego", "extra", "old"], "{seen}");
+    assert_eq!(
+        seen["info_after"]["extra"]["rules"],
+        serde_json::json!([format!("{root}/data/extra/allow")]),
+        "{seen}"
+    );
+    // The source is shown to admin keys only.
+    assert!(
+        seen["policy"]["result"]["raw"]
+            .as_str()
+            .is_some_and(|r| r.contains("package extra")),
+        "{seen}"
+    );
+    assert_eq!(seen["agent_policy"]["result"]["id"], "extra", "{seen}");
+    assert!(
+        seen["agent_policy"]["result"].get("raw").is_none(),
+        "{seen}"
+    );
+    // Data written, patched and deleted, each decided on at once.
+    assert_eq!(seen["data"], true, "{seen}");
+    assert!(seen["five_over_three"].get("result").is_none(), "{seen}");
+    assert_eq!(seen["patch"], true, "{seen}");
+    assert_eq!(seen["five_under_ten"]["result"], true, "{seen}");
+    assert!(
+        seen["bad_patch"]["error"]
+            .as_str()
+            .is_some_and(|e| e.starts_with("PatchDataError")),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["limits"]["result"],
+        serde_json::json!({"max": 10}),
+        "{seen}"
+    );
+    assert_eq!(seen["delete_data"], true, "{seen}");
+    assert!(
+        seen["limits_gone"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("PolicyNotFound")),
+        "{seen}"
+    );
+    assert_eq!(seen["delete_policy"], true, "{seen}");
+    assert!(seen["extra_gone"].get("result").is_none(), "{seen}");
+    assert!(
+        seen["delete_missing"]["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("resource_not_found")),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["list_end"],
+        serde_json::json!(["authz.rego", "old"]),
+        "{seen}"
+    );
+}
+
+/// Changes made through the API survive a reload (applied again to what the files hold then),
+/// stay within the admin's tenant, are audited without their content, and are bounded.
+#[test]
+fn api_changes_survive_reloads_stay_in_their_tenant_and_are_audited() {
+    let site = Site::new(
+        r#"["alice"]"#,
+        "audit: { dir: audit, fsync: always }\nbody_limit_bytes: 4096\n",
+    );
+    let (admin, agent, system) = (
+        site.admin_key("authz"),
+        site.key("authz"),
+        site.key("system"),
+    );
+    let warden_admin = site.admin_key("support-agent");
+    let server = site.start();
+    let call = |method: &str, path: &str, key: &str, body: Option<&str>, extra: &[(&str, &str)]| {
+        let mut headers = vec![("x-api-key", key), ("content-type", "application/json")];
+        headers.extend_from_slice(extra);
+        server.request(method, path, &headers, body.map(str::as_bytes))
+    };
+    let allowed = |user: &str| {
+        call(
+            "POST",
+            "/v1/data/authz/allow",
+            &agent,
+            Some(&format!(r#"{{"input": {{"user": "{user}"}}}}"#)),
+            &[],
+        )
+        .body["result"]
+            .clone()
+    };
+    assert_eq!(allowed("carol"), false);
+    // Carol is added through the Data API; the policy gains a module that reads a new document.
+    let put = call("PUT", "/v1/data/admins/0", &admin, Some(r#""carol""#), &[]);
+    assert_eq!(put.status, 204, "{}", put.text);
+    assert_eq!(allowed("carol"), true);
+    assert_eq!(allowed("alice"), false);
+    let module = "package authz\n\nbanned contains u if some u in data.blocked\n";
+    let put = call("PUT", "/v1/policies/bans.rego", &admin, Some(module), &[]);
+    assert_eq!(put.status, 200, "{}", put.text);
+    let put = call(
+        "PUT",
+        "/v1/data/blocked",
+        &admin,
+        Some(r#"["mallory"]"#),
+        &[],
+    );
+    assert_eq!(put.status, 204, "{}", put.text);
+    // `If-None-Match: *` writes only what is not there.
+    let again = call(
+        "PUT",
+        "/v1/data/blocked",
+        &admin,
+        Some(r#"["nobody"]"#),
+        &[("if-none-match", "*")],
+    );
+    assert_eq!(again.status, 304, "{}", again.text);
+    // The files change and the daemon reloads: the API's changes are applied to the new files.
+    std::fs::write(
+        site.dir.path().join("policies/authz-data.json"),
+        r#"{"admins": ["alice", "dave"], "other": 1}"#,
+    )
+    .unwrap();
+    server.signal("HUP");
+    server.wait_for("the reload", |s| {
+        s.metric("warden_reload_total{result=\"ok\"}") >= 1.0
+    });
+    let root = call("GET", "/v1/data", &agent, None, &[]);
+    assert_eq!(
+        root.body["result"]["admins"],
+        serde_json::json!(["carol", "dave"])
+    );
+    assert_eq!(root.body["result"]["other"], 1);
+    assert_eq!(
+        root.body["result"]["authz"]["banned"],
+        serde_json::json!(["mallory"]),
+        "{}",
+        root.text
+    );
+    // Another tenant's policy is untouched; a Warden policy is not changed through OPA's API.
+    let other = call("GET", "/v1/policies", &system, None, &[]);
+    assert_eq!(
+        other.body["result"].as_array().unwrap().len(),
+        1,
+        "{}",
+        other.text
+    );
+    assert_eq!(other.body["result"][0]["id"], "system.rego");
+    let warden = call("PUT", "/v1/data/x", &warden_admin, Some("1"), &[]);
+    assert_eq!(warden.status, 400, "{}", warden.text);
+    assert!(
+        warden.body["message"]
+            .as_str()
+            .unwrap()
+            .contains("Warden policy")
+    );
+    // Bad writes change nothing and say why.
+    for (method, path, body, status) in [
+        ("PUT", "/v1/data/admins/0/x", Some(r#"1"#), 400),
+        // Data where a rule is would override the rule: refused, as OPA refuses it.
+        ("PUT", "/v1/data/authz/allow", Some("true"), 400),
+        ("PUT", "/v1/data", Some(r#"[1]"#), 400),
+        ("PUT", "/v1/data/x", Some(r#"{"a": 1, "a": 2}"#), 400),
+        ("PATCH", "/v1/data/nothing", Some(r#"[]"#), 404),
+        ("DELETE", "/v1/data/nothing", None, 404),
+        ("DELETE", "/v1/policies/nothing.rego", None, 404),
+        ("PUT", "/v1/policies/big.rego", Some(&"#".repeat(5000)), 413),
+    ] {
+        let reply = call(method, path, &admin, body, &[]);
+        assert_eq!(reply.status, status, "{method} {path}: {}", reply.text);
+        assert!(
+            !reply.body["message"].as_str().unwrap_or("").is_empty(),
+            "{}",
+            reply.text
+        );
+    }
+    // A module that would break the policy (a call to a function nothing defines).
+    let clash = call(
+        "PUT",
+        "/v1/policies/clash.rego",
+        &admin,
+        Some("package authz\n\nlimit := nope(1)\n"),
+        &[],
+    );
+    assert_eq!(clash.status, 400, "{}", clash.text);
+    assert_eq!(allowed("carol"), true);
+    let root_after = call("GET", "/v1/data", &agent, None, &[]);
+    assert_eq!(root_after.body, root.body);
+    drop(server);
+    // Every change is in the audit log: who, what, the resulting digest, never the content.
+    let mut changes = Vec::new();
+    for entry in std::fs::read_dir(site.dir.path().join("audit")).unwrap() {
+        let path = entry.unwrap().path();
+        if path.extension().is_some_and(|e| e == "jsonl") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert!(!text.contains("mallory"), "data content in the audit log");
+            for line in text.lines() {
+                let entry: Value = serde_json::from_str(line).unwrap();
+                if entry["kind"] == "policy_change" {
+                    assert!(entry["principal"].as_str().unwrap().starts_with("key:"));
+                    assert!(entry["policy"].as_str().unwrap().starts_with("sha256:"));
+                    changes.push(format!(
+                        "{} {}",
+                        entry["decision"].as_str().unwrap(),
+                        entry["rule"].as_str().unwrap()
+                    ));
+                }
+            }
+        }
+    }
+    assert_eq!(
+        changes,
+        [
+            "put_data /admins/0",
+            "put_policy bans.rego",
+            "put_data /blocked"
+        ]
     );
 }

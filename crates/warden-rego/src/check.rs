@@ -69,12 +69,12 @@ pub(crate) fn check_modules(modules: &[Node<Module>]) -> Result<(), RegoError> {
 }
 
 /// A package as `data` path components and as regorus formats it (`data.a.b`).
-struct Package {
-    components: Vec<String>,
+pub(crate) struct Package {
+    pub(crate) components: Vec<String>,
     text: String,
 }
 
-fn package_of(module: &Module) -> Package {
+pub(crate) fn package_of(module: &Module) -> Package {
     let (root, rest) = ref_path(&module.package.refr);
     let mut components = vec!["data".to_string()];
     components.extend(root.map(str::to_string));
@@ -295,7 +295,7 @@ fn constant_key(index: &Expr) -> Option<String> {
 
 /// A rule's path: package plus its head reference up to the first variable key (`p[x]` is
 /// rule `p`).
-fn rule_path(package: &Package, rule: &Rule) -> Vec<String> {
+pub(crate) fn rule_path(package: &Package, rule: &Rule) -> Vec<String> {
     let refr = match rule {
         Rule::Spec { head, .. } => match head {
             RuleHead::Compr { refr, .. }

@@ -31,11 +31,13 @@
 mod check;
 mod engines;
 mod error;
+mod outline;
 mod policy;
 mod query;
 mod value;
 
 pub use error::{RegoError, RegoEvalError};
+pub use outline::ModuleOutline;
 pub use policy::{QueryId, RegoInput, RegoLimits, RegoModule, RegoPolicy};
 pub use value::InputField;
 

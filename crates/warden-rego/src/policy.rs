@@ -12,6 +12,7 @@ use serde::Deserialize as _;
 use crate::check::check_modules;
 use crate::engines::{Prototype, with_engine};
 use crate::error::{RegoError, RegoEvalError};
+use crate::outline::{ModuleOutline, data_conflict, outlines};
 use crate::query::{format_ref, is_prefix, parse_ref};
 use crate::value::{InputField, fields_to_rego, is_truthy, to_json, to_rego};
 
@@ -103,6 +104,7 @@ pub struct RegoPolicy {
     proto: Arc<Prototype>,
     queries: Arc<[CompiledQuery]>,
     limits: RegoLimits,
+    outlines: Arc<[ModuleOutline]>,
 }
 
 impl std::fmt::Debug for RegoPolicy {
@@ -177,6 +179,10 @@ impl RegoPolicy {
         // regorus resolves function names and detects recursion only when evaluating; check
         // both now so that such a policy is refused at load instead of denying at run time.
         check_modules(engine.get_modules())?;
+        let outlines = outlines(engine.get_modules());
+        if let Some(message) = data_conflict(&outlines, &base) {
+            return Err(RegoError::Data { message });
+        }
 
         let policy_id = NEXT_POLICY_ID.fetch_add(1, Ordering::Relaxed);
         let packages: Vec<Vec<String>> = engine
@@ -208,6 +214,7 @@ impl RegoPolicy {
             }),
             queries: compiled.into(),
             limits,
+            outlines: outlines.into(),
         };
         Ok((policy, ids))
     }
@@ -215,6 +222,11 @@ impl RegoPolicy {
     /// The limits this policy was compiled with.
     pub fn limits(&self) -> RegoLimits {
         self.limits
+    }
+
+    /// What each module defines (package and rule names), in the order the modules were given.
+    pub fn outlines(&self) -> &[ModuleOutline] {
+        &self.outlines
     }
 
     /// The text of a compiled query, as given to [`RegoPolicy::compile`].

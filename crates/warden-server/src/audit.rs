@@ -306,6 +306,47 @@ pub(crate) async fn audit_approval(
     audit_wait(vec![ack]).await
 }
 
+/// `kind` of the audit entry of a change made through OPA's policy and data API.
+pub(crate) const POLICY_CHANGE_KIND: &str = "policy_change";
+
+/// Appends the entry of a change made through OPA's policy and data API and waits for it (per
+/// `fsync`): kind `policy_change`, `decision` the action (`put_policy`, `delete_policy`,
+/// `put_data`, `patch_data`, `delete_data`), `rule` what it changed (a module id, a data path),
+/// `principal` the admin key (`key:<id>`), `args_hash` the hash of what was written (never the
+/// content), `policy` the digest of the policy as now served.
+pub(crate) async fn audit_policy_change(
+    audit: Option<&Audit>,
+    tenant: &str,
+    admin_key: &str,
+    action: &str,
+    target: String,
+    content: &Value,
+    digest: &str,
+) -> Result<(), ApiError> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    let record = AuditRecord {
+        time_ms: unix_now_ms(),
+        tenant: Some(tenant.to_owned()),
+        principal: Some(format!("key:{admin_key}")),
+        session: None,
+        kind: POLICY_CHANGE_KIND.to_owned(),
+        tool: None,
+        args_hash: Some(
+            warden_proof::args_hash(content)
+                .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
+        ),
+        decision: action.to_owned(),
+        rule: Some(target),
+        findings: Vec::new(),
+        policy: digest.to_owned(),
+        latency_us: 0,
+    };
+    let ack = queue(audit, record)?;
+    audit_wait(vec![ack]).await
+}
+
 /// `kind` of the audit entry of a Data API query against a Rego policy.
 pub(crate) const DATA_QUERY_KIND: &str = "data_query";
 

@@ -255,7 +255,7 @@ async fn read(
             "the policy for this key is not loaded",
         )
     })?;
-    if let PolicyKind::Rego(_) = loaded.kind {
+    if let PolicyKind::Rego(..) = loaded.kind {
         return Err(ApiError::bad_request(
             "this key's policy is a Rego policy: use `POST /v1/data/{path}`",
         ));

@@ -22,6 +22,9 @@ pub enum ErrorCode {
     ApprovalExpired,
     /// Not Found: no such route.
     NotFound,
+    /// Not Found: no policy module or data document at that id or path (OPA's policy and data
+    /// API).
+    ResourceNotFound,
     /// Not Found: an audit route without an audit log.
     AuditDisabled,
     /// Not Found: a token route without a signing key.
@@ -66,6 +69,7 @@ impl ErrorCode {
         ErrorCode::ApprovalSettled,
         ErrorCode::ApprovalExpired,
         ErrorCode::NotFound,
+        ErrorCode::ResourceNotFound,
         ErrorCode::AuditDisabled,
         ErrorCode::SigningDisabled,
         ErrorCode::MethodNotAllowed,
@@ -94,6 +98,7 @@ impl ErrorCode {
             ErrorCode::ApprovalSettled => "approval_settled",
             ErrorCode::ApprovalExpired => "approval_expired",
             ErrorCode::NotFound => "not_found",
+            ErrorCode::ResourceNotFound => "resource_not_found",
             ErrorCode::AuditDisabled => "audit_disabled",
             ErrorCode::SigningDisabled => "signing_disabled",
             ErrorCode::MethodNotAllowed => "method_not_allowed",
@@ -121,7 +126,7 @@ impl ErrorCode {
             ErrorCode::Forbidden => StatusCode::FORBIDDEN,
             ErrorCode::ApprovalNotFound => StatusCode::NOT_FOUND,
             ErrorCode::ApprovalSettled | ErrorCode::ApprovalExpired => StatusCode::CONFLICT,
-            ErrorCode::NotFound => StatusCode::NOT_FOUND,
+            ErrorCode::NotFound | ErrorCode::ResourceNotFound => StatusCode::NOT_FOUND,
             ErrorCode::AuditDisabled => StatusCode::NOT_FOUND,
             ErrorCode::SigningDisabled => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -153,9 +158,10 @@ impl ErrorCode {
             ErrorCode::Forbidden => Code::PermissionDenied,
             ErrorCode::ApprovalNotFound => Code::NotFound,
             ErrorCode::ApprovalSettled | ErrorCode::ApprovalExpired => Code::FailedPrecondition,
-            ErrorCode::NotFound | ErrorCode::AuditDisabled | ErrorCode::SigningDisabled => {
-                Code::NotFound
-            }
+            ErrorCode::NotFound
+            | ErrorCode::ResourceNotFound
+            | ErrorCode::AuditDisabled
+            | ErrorCode::SigningDisabled => Code::NotFound,
             ErrorCode::MethodNotAllowed | ErrorCode::NotImplemented => Code::Unimplemented,
             ErrorCode::BatchConflict => Code::Aborted,
             ErrorCode::PayloadTooLarge | ErrorCode::RateLimited => Code::ResourceExhausted,

@@ -30,7 +30,7 @@ fn policy_of(caller: &Caller) -> Result<&Arc<LoadedPolicy>, ApiError> {
 fn warden_policy(loaded: &LoadedPolicy) -> Result<&Arc<CompiledPolicy>, ApiError> {
     match &loaded.kind {
         PolicyKind::Warden(p) => Ok(p),
-        PolicyKind::Rego(_) => Err(ApiError::bad_request(
+        PolicyKind::Rego(..) => Err(ApiError::bad_request(
             "this key's policy is a Rego policy: use `POST /v1/data/{path}`",
         )),
     }
@@ -307,7 +307,7 @@ pub(crate) async fn evaluate_data(
 ) -> Result<Option<Value>, ApiError> {
     let loaded = policy_of(caller)?;
     match &loaded.kind {
-        PolicyKind::Rego(rego) => {
+        PolicyKind::Rego(rego, _) => {
             let identifier = |s: &str| {
                 s.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
                     && !s.starts_with(|c: char| c.is_ascii_digit())
@@ -416,7 +416,7 @@ pub(crate) async fn evaluate_query(
         )));
     }
     let loaded = policy_of(caller)?;
-    let PolicyKind::Rego(rego) = &loaded.kind else {
+    let PolicyKind::Rego(rego, _) = &loaded.kind else {
         return Err(ApiError::bad_request(
             "this key's policy is a Warden policy: ad hoc queries need a Rego policy",
         ));
@@ -451,26 +451,6 @@ pub(crate) async fn evaluate_query(
         tracing::debug!(request_id = %request_id.0, error = %e, "ad hoc query failed");
         ApiError::bad_request(format!("the query could not be evaluated: {e}"))
     })
-}
-
-/// `GET /v1/policies`: the caller's policy (tenants do not see each other's).
-pub async fn policies(Extension(caller): Extension<Caller>) -> Response {
-    let list: Vec<Value> = caller
-        .snapshot
-        .policies
-        .get(&caller.policy)
-        .map(|p| {
-            json!({
-                "name": p.name,
-                "version": p.version,
-                "digest": p.digest,
-                "loaded_at": p.loaded_at,
-                "kind": match p.kind { PolicyKind::Warden(_) => "warden", PolicyKind::Rego(_) => "rego" },
-            })
-        })
-        .into_iter()
-        .collect();
-    Json(json!({ "policies": list })).into_response()
 }
 
 /// `GET /health/live`: the process answers.

@@ -29,6 +29,8 @@ pub mod mcp;
 pub mod metrics;
 mod middleware;
 mod opa;
+mod opa_manage;
+pub mod overlay;
 mod run;
 pub mod signing;
 pub mod snapshot;
@@ -100,6 +102,9 @@ struct Inner {
     counters: Arc<dyn CounterStore>,
     /// The Envoy processor, once `run` started it (reloaded with the rest).
     envoy: std::sync::OnceLock<warden_envoy::EnvoyServer>,
+    /// The changes made to Rego policies through OPA's policy and data API, re-applied at every
+    /// reload; written only under `reload_lock`.
+    overlays: parking_lot::Mutex<overlay::Overlays>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -192,8 +197,8 @@ impl AppState {
         let mut metrics = Metrics::new();
         metrics.register_store(Arc::clone(&store));
         let stored = stored_policies(database.as_deref()).map_err(ServeError::Load)?;
-        let snapshot =
-            Snapshot::load(&config, &*keys, &stored, None).map_err(|e| ServeError::Load(e.0))?;
+        let snapshot = Snapshot::load(&config, &*keys, &stored, &overlay::Overlays::new(), None)
+            .map_err(|e| ServeError::Load(e.0))?;
         let signing = config
             .signing_key
             .as_deref()
@@ -273,6 +278,7 @@ impl AppState {
             anonymous_override: parking_lot::RwLock::new(None),
             counters: failure_counters,
             envoy: std::sync::OnceLock::new(),
+            overlays: parking_lot::Mutex::new(overlay::Overlays::new()),
         })))
     }
 
@@ -386,9 +392,7 @@ impl AppState {
                     return Err(e.to_string());
                 }
                 let policies = next.policies.len();
-                self.0.pipeline.swap_policies(next.policy_set());
-                self.0.snapshot.store(Arc::new(next));
-                self.0.generation.send_modify(|g| *g = g.wrapping_add(1));
+                self.install(next);
                 if let (Some(signing), Some(key)) = (&self.effects().signing, key) {
                     signing.rotate_to(key, signing::unix_now());
                 }
@@ -405,6 +409,59 @@ impl AppState {
                 Err(message)
             }
         }
+    }
+
+    /// Swaps `next` in: the pipeline's policies, the snapshot, and the generation watchers
+    /// (gRPC `WatchPolicy`) are told.
+    fn install(&self, next: Snapshot) {
+        self.0.pipeline.swap_policies(next.policy_set());
+        self.0.snapshot.store(Arc::new(next));
+        self.0.generation.send_modify(|g| *g = g.wrapping_add(1));
+    }
+
+    /// Changes the Rego policy `policy` through OPA's policy and data API: `change` says what
+    /// to change given the policy's current sources; the policy is compiled with it (a policy
+    /// that does not compile is refused and nothing changes), swapped in, and the change kept
+    /// so that later reloads apply it to whatever the files then hold. Serialised with reloads.
+    /// Answers the policy as now served.
+    pub(crate) async fn change_rego(
+        &self,
+        policy: &str,
+        change: impl FnOnce(&overlay::RegoSources) -> Result<overlay::Change, overlay::ChangeError>,
+    ) -> Result<Arc<LoadedPolicy>, overlay::ChangeFailure> {
+        use overlay::ChangeFailure;
+        let _guard = self.0.reload_lock.lock().await;
+        let current = self.snapshot();
+        let loaded = current
+            .policies
+            .get(policy)
+            .ok_or_else(|| ChangeFailure::NoPolicy(policy.to_owned()))?;
+        let PolicyKind::Rego(_, sources) = &loaded.kind else {
+            return Err(ChangeFailure::NotRego(policy.to_owned()));
+        };
+        let change = change(sources)?;
+        let mut next_sources = overlay::RegoSources::clone(sources);
+        change.apply(&mut next_sources)?;
+        let mut overlays = self.0.overlays.lock().clone();
+        overlays
+            .entry(Arc::clone(&loaded.name))
+            .or_default()
+            .record(change)?;
+        let compiled = tokio::task::spawn_blocking(move || {
+            snapshot::compile_rego(&next_sources).map(|(p, d)| (p, d, next_sources))
+        })
+        .await
+        .map_err(|e| {
+            ChangeFailure::Change(overlay::ChangeError::Invalid(format!(
+                "the policy could not be compiled: {e}"
+            )))
+        })?;
+        let (rego, digest, next_sources) = compiled?;
+        let changed = Arc::new(loaded.with_rego(rego, digest, next_sources));
+        self.install(current.with_policy(Arc::clone(&changed)));
+        *self.0.overlays.lock() = overlays;
+        tracing::info!(policy = %changed.name, digest = %changed.digest, "policy changed through the API");
+        Ok(changed)
     }
 
     fn load_next(
@@ -435,8 +492,9 @@ impl AppState {
         }
         let previous = self.0.snapshot.load_full();
         let stored = stored_policies(self.0.database.as_deref())?;
-        let snapshot =
-            Snapshot::load(&config, &*self.0.keys, &stored, Some(&previous)).map_err(|e| e.0)?;
+        let overlays = self.0.overlays.lock().clone();
+        let snapshot = Snapshot::load(&config, &*self.0.keys, &stored, &overlays, Some(&previous))
+            .map_err(|e| e.0)?;
         // The file named at start is re-read; changing `signing_key` itself needs a restart.
         let key = self
             .effects()
@@ -502,14 +560,23 @@ pub const API_ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/decide/batch"),
     ("POST", "/v1/data/{*path}"),
     ("GET", "/v1/data/{*path}"),
+    ("PUT", "/v1/data/{*path}"),
+    ("PATCH", "/v1/data/{*path}"),
+    ("DELETE", "/v1/data/{*path}"),
     ("POST", "/v1/data"),
     ("GET", "/v1/data"),
+    ("PUT", "/v1/data"),
+    ("PATCH", "/v1/data"),
+    ("DELETE", "/v1/data"),
     ("POST", "/v1/batch/data/{*path}"),
     ("POST", "/v1/query"),
     ("GET", "/v1/query"),
     ("POST", "/"),
     ("GET", "/v1/policies"),
     ("GET", "/v1/policies/"),
+    ("GET", "/v1/policies/{*id}"),
+    ("PUT", "/v1/policies/{*id}"),
+    ("DELETE", "/v1/policies/{*id}"),
     ("GET", "/v1/config"),
     ("GET", "/v1/status"),
     ("POST", "/v1/compile"),
@@ -532,6 +599,9 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         // applies to what the body inflates to.
         "/v1/data/{*path}" | "/v1/data" => post(opa::data_post)
             .get(opa::data_get)
+            .put(opa_manage::data_put)
+            .patch(opa_manage::data_patch)
+            .delete(opa_manage::data_delete)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
         "/v1/query" => post(opa::query_post)
             .get(opa::query_get)
@@ -545,7 +615,10 @@ fn api_handler(path: &str) -> Option<axum::routing::MethodRouter<AppState>> {
         "/" => post(opa::default_decision)
             .layer(tower_http::decompression::RequestDecompressionLayer::new()),
         // OPA's Python client checks its connection with `GET /v1/policies/`.
-        "/v1/policies" | "/v1/policies/" => get(handlers::policies),
+        "/v1/policies" | "/v1/policies/" => get(opa_manage::list),
+        "/v1/policies/{*id}" => get(opa_manage::show)
+            .put(opa_manage::put)
+            .delete(opa_manage::delete),
         "/v1/tokens/verify" => post(signing::verify),
         "/v1/audit/checkpoint" => get(audit::checkpoint),
         authzen::EVALUATION_PATH => post(authzen::evaluation),

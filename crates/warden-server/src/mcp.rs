@@ -146,7 +146,7 @@ fn valid_name(name: &str) -> bool {
 fn warden_policy(snapshot: &Snapshot, name: &str) -> Result<Arc<CompiledPolicy>, String> {
     match snapshot.policies.get(name).map(|p| &p.kind) {
         Some(PolicyKind::Warden(policy)) => Ok(Arc::clone(policy)),
-        Some(PolicyKind::Rego(_)) => Err(format!(
+        Some(PolicyKind::Rego(..)) => Err(format!(
             "policy `{name}` is a Rego policy; MCP upstreams need a Warden policy"
         )),
         None => Err(format!("policy `{name}` is not loaded")),

@@ -402,8 +402,9 @@ fn opa_code(code: ErrorCode) -> &'static str {
         ErrorCode::InvalidRequest
         | ErrorCode::PayloadTooLarge
         | ErrorCode::UnsupportedMediaType => "invalid_parameter",
-        ErrorCode::Unauthorized => "unauthorized",
+        ErrorCode::Unauthorized | ErrorCode::Forbidden => "unauthorized",
         ErrorCode::NotFound => "undefined_document",
+        ErrorCode::ResourceNotFound => "resource_not_found",
         ErrorCode::MethodNotAllowed | ErrorCode::NotImplemented | ErrorCode::RateLimited => {
             "invalid_operation"
         }
@@ -423,6 +424,8 @@ pub async fn opa_errors(req: Request, next: Next) -> Response {
         || path == "/v1/config"
         || path == "/v1/status"
         || path == "/v1/compile"
+        || path == "/v1/policies"
+        || path.starts_with("/v1/policies/")
         || path.starts_with("/v1/data/")
         || path.starts_with("/v1/batch/data/");
     let response = next.run(req).await;

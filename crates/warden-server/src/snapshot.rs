@@ -12,14 +12,16 @@ use warden::state::KeyStore;
 use warden_store::{KeyIndex, PolicyFormat, StoredPolicy, Tenant};
 
 use crate::config::ServeConfig;
+use crate::overlay::{Overlays, RegoSources};
 
 /// What decides a tenant's requests.
 #[derive(Debug)]
 pub enum PolicyKind {
     /// A Warden policy (YAML/JSON).
     Warden(Arc<CompiledPolicy>),
-    /// A Rego-only policy (a `.rego` file), served through the OPA Data API.
-    Rego(RegoPolicy),
+    /// A Rego-only policy (a `.rego` file, or modules added through OPA's policy API), served
+    /// through the OPA Data API, with the sources it was compiled from.
+    Rego(RegoPolicy, Arc<RegoSources>),
 }
 
 /// One loaded policy.
@@ -74,6 +76,18 @@ fn is_policy_file(path: &Path) -> bool {
 }
 
 impl Snapshot {
+    /// This set with `policy` in place of the policy of the same name.
+    pub(crate) fn with_policy(&self, policy: Arc<LoadedPolicy>) -> Snapshot {
+        let mut policies = self.policies.clone();
+        policies.insert(Arc::clone(&policy.name), policy);
+        Snapshot {
+            policies,
+            keys: self.keys.clone(),
+            anonymous: self.anonymous.clone(),
+            tenant_upstreams: self.tenant_upstreams.clone(),
+        }
+    }
+
     /// The Warden policies of the snapshot by name, for the decision pipeline (Rego-only
     /// policies answer the Data API and are not in it).
     pub fn policy_set(&self) -> warden_core::PolicySet {
@@ -81,7 +95,7 @@ impl Snapshot {
             .iter()
             .filter_map(|(name, loaded)| match &loaded.kind {
                 PolicyKind::Warden(policy) => Some((Arc::clone(name), Arc::clone(policy))),
-                PolicyKind::Rego(_) => None,
+                PolicyKind::Rego(..) => None,
             })
             .fold(warden_core::PolicySet::default(), |set, (name, policy)| {
                 set.with(name, policy)
@@ -93,11 +107,14 @@ impl Snapshot {
     /// `keys`. Any file that does not load as a policy (other than a Rego policy's data
     /// document), two files with one policy name, a stored policy that does not compile or no
     /// longer matches its hash, or an `anonymous_policy` naming none of the loaded policies
-    /// fails the whole load. `previous` keeps `loaded_at` for unchanged policies.
+    /// fails the whole load. The changes made through OPA's policy API (`overlays`) are applied
+    /// to the Rego policies they were made to; one that no longer compiles fails the load.
+    /// `previous` keeps `loaded_at` for unchanged policies.
     pub fn load(
         config: &ServeConfig,
         keys: &dyn KeyStore,
         stored: &Stored,
+        overlays: &Overlays,
         previous: Option<&Snapshot>,
     ) -> Result<Self, SnapshotError> {
         let dir = &config.policies;
@@ -139,6 +156,14 @@ impl Snapshot {
                 _ => Arc::clone(&now),
             };
             policies.insert(Arc::clone(&loaded.name), Arc::new(loaded));
+        }
+        for (name, overlay) in overlays {
+            let Some(loaded) = policies.get_mut(name) else {
+                continue;
+            };
+            if let Some(changed) = loaded.with_overlay(overlay)? {
+                *loaded = Arc::new(changed);
+            }
         }
         let keys = KeyIndex::load(keys).map_err(|e| SnapshotError(e.to_string()))?;
         let anonymous = match config.anonymous_policy.as_deref() {
@@ -239,27 +264,101 @@ fn load_one(file: &Path) -> Result<LoadedPolicy, SnapshotError> {
         .unwrap_or("rego")
         .to_owned();
     let data = rego_data(file, &name)?;
-    let mut hasher = Sha256::new();
-    hasher.update(source.as_bytes());
-    if let Some(data) = &data {
-        hasher.update(data.to_string().as_bytes());
-    }
-    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
-    let (policy, _) = RegoPolicy::compile(
-        vec![RegoModule::new(file.display().to_string(), source)],
-        data,
-        &[],
-        RegoLimits::default(),
-    )
-    .map_err(|e| SnapshotError(format!("{}: {e}", file.display())))?;
+    let file_name = file
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or("policy.rego");
+    let sources = RegoSources {
+        modules: vec![RegoModule::new(file_name, source)],
+        data: data.unwrap_or_else(|| serde_json::Value::Object(serde_json::Map::new())),
+    };
+    let (policy, digest) =
+        compile_rego(&sources).map_err(|e| SnapshotError(format!("{}: {e}", file.display())))?;
     Ok(LoadedPolicy {
         name: Arc::from(name),
         version: None,
-        digest: Arc::from(digest),
+        digest,
         loaded_at: Arc::from(""),
         file: file.to_owned(),
-        kind: PolicyKind::Rego(policy),
+        kind: PolicyKind::Rego(policy, Arc::new(sources)),
     })
+}
+
+/// Compiles Rego sources; the digest is `sha256:` over the modules' sources (each after the
+/// first with its id and length before it) and the data document, so that a one-module policy
+/// keeps the digest of its file and data.
+pub(crate) fn compile_rego(
+    sources: &RegoSources,
+) -> Result<(RegoPolicy, Arc<str>), warden::rego::RegoError> {
+    let mut hasher = Sha256::new();
+    for (i, module) in sources.modules.iter().enumerate() {
+        if i > 0 {
+            hasher.update(format!("\0{}\0{}\0", module.name, module.source.len()).as_bytes());
+        }
+        hasher.update(module.source.as_bytes());
+    }
+    let empty = sources
+        .data
+        .as_object()
+        .is_some_and(serde_json::Map::is_empty);
+    if !empty {
+        hasher.update(sources.data.to_string().as_bytes());
+    }
+    let digest = format!("sha256:{}", hex::encode(hasher.finalize()));
+    let data = (!empty).then(|| sources.data.clone());
+    let (policy, _) =
+        RegoPolicy::compile(sources.modules.clone(), data, &[], RegoLimits::default())?;
+    Ok((policy, Arc::from(digest)))
+}
+
+impl LoadedPolicy {
+    /// This policy with `overlay` applied (`None` when the overlay changes nothing). Only a
+    /// Rego policy can carry API changes; for a policy that is no longer Rego they are set
+    /// aside (logged) until it is again.
+    fn with_overlay(
+        &self,
+        overlay: &crate::overlay::Overlay,
+    ) -> Result<Option<LoadedPolicy>, SnapshotError> {
+        if overlay.is_empty() {
+            return Ok(None);
+        }
+        let PolicyKind::Rego(_, sources) = &self.kind else {
+            tracing::warn!(policy = %self.name, "the policy is no longer Rego: the changes made to it through the API are not applied");
+            return Ok(None);
+        };
+        let mut sources = RegoSources::clone(sources);
+        overlay
+            .apply(&mut sources)
+            .map_err(|e| SnapshotError(format!("policy `{}`: {e}", self.name)))?;
+        let (policy, digest) = compile_rego(&sources).map_err(|e| {
+            SnapshotError(format!(
+                "policy `{}` with the changes made through the API: {e}",
+                self.name
+            ))
+        })?;
+        Ok(Some(self.with_rego(policy, digest, sources)))
+    }
+
+    /// This policy compiled anew from `sources`.
+    pub(crate) fn with_rego(
+        &self,
+        policy: RegoPolicy,
+        digest: Arc<str>,
+        sources: RegoSources,
+    ) -> LoadedPolicy {
+        LoadedPolicy {
+            name: Arc::clone(&self.name),
+            version: self.version.clone(),
+            loaded_at: if digest == self.digest {
+                Arc::clone(&self.loaded_at)
+            } else {
+                rfc3339_now()
+            },
+            digest,
+            file: self.file.clone(),
+            kind: PolicyKind::Rego(policy, Arc::new(sources)),
+        }
+    }
 }
 
 /// Compiles a policy kept in the database. Its hash is checked first: a row changed behind
@@ -290,17 +389,19 @@ fn load_stored(stored: &StoredPolicy) -> Result<LoadedPolicy, SnapshotError> {
             )
         }
         PolicyFormat::Rego => {
-            let (policy, _) = RegoPolicy::compile(
-                vec![RegoModule::new(origin.clone(), stored.source.clone())],
-                None,
-                &[],
-                RegoLimits::default(),
-            )
-            .map_err(|e| SnapshotError(format!("{origin}: {e}")))?;
+            let sources = RegoSources {
+                modules: vec![RegoModule::new(
+                    format!("{}.rego", stored.name),
+                    stored.source.clone(),
+                )],
+                data: serde_json::Value::Object(serde_json::Map::new()),
+            };
+            let (policy, _) =
+                compile_rego(&sources).map_err(|e| SnapshotError(format!("{origin}: {e}")))?;
             (
                 None,
                 Arc::from(format!("sha256:{}", stored.sha256)),
-                PolicyKind::Rego(policy),
+                PolicyKind::Rego(policy, Arc::new(sources)),
             )
         }
     };

@@ -74,7 +74,8 @@ impl Server {
         format!("http://{}{path}", self.addr)
     }
 
-    /// One request: `method` (`PUT`, else POST) with `body`, or a GET without one.
+    /// One request: `method` (`PUT`, `PATCH`, else POST) with `body`, or without one a `DELETE`
+    /// or (any other method) a GET.
     pub fn request(
         &self,
         method: &str,
@@ -87,6 +88,7 @@ impl Server {
             Some(body) => {
                 let mut req = match method {
                     "PUT" => self.agent.put(&uri),
+                    "PATCH" => self.agent.patch(&uri),
                     _ => self.agent.post(&uri),
                 };
                 for (k, v) in headers {
@@ -95,7 +97,10 @@ impl Server {
                 req.send(body).unwrap()
             }
             None => {
-                let mut req = self.agent.get(&uri);
+                let mut req = match method {
+                    "DELETE" => self.agent.delete(&uri),
+                    _ => self.agent.get(&uri),
+                };
                 for (k, v) in headers {
                     req = req.header(*k, *v);
                 }
