@@ -156,6 +156,26 @@ const CASES: &[(&str, &str, &str)] = &[
         "4:10",
         "`content.input`: unknown variant `block`",
     ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, args: { /n: { gt: \"10\" } } }\n",
+        "",
+        "rule `a`: `args./n.gt`: a number is required, not \"10\"",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, context: { /n: { between: [5, 1] } } }\n",
+        "",
+        "rule `a`: `context./n.between`: the lower bound 5 is above the upper bound 1",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, args: { /n: { between: [1] } } }\n",
+        "",
+        "rule `a`: `args./n.between`: two numbers are required",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, context: { \"\": { exists: true } } }\n",
+        "",
+        "rule `a`: `context`: the pointer names an attribute",
+    ),
 ];
 
 #[test]

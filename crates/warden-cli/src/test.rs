@@ -212,8 +212,10 @@ fn text_report(policies: &[PolicyCoverage], total: Score) -> String {
                 if a.held == 0 {
                     let _ = writeln!(
                         out,
-                        "  argument condition never held: rule `{}`: {}",
-                        r.id, a.pointer
+                        "  argument condition never held: rule `{}`: {}{}",
+                        r.id,
+                        if a.on == "args" { "" } else { "context " },
+                        a.pointer
                     );
                 }
             }

@@ -108,7 +108,7 @@ fn coverage_as_json_and_fail_under() {
     );
     assert_eq!(
         policy["rules"][3]["args"][0],
-        json!({"pointer": "/to", "held": 0, "failed": 2, "unknown": 0})
+        json!({"on": "args", "pointer": "/to", "held": 0, "failed": 2, "unknown": 0})
     );
 
     // Below the bar: exit 1, saying so; at or above it: exit 0 (`--fail-under` implies coverage).

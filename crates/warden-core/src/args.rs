@@ -1,7 +1,9 @@
 //! Argument conditions (spec sections 3 and 9): JSON Pointer into `args`, then a set of checks.
 
+use std::cmp::Ordering;
+
 use regex::Regex;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 /// Largest compiled size accepted for a `matches` regex, in bytes.
 pub const MAX_REGEX_SIZE: usize = 1 << 20;
@@ -75,8 +77,10 @@ impl Judgement {
 /// One compiled argument condition: every check given must hold.
 #[derive(Debug, Clone)]
 pub struct ArgCondition {
-    /// RFC 6901 JSON Pointer into the request's `args`.
+    /// RFC 6901 JSON Pointer into the request's `args` or `context` (per `subject`).
     pub pointer: String,
+    /// What the pointer points into.
+    pub subject: Subject,
     /// The checks on the value the pointer resolves to.
     pub checks: Vec<ArgCheck>,
 }
@@ -97,6 +101,9 @@ pub enum ArgCheck {
     Exists(bool),
     /// String length in chars or array length at most N; judges strings and arrays.
     MaxLen(usize),
+    /// A number compared with the operand by exact value; judges numbers. `between: [lo, hi]`
+    /// compiles to `Compare(Gte, lo)` and `Compare(Lte, hi)`.
+    Compare(Comparison, serde_json::Number),
     /// Some element of the array meets every check (a value that is not an array is taken as
     /// the one element of a list).
     Any(Vec<ArgCheck>),
@@ -105,7 +112,74 @@ pub enum ArgCheck {
     All(Vec<ArgCheck>),
 }
 
+/// How [`ArgCheck::Compare`] compares a value with its operand.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Comparison {
+    /// Greater than (`gt`).
+    Gt,
+    /// Greater than or equal (`gte`).
+    Gte,
+    /// Less than (`lt`).
+    Lt,
+    /// Less than or equal (`lte`).
+    Lte,
+}
+
+impl Comparison {
+    /// The condition's name in a policy.
+    pub fn name(self) -> &'static str {
+        match self {
+            Comparison::Gt => "gt",
+            Comparison::Gte => "gte",
+            Comparison::Lt => "lt",
+            Comparison::Lte => "lte",
+        }
+    }
+
+    fn holds(self, ordering: Ordering) -> bool {
+        match self {
+            Comparison::Gt => ordering == Ordering::Greater,
+            Comparison::Gte => ordering != Ordering::Less,
+            Comparison::Lt => ordering == Ordering::Less,
+            Comparison::Lte => ordering != Ordering::Greater,
+        }
+    }
+}
+
+/// Where an [`ArgCondition`]'s pointer points.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Subject {
+    /// The request's `args` (a rule's `args:`).
+    Args,
+    /// The request's `context` attributes (a rule's `context:`; the pointer is not empty).
+    Context,
+}
+
+impl Subject {
+    /// The rule field the condition is written under.
+    pub fn field(self) -> &'static str {
+        match self {
+            Subject::Args => "args",
+            Subject::Context => "context",
+        }
+    }
+}
+
 impl ArgCondition {
+    /// What the condition says about `request`: its `args` or its `context`, per `subject`.
+    pub fn judge_request(&self, request: &crate::request::Request) -> Judgement {
+        match self.subject {
+            Subject::Args => self.judge(request.args.as_ref()),
+            Subject::Context => {
+                let target = request
+                    .context
+                    .as_ref()
+                    .and_then(|context| resolve_in(context, &self.pointer));
+                judge_all(&self.checks, target)
+            }
+        }
+    }
+
     /// What the condition says about `args` (absent args resolve nothing).
     pub fn judge(&self, args: Option<&Value>) -> Judgement {
         let target = args.and_then(|a| a.pointer(&self.pointer));
@@ -158,6 +232,12 @@ impl ArgCheck {
             ArgCheck::MaxLen(max) => match value {
                 Value::String(s) => Judgement::from_bool(s.chars().count() <= *max),
                 Value::Array(items) => Judgement::from_bool(items.len() <= *max),
+                _ => Judgement::Unknown,
+            },
+            ArgCheck::Compare(comparison, bound) => match value {
+                Value::Number(n) => number_cmp(n, bound).map_or(Judgement::Unknown, |o| {
+                    Judgement::from_bool(comparison.holds(o))
+                }),
                 _ => Judgement::Unknown,
             },
             ArgCheck::Any(checks) => {
@@ -285,6 +365,68 @@ fn int_float_eq(int: i128, float: Option<f64>) -> Judgement {
     #[allow(clippy::cast_possible_truncation)]
     let exact = f as i128;
     Judgement::from_bool(exact == int)
+}
+
+/// The value `pointer` (RFC 6901, not empty) resolves to in an object held as a map.
+fn resolve_in<'a>(map: &'a Map<String, Value>, pointer: &str) -> Option<&'a Value> {
+    let rest = pointer.strip_prefix('/')?;
+    let (first, rest) = match rest.find('/') {
+        Some(i) => (rest.get(..i)?, rest.get(i..)?),
+        None => (rest, ""),
+    };
+    let key = first.replace("~1", "/").replace("~0", "~");
+    map.get(&key)?.pointer(rest)
+}
+
+/// Orders two numbers by exact value: integers exactly (i64 and u64 alike), two floats as
+/// doubles, an integer and a float exactly, except where the float (of magnitude 2^53 or more)
+/// is within one unit of its last place of the integer: it may be the rounded form of a number
+/// on either side, so the order is unknown (`None`).
+pub fn number_cmp(x: &serde_json::Number, y: &serde_json::Number) -> Option<Ordering> {
+    let as_int = |n: &serde_json::Number| {
+        n.as_i64()
+            .map(i128::from)
+            .or_else(|| n.as_u64().map(i128::from))
+    };
+    match (as_int(x), as_int(y)) {
+        (Some(a), Some(b)) => Some(a.cmp(&b)),
+        (Some(int), None) => int_float_cmp(int, y.as_f64()?),
+        (None, Some(int)) => int_float_cmp(int, x.as_f64()?).map(Ordering::reverse),
+        (None, None) => x.as_f64()?.partial_cmp(&y.as_f64()?),
+    }
+}
+
+/// 2^127: beyond every integer JSON gives (at most u64).
+const BEYOND_INTEGERS: f64 = 1.7e38;
+
+fn int_float_cmp(int: i128, f: f64) -> Option<Ordering> {
+    if !f.is_finite() {
+        return None;
+    }
+    if f >= BEYOND_INTEGERS {
+        return Some(Ordering::Less);
+    }
+    if f <= -BEYOND_INTEGERS {
+        return Some(Ordering::Greater);
+    }
+    let floor = f.floor();
+    // Integral and within i128: the conversion is exact.
+    #[allow(clippy::cast_possible_truncation)]
+    let whole = floor as i128;
+    if f.abs() >= EXACT_DOUBLE_LIMIT {
+        // One unit in the last place of `f` (a power of two at least 2).
+        #[allow(clippy::cast_possible_truncation)]
+        let ulp = (f.abs() * f64::EPSILON) as i128;
+        if (int - whole).abs() <= ulp {
+            return None;
+        }
+        return Some(int.cmp(&whole));
+    }
+    Some(match int.cmp(&whole) {
+        Ordering::Equal if floor == f => Ordering::Equal,
+        Ordering::Equal => Ordering::Less,
+        other => other,
+    })
 }
 
 #[cfg(test)]

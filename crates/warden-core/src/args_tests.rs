@@ -5,6 +5,7 @@ use serde_json::json;
 fn cond(pointer: &str, checks: Vec<ArgCheck>) -> ArgCondition {
     ArgCondition {
         pointer: pointer.to_owned(),
+        subject: Subject::Args,
         checks,
     }
 }
@@ -197,4 +198,79 @@ fn big_integers_compare_exactly() {
     // Equality on the allow side needs certainty; a deny rule fires on Unknown.
     assert!(!ArgCheck::Equals(big.clone()).holds(Some(&same_text_float)));
     assert!(ArgCheck::OneOf(vec![json!(1), big.clone()]).holds(Some(&big)));
+}
+
+fn num(v: Value) -> serde_json::Number {
+    match v {
+        Value::Number(n) => n,
+        other => panic!("not a number: {other}"),
+    }
+}
+
+#[test]
+fn comparisons_order_numbers_by_exact_value() {
+    use Judgement::{No, Unknown, Yes};
+    let gt = |bound: Value| ArgCheck::Compare(Comparison::Gt, num(bound));
+    let lte = |bound: Value| ArgCheck::Compare(Comparison::Lte, num(bound));
+    assert_eq!(judge(&gt(json!(100)), json!(101)), Yes);
+    assert_eq!(judge(&gt(json!(100)), json!(100)), No);
+    assert_eq!(judge(&gt(json!(100)), json!(100.5)), Yes);
+    assert_eq!(judge(&gt(json!(100.5)), json!(100)), No);
+    assert_eq!(judge(&gt(json!(-2.5)), json!(-2)), Yes);
+    assert_eq!(judge(&gt(json!(-2.5)), json!(-3)), No);
+    assert_eq!(judge(&lte(json!(1)), json!(1.0)), Yes);
+    assert_eq!(judge(&lte(json!(0.1)), json!(0.2)), No);
+    // u64 beyond i64, exactly.
+    assert_eq!(judge(&gt(json!(u64::MAX - 1)), json!(u64::MAX)), Yes);
+    assert_eq!(judge(&gt(json!(i64::MIN)), json!(u64::MAX)), Yes);
+    // An integer next to a large float that may be its rounded form: cannot be ordered.
+    assert_eq!(
+        judge(
+            &gt(json!(1_234_567_890_123_456_789_u64)),
+            json!(1_234_567_890_123_456_768.0)
+        ),
+        Unknown
+    );
+    // Far from it: ordered.
+    assert_eq!(
+        judge(&gt(json!(1e18)), json!(2_000_000_000_000_000_000_u64)),
+        Yes
+    );
+    assert_eq!(judge(&gt(json!(1e300)), json!(u64::MAX)), No);
+    // Not a number: cannot judge (a deny rule matches, an allow rule does not).
+    assert_eq!(judge(&gt(json!(1)), json!("5")), Unknown);
+    assert_eq!(judge(&gt(json!(1)), json!(true)), Unknown);
+    assert_eq!(gt(json!(1)).judge(None), No);
+}
+
+#[test]
+fn context_conditions_resolve_in_the_request_context() {
+    let request: crate::request::Request = serde_json::from_value(json!({
+        "kind": "tool_call", "tool": "t",
+        "args": {"amount": 5},
+        "context": {"team/size": 7, "limits": {"daily": 50}}
+    }))
+    .unwrap();
+    let on = |subject, pointer: &str, check| ArgCondition {
+        pointer: pointer.to_owned(),
+        subject,
+        checks: vec![check],
+    };
+    let over = |bound: Value| ArgCheck::Compare(Comparison::Gt, num(bound));
+    assert_eq!(
+        on(Subject::Context, "/limits/daily", over(json!(40))).judge_request(&request),
+        Judgement::Yes
+    );
+    assert_eq!(
+        on(Subject::Context, "/team~1size", over(json!(7))).judge_request(&request),
+        Judgement::No
+    );
+    assert_eq!(
+        on(Subject::Context, "/amount", ArgCheck::Exists(true)).judge_request(&request),
+        Judgement::No
+    );
+    assert_eq!(
+        on(Subject::Args, "/amount", over(json!(4))).judge_request(&request),
+        Judgement::Yes
+    );
 }

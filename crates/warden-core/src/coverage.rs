@@ -61,6 +61,8 @@ pub struct ConditionCoverage {
 /// What one argument condition said (counted when its rule was reached).
 #[derive(Debug, Clone, Serialize)]
 pub struct ArgCoverage {
+    /// What the pointer points into: `args` or `context`.
+    pub on: &'static str,
     /// The JSON Pointer.
     pub pointer: String,
     /// Times it held.
@@ -144,6 +146,7 @@ impl Coverage {
                     .args
                     .iter()
                     .map(|a| ArgCoverage {
+                        on: a.subject.field(),
                         pointer: a.pointer.clone(),
                         held: 0,
                         failed: 0,

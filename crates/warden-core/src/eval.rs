@@ -524,7 +524,7 @@ fn observed_conditions_hold<O: Observer>(
         None => {
             let mut args = Judgement::Yes;
             for (i, condition) in rule.args.iter().enumerate() {
-                let judgement = condition.judge(cx.request.args.as_ref());
+                let judgement = condition.judge_request(cx.request);
                 observer.arg(n, i, judgement);
                 args = args.and(judgement);
             }
@@ -584,7 +584,7 @@ fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
     }
     let request = cx.request;
     // A value the conditions cannot judge makes a deny rule match and an allow rule not.
-    let args = Judgement::all(rule.args.iter().map(|c| c.judge(request.args.as_ref())));
+    let args = Judgement::all(rule.args.iter().map(|c| c.judge_request(request)));
     let args_hold = match args {
         Judgement::Yes => true,
         Judgement::No => false,

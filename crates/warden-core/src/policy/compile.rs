@@ -10,7 +10,7 @@ use super::{
     After, CompileOptions, CompiledPolicy, Diagnostic, Effect, FORMAT_VERSION, Mode,
     ModuleResolver, Rule, ToolRegistry, kind_bit,
 };
-use crate::args::{self, ArgCheck, ArgCondition};
+use crate::args::{self, ArgCheck, ArgCondition, Comparison};
 use crate::decision::{PolicyInfo, Verdict};
 use crate::expr;
 use crate::glob::Glob;
@@ -451,15 +451,28 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
         })
     });
     let mut args_conditions = Vec::new();
-    if let Some(map) = &rule.args {
+    for (subject, conditions) in [
+        (args::Subject::Args, &rule.args),
+        (args::Subject::Context, &rule.context),
+    ] {
+        let Some(map) = conditions else { continue };
+        let field = subject.field();
         for (pointer, cond) in &map.0 {
             if let Err(message) = args::validate_pointer(&pointer.value) {
-                diags.at(pointer, format!("rule `{id}`: `args`: {message}"));
+                diags.at(pointer, format!("rule `{id}`: `{field}`: {message}"));
                 continue;
             }
-            let checks = arg_checks(cond, &pointer.value, id, 0, diags);
+            if subject == args::Subject::Context && pointer.value.is_empty() {
+                diags.at(
+                    pointer,
+                    format!("rule `{id}`: `context`: the pointer names an attribute (`/role`)"),
+                );
+                continue;
+            }
+            let checks = arg_checks(cond, &format!("{field}.{}", pointer.value), id, 0, diags);
             args_conditions.push(ArgCondition {
                 pointer: pointer.value.clone(),
+                subject,
                 checks,
             });
         }
@@ -505,7 +518,7 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
 /// Compiles one argument condition (and its `any` / `all` inner conditions, `depth` deep).
 fn arg_checks(
     cond: &Spanned<doc::ArgConditionDoc>,
-    pointer: &str,
+    at: &str,
     id: &str,
     depth: usize,
     diags: &mut Diagnostics,
@@ -524,7 +537,7 @@ fn arg_checks(
             Err(e) => diags.at(
                 re,
                 format!(
-                    "rule `{id}`: `args.{pointer}.matches`: invalid regex: {}",
+                    "rule `{id}`: `{at}.matches`: invalid regex: {}",
                     first_line(&e.to_string())
                 ),
             ),
@@ -539,19 +552,64 @@ fn arg_checks(
     if let Some(v) = c.max_len {
         checks.push(ArgCheck::MaxLen(usize::try_from(v).unwrap_or(usize::MAX)));
     }
+    let number = |name: &str, v: &serde_json::Value, diags: &mut Diagnostics| match v {
+        serde_json::Value::Number(n) => Some(n.clone()),
+        _ => {
+            diags.at(
+                cond,
+                format!("rule `{id}`: `{at}.{name}`: a number is required, not {v}"),
+            );
+            None
+        }
+    };
+    for (comparison, operand) in [
+        (Comparison::Gt, &c.gt),
+        (Comparison::Gte, &c.gte),
+        (Comparison::Lt, &c.lt),
+        (Comparison::Lte, &c.lte),
+    ] {
+        if let Some(v) = operand
+            && let Some(n) = number(comparison.name(), v, diags)
+        {
+            checks.push(ArgCheck::Compare(comparison, n));
+        }
+    }
+    if let Some(bounds) = &c.between {
+        match bounds.as_slice() {
+            [lo, hi] => {
+                if let (Some(lo), Some(hi)) =
+                    (number("between", lo, diags), number("between", hi, diags))
+                {
+                    if args::number_cmp(&lo, &hi) == Some(std::cmp::Ordering::Greater) {
+                        diags.at(
+                            cond,
+                            format!("rule `{id}`: `{at}.between`: the lower bound {lo} is above the upper bound {hi}"),
+                        );
+                    } else {
+                        checks.push(ArgCheck::Compare(Comparison::Gte, lo));
+                        checks.push(ArgCheck::Compare(Comparison::Lte, hi));
+                    }
+                }
+            }
+            _ => diags.at(
+                cond,
+                format!("rule `{id}`: `{at}.between`: two numbers are required (`[lo, hi]`)"),
+            ),
+        }
+    }
     for (name, inner) in [("any", &c.any), ("all", &c.all)] {
         let Some(inner) = inner else { continue };
         if depth + 1 >= args::MAX_ARG_NESTING {
             diags.at(
                 &**inner,
                 format!(
-                    "rule `{id}`: `args.{pointer}`: `any` / `all` nested more than {} deep",
+                    "rule `{id}`: `{at}`: `any` / `all` nested more than {} deep",
                     args::MAX_ARG_NESTING - 1
                 ),
             );
             continue;
         }
-        let nested = arg_checks(inner, pointer, id, depth + 1, diags);
+        let nested = arg_checks(inner, at, id, depth + 1, diags);
         checks.push(if name == "any" {
             ArgCheck::Any(nested)
         } else {
@@ -564,10 +622,15 @@ fn arg_checks(
         || c.contains.is_some()
         || c.exists.is_some()
         || c.max_len.is_some()
+        || c.gt.is_some()
+        || c.gte.is_some()
+        || c.lt.is_some()
+        || c.lte.is_some()
+        || c.between.is_some()
         || c.any.is_some()
         || c.all.is_some();
     if !given {
-        diags.at(cond, format!("rule `{id}`: `args.{pointer}` has no condition (equals, one_of, matches, contains, exists, max_len, any, all)"));
+        diags.at(cond, format!("rule `{id}`: `{at}` has no condition (equals, one_of, matches, contains, exists, max_len, gt, gte, lt, lte, between, any, all)"));
     }
     checks
 }

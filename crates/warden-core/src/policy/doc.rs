@@ -134,6 +134,9 @@ pub struct RuleDoc {
     /// Argument conditions by JSON Pointer.
     #[serde(default)]
     pub args: Option<SpannedMap<Spanned<ArgConditionDoc>>>,
+    /// Conditions on the request's `context` attributes by JSON Pointer (a Warden extension).
+    #[serde(default)]
+    pub context: Option<SpannedMap<Spanned<ArgConditionDoc>>>,
     /// Rego rule path.
     #[serde(default)]
     pub rego: Option<Spanned<String>>,
@@ -183,6 +186,21 @@ pub struct ArgConditionDoc {
     /// Maximum length.
     #[serde(default)]
     pub max_len: Option<u64>,
+    /// Greater than (a number).
+    #[serde(default)]
+    pub gt: Option<Value>,
+    /// Greater than or equal (a number).
+    #[serde(default)]
+    pub gte: Option<Value>,
+    /// Less than (a number).
+    #[serde(default)]
+    pub lt: Option<Value>,
+    /// Less than or equal (a number).
+    #[serde(default)]
+    pub lte: Option<Value>,
+    /// Between two numbers, both included (`[lo, hi]`).
+    #[serde(default)]
+    pub between: Option<Vec<Value>>,
     /// Some element of an array meets the inner condition.
     #[serde(default)]
     pub any: Option<Box<Spanned<ArgConditionDoc>>>,
