@@ -352,6 +352,17 @@ fn opa_python_client_works_against_warden_unchanged() {
         serde_json::json!([{}]),
         "{seen}"
     );
+    // Many inputs in one ad hoc query (`with input as ...` per input).
+    assert_eq!(
+        seen["bulk"],
+        serde_json::json!([true, false, true]),
+        "{seen}"
+    );
+    assert_eq!(
+        seen["bulk_keyed"],
+        serde_json::json!({"a": true, "m": false}),
+        "{seen}"
+    );
     // Undefined data is the client's "not found"; a bad key is an HTTP error it raises.
     assert!(
         seen["undefined"]["error"]

@@ -36,6 +36,14 @@ out = {
     "ad_hoc_input": attempt(
         lambda: client.ad_hoc_query("data.authz.allow == true", {"user": "alice"})
     ),
+    "bulk": attempt(
+        lambda: client.bulk_query_rule(
+            [{"user": "alice"}, {"user": "mallory"}, {"user": "bob"}], "authz", "allow"
+        )
+    ),
+    "bulk_keyed": attempt(
+        lambda: client.bulk_query_rule({"a": {"user": "bob"}, "m": {"user": "mal"}}, "authz", "allow")
+    ),
     "undefined": attempt(lambda: client.get_data("nothing_here")),
     "stranger": attempt(lambda: stranger.query_rule({"user": "alice"}, "authz", "allow")),
 }
