@@ -374,3 +374,156 @@ fn https_mcp_upstreams_are_verified_against_their_bundle_or_the_system_roots() {
         "{stderr}"
     );
 }
+
+const BY_PRINCIPAL: &str = r#"warden: 1
+name: by-principal
+default: deny
+rules:
+  - { id: dev-agents-read, effect: allow, tools: [read], principals: ["spiffe://warden.local/agent/dev"] }
+"#;
+
+/// With `tls.identity: principal`, the client certificate's SPIFFE id is the principal of every
+/// decision its client asks for: filled in when the request names none, refused when it names
+/// another; a client with another certificate is decided as itself.
+#[test]
+fn the_client_certificate_identity_is_the_principal_when_configured() {
+    let site = Site::new("");
+    let other = site.path("c");
+    let out = Command::new(WARDEN)
+        .args([
+            "certs",
+            "dev",
+            "--client-id",
+            "spiffe://warden.local/agent/other",
+            "--out",
+        ])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Both development CAs are trusted for clients.
+    let bundle = [site.path("a/ca.pem"), other.join("ca.pem")]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<String>();
+    std::fs::write(site.path("clients.pem"), bundle).unwrap();
+    std::fs::write(site.path("pol/by-principal.yaml"), BY_PRINCIPAL).unwrap();
+    std::fs::write(
+        site.path("warden.yaml"),
+        "policies: pol\nstate: memory\nanonymous_policy: by-principal\nwatch: false\n\
+         tls:\n  cert: server.pem\n  key: server.key\n  client_ca: clients.pem\n  identity: principal\n",
+    )
+    .unwrap();
+    let server = site.start();
+    let ca = site.path("a/ca.pem");
+    let decide = |client: &Path, body: &str| -> (u16, Value) {
+        let out = Command::new("curl")
+            .args([
+                "-s",
+                "--max-time",
+                "5",
+                "-w",
+                "\n%{http_code}",
+                "--cacert",
+                s(&ca),
+            ])
+            .args(["--cert", s(&client.join("client.pem"))])
+            .args(["--key", s(&client.join("client.key"))])
+            .args(["-H", "content-type: application/json", "--data", body])
+            .arg(format!("https://localhost:{}/v1/decide", port(&server)))
+            .output()
+            .expect("curl is required");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (
+            status.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let dev = site.path("a");
+    let (status, decision) = decide(&dev, r#"{"tool": "read"}"#);
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"allow".into()),
+        "{decision}"
+    );
+    let (status, decision) = decide(
+        &dev,
+        r#"{"tool": "read", "principal": "spiffe://warden.local/agent/dev"}"#,
+    );
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"allow".into()),
+        "{decision}"
+    );
+    // Claiming another principal is refused, naming the field.
+    let (status, refused) = decide(&dev, r#"{"tool": "read", "principal": "admin"}"#);
+    assert_eq!(status, 400, "{refused}");
+    let message = refused["error"]["message"].as_str().unwrap();
+    assert!(message.contains("`principal`"), "{message}");
+    // The other client is decided as itself, whatever it claims.
+    let (status, decision) = decide(&other, r#"{"tool": "read"}"#);
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"deny".into()),
+        "{decision}"
+    );
+    let (status, _) = decide(
+        &other,
+        r#"{"tool": "read", "principal": "spiffe://warden.local/agent/dev"}"#,
+    );
+    assert_eq!(status, 400);
+    // A batch and OPA's Data API bind each request the same way.
+    let out = Command::new("curl")
+        .args(["-s", "--max-time", "5", "--cacert", s(&ca)])
+        .args([
+            "--cert",
+            s(&other.join("client.pem")),
+            "--key",
+            s(&other.join("client.key")),
+        ])
+        .args(["-H", "content-type: application/json"])
+        .args([
+            "--data",
+            r#"{"input": {"tool": "read", "principal": "spiffe://warden.local/agent/dev"}}"#,
+        ])
+        .arg(format!(
+            "https://localhost:{}/v1/data/by/allow",
+            port(&server)
+        ))
+        .output()
+        .unwrap();
+    let refused: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap()
+            .contains("input.principal"),
+        "{refused}"
+    );
+}
+
+#[test]
+fn identity_as_principal_needs_client_certificates() {
+    let site = Site::new("  identity: principal\n");
+    let out = Command::new(WARDEN)
+        .args([
+            "serve",
+            "--config",
+            s(&site.path("warden.yaml")),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("tls.identity"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

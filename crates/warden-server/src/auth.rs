@@ -32,6 +32,31 @@ pub struct Caller {
     pub key_id: Option<Arc<str>>,
     /// What the caller's key may do (`agent` when anonymous).
     pub role: KeyRole,
+    /// The principal the client certificate fixes (`tls.identity: principal`), if any.
+    pub certified_principal: Option<Arc<str>>,
+}
+
+impl Caller {
+    /// Binds `request` to the principal the client certificate fixes: filled in when the
+    /// request names none; a request naming another is refused (`field` names where).
+    pub(crate) fn bind_principal(
+        &self,
+        request: &mut warden::Request,
+        field: &str,
+    ) -> Result<(), ApiError> {
+        let Some(fixed) = &self.certified_principal else {
+            return Ok(());
+        };
+        match &request.principal {
+            Some(named) if **named != **fixed => Err(ApiError::bad_request(format!(
+                "field `{field}principal`: the client certificate makes the principal `{fixed}`"
+            ))),
+            _ => {
+                request.principal = Some(fixed.to_string());
+                Ok(())
+            }
+        }
+    }
 }
 
 fn presented_key(headers: &HeaderMap) -> Option<&str> {
@@ -91,11 +116,18 @@ pub(crate) struct Client<'a> {
     pub(crate) addr: Option<IpAddr>,
     /// Its `User-Agent`.
     pub(crate) user_agent: Option<&'a str>,
+    /// The identity of its verified client certificate (mutual TLS).
+    pub(crate) certificate: Option<&'a crate::tls::ClientIdentity>,
 }
 
 impl<'a> Client<'a> {
-    /// The client of a request with `headers`, connected from `peer`.
-    pub(crate) fn of(state: &AppState, headers: &'a HeaderMap, peer: Option<IpAddr>) -> Self {
+    /// The client of a request with `headers`, connected from `peer` (with `certificate`).
+    pub(crate) fn of(
+        state: &AppState,
+        headers: &'a HeaderMap,
+        peer: Option<IpAddr>,
+        certificate: Option<&'a crate::tls::ClientIdentity>,
+    ) -> Self {
         let addr = match &state.config().client_address_header {
             None => peer,
             Some(name) => headers
@@ -111,6 +143,7 @@ impl<'a> Client<'a> {
             user_agent: headers
                 .get(header::USER_AGENT)
                 .and_then(|v| v.to_str().ok()),
+            certificate,
         }
     }
 }
@@ -173,6 +206,21 @@ fn identify(
     client: Client<'_>,
 ) -> Result<Caller, ApiError> {
     let snapshot = state.snapshot();
+    let certified_principal = match state.config().tls.as_ref().map(|t| t.identity) {
+        Some(crate::config::TlsIdentity::Principal) => match client.certificate {
+            Some(identity) => Some(Arc::clone(&identity.0)),
+            // Mutual TLS admitted the connection, so a certificate is there; without one (a
+            // certificate whose identity could not be read) nothing is decided.
+            None => {
+                return Err(auth_failure(
+                    state,
+                    request_id,
+                    "no client certificate identity",
+                ));
+            }
+        },
+        _ => None,
+    };
     match presented_key(headers) {
         Some(key) => match snapshot.keys.verify(key) {
             Some(key) => {
@@ -186,6 +234,7 @@ fn identify(
                     rate_key: limiter_key(&key.record.id),
                     key_id: Some(Arc::clone(&key.id)),
                     role: key.record.role,
+                    certified_principal,
                 })
             }
             None => Err(auth_failure(state, request_id, "unknown or revoked key")),
@@ -198,6 +247,7 @@ fn identify(
                 rate_key: u64::MAX,
                 key_id: None,
                 role: KeyRole::Agent,
+                certified_principal,
             }),
             None => Err(auth_failure(state, request_id, "no key")),
         },

@@ -285,7 +285,8 @@ async fn decide_one(
         parts.push((value, entity.key().to_owned()));
     }
     let context = present(doc, "context").map(|c| (c, "context".to_owned()));
-    let request = map_request(&parts, context, limit)?;
+    let mut request = map_request(&parts, context, limit)?;
+    caller.bind_principal(&mut request, "")?;
     crate::signing::check_mintable(state, caller, &request)?;
     let decision = state
         .pipeline()

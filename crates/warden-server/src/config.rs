@@ -398,6 +398,23 @@ pub struct TlsSettings {
     /// How often the files are checked for a change, in milliseconds.
     #[serde(default = "TlsSettings::default_reload_interval_ms")]
     pub reload_interval_ms: u64,
+    /// What the client certificate's identity (its SPIFFE URI SAN, else its subject's common
+    /// name) stands for: `principal` makes it the principal of every decision the client asks
+    /// for (needs `client_ca`).
+    #[serde(default)]
+    pub identity: TlsIdentity,
+}
+
+/// What a verified client certificate's identity stands for (`tls.identity`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsIdentity {
+    /// Nothing: the certificate only admits the client.
+    #[default]
+    None,
+    /// The principal of every decision the client asks for; a request naming another is
+    /// refused.
+    Principal,
 }
 
 impl TlsSettings {

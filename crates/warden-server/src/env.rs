@@ -115,7 +115,8 @@ fn shape() -> Value {
         fields.insert(
             "tls".to_owned(),
             serde_json::json!({"cert": "", "key": "", "client_ca": null,
-                               "min_version": "1.3", "reload_interval_ms": 2000}),
+                               "min_version": "1.3", "reload_interval_ms": 2000,
+                               "identity": "none"}),
         );
         if let Ok(envoy) = serde_json::to_value(warden_envoy::EnvoyConfig::default()) {
             fields.insert("envoy".to_owned(), envoy);

@@ -229,11 +229,12 @@ pub(crate) async fn decide_requests(
     state: &AppState,
     caller: &Caller,
     request_id: &str,
-    requests: Vec<DecisionRequest>,
+    mut requests: Vec<DecisionRequest>,
 ) -> Result<Vec<warden::Decision>, ApiError> {
     warden_policy(policy_of(caller)?)?;
     check_batch_size(state, requests.len())?;
-    for (i, request) in requests.iter().enumerate() {
+    for (i, request) in requests.iter_mut().enumerate() {
+        caller.bind_principal(request, &format!("[{i}]."))?;
         check_identifiers(state, request, &format!("[{i}]."))?;
         crate::signing::check_mintable(state, caller, request).map_err(|mut e| {
             e.message = format!("[{i}]: {}", e.message);
@@ -284,6 +285,15 @@ pub(crate) async fn decide_one(
     request_id: &str,
     request: &DecisionRequest,
 ) -> Result<warden::Decision, ApiError> {
+    let bound;
+    let request = if caller.certified_principal.is_some() {
+        let mut copy = request.clone();
+        caller.bind_principal(&mut copy, "")?;
+        bound = copy;
+        &bound
+    } else {
+        request
+    };
     check_identifiers(state, request, "")?;
     crate::signing::check_mintable(state, caller, request)?;
     state
@@ -368,13 +378,14 @@ pub(crate) async fn evaluate_data(
                     "field `input`: a request is required",
                 ));
             };
-            let request = DecisionRequest::from_value(input).map_err(|e| {
+            let mut request = DecisionRequest::from_value(input).map_err(|e| {
                 let field = match e.field {
                     Some(f) => format!("input.{f}"),
                     None => "input".to_owned(),
                 };
                 ApiError::bad_request(format!("field `{field}`: {}", e.message))
             })?;
+            caller.bind_principal(&mut request, "input.")?;
             check_identifiers(state, &request, "input.")?;
             let decision = state
                 .pipeline()

@@ -342,8 +342,11 @@ pub async fn serve<S>(
             stream,
             activity: Arc::clone(&activity),
         };
+        // Set once the TLS handshake verified a client certificate, before any request is read.
+        let identity: Arc<std::sync::OnceLock<crate::tls::ClientIdentity>> = Arc::default();
         let service = {
             let (app, activity) = (app.clone(), Arc::clone(&activity));
+            let identity = Arc::clone(&identity);
             hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
                 let mut app = app.clone();
                 let in_flight = activity.request_started();
@@ -351,6 +354,9 @@ pub async fn serve<S>(
                 // The peer's address, for brute-force protection (axum's own extractor type).
                 req.extensions_mut()
                     .insert(axum::extract::ConnectInfo(peer));
+                if let Some(identity) = identity.get() {
+                    req.extensions_mut().insert(identity.clone());
+                }
                 async move {
                     let response = tower::Service::call(&mut app, req).await?;
                     // The request stays under way until its body is sent (or dropped).
@@ -382,6 +388,14 @@ pub async fn serve<S>(
                         .accept(tracked)
                         .await
                         .map_err(|e| format!("TLS handshake: {e}"))?;
+                    if let Some(client) = stream
+                        .get_ref()
+                        .1
+                        .peer_certificates()
+                        .and_then(crate::tls::client_identity)
+                    {
+                        identity.get_or_init(|| client);
+                    }
                     watcher
                         .watch(
                             builder

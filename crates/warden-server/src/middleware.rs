@@ -141,7 +141,8 @@ where
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let caller = match admit(state, req.headers(), peer, request_id).await {
+    let certificate = req.extensions().get::<crate::tls::ClientIdentity>();
+    let caller = match admit(state, req.headers(), peer, certificate, request_id).await {
         Ok(caller) => caller,
         Err(error) => return error.into_response(),
     };
@@ -157,9 +158,10 @@ pub(crate) async fn admit(
     state: &AppState,
     headers: &HeaderMap,
     peer: Option<IpAddr>,
+    certificate: Option<&crate::tls::ClientIdentity>,
     request_id: &str,
 ) -> Result<Caller, ApiError> {
-    let client = Client::of(state, headers, peer);
+    let client = Client::of(state, headers, peer, certificate);
     check_lockout(state, client)?;
     let caller = match authenticate(state, headers, request_id, client) {
         Ok(caller) => caller,

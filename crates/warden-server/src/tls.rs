@@ -235,9 +235,53 @@ impl ClientCertVerifier for Clients {
     }
 }
 
+/// The identity a verified client certificate carries, attached to each request of its
+/// connection: its first `spiffe://` URI SAN, else its subject's common name, else its whole
+/// subject.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ClientIdentity(pub Arc<str>);
+
+/// Longest identity taken from a certificate, in bytes (a longer one is not used).
+const MAX_IDENTITY_BYTES: usize = 2048;
+
+/// The identity of the client certificate chain `certs` (the client's own certificate first).
+pub fn client_identity(certs: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+    let spiffe = cert
+        .subject_alternative_name()
+        .ok()
+        .flatten()
+        .and_then(|san| {
+            san.value.general_names.iter().find_map(|name| match name {
+                x509_parser::extensions::GeneralName::URI(uri) if uri.starts_with("spiffe://") => {
+                    Some((*uri).to_owned())
+                }
+                _ => None,
+            })
+        });
+    let identity = spiffe
+        .or_else(|| {
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_owned)
+        })
+        .unwrap_or_else(|| cert.subject().to_string());
+    (!identity.is_empty() && identity.len() <= MAX_IDENTITY_BYTES)
+        .then(|| ClientIdentity(Arc::from(identity)))
+}
+
 impl Tls {
     /// Loads the certificate, key and CA bundle `settings` name; an error names the file.
     pub fn load(settings: &TlsSettings) -> Result<Self, String> {
+        if settings.identity == crate::config::TlsIdentity::Principal
+            && settings.client_ca.is_none()
+        {
+            return Err(
+                "tls.identity: `principal` needs tls.client_ca (client certificates)".to_owned(),
+            );
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certified = certified_key(settings, &provider)?;
         let clients = match &settings.client_ca {

@@ -136,6 +136,7 @@ struct Admitted {
     /// The call's metadata as headers, kept to re-check the key after a reload.
     headers: HeaderMap,
     peer: Option<std::net::IpAddr>,
+    certificate: Option<crate::tls::ClientIdentity>,
 }
 
 async fn admitted<T>(state: &AppState, request: &tonic::Request<T>) -> Result<Admitted, Status> {
@@ -145,12 +146,17 @@ async fn admitted<T>(state: &AppState, request: &tonic::Request<T>) -> Result<Ad
         .extensions()
         .get::<ConnectInfo<SocketAddr>>()
         .map(|c| c.0.ip());
-    let caller = admit(state, &headers, peer, &id).await?;
+    let certificate = request
+        .extensions()
+        .get::<crate::tls::ClientIdentity>()
+        .cloned();
+    let caller = admit(state, &headers, peer, certificate.as_ref(), &id).await?;
     Ok(Admitted {
         caller,
         id,
         headers,
         peer,
+        certificate,
     })
 }
 
@@ -161,7 +167,7 @@ impl Admitted {
         if Arc::ptr_eq(&self.caller.snapshot, &state.snapshot()) {
             return Ok(());
         }
-        let client = Client::of(state, &self.headers, self.peer);
+        let client = Client::of(state, &self.headers, self.peer, self.certificate.as_ref());
         self.caller = auth::reauthenticate(state, &self.headers, &self.id, client)?;
         Ok(())
     }
