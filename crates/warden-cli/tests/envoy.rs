@@ -66,7 +66,12 @@ impl Drop for Proc {
 
 /// The echoing upstream; answers its port.
 fn upstream() -> (Proc, u16) {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envoy/upstream.py");
+    python_server("tests/envoy/upstream.py")
+}
+
+/// A Python helper that prints its port once listening.
+fn python_server(script: &str) -> (Proc, u16) {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let mut child = Command::new("python3")
         .arg(script)
         .stdout(Stdio::piped())
@@ -96,6 +101,7 @@ const ROUTES: &[(&str, &str)] = &[
     ("scrub", "/scrub"),
     ("users", "/users"),
     ("soft", "/soft"),
+    ("jwt", "/jwt"),
     ("other", "/other"),
 ];
 
@@ -239,7 +245,7 @@ default: allow
 content: { detectors: [email], input: redact }
 "#;
 
-fn warden_config(dir: &Path, warden_port: u16, rate: u64) -> String {
+fn warden_config(dir: &Path, warden_port: u16, rate: u64, jwks_port: u16) -> String {
     format!(
         r#"policies: {policies}
 keys_file: {keys}
@@ -271,6 +277,21 @@ envoy:
       request:
         - {{policy: apiKeyAuth, on_failure: continue}}
         - {{policy: allowAll}}
+    jwt:
+      request:
+        - policy: jwtValidation
+          config:
+            jwks_url: "http://127.0.0.1:{jwks_port}/jwks.json"
+            issuer: https://issuer.test
+            audiences: [warden-test]
+            algorithms: [ES256]
+            leeway_secs: 0
+            min_refetch_secs: 1
+            roles_claim: scope
+            tenant: acme
+            policy: guard
+        - {{policy: roleCheck, config: {{any_of: [tools.read]}}}}
+        - {{policy: decide}}
 "#,
         policies = dir.join("policies").display(),
         keys = dir.join("keys.json").display(),
@@ -286,6 +307,9 @@ struct Rig {
     warden_port: u16,
     _upstream: Proc,
     _envoy: Proc,
+    /// The JWKS endpoint and token minter (tests/envoy/jwks.py).
+    _jwks: Proc,
+    jwks_port: u16,
     /// Envoy's listener.
     port: u16,
     /// An API key of tenant `acme` (policy `guard`).
@@ -302,8 +326,13 @@ impl Rig {
         std::fs::write(dir.path().join("policies/guard.yaml"), GUARD).unwrap();
         std::fs::write(dir.path().join("policies/scrub.yaml"), SCRUB).unwrap();
         let warden_port = free_port();
+        let (jwks, jwks_port) = python_server("tests/envoy/jwks.py");
         let config = dir.path().join("warden.yaml");
-        std::fs::write(&config, warden_config(dir.path(), warden_port, rate)).unwrap();
+        std::fs::write(
+            &config,
+            warden_config(dir.path(), warden_port, rate, jwks_port),
+        )
+        .unwrap();
         let out = Command::new(WARDEN)
             .args([
                 "keys", "create", "--tenant", "acme", "--policy", "guard", "--config",
@@ -340,6 +369,8 @@ impl Rig {
             warden_port,
             _upstream: upstream,
             _envoy: envoy,
+            _jwks: jwks,
+            jwks_port,
             port,
             key,
             key_id,
@@ -524,7 +555,7 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
     assert_eq!(passed, 1.0);
 
     // Hot reload: `open` now wants a key; SIGHUP swaps the chains in.
-    let text = warden_config(rig.dir.path(), rig.warden_port, 3).replace(
+    let text = warden_config(rig.dir.path(), rig.warden_port, 3, rig.jwks_port).replace(
         "      request: [{policy: allowAll}]",
         "      request: [{policy: apiKeyAuth}]",
     );
@@ -544,6 +575,132 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
     assert_eq!(a.status, 200, "{}", a.body);
 
     eprintln!("ext_proc test took {:?}", started.elapsed());
+}
+
+/// Mints a token at the JWKS helper: `kid`'s key signs `claims`.
+fn mint(rig: &Rig, kid: &str, claims: &Value) -> String {
+    let body = serde_json::json!({"kid": kid, "claims": claims}).to_string();
+    let url = format!("http://127.0.0.1:{}/mint", rig.jwks_port);
+    send(
+        "POST",
+        &url,
+        &[("content-type", "application/json")],
+        Some(&body),
+    )
+    .json()["token"]
+        .as_str()
+        .unwrap()
+        .to_owned()
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// `jwtValidation` through Envoy: a token from the JWKS passes (its subject forwarded, the
+/// token not), the roles of its `scope` checked, the subject decided by the policy; expired,
+/// wrong audience or issuer, an unknown key: 401 with `error="invalid_token"`. A key published
+/// later (rotation) is fetched when a token names it; unknown keys do not make it refetch each
+/// time.
+#[test]
+fn jwt_validation_through_envoy_with_key_rotation() {
+    let Some(rig) = Rig::start(Api::ExtProc, 3) else {
+        return;
+    };
+    let now = unix_now();
+    let claims = |sub: &str, aud: &str, iss: &str, exp: u64| {
+        serde_json::json!({"sub": sub, "aud": aud, "iss": iss, "exp": exp, "nbf": now - 5,
+                           "scope": "tools.read tools.write"})
+    };
+    let good = claims("agent-7", "warden-test", "https://issuer.test", now + 300);
+    let call = |token: &str| {
+        let bearer = format!("Bearer {token}");
+        send(
+            "GET",
+            &rig.url("/jwt/x"),
+            &[("authorization", &bearer)],
+            None,
+        )
+    };
+    let none = send("GET", &rig.url("/jwt/x"), &[], None);
+    assert_eq!(none.status, 401, "{}", none.body);
+    assert!(
+        none.header("www-authenticate")
+            .unwrap()
+            .starts_with("Bearer realm=\"warden\"")
+    );
+
+    let ok = call(&mint(&rig, "k1", &good));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    let seen = ok.json();
+    assert_eq!(seen["headers"]["x-warden-caller"], "agent-7", "{seen}");
+    assert_eq!(seen["headers"]["x-warden-tenant"], "acme", "{seen}");
+    assert!(seen["headers"].get("authorization").is_none(), "{seen}");
+
+    for (bad, why) in [
+        (
+            claims("agent-7", "warden-test", "https://issuer.test", now - 60),
+            "expired",
+        ),
+        (
+            claims("agent-7", "someone-else", "https://issuer.test", now + 300),
+            "audience",
+        ),
+        (
+            claims("agent-7", "warden-test", "https://evil.test", now + 300),
+            "issuer",
+        ),
+    ] {
+        let refused = call(&mint(&rig, "k1", &bad));
+        assert_eq!(refused.status, 401, "{why}: {}", refused.body);
+        assert!(refused.body.contains(why), "{why}: {}", refused.body);
+        assert!(
+            refused
+                .header("www-authenticate")
+                .unwrap()
+                .contains("error=\"invalid_token\"")
+        );
+    }
+    // A token that does not hold the role roleCheck asks for.
+    let mut no_role = good.clone();
+    no_role["scope"] = "tools.write".into();
+    assert_eq!(call(&mint(&rig, "k1", &no_role)).status, 403);
+    // The subject is the principal the policy decides: `guard` denies `nobody`.
+    let nobody = claims("nobody", "warden-test", "https://issuer.test", now + 300);
+    assert_eq!(call(&mint(&rig, "k1", &nobody)).status, 403);
+
+    // Rotation: a key published after the set was fetched is fetched when a token names it.
+    let stats = format!("http://127.0.0.1:{}/stats", rig.jwks_port);
+    let fetches = || {
+        send("GET", &stats, &[], None).json()["fetches"]
+            .as_u64()
+            .unwrap()
+    };
+    let before = fetches();
+    // Unknown keys refetch at most once per `min_refetch_secs` (1 here) after the last fetch.
+    std::thread::sleep(Duration::from_millis(1100));
+    let publish = format!("http://127.0.0.1:{}/publish", rig.jwks_port);
+    send(
+        "POST",
+        &publish,
+        &[("content-type", "application/json")],
+        Some(r#"{"kid": "k2"}"#),
+    );
+    let rotated = call(&mint(&rig, "k2", &good));
+    assert_eq!(rotated.status, 200, "{}", rotated.body);
+    assert_eq!(fetches(), before + 1);
+    // A key that was never published: refused, and five such tokens fetch the set at most once.
+    for _ in 0..5 {
+        let forged = call(&mint(&rig, "k9", &good));
+        assert_eq!(forged.status, 401, "{}", forged.body);
+        assert!(forged.body.contains("key is unknown"), "{}", forged.body);
+    }
+    assert!(fetches() <= before + 2, "refetched for every unknown key");
+    // The original key still works.
+    assert_eq!(call(&mint(&rig, "k1", &good)).status, 200);
 }
 
 #[test]

@@ -274,3 +274,52 @@ fn configuration_errors_name_the_field() {
         assert_eq!(e.field, field, "{yaml}: {e}");
     }
 }
+
+#[test]
+fn jwt_validation_refuses_what_a_jwks_cannot_verify_at_load() {
+    use crate::steps::Step;
+    let compile = |config: serde_json::Value| {
+        Step::compile("jwtValidation", &config, "routes.r.request[0]", false)
+            .map(|_| ())
+            .map_err(|e| e.to_string())
+    };
+    let url = "https://idp.example/.well-known/jwks.json";
+    assert!(compile(serde_json::json!({"jwks_url": url})).is_ok());
+    for (config, needle) in [
+        (
+            serde_json::json!({"jwks_url": url, "algorithms": ["HS256"]}),
+            "shared secret",
+        ),
+        (
+            serde_json::json!({"jwks_url": url, "algorithms": ["none"]}),
+            "unknown algorithm",
+        ),
+        (
+            serde_json::json!({"jwks_url": url, "algorithms": []}),
+            "at least one",
+        ),
+        (
+            serde_json::json!({"jwks_url": "ftp://idp.example/jwks"}),
+            "http:// or https://",
+        ),
+        (serde_json::json!({}), "jwks_url"),
+        (
+            serde_json::json!({"jwks_url": url, "caller_header": "bad header"}),
+            "caller_header",
+        ),
+        (
+            serde_json::json!({"jwks_url": url, "algorithm": ["RS256"]}),
+            "unknown field",
+        ),
+    ] {
+        let error = compile(config.clone()).expect_err(&config.to_string());
+        assert!(error.contains(needle), "{config}: {error}");
+    }
+    let response = Step::compile(
+        "jwtValidation",
+        &serde_json::json!({"jwks_url": url}),
+        "f",
+        true,
+    );
+    assert!(response.is_err());
+}

@@ -14,6 +14,7 @@ pub mod exchange;
 mod ext_authz;
 mod ext_proc;
 pub mod host;
+pub mod jwt;
 pub mod metrics;
 pub mod route;
 pub mod steps;

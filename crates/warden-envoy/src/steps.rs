@@ -29,6 +29,8 @@ pub enum Step {
     ResponseBodyTransform(BodyTransform),
     /// The caller must hold one of the roles.
     RoleCheck(RoleCheck),
+    /// A bearer JWT verified against a JWKS.
+    JwtValidation(Box<crate::jwt::JwtValidation>),
 }
 
 /// How a step ended.
@@ -93,6 +95,13 @@ impl Step {
                 only(false)?;
                 Step::Decide(parse(config, field)?)
             }
+            "jwtValidation" => {
+                only(false)?;
+                Step::JwtValidation(Box::new(crate::jwt::JwtValidation::compile(
+                    parse(config, field)?,
+                    field,
+                )?))
+            }
             "addSecurityHeaders" => {
                 only(true)?;
                 Step::AddSecurityHeaders(SecurityHeaders::compile(parse(config, field)?, field)?)
@@ -120,7 +129,7 @@ impl Step {
                 return Err(EnvoyConfigError::new(
                     format!("{field}.policy"),
                     format!(
-                        "unknown policy `{other}` (allowAll, apiKeyAuth, decide, \
+                        "unknown policy `{other}` (allowAll, apiKeyAuth, jwtValidation, decide, \
                          addSecurityHeaders, rateLimit, responseBodyTransform, roleCheck)"
                     ),
                 ));
@@ -139,6 +148,7 @@ impl Step {
             Step::RateLimit(_) => "rateLimit",
             Step::ResponseBodyTransform(_) => "responseBodyTransform",
             Step::RoleCheck(_) => "roleCheck",
+            Step::JwtValidation(_) => "jwtValidation",
         }
     }
 
@@ -181,6 +191,7 @@ impl Step {
             Step::RateLimit(r) => r.run(host, ex).await,
             Step::ResponseBodyTransform(t) => Ok(t.run(ex, m)),
             Step::RoleCheck(r) => Ok(r.run(ex)),
+            Step::JwtValidation(j) => Ok(j.run(ex, m).await),
         }
     }
 }
@@ -220,6 +231,11 @@ impl Default for ApiKeyAuth {
             roles: BTreeMap::new(),
         }
     }
+}
+
+/// Checks a configured header name (letters, digits, `-`, `_`).
+pub(crate) fn check_header_name(name: &str, field: &str) -> Result<String, EnvoyConfigError> {
+    header_name(name, field)
 }
 
 fn header_name(name: &str, field: &str) -> Result<String, EnvoyConfigError> {
