@@ -40,6 +40,7 @@ struct Collector {
     out: std::path::PathBuf,
     otlp: u16,
     mcp: u16,
+    otlp_http: u16,
 }
 
 fn pythonpath() -> String {
@@ -72,6 +73,7 @@ impl Collector {
             out,
             otlp: u16::try_from(ports["otlp"].as_u64().unwrap()).unwrap(),
             mcp: u16::try_from(ports["mcp"].as_u64().unwrap()).unwrap(),
+            otlp_http: u16::try_from(ports["otlp_http"].as_u64().unwrap()).unwrap(),
         }
     }
 
@@ -394,4 +396,85 @@ fn bad_telemetry_settings_stop_the_start_naming_the_field() {
     assert_eq!(out.status.code(), Some(2), "{out:?}");
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("telemetry.sample_ratio"), "{stderr}");
+}
+
+/// OTLP over HTTP (binary protobuf) reaches an OTLP/HTTP receiver, and a gRPC caller's trace
+/// context (`traceparent` in its metadata) parents the decision's span, as an HTTP caller's does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_go_over_otlp_http_and_grpc_callers_pass_their_trace_context() {
+    use warden_server::grpc_proto::DecisionRequest;
+    use warden_server::grpc_proto::decision_service_client::DecisionServiceClient;
+
+    let dir = tempfile::tempdir().unwrap();
+    let collector = Collector::start(dir.path());
+    site(
+        dir.path(),
+        &format!(
+            "telemetry:\n  otlp_endpoint: \"http://127.0.0.1:{}/v1/traces\"\n  otlp_protocol: http\n",
+            collector.otlp_http
+        ),
+        None,
+    );
+    let server = serve(dir.path());
+    let http_trace = "4bf92f3577b34da6a3ce929d0e0e4736";
+    let reply = server.request(
+        "POST",
+        "/v1/decide",
+        &[
+            ("content-type", "application/json"),
+            (
+                "traceparent",
+                &format!("00-{http_trace}-00f067aa0ba902b7-01"),
+            ),
+        ],
+        Some(br#"{"tool": "crm.read_customer", "session": "h"}"#),
+    );
+    assert_eq!(reply.status, 200, "{}", reply.text);
+
+    let grpc_trace = "0af7651916cd43dd8448eb211c80319c";
+    let channel = tonic::transport::Channel::from_shared(server.url(""))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut client = DecisionServiceClient::new(channel);
+    let mut request = tonic::Request::new(DecisionRequest {
+        tool: Some("crm.read_customer".into()),
+        session: Some("g".into()),
+        ..Default::default()
+    });
+    request.metadata_mut().insert(
+        "traceparent",
+        format!("00-{grpc_trace}-b7ad6b7169203331-01")
+            .parse()
+            .unwrap(),
+    );
+    let answer = client.decide(request).await.unwrap().into_inner();
+    assert_eq!(answer.decision, 1);
+
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let traces: Vec<String> = collector
+            .spans()
+            .iter()
+            .filter(|(span, _)| span["name"] == "warden.decision")
+            .map(|(span, _)| hex_id(&span["traceId"]))
+            .collect();
+        if traces.iter().any(|t| t == http_trace) && traces.iter().any(|t| t == grpc_trace) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "decision spans of both callers not exported over OTLP/HTTP: {traces:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert!(
+        collector
+            .entries()
+            .iter()
+            .filter(|e| e.get("export").is_some())
+            .all(|e| e["content_type"] == "application/x-protobuf"),
+        "every export over HTTP, as protobuf"
+    );
 }

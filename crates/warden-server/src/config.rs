@@ -498,12 +498,25 @@ impl AuditSettings {
     }
 }
 
+/// The OTLP transport (`telemetry.otlp_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OtlpProtocol {
+    /// OTLP/gRPC.
+    Grpc,
+    /// OTLP/HTTP with binary protobuf bodies.
+    Http,
+}
+
 /// The `telemetry` section of the daemon's configuration.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TelemetrySettings {
-    /// The OTLP/gRPC endpoint of a collector (`http://127.0.0.1:4317`); none: no traces.
+    /// The collector's endpoint: for `grpc`, `http://127.0.0.1:4317`; for `http`, the full
+    /// URL of its traces resource (`http://127.0.0.1:4318/v1/traces`). None: no traces.
     pub otlp_endpoint: Option<String>,
+    /// How spans are sent: `grpc` (OTLP/gRPC) or `http` (OTLP/HTTP, binary protobuf).
+    pub otlp_protocol: OtlpProtocol,
     /// Share of traces recorded, 0 to 1, when the caller's `traceparent` does not say (a
     /// sampled caller's trace is always recorded, an unsampled one never).
     pub sample_ratio: f64,
@@ -519,6 +532,7 @@ impl Default for TelemetrySettings {
     fn default() -> Self {
         Self {
             otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::Grpc,
             sample_ratio: 1.0,
             service_name: "warden".to_owned(),
             export_timeout_ms: 5_000,
@@ -548,10 +562,7 @@ impl TelemetrySettings {
         if let Some(endpoint) = &self.otlp_endpoint
             && !(endpoint.starts_with("http://") || endpoint.starts_with("https://"))
         {
-            return Err(
-                "telemetry.otlp_endpoint must be an http:// or https:// URL (OTLP over gRPC)"
-                    .to_owned(),
-            );
+            return Err("telemetry.otlp_endpoint must be an http:// or https:// URL".to_owned());
         }
         Ok(())
     }

@@ -11,6 +11,7 @@
 use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
+use crate::config::OtlpProtocol;
 pub use crate::config::TelemetrySettings;
 use axum::http::{HeaderMap, HeaderName, HeaderValue};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -43,6 +44,73 @@ pub const EXPORTED_ATTRIBUTES: &[&str] = &[
     "http.response.status_code",
 ];
 
+type OtlpHyperClient = opentelemetry_http::hyper::HyperClient<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+>;
+
+/// The OTLP/HTTP client, run on the daemon's runtime: the batch processor exports from a
+/// thread of its own, where hyper and its timer would find no runtime.
+#[derive(Debug)]
+struct OnRuntime {
+    client: OtlpHyperClient,
+    runtime: tokio::runtime::Handle,
+}
+
+impl opentelemetry_http::HttpClient for OnRuntime {
+    fn send_bytes<'a, 'b>(
+        &'a self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> std::pin::Pin<
+        Box<
+            dyn std::future::Future<
+                    Output = Result<
+                        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+                        opentelemetry_http::HttpError,
+                    >,
+                > + Send
+                + 'b,
+        >,
+    >
+    where
+        'a: 'b,
+        Self: 'b,
+    {
+        let client = self.client.clone();
+        let task = self
+            .runtime
+            .spawn(async move { client.send_bytes(request).await });
+        Box::pin(async move {
+            match task.await {
+                Ok(answer) => answer,
+                Err(e) => Err(Box::new(e) as opentelemetry_http::HttpError),
+            }
+        })
+    }
+}
+
+/// The OTLP/HTTP client: `http://`, or `https://` verified against the system's roots.
+fn http_client(timeout: Duration) -> Result<OnRuntime, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add_parsable_certificates(rustls_native_certs::load_native_certs().certs);
+    let provider = std::sync::Arc::new(rustls::crypto::ring::default_provider());
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| format!("telemetry: {e}"))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    let mut http = hyper_util::client::legacy::connect::HttpConnector::new();
+    http.enforce_http(false);
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_or_http()
+        .enable_http1()
+        .wrap_connector(http);
+    Ok(OnRuntime {
+        client: opentelemetry_http::hyper::HyperClient::new(connector, timeout, None),
+        runtime: tokio::runtime::Handle::current(),
+    })
+}
+
 /// Traces, when `telemetry.otlp_endpoint` is set.
 #[derive(Debug)]
 pub struct Telemetry {
@@ -62,12 +130,25 @@ impl Telemetry {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err("telemetry.otlp_endpoint needs the daemon's runtime".to_owned());
         }
-        let exporter = opentelemetry_otlp::SpanExporter::builder()
-            .with_tonic()
-            .with_endpoint(endpoint.clone())
-            .with_timeout(Duration::from_millis(settings.export_timeout_ms))
-            .build()
-            .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
+        let timeout = Duration::from_millis(settings.export_timeout_ms);
+        let exporter = match settings.otlp_protocol {
+            OtlpProtocol::Grpc => opentelemetry_otlp::SpanExporter::builder()
+                .with_tonic()
+                .with_endpoint(endpoint.clone())
+                .with_timeout(timeout)
+                .build(),
+            OtlpProtocol::Http => {
+                use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+                opentelemetry_otlp::SpanExporter::builder()
+                    .with_http()
+                    .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+                    .with_http_client(http_client(timeout)?)
+                    .with_endpoint(endpoint.clone())
+                    .with_timeout(timeout)
+                    .build()
+            }
+        }
+        .map_err(|e| format!("telemetry.otlp_endpoint: {e}"))?;
         let processor = BatchSpanProcessor::builder(MaskingExporter::new(exporter)?)
             .with_batch_config(
                 BatchConfigBuilder::default()

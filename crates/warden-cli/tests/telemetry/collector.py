@@ -1,4 +1,4 @@
-"""An OTLP/gRPC trace receiver (PyPI `opentelemetry-proto` + `grpcio`) and a minimal MCP
+"""An OTLP/gRPC and OTLP/HTTP trace receiver (PyPI `opentelemetry-proto` + `grpcio`) and a minimal MCP
 Streamable HTTP upstream, for crates/warden-cli/tests/telemetry.rs.
 
 Usage: collector.py OUT.jsonl. Prints one JSON line with the two ports, then serves until
@@ -37,6 +37,34 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
             }
         )
         return trace_service_pb2.ExportTraceServiceResponse()
+
+
+class OtlpHttp(BaseHTTPRequestHandler):
+    """OTLP/HTTP: `POST /v1/traces` with a binary protobuf ExportTraceServiceRequest."""
+
+    def do_POST(self):
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        if self.path != "/v1/traces":
+            self.send_response(404)
+            self.end_headers()
+            return
+        request = trace_service_pb2.ExportTraceServiceRequest.FromString(body)
+        record(
+            {
+                "export": MessageToDict(request),
+                "raw": base64.b64encode(body).decode(),
+                "content_type": self.headers.get("content-type"),
+            }
+        )
+        answer = trace_service_pb2.ExportTraceServiceResponse().SerializeToString()
+        self.send_response(200)
+        self.send_header("content-type", "application/x-protobuf")
+        self.send_header("content-length", str(len(answer)))
+        self.end_headers()
+        self.wfile.write(answer)
+
+    def log_message(self, *args):
+        pass
 
 
 class Upstream(BaseHTTPRequestHandler):
@@ -82,7 +110,11 @@ def main():
     server.start()
     upstream = ThreadingHTTPServer(("127.0.0.1", 0), Upstream)
     threading.Thread(target=upstream.serve_forever, daemon=True).start()
-    print(json.dumps({"otlp": otlp_port, "mcp": upstream.server_address[1]}), flush=True)
+    otlp_http = ThreadingHTTPServer(("127.0.0.1", 0), OtlpHttp)
+    threading.Thread(target=otlp_http.serve_forever, daemon=True).start()
+    ports = {"otlp": otlp_port, "mcp": upstream.server_address[1],
+             "otlp_http": otlp_http.server_address[1]}
+    print(json.dumps(ports), flush=True)
     server.wait_for_termination()
 
 
