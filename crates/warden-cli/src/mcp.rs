@@ -32,9 +32,14 @@ pub enum McpCommand {
     Proxy {
         #[command(flatten)]
         common: Common,
-        /// The upstream MCP endpoint, e.g. `http://127.0.0.1:3001/mcp` (http only).
+        /// The upstream MCP endpoint, e.g. `http://127.0.0.1:3001/mcp`, or `https://` (its
+        /// certificate verified against the system's roots, or `--upstream-ca`).
         #[arg(long)]
         upstream: String,
+        /// PEM bundle an `https://` upstream's certificate must chain to (a private CA); none:
+        /// the system's roots.
+        #[arg(long)]
+        upstream_ca: Option<PathBuf>,
         /// Address to listen on (port 0: any free port).
         #[arg(long, default_value = "127.0.0.1:8282")]
         listen: std::net::SocketAddr,
@@ -296,6 +301,7 @@ pub fn run(command: McpCommand) -> ExitCode {
         McpCommand::Proxy {
             common,
             upstream,
+            upstream_ca,
             listen,
             name,
             session,
@@ -306,6 +312,7 @@ pub fn run(command: McpCommand) -> ExitCode {
         } => proxy(
             &common,
             &upstream,
+            upstream_ca.as_deref(),
             listen,
             name,
             session,
@@ -422,6 +429,7 @@ fn wrap(
 fn proxy(
     common: &Common,
     upstream: &str,
+    upstream_ca: Option<&Path>,
     listen: std::net::SocketAddr,
     name: Option<String>,
     session: Option<String>,
@@ -432,11 +440,21 @@ fn proxy(
         Ok(uri) => uri,
         Err(e) => return bad(format!("`--upstream {upstream}`: {e}")),
     };
-    if uri.scheme_str() != Some("http") {
-        return bad(format!(
-            "`--upstream {upstream}`: only http:// upstreams are supported"
-        ));
-    }
+    let tls = match uri.scheme_str() {
+        Some("http") if upstream_ca.is_some() => {
+            return bad("`--upstream-ca` applies to an https:// upstream");
+        }
+        Some("http") => None,
+        Some("https") => match warden_mcp::upstream_tls::client_config(upstream_ca) {
+            Ok(tls) => Some(tls),
+            Err(e) => return bad(format!("`--upstream-ca`: {e}")),
+        },
+        _ => {
+            return bad(format!(
+                "`--upstream {upstream}`: an http:// or https:// URL is required"
+            ));
+        }
+    };
     let name = name.unwrap_or_else(|| {
         uri.authority()
             .map_or_else(|| upstream.to_owned(), ToString::to_string)
@@ -458,10 +476,9 @@ fn proxy(
         principal: common.principal.clone(),
         session: Some(session),
     };
-    let state = warden_mcp::http::ProxyState::new(
-        enforcer,
-        warden_mcp::http::ProxyConfig::new(uri, identity),
-    );
+    let mut config = warden_mcp::http::ProxyConfig::new(uri, identity);
+    config.tls = tls;
+    let state = warden_mcp::http::ProxyState::new(enforcer, config);
     let runtime = match runtime() {
         Ok(r) => r,
         Err(e) => return bad(e),

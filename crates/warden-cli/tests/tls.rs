@@ -527,3 +527,103 @@ fn identity_as_principal_needs_client_certificates() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `warden mcp proxy` in front of an `https://` upstream: verified against `--upstream-ca`
+/// (502 against another CA's bundle or the system's roots, which do not hold the development
+/// CA); `--upstream-ca` with an `http://` upstream is a usage error.
+#[test]
+fn the_standalone_mcp_proxy_verifies_an_https_upstream_against_its_bundle() {
+    let site = Site::new("");
+    let mut upstream = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
+        .arg(site.path("a/server.pem"))
+        .arg(site.path("a/server.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _upstream = common::mcp::Proc(upstream);
+    let url = format!("https://localhost:{}/mcp", line.trim());
+    let start = |name: &str, extra: &[&str]| {
+        let port_file = site.path(&format!("{name}.port"));
+        let child = Command::new(WARDEN)
+            .args([
+                "mcp",
+                "proxy",
+                "--memory-pins",
+                "--memory-sessions",
+                "--policy",
+            ])
+            .arg(site.path("pol/support-agent.yaml"))
+            .args(["--listen", "127.0.0.1:0", "--upstream", &url, "--port-file"])
+            .arg(&port_file)
+            .args(extra)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let proc = common::mcp::Proc(child);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let addr = loop {
+            let addr = std::fs::read_to_string(&port_file).unwrap_or_default();
+            if !addr.is_empty() {
+                break addr;
+            }
+            assert!(Instant::now() < deadline, "the proxy did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        (proc, format!("http://{addr}/mcp"))
+    };
+    let init = serde_json::json!({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-06-18", "capabilities": {},
+        "clientInfo": {"name": "t", "version": "1"}}})
+    .to_string();
+    let initialize = |proxy: &str| {
+        let mut response = common::agent()
+            .post(proxy)
+            .header("content-type", "application/json")
+            .header("accept", "application/json, text/event-stream")
+            .send(init.as_bytes())
+            .unwrap();
+        let status = response.status().as_u16();
+        (
+            status,
+            response.body_mut().read_to_string().unwrap_or_default(),
+        )
+    };
+    let ca = site.path("a/ca.pem");
+    let (_trusted, trusted) = start("trusted", &["--upstream-ca", s(&ca)]);
+    let (status, body) = initialize(&trusted);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("tls-stub"), "{body}");
+    let other_ca = site.path("b/ca.pem");
+    let (_other, other) = start("other", &["--upstream-ca", s(&other_ca)]);
+    assert_eq!(initialize(&other).0, 502);
+    let (_system, system) = start("system", &[]);
+    assert_eq!(initialize(&system).0, 502);
+
+    let out = Command::new(WARDEN)
+        .args([
+            "mcp",
+            "proxy",
+            "--memory-pins",
+            "--memory-sessions",
+            "--policy",
+        ])
+        .arg(site.path("pol/support-agent.yaml"))
+        .args([
+            "--upstream",
+            "http://127.0.0.1:1/mcp",
+            "--upstream-ca",
+            s(&ca),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream-ca"));
+}
