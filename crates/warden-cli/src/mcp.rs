@@ -311,8 +311,10 @@ pub fn run(command: McpCommand) -> ExitCode {
             idle_timeout_ms,
         } => proxy(
             &common,
-            &upstream,
-            upstream_ca.as_deref(),
+            UpstreamArg {
+                url: &upstream,
+                ca: upstream_ca.as_deref(),
+            },
             listen,
             name,
             session,
@@ -426,16 +428,25 @@ fn wrap(
     }
 }
 
+/// `--upstream` and `--upstream-ca`.
+struct UpstreamArg<'a> {
+    url: &'a str,
+    ca: Option<&'a Path>,
+}
+
 fn proxy(
     common: &Common,
-    upstream: &str,
-    upstream_ca: Option<&Path>,
+    upstream: UpstreamArg<'_>,
     listen: std::net::SocketAddr,
     name: Option<String>,
     session: Option<String>,
     port_file: Option<&Path>,
     limits: warden_server::listen::ConnLimits,
 ) -> ExitCode {
+    let UpstreamArg {
+        url: upstream,
+        ca: upstream_ca,
+    } = upstream;
     let uri: warden_mcp::http::Uri = match upstream.parse() {
         Ok(uri) => uri,
         Err(e) => return bad(format!("`--upstream {upstream}`: {e}")),
