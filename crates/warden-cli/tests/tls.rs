@@ -627,3 +627,53 @@ fn the_standalone_mcp_proxy_verifies_an_https_upstream_against_its_bundle() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("--upstream-ca"));
 }
+
+/// The MCP Python SDK through `warden serve` over mutual TLS to an `https://` MCP upstream:
+/// with the client certificate it initializes (the upstream's answer comes back); without one
+/// the handshake fails.
+#[test]
+fn an_mcp_sdk_client_reaches_an_https_upstream_through_mutual_tls() {
+    let site = Site::new("  client_ca: ca.pem\n");
+    let mut upstream = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
+        .arg(site.path("a/server.pem"))
+        .arg(site.path("a/server.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let _upstream = common::mcp::Proc(upstream);
+    let mut config = std::fs::read_to_string(site.path("warden.yaml")).unwrap();
+    config.push_str(&format!(
+        "mcp_upstreams:\n  - {{ name: tools, url: \"https://localhost:{}/mcp\", policy: support-agent, ca_file: a/ca.pem }}\n",
+        line.trim()
+    ));
+    std::fs::write(site.path("warden.yaml"), config).unwrap();
+    let server = site.start();
+    let url = format!("https://localhost:{}/mcp/tools", port(&server));
+    let sdk = |extra: &[&Path]| -> Value {
+        let mut command = Command::new("python3");
+        command
+            .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_sdk.py"))
+            .arg(&url)
+            .arg(site.path("a/ca.pem"))
+            .args(extra);
+        let out = command.output().unwrap();
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "mcp SDK missing? run scripts/test: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        })
+    };
+    let a = site.path("a");
+    let seen = sdk(&[&a.join("client.pem"), &a.join("client.key")]);
+    assert_eq!(seen, serde_json::json!({"server": "tls-stub"}));
+    let refused = sdk(&[]);
+    assert!(refused["error"].is_string(), "{refused}");
+}
