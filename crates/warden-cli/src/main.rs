@@ -17,6 +17,7 @@ mod eval;
 mod keys;
 mod mcp;
 mod policy;
+mod replay;
 mod serve;
 mod tenants;
 mod test;
@@ -92,6 +93,25 @@ enum Command {
         /// Exit 1 when coverage is below PERCENT (0 to 100); implies `--coverage`.
         #[arg(long, value_name = "PERCENT", value_parser = test::percentage)]
         fail_under: Option<f64>,
+    },
+    /// Re-decide captured traffic (`capture:` in `warden serve`) with POLICY, in order, sessions
+    /// included, and report what flips; exit 1 when anything flips (unless `--allow-flips`).
+    Replay {
+        /// Capture files, or directories of them (read oldest first).
+        #[arg(long = "capture", required = true)]
+        captures: Vec<PathBuf>,
+        /// The policy to decide with (YAML or JSON).
+        #[arg(long, short)]
+        policy: PathBuf,
+        /// Exit 0 even when decisions flip.
+        #[arg(long)]
+        allow_flips: bool,
+        /// Flipped decisions shown as examples at most.
+        #[arg(long, default_value_t = 5)]
+        examples: usize,
+        /// Output format.
+        #[arg(long, value_enum, default_value = "text")]
+        format: test::Format,
     },
     /// Analyse a policy: shadowed, redundant, conflicting and never-matching rules, taints
     /// added and never read (or read and never added), tools a principal can never call; each
@@ -211,6 +231,19 @@ fn main() -> ExitCode {
             forbid: &forbid,
             format,
             max_states,
+        }),
+        Command::Replay {
+            captures,
+            policy,
+            allow_flips,
+            examples,
+            format,
+        } => replay::run(&replay::ReplayArgs {
+            captures: &captures,
+            policy: &policy,
+            allow_flips,
+            examples,
+            format,
         }),
         Command::Schema => print_schema(),
         Command::Serve(args) => serve::run(&args),

@@ -189,6 +189,8 @@ pub struct ServeConfig {
     pub tls: Option<TlsSettings>,
     /// OpenTelemetry traces (OTLP over gRPC); off unless `otlp_endpoint` is set.
     pub telemetry: TelemetrySettings,
+    /// Capture of decided requests for `warden replay`; none: off.
+    pub capture: Option<CaptureSettings>,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
@@ -256,6 +258,7 @@ impl Default for ServeConfig {
             audit: None,
             tls: None,
             telemetry: TelemetrySettings::default(),
+            capture: None,
             mcp_upstreams: Vec::new(),
             workers: 0,
             max_identifier_bytes: 256,
@@ -319,6 +322,11 @@ impl ServeConfig {
         }
         if let Some(audit) = &mut self.audit {
             audit.rebase(base);
+        }
+        if let Some(capture) = &mut self.capture
+            && capture.dir.is_relative()
+        {
+            capture.dir = base.join(&capture.dir);
         }
         if let Some(tls) = &mut self.tls {
             for p in [&mut tls.cert, &mut tls.key]
@@ -495,6 +503,47 @@ impl AuditSettings {
                 *p = base.join(&*p);
             }
         }
+    }
+}
+
+/// The `capture` section: the requests the daemon decides, written for `warden replay`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CaptureSettings {
+    /// The directory of the capture files (`capture.jsonl`, rotated to `capture.jsonl.1`, ...).
+    pub dir: PathBuf,
+    /// Bytes a file holds before it is rotated.
+    pub max_file_bytes: u64,
+    /// Rotated files kept (the oldest beyond them deleted).
+    pub max_files: usize,
+    /// Records waiting to be written at most; beyond it new ones are dropped (counted).
+    pub max_queue: usize,
+}
+
+impl Default for CaptureSettings {
+    fn default() -> Self {
+        Self {
+            dir: PathBuf::from("capture"),
+            max_file_bytes: 64 * 1024 * 1024,
+            max_files: 8,
+            max_queue: 10_000,
+        }
+    }
+}
+
+impl CaptureSettings {
+    /// The problems of these settings, each naming its field.
+    pub fn check(&self) -> Result<(), String> {
+        if self.max_file_bytes < 4096 {
+            return Err("capture.max_file_bytes must be at least 4096".to_owned());
+        }
+        if self.max_files == 0 || self.max_files > 1000 {
+            return Err("capture.max_files must be between 1 and 1000".to_owned());
+        }
+        if self.max_queue == 0 || self.max_queue > 1_000_000 {
+            return Err("capture.max_queue must be between 1 and 1000000".to_owned());
+        }
+        Ok(())
     }
 }
 

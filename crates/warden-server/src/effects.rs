@@ -29,6 +29,8 @@ pub(crate) struct ServerEffects {
     pub(crate) decision_log: bool,
     /// Trace spans, when `telemetry.otlp_endpoint` is set.
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
+    /// The capture for `warden replay`, when `capture` is set.
+    pub(crate) capture: Option<crate::capture::Capture>,
 }
 
 impl Effects for ServerEffects {
@@ -59,6 +61,11 @@ impl Effects for ServerEffects {
     ) -> BoxFuture<'a, Result<Option<AuditReceipt>, ApiError>> {
         Box::pin(async move {
             let tenant = caller.tenant.unwrap_or("");
+            if let Some(capture) = &self.capture {
+                for one in decided {
+                    capture.record(tenant, one.request, one.decision);
+                }
+            }
             match decided {
                 // One decision: appended alone (under `fsync: never` answered once queued).
                 [one] => {

@@ -121,6 +121,9 @@ fn shape() -> Value {
         if let Ok(envoy) = serde_json::to_value(warden_envoy::EnvoyConfig::default()) {
             fields.insert("envoy".to_owned(), envoy);
         }
+        if let Ok(capture) = serde_json::to_value(crate::config::CaptureSettings::default()) {
+            fields.insert("capture".to_owned(), capture);
+        }
     }
     shape
 }

@@ -13,6 +13,7 @@ mod auth;
 mod auth_events;
 mod authzen;
 mod body;
+pub mod capture;
 pub mod config;
 mod effects;
 pub mod env;
@@ -230,12 +231,19 @@ impl AppState {
             )
         });
         let telemetry = telemetry::Telemetry::start(&config.telemetry).map_err(ServeError::Keys)?;
+        let capture = config
+            .capture
+            .as_ref()
+            .map(|c| capture::Capture::start(c, metrics.capture_dropped.clone()))
+            .transpose()
+            .map_err(ServeError::Load)?;
         let effects = effects::ServerEffects {
             metrics,
             signing,
             audit,
             decision_log: config.decision_log,
             telemetry,
+            capture,
         };
         let on_failure = match config.state_fail_mode {
             StateFailMode::Closed => warden::OnStoreFailure::Refuse,

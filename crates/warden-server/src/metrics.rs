@@ -91,6 +91,8 @@ pub struct Metrics {
     pub auth_lockouts: Counter,
     /// Authentication events that could not be stored (queue full or database failing).
     pub auth_events_dropped: Counter,
+    /// Captured requests dropped (the capture queue full).
+    pub capture_dropped: Counter,
     /// Reloads by result.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Live sessions.
@@ -141,6 +143,7 @@ impl Metrics {
         let auth_failures = Counter::default();
         let auth_lockouts = Counter::default();
         let auth_events_dropped = Counter::default();
+        let capture_dropped = Counter::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let sessions = Gauge::default();
         let workers = Gauge::default();
@@ -185,6 +188,11 @@ impl Metrics {
             "warden_auth_events_dropped",
             "Authentication events not stored in the database (queue full or database failing)",
             auth_events_dropped.clone(),
+        );
+        registry.register(
+            "warden_capture_dropped",
+            "Decided requests not captured (the capture queue full)",
+            capture_dropped.clone(),
         );
         registry.register(
             "warden_reload",
@@ -280,6 +288,7 @@ impl Metrics {
             auth_failures,
             auth_lockouts,
             auth_events_dropped,
+            capture_dropped,
             reloads,
             sessions,
             workers,
