@@ -166,3 +166,22 @@ impl Phase {
         }
     }
 }
+
+/// A configured header name (letters, digits, `-`, `_`), lowercased; `field` names it in the
+/// error.
+pub(crate) fn header_name(
+    name: &str,
+    field: &str,
+) -> Result<String, crate::error::EnvoyConfigError> {
+    let valid = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if !valid {
+        return Err(crate::error::EnvoyConfigError::new(
+            field,
+            format!("`{name}` is not a header name"),
+        ));
+    }
+    Ok(name.to_ascii_lowercase())
+}

@@ -25,8 +25,7 @@ use serde::Deserialize;
 use serde_json::{Map, Value};
 
 use crate::error::EnvoyConfigError;
-use crate::exchange::{Exchange, Identity, Mutations, Reply};
-use crate::steps::StepOutcome;
+use crate::exchange::{Exchange, Identity, Mutations, Reply, header_name};
 
 /// Largest JWKS document read, in bytes.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
@@ -188,10 +187,8 @@ impl JwtValidation {
                 "name at least one algorithm",
             ));
         }
-        config.caller_header =
-            crate::steps::check_header_name(&config.caller_header, &at("caller_header"))?;
-        config.tenant_header =
-            crate::steps::check_header_name(&config.tenant_header, &at("tenant_header"))?;
+        config.caller_header = header_name(&config.caller_header, &at("caller_header"))?;
+        config.tenant_header = header_name(&config.tenant_header, &at("tenant_header"))?;
         if config.tenant.is_empty() || config.subject_claim.is_empty() {
             return Err(EnvoyConfigError::new(
                 at("tenant"),
@@ -235,8 +232,9 @@ impl JwtValidation {
         self.config.policy.as_deref().unwrap_or(&self.config.tenant)
     }
 
-    /// Runs the step: the bearer token from `Authorization`, verified; the caller set.
-    pub async fn run(&self, ex: &mut Exchange, m: &mut Mutations) -> StepOutcome {
+    /// Runs the step: the bearer token from `Authorization`, verified; the caller set. `Err`:
+    /// the answer the client gets instead.
+    pub async fn run(&self, ex: &mut Exchange, m: &mut Mutations) -> Result<(), Reply> {
         m.remove_header(&mut ex.headers, &self.config.caller_header);
         m.remove_header(&mut ex.headers, &self.config.tenant_header);
         let token = ex.header("authorization").and_then(|v| {
@@ -251,7 +249,7 @@ impl JwtValidation {
             Ok(claims) => claims,
             Err(Refusal::Token(why)) => return self.unauthorized(why, true),
             Err(Refusal::Keys) => {
-                return StepOutcome::Fail(Reply::error(
+                return Err(Reply::error(
                     503,
                     "jwks_unavailable",
                     "the token's keys cannot be fetched now",
@@ -291,17 +289,15 @@ impl JwtValidation {
             policy: self.policy().to_owned(),
             roles,
         });
-        StepOutcome::Pass
+        Ok(())
     }
 
-    fn unauthorized(&self, message: &'static str, invalid: bool) -> StepOutcome {
+    fn unauthorized(&self, message: &'static str, invalid: bool) -> Result<(), Reply> {
         let mut challenge = format!("Bearer realm=\"{}\"", self.config.realm);
         if invalid {
             challenge.push_str(", error=\"invalid_token\"");
         }
-        StepOutcome::Fail(
-            Reply::error(401, "unauthorized", message).with_header("www-authenticate", challenge),
-        )
+        Err(Reply::error(401, "unauthorized", message).with_header("www-authenticate", challenge))
     }
 
     async fn verify(&self, token: &str) -> Result<Map<String, Value>, Refusal> {

@@ -9,7 +9,7 @@ use serde_json::Value;
 use warden_core::{HttpRequest, Kind, Request, Verdict};
 
 use crate::error::EnvoyConfigError;
-use crate::exchange::{Exchange, Mutations, Reply};
+use crate::exchange::{Exchange, Mutations, Reply, header_name};
 use crate::host::Host;
 
 /// A compiled step.
@@ -191,7 +191,10 @@ impl Step {
             Step::RateLimit(r) => r.run(host, ex).await,
             Step::ResponseBodyTransform(t) => Ok(t.run(ex, m)),
             Step::RoleCheck(r) => Ok(r.run(ex)),
-            Step::JwtValidation(j) => Ok(j.run(ex, m).await),
+            Step::JwtValidation(j) => Ok(match j.run(ex, m).await {
+                Ok(()) => StepOutcome::Pass,
+                Err(reply) => StepOutcome::Fail(reply),
+            }),
         }
     }
 }
@@ -231,25 +234,6 @@ impl Default for ApiKeyAuth {
             roles: BTreeMap::new(),
         }
     }
-}
-
-/// Checks a configured header name (letters, digits, `-`, `_`).
-pub(crate) fn check_header_name(name: &str, field: &str) -> Result<String, EnvoyConfigError> {
-    header_name(name, field)
-}
-
-fn header_name(name: &str, field: &str) -> Result<String, EnvoyConfigError> {
-    let valid = !name.is_empty()
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
-    if !valid {
-        return Err(EnvoyConfigError::new(
-            field,
-            format!("`{name}` is not a header name"),
-        ));
-    }
-    Ok(name.to_ascii_lowercase())
 }
 
 fn header_value(value: &str, field: &str) -> Result<(), EnvoyConfigError> {
