@@ -109,6 +109,25 @@ fn python(args: &[&str]) -> Value {
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
+/// The MCP upstream over TLS (tests/tls/mcp_upstream.py) with set `a`'s server certificate;
+/// answers it and its port.
+fn tls_mcp_upstream(site: &Site) -> (common::mcp::Proc, String) {
+    let mut upstream = Command::new("python3")
+        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
+        .arg(site.path("a/server.pem"))
+        .arg(site.path("a/server.key"))
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    (common::mcp::Proc(upstream), line.trim().to_owned())
+}
+
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()
 }
@@ -278,21 +297,8 @@ fn a_certificate_that_does_not_load_stops_the_start_naming_the_file() {
 #[test]
 fn https_mcp_upstreams_are_verified_against_their_bundle_or_the_system_roots() {
     let site = Site::new("");
-    let mut upstream = Command::new("python3")
-        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
-        .arg(site.path("a/server.pem"))
-        .arg(site.path("a/server.key"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _upstream = common::mcp::Proc(upstream);
-    let url = format!("https://localhost:{}/mcp", line.trim());
+    let (_upstream, upstream_port) = tls_mcp_upstream(&site);
+    let url = format!("https://localhost:{upstream_port}/mcp");
     std::fs::write(
         site.path("plain.yaml"),
         format!(
@@ -534,21 +540,8 @@ fn identity_as_principal_needs_client_certificates() {
 #[test]
 fn the_standalone_mcp_proxy_verifies_an_https_upstream_against_its_bundle() {
     let site = Site::new("");
-    let mut upstream = Command::new("python3")
-        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
-        .arg(site.path("a/server.pem"))
-        .arg(site.path("a/server.key"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _upstream = common::mcp::Proc(upstream);
-    let url = format!("https://localhost:{}/mcp", line.trim());
+    let (_upstream, upstream_port) = tls_mcp_upstream(&site);
+    let url = format!("https://localhost:{upstream_port}/mcp");
     let start = |name: &str, extra: &[&str]| {
         let port_file = site.path(&format!("{name}.port"));
         let child = Command::new(WARDEN)
@@ -634,24 +627,10 @@ fn the_standalone_mcp_proxy_verifies_an_https_upstream_against_its_bundle() {
 #[test]
 fn an_mcp_sdk_client_reaches_an_https_upstream_through_mutual_tls() {
     let site = Site::new("  client_ca: ca.pem\n");
-    let mut upstream = Command::new("python3")
-        .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_upstream.py"))
-        .arg(site.path("a/server.pem"))
-        .arg(site.path("a/server.key"))
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufRead::read_line(
-        &mut std::io::BufReader::new(upstream.stdout.take().unwrap()),
-        &mut line,
-    )
-    .unwrap();
-    let _upstream = common::mcp::Proc(upstream);
+    let (_upstream, upstream_port) = tls_mcp_upstream(&site);
     let mut config = std::fs::read_to_string(site.path("warden.yaml")).unwrap();
     config.push_str(&format!(
-        "mcp_upstreams:\n  - {{ name: tools, url: \"https://localhost:{}/mcp\", policy: support-agent, ca_file: a/ca.pem }}\n",
-        line.trim()
+        "mcp_upstreams:\n  - {{ name: tools, url: \"https://localhost:{upstream_port}/mcp\", policy: support-agent, ca_file: a/ca.pem }}\n"
     ));
     std::fs::write(site.path("warden.yaml"), config).unwrap();
     let server = site.start();
