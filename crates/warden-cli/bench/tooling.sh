@@ -22,8 +22,9 @@ for r in range(10_000):
     t, c, k = r % 500, r % 50, r % 16
     if r % 4 == 0:
         lines.append(f"  - {{ id: r{r}, effect: deny, classes: [c{c}], if: \"taint:t{k} and not taint:t{(k + 1) % 16}\" }}")
-    elif r % 10 == 1:
-        lines.append(f"  - {{ id: r{r}, effect: deny, tools: [\"tool{t}.send\"], args: {{ /to: {{ matches: \"@x{r}\\\\.test$\" }} }} }}")
+    elif r % 20 == 1:
+        # One argument-conditioned rule per tool (a proof explores their combinations per tool).
+        lines.append(f"  - {{ id: r{r}, effect: deny, tools: [\"tool{(r // 20) % 500}.send\"], args: {{ /to: {{ matches: \"@x{r}\\\\.test$\" }} }} }}")
     else:
         lines.append(f"  - {{ id: r{r}, effect: allow, tools: [\"tool{t}.*\"], add_taints: [t{k}] }}")
 open(f"{d}/big.yaml", "w").write("\n".join(lines) + "\n")
@@ -32,13 +33,17 @@ open(f"{d}/big.yaml", "w").write("\n".join(lines) + "\n")
 lines = ["warden: 1", "name: taints16", "default: deny", "tools:"]
 for k in range(16):
     lines.append(f'  "read{k}": [sensitive_read]')
-lines += ['  "send": [external_write]', '  "review": [review]', "rules:"]
+lines += ['  "send": [external_write]', '  "exfil": [external_write]', '  "review": [review]', "rules:"]
 for k in range(16):
     lines.append(f"  - {{ id: read{k}, effect: allow, tools: [read{k}], add_taints: [t{k}] }}")
 cond = " and ".join(f"taint:t{k}" for k in range(16))
 lines.append(f"  - {{ id: send, effect: allow, tools: [send] }}")
 lines.append(f"  - {{ id: all-read-then-send, effect: deny, tools: [send], if: \"{cond}\" }}")
 lines.append("  - { id: review, effect: allow, tools: [review], remove_taints: [" + ", ".join(f"t{k}" for k in range(16)) + "] }")
+# `exfil` after any read, ever, is denied: a proof that it cannot follow a read must explore
+# every reachable state (all 65,536 taint sets, with and without the sequence marker).
+lines.append("  - { id: exfil, effect: allow, tools: [exfil] }")
+lines.append("  - { id: no-exfil-after-reads, effect: deny, tools: [exfil], after: { classes: [sensitive_read] } }")
 open(f"{d}/taints16.yaml", "w").write("\n".join(lines) + "\n")
 PY
 t() { local s e; s=$(date +%s.%N); "$@" > "$DIR/out" 2>&1 || true; e=$(date +%s.%N); printf '%-70s %6.2f s  %s\n' "$*" "$(echo "$e - $s" | bc)" "$(head -c 160 "$DIR/out" | tr '\n' ' ')"; }
@@ -47,11 +52,12 @@ t "$WARDEN" analyze big.yaml --format json
 t "$WARDEN" analyze big.yaml --forbid "class:c1 -> class:c2"
 t "$WARDEN" analyze taints16.yaml
 t "$WARDEN" analyze taints16.yaml --forbid "tool:read0 -> tool:send" --max-states 200000
-t "$WARDEN" analyze taints16.yaml --forbid "class:sensitive_read -> class:external_write within 1" --max-states 200000
+t "$WARDEN" analyze taints16.yaml --forbid "class:sensitive_read -> tool:exfil" --max-states 400000
 # Replay: 100,000 captured decisions (10,000 sessions of 10 calls) through `warden serve`.
 mkdir -p pol && cp "$OLDPWD/examples/support-agent.yaml" pol/
-printf 'listen: 127.0.0.1:18391\npolicies: pol\nstate: memory\nwatch: false\nanonymous_policy: support-agent\ndecision_log: false\ncapture: { dir: capture, max_files: 50 }\n' > warden.yaml
+printf 'listen: 127.0.0.1:18391\npolicies: pol\nstate: memory\nwatch: false\nanonymous_policy: support-agent\ndecision_log: false\nrate_limit: { per_second: 100000000, burst: 100000000 }\ncapture: { dir: capture, max_files: 50 }\n' > warden.yaml
 "$WARDEN" serve --config warden.yaml 2>/dev/null & P=$!
+trap 'kill $P 2>/dev/null || true; rm -rf "$DIR"' EXIT
 sleep 1
 python3 - <<'PY'
 import http.client, json
