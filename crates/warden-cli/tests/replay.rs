@@ -68,7 +68,12 @@ fn captured_traffic_replays_in_order_and_reports_what_a_new_policy_flips() {
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path();
     std::fs::create_dir(root.join("pol")).unwrap();
-    std::fs::write(root.join("pol/support-agent.yaml"), SUPPORT_AGENT).unwrap();
+    // The policy's own custom detector: what it finds is scrubbed from the capture too.
+    std::fs::write(
+        root.join("pol/support-agent.yaml"),
+        format!("{SUPPORT_AGENT}content: {{ custom: [ {{ id: employee, pattern: \"EMP-[0-9]{{6}}\" }} ] }}\n"),
+    )
+    .unwrap();
     let config = root.join("warden.yaml");
     std::fs::write(
         &config,
@@ -99,9 +104,10 @@ fn captured_traffic_replays_in_order_and_reports_what_a_new_policy_flips() {
     // Enough traffic to rotate the 4 KiB files a few times.
     for i in 0..40 {
         let session = format!("bulk-{i}");
+        let note = format!("badge EMP-{i:06} {}", "x".repeat(90));
         decide(
             &acme,
-            json!({"tool": "crm.read_customer", "session": session, "args": {"note": "x".repeat(100)}}),
+            json!({"tool": "crm.read_customer", "session": session, "args": {"note": note}}),
         );
     }
     let capture = root.join("capture");
@@ -127,6 +133,18 @@ fn captured_traffic_replays_in_order_and_reports_what_a_new_policy_flips() {
             "{}: the e-mail address was captured",
             path.display()
         );
+        assert!(
+            !text.contains("EMP-0000"),
+            "{}: an employee id was captured",
+            path.display()
+        );
+        if text.contains("badge") {
+            assert!(
+                text.contains("badge [REDACTED:employee] x"),
+                "{}",
+                path.display()
+            );
+        }
         assert!(!text.contains("wdn_"), "a key in the capture");
     }
     assert!(files >= 3, "rotated into {files} files");

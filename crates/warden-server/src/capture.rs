@@ -73,6 +73,9 @@ impl Capture {
             self.dropped.inc();
             return;
         };
+        // The policy's own findings first (its custom detectors included), at the offsets they
+        // were found at; then every built-in detector over what is left.
+        redact_findings(&mut fields, &decision.findings);
         for name in CONTENT {
             if let Some(value) = fields.get_mut(*name) {
                 self.scrub(name, value);
@@ -114,6 +117,57 @@ impl Capture {
         if let Some(redacted) = outcome.redacted {
             *value = redacted;
         }
+    }
+}
+
+/// Redacts what the decision's findings point at (injection findings mark no secret and are
+/// left): a string's found characters become `[REDACTED:<detector>]`, a number found whole; a
+/// finding in an object key, or at a path that no longer resolves (it runs through a key the
+/// scan renamed), redacts the whole request member it is in (`args`, `text`, ...).
+fn redact_findings(fields: &mut Map<String, Value>, findings: &[warden::Finding]) {
+    let mut by_path: Vec<&warden::Finding> = findings
+        .iter()
+        .filter(|f| f.detector != "injection")
+        .collect();
+    // Later offsets first, so that earlier ones stay valid within one string.
+    by_path.sort_by(|a, b| a.path.cmp(&b.path).then(b.start.cmp(&a.start)));
+    let mut request = Value::Object(std::mem::take(fields));
+    for finding in by_path {
+        let mark = format!("[REDACTED:{}]", finding.detector);
+        let target = if finding.key {
+            None
+        } else {
+            request.pointer_mut(&finding.path)
+        };
+        match target {
+            Some(Value::String(text)) => {
+                let chars: Vec<char> = text.chars().collect();
+                if finding.start <= finding.end && finding.end <= chars.len() {
+                    let mut out: String = chars.iter().take(finding.start).collect();
+                    out.push_str(&mark);
+                    out.extend(chars.iter().skip(finding.end));
+                    *text = out;
+                } else {
+                    *text = mark;
+                }
+            }
+            Some(value) => *value = Value::String(mark),
+            None => {
+                let member = finding
+                    .path
+                    .trim_start_matches('/')
+                    .split('/')
+                    .next()
+                    .unwrap_or_default()
+                    .to_owned();
+                if let Some(value) = request.get_mut(&member) {
+                    *value = Value::String(mark);
+                }
+            }
+        }
+    }
+    if let Value::Object(map) = request {
+        *fields = map;
     }
 }
 
