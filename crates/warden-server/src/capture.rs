@@ -3,9 +3,9 @@
 //! reports what flips.
 //!
 //! The content of each request (`args`, `text`, `result`, `http`, `context`) is scrubbed before
-//! it is queued: every string any built-in secret or PII detector matches is redacted (the
-//! policy's own redaction form, `[REDACTED:email]`), so a capture holds no more than an audit
-//! log would let one infer; identifiers (`kind`, `tool`, `principal`, `session`) are kept, as
+//! it is queued: what the deciding policy's detectors found (its custom ones included) and every
+//! string any built-in secret or PII detector matches is redacted (the policy's own redaction
+//! form, `[REDACTED:email]`), so a capture holds no more than an audit log would let one infer; identifiers (`kind`, `tool`, `principal`, `session`) are kept, as
 //! replay needs them. Records go through a bounded queue to one writer thread (a full queue drops
 //! the record and counts it: capture never slows or fails a decision), into files created 0600,
 //! rotated at `max_file_bytes` (`capture.jsonl` -> `capture.jsonl.1` ...), `max_files` kept.
