@@ -175,6 +175,7 @@ fn crate_dependencies_point_one_way() {
     let front_doors = [
         "warden-server",
         "warden-mcp",
+        "warden-llm",
         "warden-envoy",
         "warden-cli",
         "warden-python",
@@ -232,6 +233,7 @@ fn front_doors_decide_only_through_the_pipeline() {
     for door in [
         "warden-server",
         "warden-mcp",
+        "warden-llm",
         "warden-envoy",
         "warden-cli",
         "warden-python",

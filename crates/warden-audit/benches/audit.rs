@@ -29,6 +29,7 @@ fn record(i: u64) -> AuditRecord {
         findings: vec!["email".into()],
         policy: "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".into(),
         latency_us: 12,
+        model: None,
     }
 }
 

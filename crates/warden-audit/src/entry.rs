@@ -69,6 +69,10 @@ pub struct AuditRecord {
     pub policy: String,
     /// Decision latency in microseconds.
     pub latency_us: u64,
+    /// The model a prompt, answer or proposed tool call is for (the request's
+    /// `context.model`, as the LLM front door sets it), if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
 }
 
 impl AuditRecord {
@@ -102,6 +106,12 @@ impl AuditRecord {
                 .collect(),
             policy: decision.policy.digest.to_string(),
             latency_us,
+            model: request
+                .context
+                .as_ref()
+                .and_then(|c| c.get("model"))
+                .and_then(serde_json::Value::as_str)
+                .map(str::to_owned),
         })
     }
 }
@@ -125,6 +135,9 @@ pub(crate) struct Sealed<'a, F: Serialize + ?Sized> {
     pub(crate) latency_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) mac: Option<&'a str>,
+    /// Absent when the decision names no model, so entries written before it existed verify.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) model: Option<&'a str>,
     pub(crate) policy: &'a str,
     pub(crate) prev: &'a str,
     pub(crate) principal: Option<&'a str>,
@@ -172,6 +185,7 @@ pub(crate) fn seal(
         // Clamped so it stays an exact integer in RFC 8785 (2^53 µs is 285 years).
         latency_us: record.latency_us.min(MAX_EXACT_INT),
         mac: None,
+        model: record.model.as_deref(),
         policy: &record.policy,
         prev,
         principal: record.principal.as_deref(),

@@ -199,6 +199,8 @@ struct Line<'a> {
     hash: Cow<'a, str>,
     #[serde(default, borrow)]
     mac: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    model: Option<Cow<'a, str>>,
     #[serde(borrow)]
     time: Cow<'a, str>,
     #[serde(borrow)]
@@ -307,6 +309,7 @@ fn check_canonical(line: &Line<'_>, body: &[u8]) -> Result<(), String> {
         kind: &line.kind,
         latency_us: line.latency_us,
         mac: line.mac.as_deref(),
+        model: line.model.as_deref(),
         policy: &line.policy,
         prev: &line.prev,
         principal: line.principal.as_deref(),

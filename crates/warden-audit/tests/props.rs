@@ -49,6 +49,7 @@ fn record() -> impl Strategy<Value = AuditRecord> {
                 findings,
                 policy: "sha256:00".into(),
                 latency_us,
+                model: None,
             },
         )
 }

@@ -39,6 +39,7 @@ fn record(i: u64) -> AuditRecord {
         },
         policy: "sha256:feed".into(),
         latency_us: 7,
+        model: None,
     }
 }
 

@@ -301,6 +301,7 @@ pub(crate) async fn audit_approval(
         findings: Vec::new(),
         policy: approval.policy_digest.clone(),
         latency_us: 0,
+        model: None,
     };
     let ack = queue(audit, record)?;
     audit_wait(vec![ack]).await
@@ -342,6 +343,7 @@ pub(crate) async fn audit_policy_change(
         findings: Vec::new(),
         policy: digest.to_owned(),
         latency_us: 0,
+        model: None,
     };
     let ack = queue(audit, record)?;
     audit_wait(vec![ack]).await
@@ -395,6 +397,7 @@ pub(crate) fn audit_data_query(
         findings: Vec::new(),
         policy: policy_digest.to_owned(),
         latency_us,
+        model: None,
     };
     queue(audit, record)
 }

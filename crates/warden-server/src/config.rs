@@ -193,6 +193,9 @@ pub struct ServeConfig {
     pub capture: Option<CaptureSettings>,
     /// MCP Streamable HTTP upstreams, each served at `/mcp/{name}` (none by default).
     pub mcp_upstreams: Vec<warden_mcp::http::UpstreamConfig>,
+    /// LLM APIs (OpenAI- or Anthropic-compatible), each served at `/llm/{name}` (none by
+    /// default).
+    pub llm_upstreams: Vec<LlmUpstreamConfig>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
     /// or `TOKIO_WORKER_THREADS` when set. Read at start only.
     pub workers: usize,
@@ -260,6 +263,7 @@ impl Default for ServeConfig {
             telemetry: TelemetrySettings::default(),
             capture: None,
             mcp_upstreams: Vec::new(),
+            llm_upstreams: Vec::new(),
             workers: 0,
             max_identifier_bytes: 256,
             max_sessions: 1_000_000,
@@ -313,6 +317,11 @@ impl ServeConfig {
         .chain(self.database_integrity_key.as_mut())
         .chain(
             self.mcp_upstreams
+                .iter_mut()
+                .filter_map(|upstream| upstream.ca_file.as_mut()),
+        )
+        .chain(
+            self.llm_upstreams
                 .iter_mut()
                 .filter_map(|upstream| upstream.ca_file.as_mut()),
         ) {
@@ -504,6 +513,51 @@ impl AuditSettings {
             }
         }
     }
+}
+
+/// One `llm_upstreams` entry: an LLM API Warden stands in front of, served at
+/// `/llm/{name}/v1/chat/completions` (`api: openai`) or `/llm/{name}/v1/messages`
+/// (`api: anthropic`) and forwarded to the same path under `url`.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmUpstreamConfig {
+    /// The mount's name: its route, and `mount` in its decisions' context.
+    pub name: String,
+    /// The wire format: `openai` or `anthropic`.
+    pub api: warden_llm::Api,
+    /// The upstream's base URL (`https://api.openai.com`, `http://127.0.0.1:4000`).
+    pub url: String,
+    /// The policy deciding the mount's traffic (a Warden policy); none: the caller's key's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<String>,
+    /// The environment variable holding the upstream's API key, sent as the provider expects
+    /// (`Authorization: Bearer` or `x-api-key`); none: no key is sent. Clients authenticate
+    /// to Warden with their Warden key, never the provider's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub api_key_env: Option<String>,
+    /// Take the Warden session from this request header (e.g. `x-agent-session`); none: one
+    /// session per tenant and mount (`llm:{name}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_header: Option<String>,
+    /// Characters of a streamed answer held back until the detectors have seen what follows
+    /// them (findings up to this long are redacted across chunks).
+    #[serde(default = "default_hold_chars")]
+    pub hold_chars: usize,
+    /// Milliseconds an exchange may take to its answer's headers, and a stream between two
+    /// chunks.
+    #[serde(default = "default_llm_timeout_ms")]
+    pub timeout_ms: u64,
+    /// For an `https://` url: the PEM bundle the upstream's certificate must chain to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<PathBuf>,
+}
+
+fn default_hold_chars() -> usize {
+    256
+}
+
+fn default_llm_timeout_ms() -> u64 {
+    300_000
 }
 
 /// The `capture` section: the requests the daemon decides, written for `warden replay`.

@@ -22,8 +22,10 @@ pub mod error;
 mod fast;
 mod grpc;
 mod handlers;
+mod inline;
 mod keyfile;
 pub mod listen;
+pub mod llm;
 mod lockout;
 mod logbuf;
 pub mod mcp;
@@ -662,6 +664,9 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         .route_layer(from_fn_with_state(state.clone(), middleware::api));
     Router::new()
         .merge(api)
+        // Admitted by their own handler: an exchange's time limit is the mount's, not
+        // `request_timeout_ms`.
+        .merge(llm::routes(&state))
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
         .route("/health", get(opa::health))

@@ -64,31 +64,6 @@ struct MountDecider {
     policy: String,
 }
 
-/// Runs `future` on this thread (the enforcer is synchronous). Most finish on their first poll
-/// (no audit log, or `fsync: never`; an in-process store); only one that waits (for the audit
-/// writer, a shared store) hands the worker's other tasks to another thread while it blocks.
-fn run_here<F: std::future::Future>(future: F) -> Result<F::Output, String> {
-    let mut future = Box::pin(future);
-    let polled = future
-        .as_mut()
-        .poll(&mut std::task::Context::from_waker(std::task::Waker::noop()));
-    match polled {
-        std::task::Poll::Ready(output) => Ok(output),
-        std::task::Poll::Pending => {
-            let multi_thread = tokio::runtime::Handle::try_current()
-                .is_ok_and(|h| h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread);
-            if !multi_thread {
-                return Err(
-                    "the MCP mount runs on the daemon's multi-threaded runtime only".to_owned(),
-                );
-            }
-            Ok(tokio::task::block_in_place(|| {
-                tokio::runtime::Handle::current().block_on(future)
-            }))
-        }
-    }
-}
-
 impl warden_mcp::Decider for MountDecider {
     fn decide(&self, request: &warden::Request) -> Result<warden::Decision, String> {
         let tenant = request.principal.as_deref().unwrap_or(ANONYMOUS);
@@ -98,7 +73,7 @@ impl warden_mcp::Decider for MountDecider {
             request_id: None,
             tokens: false,
         };
-        let result = run_here(self.state.pipeline().decide(&caller, request))?;
+        let result = crate::inline::run_here(self.state.pipeline().decide(&caller, request))?;
         result.map_err(|e| match e {
             warden::PipelineError::Effect(e) => format!("{}: {}", e.code, e.message),
             other => other.to_string(),
@@ -109,7 +84,7 @@ impl warden_mcp::Decider for MountDecider {
         let now_ms = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
-        let found = run_here(self.state.pipeline().approvals().get(id, now_ms))?;
+        let found = crate::inline::run_here(self.state.pipeline().approvals().get(id, now_ms))?;
         found
             .map(|approval| approval.map(|a| a.status))
             .map_err(|e| e.to_string())

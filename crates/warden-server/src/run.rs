@@ -88,6 +88,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
         .await?
         .with_anonymous_override(options.anonymous_policy_override.clone());
     crate::mcp::check(&state).map_err(ServeError::Load)?;
+    crate::llm::check(&state).map_err(ServeError::Load)?;
     // Keys and policies in PostgreSQL: any instance's change reloads this one's at once, and
     // a periodic check catches a change whose notification was lost.
     if let Some(database) = state.database() {

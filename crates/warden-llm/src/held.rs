@@ -1,0 +1,230 @@
+//! Streamed text held back until the content detectors have seen what follows it.
+//!
+//! A model streams its answer a few characters at a time, so a card number or a key arrives
+//! cut across chunks, and no chunk alone holds the finding. [`HeldText`] releases text only
+//! when `hold` more characters have arrived after it: a finding at most `hold` characters long
+//! that starts in the released part ends inside what has been seen, so it is found whole and
+//! redacted before any of it is sent (the release point moves back to a finding's start when
+//! it would cut one). Each scan covers the last `hold` characters already released (as
+//! released, for the detectors' left context) and the text held; scans run once `step` new
+//! characters have gathered, so each character is scanned a bounded number of times.
+//!
+//! A finding that starts in text already sent (one longer than `hold`, or one the detectors
+//! only recognise by what follows it) cannot be redacted any more: the stream is cut, as a
+//! finding the policy blocks is. Fail closed, never half a secret.
+
+use warden_content::ContentPolicy;
+use warden_core::{Kind, Request};
+
+use crate::api::{Refusal, RefusalKind};
+
+/// Characters held back by default: longer than every built-in detector's usual match (cards,
+/// keys, tokens, addresses), short enough for a stream to stay a stream.
+pub const DEFAULT_HOLD_CHARS: usize = 256;
+
+/// Text of one streamed block, held until it is safe to release.
+#[derive(Debug, Clone)]
+pub struct HeldText {
+    hold: usize,
+    step: usize,
+    /// The last `hold` characters released, as released.
+    context: String,
+    /// Received and not released.
+    pending: String,
+    pending_chars: usize,
+}
+
+/// The byte offset of char `n` in `s` (its length when `n` is past the end).
+fn byte_at(s: &str, n: usize) -> usize {
+    s.char_indices().nth(n).map_or(s.len(), |(b, _)| b)
+}
+
+fn blocked(message: String) -> Refusal {
+    Refusal::new(RefusalKind::Blocked, message)
+}
+
+impl HeldText {
+    /// Holds back `hold` characters (at least 1), scanning every `hold / 2` new ones.
+    pub fn new(hold: usize) -> Self {
+        let hold = hold.max(1);
+        Self {
+            hold,
+            step: (hold / 2).max(1),
+            context: String::new(),
+            pending: String::new(),
+            pending_chars: 0,
+        }
+    }
+
+    /// Adds received text; returns what may be released now (often nothing).
+    pub fn push(&mut self, delta: &str, content: &ContentPolicy) -> Result<String, Refusal> {
+        self.pending.push_str(delta);
+        self.pending_chars += delta.chars().count();
+        if self.pending_chars < self.hold + self.step {
+            return Ok(String::new());
+        }
+        self.release(false, content)
+    }
+
+    /// The block ended: releases the rest.
+    pub fn finish(&mut self, content: &ContentPolicy) -> Result<String, Refusal> {
+        if self.pending.is_empty() {
+            return Ok(String::new());
+        }
+        self.release(true, content)
+    }
+
+    fn release(&mut self, all: bool, content: &ContentPolicy) -> Result<String, Refusal> {
+        let context_chars = self.context.chars().count();
+        let request = Request {
+            kind: Kind::Completion,
+            text: Some(format!("{}{}", self.context, self.pending)),
+            ..Request::default()
+        };
+        let outcome = warden_core::content::scan(content, &request);
+        if let Some(rule) = outcome.deny {
+            return Err(blocked(format!("Warden cut the answer: {rule}")));
+        }
+        let mut upto = if all {
+            self.pending_chars
+        } else {
+            self.pending_chars - self.hold
+        };
+        let mut spans = Vec::new();
+        if outcome.redacted.is_some() {
+            let mut found: Vec<_> = outcome
+                .findings
+                .iter()
+                .filter(|f| !f.key && f.path == "/text" && f.end > context_chars)
+                .collect();
+            found.sort_by_key(|f| f.start);
+            for f in found {
+                if f.start < context_chars {
+                    return Err(blocked(format!(
+                        "Warden cut the answer: content:{} found in text already sent",
+                        f.detector
+                    )));
+                }
+                let (start, end) = (f.start - context_chars, f.end - context_chars);
+                if start < upto && end > upto {
+                    upto = start;
+                }
+                spans.push((start, end, f.detector.as_str()));
+            }
+        }
+        let cut = byte_at(&self.pending, upto);
+        let mut released = String::new();
+        let mut last = 0;
+        for (start, end, detector) in spans.into_iter().filter(|(_, end, _)| *end <= upto) {
+            let (a, z) = (byte_at(&self.pending, start), byte_at(&self.pending, end));
+            if a < last {
+                continue;
+            }
+            released.push_str(self.pending.get(last..a).unwrap_or_default());
+            released.push_str("[REDACTED:");
+            released.push_str(detector);
+            released.push(']');
+            last = z;
+        }
+        released.push_str(self.pending.get(last..cut).unwrap_or_default());
+        self.pending.drain(..cut);
+        self.pending_chars -= upto;
+        self.context.push_str(&released);
+        let excess = self.context.chars().count().saturating_sub(self.hold);
+        if excess > 0 {
+            let from = byte_at(&self.context, excess);
+            self.context.drain(..from);
+        }
+        Ok(released)
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use super::*;
+    use warden_content::{Action, ContentSpec};
+
+    fn content(output: Action) -> ContentPolicy {
+        let spec = ContentSpec {
+            detectors: vec!["credit_card".to_owned(), "aws_access_key".to_owned()],
+            output: Some(output),
+            ..ContentSpec::default()
+        };
+        ContentPolicy::compile(&spec).unwrap()
+    }
+
+    fn stream(
+        held: &mut HeldText,
+        chunks: &[&str],
+        content: &ContentPolicy,
+    ) -> Result<String, Refusal> {
+        let mut out = String::new();
+        for chunk in chunks {
+            out.push_str(&held.push(chunk, content)?);
+        }
+        out.push_str(&held.finish(content)?);
+        Ok(out)
+    }
+
+    #[test]
+    fn a_card_cut_across_chunks_is_redacted_at_every_cut() {
+        let content = content(Action::Redact);
+        let text = format!(
+            "{}Your card is 4111 1111 1111 1111, keep it safe.{}",
+            "a".repeat(300),
+            " b".repeat(200)
+        );
+        for hold in [24, 64, 256] {
+            for size in [1, 3, 7, 50] {
+                let chars: Vec<char> = text.chars().collect();
+                let chunks: Vec<String> = chars.chunks(size).map(|c| c.iter().collect()).collect();
+                let refs: Vec<&str> = chunks.iter().map(String::as_str).collect();
+                let out = stream(&mut HeldText::new(hold), &refs, &content).unwrap();
+                assert!(
+                    out.contains("Your card is [REDACTED:credit_card], keep"),
+                    "hold {hold} size {size}: {out}"
+                );
+                assert!(!out.contains("4111"), "hold {hold} size {size}");
+                assert_eq!(out.len(), text.len() - 19 + "[REDACTED:credit_card]".len());
+            }
+        }
+    }
+
+    #[test]
+    fn text_is_held_back_until_hold_more_characters_arrived() {
+        let content = content(Action::Redact);
+        let mut held = HeldText::new(10);
+        assert_eq!(held.push("0123456789abcd", &content).unwrap(), "");
+        assert_eq!(held.push("e", &content).unwrap(), "01234");
+        assert_eq!(held.finish(&content).unwrap(), "56789abcde");
+    }
+
+    #[test]
+    fn a_blocking_finding_cuts_the_stream_naming_the_detector() {
+        let content = content(Action::Deny);
+        let e = stream(
+            &mut HeldText::new(32),
+            &["Here is the key: AKIAIOSF", "ODNN7EXAMPLE and more"],
+            &content,
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Blocked);
+        assert!(
+            e.message.contains("content:aws_access_key"),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn a_finding_longer_than_the_hold_whose_start_was_sent_cuts_the_stream() {
+        let content = content(Action::Redact);
+        // 8 characters held: the first chunk releases `4111 `, which is no finding yet.
+        let mut held = HeldText::new(8);
+        let chunks = ["x x x x x x x x 4111 1111 1111 ", "1111 y y y y y y y y"];
+        let e = stream(&mut held, &chunks, &content).unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Blocked);
+        assert!(e.message.contains("already sent"), "{}", e.message);
+    }
+}

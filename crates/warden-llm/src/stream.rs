@@ -1,0 +1,609 @@
+//! A streamed answer, rewritten event by event as it arrives (never buffered whole).
+//!
+//! Every event is read and written again by Warden (an event it cannot read ends the stream):
+//! - text (OpenAI `delta.content` and `delta.refusal`; Anthropic `text_delta` and
+//!   `thinking_delta`) goes through a [`HeldText`] per choice or block, so what is released
+//!   has been scanned with what follows it and is redacted across chunk boundaries;
+//! - tool calls are gathered until complete (OpenAI: the choice's `finish_reason`; Anthropic:
+//!   the block's `content_block_stop`), then decided; an allowed call is sent whole in one
+//!   delta, a denied one is replaced by its explanation as text;
+//! - before the end of the stream (OpenAI `[DONE]`, Anthropic `message_stop`) the whole
+//!   answer is decided as one `completion` request (history, audit); a deny there, or a
+//!   finding the policy blocks on the way, ends the stream with the provider's error event.
+
+use std::collections::BTreeMap;
+
+use serde_json::{Map, Value, json};
+use warden_content::ContentPolicy;
+use warden_core::Kind;
+use warden_mcp::sse::{Event, SseSplitter};
+
+use crate::api::{Api, Refusal, RefusalKind};
+use crate::held::HeldText;
+use crate::reply::{ToolOutcome, decide_tool};
+use crate::{Asker, Judge};
+
+/// The longest answer Warden keeps to decide at the end of a stream; a longer one is cut.
+pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
+
+fn cut(message: impl Into<String>) -> Refusal {
+    Refusal::new(RefusalKind::Blocked, message)
+}
+
+fn unreadable(what: &str) -> Refusal {
+    cut(format!(
+        "Warden cut the answer: the upstream sent {what}, which Warden does not inspect"
+    ))
+}
+
+/// A tool call being streamed.
+#[derive(Debug, Default, Clone)]
+struct PendingTool {
+    id: Value,
+    name: String,
+    arguments: String,
+    /// Anthropic: the block as `content_block_start` gave it.
+    block: Option<Value>,
+}
+
+/// One OpenAI choice's state.
+#[derive(Debug)]
+struct Choice {
+    content: HeldText,
+    refusal: HeldText,
+    tools: BTreeMap<u64, PendingTool>,
+    finished: bool,
+}
+
+/// One Anthropic content block's state.
+#[derive(Debug)]
+enum Block {
+    Text(HeldText),
+    Thinking(HeldText),
+    Tool(PendingTool),
+    Opaque,
+}
+
+/// Rewrites one streamed answer.
+#[derive(Debug)]
+pub struct StreamRewriter {
+    api: Api,
+    asker: Asker,
+    hold: usize,
+    splitter: SseSplitter,
+    choices: BTreeMap<u64, Choice>,
+    blocks: BTreeMap<u64, Block>,
+    tools_kept: usize,
+    tools_denied: usize,
+    /// The answer's text as the model wrote it, decided at the end.
+    answer: String,
+    /// The last OpenAI chunk's `id`, `object`, `created` and `model`, for chunks Warden adds.
+    meta: Map<String, Value>,
+    ended: bool,
+}
+
+impl StreamRewriter {
+    /// A rewriter for an answer of `api` to `asker`, holding back `hold` characters of text.
+    pub fn new(api: Api, asker: Asker, hold: usize) -> Self {
+        Self {
+            api,
+            asker,
+            hold,
+            splitter: SseSplitter::new(),
+            choices: BTreeMap::new(),
+            blocks: BTreeMap::new(),
+            tools_kept: 0,
+            tools_denied: 0,
+            answer: String::new(),
+            meta: Map::new(),
+            ended: false,
+        }
+    }
+
+    /// Whether the answer's end (or the upstream's error) has been sent: nothing more is read.
+    pub fn ended(&self) -> bool {
+        self.ended
+    }
+
+    /// Reads `chunk` of the upstream's body; returns the bytes to send the client now.
+    pub fn push(
+        &mut self,
+        chunk: &[u8],
+        judge: &dyn Judge,
+        content: Option<&ContentPolicy>,
+    ) -> Result<Vec<u8>, Refusal> {
+        let events = self
+            .splitter
+            .push(chunk)
+            .map_err(|_| unreadable("an event larger than the limit"))?;
+        let mut out = Vec::new();
+        for raw in events {
+            if self.ended {
+                break;
+            }
+            let event = Event::parse(&raw).map_err(|_| unreadable("an unreadable event"))?;
+            match self.api {
+                Api::Openai => self.openai(&event, judge, content, &mut out)?,
+                Api::Anthropic => self.anthropic(&event, judge, content, &mut out)?,
+            }
+        }
+        Ok(out)
+    }
+
+    /// The upstream's body ended. A stream that did not reach its end is cut (the client must
+    /// not take half an answer for a whole one).
+    pub fn finish(&mut self) -> Result<(), Refusal> {
+        let rest = std::mem::take(&mut self.splitter).finish();
+        if !self.ended || rest.iter().any(|b| !b.is_ascii_whitespace()) {
+            return Err(Refusal::new(
+                RefusalKind::Upstream,
+                "the upstream's stream ended before the answer did",
+            ));
+        }
+        Ok(())
+    }
+
+    fn keep(&mut self, text: &str) -> Result<(), Refusal> {
+        if self.answer.len() + text.len() > MAX_ANSWER_BYTES {
+            return Err(cut(format!(
+                "Warden cut the answer: it is longer than {MAX_ANSWER_BYTES} bytes"
+            )));
+        }
+        self.answer.push_str(text);
+        Ok(())
+    }
+
+    fn push_text(
+        held: &mut HeldText,
+        text: &str,
+        content: Option<&ContentPolicy>,
+    ) -> Result<String, Refusal> {
+        match content {
+            Some(content) => held.push(text, content),
+            None => Ok(text.to_owned()),
+        }
+    }
+
+    fn flush(held: &mut HeldText, content: Option<&ContentPolicy>) -> Result<String, Refusal> {
+        match content {
+            Some(content) => held.finish(content),
+            None => Ok(String::new()),
+        }
+    }
+
+    /// Decides the whole answer (before the stream's end is sent).
+    fn decide_answer(&mut self, judge: &dyn Judge) -> Result<(), Refusal> {
+        let mut request = self.asker.request(Kind::Completion);
+        request.text = Some(std::mem::take(&mut self.answer));
+        let decision = judge.decide(&request).map_err(|_| Refusal::unavailable())?;
+        if !decision.verdict.is_allow() {
+            let mut refusal = Refusal::denied("the answer", &decision);
+            refusal.kind = RefusalKind::Blocked;
+            return Err(refusal);
+        }
+        Ok(())
+    }
+
+    fn tool(&mut self, judge: &dyn Judge, tool: &PendingTool) -> Result<ToolOutcome, Refusal> {
+        let outcome = decide_tool(
+            judge,
+            &self.asker,
+            &tool.name,
+            &Value::String(tool.arguments.clone()),
+        )?;
+        match outcome {
+            ToolOutcome::Allowed(_) => self.tools_kept += 1,
+            ToolOutcome::Denied(_) => self.tools_denied += 1,
+        }
+        Ok(outcome)
+    }
+
+    fn openai(
+        &mut self,
+        event: &Event,
+        judge: &dyn Judge,
+        content: Option<&ContentPolicy>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        let Some(data) = &event.data else {
+            return Ok(());
+        };
+        if data.trim_ascii() == b"[DONE]" {
+            self.openai_unfinished(judge, content, out)?;
+            self.decide_answer(judge)?;
+            self.ended = true;
+            out.extend_from_slice(b"data: [DONE]\n\n");
+            return Ok(());
+        }
+        warden_core::unique_keys::reject_duplicate_keys(data)
+            .map_err(|_| unreadable("a chunk repeating a member name"))?;
+        let mut chunk: Value =
+            serde_json::from_slice(data).map_err(|_| unreadable("a chunk that is not JSON"))?;
+        if chunk.get("error").is_some() {
+            // The upstream's own error ends the stream; sent as Warden wrote it again.
+            self.ended = true;
+            out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
+            return Ok(());
+        }
+        let Some(members) = chunk.as_object_mut() else {
+            return Err(unreadable("a chunk that is not an object"));
+        };
+        for key in ["id", "object", "created", "model"] {
+            if let Some(v) = members.get(key) {
+                self.meta.insert(key.to_owned(), v.clone());
+            }
+        }
+        if let Some(choices) = members.get_mut("choices").and_then(Value::as_array_mut) {
+            for choice in choices {
+                self.openai_choice(choice, judge, content)?;
+            }
+        }
+        out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
+        Ok(())
+    }
+
+    fn openai_choice(
+        &mut self,
+        choice: &mut Value,
+        judge: &dyn Judge,
+        content: Option<&ContentPolicy>,
+    ) -> Result<(), Refusal> {
+        let hold = self.hold;
+        let Some(choice) = choice.as_object_mut() else {
+            return Err(unreadable("a choice that is not an object"));
+        };
+        if choice.get("logprobs").is_some_and(|v| !v.is_null()) {
+            return Err(unreadable("log probabilities"));
+        }
+        let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let state = self.choices.entry(index).or_insert_with(|| Choice {
+            content: HeldText::new(hold),
+            refusal: HeldText::new(hold),
+            tools: BTreeMap::new(),
+            finished: false,
+        });
+        let finish = choice
+            .get("finish_reason")
+            .filter(|v| !v.is_null())
+            .cloned();
+        let mut delta = match choice.remove("delta") {
+            Some(Value::Object(delta)) => delta,
+            None | Some(Value::Null) => Map::new(),
+            Some(_) => return Err(unreadable("a delta that is not an object")),
+        };
+        if let Some(key) = delta
+            .keys()
+            .find(|k| !["role", "content", "refusal", "tool_calls"].contains(&k.as_str()))
+        {
+            return Err(unreadable(&format!("a delta member `{key}`")));
+        }
+        let mut kept = String::new();
+        for (member, held) in [
+            ("content", &mut state.content),
+            ("refusal", &mut state.refusal),
+        ] {
+            match delta.get(member) {
+                Some(Value::String(text)) => {
+                    kept.push_str(text);
+                    let released = Self::push_text(held, text, content)?;
+                    delta.insert(member.to_owned(), Value::String(released));
+                }
+                None | Some(Value::Null) => {}
+                Some(_) => return Err(unreadable(&format!("a `{member}` that is not a string"))),
+            }
+        }
+        if let Some(calls) = delta.remove("tool_calls").filter(|v| !v.is_null()) {
+            let Value::Array(calls) = calls else {
+                return Err(unreadable("`tool_calls` that are not an array"));
+            };
+            for call in calls {
+                let at = call.get("index").and_then(Value::as_u64).unwrap_or(0);
+                let tool = state.tools.entry(at).or_default();
+                if let Some(id) = call.get("id").filter(|v| !v.is_null()) {
+                    tool.id = id.clone();
+                }
+                if let Some(function) = call.get("function") {
+                    if let Some(name) = function.get("name").and_then(Value::as_str) {
+                        tool.name.push_str(name);
+                    }
+                    if let Some(args) = function.get("arguments").and_then(Value::as_str) {
+                        tool.arguments.push_str(args);
+                    }
+                }
+            }
+        }
+        self.keep(&kept)?;
+        if finish.is_some() {
+            let Some(state) = self.choices.get_mut(&index) else {
+                return Ok(());
+            };
+            state.finished = true;
+            let tools = std::mem::take(&mut state.tools);
+            let mut rest_content = Self::flush(&mut state.content, content)?;
+            let rest_refusal = Self::flush(&mut state.refusal, content)?;
+            let mut allowed = Vec::new();
+            for tool in tools.into_values() {
+                match self.tool(judge, &tool)? {
+                    ToolOutcome::Allowed(args) => {
+                        let arguments = args.map_or(tool.arguments.clone(), |a| a.to_string());
+                        allowed.push(json!({
+                            "index": allowed.len(),
+                            "id": tool.id,
+                            "type": "function",
+                            "function": {"name": tool.name, "arguments": arguments},
+                        }));
+                    }
+                    ToolOutcome::Denied(why) => {
+                        if !rest_content.is_empty() {
+                            rest_content.push_str("\n\n");
+                        }
+                        rest_content.push_str(&why);
+                    }
+                }
+            }
+            append(&mut delta, "content", &rest_content);
+            append(&mut delta, "refusal", &rest_refusal);
+            let none_left = allowed.is_empty();
+            if !allowed.is_empty() {
+                delta.insert("tool_calls".to_owned(), Value::Array(allowed));
+            }
+            if none_left && finish.as_ref().and_then(Value::as_str) == Some("tool_calls") {
+                choice.insert("finish_reason".to_owned(), Value::String("stop".to_owned()));
+            }
+        }
+        choice.insert("delta".to_owned(), Value::Object(delta));
+        Ok(())
+    }
+
+    /// At `[DONE]`: a choice that never finished still releases its held text (in a chunk
+    /// Warden adds); its unfinished tool calls are dropped, undecided.
+    fn openai_unfinished(
+        &mut self,
+        _judge: &dyn Judge,
+        content: Option<&ContentPolicy>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        for (index, state) in &mut self.choices {
+            if state.finished {
+                continue;
+            }
+            let rest = Self::flush(&mut state.content, content)?;
+            if rest.is_empty() {
+                continue;
+            }
+            let mut chunk = self.meta.clone();
+            chunk.insert(
+                "choices".to_owned(),
+                json!([{"index": index, "delta": {"content": rest}, "finish_reason": null}]),
+            );
+            out.extend_from_slice(format!("data: {}\n\n", Value::Object(chunk)).as_bytes());
+        }
+        Ok(())
+    }
+
+    fn anthropic(
+        &mut self,
+        event: &Event,
+        judge: &dyn Judge,
+        content: Option<&ContentPolicy>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        let Some(data) = &event.data else {
+            return Ok(());
+        };
+        warden_core::unique_keys::reject_duplicate_keys(data)
+            .map_err(|_| unreadable("an event repeating a member name"))?;
+        let mut body: Value =
+            serde_json::from_slice(data).map_err(|_| unreadable("an event that is not JSON"))?;
+        let kind = body
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        if event.event.as_deref().is_some_and(|e| e != kind) {
+            return Err(unreadable("an event whose name and type differ"));
+        }
+        let index = body.get("index").and_then(Value::as_u64).unwrap_or(0);
+        let hold = self.hold;
+        match kind.as_str() {
+            "ping" => {}
+            "error" => self.ended = true,
+            "message_start" => {
+                let empty = body
+                    .pointer("/message/content")
+                    .and_then(Value::as_array)
+                    .is_none_or(Vec::is_empty);
+                if !empty {
+                    return Err(unreadable("a message_start holding content"));
+                }
+            }
+            "content_block_start" => {
+                let block = body.get("content_block").cloned().unwrap_or(Value::Null);
+                let block_kind = block
+                    .get("type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                let state = match block_kind {
+                    "text" | "thinking" => {
+                        let member = if block_kind == "text" {
+                            "text"
+                        } else {
+                            "thinking"
+                        };
+                        if block
+                            .get(member)
+                            .and_then(Value::as_str)
+                            .is_some_and(|t| !t.is_empty())
+                        {
+                            return Err(unreadable("a block starting with text"));
+                        }
+                        if block_kind == "text" {
+                            Block::Text(HeldText::new(hold))
+                        } else {
+                            Block::Thinking(HeldText::new(hold))
+                        }
+                    }
+                    "redacted_thinking" => Block::Opaque,
+                    "tool_use" => {
+                        let name = block
+                            .get("name")
+                            .and_then(Value::as_str)
+                            .unwrap_or_default();
+                        self.blocks.insert(
+                            index,
+                            Block::Tool(PendingTool {
+                                id: block.get("id").cloned().unwrap_or(Value::Null),
+                                name: name.to_owned(),
+                                arguments: String::new(),
+                                block: Some(block.clone()),
+                            }),
+                        );
+                        // Sent once decided, at the block's end.
+                        return Ok(());
+                    }
+                    other => return Err(unreadable(&format!("a content block of type `{other}`"))),
+                };
+                self.blocks.insert(index, state);
+            }
+            "content_block_delta" => {
+                let delta_kind = body
+                    .pointer("/delta/type")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default()
+                    .to_owned();
+                let Some(block) = self.blocks.get_mut(&index) else {
+                    return Err(unreadable("a delta for a block that did not start"));
+                };
+                match (block, delta_kind.as_str()) {
+                    (Block::Text(held), "text_delta")
+                    | (Block::Thinking(held), "thinking_delta") => {
+                        let member = if delta_kind == "text_delta" {
+                            "text"
+                        } else {
+                            "thinking"
+                        };
+                        let text = body
+                            .pointer(&format!("/delta/{member}"))
+                            .and_then(Value::as_str)
+                            .unwrap_or_default()
+                            .to_owned();
+                        let released = Self::push_text(held, &text, content)?;
+                        if delta_kind == "text_delta" {
+                            self.keep(&text)?;
+                        }
+                        if released.is_empty() {
+                            return Ok(());
+                        }
+                        if let Some(slot) = body.pointer_mut(&format!("/delta/{member}")) {
+                            *slot = Value::String(released);
+                        }
+                    }
+                    (Block::Thinking(_), "signature_delta") => {}
+                    (Block::Tool(tool), "input_json_delta") => {
+                        if let Some(part) =
+                            body.pointer("/delta/partial_json").and_then(Value::as_str)
+                        {
+                            tool.arguments.push_str(part);
+                        }
+                        return Ok(());
+                    }
+                    (_, other) => return Err(unreadable(&format!("a delta of type `{other}`"))),
+                }
+            }
+            "content_block_stop" => match self.blocks.remove(&index) {
+                Some(Block::Text(mut held)) => {
+                    let rest = Self::flush(&mut held, content)?;
+                    write_text_delta(out, index, "text_delta", "text", &rest);
+                }
+                Some(Block::Thinking(mut held)) => {
+                    let rest = Self::flush(&mut held, content)?;
+                    write_text_delta(out, index, "thinking_delta", "thinking", &rest);
+                }
+                Some(Block::Tool(tool)) => {
+                    let arguments = if tool.arguments.trim().is_empty() {
+                        "{}".to_owned()
+                    } else {
+                        tool.arguments.clone()
+                    };
+                    let decided = PendingTool { arguments, ..tool };
+                    match self.tool(judge, &decided)? {
+                        ToolOutcome::Allowed(args) => {
+                            let mut start = decided.block.clone().unwrap_or(Value::Null);
+                            if let Some(input) = start.get_mut("input") {
+                                *input = json!({});
+                            }
+                            let json = args.map_or(decided.arguments.clone(), |a| a.to_string());
+                            write_event(
+                                out,
+                                "content_block_start",
+                                &json!({"type": "content_block_start", "index": index, "content_block": start}),
+                            );
+                            write_event(
+                                out,
+                                "content_block_delta",
+                                &json!({"type": "content_block_delta", "index": index, "delta": {"type": "input_json_delta", "partial_json": json}}),
+                            );
+                        }
+                        ToolOutcome::Denied(why) => {
+                            write_event(
+                                out,
+                                "content_block_start",
+                                &json!({"type": "content_block_start", "index": index, "content_block": {"type": "text", "text": ""}}),
+                            );
+                            write_text_delta(out, index, "text_delta", "text", &why);
+                        }
+                    }
+                }
+                Some(Block::Opaque) => {}
+                None => return Err(unreadable("the end of a block that did not start")),
+            },
+            "message_delta" => {
+                // Every call the model proposed was denied: the turn ends with text.
+                if self.tools_kept == 0
+                    && self.tools_denied > 0
+                    && body.pointer("/delta/stop_reason").and_then(Value::as_str)
+                        == Some("tool_use")
+                    && let Some(slot) = body.pointer_mut("/delta/stop_reason")
+                {
+                    *slot = Value::String("end_turn".to_owned());
+                }
+            }
+            "message_stop" => {
+                self.decide_answer(judge)?;
+                self.ended = true;
+            }
+            other => return Err(unreadable(&format!("an event of type `{other}`"))),
+        }
+        write_event(out, &kind, &body);
+        Ok(())
+    }
+}
+
+fn append(delta: &mut Map<String, Value>, member: &str, rest: &str) {
+    if rest.is_empty() {
+        return;
+    }
+    let joined = match delta.get(member).and_then(Value::as_str) {
+        Some(existing) => format!("{existing}{rest}"),
+        None => rest.to_owned(),
+    };
+    delta.insert(member.to_owned(), Value::String(joined));
+}
+
+fn write_event(out: &mut Vec<u8>, name: &str, body: &Value) {
+    out.extend_from_slice(format!("event: {name}\ndata: {body}\n\n").as_bytes());
+}
+
+fn write_text_delta(out: &mut Vec<u8>, index: u64, kind: &str, member: &str, text: &str) {
+    if text.is_empty() {
+        return;
+    }
+    let mut delta = Map::new();
+    delta.insert("type".to_owned(), Value::String(kind.to_owned()));
+    delta.insert(member.to_owned(), Value::String(text.to_owned()));
+    write_event(
+        out,
+        "content_block_delta",
+        &json!({"type": "content_block_delta", "index": index, "delta": delta}),
+    );
+}
