@@ -104,6 +104,13 @@ fn openai_parts(
         .ok_or_else(|| upstream("the upstream's answer has no `choices`"))?;
     for (i, choice) in choices.iter().enumerate() {
         let at = format!("/choices/{i}/message");
+        if let Some(choice) = choice.as_object() {
+            known(
+                choice,
+                &["index", "message", "finish_reason", "logprobs"],
+                &format!("/choices/{i}"),
+            )?;
+        }
         if choice.get("logprobs").is_some_and(|v| !v.is_null()) {
             return Err(upstream(
                 "the upstream's answer holds log probabilities, which Warden does not inspect",

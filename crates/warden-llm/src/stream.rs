@@ -26,6 +26,21 @@ use crate::{Asker, Judge};
 /// The longest answer Warden keeps to decide at the end of a stream; a longer one is cut.
 pub const MAX_ANSWER_BYTES: usize = 8 * 1024 * 1024;
 
+/// Members of an OpenAI stream chunk Warden reads (the text is in `choices`).
+const OPENAI_CHUNK_MEMBERS: &[&str] = &[
+    "id",
+    "object",
+    "created",
+    "model",
+    "choices",
+    "usage",
+    "system_fingerprint",
+    "service_tier",
+    "obfuscation",
+];
+/// Members of one choice of a stream chunk.
+const OPENAI_CHOICE_MEMBERS: &[&str] = &["index", "delta", "finish_reason", "logprobs"];
+
 fn cut(message: impl Into<String>) -> Refusal {
     Refusal::new(RefusalKind::Blocked, message)
 }
@@ -228,6 +243,12 @@ impl StreamRewriter {
         let Some(members) = chunk.as_object_mut() else {
             return Err(unreadable("a chunk that is not an object"));
         };
+        if let Some(key) = members
+            .keys()
+            .find(|k| !OPENAI_CHUNK_MEMBERS.contains(&k.as_str()))
+        {
+            return Err(unreadable(&format!("a chunk member `{key}`")));
+        }
         for key in ["id", "object", "created", "model"] {
             if let Some(v) = members.get(key) {
                 self.meta.insert(key.to_owned(), v.clone());
@@ -254,6 +275,12 @@ impl StreamRewriter {
         };
         if choice.get("logprobs").is_some_and(|v| !v.is_null()) {
             return Err(unreadable("log probabilities"));
+        }
+        if let Some(key) = choice
+            .keys()
+            .find(|k| !OPENAI_CHOICE_MEMBERS.contains(&k.as_str()))
+        {
+            return Err(unreadable(&format!("a choice member `{key}`")));
         }
         let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
         let state = self.choices.entry(index).or_insert_with(|| Choice {
@@ -606,4 +633,114 @@ fn write_text_delta(out: &mut Vec<u8>, index: u64, kind: &str, member: &str, tex
         "content_block_delta",
         &json!({"type": "content_block_delta", "index": index, "delta": delta}),
     );
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used)]
+mod tests {
+    use std::sync::Arc;
+
+    use warden_core::{Decision, PolicyInfo, Request, Verdict};
+
+    use super::*;
+
+    /// Allows everything but tools named `delete_*`; no content inspection.
+    struct AllowAll;
+
+    impl Judge for AllowAll {
+        fn decide(&self, request: &Request) -> Result<Decision, String> {
+            let deny = request
+                .tool
+                .as_deref()
+                .is_some_and(|t| t.starts_with("delete_"));
+            Ok(Decision {
+                verdict: if deny { Verdict::Deny } else { Verdict::Allow },
+                rule: deny.then(|| Arc::from("no-delete")),
+                reasons: Vec::new(),
+                warnings: Vec::new(),
+                taints: Vec::new(),
+                findings: Vec::new(),
+                redacted: None,
+                dry_run_decision: None,
+                policy: PolicyInfo {
+                    name: Arc::from("p"),
+                    version: None,
+                    digest: Arc::from("sha256:0"),
+                },
+                token: None,
+                approval: None,
+            })
+        }
+
+        fn content(&self) -> Option<Arc<ContentPolicy>> {
+            None
+        }
+    }
+
+    fn run(api: Api, events: &[&str]) -> Result<String, Refusal> {
+        let mut rewriter = StreamRewriter::new(api, Asker::default(), 16);
+        let mut out = Vec::new();
+        for event in events {
+            out.extend(rewriter.push(event.as_bytes(), &AllowAll, None)?);
+        }
+        rewriter.finish()?;
+        Ok(String::from_utf8(out).unwrap())
+    }
+
+    #[test]
+    fn text_outside_the_members_warden_reads_cuts_the_stream() {
+        let smuggled = [
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"hi\"},\"message\":{\"content\":\"4111 1111 1111 1111\"}}]}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[],\"note\":\"4111 1111 1111 1111\"}\n\n",
+            "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"audio\":{\"transcript\":\"x\"}}}]}\n\n",
+            "data: {\"id\":\"c\",\"id\":\"d\",\"choices\":[]}\n\n",
+        ];
+        for event in smuggled {
+            let e = run(Api::Openai, &[event, "data: [DONE]\n\n"]).unwrap_err();
+            assert_eq!(e.kind, RefusalKind::Blocked, "{event}");
+        }
+        let e = run(
+            Api::Anthropic,
+            &["event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"web_search_tool_result\",\"content\":[]}}\n\n"],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Blocked);
+        // An event named one thing and typed another is read by no two clients alike.
+        let e = run(
+            Api::Anthropic,
+            &["event: ping\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n"],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Blocked);
+    }
+
+    #[test]
+    fn a_stream_without_its_end_is_an_error_not_a_short_answer() {
+        let e = run(
+            Api::Openai,
+            &["data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"partial\"}}]}\n\n"],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Upstream);
+    }
+
+    #[test]
+    fn a_denied_streamed_tool_call_becomes_text_and_the_turn_ends() {
+        let out = run(
+            Api::Openai,
+            &[
+                "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"id\":\"call_1\",\"function\":{\"name\":\"delete_file\",\"arguments\":\"{\\\"path\\\"\"}}]}}]}\n\n",
+                "data: {\"id\":\"c\",\"choices\":[{\"index\":0,\"delta\":{\"tool_calls\":[{\"index\":0,\"function\":{\"arguments\":\":\\\"/etc\\\"}\"}}]},\"finish_reason\":\"tool_calls\"}]}\n\n",
+                "data: [DONE]\n\n",
+            ],
+        )
+        .unwrap();
+        assert!(!out.contains("call_1"), "{out}");
+        assert!(
+            out.contains("Warden denied the tool call delete_file: no-delete"),
+            "{out}"
+        );
+        assert!(out.contains("\"finish_reason\":\"stop\""), "{out}");
+        assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+    }
 }
