@@ -51,6 +51,17 @@ content:
   output: deny
 "#;
 
+/// Two requests a day per model family, and 100 a day for the load test's model.
+const BUDGET: &str = r#"warden: 1
+name: llm-budget
+default: allow
+budgets:
+  - { id: gpt-daily, period: day, requests: 2, models: ["gpt-4o*"] }
+  - { id: claude-daily, period: day, requests: 2, models: ["claude-*"] }
+  - { id: load-daily, period: day, requests: 100, models: ["load-model"] }
+  - { id: load-tokens, per: principal, period: day, tokens: 100000000, models: ["load-model"] }
+"#;
+
 fn scripts() -> PathBuf {
     common::mcp::root().join("crates/warden-cli/tests/llm")
 }
@@ -115,6 +126,7 @@ impl Site {
         std::fs::create_dir_all(&policies).unwrap();
         std::fs::write(policies.join("llm-agent.yaml"), AGENT).unwrap();
         std::fs::write(policies.join("llm-strict.yaml"), STRICT).unwrap();
+        std::fs::write(policies.join("llm-budget.yaml"), BUDGET).unwrap();
         let upstream = upstream(dir.path());
         let url = format!("http://127.0.0.1:{}", upstream.port);
         let config = dir.path().join("warden.yaml");
@@ -127,7 +139,9 @@ impl Site {
                  \x20 - {{name: openai, api: openai, url: \"{url}\", policy: llm-agent}}\n\
                  \x20 - {{name: anthropic, api: anthropic, url: \"{url}\", policy: llm-agent}}\n\
                  \x20 - {{name: openai-strict, api: openai, url: \"{url}\", policy: llm-strict}}\n\
-                 \x20 - {{name: anthropic-strict, api: anthropic, url: \"{url}\", policy: llm-strict}}\n"
+                 \x20 - {{name: anthropic-strict, api: anthropic, url: \"{url}\", policy: llm-strict}}\n\
+                 \x20 - {{name: openai-budget, api: openai, url: \"{url}\", policy: llm-budget}}\n\
+                 \x20 - {{name: anthropic-budget, api: anthropic, url: \"{url}\", policy: llm-budget}}\n"
             ),
         )
         .unwrap();
@@ -226,6 +240,17 @@ fn the_real_openai_and_anthropic_sdks_go_through_warden() {
     ];
     let out = site.clients(&server, &key, &strict);
     assert!(out.contains(" passed, 0 failed"), "{out}");
+
+    let budgets = [
+        "--openai-mount",
+        "openai-budget",
+        "--anthropic-mount",
+        "anthropic-budget",
+        "--only",
+        "budget",
+    ];
+    let out = site.clients(&server, &key, &budgets);
+    assert!(out.contains("2 passed, 0 failed"), "{out}");
 
     // No prompt or answer text in the daemon's log or its audit log: positions only.
     let log = server.log_text();
@@ -337,4 +362,56 @@ fn a_mount_whose_key_variable_is_missing_stops_the_daemon_from_starting() {
     );
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(stderr.contains("WARDEN_TEST_NO_SUCH_VARIABLE"), "{stderr}");
+}
+
+#[test]
+fn a_thousand_concurrent_requests_never_overspend_a_budget() {
+    let site = Site::new();
+    let key = site.key();
+    let server = site.start();
+    let url = server.url("/llm/openai-budget/v1/chat/completions");
+    let before = std::fs::read_to_string(&site.upstream.record)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let threads: Vec<_> = (0..1_000)
+        .map(|n| {
+            let (url, auth) = (url.clone(), format!("Bearer {key}"));
+            std::thread::spawn(move || {
+                let body = json!({"model": "load-model", "max_tokens": 16, "messages": [{"role": "user", "content": format!("load {n}")}]});
+                let agent: ureq::Agent = ureq::Agent::config_builder()
+                    .http_status_as_error(false)
+                    .timeout_global(Some(Duration::from_secs(120)))
+                    .build()
+                    .into();
+                agent
+                    .post(&url)
+                    .header("authorization", &auth)
+                    .header("content-type", "application/json")
+                    .send(body.to_string())
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0)
+            })
+        })
+        .collect();
+    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    let exhausted = statuses.iter().filter(|s| **s == 429).count();
+    // Overload (503) may turn some away; none of them may pass the budget.
+    assert!(allowed <= 100, "{allowed} answered, the budget allows 100");
+    assert_eq!(
+        allowed + exhausted + statuses.iter().filter(|s| **s == 503).count(),
+        1_000,
+        "{statuses:?}"
+    );
+    let forwarded = std::fs::read_to_string(&site.upstream.record)
+        .unwrap()
+        .lines()
+        .count()
+        - before;
+    assert_eq!(
+        forwarded, allowed,
+        "the upstream saw exactly the admitted requests"
+    );
+    assert_eq!(allowed, 100, "the whole budget was usable: {statuses:?}");
 }

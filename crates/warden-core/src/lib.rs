@@ -7,6 +7,7 @@
 
 pub mod analysis;
 pub mod args;
+pub mod budget;
 pub mod content;
 pub mod coverage;
 pub mod decision;

@@ -70,6 +70,8 @@ pub enum RefusalKind {
     /// A streamed answer was cut: a finding the policy blocks, or one Warden can no longer
     /// redact because part of it was sent (sent as the stream's error event).
     Blocked,
+    /// A budget of the policy has not enough left (429).
+    Budget,
     /// The upstream failed or answered what Warden cannot read (502).
     Upstream,
     /// A decision failed: fail closed (503).
@@ -82,6 +84,7 @@ impl RefusalKind {
         match self {
             RefusalKind::BadRequest => 400,
             RefusalKind::Denied | RefusalKind::Blocked => 403,
+            RefusalKind::Budget => 429,
             RefusalKind::Upstream => 502,
             RefusalKind::Unavailable => 503,
         }
@@ -93,6 +96,7 @@ impl RefusalKind {
             RefusalKind::BadRequest => "invalid_request",
             RefusalKind::Denied => "policy_denied",
             RefusalKind::Blocked => "content_blocked",
+            RefusalKind::Budget => "budget_exhausted",
             RefusalKind::Upstream => "upstream_error",
             RefusalKind::Unavailable => "decision_failed",
         }
@@ -103,6 +107,7 @@ impl RefusalKind {
             RefusalKind::BadRequest => "invalid_request_error",
             RefusalKind::Denied => "permission_denied",
             RefusalKind::Blocked => "policy_violation",
+            RefusalKind::Budget => "insufficient_quota",
             RefusalKind::Upstream | RefusalKind::Unavailable => "api_error",
         }
     }
@@ -111,6 +116,7 @@ impl RefusalKind {
         match self {
             RefusalKind::BadRequest => "invalid_request_error",
             RefusalKind::Denied | RefusalKind::Blocked => "permission_error",
+            RefusalKind::Budget => "rate_limit_error",
             RefusalKind::Upstream => "api_error",
             RefusalKind::Unavailable => "overloaded_error",
         }

@@ -43,6 +43,33 @@ pub trait Judge {
     fn content(&self) -> Option<Arc<warden_content::ContentPolicy>>;
 }
 
+/// Tokens of one exchange, as the upstream reports them (or as estimated before).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    /// Prompt tokens.
+    pub input: u64,
+    /// Answer tokens.
+    pub output: u64,
+}
+
+impl Usage {
+    /// The usage an answer (or a stream's usage object) reports: OpenAI's `prompt_tokens` and
+    /// `completion_tokens`, Anthropic's `input_tokens` and `output_tokens`.
+    pub fn of(api: Api, usage: &serde_json::Value) -> Option<Self> {
+        let n = |key: &str| usage.get(key).and_then(serde_json::Value::as_u64);
+        match api {
+            Api::Openai => Some(Self {
+                input: n("prompt_tokens")?,
+                output: n("completion_tokens")?,
+            }),
+            Api::Anthropic => Some(Self {
+                input: n("input_tokens").unwrap_or(0),
+                output: n("output_tokens")?,
+            }),
+        }
+    }
+}
+
 /// Who asks and in which session: copied into every request decided for one exchange.
 #[derive(Debug, Clone, Default)]
 pub struct Asker {

@@ -212,14 +212,15 @@ fn anthropic_parts(
     Ok(())
 }
 
-/// Decides and rewrites a whole answer; returns the body to send the client.
+/// Decides and rewrites a whole answer; returns the body to send the client and the usage
+/// the answer reports.
 pub fn review(
     api: Api,
     bytes: &[u8],
     asker: &Asker,
     judge: &dyn Judge,
     content: Option<&ContentPolicy>,
-) -> Result<Vec<u8>, Refusal> {
+) -> Result<(Vec<u8>, Option<crate::Usage>), Refusal> {
     warden_core::unique_keys::reject_duplicate_keys(bytes)
         .map_err(|_| upstream("the upstream's answer repeats a member name"))?;
     let mut body: Value =
@@ -254,7 +255,8 @@ pub fn review(
             Api::Anthropic => anthropic_replace(&mut body, &denied),
         }
     }
-    Ok(body.to_string().into_bytes())
+    let usage = body.get("usage").and_then(|u| crate::Usage::of(api, u));
+    Ok((body.to_string().into_bytes(), usage))
 }
 
 fn set_arguments(api: Api, body: &mut Value, at: &str, args: Value) {

@@ -95,6 +95,8 @@ pub struct StreamRewriter {
     /// The last OpenAI chunk's `id`, `object`, `created` and `model`, for chunks Warden adds.
     meta: Map<String, Value>,
     ended: bool,
+    /// The usage the stream reported so far.
+    usage: Option<crate::Usage>,
 }
 
 impl StreamRewriter {
@@ -112,7 +114,14 @@ impl StreamRewriter {
             answer: String::new(),
             meta: Map::new(),
             ended: false,
+            usage: None,
         }
+    }
+
+    /// The usage the upstream reported in the stream (OpenAI's last chunk; Anthropic's
+    /// `message_start` and `message_delta`), if it did.
+    pub fn usage(&self) -> Option<crate::Usage> {
+        self.usage
     }
 
     /// Whether the answer's end (or the upstream's error) has been sent: nothing more is read.
@@ -248,6 +257,12 @@ impl StreamRewriter {
             .find(|k| !OPENAI_CHUNK_MEMBERS.contains(&k.as_str()))
         {
             return Err(unreadable(&format!("a chunk member `{key}`")));
+        }
+        if let Some(usage) = members
+            .get("usage")
+            .and_then(|u| crate::Usage::of(Api::Openai, u))
+        {
+            self.usage = Some(usage);
         }
         for key in ["id", "object", "created", "model"] {
             if let Some(v) = members.get(key) {
@@ -443,6 +458,12 @@ impl StreamRewriter {
                 if !empty {
                     return Err(unreadable("a message_start holding content"));
                 }
+                if let Some(input) = body
+                    .pointer("/message/usage/input_tokens")
+                    .and_then(Value::as_u64)
+                {
+                    self.usage = Some(crate::Usage { input, output: 0 });
+                }
             }
             "content_block_start" => {
                 let block = body.get("content_block").cloned().unwrap_or(Value::Null);
@@ -585,6 +606,14 @@ impl StreamRewriter {
                 None => return Err(unreadable("the end of a block that did not start")),
             },
             "message_delta" => {
+                if let Some(output) = body.pointer("/usage/output_tokens").and_then(Value::as_u64) {
+                    let input = body
+                        .pointer("/usage/input_tokens")
+                        .and_then(Value::as_u64)
+                        .or(self.usage.map(|u| u.input))
+                        .unwrap_or(0);
+                    self.usage = Some(crate::Usage { input, output });
+                }
                 // Every call the model proposed was denied: the turn ends with text.
                 if self.tools_kept == 0
                     && self.tools_denied > 0

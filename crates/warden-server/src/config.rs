@@ -196,6 +196,8 @@ pub struct ServeConfig {
     /// LLM APIs (OpenAI- or Anthropic-compatible), each served at `/llm/{name}` (none by
     /// default).
     pub llm_upstreams: Vec<LlmUpstreamConfig>,
+    /// Model prices for the policies' `cost_usd` budgets, by exact model name.
+    pub llm_prices: std::collections::BTreeMap<String, LlmPrice>,
     /// Threads serving requests (tokio workers), at most [`MAX_WORKERS`]; 0: one per CPU core,
     /// or `TOKIO_WORKER_THREADS` when set. Read at start only.
     pub workers: usize,
@@ -264,6 +266,7 @@ impl Default for ServeConfig {
             capture: None,
             mcp_upstreams: Vec::new(),
             llm_upstreams: Vec::new(),
+            llm_prices: std::collections::BTreeMap::new(),
             workers: 0,
             max_identifier_bytes: 256,
             max_sessions: 1_000_000,
@@ -550,6 +553,16 @@ pub struct LlmUpstreamConfig {
     /// For an `https://` url: the PEM bundle the upstream's certificate must chain to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<PathBuf>,
+}
+
+/// A model's price in US dollars per million tokens (`llm_prices`).
+#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct LlmPrice {
+    /// Prompt tokens.
+    pub input_per_mtok: f64,
+    /// Answer tokens.
+    pub output_per_mtok: f64,
 }
 
 fn default_hold_chars() -> usize {

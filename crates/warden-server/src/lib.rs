@@ -13,6 +13,7 @@ mod auth;
 mod auth_events;
 mod authzen;
 mod body;
+pub mod budget;
 pub mod capture;
 pub mod config;
 mod effects;
@@ -105,6 +106,8 @@ struct Inner {
     counters: Arc<dyn CounterStore>,
     /// The Envoy processor, once `run` started it (reloaded with the rest).
     envoy: std::sync::OnceLock<warden_envoy::EnvoyServer>,
+    /// Usage of the policies' LLM budgets (the LLM door's).
+    pub(crate) budgets: budget::Ledger,
     /// The changes made to Rego policies through OPA's policy and data API, re-applied at every
     /// reload; written only under `reload_lock`.
     overlays: parking_lot::Mutex<overlay::Overlays>,
@@ -288,6 +291,7 @@ impl AppState {
             anonymous_override: parking_lot::RwLock::new(None),
             counters: failure_counters,
             envoy: std::sync::OnceLock::new(),
+            budgets: budget::Ledger::new(),
             overlays: parking_lot::Mutex::new(overlay::Overlays::new()),
         })))
     }

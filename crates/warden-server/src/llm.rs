@@ -368,14 +368,16 @@ impl Mount {
             context,
         };
         let content = judge.content();
-        let decision = judge
-            .decide(&chat.prompt(&asker))
-            .map_err(|_| Refusal::unavailable())?;
+        let prompt = chat.prompt(&asker);
+        let prompt_chars = prompt.text.as_deref().map_or(0, |t| t.chars().count());
+        let decision = judge.decide(&prompt).map_err(|_| Refusal::unavailable())?;
         if !decision.verdict.is_allow() {
             return Err(Refusal::denied("the prompt", &decision));
         }
         chat.apply(&decision, content.as_deref())?;
         chat.ask_stream_usage();
+        let reservation = self.reserve(&judge, &caller, &asker, &chat, prompt_chars)?;
+        let ledger = &self.state.0.budgets;
 
         let mut forward = Request::post(self.target.clone())
             .body(Full::new(Bytes::from(chat.to_bytes())))
@@ -401,10 +403,17 @@ impl Mount {
         if let Some((name, value)) = &self.upstream_key {
             headers.insert(name.clone(), value.clone());
         }
-        let answer = self.client.request(forward).await.map_err(|e| {
-            tracing::warn!(mount = %self.config.name, error = %e, "LLM upstream unreachable");
-            Refusal::new(RefusalKind::Upstream, "the upstream could not be reached")
-        })?;
+        let answer = match self.client.request(forward).await {
+            Ok(answer) => answer,
+            Err(e) => {
+                ledger.release(reservation);
+                tracing::warn!(mount = %self.config.name, error = %e, "LLM upstream unreachable");
+                return Err(Refusal::new(
+                    RefusalKind::Upstream,
+                    "the upstream could not be reached",
+                ));
+            }
+        };
         let status = answer.status();
         let mut returned = HeaderMap::new();
         for name in RETURNED_HEADERS {
@@ -413,15 +422,33 @@ impl Mount {
             }
         }
         if !status.is_success() {
+            ledger.release(reservation);
             return self
                 .upstream_error(status, answer.into_body(), returned)
                 .await;
         }
         if chat.stream {
-            return Ok(self.stream(answer.into_body(), judge, asker, returned));
+            return Ok(self.stream(answer.into_body(), judge, asker, returned, reservation));
         }
-        let body = read_limited(answer.into_body(), MAX_ANSWER_BYTES).await?;
-        let rewritten = warden_llm::reply::review(api, &body, &asker, &judge, content.as_deref())?;
+        let body = match read_limited(answer.into_body(), MAX_ANSWER_BYTES).await {
+            Ok(body) => body,
+            Err(refusal) => {
+                ledger.settle(reservation, None);
+                return Err(refusal);
+            }
+        };
+        let reviewed = warden_llm::reply::review(api, &body, &asker, &judge, content.as_deref());
+        let rewritten = match reviewed {
+            Ok((rewritten, usage)) => {
+                ledger.settle(reservation, usage);
+                rewritten
+            }
+            Err(refusal) => {
+                // The answer was made (and paid for) even though the client does not get it.
+                ledger.settle(reservation, None);
+                return Err(refusal);
+            }
+        };
         let mut response = Response::new(Body::from(rewritten));
         response.headers_mut().extend(returned);
         response.headers_mut().insert(
@@ -429,6 +456,46 @@ impl Mount {
             HeaderValue::from_static("application/json"),
         );
         Ok(response)
+    }
+
+    /// Reserves the exchange's estimate against the deciding policy's budgets: the prompt at
+    /// four characters a token, the answer at its `max_tokens`.
+    fn reserve(
+        &self,
+        judge: &MountJudge,
+        caller: &Caller,
+        asker: &Asker,
+        chat: &ChatRequest,
+        prompt_chars: usize,
+    ) -> Result<crate::budget::Reservation, Refusal> {
+        let policies = self.state.pipeline().policies();
+        let Some(policy) = policies.get(Some(&judge.policy)) else {
+            return Err(Refusal::unavailable());
+        };
+        let estimate = warden_llm::Usage {
+            input: u64::try_from(prompt_chars.div_ceil(4)).unwrap_or(u64::MAX),
+            output: chat
+                .max_tokens
+                .unwrap_or(crate::budget::DEFAULT_ANSWER_TOKENS),
+        };
+        let subject = crate::budget::Subject {
+            policy: &judge.policy,
+            tenant: &caller.tenant,
+            principal: asker.principal.as_deref(),
+            model: &chat.model,
+            price: self.state.config().llm_prices.get(&chat.model).copied(),
+        };
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        self.state
+            .0
+            .budgets
+            .reserve(&policy.budgets, &subject, estimate, now)
+            .map_err(|e| match e {
+                crate::budget::Refused::Full => Refusal::unavailable(),
+                refused => Refusal::new(RefusalKind::Budget, refused.to_string()),
+            })
     }
 
     /// An upstream's error, passed on with its status: its JSON written again (its message is
@@ -461,8 +528,10 @@ impl Mount {
         judge: MountJudge,
         asker: Asker,
         returned: HeaderMap,
+        reservation: crate::budget::Reservation,
     ) -> Response<Body> {
         let api = self.config.api;
+        let state = self.state.clone();
         let idle = Duration::from_millis(self.config.timeout_ms);
         let mut rewriter = StreamRewriter::new(api, asker, self.config.hold_chars);
         let mount = self.config.name.clone();
@@ -492,7 +561,9 @@ impl Mount {
                 match rewriter.push(&data, &judge, content.as_deref()) {
                     Ok(out) => {
                         if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
-                            // The client left: nothing more to send.
+                            // The client left: nothing more to send; what was reported is
+                            // what was spent, else the estimate stands.
+                            state.0.budgets.settle(reservation, rewriter.usage());
                             return;
                         }
                     }
@@ -502,6 +573,7 @@ impl Mount {
                     break Ok(());
                 }
             };
+            state.0.budgets.settle(reservation, rewriter.usage());
             if let Err(refusal) = end {
                 tracing::info!(mount = %mount, code = refusal.kind.code(), "LLM stream cut");
                 if tx

@@ -495,6 +495,43 @@ def anthropic_aws_blocked_stream(ctx):
         raise Failure(f"anthropic aws stream (stream=True events): ended without an error, text {text!r}")
 
 
+# --- budgets (run against mounts whose policy allows 2 requests a day per model family) ----
+
+
+@check
+def openai_budget_exhausted(ctx):
+    for n in range(2):
+        r = ctx.openai.chat.completions.create(model=OPENAI_MODEL, messages=user(f"budget {n}"), max_tokens=MAX_TOKENS)
+        expect(r.choices[0].message.content == f"echo: budget {n}", f"openai budget: call {n} answered {r}")
+    before = len(ctx.records())
+    try:
+        ctx.openai.chat.completions.create(model=OPENAI_MODEL, messages=user("budget 2"), max_tokens=MAX_TOKENS)
+    except openai.RateLimitError as exc:
+        expect("gpt-daily" in str(exc), f"openai budget: the error does not name the budget: {exc}")
+        expect(error_body(exc).get("code") == "budget_exhausted", f"openai budget: code {error_body(exc)}")
+    else:
+        raise Failure("openai budget: the third call went through")
+    expect_nothing_forwarded(ctx, before, "openai budget")
+    ok("openai budget: the third call of the day raises RateLimitError naming `gpt-daily`; nothing forwarded")
+
+
+@check
+def anthropic_budget_exhausted(ctx):
+    for n in range(2):
+        with ctx.anthropic_stream(f"budget {n}") as stream:
+            text = "".join(stream.text_stream)
+        expect(text == f"echo: budget {n}", f"anthropic budget: call {n} answered {text!r}")
+    before = len(ctx.records())
+    try:
+        ctx.anthropic_create("budget 2")
+    except anthropic.RateLimitError as exc:
+        expect("claude-daily" in str(exc), f"anthropic budget: the error does not name the budget: {exc}")
+    else:
+        raise Failure("anthropic budget: the third call went through")
+    expect_nothing_forwarded(ctx, before, "anthropic budget")
+    ok("anthropic budget: the third call of the day (after two streamed) raises RateLimitError naming `claude-daily`")
+
+
 # --- tool calls the model proposes ------------------------------------------------------------
 
 

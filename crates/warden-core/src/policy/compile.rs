@@ -139,6 +139,7 @@ pub(super) fn compile_document(
         .and_then(|section| compile_content(section, &mut diags))
         .map(Arc::new);
     let rego = compile_rego(&document, &mut rules, options, resolve, &mut diags);
+    let budgets = compile_budgets(&document.budgets, &mut diags);
     if !diags.found.is_empty() {
         diags.found.sort_by_key(|d| (d.line, d.column));
         return Err(diags.found);
@@ -189,7 +190,79 @@ pub(super) fn compile_document(
         markers,
         rego,
         content,
+        budgets,
     })
+}
+
+/// Compiles `budgets:`: unique ids, exactly one limit each, costs as whole micro-dollars.
+fn compile_budgets(
+    docs: &[Spanned<doc::BudgetDoc>],
+    diags: &mut Diagnostics<'_>,
+) -> Vec<crate::budget::Budget> {
+    use crate::budget::{Budget, BudgetLimit, BudgetPeriod, BudgetScope};
+    let mut budgets: Vec<Budget> = Vec::new();
+    for node in docs {
+        let b = &node.value;
+        let id = b.id.value.as_str();
+        if id.is_empty() {
+            diags.at(&b.id, "budget `id` must not be empty");
+            continue;
+        }
+        if budgets.iter().any(|other| &*other.id == id) {
+            diags.at(&b.id, format!("`id`: duplicate budget id `{id}`"));
+            continue;
+        }
+        let limits = [
+            b.tokens.is_some(),
+            b.cost_usd.is_some(),
+            b.requests.is_some(),
+        ];
+        if limits.iter().filter(|set| **set).count() != 1 {
+            diags.at(
+                node,
+                format!("budget `{id}`: exactly one of `tokens`, `cost_usd`, `requests`"),
+            );
+            continue;
+        }
+        let limit = match (&b.tokens, &b.cost_usd, &b.requests) {
+            (Some(tokens), _, _) => BudgetLimit::Tokens(tokens.value),
+            (_, Some(cost), _) => {
+                let micro = cost.value * 1_000_000.0;
+                if !(cost.value.is_finite() && cost.value >= 0.0 && micro <= 9.0e15) {
+                    diags.at(
+                        cost,
+                        format!("budget `{id}`: `cost_usd` must be a number from 0 to 9e9"),
+                    );
+                    continue;
+                }
+                #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                BudgetLimit::CostMicroUsd(micro.round() as u64)
+            }
+            (_, _, Some(requests)) => BudgetLimit::Requests(requests.value),
+            _ => continue,
+        };
+        let models = b
+            .models
+            .as_deref()
+            .map(|m| globs(m, &format!("budget `{id}`: `models`"), diags))
+            .unwrap_or_default();
+        budgets.push(Budget {
+            id: Arc::from(id),
+            scope: match b.per {
+                Some(doc::BudgetScopeDoc::Principal) => BudgetScope::Principal,
+                Some(doc::BudgetScopeDoc::Tenant) | None => BudgetScope::Tenant,
+            },
+            period: match b.period {
+                doc::BudgetPeriodDoc::Minute => BudgetPeriod::Minute,
+                doc::BudgetPeriodDoc::Hour => BudgetPeriod::Hour,
+                doc::BudgetPeriodDoc::Day => BudgetPeriod::Day,
+                doc::BudgetPeriodDoc::Month => BudgetPeriod::Month,
+            },
+            limit,
+            models,
+        });
+    }
+    budgets
 }
 
 /// The marker key of an unbounded `after` condition: a digest of its tool globs and classes

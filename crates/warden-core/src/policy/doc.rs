@@ -100,6 +100,58 @@ pub struct PolicyDoc {
     /// Rego modules and data.
     #[serde(default)]
     pub rego: Option<Spanned<RegoDoc>>,
+    /// LLM usage budgets (a Warden extension of format v1).
+    #[serde(default)]
+    pub budgets: Vec<Spanned<BudgetDoc>>,
+}
+
+/// Whose usage a budget counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetScopeDoc {
+    /// The tenant.
+    Tenant,
+    /// Each principal.
+    Principal,
+}
+
+/// A budget's period.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BudgetPeriodDoc {
+    /// A clock minute.
+    Minute,
+    /// A clock hour.
+    Hour,
+    /// A UTC day.
+    Day,
+    /// A UTC calendar month.
+    Month,
+}
+
+/// One budget as written: exactly one of `tokens`, `cost_usd`, `requests`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BudgetDoc {
+    /// Unique budget id.
+    pub id: Spanned<String>,
+    /// `tenant` (default) or `principal`.
+    #[serde(default)]
+    pub per: Option<BudgetScopeDoc>,
+    /// The period.
+    pub period: BudgetPeriodDoc,
+    /// Tokens (prompt and answer) per period.
+    #[serde(default)]
+    pub tokens: Option<Spanned<u64>>,
+    /// US dollars per period (priced by the daemon's `llm_prices`).
+    #[serde(default)]
+    pub cost_usd: Option<Spanned<f64>>,
+    /// Requests per period.
+    #[serde(default)]
+    pub requests: Option<Spanned<u64>>,
+    /// Model globs the budget covers; absent: every model.
+    #[serde(default)]
+    pub models: Option<Vec<Spanned<String>>>,
 }
 
 /// One rule as written.

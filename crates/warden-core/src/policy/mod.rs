@@ -132,6 +132,8 @@ pub struct CompiledPolicy {
     pub rego: Option<RegoPolicy>,
     /// Compiled content inspection, when the policy enables it.
     pub content: Option<Arc<ContentPolicy>>,
+    /// LLM usage budgets, enforced by the front door that sees the traffic.
+    pub budgets: Vec<crate::budget::Budget>,
 }
 
 /// Options for compiling a policy.

@@ -47,8 +47,24 @@ pub fn schema() -> Value {
             "rules": {"type": "array", "items": {"$ref": "#/$defs/rule"}, "description": "Rules, in document order; any matching deny wins."},
             "content": {"$ref": "#/$defs/content"},
             "rego": {"$ref": "#/$defs/rego"},
+            "budgets": {"type": "array", "items": {"$ref": "#/$defs/budget"}, "description": "LLM usage budgets (a Warden extension), enforced by the LLM proxy."},
         },
         "$defs": {
+            "budget": {
+                "type": "object",
+                "required": ["id", "period"],
+                "additionalProperties": false,
+                "oneOf": [{"required": ["tokens"]}, {"required": ["cost_usd"]}, {"required": ["requests"]}],
+                "properties": {
+                    "id": {"type": "string", "minLength": 1, "description": "Unique budget id, named when it is exhausted."},
+                    "per": {"enum": ["tenant", "principal"], "description": "Whose usage is counted; `tenant` by default."},
+                    "period": {"enum": ["minute", "hour", "day", "month"], "description": "UTC clock period."},
+                    "tokens": {"type": "integer", "minimum": 0, "description": "Prompt and answer tokens per period."},
+                    "cost_usd": {"type": "number", "minimum": 0, "description": "US dollars per period, priced by the daemon's `llm_prices`."},
+                    "requests": {"type": "integer", "minimum": 0, "description": "Requests per period."},
+                    "models": {"type": "array", "items": glob, "description": "Model globs covered; absent: every model."},
+                },
+            },
             "glob": glob,
             "rule": {
                 "type": "object",
@@ -245,6 +261,15 @@ mod tests {
             names::<doc::CustomDetectorDoc>()
         );
         assert_eq!(properties(&defs["rego"]), names::<doc::RegoDoc>());
+        assert_eq!(properties(&defs["budget"]), names::<doc::BudgetDoc>());
+        assert_eq!(
+            values(&defs["budget"]["properties"]["per"]),
+            names::<doc::BudgetScopeDoc>()
+        );
+        assert_eq!(
+            values(&defs["budget"]["properties"]["period"]),
+            names::<doc::BudgetPeriodDoc>()
+        );
         assert_eq!(
             values(&defs["rule"]["properties"]["effect"]),
             names::<doc::EffectDoc>()
