@@ -135,6 +135,7 @@ impl Site {
             format!(
                 "policies: policies\nkeys_file: keys.json\nstate: memory\nwatch: false\n\
                  audit: {{dir: audit}}\n\
+                 llm_prices: {{gpt-4o-mini: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}}}\n\
                  llm_upstreams:\n\
                  \x20 - {{name: openai, api: openai, url: \"{url}\", policy: llm-agent}}\n\
                  \x20 - {{name: anthropic, api: anthropic, url: \"{url}\", policy: llm-agent}}\n\
@@ -251,6 +252,44 @@ fn the_real_openai_and_anthropic_sdks_go_through_warden() {
     ];
     let out = site.clients(&server, &key, &budgets);
     assert!(out.contains("2 passed, 0 failed"), "{out}");
+
+    // Metrics per tenant, model and outcome; tokens and cost as the upstream reported them.
+    let text = server.get("/metrics").text;
+    let series = |prefix: &str| -> f64 {
+        text.lines()
+            .filter(|l| l.starts_with(prefix))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    };
+    for outcome in [
+        "forwarded",
+        "policy_denied",
+        "budget_exhausted",
+        "content_blocked",
+    ] {
+        assert!(
+            text.contains(&format!("outcome=\"{outcome}\"")),
+            "no {outcome} exchange counted:\n{text}"
+        );
+    }
+    assert!(text.contains("model=\"gpt-4o-mini\""), "{text}");
+    assert!(text.contains("model=\"unpriced\""), "{text}");
+    assert!(
+        !text.contains("claude-sonnet"),
+        "an unpriced model named a series"
+    );
+    assert!(
+        series(
+            "warden_llm_tokens_total{mount=\"openai\",tenant=\"team-a\",model=\"gpt-4o-mini\",direction=\"output\"}"
+        ) > 0.0,
+        "{text}"
+    );
+    assert!(
+        series(
+            "warden_llm_cost_micro_usd_total{mount=\"openai\",tenant=\"team-a\",model=\"gpt-4o-mini\""
+        ) > 0.0,
+        "{text}"
+    );
 
     // No prompt or answer text in the daemon's log or its audit log: positions only.
     let log = server.log_text();

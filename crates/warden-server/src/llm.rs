@@ -297,13 +297,33 @@ impl Mount {
             ));
         };
         let limit = Duration::from_millis(self.config.timeout_ms);
-        match tokio::time::timeout(limit, self.exchange(caller, request)).await {
-            Ok(Ok(response)) => response,
-            Ok(Err(refusal)) => self.refuse(&refusal),
-            Err(_) => self.refuse(&Refusal::new(
-                RefusalKind::Upstream,
-                "the upstream did not answer in time",
-            )),
+        let tenant = Arc::clone(&caller.tenant);
+        let mut model = None;
+        let outcome = tokio::time::timeout(limit, self.exchange(caller, request, &mut model))
+            .await
+            .unwrap_or_else(|_| {
+                Err(Refusal::new(
+                    RefusalKind::Upstream,
+                    "the upstream did not answer in time",
+                ))
+            });
+        let labels = crate::metrics::LlmRequestLabels {
+            mount: Arc::from(self.config.name.as_str()),
+            tenant,
+            model: model_label(&self.state, model.as_deref()),
+            outcome: match &outcome {
+                Ok(_) => "forwarded",
+                Err(refusal) => refusal.kind.code(),
+            },
+        };
+        self.state
+            .metrics()
+            .llm_requests
+            .get_or_create(&labels)
+            .inc();
+        match outcome {
+            Ok(response) => response,
+            Err(refusal) => self.refuse(&refusal),
         }
     }
 
@@ -329,6 +349,7 @@ impl Mount {
         &self,
         caller: Caller,
         request: Request<Body>,
+        model: &mut Option<String>,
     ) -> Result<Response<Body>, Refusal> {
         let api = self.config.api;
         let session = self.session(request.headers())?;
@@ -341,6 +362,7 @@ impl Mount {
             )
         })?;
         let mut chat = ChatRequest::parse(api, &bytes)?;
+        *model = Some(chat.model.clone());
         let policy: Arc<str> = match &self.config.policy {
             Some(policy) => Arc::from(policy.as_str()),
             None => Arc::clone(&caller.policy),
@@ -428,7 +450,15 @@ impl Mount {
                 .await;
         }
         if chat.stream {
-            return Ok(self.stream(answer.into_body(), judge, asker, returned, reservation));
+            let tally = (Arc::clone(&caller.tenant), chat.model.clone());
+            return Ok(self.stream(
+                answer.into_body(),
+                judge,
+                asker,
+                returned,
+                reservation,
+                tally,
+            ));
         }
         let body = match read_limited(answer.into_body(), MAX_ANSWER_BYTES).await {
             Ok(body) => body,
@@ -440,6 +470,13 @@ impl Mount {
         let reviewed = warden_llm::reply::review(api, &body, &asker, &judge, content.as_deref());
         let rewritten = match reviewed {
             Ok((rewritten, usage)) => {
+                count_usage(
+                    &self.state,
+                    &self.config.name,
+                    &caller.tenant,
+                    &chat.model,
+                    usage,
+                );
                 ledger.settle(reservation, usage);
                 rewritten
             }
@@ -529,6 +566,7 @@ impl Mount {
         asker: Asker,
         returned: HeaderMap,
         reservation: crate::budget::Reservation,
+        (tenant, model): (Arc<str>, String),
     ) -> Response<Body> {
         let api = self.config.api;
         let state = self.state.clone();
@@ -563,6 +601,7 @@ impl Mount {
                         if !out.is_empty() && tx.send(Bytes::from(out)).await.is_err() {
                             // The client left: nothing more to send; what was reported is
                             // what was spent, else the estimate stands.
+                            count_usage(&state, &mount, &tenant, &model, rewriter.usage());
                             state.0.budgets.settle(reservation, rewriter.usage());
                             return;
                         }
@@ -573,9 +612,18 @@ impl Mount {
                     break Ok(());
                 }
             };
+            count_usage(&state, &mount, &tenant, &model, rewriter.usage());
             state.0.budgets.settle(reservation, rewriter.usage());
             if let Err(refusal) = end {
                 tracing::info!(mount = %mount, code = refusal.kind.code(), "LLM stream cut");
+                // Counted again, under its cause: the exchange was counted `forwarded`.
+                let labels = crate::metrics::LlmRequestLabels {
+                    mount: Arc::from(mount.as_str()),
+                    tenant: Arc::clone(&tenant),
+                    model: model_label(&state, Some(&model)),
+                    outcome: refusal.kind.code(),
+                };
+                state.metrics().llm_requests.get_or_create(&labels).inc();
                 if tx
                     .send(Bytes::from(api.error_event(&refusal)))
                     .await
@@ -599,6 +647,48 @@ impl Mount {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         response
+    }
+}
+
+/// The `model` label: a model of the price table by name; any other `unpriced` (`unread` when
+/// the request could not be read), so clients cannot mint series.
+fn model_label(state: &AppState, model: Option<&str>) -> Arc<str> {
+    match model {
+        Some(model) if state.config().llm_prices.contains_key(model) => Arc::from(model),
+        Some(_) => Arc::from("unpriced"),
+        None => Arc::from("unread"),
+    }
+}
+
+/// Counts the tokens an upstream reported, and their cost when the model has a price.
+fn count_usage(
+    state: &AppState,
+    mount: &str,
+    tenant: &Arc<str>,
+    model: &str,
+    usage: Option<warden_llm::Usage>,
+) {
+    let Some(usage) = usage else { return };
+    let metrics = state.metrics();
+    let label = |direction| crate::metrics::LlmUsageLabels {
+        mount: Arc::from(mount),
+        tenant: Arc::clone(tenant),
+        model: model_label(state, Some(model)),
+        direction,
+    };
+    metrics
+        .llm_tokens
+        .get_or_create(&label("input"))
+        .inc_by(usage.input);
+    metrics
+        .llm_tokens
+        .get_or_create(&label("output"))
+        .inc_by(usage.output);
+    if let Some(price) = state.config().llm_prices.get(model) {
+        metrics
+            .llm_cost
+            .get_or_create(&label("total"))
+            .inc_by(price.micro_usd(usage.input, usage.output));
     }
 }
 

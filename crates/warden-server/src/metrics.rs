@@ -23,6 +23,34 @@ pub struct DecisionLabels {
     pub decision: &'static str,
 }
 
+/// Labels of `warden_llm_requests_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmRequestLabels {
+    /// The mount (`llm_upstreams` name).
+    pub mount: Arc<str>,
+    /// The caller's tenant.
+    pub tenant: Arc<str>,
+    /// The model, when it is in `llm_prices`; else `unpriced` (a client names any model, and
+    /// every name would be a series of its own).
+    pub model: Arc<str>,
+    /// `forwarded`, or the refusal's code (`policy_denied`, `budget_exhausted`, ...); a stream
+    /// cut after it was forwarded is counted again under its cause (`content_blocked`, ...).
+    pub outcome: &'static str,
+}
+
+/// Labels of `warden_llm_tokens_total` and `warden_llm_cost_micro_usd_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LlmUsageLabels {
+    /// The mount.
+    pub mount: Arc<str>,
+    /// The caller's tenant.
+    pub tenant: Arc<str>,
+    /// The model (as in [`LlmRequestLabels::model`]).
+    pub model: Arc<str>,
+    /// `input` or `output` tokens (`total` for cost).
+    pub direction: &'static str,
+}
+
 /// Labels of `warden_approvals_total`.
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ApprovalLabels {
@@ -125,6 +153,12 @@ pub struct Metrics {
     pub state_failures: Family<StateFailureLabels, Counter>,
     /// Steps of approvals, by event.
     pub approvals: Family<ApprovalLabels, Counter>,
+    /// LLM exchanges by mount, tenant, model and outcome.
+    pub llm_requests: Family<LlmRequestLabels, Counter>,
+    /// Tokens the LLM upstreams reported, by mount, tenant, model and direction.
+    pub llm_tokens: Family<LlmUsageLabels, Counter>,
+    /// What those tokens cost by `llm_prices`, in micro-dollars.
+    pub llm_cost: Family<LlmUsageLabels, Counter>,
 }
 
 impl Default for Metrics {
@@ -270,6 +304,24 @@ impl Metrics {
             "The last audit checkpoint: the head hash it records as a label, its sequence number as the value",
             audit_checkpoint.clone(),
         );
+        let llm_requests = Family::<LlmRequestLabels, Counter>::default();
+        let llm_tokens = Family::<LlmUsageLabels, Counter>::default();
+        let llm_cost = Family::<LlmUsageLabels, Counter>::default();
+        registry.register(
+            "warden_llm_requests",
+            "LLM exchanges by mount, tenant, model and outcome",
+            llm_requests.clone(),
+        );
+        registry.register(
+            "warden_llm_tokens",
+            "Tokens the LLM upstreams reported, by mount, tenant, model and direction",
+            llm_tokens.clone(),
+        );
+        registry.register(
+            "warden_llm_cost_micro_usd",
+            "Cost of the reported tokens by llm_prices, in millionths of a US dollar",
+            llm_cost.clone(),
+        );
         let mcp = std::sync::Arc::new(McpMetrics::default());
         registry.register_collector(Box::new(std::sync::Arc::clone(&mcp)));
         let envoy = std::sync::Arc::new(warden_envoy::Metrics::default());
@@ -281,6 +333,9 @@ impl Metrics {
         }
         Self {
             approvals,
+            llm_requests,
+            llm_tokens,
+            llm_cost,
             registry,
             decisions,
             decision_duration,
