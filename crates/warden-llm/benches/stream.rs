@@ -63,7 +63,11 @@ impl Judge for Allow {
 /// Prose with a finding every ~2 KB.
 fn answer(len: usize) -> String {
     let prose = "The quarterly review covered 42 open tickets and 7 incidents; version 3.2.1 fixed the retry bug for 1,250 users, and the migration plan is on track for March. ";
-    let hits = ["Write to jane.doe@example.com today. ", "Card 4111 1111 1111 1111 was declined. ", "Key AKIAIOSFODNN7EXAMPLE rotated. "];
+    let hits = [
+        "Write to jane.doe@example.com today. ",
+        "Card 4111 1111 1111 1111 was declined. ",
+        "Key AKIAIOSFODNN7EXAMPLE rotated. ",
+    ];
     let mut text = String::new();
     let mut n = 0;
     while text.len() < len {
@@ -86,8 +90,14 @@ fn events(api: Api, text: &str) -> Vec<Vec<u8>> {
     for piece in chars.chunks(24) {
         let piece: String = piece.iter().collect();
         let event = match api {
-            Api::Openai => format!("data: {}\n\n", json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})),
-            Api::Anthropic => format!("event: content_block_delta\ndata: {}\n\n", json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})),
+            Api::Openai => format!(
+                "data: {}\n\n",
+                json!({"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m", "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": null}]})
+            ),
+            Api::Anthropic => format!(
+                "event: content_block_delta\ndata: {}\n\n",
+                json!({"type": "content_block_delta", "index": 0, "delta": {"type": "text_delta", "text": piece}})
+            ),
         };
         out.push(event.into_bytes());
     }

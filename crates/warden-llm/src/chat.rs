@@ -308,6 +308,8 @@ fn openai_texts(members: &Map<String, Value>, out: &mut Vec<String>) -> Result<(
             }
         }
         string_at(message, "refusal", &at, out)?;
+        // A participant's name is text the model reads too.
+        string_at(message, "name", &at, out)?;
         if let Some(calls) = message.get("tool_calls").filter(|v| !v.is_null()) {
             let calls = calls
                 .as_array()
@@ -452,5 +454,107 @@ fn anthropic_block(block: &Value, at: &str, out: &mut Vec<String>) -> Result<(),
             }
         }
         other => Err(uninspected(at, other)),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+mod tests {
+    use std::sync::Arc;
+
+    use serde_json::json;
+    use warden_content::{Action, ContentSpec};
+    use warden_core::{PolicyInfo, Verdict};
+
+    use super::*;
+
+    fn redacting() -> Decision {
+        Decision {
+            verdict: Verdict::Allow,
+            rule: None,
+            reasons: Vec::new(),
+            warnings: Vec::new(),
+            taints: Vec::new(),
+            findings: Vec::new(),
+            redacted: Some(Value::String(String::new())),
+            dry_run_decision: None,
+            policy: PolicyInfo {
+                name: Arc::from("p"),
+                version: None,
+                digest: Arc::from("sha256:0"),
+            },
+            token: None,
+            approval: None,
+        }
+    }
+
+    #[test]
+    fn every_text_the_model_reads_is_decided_and_redacted_in_place() {
+        let body = json!({
+            "model": "gpt-4o-mini",
+            "max_tokens": 64,
+            "messages": [
+                {"role": "system", "content": "sys a@example.com"},
+                {"role": "user", "name": "b@example.com", "content": [{"type": "text", "text": "part c@example.com"}]},
+                {"role": "assistant", "content": null, "tool_calls": [{"id": "1", "type": "function", "function": {"name": "send", "arguments": "{\"to\":\"d@example.com\"}"}}]},
+                {"role": "tool", "tool_call_id": "1", "content": "result e@example.com"},
+            ],
+            "tools": [{"type": "function", "function": {"name": "send", "description": "mail f@example.com"}}],
+        });
+        let mut chat = ChatRequest::parse(Api::Openai, body.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            (chat.model.as_str(), chat.max_tokens, chat.stream),
+            ("gpt-4o-mini", Some(64), false)
+        );
+        let text = chat.prompt(&crate::Asker::default()).text.unwrap();
+        for letter in ["a", "b", "c", "d", "e", "f"] {
+            assert!(
+                text.contains(&format!("{letter}@example.com")),
+                "{letter}: {text}"
+            );
+        }
+        let content = ContentPolicy::compile(&ContentSpec {
+            detectors: vec!["email".to_owned()],
+            input: Some(Action::Redact),
+            ..ContentSpec::default()
+        })
+        .unwrap();
+        chat.apply(&redacting(), Some(&content)).unwrap();
+        let forwarded = String::from_utf8(chat.to_bytes()).unwrap();
+        assert!(!forwarded.contains("@example.com"), "{forwarded}");
+        assert_eq!(
+            forwarded.matches("[REDACTED:email]").count(),
+            6,
+            "{forwarded}"
+        );
+        let forwarded: Value = serde_json::from_str(&forwarded).unwrap();
+        assert_eq!(
+            forwarded["messages"][3]["content"],
+            "result [REDACTED:email]"
+        );
+    }
+
+    #[test]
+    fn a_finding_cut_across_two_texts_is_refused_not_half_passed() {
+        let body = json!({
+            "model": "m",
+            "messages": [
+                {"role": "user", "content": "the code is alpha"},
+                {"role": "user", "content": "bravo, keep it"},
+            ],
+        });
+        let mut chat = ChatRequest::parse(Api::Openai, body.to_string().as_bytes()).unwrap();
+        // A detector that matches across the paragraph break joining the two texts.
+        let content = ContentPolicy::compile(&ContentSpec {
+            custom: vec![warden_content::CustomDetectorSpec {
+                id: "codeword".to_owned(),
+                pattern: r"alpha\s+bravo".to_owned(),
+            }],
+            input: Some(Action::Redact),
+            ..ContentSpec::default()
+        })
+        .unwrap();
+        let e = chat.apply(&redacting(), Some(&content)).unwrap_err();
+        assert!(e.message.contains("spans two texts"), "{e}");
     }
 }
