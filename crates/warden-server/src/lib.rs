@@ -108,6 +108,9 @@ struct Inner {
     envoy: std::sync::OnceLock<warden_envoy::EnvoyServer>,
     /// Usage of the policies' LLM budgets (the LLM door's).
     pub(crate) budgets: budget::Ledger,
+    /// The database's change marker as it was before the first load (taken by the periodic
+    /// change check).
+    start_marker: parking_lot::Mutex<Option<String>>,
     /// The changes made to Rego policies through OPA's policy and data API, re-applied at every
     /// reload; written only under `reload_lock`.
     overlays: parking_lot::Mutex<overlay::Overlays>,
@@ -202,6 +205,11 @@ impl AppState {
         };
         let mut metrics = Metrics::new();
         metrics.register_store(Arc::clone(&store));
+        // Read before what it marks is loaded: a change made between the load and the periodic
+        // check's first look is seen as a change, not taken for the starting state.
+        let start_marker = database
+            .as_deref()
+            .and_then(|database| database.change_marker().wait().ok());
         let stored = stored_policies(database.as_deref()).map_err(ServeError::Load)?;
         let snapshot = Snapshot::load(&config, &*keys, &stored, &overlay::Overlays::new(), None)
             .map_err(|e| ServeError::Load(e.0))?;
@@ -292,6 +300,7 @@ impl AppState {
             counters: failure_counters,
             envoy: std::sync::OnceLock::new(),
             budgets: budget::Ledger::new(),
+            start_marker: parking_lot::Mutex::new(start_marker),
             overlays: parking_lot::Mutex::new(overlay::Overlays::new()),
         })))
     }
@@ -330,6 +339,11 @@ impl AppState {
     /// The session store.
     pub fn store(&self) -> &Arc<EmbeddedSessionStore> {
         &self.0.store
+    }
+
+    /// The database's change marker read before the first load, once.
+    pub(crate) fn take_start_marker(&self) -> Option<String> {
+        self.0.start_marker.lock().take()
     }
 
     /// PostgreSQL, when `database_url` is set.

@@ -107,7 +107,7 @@ pub async fn run(options: ServeOptions) -> Result<(), ServeError> {
             tokio::spawn(async move {
                 let mut tick = tokio::time::interval(Duration::from_secs(every));
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-                let mut last = None;
+                let mut last = state.take_start_marker();
                 loop {
                     tick.tick().await;
                     let Ok(marker) = database.change_marker().await else {
