@@ -25,6 +25,8 @@ pub mod reply;
 pub mod stream;
 mod texts;
 
+pub use texts::redact_error;
+
 pub use api::{Api, Refusal, RefusalKind};
 pub use chat::ChatRequest;
 

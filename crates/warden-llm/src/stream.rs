@@ -244,8 +244,10 @@ impl StreamRewriter {
         let mut chunk: Value =
             serde_json::from_slice(data).map_err(|_| unreadable("a chunk that is not JSON"))?;
         if chunk.get("error").is_some() {
-            // The upstream's own error ends the stream; sent as Warden wrote it again.
+            // The upstream's own error ends the stream; sent as Warden wrote it again,
+            // redacted as an answer is.
             self.ended = true;
+            crate::texts::redact_error(&mut chunk, content);
             out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
             return Ok(());
         }
@@ -449,7 +451,10 @@ impl StreamRewriter {
         let hold = self.hold;
         match kind.as_str() {
             "ping" => {}
-            "error" => self.ended = true,
+            "error" => {
+                self.ended = true;
+                crate::texts::redact_error(&mut body, content);
+            }
             "message_start" => {
                 let empty = body
                     .pointer("/message/content")
@@ -771,5 +776,33 @@ mod tests {
         );
         assert!(out.contains("\"finish_reason\":\"stop\""), "{out}");
         assert!(out.ends_with("data: [DONE]\n\n"), "{out}");
+    }
+
+    #[test]
+    fn an_upstream_error_is_passed_on_redacted() {
+        let content = ContentPolicy::compile(&warden_content::ContentSpec {
+            detectors: vec!["credit_card".to_owned()],
+            output: Some(warden_content::Action::Redact),
+            ..warden_content::ContentSpec::default()
+        })
+        .unwrap();
+        for (api, event) in [
+            (
+                Api::Openai,
+                "data: {\"error\":{\"message\":\"bad card 4111 1111 1111 1111\",\"type\":\"server_error\"}}\n\n",
+            ),
+            (
+                Api::Anthropic,
+                "event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"bad card 4111 1111 1111 1111\"}}\n\n",
+            ),
+        ] {
+            let mut rewriter = StreamRewriter::new(api, Asker::default(), 16);
+            let out = rewriter
+                .push(event.as_bytes(), &AllowAll, Some(&content))
+                .unwrap();
+            let out = String::from_utf8(out).unwrap();
+            assert!(out.contains("bad card [REDACTED:credit_card]"), "{out}");
+            assert!(rewriter.ended());
+        }
     }
 }

@@ -91,3 +91,28 @@ pub(crate) fn redact(
     }
     Ok(())
 }
+
+/// Redacts every string of an upstream's error (its message may quote what the model or the
+/// prompt held) as the policy redacts an answer; the error is passed on, never its findings.
+pub fn redact_error(error: &mut Value, content: Option<&ContentPolicy>) {
+    let Some(content) = content else { return };
+    let mut pointers = Vec::new();
+    leaves(error, "", &mut pointers);
+    for pointer in pointers {
+        let Some(Value::String(text)) = error.pointer_mut(&pointer) else {
+            continue;
+        };
+        let request = Request {
+            kind: Kind::Completion,
+            text: Some(std::mem::take(text)),
+            ..Request::default()
+        };
+        let outcome = warden_core::content::scan(content, &request);
+        *text = match (outcome.redacted, outcome.deny) {
+            (Some(Value::String(redacted)), _) => redacted,
+            // A finding the policy blocks: the message is withheld.
+            (_, Some(_)) => "[withheld by Warden]".to_owned(),
+            _ => request.text.unwrap_or_default(),
+        };
+    }
+}

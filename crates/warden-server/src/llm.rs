@@ -446,7 +446,7 @@ impl Mount {
         if !status.is_success() {
             ledger.release(reservation);
             return self
-                .upstream_error(status, answer.into_body(), returned)
+                .upstream_error(status, answer.into_body(), returned, content.as_deref())
                 .await;
         }
         if chat.stream {
@@ -542,9 +542,10 @@ impl Mount {
         status: StatusCode,
         body: hyper::body::Incoming,
         returned: HeaderMap,
+        content: Option<&warden::content::ContentPolicy>,
     ) -> Result<Response<Body>, Refusal> {
         let bytes = read_limited(body, 64 * 1024).await?;
-        let Ok(value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
+        let Ok(mut value) = serde_json::from_slice::<serde_json::Value>(&bytes) else {
             return Err(Refusal::new(
                 RefusalKind::Upstream,
                 format!(
@@ -553,6 +554,7 @@ impl Mount {
                 ),
             ));
         };
+        warden_llm::redact_error(&mut value, content);
         let mut response = json_response(status, &value);
         response.headers_mut().extend(returned);
         Ok(response)
