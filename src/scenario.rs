@@ -25,6 +25,8 @@ pub const EXPECT_KEYS: &[&str] = &[
     "dry_run_decision",
     "findings",
     "redacted",
+    "audited",
+    "rewrite",
 ];
 
 /// A scenario file that could not be read or understood (`warden test` exits 2).
@@ -389,6 +391,12 @@ fn actual(decision: &Decision, key: &str) -> Value {
                 .collect(),
         ),
         "redacted" => decision.redacted.clone().unwrap_or(Value::Null),
+        "audited" => strings(&decision.audited),
+        "rewrite" => decision
+            .rewrite
+            .as_ref()
+            .and_then(|r| serde_json::to_value(r).ok())
+            .unwrap_or(Value::Null),
         _ => Value::Null,
     }
 }
@@ -410,10 +418,12 @@ pub fn compare(expect: &Map<String, Value>, decision: &Decision) -> Vec<Mismatch
     for (key, expected) in expect {
         let actual = actual(decision, key);
         let equal = match key.as_str() {
-            "taints" | "findings" => match (sorted_strings(expected), sorted_strings(&actual)) {
-                (Some(e), Some(a)) => e == a,
-                _ => false,
-            },
+            "taints" | "findings" | "audited" => {
+                match (sorted_strings(expected), sorted_strings(&actual)) {
+                    (Some(e), Some(a)) => e == a,
+                    _ => false,
+                }
+            }
             _ => json_eq(expected, &actual),
         };
         if !equal {

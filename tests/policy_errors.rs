@@ -176,6 +176,46 @@ const CASES: &[(&str, &str, &str)] = &[
         "",
         "rule `a`: `context`: the pointer names an attribute",
     ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, priority: 2000000 }\n",
+        "4:39",
+        "rule `a`: `priority` must be between -1000000 and 1000000, got 2000000",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: deny, kinds: [prompt], rewrite: { model: m } }\n",
+        "4:54",
+        "rule `a`: `rewrite` is allowed on allow and warn rules only",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, kinds: [tool_call, prompt], rewrite: { max_tokens: 5 } }\n",
+        "4:66",
+        "rule `a`: `rewrite` changes LLM requests: the rule needs `kinds: [prompt]`",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, kinds: [prompt], rewrite: {} }\n",
+        "4:55",
+        "rule `a`: `rewrite` needs `model` or `max_tokens`",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, kinds: [prompt], rewrite: { model: \"a b\" } }\n",
+        "4:64",
+        "rule `a`: `rewrite.model` must be 1 to 256 visible ASCII characters",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, kinds: [prompt], rewrite: { max_tokens: 0 } }\n",
+        "4:69",
+        "rule `a`: `rewrite.max_tokens` must be at least 1, got 0",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: allow, kinds: [prompt], rewrite: { model: m, temperature: 1 } }\n",
+        "4:67",
+        "`rules[0].rewrite.temperature`: unknown field `temperature`",
+    ),
+    (
+        "warden: 1\nname: x\nrules:\n  - { id: a, effect: audit, add_taints: [t] }\n",
+        "4:41",
+        "rule `a`: `add_taints` is not allowed on an audit rule",
+    ),
 ];
 
 #[test]

@@ -115,6 +115,7 @@ fn effect_name(effect: Effect) -> &'static str {
         Effect::Deny => "deny",
         Effect::Warn => "warn",
         Effect::Ask => "ask",
+        Effect::Audit => "audit",
     }
 }
 

@@ -75,6 +75,19 @@ pub struct Finding {
     pub families: Vec<String>,
 }
 
+/// How an allowed LLM request is changed before it goes on (rules' `rewrite`): the model it is
+/// sent to and the most tokens its answer may have. The LLM proxy applies it; a caller of the
+/// decision API applies it itself.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Rewrite {
+    /// The model to use instead of the requested one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<Arc<str>>,
+    /// The cap on the answer's tokens (`max_tokens`); a lower value the client asked for stands.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_tokens: Option<u64>,
+}
+
 /// Which policy made a decision.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct PolicyInfo {
@@ -116,6 +129,13 @@ pub struct Decision {
     /// The approval this decision asks for or used (`effect: ask` rules). Absent otherwise.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub approval: Option<ApprovalRef>,
+    /// Ids of the matching `audit` rules, in document order (they change nothing else).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audited: Vec<Arc<str>>,
+    /// The change the allowing rules make to an LLM request (`rewrite`); only on an enforced
+    /// allow of a `prompt`. Absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rewrite: Option<Rewrite>,
 }
 
 impl Decision {

@@ -240,6 +240,10 @@ fn evaluate_inner<O: Observer>(
     let mut passing: smallvec::SmallVec<[&Rule; 8]> = smallvec::SmallVec::new();
     // Matching `ask` rules (when no approval covers the call) and their position.
     let mut asking: smallvec::SmallVec<[(usize, &Rule); 2]> = smallvec::SmallVec::new();
+    let mut audited: Vec<Arc<str>> = Vec::new();
+    // The priority of the rules deciding so far: a match of a higher one sets aside every
+    // match below it, a match below it takes no part.
+    let mut top: Option<i32> = None;
     for n in policy.index.candidates(tool, &classes) {
         let n = n as usize;
         let Some(rule) = policy.rules.get(n) else {
@@ -252,9 +256,30 @@ fn evaluate_inner<O: Observer>(
         }
         if O::ENABLED {
             observer.matched(n);
-            if rule.effect != Effect::Deny {
-                passing_at.push(n);
+        }
+        if rule.effect == Effect::Audit {
+            if O::ENABLED {
+                observer.decided(n);
             }
+            audited.push(rule.id.clone());
+            continue;
+        }
+        match top {
+            Some(t) if rule.priority < t => continue,
+            Some(t) if rule.priority == t => {}
+            _ => {
+                if top.is_some() {
+                    first_deny = None;
+                    reasons.clear();
+                    passing.clear();
+                    asking.clear();
+                    passing_at.clear();
+                }
+                top = Some(rule.priority);
+            }
+        }
+        if O::ENABLED && rule.effect != Effect::Deny {
+            passing_at.push(n);
         }
         match rule.effect {
             Effect::Deny => {
@@ -270,6 +295,7 @@ fn evaluate_inner<O: Observer>(
             // An approved call: the ask rule lets it through as an allow rule would.
             Effect::Ask if granted => passing.push(rule),
             Effect::Ask => asking.push((n, rule)),
+            Effect::Audit => {}
         }
     }
 
@@ -330,6 +356,13 @@ fn evaluate_inner<O: Observer>(
     if policy.mode == Mode::DryRun {
         passing.extend(asking.iter().map(|&(_, rule)| rule));
     }
+    // A rewrite changes a request that goes through because the policy allows it: not one
+    // allowed by dry run alone.
+    let rewrite = (policy.mode == Mode::Enforce
+        && computed == Verdict::Allow
+        && request.kind == crate::request::Kind::Prompt)
+        .then(|| rewrite_of(&passing))
+        .flatten();
     let change = (verdict == Verdict::Allow)
         .then(|| state_change(policy, request, state, &passing, classes.clone()));
     let taints = match &change {
@@ -351,6 +384,8 @@ fn evaluate_inner<O: Observer>(
             policy: policy.info.clone(),
             token: None,
             approval: None,
+            audited,
+            rewrite,
         },
         change: if request.session.is_some() {
             change
@@ -359,6 +394,22 @@ fn evaluate_inner<O: Observer>(
         },
         failure: None,
     }
+}
+
+/// The allowing rules' rewrites combined: the model of the first that names one, the lowest
+/// `max_tokens` of all.
+fn rewrite_of(passing: &[&Rule]) -> Option<crate::decision::Rewrite> {
+    let mut combined = crate::decision::Rewrite::default();
+    for rewrite in passing.iter().filter_map(|r| r.rewrite.as_ref()) {
+        if combined.model.is_none() {
+            combined.model.clone_from(&rewrite.model);
+        }
+        combined.max_tokens = match (combined.max_tokens, rewrite.max_tokens) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    (combined != crate::decision::Rewrite::default()).then_some(combined)
 }
 
 /// Spec section 9: `redacted` is not set on deny, and is set in dry run, where the request goes
@@ -466,6 +517,8 @@ fn rego_failure(
             policy: policy.info.clone(),
             token: None,
             approval: None,
+            audited: Vec::new(),
+            rewrite: None,
         },
         change: None,
         failure: Some(match error {

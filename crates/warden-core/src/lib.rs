@@ -24,7 +24,7 @@ pub mod session;
 pub mod state;
 pub mod unique_keys;
 
-pub use decision::{ApprovalRef, Decision, Finding, PolicyInfo, Verdict};
+pub use decision::{ApprovalRef, Decision, Finding, PolicyInfo, Rewrite, Verdict};
 pub use engine::{DecideError, Engine, EngineStats, FailureHook};
 pub use pipeline::{
     ApprovalEvent, ApprovalSettings, OnStoreFailure, Pipeline, PipelineError, PolicySet,

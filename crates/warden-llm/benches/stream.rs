@@ -52,6 +52,8 @@ impl Judge for Allow {
             },
             token: None,
             approval: None,
+            audited: Vec::new(),
+            rewrite: None,
         })
     }
 

@@ -485,6 +485,8 @@ mod tests {
             },
             token: None,
             approval: None,
+            audited: Vec::new(),
+            rewrite: None,
         }
     }
 

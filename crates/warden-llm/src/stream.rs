@@ -703,6 +703,8 @@ mod tests {
                 },
                 token: None,
                 approval: None,
+                audited: Vec::new(),
+                rewrite: None,
             })
         }
 

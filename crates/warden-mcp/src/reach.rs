@@ -93,16 +93,26 @@ pub fn never_callable(policy: &CompiledPolicy, tool: &str, principal: Option<&st
         return false;
     }
     let classes = policy.registry.classes_of(Some(tool));
-    let mut could_allow = false;
+    // The highest priority of a deny that always matches, and of a rule that may let it through:
+    // only rules of the highest priority matching decide.
+    let mut denied_at: Option<i32> = None;
+    let mut allowed_at: Option<i32> = None;
     for rule in &policy.rules {
         let matches = rule_matches(rule, tool, &classes, principal);
         match rule.effect {
-            Effect::Deny if matches == Some(true) => return true,
+            Effect::Deny if matches == Some(true) => {
+                denied_at = denied_at.max(Some(rule.priority));
+            }
             Effect::Allow | Effect::Warn | Effect::Ask if matches != Some(false) => {
-                could_allow = true
+                allowed_at = allowed_at.max(Some(rule.priority));
             }
             _ => {}
         }
     }
-    policy.default == Verdict::Deny && !could_allow
+    match (denied_at, allowed_at) {
+        (Some(deny), Some(allow)) => deny >= allow,
+        (Some(_), None) => true,
+        (None, Some(_)) => false,
+        (None, None) => policy.default == Verdict::Deny,
+    }
 }

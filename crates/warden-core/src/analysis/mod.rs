@@ -177,6 +177,7 @@ fn effect_name(e: Effect) -> &'static str {
         Effect::Deny => "deny",
         Effect::Warn => "warn",
         Effect::Ask => "ask",
+        Effect::Audit => "audit",
     }
 }
 
@@ -246,15 +247,14 @@ pub fn analyze(policy: &CompiledPolicy, text: &str) -> Result<Vec<Finding>, Anal
     let rules = &policy.rules;
 
     // Shadowed allows and conflicts: a deny that matches whenever the allow does.
+    // An audit rule decides nothing to shadow; a deny of a lower priority never wins over it.
     for (i, a) in rules.iter().enumerate() {
-        if a.effect == Effect::Deny {
+        if matches!(a.effect, Effect::Deny | Effect::Audit) {
             continue;
         }
-        let Some((j, d)) = rules
-            .iter()
-            .enumerate()
-            .find(|(_, d)| d.effect == Effect::Deny && covers(d, a, &policy.registry))
-        else {
+        let Some((j, d)) = rules.iter().enumerate().find(|(_, d)| {
+            d.effect == Effect::Deny && d.priority >= a.priority && covers(d, a, &policy.registry)
+        }) else {
             continue;
         };
         let line = span(j).id.0;
@@ -288,17 +288,23 @@ pub fn analyze(policy: &CompiledPolicy, text: &str) -> Result<Vec<Finding>, Anal
         }
     }
     // Redundant: subsumed by an earlier rule with the same effect and the same taints.
+    // An audit rule names itself in the decision: another one covering it does not make it
+    // redundant.
     for (j, b) in rules.iter().enumerate() {
-        if b.effect == Effect::Warn {
+        if matches!(b.effect, Effect::Warn | Effect::Audit) {
             continue;
         }
         if let Some((i, a)) = rules.iter().enumerate().take(j).find(|(_, a)| {
-            a.effect == b.effect && same_taints(a, b) && covers(a, b, &policy.registry)
+            a.effect == b.effect
+                && a.priority == b.priority
+                && a.rewrite == b.rewrite
+                && same_taints(a, b)
+                && covers(a, b, &policy.registry)
         }) {
             let what = match b.effect {
                 Effect::Deny => "it never decides a request",
                 Effect::Ask => "it holds nothing for approval",
-                Effect::Allow | Effect::Warn => "it allows nothing",
+                Effect::Allow | Effect::Warn | Effect::Audit => "it allows nothing",
             };
             push(
                 Severity::Warning,

@@ -445,8 +445,14 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
         EffectDoc::Deny => Effect::Deny,
         EffectDoc::Warn => Effect::Warn,
         EffectDoc::Ask => Effect::Ask,
+        EffectDoc::Audit => Effect::Audit,
     };
-    if effect == Effect::Deny {
+    if matches!(effect, Effect::Deny | Effect::Audit) {
+        let what = if effect == Effect::Deny {
+            "a deny rule (a denied call changes no state)"
+        } else {
+            "an audit rule (it records a match and changes nothing)"
+        };
         for (field, node) in [
             ("add_taints", &rule.add_taints),
             ("remove_taints", &rule.remove_taints),
@@ -454,7 +460,7 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
             if let Some(node) = node {
                 diags.at(
                     node,
-                    format!("rule `{id}`: `{field}` is not allowed on a deny rule (a denied call changes no state)"),
+                    format!("rule `{id}`: `{field}` is not allowed on {what}"),
                 );
             }
         }
@@ -468,6 +474,25 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
             format!("rule `{id}`: an `ask` rule holds tool calls only: `kinds` may only be `[tool_call]`"),
         );
     }
+    let priority = rule.priority.as_ref().and_then(|p| {
+        i32::try_from(p.value)
+            .ok()
+            .filter(|v| (-MAX_PRIORITY..=MAX_PRIORITY).contains(v))
+            .or_else(|| {
+                diags.at(
+                    p,
+                    format!(
+                        "rule `{id}`: `priority` must be between -{MAX_PRIORITY} and {MAX_PRIORITY}, got {}",
+                        p.value
+                    ),
+                );
+                None
+            })
+    });
+    let rewrite = rule
+        .rewrite
+        .as_ref()
+        .and_then(|node| compile_rewrite(rule, node, effect, id, diags));
     let condition = rule.condition.as_ref().and_then(|src| {
         expr::parse(&src.value)
             .map_err(|e| diags.inside(src, e.offset, format!("rule `{id}`: `if`: {}", e.message)))
@@ -584,8 +609,75 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
             .as_ref()
             .map(|t| names(&t.value))
             .unwrap_or_default(),
+        priority: priority.unwrap_or(0),
+        rewrite,
     };
     (diags.found.len() == before).then_some(compiled)
+}
+
+/// The largest `priority` (and the smallest, negated) a rule may have.
+pub const MAX_PRIORITY: i32 = 1_000_000;
+
+/// The longest model name a `rewrite` may name, in bytes.
+pub const MAX_MODEL_NAME: usize = 256;
+
+/// Compiles a rule's `rewrite`: only on an allow or warn rule of `prompt` requests alone, with a
+/// model name of visible ASCII and a positive `max_tokens`.
+fn compile_rewrite(
+    rule: &RuleDoc,
+    node: &Spanned<doc::RewriteDoc>,
+    effect: Effect,
+    id: &str,
+    diags: &mut Diagnostics,
+) -> Option<crate::decision::Rewrite> {
+    let before = diags.found.len();
+    if !matches!(effect, Effect::Allow | Effect::Warn) {
+        diags.at(
+            node,
+            format!("rule `{id}`: `rewrite` is allowed on allow and warn rules only (it changes a request that goes through)"),
+        );
+    }
+    if rule.kinds.as_deref() != Some(&[crate::request::Kind::Prompt][..]) {
+        diags.at(
+            node,
+            format!(
+                "rule `{id}`: `rewrite` changes LLM requests: the rule needs `kinds: [prompt]`"
+            ),
+        );
+    }
+    let r = &node.value;
+    if r.model.is_none() && r.max_tokens.is_none() {
+        diags.at(
+            node,
+            format!("rule `{id}`: `rewrite` needs `model` or `max_tokens`"),
+        );
+    }
+    if let Some(model) = &r.model
+        && (model.value.is_empty()
+            || model.value.len() > MAX_MODEL_NAME
+            || !model.value.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        diags.at(
+            model,
+            format!("rule `{id}`: `rewrite.model` must be 1 to {MAX_MODEL_NAME} visible ASCII characters"),
+        );
+    }
+    let max_tokens = r.max_tokens.as_ref().and_then(|m| {
+        u64::try_from(m.value).ok().filter(|v| *v >= 1).or_else(|| {
+            diags.at(
+                m,
+                format!(
+                    "rule `{id}`: `rewrite.max_tokens` must be at least 1, got {}",
+                    m.value
+                ),
+            );
+            None
+        })
+    });
+    (diags.found.len() == before).then(|| crate::decision::Rewrite {
+        model: r.model.as_ref().map(|m| Arc::from(m.value.as_str())),
+        max_tokens,
+    })
 }
 
 /// Compiles one argument condition (and its `any` / `all` inner conditions, `depth` deep).

@@ -69,6 +69,8 @@ pub enum EffectDoc {
     Warn,
     /// Holds the request until a person approves it (a Warden extension of format v1).
     Ask,
+    /// Records a match in the decision and changes nothing (a Warden extension of format v1).
+    Audit,
 }
 
 /// The whole document.
@@ -198,6 +200,24 @@ pub struct RuleDoc {
     /// Taints removed when the call goes through.
     #[serde(default)]
     pub remove_taints: Option<Spanned<Vec<String>>>,
+    /// Only the matching rules of the highest priority decide (a Warden extension; default 0).
+    #[serde(default)]
+    pub priority: Option<Spanned<i64>>,
+    /// What an allowed `prompt` is changed into before it goes on (a Warden extension).
+    #[serde(default)]
+    pub rewrite: Option<Spanned<RewriteDoc>>,
+}
+
+/// `rewrite: {model, max_tokens}`: the LLM request an allow or warn rule lets through, changed.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RewriteDoc {
+    /// The model the request is sent to instead of the one it asked for.
+    #[serde(default)]
+    pub model: Option<Spanned<String>>,
+    /// The most tokens the answer may have (a lower `max_tokens` the client asked for stands).
+    #[serde(default)]
+    pub max_tokens: Option<Spanned<i64>>,
 }
 
 /// `after: {tools, classes, within}`.

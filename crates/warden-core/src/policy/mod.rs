@@ -42,6 +42,8 @@ pub enum Effect {
     Warn,
     /// Pending until a person approves the call (its taints apply once it goes through).
     Ask,
+    /// Named in the decision's `audited` when it matches; takes no part in the decision.
+    Audit,
 }
 
 /// Whether decisions are enforced.
@@ -105,6 +107,10 @@ pub struct Rule {
     pub remove_taints: Vec<Arc<str>>,
     /// Taints added when the call goes through.
     pub add_taints: Vec<Arc<str>>,
+    /// Only the matching rules of the highest priority decide; 0 unless written.
+    pub priority: i32,
+    /// The change an allow or warn rule makes to an allowed `prompt`.
+    pub rewrite: Option<crate::decision::Rewrite>,
 }
 
 /// A policy compiled once at load into an immutable snapshot, shared by every thread.

@@ -14,6 +14,7 @@
 
 use serde_json::{Value, json};
 
+use super::compile::{MAX_MODEL_NAME, MAX_PRIORITY};
 use crate::session::DEFAULT_MAX_WITHIN;
 
 /// Where the schema is published in the repository (its `$id`).
@@ -72,7 +73,18 @@ pub fn schema() -> Value {
                 "additionalProperties": false,
                 "properties": {
                     "id": {"type": "string", "minLength": 1, "description": "Unique rule id."},
-                    "effect": {"enum": ["allow", "deny", "warn", "ask"], "description": "`ask` (a Warden extension): the call is pending until a person approves it."},
+                    "effect": {"enum": ["allow", "deny", "warn", "ask", "audit"], "description": "`ask` (a Warden extension): the call is pending until a person approves it. `audit` (a Warden extension): a match is recorded in the decision's `audited` list and changes nothing else."},
+                    "priority": {"type": "integer", "minimum": -MAX_PRIORITY, "maximum": MAX_PRIORITY, "description": "A Warden extension: only the matching rules of the highest priority present decide; 0 by default."},
+                    "rewrite": {
+                        "type": "object",
+                        "additionalProperties": false,
+                        "anyOf": [{"required": ["model"]}, {"required": ["max_tokens"]}],
+                        "description": "A Warden extension for allow and warn rules on `kinds: [prompt]`: the LLM door substitutes the model and caps the answer's tokens.",
+                        "properties": {
+                            "model": {"type": "string", "minLength": 1, "maxLength": MAX_MODEL_NAME},
+                            "max_tokens": {"type": "integer", "minimum": 1},
+                        },
+                    },
                     "reason": {"type": "string", "description": "Reported when the rule denies."},
                     "kinds": {"type": "array", "items": {"enum": ["tool_call", "tool_result", "prompt", "completion", "http"]}},
                     "tools": globs,
@@ -96,7 +108,7 @@ pub fn schema() -> Value {
                     "add_taints": names,
                     "remove_taints": names,
                 },
-                "if": {"properties": {"effect": {"const": "deny"}}, "required": ["effect"]},
+                "if": {"properties": {"effect": {"enum": ["deny", "audit"]}}, "required": ["effect"]},
                 "then": {"not": {"anyOf": [{"required": ["add_taints"]}, {"required": ["remove_taints"]}]}},
             },
             "after": {
@@ -251,6 +263,10 @@ mod tests {
         assert_eq!(properties(&s), names::<doc::PolicyDoc>());
         assert_eq!(properties(&defs["rule"]), names::<doc::RuleDoc>());
         assert_eq!(properties(&defs["after"]), names::<doc::AfterDoc>());
+        assert_eq!(
+            properties(&defs["rule"]["properties"]["rewrite"]),
+            names::<doc::RewriteDoc>()
+        );
         assert_eq!(
             properties(&defs["arg_condition"]),
             names::<doc::ArgConditionDoc>()
