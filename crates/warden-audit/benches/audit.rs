@@ -30,6 +30,10 @@ fn record(i: u64) -> AuditRecord {
         policy: "sha256:60303ae22b998861bce3b28f33eec1be758a213c86c93c076dbe9f558c11c752".into(),
         latency_us: 12,
         model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
     }
 }
 

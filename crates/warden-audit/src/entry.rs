@@ -73,6 +73,20 @@ pub struct AuditRecord {
     /// `context.model`, as the LLM front door sets it), if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub model: Option<String>,
+    /// The `audit` rules that matched (a Warden extension: they record a match and change
+    /// nothing else).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audited: Vec<String>,
+    /// An answer's prompt tokens, as the upstream reported them (the request's
+    /// `context.input_tokens`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub input_tokens: Option<u64>,
+    /// An answer's tokens, as the upstream reported them (`context.output_tokens`), if known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub output_tokens: Option<u64>,
+    /// An answer's cost in micro-dollars (`context.cost_usd`, rounded up), if priced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost_micro_usd: Option<u64>,
 }
 
 impl AuditRecord {
@@ -89,6 +103,7 @@ impl AuditRecord {
             Some(args) => Some(args_hash(args).map_err(|e| AuditError::Encode(e.to_string()))?),
             None => None,
         };
+        let context = |key: &str| request.context.as_ref().and_then(|c| c.get(key));
         Ok(Self {
             time_ms,
             tenant: tenant.map(str::to_owned),
@@ -106,12 +121,20 @@ impl AuditRecord {
                 .collect(),
             policy: decision.policy.digest.to_string(),
             latency_us,
-            model: request
-                .context
-                .as_ref()
-                .and_then(|c| c.get("model"))
+            model: context("model")
                 .and_then(serde_json::Value::as_str)
                 .map(str::to_owned),
+            audited: decision.audited.iter().map(|r| r.to_string()).collect(),
+            input_tokens: context("input_tokens").and_then(serde_json::Value::as_u64),
+            output_tokens: context("output_tokens").and_then(serde_json::Value::as_u64),
+            cost_micro_usd: context("cost_usd")
+                .and_then(serde_json::Value::as_f64)
+                .filter(|usd| usd.is_finite() && *usd >= 0.0)
+                .map(|usd| {
+                    #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+                    let micro = (usd * 1_000_000.0).ceil().min(9.0e15) as u64;
+                    micro
+                }),
         })
     }
 }
@@ -125,12 +148,20 @@ const MAX_EXACT_INT: u64 = 1 << 53;
 /// else) and writes integers up to 2^53 as RFC 8785 does. Larger integers take the general
 /// canonicaliser. `tests/props.rs` checks every line against `canonicalize`.
 #[derive(Serialize)]
-pub(crate) struct Sealed<'a, F: Serialize + ?Sized> {
+pub(crate) struct Sealed<'a, F: Serialize + ?Sized, A: Serialize> {
     pub(crate) args_hash: Option<&'a str>,
+    /// Absent when no audit rule matched (as the optional members below: entries written
+    /// before they existed verify).
+    #[serde(skip_serializing_if = "no_items")]
+    pub(crate) audited: &'a [A],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) cost_micro_usd: Option<u64>,
     pub(crate) decision: &'a str,
     pub(crate) findings: &'a F,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) hash: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) input_tokens: Option<u64>,
     pub(crate) kind: &'a str,
     pub(crate) latency_us: u64,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -138,6 +169,8 @@ pub(crate) struct Sealed<'a, F: Serialize + ?Sized> {
     /// Absent when the decision names no model, so entries written before it existed verify.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub(crate) model: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub(crate) output_tokens: Option<u64>,
     pub(crate) policy: &'a str,
     pub(crate) prev: &'a str,
     pub(crate) principal: Option<&'a str>,
@@ -149,9 +182,20 @@ pub(crate) struct Sealed<'a, F: Serialize + ?Sized> {
     pub(crate) tool: Option<&'a str>,
 }
 
-impl<F: Serialize + ?Sized> Sealed<'_, F> {
+#[allow(clippy::trivially_copy_pass_by_ref)]
+fn no_items<A>(list: &&[A]) -> bool {
+    list.is_empty()
+}
+
+impl<F: Serialize + ?Sized, A: Serialize> Sealed<'_, F, A> {
     pub(crate) fn canonical(&self) -> Result<Vec<u8>, AuditError> {
-        if self.seq <= MAX_EXACT_INT && self.latency_us <= MAX_EXACT_INT {
+        let exact = |n: Option<u64>| n.is_none_or(|n| n <= MAX_EXACT_INT);
+        if self.seq <= MAX_EXACT_INT
+            && self.latency_us <= MAX_EXACT_INT
+            && exact(self.input_tokens)
+            && exact(self.output_tokens)
+            && exact(self.cost_micro_usd)
+        {
             let mut out = Vec::with_capacity(640);
             serde_json::to_writer(&mut out, self).map_err(|e| AuditError::Encode(e.to_string()))?;
             Ok(out)
@@ -178,14 +222,18 @@ pub(crate) fn seal(
     };
     let mut entry = Sealed {
         args_hash: keyed.as_deref().or(record.args_hash.as_deref()),
+        audited: &record.audited,
+        cost_micro_usd: record.cost_micro_usd,
         decision: &record.decision,
         findings: &record.findings,
         hash: None,
+        input_tokens: record.input_tokens,
         kind: &record.kind,
         // Clamped so it stays an exact integer in RFC 8785 (2^53 µs is 285 years).
         latency_us: record.latency_us.min(MAX_EXACT_INT),
         mac: None,
         model: record.model.as_deref(),
+        output_tokens: record.output_tokens,
         policy: &record.policy,
         prev,
         principal: record.principal.as_deref(),

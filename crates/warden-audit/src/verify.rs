@@ -201,6 +201,14 @@ struct Line<'a> {
     mac: Option<Cow<'a, str>>,
     #[serde(default, borrow)]
     model: Option<Cow<'a, str>>,
+    #[serde(default, borrow)]
+    audited: Vec<Cow<'a, str>>,
+    #[serde(default)]
+    input_tokens: Option<u64>,
+    #[serde(default)]
+    output_tokens: Option<u64>,
+    #[serde(default)]
+    cost_micro_usd: Option<u64>,
     #[serde(borrow)]
     time: Cow<'a, str>,
     #[serde(borrow)]
@@ -303,13 +311,17 @@ fn check_canonical(line: &Line<'_>, body: &[u8]) -> Result<(), String> {
     }
     let sealed = crate::entry::Sealed {
         args_hash: line.args_hash.as_deref(),
+        audited: &line.audited,
+        cost_micro_usd: line.cost_micro_usd,
         decision: &line.decision,
         findings: &line.findings,
         hash: Some(&line.hash),
+        input_tokens: line.input_tokens,
         kind: &line.kind,
         latency_us: line.latency_us,
         mac: line.mac.as_deref(),
         model: line.model.as_deref(),
+        output_tokens: line.output_tokens,
         policy: &line.policy,
         prev: &line.prev,
         principal: line.principal.as_deref(),

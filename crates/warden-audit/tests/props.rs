@@ -50,6 +50,10 @@ fn record() -> impl Strategy<Value = AuditRecord> {
                 policy: "sha256:00".into(),
                 latency_us,
                 model: None,
+                audited: Vec::new(),
+                input_tokens: None,
+                output_tokens: None,
+                cost_micro_usd: None,
             },
         )
 }

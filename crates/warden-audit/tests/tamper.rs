@@ -40,6 +40,25 @@ fn record(i: u64) -> AuditRecord {
         policy: "sha256:feed".into(),
         latency_us: 7,
         model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
+    }
+}
+
+/// An LLM answer's record: model, audit rules, tokens and cost.
+fn answer(i: u64) -> AuditRecord {
+    AuditRecord {
+        kind: "completion".into(),
+        tool: None,
+        args_hash: None,
+        model: Some("gpt-4o-mini".into()),
+        audited: vec!["watch-llm".into(), "watch-costs".into()],
+        input_tokens: Some(1200 + i),
+        output_tokens: Some(300),
+        cost_micro_usd: Some(360 + i),
+        ..record(i)
     }
 }
 
@@ -414,5 +433,69 @@ fn semantically_equal_rewrites_and_extra_members_are_detected() {
         write_lines(&files[0], &l);
         let r = check(d.path(), None);
         assert_eq!(r.first_broken_seq, Some(seq), "{rewritten}: {r:?}");
+    }
+}
+
+#[test]
+fn answers_carry_model_audit_rules_tokens_and_cost_and_each_is_sealed() {
+    let d = tempfile::tempdir().unwrap();
+    let log = AuditLog::open(AuditConfig::new(d.path()), Some(key())).unwrap();
+    for i in 1..=4 {
+        log.append(if i % 2 == 0 { answer(i) } else { record(i) })
+            .unwrap();
+    }
+    log.flush().unwrap();
+    log.close().unwrap();
+    let files = files(d.path());
+    let original = lines(&files[0]);
+    let k = key();
+    assert!(check(d.path(), Some(k.as_ref())).is_intact());
+    let second: Value = serde_json::from_str(&original[1]).unwrap();
+    assert_eq!(
+        second["audited"],
+        serde_json::json!(["watch-llm", "watch-costs"])
+    );
+    assert_eq!(second["input_tokens"], 1202);
+    assert_eq!(second["output_tokens"], 300);
+    assert_eq!(second["cost_micro_usd"], 362);
+    assert_eq!(second["model"], "gpt-4o-mini");
+    // A record without them writes none of the members (older logs verify unchanged).
+    let first: Value = serde_json::from_str(&original[0]).unwrap();
+    for absent in [
+        "audited",
+        "input_tokens",
+        "output_tokens",
+        "cost_micro_usd",
+        "model",
+    ] {
+        assert!(first.get(absent).is_none(), "{absent} in {first}");
+    }
+    let rewrites = [
+        (
+            1,
+            original[1].replace(r#""cost_micro_usd":362"#, r#""cost_micro_usd":1"#),
+        ),
+        (
+            1,
+            original[1].replace(r#""output_tokens":300"#, r#""output_tokens":3"#),
+        ),
+        (
+            1,
+            original[1].replace(r#""watch-llm","watch-costs""#, r#""watch-costs""#),
+        ),
+        // An empty list is never written: a line holding one is not the writer's.
+        (0, original[0].replacen('{', r#"{"audited":[],"#, 1)),
+    ];
+    for (at, rewritten) in rewrites {
+        assert_ne!(rewritten, original[at]);
+        let mut l = original.clone();
+        l[at] = rewritten.clone();
+        write_lines(&files[0], &l);
+        let r = check(d.path(), None);
+        assert_eq!(
+            r.first_broken_seq,
+            Some(at as u64 + 1),
+            "{rewritten}: {r:?}"
+        );
     }
 }

@@ -127,6 +127,7 @@ impl Site {
         std::fs::write(policies.join("llm-agent.yaml"), AGENT).unwrap();
         std::fs::write(policies.join("llm-strict.yaml"), STRICT).unwrap();
         std::fs::write(policies.join("llm-budget.yaml"), BUDGET).unwrap();
+        std::fs::write(policies.join("llm-rewrite.yaml"), REWRITE).unwrap();
         let upstream = upstream(dir.path());
         let url = format!("http://127.0.0.1:{}", upstream.port);
         let config = dir.path().join("warden.yaml");
@@ -142,7 +143,9 @@ impl Site {
                  \x20 - {{name: openai-strict, api: openai, url: \"{url}\", policy: llm-strict}}\n\
                  \x20 - {{name: anthropic-strict, api: anthropic, url: \"{url}\", policy: llm-strict}}\n\
                  \x20 - {{name: openai-budget, api: openai, url: \"{url}\", policy: llm-budget}}\n\
-                 \x20 - {{name: anthropic-budget, api: anthropic, url: \"{url}\", policy: llm-budget}}\n"
+                 \x20 - {{name: anthropic-budget, api: anthropic, url: \"{url}\", policy: llm-budget}}\n\
+                 \x20 - {{name: openai-rewrite, api: openai, url: \"{url}\", policy: llm-rewrite}}\n\
+                 \x20 - {{name: anthropic-rewrite, api: anthropic, url: \"{url}\", policy: llm-rewrite}}\n"
             ),
         )
         .unwrap();
@@ -203,6 +206,40 @@ impl Site {
     }
 }
 
+/// Prompts rewritten (a smaller model, fewer answer tokens); audit rules on prompts and answers.
+const REWRITE: &str = r#"warden: 1
+name: llm-rewrite
+default: allow
+rules:
+  - id: small-gpt
+    effect: allow
+    kinds: [prompt]
+    context: { /model: { equals: gpt-4o } }
+    rewrite: { model: gpt-4o-mini, max_tokens: 64 }
+  - id: small-claude
+    effect: allow
+    kinds: [prompt]
+    context: { /provider: { equals: anthropic } }
+    rewrite: { model: claude-haiku-4-5, max_tokens: 32 }
+  - id: too-many-tokens
+    effect: deny
+    kinds: [prompt]
+    context: { /estimated_tokens: { gt: 20000 } }
+    reason: the exchange would be too long
+  - id: watch-prompts
+    effect: audit
+    kinds: [prompt]
+    context: { /estimated_tokens: { gt: 0 } }
+  - id: watch-priced-prompts
+    effect: audit
+    kinds: [prompt]
+    context: { /estimated_cost_usd: { gt: 0 } }
+  - id: watch-answers
+    effect: audit
+    kinds: [completion]
+    context: { /output_tokens: { gt: 0 }, /model: { equals: gpt-4o-mini } }
+"#;
+
 #[test]
 fn the_real_openai_and_anthropic_sdks_go_through_warden() {
     let site = Site::new();
@@ -252,6 +289,17 @@ fn the_real_openai_and_anthropic_sdks_go_through_warden() {
     ];
     let out = site.clients(&server, &key, &budgets);
     assert!(out.contains("2 passed, 0 failed"), "{out}");
+
+    let rewrites = [
+        "--openai-mount",
+        "openai-rewrite",
+        "--anthropic-mount",
+        "anthropic-rewrite",
+        "--only",
+        "rewrite",
+    ];
+    let out = site.clients(&server, &key, &rewrites);
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
 
     // Metrics per tenant, model and outcome; tokens and cost as the upstream reported them.
     let text = server.get("/metrics").text;
@@ -316,6 +364,34 @@ fn the_real_openai_and_anthropic_sdks_go_through_warden() {
     ] {
         assert!(audit.contains(kind), "{kind} not audited");
     }
+    // Audit rules are recorded; answers carry the tokens and the cost the upstream reported,
+    // for the model that was forwarded.
+    let entries: Vec<serde_json::Value> = audit
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        entries.iter().any(|e| e["kind"] == "prompt"
+            && e["model"] == "gpt-4o"
+            && e["audited"] == json!(["watch-prompts"])
+            && e["decision"] == "allow"),
+        "no audited prompt entry"
+    );
+    let answer = entries
+        .iter()
+        .find(|e| e["kind"] == "completion" && e["audited"] == json!(["watch-answers"]))
+        .expect("no audited answer entry");
+    assert_eq!(answer["model"], "gpt-4o-mini", "{answer}");
+    assert!(answer["output_tokens"].as_u64().unwrap() > 0, "{answer}");
+    assert!(answer["input_tokens"].as_u64().unwrap() > 0, "{answer}");
+    assert!(answer["cost_micro_usd"].as_u64().unwrap() > 0, "{answer}");
+    // A priced model's prompt carries its estimated cost.
+    assert!(
+        entries.iter().any(|e| e["kind"] == "prompt"
+            && e["model"] == "gpt-4o-mini"
+            && e["audited"] == json!(["watch-prompts", "watch-priced-prompts"])),
+        "no audited priced prompt entry"
+    );
 }
 
 #[test]

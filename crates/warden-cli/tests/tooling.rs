@@ -615,3 +615,35 @@ rules:
         "{stdout}"
     );
 }
+
+#[test]
+fn analyze_weighs_priorities_and_leaves_audit_rules_out() {
+    let dir = temp_dir("analyze-priority");
+    let policy = dir.join("priority.yaml");
+    std::fs::write(
+        &policy,
+        "warden: 1\nname: p\nrules:\n\
+         \x20 - { id: no-rm, effect: deny, tools: [rm] }\n\
+         \x20 - { id: admins-rm, effect: allow, tools: [rm], priority: 10 }\n\
+         \x20 - { id: never-fmt, effect: deny, tools: [fmt], priority: 10 }\n\
+         \x20 - { id: fmt, effect: allow, tools: [fmt] }\n\
+         \x20 - { id: watch-rm, effect: audit, tools: [rm] }\n\
+         \x20 - { id: ls, effect: allow, tools: [ls] }\n",
+    )
+    .unwrap();
+    let p = policy.to_str().unwrap();
+    let out = warden(&["analyze", p]);
+    let stdout = text(&out.stdout);
+    // The higher-priority allow is not shadowed by the deny below it.
+    assert!(!stdout.contains("`admins-rm`"), "{stdout}");
+    // The allow below a higher-priority deny of the same scope never applies.
+    assert!(
+        stdout.contains(&format!(
+            "{p}:7:11: error[conflict]: rule `fmt` (allow) and deny rule `never-fmt` (line 6) have the same scope"
+        )),
+        "{stdout}"
+    );
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    // An audit rule neither shadows nor conflicts with anything.
+    assert!(!stdout.contains("`watch-rm`"), "{stdout}");
+}

@@ -6,7 +6,7 @@
 
 use serde_json::{Map, Value};
 use warden_content::ContentPolicy;
-use warden_core::{Decision, Kind, Request};
+use warden_core::{Decision, Kind, Request, Rewrite};
 
 use crate::api::{Api, Refusal};
 use crate::texts;
@@ -177,13 +177,19 @@ impl ChatRequest {
         self.api
     }
 
-    /// The request's attributes, as decisions' `context`: `model`, `api`, `stream`, and
+    /// The request's attributes, as decisions' `context`: `model`, `api` and `provider` (the
+    /// wire format: `openai` or `anthropic`), `stream`, and
     /// `max_tokens` when set.
     pub fn context(&self) -> Map<String, Value> {
         let mut context = Map::new();
         context.insert("model".to_owned(), Value::String(self.model.clone()));
         context.insert(
             "api".to_owned(),
+            Value::String(self.api.as_str().to_owned()),
+        );
+        // The wire format names the provider family; a mount speaks one.
+        context.insert(
+            "provider".to_owned(),
             Value::String(self.api.as_str().to_owned()),
         );
         context.insert("stream".to_owned(), Value::Bool(self.stream));
@@ -213,6 +219,39 @@ impl ChatRequest {
             }
             (Some(_), None) => Err(Refusal::unavailable()),
             (None, _) => Ok(()),
+        }
+    }
+
+    /// Applies an allowing decision's rewrite: the model substituted, the answer's tokens
+    /// capped. OpenAI's `max_completion_tokens` and `max_tokens` are both lowered when present
+    /// (an upstream may read either); when neither is, `max_completion_tokens` is set.
+    /// Anthropic's `max_tokens` is lowered.
+    pub fn rewrite(&mut self, rewrite: &Rewrite) {
+        let Some(members) = self.body.as_object_mut() else {
+            return;
+        };
+        if let Some(model) = &rewrite.model {
+            self.model = model.to_string();
+            members.insert("model".to_owned(), Value::String(self.model.clone()));
+        }
+        if let Some(cap) = rewrite.max_tokens {
+            let keys: &[&str] = match self.api {
+                Api::Openai => &["max_completion_tokens", "max_tokens"],
+                Api::Anthropic => &["max_tokens"],
+            };
+            let mut capped = false;
+            for key in keys {
+                if let Some(slot) = members.get_mut(*key)
+                    && let Some(asked) = slot.as_u64()
+                {
+                    *slot = Value::from(asked.min(cap));
+                    capped = true;
+                }
+            }
+            if !capped && let Some(key) = keys.first() {
+                members.insert((*key).to_owned(), Value::from(cap));
+            }
+            self.max_tokens = Some(self.max_tokens.map_or(cap, |asked| asked.min(cap)));
         }
     }
 
@@ -558,5 +597,71 @@ mod tests {
         .unwrap();
         let e = chat.apply(&redacting(), Some(&content)).unwrap_err();
         assert!(e.message.contains("spans two texts"), "{e}");
+    }
+
+    #[test]
+    fn a_rewrite_substitutes_the_model_and_lowers_every_limit_field_the_api_reads() {
+        let rewrite = Rewrite {
+            model: Some(Arc::from("small")),
+            max_tokens: Some(100),
+        };
+        let cases = [
+            (
+                Api::Openai,
+                json!({"max_tokens": 500, "max_completion_tokens": 50}),
+                json!({"max_tokens": 100, "max_completion_tokens": 50}),
+                50,
+            ),
+            (
+                Api::Openai,
+                json!({"max_tokens": 500}),
+                json!({"max_tokens": 100}),
+                100,
+            ),
+            (
+                Api::Openai,
+                json!({}),
+                json!({"max_completion_tokens": 100}),
+                100,
+            ),
+            (
+                Api::Anthropic,
+                json!({"max_tokens": 4096}),
+                json!({"max_tokens": 100}),
+                100,
+            ),
+            (
+                Api::Anthropic,
+                json!({"max_tokens": 7}),
+                json!({"max_tokens": 7}),
+                7,
+            ),
+        ];
+        for (api, limits, expected, read) in cases {
+            let mut body = json!({"model": "big", "messages": [{"role": "user", "content": "hi"}]});
+            body.as_object_mut()
+                .unwrap()
+                .extend(limits.as_object().unwrap().clone());
+            let mut chat = ChatRequest::parse(api, body.to_string().as_bytes()).unwrap();
+            chat.rewrite(&rewrite);
+            let forwarded: Value = serde_json::from_slice(&chat.to_bytes()).unwrap();
+            assert_eq!(forwarded["model"], "small");
+            assert_eq!(chat.model, "small");
+            for (key, value) in expected.as_object().unwrap() {
+                assert_eq!(&forwarded[key], value, "{api:?} {limits}: {key}");
+            }
+            assert_eq!(chat.max_tokens, Some(read), "{api:?} {limits}");
+        }
+        // A rewrite without a model keeps the asked one.
+        let mut chat = ChatRequest::parse(
+            Api::Openai,
+            br#"{"model":"big","messages":[{"role":"user","content":"hi"}]}"#,
+        )
+        .unwrap();
+        chat.rewrite(&Rewrite {
+            model: None,
+            max_tokens: Some(9),
+        });
+        assert_eq!(chat.model, "big");
     }
 }

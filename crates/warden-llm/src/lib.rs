@@ -72,6 +72,35 @@ impl Usage {
     }
 }
 
+/// A model's price in US dollars per million tokens (the daemon's `llm_prices`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Price {
+    /// Prompt tokens.
+    pub input_per_mtok: f64,
+    /// Answer tokens.
+    pub output_per_mtok: f64,
+}
+
+impl Price {
+    /// The cost of `usage` in US dollars.
+    pub fn usd(&self, usage: Usage) -> f64 {
+        #[allow(clippy::cast_precision_loss)]
+        let cost =
+            usage.input as f64 * self.input_per_mtok + usage.output as f64 * self.output_per_mtok;
+        cost / 1_000_000.0
+    }
+
+    /// The cost of `input` and `output` tokens in micro-dollars, rounded up.
+    pub fn micro_usd(&self, input: u64, output: u64) -> u64 {
+        #[allow(clippy::cast_precision_loss)]
+        let cost = input as f64 * self.input_per_mtok + output as f64 * self.output_per_mtok;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
+        let micro = cost.max(0.0).ceil().min(9.0e15) as u64;
+        micro
+    }
+}
+
 /// Who asks and in which session: copied into every request decided for one exchange.
 #[derive(Debug, Clone, Default)]
 pub struct Asker {
@@ -81,6 +110,9 @@ pub struct Asker {
     pub session: Option<String>,
     /// The request's attributes (model, api, mount, stream, max_tokens), as `context`.
     pub context: serde_json::Map<String, serde_json::Value>,
+    /// The asked model's price, when the daemon has one: completion decisions then carry the
+    /// answer's `cost_usd`.
+    pub price: Option<Price>,
 }
 
 impl Asker {

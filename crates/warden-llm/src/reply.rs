@@ -231,8 +231,16 @@ pub fn review(
         Api::Openai => openai_parts(&body, &mut found, &mut tools)?,
         Api::Anthropic => anthropic_parts(&body, &mut found, &mut tools)?,
     }
+    let usage = body.get("usage").and_then(|u| crate::Usage::of(api, u));
     let mut request = asker.request(Kind::Completion);
     request.text = Some(texts::join(&body, &found));
+    if let (Some(usage), Some(context)) = (usage, request.context.as_mut()) {
+        context.insert("input_tokens".to_owned(), usage.input.into());
+        context.insert("output_tokens".to_owned(), usage.output.into());
+        if let Some(price) = &asker.price {
+            context.insert("cost_usd".to_owned(), price.usd(usage).into());
+        }
+    }
     let decision = judge.decide(&request).map_err(|_| Refusal::unavailable())?;
     if !decision.verdict.is_allow() {
         return Err(Refusal::denied("the answer", &decision));
@@ -255,7 +263,6 @@ pub fn review(
             Api::Anthropic => anthropic_replace(&mut body, &denied),
         }
     }
-    let usage = body.get("usage").and_then(|u| crate::Usage::of(api, u));
     Ok((body.to_string().into_bytes(), usage))
 }
 

@@ -302,6 +302,10 @@ pub(crate) async fn audit_approval(
         policy: approval.policy_digest.clone(),
         latency_us: 0,
         model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
     };
     let ack = queue(audit, record)?;
     audit_wait(vec![ack]).await
@@ -344,6 +348,10 @@ pub(crate) async fn audit_policy_change(
         policy: digest.to_owned(),
         latency_us: 0,
         model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
     };
     let ack = queue(audit, record)?;
     audit_wait(vec![ack]).await
@@ -398,6 +406,10 @@ pub(crate) fn audit_data_query(
         policy: policy_digest.to_owned(),
         latency_us,
         model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
     };
     queue(audit, record)
 }

@@ -23,17 +23,6 @@ pub const MAX_COUNTERS: usize = 100_000;
 /// A model's price (the configuration's `llm_prices`).
 pub use crate::config::LlmPrice as Price;
 
-impl Price {
-    /// The cost of `input` and `output` tokens in micro-dollars, rounded up.
-    pub fn micro_usd(&self, input: u64, output: u64) -> u64 {
-        #[allow(clippy::cast_precision_loss)]
-        let cost = input as f64 * self.input_per_mtok + output as f64 * self.output_per_mtok;
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss)]
-        let micro = cost.max(0.0).ceil().min(9.0e15) as u64;
-        micro
-    }
-}
-
 /// Tokens of one exchange: estimated before, reported after.
 pub use warden_llm::Usage;
 

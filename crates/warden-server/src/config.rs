@@ -556,14 +556,7 @@ pub struct LlmUpstreamConfig {
 }
 
 /// A model's price in US dollars per million tokens (`llm_prices`).
-#[derive(Debug, Clone, Copy, PartialEq, Deserialize, Serialize)]
-#[serde(deny_unknown_fields)]
-pub struct LlmPrice {
-    /// Prompt tokens.
-    pub input_per_mtok: f64,
-    /// Answer tokens.
-    pub output_per_mtok: f64,
-}
+pub use warden_llm::Price as LlmPrice;
 
 fn default_hold_chars() -> usize {
     256

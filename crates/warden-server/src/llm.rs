@@ -384,19 +384,49 @@ impl Mount {
             "mount".to_owned(),
             serde_json::Value::String(self.config.name.clone()),
         );
-        let asker = Asker {
+        let prices = &self.state.config().llm_prices;
+        let mut asker = Asker {
             principal: (&*caller.tenant != ANONYMOUS).then(|| caller.tenant.to_string()),
             session: Some(session),
             context,
+            price: None,
         };
         let content = judge.content();
-        let prompt = chat.prompt(&asker);
+        let mut prompt = chat.prompt(&asker);
         let prompt_chars = prompt.text.as_deref().map_or(0, |t| t.chars().count());
+        if let Some(context) = prompt.context.as_mut() {
+            let estimate = estimate(&chat, prompt_chars);
+            context.insert(
+                "estimated_tokens".to_owned(),
+                (estimate.input.saturating_add(estimate.output)).into(),
+            );
+            if let Some(price) = prices.get(&chat.model) {
+                context.insert("estimated_cost_usd".to_owned(), price.usd(estimate).into());
+            }
+        }
         let decision = judge.decide(&prompt).map_err(|_| Refusal::unavailable())?;
         if !decision.verdict.is_allow() {
             return Err(Refusal::denied("the prompt", &decision));
         }
         chat.apply(&decision, content.as_deref())?;
+        if let Some(rewrite) = &decision.rewrite {
+            let asked = chat.model.clone();
+            chat.rewrite(rewrite);
+            *model = Some(chat.model.clone());
+            // The answer's decisions judge the exchange as forwarded.
+            asker
+                .context
+                .insert("model".to_owned(), chat.model.clone().into());
+            if let Some(max) = chat.max_tokens {
+                asker.context.insert("max_tokens".to_owned(), max.into());
+            }
+            if asked != chat.model {
+                asker
+                    .context
+                    .insert("requested_model".to_owned(), asked.into());
+            }
+        }
+        asker.price = prices.get(&chat.model).copied();
         chat.ask_stream_usage();
         let reservation = self.reserve(&judge, &caller, &asker, &chat, prompt_chars)?;
         let ledger = &self.state.0.budgets;
@@ -509,12 +539,7 @@ impl Mount {
         let Some(policy) = policies.get(Some(&judge.policy)) else {
             return Err(Refusal::unavailable());
         };
-        let estimate = warden_llm::Usage {
-            input: u64::try_from(prompt_chars.div_ceil(4)).unwrap_or(u64::MAX),
-            output: chat
-                .max_tokens
-                .unwrap_or(crate::budget::DEFAULT_ANSWER_TOKENS),
-        };
+        let estimate = estimate(chat, prompt_chars);
         let subject = crate::budget::Subject {
             policy: &judge.policy,
             tenant: &caller.tenant,
@@ -649,6 +674,17 @@ impl Mount {
         );
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
         response
+    }
+}
+
+/// An exchange's tokens estimated before it is forwarded: the prompt at four characters a
+/// token, the answer at its `max_tokens` (or [`crate::budget::DEFAULT_ANSWER_TOKENS`]).
+fn estimate(chat: &ChatRequest, prompt_chars: usize) -> warden_llm::Usage {
+    warden_llm::Usage {
+        input: u64::try_from(prompt_chars.div_ceil(4)).unwrap_or(u64::MAX),
+        output: chat
+            .max_tokens
+            .unwrap_or(crate::budget::DEFAULT_ANSWER_TOKENS),
     }
 }
 

@@ -593,6 +593,82 @@ def anthropic_delete_only_stream(ctx):
     expect_anthropic_tools(final, True, "anthropic delete-only stream (get_final_message)")
 
 
+# --- rewrites (the `llm-rewrite` policy's mounts) ---------------------------------------------
+
+
+@check
+def openai_rewrite_model_and_cap(ctx):
+    before = len(ctx.records())
+    r = ctx.openai.chat.completions.create(model="gpt-4o", max_tokens=1000, messages=user("Hello big model"))
+    expect(r.model == "gpt-4o-mini", f"openai rewrite: the client sees model {r.model!r}, expected gpt-4o-mini")
+    body = expect_forwarded_once(ctx, before, "/v1/chat/completions", "openai rewrite")
+    expect(body.get("model") == "gpt-4o-mini", f"openai rewrite: upstream model {body.get('model')!r}")
+    expect(body.get("max_tokens") == 64, f"openai rewrite: upstream max_tokens {body.get('max_tokens')!r}")
+    ok("openai rewrite: gpt-4o became gpt-4o-mini (seen by the client), max_tokens 1000 capped at 64")
+    before = len(ctx.records())
+    r = ctx.openai.chat.completions.create(
+        model="gpt-4o", max_completion_tokens=10, messages=user("Hello small answer")
+    )
+    body = expect_forwarded_once(ctx, before, "/v1/chat/completions", "openai rewrite (lower limit)")
+    expect(
+        body.get("max_completion_tokens") == 10 and "max_tokens" not in body,
+        f"openai rewrite: a lower max_completion_tokens is kept as asked: {body}",
+    )
+    ok("openai rewrite: max_completion_tokens 10 (below the cap) kept")
+    before = len(ctx.records())
+    r = ctx.openai.chat.completions.create(model="gpt-4o", messages=user("Hello no limit"))
+    body = expect_forwarded_once(ctx, before, "/v1/chat/completions", "openai rewrite (no limit)")
+    expect(body.get("max_completion_tokens") == 64, f"openai rewrite: no limit asked, the cap is set: {body}")
+    ok("openai rewrite: no limit asked, max_completion_tokens 64 set")
+    before = len(ctx.records())
+    r = ctx.openai.chat.completions.create(model="gpt-4o-mini", max_tokens=500, messages=user("Hello small model"))
+    body = expect_forwarded_once(ctx, before, "/v1/chat/completions", "openai no rewrite")
+    expect(
+        r.model == "gpt-4o-mini" and body.get("max_tokens") == 500,
+        f"openai no rewrite: a model no rewrite rule names goes as asked: {body}",
+    )
+    ok("openai no rewrite: gpt-4o-mini with max_tokens 500 forwarded as asked")
+
+
+@check
+def openai_rewrite_stream(ctx):
+    before = len(ctx.records())
+    stream = ctx.openai.chat.completions.create(
+        model="gpt-4o", max_tokens=1000, messages=user("Hello streamed big model"), stream=True
+    )
+    models = {chunk.model for chunk in stream}
+    expect(models == {"gpt-4o-mini"}, f"openai rewrite stream: chunks name {models}")
+    body = expect_forwarded_once(ctx, before, "/v1/chat/completions", "openai rewrite stream")
+    expect(body.get("max_tokens") == 64, f"openai rewrite stream: upstream max_tokens {body.get('max_tokens')!r}")
+    ok("openai rewrite stream: every chunk names gpt-4o-mini, max_tokens capped at 64")
+
+
+@check
+def openai_rewrite_estimate_denied(ctx):
+    create = ctx.openai.chat.completions.create
+    expect_prompt_denied(
+        ctx, "openai", lambda: create(model="gpt-4.1", max_tokens=50000, messages=user("Hello")),
+        "too-many-tokens", "openai estimated_tokens over the limit",
+    )
+
+
+@check
+def anthropic_rewrite_model_and_cap(ctx):
+    before = len(ctx.records())
+    m = ctx.anthropic_create("Hello Claude")
+    expect(m.model == "claude-haiku-4-5", f"anthropic rewrite: the client sees model {m.model!r}")
+    body = expect_forwarded_once(ctx, before, "/v1/messages", "anthropic rewrite")
+    expect(
+        body.get("model") == "claude-haiku-4-5" and body.get("max_tokens") == 32,
+        f"anthropic rewrite: upstream model/max_tokens {body.get('model')!r}/{body.get('max_tokens')!r}",
+    )
+    ok(f"anthropic rewrite: {ANTHROPIC_MODEL} became claude-haiku-4-5, max_tokens {MAX_TOKENS} capped at 32")
+    with ctx.anthropic_stream("Hello streamed Claude") as stream:
+        final = stream.get_final_message()
+    expect(final.model == "claude-haiku-4-5", f"anthropic rewrite stream: final message model {final.model!r}")
+    ok("anthropic rewrite stream: the final message names claude-haiku-4-5")
+
+
 # --- running ----------------------------------------------------------------------------------
 
 
