@@ -27,7 +27,12 @@ impl Site {
         let dir = tempfile::tempdir().unwrap();
         let policies = dir.path().join("policies");
         std::fs::create_dir_all(&policies).unwrap();
-        std::fs::write(policies.join("support-agent.yaml"), SUPPORT_AGENT).unwrap();
+        // With an audit rule, whose matches the decision lists in `audited`.
+        let policy = format!(
+            "{}  - {{ id: watch-reads, effect: audit, classes: [sensitive_read] }}\n",
+            SUPPORT_AGENT.trim_start()
+        );
+        std::fs::write(policies.join("support-agent.yaml"), policy).unwrap();
         let config = dir.path().join("warden.yaml");
         std::fs::write(
             &config,
@@ -140,6 +145,7 @@ fn grpcio_client_generated_from_the_proto_decides_like_the_http_api() {
     // after it is denied by the rule, with its reason.
     assert_eq!(seen["read"]["decision"], "VERDICT_ALLOW", "{seen}");
     assert_eq!(seen["read"]["taints"], json!(["pii"]), "{seen}");
+    assert_eq!(seen["read"]["audited"], json!(["watch-reads"]), "{seen}");
     assert_eq!(seen["read"]["policy"]["name"], "support-agent");
     assert_eq!(seen["send"]["decision"], "VERDICT_DENY", "{seen}");
     assert_eq!(seen["send"]["rule"], "no-exfil", "{seen}");

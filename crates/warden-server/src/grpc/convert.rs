@@ -191,6 +191,11 @@ pub(super) fn decision(decision: &Decision) -> proto::Decision {
         )),
         token: decision.token.clone(),
         approval_id: decision.approval.as_ref().map(|a| a.id.clone()),
+        audited: strings(&decision.audited),
+        rewrite: decision.rewrite.as_ref().map(|r| proto::Rewrite {
+            model: r.model.as_deref().map(str::to_owned),
+            max_tokens: r.max_tokens,
+        }),
     }
 }
 

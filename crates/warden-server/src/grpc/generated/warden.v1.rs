@@ -88,6 +88,22 @@ pub struct Decision {
     /// The approval an `ask` rule's decision asks for or used (`GET /v1/approvals/{id}`).
     #[prost(string, optional, tag = "11")]
     pub approval_id: ::core::option::Option<::prost::alloc::string::String>,
+    /// Ids of the matching `audit` rules, in document order (they change nothing else).
+    #[prost(string, repeated, tag = "12")]
+    pub audited: ::prost::alloc::vec::Vec<::prost::alloc::string::String>,
+    /// For an allowed `prompt`: the model to forward and the answer's token cap the policy asks.
+    #[prost(message, optional, tag = "13")]
+    pub rewrite: ::core::option::Option<Rewrite>,
+}
+/// An allowing rule's change to an LLM request.
+#[derive(Clone, PartialEq, Eq, Hash, ::prost::Message)]
+pub struct Rewrite {
+    /// The model to forward instead of the one asked for.
+    #[prost(string, optional, tag = "1")]
+    pub model: ::core::option::Option<::prost::alloc::string::String>,
+    /// The most tokens the answer may have.
+    #[prost(uint64, optional, tag = "2")]
+    pub max_tokens: ::core::option::Option<u64>,
 }
 /// A content finding.
 #[derive(Clone, PartialEq, ::prost::Message)]
