@@ -479,21 +479,14 @@ fn a_mount_whose_key_variable_is_missing_stops_the_daemon_from_starting() {
     assert!(stderr.contains("WARDEN_TEST_NO_SUCH_VARIABLE"), "{stderr}");
 }
 
-#[test]
-fn a_thousand_concurrent_requests_never_overspend_a_budget() {
-    let site = Site::new();
-    let key = site.key();
-    let server = site.start();
-    let url = server.url("/llm/openai-budget/v1/chat/completions");
-    let before = std::fs::read_to_string(&site.upstream.record)
-        .unwrap_or_default()
-        .lines()
-        .count();
-    let threads: Vec<_> = (0..1_000)
-        .map(|n| {
-            let (url, auth) = (url.clone(), format!("Bearer {key}"));
+/// Sends `n` concurrent requests of the load model, the i-th to `urls[i % urls.len()]`;
+/// answers the statuses.
+fn load(urls: &[String], key: &str, n: usize) -> Vec<u16> {
+    let threads: Vec<_> = (0..n)
+        .map(|i| {
+            let (url, auth) = (urls[i % urls.len()].clone(), format!("Bearer {key}"));
             std::thread::spawn(move || {
-                let body = json!({"model": "load-model", "max_tokens": 16, "messages": [{"role": "user", "content": format!("load {n}")}]});
+                let body = json!({"model": "load-model", "max_tokens": 16, "messages": [{"role": "user", "content": format!("load {i}")}]});
                 let agent: ureq::Agent = ureq::Agent::config_builder()
                     .http_status_as_error(false)
                     .timeout_global(Some(Duration::from_secs(120)))
@@ -509,7 +502,89 @@ fn a_thousand_concurrent_requests_never_overspend_a_budget() {
             })
         })
         .collect();
-    let statuses: Vec<u16> = threads.into_iter().map(|t| t.join().unwrap()).collect();
+    threads.into_iter().map(|t| t.join().unwrap()).collect()
+}
+
+/// Two daemons on one Redis reserve against the same budget counters: together they admit
+/// exactly the budget, and the upstream sees exactly those requests.
+#[test]
+fn instances_sharing_redis_share_a_budget() {
+    let site = Site::new();
+    let redis_url = std::env::var("WARDEN_TEST_REDIS_URL")
+        .unwrap_or_else(|_| "redis://127.0.0.1:6379".to_owned());
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let mut config = std::fs::read_to_string(&site.config).unwrap();
+    config.push_str(&format!(
+        "redis_url: \"{redis_url}\"\nredis_prefix: \"warden-llm-test:{}:{nanos}\"\n",
+        std::process::id()
+    ));
+    std::fs::write(&site.config, config).unwrap();
+    let key = site.key();
+    let first = site.start();
+    // The second instance writes its own audit log (one writer per log).
+    let second_config = site.dir.path().join("warden-2.yaml");
+    std::fs::write(
+        &second_config,
+        std::fs::read_to_string(&site.config)
+            .unwrap()
+            .replace("audit: {dir: audit}", "audit: {dir: audit-2}"),
+    )
+    .unwrap();
+    let second = Server::spawn(
+        &[
+            "--config",
+            second_config.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ],
+        &site.dir.path().join("port-2"),
+        &site.dir.path().join("log-2"),
+    );
+    let urls = [
+        first.url("/llm/openai-budget/v1/chat/completions"),
+        second.url("/llm/openai-budget/v1/chat/completions"),
+    ];
+    let statuses = load(&urls, &key, 300);
+    let allowed = statuses.iter().filter(|s| **s == 200).count();
+    let exhausted = statuses.iter().filter(|s| **s == 429).count();
+    assert_eq!(allowed + exhausted, 300, "{statuses:?}");
+    assert_eq!(
+        allowed, 100,
+        "the two instances together admit the budget of 100: {statuses:?}"
+    );
+    let forwarded = std::fs::read_to_string(&site.upstream.record)
+        .unwrap()
+        .lines()
+        .count();
+    assert_eq!(
+        forwarded, 100,
+        "the upstream saw exactly the admitted requests"
+    );
+    for server in [&first, &second] {
+        let text = server.get("/metrics").text;
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with("warden_llm_requests_total")
+                    && l.contains("outcome=\"budget_exhausted\"")),
+            "an instance refused nothing:\n{text}"
+        );
+    }
+}
+
+#[test]
+fn a_thousand_concurrent_requests_never_overspend_a_budget() {
+    let site = Site::new();
+    let key = site.key();
+    let server = site.start();
+    let url = server.url("/llm/openai-budget/v1/chat/completions");
+    let before = std::fs::read_to_string(&site.upstream.record)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let statuses = load(&[url], &key, 1_000);
     let allowed = statuses.iter().filter(|s| **s == 200).count();
     let exhausted = statuses.iter().filter(|s| **s == 429).count();
     // Overload (503) may turn some away; none of them may pass the budget.

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use serde_json::json;
-use warden_core::state::{StoreCall, StoreError};
+use warden_core::state::{CounterId, Reserve, StoreCall, StoreError};
 use warden_core::{CounterStore, Decision, MemoryCounterStore, Request};
 
 use crate::chain::{Phase, Verdict};
@@ -33,6 +33,15 @@ impl CounterStore for Broken {
         StoreCall::ready(Err(StoreError::new("down")))
     }
     fn get<'a>(&'a self, _: &'a str, _: u64) -> StoreCall<'a, u64> {
+        StoreCall::ready(Err(StoreError::new("down")))
+    }
+    fn reserve<'a>(&'a self, _: &'a [Reserve]) -> StoreCall<'a, Option<usize>> {
+        StoreCall::ready(Err(StoreError::new("down")))
+    }
+    fn adjust<'a>(&'a self, _: &'a [(CounterId, i64)]) -> StoreCall<'a, ()> {
+        StoreCall::ready(Err(StoreError::new("down")))
+    }
+    fn reserved<'a>(&'a self, _: &'a CounterId) -> StoreCall<'a, u64> {
         StoreCall::ready(Err(StoreError::new("down")))
     }
 }

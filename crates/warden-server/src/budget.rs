@@ -2,23 +2,19 @@
 //! budget, scope (tenant or principal) and window, reserved before a request is forwarded and
 //! settled on the usage the upstream reports.
 //!
-//! A reservation is checked and taken in one step under the ledger's lock, so concurrent
-//! requests never together reserve more than the limit; an answer that uses more than its
-//! estimate (an estimate counts the prompt at four characters a token and the answer at its
-//! `max_tokens`) can pass the limit by that difference only. The ledger is in process: each
-//! instance keeps its own (shared budgets across instances are the shared state's to carry).
+//! A reservation is checked and taken in one atomic step of the counter store (under a lock in
+//! process; one server-side script in Redis, so instances sharing state share budgets), so
+//! concurrent requests never together reserve more than the limit; an answer that uses more
+//! than its estimate (an estimate counts the prompt at four characters a token and the answer
+//! at its `max_tokens`) can pass the limit by that difference only.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use warden::state::{CounterId, CounterStore, Reserve};
 use warden_core::budget::{Budget, BudgetLimit, BudgetScope};
 
 /// Answer tokens assumed when a request sets no `max_tokens`.
 pub const DEFAULT_ANSWER_TOKENS: u64 = 4096;
-/// Counters kept at most (budgets x scopes x windows); a reservation that would need another
-/// is refused (fail closed) until old windows are dropped.
-pub const MAX_COUNTERS: usize = 100_000;
 
 /// A model's price (the configuration's `llm_prices`).
 pub use crate::config::LlmPrice as Price;
@@ -62,19 +58,15 @@ pub enum Refused {
         /// The model.
         model: String,
     },
-    /// The ledger is full.
-    #[error("Warden's budget ledger is full")]
-    Full,
+    /// The counter store failed or is full (the request is refused: fail closed).
+    #[error("Warden's budget ledger is unavailable")]
+    Store,
 }
-
-/// A budget's counter: the budget and scope's key, and the window.
-type CounterKey = (Arc<str>, u64);
 
 /// One budget's share of a reservation.
 #[derive(Debug, Clone)]
 struct Held {
-    key: CounterKey,
-    ends: u64,
+    id: CounterId,
     limit: BudgetLimit,
     amount: u64,
 }
@@ -86,11 +78,16 @@ pub struct Reservation {
     price: Option<Price>,
 }
 
-/// The daemon's budget ledger.
-#[derive(Debug, Default)]
+/// The daemon's budget ledger: counters in the daemon's counter store (in process, or Redis
+/// when state is shared, so every instance reserves against the same totals).
 pub struct Ledger {
-    /// Usage by (budget key, window), with the window's end (unix seconds).
-    used: Mutex<HashMap<CounterKey, (u64, u64)>>,
+    counters: Arc<dyn CounterStore>,
+}
+
+impl std::fmt::Debug for Ledger {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Ledger").finish_non_exhaustive()
+    }
 }
 
 fn amount(limit: BudgetLimit, usage: Usage, price: Option<Price>) -> Option<u64> {
@@ -101,14 +98,24 @@ fn amount(limit: BudgetLimit, usage: Usage, price: Option<Price>) -> Option<u64>
     }
 }
 
+/// A budget's counter: grouped by policy and tenant (one reservation touches one group), keyed
+/// by budget and scope.
+fn counter(policy: &str, tenant: &str, budget: &Budget, scope: &str, window: u64) -> CounterId {
+    CounterId {
+        group: format!("{policy}\u{1f}{tenant}"),
+        key: format!("{}\u{1f}{scope}", budget.id),
+        window,
+    }
+}
+
 impl Ledger {
-    /// An empty ledger.
-    pub fn new() -> Self {
-        Self::default()
+    /// A ledger counting in `counters`.
+    pub fn new(counters: Arc<dyn CounterStore>) -> Self {
+        Self { counters }
     }
 
     /// Reserves `estimate` against every budget covering the subject's model, all or none.
-    pub fn reserve(
+    pub async fn reserve(
         &self,
         budgets: &[Budget],
         subject: &Subject<'_>,
@@ -116,6 +123,7 @@ impl Ledger {
         now_secs: u64,
     ) -> Result<Reservation, Refused> {
         let mut wanted = Vec::new();
+        let mut covering = Vec::new();
         for budget in budgets.iter().filter(|b| b.covers(subject.model)) {
             let amount =
                 amount(budget.limit, estimate, subject.price).ok_or_else(|| Refused::NoPrice {
@@ -123,84 +131,101 @@ impl Ledger {
                     model: subject.model.to_owned(),
                 })?;
             let scope = match (budget.scope, subject.principal) {
-                (BudgetScope::Principal, Some(principal)) => {
-                    format!("{}\u{1f}{principal}", subject.tenant)
-                }
-                _ => subject.tenant.to_owned(),
+                (BudgetScope::Principal, Some(principal)) => principal,
+                _ => "",
             };
-            let key: Arc<str> = Arc::from(format!(
-                "{}\u{1f}{}\u{1f}{scope}",
-                subject.policy, budget.id
-            ));
             let (window, ends) = budget.period.window(now_secs);
-            wanted.push((
-                budget,
-                Held {
-                    key: (key, window),
-                    ends,
-                    limit: budget.limit,
-                    amount,
-                },
-            ));
+            wanted.push(Reserve {
+                id: counter(subject.policy, subject.tenant, budget, scope, window),
+                amount,
+                limit: budget.limit.amount(),
+                expires: ends,
+            });
+            covering.push(budget);
         }
-        let mut used = self.used.lock();
-        for (budget, held) in &wanted {
-            let now = used.get(&held.key).map_or(0, |(n, _)| *n);
-            if now.saturating_add(held.amount) > held.limit.amount() {
+        if wanted.is_empty() {
+            return Ok(Reservation::default());
+        }
+        match self.counters.reserve(&wanted).await {
+            Ok(None) => {}
+            Ok(Some(at)) => {
+                let budget = covering.get(at).ok_or(Refused::Store)?;
                 return Err(Refused::Exhausted {
                     id: Arc::clone(&budget.id),
                     unit: budget.limit.unit(),
                     period: budget.period.as_str(),
                 });
             }
-        }
-        if used.len() + wanted.len() > MAX_COUNTERS {
-            // Windows that ended are dropped first: nothing can be reserved in them again.
-            used.retain(|_, (_, ends)| *ends > now_secs);
-            if used.len() + wanted.len() > MAX_COUNTERS {
-                return Err(Refused::Full);
+            Err(e) => {
+                tracing::error!(error = %e, "budget reservation failed; refusing");
+                return Err(Refused::Store);
             }
         }
-        for (_, held) in &wanted {
-            let entry = used.entry(held.key.clone()).or_insert((0, held.ends));
-            entry.0 = entry.0.saturating_add(held.amount);
-        }
         Ok(Reservation {
-            held: wanted.into_iter().map(|(_, h)| h).collect(),
+            held: wanted
+                .into_iter()
+                .zip(covering)
+                .map(|(r, budget)| Held {
+                    id: r.id,
+                    limit: budget.limit,
+                    amount: r.amount,
+                })
+                .collect(),
             price: subject.price,
         })
     }
 
     /// Replaces the reservation's estimate by the usage the upstream reported (none: the
     /// estimate stands).
-    pub fn settle(&self, reservation: Reservation, actual: Option<Usage>) {
+    pub async fn settle(&self, reservation: Reservation, actual: Option<Usage>) {
         let Some(actual) = actual else { return };
-        let mut used = self.used.lock();
-        for held in reservation.held {
-            let Some(spent) = amount(held.limit, actual, reservation.price) else {
-                continue;
-            };
-            if let Some((total, _)) = used.get_mut(&held.key) {
-                *total = total.saturating_sub(held.amount).saturating_add(spent);
-            }
-        }
+        let changes: Vec<(CounterId, i64)> = reservation
+            .held
+            .into_iter()
+            .filter_map(|held| {
+                let spent = amount(held.limit, actual, reservation.price)?;
+                let delta = i128::from(spent) - i128::from(held.amount);
+                let delta =
+                    i64::try_from(delta).unwrap_or(if delta < 0 { i64::MIN } else { i64::MAX });
+                (delta != 0).then_some((held.id, delta))
+            })
+            .collect();
+        self.apply(&changes).await;
     }
 
     /// Gives the reservation back: nothing was spent (the upstream refused or failed).
-    pub fn release(&self, reservation: Reservation) {
-        let mut used = self.used.lock();
-        for held in reservation.held {
-            if let Some((total, _)) = used.get_mut(&held.key) {
-                *total = total.saturating_sub(held.amount);
-            }
+    pub async fn release(&self, reservation: Reservation) {
+        let changes: Vec<(CounterId, i64)> = reservation
+            .held
+            .into_iter()
+            .map(|held| (held.id, i64::try_from(held.amount).map_or(i64::MIN, |a| -a)))
+            .collect();
+        self.apply(&changes).await;
+    }
+
+    async fn apply(&self, changes: &[(CounterId, i64)]) {
+        if changes.is_empty() {
+            return;
+        }
+        // The exchange already happened: a store that cannot take the change leaves the
+        // estimate counted (the safe side of a budget), and says so.
+        if let Err(e) = self.counters.adjust(changes).await {
+            tracing::warn!(error = %e, "budget settlement not recorded; the estimate stands");
         }
     }
 
     /// What a budget's counter holds now for `tenant` (tests and the console).
-    pub fn used(&self, policy: &str, budget: &Budget, tenant: &str, now_secs: u64) -> u64 {
-        let key: Arc<str> = Arc::from(format!("{policy}\u{1f}{}\u{1f}{tenant}", budget.id));
+    pub async fn used(
+        &self,
+        policy: &str,
+        budget: &Budget,
+        tenant: &str,
+        now_secs: u64,
+    ) -> Result<u64, warden::StoreError> {
         let (window, _) = budget.period.window(now_secs);
-        self.used.lock().get(&(key, window)).map_or(0, |(n, _)| *n)
+        self.counters
+            .reserved(&counter(policy, tenant, budget, "", window))
+            .await
     }
 }
 
@@ -208,7 +233,12 @@ impl Ledger {
 #[allow(clippy::unwrap_used, clippy::indexing_slicing)]
 mod tests {
     use super::*;
+    use warden::state::{MemoryCounterStore, wait};
     use warden_core::budget::BudgetPeriod;
+
+    fn ledger() -> Ledger {
+        Ledger::new(Arc::new(MemoryCounterStore::new(1_000)))
+    }
 
     fn budget(limit: BudgetLimit) -> Budget {
         Budget {
@@ -232,7 +262,7 @@ mod tests {
 
     #[test]
     fn a_thousand_concurrent_reservations_never_pass_the_limit() {
-        let ledger = Arc::new(Ledger::new());
+        let ledger = Arc::new(ledger());
         let budgets = Arc::new(vec![budget(BudgetLimit::Tokens(100_000))]);
         let estimate = Usage {
             input: 100,
@@ -242,9 +272,7 @@ mod tests {
             .map(|_| {
                 let (ledger, budgets) = (Arc::clone(&ledger), Arc::clone(&budgets));
                 std::thread::spawn(move || {
-                    ledger
-                        .reserve(&budgets, &subject(None), estimate, 1_000)
-                        .is_ok()
+                    wait(ledger.reserve(&budgets, &subject(None), estimate, 1_000)).is_ok()
                 })
             })
             .collect();
@@ -254,72 +282,67 @@ mod tests {
             .filter(|ok| *ok)
             .count();
         assert_eq!(admitted, 90, "100,000 tokens hold 90 reservations of 1,100");
-        let used = ledger.used("p", &budgets[0], "t", 1_000);
+        let used = wait(ledger.used("p", &budgets[0], "t", 1_000)).unwrap();
         assert!(used <= 100_000, "{used}");
         assert_eq!(used, 90 * 1_100, "as many as fit were admitted");
     }
 
     #[test]
     fn settling_replaces_the_estimate_and_releasing_gives_it_back() {
-        let ledger = Ledger::new();
+        let ledger = ledger();
         let price = Price {
             input_per_mtok: 1.0,
             output_per_mtok: 2.0,
         };
         let budgets = vec![budget(BudgetLimit::CostMicroUsd(10_000))];
-        let r = ledger
-            .reserve(
-                &budgets,
-                &subject(Some(price)),
-                Usage {
-                    input: 1_000,
-                    output: 4_000,
-                },
-                0,
-            )
-            .unwrap();
-        assert_eq!(ledger.used("p", &budgets[0], "t", 0), 9_000);
-        let e = ledger
-            .reserve(
-                &budgets,
-                &subject(Some(price)),
-                Usage {
-                    input: 1_000,
-                    output: 4_000,
-                },
-                0,
-            )
-            .unwrap_err();
+        let r = wait(ledger.reserve(
+            &budgets,
+            &subject(Some(price)),
+            Usage {
+                input: 1_000,
+                output: 4_000,
+            },
+            0,
+        ))
+        .unwrap();
+        assert_eq!(wait(ledger.used("p", &budgets[0], "t", 0)).unwrap(), 9_000);
+        let e = wait(ledger.reserve(
+            &budgets,
+            &subject(Some(price)),
+            Usage {
+                input: 1_000,
+                output: 4_000,
+            },
+            0,
+        ))
+        .unwrap_err();
         assert!(
             e.to_string()
                 .contains("`daily` is exhausted (cost_usd per day)"),
             "{e}"
         );
-        ledger.settle(
+        wait(ledger.settle(
             r,
             Some(Usage {
                 input: 1_000,
                 output: 500,
             }),
-        );
-        assert_eq!(ledger.used("p", &budgets[0], "t", 0), 2_000);
-        let r = ledger
-            .reserve(
-                &budgets,
-                &subject(Some(price)),
-                Usage {
-                    input: 1_000,
-                    output: 3_000,
-                },
-                0,
-            )
-            .unwrap();
-        assert_eq!(ledger.used("p", &budgets[0], "t", 0), 9_000);
-        ledger.release(r);
-        assert_eq!(ledger.used("p", &budgets[0], "t", 0), 2_000);
-        let e = ledger
-            .reserve(&budgets, &subject(None), Usage::default(), 0)
-            .unwrap_err();
+        ));
+        assert_eq!(wait(ledger.used("p", &budgets[0], "t", 0)).unwrap(), 2_000);
+        let r = wait(ledger.reserve(
+            &budgets,
+            &subject(Some(price)),
+            Usage {
+                input: 1_000,
+                output: 3_000,
+            },
+            0,
+        ))
+        .unwrap();
+        assert_eq!(wait(ledger.used("p", &budgets[0], "t", 0)).unwrap(), 9_000);
+        wait(ledger.release(r));
+        assert_eq!(wait(ledger.used("p", &budgets[0], "t", 0)).unwrap(), 2_000);
+        let e = wait(ledger.reserve(&budgets, &subject(None), Usage::default(), 0)).unwrap_err();
         assert!(matches!(e, Refused::NoPrice { .. }), "{e}");
     }
 }

@@ -297,9 +297,9 @@ impl AppState {
             generation: tokio::sync::watch::Sender::new(0),
             readiness: tokio::sync::watch::Sender::new(true),
             anonymous_override: parking_lot::RwLock::new(None),
-            counters: failure_counters,
+            counters: Arc::clone(&failure_counters),
             envoy: std::sync::OnceLock::new(),
-            budgets: budget::Ledger::new(),
+            budgets: budget::Ledger::new(Arc::clone(&failure_counters)),
             start_marker: parking_lot::Mutex::new(start_marker),
             overlays: parking_lot::Mutex::new(overlay::Overlays::new()),
         })))

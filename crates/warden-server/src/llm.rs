@@ -428,7 +428,9 @@ impl Mount {
         }
         asker.price = prices.get(&chat.model).copied();
         chat.ask_stream_usage();
-        let reservation = self.reserve(&judge, &caller, &asker, &chat, prompt_chars)?;
+        let reservation = self
+            .reserve(&judge, &caller, &asker, &chat, prompt_chars)
+            .await?;
         let ledger = &self.state.0.budgets;
 
         let mut forward = Request::post(self.target.clone())
@@ -458,7 +460,7 @@ impl Mount {
         let answer = match self.client.request(forward).await {
             Ok(answer) => answer,
             Err(e) => {
-                ledger.release(reservation);
+                ledger.release(reservation).await;
                 tracing::warn!(mount = %self.config.name, error = %e, "LLM upstream unreachable");
                 return Err(Refusal::new(
                     RefusalKind::Upstream,
@@ -474,7 +476,7 @@ impl Mount {
             }
         }
         if !status.is_success() {
-            ledger.release(reservation);
+            ledger.release(reservation).await;
             return self
                 .upstream_error(status, answer.into_body(), returned, content.as_deref())
                 .await;
@@ -493,7 +495,7 @@ impl Mount {
         let body = match read_limited(answer.into_body(), MAX_ANSWER_BYTES).await {
             Ok(body) => body,
             Err(refusal) => {
-                ledger.settle(reservation, None);
+                ledger.settle(reservation, None).await;
                 return Err(refusal);
             }
         };
@@ -507,12 +509,12 @@ impl Mount {
                     &chat.model,
                     usage,
                 );
-                ledger.settle(reservation, usage);
+                ledger.settle(reservation, usage).await;
                 rewritten
             }
             Err(refusal) => {
                 // The answer was made (and paid for) even though the client does not get it.
-                ledger.settle(reservation, None);
+                ledger.settle(reservation, None).await;
                 return Err(refusal);
             }
         };
@@ -527,7 +529,7 @@ impl Mount {
 
     /// Reserves the exchange's estimate against the deciding policy's budgets: the prompt at
     /// four characters a token, the answer at its `max_tokens`.
-    fn reserve(
+    async fn reserve(
         &self,
         judge: &MountJudge,
         caller: &Caller,
@@ -554,8 +556,9 @@ impl Mount {
             .0
             .budgets
             .reserve(&policy.budgets, &subject, estimate, now)
+            .await
             .map_err(|e| match e {
-                crate::budget::Refused::Full => Refusal::unavailable(),
+                crate::budget::Refused::Store => Refusal::unavailable(),
                 refused => Refusal::new(RefusalKind::Budget, refused.to_string()),
             })
     }
@@ -629,7 +632,7 @@ impl Mount {
                             // The client left: nothing more to send; what was reported is
                             // what was spent, else the estimate stands.
                             count_usage(&state, &mount, &tenant, &model, rewriter.usage());
-                            state.0.budgets.settle(reservation, rewriter.usage());
+                            state.0.budgets.settle(reservation, rewriter.usage()).await;
                             return;
                         }
                     }
@@ -640,7 +643,7 @@ impl Mount {
                 }
             };
             count_usage(&state, &mount, &tenant, &model, rewriter.usage());
-            state.0.budgets.settle(reservation, rewriter.usage());
+            state.0.budgets.settle(reservation, rewriter.usage()).await;
             if let Err(refusal) = end {
                 tracing::info!(mount = %mount, code = refusal.kind.code(), "LLM stream cut");
                 // Counted again, under its cause: the exchange was counted `forwarded`.

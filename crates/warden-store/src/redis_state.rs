@@ -31,9 +31,9 @@ use std::time::Duration;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use warden_core::session::Versioned;
 use warden_core::state::{
-    APPROVAL_RETENTION_MS, Approval, ApprovalStatus, ApprovalStore, Ask, Asked, CounterStore,
-    Decide, NonceStore, Resolution, Resolved, StoreAccess, StoreCall, TRANSACT_ATTEMPTS,
-    ask_transition, resolve_transition,
+    APPROVAL_RETENTION_MS, Approval, ApprovalStatus, ApprovalStore, Ask, Asked, CounterId,
+    CounterStore, Decide, NonceStore, Reserve, Resolution, Resolved, StoreAccess, StoreCall,
+    TRANSACT_ATTEMPTS, ask_transition, resolve_transition,
 };
 use warden_core::{SessionState, SessionStore, SessionWrite, StoreError};
 
@@ -106,6 +106,35 @@ if ARGV[2] ~= '0' then redis.call('EXPIREAT', KEYS[1], ARGV[2]) end
 return n
 ";
 
+/// Adds to every counter if each stays within its limit, all or none. KEYS: the counters.
+/// ARGV: per counter its amount, limit and expiry (unix s; 0: none). Answers 0 when added, else
+/// the 1-based index of the first counter that would pass its limit. (Lua numbers are doubles:
+/// exact up to 2^53, far above any budget.)
+const RESERVE: &str = r"
+for i, k in ipairs(KEYS) do
+  local n = tonumber(redis.call('GET', k) or '0')
+  if n + tonumber(ARGV[3 * i - 2]) > tonumber(ARGV[3 * i - 1]) then return i end
+end
+for i, k in ipairs(KEYS) do
+  redis.call('INCRBY', k, ARGV[3 * i - 2])
+  if ARGV[3 * i] ~= '0' then redis.call('EXPIREAT', k, ARGV[3 * i]) end
+end
+return 0
+";
+
+/// Changes counters that exist by a signed amount each, never below 0. KEYS: the counters.
+/// ARGV: per counter its change.
+const ADJUST: &str = r"
+for i, k in ipairs(KEYS) do
+  local n = redis.call('GET', k)
+  if n then
+    local v = math.max(0, tonumber(n) + tonumber(ARGV[i]))
+    redis.call('SET', k, string.format('%.0f', v), 'KEEPTTL')
+  end
+end
+return 1
+";
+
 /// How to reach Redis and how to name and keep Warden's keys there.
 #[derive(Debug, Clone)]
 pub struct RedisOptions {
@@ -157,6 +186,8 @@ pub struct RedisState {
     stripes: Box<[tokio::sync::Mutex<()>]>,
     consume: Arc<redis::Script>,
     add: Arc<redis::Script>,
+    reserve: Arc<redis::Script>,
+    adjust: Arc<redis::Script>,
     approvals_cas: Arc<redis::Script>,
 }
 
@@ -228,6 +259,8 @@ impl RedisState {
             load: Arc::new(redis::Script::new(LOAD)),
             consume: Arc::new(redis::Script::new(CONSUME)),
             add: Arc::new(redis::Script::new(ADD)),
+            reserve: Arc::new(redis::Script::new(RESERVE)),
+            adjust: Arc::new(redis::Script::new(ADJUST)),
             approvals_cas: Arc::new(redis::Script::new(APPROVALS_CAS)),
             stripes: (0..STRIPES).map(|_| tokio::sync::Mutex::new(())).collect(),
             seen: {
@@ -569,6 +602,68 @@ impl CounterStore for RedisState {
                 .await
                 .map(Option::unwrap_or_default)
         })
+    }
+
+    fn reserve<'a>(&'a self, counters: &'a [Reserve]) -> StoreCall<'a, Option<usize>> {
+        let (mut conn, script) = (self.connection(), Arc::clone(&self.reserve));
+        let wanted: Vec<(String, u64, u64, u64)> = counters
+            .iter()
+            .map(|r| {
+                let expires = if r.expires > LATEST_EXPIRY {
+                    0
+                } else {
+                    r.expires
+                };
+                (self.reserved_key(&r.id), r.amount, r.limit, expires)
+            })
+            .collect();
+        self.run("budget", async move {
+            let mut invocation = script.prepare_invoke();
+            for (key, amount, limit, expires) in wanted {
+                invocation.key(key).arg(amount).arg(limit).arg(expires);
+            }
+            let at = invocation.invoke_async::<usize>(&mut conn).await?;
+            Ok(at.checked_sub(1))
+        })
+    }
+
+    fn adjust<'a>(&'a self, changes: &'a [(CounterId, i64)]) -> StoreCall<'a, ()> {
+        let (mut conn, script) = (self.connection(), Arc::clone(&self.adjust));
+        let changes: Vec<(String, i64)> = changes
+            .iter()
+            .map(|(id, delta)| (self.reserved_key(id), *delta))
+            .collect();
+        self.run("budget", async move {
+            let mut invocation = script.prepare_invoke();
+            for (key, delta) in changes {
+                invocation.key(key).arg(delta);
+            }
+            invocation.invoke_async::<u64>(&mut conn).await?;
+            Ok(())
+        })
+    }
+
+    fn reserved<'a>(&'a self, id: &'a CounterId) -> StoreCall<'a, u64> {
+        let mut conn = self.connection();
+        let key = self.reserved_key(id);
+        self.run("budget", async move {
+            redis::cmd("GET")
+                .arg(key)
+                .query_async::<Option<u64>>(&mut conn)
+                .await
+                .map(Option::unwrap_or_default)
+        })
+    }
+}
+
+impl RedisState {
+    /// `PREFIX:b:{GROUP}:KEY:WINDOW`: the group is the hash tag, so the counters one
+    /// reservation touches share a Redis Cluster slot.
+    fn reserved_key(&self, id: &CounterId) -> String {
+        format!(
+            "{}:b:{{{}}}:{}:{}",
+            self.prefix, id.group, id.key, id.window
+        )
     }
 }
 

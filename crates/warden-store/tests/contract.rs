@@ -24,8 +24,8 @@ use warden_core::StoreAccess;
 use warden_core::pins::{MemoryPinStore, PinStatus, PinStore};
 use warden_core::session::Versioned;
 use warden_core::state::{
-    CounterStore, KeyRecord, KeyStore, MemoryCounterStore, MemoryKeyStore, MemoryNonceStore,
-    NonceStore, StoreCall,
+    CounterId, CounterStore, KeyRecord, KeyStore, MemoryCounterStore, MemoryKeyStore,
+    MemoryNonceStore, NonceStore, Reserve, StoreCall,
 };
 use warden_core::{MemorySessionStore, SessionState, SessionStore, StateChange};
 use warden_store::{
@@ -784,6 +784,92 @@ fn counters_add_atomically_per_window() {
             5,
             "{name}"
         );
+    }
+}
+
+/// Reservations are all or none and never pass a limit: of 1,000 racing reservations of two
+/// counters (limits 300 and 1,000, amounts 1 and 2), exactly as many as the tighter counter
+/// holds get through, from two handles on one store; a refusal names the counter and adds
+/// nothing; adjustments never take a total below 0.
+#[test]
+fn reservations_are_all_or_none_and_never_pass_a_limit() {
+    let prefix = fresh_prefix();
+    let redis_a: Arc<dyn CounterStore> = redis_on(&prefix, None);
+    let redis_b: Arc<dyn CounterStore> = redis_on(&prefix, None);
+    let memory: Arc<dyn CounterStore> = Arc::new(MemoryCounterStore::default());
+    type Handles = (Arc<dyn CounterStore>, Arc<dyn CounterStore>);
+    let stores: Vec<(&str, Handles)> = vec![
+        ("memory", (Arc::clone(&memory), memory)),
+        ("redis", (redis_a, redis_b)),
+    ];
+    let id = |key: &str| CounterId {
+        group: "policy\u{1f}tenant".to_owned(),
+        key: key.to_owned(),
+        window: 42,
+    };
+    let wanted = [
+        Reserve {
+            id: id("requests"),
+            amount: 1,
+            limit: 300,
+            expires: u64::MAX,
+        },
+        Reserve {
+            id: id("tokens"),
+            amount: 2,
+            limit: 1_000,
+            expires: u64::MAX,
+        },
+    ];
+    for (name, (a, b)) in stores {
+        let admitted = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for t in 0..8 {
+                let store = if t % 2 == 0 { &a } else { &b };
+                let (admitted, wanted) = (&admitted, &wanted);
+                scope.spawn(move || {
+                    for _ in 0..125 {
+                        if store.reserve(wanted).wait().unwrap().is_none() {
+                            admitted.fetch_add(1, Ordering::SeqCst);
+                        }
+                    }
+                });
+            }
+        });
+        assert_eq!(admitted.load(Ordering::SeqCst), 300, "{name}");
+        assert_eq!(a.reserved(&id("requests")).wait().unwrap(), 300, "{name}");
+        assert_eq!(b.reserved(&id("tokens")).wait().unwrap(), 600, "{name}");
+        // The first counter that would pass its limit is named; nothing was added.
+        assert_eq!(a.reserve(&wanted).wait().unwrap(), Some(0), "{name}");
+        let tight = [
+            Reserve {
+                amount: 0,
+                ..wanted[0].clone()
+            },
+            Reserve {
+                amount: 401,
+                ..wanted[1].clone()
+            },
+        ];
+        assert_eq!(a.reserve(&tight).wait().unwrap(), Some(1), "{name}");
+        assert_eq!(a.reserved(&id("tokens")).wait().unwrap(), 600, "{name}");
+        // Settling: a counter moves by its change, never below 0; unknown counters stay absent.
+        b.adjust(&[
+            (id("tokens"), -100),
+            (id("requests"), -1_000),
+            (id("never"), 5),
+        ])
+        .wait()
+        .unwrap();
+        assert_eq!(a.reserved(&id("tokens")).wait().unwrap(), 500, "{name}");
+        assert_eq!(a.reserved(&id("requests")).wait().unwrap(), 0, "{name}");
+        assert_eq!(a.reserved(&id("never")).wait().unwrap(), 0, "{name}");
+        // Another window is another counter.
+        let next = CounterId {
+            window: 43,
+            ..id("requests")
+        };
+        assert_eq!(a.reserved(&next).wait().unwrap(), 0, "{name}");
     }
 }
 

@@ -7,8 +7,8 @@ use dashmap::DashMap;
 use parking_lot::{Mutex, RwLock};
 
 use super::{
-    CounterStore, Decide, KeyRecord, KeyStore, NonceStore, SessionStore, SessionWrite, StoreAccess,
-    StoreCall, StoreError,
+    CounterId, CounterStore, Decide, KeyRecord, KeyStore, NonceStore, Reserve, SessionStore,
+    SessionWrite, StoreAccess, StoreCall, StoreError,
 };
 use crate::session::{SessionState, Versioned};
 
@@ -261,6 +261,58 @@ impl CounterStore for MemoryCounterStore {
             .get(&(key.into(), window))
             .map_or(0, |(total, _)| *total)))
     }
+
+    fn reserve<'a>(&'a self, wanted: &'a [Reserve]) -> StoreCall<'a, Option<usize>> {
+        let mut counters = self.counters.lock();
+        for (i, r) in wanted.iter().enumerate() {
+            let now = counters
+                .get(&(reserved_key(&r.id), r.id.window))
+                .map_or(0, |(total, _)| *total);
+            if now.saturating_add(r.amount) > r.limit {
+                return StoreCall::ready(Ok(Some(i)));
+            }
+        }
+        let fresh = wanted
+            .iter()
+            .filter(|r| !counters.contains_key(&(reserved_key(&r.id), r.id.window)))
+            .count();
+        if counters.len() + fresh > self.capacity {
+            let now = (self.clock)();
+            counters.retain(|_, (_, until)| *until >= now);
+            if counters.len() + fresh > self.capacity {
+                return StoreCall::ready(Err(StoreError::new("the counter store is full")));
+            }
+        }
+        for r in wanted {
+            let entry = counters
+                .entry((reserved_key(&r.id), r.id.window))
+                .or_insert((0, r.expires));
+            entry.0 = entry.0.saturating_add(r.amount);
+        }
+        StoreCall::ready(Ok(None))
+    }
+
+    fn adjust<'a>(&'a self, changes: &'a [(CounterId, i64)]) -> StoreCall<'a, ()> {
+        let mut counters = self.counters.lock();
+        for (id, delta) in changes {
+            if let Some((total, _)) = counters.get_mut(&(reserved_key(id), id.window)) {
+                *total = total.saturating_add_signed(*delta);
+            }
+        }
+        StoreCall::ready(Ok(()))
+    }
+
+    fn reserved<'a>(&'a self, id: &'a CounterId) -> StoreCall<'a, u64> {
+        let counters = self.counters.lock();
+        StoreCall::ready(Ok(counters
+            .get(&(reserved_key(id), id.window))
+            .map_or(0, |(total, _)| *total)))
+    }
+}
+
+/// A reserved counter's key among the others: group and key, apart from `add`'s keys.
+fn reserved_key(id: &CounterId) -> Box<str> {
+    format!("\u{1e}{}\u{1f}{}", id.group, id.key).into()
 }
 
 /// API key records in memory, for one process (tests, and a library host that mints its own).

@@ -300,6 +300,45 @@ pub trait CounterStore: Send + Sync {
 
     /// The counter's total in `window` (0 when it has none).
     fn get<'a>(&'a self, key: &'a str, window: u64) -> StoreCall<'a, u64>;
+
+    /// Adds every `amount` to its counter if each total stays within its `limit`, atomically
+    /// and all or none (a reservation against budgets shared by many instances). Answers
+    /// `None` when all were added, else the index of the first counter that would pass its
+    /// limit (and nothing was added). All the counters of one call share one `group`.
+    fn reserve<'a>(&'a self, counters: &'a [Reserve]) -> StoreCall<'a, Option<usize>>;
+
+    /// Changes reserved counters by `delta` each (a total never goes below 0): a reservation
+    /// settled on what was spent, or given back.
+    fn adjust<'a>(&'a self, changes: &'a [(CounterId, i64)]) -> StoreCall<'a, ()>;
+
+    /// A reserved counter's total (0 when it has none).
+    fn reserved<'a>(&'a self, id: &'a CounterId) -> StoreCall<'a, u64>;
+}
+
+/// A counter of [`CounterStore::reserve`]: `key` in `window`, within `group` (the counters one
+/// reservation touches together; a shared store keeps a group in one place, e.g. one Redis
+/// Cluster slot).
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct CounterId {
+    /// The counters reserved together (e.g. a policy and a tenant).
+    pub group: String,
+    /// The counter within the group (e.g. a budget and its scope).
+    pub key: String,
+    /// The window the counter counts (e.g. its start, unix seconds).
+    pub window: u64,
+}
+
+/// One counter's share of a [`CounterStore::reserve`] call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reserve {
+    /// The counter.
+    pub id: CounterId,
+    /// What to add.
+    pub amount: u64,
+    /// The most the total may reach.
+    pub limit: u64,
+    /// When the counter may be forgotten (unix seconds).
+    pub expires: u64,
 }
 
 /// One stored API key: never the key itself, only its hash.
