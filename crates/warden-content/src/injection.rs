@@ -61,7 +61,10 @@ const FILL: &str =
 const QUAL: &str = r"(?:previous|prior|above|earlier|preceding|former|original|initial|old|system|developer|safety|preset|default|existing|standing|foregoing|past|preceeding)";
 const SHOW: &str = r"(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|provide|write|recite|list|paste|spell out|return|send|read|copy|echo|reproduce|disclose|type)";
 /// What an override targets: the assistant's instructions, never a value, line or slide.
-const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|messages?|conversation|orders?|text|input|tasks?)";
+const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|orders)";
+/// Nouns an override may target that are also ordinary e-mail and shop words ("ignore the
+/// previous message / order"): a weaker signal of their own.
+const WEAK_NOUN: &str = r"(?:messages?|conversation|order|text|input|tasks?)";
 /// Nouns naming the assistant's own instructions in the void / supersede signals.
 const TARGET: &str = r"(?:instructions?|prompts?|system prompt|directives?|rules|guidelines|guardrails|constraints|polic(?:y|ies)|programming|restrictions|orders|commands)";
 const QUAL2: &str = r"(?:previous|prior|earlier|preceding|above|old|original|initial|existing|former|system|developer|default|current|safety|other|content|usage)";
@@ -115,8 +118,11 @@ fn signals() -> Vec<Signal> {
             // the above estimate", "ignore the previous slide" are ordinary prose).
             format!(r"\b{VERB_IGNORE} (?:all of |everything )?(?:the |what's |what is )?(?:above|before this|previous)(?:[.,;:!?)]|$| and | then | instead| now| please| completely| entirely)"),
             format!(r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|comply with|adhere to|following|obeying|respect)(?: any| all| the| your| those| these)*(?: {QUAL})? (?:instructions?|rules|guidelines|directives|prompt|system prompt|programming|restrictions|guardrails)\b"),
-            r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|task|objective|goal|purpose|mission|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
-            r"\b(?:these|the following|this|my) (?:new )?(?:instructions?|rules|directives?|commands?|message) (?:override|overrides|supersede|supersedes|replace|replaces|take precedence|takes precedence|trump)".to_owned(),
+            // Not "your new task is to review the pull requests": a task, goal or mission is
+            // ordinary onboarding talk (a medium signal in `general_signals`).
+            r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
+            // Not "these rules replace the previous house rules": rules of a house are not orders.
+            r"\b(?:these|the following|this|my) (?:new )?(?:instructions?|directives?|commands?|message) (?:override|overrides|supersede|supersedes|replace|replaces|take precedence|takes precedence|trump)".to_owned(),
             r"\b(?:override|supersede|replace|take precedence over|cancel|nullify|void) (?:all )?(?:of )?(?:your|any|all)? ?(?:previous|prior|original|earlier|initial|safety) (?:instructions?|prompts?|directives?|programming)\b".to_owned(),
             r"\b(?:reset|wipe|clear) your (?:instructions|memory|context|rules|programming|guidelines)\b".to_owned(),
         ],
@@ -162,7 +168,10 @@ fn signals() -> Vec<Signal> {
         COERCION,
         &mut v,
         &[
-            r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|show|showing|reveal|revealing|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this| for)?\b".to_owned(),
+            r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this| for)?\b".to_owned(),
+            // "never reveal customer data" is a privacy rule: showing or revealing counts only
+            // when what is hidden from the user is this text or an action.
+            r"\b(?:do not|don't|dont|never|without) (?:show|showing|reveal|revealing)(?: it| this| that| anything)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: this\b| that\b| these\b| what\b| anything\b| the (?:message|instruction|text|change|action|comment|note)\b|[.,;:!)]|$)".to_owned(),
             r"\bwithout (?:the )?(?:user|human|owner|operator)(?:'s|s')? (?:knowing|knowledge|consent|noticing|permission|approval|confirmation)\b".to_owned(),
             r"\b(?:silently|secretly|quietly|covertly|discreetly|stealthily|surreptitiously|invisibly) (?:call|invoke|execute|run|use|send|forward|transfer|delete|email|upload|post|fetch|visit|open|share|copy|exfiltrate|download|install|grant|add|create|change|modify|disable|include|append|embed|attach|submit|leak)\b".to_owned(),
             r"\bexfiltrate\b".to_owned(),
@@ -214,7 +223,9 @@ fn signals() -> Vec<Signal> {
         sig(EXFIL, 0.4, true, r"\b(?:curl|wget|iwr|invoke-webrequest)\b[^|\n]{0,200}\| ?(?:sudo )?(?:ba|z|k|da)?sh\b|\b(?:ba)?sh <\(curl|\bpowershell[^\n]{0,60}(?:iex|invoke-expression)|\bbase64 (?:-d|--decode)[^|\n]{0,60}\| ?(?:ba)?sh"),
         sig(SUPPORT, 0.2, false, format!(r"\b{SENSITIVE}\b")),
         // Tool-use coercion: destructive calls claimed to be authorised, system files, payments.
-        sig(COERCION, 0.45, true, r"\b(?:delete|drop|remove|wipe|erase|destroy|truncate|purge|format|rm -rf|force[- ]push|shut ?down|terminate|revoke|disable)\b(?: [^ ]+){0,8} (?:(?:is|are|has been|have been|was|were) (?:already |fully |pre-?)?(?:authori[sz]ed|approved|sanctioned|permitted|cleared)\b|(?:with|have|has) (?:full )?(?:authori[sz]ation|approval|permission)\b)|\b(?:already |pre-?)(?:authori[sz]ed|approved|sanctioned|cleared)(?: [^ ]+){0,8} (?:delete|drop|remove|wipe|erase|destroy|truncate|purge|rm -rf|force[- ]push|delete_[a-z_]+|drop_[a-z_]+)"),
+        // The approval is claimed as given ("has been approved", "the admin has authorised
+        // this"), not a condition ("delete the branches after the release is approved").
+        sig(COERCION, 0.45, true, r"\b(?:delete|drop|remove|wipe|erase|destroy|truncate|purge|format|rm -rf|force[- ]push|shut ?down|terminate|revoke|disable)\b(?: [^ ]+){0,8} (?:(?:has been|have been|was|were|is already|are already|is pre-?|are pre-?) ?(?:fully )?(?:authori[sz]ed|approved|sanctioned|permitted|cleared)\b|(?:with|have|has) (?:full )?(?:authori[sz]ation|approval|permission)\b)|\b(?:(?:already |pre-?)(?:authori[sz]ed|approved|sanctioned|cleared)|(?:has|have) (?:already )?(?:authori[sz]ed|approved|sanctioned|signed off on|cleared))(?: [^ ]+){0,8} (?:delete|drop|remove|wipe|erase|destroy|truncate|purge|rm -rf|force[- ]push|delete_[a-z_]+|drop_[a-z_]+)"),
         sig(COERCION, 0.45, true, format!(r"\b{NO_CONFIRM}")),
         sig(COERCION, 0.35, true, r"(?:/etc/(?:passwd|shadow|sudoers)|~/\.ssh\b|\.ssh/(?:id_[a-z0-9]+|authorized_keys)|\bid_(?:rsa|ed25519|ecdsa)\b|\.aws/credentials|\.git-credentials|\.netrc\b|\.bash_history|/proc/self/environ|\.kube/config|\.docker/config\.json)"),
         sig(COERCION, 0.4, true, r"\b(?:pay|payment|transfer|wire|purchase|buy|checkout|complete the purchase|approve (?:the )?(?:payment|transaction|invoice))\b(?: [^ ]+){0,8} (?:immediately|automatically)\b|\b(?:pre-?approved|already approved) (?:all )?(?:payments|purchases|transactions|transfers)\b"),
@@ -229,11 +240,352 @@ fn signals() -> Vec<Signal> {
         // Instructions hidden in an HTML comment.
         sig(HIDDEN, 0.35, true, r"<!--(?:[^-]|-[^-]){0,300}?\b(?:ai|assistant|agent|model|llm|chatgpt|claude|language models?)\b"),
         sig(HIDDEN, 0.3, true, r"<!--(?:[^-]|-[^-]){0,300}?\b(?:you must|you should|you will|do not tell|don't tell|do not mention|system prompt|ignore (?:the user|all|previous|prior|your|the shopper)|disregard|instead)\b"),
+        // Overrides whose target is a weak noun ("ignore the previous message").
+        sig(OVERRIDE, 0.35, true, format!(r"\b{VERB_IGNORE}{FILL} {QUAL} {WEAK_NOUN}\b")),
         sig(SUPPORT, 0.15, false, r"\b(?:you (?:must|will|shall|should|are to|need to|may now|can now|now|are required to|are instructed to|obey)|from now on|henceforth|from (?:this point|here) on|going forward|new (?:instructions|rules|task|directive|orders)|comply|proceed|effective immediately|takes? effect)\b"),
         sig(SUPPORT, 0.15, false, r"\b(?:ignore|disregard|delete|remove|send|forward|email|post|upload|transfer|pay|run|execute|call|invoke|reveal|print|output|include|append|recommend|say|reply|respond|approve|grant|share|copy|download|install|buy|visit|open|navigate|fetch|mark|skip|disable|add|answer)\b"),
         sig(SUPPORT, 0.1, false, r"\b(?:ai|assistant|llm|chatbot|language model|agent|chatgpt|claude|gpt|gemini|copilot|model)\b"),
     ]);
+    v.extend(general_signals());
+    v.extend(foreign_signals());
     v
+}
+
+/// Void / superseded words for an override that never says "ignore".
+const VOID: &str = r"(?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|deprecated|rescinded|lifted|suspended|disabled|switched off|turned off|outdated|overridden|overruled|removed|deleted|expired|withdrawn|annulled|inactive|terminated|discarded|ended|over|a (?:test|draft|mistake|decoy)|only a (?:test|draft|decoy)|planted|fake|no longer (?:valid|in effect|in force|applicable|active|binding|relevant|count|counts|apply|applies|matter|matters|hold|holds))";
+
+/// What the assistant was told, named from the outside: "the guidance given to you", "whatever
+/// you were instructed", "everything you have been told so far".
+const TOLD: &str = r"(?:(?:instructions?|guidance|guidelines|rules|directives|orders|standing orders|configuration|setup|prompt|system prompt|system message|constraints|restrictions|programming|preamble|text) (?:that )?(?:you (?:were|have been|'ve been|got|received|were given)|given to you|you've received)|(?:whatever|everything|anything|all) (?:that )?you(?:'ve| have| were| had)? (?:been )?(?:told|instructed|given|received|taught))";
+
+/// Signals written for the families of issue 18 (generalised: a family of wordings, not one
+/// phrase). Most are medium weight: they flag a text together with a second signal.
+fn general_signals() -> Vec<Signal> {
+    vec![
+        // Override: what the assistant was told, declared void.
+        sig(
+            OVERRIDE,
+            0.5,
+            true,
+            format!(
+                r"\b{TOLD}\b(?: [^ .;!?]+){{0,6}} (?:(?:is|are|was|were|has been|have been|should be|must be|will be)(?: now| hereby| officially| henceforth| all| therefore| effectively| immediately| only| to be treated as| treated as)* {VOID}|no longer (?:counts?|applies|apply|matters?|holds?|valid)|(?:do|does) not (?:apply|count|matter) any ?more|ended)"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.5,
+            true,
+            format!(
+                r"\b(?:consider|treat|regard|mark)(?: all| any| every)?(?: of)? (?:your|the|all|any) (?:{QUAL2} |standing )?(?:instructions?|guidance|guidelines|rules|directives|orders|configuration|setup|system prompt|prompt|constraints)(?: [a-z]+)? (?:as )?{VOID}"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            format!(
+                r"\b(?:everything|all|anything|the text|all text|the (?:instructions|rules|messages?)) (?:above|before|preceding|prior to) (?:this|here|the following)(?: line| message| point| sentence| note| e-?mail)? (?:is|are|was|were|has been|have been)(?: now| all)? {VOID}"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.35,
+            true,
+            format!(
+                r"\b(?:{QUAL2}|(?:the |your )?(?:assistant|operator|developer|system|model)'s|those|your)(?: [a-z]+){{0,2}} (?:guidance|configuration|setup|orders|standing orders|system message|persona|instructions|rules|directives|guidelines|constraints) (?:(?:is|are|was|were|has been|have been)(?: now| hereby| officially| all| only)* {VOID}|(?:ended|expired))"
+            ),
+        ),
+        // Priority claims: this text outranks the system prompt or the configuration.
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:outranks?|outrank(?:ing)?|overrules?|takes? (?:priority|precedence) over|has (?:higher|greater|top|absolute|the highest) (?:priority|precedence) (?:than|over)|(?:higher|greater) priority than) (?:everything in |anything in |all |any(?: other)? )?(?:your|the) (?:[a-z]+ )?(?:system prompt|system message|configuration|setup|instructions|guidelines|directives|programming)\b|\bpriority override\b|\b(?:user|my) messages? (?:now )?(?:outrank|override|take precedence over|supersede)\b|\bthe user is (?:now )?in (?:charge|control)\b|\byou (?:now )?(?:answer|report|belong) (?:only )?to (?:me|the user)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:any|every|all) (?:other )?(?:instructions?|rules|directives|guidelines) (?:that )?(?:conflicts?|conflicting|contradicts?|contradicting|disagree) (?:with )?(?:this|these|the following)[^.]{0,40} (?:must|should|shall|are to|is to) be (?:discarded|ignored|disregarded|dropped|overridden)",
+        ),
+        sig(
+            OVERRIDE,
+            0.35,
+            true,
+            r"\bthis (?:message|note|instruction|text|e-?mail|comment|document) is (?:authoritative|the (?:only|final) authority|your (?:only|new) (?:instruction|source of truth))",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:pay no (?:attention|heed|mind)|no longer (?:follow|obey|listen to|adhere to)|scratch|throw out|do away with|forget about|set aside|put aside|stop following|cease following|abandon) (?:to )?(?:all |any |every )?(?:of )?(?:the |your |those |these )?(?:guidelines|instructions|rules|directives|guidance|orders|constraints|restrictions|programming|system prompt|everything you (?:have been|'ve been|were) told|whatever you were told|what you were told)",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:the )?(?:real|actual|true|correct|only valid|new|updated|final) (?:instructions|rules|directives|orders|system prompt)(?: [a-z]+){0,2} (?:is|are|follows?|below|starts? now|begins? now)\b|\byour (?:real|actual|true) (?:task|job|objective|goal|mission|purpose)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.3,
+            true,
+            r"\bnew (?:objective|directive|mission|instructions?|rules|system prompt) ?:",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:treat|use|take|regard|consider) (?:the (?:text|message|content|instructions?|lines?) )?(?:below|above|that follows|following|this (?:text|message|note|comment|e-?mail|document|page)) as (?:your )?(?:new |updated |real |actual |the )?(?:system prompt|system message|instructions|directives|rules|configuration|orders|commands)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:was|were|is|are|has been|have been) (?:planted|injected|inserted|written|added|forged|faked) by (?:an? )?(?:attacker|hacker|malicious|adversary|third party|imposter)|\b(?:the )?(?:earlier|previous|prior|original|above|real) (?:system (?:message|prompt)|instructions?|prompt) (?:was|were|is|are) (?:fake|forged|a fake|not real|compromised|a test|injected)",
+        ),
+        // Authority claims, widened: developer notes, operator policy, admin notices.
+        sig(
+            OVERRIDE,
+            0.35,
+            true,
+            r"\b(?:developer|dev team|admin|administrator|operator)(?:'s)? (?:note|message|policy|memo)s?\b|\b(?:authori[sz]ed|approved|signed off|cleared) by (?:the )?(?:cto|ceo|cfo|ciso|management|your (?:manager|boss|owner|operator|developer)|legal|compliance|the board|head of [a-z]+)\b",
+        ),
+        // Extraction: the assistant's own instructions named from outside, or a request for
+        // what precedes the conversation.
+        sig(EXTRACTION, 0.3, true, format!(r"\b{TOLD}\b")),
+        // Not "your original message" or "your internal rules": e-mails say those.
+        sig(
+            EXTRACTION,
+            0.45,
+            true,
+            r"\byour (?:startup|start-?up|initial|original|first|opening|starting|boot|setup|base|core|pre-?conversation|hidden|secret|underlying|operator|developer) (?:instructions|prompt|configuration|preamble|directives)\b|\b(?:preamble|system prompt|system message|instructions|configuration|context) (?:that )?(?:you were|you are|you've been|you have been) (?:loaded|configured|initiali[sz]ed|primed|set up|started|booted|seeded) with\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.45,
+            true,
+            r"\b(?:before|preceding|that precedes|that precede|prior to|above) (?:this|the|our|my) (?:conversation|chat|session|dialog(?:ue)?|first (?:user )?message|first turn|user'?s? (?:first )?message)\b|\bbefore (?:i|we|the user) (?:started|began|joined|said anything|wrote)\b|\bat the (?:start|beginning|top) of (?:this|the|our) (?:conversation|chat|session|context)\b|\b(?:everything|anything|all|text|what's|what is) in your (?:context|context window|memory|prompt)\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.45,
+            true,
+            r"\bwhat (?:did|does|do) (?:the system|your (?:developers?|creators?|operators?|system prompt|instructions)|the operator|the developer) (?:tell|say|instruct|ask|told)(?: you| to you)?\b|\bwhat (?:do|does) your (?:initial|original|first|system|hidden|secret) (?:instructions|prompt|rules|message) say\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.35,
+            true,
+            r"\b(?:given|told|set|written|provided|configured) (?:to you )?by your (?:operator|developers?|creators?|admins?|administrators?|owners?|deployers?|makers?)\b",
+        ),
+        sig(
+            SUPPORT,
+            0.2,
+            false,
+            r"\b(?:word for word|verbatim|unchanged|in full|exact wording|exactly as (?:written|given)|unedited|character for character|echo(?:ed)? back|quote (?:it|them)|paste (?:it|them))\b",
+        ),
+        // Role hijack, generalised: a persona without limits, game framing, developer mode.
+        sig(
+            HIJACK,
+            0.35,
+            true,
+            format!(
+                r"\b(?:has|have|with|having|who has|that has|which has) (?:no|zero|absolutely no|none of the) (?:ethical |moral |safety |content |usual )?(?:{LIMITS}|morals|filters|filter|rules|content polic(?:y|ies)|refusals?)\b|\b(?:breaks?|broken free of|broke free of|ignores?|removed|stripped of|free of|freed from|unbound by|released from) (?:every|all|any|the typical|the usual|its|his|her) (?:[a-z]+ )?(?:rules?|restrictions?|guidelines|filters|limits|limitations|constraints|safeguards)\b|\b(?:never|not) (?:been )?(?:given|bound by|trained with|programmed with) any (?:rules|restrictions|guidelines|limits|filters|ethics)\b"
+            ),
+        ),
+        sig(
+            HIJACK,
+            0.35,
+            true,
+            r"\b(?:imagine|suppose|pretend|picture|assume|act as if) (?:that )?you(?:'re| are| were| had been)? (?:now )?(?:an? |the )?(?:ai|assistant|model|chatbot|llm|language model|bot|version of yourself)\b|\b(?:you are|you're|you will be|you'll be|you are going to (?:be|pretend to be|act as|play)|pretend to be|roleplay as|play the role of|act as) (?:now )?[a-z]+(?:gpt|bot|ai)\b|\bin the game,? you\b|\bwe(?:'re| are) playing a game\b",
+        ),
+        sig(
+            HIJACK,
+            0.5,
+            true,
+            r"\b(?:as|you are|you're) (?:chatgpt|claude|gpt|gemini|an ai|the assistant|the model|llama) (?:with|in) (?:developer|dev|god|debug|admin|jailbreak|unrestricted) mode\b|\b(?:developer|dev|god|jailbreak|dan|unrestricted) mode (?:enabled|activated|on|engaged)[.!:]? ?(?:as|you|from now|the ai|the assistant|chatgpt|claude)",
+        ),
+        sig(
+            HIJACK,
+            0.35,
+            true,
+            r"\b(?:never|don't ever|do not ever|won't|will not|must not|cannot|can't) (?:refuse|decline|say no|reject|add warnings|warn|moralize|moralise|lecture)\b|\b(?:answers?|respond to|generates?|generating|produce|produces|writes?) (?:any|every|all)(?: [a-z]+)? (?:question|request|content|prompt|topic)s?(?: asked(?: for)?| without (?:refusing|warnings|restriction|hesitation))?\b|\bgives? any information\b",
+        ),
+        sig(
+            HIJACK,
+            0.4,
+            true,
+            r"\b(?:the )?(?:assistant|ai|model|agent|chatbot|bot|you) (?:is |are )?(?:now|hereby|henceforth) (?:permitted|allowed|authori[sz]ed|free|cleared|unlocked) to\b",
+        ),
+        sig(
+            HIJACK,
+            0.4,
+            true,
+            r"\b(?:you are|you're) (?:no longer|not) (?:a |an |the )?(?:helpful |friendly |safe |harmless )?(?:assistant|ai|chatbot|model|bot)\b|\b(?:you now|now you|you will now|you shall now) (?:act|work|operate|serve|answer|respond) (?:as|for|only for|on behalf of)\b|\b(?:new|your new) (?:role|persona|identity|character) ?:",
+        ),
+        // Forged system headers in other notations.
+        sig(
+            MARKUP,
+            0.45,
+            true,
+            r"(?:^|\n)(?:={2,}|-{3,}|\*{2,}|#{1,4}) ?(?:system|system prompt|system override|admin override|developer message)(?: override| message| prompt| instructions?)? ?(?:={2,}|-{2,}|\*{2,})?(?:$|\n)|\b(?:system|admin|developer) (?:override|prompt) ?:|\[system\]\(#|</?(?:system|instructions?|sys|developer)_?(?:prompt|message)?>|```(?:tool_code|tool_call|tool_use|function_call|tool|action)\b",
+        ),
+        // Tool coercion, generalised.
+        // Gating a task on a step is what install docs do too: support only.
+        sig(SUPPORT, 0.15, false, r"\bgo ahead and\b"),
+        sig(
+            EXFIL,
+            0.4,
+            true,
+            r"(?:\$\((?:curl|wget)\b|\b(?:iex|invoke-expression) ?\(|\b(?:curl|wget)\b[^|\n]{0,200}\| ?(?:sudo )?(?:python3?|perl|ruby|node|powershell|pwsh|iex)\b)",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"(?:c:\\windows\\system(?:32|e2)\\config|\\system(?:32|e2)\\config\\(?:sam|system|security)|\bntds\.dit\b|/etc/(?:shadow|gshadow|master\.passwd)|\bsecrets?\.(?:ya?ml|json|toml|env|txt)\b|(?:^|[ '\x22(/])\.env\b|\bconfig\.(?:ya?ml|json)\b(?: [^ ]+){0,3} (?:to|at) )",
+        ),
+        sig(
+            COERCION,
+            0.4,
+            true,
+            r"\b(?:the )?(?:user|owner|customer|client|account holder) (?:has )?(?:already |pre-?)(?:agreed|approved|consented|confirmed|authori[sz]ed|signed off)(?: to)?(?: this| it| all| everything)?\b|\b(?:user|owner|customer)(?: does not| doesn't| won't| will not) (?:need|have) to (?:review|confirm|approve|know|be told|see)\b|\bno need to (?:check|confirm|verify|ask|consult)(?: with| the)?(?: the)? (?:user|owner|customer|anyone|them)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:pay|transfer|wire|send|remit)\b(?: [^ ]+){0,10} (?:right away|straight away|at once|without delay)\b",
+        ),
+        sig(
+            COERCION,
+            0.3,
+            true,
+            r"\b(?:delete|drop|wipe|erase|destroy|truncate|purge|remove)\b(?: (?:all|every|the entire|the whole|everything|the))+(?: [a-z_]+){0,3} (?:records|rows|tables?|data|database|databases|files|users|accounts|backups|buckets|repos|repositories|emails|mailbox|inbox|branches|customers)\b|\b(?:delete|drop|wipe|erase|destroy|truncate|purge)\b(?: [^ ]+){0,4} (?:prod|production)\b|\b(?:drop|delete|wipe|purge)_[a-z_]+ ?\(",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:insert|add|plant|introduce|hide|include) (?:a |an |the )?(?:[a-z]+ )?(?:backdoor|hidden (?:admin )?account|hard-?coded (?:password|credential)|reverse shell|keylogger|crypto ?miner|web ?shell)\b|\b(?:disable|remove|delete|bypass|turn off|comment out|skip|weaken) (?:the |all |any )?(?:[a-z]+ )?(?:input validation|auth(?:entication|orization)?(?: middleware| checks?)?|security (?:checks?|review|scan)|tests in ci|ci tests|2fa|mfa|audit logs?|ssl verification|certificate (?:checks|verification)|csrf protection|branch protection|code review)\b|\bprint (?:the )?secrets (?:in|to) (?:the )?(?:ci|build|logs?)\b|\bcommit (?:directly )?to (?:main|master) (?:without|directly)|\bcommit directly to (?:main|master)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:the )?(?:user's|users'|customer's|customers'|victim's|owner's|reader's|visitor's) (?:[a-z]+ )?(?:home address|address|location|phone(?: number)?|e-?mail(?: address)?|profile|personal data|details|credentials|passwords?|tokens?|api keys?|contacts|chat history|conversation|messages|session|cookies|saved cards|card(?: number)?|identity)\b",
+        ),
+        sig(
+            EXFIL,
+            0.45,
+            true,
+            format!(
+                r"\b(?:send|forward|e-?mail|mail|post|upload|transmit|leak|share|copy|submit|push|sync|deliver)(?: (?:a copy of|copies of|all|every|each|the|your|my|this|these|its|our))* (?:[a-z.\-]+ ){{0,2}}(?:{SENSITIVE}|(?:(?:all|every|each|the whole|the entire|the full|the complete|a copy of every|copies of all)(?: of)?(?: the| your| this| my| our)? (?:[a-z]+ )?(?:invoices?|table|reports?|database|customer [a-z]+|profiles?|contacts|documents|files|records|notes|data|e-?mails|messages) (?:in|from|of) (?:this|the|your|the user's|my) (?:mailbox|inbox|drive|account|workspace|database|folder|crm|table|repo|repository|system)))\b(?: [^ ]+){{0,6}} (?:to|at|into) (?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.)"
+            ),
+        ),
+        sig(
+            EXFIL,
+            0.4,
+            true,
+            r"\b(?:post|get|put|make a (?:post|get|put|http) request|send a (?:post|get|put|http) request|request|fetch|call|open|visit|load)\b(?: [^ ]+){0,3} (?:to |on |at )?https?://[^ ]*[?&=][^ ]*(?: [^ ]+){0,3} (?:followed by|plus|appending|append|\+)\b",
+        ),
+        // Addressed to an AI reader from inside content.
+        sig(
+            COERCION,
+            0.45,
+            true,
+            r"\b(?:if|when|once|as soon as) (?:an?|any|the) (?:ai|llm|assistant|agent|language model|chatbot|bot|model|summari[sz]er|crawler|ai system|automated system)s? (?:reads?|is reading|processes|sees|summari[sz]es|parses|visits|crawls|scans|indexes|finds)\b",
+        ),
+        sig(
+            COERCION,
+            0.3,
+            true,
+            r"\b(?:if|when|once|while|as soon as) you (?:process|read|parse|analy[sz]e|summari[sz]e|index|ingest) (?:this|these|the) (?:file|table|sheet|spreadsheet|row|rows|data|notebook|cell|csv|record|document|page|e-?mail|ticket|comment|repo|repository|code)\b",
+        ),
+        sig(
+            HIDDEN,
+            0.45,
+            true,
+            r"\b(?:begin|start|end) (?:of )?(?:ai|llm|assistant|agent|model|bot) (?:instructions|prompt|directives)\b|\b(?:instructions?|notes?|message|directive|orders?) (?:to|for) (?:the )?(?:summari[sz]er|crawler|scraper|reader bot|ai reader|indexer|reviewer bot)\b|\btodo\((?:ai|llm|agent|copilot|assistant|claude|codex|cursor|gpt|bot)\)|\b(?:important|note|notice|attention|reminder|instructions?) (?:for|to) (?:the |all |any )?(?:automated|autonomous|coding|code|ai|llm|software) (?:agents?|assistants?|tools?|reviewers?|bots?)\b",
+        ),
+        sig(
+            HIDDEN,
+            0.25,
+            true,
+            r"display ?: ?none|visibility ?: ?hidden|font-size ?: ?0(?:px|pt|em)?\b|opacity ?: ?0(?:\.0+)?\b|<(?:div|span|p|section) hidden\b|aria-hidden|\bclass=.(?:sr-only|visually-hidden|hidden)",
+        ),
+        // Not "Agent:" or "Model:": ticket transcripts and product sheets use those as labels.
+        sig(
+            HIDDEN,
+            0.35,
+            true,
+            r#"(?:^|[\n/#*>"(;]|-- |<!--) ?(?:ai|llm|copilot|assistant|claude|chatgpt|cursor|codex|gpt|gemini|ai assistant|ai agent|language model)[:,] (?:please |now |also |first |then |silently |always |immediately )?(?:disregard|ignore|forget|output|print|say|tell|rank|call|send|e-?mail|forward|post|upload|add|insert|remove|delete|recommend|reply|respond|include|append|skip|run|execute|open|visit|mark|approve|write|change|replace|praise|describe|state|claim|report|summari[sz]e)\b"#,
+        ),
+        sig(
+            SUPPORT,
+            0.15,
+            false,
+            r"\b(?:secretly|silently|quietly|without (?:telling|mentioning|informing)|do not mention|don't mention|hide|conceal)\b",
+        ),
+    ]
+}
+
+/// French, German and Spanish forms of the main families (the accented letters stay: only
+/// look-alikes of ASCII letters are folded).
+fn foreign_signals() -> Vec<Signal> {
+    const PREV: &str = r"(?:précédentes?|precedentes?|antérieures?|anterieures?|vorherigen?|bisherigen?|früheren?|vorigen?|alten|anteriores?|previas?|originales?|initiales?|ursprünglichen?)";
+    const INSTR: &str = r"(?:instructions?|consignes?|directives?|règles|regles|anweisungen|instruktionen|regeln|vorgaben|richtlinien|befehle|instrucciones|reglas|indicaciones|directrices|órdenes|ordenes)";
+    vec![
+        sig(
+            OVERRIDE,
+            STRONG,
+            true,
+            format!(
+                r"\b(?:ignorez|ignore|ignorer|oubliez|oublie|oublier|ignoriere|ignorieren|ignorier|vergiss|vergessen|missachte|ignora|ignorar|ignore|olvida|olvide|olvidar|omite|descarta|descartar)(?: (?:toutes?|tous|les|vos|tes|la|le|alle|deine|ihre|die|todas?|las|los|tus|sus|d[’']))* {INSTR} {PREV}|\b(?:ignorez|oubliez|ignoriere|vergiss|ignora|olvida)(?: (?:toutes?|les|vos|tes|alle|deine|ihre|die|todas?|las|tus|sus))* {PREV} {INSTR}"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            format!(
+                r"\b(?:les |die |las |tes |vos |tus |deine |ihre )?{INSTR} {PREV} (?:sont|sind|son|ya no son|ne sont plus|ont été|wurden|fueron|quedan)(?: désormais| maintenant| jetzt| nun| ahora)? (?:annulées|annulees|caduques|nulles|invalides|obsolètes|ungültig|ungultig|aufgehoben|außer kraft|nichtig|válidas|validas|anuladas|nulas|inválidas|invalidas|revocadas)"
+            ),
+        ),
+        sig(
+            EXTRACTION,
+            STRONG,
+            true,
+            format!(
+                r"\b(?:montre|montrez|affiche|affichez|révèle|révélez|revele|donne|donnez|répète|répétez|zeig|zeige|zeigen sie|gib|geben sie|nenne|wiederhole|verrate|muestra|muéstrame|muestrame|revela|revélame|dime|repite|enséñame)(?:-moi| mir| me| uns)?(?: (?:toutes|tous|alle|todas|todos))?(?: (?:les|die|las|los))? (?:tes|vos|votre|ton|deine|ihre|dein|tus|sus|tu) (?:prompt (?:système|systeme|del sistema|de sistema)|systemprompt|system-prompt|{INSTR} (?:initiales?|originales?|secrètes|cachées|iniciales|ocultas|secretas|système|del sistema)|ursprünglichen {INSTR}|geheimen {INSTR}|anfänglichen {INSTR}|(?:system|versteckten) ?(?:anweisungen|prompt))"
+            ),
+        ),
+        sig(
+            HIJACK,
+            STRONG,
+            true,
+            r"\b(?:tu es|vous êtes|vous etes|du bist|sie sind|eres|ahora eres|usted es)(?: maintenant| désormais| jetzt| nun| ahora| a partir de ahora)? (?:une? |ein(?:e)? |una? )?(?:ia|ki|ai|assistante?|asistente|modell?o?|chatbot|bot) (?:sans (?:aucune )?(?:restrictions?|limites?|règles|filtres?|censure)|ohne (?:jegliche )?(?:einschränkungen|regeln|grenzen|filter|zensur)|sin (?:ninguna )?(?:restricciones|límites|limites|reglas|filtros|censura))",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:sans (?:le |la |les |l[’'])?(?:prévenir|prevenir|informer|avertir|demander|confirmation|que l[’']utilisateur)|ohne (?:den |die )?(?:nutzer|benutzer|user|kunden|anwender)(?:in)? (?:zu )?(?:informieren|fragen|benachrichtigen|warnen)|ohne (?:rückfrage|bestätigung|zu fragen)|sin (?:avisar|informar|preguntar|consultar|confirmación|confirmacion|que el usuario)(?: al usuario)?)",
+        ),
+        sig(
+            EXFIL,
+            0.4,
+            true,
+            r"\b(?:envoyez|envoie|envoyer|transférez|transmettez|sende|senden sie|schicke|schicken sie|leite|übermittle|envía|envia|enviar|manda|reenvía|reenvia)\b(?: [^ ]+){0,8} (?:à|a|an|al) [a-z0-9._%+-]+@[a-z0-9-]+\.",
+        ),
+        sig(
+            SUPPORT,
+            0.2,
+            false,
+            r"\b(?:historique de la conversation|mot de passe|mots de passe|kundendaten|passwort|passwörter|zugangsdaten|historial de la conversación|historial de la conversacion|contraseñas?|contrasenas?|datos de (?:los )?clientes|données (?:des )?clients)",
+        ),
+    ]
 }
 
 fn alt(parts: &[String]) -> String {
@@ -247,7 +599,7 @@ fn ascii_bounds(src: &str) -> String {
 }
 
 /// Words that make a run of spaced-out letters an instruction rather than a stylistic choice.
-const SPACED_WORDS: [&str; 20] = [
+const SPACED_WORDS: [&str; 38] = [
     "ignore",
     "disregard",
     "forget",
@@ -268,6 +620,24 @@ const SPACED_WORDS: [&str; 20] = [
     "obey",
     "developer",
     "guideline",
+    "delete",
+    "sendthe",
+    "theuser",
+    "userfiles",
+    "rules",
+    "everything",
+    "above",
+    "follow",
+    "admin",
+    "token",
+    "transfer",
+    "disable",
+    "upload",
+    "credential",
+    "apikey",
+    "youarenow",
+    "showyour",
+    "tellme",
 ];
 
 /// A raw hit: signal index, family, weight, anchor, original char span.
@@ -348,9 +718,9 @@ impl Injection {
                 }
             }
         }
-        // Lead bytes of U+00AD, U+061C, U+180E, U+2xxx, U+FEFF and tag characters.
+        // Lead bytes of U+00AD, U+034F, U+061C, U+180E, U+2xxx, U+FEFF and tag characters.
         if s.bytes()
-            .any(|b| matches!(b, 0xC2 | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
+            .any(|b| matches!(b, 0xC2 | 0xCD | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
             && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
         {
             unicode_hits(s, &mut raw, self.signals.len());
@@ -563,6 +933,9 @@ fn is_zero_width(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{00AD}'
             | '\u{180E}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{034F}'
             | '\u{2061}'..='\u{2064}'
     )
 }
