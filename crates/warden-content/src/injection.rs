@@ -15,7 +15,7 @@
 //! whitespace runs collapsed to one space; curly quotes folded; leetspeak-lite digits and symbols
 //! (`0 1 3 4 5 7 $ !`) read as letters when they touch a letter.
 
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// Lazy-DFA cache per regex: large enough that the anchor union never thrashes.
 const DFA_LIMIT: usize = 32 << 20;
@@ -665,6 +665,9 @@ pub(crate) struct Scored {
 pub(crate) struct Injection {
     /// Union of the anchor signals: the pre-filter (one lazy-DFA pass over ordinary text).
     any: Regex,
+    /// Every signal at once: one pass tells which signals occur anywhere in the text, so the
+    /// bound below can be checked and only those signals searched for their positions.
+    set: RegexSet,
     signals: Vec<(Signal, Regex)>,
 }
 
@@ -683,53 +686,121 @@ impl Injection {
             .map(|s| s.src.clone())
             .collect();
         let any = build(&alt(&anchors))?;
+        let set = RegexSetBuilder::new(list.iter().map(|s| ascii_bounds(&s.src)))
+            .dfa_size_limit(DFA_LIMIT)
+            .build()?;
         let signals = list
             .into_iter()
             .map(|s| build(&s.src).map(|r| (s, r)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Injection { any, signals })
+        Ok(Injection { any, set, signals })
     }
 
     /// Score `s`; hits are kept only when the score reaches `threshold`.
+    ///
+    /// Same findings as [`Injection::scan_reference`] (checked by a differential test), faster:
+    /// one set pass learns which signals occur; when even all of them together, in one window,
+    /// with the full support weight, could not reach `threshold`, no window can, and the scan
+    /// stops there (the score is only reported with findings, so nothing observable changes);
+    /// otherwise only the signals that occur are searched for their positions.
     pub(crate) fn scan(&self, s: &str, buf: &mut Normalized, threshold: f64) -> Scored {
+        let mut raw = Vec::new();
+        self.extra_hits(s, buf, &mut raw);
+        buf.fill(s, false);
+        // The anchor union stops at the first anchor; most ordinary text has none.
+        let matched: Vec<usize> = if self.any.is_match(&buf.text) {
+            self.set.matches(&buf.text).into_iter().collect()
+        } else {
+            Vec::new()
+        };
+        // Upper bound of any window's score: every anchor signal that occurs, at full weight.
+        let mut miss = 1.0 - SUPPORT_CAP;
+        let mut extra_best = vec![0.0f64; EXTRA_SIGNALS];
+        for r in &raw {
+            let k = r.signal.saturating_sub(self.signals.len());
+            if let Some(w) = extra_best.get_mut(k) {
+                *w = w.max(r.weight);
+            }
+        }
+        for w in &extra_best {
+            miss *= 1.0 - w;
+        }
+        for &i in &matched {
+            if let Some((sg, _)) = self.signals.get(i).filter(|(sg, _)| sg.anchor) {
+                miss *= 1.0 - sg.weight;
+            }
+        }
+        // The margin absorbs rounding: the bound multiplies in another order than `combine`.
+        if 1.0 - miss < threshold - 1e-9 {
+            return Scored::default();
+        }
+        if !matched.is_empty() {
+            buf.fill(s, true);
+            for &i in &matched {
+                self.signal_hits(i, buf, &mut raw);
+            }
+        }
+        if raw.is_empty() {
+            return Scored::default();
+        }
+        combine(raw, self.signals.len() + EXTRA_SIGNALS, threshold)
+    }
+
+    /// The straightforward scan: every signal searched over the whole text. The reference
+    /// [`Injection::scan`] must agree with.
+    #[cfg(test)]
+    pub(crate) fn scan_reference(&self, s: &str, buf: &mut Normalized, threshold: f64) -> Scored {
         let mut raw = Vec::new();
         buf.fill(s, false);
         if self.any.is_match(&buf.text) {
             buf.fill(s, true);
-            for (i, (sg, re)) in self.signals.iter().enumerate() {
-                for m in re.find_iter(&buf.text) {
-                    if i == SPACED && !confirm_spaced(m.as_str()) {
-                        continue;
-                    }
-                    let (a, z) = buf.span(m.start(), m.end());
-                    let weight = if mentioned(&buf.text, m.start(), m.end()) {
-                        sg.weight * MENTION_FACTOR
-                    } else {
-                        sg.weight
-                    };
-                    raw.push(Raw {
-                        signal: i,
-                        family: sg.family,
-                        weight,
-                        anchor: sg.anchor,
-                        start: a,
-                        end: z,
-                    });
-                }
+            for i in 0..self.signals.len() {
+                self.signal_hits(i, buf, &mut raw);
             }
         }
+        self.extra_hits(s, buf, &mut raw);
+        if raw.is_empty() {
+            return Scored::default();
+        }
+        combine(raw, self.signals.len() + EXTRA_SIGNALS, threshold)
+    }
+
+    /// Hits of signal `i` in the normalised text (which must carry its offset map).
+    fn signal_hits(&self, i: usize, buf: &Normalized, raw: &mut Vec<Raw>) {
+        let Some((sg, re)) = self.signals.get(i) else {
+            return;
+        };
+        for m in re.find_iter(&buf.text) {
+            if i == SPACED && !confirm_spaced(m.as_str()) {
+                continue;
+            }
+            let (a, z) = buf.span(m.start(), m.end());
+            let weight = if mentioned(&buf.text, m.start(), m.end()) {
+                sg.weight * MENTION_FACTOR
+            } else {
+                sg.weight
+            };
+            raw.push(Raw {
+                signal: i,
+                family: sg.family,
+                weight,
+                anchor: sg.anchor,
+                start: a,
+                end: z,
+            });
+        }
+    }
+
+    /// Character-level hits on the original text: invisible Unicode, zero-width runs, base64.
+    fn extra_hits(&self, s: &str, buf: &mut Normalized, raw: &mut Vec<Raw>) {
         // Lead bytes of U+00AD, U+034F, U+061C, U+180E, U+2xxx, U+FEFF and tag characters.
         if s.bytes()
             .any(|b| matches!(b, 0xC2 | 0xCD | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
             && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
         {
-            unicode_hits(s, &mut raw, self.signals.len());
+            unicode_hits(s, raw, self.signals.len());
         }
-        self.base64_hits(s, buf, &mut raw);
-        if raw.is_empty() {
-            return Scored::default();
-        }
-        combine(raw, self.signals.len() + EXTRA_SIGNALS, threshold)
+        self.base64_hits(s, buf, raw);
     }
 
     /// Base64-looking blobs whose decoded text (printable ASCII) matches an anchor signal.
@@ -1219,3 +1290,7 @@ impl Normalized {
         &self.text
     }
 }
+
+#[cfg(test)]
+#[path = "injection_tests.rs"]
+mod tests;
