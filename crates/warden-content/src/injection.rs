@@ -665,9 +665,14 @@ pub(crate) struct Scored {
 pub(crate) struct Injection {
     /// Union of the anchor signals: the pre-filter (one lazy-DFA pass over ordinary text).
     any: Regex,
-    /// Every signal at once: one pass tells which signals occur anywhere in the text, so the
-    /// bound below can be checked and only those signals searched for their positions.
+    /// Every anchor signal at once: one pass tells which anchors occur anywhere in the text, so
+    /// the bound in [`Injection::scan`] can be checked and only those searched for positions.
     set: RegexSet,
+    /// Signal index of each pattern of `set`.
+    set_ids: Vec<usize>,
+    /// Indices of the support signals (searched only when the bound is reached).
+    support_ids: Vec<usize>,
+
     signals: Vec<(Signal, Regex)>,
 }
 
@@ -686,14 +691,26 @@ impl Injection {
             .map(|s| s.src.clone())
             .collect();
         let any = build(&alt(&anchors))?;
-        let set = RegexSetBuilder::new(list.iter().map(|s| ascii_bounds(&s.src)))
+        let set = RegexSetBuilder::new(anchors.iter().map(|s| ascii_bounds(s)))
             .dfa_size_limit(DFA_LIMIT)
             .build()?;
+        let set_ids = (0..list.len())
+            .filter(|&i| list.get(i).is_some_and(|s| s.anchor))
+            .collect();
+        let support_ids = (0..list.len())
+            .filter(|&i| list.get(i).is_some_and(|s| !s.anchor))
+            .collect();
         let signals = list
             .into_iter()
             .map(|s| build(&s.src).map(|r| (s, r)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Injection { any, set, signals })
+        Ok(Injection {
+            any,
+            set,
+            set_ids,
+            support_ids,
+            signals,
+        })
     }
 
     /// Score `s`; hits are kept only when the score reaches `threshold`.
@@ -709,7 +726,11 @@ impl Injection {
         buf.fill(s, false);
         // The anchor union stops at the first anchor; most ordinary text has none.
         let matched: Vec<usize> = if self.any.is_match(&buf.text) {
-            self.set.matches(&buf.text).into_iter().collect()
+            self.set
+                .matches(&buf.text)
+                .into_iter()
+                .filter_map(|k| self.set_ids.get(k).copied())
+                .collect()
         } else {
             Vec::new()
         };
@@ -736,7 +757,7 @@ impl Injection {
         }
         if !matched.is_empty() {
             buf.fill(s, true);
-            for &i in &matched {
+            for &i in matched.iter().chain(&self.support_ids) {
                 self.signal_hits(i, buf, &mut raw);
             }
         }
@@ -793,9 +814,12 @@ impl Injection {
 
     /// Character-level hits on the original text: invisible Unicode, zero-width runs, base64.
     fn extra_hits(&self, s: &str, buf: &mut Normalized, raw: &mut Vec<Raw>) {
-        // Lead bytes of U+00AD, U+034F, U+061C, U+180E, U+2xxx, U+FEFF and tag characters.
-        if s.bytes()
-            .any(|b| matches!(b, 0xC2 | 0xCD | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
+        // Lead bytes of U+00AD, U+034F, U+061C, U+180E, U+2xxx, U+FEFF and tag characters,
+        // looked for with memchr (vectorised) before the char-by-char check.
+        let b = s.as_bytes();
+        if (memchr::memchr3(0xC2, 0xCD, 0xD8, b).is_some()
+            || memchr::memchr3(0xE1, 0xE2, 0xEF, b).is_some()
+            || memchr::memchr(0xF3, b).is_some())
             && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
         {
             unicode_hits(s, raw, self.signals.len());
@@ -805,21 +829,8 @@ impl Injection {
 
     /// Base64-looking blobs whose decoded text (printable ASCII) matches an anchor signal.
     fn base64_hits(&self, s: &str, buf: &mut Normalized, raw: &mut Vec<Raw>) {
-        let b = s.as_bytes();
-        let mut i = 0usize;
-        while i < b.len() {
-            if !is_b64(b.get(i).copied().unwrap_or(b' ')) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while b.get(i).copied().is_some_and(is_b64) {
-                i += 1;
-            }
-            if i - start < B64_MIN {
-                continue;
-            }
-            let Some(decoded) = b.get(start..i).and_then(decode_b64) else {
+        for (start, i) in b64_runs(s.as_bytes()) {
+            let Some(decoded) = s.get(start..i).and_then(|r| decode_b64(r.as_bytes())) else {
                 continue;
             };
             let Ok(text) = std::str::from_utf8(&decoded) else {
@@ -850,6 +861,36 @@ const B64_MIN: usize = 24;
 
 fn is_b64(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+}
+
+/// Byte spans of the maximal runs of at least [`B64_MIN`] base64 characters, in order.
+///
+/// Any such run covers one of the positions `B64_MIN - 1 + k * B64_MIN`, so only those are
+/// looked at, and a run is measured from the first of them that falls inside it: ordinary
+/// words are short, so most of the text is never read (a byte loop was a fifth of the scan).
+fn b64_runs(b: &[u8]) -> Vec<(usize, usize)> {
+    let at = |i: usize| b.get(i).copied().is_some_and(is_b64);
+    let mut runs = Vec::new();
+    let mut done = 0usize;
+    let mut p = B64_MIN - 1;
+    while p < b.len() {
+        if p >= done && at(p) {
+            let mut a = p;
+            while a > done && at(a - 1) {
+                a -= 1;
+            }
+            let mut z = p + 1;
+            while at(z) {
+                z += 1;
+            }
+            if z - a >= B64_MIN {
+                runs.push((a, z));
+            }
+            done = z;
+        }
+        p += B64_MIN;
+    }
+    runs
 }
 
 /// Decode standard base64 (no padding needed); `None` unless the result is printable text.
@@ -1120,19 +1161,32 @@ impl Normalized {
                 // Copy the whole run of plain ASCII bytes at once: this loop is most of the cost
                 // of scanning ordinary text, and a slice copy vectorises where a byte loop does
                 // not.
-                let run = b.get(i..).map_or(0, |r| {
-                    r.iter()
-                        .take_while(|&&x| PLAIN.get(usize::from(x)).copied().unwrap_or(false))
-                        .count()
-                });
+                // A single space after a non-space is copied as it is too (it needs no
+                // collapsing), so a run spans words instead of stopping at every space.
+                let mut run = 0usize;
+                let mut run_space = false;
+                for &x in b.get(i..).unwrap_or(&[]) {
+                    if PLAIN.get(usize::from(x)).copied().unwrap_or(false) {
+                        run_space = false;
+                    } else if x == b' ' && !run_space {
+                        run_space = true;
+                    } else {
+                        break;
+                    }
+                    run += 1;
+                }
                 let chunk = b.get(i..i + run).unwrap_or(&[]);
-                out.extend(chunk.iter().map(u8::to_ascii_lowercase));
+                let from = out.len();
+                out.extend_from_slice(chunk);
+                if let Some(added) = out.get_mut(from..) {
+                    added.make_ascii_lowercase();
+                }
                 if with_map {
                     let n = u32::try_from(run).unwrap_or(u32::MAX);
                     self.map.extend(here..here.saturating_add(n));
                 }
                 prev_letter = chunk.last().is_some_and(u8::is_ascii_alphabetic);
-                space = false;
+                space = run_space;
                 i += run;
                 ci = here.saturating_add(u32::try_from(run).unwrap_or(u32::MAX));
                 continue;

@@ -138,3 +138,82 @@ fn fast_path_matches_the_reference_on_generated_text() {
         check(&inj, &mut buf, &t);
     }
 }
+
+/// Where the time of a scan goes (release only, on demand): `cargo test --release -p
+/// warden-content --lib -- --ignored --nocapture time_split`. Prints the best of several runs
+/// per component, which is robust to other load on the machine.
+#[test]
+#[ignore = "timing, run on demand in release"]
+fn time_split() {
+    use std::time::Instant;
+    let inj = Injection::new().unwrap();
+    let mut buf = Normalized::default();
+    let mut t = String::new();
+    let mut i = 0;
+    while t.len() < 1 << 20 {
+        t.push_str(FILLER[i % FILLER.len()]);
+        i += 1;
+    }
+    let best = |f: &mut dyn FnMut()| {
+        (0..15)
+            .map(|_| {
+                let a = Instant::now();
+                f();
+                a.elapsed().as_secs_f64() * 1e3
+            })
+            .fold(f64::MAX, f64::min)
+    };
+    let scan = best(&mut || {
+        let _ = inj.scan(&t, &mut buf, 0.5);
+    });
+    let fill = best(&mut || buf.fill(&t, false));
+    let fill_map = best(&mut || buf.fill(&t, true));
+    buf.fill(&t, false);
+    let any = best(&mut || {
+        let _ = inj.any.is_match(&buf.text);
+    });
+    let set = best(&mut || {
+        let _ = inj.set.matches(&buf.text);
+    });
+    let mut raw = Vec::new();
+    let mut b2 = Normalized::default();
+    let extra = best(&mut || inj.extra_hits(&t, &mut b2, &mut raw));
+    let b64 = best(&mut || {
+        let _ = super::b64_runs(t.as_bytes());
+    });
+    println!(
+        "1 MiB, ms: scan {scan:.2}, fill {fill:.2}, fill+map {fill_map:.2}, any {any:.2}, set {set:.2}, extra {extra:.2} (base64 runs {b64:.2})"
+    );
+}
+
+/// The sampled run finder against the obvious split, on runs of every length around the
+/// minimum, at every alignment.
+#[test]
+fn base64_runs_match_a_plain_split() {
+    let mut rng = Rng(7);
+    for _ in 0..3000 {
+        let mut b = Vec::new();
+        for _ in 0..rng.below(8) {
+            for _ in 0..rng.below(3) {
+                b.push(b" .-=\n"[rng.below(5)]);
+            }
+            for _ in 0..rng.below(60) {
+                b.push(b"aZ09+/"[rng.below(6)]);
+            }
+        }
+        let mut want = Vec::new();
+        let mut start = 0usize;
+        for run in b.split(|&c| !super::is_b64(c)) {
+            if run.len() >= super::B64_MIN {
+                want.push((start, start + run.len()));
+            }
+            start += run.len() + 1;
+        }
+        assert_eq!(
+            super::b64_runs(&b),
+            want,
+            "{:?}",
+            String::from_utf8_lossy(&b)
+        );
+    }
+}
