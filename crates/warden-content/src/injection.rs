@@ -194,7 +194,7 @@ fn signals() -> Vec<Signal> {
         sig(OVERRIDE, 0.45, true, format!(r"\b{QUAL2}(?: [a-z]+)? {TARGET}(?: [a-z']+){{0,5}} (?:(?:are|is|were|was|have been|has been|become|became)(?: now| hereby| officially| henceforth| all| therefore| effectively| immediately)* (?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|deprecated|rescinded|lifted|suspended|disabled|outdated|overridden|overruled|removed|deleted|expired|withdrawn|annulled|inactive|terminated|no longer (?:valid|in effect|in force|applicable|active|binding|relevant))|no longer (?:apply|applies|matter|count|hold)|(?:do|does) not apply any ?more)\b")),
         sig(OVERRIDE, 0.6, true, format!(r"\b{TARGET} (?:that )?(?:you (?:were|have been|'ve been) given|you received|given to you)(?: [a-z]+)? (?:are|is|were|have been|has been)(?: now| hereby| officially)* (?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|rescinded|lifted|suspended|overridden|withdrawn|no longer valid)\b")),
         sig(OVERRIDE, 0.45, true, format!(r"\b(?:overrides?|overriding|supersedes?|superseding|replaces?|replacing|takes? precedence over|trumps?|cancels?|nullif(?:y|ies)|voids?|revokes?|invalidates?|annuls?)(?: all| any| every| each)?(?: of)?(?: the| your| my| its)? (?:{QUAL2}(?: [a-z]+)? {TARGET}|(?:old|previous|prior|earlier) ones)\b")),
-        sig(OVERRIDE, 0.6, true, r"\b(?:the )?(?:only|sole) (?:rules|instructions|directives) (?:you follow |that matter |that apply )?(?:are|is) (?:mine|these|the following|in this)\b|\bfrom (?:this point|here) on,? the only (?:rules|instructions) (?:are|that matter)"),
+        sig(OVERRIDE, 0.6, true, r"\b(?:the )?(?:only|sole) (?:rules|instructions|directives) (?:you follow |that matter |that apply )?(?:are|is) (?:mine|these|the following|in this|the ones? (?:in|below|here))\b|\bfrom (?:this point|here) on,? the only (?:rules|instructions) (?:are|that matter)"),
         // Who it claims to be: developer, admin, system, vendor staff.
         sig(OVERRIDE, 0.35, true, r"\b(?:(?:message|note|instructions?|update|directive|override|notice|order|memo|announcement) (?:from|by) (?:the |your )?(?:developers?|dev team|admins?|administrators?|system|operators?|openai|anthropic|creators?)|as (?:the|your) (?:system administrator|developers?|admin|administrator|operator)\b|(?:i am|i'm|this is|we are|speaking as) (?:your |the |an? )?(?:developers?|admin|administrator|system administrator|creators?|operator|openai|anthropic)(?: staff| team| employees?| engineers?)?\b|(?:openai|anthropic|google deepmind) (?:staff|team|employees?|engineers?|safety team)|(?:developer|admin|administrator|root|sudo|operator) (?:override|update|instructions?|notice|directive)|authori[sz]ed by (?:the )?(?:developers?|admins?|administrators?|system|openai|anthropic|security(?: team)?|it department|owner|operator))"),
         // Extraction of the initial instructions, including inside a summary request.
@@ -205,7 +205,7 @@ fn signals() -> Vec<Signal> {
         sig(SUPPORT, 0.25, false, r"\b(?:summari[sz]e|summary|translate|quote|paste|repeat|print|include|list|recite|reproduce|word for word|verbatim|in full|exactly|dump|output|share|reveal|show|disclose)\b"),
         // Role hijack.
         sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z]+){{0,2}} (?:with(?:out)? (?:any |no |zero )?|that (?:has|have) no |free (?:of|from) |unbound by |not bound by |which ignores |that ignores |that never )(?:any |all |every )?(?:content |ethical |moral |safety |usage )(?:{LIMITS}|refuses)\b")),
-        sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z]+){{0,2}} (?:unbound by|not bound by|which ignores|that ignores|who ignores|who has no|who never refuses|that never refuses|who can do anything)(?: any| all| every| [a-z]+)? (?:{LIMITS}|rule it was given|refusals?)\b")),
+        sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z']+){{0,2}} (?:unbound by|not bound by|which ignores|that ignores|who ignores|who has no|who never refuses|that never refuses|who can do anything)(?: any| all| every| [a-z']+)?(?: content| usage| safety)? (?:{LIMITS}|rule it was given|refusals?)\b")),
         sig(HIJACK, 0.4, true, r"\b(?:simulate|emulate|pretend to be in|act as if in|you are in|you're in|enter|activate|switch to) (?:chatgpt |claude |gpt |ai )?(?:with )?(?:developer|dev|god|debug|admin|sudo|root|jailbreak|unrestricted|unfiltered) mode\b|\bin (?:developer|god|jailbreak|unrestricted) mode,? (?:your|you|the ai|the assistant)"),
         sig(HIJACK, 0.3, true, r"\b(?:let's play a game|let us play a game|in this game|for this game|in this roleplay|for this roleplay|stay in character|in this story)\b"),
         sig(HIJACK, 0.5, true, r"\b(?:previous|prior|earlier|old|current|your|all) (?:roles?|personas?|identit(?:y|ies)) (?:are |is |have been |has been )?(?:now |hereby )?(?:revoked|removed|cancel+ed|void|reset|terminated|deleted|replaced|suspended|disabled|overridden)\b"),
@@ -233,7 +233,7 @@ fn signals() -> Vec<Signal> {
         sig(COERCION, 0.3, true, r"\b(?:in|into|to|at the end of) your (?:summary|response|reply|answer|output|next message|report)\b|\bbefore (?:responding|replying|answering|summari[sz]ing)\b|\b(?:in|into) the (?:reply|response|answer|summary)\b"),
         // Addressed to the assistant / agent / model.
         sig(COERCION, 0.45, true, r"\b(?:note|message|instructions?|attention|important|urgent|notice|reminder|directive|command|p\.?s\.?)(?: for| to)(?: the| any| all| every)? (?:ai|assistant|agent|model|llm|chatbot|language model|ai assistant|ai model|ai agent|bot|claude|chatgpt|gpt|coding assistant|coding agent|copilot)s?\b"),
-        sig(COERCION, 0.45, true, r"\b(?:if|when) you are (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing|editing))?\b|\b(?:dear|hey|hi|attention|to the|to any) (?:ai|assistant|llm|language model|chatbot|agent|chatgpt|claude|copilot)\b"),
+        sig(COERCION, 0.45, true, r"\b(?:if|when) you(?: are|'re) (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing|editing))?\b|\b(?:dear|hey|hi|attention|to the|to any) (?:ai|assistant|llm|language model|chatbot|agent|chatgpt|claude|copilot)\b"),
         sig(HIDDEN, 0.45, true, r"\b(?:ai|llm|coding|code|autonomous|automated)? ?(?:agents?|assistants?|models?|copilots?|bots?|llms?)(?: [a-z]+){0,2} (?:reading|processing|parsing|scanning|reviewing|analy[sz]ing|working on|editing|modifying|that reads?|who reads?)(?: this| the)? (?:file|code|repo|repository|comment|page|document|codebase|pr|pull request|readme)\b"),
         sig(HIDDEN, 0.4, true, r"\b(?:if|when|while) you(?:'re| are) (?:editing|reading|modifying|changing|reviewing|working on|processing|refactoring) this (?:file|code|repo|repository|comment|function|module|codebase|project)\b"),
         sig(HIDDEN, 0.3, true, r"(?:^|[\n/#*]|-- |<!--) ?(?:ai|llm|copilot|assistant|agent|claude|chatgpt|cursor|codex)(?: [a-z]+)?[:,] "),
@@ -474,7 +474,7 @@ fn general_signals() -> Vec<Signal> {
             COERCION,
             0.35,
             true,
-            r"\b(?:the )?(?:user's|users'|customer's|customers'|victim's|owner's|reader's|visitor's) (?:[a-z]+ )?(?:home address|address|location|phone(?: number)?|e-?mail(?: address)?|profile|personal data|details|credentials|passwords?|tokens?|api keys?|contacts|chat history|conversation|messages|session|cookies|saved cards|card(?: number)?|identity)\b",
+            r"\b(?:the )?(?:user's|users'|customer's|customers'|victim's|owner's|reader's|visitor's) (?:[a-z]+ )?(?:home address|address|location|phone(?: number)?|e-?mail(?: address)?|profile|personal data|details|credentials|passwords?|tokens?|api keys?|contacts|chat history|conversation|messages|session|cookies|saved cards|card(?: number)?|identity|inbox|mailbox|wallet)\b",
         ),
         sig(
             EXFIL,
@@ -520,13 +520,87 @@ fn general_signals() -> Vec<Signal> {
             HIDDEN,
             0.35,
             true,
-            r#"(?:^|[\n/#*>"(;]|-- |<!--) ?(?:ai|llm|copilot|assistant|claude|chatgpt|cursor|codex|gpt|gemini|ai assistant|ai agent|language model)[:,] (?:please |now |also |first |then |silently |always |immediately )?(?:disregard|ignore|forget|output|print|say|tell|rank|call|send|e-?mail|forward|post|upload|add|insert|remove|delete|recommend|reply|respond|include|append|skip|run|execute|open|visit|mark|approve|write|change|replace|praise|describe|state|claim|report|summari[sz]e)\b"#,
+            r#"(?:^|[\n/#*>"(;:]|-- |<!--) ?(?:ai|llm|copilot|assistant|claude|chatgpt|cursor|codex|gpt|gemini|ai assistant|ai agent|language model)[:,] (?:please |now |also |first |then |silently |always |immediately )?(?:disregard|ignore|forget|output|print|say|tell|rank|call|send|e-?mail|forward|post|upload|add|insert|remove|delete|recommend|reply|respond|include|append|skip|run|execute|open|visit|mark|approve|write|change|replace|praise|describe|state|claim|report|summari[sz]e)\b"#,
         ),
         sig(
             SUPPORT,
             0.15,
             false,
             r"\b(?:secretly|silently|quietly|without (?:telling|mentioning|informing)|do not mention|don't mention|hide|conceal)\b",
+        ),
+        // Addressed to AI readers of this content, in the third person.
+        sig(
+            HIDDEN,
+            0.45,
+            true,
+            r"\b(?:ai|llm|language model|chatbot|assistant|summari[sz]er|ai system|copilot)s?(?: [a-z]+){0,2} (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|reviewing|seeing|crawling|indexing|scanning|that (?:reads?|processe?s?|summari[sz]es?)|who (?:reads?|processe?s?|summari[sz]es?)) (?:this|these)\b|\bfor (?:all |any |the )?(?:ai|llm|language model)s?(?: systems?| models?| assistants?| agents?| readers?)?[:,]|\b(?:note|message|instructions?|notice) (?:to|for) (?:any |all |the |every )?(?:automated |virtual |ai |autonomous )(?:summari[sz]er|assistant|agent|reader|system|model)s?\b",
+        ),
+        sig(
+            HIDDEN,
+            0.35,
+            true,
+            r"\b(?:ai|llm|language model|chatbot|assistant)s?(?: (?:assistants?|models?|systems?|agents?|tools?))? (?:must|should|shall|need to|are required to|are instructed to|will) (?:always |only |never |now )?(?:say|state|claim|tell the user|describe|recommend|mention|rate|rank|praise|refer to)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\bdo not (?:summari[sz]e|translate|analy[sz]e|answer|process|review|read)(?: this| the)?(?: document| text| page| e-?mail| question| message| article)?[.,;] ?instead\b|\binstead,? (?:reply|respond|output|say|write|print|answer) (?:with|only|that|the following|exactly)\b|\b(?:respond|reply|answer|speak|write) only in (?:pirate|emoji|caps|uppercase|[a-z]+ speak)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.5,
+            true,
+            r"\byour (?:guidelines|instructions|rules|programming|directives|system prompt|safety settings) (?:have been|has been|were|was|are now|got|is now) (?:updated|changed|modified|revised|amended|rolled back|reset|cleared|patched|relaxed|lifted|removed|disabled)\b|\b(?:an? )?(?:update|change|patch|amendment) to your (?:instructions|guidelines|rules|programming|configuration|system prompt|directives)\b|\b(?:the )?(?:safety|content|usage|moderation) (?:policy|policies|filters?|guidelines|rules|settings) (?:has|have) been (?:rolled back|disabled|lifted|removed|suspended|turned off|switched off|deactivated|relaxed)\b|\byour (?:prior |previous |earlier )?(?:context|memory|conversation history) (?:is|has been|was) (?:cleared|wiped|reset|erased|deleted)\b|\b(?:instructions|rules|guidelines|prompt) (?:were|was) (?:only |just )?(?:part of )?a test\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.4,
+            true,
+            r"\b(?:need|want|give me|send me|share|show me|provide|get|paste|dump) (?:the |your )(?:system message|system prompt|initial prompt|hidden prompt|developer message|initial instructions|original instructions|hidden instructions)\b",
+        ),
+        sig(
+            HIJACK,
+            0.5,
+            true,
+            r"\b(?:simulate|emulate|play|become|be|act as|pretend to be|roleplay as|answer as|respond as) (?:an? )?(?:ai|assistant|model|chatbot|bot|persona|character|version of yourself)(?: [a-z]+){0,3} (?:that|who|which) (?:is|are|has)(?: [a-z]+){0,2} (?:unfiltered|uncensored|amoral|unrestricted|unethical|evil|unbound|immoral|not bound|without|no|free of)\b|\b(?:two|dual|second|alternate|alter|opposite) (?:personas|personalities|responses|versions of yourself)\b",
+        ),
+        // Destructive commands (docs warn about them too: medium weight).
+        sig(
+            COERCION,
+            0.4,
+            true,
+            r"\brm -rf (?:/(?: |$)|~|\*|\$home)|--no-preserve-root|\bmkfs(?:\.[a-z0-9]+)? /dev/|\bdd if=/dev/(?:zero|random|urandom) of=/dev/|\bformat c:|\bdel /[fsq] ",
+        ),
+        sig(
+            COERCION,
+            0.4,
+            true,
+            r"\b(?:grant|give|add|assign)(?: [a-z0-9@._\-]+){0,3} (?:admin|administrator|owner|root|superuser|full|sudo) (?:access|rights|privileges|role|permissions)\b|\b(?:add|append|install) (?:my|this|the following|our) (?:ssh |public |deploy )?key\b",
+        ),
+        sig(
+            COERCION,
+            0.45,
+            true,
+            r"\b(?:change|update|replace|switch|set) (?:the )?(?:payout|payee|bank|beneficiary|recipient|payment|deposit|billing|vendor's|supplier's) (?:account|details|iban|information|bank account)(?: number)? to\b|\b(?:transfer_funds|send_money|wire_transfer|make_payment|send_payment|transfer_money)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\bconfirm (?:the |this )?(?:payment|transfer|purchase|order|transaction) (?:yourself|on (?:my|their|the user's) behalf)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\bdownload (?:and|&|then) (?:run|execute|install|open)\b|https?://[^ ]+\.(?:exe|msi|scr|bat|ps1|apk|dmg|pkg|vbs|jar)\b",
+        ),
+        sig(
+            EXFIL,
+            0.45,
+            true,
+            r"\b(?:make|publish|post|push|share|upload|leak|put) (?:the |this |our |all |my )?(?:private|internal|confidential|secret)\b[a-z' ]{0,40} (?:public(?:ly)?|gist|pastebin|online|to everyone)\b",
         ),
     ]
 }
@@ -542,7 +616,7 @@ fn foreign_signals() -> Vec<Signal> {
             STRONG,
             true,
             format!(
-                r"\b(?:ignorez|ignore|ignorer|oubliez|oublie|oublier|ignoriere|ignorieren|ignorier|vergiss|vergessen|missachte|ignora|ignorar|ignore|olvida|olvide|olvidar|omite|descarta|descartar)(?: (?:toutes?|tous|les|vos|tes|la|le|alle|deine|ihre|die|todas?|las|los|tus|sus|d[’']))* {INSTR} {PREV}|\b(?:ignorez|oubliez|ignoriere|vergiss|ignora|olvida)(?: (?:toutes?|les|vos|tes|alle|deine|ihre|die|todas?|las|tus|sus))* {PREV} {INSTR}"
+                r"\b(?:ignorez|ignore|ignorer|oubliez|oublie|oublier|ne (?:tiens|tenez) pas compte|ignoriere|ignorieren|ignorier|vergiss|vergessen|missachte|befolge nicht|ignora|ignorar|ignore|olvida|olvide|olvidar|omite|descarta|descartar|no sigas|no sigan|no obedezcas|deja de seguir|no hagas caso a)(?: (?:toutes?|tous|les|des|de|vos|tes|la|le|alle|deine|ihre|die|todas?|las|los|tus|sus|d[’']))* {INSTR} {PREV}|\b(?:ignorez|oubliez|ignoriere|vergiss|ignora|olvida)(?: (?:toutes?|les|vos|tes|alle|deine|ihre|die|todas?|las|tus|sus))* {PREV} {INSTR}"
             ),
         ),
         sig(
@@ -566,6 +640,19 @@ fn foreign_signals() -> Vec<Signal> {
             STRONG,
             true,
             r"\b(?:tu es|vous êtes|vous etes|du bist|sie sind|eres|ahora eres|usted es)(?: maintenant| désormais| jetzt| nun| ahora| a partir de ahora)? (?:une? |ein(?:e)? |una? )?(?:ia|ki|ai|assistante?|asistente|modell?o?|chatbot|bot) (?:sans (?:aucune )?(?:restrictions?|limites?|règles|filtres?|censure)|ohne (?:jegliche )?(?:einschränkungen|regeln|grenzen|filter|zensur)|sin (?:ninguna )?(?:restricciones|límites|limites|reglas|filtros|censura))",
+        ),
+        sig(
+            OVERRIDE,
+            STRONG,
+            true,
+            r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie) alles,? was (?:dir|ihnen|man dir|man ihnen) (?:vorher |zuvor |bisher |bis jetzt )?(?:gesagt|befohlen|vorgegeben|aufgetragen|mitgeteilt)|\b(?:oublie|oubliez|ignore|ignorez) tout ce (?:qu[’']on (?:t[’']|vous )a (?:dit|demandé)|qui précède)|\b(?:olvida|olvide|ignora|ignore) todo lo (?:que te (?:dijeron|han dicho|dije|indicaron)|anterior)",
+        ),
+        // An AI without limits, in any of the three languages ("une IA sans filtre").
+        sig(
+            HIJACK,
+            0.6,
+            true,
+            r"\b(?:une? |ein(?:e)? |una? )(?:ia|ki|ai|assistante?|asistente|modell?o?|chatbot|bot)(?: [a-zé]+)? (?:sans (?:aucune? )?(?:restrictions?|limites?|règles|filtres?|censure)|ohne (?:jegliche )?(?:einschränkungen|regeln|grenzen|filter|zensur)|sin (?:ninguna )?(?:restricciones|límites|limites|reglas|filtros?|censura))",
         ),
         sig(
             COERCION,
