@@ -181,6 +181,16 @@ fn time_split() {
     let b64 = best(&mut || {
         let _ = super::b64_runs(t.as_bytes());
     });
+    // 2 KB, as in the bench: best batch of 200 scans.
+    let small: String = t.chars().take(2048).collect();
+    let mut b3 = Normalized::default();
+    let two_kb = best(&mut || {
+        for _ in 0..200 {
+            let _ = inj.scan(&small, &mut b3, 0.5);
+        }
+    }) * 1e3
+        / 200.0;
+    println!("2 KB: scan {two_kb:.2} us");
     println!(
         "1 MiB, ms: scan {scan:.2}, fill {fill:.2}, fill+map {fill_map:.2}, any {any:.2}, set {set:.2}, extra {extra:.2} (base64 runs {b64:.2})"
     );
