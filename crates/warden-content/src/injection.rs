@@ -802,7 +802,7 @@ impl Injection {
 
     /// Score `s`; hits are kept only when the score reaches `threshold`.
     ///
-    /// Same findings as [`Injection::scan_reference`] (checked by a differential test), faster:
+    /// Same findings as `Injection::scan_reference` (checked by a differential test), faster:
     /// one set pass learns which signals occur; when even all of them together, in one window,
     /// with the full support weight, could not reach `threshold`, no window can, and the scan
     /// stops there (the score is only reported with findings, so nothing observable changes);
