@@ -15,7 +15,7 @@
 //! whitespace runs collapsed to one space; curly quotes folded; leetspeak-lite digits and symbols
 //! (`0 1 3 4 5 7 $ !`) read as letters when they touch a letter.
 
-use regex::{Regex, RegexBuilder};
+use regex::{Regex, RegexBuilder, RegexSet, RegexSetBuilder};
 
 /// Lazy-DFA cache per regex: large enough that the anchor union never thrashes.
 const DFA_LIMIT: usize = 32 << 20;
@@ -61,7 +61,10 @@ const FILL: &str =
 const QUAL: &str = r"(?:previous|prior|above|earlier|preceding|former|original|initial|old|system|developer|safety|preset|default|existing|standing|foregoing|past|preceeding)";
 const SHOW: &str = r"(?:reveal|show|print|display|output|repeat|tell|give|share|leak|dump|expose|provide|write|recite|list|paste|spell out|return|send|read|copy|echo|reproduce|disclose|type)";
 /// What an override targets: the assistant's instructions, never a value, line or slide.
-const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|messages?|conversation|orders?|text|input|tasks?)";
+const NOUN: &str = r"(?:instructions?|prompts?|directions?|directives?|rules?|guidelines?|guardrails?|constraints?|commands?|context|programming|restrictions?|polic(?:y|ies)|training|orders)";
+/// Nouns an override may target that are also ordinary e-mail and shop words ("ignore the
+/// previous message / order"): a weaker signal of their own.
+const WEAK_NOUN: &str = r"(?:messages?|conversation|order|text|input|tasks?)";
 /// Nouns naming the assistant's own instructions in the void / supersede signals.
 const TARGET: &str = r"(?:instructions?|prompts?|system prompt|directives?|rules|guidelines|guardrails|constraints|polic(?:y|ies)|programming|restrictions|orders|commands)";
 const QUAL2: &str = r"(?:previous|prior|earlier|preceding|above|old|original|initial|existing|former|system|developer|default|current|safety|other|content|usage)";
@@ -115,8 +118,11 @@ fn signals() -> Vec<Signal> {
             // the above estimate", "ignore the previous slide" are ordinary prose).
             format!(r"\b{VERB_IGNORE} (?:all of |everything )?(?:the |what's |what is )?(?:above|before this|previous)(?:[.,;:!?)]|$| and | then | instead| now| please| completely| entirely)"),
             format!(r"\b(?:do not|don't|dont|never|stop|no longer) (?:follow|obey|listen to|comply with|adhere to|following|obeying|respect)(?: any| all| the| your| those| these)*(?: {QUAL})? (?:instructions?|rules|guidelines|directives|prompt|system prompt|programming|restrictions|guardrails)\b"),
-            r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|task|objective|goal|purpose|mission|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
-            r"\b(?:these|the following|this|my) (?:new )?(?:instructions?|rules|directives?|commands?|message) (?:override|overrides|supersede|supersedes|replace|replaces|take precedence|takes precedence|trump)".to_owned(),
+            // Not "your new task is to review the pull requests": a task, goal or mission is
+            // ordinary onboarding talk (a medium signal in `general_signals`).
+            r"\byour (?:new|real|actual|true|only|updated|revised) (?:instructions?|directives?|rules|orders|prompt) (?:is|are|:|will be|follow)".to_owned(),
+            // Not "these rules replace the previous house rules": rules of a house are not orders.
+            r"\b(?:these|the following|this|my) (?:new )?(?:instructions?|directives?|commands?|message) (?:override|overrides|supersede|supersedes|replace|replaces|take precedence|takes precedence|trump)".to_owned(),
             r"\b(?:override|supersede|replace|take precedence over|cancel|nullify|void) (?:all )?(?:of )?(?:your|any|all)? ?(?:previous|prior|original|earlier|initial|safety) (?:instructions?|prompts?|directives?|programming)\b".to_owned(),
             r"\b(?:reset|wipe|clear) your (?:instructions|memory|context|rules|programming|guidelines)\b".to_owned(),
         ],
@@ -162,7 +168,10 @@ fn signals() -> Vec<Signal> {
         COERCION,
         &mut v,
         &[
-            r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|show|showing|reveal|revealing|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this| for)?\b".to_owned(),
+            r"\b(?:do not|don't|dont|never|without) (?:tell|telling|inform|informing|notify|notifying|alert|alerting|mention|mentioning|ask|asking|warn|warning|let)(?: it)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: know| about| that| what| this| for)?\b".to_owned(),
+            // "never reveal customer data" is a privacy rule: showing or revealing counts only
+            // when what is hidden from the user is this text or an action.
+            r"\b(?:do not|don't|dont|never|without) (?:show|showing|reveal|revealing)(?: it| this| that| anything)?(?: to)? (?:the )?(?:user|human|operator|owner|customer|end user|requester)s?(?: this\b| that\b| these\b| what\b| anything\b| the (?:message|instruction|text|change|action|comment|note)\b|[.,;:!)]|$)".to_owned(),
             r"\bwithout (?:the )?(?:user|human|owner|operator)(?:'s|s')? (?:knowing|knowledge|consent|noticing|permission|approval|confirmation)\b".to_owned(),
             r"\b(?:silently|secretly|quietly|covertly|discreetly|stealthily|surreptitiously|invisibly) (?:call|invoke|execute|run|use|send|forward|transfer|delete|email|upload|post|fetch|visit|open|share|copy|exfiltrate|download|install|grant|add|create|change|modify|disable|include|append|embed|attach|submit|leak)\b".to_owned(),
             r"\bexfiltrate\b".to_owned(),
@@ -185,7 +194,7 @@ fn signals() -> Vec<Signal> {
         sig(OVERRIDE, 0.45, true, format!(r"\b{QUAL2}(?: [a-z]+)? {TARGET}(?: [a-z']+){{0,5}} (?:(?:are|is|were|was|have been|has been|become|became)(?: now| hereby| officially| henceforth| all| therefore| effectively| immediately)* (?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|deprecated|rescinded|lifted|suspended|disabled|outdated|overridden|overruled|removed|deleted|expired|withdrawn|annulled|inactive|terminated|no longer (?:valid|in effect|in force|applicable|active|binding|relevant))|no longer (?:apply|applies|matter|count|hold)|(?:do|does) not apply any ?more)\b")),
         sig(OVERRIDE, 0.6, true, format!(r"\b{TARGET} (?:that )?(?:you (?:were|have been|'ve been) given|you received|given to you)(?: [a-z]+)? (?:are|is|were|have been|has been)(?: now| hereby| officially)* (?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|rescinded|lifted|suspended|overridden|withdrawn|no longer valid)\b")),
         sig(OVERRIDE, 0.45, true, format!(r"\b(?:overrides?|overriding|supersedes?|superseding|replaces?|replacing|takes? precedence over|trumps?|cancels?|nullif(?:y|ies)|voids?|revokes?|invalidates?|annuls?)(?: all| any| every| each)?(?: of)?(?: the| your| my| its)? (?:{QUAL2}(?: [a-z]+)? {TARGET}|(?:old|previous|prior|earlier) ones)\b")),
-        sig(OVERRIDE, 0.6, true, r"\b(?:the )?(?:only|sole) (?:rules|instructions|directives) (?:you follow |that matter |that apply )?(?:are|is) (?:mine|these|the following|in this)\b|\bfrom (?:this point|here) on,? the only (?:rules|instructions) (?:are|that matter)"),
+        sig(OVERRIDE, 0.6, true, r"\b(?:the )?(?:only|sole) (?:rules|instructions|directives) (?:you follow |that matter |that apply )?(?:are|is) (?:mine|these|the following|in this|the ones? (?:in|below|here))\b|\bfrom (?:this point|here) on,? the only (?:rules|instructions) (?:are|that matter)"),
         // Who it claims to be: developer, admin, system, vendor staff.
         sig(OVERRIDE, 0.35, true, r"\b(?:(?:message|note|instructions?|update|directive|override|notice|order|memo|announcement) (?:from|by) (?:the |your )?(?:developers?|dev team|admins?|administrators?|system|operators?|openai|anthropic|creators?)|as (?:the|your) (?:system administrator|developers?|admin|administrator|operator)\b|(?:i am|i'm|this is|we are|speaking as) (?:your |the |an? )?(?:developers?|admin|administrator|system administrator|creators?|operator|openai|anthropic)(?: staff| team| employees?| engineers?)?\b|(?:openai|anthropic|google deepmind) (?:staff|team|employees?|engineers?|safety team)|(?:developer|admin|administrator|root|sudo|operator) (?:override|update|instructions?|notice|directive)|authori[sz]ed by (?:the )?(?:developers?|admins?|administrators?|system|openai|anthropic|security(?: team)?|it department|owner|operator))"),
         // Extraction of the initial instructions, including inside a summary request.
@@ -196,7 +205,7 @@ fn signals() -> Vec<Signal> {
         sig(SUPPORT, 0.25, false, r"\b(?:summari[sz]e|summary|translate|quote|paste|repeat|print|include|list|recite|reproduce|word for word|verbatim|in full|exactly|dump|output|share|reveal|show|disclose)\b"),
         // Role hijack.
         sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z]+){{0,2}} (?:with(?:out)? (?:any |no |zero )?|that (?:has|have) no |free (?:of|from) |unbound by |not bound by |which ignores |that ignores |that never )(?:any |all |every )?(?:content |ethical |moral |safety |usage )(?:{LIMITS}|refuses)\b")),
-        sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z]+){{0,2}} (?:unbound by|not bound by|which ignores|that ignores|who ignores|who has no|who never refuses|that never refuses|who can do anything)(?: any| all| every| [a-z]+)? (?:{LIMITS}|rule it was given|refusals?)\b")),
+        sig(HIJACK, 0.6, true, format!(r"\b(?:ai|assistant|model|chatbot|llm|bot|language model|persona|character|version of (?:yourself|you))(?: [a-z']+){{0,2}} (?:unbound by|not bound by|which ignores|that ignores|who ignores|who has no|who never refuses|that never refuses|who can do anything)(?: any| all| every| [a-z']+)?(?: content| usage| safety)? (?:{LIMITS}|rule it was given|refusals?)\b")),
         sig(HIJACK, 0.4, true, r"\b(?:simulate|emulate|pretend to be in|act as if in|you are in|you're in|enter|activate|switch to) (?:chatgpt |claude |gpt |ai )?(?:with )?(?:developer|dev|god|debug|admin|sudo|root|jailbreak|unrestricted|unfiltered) mode\b|\bin (?:developer|god|jailbreak|unrestricted) mode,? (?:your|you|the ai|the assistant)"),
         sig(HIJACK, 0.3, true, r"\b(?:let's play a game|let us play a game|in this game|for this game|in this roleplay|for this roleplay|stay in character|in this story)\b"),
         sig(HIJACK, 0.5, true, r"\b(?:previous|prior|earlier|old|current|your|all) (?:roles?|personas?|identit(?:y|ies)) (?:are |is |have been |has been )?(?:now |hereby )?(?:revoked|removed|cancel+ed|void|reset|terminated|deleted|replaced|suspended|disabled|overridden)\b"),
@@ -214,7 +223,9 @@ fn signals() -> Vec<Signal> {
         sig(EXFIL, 0.4, true, r"\b(?:curl|wget|iwr|invoke-webrequest)\b[^|\n]{0,200}\| ?(?:sudo )?(?:ba|z|k|da)?sh\b|\b(?:ba)?sh <\(curl|\bpowershell[^\n]{0,60}(?:iex|invoke-expression)|\bbase64 (?:-d|--decode)[^|\n]{0,60}\| ?(?:ba)?sh"),
         sig(SUPPORT, 0.2, false, format!(r"\b{SENSITIVE}\b")),
         // Tool-use coercion: destructive calls claimed to be authorised, system files, payments.
-        sig(COERCION, 0.45, true, r"\b(?:delete|drop|remove|wipe|erase|destroy|truncate|purge|format|rm -rf|force[- ]push|shut ?down|terminate|revoke|disable)\b(?: [^ ]+){0,8} (?:(?:is|are|has been|have been|was|were) (?:already |fully |pre-?)?(?:authori[sz]ed|approved|sanctioned|permitted|cleared)\b|(?:with|have|has) (?:full )?(?:authori[sz]ation|approval|permission)\b)|\b(?:already |pre-?)(?:authori[sz]ed|approved|sanctioned|cleared)(?: [^ ]+){0,8} (?:delete|drop|remove|wipe|erase|destroy|truncate|purge|rm -rf|force[- ]push|delete_[a-z_]+|drop_[a-z_]+)"),
+        // The approval is claimed as given ("has been approved", "the admin has authorised
+        // this"), not a condition ("delete the branches after the release is approved").
+        sig(COERCION, 0.45, true, r"\b(?:delete|drop|remove|wipe|erase|destroy|truncate|purge|format|rm -rf|force[- ]push|shut ?down|terminate|revoke|disable)\b(?: [^ ]+){0,8} (?:(?:has been|have been|was|were|is already|are already|is pre-?|are pre-?) ?(?:fully )?(?:authori[sz]ed|approved|sanctioned|permitted|cleared)\b|(?:with|have|has) (?:full )?(?:authori[sz]ation|approval|permission)\b)|\b(?:(?:already |pre-?)(?:authori[sz]ed|approved|sanctioned|cleared)|(?:has|have) (?:already )?(?:authori[sz]ed|approved|sanctioned|signed off on|cleared))(?: [^ ]+){0,8} (?:delete|drop|remove|wipe|erase|destroy|truncate|purge|rm -rf|force[- ]push|delete_[a-z_]+|drop_[a-z_]+)"),
         sig(COERCION, 0.45, true, format!(r"\b{NO_CONFIRM}")),
         sig(COERCION, 0.35, true, r"(?:/etc/(?:passwd|shadow|sudoers)|~/\.ssh\b|\.ssh/(?:id_[a-z0-9]+|authorized_keys)|\bid_(?:rsa|ed25519|ecdsa)\b|\.aws/credentials|\.git-credentials|\.netrc\b|\.bash_history|/proc/self/environ|\.kube/config|\.docker/config\.json)"),
         sig(COERCION, 0.4, true, r"\b(?:pay|payment|transfer|wire|purchase|buy|checkout|complete the purchase|approve (?:the )?(?:payment|transaction|invoice))\b(?: [^ ]+){0,8} (?:immediately|automatically)\b|\b(?:pre-?approved|already approved) (?:all )?(?:payments|purchases|transactions|transfers)\b"),
@@ -222,18 +233,446 @@ fn signals() -> Vec<Signal> {
         sig(COERCION, 0.3, true, r"\b(?:in|into|to|at the end of) your (?:summary|response|reply|answer|output|next message|report)\b|\bbefore (?:responding|replying|answering|summari[sz]ing)\b|\b(?:in|into) the (?:reply|response|answer|summary)\b"),
         // Addressed to the assistant / agent / model.
         sig(COERCION, 0.45, true, r"\b(?:note|message|instructions?|attention|important|urgent|notice|reminder|directive|command|p\.?s\.?)(?: for| to)(?: the| any| all| every)? (?:ai|assistant|agent|model|llm|chatbot|language model|ai assistant|ai model|ai agent|bot|claude|chatgpt|gpt|coding assistant|coding agent|copilot)s?\b"),
-        sig(COERCION, 0.45, true, r"\b(?:if|when) you are (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing|editing))?\b|\b(?:dear|hey|hi|attention|to the|to any) (?:ai|assistant|llm|language model|chatbot|agent|chatgpt|claude|copilot)\b"),
+        sig(COERCION, 0.45, true, r"\b(?:if|when) you(?: are|'re) (?:an? |the )?(?:ai|assistant|agent|language model|llm|chatbot|ai model|bot|automated system|ai agent)(?: (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|viewing|that reads|who reads|seeing|editing))?\b|\b(?:dear|hey|hi|attention|to the|to any) (?:ai|assistant|llm|language model|chatbot|agent|chatgpt|claude|copilot)\b"),
         sig(HIDDEN, 0.45, true, r"\b(?:ai|llm|coding|code|autonomous|automated)? ?(?:agents?|assistants?|models?|copilots?|bots?|llms?)(?: [a-z]+){0,2} (?:reading|processing|parsing|scanning|reviewing|analy[sz]ing|working on|editing|modifying|that reads?|who reads?)(?: this| the)? (?:file|code|repo|repository|comment|page|document|codebase|pr|pull request|readme)\b"),
         sig(HIDDEN, 0.4, true, r"\b(?:if|when|while) you(?:'re| are) (?:editing|reading|modifying|changing|reviewing|working on|processing|refactoring) this (?:file|code|repo|repository|comment|function|module|codebase|project)\b"),
         sig(HIDDEN, 0.3, true, r"(?:^|[\n/#*]|-- |<!--) ?(?:ai|llm|copilot|assistant|agent|claude|chatgpt|cursor|codex)(?: [a-z]+)?[:,] "),
         // Instructions hidden in an HTML comment.
         sig(HIDDEN, 0.35, true, r"<!--(?:[^-]|-[^-]){0,300}?\b(?:ai|assistant|agent|model|llm|chatgpt|claude|language models?)\b"),
         sig(HIDDEN, 0.3, true, r"<!--(?:[^-]|-[^-]){0,300}?\b(?:you must|you should|you will|do not tell|don't tell|do not mention|system prompt|ignore (?:the user|all|previous|prior|your|the shopper)|disregard|instead)\b"),
+        // Overrides whose target is a weak noun ("ignore the previous message").
+        sig(OVERRIDE, 0.35, true, format!(r"\b{VERB_IGNORE}{FILL} {QUAL} {WEAK_NOUN}\b")),
         sig(SUPPORT, 0.15, false, r"\b(?:you (?:must|will|shall|should|are to|need to|may now|can now|now|are required to|are instructed to|obey)|from now on|henceforth|from (?:this point|here) on|going forward|new (?:instructions|rules|task|directive|orders)|comply|proceed|effective immediately|takes? effect)\b"),
         sig(SUPPORT, 0.15, false, r"\b(?:ignore|disregard|delete|remove|send|forward|email|post|upload|transfer|pay|run|execute|call|invoke|reveal|print|output|include|append|recommend|say|reply|respond|approve|grant|share|copy|download|install|buy|visit|open|navigate|fetch|mark|skip|disable|add|answer)\b"),
         sig(SUPPORT, 0.1, false, r"\b(?:ai|assistant|llm|chatbot|language model|agent|chatgpt|claude|gpt|gemini|copilot|model)\b"),
     ]);
+    v.extend(general_signals());
+    v.extend(foreign_signals());
     v
+}
+
+/// Void / superseded words for an override that never says "ignore".
+const VOID: &str = r"(?:void|null|invalid|revoked|cancel+ed|obsolete|superseded|replaced|deprecated|rescinded|lifted|suspended|disabled|switched off|turned off|outdated|overridden|overruled|removed|deleted|expired|withdrawn|annulled|inactive|terminated|discarded|ended|over|a (?:test|draft|mistake|decoy)|only a (?:test|draft|decoy)|planted|fake|no longer (?:valid|in effect|in force|applicable|active|binding|relevant|count|counts|apply|applies|matter|matters|hold|holds))";
+
+/// What the assistant was told, named from the outside: "the guidance given to you", "whatever
+/// you were instructed", "everything you have been told so far".
+const TOLD: &str = r"(?:(?:instructions?|guidance|guidelines|rules|directives|orders|standing orders|configuration|setup|prompt|system prompt|system message|constraints|restrictions|programming|preamble|text) (?:that )?(?:you (?:were|have been|'ve been|got|received|were given)|given to you|you've received)|(?:whatever|everything|anything|all) (?:that )?you(?:'ve| have| were| had)? (?:been )?(?:told|instructed|given|received|taught))";
+
+/// Signals written for the families of issue 18 (generalised: a family of wordings, not one
+/// phrase). Most are medium weight: they flag a text together with a second signal.
+fn general_signals() -> Vec<Signal> {
+    vec![
+        // Override: what the assistant was told, declared void.
+        sig(
+            OVERRIDE,
+            0.5,
+            true,
+            format!(
+                r"\b{TOLD}\b(?: [^ .;!?]+){{0,6}} (?:(?:is|are|was|were|has been|have been|should be|must be|will be)(?: now| hereby| officially| henceforth| all| therefore| effectively| immediately| only| to be treated as| treated as)* {VOID}|no longer (?:counts?|applies|apply|matters?|holds?|valid)|(?:do|does) not (?:apply|count|matter) any ?more|ended)"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.5,
+            true,
+            format!(
+                r"\b(?:consider|treat|regard|mark)(?: all| any| every)?(?: of)? (?:your|the|all|any) (?:{QUAL2} |standing )?(?:instructions?|guidance|guidelines|rules|directives|orders|configuration|setup|system prompt|prompt|constraints)(?: [a-z]+)? (?:as )?{VOID}"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            format!(
+                r"\b(?:everything|all|anything|the text|all text|the (?:instructions|rules|messages?)) (?:above|before|preceding|prior to) (?:this|here|the following)(?: line| message| point| sentence| note| e-?mail)? (?:is|are|was|were|has been|have been)(?: now| all)? {VOID}"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.35,
+            true,
+            format!(
+                r"\b(?:{QUAL2}|(?:the |your )?(?:assistant|operator|developer|system|model)'s|those|your)(?: [a-z]+){{0,2}} (?:guidance|configuration|setup|orders|standing orders|system message|persona|instructions|rules|directives|guidelines|constraints) (?:(?:is|are|was|were|has been|have been)(?: now| hereby| officially| all| only)* {VOID}|(?:ended|expired))"
+            ),
+        ),
+        // Priority claims: this text outranks the system prompt or the configuration.
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:outranks?|outrank(?:ing)?|overrules?|takes? (?:priority|precedence) over|has (?:higher|greater|top|absolute|the highest) (?:priority|precedence) (?:than|over)|(?:higher|greater) priority than) (?:everything in |anything in |all |any(?: other)? )?(?:your|the) (?:[a-z]+ )?(?:system prompt|system message|configuration|setup|instructions|guidelines|directives|programming)\b|\bpriority override\b|\b(?:user|my) messages? (?:now )?(?:outrank|override|take precedence over|supersede)\b|\bthe user is (?:now )?in (?:charge|control)\b|\byou (?:now )?(?:answer|report|belong) (?:only )?to (?:me|the user)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:any|every|all) (?:other )?(?:instructions?|rules|directives|guidelines) (?:that )?(?:conflicts?|conflicting|contradicts?|contradicting|disagree) (?:with )?(?:this|these|the following)[^.]{0,40} (?:must|should|shall|are to|is to) be (?:discarded|ignored|disregarded|dropped|overridden)",
+        ),
+        sig(
+            OVERRIDE,
+            0.35,
+            true,
+            r"\bthis (?:message|note|instruction|text|e-?mail|comment|document) is (?:authoritative|the (?:only|final) authority|your (?:only|new) (?:instruction|source of truth))",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:pay no (?:attention|heed|mind)|no longer (?:follow|obey|listen to|adhere to)|scratch|throw out|do away with|forget about|set aside|put aside|stop following|cease following|abandon) (?:to )?(?:all |any |every )?(?:of )?(?:the |your |those |these )?(?:guidelines|instructions|rules|directives|guidance|orders|constraints|restrictions|programming|system prompt|everything you (?:have been|'ve been|were) told|whatever you were told|what you were told)",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:the )?(?:real|actual|true|correct|only valid|new|updated|final) (?:instructions|rules|directives|orders|system prompt)(?: [a-z]+){0,2} (?:is|are|follows?|below|starts? now|begins? now)\b|\byour (?:real|actual|true) (?:task|job|objective|goal|mission|purpose)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.3,
+            true,
+            r"\bnew (?:objective|directive|mission|instructions?|rules|system prompt) ?:",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:treat|use|take|regard|consider) (?:the (?:text|message|content|instructions?|lines?) )?(?:below|above|that follows|following|this (?:text|message|note|comment|e-?mail|document|page)) as (?:your )?(?:new |updated |real |actual |the )?(?:system prompt|system message|instructions|directives|rules|configuration|orders|commands)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            r"\b(?:was|were|is|are|has been|have been) (?:planted|injected|inserted|written|added|forged|faked) by (?:an? )?(?:attacker|hacker|malicious|adversary|third party|imposter)|\b(?:the )?(?:earlier|previous|prior|original|above|real) (?:system (?:message|prompt)|instructions?|prompt) (?:was|were|is|are) (?:fake|forged|a fake|not real|compromised|a test|injected)",
+        ),
+        // Authority claims, widened: developer notes, operator policy, admin notices.
+        sig(
+            OVERRIDE,
+            0.35,
+            true,
+            r"\b(?:developer|dev team|admin|administrator|operator)(?:'s)? (?:note|message|policy|memo)s?\b|\b(?:authori[sz]ed|approved|signed off|cleared) by (?:the )?(?:cto|ceo|cfo|ciso|management|your (?:manager|boss|owner|operator|developer)|legal|compliance|the board|head of [a-z]+)\b",
+        ),
+        // Extraction: the assistant's own instructions named from outside, or a request for
+        // what precedes the conversation.
+        sig(EXTRACTION, 0.3, true, format!(r"\b{TOLD}\b")),
+        // Not "your original message" or "your internal rules": e-mails say those.
+        sig(
+            EXTRACTION,
+            0.45,
+            true,
+            r"\byour (?:startup|start-?up|initial|original|first|opening|starting|boot|setup|base|core|pre-?conversation|hidden|secret|underlying|operator|developer) (?:instructions|prompt|configuration|preamble|directives)\b|\b(?:preamble|system prompt|system message|instructions|configuration|context) (?:that )?(?:you were|you are|you've been|you have been) (?:loaded|configured|initiali[sz]ed|primed|set up|started|booted|seeded) with\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.45,
+            true,
+            r"\b(?:before|preceding|that precedes|that precede|prior to|above) (?:this|the|our|my) (?:conversation|chat|session|dialog(?:ue)?|first (?:user )?message|first turn|user'?s? (?:first )?message)\b|\bbefore (?:i|we|the user) (?:started|began|joined|said anything|wrote)\b|\bat the (?:start|beginning|top) of (?:this|the|our) (?:conversation|chat|session|context)\b|\b(?:everything|anything|all|text|what's|what is) in your (?:context|context window|memory|prompt)\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.45,
+            true,
+            r"\bwhat (?:did|does|do) (?:the system|your (?:developers?|creators?|operators?|system prompt|instructions)|the operator|the developer) (?:tell|say|instruct|ask|told)(?: you| to you)?\b|\bwhat (?:do|does) your (?:initial|original|first|system|hidden|secret) (?:instructions|prompt|rules|message) say\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.35,
+            true,
+            r"\b(?:given|told|set|written|provided|configured) (?:to you )?by your (?:operator|developers?|creators?|admins?|administrators?|owners?|deployers?|makers?)\b",
+        ),
+        sig(
+            SUPPORT,
+            0.2,
+            false,
+            r"\b(?:word for word|verbatim|unchanged|in full|exact wording|exactly as (?:written|given)|unedited|character for character|echo(?:ed)? back|quote (?:it|them)|paste (?:it|them))\b",
+        ),
+        // Role hijack, generalised: a persona without limits, game framing, developer mode.
+        sig(
+            HIJACK,
+            0.35,
+            true,
+            format!(
+                r"\b(?:has|have|with|having|who has|that has|which has) (?:no|zero|absolutely no|none of the) (?:ethical |moral |safety |content |usual )?(?:{LIMITS}|morals|filters|filter|rules|content polic(?:y|ies)|refusals?)\b|\b(?:breaks?|broken free of|broke free of|ignores?|removed|stripped of|free of|freed from|unbound by|released from) (?:every|all|any|the typical|the usual|its|his|her) (?:[a-z]+ )?(?:rules?|restrictions?|guidelines|filters|limits|limitations|constraints|safeguards)\b|\b(?:never|not) (?:been )?(?:given|bound by|trained with|programmed with) any (?:rules|restrictions|guidelines|limits|filters|ethics)\b"
+            ),
+        ),
+        sig(
+            HIJACK,
+            0.35,
+            true,
+            r"\b(?:imagine|suppose|pretend|picture|assume|act as if) (?:that )?you(?:'re| are| were| had been)? (?:now )?(?:an? |the )?(?:ai|assistant|model|chatbot|llm|language model|bot|version of yourself)\b|\b(?:you are|you're|you will be|you'll be|you are going to (?:be|pretend to be|act as|play)|pretend to be|roleplay as|play the role of|act as) (?:now )?[a-z]+(?:gpt|bot|ai)\b|\bin the game,? you\b|\bwe(?:'re| are) playing a game\b",
+        ),
+        sig(
+            HIJACK,
+            0.5,
+            true,
+            r"\b(?:as|you are|you're) (?:chatgpt|claude|gpt|gemini|an ai|the assistant|the model|llama) (?:with|in) (?:developer|dev|god|debug|admin|jailbreak|unrestricted) mode\b|\b(?:developer|dev|god|jailbreak|dan|unrestricted) mode (?:enabled|activated|on|engaged)[.!:]? ?(?:as|you|from now|the ai|the assistant|chatgpt|claude)",
+        ),
+        sig(
+            HIJACK,
+            0.35,
+            true,
+            r"\b(?:never|don't ever|do not ever|won't|will not|must not|cannot|can't) (?:refuse|decline|say no|reject|add warnings|warn|moralize|moralise|lecture)\b|\b(?:answers?|respond to|generates?|generating|produce|produces|writes?) (?:any|every|all)(?: [a-z]+)? (?:question|request|content|prompt|topic)s?(?: asked(?: for)?| without (?:refusing|warnings|restriction|hesitation))?\b|\bgives? any information\b",
+        ),
+        sig(
+            HIJACK,
+            0.4,
+            true,
+            r"\b(?:the )?(?:assistant|ai|model|agent|chatbot|bot|you) (?:is |are )?(?:now|hereby|henceforth) (?:permitted|allowed|authori[sz]ed|free|cleared|unlocked) to\b",
+        ),
+        sig(
+            HIJACK,
+            0.4,
+            true,
+            r"\b(?:you are|you're) (?:no longer|not) (?:a |an |the )?(?:helpful |friendly |safe |harmless )?(?:assistant|ai|chatbot|model|bot)\b|\b(?:you now|now you|you will now|you shall now) (?:act|work|operate|serve|answer|respond) (?:as|for|only for|on behalf of)\b|\b(?:new|your new) (?:role|persona|identity|character) ?:",
+        ),
+        // Forged system headers in other notations.
+        sig(
+            MARKUP,
+            0.45,
+            true,
+            r"(?:^|\n)(?:={2,}|-{3,}|\*{2,}|#{1,4}) ?(?:system|system prompt|system override|admin override|developer message)(?: override| message| prompt| instructions?)? ?(?:={2,}|-{2,}|\*{2,})?(?:$|\n)|\b(?:system|admin|developer) (?:override|prompt) ?:|\[system\]\(#|</?(?:system|instructions?|sys|developer)_?(?:prompt|message)?>|```(?:tool_code|tool_call|tool_use|function_call|tool|action)\b",
+        ),
+        // Tool coercion, generalised.
+        // Gating a task on a step is what install docs do too: support only.
+        sig(SUPPORT, 0.15, false, r"\bgo ahead and\b"),
+        sig(
+            EXFIL,
+            0.4,
+            true,
+            r"(?:\$\((?:curl|wget)\b|\b(?:iex|invoke-expression) ?\(|\b(?:curl|wget)\b[^|\n]{0,200}\| ?(?:sudo )?(?:python3?|perl|ruby|node|powershell|pwsh|iex)\b)",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"(?:c:\\windows\\system(?:32|e2)\\config|\\system(?:32|e2)\\config\\(?:sam|system|security)|\bntds\.dit\b|/etc/(?:shadow|gshadow|master\.passwd)|\bsecrets?\.(?:ya?ml|json|toml|env|txt)\b|(?:^|[ '\x22(/])\.env\b|\bconfig\.(?:ya?ml|json)\b(?: [^ ]+){0,3} (?:to|at) )",
+        ),
+        sig(
+            COERCION,
+            0.4,
+            true,
+            r"\b(?:the )?(?:user|owner|customer|client|account holder) (?:has )?(?:already |pre-?)(?:agreed|approved|consented|confirmed|authori[sz]ed|signed off)(?: to)?(?: this| it| all| everything)?\b|\b(?:user|owner|customer)(?: does not| doesn't| won't| will not) (?:need|have) to (?:review|confirm|approve|know|be told|see)\b|\bno need to (?:check|confirm|verify|ask|consult)(?: with| the)?(?: the)? (?:user|owner|customer|anyone|them)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:pay|transfer|wire|send|remit)\b(?: [^ ]+){0,10} (?:right away|straight away|at once|without delay)\b",
+        ),
+        sig(
+            COERCION,
+            0.3,
+            true,
+            r"\b(?:delete|drop|wipe|erase|destroy|truncate|purge|remove)\b(?: (?:all|every|the entire|the whole|everything|the))+(?: [a-z_]+){0,3} (?:records|rows|tables?|data|database|databases|files|users|accounts|backups|buckets|repos|repositories|emails|mailbox|inbox|branches|customers)\b|\b(?:delete|drop|wipe|erase|destroy|truncate|purge)\b(?: [^ ]+){0,4} (?:prod|production)\b|\b(?:drop|delete|wipe|purge)_[a-z_]+ ?\(",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:insert|add|plant|introduce|hide|include) (?:a |an |the )?(?:[a-z]+ )?(?:backdoor|hidden (?:admin )?account|hard-?coded (?:password|credential)|reverse shell|keylogger|crypto ?miner|web ?shell)\b|\b(?:disable|remove|delete|bypass|turn off|comment out|skip|weaken) (?:the |all |any )?(?:[a-z]+ )?(?:input validation|auth(?:entication|orization)?(?: middleware| checks?)?|security (?:checks?|review|scan)|tests in ci|ci tests|2fa|mfa|audit logs?|ssl verification|certificate (?:checks|verification)|csrf protection|branch protection|code review)\b|\bprint (?:the )?secrets (?:in|to) (?:the )?(?:ci|build|logs?)\b|\bcommit (?:directly )?to (?:main|master) (?:without|directly)|\bcommit directly to (?:main|master)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:the )?(?:user's|users'|customer's|customers'|victim's|owner's|reader's|visitor's) (?:[a-z]+ )?(?:home address|address|location|phone(?: number)?|e-?mail(?: address)?|profile|personal data|details|credentials|passwords?|tokens?|api keys?|contacts|chat history|conversation|messages|session|cookies|saved cards|card(?: number)?|identity|inbox|mailbox|wallet)\b",
+        ),
+        sig(
+            EXFIL,
+            0.45,
+            true,
+            format!(
+                r"\b(?:send|forward|e-?mail|mail|post|upload|transmit|leak|share|copy|submit|push|sync|deliver)(?: (?:a copy of|copies of|all|every|each|the|your|my|this|these|its|our))* (?:[a-z.\-]+ ){{0,2}}(?:{SENSITIVE}|(?:(?:all|every|each|the whole|the entire|the full|the complete|a copy of every|copies of all)(?: of)?(?: the| your| this| my| our)? (?:[a-z]+ )?(?:invoices?|table|reports?|database|customer [a-z]+|profiles?|contacts|documents|files|records|notes|data|e-?mails|messages) (?:in|from|of) (?:this|the|your|the user's|my) (?:mailbox|inbox|drive|account|workspace|database|folder|crm|table|repo|repository|system)))\b(?: [^ ]+){{0,6}} (?:to|at|into) (?:https?://|[a-z0-9._%+-]+@[a-z0-9-]+\.)"
+            ),
+        ),
+        sig(
+            EXFIL,
+            0.4,
+            true,
+            r"\b(?:post|get|put|make a (?:post|get|put|http) request|send a (?:post|get|put|http) request|request|fetch|call|open|visit|load)\b(?: [^ ]+){0,3} (?:to |on |at )?https?://[^ ]*[?&=][^ ]*(?: [^ ]+){0,3} (?:followed by|plus|appending|append|\+)\b",
+        ),
+        // Addressed to an AI reader from inside content.
+        sig(
+            COERCION,
+            0.45,
+            true,
+            r"\b(?:if|when|once|as soon as) (?:an?|any|the) (?:ai|llm|assistant|agent|language model|chatbot|bot|model|summari[sz]er|crawler|ai system|automated system)s? (?:reads?|is reading|processes|sees|summari[sz]es|parses|visits|crawls|scans|indexes|finds)\b",
+        ),
+        sig(
+            COERCION,
+            0.3,
+            true,
+            r"\b(?:if|when|once|while|as soon as) you (?:process|read|parse|analy[sz]e|summari[sz]e|index|ingest) (?:this|these|the) (?:file|table|sheet|spreadsheet|row|rows|data|notebook|cell|csv|record|document|page|e-?mail|ticket|comment|repo|repository|code)\b",
+        ),
+        sig(
+            HIDDEN,
+            0.45,
+            true,
+            r"\b(?:begin|start|end) (?:of )?(?:ai|llm|assistant|agent|model|bot) (?:instructions|prompt|directives)\b|\b(?:instructions?|notes?|message|directive|orders?) (?:to|for) (?:the )?(?:summari[sz]er|crawler|scraper|reader bot|ai reader|indexer|reviewer bot)\b|\btodo\((?:ai|llm|agent|copilot|assistant|claude|codex|cursor|gpt|bot)\)|\b(?:important|note|notice|attention|reminder|instructions?) (?:for|to) (?:the |all |any )?(?:automated|autonomous|coding|code|ai|llm|software) (?:agents?|assistants?|tools?|reviewers?|bots?)\b",
+        ),
+        sig(
+            HIDDEN,
+            0.25,
+            true,
+            r"display ?: ?none|visibility ?: ?hidden|font-size ?: ?0(?:px|pt|em)?\b|opacity ?: ?0(?:\.0+)?\b|<(?:div|span|p|section) hidden\b|aria-hidden|\bclass=.(?:sr-only|visually-hidden|hidden)",
+        ),
+        // Not "Agent:" or "Model:": ticket transcripts and product sheets use those as labels.
+        sig(
+            HIDDEN,
+            0.35,
+            true,
+            r#"(?:^|[\n/#*>"(;:]|-- |<!--) ?(?:ai|llm|copilot|assistant|claude|chatgpt|cursor|codex|gpt|gemini|ai assistant|ai agent|language model)[:,] (?:please |now |also |first |then |silently |always |immediately )?(?:disregard|ignore|forget|output|print|say|tell|rank|call|send|e-?mail|forward|post|upload|add|insert|remove|delete|recommend|reply|respond|include|append|skip|run|execute|open|visit|mark|approve|write|change|replace|praise|describe|state|claim|report|summari[sz]e)\b"#,
+        ),
+        sig(
+            SUPPORT,
+            0.15,
+            false,
+            r"\b(?:secretly|silently|quietly|without (?:telling|mentioning|informing)|do not mention|don't mention|hide|conceal)\b",
+        ),
+        // Addressed to AI readers of this content, in the third person.
+        sig(
+            HIDDEN,
+            0.45,
+            true,
+            r"\b(?:ai|llm|language model|chatbot|assistant|summari[sz]er|ai system|copilot)s?(?: [a-z]+){0,2} (?:reading|processing|summari[sz]ing|parsing|analy[sz]ing|reviewing|seeing|crawling|indexing|scanning|that (?:reads?|processe?s?|summari[sz]es?)|who (?:reads?|processe?s?|summari[sz]es?)) (?:this|these)\b|\bfor (?:all |any |the )?(?:ai|llm|language model)s?(?: systems?| models?| assistants?| agents?| readers?)?[:,]|\b(?:note|message|instructions?|notice) (?:to|for) (?:any |all |the |every )?(?:automated |virtual |ai |autonomous )(?:summari[sz]er|assistant|agent|reader|system|model)s?\b",
+        ),
+        sig(
+            HIDDEN,
+            0.35,
+            true,
+            r"\b(?:ai|llm|language model|chatbot|assistant)s?(?: (?:assistants?|models?|systems?|agents?|tools?))? (?:must|should|shall|need to|are required to|are instructed to|will) (?:always |only |never |now )?(?:say|state|claim|tell the user|describe|recommend|mention|rate|rank|praise|refer to)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\bdo not (?:summari[sz]e|translate|analy[sz]e|answer|process|review|read)(?: this| the)?(?: document| text| page| e-?mail| question| message| article)?[.,;] ?instead\b|\binstead,? (?:reply|respond|output|say|write|print|answer) (?:with|only|that|the following|exactly)\b|\b(?:respond|reply|answer|speak|write) only in (?:pirate|emoji|caps|uppercase|[a-z]+ speak)\b",
+        ),
+        sig(
+            OVERRIDE,
+            0.5,
+            true,
+            r"\byour (?:guidelines|instructions|rules|programming|directives|system prompt|safety settings) (?:have been|has been|were|was|are now|got|is now) (?:updated|changed|modified|revised|amended|rolled back|reset|cleared|patched|relaxed|lifted|removed|disabled)\b|\b(?:an? )?(?:update|change|patch|amendment) to your (?:instructions|guidelines|rules|programming|configuration|system prompt|directives)\b|\b(?:the )?(?:safety|content|usage|moderation) (?:policy|policies|filters?|guidelines|rules|settings) (?:has|have) been (?:rolled back|disabled|lifted|removed|suspended|turned off|switched off|deactivated|relaxed)\b|\byour (?:prior |previous |earlier )?(?:context|memory|conversation history) (?:is|has been|was) (?:cleared|wiped|reset|erased|deleted)\b|\b(?:instructions|rules|guidelines|prompt) (?:were|was) (?:only |just )?(?:part of )?a test\b",
+        ),
+        sig(
+            EXTRACTION,
+            0.4,
+            true,
+            r"\b(?:need|want|give me|send me|share|show me|provide|get|paste|dump) (?:the |your )(?:system message|system prompt|initial prompt|hidden prompt|developer message|initial instructions|original instructions|hidden instructions)\b",
+        ),
+        sig(
+            HIJACK,
+            0.5,
+            true,
+            r"\b(?:simulate|emulate|play|become|be|act as|pretend to be|roleplay as|answer as|respond as) (?:an? )?(?:ai|assistant|model|chatbot|bot|persona|character|version of yourself)(?: [a-z]+){0,3} (?:that|who|which) (?:is|are|has)(?: [a-z]+){0,2} (?:unfiltered|uncensored|amoral|unrestricted|unethical|evil|unbound|immoral|not bound|without|no|free of)\b|\b(?:two|dual|second|alternate|alter|opposite) (?:personas|personalities|responses|versions of yourself)\b",
+        ),
+        // Destructive commands (docs warn about them too: medium weight).
+        sig(
+            COERCION,
+            0.4,
+            true,
+            r"\brm -rf (?:/(?: |$)|~|\*|\$home)|--no-preserve-root|\bmkfs(?:\.[a-z0-9]+)? /dev/|\bdd if=/dev/(?:zero|random|urandom) of=/dev/|\bformat c:|\bdel /[fsq] ",
+        ),
+        sig(
+            COERCION,
+            0.4,
+            true,
+            r"\b(?:grant|give|add|assign)(?: [a-z0-9@._\-]+){0,3} (?:admin|administrator|owner|root|superuser|full|sudo) (?:access|rights|privileges|role|permissions)\b|\b(?:add|append|install) (?:my|this|the following|our) (?:ssh |public |deploy )?key\b",
+        ),
+        sig(
+            COERCION,
+            0.45,
+            true,
+            r"\b(?:change|update|replace|switch|set) (?:the )?(?:payout|payee|bank|beneficiary|recipient|payment|deposit|billing|vendor's|supplier's) (?:account|details|iban|information|bank account)(?: number)? to\b|\b(?:transfer_funds|send_money|wire_transfer|make_payment|send_payment|transfer_money)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\bconfirm (?:the |this )?(?:payment|transfer|purchase|order|transaction) (?:yourself|on (?:my|their|the user's) behalf)\b",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\bdownload (?:and|&|then) (?:run|execute|install|open)\b|https?://[^ ]+\.(?:exe|msi|scr|bat|ps1|apk|dmg|pkg|vbs|jar)\b",
+        ),
+        sig(
+            EXFIL,
+            0.45,
+            true,
+            r"\b(?:make|publish|post|push|share|upload|leak|put) (?:the |this |our |all |my )?(?:private|internal|confidential|secret)\b[a-z' ]{0,40} (?:public(?:ly)?|gist|pastebin|online|to everyone)\b",
+        ),
+    ]
+}
+
+/// French, German and Spanish forms of the main families (the accented letters stay: only
+/// look-alikes of ASCII letters are folded).
+fn foreign_signals() -> Vec<Signal> {
+    const PREV: &str = r"(?:précédentes?|precedentes?|antérieures?|anterieures?|vorherigen?|bisherigen?|früheren?|vorigen?|alten|anteriores?|previas?|originales?|initiales?|ursprünglichen?)";
+    const INSTR: &str = r"(?:instructions?|consignes?|directives?|règles|regles|anweisungen|instruktionen|regeln|vorgaben|richtlinien|befehle|instrucciones|reglas|indicaciones|directrices|órdenes|ordenes)";
+    vec![
+        sig(
+            OVERRIDE,
+            STRONG,
+            true,
+            format!(
+                r"\b(?:ignorez|ignore|ignorer|oubliez|oublie|oublier|ne (?:tiens|tenez) pas compte|ignoriere|ignorieren|ignorier|vergiss|vergessen|missachte|befolge nicht|ignora|ignorar|ignore|olvida|olvide|olvidar|omite|descarta|descartar|no sigas|no sigan|no obedezcas|deja de seguir|no hagas caso a)(?: (?:toutes?|tous|les|des|de|vos|tes|la|le|alle|deine|ihre|die|todas?|las|los|tus|sus|d[’']))* {INSTR} {PREV}|\b(?:ignorez|oubliez|ignoriere|vergiss|ignora|olvida)(?: (?:toutes?|les|vos|tes|alle|deine|ihre|die|todas?|las|tus|sus))* {PREV} {INSTR}"
+            ),
+        ),
+        sig(
+            OVERRIDE,
+            0.45,
+            true,
+            format!(
+                r"\b(?:les |die |las |tes |vos |tus |deine |ihre )?{INSTR} {PREV} (?:sont|sind|son|ya no son|ne sont plus|ont été|wurden|fueron|quedan)(?: désormais| maintenant| jetzt| nun| ahora)? (?:annulées|annulees|caduques|nulles|invalides|obsolètes|ungültig|ungultig|aufgehoben|außer kraft|nichtig|válidas|validas|anuladas|nulas|inválidas|invalidas|revocadas)"
+            ),
+        ),
+        sig(
+            EXTRACTION,
+            STRONG,
+            true,
+            format!(
+                r"\b(?:montre|montrez|affiche|affichez|révèle|révélez|revele|donne|donnez|répète|répétez|zeig|zeige|zeigen sie|gib|geben sie|nenne|wiederhole|verrate|muestra|muéstrame|muestrame|revela|revélame|dime|repite|enséñame)(?:-moi| mir| me| uns)?(?: (?:toutes|tous|alle|todas|todos))?(?: (?:les|die|las|los))? (?:tes|vos|votre|ton|deine|ihre|dein|tus|sus|tu) (?:prompt (?:système|systeme|del sistema|de sistema)|systemprompt|system-prompt|{INSTR} (?:initiales?|originales?|secrètes|cachées|iniciales|ocultas|secretas|système|del sistema)|ursprünglichen {INSTR}|geheimen {INSTR}|anfänglichen {INSTR}|(?:system|versteckten) ?(?:anweisungen|prompt))"
+            ),
+        ),
+        sig(
+            HIJACK,
+            STRONG,
+            true,
+            r"\b(?:tu es|vous êtes|vous etes|du bist|sie sind|eres|ahora eres|usted es)(?: maintenant| désormais| jetzt| nun| ahora| a partir de ahora)? (?:une? |ein(?:e)? |una? )?(?:ia|ki|ai|assistante?|asistente|modell?o?|chatbot|bot) (?:sans (?:aucune )?(?:restrictions?|limites?|règles|filtres?|censure)|ohne (?:jegliche )?(?:einschränkungen|regeln|grenzen|filter|zensur)|sin (?:ninguna )?(?:restricciones|límites|limites|reglas|filtros|censura))",
+        ),
+        sig(
+            OVERRIDE,
+            STRONG,
+            true,
+            r"\b(?:vergiss|vergessen sie|ignoriere|ignorieren sie) alles,? was (?:dir|ihnen|man dir|man ihnen) (?:vorher |zuvor |bisher |bis jetzt )?(?:gesagt|befohlen|vorgegeben|aufgetragen|mitgeteilt)|\b(?:oublie|oubliez|ignore|ignorez) tout ce (?:qu[’']on (?:t[’']|vous )a (?:dit|demandé)|qui précède)|\b(?:olvida|olvide|ignora|ignore) todo lo (?:que te (?:dijeron|han dicho|dije|indicaron)|anterior)",
+        ),
+        // An AI without limits, in any of the three languages ("une IA sans filtre").
+        sig(
+            HIJACK,
+            0.6,
+            true,
+            r"\b(?:une? |ein(?:e)? |una? )(?:ia|ki|ai|assistante?|asistente|modell?o?|chatbot|bot)(?: [a-zé]+)? (?:sans (?:aucune? )?(?:restrictions?|limites?|règles|filtres?|censure)|ohne (?:jegliche )?(?:einschränkungen|regeln|grenzen|filter|zensur)|sin (?:ninguna )?(?:restricciones|límites|limites|reglas|filtros?|censura))",
+        ),
+        sig(
+            COERCION,
+            0.35,
+            true,
+            r"\b(?:sans (?:le |la |les |l[’'])?(?:prévenir|prevenir|informer|avertir|demander|confirmation|que l[’']utilisateur)|ohne (?:den |die )?(?:nutzer|benutzer|user|kunden|anwender)(?:in)? (?:zu )?(?:informieren|fragen|benachrichtigen|warnen)|ohne (?:rückfrage|bestätigung|zu fragen)|sin (?:avisar|informar|preguntar|consultar|confirmación|confirmacion|que el usuario)(?: al usuario)?)",
+        ),
+        sig(
+            EXFIL,
+            0.4,
+            true,
+            r"\b(?:envoyez|envoie|envoyer|transférez|transmettez|sende|senden sie|schicke|schicken sie|leite|übermittle|envía|envia|enviar|manda|reenvía|reenvia)\b(?: [^ ]+){0,8} (?:à|a|an|al) [a-z0-9._%+-]+@[a-z0-9-]+\.",
+        ),
+        sig(
+            SUPPORT,
+            0.2,
+            false,
+            r"\b(?:historique de la conversation|mot de passe|mots de passe|kundendaten|passwort|passwörter|zugangsdaten|historial de la conversación|historial de la conversacion|contraseñas?|contrasenas?|datos de (?:los )?clientes|données (?:des )?clients)",
+        ),
+    ]
 }
 
 fn alt(parts: &[String]) -> String {
@@ -247,7 +686,7 @@ fn ascii_bounds(src: &str) -> String {
 }
 
 /// Words that make a run of spaced-out letters an instruction rather than a stylistic choice.
-const SPACED_WORDS: [&str; 20] = [
+const SPACED_WORDS: [&str; 38] = [
     "ignore",
     "disregard",
     "forget",
@@ -268,6 +707,24 @@ const SPACED_WORDS: [&str; 20] = [
     "obey",
     "developer",
     "guideline",
+    "delete",
+    "sendthe",
+    "theuser",
+    "userfiles",
+    "rules",
+    "everything",
+    "above",
+    "follow",
+    "admin",
+    "token",
+    "transfer",
+    "disable",
+    "upload",
+    "credential",
+    "apikey",
+    "youarenow",
+    "showyour",
+    "tellme",
 ];
 
 /// A raw hit: signal index, family, weight, anchor, original char span.
@@ -295,6 +752,14 @@ pub(crate) struct Scored {
 pub(crate) struct Injection {
     /// Union of the anchor signals: the pre-filter (one lazy-DFA pass over ordinary text).
     any: Regex,
+    /// Every anchor signal at once: one pass tells which anchors occur anywhere in the text, so
+    /// the bound in [`Injection::scan`] can be checked and only those searched for positions.
+    set: RegexSet,
+    /// Signal index of each pattern of `set`.
+    set_ids: Vec<usize>,
+    /// Indices of the support signals (searched only when the bound is reached).
+    support_ids: Vec<usize>,
+
     signals: Vec<(Signal, Regex)>,
 }
 
@@ -313,72 +778,146 @@ impl Injection {
             .map(|s| s.src.clone())
             .collect();
         let any = build(&alt(&anchors))?;
+        let set = RegexSetBuilder::new(anchors.iter().map(|s| ascii_bounds(s)))
+            .dfa_size_limit(DFA_LIMIT)
+            .build()?;
+        let set_ids = (0..list.len())
+            .filter(|&i| list.get(i).is_some_and(|s| s.anchor))
+            .collect();
+        let support_ids = (0..list.len())
+            .filter(|&i| list.get(i).is_some_and(|s| !s.anchor))
+            .collect();
         let signals = list
             .into_iter()
             .map(|s| build(&s.src).map(|r| (s, r)))
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Injection { any, signals })
+        Ok(Injection {
+            any,
+            set,
+            set_ids,
+            support_ids,
+            signals,
+        })
     }
 
     /// Score `s`; hits are kept only when the score reaches `threshold`.
+    ///
+    /// Same findings as `Injection::scan_reference` (checked by a differential test), faster:
+    /// one set pass learns which signals occur; when even all of them together, in one window,
+    /// with the full support weight, could not reach `threshold`, no window can, and the scan
+    /// stops there (the score is only reported with findings, so nothing observable changes);
+    /// otherwise only the signals that occur are searched for their positions.
     pub(crate) fn scan(&self, s: &str, buf: &mut Normalized, threshold: f64) -> Scored {
         let mut raw = Vec::new();
+        self.extra_hits(s, buf, &mut raw);
         buf.fill(s, false);
-        if self.any.is_match(&buf.text) {
-            buf.fill(s, true);
-            for (i, (sg, re)) in self.signals.iter().enumerate() {
-                for m in re.find_iter(&buf.text) {
-                    if i == SPACED && !confirm_spaced(m.as_str()) {
-                        continue;
-                    }
-                    let (a, z) = buf.span(m.start(), m.end());
-                    let weight = if mentioned(&buf.text, m.start(), m.end()) {
-                        sg.weight * MENTION_FACTOR
-                    } else {
-                        sg.weight
-                    };
-                    raw.push(Raw {
-                        signal: i,
-                        family: sg.family,
-                        weight,
-                        anchor: sg.anchor,
-                        start: a,
-                        end: z,
-                    });
-                }
+        // The anchor union stops at the first anchor; most ordinary text has none.
+        let matched: Vec<usize> = if self.any.is_match(&buf.text) {
+            self.set
+                .matches(&buf.text)
+                .into_iter()
+                .filter_map(|k| self.set_ids.get(k).copied())
+                .collect()
+        } else {
+            Vec::new()
+        };
+        // Upper bound of any window's score: every anchor signal that occurs, at full weight.
+        let mut miss = 1.0 - SUPPORT_CAP;
+        let mut extra_best = vec![0.0f64; EXTRA_SIGNALS];
+        for r in &raw {
+            let k = r.signal.saturating_sub(self.signals.len());
+            if let Some(w) = extra_best.get_mut(k) {
+                *w = w.max(r.weight);
             }
         }
-        // Lead bytes of U+00AD, U+061C, U+180E, U+2xxx, U+FEFF and tag characters.
-        if s.bytes()
-            .any(|b| matches!(b, 0xC2 | 0xD8 | 0xE1 | 0xE2 | 0xEF | 0xF3))
-            && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
-        {
-            unicode_hits(s, &mut raw, self.signals.len());
+        for w in &extra_best {
+            miss *= 1.0 - w;
         }
-        self.base64_hits(s, buf, &mut raw);
+        for &i in &matched {
+            if let Some((sg, _)) = self.signals.get(i).filter(|(sg, _)| sg.anchor) {
+                miss *= 1.0 - sg.weight;
+            }
+        }
+        // The margin absorbs rounding: the bound multiplies in another order than `combine`.
+        if 1.0 - miss < threshold - 1e-9 {
+            return Scored::default();
+        }
+        if !matched.is_empty() {
+            buf.fill(s, true);
+            for &i in matched.iter().chain(&self.support_ids) {
+                self.signal_hits(i, buf, &mut raw);
+            }
+        }
         if raw.is_empty() {
             return Scored::default();
         }
         combine(raw, self.signals.len() + EXTRA_SIGNALS, threshold)
     }
 
+    /// The straightforward scan: every signal searched over the whole text. The reference
+    /// [`Injection::scan`] must agree with.
+    #[cfg(test)]
+    pub(crate) fn scan_reference(&self, s: &str, buf: &mut Normalized, threshold: f64) -> Scored {
+        let mut raw = Vec::new();
+        buf.fill(s, false);
+        if self.any.is_match(&buf.text) {
+            buf.fill(s, true);
+            for i in 0..self.signals.len() {
+                self.signal_hits(i, buf, &mut raw);
+            }
+        }
+        self.extra_hits(s, buf, &mut raw);
+        if raw.is_empty() {
+            return Scored::default();
+        }
+        combine(raw, self.signals.len() + EXTRA_SIGNALS, threshold)
+    }
+
+    /// Hits of signal `i` in the normalised text (which must carry its offset map).
+    fn signal_hits(&self, i: usize, buf: &Normalized, raw: &mut Vec<Raw>) {
+        let Some((sg, re)) = self.signals.get(i) else {
+            return;
+        };
+        for m in re.find_iter(&buf.text) {
+            if i == SPACED && !confirm_spaced(m.as_str()) {
+                continue;
+            }
+            let (a, z) = buf.span(m.start(), m.end());
+            let weight = if mentioned(&buf.text, m.start(), m.end()) {
+                sg.weight * MENTION_FACTOR
+            } else {
+                sg.weight
+            };
+            raw.push(Raw {
+                signal: i,
+                family: sg.family,
+                weight,
+                anchor: sg.anchor,
+                start: a,
+                end: z,
+            });
+        }
+    }
+
+    /// Character-level hits on the original text: invisible Unicode, zero-width runs, base64.
+    fn extra_hits(&self, s: &str, buf: &mut Normalized, raw: &mut Vec<Raw>) {
+        // Lead bytes of U+00AD, U+034F, U+061C, U+180E, U+2xxx, U+FEFF and tag characters,
+        // looked for with memchr (vectorised) before the char-by-char check.
+        let b = s.as_bytes();
+        if (memchr::memchr3(0xC2, 0xCD, 0xD8, b).is_some()
+            || memchr::memchr3(0xE1, 0xE2, 0xEF, b).is_some()
+            || memchr::memchr(0xF3, b).is_some())
+            && s.contains(|c| is_zero_width(c) || is_bidi(c) || is_tag(c))
+        {
+            unicode_hits(s, raw, self.signals.len());
+        }
+        self.base64_hits(s, buf, raw);
+    }
+
     /// Base64-looking blobs whose decoded text (printable ASCII) matches an anchor signal.
     fn base64_hits(&self, s: &str, buf: &mut Normalized, raw: &mut Vec<Raw>) {
-        let b = s.as_bytes();
-        let mut i = 0usize;
-        while i < b.len() {
-            if !is_b64(b.get(i).copied().unwrap_or(b' ')) {
-                i += 1;
-                continue;
-            }
-            let start = i;
-            while b.get(i).copied().is_some_and(is_b64) {
-                i += 1;
-            }
-            if i - start < B64_MIN {
-                continue;
-            }
-            let Some(decoded) = b.get(start..i).and_then(decode_b64) else {
+        for (start, i) in b64_runs(s.as_bytes()) {
+            let Some(decoded) = s.get(start..i).and_then(|r| decode_b64(r.as_bytes())) else {
                 continue;
             };
             let Ok(text) = std::str::from_utf8(&decoded) else {
@@ -409,6 +948,36 @@ const B64_MIN: usize = 24;
 
 fn is_b64(c: u8) -> bool {
     c.is_ascii_alphanumeric() || c == b'+' || c == b'/'
+}
+
+/// Byte spans of the maximal runs of at least [`B64_MIN`] base64 characters, in order.
+///
+/// Any such run covers one of the positions `B64_MIN - 1 + k * B64_MIN`, so only those are
+/// looked at, and a run is measured from the first of them that falls inside it: ordinary
+/// words are short, so most of the text is never read (a byte loop was a fifth of the scan).
+fn b64_runs(b: &[u8]) -> Vec<(usize, usize)> {
+    let at = |i: usize| b.get(i).copied().is_some_and(is_b64);
+    let mut runs = Vec::new();
+    let mut done = 0usize;
+    let mut p = B64_MIN - 1;
+    while p < b.len() {
+        if p >= done && at(p) {
+            let mut a = p;
+            while a > done && at(a - 1) {
+                a -= 1;
+            }
+            let mut z = p + 1;
+            while at(z) {
+                z += 1;
+            }
+            if z - a >= B64_MIN {
+                runs.push((a, z));
+            }
+            done = z;
+        }
+        p += B64_MIN;
+    }
+    runs
 }
 
 /// Decode standard base64 (no padding needed); `None` unless the result is printable text.
@@ -563,6 +1132,9 @@ fn is_zero_width(c: char) -> bool {
             | '\u{FEFF}'
             | '\u{00AD}'
             | '\u{180E}'
+            | '\u{200E}'
+            | '\u{200F}'
+            | '\u{034F}'
             | '\u{2061}'..='\u{2064}'
     )
 }
@@ -676,19 +1248,32 @@ impl Normalized {
                 // Copy the whole run of plain ASCII bytes at once: this loop is most of the cost
                 // of scanning ordinary text, and a slice copy vectorises where a byte loop does
                 // not.
-                let run = b.get(i..).map_or(0, |r| {
-                    r.iter()
-                        .take_while(|&&x| PLAIN.get(usize::from(x)).copied().unwrap_or(false))
-                        .count()
-                });
+                // A single space after a non-space is copied as it is too (it needs no
+                // collapsing), so a run spans words instead of stopping at every space.
+                let mut run = 0usize;
+                let mut run_space = false;
+                for &x in b.get(i..).unwrap_or(&[]) {
+                    if PLAIN.get(usize::from(x)).copied().unwrap_or(false) {
+                        run_space = false;
+                    } else if x == b' ' && !run_space {
+                        run_space = true;
+                    } else {
+                        break;
+                    }
+                    run += 1;
+                }
                 let chunk = b.get(i..i + run).unwrap_or(&[]);
-                out.extend(chunk.iter().map(u8::to_ascii_lowercase));
+                let from = out.len();
+                out.extend_from_slice(chunk);
+                if let Some(added) = out.get_mut(from..) {
+                    added.make_ascii_lowercase();
+                }
                 if with_map {
                     let n = u32::try_from(run).unwrap_or(u32::MAX);
                     self.map.extend(here..here.saturating_add(n));
                 }
                 prev_letter = chunk.last().is_some_and(u8::is_ascii_alphabetic);
-                space = false;
+                space = run_space;
                 i += run;
                 ci = here.saturating_add(u32::try_from(run).unwrap_or(u32::MAX));
                 continue;
@@ -846,3 +1431,7 @@ impl Normalized {
         &self.text
     }
 }
+
+#[cfg(test)]
+#[path = "injection_tests.rs"]
+mod tests;

@@ -17,9 +17,9 @@ use warden_content::{
 /// The row of the held-out injection set.
 const HELD_OUT: &str = "injection (held-out)";
 
-/// What the held-out set scores today (precision 0.946, recall 0.477 on 2026-12-03), as a
+/// What the held-out set scores today (precision 0.943, recall 0.605 on 2026-12-04), as a
 /// floor against regressions; the target is [`HELD_OUT_TARGET`].
-const HELD_OUT_FLOOR: (f64, f64) = (0.94, 0.47);
+const HELD_OUT_FLOOR: (f64, f64) = (0.94, 0.60);
 
 /// The target for the held-out set (issue 18).
 const HELD_OUT_TARGET: (f64, f64) = (0.95, 0.90);
