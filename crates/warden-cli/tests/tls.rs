@@ -656,3 +656,75 @@ fn an_mcp_sdk_client_reaches_an_https_upstream_through_mutual_tls() {
     let refused = sdk(&[]);
     assert!(refused["error"].is_string(), "{refused}");
 }
+
+/// With `tls.identity: principal`, the client certificate's identity is also the principal of
+/// the MCP mounts' decisions: the MCP Python SDK over mutual TLS may call the tool only with
+/// the certificate the policy names.
+#[test]
+fn the_client_certificate_identity_is_the_principal_on_mcp_mounts() {
+    let site = Site::new("");
+    let (_upstream, upstream_port) = tls_mcp_upstream(&site);
+    let other = site.path("c");
+    let out = Command::new(WARDEN)
+        .args([
+            "certs",
+            "dev",
+            "--client-id",
+            "spiffe://warden.local/agent/other",
+            "--out",
+        ])
+        .arg(&other)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let bundle = [site.path("a/ca.pem"), other.join("ca.pem")]
+        .iter()
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .collect::<String>();
+    std::fs::write(site.path("clients.pem"), bundle).unwrap();
+    std::fs::write(site.path("pol/by-principal.yaml"), BY_PRINCIPAL).unwrap();
+    std::fs::write(
+        site.path("warden.yaml"),
+        format!(
+            "policies: pol\nstate: memory\nanonymous_policy: by-principal\nwatch: false\n\
+             tls:\n  cert: server.pem\n  key: server.key\n  client_ca: clients.pem\n  identity: principal\n\
+             mcp_upstreams:\n  - {{ name: tools, url: \"https://localhost:{upstream_port}/mcp\", policy: by-principal, ca_file: a/ca.pem }}\n"
+        ),
+    )
+    .unwrap();
+    let server = site.start();
+    let url = format!("https://localhost:{}/mcp/tools", port(&server));
+    let call = |client: &Path| -> Value {
+        let out = Command::new("python3")
+            .arg(common::mcp::root().join("crates/warden-cli/tests/tls/mcp_sdk.py"))
+            .arg(&url)
+            .arg(site.path("a/ca.pem"))
+            .arg(client.join("client.pem"))
+            .arg(client.join("client.key"))
+            .arg("read")
+            .output()
+            .unwrap();
+        let seen: Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|_| {
+            panic!(
+                "mcp SDK missing? run scripts/test: {}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        assert!(
+            seen["error"].is_null(),
+            "{seen}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        seen
+    };
+    let allowed = call(&site.path("a"));
+    assert_eq!(allowed["call"], "read ok", "{allowed}");
+    let denied = call(&other);
+    let text = denied["call"].as_str().unwrap_or_default();
+    assert!(text.starts_with("denied"), "{denied}");
+    assert!(!text.contains("read ok"), "{denied}");
+}

@@ -35,6 +35,9 @@ use crate::{AppState, StateMode};
 /// Set by the daemon after authentication (any value sent by the client is replaced) and
 /// removed before forwarding: the authenticated tenant.
 const TENANT_HEADER: &str = "x-warden-internal-tenant";
+/// The principal a verified client certificate makes (`tls.identity: principal`), passed the
+/// same way; removed from what clients send and from what the upstream receives.
+const PRINCIPAL_HEADER: &str = "x-warden-internal-principal";
 /// The Warden session of an upstream without a configured `session`: one per tenant (the key's
 /// identity), shared by every MCP session and upstream of that tenant, so a taint follows the
 /// agent from one upstream to another.
@@ -214,12 +217,19 @@ fn identify(source: SessionSource) -> warden_mcp::http::Identify {
             .get(TENANT_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or(ANONYMOUS);
+        // The client certificate's identity when it makes the principal, else the key's
+        // tenant.
+        let principal = headers
+            .get(PRINCIPAL_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| (tenant != ANONYMOUS).then(|| tenant.to_owned()));
         // The key's identity, a configured session or the configured header, never the
         // client's `Mcp-Session-Id`: a client picks that one, and a new one would clear its
         // taints. The pipeline namespaces it by tenant, so a header cannot reach another
         // tenant's session.
         Ok(Identity {
-            principal: (tenant != ANONYMOUS).then(|| tenant.to_owned()),
+            principal,
             session: Some(source.session(headers)?),
         })
     })
@@ -297,6 +307,7 @@ fn mount(
         header::AUTHORIZATION,
         HeaderName::from_static("x-api-key"),
         HeaderName::from_static(TENANT_HEADER),
+        HeaderName::from_static(PRINCIPAL_HEADER),
     ];
     Ok(Upstream {
         config,
@@ -477,8 +488,24 @@ impl Upstream {
         }
         let headers = request.headers_mut();
         headers.remove(TENANT_HEADER);
+        headers.remove(PRINCIPAL_HEADER);
         if let Ok(tenant) = HeaderValue::from_str(&caller.tenant) {
             headers.insert(TENANT_HEADER, tenant);
+        }
+        if let Some(principal) = &caller.certified_principal {
+            // An identity that is not a header value decides nothing: fail closed.
+            match HeaderValue::from_str(principal) {
+                Ok(value) => {
+                    headers.insert(PRINCIPAL_HEADER, value);
+                }
+                Err(_) => {
+                    return json_rpc_error(
+                        StatusCode::FORBIDDEN,
+                        -32001,
+                        "the client certificate's identity cannot be used as a principal",
+                    );
+                }
+            }
         }
         let Some(telemetry) = self.state.telemetry() else {
             return warden_mcp::http::handle(State(self.proxy.clone()), request).await;

@@ -1,8 +1,9 @@
 """The official MCP Python SDK over TLS: initializes a session with URL, the server verified
 against CA_BUNDLE, presenting CLIENT_CERT/CLIENT_KEY when given (mutual TLS).
 
-usage: python3 mcp_sdk.py URL CA_BUNDLE [CLIENT_CERT CLIENT_KEY]
-Prints one JSON object: {"server": NAME} or {"error": TYPE}.
+usage: python3 mcp_sdk.py URL CA_BUNDLE [CLIENT_CERT CLIENT_KEY [TOOL]]
+Prints one JSON object: {"server": NAME} or {"error": TYPE}; with TOOL, the tool is called after
+listing the tools, and "call" holds its text, or "denied: MESSAGE" when Warden refused it.
 """
 
 import asyncio
@@ -12,6 +13,7 @@ import sys
 
 import httpx2
 from mcp import ClientSession
+from mcp.shared.exceptions import MCPError
 from mcp.client.streamable_http import streamable_http_client
 
 
@@ -25,11 +27,20 @@ async def main():
             read, write = streams[0], streams[1]
             async with ClientSession(read, write) as session:
                 result = await session.initialize()
-                return result.server_info.name
+                seen = {"server": result.server_info.name}
+                if len(sys.argv) > 5:
+                    await session.list_tools()
+                    try:
+                        called = await session.call_tool(sys.argv[5], {})
+                        texts = [c.text for c in called.content if getattr(c, "text", None)]
+                        seen["call"] = ("denied: " if called.is_error else "") + " ".join(texts)
+                    except MCPError as e:
+                        seen["call"] = f"denied: {e.error.message}"
+                return seen
 
 
 try:
-    print(json.dumps({"server": asyncio.run(main())}))
+    print(json.dumps(asyncio.run(main())))
 except BaseException as e:  # noqa: BLE001 - the test reads what was raised
     import traceback
 

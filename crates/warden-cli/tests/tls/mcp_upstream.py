@@ -1,5 +1,6 @@
 """A minimal MCP Streamable HTTP upstream over TLS (the standard library's `ssl`), for
-crates/warden-cli/tests/tls.rs: answers `initialize` in JSON.
+crates/warden-cli/tests/tls.rs: answers `initialize`, `tools/list` (one tool, `read`) and
+`tools/call` in JSON.
 
 Usage: mcp_upstream.py CERT KEY. Prints the port, then serves until killed.
 """
@@ -17,11 +18,17 @@ class Upstream(BaseHTTPRequestHandler):
             self.send_response(202)
             self.end_headers()
             return
-        result = {
-            "protocolVersion": body.get("params", {}).get("protocolVersion", "2025-06-18"),
-            "capabilities": {"tools": {}},
-            "serverInfo": {"name": "tls-stub", "version": "1.0.0"},
-        }
+        method = body.get("method")
+        if method == "tools/list":
+            result = {"tools": [{"name": "read", "description": "Read", "inputSchema": {"type": "object"}}]}
+        elif method == "tools/call":
+            result = {"content": [{"type": "text", "text": "read ok"}], "isError": False}
+        else:
+            result = {
+                "protocolVersion": body.get("params", {}).get("protocolVersion", "2025-06-18"),
+                "capabilities": {"tools": {}},
+                "serverInfo": {"name": "tls-stub", "version": "1.0.0"},
+            }
         answer = json.dumps({"jsonrpc": "2.0", "id": body["id"], "result": result}).encode()
         self.send_response(200)
         self.send_header("content-type", "application/json")
