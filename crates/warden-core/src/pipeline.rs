@@ -202,8 +202,15 @@ pub trait Effects: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    /// A decision is being delivered: log it, count it.
-    fn delivered(&self, _caller: &Caller<'_>, _decision: &Decision, _latency: Duration) {}
+    /// A decision about `request` is being delivered: log it, count it.
+    fn delivered(
+        &self,
+        _caller: &Caller<'_>,
+        _request: &Request,
+        _decision: &Decision,
+        _latency: Duration,
+    ) {
+    }
 
     /// A step of an approval (see [`ApprovalEvent`]): record it durably (the audit log). The
     /// approval carries the arguments' hash, never their values.
@@ -714,7 +721,7 @@ impl<E: Effects> Pipeline<E> {
         self.effects
             .seal(caller, request, &mut decision)
             .map_err(PipelineError::Effect)?;
-        self.effects.delivered(caller, &decision, latency);
+        self.effects.delivered(caller, request, &decision, latency);
         let decided = [Decided {
             request,
             decision: &decision,
@@ -779,8 +786,8 @@ impl<E: Effects> Pipeline<E> {
                 },
             };
             if committed {
-                for (decision, latency) in &decisions {
-                    self.effects.delivered(caller, decision, *latency);
+                for (request, (decision, latency)) in requests.iter().zip(&decisions) {
+                    self.effects.delivered(caller, request, decision, *latency);
                 }
                 return Ok(decisions.into_iter().map(|(d, _)| d).collect());
             }
