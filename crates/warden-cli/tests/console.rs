@@ -27,9 +27,13 @@ warden: 1
 name: pay
 version: "3"
 default: deny
-tools: { "pay.*": [payment], "kb.*": [read] }
+tools: { "pay.*": [payment], "kb.*": [read], "web.*": [web], "mail.*": [mail] }
 rules:
   - { id: reads, effect: allow, classes: [read] }
+  - { id: web, effect: allow, classes: [web], add_taints: [untrusted] }
+  - { id: mail, effect: allow, classes: [mail] }
+  - { id: no-mail-after-web, effect: deny, tools: [mail.send], if: "taint:untrusted", reason: "mail after untrusted content" }
+  - { id: no-refund-right-after-web, effect: deny, tools: [pay.refund], after: { classes: [web], within: 5 } }
   - { id: payments, effect: ask, classes: [payment], reason: "payments need a person's approval" }
   - { id: no-refunds, effect: deny, tools: [pay.refund] }
 "#;
@@ -269,6 +273,113 @@ fn console_login_csrf_and_approving_a_held_call() {
     let log = server.stop();
     assert!(!log.contains(SECRET), "{log}");
     assert!(!log.contains(&admin), "the admin key is never logged");
+}
+
+/// The session view: a session's taints and recent tools; a taint cleared with a reason (CSRF
+/// token needed; blank reason 400; a taint the session lacks 404), recorded in the audit log
+/// with the admin's key id, and the call it blocked goes through.
+#[test]
+fn a_taint_is_cleared_in_the_console_and_audited() {
+    let site = Site::new("audit: { dir: audit, fsync: always }\n");
+    let agent = site.key("acme", None);
+    let admin = site.key("ops", Some("admin"));
+    let server = site.serve();
+    let (_, session) = login(&server, &admin);
+    let session = session.unwrap();
+    let call = |tool: &str| {
+        server.post_json(
+            "/v1/decide",
+            Some(&agent),
+            &json!({"session": "w1", "tool": tool, "args": {"to": SECRET}}),
+        )
+    };
+    assert_eq!(call("web.fetch").body["taints"], json!(["untrusted"]));
+    assert_eq!(call("mail.send").body["decision"], "deny");
+
+    let view = get(
+        &server,
+        "/ui/api/sessions/view?tenant=acme&session=w1",
+        Some(&session),
+    );
+    assert_eq!(view.status, 200, "{}", view.text);
+    assert_eq!(view.body["taints"], json!(["untrusted"]), "{}", view.text);
+    assert_eq!(
+        view.body["history"][0]["tool"], "web.fetch",
+        "{}",
+        view.text
+    );
+    assert!(!view.text.contains(SECRET), "{}", view.text);
+    let other_tenant = get(
+        &server,
+        "/ui/api/sessions/view?tenant=globex&session=w1",
+        Some(&session),
+    );
+    assert_eq!(other_tenant.status, 404, "sessions are per tenant");
+    assert_eq!(
+        get(&server, "/ui/api/sessions/view?tenant=acme", Some(&session)).status,
+        400
+    );
+
+    let clear = |taint: &str, reason: &str, csrf: Option<&str>| {
+        post(
+            &server,
+            "/ui/api/sessions/clear-taint",
+            &session,
+            csrf,
+            &json!({"tenant": "acme", "session": "w1", "taint": taint, "reason": reason}),
+        )
+    };
+    assert_eq!(clear("untrusted", "checked", None).status, 403);
+    assert_eq!(
+        clear("untrusted", " ", Some(&session.csrf)).status,
+        400,
+        "a reason is needed"
+    );
+    let missing = clear("pii", "checked", Some(&session.csrf));
+    assert_eq!(missing.status, 404, "{}", missing.text);
+    let cleared = clear(
+        "untrusted",
+        "the page was our own wiki",
+        Some(&session.csrf),
+    );
+    assert_eq!(cleared.status, 200, "{}", cleared.text);
+    let view = get(
+        &server,
+        "/ui/api/sessions/view?tenant=acme&session=w1",
+        Some(&session),
+    );
+    assert_eq!(view.body["taints"], json!([]), "{}", view.text);
+    assert_eq!(
+        view.body["history"][0]["tool"], "web.fetch",
+        "the history stays"
+    );
+    assert_eq!(call("mail.send").body["decision"], "allow");
+
+    let key_id = get(&server, "/ui/api/session", Some(&session)).body["key_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let log = server.stop();
+    assert!(log.contains("taint cleared in the console"), "{log}");
+    let mut audit = String::new();
+    for entry in std::fs::read_dir(site.path("audit")).unwrap() {
+        audit.push_str(&std::fs::read_to_string(entry.unwrap().path()).unwrap_or_default());
+    }
+    let change = audit
+        .lines()
+        .find(|l| l.contains("session_change"))
+        .unwrap_or_else(|| panic!("no session_change entry in {audit}"));
+    let change: Value = serde_json::from_str(change).unwrap();
+    let change = if change["record"].is_object() {
+        change["record"].clone()
+    } else {
+        change
+    };
+    assert_eq!(change["decision"], "clear_taint", "{change}");
+    assert_eq!(change["rule"], "untrusted", "{change}");
+    assert_eq!(change["session"], "w1", "{change}");
+    assert_eq!(change["principal"], format!("key:{key_id}"), "{change}");
+    assert!(!audit.contains(SECRET));
 }
 
 /// A live stream over a raw socket: the request is sent, the answer's head read.

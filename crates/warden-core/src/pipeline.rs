@@ -548,6 +548,32 @@ impl<E: Effects> Pipeline<E> {
         }
     }
 
+    /// Removes `taint` from the caller's `session` (a person's decision, e.g. from the console),
+    /// atomically with the decisions on that session; the history is kept. Answers whether the
+    /// session had the taint (`false`: nothing changed). The caller records who and why.
+    pub async fn clear_taint(
+        &self,
+        caller: &Caller<'_>,
+        session: &str,
+        taint: &str,
+    ) -> Result<bool, PipelineError<E::Error>> {
+        let key = caller.session_key(session);
+        let mut had = false;
+        let mut decide = |state: &SessionState| {
+            had = state.taints.contains(taint);
+            had.then(|| crate::session::StateChange {
+                remove: vec![Arc::from(taint)],
+                // Nothing pushed: every entry stays.
+                history_limit: usize::MAX,
+                ..crate::session::StateChange::default()
+            })
+        };
+        self.sessions
+            .transact(StoreAccess::new(), &key, &mut decide)
+            .await?;
+        Ok(had)
+    }
+
     /// What decisions do when the state layer fails (default: refuse).
     #[must_use]
     pub fn with_store_failure(mut self, mode: OnStoreFailure) -> Self {

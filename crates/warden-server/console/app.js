@@ -186,6 +186,67 @@ async function answer(id, verb, reason) {
   loadApprovals();
 }
 
+async function loadSession() {
+  const form = new FormData($("session-form"));
+  const tenant = form.get("tenant");
+  const session = form.get("session");
+  $("session-error").textContent = "";
+  let body;
+  try {
+    body = await api("/ui/api/sessions/view?" + new URLSearchParams({ tenant, session }).toString());
+  } catch (e) {
+    $("session-detail").hidden = true;
+    $("session-error").textContent = e.message;
+    return;
+  }
+  const taints = $("taint-rows");
+  taints.replaceChildren();
+  for (const taint of body.taints) {
+    const row = document.createElement("tr");
+    row.dataset.taint = taint;
+    cell(row, taint);
+    const reasonCell = cell(row, "");
+    const reason = document.createElement("input");
+    reason.placeholder = "reason";
+    reasonCell.appendChild(reason);
+    const actions = cell(row, "");
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Clear";
+    button.dataset.action = "clear";
+    button.addEventListener("click", () => clearTaint(tenant, session, taint, reason.value));
+    actions.appendChild(button);
+    taints.appendChild(row);
+  }
+  const history = $("history-rows");
+  history.replaceChildren();
+  for (const entry of body.history) {
+    const row = document.createElement("tr");
+    cell(row, entry.tool);
+    cell(row, (entry.classes || []).join(", "));
+    history.appendChild(row);
+  }
+  $("session-detail").hidden = false;
+}
+
+async function clearTaint(tenant, session, taint, reason) {
+  $("session-error").textContent = "";
+  if (!reason.trim()) {
+    $("session-error").textContent = "give a reason first";
+    return;
+  }
+  try {
+    await api("/ui/api/sessions/clear-taint", {
+      method: "POST",
+      body: JSON.stringify({ tenant, session, taint, reason }),
+    });
+  } catch (e) {
+    $("session-error").textContent = e.message;
+    return;
+  }
+  loadSession();
+}
+
 async function loadPolicies() {
   const body = await api("/ui/api/policies");
   const rows = $("policy-rows");
@@ -221,6 +282,7 @@ document.addEventListener("DOMContentLoaded", () => {
     showLogin("");
   });
   $("filters").addEventListener("submit", (event) => { event.preventDefault(); connect(); });
+  $("session-form").addEventListener("submit", (event) => { event.preventDefault(); loadSession(); });
   for (const button of document.querySelectorAll("nav button")) {
     button.addEventListener("click", () => {
       for (const other of document.querySelectorAll("nav button")) other.classList.remove("active");

@@ -280,6 +280,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/api/approvals", get(approvals))
         .route("/ui/api/approvals/{id}/approve", post(approve))
         .route("/ui/api/approvals/{id}/deny", post(deny))
+        .route("/ui/api/sessions/view", get(session_view))
+        .route("/ui/api/sessions/clear-taint", post(clear_taint))
         .route("/ui/events", get(events))
         .layer(axum::middleware::from_fn(headers_layer))
 }
@@ -487,6 +489,146 @@ async fn answer(
     crate::approvals::answer(&state, &admin, &id, approve, req)
         .await
         .map(IntoResponse::into_response)
+}
+
+/// Longest reason for clearing a taint, in bytes (as an approval's).
+const MAX_REASON_BYTES: usize = warden::state::MAX_APPROVAL_REASON_BYTES;
+
+/// A tenant and a session id, checked.
+fn check_session_names(tenant: &str, session: &str, limit: usize) -> Result<(), ApiError> {
+    for (name, value) in [("tenant", tenant), ("session", session)] {
+        if value.is_empty() || value.len() > limit {
+            return Err(ApiError::bad_request(format!(
+                "field `{name}`: 1 to {limit} bytes"
+            )));
+        }
+    }
+    Ok(())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionQuery {
+    tenant: String,
+    session: String,
+}
+
+/// `GET /ui/api/sessions/view?tenant=T&session=S`: the session's taints and the tools of its
+/// recent history (names and classes only).
+async fn session_view(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(query): Query<SessionQuery>,
+) -> Result<Response, ApiError> {
+    login_of(&state, &headers)?;
+    check_session_names(
+        &query.tenant,
+        &query.session,
+        state.config().max_identifier_bytes,
+    )?;
+    let caller = Caller {
+        tenant: Some(&query.tenant),
+        policy: None,
+        request_id: None,
+        tokens: false,
+    };
+    let key = caller.session_key(&query.session);
+    let found = state.pipeline().sessions().get(&key).await.map_err(|e| {
+        tracing::error!(error = %e, "session store failed");
+        ApiError::state_unavailable()
+    })?;
+    let Some(found) = found else {
+        return Err(ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!(
+                "no session `{}` for tenant `{}` here",
+                query.session, query.tenant
+            ),
+        ));
+    };
+    let history: Vec<Value> = found
+        .history
+        .iter()
+        .map(|h| json!({ "tool": h.tool, "classes": h.classes }))
+        .collect();
+    Ok(axum::Json(json!({
+        "tenant": query.tenant,
+        "session": query.session,
+        "taints": found.taints,
+        "history": history,
+    }))
+    .into_response())
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClearTaint {
+    tenant: String,
+    session: String,
+    taint: String,
+    reason: String,
+}
+
+/// `POST /ui/api/sessions/clear-taint` with `{"tenant", "session", "taint", "reason"}` and the
+/// CSRF token: removes the taint (audited, `session_change`); 404 when the session does not
+/// have it.
+async fn clear_taint(State(state): State<AppState>, req: Request) -> Result<Response, ApiError> {
+    let login = login_with_csrf(&state, req.headers())?;
+    let body = crate::body::json_body(&state, req, false).await?;
+    let ClearTaint {
+        tenant,
+        session,
+        taint,
+        reason,
+    } = serde_json::from_slice(&body)
+        .map_err(|e| ApiError::bad_request(format!("invalid body: {e}")))?;
+    let limit = state.config().max_identifier_bytes;
+    check_session_names(&tenant, &session, limit)?;
+    if taint.is_empty() || taint.len() > limit {
+        return Err(ApiError::bad_request(format!(
+            "field `taint`: 1 to {limit} bytes"
+        )));
+    }
+    if reason.trim().is_empty() || reason.len() > MAX_REASON_BYTES {
+        return Err(ApiError::bad_request(format!(
+            "field `reason`: 1 to {MAX_REASON_BYTES} bytes, not blank"
+        )));
+    }
+    let caller = Caller {
+        tenant: Some(&tenant),
+        policy: None,
+        request_id: None,
+        tokens: false,
+    };
+    let cleared = state
+        .pipeline()
+        .clear_taint(&caller, &session, &taint)
+        .await
+        .map_err(crate::handlers::refused)?;
+    if !cleared {
+        return Err(ApiError::new(
+            ErrorCode::ResourceNotFound,
+            format!("session `{session}` of tenant `{tenant}` has no taint `{taint}` here"),
+        ));
+    }
+    tracing::info!(
+        key_id = %login.key_id,
+        tenant = %tenant,
+        session = %session,
+        taint = %taint,
+        reason = %reason,
+        "taint cleared in the console"
+    );
+    crate::audit::audit_taint_cleared(
+        state.effects().audit.as_ref(),
+        &tenant,
+        &session,
+        &login.key_id,
+        &taint,
+        &reason,
+    )
+    .await?;
+    Ok(axum::Json(json!({ "cleared": true })).into_response())
 }
 
 /// What a live stream shows: decisions matching every filter given.
