@@ -562,7 +562,7 @@ fn browser() -> Result<(PathBuf, PathBuf), String> {
 /// The console in Debian's chromium driven by playwright-core (`tests/console/browser.cjs`):
 /// log in (a wrong key refused; the cookie is `HttpOnly`, `SameSite=Strict`, unseen by
 /// scripts), a denial appears live, a held call is approved in the page and the agent's retry
-/// goes through, the policies view, logout. Screenshots under `target/console-screenshots/`.
+/// goes through, a session's taint cleared with a reason, the policies view, logout. Screenshots under `target/console-screenshots/`.
 /// Skipped (said on stderr) without a browser unless `WARDEN_TEST_BROWSER_REQUIRED=1`, which
 /// scripts/test sets after installing one.
 #[test]
@@ -643,6 +643,9 @@ fn the_console_in_a_real_browser() {
     assert_eq!(approved["held"], "pending", "{approved}");
     assert_eq!(approved["retry"], "allow", "{approved}");
     assert_eq!(approved["approval_status"], "consumed", "{approved}");
+    let cleared = step("taint cleared in the console");
+    assert_eq!(cleared["taints_before"], json!(["untrusted"]), "{cleared}");
+    assert_eq!(cleared["history"][0], "web.fetch", "{cleared}");
     let policies = step("policies");
     assert_eq!(policies["rows"][0], "pay", "{policies}");
     assert_eq!(policies["rows"][2], "3", "{policies}");
@@ -655,7 +658,13 @@ fn the_console_in_a_real_browser() {
         .filter(|e| !e.as_str().unwrap_or("").contains("Failed to load resource"))
         .collect();
     assert!(errors.is_empty(), "script errors in the page: {errors:?}");
-    for shot in ["login.png", "live.png", "approvals.png", "policies.png"] {
+    for shot in [
+        "login.png",
+        "live.png",
+        "approvals.png",
+        "session.png",
+        "policies.png",
+    ] {
         assert!(shots.join(shot).exists(), "{shot}");
     }
     // The approval is in the log with the admin's key id, never the argument.

@@ -2,7 +2,7 @@
 // running `warden serve` (started by crates/warden-cli/tests/console.rs, which checks what this
 // prints). Steps: log in with the admin key; a denial made by the agent appears live; an
 // agent's call held for approval is approved in the console and the agent's retry goes
-// through. Screenshots of each view go to SCREENSHOTS.
+// through; a session's taint is cleared with a reason. Screenshots of each view go to SCREENSHOTS.
 // Usage: node browser.cjs NPM_DIR   (env: WARDEN_URL, ADMIN_KEY, AGENT_KEY, CHROMIUM, SCREENSHOTS)
 // Prints one JSON line per step: {"step": NAME, ...facts}; exits non-zero on the first failure.
 'use strict';
@@ -102,6 +102,22 @@ async function main() {
     });
     await page.click('nav button[data-view=live]');
     await page.locator('#decisions tr.allow', { hasText: 'pay.send' }).first().waitFor({ timeout: TIMEOUT });
+
+    const tainted = await decide(url, agent, { session: 'w1', tool: 'web.fetch', args: { url: secret } });
+    await page.click('nav button[data-view=sessions]');
+    await page.fill('#session-form input[name=tenant]', 'acme');
+    await page.fill('#session-form input[name=session]', 'w1');
+    await page.click('#session-form button[type=submit]');
+    const taintRow = page.locator('#taint-rows tr', { hasText: 'untrusted' });
+    await taintRow.waitFor({ timeout: TIMEOUT });
+    await page.screenshot({ path: path.join(shots, 'session.png') });
+    await taintRow.locator('input').fill('the page was our own wiki');
+    await taintRow.locator('button[data-action=clear]').click();
+    await taintRow.waitFor({ state: 'detached', timeout: TIMEOUT });
+    report('taint cleared in the console', {
+      taints_before: tainted.taints,
+      history: await page.locator('#history-rows tr td').allTextContents(),
+    });
 
     await page.click('nav button[data-view=policies]');
     await page.locator('#policy-rows tr').first().waitFor({ timeout: TIMEOUT });
