@@ -258,6 +258,8 @@ fn console_login_csrf_and_approving_a_held_call() {
     let empty = get(&server, "/ui/api/approvals", Some(&session));
     assert_eq!(empty.body["approvals"], json!([]), "{}", empty.text);
 
+    let (status, mut open) = Viewer::open(&server, &session, "");
+    assert_eq!(status, 200);
     let out = post(&server, "/ui/logout", &session, None, &json!({}));
     assert_eq!(out.status, 403, "logout needs the token too");
     let out = post(
@@ -269,6 +271,10 @@ fn console_login_csrf_and_approving_a_held_call() {
     );
     assert_eq!(out.status, 204, "{}", out.text);
     assert_eq!(get(&server, "/ui/api/session", Some(&session)).status, 401);
+    assert!(
+        open.ends_before(Instant::now() + Duration::from_secs(15)),
+        "a live stream ends with its login, even with no decision coming"
+    );
 
     let log = server.stop();
     assert!(!log.contains(SECRET), "{log}");
@@ -415,6 +421,23 @@ impl Viewer {
             }
         }
         (code, Self { reader })
+    }
+
+    /// Whether the server closes the stream before `deadline`.
+    fn ends_before(&mut self, deadline: Instant) -> bool {
+        while Instant::now() < deadline {
+            let mut line = String::new();
+            match self.reader.read_line(&mut line) {
+                Ok(0) => return true,
+                // The chunked body's last chunk (`0`) ends the answer on a kept-alive connection.
+                Ok(_) if line == "0\r\n" => return true,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
+                Err(_) => return true,
+            }
+        }
+        false
     }
 
     /// The next event of kind `event` (its `data`), skipping others, until `deadline`; the

@@ -54,6 +54,8 @@ const MAX_LOGINS: usize = 1024;
 const MAX_KEY_BYTES: usize = 256;
 /// Approvals the console lists, at most.
 const MAX_APPROVALS: usize = 200;
+/// How often an idle live stream checks that its login still holds.
+const LOGIN_CHECK: Duration = Duration::from_secs(5);
 /// Longest filter value accepted, in bytes.
 const MAX_FILTER_BYTES: usize = 256;
 
@@ -700,7 +702,8 @@ struct Stream {
 }
 
 /// `GET /ui/events?tenant=&verdict=&rule=&tool=`: the live decisions, as server-sent events
-/// (`decision`, JSON; `dropped`, the count this viewer missed). Ends with the login.
+/// (`decision`, JSON; `dropped`, the count this viewer missed). Ends with the login (at
+/// the latest [`LOGIN_CHECK`] after it).
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -730,7 +733,16 @@ async fn events(
     };
     let stream = futures_util::stream::unfold(start, |mut s| async move {
         loop {
-            let item = match s.receiver.recv().await {
+            // Woken at least this often to end a stream whose login ended while no decision
+            // came.
+            let received = tokio::time::timeout(LOGIN_CHECK, s.receiver.recv()).await;
+            if s.login.ended.load(Ordering::Acquire) || s.login.expires <= Instant::now() {
+                return None;
+            }
+            let Ok(received) = received else {
+                continue;
+            };
+            let item = match received {
                 Ok(event) => {
                     if !s.filter.matches(&event) {
                         continue;
@@ -749,9 +761,6 @@ async fn events(
                 }
                 Err(broadcast::error::RecvError::Closed) => return None,
             };
-            if s.login.ended.load(Ordering::Acquire) || s.login.expires <= Instant::now() {
-                return None;
-            }
             return Some((Ok::<_, Infallible>(item), s));
         }
     });
