@@ -60,7 +60,14 @@ impl Effects for Counting {
         }
     }
 
-    fn delivered(&self, _caller: &Caller<'_>, _decision: &Decision, _latency: Duration) {}
+    fn delivered(
+        &self,
+        _caller: &Caller<'_>,
+        _request: &Request,
+        _decision: &Decision,
+        _latency: Duration,
+    ) {
+    }
 }
 
 /// Counts of decisions that failed closed, for metrics.

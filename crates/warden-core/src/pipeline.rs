@@ -202,8 +202,15 @@ pub trait Effects: Send + Sync {
         Box::pin(async { Ok(()) })
     }
 
-    /// A decision is being delivered: log it, count it.
-    fn delivered(&self, _caller: &Caller<'_>, _decision: &Decision, _latency: Duration) {}
+    /// A decision about `request` is being delivered: log it, count it.
+    fn delivered(
+        &self,
+        _caller: &Caller<'_>,
+        _request: &Request,
+        _decision: &Decision,
+        _latency: Duration,
+    ) {
+    }
 
     /// A step of an approval (see [`ApprovalEvent`]): record it durably (the audit log). The
     /// approval carries the arguments' hash, never their values.
@@ -541,6 +548,32 @@ impl<E: Effects> Pipeline<E> {
         }
     }
 
+    /// Removes `taint` from the caller's `session` (a person's decision, e.g. from the console),
+    /// atomically with the decisions on that session; the history is kept. Answers whether the
+    /// session had the taint (`false`: nothing changed). The caller records who and why.
+    pub async fn clear_taint(
+        &self,
+        caller: &Caller<'_>,
+        session: &str,
+        taint: &str,
+    ) -> Result<bool, PipelineError<E::Error>> {
+        let key = caller.session_key(session);
+        let mut had = false;
+        let mut decide = |state: &SessionState| {
+            had = state.taints.contains(taint);
+            had.then(|| crate::session::StateChange {
+                remove: vec![Arc::from(taint)],
+                // Nothing pushed: every entry stays.
+                history_limit: usize::MAX,
+                ..crate::session::StateChange::default()
+            })
+        };
+        self.sessions
+            .transact(StoreAccess::new(), &key, &mut decide)
+            .await?;
+        Ok(had)
+    }
+
     /// What decisions do when the state layer fails (default: refuse).
     #[must_use]
     pub fn with_store_failure(mut self, mode: OnStoreFailure) -> Self {
@@ -714,7 +747,7 @@ impl<E: Effects> Pipeline<E> {
         self.effects
             .seal(caller, request, &mut decision)
             .map_err(PipelineError::Effect)?;
-        self.effects.delivered(caller, &decision, latency);
+        self.effects.delivered(caller, request, &decision, latency);
         let decided = [Decided {
             request,
             decision: &decision,
@@ -779,8 +812,8 @@ impl<E: Effects> Pipeline<E> {
                 },
             };
             if committed {
-                for (decision, latency) in &decisions {
-                    self.effects.delivered(caller, decision, *latency);
+                for (request, (decision, latency)) in requests.iter().zip(&decisions) {
+                    self.effects.delivered(caller, request, decision, *latency);
                 }
                 return Ok(decisions.into_iter().map(|(d, _)| d).collect());
             }

@@ -213,7 +213,13 @@ impl Effects for Recorder {
         })
     }
 
-    fn delivered(&self, _caller: &Caller<'_>, decision: &Decision, _latency: std::time::Duration) {
+    fn delivered(
+        &self,
+        _caller: &Caller<'_>,
+        _request: &Request,
+        decision: &Decision,
+        _latency: std::time::Duration,
+    ) {
         self.log
             .lock()
             .push(format!("delivered {:?}", decision.verdict));

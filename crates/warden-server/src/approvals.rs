@@ -144,7 +144,8 @@ pub(crate) async fn deny(
     answer(&state, &admin, &id, false, req).await
 }
 
-async fn answer(
+/// Answers approval `id` for `admin` with the JSON body's reason (the console's answers too).
+pub(crate) async fn answer(
     state: &AppState,
     admin: &Admin,
     id: &str,

@@ -357,6 +357,47 @@ pub(crate) async fn audit_policy_change(
     audit_wait(vec![ack]).await
 }
 
+/// `kind` of the audit entry of a change a person made to a session (the console).
+pub(crate) const SESSION_CHANGE_KIND: &str = "session_change";
+
+/// Appends the entry of a taint cleared by a person and waits for it (per `fsync`): kind
+/// `session_change`, `decision` `clear_taint`, `rule` the taint, `tenant` and `session` the
+/// session's, `principal` the admin key (`key:<id>`), `args_hash` the hash of the taint and the
+/// reason (the reason itself is in the daemon's log line, not the audit log).
+pub(crate) async fn audit_taint_cleared(
+    audit: Option<&Audit>,
+    tenant: &str,
+    session: &str,
+    admin_key: &str,
+    taint: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    let content = serde_json::json!({ "taint": taint, "reason": reason });
+    let record = AuditRecord {
+        time_ms: unix_now_ms(),
+        tenant: Some(tenant.to_owned()),
+        principal: Some(format!("key:{admin_key}")),
+        session: Some(session.to_owned()),
+        kind: SESSION_CHANGE_KIND.to_owned(),
+        tool: None,
+        args_hash: Some(
+            warden_proof::args_hash(&content)
+                .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
+        ),
+        decision: "clear_taint".to_owned(),
+        rule: Some(taint.to_owned()),
+        findings: Vec::new(),
+        policy: String::new(),
+        latency_us: 0,
+        model: None,
+    };
+    let ack = queue(audit, record)?;
+    audit_wait(vec![ack]).await
+}
+
 /// `kind` of the audit entry of a Data API query against a Rego policy.
 pub(crate) const DATA_QUERY_KIND: &str = "data_query";
 

@@ -78,6 +78,57 @@ pub struct ApprovalConfig {
     pub wait_ms: u64,
 }
 
+/// The console at `/ui` (docs/serve.md, "Console").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConsoleConfig {
+    /// Whether `/ui` is served at all.
+    pub enabled: bool,
+    /// Decisions the live stream holds for its viewers (1 to 65536): a viewer further behind
+    /// loses the oldest and is told how many.
+    pub events_buffer: usize,
+    /// Live streams open at once, at most (1 to 1024); one more is refused (503).
+    pub max_viewers: usize,
+    /// How long a console login lasts, in seconds (60 to 86400).
+    pub login_ttl_secs: u64,
+}
+
+impl Default for ConsoleConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            events_buffer: 1024,
+            max_viewers: 32,
+            login_ttl_secs: 8 * 3600,
+        }
+    }
+}
+
+impl ConsoleConfig {
+    /// Checks the bounds; the message names the field.
+    pub fn check(&self) -> Result<(), String> {
+        if !(1..=65_536).contains(&self.events_buffer) {
+            return Err(format!(
+                "`console.events_buffer` must be 1 to 65536, not {}",
+                self.events_buffer
+            ));
+        }
+        if !(1..=1024).contains(&self.max_viewers) {
+            return Err(format!(
+                "`console.max_viewers` must be 1 to 1024, not {}",
+                self.max_viewers
+            ));
+        }
+        if !(60..=86_400).contains(&self.login_ttl_secs) {
+            return Err(format!(
+                "`console.login_ttl_secs` must be 60 to 86400, not {}",
+                self.login_ttl_secs
+            ));
+        }
+        Ok(())
+    }
+}
+
 /// The longest `approvals.ttl_ms`: a week.
 pub const MAX_APPROVAL_TTL_MS: u64 = 7 * 24 * 3600 * 1000;
 
@@ -224,6 +275,8 @@ pub struct ServeConfig {
     pub envoy: Option<warden_envoy::EnvoyConfig>,
     /// Approvals of calls that `effect: ask` rules hold.
     pub approvals: ApprovalConfig,
+    /// The console at `/ui`.
+    pub console: ConsoleConfig,
 }
 
 /// The most worker threads `workers` may ask for.
@@ -276,6 +329,7 @@ impl Default for ServeConfig {
             idle_timeout_ms: 60_000,
             envoy: None,
             approvals: ApprovalConfig::default(),
+            console: ConsoleConfig::default(),
         }
     }
 }

@@ -31,6 +31,8 @@ pub(crate) struct ServerEffects {
     pub(crate) telemetry: Option<crate::telemetry::Telemetry>,
     /// The capture for `warden replay`, when `capture` is set.
     pub(crate) capture: Option<crate::capture::Capture>,
+    /// The console's live stream, unless the console is disabled.
+    pub(crate) live: Option<crate::console::Live>,
 }
 
 impl Effects for ServerEffects {
@@ -124,8 +126,17 @@ impl Effects for ServerEffects {
         ))
     }
 
-    fn delivered(&self, caller: &Caller<'_>, decision: &Decision, latency: Duration) {
+    fn delivered(
+        &self,
+        caller: &Caller<'_>,
+        request: &Request,
+        decision: &Decision,
+        latency: Duration,
+    ) {
         record(self, caller, decision, latency);
+        if let Some(live) = &self.live {
+            live.publish(caller, request, decision, latency);
+        }
     }
 
     fn state_failed(&self, _error: &warden::StoreError, decided: bool) {

@@ -16,6 +16,7 @@ mod body;
 pub mod budget;
 pub mod capture;
 pub mod config;
+mod console;
 mod effects;
 pub mod env;
 pub mod envoy;
@@ -114,6 +115,8 @@ struct Inner {
     /// The changes made to Rego policies through OPA's policy and data API, re-applied at every
     /// reload; written only under `reload_lock`.
     overlays: parking_lot::Mutex<overlay::Overlays>,
+    /// The console at `/ui`, unless `console.enabled` is false.
+    console: Option<console::Console>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -250,7 +253,10 @@ impl AppState {
             .map(|c| capture::Capture::start(c, metrics.capture_dropped.clone()))
             .transpose()
             .map_err(ServeError::Load)?;
+        config.console.check().map_err(ServeError::Load)?;
+        let console = console::Console::new(config.console);
         let effects = effects::ServerEffects {
+            live: console.as_ref().map(console::Console::live),
             metrics,
             signing,
             audit,
@@ -302,6 +308,7 @@ impl AppState {
             budgets: budget::Ledger::new(Arc::clone(&failure_counters)),
             start_marker: parking_lot::Mutex::new(start_marker),
             overlays: parking_lot::Mutex::new(overlay::Overlays::new()),
+            console,
         })))
     }
 
@@ -339,6 +346,11 @@ impl AppState {
     /// The session store.
     pub fn store(&self) -> &Arc<EmbeddedSessionStore> {
         &self.0.store
+    }
+
+    /// The console, unless disabled.
+    pub(crate) fn console(&self) -> Option<&console::Console> {
+        self.0.console.as_ref()
     }
 
     /// The database's change marker read before the first load, once.
@@ -685,6 +697,8 @@ pub fn router_with(state: AppState, extra: Router<AppState>) -> Router {
         // Admitted by their own handler: an exchange's time limit is the mount's, not
         // `request_timeout_ms`.
         .merge(llm::routes(&state))
+        // Authenticated by the console's own login (a cookie), not by an API key header.
+        .merge(console::routes(&state))
         .route("/health/live", get(handlers::live))
         .route("/health/ready", get(handlers::ready))
         .route("/health", get(opa::health))

@@ -121,6 +121,8 @@ pub struct Metrics {
     pub auth_events_dropped: Counter,
     /// Captured requests dropped (the capture queue full).
     pub capture_dropped: Counter,
+    /// Live decisions a console viewer missed (it fell more than the stream's buffer behind).
+    pub console_dropped: Counter,
     /// Reloads by result.
     pub reloads: Family<ReloadLabels, Counter>,
     /// Live sessions.
@@ -178,6 +180,7 @@ impl Metrics {
         let auth_lockouts = Counter::default();
         let auth_events_dropped = Counter::default();
         let capture_dropped = Counter::default();
+        let console_dropped = Counter::default();
         let reloads = Family::<ReloadLabels, Counter>::default();
         let sessions = Gauge::default();
         let workers = Gauge::default();
@@ -227,6 +230,11 @@ impl Metrics {
             "warden_capture_dropped",
             "Decided requests not captured (the capture queue full)",
             capture_dropped.clone(),
+        );
+        registry.register(
+            "warden_console_events_dropped",
+            "Live decisions a console viewer missed (it fell behind the stream's buffer)",
+            console_dropped.clone(),
         );
         registry.register(
             "warden_reload",
@@ -344,6 +352,7 @@ impl Metrics {
             auth_lockouts,
             auth_events_dropped,
             capture_dropped,
+            console_dropped,
             reloads,
             sessions,
             workers,

@@ -307,6 +307,14 @@ impl KeyIndex {
         self.by_id.is_empty()
     }
 
+    /// The stored key whose id is `id` (12 hex digits), if it is still there: a session that
+    /// began with a key (the console's) ends once the key is revoked.
+    pub fn get(&self, id: &str) -> Option<&VerifiedKey> {
+        let mut prefix = [0u8; 6];
+        hex::decode_to_slice(id, &mut prefix).ok()?;
+        self.by_id.get(&prefix).filter(|key| &*key.id == id)
+    }
+
     /// The stored key matching a presented key, when it is valid.
     pub fn verify(&self, presented: &str) -> Option<&VerifiedKey> {
         let digest = hash(presented);
