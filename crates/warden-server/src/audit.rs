@@ -393,6 +393,10 @@ pub(crate) async fn audit_taint_cleared(
         policy: String::new(),
         latency_us: 0,
         model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
     };
     let ack = queue(audit, record)?;
     audit_wait(vec![ack]).await
