@@ -381,19 +381,9 @@ fn https_mcp_upstreams_are_verified_against_their_bundle_or_the_system_roots() {
     );
 }
 
-const BY_PRINCIPAL: &str = r#"warden: 1
-name: by-principal
-default: deny
-rules:
-  - { id: dev-agents-read, effect: allow, tools: [read], principals: ["spiffe://warden.local/agent/dev"] }
-"#;
-
-/// With `tls.identity: principal`, the client certificate's SPIFFE id is the principal of every
-/// decision its client asks for: filled in when the request names none, refused when it names
-/// another; a client with another certificate is decided as itself.
-#[test]
-fn the_client_certificate_identity_is_the_principal_when_configured() {
-    let site = Site::new("");
+/// A second development CA and client (`spiffe://warden.local/agent/other`) under `c/`, and
+/// `clients.pem` trusting both development CAs for clients; answers `c/`.
+fn other_client(site: &Site) -> PathBuf {
     let other = site.path("c");
     let out = Command::new(WARDEN)
         .args([
@@ -417,6 +407,23 @@ fn the_client_certificate_identity_is_the_principal_when_configured() {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect::<String>();
     std::fs::write(site.path("clients.pem"), bundle).unwrap();
+    other
+}
+
+const BY_PRINCIPAL: &str = r#"warden: 1
+name: by-principal
+default: deny
+rules:
+  - { id: dev-agents-read, effect: allow, tools: [read], principals: ["spiffe://warden.local/agent/dev"] }
+"#;
+
+/// With `tls.identity: principal`, the client certificate's SPIFFE id is the principal of every
+/// decision its client asks for: filled in when the request names none, refused when it names
+/// another; a client with another certificate is decided as itself.
+#[test]
+fn the_client_certificate_identity_is_the_principal_when_configured() {
+    let site = Site::new("");
+    let other = other_client(&site);
     std::fs::write(site.path("pol/by-principal.yaml"), BY_PRINCIPAL).unwrap();
     std::fs::write(
         site.path("warden.yaml"),
@@ -664,28 +671,7 @@ fn an_mcp_sdk_client_reaches_an_https_upstream_through_mutual_tls() {
 fn the_client_certificate_identity_is_the_principal_on_mcp_mounts() {
     let site = Site::new("");
     let (_upstream, upstream_port) = tls_mcp_upstream(&site);
-    let other = site.path("c");
-    let out = Command::new(WARDEN)
-        .args([
-            "certs",
-            "dev",
-            "--client-id",
-            "spiffe://warden.local/agent/other",
-            "--out",
-        ])
-        .arg(&other)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let bundle = [site.path("a/ca.pem"), other.join("ca.pem")]
-        .iter()
-        .map(|p| std::fs::read_to_string(p).unwrap())
-        .collect::<String>();
-    std::fs::write(site.path("clients.pem"), bundle).unwrap();
+    let other = other_client(&site);
     std::fs::write(site.path("pol/by-principal.yaml"), BY_PRINCIPAL).unwrap();
     std::fs::write(
         site.path("warden.yaml"),

@@ -3,8 +3,9 @@
 # same OpenAI chat completion request sent with wrk straight to a fast upstream stand-in
 # (examples/llm_upstream.rs: fixed answer, no model) and through `warden serve`'s LLM door
 # (prompt inspection with redaction and injection scoring, a budget reservation, the answer
-# decided and its usage settled, metrics, audit log), in alternating rounds so both see the same
-# machine. Needs wrk (Debian's package) and python3. Never run from tests.
+# decided and its usage settled, metrics), once without and once with the audit log (whose
+# default `fsync: batch` makes each decision wait for its entry to be on disk), in alternating
+# rounds so all three see the same machine. Needs wrk (Debian's package) and python3. Never run from tests.
 #   crates/warden-server/bench/llm.sh [DURATION_SECONDS]
 set -euo pipefail
 cd "$(dirname "$0")/../../.."
@@ -41,13 +42,15 @@ llm_prices: { gpt-4o-mini: { input_per_mtok: 0.15, output_per_mtok: 0.6 } }
 llm_upstreams:
   - { name: openai, api: openai, url: "http://127.0.0.1:18383", policy: llm }
 YAML
+sed -e 's/^listen: 127.0.0.1:18181/listen: 127.0.0.1:18182/' -e '/^audit:/d' "$DIR/warden.yaml" > "$DIR/warden-no-audit.yaml"
 KEY=$("$W" keys create --tenant acme --policy llm --config "$DIR/warden.yaml" 2>/dev/null)
-(cd "$DIR" && "$W" serve --config warden.yaml 2> logs/serve.log) & WPID=$!
+(cd "$DIR" && exec "$W" serve --config warden.yaml 2> logs/serve.log) & WPID=$!
+(cd "$DIR" && exec "$W" serve --config warden-no-audit.yaml 2> logs/serve-no-audit.log) & NPID=$!
 "$UP" 127.0.0.1:18383 & UPID=$!
-trap 'kill $WPID $UPID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
+trap 'kill $WPID $NPID $UPID 2>/dev/null; wait 2>/dev/null; rm -rf "$DIR"' EXIT
 sleep 1
-for pid in $WPID $UPID; do
-  kill -0 "$pid" 2>/dev/null || { echo "a server did not start (is 18181 or 18383 in use?)" >&2; exit 1; }
+for pid in $WPID $NPID $UPID; do
+  kill -0 "$pid" 2>/dev/null || { echo "a server did not start (is 18181, 18182 or 18383 in use?)" >&2; exit 1; }
 done
 # A ~2 KB prompt: a system message and a user message of ordinary prose, with nothing to redact.
 python3 - "$DIR/body.json" <<'PY'
@@ -87,7 +90,8 @@ PY
 for c in 1 16; do
   for round in 1 2 3; do
     run "direct, c=$c (round $round)" http://127.0.0.1:18383/v1/chat/completions "$c"
-    run "through warden, c=$c (round $round)" http://127.0.0.1:18181/llm/openai/v1/chat/completions "$c"
+    run "warden, no audit, c=$c (round $round)" http://127.0.0.1:18182/llm/openai/v1/chat/completions "$c"
+    run "warden + audit, c=$c (round $round)" http://127.0.0.1:18181/llm/openai/v1/chat/completions "$c"
   done
 done
 python3 - "$DIR/wrk.txt.sum" <<'PY'
@@ -95,10 +99,13 @@ import statistics, sys
 rows = [l.rstrip("\n").split("\t") for l in open(sys.argv[1])]
 for c in ("c=1", "c=16"):
     direct = [r for r in rows if r[0].startswith("direct") and c + " " in r[0]]
-    warden = [r for r in rows if r[0].startswith("through") and c + " " in r[0]]
-    for i, name in ((1, "p50"), (2, "p99")):
-        added = [float(w[i]) - float(d[i]) for d, w in zip(direct, warden)]
-        print(f"{c}: added {name} per round " + ", ".join(f"{a:.1f}" for a in added)
-              + f" us; median {statistics.median(added):.1f} us")
+    for label in ("warden, no audit", "warden + audit"):
+        warden = [r for r in rows if r[0].startswith(label) and c + " " in r[0]]
+        for i, name in ((1, "p50"), (2, "p99")):
+            added = [float(w[i]) - float(d[i]) for d, w in zip(direct, warden)]
+            print(f"{label}, {c}: added {name} per round " + ", ".join(f"{a:.1f}" for a in added)
+                  + f" us; median {statistics.median(added):.1f} us")
+        ratio = [float(w[3]) / float(d[3]) for d, w in zip(direct, warden)]
+        print(f"{label}, {c}: throughput vs direct per round " + ", ".join(f"{r:.1%}" for r in ratio))
 PY
-echo "warden RSS: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$WPID/status)"
+echo "warden RSS: $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$WPID/status) (audit), $(awk '/VmRSS/ {printf "%.1f MB", $2/1024}' /proc/$NPID/status) (no audit)"
