@@ -36,6 +36,7 @@ cat > "$DIR/warden.yaml" <<YAML
 listen: 127.0.0.1:18181
 policies: policies
 watch: false
+state: memory
 audit: { dir: audit }
 rate_limit: { per_second: 100000000, burst: 100000000 }
 llm_prices: { gpt-4o-mini: { input_per_mtok: 0.15, output_per_mtok: 0.6 } }
