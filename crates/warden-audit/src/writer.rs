@@ -51,7 +51,8 @@ pub struct AuditConfig {
     pub max_file_bytes: u64,
     /// When to fsync.
     pub fsync: FsyncPolicy,
-    /// Batch mode: longest time an entry waits for its fsync.
+    /// Batch mode: longest time an entry waits for its fsync while entries keep arriving (a
+    /// writer that finds its queue empty syncs at once).
     pub batch_window: Duration,
     /// Batch mode: sync once this many entries are pending, whatever the window.
     pub batch_max_entries: usize,
@@ -499,6 +500,10 @@ impl Writer {
             let mut flushes = Vec::new();
             let mut checkpoints = Vec::new();
             let mut acks = Vec::new();
+            // Whether the queue was found empty after taking what was there: then nobody
+            // else is about to write, and waiting out the batch window only delays the
+            // entries taken (group commit batches what arrives while a sync runs).
+            let mut drained = true;
             if let Some(m) = first {
                 // Group commit: take what is already queued, up to a bound.
                 let mut next = Some(m);
@@ -533,6 +538,8 @@ impl Writer {
                     taken += 1;
                     if taken < 4096 {
                         next = rx.try_recv().ok();
+                    } else {
+                        drained = false;
                     }
                 }
             }
@@ -541,7 +548,11 @@ impl Writer {
                     self.fail(&e, ack);
                 }
             }
-            self.after_write(acks, !flushes.is_empty() || !checkpoints.is_empty());
+            self.after_write(
+                acks,
+                !flushes.is_empty() || !checkpoints.is_empty(),
+                drained,
+            );
             for tx in flushes {
                 let r = match &self.shared.lock().failed {
                     Some(e) => Err(AuditError::Writer(e.clone())),
@@ -566,7 +577,7 @@ impl Writer {
         if let Err(e) = self.write_buf(&mut buf) {
             self.fail(&e, None);
         }
-        self.after_write(Vec::new(), true);
+        self.after_write(Vec::new(), true, false);
         if let Err(e) = self.checkpoint() {
             self.fail(&e, None);
         }
@@ -707,8 +718,9 @@ impl Writer {
         Ok(())
     }
 
-    /// Syncs per policy and runs acknowledgements that became durable.
-    fn after_write(&mut self, acks: Vec<(u64, Option<AckFn>)>, force_sync: bool) {
+    /// Syncs per policy and runs acknowledgements that became durable. `drained`: no other
+    /// entry is queued (in batch mode the pending entries are synced at once).
+    fn after_write(&mut self, acks: Vec<(u64, Option<AckFn>)>, force_sync: bool, drained: bool) {
         self.pending_acks.extend(acks);
         let durable = match self.config.fsync {
             FsyncPolicy::Never => {
@@ -718,6 +730,7 @@ impl Writer {
             FsyncPolicy::Always => self.sync(),
             FsyncPolicy::Batch => {
                 let due = force_sync
+                    || (drained && !self.pending_acks.is_empty())
                     || self.pending_acks.len() >= self.config.batch_max_entries
                     || self
                         .dirty_since

@@ -70,6 +70,30 @@ fn batch_acks_arrive_within_the_window() {
     assert!(t0.elapsed() < Duration::from_secs(2));
 }
 
+/// An idle writer syncs at once: an entry does not wait out a long batch window when nothing
+/// else is queued (the window bounds the wait only while entries keep arriving).
+#[test]
+fn an_idle_batch_writer_syncs_without_waiting_out_the_window() {
+    let d = tempfile::tempdir().unwrap();
+    let mut cfg = AuditConfig::new(d.path());
+    cfg.batch_window = Duration::from_secs(600);
+    cfg.batch_max_entries = 1_000_000;
+    let log = AuditLog::open(cfg, None).unwrap();
+    for i in 1..=3 {
+        let (tx, rx) = mpsc::channel();
+        log.append_then(
+            record(i),
+            Box::new(move |r| {
+                tx.send(r).unwrap();
+            }),
+        )
+        .unwrap();
+        assert_eq!(rx.recv_timeout(Duration::from_secs(60)).unwrap(), Ok(i));
+    }
+    log.close().unwrap();
+    intact(d.path(), 3);
+}
+
 #[test]
 fn reopening_continues_the_chain() {
     let d = tempfile::tempdir().unwrap();

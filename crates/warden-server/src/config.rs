@@ -507,7 +507,8 @@ impl TlsSettings {
 pub enum AuditFsync {
     /// Each written group is synced before any decision in it is answered.
     Always,
-    /// Synced at most `batch_window_ms` after a write; answers wait for that sync.
+    /// Synced as soon as the writer finds no other entry queued, and at most `batch_window_ms`
+    /// after a write while entries keep arriving; answers wait for that sync.
     Batch,
     /// Never synced by Warden; answered once queued.
     Never,
