@@ -6,7 +6,7 @@
 )]
 //! The MCP proxy mounted in the daemon's router, against an in-process upstream that records
 //! what reached it: Warden's credentials are not forwarded, the principal is the key's tenant
-//! (a client cannot claim one with the internal header), other headers pass.
+//! (a client cannot claim one with the internal headers), other headers pass.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -131,13 +131,15 @@ async fn credentials_are_stripped_and_the_principal_is_the_tenant() {
     assert_eq!(status, StatusCode::UNAUTHORIZED);
     assert!(seen.lock().is_empty());
 
-    // A client claiming to be mallory through the internal header is still acme.
+    // A client claiming to be mallory through the internal headers (the tenant's, and the
+    // principal's that a verified client certificate makes) is still acme.
     let bearer = format!("Bearer {acme}");
     let (status, reply) = call(
         &app,
         &[
             ("authorization", &bearer),
             ("x-warden-internal-tenant", "mallory"),
+            ("x-warden-internal-principal", "mallory"),
             ("x-custom", "kept"),
         ],
     )
@@ -151,6 +153,7 @@ async fn credentials_are_stripped_and_the_principal_is_the_tenant() {
         assert!(headers.get("authorization").is_none());
         assert!(headers.get("x-api-key").is_none());
         assert!(headers.get("x-warden-internal-tenant").is_none());
+        assert!(headers.get("x-warden-internal-principal").is_none());
         assert_eq!(headers.get("x-custom").unwrap(), "kept");
     }
 
