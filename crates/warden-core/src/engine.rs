@@ -33,6 +33,8 @@ pub struct Engine {
     pipeline: Pipeline<Counting>,
     /// The policy last swapped in (the pipeline's set holds it as its default).
     current: ArcSwap<CompiledPolicy>,
+    /// The tenant whose sessions this engine uses (see [`Engine::with_tenant`]).
+    tenant: Option<Arc<str>>,
 }
 
 /// The engine's one effect: counting (and reporting to a hook) the decisions that failed closed.
@@ -104,7 +106,18 @@ impl Engine {
                 Counting::default(),
             ),
             current: ArcSwap::new(policy),
+            tenant: None,
         }
+    }
+
+    /// Namespaces the sessions this engine reads and writes by `tenant`, as the daemon does for
+    /// the tenant of an API key: over a shared store (Redis), an engine with tenant `acme` and a
+    /// `warden serve` deciding for `acme`'s key share their sessions. Without a tenant the
+    /// request's session id is the store key.
+    #[must_use]
+    pub fn with_tenant(mut self, tenant: impl Into<Arc<str>>) -> Self {
+        self.tenant = Some(tenant.into());
+        self
     }
 
     /// Also reports every decision that fails closed to `hook`.
@@ -118,6 +131,7 @@ impl Engine {
         Self {
             pipeline: Pipeline::new(policies, sessions, effects),
             current: self.current,
+            tenant: self.tenant,
         }
     }
 
@@ -152,7 +166,11 @@ impl Engine {
     /// Decides one request. With a session, the read-decide-update of that session's state is
     /// atomic; without one, no state is read or written.
     pub fn decide(&self, request: &Request) -> Result<Decision, DecideError> {
-        match self.pipeline.decide_untimed(&Caller::default(), request) {
+        let caller = Caller {
+            tenant: self.tenant.as_deref(),
+            ..Caller::default()
+        };
+        match self.pipeline.decide_untimed(&caller, request) {
             Ok(decision) => Ok(decision),
             Err(PipelineError::Store(e)) => Err(DecideError::Store(e)),
             Err(other) => Err(DecideError::Store(StoreError {

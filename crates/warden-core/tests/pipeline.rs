@@ -109,6 +109,39 @@ fn tenants_never_share_a_session() {
     assert!(p.sessions().get("s").wait().unwrap().is_none());
 }
 
+/// The library's engine with a tenant keys its sessions as the daemon keys that tenant's, so
+/// both share them over one store; an engine without a tenant or with another sees none.
+#[test]
+fn an_engine_with_a_tenant_uses_that_tenants_sessions() {
+    let store: Arc<dyn SessionStore> = Arc::new(MemorySessionStore::new());
+    let compiled = || CompiledPolicy::compile("p.yaml", POLICY, CompileOptions::default()).unwrap();
+    let acme = warden_core::Engine::with_store(compiled(), Arc::clone(&store)).with_tenant("acme");
+    let bare = warden_core::Engine::with_store(compiled(), Arc::clone(&store));
+    let globex =
+        warden_core::Engine::with_store(compiled(), Arc::clone(&store)).with_tenant("globex");
+    acme.decide(&request("s", "crm.read")).unwrap();
+    assert!(store.get("acme\u{1f}s").wait().unwrap().is_some());
+    assert!(store.get("s").wait().unwrap().is_none());
+    // The daemon's pipeline deciding for acme sees the taint the engine set.
+    let daemon = Pipeline::new(PolicySet::single(policy(POLICY)), store, NoEffects);
+    let as_acme = Caller {
+        tenant: Some("acme"),
+        ..Caller::default()
+    };
+    let deny = ready(daemon.decide(&as_acme, &request("s", "send_email"))).unwrap();
+    assert_eq!(deny.verdict, Verdict::Deny);
+    assert_eq!(
+        acme.decide(&request("s", "send_email")).unwrap().verdict,
+        Verdict::Deny
+    );
+    for other in [&bare, &globex] {
+        assert_eq!(
+            other.decide(&request("s", "send_email")).unwrap().verdict,
+            Verdict::Allow
+        );
+    }
+}
+
 #[test]
 fn a_batch_sees_its_own_changes_and_commits_them_together() {
     let p = pipeline(NoEffects);

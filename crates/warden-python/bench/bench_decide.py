@@ -107,6 +107,7 @@ def main() -> None:
     parser.add_argument("--warden", default=str(REPO / "target" / "release" / "warden"))
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--invariant", action="store_true")
+    parser.add_argument("--redis", metavar="URL", help="also time in-process decisions with sessions in this Redis")
     args = parser.parse_args()
 
     print(f"python {sys.version.split()[0]}, warden {warden.__file__}")
@@ -117,6 +118,10 @@ def main() -> None:
     local = timed("in-process Engine.decide(dict)", engine.decide, REQUESTS, args.seconds)
     texts = [json.dumps(r) for r in REQUESTS]
     timed("in-process Engine.decide(json text)", engine.decide, texts, args.seconds)
+
+    if args.redis:
+        shared = warden.Engine.from_file(str(POLICY), redis_url=args.redis, redis_prefix=f"warden-bench-{os.getpid()}")
+        timed("in-process Engine.decide(dict), Redis sessions", shared.decide, REQUESTS, args.seconds)
 
     @warden.guard(tool="kb.search", engine=engine, check_results=False)
     def search(query: str) -> str:

@@ -28,6 +28,12 @@ create_exception!(
 );
 create_exception!(
     warden,
+    StoreError,
+    WardenError,
+    "The shared session store (Redis) could not be reached when the engine was built."
+);
+create_exception!(
+    warden,
     DecideError,
     WardenError,
     "No decision could be made (e.g. the session store failed). Treat it as deny."

@@ -2,7 +2,7 @@
 //!
 //! A front door on top of the facade crate `warden`, like `warden eval`: a request is parsed by
 //! [`warden::Request`] and decided by [`warden::Engine`] (the library's pipeline of one policy,
-//! sessions in memory). Nothing here decides anything itself; it converts Python values to
+//! sessions in memory, or the daemon's Redis state: `store`). Nothing here decides anything itself; it converts Python values to
 //! JSON values and back, and maps errors to Python exceptions. The pure-Python half of the
 //! package (`python/warden/`) adds the remote client and the framework guards.
 
@@ -15,6 +15,7 @@ mod convert;
 mod decision;
 mod engine;
 mod errors;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -31,6 +32,7 @@ fn _warden(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add("PolicyError", py.get_type::<errors::PolicyError>())?;
     m.add("RequestError", py.get_type::<errors::RequestError>())?;
     m.add("DecideError", py.get_type::<errors::DecideError>())?;
+    m.add("StoreError", py.get_type::<errors::StoreError>())?;
     m.add("KNOWN_DETECTORS", warden::content::KNOWN_DETECTORS.to_vec())?;
     Ok(())
 }

@@ -23,6 +23,7 @@ from ._warden import (
     PolicyInfo,
     RequestError,
     Scanner,
+    StoreError,
     WardenError,
 )
 from .client import Client
@@ -49,6 +50,7 @@ __all__ = [
     "PolicyInfo",
     "RequestError",
     "Scanner",
+    "StoreError",
     "WardenError",
     "current_session",
     "get_default",

@@ -27,6 +27,9 @@ class RequestError(WardenError):
 class DecideError(WardenError):
     """No decision could be made; treat it as deny."""
 
+class StoreError(WardenError):
+    """The shared session store (Redis) could not be reached when the engine was built."""
+
 class PolicyInfo:
     """Which policy decided."""
 
@@ -88,12 +91,27 @@ class Decision:
     def __bool__(self) -> bool: ...
 
 class Engine:
-    """A compiled policy deciding in-process, sessions in memory; thread-safe."""
+    """A compiled policy deciding in-process, sessions in memory or a shared Redis; thread-safe."""
 
     @staticmethod
-    def from_file(path: Union[str, "PathLike[str]"]) -> "Engine": ...
+    def from_file(
+        path: Union[str, "PathLike[str]"],
+        *,
+        redis_url: Optional[str] = None,
+        redis_prefix: str = "warden",
+        session_ttl: Optional[float] = None,
+        tenant: Optional[str] = None,
+    ) -> "Engine": ...
     @staticmethod
-    def from_str(text: str, origin: str = "<string>") -> "Engine": ...
+    def from_str(
+        text: str,
+        origin: str = "<string>",
+        *,
+        redis_url: Optional[str] = None,
+        redis_prefix: str = "warden",
+        session_ttl: Optional[float] = None,
+        tenant: Optional[str] = None,
+    ) -> "Engine": ...
     def decide(self, request: RequestLike) -> Decision: ...
     def decide_many(self, requests: Sequence[RequestLike]) -> List[Decision]: ...
     def scan(self, text: str) -> List[Finding]: ...
