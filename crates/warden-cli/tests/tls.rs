@@ -520,6 +520,96 @@ fn the_client_certificate_identity_is_the_principal_when_configured() {
     );
 }
 
+/// With `tls.identity: tenant`, a client without a key is the tenant its certificate names:
+/// sessions are that tenant's (a taint set by one client never reaches another), and a key
+/// works only from its own tenant's certificate.
+#[test]
+fn the_client_certificate_identity_is_the_tenant_when_configured() {
+    let site = Site::new("");
+    let other = other_client(&site);
+    std::fs::write(
+        site.path("warden.yaml"),
+        "policies: pol\nstate: memory\nkeys_file: keys.json\nanonymous_policy: support-agent\n\
+         watch: false\ntls:\n  cert: server.pem\n  key: server.key\n  client_ca: clients.pem\n  \
+         identity: tenant\n",
+    )
+    .unwrap();
+    let config = site.path("warden.yaml");
+    let key_of = |tenant: &str| {
+        let out = Command::new(WARDEN)
+            .args(["keys", "create", "--tenant", tenant])
+            .args(["--policy", "support-agent", "--config", s(&config)])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let dev_key = key_of("spiffe://warden.local/agent/dev");
+    let acme_key = key_of("acme");
+    let server = site.start();
+    let ca = site.path("a/ca.pem");
+    let decide = |client: &Path, key: Option<&str>, body: &str| -> (u16, Value) {
+        let mut curl = Command::new("curl");
+        // HTTP/1.1: a refusal answers before reading the body, and over HTTP/2 the server then
+        // resets the stream with NO_ERROR (RFC 9113 8.1), which Debian's curl 7.88 sometimes
+        // reports as a failed transfer (exit 92) instead of the complete 401 it received.
+        curl.args(["-s", "--http1.1", "--max-time", "5", "-w", "\n%{http_code}"])
+            .args(["--cacert", s(&ca)])
+            .args(["--cert", s(&client.join("client.pem"))])
+            .args(["--key", s(&client.join("client.key"))])
+            .args(["-H", "content-type: application/json", "--data", body]);
+        if let Some(key) = key {
+            curl.args(["-H", &format!("x-api-key: {key}")]);
+        }
+        let out = curl
+            .arg(format!("https://localhost:{}/v1/decide", port(&server)))
+            .output()
+            .expect("curl is required");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let (body, status) = text.rsplit_once('\n').unwrap();
+        (
+            status.parse().unwrap(),
+            serde_json::from_str(body).unwrap_or(Value::Null),
+        )
+    };
+    let read = r#"{"session": "s1", "tool": "crm.read_customer", "args": {"id": 7}}"#;
+    let send = r#"{"session": "s1", "tool": "send_email", "args": {"to": "a@customer.test"}}"#;
+    let dev = site.path("a");
+    let (status, decision) = decide(&dev, None, read);
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"allow".into()),
+        "{decision}"
+    );
+    let (status, decision) = decide(&dev, None, send);
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"deny".into()),
+        "{decision}"
+    );
+    // Another certificate is another tenant: same session id, a fresh session.
+    let (status, decision) = decide(&other, None, send);
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"allow".into()),
+        "{decision}"
+    );
+    // The key of the dev certificate's tenant works from it, on the same sessions.
+    let (status, decision) = decide(&dev, Some(&dev_key), send);
+    assert_eq!(
+        (status, &decision["decision"]),
+        (200, &"deny".into()),
+        "{decision}"
+    );
+    // Another tenant's key, or the dev key from the other certificate: 401.
+    assert_eq!(decide(&dev, Some(&acme_key), send).0, 401);
+    assert_eq!(decide(&other, Some(&dev_key), send).0, 401);
+}
+
 #[test]
 fn identity_as_principal_needs_client_certificates() {
     let site = Site::new("  identity: principal\n");

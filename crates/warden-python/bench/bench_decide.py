@@ -53,7 +53,9 @@ def start_daemon(binary: str, site: pathlib.Path) -> tuple:
     (site / "policies").mkdir()
     shutil.copy(POLICY, site / "policies" / "support-agent.yaml")
     (site / "warden.yaml").write_text(
-        "policies: policies\nanonymous_policy: support-agent\nstate_file: sessions.redb\n")
+        "policies: policies\nanonymous_policy: support-agent\nstate_file: sessions.redb\n"
+        # No rate limit: this measures the door, not the bucket.
+        "rate_limit:\n  per_second: 0\n")
     port_file = site / "port"
     proc = subprocess.Popen(
         [binary, "serve", "--config", str(site / "warden.yaml"), "--listen", "127.0.0.1:0",

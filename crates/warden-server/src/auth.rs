@@ -1,5 +1,6 @@
 //! Who is calling: the API key (`X-Api-Key` or `Authorization: Bearer`), checked against the
-//! hashed keys in constant time by the key store, or the anonymous policy; and the per-key rate
+//! hashed keys in constant time by the key store, or the anonymous policy (with
+//! `tls.identity: tenant`, for the tenant the client certificate names); and the per-key rate
 //! limit, which counts decisions (a batch of N takes N).
 
 use std::net::IpAddr;
@@ -11,7 +12,9 @@ use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultKeyedRateLimiter, Quota};
 use warden::state::{CounterStore, KeyRole};
 
-use crate::config::{RateLimit, StateFailMode};
+use sha2::{Digest as _, Sha256};
+
+use crate::config::{RateLimit, StateFailMode, TlsIdentity};
 
 use crate::AppState;
 use crate::error::{ApiError, ErrorCode};
@@ -206,8 +209,14 @@ fn identify(
     client: Client<'_>,
 ) -> Result<Caller, ApiError> {
     let snapshot = state.snapshot();
-    let certified_principal = match state.config().tls.as_ref().map(|t| t.identity) {
-        Some(crate::config::TlsIdentity::Principal) => match client.certificate {
+    let tls_identity = state
+        .config()
+        .tls
+        .as_ref()
+        .map_or(TlsIdentity::None, |t| t.identity);
+    let certified = match tls_identity {
+        TlsIdentity::None => None,
+        TlsIdentity::Principal | TlsIdentity::Tenant => match client.certificate {
             Some(identity) => Some(Arc::clone(&identity.0)),
             // Mutual TLS admitted the connection, so a certificate is there; without one (a
             // certificate whose identity could not be read) nothing is decided.
@@ -219,10 +228,36 @@ fn identify(
                 ));
             }
         },
-        _ => None,
     };
+    let (certified_principal, certified_tenant) = match tls_identity {
+        TlsIdentity::Principal => (certified, None),
+        TlsIdentity::Tenant => (None, certified),
+        TlsIdentity::None => (None, None),
+    };
+    if certified_tenant.as_deref() == Some(ANONYMOUS) {
+        // Callers without a key share the `anonymous` tenant's sessions: a certificate
+        // naming it would reach them.
+        return Err(auth_failure(
+            state,
+            request_id,
+            "a client certificate cannot name the anonymous tenant",
+        ));
+    }
     match presented_key(headers) {
         Some(key) => match snapshot.keys.verify(key) {
+            // With the certificate as the tenant, a key works only from its own tenant's
+            // certificate: a stolen key is useless from another client.
+            Some(key)
+                if certified_tenant
+                    .as_deref()
+                    .is_some_and(|tenant| tenant != &*key.tenant) =>
+            {
+                Err(auth_failure(
+                    state,
+                    request_id,
+                    "the key's tenant is not the client certificate's",
+                ))
+            }
             Some(key) => {
                 if let Some(events) = &state.0.auth_events {
                     events.success(&key.record.id, &key.tenant, client.addr, client.user_agent);
@@ -239,9 +274,19 @@ fn identify(
             }
             None => Err(auth_failure(state, request_id, "unknown or revoked key")),
         },
-        None => match &snapshot.anonymous {
-            Some(policy) => Ok(Caller {
-                tenant: Arc::from("anonymous"),
+        None => match (&snapshot.anonymous, certified_tenant) {
+            // The certificate names the tenant; the policy is the one for callers without a key.
+            (Some(policy), Some(tenant)) => Ok(Caller {
+                rate_key: certificate_rate_key(&tenant),
+                tenant,
+                policy: Arc::clone(policy),
+                snapshot: Arc::clone(&snapshot),
+                key_id: None,
+                role: KeyRole::Agent,
+                certified_principal,
+            }),
+            (Some(policy), None) => Ok(Caller {
+                tenant: Arc::from(ANONYMOUS),
                 policy: Arc::clone(policy),
                 snapshot: Arc::clone(&snapshot),
                 rate_key: u64::MAX,
@@ -249,9 +294,23 @@ fn identify(
                 role: KeyRole::Agent,
                 certified_principal,
             }),
-            None => Err(auth_failure(state, request_id, "no key")),
+            (None, _) => Err(auth_failure(state, request_id, "no key")),
         },
     }
+}
+
+/// The tenant of callers without a key or a certificate naming one.
+const ANONYMOUS: &str = "anonymous";
+
+/// The rate limit bucket of a certificate's tenant: its own, apart from keys' (whose buckets
+/// are their hexadecimal ids) and anonymous callers' (`u64::MAX`).
+fn certificate_rate_key(tenant: &str) -> u64 {
+    let digest = Sha256::digest(tenant.as_bytes());
+    let first: [u8; 8] = digest
+        .get(..8)
+        .and_then(|b| b.try_into().ok())
+        .unwrap_or([0; 8]);
+    u64::from_be_bytes(first).min(u64::MAX - 2)
 }
 
 /// The caller of a long-lived call (a gRPC stream) again, once the policy set has changed

@@ -489,6 +489,10 @@ pub enum TlsIdentity {
     /// The principal of every decision the client asks for; a request naming another is
     /// refused.
     Principal,
+    /// The tenant of the client: without an API key, its requests are that tenant's (sessions,
+    /// budgets, per-tenant upstreams), decided by `anonymous_policy`; with one, the key must be
+    /// that tenant's.
+    Tenant,
 }
 
 impl TlsSettings {

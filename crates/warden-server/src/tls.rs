@@ -275,12 +275,17 @@ pub fn client_identity(certs: &[CertificateDer<'_>]) -> Option<ClientIdentity> {
 impl Tls {
     /// Loads the certificate, key and CA bundle `settings` name; an error names the file.
     pub fn load(settings: &TlsSettings) -> Result<Self, String> {
-        if settings.identity == crate::config::TlsIdentity::Principal
+        let identity = match settings.identity {
+            crate::config::TlsIdentity::None => None,
+            crate::config::TlsIdentity::Principal => Some("principal"),
+            crate::config::TlsIdentity::Tenant => Some("tenant"),
+        };
+        if let Some(identity) = identity
             && settings.client_ca.is_none()
         {
-            return Err(
-                "tls.identity: `principal` needs tls.client_ca (client certificates)".to_owned(),
-            );
+            return Err(format!(
+                "tls.identity: `{identity}` needs tls.client_ca (client certificates)"
+            ));
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let certified = certified_key(settings, &provider)?;
