@@ -611,24 +611,26 @@ fn the_client_certificate_identity_is_the_tenant_when_configured() {
 }
 
 #[test]
-fn identity_as_principal_needs_client_certificates() {
-    let site = Site::new("  identity: principal\n");
-    let out = Command::new(WARDEN)
-        .args([
-            "serve",
-            "--config",
-            s(&site.path("warden.yaml")),
-            "--listen",
-            "127.0.0.1:0",
-        ])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("tls.identity"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn identity_as_principal_or_tenant_needs_client_certificates() {
+    for identity in ["principal", "tenant"] {
+        let site = Site::new(&format!("  identity: {identity}\n"));
+        let out = Command::new(WARDEN)
+            .args([
+                "serve",
+                "--config",
+                s(&site.path("warden.yaml")),
+                "--listen",
+                "127.0.0.1:0",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            stderr.contains(&format!("tls.identity: `{identity}` needs tls.client_ca")),
+            "{stderr}"
+        );
+    }
 }
 
 /// `warden mcp proxy` in front of an `https://` upstream: verified against `--upstream-ca`
