@@ -829,7 +829,10 @@ fn browser() -> Result<(PathBuf, PathBuf), String> {
 /// The console in Debian's chromium driven by playwright-core (`tests/console/browser.cjs`):
 /// log in (a wrong key refused; the cookie is `HttpOnly`, `SameSite=Strict`, unseen by
 /// scripts), a denial appears live, a held call is approved in the page and the agent's retry
-/// goes through, a session's taint cleared with a reason, the policies view, logout. Screenshots under `target/console-screenshots/`.
+/// goes through, an agent's MCP `tools/call` through the mount waits for its approval, is
+/// approved in the page and goes through, a session's taint cleared with a reason, a changed MCP
+/// tool definition reviewed (its diff) and approved in the page and listed again, the policies
+/// view, logout. Screenshots under `target/console-screenshots/` (not committed).
 /// Skipped (said on stderr) without a browser unless `WARDEN_TEST_BROWSER_REQUIRED=1`, which
 /// scripts/test sets after installing one.
 #[test]
@@ -845,7 +848,8 @@ fn the_console_in_a_real_browser() {
             return;
         }
     };
-    let site = Site::new("");
+    // A held MCP call waits up to 30 s for its approval (within the request's time limit).
+    let (site, upstream) = mcp_site("request_timeout_ms: 60000\napprovals: { wait_ms: 30000 }\n");
     let agent = site.key("acme", None);
     let admin = site.key("ops", Some("admin"));
     let server = site.serve();
@@ -858,6 +862,8 @@ fn the_console_in_a_real_browser() {
         .env("AGENT_KEY", &agent)
         .env("CHROMIUM", &chromium)
         .env("SCREENSHOTS", &shots)
+        .env("TOOLS_FILE", upstream.tools_file())
+        .env("TOOLS_V2", tools(SEARCH_V2).to_string())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
@@ -910,9 +916,32 @@ fn the_console_in_a_real_browser() {
     assert_eq!(approved["held"], "pending", "{approved}");
     assert_eq!(approved["retry"], "allow", "{approved}");
     assert_eq!(approved["approval_status"], "consumed", "{approved}");
+    let mcp_call = step("mcp call approved in the console");
+    assert_eq!(mcp_call["text"], "called pay.send", "{mcp_call}");
+    assert_eq!(mcp_call["cells"][1], "pay.send", "{mcp_call}");
+    assert_eq!(mcp_call["cells"][2], "payments", "{mcp_call}");
+    assert_eq!(mcp_call["page_has_secret"], false, "{mcp_call}");
+    assert!(
+        mcp_call["waited_ms"].as_u64().unwrap() < 30_000,
+        "answered once approved, not at the end of the wait: {mcp_call}"
+    );
     let cleared = step("taint cleared in the console");
     assert_eq!(cleared["taints_before"], json!(["untrusted"]), "{cleared}");
     assert_eq!(cleared["history"][0], "web.fetch", "{cleared}");
+    let pin = step("tool definition approved in the console");
+    assert_eq!(pin["before"], json!(["kb.search", "pay.send"]), "{pin}");
+    assert_eq!(pin["hidden"], json!(["pay.send"]), "{pin}");
+    assert_eq!(pin["after"], json!(["kb.search", "pay.send"]), "{pin}");
+    assert_eq!(
+        pin["removed"],
+        json!([format!("-   \"description\": \"{SEARCH_V1}\",\n")]),
+        "{pin}"
+    );
+    assert_eq!(
+        pin["added"],
+        json!([format!("+   \"description\": \"{SEARCH_V2}\",\n")]),
+        "{pin}"
+    );
     let policies = step("policies");
     assert_eq!(policies["rows"][0], "pay", "{policies}");
     assert_eq!(policies["rows"][2], "3", "{policies}");
@@ -929,6 +958,8 @@ fn the_console_in_a_real_browser() {
         "login.png",
         "live.png",
         "approvals.png",
+        "approvals-mcp.png",
+        "pins.png",
         "session.png",
         "policies.png",
     ] {
