@@ -205,6 +205,11 @@ fn console_login_csrf_and_approving_a_held_call() {
     };
     assert_eq!(get(&server, "/ui/api/session", Some(&forged)).status, 401);
 
+    let no_mounts = get(&server, "/ui/api/pins", Some(&session));
+    assert_eq!(no_mounts.status, 200, "{}", no_mounts.text);
+    assert_eq!(no_mounts.body["mounts"], false, "{}", no_mounts.text);
+    assert_eq!(get(&server, "/ui/api/pins", Some(&forged)).status, 401);
+
     let policies = get(&server, "/ui/api/policies", Some(&session));
     assert_eq!(policies.status, 200, "{}", policies.text);
     assert_eq!(policies.body["policies"][0]["name"], "pay");
@@ -690,6 +695,7 @@ fn a_changed_tool_definition_is_reviewed_with_its_diff_and_approved_in_the_conso
     let none = get(&server, "/ui/api/pins", Some(&session));
     assert_eq!(none.status, 200, "{}", none.text);
     assert_eq!(none.body["held"], json!([]), "{}", none.text);
+    assert_eq!(none.body["mounts"], true, "{}", none.text);
     assert_eq!(get(&server, "/ui/api/pins", None).status, 401);
 
     assert_eq!(listed(&server, &agent), ["kb.search", "pay.send"]);
@@ -705,6 +711,7 @@ fn a_changed_tool_definition_is_reviewed_with_its_diff_and_approved_in_the_conso
 
     let pins = get(&server, "/ui/api/pins", Some(&session));
     assert_eq!(pins.status, 200, "{}", pins.text);
+    assert_eq!(pins.body["total"], 1, "{}", pins.text);
     let held = &pins.body["held"][0];
     assert_eq!(held["upstream"], "shop", "{held}");
     assert_eq!(held["tool"], "kb.search", "{held}");

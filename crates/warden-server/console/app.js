@@ -246,8 +246,14 @@ async function loadPins() {
     card.appendChild(button);
     list.appendChild(card);
   }
+  $("pin-none").textContent = body.mounts
+    ? "No tool definition is waiting for approval."
+    : "No MCP upstream is mounted here.";
   $("pin-none").hidden = body.held.length > 0;
-  $("pins-count").textContent = String(body.held.length);
+  if (body.total > body.held.length) {
+    $("pin-error").textContent = "showing " + body.held.length + " of " + body.total + ": approve some to see the rest";
+  }
+  $("pins-count").textContent = String(body.total);
 }
 
 async function approvePin(p, reason) {

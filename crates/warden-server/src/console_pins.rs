@@ -172,18 +172,23 @@ impl Held {
     }
 }
 
-/// The tools held for approval in `pins`, by mount then tool, at most [`MAX_HELD`].
-fn held_of(pins: &Pins) -> Vec<Held> {
-    pins.iter()
-        .flat_map(|(upstream, tools)| {
-            tools.iter().filter_map(move |(tool, pin)| {
-                pin.pending
-                    .as_deref()
-                    .map(|pending| Held::of(upstream, tool, pin, pending))
-            })
-        })
-        .take(MAX_HELD)
-        .collect()
+/// The tools held for approval in `pins`, by mount then tool, at most [`MAX_HELD`]; and how many
+/// are held in all.
+fn held_of(pins: &Pins) -> (Vec<Held>, usize) {
+    let mut total = 0;
+    let mut held = Vec::new();
+    for (upstream, tools) in pins {
+        for (tool, pin) in tools {
+            if let Some(pending) = pin.pending.as_deref() {
+                total += 1;
+                // Only the listed ones pay for a diff.
+                if held.len() < MAX_HELD {
+                    held.push(Held::of(upstream, tool, pin, pending));
+                }
+            }
+        }
+    }
+    (held, total)
 }
 
 /// Runs a pin store call on a blocking thread (the redb store reads and writes a file, and a
@@ -207,18 +212,22 @@ async fn on_store<T: Send + 'static>(
     }
 }
 
-/// `GET /ui/api/pins`: `{"mounts": bool, "held": [...]}`, the tool definitions held for approval
-/// on every MCP mount, each with the approved and pending definitions and their line diff.
+/// `GET /ui/api/pins`: `{"mounts": bool, "held": [...], "total": N}`, the tool definitions held
+/// for approval on every MCP mount (the first [`MAX_HELD`] of `total`), each with the approved
+/// and pending definitions and their line diff.
 pub(crate) async fn held(
     State(state): State<AppState>,
     headers: HeaderMap,
 ) -> Result<Json<Value>, ApiError> {
     login_of(&state, &headers)?;
     let Some(pins) = state.mcp_pins() else {
-        return Ok(Json(json!({ "mounts": false, "held": [] })));
+        return Ok(Json(json!({ "mounts": false, "held": [], "total": 0 })));
     };
     let listed = on_store(pins, |pins| pins.list().wait()).await?;
-    Ok(Json(json!({ "mounts": true, "held": held_of(&listed) })))
+    let (held, total) = held_of(&listed);
+    Ok(Json(
+        json!({ "mounts": true, "held": held, "total": total }),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -402,8 +411,8 @@ mod tests {
                 ..Pin::new("sha256:a")
             },
         );
-        let held = held_of(&pins);
-        assert_eq!(held.len(), 1);
+        let (held, total) = held_of(&pins);
+        assert_eq!((held.len(), total), (1, 1));
         assert_eq!(held[0].tool, "changed");
         assert!(held[0].approved.is_none());
         assert!(
