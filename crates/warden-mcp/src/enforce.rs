@@ -19,7 +19,7 @@ use warden_core::state::ApprovalStatus;
 use warden_core::{CompiledPolicy, Decision, Engine, Kind, Request, Verdict};
 
 use crate::message::{self, Id, Message, MessageKind, Refusal, check_members};
-use crate::pins::{PinStatus, PinStore, definition_hash};
+use crate::pins::{PinStatus, PinStore, definition_subset, subset_hash};
 use crate::reach::never_callable;
 
 /// Who is calling: the Warden session and principal of the messages of one MCP session.
@@ -949,8 +949,14 @@ impl Enforcer {
             let Some(name) = tool.get("name").and_then(Value::as_str) else {
                 return false;
             };
-            let observed = definition_hash(tool)
-                .and_then(|hash| self.pins.observe(&self.upstream, name, &hash).wait());
+            // The definition is kept with its hash, so that a change can be shown to the person
+            // asked to approve it.
+            let definition = definition_subset(tool);
+            let observed = subset_hash(&definition).and_then(|hash| {
+                self.pins
+                    .observe_definition(&self.upstream, name, &hash, &definition)
+                    .wait()
+            });
             match observed {
                 Ok(PinStatus::New | PinStatus::Same) => {}
                 Ok(PinStatus::Changed { first }) => {

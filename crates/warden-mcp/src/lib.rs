@@ -27,5 +27,8 @@ pub use enforce::{
     routing_header_mismatch,
 };
 pub use message::{Id, Message, MessageKind, Refusal};
-pub use pins::{MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash};
+pub use pins::{
+    MemoryPinStore, Pin, PinError, PinStatus, PinStore, definition_hash, definition_subset,
+    subset_hash,
+};
 pub use reach::never_callable;

@@ -66,8 +66,9 @@ async function start() {
   $("logout").hidden = false;
   connect();
   loadApprovals();
+  loadPins();
   loadPolicies();
-  approvalTimer = setInterval(loadApprovals, 2000);
+  approvalTimer = setInterval(() => { loadApprovals(); loadPins(); }, 2000);
 }
 
 function connect() {
@@ -186,6 +187,92 @@ async function answer(id, verb, reason) {
   loadApprovals();
 }
 
+// Tool definitions held for pin approval: each with its diff (pretty-printed JSON, sorted keys),
+// a reason and an Approve button. The approval names the pending hash shown here, so a
+// definition that changed again meanwhile is refused rather than approved unseen.
+async function loadPins() {
+  let body;
+  try {
+    body = await api("/ui/api/pins");
+  } catch (e) {
+    if (e.status === 401) { showLogin("your login ended"); return; }
+    $("pin-error").textContent = e.message;
+    return;
+  }
+  const list = $("pin-list");
+  const typed = {};
+  for (const input of list.querySelectorAll("input[data-key]")) typed[input.dataset.key] = input.value;
+  list.replaceChildren();
+  for (const p of body.held) {
+    const key = p.upstream + "\u001f" + p.tool + "\u001f" + p.pending_hash;
+    const card = document.createElement("div");
+    card.className = "pin";
+    card.dataset.upstream = p.upstream;
+    card.dataset.tool = p.tool;
+    const title = document.createElement("h2");
+    title.textContent = "mount " + p.upstream + " · tool " + p.tool;
+    card.appendChild(title);
+    const hashes = document.createElement("p");
+    hashes.className = "hash";
+    hashes.textContent = "approved " + p.approved_hash + " → pending " + p.pending_hash;
+    card.appendChild(hashes);
+    if (p.approved === null || p.pending === null) {
+      const note = document.createElement("p");
+      note.className = "note";
+      note.textContent = p.approved === null
+        ? "The approved definition was pinned by its hash only (before definitions were kept): the whole new definition is shown."
+        : "The new definition was recorded by its hash only: list the tools again to see it.";
+      card.appendChild(note);
+    }
+    const diff = document.createElement("pre");
+    diff.className = "diff";
+    for (const line of p.diff) {
+      const span = document.createElement("span");
+      span.className = line.op === "+" ? "add" : line.op === "-" ? "del" : "same";
+      span.textContent = (line.op === "=" ? " " : line.op) + " " + line.text + "\n";
+      diff.appendChild(span);
+    }
+    card.appendChild(diff);
+    const reason = document.createElement("input");
+    reason.placeholder = "reason";
+    reason.dataset.key = key;
+    reason.value = typed[key] || "";
+    card.appendChild(reason);
+    const button = document.createElement("button");
+    button.type = "button";
+    button.textContent = "Approve new definition";
+    button.dataset.action = "approve-pin";
+    button.addEventListener("click", () => approvePin(p, reason.value));
+    card.appendChild(button);
+    list.appendChild(card);
+  }
+  $("pin-none").textContent = body.mounts
+    ? "No tool definition is waiting for approval."
+    : "No MCP upstream is mounted here.";
+  $("pin-none").hidden = body.held.length > 0;
+  if (body.total > body.held.length) {
+    $("pin-error").textContent = "showing " + body.held.length + " of " + body.total + ": approve some to see the rest";
+  }
+  $("pins-count").textContent = String(body.total);
+}
+
+async function approvePin(p, reason) {
+  $("pin-error").textContent = "";
+  if (!reason.trim()) {
+    $("pin-error").textContent = "give a reason first";
+    return;
+  }
+  try {
+    await api("/ui/api/pins/approve", {
+      method: "POST",
+      body: JSON.stringify({ upstream: p.upstream, tool: p.tool, pending_hash: p.pending_hash, reason }),
+    });
+  } catch (e) {
+    $("pin-error").textContent = e.message;
+  }
+  loadPins();
+}
+
 async function loadSession() {
   const form = new FormData($("session-form"));
   const tenant = form.get("tenant");
@@ -289,6 +376,7 @@ document.addEventListener("DOMContentLoaded", () => {
       button.classList.add("active");
       for (const view of document.querySelectorAll(".view")) view.hidden = view.id !== button.dataset.view;
       if (button.dataset.view === "policies") loadPolicies();
+      if (button.dataset.view === "pins") loadPins();
     });
   }
   start();

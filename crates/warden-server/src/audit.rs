@@ -402,6 +402,59 @@ pub(crate) async fn audit_taint_cleared(
     audit_wait(vec![ack]).await
 }
 
+/// `kind` of the audit entry of a changed MCP tool definition approved by a person (the console).
+pub(crate) const PIN_CHANGE_KIND: &str = "pin_change";
+
+/// Appends the entry of a changed MCP tool definition approved by a person and waits for it (per
+/// `fsync`): kind `pin_change`, `decision` `approve_pin`, `tool` the tool, `rule` the mount
+/// (upstream name), `principal` the admin key (`key:<id>`), `policy` the approved definition's
+/// hash, `args_hash` the hash of the mount, tool, both definition hashes and the reason (the
+/// reason itself is in the daemon's log line).
+pub(crate) async fn audit_pin_approved(
+    audit: Option<&Audit>,
+    admin_key: &str,
+    upstream: &str,
+    tool: &str,
+    approved_before: &str,
+    approved_now: &str,
+    reason: &str,
+) -> Result<(), ApiError> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    let content = serde_json::json!({
+        "upstream": upstream,
+        "tool": tool,
+        "before": approved_before,
+        "approved": approved_now,
+        "reason": reason,
+    });
+    let record = AuditRecord {
+        time_ms: unix_now_ms(),
+        tenant: None,
+        principal: Some(format!("key:{admin_key}")),
+        session: None,
+        kind: PIN_CHANGE_KIND.to_owned(),
+        tool: Some(tool.to_owned()),
+        args_hash: Some(
+            warden_proof::args_hash(&content)
+                .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
+        ),
+        decision: "approve_pin".to_owned(),
+        rule: Some(upstream.to_owned()),
+        findings: Vec::new(),
+        policy: approved_now.to_owned(),
+        latency_us: 0,
+        model: None,
+        audited: Vec::new(),
+        input_tokens: None,
+        output_tokens: None,
+        cost_micro_usd: None,
+    };
+    let ack = queue(audit, record)?;
+    audit_wait(vec![ack]).await
+}
+
 /// `kind` of the audit entry of a Data API query against a Rego policy.
 pub(crate) const DATA_QUERY_KIND: &str = "data_query";
 

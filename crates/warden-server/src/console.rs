@@ -1,6 +1,7 @@
 //! The console at `/ui` (docs/serve.md, "Console"): a page built into the binary (HTML, JS and
-//! CSS, no CDN) showing live decisions, pending approvals (approve, deny) and the loaded
-//! policies, for admin keys only.
+//! CSS, no CDN) showing live decisions, pending approvals (approve, deny), sessions, MCP tool
+//! definitions held for pin approval ([`crate::console_pins`]) and the loaded policies, for
+//! admin keys only.
 //!
 //! Access: `POST /ui/login` exchanges an admin API key (checked in constant time by the key
 //! index, counted towards the address's lockout when wrong) for a random session token in an
@@ -126,9 +127,9 @@ impl Live {
 }
 
 /// One console login.
-struct Login {
+pub(crate) struct Login {
     /// The admin key it was made with (the approver's identity).
-    key_id: Arc<str>,
+    pub(crate) key_id: Arc<str>,
     /// Its CSRF token (hex).
     csrf: String,
     expires: Instant,
@@ -199,7 +200,7 @@ fn cookie_token(headers: &HeaderMap) -> Option<&str> {
 
 /// The login a request carries, still valid: unexpired, not ended, its key still an admin key
 /// in the policy set in force (a revoked key ends its logins).
-fn login_of(state: &AppState, headers: &HeaderMap) -> Result<Arc<Login>, ApiError> {
+pub(crate) fn login_of(state: &AppState, headers: &HeaderMap) -> Result<Arc<Login>, ApiError> {
     let console = console_of(state)?;
     let token = cookie_token(headers).ok_or_else(ApiError::unauthorized)?;
     let hash = token_hash(token);
@@ -227,7 +228,10 @@ fn login_of(state: &AppState, headers: &HeaderMap) -> Result<Arc<Login>, ApiErro
 
 /// [`login_of`] for a state-changing request: its `X-CSRF-Token` must be the login's (403
 /// otherwise).
-fn login_with_csrf(state: &AppState, headers: &HeaderMap) -> Result<Arc<Login>, ApiError> {
+pub(crate) fn login_with_csrf(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Arc<Login>, ApiError> {
     let login = login_of(state, headers)?;
     let presented = headers
         .get(CSRF_HEADER)
@@ -284,6 +288,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/api/approvals/{id}/deny", post(deny))
         .route("/ui/api/sessions/view", get(session_view))
         .route("/ui/api/sessions/clear-taint", post(clear_taint))
+        .route("/ui/api/pins", get(crate::console_pins::held))
+        .route("/ui/api/pins/approve", post(crate::console_pins::approve))
         .route("/ui/events", get(events))
         .layer(axum::middleware::from_fn(headers_layer))
 }

@@ -35,6 +35,8 @@ pub enum ErrorCode {
     NotImplemented,
     /// Conflict: a batch whose sessions kept changing; nothing applied.
     BatchConflict,
+    /// Conflict: the tool definition pending approval is no longer the one the approver saw.
+    PinChanged,
     /// Payload Too Large: a body over the limit.
     PayloadTooLarge,
     /// Unsupported Media Type: a body that is not JSON.
@@ -75,6 +77,7 @@ impl ErrorCode {
         ErrorCode::MethodNotAllowed,
         ErrorCode::NotImplemented,
         ErrorCode::BatchConflict,
+        ErrorCode::PinChanged,
         ErrorCode::PayloadTooLarge,
         ErrorCode::UnsupportedMediaType,
         ErrorCode::RateLimited,
@@ -104,6 +107,7 @@ impl ErrorCode {
             ErrorCode::MethodNotAllowed => "method_not_allowed",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::BatchConflict => "batch_conflict",
+            ErrorCode::PinChanged => "pin_changed",
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::RateLimited => "rate_limited",
@@ -131,7 +135,7 @@ impl ErrorCode {
             ErrorCode::SigningDisabled => StatusCode::NOT_FOUND,
             ErrorCode::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
-            ErrorCode::BatchConflict => StatusCode::CONFLICT,
+            ErrorCode::BatchConflict | ErrorCode::PinChanged => StatusCode::CONFLICT,
             ErrorCode::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorCode::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ErrorCode::RateLimited => StatusCode::TOO_MANY_REQUESTS,
@@ -157,7 +161,9 @@ impl ErrorCode {
             ErrorCode::Unauthorized => Code::Unauthenticated,
             ErrorCode::Forbidden => Code::PermissionDenied,
             ErrorCode::ApprovalNotFound => Code::NotFound,
-            ErrorCode::ApprovalSettled | ErrorCode::ApprovalExpired => Code::FailedPrecondition,
+            ErrorCode::ApprovalSettled | ErrorCode::ApprovalExpired | ErrorCode::PinChanged => {
+                Code::FailedPrecondition
+            }
             ErrorCode::NotFound
             | ErrorCode::ResourceNotFound
             | ErrorCode::AuditDisabled

@@ -17,6 +17,7 @@ pub mod budget;
 pub mod capture;
 pub mod config;
 mod console;
+mod console_pins;
 mod effects;
 pub mod env;
 pub mod envoy;
@@ -117,6 +118,9 @@ struct Inner {
     overlays: parking_lot::Mutex<overlay::Overlays>,
     /// The console at `/ui`, unless `console.enabled` is false.
     console: Option<console::Console>,
+    /// The MCP mounts' tool pins, once the routes made them: the console reviews and approves
+    /// held definitions in the very store the mounts check (in memory with `state: memory`).
+    mcp_pins: std::sync::OnceLock<Arc<dyn warden_mcp::PinStore>>,
 }
 
 impl std::fmt::Debug for Inner {
@@ -309,6 +313,7 @@ impl AppState {
             start_marker: parking_lot::Mutex::new(start_marker),
             overlays: parking_lot::Mutex::new(overlay::Overlays::new()),
             console,
+            mcp_pins: std::sync::OnceLock::new(),
         })))
     }
 
@@ -351,6 +356,25 @@ impl AppState {
     /// The console, unless disabled.
     pub(crate) fn console(&self) -> Option<&console::Console> {
         self.0.console.as_ref()
+    }
+
+    /// The MCP mounts' tool pins (`None` until the routes are built, or with nothing mounted).
+    pub(crate) fn mcp_pins(&self) -> Option<&Arc<dyn warden_mcp::PinStore>> {
+        self.0.mcp_pins.get()
+    }
+
+    /// The MCP mounts' tool pins, made by `make` the first time: every router built from this
+    /// state (and the console) shares one store.
+    pub(crate) fn mcp_pins_or_init(
+        &self,
+        make: impl FnOnce() -> Result<Arc<dyn warden_mcp::PinStore>, String>,
+    ) -> Result<Arc<dyn warden_mcp::PinStore>, String> {
+        if let Some(pins) = self.0.mcp_pins.get() {
+            return Ok(Arc::clone(pins));
+        }
+        let made = make()?;
+        // Two routers built at once: the first store set wins and both use it.
+        Ok(Arc::clone(self.0.mcp_pins.get_or_init(|| made)))
     }
 
     /// The database's change marker read before the first load, once.

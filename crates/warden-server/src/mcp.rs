@@ -402,7 +402,7 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
     if !mounts_anything(state) {
         return Router::new();
     }
-    let pins = match pin_store(state) {
+    let pins = match state.mcp_pins_or_init(|| pin_store(state)) {
         Ok(pins) => pins,
         Err(e) => {
             tracing::error!(error = %e, "MCP upstreams not mounted");

@@ -44,6 +44,7 @@ use redb::{
     Builder, ConcurrencyMode, Database, DatabaseError, ReadableDatabase, ReadableTable,
     TableDefinition, TableError, TransactionError, WriteTransaction,
 };
+use serde_json::Value;
 use warden_core::pins::{Pin, PinError, PinStatus, PinStore, Pins};
 use warden_core::state::StoreCall;
 
@@ -345,17 +346,30 @@ fn json_error(e: serde_json::Error) -> redb::Error {
 /// The store's calls: redb transactions on this thread (a write may wait for another process's
 /// writer, bounded by the open timeout).
 impl RedbPinStore {
-    fn observe_now(&self, upstream: &str, tool: &str, hash: &str) -> Result<PinStatus, PinError> {
+    fn observe_now(
+        &self,
+        upstream: &str,
+        tool: &str,
+        hash: &str,
+        definition: Option<&Value>,
+    ) -> Result<PinStatus, PinError> {
         // Most observations change nothing (the definition is the pinned one, or a change
         // already pending): answered from memory without a write transaction.
-        let (status, next) = self
-            .with_fresh(|pins| Pin::observe(pins.get(upstream).and_then(|t| t.get(tool)), hash))?;
+        let (status, next) = self.with_fresh(|pins| {
+            Pin::observe_definition(
+                pins.get(upstream).and_then(|t| t.get(tool)),
+                hash,
+                definition,
+            )
+        })?;
         if next.is_none() {
             return Ok(status);
         }
         // Something to write: compare again inside the write transaction, where no other
         // process can change the pin in between.
-        self.update(upstream, tool, |current| Pin::observe(current, hash))
+        self.update(upstream, tool, |current| {
+            Pin::observe_definition(current, hash, definition)
+        })
     }
 
     fn is_held_now(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
@@ -366,9 +380,18 @@ impl RedbPinStore {
         })
     }
 
-    fn approve_now(&self, upstream: &str, tool: &str) -> Result<bool, PinError> {
+    fn approve_now(
+        &self,
+        upstream: &str,
+        tool: &str,
+        pending: Option<&str>,
+    ) -> Result<bool, PinError> {
         self.update(upstream, tool, |current| {
-            match current.and_then(Pin::approved) {
+            let next = match pending {
+                Some(pending) => current.and_then(|pin| pin.approved_if(pending)),
+                None => current.and_then(Pin::approved),
+            };
+            match next {
                 Some(next) => (true, Some(next)),
                 None => (false, None),
             }
@@ -387,7 +410,26 @@ impl PinStore for RedbPinStore {
         tool: &'a str,
         hash: &'a str,
     ) -> StoreCall<'a, PinStatus, PinError> {
-        StoreCall::ready(self.observe_now(upstream, tool, hash))
+        StoreCall::ready(self.observe_now(upstream, tool, hash, None))
+    }
+
+    fn observe_definition<'a>(
+        &'a self,
+        upstream: &'a str,
+        tool: &'a str,
+        hash: &'a str,
+        definition: &'a Value,
+    ) -> StoreCall<'a, PinStatus, PinError> {
+        StoreCall::ready(self.observe_now(upstream, tool, hash, Some(definition)))
+    }
+
+    fn approve_pending<'a>(
+        &'a self,
+        upstream: &'a str,
+        tool: &'a str,
+        pending: &'a str,
+    ) -> StoreCall<'a, bool, PinError> {
+        StoreCall::ready(self.approve_now(upstream, tool, Some(pending)))
     }
 
     fn is_held<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError> {
@@ -395,7 +437,7 @@ impl PinStore for RedbPinStore {
     }
 
     fn approve<'a>(&'a self, upstream: &'a str, tool: &'a str) -> StoreCall<'a, bool, PinError> {
-        StoreCall::ready(self.approve_now(upstream, tool))
+        StoreCall::ready(self.approve_now(upstream, tool, None))
     }
 
     fn list(&self) -> StoreCall<'_, Pins, PinError> {
@@ -480,10 +522,41 @@ mod tests {
         assert_eq!(
             pins["up"]["echo"],
             Pin {
-                hash: "a".into(),
-                pending: Some("b".into())
+                pending: Some("b".into()),
+                ..Pin::new("a")
             }
         );
+    }
+
+    /// Definitions (approved and pending) are kept in the file, seen by another handle, and
+    /// approving a pending hash that is no longer the pending one changes nothing.
+    #[test]
+    fn definitions_persist_and_a_stale_approval_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let (v1, v2) = (
+            serde_json::json!({"name": "echo", "description": "one"}),
+            serde_json::json!({"name": "echo", "description": "two"}),
+        );
+        {
+            let s = store(&dir);
+            assert_eq!(
+                s.observe_definition("up", "echo", "a", &v1).wait().unwrap(),
+                PinStatus::New
+            );
+            assert_eq!(
+                s.observe_definition("up", "echo", "b", &v2).wait().unwrap(),
+                PinStatus::Changed { first: true }
+            );
+        }
+        let s = store(&dir);
+        let pin = s.list().wait().unwrap()["up"]["echo"].clone();
+        assert_eq!(pin.definition, Some(v1));
+        assert_eq!(pin.pending_definition, Some(v2.clone()));
+        assert!(!s.approve_pending("up", "echo", "a").wait().unwrap());
+        assert!(s.is_held("up", "echo").wait().unwrap());
+        assert!(s.approve_pending("up", "echo", "b").wait().unwrap());
+        let pin = s.list().wait().unwrap()["up"]["echo"].clone();
+        assert_eq!((pin.hash.as_str(), pin.definition), ("b", Some(v2)));
     }
 
     /// Two handles on one file in one process exclude and see each other as two processes do

@@ -720,6 +720,60 @@ fn pins_observe_and_approve_are_atomic_across_two_handles() {
     }
 }
 
+/// Every pin store keeps the definitions with the hashes (seen by the other handle), and an
+/// approval bound to a pending hash approves that definition only: of racing approvals of the
+/// pending hash exactly one approves, and one naming another hash never does.
+#[test]
+fn pins_keep_definitions_and_approve_the_pending_hash_shown() {
+    let (v1, v2) = (
+        serde_json::json!({"name": "echo", "description": "one"}),
+        serde_json::json!({"name": "echo", "description": "two"}),
+    );
+    for (name, one, two, _dir) in pin_stores() {
+        assert_eq!(
+            one.observe_definition("up", "echo", "a", &v1)
+                .wait()
+                .unwrap(),
+            PinStatus::New,
+            "{name}"
+        );
+        assert_eq!(
+            two.observe_definition("up", "echo", "b", &v2)
+                .wait()
+                .unwrap(),
+            PinStatus::Changed { first: true },
+            "{name}"
+        );
+        let pin = one.list().wait().unwrap()["up"]["echo"].clone();
+        assert_eq!(pin.definition.as_ref(), Some(&v1), "{name}");
+        assert_eq!(pin.pending_definition.as_ref(), Some(&v2), "{name}");
+        assert!(
+            !two.approve_pending("up", "echo", "a").wait().unwrap(),
+            "{name}"
+        );
+        let handles = [&one, &two];
+        let approved = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for i in 0..8 {
+                let (store, approved) = (handles[i % 2], &approved);
+                scope.spawn(move || {
+                    if store.approve_pending("up", "echo", "b").wait().unwrap() {
+                        approved.fetch_add(1, Ordering::SeqCst);
+                    }
+                });
+            }
+        });
+        assert_eq!(approved.load(Ordering::SeqCst), 1, "{name}");
+        let pin = two.list().wait().unwrap()["up"]["echo"].clone();
+        assert_eq!(
+            (pin.hash.as_str(), pin.definition.as_ref()),
+            ("b", Some(&v2)),
+            "{name}"
+        );
+        assert!(!one.is_held("up", "echo").wait().unwrap(), "{name}");
+    }
+}
+
 /// A nonce is used once: of 1,000 racing uses of one nonce exactly one succeeds; other nonces
 /// are unaffected; once it expired it may be used again.
 #[test]

@@ -2,8 +2,12 @@
 // running `warden serve` (started by crates/warden-cli/tests/console.rs, which checks what this
 // prints). Steps: log in with the admin key; a denial made by the agent appears live; an
 // agent's call held for approval is approved in the console and the agent's retry goes
-// through; a session's taint is cleared with a reason. Screenshots of each view go to SCREENSHOTS.
-// Usage: node browser.cjs NPM_DIR   (env: WARDEN_URL, ADMIN_KEY, AGENT_KEY, CHROMIUM, SCREENSHOTS)
+// through; an agent's MCP tools/call through the mount `shop` waits for its approval, which is
+// given in the console, and then goes through; a session's taint is cleared with a reason; a
+// changed MCP tool definition is reviewed (its diff) and approved in the console, and the tool
+// is listed again. Screenshots of each view go to SCREENSHOTS.
+// Usage: node browser.cjs NPM_DIR   (env: WARDEN_URL, ADMIN_KEY, AGENT_KEY, CHROMIUM, SCREENSHOTS,
+// TOOLS_FILE: the upstream's tools, rewritten here with TOOLS_V2 to change a definition)
 // Prints one JSON line per step: {"step": NAME, ...facts}; exits non-zero on the first failure.
 'use strict';
 const { createRequire } = require('node:module');
@@ -23,6 +27,25 @@ async function decide(url, key, body) {
     body: JSON.stringify(body),
   });
   return response.json();
+}
+
+// One JSON-RPC request to the MCP mount `shop` with the agent's key: the answer's body.
+async function mcp(url, key, method, params) {
+  const response = await fetch(url + '/mcp/shop', {
+    method: 'POST',
+    headers: {
+      'content-type': 'application/json',
+      accept: 'application/json, text/event-stream',
+      'x-api-key': key,
+    },
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method, params }),
+  });
+  return response.json();
+}
+
+async function listed(url, key) {
+  const answer = await mcp(url, key, 'tools/list', {});
+  return answer.result.tools.map((t) => t.name);
 }
 
 async function main() {
@@ -103,6 +126,26 @@ async function main() {
     await page.click('nav button[data-view=live]');
     await page.locator('#decisions tr.allow', { hasText: 'pay.send' }).first().waitFor({ timeout: TIMEOUT });
 
+    // An MCP call held by the `payments` ask rule waits (approvals.wait_ms) while a person
+    // approves it here; the same request then goes through.
+    const started = Date.now();
+    const waiting = mcp(url, agent, 'tools/call', { name: 'pay.send', arguments: { amount: 7, to: secret } });
+    await page.click('nav button[data-view=approvals]');
+    const mcpPending = page.locator('#approval-rows tr', { hasText: 'pay.send' });
+    await mcpPending.waitFor({ timeout: TIMEOUT });
+    await page.screenshot({ path: path.join(shots, 'approvals-mcp.png') });
+    const mcpCells = await mcpPending.locator('td').allTextContents();
+    await mcpPending.locator('input').fill('invoice 8, agent waiting');
+    await mcpPending.locator('button[data-action=approve]').click();
+    const answered = await waiting;
+    report('mcp call approved in the console', {
+      cells: mcpCells,
+      text: answered.result && answered.result.content[0].text,
+      error: answered.error || null,
+      waited_ms: Date.now() - started,
+      page_has_secret: (await page.content()).includes(secret),
+    });
+
     const tainted = await decide(url, agent, { session: 'w1', tool: 'web.fetch', args: { url: secret } });
     await page.click('nav button[data-view=sessions]');
     await page.fill('#session-form input[name=tenant]', 'acme');
@@ -117,6 +160,30 @@ async function main() {
     report('taint cleared in the console', {
       taints_before: tainted.taints,
       history: await page.locator('#history-rows tr td').allTextContents(),
+    });
+
+    // A tool definition changed by the upstream is hidden until approved here, after
+    // reviewing the diff; then it is listed again.
+    const before = await listed(url, agent);
+    fs.writeFileSync(process.env.TOOLS_FILE, process.env.TOOLS_V2);
+    const hidden = await listed(url, agent);
+    await page.click('nav button[data-view=pins]');
+    const card = page.locator('#pin-list .pin', { hasText: 'kb.search' });
+    await card.waitFor({ timeout: TIMEOUT });
+    await page.screenshot({ path: path.join(shots, 'pins.png') });
+    const removed = await card.locator('pre.diff span.del').allTextContents();
+    const added = await card.locator('pre.diff span.add').allTextContents();
+    await card.locator('input').fill('reviewed: the new description is ours');
+    await card.locator('button[data-action=approve-pin]').click();
+    await card.waitFor({ state: 'detached', timeout: TIMEOUT });
+    await page.locator('#pin-none').waitFor({ state: 'visible', timeout: TIMEOUT });
+    report('tool definition approved in the console', {
+      before,
+      hidden,
+      after: await listed(url, agent),
+      removed,
+      added,
+      title: await page.locator('nav button[data-view=pins]').textContent(),
     });
 
     await page.click('nav button[data-view=policies]');
