@@ -19,6 +19,7 @@ use warden_core::Kind;
 use warden_mcp::sse::{Event, SseSplitter};
 
 use crate::api::{Api, Refusal, RefusalKind};
+use crate::fast;
 use crate::held::HeldText;
 use crate::reply::{ToolOutcome, decide_tool};
 use crate::{Asker, Judge};
@@ -97,6 +98,8 @@ pub struct StreamRewriter {
     ended: bool,
     /// The usage the stream reported so far.
     usage: Option<crate::Usage>,
+    /// Whether plain text events are read by [`fast`] (off only in tests comparing the two).
+    fast: bool,
 }
 
 impl StreamRewriter {
@@ -115,7 +118,16 @@ impl StreamRewriter {
             meta: Map::new(),
             ended: false,
             usage: None,
+            fast: true,
         }
+    }
+
+    /// The same rewriter reading every event in full (the reference the plain case is
+    /// compared with).
+    #[cfg(test)]
+    fn full_reads_only(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     /// The usage the upstream reported in the stream (OpenAI's last chunk; Anthropic's
@@ -239,6 +251,11 @@ impl StreamRewriter {
             out.extend_from_slice(b"data: [DONE]\n\n");
             return Ok(());
         }
+        if self.fast
+            && let Some(chunk) = fast::openai_chunk(data)
+        {
+            return self.openai_plain(data, &chunk, content, out);
+        }
         warden_core::unique_keys::reject_duplicate_keys(data)
             .map_err(|_| unreadable("a chunk repeating a member name"))?;
         let mut chunk: Value =
@@ -277,6 +294,57 @@ impl StreamRewriter {
             }
         }
         out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
+        Ok(())
+    }
+
+    /// A chunk carrying only text, read by [`fast::openai_chunk`]: the same effects as the
+    /// general reader (kept metadata, held and kept text), written back as received with each
+    /// text member replaced by the text released.
+    fn openai_plain(
+        &mut self,
+        data: &[u8],
+        chunk: &fast::PlainChunk<'_>,
+        content: Option<&ContentPolicy>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        for (key, value) in &chunk.meta {
+            // Compared first: the metadata rarely changes, and a clone per event would cost.
+            if let Some(value) = value
+                && !value.is(self.meta.get(*key))
+            {
+                self.meta.insert((*key).to_owned(), value.value());
+            }
+        }
+        let hold = self.hold;
+        let mut released = Vec::new();
+        for choice in &chunk.choices {
+            let state = self.choices.entry(choice.index).or_insert_with(|| Choice {
+                content: HeldText::new(hold),
+                refusal: HeldText::new(hold),
+                tools: BTreeMap::new(),
+                finished: false,
+            });
+            let mut kept = String::new();
+            for (text, held) in [
+                (&choice.content, &mut state.content),
+                (&choice.refusal, &mut state.refusal),
+            ] {
+                if let Some(text) = text {
+                    kept.push_str(&text.text);
+                    let now = Self::push_text(held, &text.text, content)?;
+                    released.push((text.span.clone(), now));
+                }
+            }
+            self.keep(&kept)?;
+        }
+        released.sort_by_key(|(span, _)| span.start);
+        let edits: Vec<_> = released
+            .iter()
+            .map(|(span, text)| (span.clone(), text.as_str()))
+            .collect();
+        out.extend_from_slice(b"data: ");
+        fast::splice(out, data, &edits).ok_or_else(|| unreadable("a chunk Warden misread"))?;
+        out.extend_from_slice(b"\n\n");
         Ok(())
     }
 
@@ -435,6 +503,33 @@ impl StreamRewriter {
         let Some(data) = &event.data else {
             return Ok(());
         };
+        if self.fast
+            && event
+                .event
+                .as_deref()
+                .is_none_or(|e| e == "content_block_delta")
+            && let Some(delta) = fast::anthropic_delta(data)
+            && let Some(block) = self.blocks.get_mut(&delta.index)
+        {
+            let held = match (block, delta.is_text) {
+                (Block::Text(held), true) | (Block::Thinking(held), false) => Some(held),
+                _ => None,
+            };
+            if let Some(held) = held {
+                // The same effects as the general reader's `content_block_delta` below.
+                let released = Self::push_text(held, &delta.text.text, content)?;
+                if delta.is_text {
+                    self.keep(&delta.text.text)?;
+                }
+                if !released.is_empty() {
+                    out.extend_from_slice(b"event: content_block_delta\ndata: ");
+                    fast::splice(out, data, &[(delta.text.span.clone(), released.as_str())])
+                        .ok_or_else(|| unreadable("an event Warden misread"))?;
+                    out.extend_from_slice(b"\n\n");
+                }
+                return Ok(());
+            }
+        }
         warden_core::unique_keys::reject_duplicate_keys(data)
             .map_err(|_| unreadable("an event repeating a member name"))?;
         let mut body: Value =
