@@ -24,6 +24,30 @@ use std::ops::Range;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
+/// An event framed as providers frame them, `data: X\n\n` or `event: NAME\ndata: X\n\n`
+/// (no carriage return anywhere, NAME UTF-8): its name and data, borrowed. The same fields
+/// `warden_mcp::sse::Event::parse` reads from such an event, without copying the data; any
+/// other framing (comments, `id`, several `data` lines, `\r\n`) is `None` and read by it.
+pub(crate) fn framing(raw: &[u8]) -> Option<(Option<&str>, &[u8])> {
+    let body = raw.strip_suffix(b"\n\n")?;
+    if body.contains(&b'\r') {
+        return None;
+    }
+    let (name, line) = match body.strip_prefix(b"event: ") {
+        Some(rest) => {
+            let at = rest.iter().position(|b| *b == b'\n')?;
+            let name = std::str::from_utf8(rest.get(..at)?).ok()?;
+            (Some(name), rest.get(at + 1..)?)
+        }
+        None => (None, body),
+    };
+    let data = line.strip_prefix(b"data: ")?;
+    if data.contains(&b'\n') {
+        return None;
+    }
+    Some((name, data))
+}
+
 /// A scalar member Warden keeps for the chunks it adds (`id`, `object`, `created`, `model`):
 /// a string without escapes or an unsigned integer; anything else (`null` included, which the
 /// general reader keeps as `null`) is not the plain case.
@@ -271,14 +295,18 @@ pub(crate) fn anthropic_delta(data: &[u8]) -> Option<PlainDelta<'_>> {
     })
 }
 
-/// Writes `data` with each span replaced by its text as a JSON string (spans in order, not
-/// overlapping); `None` when they are not.
-pub(crate) fn splice(out: &mut Vec<u8>, data: &[u8], edits: &[(Range<usize>, &str)]) -> Option<()> {
+/// Writes `data` with each text member replaced by the text released for it, as a JSON
+/// string; a member whose text is released unchanged (nothing held, nothing redacted) is left
+/// as received, byte for byte. Members in order, not overlapping; `None` when they are not.
+pub(crate) fn splice(out: &mut Vec<u8>, data: &[u8], edits: &[(&Text<'_>, &str)]) -> Option<()> {
     let mut last = 0;
-    for (span, text) in edits {
-        out.extend_from_slice(data.get(last..span.start)?);
-        serde_json::to_writer(&mut *out, text).ok()?;
-        last = span.end;
+    for (member, released) in edits {
+        if member.text == *released {
+            continue;
+        }
+        out.extend_from_slice(data.get(last..member.span.start)?);
+        serde_json::to_writer(&mut *out, released).ok()?;
+        last = member.span.end;
     }
     out.extend_from_slice(data.get(last..)?);
     Some(())

@@ -152,15 +152,23 @@ impl StreamRewriter {
             .splitter
             .push(chunk)
             .map_err(|_| unreadable("an event larger than the limit"))?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(chunk.len());
         for raw in events {
             if self.ended {
                 break;
             }
-            let event = Event::parse(&raw).map_err(|_| unreadable("an unreadable event"))?;
+            // The plain framings are read in place; any other is read by `Event::parse`.
+            let parsed;
+            let (name, data) = match fast::framing(&raw).filter(|_| self.fast) {
+                Some((name, data)) => (name, Some(data)),
+                None => {
+                    parsed = Event::parse(&raw).map_err(|_| unreadable("an unreadable event"))?;
+                    (parsed.event.as_deref(), parsed.data.as_deref())
+                }
+            };
             match self.api {
-                Api::Openai => self.openai(&event, judge, content, &mut out)?,
-                Api::Anthropic => self.anthropic(&event, judge, content, &mut out)?,
+                Api::Openai => self.openai(data, judge, content, &mut out)?,
+                Api::Anthropic => self.anthropic(name, data, judge, content, &mut out)?,
             }
         }
         Ok(out)
@@ -236,12 +244,12 @@ impl StreamRewriter {
 
     fn openai(
         &mut self,
-        event: &Event,
+        data: Option<&[u8]>,
         judge: &dyn Judge,
         content: Option<&ContentPolicy>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(data) = &event.data else {
+        let Some(data) = data else {
             return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
@@ -319,8 +327,8 @@ impl StreamRewriter {
         let mut released = Vec::new();
         for choice in &chunk.choices {
             let state = self.choices.entry(choice.index).or_insert_with(|| Choice {
-                content: HeldText::new(hold),
-                refusal: HeldText::new(hold),
+                content: HeldText::batched(hold),
+                refusal: HeldText::batched(hold),
                 tools: BTreeMap::new(),
                 finished: false,
             });
@@ -332,15 +340,15 @@ impl StreamRewriter {
                 if let Some(text) = text {
                     kept.push_str(&text.text);
                     let now = Self::push_text(held, &text.text, content)?;
-                    released.push((text.span.clone(), now));
+                    released.push((text, now));
                 }
             }
             self.keep(&kept)?;
         }
-        released.sort_by_key(|(span, _)| span.start);
+        released.sort_by_key(|(text, _)| text.span.start);
         let edits: Vec<_> = released
             .iter()
-            .map(|(span, text)| (span.clone(), text.as_str()))
+            .map(|(text, now)| (*text, now.as_str()))
             .collect();
         out.extend_from_slice(b"data: ");
         fast::splice(out, data, &edits).ok_or_else(|| unreadable("a chunk Warden misread"))?;
@@ -369,8 +377,8 @@ impl StreamRewriter {
         }
         let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
         let state = self.choices.entry(index).or_insert_with(|| Choice {
-            content: HeldText::new(hold),
-            refusal: HeldText::new(hold),
+            content: HeldText::batched(hold),
+            refusal: HeldText::batched(hold),
             tools: BTreeMap::new(),
             finished: false,
         });
@@ -495,19 +503,17 @@ impl StreamRewriter {
 
     fn anthropic(
         &mut self,
-        event: &Event,
+        name: Option<&str>,
+        data: Option<&[u8]>,
         judge: &dyn Judge,
         content: Option<&ContentPolicy>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(data) = &event.data else {
+        let Some(data) = data else {
             return Ok(());
         };
         if self.fast
-            && event
-                .event
-                .as_deref()
-                .is_none_or(|e| e == "content_block_delta")
+            && name.is_none_or(|e| e == "content_block_delta")
             && let Some(delta) = fast::anthropic_delta(data)
             && let Some(block) = self.blocks.get_mut(&delta.index)
         {
@@ -523,7 +529,7 @@ impl StreamRewriter {
                 }
                 if !released.is_empty() {
                     out.extend_from_slice(b"event: content_block_delta\ndata: ");
-                    fast::splice(out, data, &[(delta.text.span.clone(), released.as_str())])
+                    fast::splice(out, data, &[(&delta.text, released.as_str())])
                         .ok_or_else(|| unreadable("an event Warden misread"))?;
                     out.extend_from_slice(b"\n\n");
                 }
@@ -539,7 +545,7 @@ impl StreamRewriter {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if event.event.as_deref().is_some_and(|e| e != kind) {
+        if name.is_some_and(|e| e != kind) {
             return Err(unreadable("an event whose name and type differ"));
         }
         let index = body.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -586,9 +592,9 @@ impl StreamRewriter {
                             return Err(unreadable("a block starting with text"));
                         }
                         if block_kind == "text" {
-                            Block::Text(HeldText::new(hold))
+                            Block::Text(HeldText::batched(hold))
                         } else {
-                            Block::Thinking(HeldText::new(hold))
+                            Block::Thinking(HeldText::batched(hold))
                         }
                     }
                     "redacted_thinking" => Block::Opaque,
@@ -903,3 +909,8 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[path = "stream_fast_tests.rs"]
+mod fast_tests;
