@@ -84,7 +84,7 @@ impl Scalar<'_> {
     pub(crate) fn is(&self, value: Option<&serde_json::Value>) -> bool {
         match (self, value) {
             (Scalar::Str(s), Some(serde_json::Value::String(v))) => v == s,
-            (Scalar::Int(n), Some(v)) => v.as_u64() == Some(*n) && v.is_u64(),
+            (Scalar::Int(n), Some(v)) => v.as_u64() == Some(*n),
             _ => false,
         }
     }
@@ -182,10 +182,16 @@ fn span(data: &[u8], raw: &str) -> Option<Range<usize>> {
 
 /// A text member read: a JSON string (decoded strictly), else not the plain case.
 fn text<'a>(data: &[u8], raw: &'a RawValue) -> Option<Text<'a>> {
-    let text: Cow<'a, str> = serde_json::from_str::<Cow<'a, str>>(raw.get()).ok()?;
+    let json = raw.get();
+    let text = match json.strip_prefix('"').and_then(|s| s.strip_suffix('"')) {
+        // A string the parser has checked (UTF-8, no control character) and holding no
+        // escape: its text is what lies between its quotes (no need to read it again).
+        Some(inner) if !inner.contains('\\') => Cow::Borrowed(inner),
+        _ => serde_json::from_str::<Cow<'a, str>>(json).ok()?,
+    };
     Some(Text {
         text,
-        span: span(data, raw.get())?,
+        span: span(data, json)?,
     })
 }
 

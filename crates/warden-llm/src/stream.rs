@@ -10,6 +10,14 @@
 //! - before the end of the stream (OpenAI `[DONE]`, Anthropic `message_stop`) the whole
 //!   answer is decided as one `completion` request (history, audit); a deny there, or a
 //!   finding the policy blocks on the way, ends the stream with the provider's error event.
+//!
+//! Nearly every event of a stream is plain: provider framing (`data: ...`), text only (an
+//! OpenAI chunk whose choices carry `content` or `refusal`, an Anthropic `text_delta` or
+//! `thinking_delta`). Those are read in place into borrowed, typed structs (`fast.rs`) and
+//! written back as received but for the text member, which carries what is released (left
+//! byte for byte when that is the text received). Every other event, and every shape the plain
+//! reading does not accept (a repeated or unknown member, an escape it cannot borrow...), is
+//! read in full as a `Value` and decided as it always was.
 
 use std::collections::BTreeMap;
 
@@ -94,7 +102,8 @@ pub struct StreamRewriter {
     /// The answer's text as the model wrote it, decided at the end.
     answer: String,
     /// The last OpenAI chunk's `id`, `object`, `created` and `model`, for chunks Warden adds.
-    meta: Map<String, Value>,
+    /// (Kept by member, in this order: no map to look up in for every chunk.)
+    meta: [(&'static str, Option<Value>); 4],
     ended: bool,
     /// The usage the stream reported so far.
     usage: Option<crate::Usage>,
@@ -115,7 +124,12 @@ impl StreamRewriter {
             tools_kept: 0,
             tools_denied: 0,
             answer: String::new(),
-            meta: Map::new(),
+            meta: [
+                ("id", None),
+                ("object", None),
+                ("created", None),
+                ("model", None),
+            ],
             ended: false,
             usage: None,
             fast: true,
@@ -291,9 +305,9 @@ impl StreamRewriter {
         {
             self.usage = Some(usage);
         }
-        for key in ["id", "object", "created", "model"] {
-            if let Some(v) = members.get(key) {
-                self.meta.insert(key.to_owned(), v.clone());
+        for (key, slot) in &mut self.meta {
+            if let Some(v) = members.get(*key) {
+                *slot = Some(v.clone());
             }
         }
         if let Some(choices) = members.get_mut("choices").and_then(Value::as_array_mut) {
@@ -315,12 +329,12 @@ impl StreamRewriter {
         content: Option<&ContentPolicy>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        for (key, value) in &chunk.meta {
+        for ((_, slot), (_, value)) in self.meta.iter_mut().zip(&chunk.meta) {
             // Compared first: the metadata rarely changes, and a clone per event would cost.
             if let Some(value) = value
-                && !value.is(self.meta.get(*key))
+                && !value.is(slot.as_ref())
             {
-                self.meta.insert((*key).to_owned(), value.value());
+                *slot = Some(value.value());
             }
         }
         let hold = self.hold;
@@ -491,7 +505,11 @@ impl StreamRewriter {
             if rest.is_empty() {
                 continue;
             }
-            let mut chunk = self.meta.clone();
+            let mut chunk: Map<String, Value> = self
+                .meta
+                .iter()
+                .filter_map(|(key, value)| Some(((*key).to_owned(), value.clone()?)))
+                .collect();
             chunk.insert(
                 "choices".to_owned(),
                 json!([{"index": index, "delta": {"content": rest}, "finish_reason": null}]),
