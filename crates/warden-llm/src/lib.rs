@@ -20,6 +20,7 @@
 
 pub mod api;
 pub mod chat;
+mod fast;
 pub mod held;
 pub mod reply;
 pub mod stream;

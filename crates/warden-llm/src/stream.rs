@@ -10,6 +10,14 @@
 //! - before the end of the stream (OpenAI `[DONE]`, Anthropic `message_stop`) the whole
 //!   answer is decided as one `completion` request (history, audit); a deny there, or a
 //!   finding the policy blocks on the way, ends the stream with the provider's error event.
+//!
+//! Nearly every event of a stream is plain: provider framing (`data: ...`), text only (an
+//! OpenAI chunk whose choices carry `content` or `refusal`, an Anthropic `text_delta` or
+//! `thinking_delta`). Those are read in place into borrowed, typed structs (`fast.rs`) and
+//! written back as received but for the text member, which carries what is released (left
+//! byte for byte when that is the text received). Every other event, and every shape the plain
+//! reading does not accept (a repeated or unknown member, an escape it cannot borrow...), is
+//! read in full as a `Value` and decided as it always was.
 
 use std::collections::BTreeMap;
 
@@ -19,6 +27,7 @@ use warden_core::Kind;
 use warden_mcp::sse::{Event, SseSplitter};
 
 use crate::api::{Api, Refusal, RefusalKind};
+use crate::fast;
 use crate::held::HeldText;
 use crate::reply::{ToolOutcome, decide_tool};
 use crate::{Asker, Judge};
@@ -93,10 +102,13 @@ pub struct StreamRewriter {
     /// The answer's text as the model wrote it, decided at the end.
     answer: String,
     /// The last OpenAI chunk's `id`, `object`, `created` and `model`, for chunks Warden adds.
-    meta: Map<String, Value>,
+    /// (Kept by member, in this order: no map to look up in for every chunk.)
+    meta: [(&'static str, Option<Value>); 4],
     ended: bool,
     /// The usage the stream reported so far.
     usage: Option<crate::Usage>,
+    /// Whether plain text events are read by [`fast`] (off only in tests comparing the two).
+    fast: bool,
 }
 
 impl StreamRewriter {
@@ -112,10 +124,24 @@ impl StreamRewriter {
             tools_kept: 0,
             tools_denied: 0,
             answer: String::new(),
-            meta: Map::new(),
+            meta: [
+                ("id", None),
+                ("object", None),
+                ("created", None),
+                ("model", None),
+            ],
             ended: false,
             usage: None,
+            fast: true,
         }
+    }
+
+    /// The same rewriter reading every event in full (the reference the plain case is
+    /// compared with).
+    #[cfg(test)]
+    fn full_reads_only(mut self) -> Self {
+        self.fast = false;
+        self
     }
 
     /// The usage the upstream reported in the stream (OpenAI's last chunk; Anthropic's
@@ -140,15 +166,23 @@ impl StreamRewriter {
             .splitter
             .push(chunk)
             .map_err(|_| unreadable("an event larger than the limit"))?;
-        let mut out = Vec::new();
+        let mut out = Vec::with_capacity(chunk.len());
         for raw in events {
             if self.ended {
                 break;
             }
-            let event = Event::parse(&raw).map_err(|_| unreadable("an unreadable event"))?;
+            // The plain framings are read in place; any other is read by `Event::parse`.
+            let parsed;
+            let (name, data) = match fast::framing(&raw).filter(|_| self.fast) {
+                Some((name, data)) => (name, Some(data)),
+                None => {
+                    parsed = Event::parse(&raw).map_err(|_| unreadable("an unreadable event"))?;
+                    (parsed.event.as_deref(), parsed.data.as_deref())
+                }
+            };
             match self.api {
-                Api::Openai => self.openai(&event, judge, content, &mut out)?,
-                Api::Anthropic => self.anthropic(&event, judge, content, &mut out)?,
+                Api::Openai => self.openai(data, judge, content, &mut out)?,
+                Api::Anthropic => self.anthropic(name, data, judge, content, &mut out)?,
             }
         }
         Ok(out)
@@ -224,12 +258,12 @@ impl StreamRewriter {
 
     fn openai(
         &mut self,
-        event: &Event,
+        data: Option<&[u8]>,
         judge: &dyn Judge,
         content: Option<&ContentPolicy>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(data) = &event.data else {
+        let Some(data) = data else {
             return Ok(());
         };
         if data.trim_ascii() == b"[DONE]" {
@@ -238,6 +272,11 @@ impl StreamRewriter {
             self.ended = true;
             out.extend_from_slice(b"data: [DONE]\n\n");
             return Ok(());
+        }
+        if self.fast
+            && let Some(chunk) = fast::openai_chunk(data)
+        {
+            return self.openai_plain(data, &chunk, content, out);
         }
         warden_core::unique_keys::reject_duplicate_keys(data)
             .map_err(|_| unreadable("a chunk repeating a member name"))?;
@@ -266,9 +305,9 @@ impl StreamRewriter {
         {
             self.usage = Some(usage);
         }
-        for key in ["id", "object", "created", "model"] {
-            if let Some(v) = members.get(key) {
-                self.meta.insert(key.to_owned(), v.clone());
+        for (key, slot) in &mut self.meta {
+            if let Some(v) = members.get(*key) {
+                *slot = Some(v.clone());
             }
         }
         if let Some(choices) = members.get_mut("choices").and_then(Value::as_array_mut) {
@@ -277,6 +316,57 @@ impl StreamRewriter {
             }
         }
         out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
+        Ok(())
+    }
+
+    /// A chunk carrying only text, read by [`fast::openai_chunk`]: the same effects as the
+    /// general reader (kept metadata, held and kept text), written back as received with each
+    /// text member replaced by the text released.
+    fn openai_plain(
+        &mut self,
+        data: &[u8],
+        chunk: &fast::PlainChunk<'_>,
+        content: Option<&ContentPolicy>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), Refusal> {
+        for ((_, slot), (_, value)) in self.meta.iter_mut().zip(&chunk.meta) {
+            // Compared first: the metadata rarely changes, and a clone per event would cost.
+            if let Some(value) = value
+                && !value.is(slot.as_ref())
+            {
+                *slot = Some(value.value());
+            }
+        }
+        let hold = self.hold;
+        let mut released = Vec::new();
+        for choice in &chunk.choices {
+            let state = self.choices.entry(choice.index).or_insert_with(|| Choice {
+                content: HeldText::batched(hold),
+                refusal: HeldText::batched(hold),
+                tools: BTreeMap::new(),
+                finished: false,
+            });
+            let mut kept = String::new();
+            for (text, held) in [
+                (&choice.content, &mut state.content),
+                (&choice.refusal, &mut state.refusal),
+            ] {
+                if let Some(text) = text {
+                    kept.push_str(&text.text);
+                    let now = Self::push_text(held, &text.text, content)?;
+                    released.push((text, now));
+                }
+            }
+            self.keep(&kept)?;
+        }
+        released.sort_by_key(|(text, _)| text.span.start);
+        let edits: Vec<_> = released
+            .iter()
+            .map(|(text, now)| (*text, now.as_str()))
+            .collect();
+        out.extend_from_slice(b"data: ");
+        fast::splice(out, data, &edits).ok_or_else(|| unreadable("a chunk Warden misread"))?;
+        out.extend_from_slice(b"\n\n");
         Ok(())
     }
 
@@ -301,8 +391,8 @@ impl StreamRewriter {
         }
         let index = choice.get("index").and_then(Value::as_u64).unwrap_or(0);
         let state = self.choices.entry(index).or_insert_with(|| Choice {
-            content: HeldText::new(hold),
-            refusal: HeldText::new(hold),
+            content: HeldText::batched(hold),
+            refusal: HeldText::batched(hold),
             tools: BTreeMap::new(),
             finished: false,
         });
@@ -415,7 +505,11 @@ impl StreamRewriter {
             if rest.is_empty() {
                 continue;
             }
-            let mut chunk = self.meta.clone();
+            let mut chunk: Map<String, Value> = self
+                .meta
+                .iter()
+                .filter_map(|(key, value)| Some(((*key).to_owned(), value.clone()?)))
+                .collect();
             chunk.insert(
                 "choices".to_owned(),
                 json!([{"index": index, "delta": {"content": rest}, "finish_reason": null}]),
@@ -427,14 +521,39 @@ impl StreamRewriter {
 
     fn anthropic(
         &mut self,
-        event: &Event,
+        name: Option<&str>,
+        data: Option<&[u8]>,
         judge: &dyn Judge,
         content: Option<&ContentPolicy>,
         out: &mut Vec<u8>,
     ) -> Result<(), Refusal> {
-        let Some(data) = &event.data else {
+        let Some(data) = data else {
             return Ok(());
         };
+        if self.fast
+            && name.is_none_or(|e| e == "content_block_delta")
+            && let Some(delta) = fast::anthropic_delta(data)
+            && let Some(block) = self.blocks.get_mut(&delta.index)
+        {
+            let held = match (block, delta.is_text) {
+                (Block::Text(held), true) | (Block::Thinking(held), false) => Some(held),
+                _ => None,
+            };
+            if let Some(held) = held {
+                // The same effects as the general reader's `content_block_delta` below.
+                let released = Self::push_text(held, &delta.text.text, content)?;
+                if delta.is_text {
+                    self.keep(&delta.text.text)?;
+                }
+                if !released.is_empty() {
+                    out.extend_from_slice(b"event: content_block_delta\ndata: ");
+                    fast::splice(out, data, &[(&delta.text, released.as_str())])
+                        .ok_or_else(|| unreadable("an event Warden misread"))?;
+                    out.extend_from_slice(b"\n\n");
+                }
+                return Ok(());
+            }
+        }
         warden_core::unique_keys::reject_duplicate_keys(data)
             .map_err(|_| unreadable("an event repeating a member name"))?;
         let mut body: Value =
@@ -444,7 +563,7 @@ impl StreamRewriter {
             .and_then(Value::as_str)
             .unwrap_or_default()
             .to_owned();
-        if event.event.as_deref().is_some_and(|e| e != kind) {
+        if name.is_some_and(|e| e != kind) {
             return Err(unreadable("an event whose name and type differ"));
         }
         let index = body.get("index").and_then(Value::as_u64).unwrap_or(0);
@@ -491,9 +610,9 @@ impl StreamRewriter {
                             return Err(unreadable("a block starting with text"));
                         }
                         if block_kind == "text" {
-                            Block::Text(HeldText::new(hold))
+                            Block::Text(HeldText::batched(hold))
                         } else {
-                            Block::Thinking(HeldText::new(hold))
+                            Block::Thinking(HeldText::batched(hold))
                         }
                     }
                     "redacted_thinking" => Block::Opaque,
@@ -808,3 +927,8 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used, clippy::expect_used, clippy::indexing_slicing)]
+#[path = "stream_fast_tests.rs"]
+mod fast_tests;
