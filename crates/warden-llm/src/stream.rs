@@ -310,10 +310,15 @@ impl StreamRewriter {
                 *slot = Some(v.clone());
             }
         }
-        if let Some(choices) = members.get_mut("choices").and_then(Value::as_array_mut) {
-            for choice in choices {
-                self.openai_choice(choice, judge, content)?;
+        match members.get_mut("choices") {
+            Some(Value::Array(choices)) => {
+                for choice in choices {
+                    self.openai_choice(choice, judge, content)?;
+                }
             }
+            None | Some(Value::Null) => {}
+            // Forwarded as it is, it would carry whatever it holds past inspection.
+            Some(_) => return Err(unreadable("`choices` that are not an array")),
         }
         out.extend_from_slice(format!("data: {chunk}\n\n").as_bytes());
         Ok(())
@@ -568,6 +573,14 @@ impl StreamRewriter {
         }
         let index = body.get("index").and_then(Value::as_u64).unwrap_or(0);
         let hold = self.hold;
+        // The model's text travels in the block events: each is written back as read, so a
+        // member Warden does not inspect is refused rather than forwarded.
+        match kind.as_str() {
+            "content_block_start" => only_members(&body, &["type", "index", "content_block"])?,
+            "content_block_delta" => only_members(&body, &["type", "index", "delta"])?,
+            "content_block_stop" => only_members(&body, &["type", "index"])?,
+            _ => {}
+        }
         match kind.as_str() {
             "ping" => {}
             "error" => {
@@ -595,6 +608,23 @@ impl StreamRewriter {
                     .get("type")
                     .and_then(Value::as_str)
                     .unwrap_or_default();
+                only_members(
+                    &block,
+                    match block_kind {
+                        "text" => &["type", "text", "citations"],
+                        "thinking" => &["type", "thinking", "signature"],
+                        "tool_use" => &["type", "id", "name", "input"],
+                        "redacted_thinking" => &["type", "data"],
+                        _ => &["type"],
+                    },
+                )?;
+                // Citations quote documents: text Warden would forward without reading.
+                if block
+                    .get("citations")
+                    .is_some_and(|c| !c.is_null() && c.as_array().is_none_or(|c| !c.is_empty()))
+                {
+                    return Err(unreadable("a block starting with citations"));
+                }
                 let state = match block_kind {
                     "text" | "thinking" => {
                         let member = if block_kind == "text" {
@@ -643,6 +673,16 @@ impl StreamRewriter {
                     .and_then(Value::as_str)
                     .unwrap_or_default()
                     .to_owned();
+                only_members(
+                    body.get("delta").unwrap_or(&Value::Null),
+                    match delta_kind.as_str() {
+                        "text_delta" => &["type", "text"],
+                        "thinking_delta" => &["type", "thinking"],
+                        "signature_delta" => &["type", "signature"],
+                        "input_json_delta" => &["type", "partial_json"],
+                        _ => &["type"],
+                    },
+                )?;
                 let Some(block) = self.blocks.get_mut(&index) else {
                     return Err(unreadable("a delta for a block that did not start"));
                 };
@@ -759,6 +799,17 @@ impl StreamRewriter {
     }
 }
 
+/// Refuses `value` unless it is an object whose members are all in `allowed`.
+fn only_members(value: &Value, allowed: &[&str]) -> Result<(), Refusal> {
+    let Some(members) = value.as_object() else {
+        return Err(unreadable("an event part that is not an object"));
+    };
+    match members.keys().find(|k| !allowed.contains(&k.as_str())) {
+        Some(key) => Err(unreadable(&format!("a member `{key}`"))),
+        None => Ok(()),
+    }
+}
+
 fn append(delta: &mut Map<String, Value>, member: &str, rest: &str) {
     if rest.is_empty() {
         return;
@@ -860,6 +911,31 @@ mod tests {
         )
         .unwrap_err();
         assert_eq!(e.kind, RefusalKind::Blocked);
+        // Members beside the ones Warden reads, in every event that carries the model's text,
+        // and `choices` that are not an array: cut, never forwarded unread.
+        let e = run(
+            Api::Openai,
+            &["data: {\"id\":\"c\",\"choices\":{\"0\":{\"delta\":{\"content\":\"4111 1111 1111 1111\"}}}}\n\n", "data: [DONE]\n\n"],
+        )
+        .unwrap_err();
+        assert_eq!(e.kind, RefusalKind::Blocked);
+        let start = "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"}}\n\n";
+        for event in [
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\"},\"note\":\"4111 1111 1111 1111\"}\n\n",
+            "event: content_block_delta\ndata: {\"type\":\"content_block_delta\",\"index\":0,\"delta\":{\"type\":\"text_delta\",\"text\":\"hi\",\"note\":\"4111 1111 1111 1111\"}}\n\n",
+            "event: content_block_stop\ndata: {\"type\":\"content_block_stop\",\"index\":0,\"note\":\"4111 1111 1111 1111\"}\n\n",
+        ] {
+            let e = run(Api::Anthropic, &[start, event]).unwrap_err();
+            assert_eq!(e.kind, RefusalKind::Blocked, "{event}");
+        }
+        for event in [
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\",\"note\":\"4111 1111 1111 1111\"}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\",\"citations\":[{\"cited_text\":\"4111 1111 1111 1111\"}]}}\n\n",
+            "event: content_block_start\ndata: {\"type\":\"content_block_start\",\"index\":0,\"content_block\":{\"type\":\"text\",\"text\":\"\"},\"note\":\"4111 1111 1111 1111\"}\n\n",
+        ] {
+            let e = run(Api::Anthropic, &[event]).unwrap_err();
+            assert_eq!(e.kind, RefusalKind::Blocked, "{event}");
+        }
         // An event named one thing and typed another is read by no two clients alike.
         let e = run(
             Api::Anthropic,
