@@ -144,10 +144,11 @@ struct KeyCache {
 }
 
 /// Why a token was refused.
-enum Refusal {
-    /// The token is bad: 401.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// The token is bad (401); says why, never what the token holds.
     Token(&'static str),
-    /// The key set cannot be had: 503.
+    /// The key set cannot be had (503): the token cannot be judged.
     Keys,
 }
 
@@ -300,7 +301,10 @@ impl JwtValidation {
         Err(Reply::error(401, "unauthorized", message).with_header("www-authenticate", challenge))
     }
 
-    async fn verify(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
+    /// The claims of `token` once its signature, algorithm, `exp`, `nbf`, `iss` and `aud`
+    /// are verified as configured (for another front door using a JWT, e.g. the MCP mounts'
+    /// session from a claim).
+    pub async fn verify(&self, token: &str) -> Result<Map<String, Value>, Refusal> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(Refusal::Token("the token is too long"));
         }

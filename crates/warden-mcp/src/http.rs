@@ -69,10 +69,58 @@ pub struct UpstreamConfig {
     /// used when present on other messages, namespaced by the key's tenant.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub session_meta: Option<String>,
+    /// Or take it from a claim of a JWT the client sends in a header, verified against a
+    /// JWKS: for stateless clients whose identity provider names the agent session in the
+    /// token, namespaced by the key's tenant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_jwt: Option<SessionJwt>,
     /// For an `https://` url: the PEM bundle the upstream's certificate must chain to (a
     /// private CA); none: the system's roots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ca_file: Option<std::path::PathBuf>,
+}
+
+/// The Warden session from a claim of a verified JWT ([`UpstreamConfig::session_jwt`]).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionJwt {
+    /// The request header holding the token (a `Bearer ` prefix is optional), e.g.
+    /// `x-agent-token`; removed before the request goes upstream.
+    pub header: String,
+    /// The claim naming the session (a string), e.g. `sid`.
+    #[serde(default = "SessionJwt::default_claim")]
+    pub claim: String,
+    /// Where the key set is (`https://`, or `http://` for a local one).
+    pub jwks_url: String,
+    /// The `iss` required; none: not checked.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub issuer: Option<String>,
+    /// One of these must be in `aud`; empty: not checked.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub audiences: Vec<String>,
+    /// The algorithms accepted (default `RS256`, `ES256`; HMAC and `none` are refused).
+    #[serde(default = "SessionJwt::default_algorithms")]
+    pub algorithms: Vec<String>,
+    /// Seconds of clock skew allowed on `exp` and `nbf`.
+    #[serde(default = "SessionJwt::default_leeway_secs")]
+    pub leeway_secs: u64,
+    /// PEM bundle the JWKS endpoint's certificate must chain to; none: the system's roots.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ca_file: Option<std::path::PathBuf>,
+}
+
+impl SessionJwt {
+    fn default_claim() -> String {
+        "sid".to_owned()
+    }
+
+    fn default_algorithms() -> Vec<String> {
+        vec!["RS256".to_owned(), "ES256".to_owned()]
+    }
+
+    fn default_leeway_secs() -> u64 {
+        30
+    }
 }
 
 /// Where in a message the Warden session is read ([`ProxyConfig::session_meta`]).

@@ -38,6 +38,8 @@ const TENANT_HEADER: &str = "x-warden-internal-tenant";
 /// The principal a verified client certificate makes (`tls.identity: principal`), passed the
 /// same way; removed from what clients send and from what the upstream receives.
 const PRINCIPAL_HEADER: &str = "x-warden-internal-principal";
+/// The session a verified JWT names (`session_jwt`), passed the same way.
+const SESSION_HEADER: &str = "x-warden-internal-session";
 /// The Warden session of an upstream without a configured `session`: one per tenant (the key's
 /// identity), shared by every MCP session and upstream of that tenant, so a taint follows the
 /// agent from one upstream to another.
@@ -56,6 +58,98 @@ struct Upstream {
     config: UpstreamConfig,
     state: AppState,
     proxy: ProxyState,
+    /// With `session_jwt`: the token's header and the claim naming the session, and its
+    /// verifier (with the key set cache).
+    session_jwt: Option<JwtSession>,
+}
+
+/// The Warden session from a claim of a verified JWT (`session_jwt`).
+struct JwtSession {
+    header: HeaderName,
+    claim: String,
+    verifier: warden_envoy::jwt::JwtValidation,
+    max_bytes: usize,
+}
+
+impl JwtSession {
+    fn compile(config: &warden_mcp::http::SessionJwt, max_bytes: usize) -> Result<Self, String> {
+        let header = HeaderName::try_from(config.header.as_str()).map_err(|_| {
+            format!(
+                "session_jwt.header `{}` is not a header name",
+                config.header
+            )
+        })?;
+        if config.claim.is_empty() {
+            return Err("session_jwt.claim may not be empty".to_owned());
+        }
+        let verifier = warden_envoy::jwt::JwtValidation::compile(
+            warden_envoy::jwt::JwtConfig {
+                jwks_url: config.jwks_url.clone(),
+                issuer: config.issuer.clone(),
+                audiences: config.audiences.clone(),
+                algorithms: config.algorithms.clone(),
+                leeway_secs: config.leeway_secs,
+                ca_file: config.ca_file.clone(),
+                ..warden_envoy::jwt::JwtConfig::default()
+            },
+            "session_jwt",
+        )
+        .map_err(|e| e.to_string())?;
+        Ok(Self {
+            header,
+            claim: config.claim.clone(),
+            verifier,
+            max_bytes,
+        })
+    }
+
+    /// The session the request's token names, or the answer refusing the request: 401 for a
+    /// missing or bad token, 503 when the key set cannot be had (never a pass).
+    async fn session(&self, headers: &HeaderMap) -> Result<HeaderValue, Response<Body>> {
+        let refused = |why: &str| {
+            let mut answer = json_rpc_error(
+                StatusCode::UNAUTHORIZED,
+                -32001,
+                &format!(
+                    "the `{}` header must hold a valid token naming the Warden session: {why}",
+                    self.header
+                ),
+            );
+            answer.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"warden\", error=\"invalid_token\""),
+            );
+            answer
+        };
+        let token = headers
+            .get(&self.header)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.strip_prefix("Bearer ").unwrap_or(v).trim())
+            .filter(|t| !t.is_empty())
+            .ok_or_else(|| refused("no token"))?;
+        let claims = match self.verifier.verify(token).await {
+            Ok(claims) => claims,
+            Err(warden_envoy::jwt::Refusal::Token(why)) => return Err(refused(why)),
+            Err(warden_envoy::jwt::Refusal::Keys) => {
+                return Err(json_rpc_error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    -32603,
+                    "the session token's keys cannot be fetched now",
+                ));
+            }
+        };
+        claims
+            .get(&self.claim)
+            .and_then(serde_json::Value::as_str)
+            .filter(|v| !v.is_empty() && v.len() <= self.max_bytes)
+            .and_then(|v| HeaderValue::from_str(v).ok())
+            .ok_or_else(|| {
+                refused(&format!(
+                    "its `{}` claim must be 1 to {} visible ASCII bytes",
+                    self.claim, self.max_bytes
+                ))
+            })
+    }
 }
 
 /// Decides an upstream's MCP requests through the daemon's pipeline with the upstream's policy.
@@ -156,6 +250,9 @@ enum SessionSource {
     Fixed(String),
     /// The value of a request header (`session_header`), required; at most `max_bytes`.
     Header { name: HeaderName, max_bytes: usize },
+    /// The claim of the verified JWT (`session_jwt`), which the mount checked and passed in
+    /// [`SESSION_HEADER`].
+    Jwt,
 }
 
 impl SessionSource {
@@ -164,12 +261,16 @@ impl SessionSource {
             config.session.is_some(),
             config.session_header.is_some(),
             config.session_meta.is_some(),
+            config.session_jwt.is_some(),
         ];
         if sources.iter().filter(|set| **set).count() > 1 {
             return Err(format!(
-                "mcp_upstreams `{}`: `session`, `session_header` and `session_meta` exclude each other",
+                "mcp_upstreams `{}`: `session`, `session_header`, `session_meta` and `session_jwt` exclude each other",
                 config.name
             ));
+        }
+        if config.session_jwt.is_some() {
+            return Ok(Self::Jwt);
         }
         match (&config.session_header, &config.session) {
             (Some(_), Some(_)) => Err(format!(
@@ -194,6 +295,12 @@ impl SessionSource {
     fn session(&self, headers: &HeaderMap) -> Result<String, String> {
         match self {
             Self::Fixed(session) => Ok(session.clone()),
+            // Set only by the mount, after the token verified (a client's is removed).
+            Self::Jwt => headers
+                .get(SESSION_HEADER)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+                .ok_or_else(|| "no verified session token".to_owned()),
             Self::Header { name, max_bytes } => {
                 let value = headers.get(name).ok_or_else(|| {
                     format!("the `{name}` header (the Warden session) is required")
@@ -303,16 +410,26 @@ fn mount(
                 .map_err(|e| format!("{what}: TLS: {e}"))?,
         );
     }
+    let session_jwt = match &config.session_jwt {
+        Some(jwt) => Some(JwtSession::compile(jwt, max_bytes).map_err(|e| format!("{what}: {e}"))?),
+        None => None,
+    };
     proxy.strip_headers = vec![
         header::AUTHORIZATION,
         HeaderName::from_static("x-api-key"),
         HeaderName::from_static(TENANT_HEADER),
         HeaderName::from_static(PRINCIPAL_HEADER),
+        HeaderName::from_static(SESSION_HEADER),
     ];
+    // The session token is Warden's credential, like the API key.
+    if let Some(jwt) = &session_jwt {
+        proxy.strip_headers.push(jwt.header.clone());
+    }
     Ok(Upstream {
         config,
         state: state.clone(),
         proxy: ProxyState::new(enforcer, proxy),
+        session_jwt,
     })
 }
 
@@ -366,6 +483,7 @@ impl TenantMounts {
                     session: None,
                     session_header: None,
                     session_meta: None,
+                    session_jwt: None,
                     ca_file: None,
                 };
                 let what = format!("tenant `{}`'s MCP upstream", caller.tenant);
@@ -489,6 +607,15 @@ impl Upstream {
         let headers = request.headers_mut();
         headers.remove(TENANT_HEADER);
         headers.remove(PRINCIPAL_HEADER);
+        headers.remove(SESSION_HEADER);
+        if let Some(jwt) = &self.session_jwt {
+            match jwt.session(headers).await {
+                Ok(session) => {
+                    headers.insert(SESSION_HEADER, session);
+                }
+                Err(refused) => return refused,
+            }
+        }
         if let Ok(tenant) = HeaderValue::from_str(&caller.tenant) {
             headers.insert(TENANT_HEADER, tenant);
         }

@@ -74,6 +74,7 @@ fn config(dir: &Path, url: &str) -> ServeConfig {
             session: None,
             session_header: None,
             session_meta: None,
+            session_jwt: None,
             ca_file: None,
         }],
         ..ServeConfig::default()
@@ -423,4 +424,188 @@ fn only_one_session_source_may_be_configured() {
     config.mcp_upstreams[0].session_meta = Some("io.warden/session".into());
     let error = warden_server::mcp::check(&AppState::new(config, None).unwrap()).unwrap_err();
     assert!(error.contains("exclude each other"), "{error}");
+}
+
+/// The JWKS endpoint and token minter of the Envoy tests (PyJWT, ES256; scripts/test installs
+/// PyJWT and cryptography into .ci/.pydeps), killed on drop.
+struct Jwks {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl Drop for Jwks {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Jwks {
+    fn start() -> Self {
+        use std::io::BufRead as _;
+        let script =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../warden-cli/tests/envoy/jwks.py");
+        let mut child = std::process::Command::new("python3")
+            .arg(script)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("python3 is required");
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .parse()
+            .expect("jwks.py's port (PyJWT missing? run scripts/test)");
+        Self { child, port }
+    }
+
+    /// A token signed by key `kid` (`k1` is published) with `claims`.
+    fn mint(&self, kid: &str, claims: &Value) -> String {
+        use std::io::{Read as _, Write as _};
+        let body = serde_json::json!({"kid": kid, "claims": claims}).to_string();
+        let mut stream = std::net::TcpStream::connect(("127.0.0.1", self.port)).unwrap();
+        write!(
+            stream,
+            "POST /mint HTTP/1.1\r\nhost: 127.0.0.1\r\ncontent-type: application/json\r\n\
+             content-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mut answer = String::new();
+        stream.read_to_string(&mut answer).unwrap();
+        let (_, json) = answer.split_once("\r\n\r\n").unwrap();
+        let json: Value = serde_json::from_str(json).unwrap();
+        json["token"].as_str().unwrap().to_owned()
+    }
+}
+
+/// The session from a claim of a JWT verified against a JWKS (`session_jwt`), for stateless
+/// clients whose identity provider names the agent session: one token's session keeps its
+/// taint, another token's session is fresh, and a missing, forged, expired or claimless token
+/// is refused (401, nothing forwarded); the token never reaches the upstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_session_can_come_from_a_verified_jwt_claim() {
+    const ONCE: &str = r#"
+warden: 1
+name: mcp
+tools: { echo: [internal] }
+rules:
+  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
+"#;
+    let jwks = Jwks::start();
+    let (url, seen) = upstream().await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = config(dir.path(), &url);
+    std::fs::write(config.policies.join("mcp.yaml"), ONCE).unwrap();
+    config.mcp_upstreams[0].session_jwt = Some(
+        serde_json::from_value(serde_json::json!({
+            "header": "x-agent-token",
+            "jwks_url": format!("http://127.0.0.1:{}/jwks.json", jwks.port),
+            "issuer": "https://idp.test",
+            "algorithms": ["ES256"],
+        }))
+        .unwrap(),
+    );
+    let keys = warden_store::FileKeyStore::new(&config.keys_file);
+    let (acme, _) = warden_store::keys::create_key(&keys, "acme", Some("mcp")).unwrap();
+    let app = router(AppState::new(config, None).unwrap());
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let token = |kid: &str, claims: Value| jwks.mint(kid, &claims);
+    let session = |sid: &str| {
+        token(
+            "k1",
+            serde_json::json!({"iss": "https://idp.test", "sid": sid, "exp": now + 600}),
+        )
+    };
+    let verdict = |reply: &Value| {
+        if reply["result"].is_object() {
+            "allow"
+        } else {
+            assert_eq!(reply["error"]["code"], -32060, "{reply}");
+            "deny"
+        }
+    };
+    let agent_1 = session("agent-1");
+    for (token, expected) in [
+        (&agent_1, "allow"),
+        (&agent_1, "deny"),
+        (&session("agent-1"), "deny"),
+        (&session("agent-2"), "allow"),
+    ] {
+        let bearer = format!("Bearer {token}");
+        let (status, reply) = call(&app, &[("x-api-key", &acme), ("x-agent-token", &bearer)]).await;
+        assert_eq!(status, StatusCode::OK, "{reply}");
+        assert_eq!(verdict(&reply), expected, "{reply}");
+    }
+    {
+        let seen = seen.lock();
+        assert_eq!(seen.len(), 2);
+        assert!(
+            seen.iter().all(|h| h.get("x-agent-token").is_none()
+                && h.get("x-warden-internal-session").is_none())
+        );
+    }
+    // A client naming another session through the internal header gets nothing from it: the
+    // token's session (tainted) decides.
+    let bearer = format!("Bearer {agent_1}");
+    let (status, reply) = call(
+        &app,
+        &[
+            ("x-api-key", &acme),
+            ("x-agent-token", &bearer),
+            ("x-warden-internal-session", "agent-9"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(verdict(&reply), "deny", "{reply}");
+    let (status, _) = call(
+        &app,
+        &[
+            ("x-api-key", &acme),
+            ("x-warden-internal-session", "agent-3"),
+        ],
+    )
+    .await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    let unknown_key = token(
+        "rogue",
+        serde_json::json!({"iss": "https://idp.test", "sid": "agent-3", "exp": now + 600}),
+    );
+    let expired = token(
+        "k1",
+        serde_json::json!({"iss": "https://idp.test", "sid": "agent-3", "exp": now - 3600}),
+    );
+    let other_issuer = token(
+        "k1",
+        serde_json::json!({"iss": "https://evil.test", "sid": "agent-3", "exp": now + 600}),
+    );
+    let no_claim = token(
+        "k1",
+        serde_json::json!({"iss": "https://idp.test", "sub": "agent-3", "exp": now + 600}),
+    );
+    for bad in [
+        unknown_key,
+        expired,
+        other_issuer,
+        no_claim,
+        "not-a-jwt".to_owned(),
+    ] {
+        let (status, reply) = call(&app, &[("x-api-key", &acme), ("x-agent-token", &bad)]).await;
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{reply}");
+        assert!(
+            reply["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("x-agent-token")),
+            "{reply}"
+        );
+    }
+    assert_eq!(seen.lock().len(), 2, "a refused request was forwarded");
 }
