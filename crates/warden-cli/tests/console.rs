@@ -572,6 +572,60 @@ fn a_slow_viewer_loses_events_and_the_daemon_keeps_deciding() {
     assert_eq!(live.body["viewers"], 2, "{}", live.text);
 }
 
+/// Over `console.live_events_per_sec`, a viewer gets the decisions it can read whole and the
+/// rest as counts per verdict (`skipped`): every decision is accounted for, once, and most of a
+/// burst travels as numbers rather than events.
+#[test]
+fn a_busy_stream_lists_up_to_its_rate_and_counts_the_rest() {
+    let site = Site::new(
+        "console: { live_events_per_sec: 10 }\nrate_limit: { per_second: 100000, burst: 100000 }\n",
+    );
+    let agent = site.key("acme", None);
+    let admin = site.key("ops", Some("admin"));
+    let server = site.serve();
+    let (_, session) = login(&server, &admin);
+    let session = session.unwrap();
+    let (status, mut viewer) = Viewer::open(&server, &session, "");
+    assert_eq!(status, 200);
+    let batch: Vec<Value> = (0..250)
+        .map(|i| json!({"session": format!("s{i}"), "tool": "kb.read", "args": {"q": SECRET}}))
+        .collect();
+    let batch = Value::Array(batch);
+    for _ in 0..2 {
+        let reply = server.post_json("/v1/decide/batch", Some(&agent), &batch);
+        assert_eq!(reply.status, 200, "{}", reply.text);
+    }
+    let (mut listed, mut counted) = (0_u64, 0_u64);
+    let mut kind = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while listed + counted < 500 && Instant::now() < deadline {
+        let mut line = String::new();
+        if viewer.reader.read_line(&mut line).unwrap_or(0) == 0 {
+            break;
+        }
+        assert!(!line.contains(SECRET));
+        let line = line.trim_end();
+        if let Some(k) = line.strip_prefix("event: ") {
+            kind = k.to_owned();
+        } else if let Some(data) = line.strip_prefix("data: ") {
+            match kind.as_str() {
+                "decision" => listed += 1,
+                "skipped" => {
+                    let tally: Value = serde_json::from_str(data).unwrap();
+                    assert_eq!(tally["deny"], 0, "{tally}");
+                    counted += tally["allow"].as_u64().unwrap();
+                }
+                other => panic!("unexpected event `{other}`: {data}"),
+            }
+        }
+    }
+    assert_eq!(listed + counted, 500, "listed {listed}, counted {counted}");
+    assert!(
+        counted > listed,
+        "a burst over the rate travels mostly as counts: listed {listed}, counted {counted}"
+    );
+}
+
 fn root() -> PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
 }

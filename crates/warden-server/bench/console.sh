@@ -42,14 +42,18 @@ COOKIE=$(curl -s -D - -o /dev/null -H 'content-type: application/json' \
 rss() { awk '/VmRSS/ {print $2}' /proc/$WPID/status; }   # kB
 
 BODY='{"session":"bench-1","tool":"crm.read_customer","args":{"id":7}}'
-load() { # label -> prints req/s
+cpu_ticks() { awk '{print $14 + $15}' /proc/$WPID/stat; }   # the daemon's user + system time
+load() { # label -> prints req/s and the daemon's own CPU per decision (viewers' curl excluded)
+  local t0; t0=$(cpu_ticks)
   oha -z "${DUR}s" -c 64 --no-tui --output-format json -m POST -T application/json \
     -H "x-api-key: $KEY" -d "$BODY" $URL/v1/decide > "$DIR/oha.json"
-  python3 - "$1" "$DIR/oha.json" <<'PY'
+  python3 - "$1" "$DIR/oha.json" "$t0" "$(cpu_ticks)" "$(getconf CLK_TCK)" <<'PY'
 import json, sys
 d = json.load(open(sys.argv[2])); s = d["summary"]; p = d["latencyPercentiles"]
+n = sum(d.get("statusCodeDistribution", {}).values()) or 1
+cpu = (int(sys.argv[4]) - int(sys.argv[3])) / int(sys.argv[5]) * 1e6 / n
 print(f"{sys.argv[1]:<24} {s['requestsPerSec']:>9.0f} req/s  p50 {p['p50']*1e3:.3f} ms  "
-      f"p99 {p['p99']*1e3:.3f} ms  status {d.get('statusCodeDistribution', {})}")
+      f"p99 {p['p99']*1e3:.3f} ms  daemon CPU {cpu:.1f} us/decision  status {d.get('statusCodeDistribution', {})}")
 PY
 }
 viewers_on() {
@@ -76,9 +80,12 @@ done
 python3 - "$DIR/none" "$DIR/ten" <<'PY'
 import re, statistics, sys
 rate = lambda f: [float(m.group(1)) for l in open(f) if (m := re.search(r"(\d+) req/s", l))]
+cpu = lambda f: [float(m.group(1)) for l in open(f) if (m := re.search(r"CPU ([\d.]+) us", l))]
 none, ten = rate(sys.argv[1]), rate(sys.argv[2])
 m0, m1 = statistics.median(none), statistics.median(ten)
 print(f"median: no viewer {m0:.0f} req/s, 10 viewers {m1:.0f} req/s: {100 * (m0 - m1) / m0:+.1f}% lower")
+c0, c1 = statistics.median(cpu(sys.argv[1])), statistics.median(cpu(sys.argv[2]))
+print(f"median daemon CPU: no viewer {c0:.1f} us/decision, 10 viewers {c1:.1f} us/decision: {100 * (c1 - c0) / c0:+.1f}%")
 PY
 
 # One viewer that opens the stream and never reads: the daemon's memory under load with it.

@@ -85,6 +85,18 @@ function connect() {
     const d = JSON.parse(message.data);
     addDecision(d);
   });
+  // Over the daemon's per-viewer rate (`console.live_events_per_sec`), decisions come as counts
+  // per verdict: they still count in the rates, and the page says how many were not listed.
+  source.addEventListener("skipped", (message) => {
+    const tally = JSON.parse(message.data);
+    let total = Number($("skipped").textContent);
+    for (const verdict of Object.keys(counts)) {
+      const n = Number(tally[verdict] || 0);
+      counts[verdict] += n;
+      total += n;
+    }
+    $("skipped").textContent = String(total);
+  });
   source.addEventListener("dropped", (message) => {
     const total = Number($("dropped").textContent) + Number(message.data);
     $("dropped").textContent = String(total);

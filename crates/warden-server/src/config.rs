@@ -91,6 +91,10 @@ pub struct ConsoleConfig {
     pub max_viewers: usize,
     /// How long a console login lasts, in seconds (60 to 86400).
     pub login_ttl_secs: u64,
+    /// Decisions a viewer receives whole per second, at most (10 to 100000); beyond it the
+    /// stream carries counts per verdict (`skipped`), so a busy daemon does not spend its CPU
+    /// on events nobody can read.
+    pub live_events_per_sec: usize,
 }
 
 impl Default for ConsoleConfig {
@@ -100,6 +104,7 @@ impl Default for ConsoleConfig {
             events_buffer: 1024,
             max_viewers: 32,
             login_ttl_secs: 8 * 3600,
+            live_events_per_sec: 500,
         }
     }
 }
@@ -117,6 +122,12 @@ impl ConsoleConfig {
             return Err(format!(
                 "`console.max_viewers` must be 1 to 1024, not {}",
                 self.max_viewers
+            ));
+        }
+        if !(10..=100_000).contains(&self.live_events_per_sec) {
+            return Err(format!(
+                "`console.live_events_per_sec` must be 10 to 100000, not {}",
+                self.live_events_per_sec
             ));
         }
         if !(60..=86_400).contains(&self.login_ttl_secs) {

@@ -60,7 +60,7 @@ const LOGIN_CHECK: Duration = Duration::from_secs(5);
 /// How long a viewer collects decisions before writing them: a live view needs no finer
 /// grain, and one write per window instead of one per decision keeps ten viewers from costing
 /// the deciding threads ten wakes and ten writes per decision.
-const BATCH_WINDOW: Duration = Duration::from_millis(10);
+const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// A comment is written after this long without an event, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Longest filter value accepted, in bytes.
@@ -89,10 +89,6 @@ pub(crate) struct LiveEvent {
     rule: Option<Arc<str>>,
     policy: Arc<str>,
     latency_us: u64,
-    /// The event as its viewers receive it (`event: decision` with this as JSON data), encoded
-    /// once when published rather than once per viewer.
-    #[serde(skip)]
-    frame: String,
 }
 
 /// The live stream's sending side, held by the pipeline's effects; cheap to clone.
@@ -119,7 +115,7 @@ impl Live {
         if self.sender.receiver_count() == 0 {
             return;
         }
-        let mut event = LiveEvent {
+        let event = LiveEvent {
             at_ms: now_ms(),
             tenant: caller.tenant.map(str::to_owned),
             principal: request.principal.clone(),
@@ -130,15 +126,7 @@ impl Live {
             rule: decision.rule.clone(),
             policy: Arc::clone(&decision.policy.name),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
-            frame: String::new(),
         };
-        match serde_json::to_string(&event) {
-            Ok(json) => event.frame = format!("event: decision\ndata: {json}\n\n"),
-            Err(e) => {
-                tracing::warn!(error = %e, "a live decision could not be encoded");
-                return;
-            }
-        }
         // No receiver left meanwhile: nobody to tell.
         let _ = self.sender.send(Arc::new(event));
     }
@@ -724,6 +712,11 @@ struct Stream {
     dropped: Counter,
     /// Since when nothing was written (a comment keeps idle connections open).
     quiet_since: Instant,
+    /// Decisions written whole per batch window, at most; the others are only counted.
+    per_window: usize,
+    /// This window's decisions written whole, and the others' count per verdict.
+    shown: usize,
+    skipped: [u64; 3],
     _viewer: Viewer,
 }
 
@@ -756,6 +749,9 @@ async fn events(
         login,
         dropped: state.metrics().console_dropped.clone(),
         quiet_since: Instant::now(),
+        per_window: per_window(console.config.live_events_per_sec),
+        shown: 0,
+        skipped: [0; 3],
         _viewer: viewer,
     };
     let stream = futures_util::stream::unfold(start, |mut s| async move {
@@ -797,6 +793,7 @@ async fn events(
                     }
                 }
             }
+            s.end_window(&mut chunk);
             if chunk.is_empty() {
                 if closed {
                     return None;
@@ -820,7 +817,31 @@ async fn events(
         .into_response())
 }
 
+/// The verdicts a `skipped` event counts, in its order.
+const VERDICTS: [&str; 3] = ["allow", "deny", "pending"];
+
+/// Decisions written whole per [`BATCH_WINDOW`] for a cap of `per_sec` a second (at least one).
+fn per_window(per_sec: usize) -> usize {
+    let windows_per_sec = (1000 / BATCH_WINDOW.as_millis().max(1)).max(1);
+    usize::try_from(u128::try_from(per_sec).unwrap_or(u128::MAX) / windows_per_sec)
+        .unwrap_or(usize::MAX)
+        .max(1)
+}
+
 impl Stream {
+    /// Closes the batch window: the decisions over the cap go out as counts per verdict (a
+    /// `skipped` event), so the page's rates stay whole while what a person can read is shown.
+    fn end_window(&mut self, chunk: &mut String) {
+        if self.skipped.iter().any(|n| *n > 0) {
+            let [allow, deny, pending] = self.skipped;
+            chunk.push_str(&format!(
+                "event: skipped\ndata: {{\"allow\":{allow},\"deny\":{deny},\"pending\":{pending}}}\n\n"
+            ));
+        }
+        self.shown = 0;
+        self.skipped = [0; 3];
+    }
+
     /// Adds what `received` says to `chunk` (a decision that passes the filter, or how many
     /// this viewer missed); true once the stream is closed.
     fn add(
@@ -830,8 +851,27 @@ impl Stream {
     ) -> bool {
         match received {
             Ok(event) => {
-                if self.filter.matches(&event) {
-                    chunk.push_str(&event.frame);
+                if !self.filter.matches(&event) {
+                    return false;
+                }
+                if self.shown >= self.per_window {
+                    if let Some(n) = VERDICTS
+                        .iter()
+                        .position(|v| *v == event.verdict)
+                        .and_then(|i| self.skipped.get_mut(i))
+                    {
+                        *n += 1;
+                    }
+                    return false;
+                }
+                match serde_json::to_string(&*event) {
+                    Ok(json) => {
+                        self.shown += 1;
+                        chunk.push_str("event: decision\ndata: ");
+                        chunk.push_str(&json);
+                        chunk.push_str("\n\n");
+                    }
+                    Err(e) => tracing::warn!(error = %e, "a live decision could not be encoded"),
                 }
                 false
             }
@@ -862,7 +902,6 @@ mod tests {
             rule: None,
             policy: Arc::from("p"),
             latency_us: 1,
-            frame: String::new(),
         }
     }
 
