@@ -10,10 +10,14 @@
 //! revoked or loses its role. Each login has its own CSRF token, which every state-changing
 //! request must carry in `X-CSRF-Token` (compared in constant time; missing or wrong: 403).
 //!
-//! The live stream is a bounded broadcast channel: a viewer further behind than
-//! `console.events_buffer` decisions loses the oldest ones, is told how many (a `dropped`
+//! The live stream is a bounded broadcast channel of batches: decisions are numbered and
+//! collected, and every [`BATCH_WINDOW`] one batch (at most a quarter of
+//! `console.events_buffer` decisions) goes to the viewers, which hold four. A viewer further
+//! behind loses the oldest batches, sees the gap in the numbers, is told how many (a `dropped`
 //! event), and they are counted in `warden_console_events_dropped`; nothing grows with a slow
-//! viewer. With no viewer, publishing is one atomic load. Events carry names and outcomes
+//! viewer. Within a window a viewer writes at most its share of `console.live_events_per_sec`
+//! decisions whole and counts the rest per verdict (`skipped`). With no viewer, publishing is
+//! one atomic load. Events carry names and outcomes
 //! only (tool, verdict, rule, tenant, principal, session id, latency): never arguments,
 //! results, text or keys.
 
@@ -55,11 +59,9 @@ const MAX_LOGINS: usize = 1024;
 const MAX_KEY_BYTES: usize = 256;
 /// Approvals the console lists, at most.
 const MAX_APPROVALS: usize = 200;
-/// How often an idle live stream checks that its login still holds.
-const LOGIN_CHECK: Duration = Duration::from_secs(5);
-/// How long a viewer collects decisions before writing them: a live view needs no finer
-/// grain, and one write per window instead of one per decision keeps ten viewers from costing
-/// the deciding threads ten wakes and ten writes per decision.
+/// How often a viewer takes the decisions published meanwhile and writes them: a live view
+/// needs no finer grain, and one batch per window instead of one message per decision keeps
+/// ten viewers from costing the deciding threads ten receives and writes per decision.
 const BATCH_WINDOW: Duration = Duration::from_millis(20);
 /// A comment is written after this long without an event, so proxies keep the stream open.
 const KEEP_ALIVE: Duration = Duration::from_secs(15);
@@ -91,17 +93,64 @@ pub(crate) struct LiveEvent {
     latency_us: u64,
 }
 
+/// Decisions published together: the viewers take them in one receive rather than one per
+/// decision (ten viewers would otherwise touch every decision's slot ten times).
+#[derive(Debug)]
+struct Batch {
+    /// The sequence number of the first decision published into it: a viewer that finds a
+    /// gap before it missed that many (lost to a full batch, or to falling behind).
+    first: u64,
+    events: Vec<LiveEvent>,
+}
+
+/// Batches a slow viewer can fall behind by before it loses the oldest.
+const BATCHES_HELD: usize = 4;
+
+/// Decisions waiting for the next batch, and the sequence number of the next one published.
+#[derive(Debug, Default)]
+struct Pending {
+    next: u64,
+    /// The sequence number of `events[0]`.
+    first: u64,
+    events: Vec<LiveEvent>,
+}
+
 /// The live stream's sending side, held by the pipeline's effects; cheap to clone.
 #[derive(Clone)]
 pub(crate) struct Live {
-    sender: broadcast::Sender<Arc<LiveEvent>>,
+    sender: broadcast::Sender<Arc<Batch>>,
+    pending: Arc<parking_lot::Mutex<Pending>>,
+    /// Decisions one batch holds, at most; more in one window are counted, not kept.
+    per_batch: usize,
 }
 
 impl Live {
-    /// A stream holding `buffer` decisions for its viewers.
+    /// A stream holding about `buffer` decisions for its viewers ([`BATCHES_HELD`] batches of a
+    /// share each).
     fn new(buffer: usize) -> Self {
-        let (sender, _) = broadcast::channel(buffer.max(1));
-        Self { sender }
+        let (sender, _) = broadcast::channel(BATCHES_HELD);
+        Self {
+            sender,
+            pending: Arc::default(),
+            per_batch: (buffer / BATCHES_HELD).max(1),
+        }
+    }
+
+    /// Sends the decisions published since the last batch to the viewers (called by every
+    /// viewer once per window: whichever comes first sends them).
+    fn flush(&self) {
+        let batch = {
+            let mut pending = self.pending.lock();
+            if pending.events.is_empty() {
+                return;
+            }
+            Batch {
+                first: pending.first,
+                events: std::mem::take(&mut pending.events),
+            }
+        };
+        // No receiver left meanwhile: nobody to tell.
+        let _ = self.sender.send(Arc::new(batch));
     }
 
     /// Sends a delivered decision to the viewers; nothing is built without one.
@@ -127,8 +176,21 @@ impl Live {
             policy: Arc::clone(&decision.policy.name),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
         };
-        // No receiver left meanwhile: nobody to tell.
-        let _ = self.sender.send(Arc::new(event));
+        self.push(event);
+    }
+
+    /// Numbers `event` and keeps it for the next batch if the batch has room.
+    fn push(&self, event: LiveEvent) {
+        let mut pending = self.pending.lock();
+        if pending.events.is_empty() {
+            pending.first = pending.next;
+        }
+        // Numbered even when the batch is full: the viewers see the gap after it and count
+        // those missed.
+        if pending.events.len() < self.per_batch {
+            pending.events.push(event);
+        }
+        pending.next += 1;
     }
 }
 
@@ -706,7 +768,10 @@ impl Drop for Viewer {
 
 /// What a live stream carries along between events.
 struct Stream {
-    receiver: broadcast::Receiver<Arc<LiveEvent>>,
+    live: Live,
+    receiver: broadcast::Receiver<Arc<Batch>>,
+    /// The sequence number of the next decision this viewer expects (`None`: any).
+    expect: Option<u64>,
     filter: Filter,
     login: Arc<Login>,
     dropped: Counter,
@@ -721,8 +786,9 @@ struct Stream {
 }
 
 /// `GET /ui/events?tenant=&verdict=&rule=&tool=`: the live decisions, as server-sent events
-/// (`decision`, JSON; `dropped`, the count this viewer missed). Ends with the login (at
-/// the latest [`LOGIN_CHECK`] after it).
+/// (`decision`, JSON; `dropped`, the count this viewer missed; `skipped`, counts per verdict
+/// over its rate). Ends with the login (at
+/// the latest [`BATCH_WINDOW`] after it).
 async fn events(
     State(state): State<AppState>,
     headers: HeaderMap,
@@ -744,7 +810,9 @@ async fn events(
         ));
     }
     let start = Stream {
+        live: console.live.clone(),
         receiver: console.live.sender.subscribe(),
+        expect: None,
         filter,
         login,
         dropped: state.metrics().console_dropped.clone(),
@@ -756,52 +824,31 @@ async fn events(
     };
     let stream = futures_util::stream::unfold(start, |mut s| async move {
         loop {
-            // Woken at least this often to end a stream whose login ended while no decision
-            // came.
-            let received = tokio::time::timeout(LOGIN_CHECK, s.receiver.recv()).await;
+            // One wake and one write per window, whatever the rate of decisions.
+            tokio::time::sleep(BATCH_WINDOW).await;
             if s.login.ended.load(Ordering::Acquire) || s.login.expires <= Instant::now() {
                 return None;
             }
-            let Ok(first) = received else {
-                if s.quiet_since.elapsed() >= KEEP_ALIVE {
-                    s.quiet_since = Instant::now();
-                    return Some((
-                        Ok::<_, Infallible>(Bytes::from_static(b": keep-alive\n\n")),
-                        s,
-                    ));
-                }
-                continue;
-            };
-            // One write per batch window instead of one wake and one write per decision: the
-            // events that arrive meanwhile go out together.
+            s.live.flush();
             let mut chunk = String::new();
-            let mut closed = s.add(first, &mut chunk);
-            if !closed {
-                tokio::time::sleep(BATCH_WINDOW).await;
-                loop {
-                    match s.receiver.try_recv() {
-                        Ok(event) => closed = s.add(Ok(event), &mut chunk),
-                        Err(broadcast::error::TryRecvError::Lagged(missed)) => {
-                            closed =
-                                s.add(Err(broadcast::error::RecvError::Lagged(missed)), &mut chunk);
-                        }
-                        Err(broadcast::error::TryRecvError::Empty) => break,
-                        Err(broadcast::error::TryRecvError::Closed) => closed = true,
-                    }
-                    if closed {
-                        break;
-                    }
+            loop {
+                match s.receiver.try_recv() {
+                    Ok(batch) => s.add(&batch, &mut chunk),
+                    // The batches lost show as a gap in the next one's numbers.
+                    Err(broadcast::error::TryRecvError::Lagged(_)) => {}
+                    Err(broadcast::error::TryRecvError::Empty) => break,
+                    Err(broadcast::error::TryRecvError::Closed) => return None,
                 }
             }
             s.end_window(&mut chunk);
             if chunk.is_empty() {
-                if closed {
-                    return None;
+                if s.quiet_since.elapsed() < KEEP_ALIVE {
+                    continue;
                 }
-                continue;
+                chunk.push_str(": keep-alive\n\n");
             }
             s.quiet_since = Instant::now();
-            return Some((Ok(Bytes::from(chunk)), s));
+            return Some((Ok::<_, Infallible>(Bytes::from(chunk)), s));
         }
     });
     Ok((
@@ -842,45 +889,39 @@ impl Stream {
         self.skipped = [0; 3];
     }
 
-    /// Adds what `received` says to `chunk` (a decision that passes the filter, or how many
-    /// this viewer missed); true once the stream is closed.
-    fn add(
-        &mut self,
-        received: Result<Arc<LiveEvent>, broadcast::error::RecvError>,
-        chunk: &mut String,
-    ) -> bool {
-        match received {
-            Ok(event) => {
-                if !self.filter.matches(&event) {
-                    return false;
-                }
-                if self.shown >= self.per_window {
-                    if let Some(n) = VERDICTS
-                        .iter()
-                        .position(|v| *v == event.verdict)
-                        .and_then(|i| self.skipped.get_mut(i))
-                    {
-                        *n += 1;
-                    }
-                    return false;
-                }
-                match serde_json::to_string(&*event) {
-                    Ok(json) => {
-                        self.shown += 1;
-                        chunk.push_str("event: decision\ndata: ");
-                        chunk.push_str(&json);
-                        chunk.push_str("\n\n");
-                    }
-                    Err(e) => tracing::warn!(error = %e, "a live decision could not be encoded"),
-                }
-                false
+    /// Adds `batch` to `chunk`: first how many decisions this viewer missed before it (if
+    /// any), then each decision that passes the filter, whole up to the window's share and
+    /// counted beyond it.
+    fn add(&mut self, batch: &Batch, chunk: &mut String) {
+        let expected = self.expect.unwrap_or(batch.first);
+        if let Some(missed) = batch.first.checked_sub(expected).filter(|n| *n > 0) {
+            self.dropped.inc_by(missed);
+            chunk.push_str(&format!("event: dropped\ndata: {missed}\n\n"));
+        }
+        self.expect = Some(batch.first + batch.events.len() as u64);
+        for event in &batch.events {
+            if !self.filter.matches(event) {
+                continue;
             }
-            Err(broadcast::error::RecvError::Lagged(missed)) => {
-                self.dropped.inc_by(missed);
-                chunk.push_str(&format!("event: dropped\ndata: {missed}\n\n"));
-                false
+            if self.shown >= self.per_window {
+                if let Some(n) = VERDICTS
+                    .iter()
+                    .position(|v| *v == event.verdict)
+                    .and_then(|i| self.skipped.get_mut(i))
+                {
+                    *n += 1;
+                }
+                continue;
             }
-            Err(broadcast::error::RecvError::Closed) => true,
+            match serde_json::to_string(event) {
+                Ok(json) => {
+                    self.shown += 1;
+                    chunk.push_str("event: decision\ndata: ");
+                    chunk.push_str(&json);
+                    chunk.push_str("\n\n");
+                }
+                Err(e) => tracing::warn!(error = %e, "a live decision could not be encoded"),
+            }
         }
     }
 }
@@ -944,17 +985,26 @@ mod tests {
 
     #[test]
     fn a_slow_viewer_loses_the_oldest_and_memory_stays_bounded() {
-        let live = Live::new(4);
+        // Batches of 2 decisions, 4 of them held.
+        let live = Live::new(8);
         let mut receiver = live.sender.subscribe();
-        for i in 0..100 {
-            let _ = live.sender.send(Arc::new(event(&format!("t{i}"), "allow")));
+        for round in 0..10 {
+            for i in 0..3 {
+                live.push(event(&format!("t{round}-{i}"), "allow"));
+            }
+            live.flush();
         }
-        // The channel holds 4; the 96 older ones are gone and counted as missed.
+        // The channel holds 4 batches of 2; the third decision of each window was numbered
+        // but not kept, and the 6 older batches are gone.
         assert_eq!(live.sender.len(), 4);
         match receiver.try_recv() {
-            Err(broadcast::error::TryRecvError::Lagged(n)) => assert_eq!(n, 96),
+            Err(broadcast::error::TryRecvError::Lagged(n)) => assert_eq!(n, 6),
             other => panic!("expected a lag, got {other:?}"),
         }
-        assert_eq!(receiver.try_recv().unwrap().tool.as_deref(), Some("t96"));
+        let batch = receiver.try_recv().unwrap();
+        assert_eq!(batch.first, 18);
+        assert_eq!(batch.events.len(), 2);
+        assert_eq!(batch.events[0].tool.as_deref(), Some("t6-0"));
+        assert_eq!(receiver.try_recv().unwrap().first, 21);
     }
 }
