@@ -34,6 +34,17 @@ rules:
 
 const CALL: &str = r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"echo","arguments":{"message":"hi"}}}"#;
 
+/// Echo may be called once per Warden session (the session sources' tests).
+const ONCE: &str = r#"
+warden: 1
+name: mcp
+tools: { echo: [internal] }
+rules:
+  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
+  - { id: results, effect: allow, kinds: [tool_result] }
+  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
+"#;
+
 type Seen = Arc<Mutex<Vec<HeaderMap>>>;
 
 async fn upstream() -> (String, Seen) {
@@ -293,15 +304,6 @@ async fn mcp_decisions_are_audited() {
 /// without the header is refused before anything is forwarded.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_can_come_from_a_header() {
-    const ONCE: &str = r#"
-warden: 1
-name: mcp
-tools: { echo: [internal] }
-rules:
-  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
-  - { id: results, effect: allow, kinds: [tool_result] }
-  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
-"#;
     let (url, seen) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), &url);
@@ -351,15 +353,6 @@ rules:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_can_come_from_the_message_meta() {
-    const ONCE: &str = r#"
-warden: 1
-name: mcp
-tools: { echo: [internal] }
-rules:
-  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
-  - { id: results, effect: allow, kinds: [tool_result] }
-  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
-"#;
     let (url, seen) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
     let mut config = config(dir.path(), &url);
@@ -487,15 +480,6 @@ impl Jwks {
 /// is refused (401, nothing forwarded); the token never reaches the upstream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_session_can_come_from_a_verified_jwt_claim() {
-    const ONCE: &str = r#"
-warden: 1
-name: mcp
-tools: { echo: [internal] }
-rules:
-  - { id: internal, effect: allow, classes: [internal], add_taints: [used] }
-  - { id: results, effect: allow, kinds: [tool_result] }
-  - { id: once, effect: deny, kinds: [tool_call], tools: [echo], if: "taint:used", reason: "once per session" }
-"#;
     let jwks = Jwks::start();
     let (url, seen) = upstream().await;
     let dir = tempfile::tempdir().unwrap();
