@@ -17,7 +17,6 @@ pub mod budget;
 pub mod capture;
 pub mod config;
 mod console;
-mod console_pins;
 mod effects;
 pub mod env;
 pub mod envoy;

@@ -1,6 +1,6 @@
 //! The console at `/ui` (docs/serve.md, "Console"): a page built into the binary (HTML, JS and
 //! CSS, no CDN) showing live decisions, pending approvals (approve, deny), sessions, MCP tool
-//! definitions held for pin approval ([`crate::console_pins`]) and the loaded policies, for
+//! definitions held for pin approval ([`pins`]) and the loaded policies, for
 //! admin keys only.
 //!
 //! Access: `POST /ui/login` exchanges an admin API key (checked in constant time by the key
@@ -44,6 +44,8 @@ use warden::state::KeyRole;
 use warden::{Decision, Request as Decided};
 use warden_core::pipeline::Caller;
 
+mod pins;
+
 use crate::AppState;
 use crate::auth::{Admin, Client};
 use crate::config::ConsoleConfig;
@@ -68,9 +70,9 @@ const KEEP_ALIVE: Duration = Duration::from_secs(15);
 /// Longest filter value accepted, in bytes.
 const MAX_FILTER_BYTES: usize = 256;
 
-const INDEX_HTML: &str = include_str!("../console/index.html");
-const APP_JS: &str = include_str!("../console/app.js");
-const APP_CSS: &str = include_str!("../console/app.css");
+const INDEX_HTML: &str = include_str!("../../console/index.html");
+const APP_JS: &str = include_str!("../../console/app.js");
+const APP_CSS: &str = include_str!("../../console/app.css");
 
 /// Only the page's own scripts, styles and connections: no inline script, no other origin, no
 /// framing (clickjacking).
@@ -356,8 +358,8 @@ pub(crate) fn routes(state: &AppState) -> Router<AppState> {
         .route("/ui/api/approvals/{id}/deny", post(deny))
         .route("/ui/api/sessions/view", get(session_view))
         .route("/ui/api/sessions/clear-taint", post(clear_taint))
-        .route("/ui/api/pins", get(crate::console_pins::held))
-        .route("/ui/api/pins/approve", post(crate::console_pins::approve))
+        .route("/ui/api/pins", get(pins::held))
+        .route("/ui/api/pins/approve", post(pins::approve))
         .route("/ui/events", get(events))
         .layer(axum::middleware::from_fn(headers_layer))
 }

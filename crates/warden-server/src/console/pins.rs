@@ -21,8 +21,8 @@ use serde_json::{Map, Value, json};
 use warden_mcp::pins::Pins;
 use warden_mcp::{Pin, PinError, PinStore};
 
+use super::{login_of, login_with_csrf};
 use crate::AppState;
-use crate::console::{login_of, login_with_csrf};
 use crate::error::{ApiError, ErrorCode};
 
 /// Held definitions the console lists, at most.
