@@ -235,6 +235,10 @@ default: allow
 content: { detectors: [credit_card], input: deny }
 rules:
   - { id: no-admin, effect: deny, kinds: [http], if: "principal:nobody", reason: "unused" }
+  - { id: no-admin-deletes, effect: deny, http: { methods: [DELETE], paths: ["/guard/admin/*"] } }
+  - id: no-debug-in-prod
+    effect: deny
+    http: { query: { debug: { equals: "1" } }, headers: { x-env: { equals: prod } } }
 "#;
 
 /// Redacts e-mail addresses in what goes upstream; the `scrub` route's `decide` step.
@@ -514,6 +518,33 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
     );
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!(a.json()["body"], "nothing to see");
+
+    // decide on the method, path, query and headers (the policy's `http` rules), on the target
+    // read one way: an escaped letter is decoded; what servers read differently is refused.
+    let key = [("x-api-key", rig.key.as_str())];
+    for path in ["/guard/admin/users", "/guard/%61dmin/users"] {
+        let a = send("DELETE", &rig.url(path), &key, None);
+        assert_eq!(a.status, 403, "{path}: {}", a.body);
+        assert_eq!(a.json()["rule"], "no-admin-deletes", "{path}");
+    }
+    let a = send("GET", &rig.url("/guard/admin/users"), &key, None);
+    assert_eq!(a.status, 200, "{}", a.body);
+    for path in [
+        "/guard/x/..%2Fadmin/users",
+        "/guard/public/../admin/users",
+        "/guard/admin;x=1/users",
+        "/guard/x?debug=0&debug=1",
+    ] {
+        let a = send("DELETE", &rig.url(path), &key, None);
+        assert_eq!(a.status, 400, "{path}: {}", a.body);
+        assert_eq!(a.json()["error"], "ambiguous_target", "{path}");
+    }
+    let prod = [("x-api-key", rig.key.as_str()), ("x-env", "prod")];
+    let a = send("GET", &rig.url("/guard/x?debug=1"), &prod, None);
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert_eq!(a.json()["rule"], "no-debug-in-prod");
+    let a = send("GET", &rig.url("/guard/x?debug=1"), &key, None);
+    assert_eq!(a.status, 200, "{}", a.body);
 
     // decide with redaction: the upstream receives the redacted body.
     let a = send(

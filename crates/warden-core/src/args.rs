@@ -153,6 +153,12 @@ pub enum Subject {
     Args,
     /// The request's `context` attributes (a rule's `context:`; the pointer is not empty).
     Context,
+    /// A header of the request's `http` member, named (lower case) by the pointer's one token
+    /// (a rule's `http.headers`); header names compare without regard to case.
+    HttpHeader,
+    /// A query parameter of the request's `http` member, named by the pointer's one token (a
+    /// rule's `http.query`).
+    HttpQuery,
 }
 
 impl Subject {
@@ -161,6 +167,8 @@ impl Subject {
         match self {
             Subject::Args => "args",
             Subject::Context => "context",
+            Subject::HttpHeader => "http.headers",
+            Subject::HttpQuery => "http.query",
         }
     }
 }
@@ -177,6 +185,21 @@ impl ArgCondition {
                     .and_then(|context| resolve_in(context, &self.pointer));
                 judge_all(&self.checks, target)
             }
+            Subject::HttpHeader | Subject::HttpQuery => {
+                let name = http_name(&self.pointer);
+                let value = request.http.as_ref().and_then(|http| {
+                    if self.subject == Subject::HttpHeader {
+                        http.headers
+                            .iter()
+                            .find(|(k, _)| k.eq_ignore_ascii_case(&name))
+                            .map(|(_, v)| v)
+                    } else {
+                        http.query.get(name.as_ref())
+                    }
+                });
+                let value = value.map(|v| Value::String(v.clone()));
+                judge_all(&self.checks, value.as_ref())
+            }
         }
     }
 
@@ -190,6 +213,21 @@ impl ArgCondition {
     pub fn holds(&self, args: Option<&Value>) -> bool {
         self.judge(args) == Judgement::Yes
     }
+}
+
+/// The name a one-token pointer (`/x-env`, `/a~1b`) holds.
+fn http_name(pointer: &str) -> std::borrow::Cow<'_, str> {
+    let token = pointer.strip_prefix('/').unwrap_or(pointer);
+    if token.contains('~') {
+        std::borrow::Cow::Owned(token.replace("~1", "/").replace("~0", "~"))
+    } else {
+        std::borrow::Cow::Borrowed(token)
+    }
+}
+
+/// The one-token pointer naming `name` (`~` and `/` escaped as RFC 6901 says).
+pub fn http_pointer(name: &str) -> String {
+    format!("/{}", name.replace('~', "~0").replace('/', "~1"))
 }
 
 fn judge_all(checks: &[ArgCheck], target: Option<&Value>) -> Judgement {

@@ -628,7 +628,9 @@ fn targets_hold(rule: &Rule, cx: &Cx<'_>) -> bool {
             return false;
         }
     }
-    true
+    rule.http
+        .as_ref()
+        .is_none_or(|http| http.holds(request.http.as_ref()))
 }
 
 fn static_conditions_hold(rule: &Rule, cx: &Cx<'_>) -> bool {

@@ -18,6 +18,7 @@ pub mod jwt;
 pub mod metrics;
 pub mod route;
 pub mod steps;
+pub mod target;
 
 use std::future::Future;
 use std::sync::Arc;

@@ -355,46 +355,6 @@ impl Default for Decide {
     }
 }
 
-/// Splits `path?query` and decodes the query's `name=value` pairs (`+` and `%XX`).
-fn split_query(path: &str) -> (String, BTreeMap<String, String>) {
-    let Some((path, query)) = path.split_once('?') else {
-        return (path.to_owned(), BTreeMap::new());
-    };
-    let mut out = BTreeMap::new();
-    for pair in query.split('&').filter(|p| !p.is_empty()) {
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        out.entry(percent_decode(k))
-            .or_insert_with(|| percent_decode(v));
-    }
-    (path.to_owned(), out)
-}
-
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while let Some(&b) = bytes.get(i) {
-        match b {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = bytes
-                    .get(i + 1..i + 3)
-                    .and_then(|h| std::str::from_utf8(h).ok())
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                if let Some(v) = hex {
-                    out.push(v);
-                    i += 2;
-                } else {
-                    out.push(b'%');
-                }
-            }
-            _ => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
 impl Decide {
     async fn run(
         &self,
@@ -419,7 +379,16 @@ impl Decide {
                 )));
             }
         };
-        let (path, query) = split_query(&ex.path);
+        let target = match crate::target::read(&ex.path) {
+            Ok(target) => target,
+            Err(crate::target::Ambiguous(why)) => {
+                return Ok(StepOutcome::Fail(Reply::error(
+                    400,
+                    "ambiguous_target",
+                    why,
+                )));
+            }
+        };
         let mut headers = BTreeMap::new();
         for (k, v) in &ex.headers {
             if self
@@ -455,9 +424,9 @@ impl Decide {
             kind: Kind::Http,
             http: Some(HttpRequest {
                 method: Some(ex.method.clone()),
-                path: Some(path),
+                path: Some(target.path),
                 headers,
-                query,
+                query: target.query,
                 body,
             }),
             ..Request::default()

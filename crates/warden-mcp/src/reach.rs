@@ -58,7 +58,8 @@ fn rule_matches(
     classes: &[std::sync::Arc<str>],
     principal: Option<&str>,
 ) -> Option<bool> {
-    if !rule.applies_to(Kind::ToolCall) {
+    // A tool call carries no `http` member, so `http` conditions never hold for one.
+    if !rule.applies_to(Kind::ToolCall) || rule.http.is_some() {
         return Some(false);
     }
     if let Some(globs) = &rule.tools

@@ -161,6 +161,7 @@ fn covers(d: &Rule, a: &Rule, registry: &ToolRegistry) -> bool {
         && classes
         && globs_cover(&d.principals, &a.principals)
         && d.args.is_empty()
+        && d.http.is_none()
         && d.rego.is_none()
         && after
         && condition

@@ -7,7 +7,7 @@ use serde_saphyr::Spanned;
 
 use super::doc::{self, EffectDoc, ModeDoc, PolicyDoc, RuleDoc};
 use super::{
-    After, CompileOptions, CompiledPolicy, Diagnostic, Effect, FORMAT_VERSION, Mode,
+    After, CompileOptions, CompiledPolicy, Diagnostic, Effect, FORMAT_VERSION, HttpMatch, Mode,
     ModuleResolver, Rule, ToolRegistry, kind_bit,
 };
 use crate::args::{self, ArgCheck, ArgCondition, Comparison};
@@ -575,6 +575,10 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
             });
         }
     }
+    let http = rule
+        .http
+        .as_ref()
+        .map(|node| compile_http(rule, node, id, &mut args_conditions, diags));
     let compiled = Rule {
         id: id.into(),
         effect,
@@ -598,6 +602,7 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
         condition,
         after,
         args: args_conditions,
+        http,
         rego: None,
         remove_taints: rule
             .remove_taints
@@ -613,6 +618,112 @@ fn compile_rule(rule: &RuleDoc, options: CompileOptions, diags: &mut Diagnostics
         rewrite,
     };
     (diags.found.len() == before).then_some(compiled)
+}
+
+/// Whether `name` is an HTTP token (RFC 9110 section 5.6.2): what methods and header names are.
+fn is_http_token(name: &str) -> bool {
+    !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
+/// Compiles a rule's `http` member: its method and path conditions, and its header and query
+/// conditions appended to `conditions`.
+fn compile_http(
+    rule: &RuleDoc,
+    node: &Spanned<doc::HttpMatchDoc>,
+    id: &str,
+    conditions: &mut Vec<ArgCondition>,
+    diags: &mut Diagnostics,
+) -> HttpMatch {
+    let http = &node.value;
+    if http.methods.is_none()
+        && http.paths.is_none()
+        && http.headers.is_none()
+        && http.query.is_none()
+    {
+        diags.at(
+            node,
+            format!("rule `{id}`: `http` names none of `methods`, `paths`, `headers`, `query`"),
+        );
+    }
+    if let Some(kinds) = &rule.kinds
+        && !kinds.contains(&crate::request::Kind::Http)
+    {
+        diags.at(
+            node,
+            format!("rule `{id}`: `http` conditions hold for `http` requests only, and `kinds` leaves them out"),
+        );
+    }
+    let methods = http.methods.as_ref().map(|methods| {
+        if methods.is_empty() {
+            diags.at(
+                node,
+                format!("rule `{id}`: `http.methods` is empty (no request could match)"),
+            );
+        }
+        methods
+            .iter()
+            .filter_map(|m| {
+                if is_http_token(&m.value) {
+                    Some(Box::from(m.value.to_ascii_uppercase().as_str()))
+                } else {
+                    diags.at(
+                        m,
+                        format!(
+                            "rule `{id}`: `http.methods`: `{}` is not an HTTP method",
+                            m.value
+                        ),
+                    );
+                    None
+                }
+            })
+            .collect()
+    });
+    let paths = http.paths.as_deref().map(|paths| {
+        if paths.is_empty() {
+            diags.at(
+                node,
+                format!("rule `{id}`: `http.paths` is empty (no request could match)"),
+            );
+        }
+        globs(paths, &format!("rule `{id}`: `http.paths`"), diags)
+    });
+    for (subject, map) in [
+        (args::Subject::HttpHeader, &http.headers),
+        (args::Subject::HttpQuery, &http.query),
+    ] {
+        let Some(map) = map else { continue };
+        let field = subject.field();
+        for (name, cond) in &map.0 {
+            let valid = match subject {
+                args::Subject::HttpHeader => is_http_token(&name.value),
+                _ => !name.value.is_empty(),
+            };
+            if !valid {
+                diags.at(
+                    name,
+                    format!(
+                        "rule `{id}`: `{field}`: `{}` is not a valid name",
+                        name.value
+                    ),
+                );
+                continue;
+            }
+            let name = match subject {
+                args::Subject::HttpHeader => name.value.to_ascii_lowercase(),
+                _ => name.value.clone(),
+            };
+            let checks = arg_checks(cond, &format!("{field}.{name}"), id, 0, diags);
+            conditions.push(ArgCondition {
+                pointer: args::http_pointer(&name),
+                subject,
+                checks,
+            });
+        }
+    }
+    HttpMatch { methods, paths }
 }
 
 /// The largest `priority` (and the smallest, negated) a rule may have.

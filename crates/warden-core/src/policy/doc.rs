@@ -191,6 +191,9 @@ pub struct RuleDoc {
     /// Conditions on the request's `context` attributes by JSON Pointer (a Warden extension).
     #[serde(default)]
     pub context: Option<SpannedMap<Spanned<ArgConditionDoc>>>,
+    /// Conditions on the request's `http` member (a Warden extension).
+    #[serde(default)]
+    pub http: Option<Spanned<HttpMatchDoc>>,
     /// Rego rule path.
     #[serde(default)]
     pub rego: Option<Spanned<String>>,
@@ -218,6 +221,25 @@ pub struct RewriteDoc {
     /// The most tokens the answer may have (a lower `max_tokens` the client asked for stands).
     #[serde(default)]
     pub max_tokens: Option<Spanned<i64>>,
+}
+
+/// `http: {methods, paths, headers, query}`: native conditions on an HTTP request; a rule that
+/// has them holds only for requests that carry an `http` member.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpMatchDoc {
+    /// Methods, one of which the request's is (compared without regard to case).
+    #[serde(default)]
+    pub methods: Option<Vec<Spanned<String>>>,
+    /// Path globs, one of which the request's path (before any `?`) matches.
+    #[serde(default)]
+    pub paths: Option<Vec<Spanned<String>>>,
+    /// Header name (without regard to case) -> condition on its value.
+    #[serde(default)]
+    pub headers: Option<SpannedMap<Spanned<ArgConditionDoc>>>,
+    /// Query parameter name -> condition on its value.
+    #[serde(default)]
+    pub query: Option<SpannedMap<Spanned<ArgConditionDoc>>>,
 }
 
 /// `after: {tools, classes, within}`.

@@ -99,8 +99,10 @@ pub struct Rule {
     pub condition: Option<Expr>,
     /// The sequence condition.
     pub after: Option<After>,
-    /// Argument conditions; all must hold.
+    /// Argument, context, header and query conditions; all must hold.
     pub args: Vec<ArgCondition>,
+    /// The method and path an HTTP request must have; None: the rule has no `http` member.
+    pub http: Option<HttpMatch>,
     /// The Rego query that must be truthy.
     pub rego: Option<QueryId>,
     /// Taints removed when the call goes through.
@@ -175,6 +177,42 @@ fn no_files(path: &str) -> Result<String, String> {
 
 fn kind_bit(kind: Kind) -> u8 {
     1 << (kind as u8)
+}
+
+/// A rule's method and path conditions (its header and query conditions are among its `args`).
+#[derive(Debug, Clone, Default)]
+pub struct HttpMatch {
+    /// Methods, upper case; None: any.
+    pub methods: Option<Vec<Box<str>>>,
+    /// Path globs; None: any.
+    pub paths: Option<Vec<Glob>>,
+}
+
+impl HttpMatch {
+    /// Whether `http` (a request's `http` member, if any) has one of the methods and a path
+    /// one of the globs matches. A request without an `http` member never does.
+    pub fn holds(&self, http: Option<&crate::request::HttpRequest>) -> bool {
+        let Some(http) = http else { return false };
+        if let Some(methods) = &self.methods {
+            let Some(method) = http.method.as_deref() else {
+                return false;
+            };
+            if !methods.iter().any(|m| m.eq_ignore_ascii_case(method)) {
+                return false;
+            }
+        }
+        if let Some(paths) = &self.paths {
+            let Some(path) = http.path.as_deref() else {
+                return false;
+            };
+            // A query or fragment left in the path is not part of what the globs match.
+            let path = path.split(['?', '#']).next().unwrap_or(path);
+            if !paths.iter().any(|g| g.matches(path)) {
+                return false;
+            }
+        }
+        true
+    }
 }
 
 impl Rule {

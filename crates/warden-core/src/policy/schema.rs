@@ -25,6 +25,28 @@ pub fn schema() -> Value {
     let glob = json!({"type": "string", "minLength": 1, "description": "`*` any run of characters, `?` one character; anchored, case-sensitive"});
     let globs = json!({"type": "array", "items": {"$ref": "#/$defs/glob"}});
     let names = json!({"type": "array", "items": {"type": "string"}});
+    let http = json!({
+        "type": "object",
+        "additionalProperties": false,
+        "minProperties": 1,
+        "description": "A Warden extension: native conditions on an `http` request (a rule with them holds only for requests carrying `http`).",
+        "properties": {
+            "methods": {"type": "array", "minItems": 1, "items": {"type": "string", "pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"}, "description": "One of these methods (compared without regard to case)."},
+            "paths": {"type": "array", "minItems": 1, "items": {"$ref": "#/$defs/glob"}, "description": "A glob one of which the path (before any `?`) matches."},
+            "headers": {
+                "type": "object",
+                "description": "Header name (without regard to case) -> condition on its value.",
+                "propertyNames": {"pattern": "^[!#$%&'*+.^_`|~0-9A-Za-z-]+$"},
+                "additionalProperties": {"$ref": "#/$defs/arg_condition"},
+            },
+            "query": {
+                "type": "object",
+                "description": "Query parameter name -> condition on its value.",
+                "propertyNames": {"minLength": 1},
+                "additionalProperties": {"$ref": "#/$defs/arg_condition"},
+            },
+        },
+    });
     json!({
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": SCHEMA_ID,
@@ -104,6 +126,7 @@ pub fn schema() -> Value {
                         "propertyNames": {"pattern": "^(/([^~]|~[01])*)+$"},
                         "additionalProperties": {"$ref": "#/$defs/arg_condition"},
                     },
+                    "http": http,
                     "rego": {"type": "string", "description": "A Rego rule of the policy's modules that must be truthy."},
                     "add_taints": names,
                     "remove_taints": names,
@@ -263,6 +286,10 @@ mod tests {
         assert_eq!(properties(&s), names::<doc::PolicyDoc>());
         assert_eq!(properties(&defs["rule"]), names::<doc::RuleDoc>());
         assert_eq!(properties(&defs["after"]), names::<doc::AfterDoc>());
+        assert_eq!(
+            properties(&defs["rule"]["properties"]["http"]),
+            names::<doc::HttpMatchDoc>()
+        );
         assert_eq!(
             properties(&defs["rule"]["properties"]["rewrite"]),
             names::<doc::RewriteDoc>()
