@@ -55,7 +55,7 @@ fn check(args: &ServeArgs) -> ExitCode {
         }
     };
     if let Some(envoy) = &config.envoy
-        && let Err(e) = warden_server::envoy::check(envoy, &snapshot)
+        && let Err(e) = warden_server::envoy::check(envoy, &snapshot, config.audit.is_some())
     {
         eprintln!("warden config: {e}");
         return ExitCode::from(EXIT_BAD_INPUT);

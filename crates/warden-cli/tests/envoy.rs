@@ -255,6 +255,7 @@ fn warden_config(dir: &Path, warden_port: u16, rate: u64, jwks_port: u16) -> Str
 keys_file: {keys}
 state: memory
 decision_log: false
+audit: {{dir: {audit}, fsync: always}}
 envoy:
   listen: 127.0.0.1:{warden_port}
   route_from: "attribute:xds.route_name"
@@ -262,12 +263,13 @@ envoy:
   routes:
     open:
       request: [{{policy: allowAll}}]
-      response: [{{policy: addSecurityHeaders}}]
+      response: [{{policy: addSecurityHeaders}}, {{policy: auditLog}}]
     keyed:
       request:
         - {{policy: apiKeyAuth, config: {{roles: {{acme: [reader]}}}}}}
         - {{policy: roleCheck, config: {{any_of: [reader]}}}}
         - {{policy: rateLimit, config: {{requests: {rate}, window_secs: 60, by: api_key}}}}
+        - {{policy: auditLog}}
     guard:
       request:
         - {{policy: apiKeyAuth}}
@@ -299,7 +301,28 @@ envoy:
 "#,
         policies = dir.join("policies").display(),
         keys = dir.join("keys.json").display(),
+        audit = dir.join("audit").display(),
     )
+}
+
+/// Every entry of the audit log in `dir`, oldest first.
+fn audit_entries(dir: &Path) -> Vec<Value> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("audit"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .map(|l| serde_json::from_str(l).unwrap())
+                .collect::<Vec<Value>>()
+        })
+        .collect()
 }
 
 /// Everything one test runs: the daemon, the upstream and Envoy, and a key of tenant `acme`.
@@ -605,6 +628,59 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
     let a = send("GET", &rig.url("/open"), &[("x-api-key", &rig.key)], None);
     assert_eq!(a.status, 200, "{}", a.body);
 
+    // auditLog: the exchanges of `keyed` (after authentication: the caller) and the responses
+    // of `open`, in the hash-chained log; the target only as a hash. The reload is there too.
+    let entries = audit_entries(rig.dir.path());
+    let exchanges: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "http_exchange")
+        .collect();
+    let keyed: Vec<&&Value> = exchanges.iter().filter(|e| e["rule"] == "keyed").collect();
+    assert_eq!(
+        keyed.len(),
+        3,
+        "the three requests rateLimit let through: {keyed:?}"
+    );
+    assert_eq!(keyed[0]["decision"], "request");
+    assert_eq!(keyed[0]["principal"], rig.key_id.as_str());
+    assert_eq!(keyed[0]["tenant"], "acme");
+    assert_eq!(keyed[0]["tool"], "GET");
+    assert!(
+        keyed[0]["args_hash"]
+            .as_str()
+            .unwrap()
+            .starts_with("sha256:")
+    );
+    assert!(
+        exchanges
+            .iter()
+            .any(|e| e["rule"] == "open" && e["decision"] == "response 200"),
+        "{exchanges:?}"
+    );
+    let log = entries.iter().map(Value::to_string).collect::<String>();
+    assert!(!log.contains("/keyed/a"), "a target in the audit log");
+    let reloads: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["kind"] == "config_change")
+        .collect();
+    assert_eq!(
+        reloads.len(),
+        1,
+        "one reload changed something: {reloads:?}"
+    );
+    assert_eq!(reloads[0]["decision"], "reload");
+    assert_eq!(reloads[0]["rule"], "envoy");
+    let out = Command::new(WARDEN)
+        .args(["audit", "verify"])
+        .arg(rig.dir.path().join("audit"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     eprintln!("ext_proc test took {:?}", started.elapsed());
 }
 
@@ -822,6 +898,10 @@ fn a_bad_envoy_section_is_refused_at_start_naming_the_field() {
             "envoy.routes.a.request[0].config.policy",
         ),
         ("route_from: \"metadata:x\"", "envoy.route_from"),
+        (
+            "routes: {a: {response: [{policy: auditLog}]}}",
+            "envoy.routes.a.response[0]",
+        ),
     ] {
         let config = dir.path().join("warden.yaml");
         std::fs::write(

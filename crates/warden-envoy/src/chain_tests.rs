@@ -17,13 +17,15 @@ use warden_core::{CounterStore, Decision, MemoryCounterStore, Request};
 
 use crate::chain::{Phase, Verdict};
 use crate::config::EnvoyConfig;
-use crate::exchange::{Exchange, Identity};
+use crate::exchange::{Exchange, ExchangeRecord, Identity};
 use crate::host::{BoxFuture, Host};
 use crate::metrics::Metrics;
 
-/// A host with one key (`good`), no policies, and working or failing counters.
+/// A host with one key (`good`), no policies, working or failing counters, and an audit log
+/// kept in memory (None: one that cannot take entries).
 struct Fake {
     counters: Arc<dyn CounterStore>,
+    audited: Option<std::sync::Mutex<Vec<ExchangeRecord>>>,
 }
 
 struct Broken;
@@ -65,6 +67,15 @@ impl Host for Fake {
     }
     fn counters(&self) -> Arc<dyn CounterStore> {
         Arc::clone(&self.counters)
+    }
+    fn audit(&self, record: ExchangeRecord) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            let Some(log) = &self.audited else {
+                return Err("the audit log is full".to_owned());
+            };
+            log.lock().unwrap().push(record);
+            Ok(())
+        })
     }
 }
 
@@ -112,6 +123,7 @@ async fn run(host: &Fake, route: &crate::route::Route, ex: &mut Exchange, phase:
 fn fake() -> Fake {
     Fake {
         counters: Arc::new(MemoryCounterStore::new(100)),
+        audited: Some(std::sync::Mutex::default()),
     }
 }
 
@@ -155,6 +167,7 @@ async fn skip_remaining_forwards_without_the_rest() {
 async fn an_internal_error_fails_closed_unless_the_route_is_fail_open() {
     let host = Fake {
         counters: Arc::new(Broken),
+        audited: Some(std::sync::Mutex::default()),
     };
     let closed = route("request: [{policy: rateLimit, config: {requests: 5, by: route}}]");
     let v = request(&host, &mut exchange(closed, &[])).await;
@@ -331,4 +344,53 @@ fn jwt_validation_refuses_what_a_jwks_cannot_verify_at_load() {
         true,
     );
     assert!(response.is_err());
+}
+
+#[tokio::test]
+async fn audit_log_records_the_exchange_where_it_stands_and_fails_closed() {
+    let host = fake();
+    let r = route(
+        "request: [{policy: auditLog}, {policy: apiKeyAuth}, {policy: auditLog}]\nresponse: [{policy: auditLog}]",
+    );
+    let mut ex = exchange(Arc::clone(&r), &[("x-api-key", "good")]);
+    assert!(matches!(request(&host, &mut ex).await, Verdict::Forward(_)));
+    ex.1.status = Some(404);
+    assert!(matches!(
+        run(&host, &r, &mut ex.1, Phase::Response).await,
+        Verdict::Forward(_)
+    ));
+    let audited = host.audited.as_ref().unwrap().lock().unwrap().clone();
+    assert_eq!(audited.len(), 3, "{audited:?}");
+    // Before authentication: no caller; after it: the key's id and tenant.
+    assert_eq!(
+        (audited[0].principal.as_deref(), audited[0].phase),
+        (None, Phase::Request)
+    );
+    assert_eq!(audited[1].principal.as_deref(), Some("k1"));
+    assert_eq!(audited[1].tenant.as_deref(), Some("acme"));
+    assert_eq!(
+        (&*audited[1].method, &*audited[1].target),
+        ("GET", "/x?a=1")
+    );
+    assert_eq!(audited[1].status, None);
+    assert_eq!(
+        (audited[2].phase, audited[2].status),
+        (Phase::Response, Some(404))
+    );
+    assert_eq!(audited[2].route, "r");
+
+    // A log that cannot take the entry: the request is refused (500), not forwarded unrecorded.
+    let full = Fake {
+        counters: Arc::new(MemoryCounterStore::new(100)),
+        audited: None,
+    };
+    let v = request(
+        &full,
+        &mut exchange(Arc::clone(&r), &[("x-api-key", "good")]),
+    )
+    .await;
+    assert_eq!(status(&v), 500);
+    let open = route("fail_open: true\nrequest: [{policy: auditLog}]");
+    let v = request(&full, &mut exchange(open, &[])).await;
+    assert!(matches!(v, Verdict::Forward(_)), "fail_open forwards");
 }

@@ -140,6 +140,27 @@ impl EnvoyConfig {
         }
         out
     }
+
+    /// Where steps of built-in policy `policy` stand (`envoy.routes.a.response[0]`), for the
+    /// daemon to check what they need (`auditLog` an audit log).
+    pub fn steps_of(&self, policy: &str) -> Vec<String> {
+        let routes = self
+            .routes
+            .iter()
+            .map(|(name, r)| (format!("envoy.routes.{name}"), r))
+            .chain(self.default.iter().map(|r| ("envoy.default".to_owned(), r)));
+        let mut out = Vec::new();
+        for (at, route) in routes {
+            for (chain, steps) in [("request", &route.request), ("response", &route.response)] {
+                for (i, step) in steps.iter().enumerate() {
+                    if step.policy == policy {
+                        out.push(format!("{at}.{chain}[{i}]"));
+                    }
+                }
+            }
+        }
+        out
+    }
 }
 
 /// Largest `max_body_bytes` accepted (the gRPC message holding it must stay decodable).

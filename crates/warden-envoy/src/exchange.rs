@@ -148,6 +148,47 @@ impl Mutations {
     }
 }
 
+/// What one `auditLog` step records of an exchange: the route, the method, the caller and (in
+/// the response chain) the status; the daemon records the path and query as a hash only, since
+/// they may carry personal data.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExchangeRecord {
+    /// The route's name.
+    pub route: String,
+    /// The chain the step runs in.
+    pub phase: Phase,
+    /// `:method`.
+    pub method: String,
+    /// `:path`, query included (hashed by the daemon, never written as is).
+    pub target: String,
+    /// The response status (response chain only).
+    pub status: Option<u16>,
+    /// The caller's id, once a step before authenticated one.
+    pub principal: Option<String>,
+    /// The caller's tenant.
+    pub tenant: Option<String>,
+}
+
+impl ExchangeRecord {
+    /// What an `auditLog` step in the request (or, with `response`, the response) chain
+    /// records of `ex`.
+    pub fn of(ex: &Exchange, response: bool) -> Self {
+        Self {
+            route: ex.route.to_string(),
+            phase: if response {
+                Phase::Response
+            } else {
+                Phase::Request
+            },
+            method: ex.method.clone(),
+            target: ex.path.clone(),
+            status: if response { ex.status } else { None },
+            principal: ex.caller.as_ref().map(|c| c.id.clone()),
+            tenant: ex.caller.as_ref().map(|c| c.tenant.clone()),
+        }
+    }
+}
+
 /// The phase a chain runs in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Phase {

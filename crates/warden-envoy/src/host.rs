@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use warden_core::{CounterStore, Decision, Request};
 
-use crate::exchange::Identity;
+use crate::exchange::{ExchangeRecord, Identity};
 
 /// A boxed future (the trait is object safe).
 pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -28,6 +28,10 @@ pub trait Host: Send + Sync + 'static {
         policy: &'a str,
         request: Request,
     ) -> BoxFuture<'a, Result<Decision, String>>;
+
+    /// Appends `record` (an `auditLog` step) to the daemon's audit log and waits until it is
+    /// written (durable per the log's `fsync`). An error fails the step.
+    fn audit(&self, record: ExchangeRecord) -> BoxFuture<'_, Result<(), String>>;
 
     /// The counters rate limits count in (shared by every instance when the daemon has shared
     /// state).

@@ -30,7 +30,7 @@ use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::Ex
 
 pub use config::{EnvoyConfig, Limits, OnFailure, RouteConfig, StepConfig};
 pub use error::EnvoyConfigError;
-pub use exchange::Identity;
+pub use exchange::{ExchangeRecord, Identity};
 pub use host::{BoxFuture, Host};
 pub use metrics::Metrics;
 pub use route::Chains;

@@ -9,7 +9,7 @@ use serde_json::Value;
 use warden_core::{HttpRequest, Kind, Request, Verdict};
 
 use crate::error::EnvoyConfigError;
-use crate::exchange::{Exchange, Mutations, Reply, header_name};
+use crate::exchange::{Exchange, ExchangeRecord, Mutations, Reply, header_name};
 use crate::host::Host;
 
 /// A compiled step.
@@ -31,6 +31,8 @@ pub enum Step {
     RoleCheck(RoleCheck),
     /// A bearer JWT verified against a JWKS.
     JwtValidation(Box<crate::jwt::JwtValidation>),
+    /// The exchange into the daemon's audit log.
+    AuditLog,
 }
 
 /// How a step ended.
@@ -87,6 +89,10 @@ impl Step {
                 parse::<Empty>(config, field)?;
                 Step::AllowAll
             }
+            "auditLog" => {
+                parse::<Empty>(config, field)?;
+                Step::AuditLog
+            }
             "apiKeyAuth" => {
                 only(false)?;
                 Step::ApiKeyAuth(ApiKeyAuth::compile(parse(config, field)?, field)?)
@@ -129,8 +135,8 @@ impl Step {
                 return Err(EnvoyConfigError::new(
                     format!("{field}.policy"),
                     format!(
-                        "unknown policy `{other}` (allowAll, apiKeyAuth, jwtValidation, decide, \
-                         addSecurityHeaders, rateLimit, responseBodyTransform, roleCheck)"
+                        "unknown policy `{other}` (allowAll, apiKeyAuth, auditLog, jwtValidation, \
+                         decide, addSecurityHeaders, rateLimit, responseBodyTransform, roleCheck)"
                     ),
                 ));
             }
@@ -149,6 +155,7 @@ impl Step {
             Step::ResponseBodyTransform(_) => "responseBodyTransform",
             Step::RoleCheck(_) => "roleCheck",
             Step::JwtValidation(_) => "jwtValidation",
+            Step::AuditLog => "auditLog",
         }
     }
 
@@ -172,6 +179,10 @@ impl Step {
     ) -> Result<StepOutcome, String> {
         match self {
             Step::AllowAll => Ok(StepOutcome::Pass),
+            Step::AuditLog => {
+                host.audit(ExchangeRecord::of(ex, response)).await?;
+                Ok(StepOutcome::Pass)
+            }
             Step::ApiKeyAuth(a) => Ok(a.run(host, ex, m)),
             Step::Decide(d) => d.run(host, ex, m).await,
             Step::AddSecurityHeaders(s) => {

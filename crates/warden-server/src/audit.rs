@@ -265,6 +265,75 @@ pub(crate) async fn audit_void(
     }
 }
 
+/// An entry that records an event rather than a decision (an approval's step, a change made by
+/// a person or by a reload, an exchange an Envoy route logs). Only the members an event has are
+/// set; the rest are empty.
+#[derive(Default)]
+pub(crate) struct AuditEvent<'a> {
+    /// The entry's `kind`.
+    pub kind: &'static str,
+    /// What happened (the entry's `decision`).
+    pub action: &'a str,
+    /// What it happened to (the entry's `rule`).
+    pub target: Option<String>,
+    /// The tenant.
+    pub tenant: Option<String>,
+    /// Who did it.
+    pub principal: Option<String>,
+    /// The session.
+    pub session: Option<String>,
+    /// The tool (or what stands in its place).
+    pub tool: Option<String>,
+    /// What was written or bound, recorded as its hash only (`args_hash`).
+    pub content: Option<&'a Value>,
+    /// The hash the entry binds, when computed already (instead of `content`).
+    pub content_hash: Option<String>,
+    /// A policy digest or definition hash.
+    pub policy: String,
+    /// How long it took.
+    pub latency_us: u64,
+}
+
+impl AuditEvent<'_> {
+    fn into_record(self) -> Result<AuditRecord, ApiError> {
+        let args_hash = match (self.content_hash, self.content) {
+            (Some(hash), _) => Some(hash),
+            (None, Some(content)) => Some(
+                warden_proof::args_hash(content)
+                    .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
+            ),
+            (None, None) => None,
+        };
+        Ok(AuditRecord {
+            time_ms: unix_now_ms(),
+            tenant: self.tenant,
+            principal: self.principal,
+            session: self.session,
+            kind: self.kind.to_owned(),
+            tool: self.tool,
+            args_hash,
+            decision: self.action.to_owned(),
+            rule: self.target,
+            policy: self.policy,
+            latency_us: self.latency_us,
+            ..AuditRecord::default()
+        })
+    }
+}
+
+/// Appends `event` and waits until it is written (and durable per `fsync`); without an audit log
+/// does nothing.
+pub(crate) async fn audit_event(
+    audit: Option<&Audit>,
+    event: AuditEvent<'_>,
+) -> Result<(), ApiError> {
+    let Some(audit) = audit else {
+        return Ok(());
+    };
+    let ack = queue(audit, event.into_record()?)?;
+    audit_wait(vec![ack]).await
+}
+
 /// `kind` of the audit entries of an approval's steps.
 pub(crate) const APPROVAL_KIND: &str = "approval";
 
@@ -279,36 +348,25 @@ pub(crate) async fn audit_approval(
     event: ApprovalEvent,
     approval: &Approval,
 ) -> Result<(), ApiError> {
-    let Some(audit) = audit else {
-        return Ok(());
-    };
     let principal = match (event, &approval.approver) {
         (ApprovalEvent::Approved | ApprovalEvent::Denied, Some(approver)) => {
             Some(format!("key:{approver}"))
         }
         _ => approval.binding.principal.clone(),
     };
-    let record = AuditRecord {
-        time_ms: unix_now_ms(),
+    let event = AuditEvent {
+        kind: APPROVAL_KIND,
+        action: event.as_str(),
+        target: Some(format!("{} {}", approval.id, approval.rule)),
         tenant: approval.binding.tenant.clone(),
         principal,
         session: approval.binding.session.clone(),
-        kind: APPROVAL_KIND.to_owned(),
         tool: Some(approval.binding.tool.clone()),
-        args_hash: Some(approval.binding.args_sha256.clone()),
-        decision: event.as_str().to_owned(),
-        rule: Some(format!("{} {}", approval.id, approval.rule)),
-        findings: Vec::new(),
+        content_hash: Some(approval.binding.args_sha256.clone()),
         policy: approval.policy_digest.clone(),
-        latency_us: 0,
-        model: None,
-        audited: Vec::new(),
-        input_tokens: None,
-        output_tokens: None,
-        cost_micro_usd: None,
+        ..AuditEvent::default()
     };
-    let ack = queue(audit, record)?;
-    audit_wait(vec![ack]).await
+    audit_event(audit, event).await
 }
 
 /// `kind` of the audit entry of a change made through OPA's policy and data API.
@@ -328,33 +386,17 @@ pub(crate) async fn audit_policy_change(
     content: &Value,
     digest: &str,
 ) -> Result<(), ApiError> {
-    let Some(audit) = audit else {
-        return Ok(());
-    };
-    let record = AuditRecord {
-        time_ms: unix_now_ms(),
+    let event = AuditEvent {
+        kind: POLICY_CHANGE_KIND,
+        action,
+        target: Some(target),
         tenant: Some(tenant.to_owned()),
         principal: Some(format!("key:{admin_key}")),
-        session: None,
-        kind: POLICY_CHANGE_KIND.to_owned(),
-        tool: None,
-        args_hash: Some(
-            warden_proof::args_hash(content)
-                .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
-        ),
-        decision: action.to_owned(),
-        rule: Some(target),
-        findings: Vec::new(),
+        content: Some(content),
         policy: digest.to_owned(),
-        latency_us: 0,
-        model: None,
-        audited: Vec::new(),
-        input_tokens: None,
-        output_tokens: None,
-        cost_micro_usd: None,
+        ..AuditEvent::default()
     };
-    let ack = queue(audit, record)?;
-    audit_wait(vec![ack]).await
+    audit_event(audit, event).await
 }
 
 /// `kind` of the audit entry of a change a person made to a session (the console).
@@ -372,34 +414,18 @@ pub(crate) async fn audit_taint_cleared(
     taint: &str,
     reason: &str,
 ) -> Result<(), ApiError> {
-    let Some(audit) = audit else {
-        return Ok(());
-    };
     let content = serde_json::json!({ "taint": taint, "reason": reason });
-    let record = AuditRecord {
-        time_ms: unix_now_ms(),
+    let event = AuditEvent {
+        kind: SESSION_CHANGE_KIND,
+        action: "clear_taint",
+        target: Some(taint.to_owned()),
         tenant: Some(tenant.to_owned()),
         principal: Some(format!("key:{admin_key}")),
         session: Some(session.to_owned()),
-        kind: SESSION_CHANGE_KIND.to_owned(),
-        tool: None,
-        args_hash: Some(
-            warden_proof::args_hash(&content)
-                .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
-        ),
-        decision: "clear_taint".to_owned(),
-        rule: Some(taint.to_owned()),
-        findings: Vec::new(),
-        policy: String::new(),
-        latency_us: 0,
-        model: None,
-        audited: Vec::new(),
-        input_tokens: None,
-        output_tokens: None,
-        cost_micro_usd: None,
+        content: Some(&content),
+        ..AuditEvent::default()
     };
-    let ack = queue(audit, record)?;
-    audit_wait(vec![ack]).await
+    audit_event(audit, event).await
 }
 
 /// `kind` of the audit entry of a changed MCP tool definition approved by a person (the console).
@@ -419,9 +445,6 @@ pub(crate) async fn audit_pin_approved(
     approved_now: &str,
     reason: &str,
 ) -> Result<(), ApiError> {
-    let Some(audit) = audit else {
-        return Ok(());
-    };
     let content = serde_json::json!({
         "upstream": upstream,
         "tool": tool,
@@ -429,30 +452,77 @@ pub(crate) async fn audit_pin_approved(
         "approved": approved_now,
         "reason": reason,
     });
-    let record = AuditRecord {
-        time_ms: unix_now_ms(),
-        tenant: None,
+    let event = AuditEvent {
+        kind: PIN_CHANGE_KIND,
+        action: "approve_pin",
+        target: Some(upstream.to_owned()),
         principal: Some(format!("key:{admin_key}")),
-        session: None,
-        kind: PIN_CHANGE_KIND.to_owned(),
         tool: Some(tool.to_owned()),
-        args_hash: Some(
-            warden_proof::args_hash(&content)
-                .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
-        ),
-        decision: "approve_pin".to_owned(),
-        rule: Some(upstream.to_owned()),
-        findings: Vec::new(),
+        content: Some(&content),
         policy: approved_now.to_owned(),
-        latency_us: 0,
-        model: None,
-        audited: Vec::new(),
-        input_tokens: None,
-        output_tokens: None,
-        cost_micro_usd: None,
+        ..AuditEvent::default()
     };
-    let ack = queue(audit, record)?;
-    audit_wait(vec![ack]).await
+    audit_event(audit, event).await
+}
+
+/// `kind` of the audit entry an Envoy route's `auditLog` step writes.
+pub(crate) const EXCHANGE_KIND: &str = "http_exchange";
+
+/// Appends the entry of an `auditLog` step and waits for it (per `fsync`): kind `http_exchange`,
+/// `decision` the chain (`request`, or `response` and the status: `response 404`), `rule` the
+/// route, `tool` the method, `principal` and `tenant` the caller's once a step authenticated
+/// one, `args_hash` the hash of the method, the target (path and query: never written, as it
+/// may carry personal data) and the status. An error fails the step (closed).
+pub(crate) async fn audit_exchange(
+    audit: Option<&Audit>,
+    record: warden_envoy::ExchangeRecord,
+) -> Result<(), ApiError> {
+    let content = serde_json::json!({
+        "method": record.method,
+        "target": record.target,
+        "status": record.status,
+    });
+    let action = match record.status {
+        Some(status) => format!("{} {status}", record.phase.as_str()),
+        None => record.phase.as_str().to_owned(),
+    };
+    let event = AuditEvent {
+        kind: EXCHANGE_KIND,
+        action: &action,
+        target: Some(record.route),
+        tenant: record.tenant,
+        principal: record.principal,
+        tool: Some(record.method),
+        content: Some(&content),
+        ..AuditEvent::default()
+    };
+    if audit.is_none() {
+        // Checked at load: a route with an `auditLog` step needs the log.
+        return Err(ApiError::internal());
+    }
+    audit_event(audit, event).await
+}
+
+/// `kind` of the audit entry of a reload that changed what the daemon serves.
+pub(crate) const CONFIG_CHANGE_KIND: &str = "config_change";
+
+/// Appends the entry of a reload that changed the policies or the Envoy routes and waits for it
+/// (per `fsync`): kind `config_change`, `decision` `reload`, `rule` what changed (`policies
+/// a, b; envoy`), `args_hash` the hash of `served` (each policy's digest and the Envoy section
+/// as now served). The reload is refused when the entry cannot be written.
+pub(crate) async fn audit_config_change(
+    audit: Option<&Audit>,
+    changed: String,
+    served: &Value,
+) -> Result<(), ApiError> {
+    let event = AuditEvent {
+        kind: CONFIG_CHANGE_KIND,
+        action: "reload",
+        target: Some(changed),
+        content: Some(served),
+        ..AuditEvent::default()
+    };
+    audit_event(audit, event).await
 }
 
 /// `kind` of the audit entry of a Data API query against a Rego policy.
@@ -487,28 +557,17 @@ pub(crate) fn audit_data_query(
         return Ok(None);
     };
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    let record = AuditRecord {
-        time_ms: unix_now_ms(),
+    let record = AuditEvent {
+        kind: DATA_QUERY_KIND,
+        action: outcome,
+        target: Some(query.to_owned()),
         tenant: Some(caller.tenant.to_string()),
-        principal: None,
-        session: None,
-        kind: DATA_QUERY_KIND.to_owned(),
-        tool: None,
-        args_hash: input
-            .map(warden_proof::args_hash)
-            .transpose()
-            .map_err(|e| audit_error(AuditError::Encode(e.to_string())))?,
-        decision: outcome.to_owned(),
-        rule: Some(query.to_owned()),
-        findings: Vec::new(),
+        content: input,
         policy: policy_digest.to_owned(),
         latency_us,
-        model: None,
-        audited: Vec::new(),
-        input_tokens: None,
-        output_tokens: None,
-        cost_micro_usd: None,
-    };
+        ..AuditEvent::default()
+    }
+    .into_record()?;
     queue(audit, record)
 }
 

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use warden::state::CounterStore;
 use warden_core::pipeline::Caller;
-use warden_envoy::{BoxFuture, EnvoyServer, Host, Identity};
+use warden_envoy::{BoxFuture, EnvoyServer, ExchangeRecord, Host, Identity};
 
 use crate::AppState;
 
@@ -57,14 +57,33 @@ impl Host for DaemonHost {
     fn counters(&self) -> Arc<dyn CounterStore> {
         Arc::clone(&self.state.0.counters)
     }
+
+    fn audit(&self, record: ExchangeRecord) -> BoxFuture<'_, Result<(), String>> {
+        Box::pin(async move {
+            crate::audit::audit_exchange(self.state.effects().audit.as_ref(), record)
+                .await
+                // The cause is logged where the log refused the entry.
+                .map_err(|_refused| "the audit log cannot take the entry".to_owned())
+        })
+    }
 }
 
-/// Checks `config` whole: it compiles, and every policy a `decide` step names is loaded in
-/// `snapshot`. The error names the field.
-pub fn check(config: &warden_envoy::EnvoyConfig, snapshot: &crate::Snapshot) -> Result<(), String> {
+/// Checks `config` whole: it compiles, every policy a `decide` step names is loaded in
+/// `snapshot`, and `auditLog` steps have an audit log to write to (`audit_log`). The error names
+/// the field.
+pub fn check(
+    config: &warden_envoy::EnvoyConfig,
+    snapshot: &crate::Snapshot,
+    audit_log: bool,
+) -> Result<(), String> {
     config
         .compile()
         .map_err(|e| format!("configuration: {e}"))?;
+    if !audit_log && let Some(field) = config.steps_of("auditLog").first() {
+        return Err(format!(
+            "configuration: `{field}`: `auditLog` writes to the audit log, and no `audit` is configured"
+        ));
+    }
     for (field, policy) in config.decide_policies() {
         if !snapshot.policies.contains_key(policy.as_str()) {
             return Err(format!(
@@ -93,7 +112,8 @@ pub(crate) async fn start(
     let Some(config) = &state.config().envoy else {
         return Ok(None);
     };
-    check(config, &state.snapshot()).map_err(StartError::Config)?;
+    check(config, &state.snapshot(), state.effects().audit.is_some())
+        .map_err(StartError::Config)?;
     let host = Arc::new(DaemonHost {
         state: state.clone(),
     });

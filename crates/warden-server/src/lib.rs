@@ -107,6 +107,9 @@ struct Inner {
     counters: Arc<dyn CounterStore>,
     /// The Envoy processor, once `run` started it (reloaded with the rest).
     envoy: std::sync::OnceLock<warden_envoy::EnvoyServer>,
+    /// The Envoy section as served (JSON), to tell a reload that changed it; written only
+    /// under `reload_lock`.
+    envoy_served: parking_lot::Mutex<Option<serde_json::Value>>,
     /// Usage of the policies' LLM budgets (the LLM door's).
     pub(crate) budgets: budget::Ledger,
     /// The database's change marker as it was before the first load (taken by the periodic
@@ -299,6 +302,12 @@ impl AppState {
             lockout,
             auth_events,
             concurrency: Semaphore::new(config.max_concurrency.max(1)),
+            envoy_served: parking_lot::Mutex::new(
+                config
+                    .envoy
+                    .as_ref()
+                    .and_then(|e| serde_json::to_value(e).ok()),
+            ),
             config,
             config_path,
             ready: AtomicBool::new(true),
@@ -446,6 +455,19 @@ impl AppState {
             .and_then(|r| r);
         match result {
             Ok((next, key, envoy)) => {
+                // A change that cannot be audited is not made.
+                let envoy = envoy.filter(|_| self.0.envoy.get().is_some());
+                let envoy_json = envoy.as_ref().and_then(|e| serde_json::to_value(e).ok());
+                if let Some((changed, served)) = self.changes(&next, envoy_json.as_ref())
+                    && let Err(_refused) =
+                        audit::audit_config_change(self.effects().audit.as_ref(), changed, &served)
+                            .await
+                {
+                    self.metrics().reload(false);
+                    // The cause is logged where the log refused the entry.
+                    tracing::error!("reload refused: its audit entry could not be written");
+                    return Err("the audit log cannot take the reload's entry".to_owned());
+                }
                 if let (Some(server), Some(envoy)) = (self.0.envoy.get(), &envoy)
                     && let Err(e) = server.reload(envoy)
                 {
@@ -455,6 +477,9 @@ impl AppState {
                     return Err(e.to_string());
                 }
                 let policies = next.policies.len();
+                if envoy_json.is_some() {
+                    *self.0.envoy_served.lock() = envoy_json;
+                }
                 self.install(next);
                 if let (Some(signing), Some(key)) = (&self.effects().signing, key) {
                     signing.rotate_to(key, signing::unix_now());
@@ -472,6 +497,45 @@ impl AppState {
                 Err(message)
             }
         }
+    }
+
+    /// What a reload to `next` (and `envoy`, the Envoy section to serve, as JSON) changes of
+    /// what is served: `policies a, b; envoy` and the digests and section now served; None when
+    /// nothing changed.
+    fn changes(
+        &self,
+        next: &Snapshot,
+        envoy: Option<&serde_json::Value>,
+    ) -> Option<(String, serde_json::Value)> {
+        let previous = self.0.snapshot.load();
+        let digests = |s: &Snapshot| {
+            s.policies
+                .iter()
+                .map(|(name, p)| (name.to_string(), p.digest.to_string()))
+                .collect::<std::collections::BTreeMap<_, _>>()
+        };
+        let (before, after) = (digests(&previous), digests(next));
+        let mut names: Vec<&str> = before
+            .keys()
+            .chain(after.keys())
+            .filter(|n| before.get(*n) != after.get(*n))
+            .map(String::as_str)
+            .collect();
+        names.sort_unstable();
+        names.dedup();
+        let envoy_changed = envoy.is_some_and(|e| self.0.envoy_served.lock().as_ref() != Some(e));
+        let mut changed = Vec::new();
+        if !names.is_empty() {
+            changed.push(format!("policies {}", names.join(", ")));
+        }
+        if envoy_changed {
+            changed.push("envoy".to_owned());
+        }
+        if changed.is_empty() {
+            return None;
+        }
+        let served = serde_json::json!({ "policies": after, "envoy": envoy });
+        Some((changed.join("; "), served))
     }
 
     /// Swaps `next` in: the pipeline's policies, the snapshot, and the generation watchers
@@ -569,7 +633,7 @@ impl AppState {
         // restart); validated here, before anything is swapped.
         let envoy = config.envoy.take();
         if let Some(envoy) = &envoy {
-            envoy::check(envoy, &snapshot)?;
+            envoy::check(envoy, &snapshot, self.effects().audit.is_some())?;
         }
         Ok((snapshot, key, envoy))
     }
