@@ -3,7 +3,8 @@
 # ext_proc, in one run, on loopback: wrk (apt-get install wrk) at full load for DURATION seconds
 # per setup, the same upstream (a tiny Python server would be the bottleneck, so Envoy's own
 # direct_response stands in for the upstream) and the same route chain (apiKeyAuth, rateLimit
-# high enough not to refuse, addSecurityHeaders on ext_proc's response).
+# high enough not to refuse, addSecurityHeaders on ext_proc's response); then oha at a fixed
+# rate (half the slowest setup's maximum) for the latency each setup adds at that rate.
 # Usage: bench/envoy.sh [DURATION] (needs target/release/warden: cargo build --release -p warden-cli)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,22 +97,49 @@ $filter
 YAML
 }
 
-echo "setup        requests/s   p50      p99      (wrk -t$THREADS -c$CONNS -d${DURATION}s --latency; envoy --concurrency 1)"
-i=0
-for setup in none ext_authz ext_proc; do
-  i=$((i + 1))
-  port=$((18000 + i)) admin=$((18100 + i))
-  envoy_config "$setup" "$port" "$admin" > "$work/envoy-$setup.yaml"
-  "$ENVOY" -c "$work/envoy-$setup.yaml" --base-id $((4000 + i)) --concurrency 1 --log-level error >"$work/envoy-$setup.log" 2>&1 &
+start_envoy() { # $1: setup, $2: index; sets port, epid
+  port=$((18000 + $2)) admin=$((18100 + $2))
+  envoy_config "$1" "$port" "$admin" > "$work/envoy-$1.yaml"
+  "$ENVOY" -c "$work/envoy-$1.yaml" --base-id $((4000 + $2)) --concurrency 1 --log-level error >"$work/envoy-$1.log" 2>&1 &
   epid=$!
   pids+=($epid)
   for _ in $(seq 100); do curl -sf "127.0.0.1:$admin/ready" >/dev/null && break; sleep 0.1; done
   code=$(curl -s -o /dev/null -w '%{http_code}' -H "x-api-key: $KEY" "127.0.0.1:$port/")
-  [ "$code" = 200 ] || { echo "$setup: a keyed request answered $code"; exit 1; }
+  [ "$code" = 200 ] || { echo "$1: a keyed request answered $code"; exit 1; }
+}
+
+echo "== maximum rate: wrk -t$THREADS -c$CONNS -d${DURATION}s --latency; envoy --concurrency 1"
+echo "setup        requests/s   p50      p99"
+declare -A max
+i=0
+for setup in none ext_authz ext_proc; do
+  i=$((i + 1))
+  start_envoy "$setup" "$i"
   wrk -t$THREADS -c$CONNS -d"${DURATION}s" --latency -H "x-api-key: $KEY" "http://127.0.0.1:$port/" > "$work/wrk-$setup.txt"
   rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk-$setup.txt")
+  max[$setup]=${rps%.*}
   p50=$(awk '$1 == "50%" {print $2}' "$work/wrk-$setup.txt")
   p99=$(awk '$1 == "99%" {print $2}' "$work/wrk-$setup.txt")
   printf '%-12s %-12s %-8s %-8s\n' "$setup" "$rps" "$p50" "$p99"
+  kill "$epid"; wait "$epid" 2>/dev/null || true
+done
+
+# Half the slowest setup's maximum, the same fixed rate for all three, so that the latency
+# Warden adds is read against Envoy alone at that rate.
+slowest=${max[none]}
+for s in ext_authz ext_proc; do [ "${max[$s]}" -lt "$slowest" ] && slowest=${max[$s]}; done
+rate=$((slowest / 2))
+echo "== fixed rate: $rate requests/s (half the slowest maximum), oha -z ${DURATION}s -c $CONNS -q $rate --latency-correction"
+echo "setup        p50(ms)  p99(ms)  p99.9(ms)  p99 added(ms)"
+base_p99=""
+for setup in none ext_authz ext_proc; do
+  i=$((i + 1))
+  start_envoy "$setup" "$i"
+  oha -z "${DURATION}s" -c $CONNS -q $rate --latency-correction --no-tui --output-format json \
+    -H "x-api-key: $KEY" "http://127.0.0.1:$port/" > "$work/oha-$setup.json"
+  read -r p50 p99 p999 < <(python3 -c 'import json,sys; p=json.load(open(sys.argv[1]))["latencyPercentiles"]; print(*(round(p[k]*1000, 3) for k in ("p50","p99","p99.9")))' "$work/oha-$setup.json")
+  [ -z "$base_p99" ] && base_p99=$p99
+  added=$(python3 -c "print(round($p99 - $base_p99, 3))")
+  printf '%-12s %-8s %-8s %-10s %s\n' "$setup" "$p50" "$p99" "$p999" "$added"
   kill "$epid"; wait "$epid" 2>/dev/null || true
 done

@@ -385,6 +385,23 @@ fn the_real_openai_and_anthropic_sdks_go_through_warden() {
     assert!(answer["output_tokens"].as_u64().unwrap() > 0, "{answer}");
     assert!(answer["input_tokens"].as_u64().unwrap() > 0, "{answer}");
     assert!(answer["cost_micro_usd"].as_u64().unwrap() > 0, "{answer}");
+    // A streamed answer's usage, reported after its text was decided, is its own entry.
+    let streamed = entries
+        .iter()
+        .find(|e| {
+            e["kind"] == "stream_usage"
+                && e["decision"] == "ended"
+                && e["model"] == "gpt-4o-mini"
+                && e["output_tokens"].as_u64().is_some_and(|n| n > 0)
+        })
+        .expect("no streamed answer's usage entry");
+    assert_eq!(streamed["rule"], "openai", "{streamed}");
+    assert_eq!(streamed["tenant"], "team-a", "{streamed}");
+    assert!(streamed["input_tokens"].as_u64().unwrap() > 0, "{streamed}");
+    assert!(
+        streamed["cost_micro_usd"].as_u64().unwrap() > 0,
+        "{streamed}"
+    );
     // A priced model's prompt carries its estimated cost.
     assert!(
         entries.iter().any(|e| e["kind"] == "prompt"

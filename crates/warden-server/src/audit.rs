@@ -292,6 +292,14 @@ pub(crate) struct AuditEvent<'a> {
     pub policy: String,
     /// How long it took.
     pub latency_us: u64,
+    /// The model (an LLM exchange's, as forwarded).
+    pub model: Option<String>,
+    /// Prompt tokens, as the upstream reported them.
+    pub input_tokens: Option<u64>,
+    /// Answer tokens, as the upstream reported them.
+    pub output_tokens: Option<u64>,
+    /// Their cost in micro-dollars (priced models).
+    pub cost_micro_usd: Option<u64>,
 }
 
 impl AuditEvent<'_> {
@@ -316,6 +324,10 @@ impl AuditEvent<'_> {
             rule: self.target,
             policy: self.policy,
             latency_us: self.latency_us,
+            model: self.model,
+            input_tokens: self.input_tokens,
+            output_tokens: self.output_tokens,
+            cost_micro_usd: self.cost_micro_usd,
             ..AuditRecord::default()
         })
     }
@@ -500,6 +512,51 @@ pub(crate) async fn audit_exchange(
         // Checked at load: a route with an `auditLog` step needs the log.
         return Err(ApiError::internal());
     }
+    audit_event(audit, event).await
+}
+
+/// `kind` of the audit entry of a streamed LLM answer's usage.
+pub(crate) const STREAM_USAGE_KIND: &str = "stream_usage";
+
+/// How a streamed LLM answer ended, for its usage entry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum StreamEnd {
+    /// The upstream ended it.
+    Ended,
+    /// Warden cut it (a finding that blocks, an upstream that stalled or failed).
+    Cut,
+    /// The client left before its end.
+    Left,
+}
+
+/// Appends the usage of a streamed LLM answer once it is over, and waits for it (per `fsync`):
+/// its text was decided chunk by chunk before the upstream reported what it cost, so this entry
+/// carries the cost: kind `stream_usage`, `decision` `ended`, `cut` or `left`, `rule` the mount,
+/// `tenant`, `model` (as forwarded), `input_tokens`, `output_tokens` (none when the upstream
+/// reported none) and `cost_micro_usd` (priced models).
+pub(crate) async fn audit_stream_usage(
+    audit: Option<&Audit>,
+    mount: &str,
+    tenant: &str,
+    model: &str,
+    usage: Option<(u64, u64, Option<u64>)>,
+    end: StreamEnd,
+) -> Result<(), ApiError> {
+    let event = AuditEvent {
+        kind: STREAM_USAGE_KIND,
+        action: match end {
+            StreamEnd::Ended => "ended",
+            StreamEnd::Cut => "cut",
+            StreamEnd::Left => "left",
+        },
+        target: Some(mount.to_owned()),
+        tenant: Some(tenant.to_owned()),
+        model: Some(model.to_owned()),
+        input_tokens: usage.map(|(input, _, _)| input),
+        output_tokens: usage.map(|(_, output, _)| output),
+        cost_micro_usd: usage.and_then(|(_, _, cost)| cost),
+        ..AuditEvent::default()
+    };
     audit_event(audit, event).await
 }
 

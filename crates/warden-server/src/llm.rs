@@ -34,6 +34,7 @@ use warden_llm::stream::StreamRewriter;
 use warden_llm::{Api, Asker, ChatRequest, Judge, Refusal, RefusalKind};
 
 use crate::AppState;
+use crate::audit::StreamEnd;
 use crate::auth::Caller;
 use crate::config::LlmUpstreamConfig;
 use crate::snapshot::PolicyKind;
@@ -633,6 +634,15 @@ impl Mount {
                             // what was spent, else the estimate stands.
                             count_usage(&state, &mount, &tenant, &model, rewriter.usage());
                             state.0.budgets.settle(reservation, rewriter.usage()).await;
+                            audit_usage(
+                                &state,
+                                &mount,
+                                &tenant,
+                                &model,
+                                rewriter.usage(),
+                                StreamEnd::Left,
+                            )
+                            .await;
                             return;
                         }
                     }
@@ -644,6 +654,12 @@ impl Mount {
             };
             count_usage(&state, &mount, &tenant, &model, rewriter.usage());
             state.0.budgets.settle(reservation, rewriter.usage()).await;
+            let how = if end.is_ok() {
+                StreamEnd::Ended
+            } else {
+                StreamEnd::Cut
+            };
+            audit_usage(&state, &mount, &tenant, &model, rewriter.usage(), how).await;
             if let Err(refusal) = end {
                 tracing::info!(mount = %mount, code = refusal.kind.code(), "LLM stream cut");
                 // Counted again, under its cause: the exchange was counted `forwarded`.
@@ -730,6 +746,35 @@ fn count_usage(
             .llm_cost
             .get_or_create(&label("total"))
             .inc_by(price.micro_usd(usage.input, usage.output));
+    }
+}
+
+/// Records a streamed answer's usage in the audit log ([`crate::audit::audit_stream_usage`]).
+/// The answer has been sent by then, so a log that cannot take the entry can only be reported:
+/// logged as an error and counted in `warden_audit_failures_total`.
+async fn audit_usage(
+    state: &AppState,
+    mount: &str,
+    tenant: &str,
+    model: &str,
+    usage: Option<warden_llm::Usage>,
+    end: StreamEnd,
+) {
+    let usage = usage.map(|u| {
+        let cost = state
+            .config()
+            .llm_prices
+            .get(model)
+            .map(|price| price.micro_usd(u.input, u.output));
+        (u.input, u.output, cost)
+    });
+    let audit = state.effects().audit.as_ref();
+    if crate::audit::audit_stream_usage(audit, mount, tenant, model, usage, end)
+        .await
+        .is_err()
+    {
+        state.metrics().audit_failures.inc();
+        tracing::error!(mount = %mount, "a streamed answer's usage could not be audited");
     }
 }
 

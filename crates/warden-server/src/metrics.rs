@@ -131,6 +131,9 @@ pub struct Metrics {
     pub workers: Gauge,
     /// Audit entries queued for the writer (0 without an audit log).
     pub audit_queue: Gauge,
+    /// Entries the audit log could not take after their effect could no longer be refused (a
+    /// streamed answer's usage, recorded once the answer was sent).
+    pub audit_failures: Counter,
     /// Sequence number of the last audit entry written (0 without an audit log).
     pub audit_seq: Gauge,
     /// The audit log's last entry: one series labelled with its hash, valued with its sequence
@@ -184,6 +187,12 @@ impl Metrics {
         let reloads = Family::<ReloadLabels, Counter>::default();
         let sessions = Gauge::default();
         let workers = Gauge::default();
+        let audit_failures = Counter::default();
+        registry.register(
+            "warden_audit_failures",
+            "Audit entries lost after their effect could no longer be refused (a streamed answer's usage)",
+            audit_failures.clone(),
+        );
         let audit_queue = Gauge::default();
         let audit_seq = Gauge::default();
         registry.register(
@@ -357,6 +366,7 @@ impl Metrics {
             sessions,
             workers,
             audit_queue,
+            audit_failures,
             audit_seq,
             audit_head,
             audit_checkpoint,
