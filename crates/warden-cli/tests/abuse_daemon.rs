@@ -815,18 +815,7 @@ fn racing_batches_and_single_calls_deliver_exactly_what_the_audit_log_holds() {
     assert_eq!(allowed.load(std::sync::atomic::Ordering::Relaxed), 2);
     drop(server);
 
-    let mut entries = Vec::new();
-    let mut files: Vec<PathBuf> = std::fs::read_dir(site.path("audit"))
-        .unwrap()
-        .map(|f| f.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    for f in files {
-        for line in std::fs::read_to_string(f).unwrap().lines() {
-            entries.push(serde_json::from_str::<Value>(line).unwrap());
-        }
-    }
+    let entries = common::audit_entries(&site.path("audit"));
     let mut voided = std::collections::HashSet::new();
     for e in entries.iter().filter(|e| e["kind"] == "void") {
         let range = e["rule"].as_str().unwrap().strip_prefix("seq ").unwrap();

@@ -11,7 +11,7 @@
 //! (certification/authorization-api-1_0-scenario.md), decided by a Warden policy written for
 //! them, and an agent's tool calls through it sharing session state with `/v1/decide`.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::Command;
 use std::time::Duration;
 
@@ -936,7 +936,7 @@ fn decisions_are_counted_logged_audited_and_signed() {
         "arguments were logged"
     );
 
-    let entries = audit_lines(&site.path("audit"));
+    let entries = common::audit_entries(&site.path("audit"));
     assert_eq!(entries.len(), 3, "{entries:?}");
     let tools: Vec<&str> = entries
         .iter()
@@ -950,25 +950,6 @@ fn decisions_are_counted_logged_audited_and_signed() {
     }
     assert_eq!(entries[1]["decision"], "deny");
     assert_eq!(entries[1]["rule"], "no-exfil");
-}
-
-fn audit_lines(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
 }
 
 /// One raw HTTP/1.1 exchange (to send a `Host` of the test's choosing).

@@ -305,26 +305,6 @@ envoy:
     )
 }
 
-/// Every entry of the audit log in `dir`, oldest first.
-fn audit_entries(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir.join("audit"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|x| x == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .map(|l| serde_json::from_str(l).unwrap())
-                .collect::<Vec<Value>>()
-        })
-        .collect()
-}
-
 /// Everything one test runs: the daemon, the upstream and Envoy, and a key of tenant `acme`.
 struct Rig {
     dir: tempfile::TempDir,
@@ -630,7 +610,7 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
 
     // auditLog: the exchanges of `keyed` (after authentication: the caller) and the responses
     // of `open`, in the hash-chained log; the target only as a hash. The reload is there too.
-    let entries = audit_entries(rig.dir.path());
+    let entries = common::audit_entries(&rig.dir.path().join("audit"));
     let exchanges: Vec<&Value> = entries
         .iter()
         .filter(|e| e["kind"] == "http_exchange")

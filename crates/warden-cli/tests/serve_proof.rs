@@ -385,25 +385,6 @@ fn bad_signing_key_is_fatal_and_not_echoed() {
     assert!(!stderr.contains("c2VjcmV0LXNlY3JldA"), "{stderr}");
 }
 
-fn audit_lines(dir: &Path) -> Vec<Value> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-        .iter()
-        .flat_map(|f| {
-            std::fs::read_to_string(f)
-                .unwrap()
-                .lines()
-                .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-                .collect::<Vec<_>>()
-        })
-        .collect()
-}
-
 #[test]
 fn audit_log_records_every_decision_and_verifies() {
     let site = Site::new("audit: { dir: audit, key_file: audit.key, max_file_bytes: 2000 }\n");
@@ -455,7 +436,7 @@ fn audit_log_records_every_decision_and_verifies() {
     server.stop();
 
     let dir = site.path("audit");
-    let lines = audit_lines(&dir);
+    let lines = common::audit_entries(&dir);
     assert_eq!(lines.len(), decisions);
     assert!(
         std::fs::read_dir(&dir).unwrap().count() > 1,
@@ -554,7 +535,7 @@ fn sigkill_under_fsync_always_loses_no_answered_decision() {
     assert!(out.status.success(), "{}", stdout(&out));
     let out = warden(&["audit", "verify", &dir.display().to_string()]);
     assert!(out.status.success(), "{}", stdout(&out));
-    let logged: HashSet<String> = audit_lines(&dir)
+    let logged: HashSet<String> = common::audit_entries(&dir)
         .iter()
         .filter_map(|l| l["principal"].as_str().map(str::to_owned))
         .collect();
@@ -790,7 +771,7 @@ fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
         }
         // `fsync: always`: answered only once the entry is written (and synced).
         assert_eq!(
-            audit_lines(&dir).len(),
+            common::audit_entries(&dir).len(),
             i + 1,
             "{path}: answered before audited"
         );
@@ -804,7 +785,7 @@ fn rego_data_api_queries_are_audited_without_their_input_and_verify() {
     assert_eq!(server.post_raw("/v1/data/authz/allow", &deep).status, 400);
     server.stop();
 
-    let lines = audit_lines(&dir);
+    let lines = common::audit_entries(&dir);
     assert_eq!(lines.len(), cases.len());
     let mac = warden_proof::SoftwareKeyProvider::mac_only(
         warden_proof::MacKey::from_hex(&warden_proof::SecretString::from(
@@ -853,7 +834,7 @@ fn rego_data_api_fails_closed_when_the_audit_log_fails() {
     let alice = format!(r#"{{"input":{{"user":"alice","api_token":"{INPUT_SECRET}"}}}}"#);
     let reply = server.post_raw("/v1/data/authz/allow", &alice);
     assert_eq!((reply.status, &reply.body), (200, &json!({"result": true})));
-    assert_eq!(audit_lines(&site.path("audit")).len(), 1);
+    assert_eq!(common::audit_entries(&site.path("audit")).len(), 1);
 
     std::fs::remove_dir_all(site.path("audit")).unwrap();
     for _ in 0..2 {

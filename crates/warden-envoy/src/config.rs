@@ -117,14 +117,18 @@ pub enum OnFailure {
 }
 
 impl EnvoyConfig {
+    /// Each route with the field naming it (`envoy.routes.NAME`, `envoy.default`).
+    fn routes_by_field(&self) -> impl Iterator<Item = (String, &RouteConfig)> {
+        self.routes
+            .iter()
+            .map(|(name, r)| (format!("envoy.routes.{name}"), r))
+            .chain(self.default.iter().map(|r| ("envoy.default".to_owned(), r)))
+    }
+
     /// The policies `decide` steps name, each with the field naming it, for the daemon to
     /// check against its loaded policies (a step naming none decides by the caller's).
     pub fn decide_policies(&self) -> Vec<(String, String)> {
-        let routes = self
-            .routes
-            .iter()
-            .map(|(name, r)| (format!("envoy.routes.{name}"), r))
-            .chain(self.default.iter().map(|r| ("envoy.default".to_owned(), r)));
+        let routes = self.routes_by_field();
         let mut out = Vec::new();
         for (at, route) in routes {
             for (i, step) in route.request.iter().enumerate() {
@@ -144,11 +148,7 @@ impl EnvoyConfig {
     /// Where steps of built-in policy `policy` stand (`envoy.routes.a.response[0]`), for the
     /// daemon to check what they need (`auditLog` an audit log).
     pub fn steps_of(&self, policy: &str) -> Vec<String> {
-        let routes = self
-            .routes
-            .iter()
-            .map(|(name, r)| (format!("envoy.routes.{name}"), r))
-            .chain(self.default.iter().map(|r| ("envoy.default".to_owned(), r)));
+        let routes = self.routes_by_field();
         let mut out = Vec::new();
         for (at, route) in routes {
             for (chain, steps) in [("request", &route.request), ("response", &route.response)] {

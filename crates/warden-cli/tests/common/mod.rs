@@ -11,6 +11,27 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// Every entry of the audit log in `dir` (its `audit-NNNNNN.jsonl` files in order), oldest
+/// first; a line that does not parse (one being written while the daemon runs) is left out.
+pub fn audit_entries(dir: &Path) -> Vec<serde_json::Value> {
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
+        .collect();
+    files.sort();
+    files
+        .iter()
+        .flat_map(|f| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// The `warden` binary under test.
 pub const WARDEN: &str = env!("CARGO_BIN_EXE_warden");
 
