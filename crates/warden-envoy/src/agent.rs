@@ -199,7 +199,22 @@ impl Agent {
                 )));
             }
             stream.set_read_timeout(Some(left)).map_err(transport)?;
-            let n = stream.read(&mut chunk).map_err(transport)?;
+            let n = match stream.read(&mut chunk) {
+                Ok(n) => n,
+                // A read timeout reads as `WouldBlock` on Unix.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(CallError::Transport(format!(
+                        "no answer within {:?}",
+                        self.timeout
+                    )));
+                }
+                Err(e) => return Err(transport(e)),
+            };
             if n == 0 {
                 break;
             }
@@ -208,11 +223,33 @@ impl Agent {
         parse_line(&answer)
     }
 
-    fn describe(&self) -> Result<Offer, String> {
+    /// One blocking attempt on a thread of its own, waited for at most the timeout: a blocking
+    /// connect has no timeout of its own (it waits while the agent's backlog is full).
+    fn once_bounded(self: &Arc<Self>, line: &str) -> Result<Value, CallError> {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (agent, line) = (Arc::clone(self), line.to_owned());
+        std::thread::Builder::new()
+            .name("warden-agent-describe".to_owned())
+            .spawn(move || {
+                if tx.send(agent.once_blocking(&line)).is_err() {
+                    tracing::debug!(agent = %agent.name, "an answer came after the load gave up");
+                }
+            })
+            .map_err(|e| CallError::Transport(format!("cannot start the call: {e}")))?;
+        rx.recv_timeout(self.timeout + Duration::from_millis(50))
+            .unwrap_or_else(|_| {
+                Err(CallError::Transport(format!(
+                    "no answer within {:?}",
+                    self.timeout
+                )))
+            })
+    }
+
+    fn describe(self: &Arc<Self>) -> Result<Offer, String> {
         let line = json!({"op": "describe"}).to_string();
         let mut last = String::new();
         for _attempt in 0..=self.retries {
-            match self.once_blocking(&line) {
+            match self.once_bounded(&line) {
                 Ok(answer) => {
                     return serde_json::from_value(answer)
                         .map_err(|e| format!("its `describe` answer is not understood: {e}"));

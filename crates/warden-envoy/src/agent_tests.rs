@@ -205,6 +205,15 @@ fn a_socket_others_may_use_or_no_agent_is_refused_at_load() {
         .compile()
         .unwrap_err();
     assert_eq!(e.field, "envoy.agents.ext.socket");
+    // An agent that never answers: the load gives up within the timeout (twice: one retry).
+    let mute = agent.dir.path().join("mute.sock");
+    let _listener = UnixListener::bind(&mute).unwrap();
+    std::fs::set_permissions(&mute, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let started = std::time::Instant::now();
+    let e = config(&mute, "{}", 1000).compile().unwrap_err();
+    assert_eq!(e.field, "envoy.agents.ext.socket");
+    assert!(e.message.contains("no answer"), "{}", e.message);
+    assert!(started.elapsed() < Duration::from_secs(2));
     let mut bad = config(&agent.socket(), "{}", 1000);
     bad.agents.get_mut("ext").unwrap().timeout_ms = 0;
     assert_eq!(
