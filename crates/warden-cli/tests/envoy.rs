@@ -102,6 +102,8 @@ const ROUTES: &[(&str, &str)] = &[
     ("users", "/users"),
     ("soft", "/soft"),
     ("jwt", "/jwt"),
+    ("agclosed", "/agclosed"),
+    ("agopen", "/agopen"),
     ("other", "/other"),
 ];
 
@@ -249,6 +251,42 @@ default: allow
 content: { detectors: [email], input: redact }
 "#;
 
+/// Routes through the policy agent (tests/envoy/agent.py) listening on `socket`.
+fn agent_routes(socket: &Path) -> String {
+    format!(
+        r#"    agclosed:
+      request:
+        - {{policy: ext/requireHeader, config: {{header: x-ticket}}}}
+        - {{policy: ext/tagRequest, config: {{value: tagged}}}}
+    agopen:
+      fail_open: true
+      request: [{{policy: ext/tagRequest, config: {{value: open}}}}]
+  agents:
+    ext: {{socket: {socket}, timeout_ms: 500, retries: 1, health_interval_ms: 200}}
+"#,
+        socket = socket.display()
+    )
+}
+
+/// Starts the policy agent on `socket`, created with `mode` (octal); waits until it listens.
+fn policy_agent(socket: &Path, mode: &str) -> Proc {
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envoy/agent.py");
+    let mut child = Command::new("python3")
+        .arg(script)
+        .arg(socket)
+        .arg(mode)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert_eq!(line.trim(), "ready", "the agent did not start");
+    Proc(child)
+}
+
 fn warden_config(dir: &Path, warden_port: u16, rate: u64, jwks_port: u16) -> String {
     format!(
         r#"policies: {policies}
@@ -327,6 +365,11 @@ struct Rig {
 
 impl Rig {
     fn start(api: Api, rate: u64) -> Option<Self> {
+        Self::start_with(api, rate, None)
+    }
+
+    /// With `agent`, the routes through the policy agent on that socket too.
+    fn start_with(api: Api, rate: u64, agent: Option<&Path>) -> Option<Self> {
         let binary = envoy_binary()?;
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("policies")).unwrap();
@@ -335,11 +378,11 @@ impl Rig {
         let warden_port = free_port();
         let (jwks, jwks_port) = python_server("tests/envoy/jwks.py");
         let config = dir.path().join("warden.yaml");
-        std::fs::write(
-            &config,
-            warden_config(dir.path(), warden_port, rate, jwks_port),
-        )
-        .unwrap();
+        let mut text = warden_config(dir.path(), warden_port, rate, jwks_port);
+        if let Some(socket) = agent {
+            text.push_str(&agent_routes(socket));
+        }
+        std::fs::write(&config, text).unwrap();
         let out = Command::new(WARDEN)
             .args([
                 "keys", "create", "--tenant", "acme", "--policy", "guard", "--config",
@@ -908,6 +951,110 @@ fn a_bad_envoy_section_is_refused_at_start_naming_the_field() {
         assert_eq!(out.status.code(), Some(2), "{section}: {stderr}");
         assert!(stderr.contains(field), "{section}: {field} not in {stderr}");
     }
+}
+
+#[test]
+fn policy_agents_run_out_of_process_through_envoy() {
+    let started = Instant::now();
+    // The socket lives outside the rig's directory: the agent starts before the daemon.
+    let sockets = tempfile::tempdir().unwrap();
+    let socket = sockets.path().join("ext.sock");
+    let mut agent = policy_agent(&socket, "600");
+    let Some(rig) = Rig::start_with(Api::ExtProc, 3, Some(&socket)) else {
+        return;
+    };
+    let upstream_saw = |a: &Answer| a.json()["headers"]["x-agent-tag"].clone();
+    // Pass: the agent's header reaches the upstream. Fail: the agent's answer reaches the client.
+    let ok = send("GET", &rig.url("/agclosed/x"), &[("x-ticket", "1")], None);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(upstream_saw(&ok), "tagged");
+    let denied = send("GET", &rig.url("/agclosed/x"), &[], None);
+    assert_eq!(denied.status, 403);
+    assert_eq!(denied.body, "missing x-ticket");
+    assert_eq!(denied.header("content-type"), Some("text/plain"));
+    assert_eq!(
+        upstream_saw(&send("GET", &rig.url("/agopen"), &[], None)),
+        "open"
+    );
+
+    // The agent gone: its health check marks it down; a fail-closed route answers 5xx, a
+    // fail_open one forwards untouched.
+    drop(agent);
+    wait_for(|| rig.warden.metric("warden_envoy_agent_up{agent=\"ext\"}") == 0.0);
+    let closed = send("GET", &rig.url("/agclosed/x"), &[("x-ticket", "1")], None);
+    assert_eq!(closed.status, 500, "{}", closed.body);
+    let open = send("GET", &rig.url("/agopen"), &[], None);
+    assert_eq!(open.status, 200);
+    assert_eq!(upstream_saw(&open), Value::Null);
+    assert!(
+        rig.warden
+            .metric("warden_envoy_agent_calls_total{agent=\"ext\",outcome=\"down\"}")
+            >= 2.0
+    );
+
+    // Back: it works again once its health check answers.
+    agent = policy_agent(&socket, "600");
+    wait_for(|| rig.warden.metric("warden_envoy_agent_up{agent=\"ext\"}") == 1.0);
+    let ok = send("GET", &rig.url("/agclosed/x"), &[("x-ticket", "1")], None);
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(upstream_saw(&ok), "tagged");
+
+    // `warden config check` asks the agent and refuses steps it does not offer or configs its
+    // schema rejects, and a socket others may use, naming the field (exit code 2).
+    let check = |steps: &str, socket: &Path| {
+        let config = rig.dir.path().join("check.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "policies: {}\nstate: memory\nenvoy:\n  listen: 127.0.0.1:0\n  agents: {{ext: {{socket: {}}}}}\n  routes: {{a: {{request: {steps}}}}}\n",
+                rig.dir.path().join("policies").display(),
+                socket.display()
+            ),
+        )
+        .unwrap();
+        let out = Command::new(WARDEN)
+            .args(["config", "check", "--config"])
+            .arg(&config)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    assert_eq!(check("[{policy: ext/tagRequest}]", &socket).0, Some(0));
+    for (steps, field) in [
+        (
+            "[{policy: ext/nothing}]",
+            "envoy.routes.a.request[0].policy",
+        ),
+        (
+            "[{policy: other/tagRequest}]",
+            "envoy.routes.a.request[0].policy",
+        ),
+        (
+            "[{policy: allowAll}, {policy: ext/requireHeader, config: {header: 5}}]",
+            "envoy.routes.a.request[1].config.header",
+        ),
+        (
+            "[{policy: ext/requireHeader, config: {hedaer: x}}]",
+            "envoy.routes.a.request[0].config",
+        ),
+    ] {
+        let (code, stderr) = check(steps, &socket);
+        assert_eq!(code, Some(2), "{steps}: {stderr}");
+        assert!(stderr.contains(field), "{steps}: {field} not in {stderr}");
+    }
+    let loose = sockets.path().join("loose.sock");
+    let _loose = policy_agent(&loose, "644");
+    let (code, stderr) = check("[{policy: ext/tagRequest}]", &loose);
+    assert_eq!(code, Some(2), "{stderr}");
+    assert!(
+        stderr.contains("envoy.agents.ext.socket") && stderr.contains("0644"),
+        "{stderr}"
+    );
+    drop(agent);
+    eprintln!("policy agent test took {:?}", started.elapsed());
 }
 
 /// Whether Python has grpcio and xds-protos (scripts/test installs them into .ci/.pydeps).

@@ -23,7 +23,7 @@ use crate::metrics::Metrics;
 
 /// A host with one key (`good`), no policies, working or failing counters, and an audit log
 /// kept in memory (None: one that cannot take entries).
-struct Fake {
+pub(crate) struct Fake {
     counters: Arc<dyn CounterStore>,
     audited: Option<std::sync::Mutex<Vec<ExchangeRecord>>>,
 }
@@ -120,14 +120,14 @@ async fn run(host: &Fake, route: &crate::route::Route, ex: &mut Exchange, phase:
     .await
 }
 
-fn fake() -> Fake {
+pub(crate) fn fake() -> Fake {
     Fake {
         counters: Arc::new(MemoryCounterStore::new(100)),
         audited: Some(std::sync::Mutex::default()),
     }
 }
 
-fn status(v: &Verdict) -> u16 {
+pub(crate) fn status(v: &Verdict) -> u16 {
     match v {
         Verdict::Reply(r) => r.status,
         Verdict::Forward(_) => 0,

@@ -31,6 +31,41 @@ pub struct EnvoyConfig {
     pub routes: BTreeMap<String, RouteConfig>,
     /// Limits.
     pub limits: Limits,
+    /// Policy agents by name: processes on this host offering policies over a Unix socket
+    /// (README.md, "Policy agents"). A step names one of their policies as `AGENT/POLICY`.
+    pub agents: BTreeMap<String, AgentConfig>,
+}
+
+/// One policy agent: where it listens and how long and how often it is asked.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct AgentConfig {
+    /// Its Unix socket: a socket owned by the daemon's user with mode 0600 (no group or other
+    /// access), else refused, since whoever can write to it answers for the policies.
+    pub socket: std::path::PathBuf,
+    /// Longest one call (connect, ask, answer) may take, in milliseconds.
+    #[serde(default = "default_agent_timeout")]
+    pub timeout_ms: u64,
+    /// Further attempts after a call that could not connect or timed out (never after an
+    /// answer, even a `fail`).
+    #[serde(default = "default_agent_retries")]
+    pub retries: u32,
+    /// How often it is asked whether it is healthy, in milliseconds; while it is not, its steps
+    /// fail at once, with the route's fail mode.
+    #[serde(default = "default_health_interval")]
+    pub health_interval_ms: u64,
+}
+
+fn default_agent_timeout() -> u64 {
+    200
+}
+
+fn default_agent_retries() -> u32 {
+    1
+}
+
+fn default_health_interval() -> u64 {
+    2_000
 }
 
 impl Default for EnvoyConfig {
@@ -42,6 +77,7 @@ impl Default for EnvoyConfig {
             default: None,
             routes: BTreeMap::new(),
             limits: Limits::default(),
+            agents: BTreeMap::new(),
         }
     }
 }
@@ -92,7 +128,8 @@ pub struct RouteConfig {
 #[serde(deny_unknown_fields)]
 pub struct StepConfig {
     /// The built-in policy: `allowAll`, `apiKeyAuth`, `decide`, `addSecurityHeaders`,
-    /// `rateLimit`, `responseBodyTransform`, `roleCheck`, `auditLog`.
+    /// `rateLimit`, `responseBodyTransform`, `roleCheck`, `auditLog`; or `AGENT/POLICY`, a
+    /// policy of one of the configured `agents`.
     pub policy: String,
     /// What the step's failure does: `deny` (answer its response), `continue` (ignore it), or
     /// `skip_remaining` (forward without running the rest of the chain).

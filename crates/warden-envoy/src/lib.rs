@@ -7,6 +7,7 @@
 //! route it started with. See README.md for the protocol decisions.
 #![forbid(unsafe_code)]
 
+pub mod agent;
 pub mod chain;
 pub mod config;
 mod error;
@@ -28,7 +29,7 @@ use arc_swap::ArcSwap;
 use envoy_types::pb::envoy::service::auth::v3::authorization_server::AuthorizationServer;
 use envoy_types::pb::envoy::service::ext_proc::v3::external_processor_server::ExternalProcessorServer;
 
-pub use config::{EnvoyConfig, Limits, OnFailure, RouteConfig, StepConfig};
+pub use config::{AgentConfig, EnvoyConfig, Limits, OnFailure, RouteConfig, StepConfig};
 pub use error::EnvoyConfigError;
 pub use exchange::{ExchangeRecord, Identity};
 pub use host::{BoxFuture, Host};
@@ -88,23 +89,35 @@ impl EnvoyServer {
         host: Arc<dyn Host>,
         metrics: Arc<Metrics>,
     ) -> Result<Self, EnvoyConfigError> {
-        let chains = config.compile()?;
-        Ok(Self {
+        Ok(Self::with_chains(config.compile()?, host, metrics))
+    }
+
+    /// Serves `chains` (compiled by [`EnvoyConfig::compile`], which may block asking policy
+    /// agents what they offer, so a caller on a runtime compiles off it) over `host`. Must be
+    /// called on a Tokio runtime for the agents' health checks to run.
+    pub fn with_chains(chains: Chains, host: Arc<dyn Host>, metrics: Arc<Metrics>) -> Self {
+        watch_agents(&chains, &metrics);
+        Self {
             shared: Arc::new(Shared {
                 host,
                 chains: ArcSwap::from_pointee(chains),
                 metrics,
                 streams: AtomicUsize::new(0),
             }),
-        })
+        }
     }
 
     /// Validates `config` and, only when it compiles, swaps it in: requests that start after
     /// see the new routes and chains; an invalid one changes nothing.
     pub fn reload(&self, config: &EnvoyConfig) -> Result<(), EnvoyConfigError> {
-        let chains = config.compile()?;
-        self.shared.chains.store(Arc::new(chains));
+        self.install(config.compile()?);
         Ok(())
+    }
+
+    /// Swaps in `chains`, already compiled: requests that start after see them.
+    pub fn install(&self, chains: Chains) {
+        watch_agents(&chains, &self.shared.metrics);
+        self.shared.chains.store(Arc::new(chains));
     }
 
     /// Serves ext_proc and ext_authz on `listener` (plaintext HTTP/2) until `shutdown`.
@@ -132,5 +145,14 @@ impl EnvoyServer {
     }
 }
 
+/// Starts the health checks of the agents `chains` use (each stops once its chains are gone).
+fn watch_agents(chains: &Chains, metrics: &Arc<Metrics>) {
+    for agent in &chains.agents {
+        agent.watch(Arc::clone(metrics));
+    }
+}
+
+#[cfg(test)]
+mod agent_tests;
 #[cfg(test)]
 mod chain_tests;

@@ -3,6 +3,7 @@
 use prometheus_client::encoding::EncodeLabelSet;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 
 use crate::exchange::Phase;
@@ -32,6 +33,23 @@ pub struct RequestLabels {
     pub outcome: String,
 }
 
+/// Labels of `warden_envoy_agent_calls_total`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentCallLabels {
+    /// The agent's name in the configuration.
+    pub agent: String,
+    /// `pass`, `fail`, `error` (unreachable, too slow, an unusable answer) or `down` (not
+    /// asked: its health check failed).
+    pub outcome: String,
+}
+
+/// Labels of `warden_envoy_agent_up`.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct AgentLabels {
+    /// The agent's name in the configuration.
+    pub agent: String,
+}
+
 /// The Envoy front door's metrics.
 #[derive(Debug, Default)]
 pub struct Metrics {
@@ -39,6 +57,10 @@ pub struct Metrics {
     pub steps: Family<StepLabels, Counter>,
     /// Requests, by route, API and outcome.
     pub requests: Family<RequestLabels, Counter>,
+    /// Policy agent calls, by agent and outcome.
+    pub agent_calls: Family<AgentCallLabels, Counter>,
+    /// Policy agents' health: 1 up, 0 down.
+    pub agent_up: Family<AgentLabels, Gauge>,
 }
 
 impl Metrics {
@@ -54,6 +76,35 @@ impl Metrics {
             "Requests seen by the Envoy processor, by route, API and outcome",
             self.requests.clone(),
         );
+        registry.register(
+            "warden_envoy_agent_calls",
+            "Calls to Envoy policy agents, by agent and outcome",
+            self.agent_calls.clone(),
+        );
+        registry.register(
+            "warden_envoy_agent_up",
+            "Whether an Envoy policy agent answers its health check (1) or not (0)",
+            self.agent_up.clone(),
+        );
+    }
+
+    /// Counts one call to a policy agent.
+    pub fn agent_call(&self, agent: &str, outcome: &str) {
+        self.agent_calls
+            .get_or_create(&AgentCallLabels {
+                agent: agent.to_owned(),
+                outcome: outcome.to_owned(),
+            })
+            .inc();
+    }
+
+    /// Records a policy agent's health.
+    pub fn agent_up(&self, agent: &str, up: bool) {
+        self.agent_up
+            .get_or_create(&AgentLabels {
+                agent: agent.to_owned(),
+            })
+            .set(i64::from(up));
     }
 
     /// Counts one step.

@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use crate::agent::{Agent, Agents};
 use crate::config::{EnvoyConfig, Limits, MAX_BODY_LIMIT, OnFailure, RouteConfig, StepConfig};
 use crate::error::EnvoyConfigError;
 use crate::steps::Step;
@@ -56,6 +57,8 @@ pub struct Chains {
     pub routes: BTreeMap<String, Arc<Route>>,
     /// Limits.
     pub limits: Limits,
+    /// The policy agents the chains may call (for their health checks).
+    pub agents: Vec<Arc<Agent>>,
 }
 
 impl Chains {
@@ -78,7 +81,8 @@ impl Chains {
 
 impl EnvoyConfig {
     /// Checks every field and compiles the chains; the error names the field (under
-    /// `envoy.`).
+    /// `envoy.`). With `agents` configured this blocks: each is asked what it offers (within its
+    /// timeout), and the steps naming its policies are checked against the answer.
     pub fn compile(&self) -> Result<Chains, EnvoyConfigError> {
         let route_from = parse_route_source(&self.route_from)?;
         let l = &self.limits;
@@ -102,6 +106,7 @@ impl EnvoyConfig {
                 format!("at most {MAX_BODY_LIMIT}"),
             ));
         }
+        let agents = Agents::discover(&self.agents)?;
         let mut routes = BTreeMap::new();
         for (name, route) in &self.routes {
             if name.is_empty() || name.len() > 128 {
@@ -112,11 +117,21 @@ impl EnvoyConfig {
             }
             routes.insert(
                 name.clone(),
-                Arc::new(compile_route(name, &format!("envoy.routes.{name}"), route)?),
+                Arc::new(compile_route(
+                    name,
+                    &format!("envoy.routes.{name}"),
+                    route,
+                    &agents,
+                )?),
             );
         }
         let default = match &self.default {
-            Some(route) => Some(Arc::new(compile_route("default", "envoy.default", route)?)),
+            Some(route) => Some(Arc::new(compile_route(
+                "default",
+                "envoy.default",
+                route,
+                &agents,
+            )?)),
             None => None,
         };
         Ok(Chains {
@@ -125,6 +140,7 @@ impl EnvoyConfig {
             default,
             routes,
             limits: self.limits,
+            agents: agents.all(),
         })
     }
 }
@@ -157,15 +173,28 @@ fn parse_route_source(text: &str) -> Result<RouteSource, EnvoyConfigError> {
     Ok(RouteSource::Header(text.to_ascii_lowercase()))
 }
 
-fn compile_route(name: &str, at: &str, route: &RouteConfig) -> Result<Route, EnvoyConfigError> {
+fn compile_route(
+    name: &str,
+    at: &str,
+    route: &RouteConfig,
+    agents: &Agents,
+) -> Result<Route, EnvoyConfigError> {
     let compile = |phase: &str, steps: &[StepConfig]| {
         steps
             .iter()
             .enumerate()
             .map(|(i, s)| {
                 let field = format!("{at}.{phase}[{i}]");
-                Step::compile(&s.policy, &s.config, &field, phase == "response")
-                    .map(|step| (step, s.on_failure))
+                let response = phase == "response";
+                // A policy name with `/` is an agent's: built-in names have none.
+                let step = if s.policy.contains('/') {
+                    agents
+                        .step(&s.policy, &s.config, &field, response)
+                        .map(Step::Agent)
+                } else {
+                    Step::compile(&s.policy, &s.config, &field, response)
+                };
+                step.map(|step| (step, s.on_failure))
             })
             .collect::<Result<Vec<_>, _>>()
     };

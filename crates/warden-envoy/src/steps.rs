@@ -33,6 +33,8 @@ pub enum Step {
     JwtValidation(Box<crate::jwt::JwtValidation>),
     /// The exchange into the daemon's audit log.
     AuditLog,
+    /// A policy of an out-of-process agent (`AGENT/POLICY`).
+    Agent(crate::agent::AgentStep),
 }
 
 /// How a step ended.
@@ -145,8 +147,9 @@ impl Step {
     }
 
     /// The policy's name as written.
-    pub fn name(&self) -> &'static str {
+    pub fn name(&self) -> &str {
         match self {
+            Step::Agent(a) => &a.name,
             Step::AllowAll => "allowAll",
             Step::ApiKeyAuth(_) => "apiKeyAuth",
             Step::Decide(_) => "decide",
@@ -205,6 +208,10 @@ impl Step {
             Step::JwtValidation(j) => Ok(match j.run(ex, m).await {
                 Ok(()) => StepOutcome::Pass,
                 Err(reply) => StepOutcome::Fail(reply),
+            }),
+            Step::Agent(a) => Ok(match a.run(ex, m, response).await? {
+                None => StepOutcome::Pass,
+                Some(reply) => StepOutcome::Fail(reply),
             }),
         }
     }

@@ -68,15 +68,16 @@ impl Host for DaemonHost {
     }
 }
 
-/// Checks `config` whole: it compiles, every policy a `decide` step names is loaded in
-/// `snapshot`, and `auditLog` steps have an audit log to write to (`audit_log`). The error names
-/// the field.
+/// Checks `config` whole and answers it compiled: it compiles (its policy agents asked what
+/// they offer, which blocks: call it off the runtime), every policy a `decide` step names is
+/// loaded in `snapshot`, and `auditLog` steps have an audit log to write to (`audit_log`). The
+/// error names the field.
 pub fn check(
     config: &warden_envoy::EnvoyConfig,
     snapshot: &crate::Snapshot,
     audit_log: bool,
-) -> Result<(), String> {
-    config
+) -> Result<warden_envoy::Chains, String> {
+    let chains = config
         .compile()
         .map_err(|e| format!("configuration: {e}"))?;
     if !audit_log && let Some(field) = config.steps_of("auditLog").first() {
@@ -91,7 +92,7 @@ pub fn check(
             ));
         }
     }
-    Ok(())
+    Ok(chains)
 }
 
 /// Why the Envoy listener did not start.
@@ -112,13 +113,20 @@ pub(crate) async fn start(
     let Some(config) = &state.config().envoy else {
         return Ok(None);
     };
-    check(config, &state.snapshot(), state.effects().audit.is_some())
+    // Off the runtime: compiling asks the policy agents what they offer (blocking I/O).
+    let (envoy, snapshot, audit) = (
+        config.clone(),
+        state.snapshot(),
+        state.effects().audit.is_some(),
+    );
+    let chains = tokio::task::spawn_blocking(move || check(&envoy, &snapshot, audit))
+        .await
+        .map_err(|e| StartError::Config(format!("the Envoy check failed to run: {e}")))?
         .map_err(StartError::Config)?;
     let host = Arc::new(DaemonHost {
         state: state.clone(),
     });
-    let server = EnvoyServer::new(config, host, Arc::clone(&state.metrics().envoy))
-        .map_err(|e| StartError::Config(format!("configuration: {e}")))?;
+    let server = EnvoyServer::with_chains(chains, host, Arc::clone(&state.metrics().envoy));
     let listener = tokio::net::TcpListener::bind(config.listen)
         .await
         .map_err(|e| {

@@ -457,7 +457,9 @@ impl AppState {
             Ok((next, key, envoy)) => {
                 // A change that cannot be audited is not made.
                 let envoy = envoy.filter(|_| self.0.envoy.get().is_some());
-                let envoy_json = envoy.as_ref().and_then(|e| serde_json::to_value(e).ok());
+                let envoy_json = envoy
+                    .as_ref()
+                    .and_then(|(e, _)| serde_json::to_value(e).ok());
                 if let Some((changed, served)) = self.changes(&next, envoy_json.as_ref())
                     && let Err(_refused) =
                         audit::audit_config_change(self.effects().audit.as_ref(), changed, &served)
@@ -468,13 +470,9 @@ impl AppState {
                     tracing::error!("reload refused: its audit entry could not be written");
                     return Err("the audit log cannot take the reload's entry".to_owned());
                 }
-                if let (Some(server), Some(envoy)) = (self.0.envoy.get(), &envoy)
-                    && let Err(e) = server.reload(envoy)
-                {
-                    // Checked in `load_next`: only a race with a file change lands here.
-                    self.metrics().reload(false);
-                    tracing::error!(error = %e, "reload failed; keeping the previous policy set and Envoy routes");
-                    return Err(e.to_string());
+                // Compiled (and checked) in `load_next`, off the runtime.
+                if let (Some(server), Some((_, chains))) = (self.0.envoy.get(), envoy) {
+                    server.install(chains);
                 }
                 let policies = next.policies.len();
                 if envoy_json.is_some() {
@@ -591,16 +589,7 @@ impl AppState {
         Ok(changed)
     }
 
-    fn load_next(
-        &self,
-    ) -> Result<
-        (
-            Snapshot,
-            Option<warden_proof::Ed25519Key>,
-            Option<warden_envoy::EnvoyConfig>,
-        ),
-        String,
-    > {
+    fn load_next(&self) -> Result<NextLoad, String> {
         let mut config = match &self.0.config_path {
             // As at start: the file, then the `WARDEN_*` variables over it.
             Some(path) => ServeConfig::resolve(Some(path), std::env::vars())
@@ -631,13 +620,24 @@ impl AppState {
             .transpose()?;
         // The Envoy routes and chains reload with the policies (the listener itself needs a
         // restart); validated here, before anything is swapped.
-        let envoy = config.envoy.take();
-        if let Some(envoy) = &envoy {
-            envoy::check(envoy, &snapshot, self.effects().audit.is_some())?;
-        }
+        let envoy = match config.envoy.take() {
+            Some(envoy) => {
+                let chains = envoy::check(&envoy, &snapshot, self.effects().audit.is_some())?;
+                Some((envoy, chains))
+            }
+            None => None,
+        };
         Ok((snapshot, key, envoy))
     }
 }
+
+/// What a reload loads before anything is swapped: the policy set, the signing key (when one is
+/// configured) and the Envoy section with its chains compiled.
+type NextLoad = (
+    Snapshot,
+    Option<warden_proof::Ed25519Key>,
+    Option<(warden_envoy::EnvoyConfig, warden_envoy::Chains)>,
+);
 
 /// Connects to the PostgreSQL database `config` names (none without `database_url`), with
 /// `database_integrity_key` applied. Must be called on a Tokio runtime.
