@@ -520,6 +520,51 @@ fn a_denial_appears_live_and_filters_apply() {
     assert_eq!(live.body["viewers"], 1, "{}", live.text);
 }
 
+/// Fields the policy marks as displayable (`display:`) are shown on the live stream, and only
+/// they: a scalar as it is, one a content detector found something in withheld; other
+/// arguments never.
+#[test]
+fn only_the_fields_a_policy_marks_as_displayable_are_shown_live() {
+    let site = Site::new("");
+    let displayed = POLICY.replace(
+        "default: deny\n",
+        "default: deny\ndisplay: [/args/amount, /args/to, /context/model, /args/missing]\ncontent: { detectors: [iban], input: allow }\n",
+    );
+    std::fs::write(site.dir.path().join("policies/pay.yaml"), displayed).unwrap();
+    let agent = site.key("acme", None);
+    let admin = site.key("ops", Some("admin"));
+    let server = site.serve();
+    let (_, session) = login(&server, &admin);
+    let session = session.unwrap();
+
+    let (status, mut viewer) = Viewer::open(&server, &session, "?tenant=acme");
+    assert_eq!(status, 200);
+    let request = json!({
+        "session": "s2", "principal": "bot", "tool": "kb.read",
+        "args": {"to": SECRET, "amount": 12, "note": "not for the console"},
+        "context": {"model": "m-1"}
+    });
+    let allowed = server.post_json("/v1/decide", Some(&agent), &request);
+    assert_eq!(allowed.body["decision"], "allow", "{}", allowed.text);
+    let mut seen = String::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let data = viewer
+        .next("decision", &mut seen, deadline)
+        .expect("a decision event");
+    let event: Value = serde_json::from_str(&data).unwrap();
+    assert_eq!(
+        event["shown"],
+        json!({
+            "/args/amount": 12,
+            "/args/to": "[withheld: content finding]",
+            "/context/model": "m-1"
+        }),
+        "{event}"
+    );
+    assert!(!seen.contains(SECRET), "{seen}");
+    assert!(!seen.contains("not for the console"), "{seen}");
+}
+
 /// A viewer that never reads, on a stream holding 8 decisions: the daemon answers thousands
 /// of decisions as usual, the viewer's missed events are counted, and when it reads again it
 /// is told how many it missed (nothing was kept for it beyond the buffer). Viewers beyond

@@ -115,6 +115,11 @@ function addDecision(d) {
   cell(row, d.session);
   cell(row, d.policy);
   cell(row, d.latency_us);
+  // Only the fields the policy marks as displayable (`display:`) ever arrive here.
+  const shown = d.shown
+    ? Object.entries(d.shown).map(([field, value]) => `${field}=${JSON.stringify(value)}`).join(" ")
+    : "";
+  cell(row, shown, "shown");
   const body = $("decisions");
   body.insertBefore(row, body.firstChild);
   while (body.childElementCount > MAX_ROWS) body.removeChild(body.lastChild);

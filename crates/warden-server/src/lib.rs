@@ -291,6 +291,9 @@ impl AppState {
                     max_pending_per_tenant: config.approvals.max_pending_per_tenant,
                 },
             );
+        if let Some(console) = &console {
+            console.live().set_displays(snapshot.displays());
+        }
         Ok(Self(Arc::new(Inner {
             snapshot: ArcSwap::from_pointee(snapshot),
             store,
@@ -540,6 +543,9 @@ impl AppState {
     /// (gRPC `WatchPolicy`) are told.
     fn install(&self, next: Snapshot) {
         self.0.pipeline.swap_policies(next.policy_set());
+        if let Some(console) = &self.0.console {
+            console.live().set_displays(next.displays());
+        }
         self.0.snapshot.store(Arc::new(next));
         self.0.generation.send_modify(|g| *g = g.wrapping_add(1));
     }

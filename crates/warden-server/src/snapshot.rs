@@ -102,6 +102,21 @@ impl Snapshot {
             })
     }
 
+    /// The fields each Warden policy marks as displayable (`display:`), by digest, for the
+    /// console.
+    pub(crate) fn displays(&self) -> crate::console::Displays {
+        self.policies
+            .values()
+            .filter_map(|loaded| match &loaded.kind {
+                PolicyKind::Warden(policy) if !policy.display.is_empty() => Some((
+                    Arc::clone(&policy.info.digest),
+                    Arc::from(policy.display.clone()),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Loads every policy file in `config.policies` (not recursing), then the policies `stored`
     /// in the database (a stored policy replaces a file of the same name), and the keys from
     /// `keys`. Any file that does not load as a policy (other than a Rego policy's data

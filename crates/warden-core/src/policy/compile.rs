@@ -140,6 +140,7 @@ pub(super) fn compile_document(
         .map(Arc::new);
     let rego = compile_rego(&document, &mut rules, options, resolve, &mut diags);
     let budgets = compile_budgets(&document.budgets, &mut diags);
+    let display = compile_display(&document.display, &mut diags);
     if !diags.found.is_empty() {
         diags.found.sort_by_key(|d| (d.line, d.column));
         return Err(diags.found);
@@ -191,7 +192,49 @@ pub(super) fn compile_document(
         rego,
         content,
         budgets,
+        display,
     })
+}
+
+/// The most `display` pointers a policy may name.
+pub const MAX_DISPLAY_FIELDS: usize = 32;
+
+/// Compiles `display:`: valid JSON Pointers into the request's `args` or `context`, each naming
+/// a member (not the whole of either), at most [`MAX_DISPLAY_FIELDS`], none twice.
+fn compile_display(list: &[Spanned<String>], diags: &mut Diagnostics) -> Vec<Box<str>> {
+    let mut out: Vec<Box<str>> = Vec::new();
+    if list.len() > MAX_DISPLAY_FIELDS {
+        if let Some(first) = list.get(MAX_DISPLAY_FIELDS) {
+            diags.at(
+                first,
+                format!("`display`: at most {MAX_DISPLAY_FIELDS} fields"),
+            );
+        }
+        return out;
+    }
+    for pointer in list {
+        let p = pointer.value.as_str();
+        let inside = ["/args/", "/context/"]
+            .iter()
+            .any(|prefix| p.strip_prefix(prefix).is_some_and(|rest| !rest.is_empty()));
+        if !inside {
+            diags.at(
+                pointer,
+                format!("`display`: `{p}` must point inside the request's `args` or `context` (`/args/to`)"),
+            );
+            continue;
+        }
+        if let Err(message) = args::validate_pointer(p) {
+            diags.at(pointer, format!("`display`: {message}"));
+            continue;
+        }
+        if out.iter().any(|seen| &**seen == p) {
+            diags.at(pointer, format!("`display`: `{p}` is named twice"));
+            continue;
+        }
+        out.push(Box::from(p));
+    }
+    out
 }
 
 /// Compiles `budgets:`: unique ids, exactly one limit each, costs as whole micro-dollars.

@@ -105,6 +105,9 @@ pub struct PolicyDoc {
     /// LLM usage budgets (a Warden extension of format v1).
     #[serde(default)]
     pub budgets: Vec<Spanned<BudgetDoc>>,
+    /// Request fields the console may show, by JSON Pointer (a Warden extension of format v1).
+    #[serde(default)]
+    pub display: Vec<Spanned<String>>,
 }
 
 /// Whose usage a budget counts.

@@ -142,6 +142,9 @@ pub struct CompiledPolicy {
     pub content: Option<Arc<ContentPolicy>>,
     /// LLM usage budgets, enforced by the front door that sees the traffic.
     pub budgets: Vec<crate::budget::Budget>,
+    /// JSON Pointers (`/args/...`, `/context/...`) of the request fields the console may show;
+    /// nothing else of a request's values is ever shown.
+    pub display: Vec<Box<str>>,
 }
 
 /// Options for compiling a policy.

@@ -71,6 +71,7 @@ pub fn schema() -> Value {
             "content": {"$ref": "#/$defs/content"},
             "rego": {"$ref": "#/$defs/rego"},
             "budgets": {"type": "array", "items": {"$ref": "#/$defs/budget"}, "description": "LLM usage budgets (a Warden extension), enforced by the LLM proxy."},
+            "display": {"type": "array", "maxItems": 32, "uniqueItems": true, "items": {"type": "string", "pattern": "^/(args|context)/([^~]|~[01])+"}, "description": "A Warden extension: JSON Pointers of the request fields the console may show (nothing else of a request's values is shown)."},
         },
         "$defs": {
             "budget": {

@@ -93,6 +93,83 @@ pub(crate) struct LiveEvent {
     rule: Option<Arc<str>>,
     policy: Arc<str>,
     latency_us: u64,
+    /// The request fields the policy marks as displayable (`display:`), by pointer: absent
+    /// without one. A field a content detector found something in is withheld.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    shown: Option<serde_json::Map<String, serde_json::Value>>,
+}
+
+/// What a displayable field shows instead of a value a content detector found something in.
+const WITHHELD: &str = "[withheld: content finding]";
+
+/// The longest string a displayable field shows, in chars (longer ones are cut and marked).
+const MAX_SHOWN_CHARS: usize = 200;
+
+/// The displayable fields of the policies in force, by policy digest (a decision names the
+/// exact policy that made it).
+pub(crate) type Displays = HashMap<Arc<str>, Arc<[Box<str>]>>;
+
+/// What `pointer` (`/name/...`) resolves to in the object `map`.
+fn member_pointer<'a>(
+    map: &'a serde_json::Map<String, serde_json::Value>,
+    pointer: &str,
+) -> Option<&'a serde_json::Value> {
+    let rest = pointer.strip_prefix('/')?;
+    let (first, tail) = rest.split_once('/').map_or((rest, ""), |(a, b)| (a, b));
+    let key = first.replace("~1", "/").replace("~0", "~");
+    let value = map.get(&key)?;
+    if tail.is_empty() {
+        Some(value)
+    } else {
+        value.pointer(&format!("/{tail}"))
+    }
+}
+
+/// `request`'s fields at `pointers`, each as the console may show it: a scalar as it is (a
+/// string cut at [`MAX_SHOWN_CHARS`]), an object or array by its size only, and anything a
+/// content finding points into withheld.
+fn shown_fields(
+    pointers: &[Box<str>],
+    request: &Decided,
+    decision: &Decision,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut out = serde_json::Map::new();
+    for pointer in pointers {
+        let value = if let Some(rest) = pointer.strip_prefix("/args") {
+            request.args.as_ref().and_then(|args| args.pointer(rest))
+        } else if let Some(rest) = pointer.strip_prefix("/context") {
+            request
+                .context
+                .as_ref()
+                .and_then(|context| member_pointer(context, rest))
+        } else {
+            None
+        };
+        let Some(value) = value else {
+            continue;
+        };
+        let flagged = decision.findings.iter().any(|f| {
+            f.path == **pointer
+                || f.path
+                    .strip_prefix(&**pointer)
+                    .is_some_and(|tail| tail.starts_with('/'))
+        });
+        let shown = if flagged {
+            Value::String(WITHHELD.to_owned())
+        } else {
+            match value {
+                Value::String(s) if s.chars().count() > MAX_SHOWN_CHARS => {
+                    let cut: String = s.chars().take(MAX_SHOWN_CHARS).collect();
+                    Value::String(format!("{cut}…"))
+                }
+                Value::Array(items) => Value::String(format!("[{} items]", items.len())),
+                Value::Object(members) => Value::String(format!("{{{} members}}", members.len())),
+                scalar => scalar.clone(),
+            }
+        };
+        out.insert(pointer.to_string(), shown);
+    }
+    out
 }
 
 /// Decisions published together: the viewers take them in one receive rather than one per
@@ -124,6 +201,8 @@ pub(crate) struct Live {
     pending: Arc<parking_lot::Mutex<Pending>>,
     /// Decisions one batch holds, at most; more in one window are counted, not kept.
     per_batch: usize,
+    /// The displayable fields of the policies in force (swapped at every reload).
+    displays: Arc<arc_swap::ArcSwap<Displays>>,
 }
 
 impl Live {
@@ -135,7 +214,13 @@ impl Live {
             sender,
             pending: Arc::default(),
             per_batch: (buffer / BATCHES_HELD).max(1),
+            displays: Arc::default(),
         }
+    }
+
+    /// Takes the displayable fields of the policies now in force.
+    pub(crate) fn set_displays(&self, displays: Displays) {
+        self.displays.store(Arc::new(displays));
     }
 
     /// Sends the decisions published since the last batch to the viewers (called by every
@@ -177,6 +262,12 @@ impl Live {
             rule: decision.rule.clone(),
             policy: Arc::clone(&decision.policy.name),
             latency_us: u64::try_from(latency.as_micros()).unwrap_or(u64::MAX),
+            shown: self
+                .displays
+                .load()
+                .get(&decision.policy.digest)
+                .filter(|pointers| !pointers.is_empty())
+                .map(|pointers| shown_fields(pointers, request, decision)),
         };
         self.push(event);
     }
@@ -945,7 +1036,46 @@ mod tests {
             rule: None,
             policy: Arc::from("p"),
             latency_us: 1,
+            shown: None,
         }
+    }
+
+    #[test]
+    fn displayable_fields_are_cut_summarised_or_withheld() {
+        let request: Decided = serde_json::from_value(json!({
+            "tool": "t",
+            "args": {"long": "x".repeat(300), "list": [1, 2, 3], "obj": {"a": 1}, "card": "4111", "n": null}
+        }))
+        .unwrap();
+        let mut decision: Decision = serde_json::from_value(json!({
+            "decision": "allow", "rule": null, "reasons": [], "warnings": [], "taints": [],
+            "findings": [], "redacted": null, "dry_run_decision": null,
+            "policy": {"name": "p", "version": null, "digest": "sha256:0"}
+        }))
+        .unwrap();
+        decision.findings = vec![
+            serde_json::from_value(
+                json!({"detector": "credit_card", "path": "/args/card", "start": 0, "end": 4}),
+            )
+            .unwrap(),
+        ];
+        let pointers: Vec<Box<str>> = [
+            "/args/long",
+            "/args/list",
+            "/args/obj",
+            "/args/card",
+            "/args/n",
+            "/args/none",
+        ]
+        .map(Box::from)
+        .to_vec();
+        let shown = super::shown_fields(&pointers, &request, &decision);
+        assert_eq!(shown["/args/long"], json!(format!("{}…", "x".repeat(200))));
+        assert_eq!(shown["/args/list"], json!("[3 items]"));
+        assert_eq!(shown["/args/obj"], json!("{1 members}"));
+        assert_eq!(shown["/args/card"], json!(super::WITHHELD));
+        assert_eq!(shown["/args/n"], json!(null));
+        assert!(!shown.contains_key("/args/none"));
     }
 
     #[test]
