@@ -128,19 +128,8 @@ fn decide(server: &Server, body: &Value) -> Value {
     reply.body
 }
 
-/// The log files of an audit directory, in chain order.
-fn log_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "jsonl"))
-        .collect();
-    files.sort();
-    files
-}
-
 fn newest(dir: &Path) -> PathBuf {
-    log_files(dir).pop().expect("no audit file")
+    common::audit_files(dir).pop().expect("no audit file")
 }
 
 fn mode(p: &Path) -> u32 {
@@ -335,7 +324,7 @@ fn item5_checkpoints_expose_and_refuse_a_truncated_log() {
 
     // An emptied directory does not start a new chain either.
     std::fs::write(&cp_path, std::fs::read(site.path("cp.json")).unwrap()).unwrap();
-    for f in log_files(&site.path("audit")) {
+    for f in common::audit_files(&site.path("audit")) {
         std::fs::remove_file(f).unwrap();
     }
     let (code, log) = site.refused_start("emptied");

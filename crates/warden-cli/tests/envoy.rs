@@ -71,9 +71,17 @@ fn upstream() -> (Proc, u16) {
 
 /// A Python helper that prints its port once listening.
 fn python_server(script: &str) -> (Proc, u16) {
+    let (child, line) = python_child(script, &[]);
+    let port = line.trim().parse().expect("the upstream's port");
+    (child, port)
+}
+
+/// Starts `script` with `args`; answers it and the first line it prints (once it is ready).
+fn python_child(script: &str, args: &[&std::ffi::OsStr]) -> (Proc, String) {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join(script);
     let mut child = Command::new("python3")
         .arg(script)
+        .args(args)
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -82,8 +90,7 @@ fn python_server(script: &str) -> (Proc, u16) {
     BufReader::new(child.stdout.take().unwrap())
         .read_line(&mut line)
         .unwrap();
-    let port = line.trim().parse().expect("the upstream's port");
-    (Proc(child), port)
+    (Proc(child), line)
 }
 
 /// Which of Envoy's filters calls Warden.
@@ -270,21 +277,12 @@ fn agent_routes(socket: &Path) -> String {
 
 /// Starts the policy agent on `socket`, created with `mode` (octal); waits until it listens.
 fn policy_agent(socket: &Path, mode: &str) -> Proc {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/envoy/agent.py");
-    let mut child = Command::new("python3")
-        .arg(script)
-        .arg(socket)
-        .arg(mode)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
+    let (child, line) = python_child(
+        "tests/envoy/agent.py",
+        &[socket.as_os_str(), std::ffi::OsStr::new(mode)],
+    );
     assert_eq!(line.trim(), "ready", "the agent did not start");
-    Proc(child)
+    child
 }
 
 fn warden_config(dir: &Path, warden_port: u16, rate: u64, jwks_port: u16) -> String {

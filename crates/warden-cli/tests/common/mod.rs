@@ -11,9 +11,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// Every entry of the audit log in `dir` (its `audit-NNNNNN.jsonl` files in order), oldest
-/// first; a line that does not parse (one being written while the daemon runs) is left out.
-pub fn audit_entries(dir: &Path) -> Vec<serde_json::Value> {
+/// The files of the audit log in `dir`, in chain order.
+pub fn audit_files(dir: &Path) -> Vec<std::path::PathBuf> {
     let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
@@ -21,6 +20,12 @@ pub fn audit_entries(dir: &Path) -> Vec<serde_json::Value> {
         .collect();
     files.sort();
     files
+}
+
+/// Every entry of the audit log in `dir` (its `audit-NNNNNN.jsonl` files in order), oldest
+/// first; a line that does not parse (one being written while the daemon runs) is left out.
+pub fn audit_entries(dir: &Path) -> Vec<serde_json::Value> {
+    audit_files(dir)
         .iter()
         .flat_map(|f| {
             std::fs::read_to_string(f)
