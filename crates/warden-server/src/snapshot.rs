@@ -24,6 +24,10 @@ pub enum PolicyKind {
     Rego(RegoPolicy, Arc<RegoSources>),
 }
 
+/// The displayable fields of the policies in force, by policy digest (a decision names the
+/// exact policy that made it), for the console.
+pub(crate) type Displays = HashMap<Arc<str>, Arc<[Box<str>]>>;
+
 /// One loaded policy.
 #[derive(Debug)]
 pub struct LoadedPolicy {
@@ -104,7 +108,7 @@ impl Snapshot {
 
     /// The fields each Warden policy marks as displayable (`display:`), by digest, for the
     /// console.
-    pub(crate) fn displays(&self) -> crate::console::Displays {
+    pub(crate) fn displays(&self) -> Displays {
         self.policies
             .values()
             .filter_map(|loaded| match &loaded.kind {

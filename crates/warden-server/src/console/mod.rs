@@ -50,6 +50,7 @@ use crate::AppState;
 use crate::auth::{Admin, Client};
 use crate::config::ConsoleConfig;
 use crate::error::{ApiError, ErrorCode};
+use crate::snapshot::Displays;
 
 /// The login cookie's name.
 const COOKIE: &str = "warden_console";
@@ -104,10 +105,6 @@ const WITHHELD: &str = "[withheld: content finding]";
 
 /// The longest string a displayable field shows, in chars (longer ones are cut and marked).
 const MAX_SHOWN_CHARS: usize = 200;
-
-/// The displayable fields of the policies in force, by policy digest (a decision names the
-/// exact policy that made it).
-pub(crate) type Displays = HashMap<Arc<str>, Arc<[Box<str>]>>;
 
 /// What `pointer` (`/name/...`) resolves to in the object `map`.
 fn member_pointer<'a>(
