@@ -578,6 +578,7 @@ fn ext_proc_runs_the_route_chains_through_envoy() {
         "/guard/public/../admin/users",
         "/guard/admin;x=1/users",
         "/guard/x?debug=0&debug=1",
+        "/guard/x?debug=0;debug=1",
     ] {
         let a = send("DELETE", &rig.url(path), &key, None);
         assert_eq!(a.status, 400, "{path}: {}", a.body);
